@@ -1,0 +1,138 @@
+//! [`FrameCodec`]: the `tokio-util` codec that cuts a byte stream into [`Envelope`]s and back.
+//!
+//! The length prefix is checked against the maximum frame size before anything is buffered
+//! for the frame, so a hostile length cannot make the reader allocate.
+
+use bytes::{Buf, BytesMut};
+use tokio_util::codec::{Decoder, Encoder};
+
+use crate::error::DecodeError;
+use crate::frame::{Envelope, FRAME_HEADER_BYTES};
+
+/// The default and largest-by-default frame size: 8 MiB, as `LengthDelimitedCodec`'s.
+pub const DEFAULT_MAX_FRAME_SIZE_BYTES: u32 = 8 * 1024 * 1024;
+
+/// Bytes a server-built frame (a delivery) may add to the publish it came from. A publish
+/// frame may therefore be at most `max_frame_size - PUBLISH_HEADROOM_BYTES` long, so every
+/// frame derived from it still fits.
+pub const PUBLISH_HEADROOM_BYTES: u32 = 1024;
+
+const LENGTH_PREFIX_BYTES: usize = 4;
+
+/// Frames on a byte stream: `u32` LE length, then opcode, request id and payload.
+#[derive(Debug, Clone)]
+pub struct FrameCodec {
+    max_frame_size: u32,
+}
+
+impl FrameCodec {
+    /// A codec refusing frames longer than `max_frame_size` (the length prefix's value).
+    pub fn new(max_frame_size: u32) -> Self {
+        FrameCodec { max_frame_size }
+    }
+
+    /// The maximum in force.
+    pub fn max_frame_size(&self) -> u32 {
+        self.max_frame_size
+    }
+
+    /// Changes the maximum (after the handshake told the client the server's).
+    pub fn set_max_frame_size(&mut self, max: u32) {
+        self.max_frame_size = max;
+    }
+}
+
+impl Default for FrameCodec {
+    fn default() -> Self {
+        FrameCodec::new(DEFAULT_MAX_FRAME_SIZE_BYTES)
+    }
+}
+
+impl Decoder for FrameCodec {
+    type Item = Envelope;
+    type Error = DecodeError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Envelope>, DecodeError> {
+        let Some(prefix) = src.get(..LENGTH_PREFIX_BYTES) else {
+            return Ok(None);
+        };
+        let mut len_bytes = [0u8; LENGTH_PREFIX_BYTES];
+        len_bytes.copy_from_slice(prefix);
+        let len = u32::from_le_bytes(len_bytes);
+        if len > self.max_frame_size {
+            return Err(DecodeError::FrameTooLarge {
+                size: u64::from(len),
+                max: u64::from(self.max_frame_size),
+            });
+        }
+        let len = len as usize;
+        if len < FRAME_HEADER_BYTES {
+            return Err(DecodeError::FrameTooShort {
+                size: len as u64,
+                min: FRAME_HEADER_BYTES as u64,
+            });
+        }
+        let total = LENGTH_PREFIX_BYTES + len;
+        if src.len() < total {
+            src.reserve(total - src.len());
+            return Ok(None);
+        }
+        let mut frame = src.split_to(total);
+        frame.advance(LENGTH_PREFIX_BYTES);
+        Envelope::decode(frame.freeze()).map(Some)
+    }
+}
+
+impl Encoder<Envelope> for FrameCodec {
+    type Error = std::io::Error;
+
+    fn encode(&mut self, item: Envelope, dst: &mut BytesMut) -> Result<(), std::io::Error> {
+        item.encode(dst);
+        Ok(())
+    }
+}
+
+impl Encoder<&Envelope> for FrameCodec {
+    type Error = std::io::Error;
+
+    fn encode(&mut self, item: &Envelope, dst: &mut BytesMut) -> Result<(), std::io::Error> {
+        item.encode(dst);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::Frame;
+    use bytes::BufMut;
+
+    #[test]
+    fn oversized_length_is_refused_before_buffering() {
+        let mut codec = FrameCodec::new(1024);
+        let mut buf = BytesMut::new();
+        buf.put_u32_le(u32::MAX);
+        let err = codec.decode(&mut buf).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "frame length 4294967295 exceeds max 1024"
+        );
+        assert!(buf.capacity() < 1024);
+    }
+
+    #[test]
+    fn partial_frames_wait_for_more() {
+        let mut codec = FrameCodec::default();
+        let bytes = Envelope::new(9, Frame::Heartbeat).to_bytes();
+        let mut buf = BytesMut::new();
+        for (i, b) in bytes.iter().enumerate() {
+            buf.put_u8(*b);
+            let out = codec.decode(&mut buf).unwrap();
+            if i + 1 < bytes.len() {
+                assert!(out.is_none());
+            } else {
+                assert_eq!(out, Some(Envelope::new(9, Frame::Heartbeat)));
+            }
+        }
+    }
+}

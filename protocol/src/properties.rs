@@ -1,0 +1,157 @@
+//! Message properties: the metadata a publisher attaches to a message, carried unchanged to
+//! every consumer.
+//!
+//! On the wire: a `u16` presence mask, then each present field in bit order.
+
+use bytes::{BufMut, BytesMut};
+
+use crate::error::DecodeError;
+use crate::field_table::{put_table, read_table, FieldTable};
+use crate::read::Reader;
+use crate::write::put_str16;
+
+const MESSAGE_ID: u16 = 1 << 0;
+const CORRELATION_ID: u16 = 1 << 1;
+const REPLY_TO: u16 = 1 << 2;
+const CONTENT_TYPE: u16 = 1 << 3;
+const CONTENT_ENCODING: u16 = 1 << 4;
+const TIMESTAMP: u16 = 1 << 5;
+const EXPIRATION: u16 = 1 << 6;
+const PRIORITY: u16 = 1 << 7;
+const PERSISTENT: u16 = 1 << 8;
+const HEADERS: u16 = 1 << 9;
+const ALL: u16 = (1 << 10) - 1;
+
+/// The properties of a message, as AMQP's `basic` class defines them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Properties {
+    /// Application-chosen message id.
+    pub message_id: Option<String>,
+    /// Correlates a reply with its request.
+    pub correlation_id: Option<String>,
+    /// Where replies should go (usually a queue name).
+    pub reply_to: Option<String>,
+    /// MIME type of the body.
+    pub content_type: Option<String>,
+    /// Encoding of the body (e.g. `gzip`).
+    pub content_encoding: Option<String>,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub timestamp: Option<u64>,
+    /// Time to live in milliseconds (used by per-message TTL).
+    pub expiration: Option<u64>,
+    /// Priority, 0 to 255.
+    pub priority: Option<u8>,
+    /// Whether a durable queue keeps this message on disk (AMQP delivery mode 2).
+    pub persistent: bool,
+    /// Application headers; the broker adds its own (`x-death`, ...) here.
+    pub headers: FieldTable,
+}
+
+impl Properties {
+    /// Encodes the properties.
+    pub fn encode(&self, dst: &mut BytesMut) {
+        let mut mask = 0u16;
+        let strs = [
+            (&self.message_id, MESSAGE_ID),
+            (&self.correlation_id, CORRELATION_ID),
+            (&self.reply_to, REPLY_TO),
+            (&self.content_type, CONTENT_TYPE),
+            (&self.content_encoding, CONTENT_ENCODING),
+        ];
+        for (v, bit) in &strs {
+            if v.is_some() {
+                mask |= bit;
+            }
+        }
+        if self.timestamp.is_some() {
+            mask |= TIMESTAMP;
+        }
+        if self.expiration.is_some() {
+            mask |= EXPIRATION;
+        }
+        if self.priority.is_some() {
+            mask |= PRIORITY;
+        }
+        if self.persistent {
+            mask |= PERSISTENT;
+        }
+        if !self.headers.is_empty() {
+            mask |= HEADERS;
+        }
+        dst.put_u16_le(mask);
+        for (v, _) in strs {
+            if let Some(s) = v {
+                put_str16(dst, s);
+            }
+        }
+        if let Some(t) = self.timestamp {
+            dst.put_u64_le(t);
+        }
+        if let Some(e) = self.expiration {
+            dst.put_u64_le(e);
+        }
+        if let Some(p) = self.priority {
+            dst.put_u8(p);
+        }
+        if !self.headers.is_empty() {
+            put_table(dst, &self.headers);
+        }
+    }
+
+    /// Decodes properties written by [`Properties::encode`].
+    pub fn decode(r: &mut Reader) -> Result<Properties, DecodeError> {
+        let offset = r.offset();
+        let mask = r.u16()?;
+        if mask & !ALL != 0 {
+            return Err(DecodeError::InvalidValue {
+                field: "property mask",
+                value: u64::from(mask),
+                offset,
+            });
+        }
+        let s = |bit: u16, field: &'static str, r: &mut Reader| {
+            if mask & bit != 0 {
+                r.str16(field).map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        let message_id = s(MESSAGE_ID, "message_id", r)?;
+        let correlation_id = s(CORRELATION_ID, "correlation_id", r)?;
+        let reply_to = s(REPLY_TO, "reply_to", r)?;
+        let content_type = s(CONTENT_TYPE, "content_type", r)?;
+        let content_encoding = s(CONTENT_ENCODING, "content_encoding", r)?;
+        let timestamp = if mask & TIMESTAMP != 0 {
+            Some(r.u64()?)
+        } else {
+            None
+        };
+        let expiration = if mask & EXPIRATION != 0 {
+            Some(r.u64()?)
+        } else {
+            None
+        };
+        let priority = if mask & PRIORITY != 0 {
+            Some(r.u8()?)
+        } else {
+            None
+        };
+        let headers = if mask & HEADERS != 0 {
+            read_table(r)?
+        } else {
+            FieldTable::new()
+        };
+        Ok(Properties {
+            message_id,
+            correlation_id,
+            reply_to,
+            content_type,
+            content_encoding,
+            timestamp,
+            expiration,
+            priority,
+            persistent: mask & PERSISTENT != 0,
+            headers,
+        })
+    }
+}
