@@ -1,1 +1,17 @@
+//! Warren: a message broker with RabbitMQ's model — exchanges, bindings, queues, per-consumer
+//! acks, redelivery — on a compact binary protocol (`warren-protocol`) and a redb store.
+//!
+//! # Layout
+//! - [`server`]: the accept loop; [`connection`]: one task pair per client, frames in and out.
+//! - [`broker`]: exchanges, queues, consumers, sessions — everything that routes and delivers.
+//! - [`store`]: redb behind a group-commit writer thread; recovery at startup.
+//! - [`message`]: the message types shared by the broker and the store.
+//! - [`client`]: the async client library the CLI and the tests use.
+//! - [`cli`]: the `warren` command line.
 
+pub mod broker;
+pub mod connection;
+pub mod error;
+pub mod message;
+pub mod server;
+pub mod store;

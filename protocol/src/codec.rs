@@ -113,10 +113,7 @@ mod tests {
         let mut buf = BytesMut::new();
         buf.put_u32_le(u32::MAX);
         let err = codec.decode(&mut buf).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "frame length 4294967295 exceeds max 1024"
-        );
+        assert_eq!(err.to_string(), "frame length 4294967295 exceeds max 1024");
         assert!(buf.capacity() < 1024);
     }
 

@@ -197,9 +197,18 @@ mod tests {
         assert_eq!(FieldValue::parse_cli("-1"), FieldValue::Int(-1));
         assert_eq!(FieldValue::parse_cli("1.5"), FieldValue::Float(1.5));
         assert_eq!(FieldValue::parse_cli("true"), FieldValue::Bool(true));
-        assert_eq!(FieldValue::parse_cli("\"42\""), FieldValue::String("42".into()));
-        assert_eq!(FieldValue::parse_cli("abc"), FieldValue::String("abc".into()));
-        assert_eq!(FieldValue::parse_cli("nan"), FieldValue::String("nan".into()));
+        assert_eq!(
+            FieldValue::parse_cli("\"42\""),
+            FieldValue::String("42".into())
+        );
+        assert_eq!(
+            FieldValue::parse_cli("abc"),
+            FieldValue::String("abc".into())
+        );
+        assert_eq!(
+            FieldValue::parse_cli("nan"),
+            FieldValue::String("nan".into())
+        );
     }
 
     #[test]
@@ -215,7 +224,10 @@ mod tests {
         buf.put_u8(TAG_INT);
         buf.put_i64_le(1);
         let mut r = Reader::new(buf.freeze());
-        assert!(matches!(read_table(&mut r), Err(DecodeError::TooDeep { .. })));
+        assert!(matches!(
+            read_table(&mut r),
+            Err(DecodeError::TooDeep { .. })
+        ));
     }
 
     #[test]

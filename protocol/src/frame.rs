@@ -632,7 +632,10 @@ impl Frame {
             }
             Frame::QueueDelete(d) => {
                 put_str16(dst, &d.name);
-                dst.put_u8(bits(&[(d.if_unused, F_IF_UNUSED), (d.if_empty, F_IF_EMPTY)]));
+                dst.put_u8(bits(&[
+                    (d.if_unused, F_IF_UNUSED),
+                    (d.if_empty, F_IF_EMPTY),
+                ]));
             }
             Frame::QueueDeleteOk { message_count } | Frame::QueuePurgeOk { message_count } => {
                 dst.put_u64_le(*message_count);

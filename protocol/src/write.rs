@@ -41,5 +41,5 @@ fn truncate_utf8(s: &str, max: usize) -> &str {
 
 /// Length in bytes of a `u16`-prefixed string as written by [`put_str16`].
 pub fn str16_len(s: &str) -> usize {
-    2 + s.len().min(usize::from(u16::MAX))
+    2 + truncate_utf8(s, usize::from(u16::MAX)).len()
 }

@@ -1,0 +1,307 @@
+//! Byte-exact test vectors. Each constant is the full wire encoding of one frame (length
+//! prefix included), written out by hand from PROTOCOL.md; the tests decode it, encode the
+//! expected frame, and compare both ways. The same bytes appear as worked examples in
+//! PROTOCOL.md, and `protocol_md_examples_match` checks that they still do.
+
+mod common;
+
+use bytes::{Bytes, BytesMut};
+use tokio_util::codec::{Decoder, Encoder};
+use warren_protocol::handshake::{parse_client_preface, PREFACE_BYTES};
+use warren_protocol::{
+    client_preface, Ack, Confirm, Deliver, Envelope, ErrorCode, ErrorFrame, ExchangeDeclare,
+    ExchangeKind, FieldTable, FieldValue, Frame, FrameCodec, Hello, Properties, Publish, QueueBind,
+    QueueDeclare, DEFAULT_MAX_FRAME_SIZE_BYTES, PROTOCOL_VERSION,
+};
+
+use common::{hex, to_hex};
+
+const PREFACE: &str = "57 41 52 52 45 4e 01 00";
+
+const HELLO: &str = "21 00 00 00 01 00 00 00 00 00 00 00 00
+    01 00 00 00 80 00 88 13 00 00
+    0c 00 77 61 72 72 65 6e 2f 30 2e 31 2e 30";
+
+const HEARTBEAT: &str = "09 00 00 00 02 00 00 00 00 00 00 00 00";
+
+const ERROR: &str = "1c 00 00 00 05 07 00 00 00 00 00 00 00
+    94 01
+    0f 00 6e 6f 20 71 75 65 75 65 20 27 6a 6f 62 73 27";
+
+const EXCHANGE_DECLARE: &str = "2f 00 00 00 10 01 00 00 00 00 00 00 00
+    04 00 6c 6f 67 73 02 01
+    01 00 00 00 0b 00 64 65 73 63 72 69 70 74 69 6f 6e 53 08 00 00 00 61 70 70 20 6c 6f 67 73";
+
+const QUEUE_DECLARE: &str = "14 00 00 00 20 02 00 00 00 00 00 00 00
+    04 00 6a 6f 62 73 01 00 00 00 00";
+
+const QUEUE_BIND: &str = "20 00 00 00 26 03 00 00 00 00 00 00 00
+    04 00 6a 6f 62 73 04 00 6c 6f 67 73 05 00 61 70 70 2e 2a 00 00 00 00";
+
+const PUBLISH: &str = "39 00 00 00 30 04 00 00 00 00 00 00 00
+    04 00 6c 6f 67 73 09 00 61 70 70 2e 73 74 61 72 74 00
+    01 03 02 00 6d 31 01 00 00 00 07 00 72 65 74 72 69 65 73 49 03 00 00 00 00 00 00 00
+    68 69";
+
+const CONFIRM_ACK: &str = "0a 00 00 00 31 04 00 00 00 00 00 00 00 00";
+
+const CONFIRM_NACK: &str = "18 00 00 00 31 05 00 00 00 00 00 00 00
+    01 fa 01 0a 00 71 75 65 75 65 20 66 75 6c 6c";
+
+const DELIVER: &str = "49 00 00 00 45 00 00 00 00 00 00 00 00
+    02 00 63 31 01 00 00 00 00 00 00 00 00 00 00 00 00
+    04 00 6c 6f 67 73 09 00 61 70 70 2e 73 74 61 72 74
+    01 03 02 00 6d 31 01 00 00 00 07 00 72 65 74 72 69 65 73 49 03 00 00 00 00 00 00 00
+    68 69";
+
+const ACK: &str = "12 00 00 00 49 06 00 00 00 00 00 00 00 01 00 00 00 00 00 00 00 00";
+
+/// The properties of the Publish and Deliver examples.
+fn example_properties() -> Properties {
+    let mut headers = FieldTable::new();
+    headers.insert("retries".into(), FieldValue::Int(3));
+    Properties {
+        message_id: Some("m1".into()),
+        persistent: true,
+        headers,
+        ..Properties::default()
+    }
+}
+
+/// (name in PROTOCOL.md, hex, expected envelope), for every frame vector.
+fn vectors() -> Vec<(&'static str, &'static str, Envelope)> {
+    let mut description = FieldTable::new();
+    description.insert("description".into(), FieldValue::String("app logs".into()));
+    vec![
+        (
+            "hello",
+            HELLO,
+            Envelope::new(
+                0,
+                Frame::Hello(Hello {
+                    version: PROTOCOL_VERSION,
+                    max_frame_size: DEFAULT_MAX_FRAME_SIZE_BYTES,
+                    heartbeat_ms: 5000,
+                    server: "warren/0.1.0".into(),
+                }),
+            ),
+        ),
+        ("heartbeat", HEARTBEAT, Envelope::new(0, Frame::Heartbeat)),
+        (
+            "error",
+            ERROR,
+            Envelope::new(
+                7,
+                Frame::Error(ErrorFrame::new(ErrorCode::NotFound, "no queue 'jobs'")),
+            ),
+        ),
+        (
+            "exchange-declare",
+            EXCHANGE_DECLARE,
+            Envelope::new(
+                1,
+                Frame::ExchangeDeclare(ExchangeDeclare {
+                    name: "logs".into(),
+                    kind: ExchangeKind::Topic,
+                    durable: true,
+                    passive: false,
+                    arguments: description,
+                }),
+            ),
+        ),
+        (
+            "queue-declare",
+            QUEUE_DECLARE,
+            Envelope::new(
+                2,
+                Frame::QueueDeclare(QueueDeclare {
+                    name: "jobs".into(),
+                    durable: true,
+                    exclusive: false,
+                    auto_delete: false,
+                    passive: false,
+                    arguments: FieldTable::new(),
+                }),
+            ),
+        ),
+        (
+            "queue-bind",
+            QUEUE_BIND,
+            Envelope::new(
+                3,
+                Frame::QueueBind(QueueBind {
+                    queue: "jobs".into(),
+                    exchange: "logs".into(),
+                    routing_key: "app.*".into(),
+                    arguments: FieldTable::new(),
+                }),
+            ),
+        ),
+        (
+            "publish",
+            PUBLISH,
+            Envelope::new(
+                4,
+                Frame::Publish(Publish {
+                    exchange: "logs".into(),
+                    routing_key: "app.start".into(),
+                    mandatory: false,
+                    properties: example_properties(),
+                    body: Bytes::from_static(b"hi"),
+                }),
+            ),
+        ),
+        (
+            "confirm-ack",
+            CONFIRM_ACK,
+            Envelope::new(4, Frame::Confirm(Confirm::Ack)),
+        ),
+        (
+            "confirm-nack",
+            CONFIRM_NACK,
+            Envelope::new(
+                5,
+                Frame::Confirm(Confirm::Nack {
+                    code: ErrorCode::ResourceError.as_u16(),
+                    reason: "queue full".into(),
+                }),
+            ),
+        ),
+        (
+            "deliver",
+            DELIVER,
+            Envelope::new(
+                0,
+                Frame::Deliver(Deliver {
+                    consumer_tag: "c1".into(),
+                    delivery_tag: 1,
+                    redelivered: false,
+                    delivery_count: 0,
+                    exchange: "logs".into(),
+                    routing_key: "app.start".into(),
+                    properties: example_properties(),
+                    body: Bytes::from_static(b"hi"),
+                }),
+            ),
+        ),
+        (
+            "ack",
+            ACK,
+            Envelope::new(
+                6,
+                Frame::Ack(Ack {
+                    delivery_tag: 1,
+                    multiple: false,
+                }),
+            ),
+        ),
+    ]
+}
+
+#[test]
+fn client_preface_is_byte_exact() {
+    let bytes = hex(PREFACE);
+    assert_eq!(&client_preface(PROTOCOL_VERSION)[..], &bytes[..]);
+    let array: [u8; PREFACE_BYTES] = bytes.try_into().expect("8 bytes");
+    assert_eq!(parse_client_preface(array), Ok(1));
+}
+
+#[test]
+fn vectors_decode_to_the_expected_frames() {
+    for (name, text, expected) in vectors() {
+        let wire = Bytes::from(hex(text));
+        // Without the length prefix, through Envelope::decode.
+        let decoded = Envelope::decode(wire.slice(4..));
+        assert_eq!(decoded.as_ref(), Ok(&expected), "{name}");
+        // With it, through the codec, consuming every byte.
+        let mut buf = BytesMut::from(&wire[..]);
+        let decoded = FrameCodec::default().decode(&mut buf);
+        assert_eq!(decoded, Ok(Some(expected)), "{name} via codec");
+        assert!(buf.is_empty(), "{name}: {} bytes left", buf.len());
+    }
+}
+
+#[test]
+fn frames_encode_to_the_vectors() {
+    for (name, text, expected) in vectors() {
+        let want = hex(text);
+        let got = expected.to_bytes();
+        assert_eq!(to_hex(&got), to_hex(&want), "{name}");
+        let mut buf = BytesMut::new();
+        FrameCodec::default()
+            .encode(&expected, &mut buf)
+            .expect("encode");
+        assert_eq!(&buf[..], &want[..], "{name} via codec");
+        // The length prefix counts the bytes after it.
+        let len = u32::from_le_bytes(want[..4].try_into().expect("4 bytes"));
+        assert_eq!(len as usize, want.len() - 4, "{name} length prefix");
+    }
+}
+
+/// The hex bytes of the worked example after `<!-- golden:NAME -->` in PROTOCOL.md: the
+/// leading two-digit hex tokens of every line of the code block that follows; the rest of
+/// a line is commentary.
+fn markdown_example(markdown: &str, name: &str) -> Vec<u8> {
+    let marker = format!("<!-- golden:{name} -->");
+    let start = markdown
+        .find(&marker)
+        .unwrap_or_else(|| panic!("PROTOCOL.md has no {marker}"));
+    let mut lines = markdown[start + marker.len()..].lines();
+    let fence = lines
+        .find(|l| !l.trim().is_empty())
+        .expect("code block after marker");
+    assert!(
+        fence.starts_with("```"),
+        "{name}: expected a code block, got {fence:?}"
+    );
+    let mut text = String::new();
+    for line in lines {
+        if line.starts_with("```") {
+            return hex(&text);
+        }
+        for token in line.split_whitespace() {
+            let is_byte = token.len() == 2 && token.bytes().all(|b| b.is_ascii_hexdigit());
+            if !is_byte {
+                break;
+            }
+            text.push_str(token);
+        }
+    }
+    panic!("{name}: unterminated code block");
+}
+
+#[test]
+fn protocol_md_examples_match() {
+    let markdown = include_str!("../PROTOCOL.md");
+    assert_eq!(
+        to_hex(&markdown_example(markdown, "preface")),
+        to_hex(&hex(PREFACE)),
+        "preface"
+    );
+    for (name, text, _) in vectors() {
+        assert_eq!(
+            to_hex(&markdown_example(markdown, name)),
+            to_hex(&hex(text)),
+            "PROTOCOL.md example {name}"
+        );
+    }
+}
+
+#[test]
+fn every_error_code_is_documented() {
+    let markdown = include_str!("../PROTOCOL.md");
+    for code in ErrorCode::ALL {
+        let row = format!("| {} | `{}` |", code.as_u16(), code.name());
+        assert!(markdown.contains(&row), "PROTOCOL.md lacks the row {row:?}");
+        assert_eq!(ErrorCode::from_u16(code.as_u16()), Some(code));
+    }
+}
+
+#[test]
+fn every_opcode_is_documented() {
+    let markdown = include_str!("../PROTOCOL.md");
+    for op in warren_protocol::Opcode::ALL {
+        let heading = format!("### 0x{:02x} {}", *op as u8, op.name());
+        assert!(markdown.contains(&heading), "PROTOCOL.md lacks {heading:?}");
+    }
+}

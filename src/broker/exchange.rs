@@ -1,0 +1,285 @@
+//! [`Exchange`]: routes a message to queues through its bindings, by kind: direct (key
+//! equality), fanout (all), topic (a trie of dotted-word patterns) and headers (`x-match`).
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use warren_protocol::{ExchangeKind, FieldTable, FieldValue};
+
+use super::queue::Queue;
+use super::topic_trie::TopicTrie;
+use crate::error::BrokerError;
+
+/// A queue reference that compares by queue id, for sets and the topic trie.
+#[derive(Debug, Clone)]
+struct QueueRef(Arc<Queue>);
+
+impl PartialEq for QueueRef {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.id == other.0.id
+    }
+}
+impl Eq for QueueRef {}
+impl Hash for QueueRef {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.id.hash(state);
+    }
+}
+
+/// One binding from an exchange to a queue.
+#[derive(Debug, Clone)]
+pub struct Binding {
+    /// Destination.
+    pub queue: Arc<Queue>,
+    /// Binding key.
+    pub routing_key: String,
+    /// Binding arguments.
+    pub arguments: FieldTable,
+}
+
+/// How a headers binding matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum XMatch {
+    All,
+    Any,
+}
+
+/// An exchange.
+#[derive(Debug)]
+pub struct Exchange {
+    /// Name.
+    pub name: Arc<str>,
+    /// Routing kind.
+    pub kind: ExchangeKind,
+    /// Survives restarts.
+    pub durable: bool,
+    /// Declared arguments.
+    pub arguments: FieldTable,
+    /// Predeclared by the broker (`amq.*`): cannot be deleted.
+    pub builtin: bool,
+    bindings: RwLock<Bindings>,
+}
+
+#[derive(Debug, Default)]
+struct Bindings {
+    all: Vec<Binding>,
+    direct: HashMap<String, Vec<QueueRef>>,
+    topic: TopicTrie<QueueRef>,
+}
+
+fn x_match(arguments: &FieldTable) -> Result<XMatch, BrokerError> {
+    match arguments.get("x-match") {
+        None => Ok(XMatch::All),
+        Some(FieldValue::String(s)) if s == "all" => Ok(XMatch::All),
+        Some(FieldValue::String(s)) if s == "any" => Ok(XMatch::Any),
+        Some(other) => Err(BrokerError::invalid(
+            "binding argument x-match",
+            format!("expected \"all\" or \"any\", got {other:?}"),
+        )),
+    }
+}
+
+fn headers_match(binding: &FieldTable, headers: &FieldTable) -> bool {
+    let mode = x_match(binding).unwrap_or(XMatch::All);
+    let mut wanted = binding
+        .iter()
+        .filter(|(k, _)| !k.starts_with("x-"))
+        .peekable();
+    if wanted.peek().is_none() {
+        return mode == XMatch::All;
+    }
+    let mut hit = |(k, v): (&String, &FieldValue)| headers.get(k) == Some(v);
+    match mode {
+        XMatch::All => wanted.all(&mut hit),
+        XMatch::Any => wanted.any(&mut hit),
+    }
+}
+
+impl Exchange {
+    /// A new exchange with no bindings.
+    pub fn new(
+        name: Arc<str>,
+        kind: ExchangeKind,
+        durable: bool,
+        arguments: FieldTable,
+        builtin: bool,
+    ) -> Exchange {
+        Exchange {
+            name,
+            kind,
+            durable,
+            arguments,
+            builtin,
+            bindings: RwLock::new(Bindings::default()),
+        }
+    }
+
+    /// Checks binding arguments for this exchange's kind.
+    ///
+    /// # Errors
+    /// [`BrokerError::InvalidArgument`] for a headers binding with a bad `x-match`.
+    pub fn validate_binding(&self, arguments: &FieldTable) -> Result<(), BrokerError> {
+        if self.kind == ExchangeKind::Headers {
+            x_match(arguments)?;
+        }
+        Ok(())
+    }
+
+    /// Adds a binding; false if an identical one exists.
+    pub fn bind(&self, binding: Binding) -> bool {
+        let mut b = self.bindings.write();
+        if b.all.iter().any(|x| same(x, &binding)) {
+            return false;
+        }
+        match self.kind {
+            ExchangeKind::Direct => b
+                .direct
+                .entry(binding.routing_key.clone())
+                .or_default()
+                .push(QueueRef(binding.queue.clone())),
+            ExchangeKind::Topic => {
+                b.topic
+                    .insert(&binding.routing_key, QueueRef(binding.queue.clone()));
+            }
+            ExchangeKind::Fanout | ExchangeKind::Headers => {}
+        }
+        b.all.push(binding);
+        true
+    }
+
+    /// Removes a binding; false if there was none.
+    pub fn unbind(&self, queue_id: u64, routing_key: &str, arguments: &FieldTable) -> bool {
+        let mut b = self.bindings.write();
+        let Some(pos) = b.all.iter().position(|x| {
+            x.queue.id == queue_id && x.routing_key == routing_key && &x.arguments == arguments
+        }) else {
+            return false;
+        };
+        let removed = b.all.swap_remove(pos);
+        let qref = QueueRef(removed.queue);
+        match self.kind {
+            ExchangeKind::Direct => {
+                if let Some(v) = b.direct.get_mut(routing_key) {
+                    v.retain(|q| q != &qref);
+                    if v.is_empty() {
+                        b.direct.remove(routing_key);
+                    }
+                }
+            }
+            ExchangeKind::Topic => {
+                b.topic.remove(routing_key, &qref);
+            }
+            ExchangeKind::Fanout | ExchangeKind::Headers => {}
+        }
+        true
+    }
+
+    /// Removes every binding to `queue_id` (queue deletion).
+    pub fn unbind_queue(&self, queue_id: u64) {
+        let doomed: Vec<Binding> = self
+            .bindings
+            .read()
+            .all
+            .iter()
+            .filter(|b| b.queue.id == queue_id)
+            .cloned()
+            .collect();
+        for b in doomed {
+            self.unbind(queue_id, &b.routing_key, &b.arguments);
+        }
+    }
+
+    /// A copy of its bindings.
+    pub fn bindings(&self) -> Vec<Binding> {
+        self.bindings.read().all.clone()
+    }
+
+    /// Whether it has any binding.
+    pub fn has_bindings(&self) -> bool {
+        !self.bindings.read().all.is_empty()
+    }
+
+    /// Appends the queues a message with this key and these headers goes to, each once.
+    pub fn route(&self, routing_key: &str, headers: &FieldTable, out: &mut Vec<Arc<Queue>>) {
+        let b = self.bindings.read();
+        match self.kind {
+            ExchangeKind::Direct => {
+                if let Some(qs) = b.direct.get(routing_key) {
+                    out.extend(qs.iter().map(|q| q.0.clone()));
+                }
+            }
+            ExchangeKind::Fanout => out.extend(b.all.iter().map(|x| x.queue.clone())),
+            ExchangeKind::Topic => {
+                let mut refs = Vec::new();
+                b.topic.route(routing_key, &mut refs);
+                out.extend(refs.into_iter().map(|q| q.0));
+            }
+            ExchangeKind::Headers => out.extend(
+                b.all
+                    .iter()
+                    .filter(|x| headers_match(&x.arguments, headers))
+                    .map(|x| x.queue.clone()),
+            ),
+        }
+        // A queue bound twice (two keys, two header sets) still gets one copy.
+        if out.len() > 1 {
+            out.sort_unstable_by_key(|q| q.id);
+            out.dedup_by_key(|q| q.id);
+        }
+    }
+}
+
+fn same(a: &Binding, b: &Binding) -> bool {
+    a.queue.id == b.queue.id && a.routing_key == b.routing_key && a.arguments == b.arguments
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(pairs: &[(&str, FieldValue)]) -> FieldTable {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn headers_all_and_any() {
+        let s = |v: &str| FieldValue::String(v.into());
+        let headers = table(&[("format", s("pdf")), ("type", s("report"))]);
+        let all = table(&[
+            ("x-match", s("all")),
+            ("format", s("pdf")),
+            ("type", s("report")),
+        ]);
+        let all_miss = table(&[("format", s("pdf")), ("type", s("log"))]);
+        let any = table(&[
+            ("x-match", s("any")),
+            ("format", s("zip")),
+            ("type", s("report")),
+        ]);
+        let any_miss = table(&[("x-match", s("any")), ("format", s("zip"))]);
+        assert!(headers_match(&all, &headers));
+        assert!(!headers_match(&all_miss, &headers));
+        assert!(headers_match(&any, &headers));
+        assert!(!headers_match(&any_miss, &headers));
+        assert!(headers_match(&FieldTable::new(), &headers));
+        assert!(!headers_match(&table(&[("x-match", s("any"))]), &headers));
+        // Typed equality: the integer 1 is not the string "1".
+        let int_binding = table(&[("n", FieldValue::Int(1))]);
+        assert!(!headers_match(&int_binding, &table(&[("n", s("1"))])));
+        assert!(headers_match(
+            &int_binding,
+            &table(&[("n", FieldValue::Int(1))])
+        ));
+    }
+
+    #[test]
+    fn bad_x_match_is_refused() {
+        let args = table(&[("x-match", FieldValue::String("some".into()))]);
+        assert!(x_match(&args).is_err());
+    }
+}

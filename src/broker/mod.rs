@@ -1,0 +1,987 @@
+//! The broker: exchanges, queues, bindings and the operations clients perform on them.
+//!
+//! [`Broker`] is a cheap `Clone` handle around shared state. It never sees bytes or sockets:
+//! the connection layer decodes frames and calls these methods with a [`Session`]. Topology
+//! changes are serialised by one async mutex and made durable before they are answered;
+//! publishes go through the store writer, which commits, enqueues and confirms in that order.
+
+pub mod confirm;
+pub mod consumer;
+pub mod exchange;
+pub mod queue;
+pub mod session;
+pub mod topic_trie;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::RwLock;
+use warren_protocol::{
+    Consume, ConsumerCancelled, ConsumerTag, Envelope, ErrorCode, ExchangeDeclare, ExchangeKind,
+    FieldTable, Frame, Get, GetOk, Publish, QueueBind, QueueDeclare, QueueDeclareOk, RequestId,
+    Return,
+};
+
+use crate::error::BrokerError;
+use crate::message::{Message, QueuedMessage};
+use crate::store::codec::{BindingRecord, ExchangeRecord, QueueRecord};
+use crate::store::{Completion, PublishOp, Recovered, Store, TopologyChange};
+use confirm::ReplySlot;
+use consumer::Consumer;
+use exchange::{Binding, Exchange};
+use queue::{Queue, QueueContext};
+use session::{Session, Unacked};
+
+/// The longest exchange or queue name, in bytes (AMQP's short string).
+pub const MAX_NAME_BYTES: usize = 255;
+
+/// Default bytes of ready message bodies a queue keeps in memory.
+pub const DEFAULT_QUEUE_WINDOW_BYTES: u64 = 8 * 1024 * 1024;
+
+/// How the broker is set up.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// Where the store lives.
+    pub data_dir: PathBuf,
+    /// Bytes of ready bodies each queue keeps in memory (see [`queue`]).
+    pub queue_window_bytes: u64,
+}
+
+/// Broker-wide message counters.
+#[derive(Debug, Default)]
+pub struct BrokerStats {
+    /// Publishes accepted.
+    pub published: AtomicU64,
+    /// Publishes routed to at least one queue.
+    pub routed: AtomicU64,
+    /// Publishes no queue took.
+    pub unroutable: AtomicU64,
+    /// Unroutable mandatory publishes returned.
+    pub returned: AtomicU64,
+    /// Deliveries acked.
+    pub acked: AtomicU64,
+    /// Deliveries nacked or rejected with requeue.
+    pub requeued: AtomicU64,
+    /// Deliveries nacked or rejected without requeue, with nowhere to dead-letter them.
+    pub rejected_dropped: AtomicU64,
+}
+
+/// Handle to the broker.
+#[derive(Clone)]
+pub struct Broker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    exchanges: RwLock<HashMap<String, Arc<Exchange>>>,
+    queues: RwLock<HashMap<String, Arc<Queue>>>,
+    /// Serialises topology changes so check-then-change sequences are atomic.
+    topology: tokio::sync::Mutex<()>,
+    store: Store,
+    ctx: Arc<QueueContext>,
+    next_queue_id: AtomicU64,
+    next_session_id: AtomicU64,
+    stats: BrokerStats,
+    started: Instant,
+}
+
+const BUILTIN_EXCHANGES: [(&str, ExchangeKind); 4] = [
+    ("amq.direct", ExchangeKind::Direct),
+    ("amq.fanout", ExchangeKind::Fanout),
+    ("amq.topic", ExchangeKind::Topic),
+    ("amq.headers", ExchangeKind::Headers),
+];
+
+fn validate_name(kind: &'static str, name: &str) -> Result<(), BrokerError> {
+    if name.len() > MAX_NAME_BYTES {
+        return Err(BrokerError::invalid(
+            format!("{kind} name"),
+            format!("{} bytes is longer than {MAX_NAME_BYTES}", name.len()),
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(BrokerError::invalid(
+            format!("{kind} name"),
+            format!("{name:?} contains control characters"),
+        ));
+    }
+    Ok(())
+}
+
+fn unique_suffix() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    format!("{:016x}", h.finish())
+}
+
+impl Broker {
+    /// Opens the store in `config.data_dir` and rebuilds everything durable.
+    ///
+    /// # Errors
+    /// The store cannot be opened or holds corrupt records.
+    pub async fn open(config: BrokerConfig) -> Result<Broker, BrokerError> {
+        let dir = config.data_dir.clone();
+        let (store, recovered) = tokio::task::spawn_blocking(move || Store::open(&dir))
+            .await
+            .map_err(|_| BrokerError::ShuttingDown)??;
+        let ctx = Arc::new(QueueContext {
+            store: store.clone(),
+            runtime: tokio::runtime::Handle::current(),
+            window_bytes: config.queue_window_bytes,
+        });
+        let broker = Broker {
+            inner: Arc::new(Inner {
+                exchanges: RwLock::new(HashMap::new()),
+                queues: RwLock::new(HashMap::new()),
+                topology: tokio::sync::Mutex::new(()),
+                store,
+                ctx,
+                next_queue_id: AtomicU64::new(1),
+                next_session_id: AtomicU64::new(1),
+                stats: BrokerStats::default(),
+                started: Instant::now(),
+            }),
+        };
+        broker.restore(recovered).await?;
+        Ok(broker)
+    }
+
+    async fn restore(&self, recovered: Recovered) -> Result<(), BrokerError> {
+        let inner = &self.inner;
+        {
+            let mut exchanges = inner.exchanges.write();
+            for (name, kind) in BUILTIN_EXCHANGES {
+                exchanges.insert(
+                    name.to_owned(),
+                    Arc::new(Exchange::new(
+                        name.into(),
+                        kind,
+                        true,
+                        FieldTable::new(),
+                        true,
+                    )),
+                );
+            }
+            for e in recovered.exchanges {
+                exchanges.insert(
+                    e.name.clone(),
+                    Arc::new(Exchange::new(
+                        e.name.as_str().into(),
+                        e.kind,
+                        true,
+                        e.arguments,
+                        false,
+                    )),
+                );
+            }
+        }
+        let mut max_id = 0;
+        let mut orphaned = Vec::new();
+        let mut message_total = 0usize;
+        for rq in recovered.queues {
+            max_id = max_id.max(rq.record.id);
+            if rq.record.exclusive {
+                // Its owning connection died with the old process.
+                orphaned.push((rq.record.id, rq.record.name));
+                continue;
+            }
+            let q = Queue::new(
+                rq.record.id,
+                rq.record.name.as_str().into(),
+                true,
+                None,
+                rq.record.auto_delete,
+                rq.record.arguments,
+                inner.ctx.clone(),
+            );
+            message_total += rq.messages.len();
+            q.restore(
+                rq.messages
+                    .into_iter()
+                    .map(|(id, delivery_count, size)| QueuedMessage {
+                        id,
+                        message: None,
+                        size,
+                        delivery_count,
+                        stored: true,
+                    }),
+            );
+            inner.queues.write().insert(rq.record.name, q);
+        }
+        inner.next_queue_id.store(max_id + 1, Ordering::Release);
+        for b in recovered.bindings {
+            let exchange = inner.exchanges.read().get(&b.exchange).cloned();
+            let queue = inner.queues.read().get(&b.queue).cloned();
+            match (exchange, queue) {
+                (Some(e), Some(q)) => {
+                    e.bind(Binding {
+                        queue: q,
+                        routing_key: b.routing_key,
+                        arguments: b.arguments,
+                    });
+                }
+                _ => {
+                    tracing::warn!(exchange = %b.exchange, queue = %b.queue, "dropping a stored binding whose exchange or queue is gone")
+                }
+            }
+        }
+        for (id, name) in orphaned {
+            tracing::info!(queue = %name, "deleting exclusive queue left by the previous run");
+            inner
+                .store
+                .change_topology(TopologyChange::DeleteQueue { id, name })
+                .await?;
+        }
+        tracing::info!(
+            queues = inner.queues.read().len(),
+            messages = message_total,
+            "recovered durable state"
+        );
+        Ok(())
+    }
+
+    /// The store (for stats and shutdown).
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// Message counters.
+    pub fn stats(&self) -> &BrokerStats {
+        &self.inner.stats
+    }
+
+    /// When the broker started.
+    pub fn started(&self) -> Instant {
+        self.inner.started
+    }
+
+    /// A session for a new connection whose frames go to `outbound`.
+    pub fn new_session(
+        &self,
+        outbound: tokio::sync::mpsc::UnboundedSender<session::Outbound>,
+    ) -> Arc<Session> {
+        Session::new(
+            self.inner.next_session_id.fetch_add(1, Ordering::Relaxed),
+            outbound,
+        )
+    }
+
+    fn exchange(&self, name: &str) -> Option<Arc<Exchange>> {
+        self.inner.exchanges.read().get(name).cloned()
+    }
+
+    fn queue(&self, name: &str) -> Option<Arc<Queue>> {
+        self.inner.queues.read().get(name).cloned()
+    }
+
+    /// A queue by name, if this session may use it.
+    fn usable_queue(&self, session: &Session, name: &str) -> Result<Arc<Queue>, BrokerError> {
+        let q = self
+            .queue(name)
+            .ok_or_else(|| BrokerError::not_found("queue", name))?;
+        check_owner(&q, session)?;
+        Ok(q)
+    }
+
+    /// Declares an exchange.
+    ///
+    /// # Errors
+    /// Reserved or invalid names, a conflicting existing exchange, a passive declare of a
+    /// missing one, or a store failure.
+    pub async fn declare_exchange(&self, d: ExchangeDeclare) -> Result<(), BrokerError> {
+        validate_name("exchange", &d.name)?;
+        if d.name.is_empty() {
+            return Err(BrokerError::AccessRefused(
+                "the default exchange cannot be declared".into(),
+            ));
+        }
+        let _guard = self.inner.topology.lock().await;
+        if let Some(existing) = self.exchange(&d.name) {
+            if d.passive {
+                return Ok(());
+            }
+            if existing.kind != d.kind
+                || existing.durable != d.durable
+                || existing.arguments != d.arguments
+            {
+                return Err(BrokerError::PreconditionFailed(format!(
+                    "exchange '{}' declared as type={} durable={}, but it exists as type={} durable={}{}",
+                    d.name,
+                    d.kind.as_str(),
+                    d.durable,
+                    existing.kind.as_str(),
+                    existing.durable,
+                    if existing.arguments != d.arguments { " with other arguments" } else { "" }
+                )));
+            }
+            return Ok(());
+        }
+        if d.passive {
+            return Err(BrokerError::not_found("exchange", &d.name));
+        }
+        if d.name.starts_with("amq.") {
+            return Err(BrokerError::AccessRefused(format!(
+                "exchange name '{}' is reserved: names starting with 'amq.' belong to the broker",
+                d.name
+            )));
+        }
+        if d.durable {
+            self.inner
+                .store
+                .change_topology(TopologyChange::PutExchange(ExchangeRecord {
+                    name: d.name.clone(),
+                    kind: d.kind,
+                    arguments: d.arguments.clone(),
+                }))
+                .await?;
+        }
+        let e = Exchange::new(
+            d.name.as_str().into(),
+            d.kind,
+            d.durable,
+            d.arguments,
+            false,
+        );
+        self.inner.exchanges.write().insert(d.name, Arc::new(e));
+        Ok(())
+    }
+
+    /// Deletes an exchange and its bindings. Deleting a missing exchange succeeds (as in
+    /// RabbitMQ).
+    ///
+    /// # Errors
+    /// The default or a built-in exchange, `if_unused` with bindings, or a store failure.
+    pub async fn delete_exchange(&self, name: &str, if_unused: bool) -> Result<(), BrokerError> {
+        if name.is_empty() {
+            return Err(BrokerError::AccessRefused(
+                "the default exchange cannot be deleted".into(),
+            ));
+        }
+        let _guard = self.inner.topology.lock().await;
+        let Some(e) = self.exchange(name) else {
+            return Ok(());
+        };
+        if e.builtin {
+            return Err(BrokerError::AccessRefused(format!(
+                "exchange '{name}' is built in and cannot be deleted"
+            )));
+        }
+        if if_unused && e.has_bindings() {
+            return Err(BrokerError::PreconditionFailed(format!(
+                "exchange '{name}' has bindings"
+            )));
+        }
+        if e.durable {
+            self.inner
+                .store
+                .change_topology(TopologyChange::DeleteExchange(name.to_owned()))
+                .await?;
+        }
+        self.inner.exchanges.write().remove(name);
+        Ok(())
+    }
+
+    /// Declares a queue; an empty name gets a server-chosen one.
+    ///
+    /// # Errors
+    /// Reserved or invalid names, a conflicting or exclusive existing queue, a passive
+    /// declare of a missing one, or a store failure.
+    pub async fn declare_queue(
+        &self,
+        session: &Session,
+        d: QueueDeclare,
+    ) -> Result<QueueDeclareOk, BrokerError> {
+        validate_name("queue", &d.name)?;
+        let _guard = self.inner.topology.lock().await;
+        if let Some(existing) = self.queue(&d.name) {
+            check_owner(&existing, session)?;
+            let exclusive = existing.exclusive_owner.is_some();
+            if !d.passive
+                && (existing.durable != d.durable
+                    || exclusive != d.exclusive
+                    || existing.auto_delete != d.auto_delete
+                    || existing.arguments != d.arguments)
+            {
+                return Err(BrokerError::PreconditionFailed(format!(
+                    "queue '{}' declared as durable={} exclusive={} auto_delete={}, but it exists as durable={} exclusive={} auto_delete={}{}",
+                    d.name, d.durable, d.exclusive, d.auto_delete,
+                    existing.durable, exclusive, existing.auto_delete,
+                    if existing.arguments != d.arguments { " with other arguments" } else { "" }
+                )));
+            }
+            let c = existing.counts();
+            return Ok(QueueDeclareOk {
+                name: d.name,
+                message_count: c.ready,
+                consumer_count: c.consumers,
+            });
+        }
+        if d.passive {
+            return Err(BrokerError::not_found("queue", &d.name));
+        }
+        let name = if d.name.is_empty() {
+            format!("amq.gen-{}", unique_suffix())
+        } else if d.name.starts_with("amq.") {
+            return Err(BrokerError::AccessRefused(format!(
+                "queue name '{}' is reserved: names starting with 'amq.' belong to the broker",
+                d.name
+            )));
+        } else {
+            d.name
+        };
+        let id = self.inner.next_queue_id.fetch_add(1, Ordering::AcqRel);
+        if d.durable {
+            self.inner
+                .store
+                .change_topology(TopologyChange::PutQueue(QueueRecord {
+                    id,
+                    name: name.clone(),
+                    exclusive: d.exclusive,
+                    auto_delete: d.auto_delete,
+                    arguments: d.arguments.clone(),
+                }))
+                .await?;
+        }
+        let q = Queue::new(
+            id,
+            name.as_str().into(),
+            d.durable,
+            d.exclusive.then_some(session.id),
+            d.auto_delete,
+            d.arguments,
+            self.inner.ctx.clone(),
+        );
+        self.inner.queues.write().insert(name.clone(), q);
+        Ok(QueueDeclareOk {
+            name,
+            message_count: 0,
+            consumer_count: 0,
+        })
+    }
+
+    /// Deletes a queue with its bindings and messages; returns how many ready messages it
+    /// held. Deleting a missing queue succeeds with 0 (as in RabbitMQ).
+    ///
+    /// # Errors
+    /// Another connection's exclusive queue, `if_unused`/`if_empty` not met, a store failure.
+    pub async fn delete_queue(
+        &self,
+        session: &Session,
+        name: &str,
+        if_unused: bool,
+        if_empty: bool,
+    ) -> Result<u64, BrokerError> {
+        let _guard = self.inner.topology.lock().await;
+        let Some(q) = self.queue(name) else {
+            return Ok(0);
+        };
+        check_owner(&q, session)?;
+        let c = q.counts();
+        if if_unused && c.consumers > 0 {
+            return Err(BrokerError::PreconditionFailed(format!(
+                "queue '{name}' has {} consumer(s)",
+                c.consumers
+            )));
+        }
+        if if_empty && c.ready > 0 {
+            return Err(BrokerError::PreconditionFailed(format!(
+                "queue '{name}' has {} message(s)",
+                c.ready
+            )));
+        }
+        self.remove_queue(&q).await
+    }
+
+    /// Removes a queue everywhere; the topology lock must be held.
+    async fn remove_queue(&self, q: &Arc<Queue>) -> Result<u64, BrokerError> {
+        self.inner.queues.write().remove(&*q.name);
+        let (consumers, count) = q.mark_deleted();
+        for c in consumers {
+            c.session.remove_consumer(&c.tag);
+            c.session.send(Envelope::new(
+                0,
+                Frame::ConsumerCancelled(ConsumerCancelled {
+                    consumer_tag: c.tag.to_string(),
+                    code: ErrorCode::NotFound.as_u16(),
+                    reason: format!("queue '{}' was deleted", q.name),
+                }),
+            ));
+        }
+        let exchanges: Vec<Arc<Exchange>> = self.inner.exchanges.read().values().cloned().collect();
+        for e in exchanges {
+            e.unbind_queue(q.id);
+        }
+        if q.durable {
+            self.inner
+                .store
+                .change_topology(TopologyChange::DeleteQueue {
+                    id: q.id,
+                    name: q.name.to_string(),
+                })
+                .await?;
+        }
+        Ok(count)
+    }
+
+    /// Removes every ready message from a queue; returns how many.
+    ///
+    /// # Errors
+    /// Missing or foreign exclusive queue, or a store failure.
+    pub async fn purge_queue(&self, session: &Session, name: &str) -> Result<u64, BrokerError> {
+        let q = self.usable_queue(session, name)?;
+        let removed = q.purge();
+        let count = removed.len() as u64;
+        let stored: Vec<(u64, u64)> = removed
+            .iter()
+            .filter(|e| e.stored)
+            .map(|e| (q.id, e.id))
+            .collect();
+        if !stored.is_empty() {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            self.inner
+                .store
+                .remove(stored, Completion::Oneshot(tx))
+                .await?;
+            rx.await.map_err(|_| BrokerError::ShuttingDown)??;
+        }
+        Ok(count)
+    }
+
+    fn binding_parts(
+        &self,
+        session: &Session,
+        b: &QueueBind,
+    ) -> Result<(Arc<Exchange>, Arc<Queue>), BrokerError> {
+        if b.exchange.is_empty() {
+            return Err(BrokerError::AccessRefused(
+                "the default exchange cannot be bound to or unbound from".into(),
+            ));
+        }
+        let e = self
+            .exchange(&b.exchange)
+            .ok_or_else(|| BrokerError::not_found("exchange", &b.exchange))?;
+        let q = self.usable_queue(session, &b.queue)?;
+        validate_name("routing key", &b.routing_key)?;
+        Ok((e, q))
+    }
+
+    /// Binds a queue to an exchange (idempotent).
+    ///
+    /// # Errors
+    /// Missing exchange or queue, the default exchange, bad headers arguments, a store failure.
+    pub async fn bind(&self, session: &Session, b: QueueBind) -> Result<(), BrokerError> {
+        let _guard = self.inner.topology.lock().await;
+        let (e, q) = self.binding_parts(session, &b)?;
+        e.validate_binding(&b.arguments)?;
+        if e.durable && q.durable {
+            self.inner
+                .store
+                .change_topology(TopologyChange::PutBinding(record(&b)))
+                .await?;
+        }
+        e.bind(Binding {
+            queue: q,
+            routing_key: b.routing_key,
+            arguments: b.arguments,
+        });
+        Ok(())
+    }
+
+    /// Removes a binding (removing a missing binding succeeds).
+    ///
+    /// # Errors
+    /// Missing exchange or queue, the default exchange, a store failure.
+    pub async fn unbind(&self, session: &Session, b: QueueBind) -> Result<(), BrokerError> {
+        let _guard = self.inner.topology.lock().await;
+        let (e, q) = self.binding_parts(session, &b)?;
+        if e.unbind(q.id, &b.routing_key, &b.arguments) && e.durable && q.durable {
+            self.inner
+                .store
+                .change_topology(TopologyChange::DeleteBinding(record(&b)))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Routes and hands a message to the store writer. Its confirm reaches the session's
+    /// reply sink after the commit; an unroutable mandatory message is returned first.
+    ///
+    /// # Errors
+    /// A missing exchange, or the store writer has stopped.
+    pub async fn publish(
+        &self,
+        session: &Session,
+        request_id: RequestId,
+        p: Publish,
+    ) -> Result<(), BrokerError> {
+        let stats = &self.inner.stats;
+        let mut targets = Vec::new();
+        if p.exchange.is_empty() {
+            if let Some(q) = self.queue(&p.routing_key) {
+                targets.push(q);
+            }
+        } else {
+            let e = self
+                .exchange(&p.exchange)
+                .ok_or_else(|| BrokerError::not_found("exchange", &p.exchange))?;
+            e.route(&p.routing_key, &p.properties.headers, &mut targets);
+        }
+        stats.published.fetch_add(1, Ordering::Relaxed);
+        let confirm = ReplySlot::new(session.replies.clone(), request_id);
+        if targets.is_empty() {
+            stats.unroutable.fetch_add(1, Ordering::Relaxed);
+            if p.mandatory {
+                stats.returned.fetch_add(1, Ordering::Relaxed);
+                session.send(Envelope::new(
+                    request_id,
+                    Frame::Return(Return {
+                        reply_code: ErrorCode::NoRoute.as_u16(),
+                        reply_text: "NO_ROUTE".into(),
+                        exchange: p.exchange,
+                        routing_key: p.routing_key,
+                        properties: p.properties,
+                        body: p.body,
+                    }),
+                ));
+            }
+            // Unroutable messages are confirmed at once: there is nothing to store. The confirm
+            // takes the same path as the Return so it cannot overtake it.
+            drop(confirm);
+            session.send(Envelope::new(
+                request_id,
+                Frame::Confirm(warren_protocol::Confirm::Ack),
+            ));
+            return Ok(());
+        }
+        stats.routed.fetch_add(1, Ordering::Relaxed);
+        let message = Arc::new(Message {
+            exchange: p.exchange,
+            routing_key: p.routing_key,
+            properties: p.properties,
+            body: p.body,
+        });
+        self.inner
+            .store
+            .publish(PublishOp {
+                message,
+                targets,
+                confirm: Some(confirm),
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Starts a consumer. Sends `ConsumeOk` itself, before the first delivery can go out.
+    ///
+    /// # Errors
+    /// Missing or foreign exclusive queue, a tag in use, exclusivity conflicts.
+    pub fn consume(
+        &self,
+        session: &Arc<Session>,
+        request_id: RequestId,
+        c: Consume,
+    ) -> Result<(), BrokerError> {
+        let q = self.usable_queue(session, &c.queue)?;
+        let tag = if c.consumer_tag.is_empty() {
+            session.generate_consumer_tag()
+        } else {
+            validate_name("consumer tag", &c.consumer_tag)?;
+            c.consumer_tag
+        };
+        let consumer = Consumer::new(
+            tag.as_str().into(),
+            &q,
+            session.clone(),
+            c.no_ack,
+            session.prefetch(),
+            c.exclusive,
+        );
+        if !session.add_consumer(consumer.clone()) {
+            return Err(BrokerError::NotAllowed(format!(
+                "consumer tag '{tag}' is already in use on this connection"
+            )));
+        }
+        session.send(Envelope::new(
+            request_id,
+            Frame::ConsumeOk(ConsumerTag {
+                consumer_tag: tag.clone(),
+            }),
+        ));
+        if let Err(reason) = q.add_consumer(consumer) {
+            session.remove_consumer(&tag);
+            // ConsumeOk already went out: tell the client the consumer is gone.
+            session.send(Envelope::new(
+                0,
+                Frame::ConsumerCancelled(ConsumerCancelled {
+                    consumer_tag: tag,
+                    code: ErrorCode::ResourceLocked.as_u16(),
+                    reason: reason.clone(),
+                }),
+            ));
+            return Err(BrokerError::ResourceLocked(reason));
+        }
+        Ok(())
+    }
+
+    /// Stops a consumer and requeues its unacked deliveries. Cancelling an unknown tag
+    /// succeeds (as in RabbitMQ).
+    ///
+    /// # Errors
+    /// A store failure while auto-deleting its queue.
+    pub async fn cancel(&self, session: &Arc<Session>, tag: &str) -> Result<(), BrokerError> {
+        let Some(consumer) = session.remove_consumer(tag) else {
+            return Ok(());
+        };
+        self.detach(&consumer).await?;
+        let mine = session.take_unacked_of(&consumer);
+        for u in &mine {
+            consumer.on_settled(1);
+            let _ = u;
+        }
+        self.requeue(mine);
+        Ok(())
+    }
+
+    async fn detach(&self, consumer: &Arc<Consumer>) -> Result<(), BrokerError> {
+        let Some(q) = consumer.queue.upgrade() else {
+            return Ok(());
+        };
+        if q.remove_consumer(consumer) {
+            let _guard = self.inner.topology.lock().await;
+            // Re-check under the lock: a consumer may have arrived meanwhile.
+            if q.counts().consumers == 0 && !q.is_deleted() {
+                self.remove_queue(&q).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes one message from a queue (`None` if it has none ready).
+    ///
+    /// # Errors
+    /// Missing or foreign exclusive queue, or a store failure reading its body.
+    pub async fn get(&self, session: &Session, g: Get) -> Result<Option<GetOk>, BrokerError> {
+        let q = self.usable_queue(session, &g.queue)?;
+        let Some((mut entry, message_count)) = q.take_one(g.no_ack) else {
+            return Ok(None);
+        };
+        if let Err(e) = q.load_body(&mut entry).await {
+            q.requeue(vec![entry]);
+            return Err(e.into());
+        }
+        let Some(message) = entry.message.clone() else {
+            tracing::error!(queue = %q.name, id = entry.id, "queue entry without a stored message; dropping it");
+            q.settled(1);
+            self.inner.store.remove_internal(vec![(q.id, entry.id)]);
+            return Ok(None);
+        };
+        let delivery_count = entry.delivery_count;
+        let delivery_tag = if g.no_ack {
+            if entry.stored {
+                self.inner.store.remove_internal(vec![(q.id, entry.id)]);
+            }
+            session.record_delivery(None)
+        } else {
+            session.record_delivery(Some(Unacked {
+                queue: q.clone(),
+                consumer: None,
+                entry,
+            }))
+        };
+        Ok(Some(GetOk {
+            delivery_tag,
+            redelivered: delivery_count > 0,
+            delivery_count,
+            message_count,
+            exchange: message.exchange.clone(),
+            routing_key: message.routing_key.clone(),
+            properties: message.properties.clone(),
+            body: message.body.clone(),
+        }))
+    }
+
+    /// Acknowledges deliveries. With `reply`, answers `Ok` once the removal is durable.
+    ///
+    /// # Errors
+    /// An unknown delivery tag, or the store writer has stopped.
+    pub async fn ack(
+        &self,
+        session: &Session,
+        delivery_tag: u64,
+        multiple: bool,
+        reply: Option<ReplySlot>,
+    ) -> Result<(), BrokerError> {
+        let settled = take(session, delivery_tag, multiple)?;
+        self.inner
+            .stats
+            .acked
+            .fetch_add(settled.len() as u64, Ordering::Relaxed);
+        self.remove_settled(settled, reply).await
+    }
+
+    async fn remove_settled(
+        &self,
+        settled: Vec<Unacked>,
+        reply: Option<ReplySlot>,
+    ) -> Result<(), BrokerError> {
+        let mut stored = Vec::new();
+        for u in &settled {
+            if let Some(c) = &u.consumer {
+                c.on_settled(1);
+            }
+            u.queue.settled(1);
+            if u.entry.stored {
+                stored.push((u.queue.id, u.entry.id));
+            }
+        }
+        match (stored.is_empty(), reply) {
+            (true, Some(slot)) => slot.reply(Frame::Ok),
+            (true, None) => {}
+            (false, reply) => {
+                let done = reply.map_or(Completion::None, Completion::Reply);
+                self.inner.store.remove(stored, done).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses deliveries: requeue them at the head of their queues, or drop them.
+    ///
+    /// # Errors
+    /// An unknown delivery tag, a delay (not supported yet), or the store writer has stopped.
+    pub async fn nack(
+        &self,
+        session: &Session,
+        delivery_tag: u64,
+        multiple: bool,
+        requeue: bool,
+        delay_ms: u64,
+        reply: Option<ReplySlot>,
+    ) -> Result<(), BrokerError> {
+        if delay_ms != 0 {
+            return Err(BrokerError::NotImplemented(
+                "nack with a requeue delay is not supported by this server version".into(),
+            ));
+        }
+        let settled = take(session, delivery_tag, multiple)?;
+        if requeue {
+            self.inner
+                .stats
+                .requeued
+                .fetch_add(settled.len() as u64, Ordering::Relaxed);
+            for u in &settled {
+                if let Some(c) = &u.consumer {
+                    c.on_settled(1);
+                }
+            }
+            self.requeue(settled);
+            if let Some(slot) = reply {
+                slot.reply(Frame::Ok);
+            }
+            Ok(())
+        } else {
+            // No dead-letter exchange yet: a rejected message is dropped, and counted.
+            self.inner
+                .stats
+                .rejected_dropped
+                .fetch_add(settled.len() as u64, Ordering::Relaxed);
+            tracing::debug!(count = settled.len(), "rejected messages dropped");
+            self.remove_settled(settled, reply).await
+        }
+    }
+
+    /// Puts deliveries back at the head of their queues with their delivery count raised.
+    fn requeue(&self, settled: Vec<Unacked>) {
+        let mut by_queue: HashMap<u64, (Arc<Queue>, Vec<QueuedMessage>)> = HashMap::new();
+        for u in settled {
+            let mut entry = u.entry;
+            entry.delivery_count = entry.delivery_count.saturating_add(1);
+            if entry.stored {
+                self.inner
+                    .store
+                    .set_delivery_count(u.queue.id, entry.id, entry.delivery_count);
+            }
+            by_queue
+                .entry(u.queue.id)
+                .or_insert_with(|| (u.queue.clone(), Vec::new()))
+                .1
+                .push(entry);
+        }
+        for (_, (q, entries)) in by_queue {
+            q.requeue(entries);
+        }
+    }
+
+    /// Cleans up after a connection: stops its consumers, requeues its unacked deliveries,
+    /// deletes its exclusive queues. Runs however the connection ended.
+    pub async fn close_session(&self, session: &Arc<Session>) {
+        for c in session.take_consumers() {
+            if let Err(e) = self.detach(&c).await {
+                tracing::warn!(error = %e, "auto-deleting a queue on close failed");
+            }
+        }
+        let unacked = session.take_all_unacked();
+        for u in &unacked {
+            if let Some(c) = &u.consumer {
+                c.on_settled(1);
+            }
+        }
+        self.requeue(unacked);
+        let owned: Vec<Arc<Queue>> = self
+            .inner
+            .queues
+            .read()
+            .values()
+            .filter(|q| q.exclusive_owner == Some(session.id))
+            .cloned()
+            .collect();
+        if !owned.is_empty() {
+            let _guard = self.inner.topology.lock().await;
+            for q in owned {
+                if let Err(e) = self.remove_queue(&q).await {
+                    tracing::warn!(queue = %q.name, error = %e, "deleting an exclusive queue failed");
+                }
+            }
+        }
+    }
+
+    /// Drains the store writer and stops it.
+    pub async fn shutdown(&self) {
+        self.inner.store.shutdown().await;
+    }
+}
+
+fn check_owner(q: &Queue, session: &Session) -> Result<(), BrokerError> {
+    match q.exclusive_owner {
+        Some(owner) if owner != session.id => Err(BrokerError::ResourceLocked(format!(
+            "queue '{}' is exclusive to another connection",
+            q.name
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn take(session: &Session, delivery_tag: u64, multiple: bool) -> Result<Vec<Unacked>, BrokerError> {
+    session.take_unacked(delivery_tag, multiple).ok_or_else(|| {
+        BrokerError::PreconditionFailed(format!("unknown delivery tag {delivery_tag}"))
+    })
+}
+
+fn record(b: &QueueBind) -> BindingRecord {
+    BindingRecord {
+        exchange: b.exchange.clone(),
+        queue: b.queue.clone(),
+        routing_key: b.routing_key.clone(),
+        arguments: b.arguments.clone(),
+    }
+}

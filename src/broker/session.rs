@@ -1,0 +1,182 @@
+//! [`Session`]: what one connection owns in the broker — its consumers, its unacked deliveries
+//! (keyed by delivery tag), its prefetch setting — and the channel its frames leave by.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, Semaphore};
+use warren_protocol::Envelope;
+
+use super::confirm::ReplySink;
+use super::consumer::Consumer;
+use super::queue::Queue;
+use crate::message::QueuedMessage;
+
+/// Publishes a connection may have between being read and being confirmed. Past this the
+/// connection stops reading, so TCP pushes back on the publisher.
+pub const MAX_PUBLISHES_IN_FLIGHT: usize = 8192;
+
+/// A frame leaving a connection.
+#[derive(Debug)]
+pub enum Outbound {
+    /// A ready-made frame.
+    Frame(Envelope),
+    /// A delivery, encoded by the writer from the shared message (no per-delivery copy).
+    Deliver {
+        /// The consumer it is for.
+        consumer: Arc<Consumer>,
+        /// Its tag on this connection.
+        delivery_tag: u64,
+        /// The message (its body is resident).
+        entry: QueuedMessage,
+    },
+}
+
+/// A delivery awaiting ack, nack or reject.
+#[derive(Debug)]
+pub struct Unacked {
+    /// The queue it came from.
+    pub queue: Arc<Queue>,
+    /// The consumer it went to (`None` for `Get`).
+    pub consumer: Option<Arc<Consumer>>,
+    /// The message.
+    pub entry: QueuedMessage,
+}
+
+/// One connection's broker-side state.
+#[derive(Debug)]
+pub struct Session {
+    /// Connection id, unique in this process (exclusive queues record their owner by it).
+    pub id: u64,
+    /// Where frames for the client go (the connection's writer task reads it).
+    pub outbound: mpsc::UnboundedSender<Outbound>,
+    /// Confirms and replies completed by the store writer.
+    pub replies: Arc<ReplySink>,
+    /// Bounds publishes in flight; a permit is returned when its confirm is written.
+    pub publish_permits: Semaphore,
+    state: Mutex<SessionState>,
+}
+
+#[derive(Debug, Default)]
+struct SessionState {
+    next_delivery_tag: u64,
+    unacked: BTreeMap<u64, Unacked>,
+    consumers: HashMap<Arc<str>, Arc<Consumer>>,
+    prefetch: u32,
+    next_consumer_number: u64,
+}
+
+impl Session {
+    /// A session for connection `id` whose frames go to `outbound`.
+    pub fn new(id: u64, outbound: mpsc::UnboundedSender<Outbound>) -> Arc<Session> {
+        Arc::new(Session {
+            id,
+            outbound,
+            replies: ReplySink::new(),
+            publish_permits: Semaphore::new(MAX_PUBLISHES_IN_FLIGHT),
+            state: Mutex::new(SessionState::default()),
+        })
+    }
+
+    /// Sends a frame to the client. A closed connection drops it: there is nobody to tell.
+    pub fn send(&self, envelope: Envelope) {
+        let _ = self.outbound.send(Outbound::Frame(envelope));
+    }
+
+    /// The prefetch for consumers started from now on.
+    pub fn prefetch(&self) -> u32 {
+        self.state.lock().prefetch
+    }
+
+    /// Sets the prefetch for consumers started from now on.
+    pub fn set_prefetch(&self, prefetch: u32) {
+        self.state.lock().prefetch = prefetch;
+    }
+
+    /// A consumer tag unique on this connection.
+    pub fn generate_consumer_tag(&self) -> String {
+        let mut st = self.state.lock();
+        st.next_consumer_number += 1;
+        format!("ctag-{}.{}", self.id, st.next_consumer_number)
+    }
+
+    /// Registers a consumer; false if the tag is taken.
+    pub fn add_consumer(&self, consumer: Arc<Consumer>) -> bool {
+        let mut st = self.state.lock();
+        if st.consumers.contains_key(&consumer.tag) {
+            return false;
+        }
+        st.consumers.insert(consumer.tag.clone(), consumer);
+        true
+    }
+
+    /// Removes a consumer by tag.
+    pub fn remove_consumer(&self, tag: &str) -> Option<Arc<Consumer>> {
+        self.state.lock().consumers.remove(tag)
+    }
+
+    /// Removes and returns every consumer (connection close).
+    pub fn take_consumers(&self) -> Vec<Arc<Consumer>> {
+        self.state
+            .lock()
+            .consumers
+            .drain()
+            .map(|(_, c)| c)
+            .collect()
+    }
+
+    /// Records a delivery and returns its tag. With `track` false (no-ack), only a tag is
+    /// allocated.
+    pub fn record_delivery(&self, track: Option<Unacked>) -> u64 {
+        let mut st = self.state.lock();
+        st.next_delivery_tag += 1;
+        let tag = st.next_delivery_tag;
+        if let Some(u) = track {
+            st.unacked.insert(tag, u);
+        }
+        tag
+    }
+
+    /// Removes the deliveries an ack/nack/reject names: `tag` alone, or with `multiple` every
+    /// unacked tag up to it (tag 0 with `multiple` means all). `None` if `tag` is unknown.
+    pub fn take_unacked(&self, tag: u64, multiple: bool) -> Option<Vec<Unacked>> {
+        let mut st = self.state.lock();
+        if multiple {
+            if tag == 0 {
+                return Some(std::mem::take(&mut st.unacked).into_values().collect());
+            }
+            if !st.unacked.contains_key(&tag) {
+                return None;
+            }
+            let rest = st.unacked.split_off(&(tag + 1));
+            let taken = std::mem::replace(&mut st.unacked, rest);
+            Some(taken.into_values().collect())
+        } else {
+            st.unacked.remove(&tag).map(|u| vec![u])
+        }
+    }
+
+    /// Removes and returns the unacked deliveries made to `consumer` (cancel).
+    pub fn take_unacked_of(&self, consumer: &Arc<Consumer>) -> Vec<Unacked> {
+        let mut st = self.state.lock();
+        let tags: Vec<u64> = st
+            .unacked
+            .iter()
+            .filter(|(_, u)| {
+                u.consumer
+                    .as_ref()
+                    .is_some_and(|c| Arc::ptr_eq(c, consumer))
+            })
+            .map(|(t, _)| *t)
+            .collect();
+        tags.iter().filter_map(|t| st.unacked.remove(t)).collect()
+    }
+
+    /// Removes and returns every unacked delivery (connection close).
+    pub fn take_all_unacked(&self) -> Vec<Unacked> {
+        std::mem::take(&mut self.state.lock().unacked)
+            .into_values()
+            .collect()
+    }
+}

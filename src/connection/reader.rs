@@ -1,0 +1,251 @@
+//! The connection's read loop and dispatch: one `match` from frame to broker call, with errors
+//! handled by kind.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::net::tcp::OwnedReadHalf;
+use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
+use warren_protocol::{
+    Close, DecodeError, Envelope, ErrorCode, ErrorFrame, Frame, FrameCodec, RequestId,
+};
+
+use super::ConnectionConfig;
+use crate::broker::confirm::ReplySlot;
+use crate::broker::session::Session;
+use crate::broker::Broker;
+use crate::error::BrokerError;
+
+/// Heartbeat intervals of silence after which a client is considered gone.
+const MISSED_HEARTBEATS: u32 = 3;
+
+/// Why the read loop ended.
+pub(super) enum Ended {
+    ClientClosed,
+    Eof,
+    Io(String),
+    BadFrame(String),
+    HeartbeatTimeout,
+    ServerShutdown,
+}
+
+impl std::fmt::Display for Ended {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ended::ClientClosed => write!(f, "closed by client"),
+            Ended::Eof => write!(f, "client disconnected"),
+            Ended::Io(e) => write!(f, "i/o error: {e}"),
+            Ended::BadFrame(e) => write!(f, "bad frame: {e}"),
+            Ended::HeartbeatTimeout => write!(f, "heartbeat timeout"),
+            Ended::ServerShutdown => write!(f, "server shutting down"),
+        }
+    }
+}
+
+pub(super) async fn run(
+    mut frames: FramedRead<OwnedReadHalf, FrameCodec>,
+    broker: &Broker,
+    session: &Arc<Session>,
+    config: &ConnectionConfig,
+    shutdown: &CancellationToken,
+) -> Ended {
+    let silence_limit = config.heartbeat.map(|h| h * MISSED_HEARTBEATS);
+    loop {
+        let next = tokio::select! {
+            () = shutdown.cancelled() => {
+                session.send(Envelope::new(0, Frame::Close(Close {
+                    code: ErrorCode::Normal.as_u16(),
+                    reason: "server shutting down".into(),
+                })));
+                return Ended::ServerShutdown;
+            }
+            n = read(&mut frames, silence_limit) => n,
+        };
+        let envelope = match next {
+            Read::Frame(env) => env,
+            Read::Eof => return Ended::Eof,
+            Read::Silent => {
+                fatal(
+                    session,
+                    ErrorCode::HeartbeatTimeout,
+                    "no frame within 3 heartbeat intervals",
+                );
+                return Ended::HeartbeatTimeout;
+            }
+            Read::Error(DecodeError::Io(e)) => return Ended::Io(e),
+            Read::Error(e) => {
+                fatal(session, ErrorCode::FrameError, &e.to_string());
+                return Ended::BadFrame(e.to_string());
+            }
+        };
+        let id = envelope.request_id;
+        match dispatch(broker, session, envelope).await {
+            Ok(Flow::Continue) => {}
+            Ok(Flow::Close) => return Ended::ClientClosed,
+            Err(e) => {
+                if matches!(e, BrokerError::Store(_)) {
+                    tracing::error!(connection = session.id, error = %e, "request failed in the store");
+                } else {
+                    tracing::debug!(connection = session.id, request = id, error = %e, "request refused");
+                }
+                session.send(Envelope::new(
+                    id,
+                    Frame::Error(ErrorFrame::new(e.code(), e.to_string())),
+                ));
+                if id == 0 {
+                    // A request that wanted no reply (a fire-and-forget ack) failed: the client
+                    // cannot match an error to it, so, as RabbitMQ closes the channel, the
+                    // connection closes; its unacked deliveries are requeued.
+                    return Ended::BadFrame(e.to_string());
+                }
+            }
+        }
+    }
+}
+
+enum Read {
+    Frame(Envelope),
+    Eof,
+    Silent,
+    Error(DecodeError),
+}
+
+async fn read(frames: &mut FramedRead<OwnedReadHalf, FrameCodec>, limit: Option<Duration>) -> Read {
+    let next = match limit {
+        Some(limit) => match tokio::time::timeout(limit, frames.next()).await {
+            Ok(n) => n,
+            Err(_) => return Read::Silent,
+        },
+        None => frames.next().await,
+    };
+    match next {
+        None => Read::Eof,
+        Some(Ok(env)) => Read::Frame(env),
+        Some(Err(e)) => Read::Error(e),
+    }
+}
+
+/// Sends a connection-level error (request id 0); the connection then closes.
+fn fatal(session: &Session, code: ErrorCode, message: &str) {
+    session.send(Envelope::new(
+        0,
+        Frame::Error(ErrorFrame::new(code, message)),
+    ));
+}
+
+enum Flow {
+    Continue,
+    Close,
+}
+
+fn slot(session: &Session, id: RequestId) -> Option<ReplySlot> {
+    (id != 0).then(|| ReplySlot::new(session.replies.clone(), id))
+}
+
+async fn dispatch(
+    broker: &Broker,
+    session: &Arc<Session>,
+    env: Envelope,
+) -> Result<Flow, BrokerError> {
+    let id = env.request_id;
+    let reply = |frame: Frame| session.send(Envelope::new(id, frame));
+    match env.frame {
+        Frame::Heartbeat => {}
+        Frame::Close(_) => {
+            reply(Frame::CloseOk);
+            return Ok(Flow::Close);
+        }
+        Frame::CloseOk => return Ok(Flow::Close),
+        Frame::ExchangeDeclare(d) => {
+            broker.declare_exchange(d).await?;
+            reply(Frame::Ok);
+        }
+        Frame::ExchangeDelete(d) => {
+            broker.delete_exchange(&d.name, d.if_unused).await?;
+            reply(Frame::Ok);
+        }
+        Frame::QueueDeclare(d) => reply(Frame::QueueDeclareOk(
+            broker.declare_queue(session, d).await?,
+        )),
+        Frame::QueueDelete(d) => {
+            let message_count = broker
+                .delete_queue(session, &d.name, d.if_unused, d.if_empty)
+                .await?;
+            reply(Frame::QueueDeleteOk { message_count });
+        }
+        Frame::QueuePurge { name } => {
+            let message_count = broker.purge_queue(session, &name).await?;
+            reply(Frame::QueuePurgeOk { message_count });
+        }
+        Frame::QueueBind(b) => {
+            broker.bind(session, b).await?;
+            reply(Frame::Ok);
+        }
+        Frame::QueueUnbind(b) => {
+            broker.unbind(session, b).await?;
+            reply(Frame::Ok);
+        }
+        Frame::Publish(p) => {
+            // A permit per publish in flight: when confirms lag, reading stops here and TCP
+            // pushes back on the publisher.
+            let permit = session
+                .publish_permits
+                .acquire()
+                .await
+                .map_err(|_| BrokerError::ShuttingDown)?;
+            broker.publish(session, id, p).await?;
+            permit.forget();
+        }
+        Frame::Qos(q) => {
+            session.set_prefetch(q.prefetch_count);
+            reply(Frame::Ok);
+        }
+        Frame::Consume(c) => broker.consume(session, id, c)?,
+        Frame::Cancel(t) => {
+            broker.cancel(session, &t.consumer_tag).await?;
+            reply(Frame::Ok);
+        }
+        Frame::Get(g) => match broker.get(session, g).await? {
+            Some(ok) => reply(Frame::GetOk(ok)),
+            None => reply(Frame::GetEmpty),
+        },
+        Frame::Ack(a) => {
+            broker
+                .ack(session, a.delivery_tag, a.multiple, slot(session, id))
+                .await?
+        }
+        Frame::Nack(n) => {
+            broker
+                .nack(
+                    session,
+                    n.delivery_tag,
+                    n.multiple,
+                    n.requeue,
+                    n.delay_ms,
+                    slot(session, id),
+                )
+                .await?;
+        }
+        Frame::Reject(r) => {
+            broker
+                .nack(
+                    session,
+                    r.delivery_tag,
+                    false,
+                    r.requeue,
+                    0,
+                    slot(session, id),
+                )
+                .await?;
+        }
+        other => {
+            return Err(BrokerError::UnexpectedFrame(format!(
+                "{} is a server-to-client frame; a client may not send it",
+                other.opcode().name()
+            )))
+        }
+    }
+    Ok(Flow::Continue)
+}

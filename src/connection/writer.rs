@@ -1,0 +1,135 @@
+//! The connection's writer task: frames from the broker (replies, deliveries) and confirms
+//! from the store writer go onto the socket in batches — everything ready is fed, then one
+//! flush.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::SinkExt;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio_util::codec::FramedWrite;
+use tokio_util::sync::CancellationToken;
+use warren_protocol::{Deliver, Envelope, Frame, FrameCodec};
+
+use crate::broker::session::{Outbound, Session};
+
+/// Frames fed before a flush is forced, so one busy connection still writes regularly.
+const MAX_FRAMES_PER_FLUSH: usize = 1024;
+
+type Sink = FramedWrite<OwnedWriteHalf, FrameCodec>;
+
+pub(super) async fn run(
+    mut sink: Sink,
+    mut rx: UnboundedReceiver<Outbound>,
+    session: Arc<Session>,
+    stop: CancellationToken,
+    heartbeat: Option<Duration>,
+) {
+    let mut replies = Vec::new();
+    let mut ticker = tokio::time::interval(heartbeat.unwrap_or(Duration::from_secs(3600)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_write = Instant::now();
+    loop {
+        let mut stopping = false;
+        let mut first = None;
+        tokio::select! {
+            biased;
+            m = rx.recv() => match m {
+                Some(m) => first = Some(m),
+                None => stopping = true,
+            },
+            () = session.replies.notified() => {}
+            () = stop.cancelled() => stopping = true,
+            _ = ticker.tick(), if heartbeat.is_some() => {
+                if heartbeat.is_some_and(|h| last_write.elapsed() >= h)
+                    && sink.feed(Envelope::new(0, Frame::Heartbeat)).await.is_err()
+                {
+                    return;
+                }
+            }
+        }
+        let mut confirms = 0usize;
+        let mut fed = 0usize;
+        let mut next = first;
+        loop {
+            let m = match next.take() {
+                Some(m) => m,
+                None => match rx.try_recv() {
+                    Ok(m) => m,
+                    Err(_) => break,
+                },
+            };
+            if write(&mut sink, m, &mut confirms).await.is_err() {
+                return;
+            }
+            fed += 1;
+            if fed >= MAX_FRAMES_PER_FLUSH {
+                break;
+            }
+        }
+        session.replies.drain_into(&mut replies);
+        for r in replies.drain(..) {
+            if matches!(r.frame, Frame::Confirm(_)) {
+                confirms += 1;
+            }
+            if sink.feed(r).await.is_err() {
+                return;
+            }
+        }
+        if SinkExt::<Envelope>::flush(&mut sink).await.is_err() {
+            return;
+        }
+        last_write = Instant::now();
+        if confirms > 0 {
+            session.publish_permits.add_permits(confirms);
+        }
+        if stopping && rx.is_empty() {
+            return;
+        }
+    }
+}
+
+async fn write(sink: &mut Sink, m: Outbound, confirms: &mut usize) -> Result<(), std::io::Error> {
+    match m {
+        Outbound::Frame(env) => {
+            if matches!(env.frame, Frame::Confirm(_)) {
+                *confirms += 1;
+            }
+            sink.feed(env).await
+        }
+        Outbound::Deliver {
+            consumer,
+            delivery_tag,
+            entry,
+        } => {
+            let result = match &entry.message {
+                Some(message) => {
+                    sink.feed(Envelope::new(
+                        0,
+                        Frame::Deliver(Deliver {
+                            consumer_tag: consumer.tag.to_string(),
+                            delivery_tag,
+                            redelivered: entry.delivery_count > 0,
+                            delivery_count: entry.delivery_count,
+                            exchange: message.exchange.clone(),
+                            routing_key: message.routing_key.clone(),
+                            properties: message.properties.clone(),
+                            body: message.body.clone(),
+                        }),
+                    ))
+                    .await
+                }
+                None => {
+                    tracing::error!(
+                        id = entry.id,
+                        "a delivery without its body reached the writer"
+                    );
+                    Ok(())
+                }
+            };
+            consumer.on_written();
+            result
+        }
+    }
+}

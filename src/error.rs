@@ -1,0 +1,96 @@
+//! [`BrokerError`]: why a broker operation failed, and the wire [`ErrorCode`] each cause maps to.
+
+use thiserror::Error;
+use warren_protocol::ErrorCode;
+
+use crate::store::StoreError;
+
+/// Why a broker operation failed. Each variant answers one request; the connection goes on.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum BrokerError {
+    /// The named entity does not exist.
+    #[error("no {kind} '{name}'")]
+    NotFound {
+        /// `exchange`, `queue`, `consumer`, ...
+        kind: &'static str,
+        /// The name asked for.
+        name: String,
+    },
+    /// The request conflicts with existing state.
+    #[error("{0}")]
+    PreconditionFailed(String),
+    /// The client may not do this (reserved names, the default exchange).
+    #[error("{0}")]
+    AccessRefused(String),
+    /// The queue is exclusive to another connection, or has an exclusive consumer.
+    #[error("{0}")]
+    ResourceLocked(String),
+    /// A field or argument has a value that is not allowed.
+    #[error("invalid {what}: {reason}")]
+    InvalidArgument {
+        /// Which field or argument.
+        what: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The message body is larger than the server accepts.
+    #[error("message body of {size} bytes exceeds the maximum of {max}")]
+    ContentTooLarge {
+        /// Body size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The operation is not valid in this state (e.g. unexpected frame type).
+    #[error("{0}")]
+    CommandInvalid(String),
+    /// A frame only the server may send arrived from a client.
+    #[error("{0}")]
+    UnexpectedFrame(String),
+    /// Not allowed by the server's rules (e.g. a consumer tag already in use).
+    #[error("{0}")]
+    NotAllowed(String),
+    /// Not implemented by this server version.
+    #[error("{0}")]
+    NotImplemented(String),
+    /// The store failed; the operation did not take effect durably.
+    #[error("storage failure: {0}")]
+    Store(#[from] StoreError),
+    /// The broker is shutting down.
+    #[error("the broker is shutting down")]
+    ShuttingDown,
+}
+
+impl BrokerError {
+    /// The wire code for this error.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            BrokerError::NotFound { .. } => ErrorCode::NotFound,
+            BrokerError::PreconditionFailed(_) => ErrorCode::PreconditionFailed,
+            BrokerError::AccessRefused(_) => ErrorCode::AccessRefused,
+            BrokerError::ResourceLocked(_) => ErrorCode::ResourceLocked,
+            BrokerError::InvalidArgument { .. } => ErrorCode::SyntaxError,
+            BrokerError::ContentTooLarge { .. } => ErrorCode::ContentTooLarge,
+            BrokerError::CommandInvalid(_) => ErrorCode::CommandInvalid,
+            BrokerError::NotImplemented(_) => ErrorCode::NotImplemented,
+            BrokerError::UnexpectedFrame(_) => ErrorCode::UnexpectedFrame,
+            BrokerError::NotAllowed(_) => ErrorCode::NotAllowed,
+            BrokerError::Store(_) | BrokerError::ShuttingDown => ErrorCode::InternalError,
+        }
+    }
+
+    pub(crate) fn not_found(kind: &'static str, name: &str) -> Self {
+        BrokerError::NotFound {
+            kind,
+            name: name.to_owned(),
+        }
+    }
+
+    pub(crate) fn invalid(what: impl Into<String>, reason: impl Into<String>) -> Self {
+        BrokerError::InvalidArgument {
+            what: what.into(),
+            reason: reason.into(),
+        }
+    }
+}

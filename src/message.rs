@@ -1,0 +1,36 @@
+//! [`Message`]: a published message as the broker keeps it, and [`QueuedMessage`], its entry in
+//! one queue.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use warren_protocol::Properties;
+
+/// A published message. Shared (`Arc`) by every queue it was routed to, so a fan-out holds
+/// one copy of the body however many queues it lands in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    /// The exchange it was published to.
+    pub exchange: String,
+    /// The routing key it was published with.
+    pub routing_key: String,
+    /// Its properties.
+    pub properties: Properties,
+    /// Its body.
+    pub body: Bytes,
+}
+
+/// A message's place in one queue.
+#[derive(Debug, Clone)]
+pub struct QueuedMessage {
+    /// The broker-wide message id: the store key, and the queue's FIFO order.
+    pub id: u64,
+    /// The message, or `None` while its body is paged out to the store (see docs/storage.md).
+    pub message: Option<Arc<Message>>,
+    /// Body size in bytes, known even while paged out.
+    pub size: u32,
+    /// How many earlier deliveries of this message from this queue failed.
+    pub delivery_count: u32,
+    /// Whether the store holds this message for this queue (persistent, durable queue).
+    pub stored: bool,
+}

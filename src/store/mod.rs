@@ -1,0 +1,482 @@
+//! The durable store: redb behind a narrow async API.
+//!
+//! One writer thread ([`writer`]) owns every write transaction and commits in groups: it takes
+//! whatever operations arrived while the previous commit ran, applies them in one transaction,
+//! commits once with `Durability::Immediate`, then completes each operation (publisher
+//! confirms, replies, in-memory enqueues). Reads (recovery, paging bodies back in) use redb's
+//! MVCC snapshots and never wait for the writer. docs/storage.md describes the layout and the
+//! guarantees.
+
+pub mod codec;
+pub mod tables;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use redb::{Database, ReadableDatabase, ReadableTable};
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use crate::broker::confirm::ReplySlot;
+use crate::broker::queue::Queue;
+use crate::message::Message;
+use codec::{BindingRecord, ExchangeRecord, QueueRecord};
+use tables::*;
+
+pub use writer::MAX_BATCH_OPS;
+
+/// The store file inside the data directory.
+pub const STORE_FILE_NAME: &str = "warren.redb";
+
+/// How many operations may wait for the writer before senders are made to wait: the
+/// backpressure point between connections and the disk.
+const OP_CHANNEL_CAPACITY: usize = 16 * 1024;
+
+/// Why a store operation failed. Cloneable, because one failed commit fails every operation
+/// of its batch.
+#[derive(Debug, Clone, Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// redb reported an error.
+    #[error("{context}: {source}")]
+    Redb {
+        /// What the store was doing.
+        context: &'static str,
+        /// redb's error.
+        source: Arc<redb::Error>,
+    },
+    /// A record could not be decoded.
+    #[error("corrupt record in table {table} (key {key}): {reason}")]
+    Corrupt {
+        /// Table name.
+        table: &'static str,
+        /// The key, printed.
+        key: String,
+        /// The decode error.
+        reason: String,
+    },
+    /// The data directory is unusable.
+    #[error("data directory {path}: {reason}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The store was written by a newer Warren.
+    #[error("store schema version {found} is newer than this build understands ({supported})")]
+    SchemaVersion {
+        /// Version on disk.
+        found: u64,
+        /// Version this build writes.
+        supported: u64,
+    },
+    /// The writer thread has stopped (shutdown or a fatal error).
+    #[error("the store writer has stopped")]
+    Closed,
+}
+
+pub(crate) fn redb_err<E: Into<redb::Error>>(
+    context: &'static str,
+) -> impl FnOnce(E) -> StoreError {
+    move |e| StoreError::Redb {
+        context,
+        source: Arc::new(e.into()),
+    }
+}
+
+/// Counters the writer keeps, for metrics and benchmarks.
+#[derive(Debug, Default)]
+pub struct StoreStats {
+    /// Write transactions committed.
+    pub commits: AtomicU64,
+    /// Operations applied in those commits.
+    pub ops_committed: AtomicU64,
+    /// Messages written (one per stored publish).
+    pub messages_written: AtomicU64,
+    /// Total time spent committing, in microseconds.
+    pub commit_micros: AtomicU64,
+}
+
+/// A change to durable topology.
+#[derive(Debug)]
+pub enum TopologyChange {
+    /// Insert or replace an exchange.
+    PutExchange(ExchangeRecord),
+    /// Delete an exchange and the bindings it is the source of.
+    DeleteExchange(String),
+    /// Insert or replace a queue.
+    PutQueue(QueueRecord),
+    /// Delete a queue, its bindings and every message it holds.
+    DeleteQueue {
+        /// Queue id.
+        id: u64,
+        /// Queue name.
+        name: String,
+    },
+    /// Insert a binding.
+    PutBinding(BindingRecord),
+    /// Delete a binding.
+    DeleteBinding(BindingRecord),
+}
+
+/// A routed message on its way to the store and then to its queues.
+pub struct PublishOp {
+    /// The message.
+    pub message: Arc<Message>,
+    /// The queues it was routed to.
+    pub targets: Vec<Arc<Queue>>,
+    /// Where its confirm goes.
+    pub confirm: Option<ReplySlot>,
+}
+
+/// What to do once an operation has committed.
+pub enum Completion {
+    /// Nothing.
+    None,
+    /// Wake an awaiting task.
+    Oneshot(oneshot::Sender<Result<(), StoreError>>),
+    /// Send `Ok` with this request id to a connection.
+    Reply(ReplySlot),
+}
+
+/// An operation on its way to the writer; `counted` ones hold a permit the writer returns.
+pub(crate) struct Queued {
+    pub(crate) op: StoreOp,
+    pub(crate) counted: bool,
+}
+
+pub(crate) enum StoreOp {
+    Topology {
+        change: TopologyChange,
+        done: oneshot::Sender<Result<(), StoreError>>,
+    },
+    Publish(PublishOp),
+    Remove {
+        entries: Vec<(u64, u64)>,
+        done: Completion,
+    },
+    SetDeliveryCount {
+        queue_id: u64,
+        message_id: u64,
+        count: u32,
+    },
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// A durable queue as found at startup.
+#[derive(Debug)]
+pub struct RecoveredQueue {
+    /// The queue.
+    pub record: QueueRecord,
+    /// Its messages in FIFO order: `(message id, delivery count, body size)`.
+    pub messages: Vec<(u64, u32, u32)>,
+}
+
+/// Everything durable, as found at startup.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// Durable exchanges.
+    pub exchanges: Vec<ExchangeRecord>,
+    /// Durable queues with their messages.
+    pub queues: Vec<RecoveredQueue>,
+    /// Durable bindings.
+    pub bindings: Vec<BindingRecord>,
+}
+
+/// Handle to the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<StoreInner>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.inner.path)
+            .finish()
+    }
+}
+
+struct StoreInner {
+    db: Arc<Database>,
+    path: PathBuf,
+    tx: mpsc::UnboundedSender<Queued>,
+    /// Bounds operations from connections waiting for the writer: the backpressure point
+    /// between clients and the disk. Operations the broker raises itself (while holding a
+    /// queue lock, or on the writer thread) skip it, so they can never deadlock on it.
+    permits: Arc<Semaphore>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    stats: Arc<StoreStats>,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `data_dir`, reads everything durable, and starts the
+    /// writer thread.
+    ///
+    /// # Errors
+    /// The directory cannot be created, the file is locked by another process or corrupt, or it
+    /// was written by a newer schema.
+    pub fn open(data_dir: &Path) -> Result<(Store, Recovered), StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|e| StoreError::DataDir {
+            path: data_dir.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let path = data_dir.join(STORE_FILE_NAME);
+        let db = Database::create(&path).map_err(redb_err("opening the store"))?;
+        init_schema(&db)?;
+        let (recovered, next_message_id) = recover(&db)?;
+        let db = Arc::new(db);
+        let stats = Arc::new(StoreStats::default());
+        let (tx, rx) = mpsc::unbounded_channel();
+        let permits = Arc::new(Semaphore::new(OP_CHANNEL_CAPACITY));
+        let writer = writer::spawn(
+            db.clone(),
+            rx,
+            permits.clone(),
+            next_message_id,
+            stats.clone(),
+        );
+        let store = Store {
+            inner: Arc::new(StoreInner {
+                db,
+                path,
+                tx,
+                permits,
+                writer: Mutex::new(Some(writer)),
+                stats,
+            }),
+        };
+        Ok((store, recovered))
+    }
+
+    /// Writer counters.
+    pub fn stats(&self) -> &StoreStats {
+        &self.inner.stats
+    }
+
+    /// Size of the store file in bytes.
+    pub fn size_on_disk(&self) -> u64 {
+        std::fs::metadata(&self.inner.path)
+            .map(|m| m.len())
+            .unwrap_or(0)
+    }
+
+    async fn send(&self, op: StoreOp) -> Result<(), StoreError> {
+        let permit = self
+            .inner
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        permit.forget();
+        self.inner
+            .tx
+            .send(Queued { op, counted: true })
+            .map_err(|_| StoreError::Closed)
+    }
+
+    fn send_internal(&self, op: StoreOp) {
+        if self.inner.tx.send(Queued { op, counted: false }).is_err() {
+            tracing::warn!("store writer stopped; an internal store update was dropped");
+        }
+    }
+
+    /// Like [`Store::remove`], for removals the broker raises itself while holding locks
+    /// (no-ack deliveries): never waits.
+    pub fn remove_internal(&self, entries: Vec<(u64, u64)>) {
+        self.send_internal(StoreOp::Remove {
+            entries,
+            done: Completion::None,
+        });
+    }
+
+    /// Applies a topology change durably; returns once committed.
+    ///
+    /// # Errors
+    /// The commit failed or the writer has stopped.
+    pub async fn change_topology(&self, change: TopologyChange) -> Result<(), StoreError> {
+        let (done, rx) = oneshot::channel();
+        self.send(StoreOp::Topology { change, done }).await?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Hands a routed message to the writer. It is stored (when persistent and bound for a
+    /// durable queue), then enqueued, then confirmed, in that order.
+    ///
+    /// # Errors
+    /// The writer has stopped.
+    pub async fn publish(&self, op: PublishOp) -> Result<(), StoreError> {
+        self.send(StoreOp::Publish(op)).await
+    }
+
+    /// Removes `(queue id, message id)` entries (acks, purges), deleting message rows no queue
+    /// references any more.
+    ///
+    /// # Errors
+    /// The writer has stopped.
+    pub async fn remove(
+        &self,
+        entries: Vec<(u64, u64)>,
+        done: Completion,
+    ) -> Result<(), StoreError> {
+        self.send(StoreOp::Remove { entries, done }).await
+    }
+
+    /// Records a raised delivery count (after a requeue), so delivery limits survive restarts.
+    ///
+    pub fn set_delivery_count(&self, queue_id: u64, message_id: u64, count: u32) {
+        self.send_internal(StoreOp::SetDeliveryCount {
+            queue_id,
+            message_id,
+            count,
+        });
+    }
+
+    /// Reads messages by id from a snapshot. Blocking: call from `spawn_blocking`.
+    ///
+    /// # Errors
+    /// redb failed or a record is corrupt. A missing id yields `None` in its place.
+    pub fn read_messages(&self, ids: &[u64]) -> Result<Vec<Option<Arc<Message>>>, StoreError> {
+        let txn = self
+            .inner
+            .db
+            .begin_read()
+            .map_err(redb_err("reading messages"))?;
+        let table = txn
+            .open_table(MESSAGES)
+            .map_err(redb_err("opening messages"))?;
+        ids.iter()
+            .map(|id| {
+                let Some(raw) = table.get(id).map_err(redb_err("reading a message"))? else {
+                    return Ok(None);
+                };
+                codec::decode_message(raw.value())
+                    .map(|m| Some(Arc::new(m)))
+                    .map_err(|e| StoreError::Corrupt {
+                        table: "messages",
+                        key: id.to_string(),
+                        reason: e.to_string(),
+                    })
+            })
+            .collect()
+    }
+
+    /// Drains the writer (every queued operation commits and completes) and stops it.
+    pub async fn shutdown(&self) {
+        let (done, rx) = oneshot::channel();
+        if self.send(StoreOp::Shutdown(done)).await.is_ok() {
+            let _ = rx.await;
+        }
+        let handle = self.inner.writer.lock().take();
+        if let Some(handle) = handle {
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+    }
+}
+
+fn init_schema(db: &Database) -> Result<(), StoreError> {
+    let txn = db
+        .begin_write()
+        .map_err(redb_err("initialising the store"))?;
+    {
+        let mut meta = txn.open_table(META).map_err(redb_err("opening meta"))?;
+        let found = meta
+            .get("schema_version")
+            .map_err(redb_err("reading the schema version"))?
+            .map(|v| v.value());
+        match found {
+            Some(v) if v > SCHEMA_VERSION => {
+                return Err(StoreError::SchemaVersion {
+                    found: v,
+                    supported: SCHEMA_VERSION,
+                })
+            }
+            Some(_) => {}
+            None => {
+                meta.insert("schema_version", SCHEMA_VERSION)
+                    .map_err(redb_err("writing the schema version"))?;
+            }
+        }
+        // Create every table so read transactions can open them unconditionally.
+        txn.open_table(EXCHANGES)
+            .map_err(redb_err("creating tables"))?;
+        txn.open_table(QUEUES)
+            .map_err(redb_err("creating tables"))?;
+        txn.open_table(BINDINGS)
+            .map_err(redb_err("creating tables"))?;
+        txn.open_table(MESSAGES)
+            .map_err(redb_err("creating tables"))?;
+        txn.open_table(MESSAGE_REFS)
+            .map_err(redb_err("creating tables"))?;
+        txn.open_table(QUEUE_MESSAGES)
+            .map_err(redb_err("creating tables"))?;
+    }
+    txn.commit().map_err(redb_err("initialising the store"))
+}
+
+fn corrupt(table: &'static str, key: impl ToString, e: impl ToString) -> StoreError {
+    StoreError::Corrupt {
+        table,
+        key: key.to_string(),
+        reason: e.to_string(),
+    }
+}
+
+fn recover(db: &Database) -> Result<(Recovered, u64), StoreError> {
+    let ctx = "recovering";
+    let txn = db.begin_read().map_err(redb_err(ctx))?;
+    let mut out = Recovered::default();
+    for row in txn
+        .open_table(EXCHANGES)
+        .map_err(redb_err(ctx))?
+        .iter()
+        .map_err(redb_err(ctx))?
+    {
+        let (k, v) = row.map_err(redb_err(ctx))?;
+        out.exchanges.push(
+            ExchangeRecord::decode(v.value()).map_err(|e| corrupt("exchanges", k.value(), e))?,
+        );
+    }
+    let queue_messages = txn.open_table(QUEUE_MESSAGES).map_err(redb_err(ctx))?;
+    for row in txn
+        .open_table(QUEUES)
+        .map_err(redb_err(ctx))?
+        .iter()
+        .map_err(redb_err(ctx))?
+    {
+        let (k, v) = row.map_err(redb_err(ctx))?;
+        let record = QueueRecord::decode(v.value()).map_err(|e| corrupt("queues", k.value(), e))?;
+        let mut messages = Vec::new();
+        for m in queue_messages
+            .range((record.id, 0)..=(record.id, u64::MAX))
+            .map_err(redb_err(ctx))?
+        {
+            let (key, value) = m.map_err(redb_err(ctx))?;
+            let (_, message_id) = key.value();
+            let (count, size) = value.value();
+            messages.push((message_id, count, size));
+        }
+        out.queues.push(RecoveredQueue { record, messages });
+    }
+    for row in txn
+        .open_table(BINDINGS)
+        .map_err(redb_err(ctx))?
+        .iter()
+        .map_err(redb_err(ctx))?
+    {
+        let (k, _) = row.map_err(redb_err(ctx))?;
+        out.bindings
+            .push(BindingRecord::decode(k.value()).map_err(|e| corrupt("bindings", "binding", e))?);
+    }
+    let next_message_id = txn
+        .open_table(MESSAGES)
+        .map_err(redb_err(ctx))?
+        .last()
+        .map_err(redb_err(ctx))?
+        .map_or(1, |(k, _)| k.value() + 1);
+    Ok((out, next_message_id))
+}

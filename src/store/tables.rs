@@ -1,0 +1,35 @@
+//! Every redb table Warren uses, with its key layout and value encoding.
+//!
+//! Values are `&[u8]` in Warren's own encoding (see [`super::codec`]), each starting with a
+//! version byte and decoded fallibly: a corrupt record becomes a [`super::StoreError::Corrupt`],
+//! never a panic.
+
+use redb::TableDefinition;
+
+/// The on-disk schema version, kept under `schema_version` in [`META`].
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// `&str → u64`: store-wide values (`schema_version`).
+pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// `exchange name → ExchangeRecord`: durable exchanges.
+pub const EXCHANGES: TableDefinition<&str, &[u8]> = TableDefinition::new("exchanges");
+
+/// `queue name → QueueRecord`: durable queues, with their numeric id and arguments.
+pub const QUEUES: TableDefinition<&str, &[u8]> = TableDefinition::new("queues");
+
+/// `encoded BindingRecord → ()`: durable bindings (source and destination both durable). The
+/// record is its own key because a binding's identity is all of its fields.
+pub const BINDINGS: TableDefinition<&[u8], ()> = TableDefinition::new("bindings");
+
+/// `message id → MessageRecord`: one copy of each stored message, however many queues hold it.
+pub const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages");
+
+/// `message id → u32`: how many `QUEUE_MESSAGES` rows point at the message. The message row is
+/// deleted in the same transaction that drops the count to zero.
+pub const MESSAGE_REFS: TableDefinition<u64, u32> = TableDefinition::new("message_refs");
+
+/// `(queue id, message id) → (delivery count, body size)`: the messages each durable queue holds. Message ids
+/// grow monotonically, so a range scan over one queue id yields its FIFO order.
+pub const QUEUE_MESSAGES: TableDefinition<(u64, u64), (u32, u32)> =
+    TableDefinition::new("queue_messages");
