@@ -34,10 +34,10 @@ pub enum BrokerError {
         /// What is wrong with it.
         reason: String,
     },
-    /// The message body is larger than the server accepts.
-    #[error("message body of {size} bytes exceeds the maximum of {max}")]
+    /// The publish frame is larger than the server accepts.
+    #[error("publish frame of {size} bytes exceeds the maximum of {max} (max frame size less the publish headroom)")]
     ContentTooLarge {
-        /// Body size.
+        /// Frame size.
         size: usize,
         /// The limit.
         max: usize,

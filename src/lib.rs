@@ -9,8 +9,12 @@
 //! - [`client`]: the async client library the CLI and the tests use.
 //! - [`cli`]: the `warren` command line.
 
+pub mod bench;
 pub mod broker;
+pub mod cli;
+pub mod client;
 pub mod connection;
+pub mod daemon;
 pub mod error;
 pub mod message;
 pub mod server;

@@ -1,1 +1,58 @@
-fn main() {}
+//! The `warren` binary: `warren serve` runs the daemon; every other command is a client.
+//! Errors end here as one line on stderr and a non-zero exit.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+use warren::cli::serve::{LogFormat, ServeArgs};
+use warren::cli::{run_client_command, Cli, Command};
+use warren::daemon::{serve, ServeOptions};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => run_daemon(args).await,
+            other => run_client_command(other).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_daemon(args: ServeArgs) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    serve(ServeOptions {
+        listen: args.listen,
+        data_dir: args.data_dir,
+        heartbeat: (args.heartbeat_secs > 0)
+            .then(|| Duration::from_secs(u64::from(args.heartbeat_secs))),
+        max_frame_size: args.max_frame_size,
+        queue_window_bytes: args.queue_window_bytes,
+    })
+    .await
+}

@@ -23,12 +23,22 @@ const LENGTH_PREFIX_BYTES: usize = 4;
 #[derive(Debug, Clone)]
 pub struct FrameCodec {
     max_frame_size: u32,
+    last_frame_len: u32,
 }
 
 impl FrameCodec {
     /// A codec refusing frames longer than `max_frame_size` (the length prefix's value).
     pub fn new(max_frame_size: u32) -> Self {
-        FrameCodec { max_frame_size }
+        FrameCodec {
+            max_frame_size,
+            last_frame_len: 0,
+        }
+    }
+
+    /// The `length` of the frame decoded last (the server checks a publish against the
+    /// publish headroom with it).
+    pub fn last_frame_len(&self) -> u32 {
+        self.last_frame_len
     }
 
     /// The maximum in force.
@@ -65,6 +75,7 @@ impl Decoder for FrameCodec {
                 max: u64::from(self.max_frame_size),
             });
         }
+        let len_u32 = len;
         let len = len as usize;
         if len < FRAME_HEADER_BYTES {
             return Err(DecodeError::FrameTooShort {
@@ -77,6 +88,7 @@ impl Decoder for FrameCodec {
             src.reserve(total - src.len());
             return Ok(None);
         }
+        self.last_frame_len = len_u32;
         let mut frame = src.split_to(total);
         frame.advance(LENGTH_PREFIX_BYTES);
         Envelope::decode(frame.freeze()).map(Some)

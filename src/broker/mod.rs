@@ -790,7 +790,8 @@ impl Broker {
             if entry.stored {
                 self.inner.store.remove_internal(vec![(q.id, entry.id)]);
             }
-            session.record_delivery(None)
+            // Nothing to acknowledge: no tag (PROTOCOL.md §13).
+            0
         } else {
             session.record_delivery(Some(Unacked {
                 queue: q.clone(),

@@ -18,7 +18,6 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 use warren_protocol::{
     handshake, Envelope, ErrorCode, ErrorFrame, Frame, FrameCodec, Hello, PROTOCOL_VERSION,
-    PUBLISH_HEADROOM_BYTES,
 };
 
 use crate::broker::Broker;
@@ -58,8 +57,8 @@ pub async fn run(
     let session = broker.new_session(tx);
     tracing::info!(%peer, connection = session.id, "connection opened");
     let stop_writer = CancellationToken::new();
-    // Frames from the server may exceed the client's limit by the headroom a delivery adds.
-    let out_codec = FrameCodec::new(config.max_frame_size.saturating_add(PUBLISH_HEADROOM_BYTES));
+    // Publishes are held to the publish headroom, so every frame built from one fits.
+    let out_codec = FrameCodec::new(config.max_frame_size);
     let writer = tokio::spawn(writer::run(
         FramedWrite::new(write_half, out_codec),
         rx,

@@ -10,6 +10,7 @@ use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use warren_protocol::{
     Close, DecodeError, Envelope, ErrorCode, ErrorFrame, Frame, FrameCodec, RequestId,
+    PUBLISH_HEADROOM_BYTES,
 };
 
 use super::ConnectionConfig;
@@ -81,7 +82,17 @@ pub(super) async fn run(
             }
         };
         let id = envelope.request_id;
-        match dispatch(broker, session, envelope).await {
+        let publish_limit = config.max_frame_size.saturating_sub(PUBLISH_HEADROOM_BYTES);
+        let frame_len = frames.decoder().last_frame_len();
+        let result = if matches!(envelope.frame, Frame::Publish(_)) && frame_len > publish_limit {
+            Err(BrokerError::ContentTooLarge {
+                size: frame_len as usize,
+                max: publish_limit as usize,
+            })
+        } else {
+            dispatch(broker, session, envelope).await
+        };
+        match result {
             Ok(Flow::Continue) => {}
             Ok(Flow::Close) => return Ended::ClientClosed,
             Err(e) => {
@@ -105,6 +116,8 @@ pub(super) async fn run(
     }
 }
 
+// Lives on the stack for one iteration; boxing would allocate per frame.
+#[allow(clippy::large_enum_variant)]
 enum Read {
     Frame(Envelope),
     Eof,

@@ -102,10 +102,10 @@ impl Writer {
                 _ => None,
             })
             .collect();
-        let writes = batch.iter().any(|op| match op {
-            StoreOp::Publish(_) | StoreOp::Shutdown(_) => false,
-            _ => true,
-        }) || assigned.iter().any(|a| a.stored);
+        let writes = batch
+            .iter()
+            .any(|op| !matches!(op, StoreOp::Publish(_) | StoreOp::Shutdown(_)))
+            || assigned.iter().any(|a| a.stored);
         let result = if writes {
             self.commit(batch, &assigned)
         } else {

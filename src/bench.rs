@@ -1,0 +1,259 @@
+//! `warren bench`: an end-to-end load generator over the client library. One publisher with
+//! a window of confirms in flight and one consumer acking every message run at once; the
+//! report gives throughput, end-to-end latency percentiles (from an HDR histogram) and, when
+//! the broker runs in-process, how many messages each group commit carried.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use bytes::{BufMut, BytesMut};
+use hdrhistogram::Histogram;
+
+use crate::broker::{Broker, BrokerConfig, DEFAULT_QUEUE_WINDOW_BYTES};
+use crate::client::{Client, ConsumeOptions, OutgoingMessage, QueueOptions};
+use crate::connection::ConnectionConfig;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Messages to publish and consume.
+    pub messages: u64,
+    /// Body size in bytes (at least 8: the send time rides in the body).
+    pub size: usize,
+    /// Publishes awaiting their confirm at most.
+    pub in_flight: usize,
+    /// The consumer's prefetch.
+    pub prefetch: u32,
+    /// Publish persistent messages to a durable queue.
+    pub persistent: bool,
+    /// A running daemon to measure; `None` starts a broker in this process.
+    pub server: Option<String>,
+    /// Data directory for the in-process broker (a temporary one if `None`).
+    pub data_dir: Option<PathBuf>,
+}
+
+/// What was measured.
+#[derive(Debug, Clone)]
+pub struct BenchReport {
+    /// Messages published and consumed.
+    pub messages: u64,
+    /// From the first publish to the last delivery.
+    pub elapsed: Duration,
+    /// Until the last confirm.
+    pub publish_elapsed: Duration,
+    /// Publish → delivery latency, microseconds.
+    pub latency_us: Histogram<u64>,
+    /// Group commits during the run (in-process broker only).
+    pub commits: Option<u64>,
+    /// Messages written to the store during the run (in-process broker only).
+    pub messages_written: Option<u64>,
+    /// Store operations committed during the run (in-process broker only).
+    pub ops_committed: Option<u64>,
+}
+
+impl BenchReport {
+    /// Messages per second, end to end.
+    pub fn rate(&self) -> f64 {
+        self.messages as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON)
+    }
+}
+
+impl std::fmt::Display for BenchReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let h = &self.latency_us;
+        writeln!(f, "messages        {}", self.messages)?;
+        writeln!(
+            f,
+            "end to end      {:.0} msgs/s ({:.2} s)",
+            self.rate(),
+            self.elapsed.as_secs_f64()
+        )?;
+        writeln!(
+            f,
+            "publish         {:.0} msgs/s confirmed ({:.2} s)",
+            self.messages as f64 / self.publish_elapsed.as_secs_f64().max(f64::EPSILON),
+            self.publish_elapsed.as_secs_f64()
+        )?;
+        writeln!(
+            f,
+            "latency (ms)    p50 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
+            h.value_at_quantile(0.5) as f64 / 1000.0,
+            h.value_at_quantile(0.99) as f64 / 1000.0,
+            h.value_at_quantile(0.999) as f64 / 1000.0,
+            h.max() as f64 / 1000.0
+        )?;
+        if let (Some(commits), Some(written), Some(ops)) =
+            (self.commits, self.messages_written, self.ops_committed)
+        {
+            writeln!(
+                f,
+                "group commits   {commits} ({:.1} messages written and {:.1} operations per commit)",
+                written as f64 / commits.max(1) as f64,
+                ops as f64 / commits.max(1) as f64
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// Runs the benchmark.
+///
+/// # Errors
+/// The broker cannot start or be reached, or a message is refused.
+pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
+    if opts.size < 8 {
+        bail!("--size must be at least 8 bytes (the send time rides in the body)");
+    }
+    let mut _tmp = None;
+    let mut in_process = None;
+    let addr = match &opts.server {
+        Some(a) => a.clone(),
+        None => {
+            let dir = match &opts.data_dir {
+                Some(d) => d.clone(),
+                None => {
+                    let t = tempfile::tempdir().context("creating a temporary data dir")?;
+                    let p = t.path().to_owned();
+                    _tmp = Some(t);
+                    p
+                }
+            };
+            let broker = Broker::open(BrokerConfig {
+                data_dir: dir,
+                queue_window_bytes: DEFAULT_QUEUE_WINDOW_BYTES,
+            })
+            .await
+            .context("starting the in-process broker")?;
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let addr = listener.local_addr()?.to_string();
+            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+            let server = tokio::spawn(crate::server::run(
+                listener,
+                broker.clone(),
+                ConnectionConfig {
+                    max_frame_size: warren_protocol::DEFAULT_MAX_FRAME_SIZE_BYTES,
+                    heartbeat: None,
+                },
+                async move {
+                    let _ = stop_rx.await;
+                },
+            ));
+            in_process = Some((broker, stop_tx, server));
+            addr
+        }
+    };
+
+    let queue = format!("bench-{}", now_us());
+    let publisher = Client::connect(&addr).await.context("connecting")?;
+    let consumer_client = Client::connect(&addr).await.context("connecting")?;
+    publisher
+        .declare_queue(
+            &queue,
+            QueueOptions {
+                durable: opts.persistent,
+                auto_delete: false,
+                ..Default::default()
+            },
+        )
+        .await?;
+    consumer_client.qos(opts.prefetch).await?;
+    let mut consumer = consumer_client
+        .consume(&queue, ConsumeOptions::default())
+        .await?;
+
+    let store_before = in_process.as_ref().map(|(b, _, _)| {
+        let s = b.store().stats();
+        (
+            s.commits.load(Ordering::Relaxed),
+            s.messages_written.load(Ordering::Relaxed),
+            s.ops_committed.load(Ordering::Relaxed),
+        )
+    });
+
+    let started = Instant::now();
+    let n = opts.messages;
+    let consume = tokio::spawn(async move {
+        let mut hist = Histogram::<u64>::new(3).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut got = 0u64;
+        while got < n {
+            let Some(d) = consumer.next().await else {
+                bail!("the consumer ended after {got} messages");
+            };
+            let mut ts = [0u8; 8];
+            if let Some(src) = d.body.get(..8) {
+                ts.copy_from_slice(src);
+            }
+            let sent = u64::from_le_bytes(ts);
+            hist.saturating_record(now_us().saturating_sub(sent));
+            consumer_client.ack(d.delivery_tag, false).await?;
+            got += 1;
+        }
+        Ok::<_, anyhow::Error>((hist, Instant::now()))
+    });
+
+    let mut window = VecDeque::with_capacity(opts.in_flight);
+    let filler = vec![b'x'; opts.size - 8];
+    for _ in 0..n {
+        let mut body = BytesMut::with_capacity(opts.size);
+        body.put_u64_le(now_us());
+        body.put_slice(&filler);
+        let mut m = OutgoingMessage::new("", queue.clone(), body.freeze());
+        if opts.persistent {
+            m = m.persistent();
+        }
+        window.push_back(publisher.publish(m).await?);
+        if window.len() >= opts.in_flight {
+            if let Some(p) = window.pop_front() {
+                let outcome = p.await?;
+                if !outcome.is_confirmed() {
+                    bail!("a publish was not confirmed: {outcome:?}");
+                }
+            }
+        }
+    }
+    while let Some(p) = window.pop_front() {
+        let outcome = p.await?;
+        if !outcome.is_confirmed() {
+            bail!("a publish was not confirmed: {outcome:?}");
+        }
+    }
+    let publish_elapsed = started.elapsed();
+    let (latency_us, finished) = consume.await.context("the consumer task failed")??;
+    let elapsed = finished - started;
+
+    let store_after = in_process.as_ref().map(|(b, _, _)| {
+        let s = b.store().stats();
+        (
+            s.commits.load(Ordering::Relaxed),
+            s.messages_written.load(Ordering::Relaxed),
+            s.ops_committed.load(Ordering::Relaxed),
+        )
+    });
+    let _ = publisher.delete_queue(&queue, false, false).await;
+    let _ = publisher.close().await;
+    if let Some((_, stop, server)) = in_process {
+        let _ = stop.send(());
+        let _ = server.await;
+    }
+    let diff = store_before
+        .zip(store_after)
+        .map(|(a, b)| (b.0 - a.0, b.1 - a.1, b.2 - a.2));
+    Ok(BenchReport {
+        messages: n,
+        elapsed,
+        publish_elapsed,
+        latency_us,
+        commits: diff.map(|d| d.0),
+        messages_written: diff.map(|d| d.1),
+        ops_committed: diff.map(|d| d.2),
+    })
+}

@@ -1,0 +1,53 @@
+//! `warren bench`: arguments for the end-to-end load generator in [`crate::bench`].
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::bench::BenchOptions;
+
+/// Arguments of `warren bench`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Messages to publish and consume.
+    #[arg(long, default_value_t = 200_000)]
+    pub messages: u64,
+    /// Body size in bytes (at least 8).
+    #[arg(long, default_value_t = 256)]
+    pub size: usize,
+    /// Publishes awaiting their confirm at most.
+    #[arg(long, default_value_t = 1_000)]
+    pub in_flight: usize,
+    /// The consumer's prefetch.
+    #[arg(long, default_value_t = 1_000)]
+    pub prefetch: u32,
+    /// Publish transient messages to a transient queue instead of persistent ones to a durable
+    /// queue.
+    #[arg(long)]
+    pub transient: bool,
+    /// Measure a running daemon instead of starting a broker in this process.
+    #[arg(long, value_name = "ADDR")]
+    pub server: Option<String>,
+    /// Data directory of the in-process broker (default: a temporary directory).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Runs the benchmark and prints its report.
+///
+/// # Errors
+/// The broker could not be started or reached, or a message was refused.
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let report = crate::bench::run(BenchOptions {
+        messages: args.messages,
+        size: args.size,
+        in_flight: args.in_flight,
+        prefetch: args.prefetch,
+        persistent: !args.transient,
+        server: args.server,
+        data_dir: args.data_dir,
+    })
+    .await?;
+    print!("{report}");
+    Ok(())
+}

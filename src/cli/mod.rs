@@ -1,0 +1,202 @@
+//! The `warren` command line: `warren serve` runs the daemon; every other command is a client
+//! of [`crate::client`] talking to a running server (`--server`, `WARREN_SERVER`).
+//!
+//! Commands are `warren <noun> <verb>` where a noun has several verbs (`exchange`, `queue`),
+//! and plain verbs otherwise (`bind`, `publish`, `consume`, ...). Errors come back as
+//! `anyhow` errors whose context chain reads as one line, e.g.
+//! `declaring queue 'jobs': PRECONDITION_FAILED (406): ...`.
+
+pub mod bench;
+pub mod binding;
+pub mod consume;
+pub mod exchange;
+pub mod output;
+pub mod publish;
+pub mod queue;
+pub mod serve;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use warren_protocol::{FieldTable, FieldValue};
+
+use crate::client::Client;
+
+pub use self::binding::BindArgs;
+pub use self::consume::{ConsumeArgs, SubscribeArgs};
+pub use self::exchange::ExchangeCommand;
+pub use self::publish::PublishArgs;
+pub use self::queue::QueueCommand;
+pub use self::serve::ServeArgs;
+
+/// The address client commands connect to by default.
+pub const DEFAULT_SERVER: &str = "127.0.0.1:5680";
+
+/// `warren`: a message broker with RabbitMQ's model.
+#[derive(Debug, Parser)]
+#[command(name = "warren", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The `warren` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the broker daemon.
+    Serve(ServeArgs),
+    /// Declare or delete exchanges.
+    Exchange {
+        /// The exchange operation.
+        #[command(subcommand)]
+        command: ExchangeCommand,
+    },
+    /// Declare, delete or purge queues.
+    Queue {
+        /// The queue operation.
+        #[command(subcommand)]
+        command: QueueCommand,
+    },
+    /// Bind a queue to an exchange.
+    Bind(BindArgs),
+    /// Remove a binding between a queue and an exchange.
+    Unbind(BindArgs),
+    /// Publish a message (or one per stdin line) and wait for the confirms.
+    Publish(PublishArgs),
+    /// Consume messages from a queue, printing and acknowledging each.
+    Consume(ConsumeArgs),
+    /// Subscribe to an exchange through a temporary queue and print what arrives.
+    Subscribe(SubscribeArgs),
+    /// Measure end-to-end throughput and latency (in-process broker by default).
+    Bench(bench::BenchArgs),
+}
+
+/// The server a client command talks to; flattened into every client command.
+#[derive(Debug, Clone, Args)]
+pub struct ServerArg {
+    /// Address of the Warren server.
+    #[arg(
+        long = "server",
+        value_name = "ADDR",
+        default_value = DEFAULT_SERVER,
+        env = "WARREN_SERVER"
+    )]
+    pub server: String,
+}
+
+impl ServerArg {
+    /// Connects to the server, with the address in the error context.
+    ///
+    /// # Errors
+    /// The connection or handshake failed: `connecting to 127.0.0.1:5680: Connection refused
+    /// (os error 111)`.
+    pub async fn connect(&self) -> anyhow::Result<Client> {
+        Client::connect(&self.server)
+            .await
+            .with_context(|| format!("connecting to {}", self.server))
+    }
+}
+
+/// Runs a client command (everything but `serve`).
+///
+/// # Errors
+/// Whatever the command hit, with context; for [`Command::Serve`] an error saying that
+/// the daemon is started elsewhere.
+pub async fn run_client_command(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve(_) => {
+            anyhow::bail!("`warren serve` runs the daemon; it is not a client command")
+        }
+        Command::Exchange { command } => exchange::run(command).await,
+        Command::Queue { command } => queue::run(command).await,
+        Command::Bind(args) => binding::run(args, binding::Action::Bind).await,
+        Command::Unbind(args) => binding::run(args, binding::Action::Unbind).await,
+        Command::Publish(args) => publish::run(args).await,
+        Command::Consume(args) => consume::run_consume(args).await,
+        Command::Subscribe(args) => consume::run_subscribe(args).await,
+        Command::Bench(args) => bench::run(args).await,
+    }
+}
+
+/// Parses `KEY=VALUE` for `--arg` and `--header`; the value goes through
+/// [`FieldValue::parse_cli`] (integer, float, bool, else string; quotes force a string).
+///
+/// # Errors
+/// A message clap prints after the argument's name when there is no `=` or no key.
+pub fn parse_key_value(text: &str) -> Result<(String, FieldValue), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected KEY=VALUE, found no '=' in '{text}'"))?;
+    if key.is_empty() {
+        return Err(format!(
+            "expected KEY=VALUE, found an empty key in '{text}'"
+        ));
+    }
+    Ok((key.to_owned(), FieldValue::parse_cli(value)))
+}
+
+/// Collects parsed `KEY=VALUE` pairs into a table; a repeated key keeps its last value.
+pub fn field_table(pairs: Vec<(String, FieldValue)>) -> FieldTable {
+    pairs.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_tree_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn key_values_parse_typed_values() {
+        assert_eq!(
+            parse_key_value("x-max-length=10"),
+            Ok(("x-max-length".into(), FieldValue::Int(10)))
+        );
+        assert_eq!(
+            parse_key_value("k=a=b"),
+            Ok(("k".into(), FieldValue::String("a=b".into())))
+        );
+        assert_eq!(
+            parse_key_value("k=\"10\""),
+            Ok(("k".into(), FieldValue::String("10".into())))
+        );
+        assert_eq!(
+            parse_key_value("k="),
+            Ok(("k".into(), FieldValue::String(String::new())))
+        );
+        assert!(parse_key_value("novalue").is_err());
+        assert!(parse_key_value("=v").is_err());
+    }
+
+    #[test]
+    fn a_missing_equals_sign_is_a_clap_error_naming_the_argument() {
+        let err =
+            Cli::try_parse_from(["warren", "queue", "declare", "q", "--arg", "oops"]).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("--arg <KEY=VALUE>"), "{text}");
+        assert!(text.contains("no '=' in 'oops'"), "{text}");
+    }
+
+    #[test]
+    fn server_defaults_and_overrides() {
+        let cli = Cli::try_parse_from(["warren", "bind", "q", "ex", "--key", "a.*"]).unwrap();
+        let Command::Bind(args) = cli.command else {
+            panic!("expected bind");
+        };
+        assert_eq!(args.key, "a.*");
+        // The env var may be set in the test environment; only check the flag wins.
+        let cli = Cli::try_parse_from(["warren", "queue", "purge", "q", "--server", "10.0.0.1:1"])
+            .unwrap();
+        let Command::Queue {
+            command: QueueCommand::Purge(args),
+        } = cli.command
+        else {
+            panic!("expected queue purge");
+        };
+        assert_eq!(args.server.server, "10.0.0.1:1");
+    }
+}

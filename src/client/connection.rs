@@ -1,0 +1,918 @@
+//! The connection under a [`crate::client::Client`]: the handshake, the shared state that
+//! pairs replies with requests, and the three tasks that own the socket.
+//!
+//! ```text
+//! Client calls ── mpsc<Envelope> (bounded) ──▶ writer task ── FramedWrite ──▶ socket
+//!      ▲                                                                        │
+//!      └── oneshot per request ◀── Connection::handle ◀── reader task ◀── FramedRead
+//!                                     └── unbounded mpsc per consumer ──▶ Consumer
+//! heartbeat task: a Heartbeat frame every heartbeat_ms / 2
+//! ```
+//!
+//! Requests are registered in the pending map *before* their frame is queued, so a reply can
+//! never overtake its registration. The reader handles frames one at a time, synchronously,
+//! so a consumer is registered on its `ConsumeOk` before the deliveries that follow it are
+//! routed. The reader never waits on the writer (it only `try_send`s), so a server that
+//! stops reading cannot deadlock us against our own reads.
+//!
+//! When the connection ends for any reason, [`Connection::connection_lost`] resolves every
+//! pending request with [`ClientError::Closed`] and ends every consumer; the first reason
+//! recorded wins. No lock is held across an `.await`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use parking_lot::Mutex;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+use warren_protocol::{
+    client_preface, Close, Confirm, ConsumerTag, DecodeError, Envelope, ErrorCode, Frame,
+    FrameCodec, Hello, Nack, RequestId, PROTOCOL_VERSION,
+};
+
+use crate::client::consumer::{CancelReason, ConsumerEvent};
+use crate::client::error::{ClientError, NO_CLOSE_CODE};
+use crate::client::publish::PublishOutcome;
+
+/// Frames the writer queue holds before callers wait for room.
+pub(crate) const WRITER_QUEUE_FRAMES: usize = 1024;
+
+/// Frames the writer encodes before it flushes, so one busy producer cannot delay a flush
+/// indefinitely.
+const MAX_BATCH_FRAMES: usize = 256;
+
+/// How long a closing writer may spend sending what is still queued (acks, `Close`).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Why the connection ended: the server's code and reason, or [`NO_CLOSE_CODE`] and ours.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CloseInfo {
+    pub(crate) code: u16,
+    pub(crate) reason: String,
+}
+
+impl CloseInfo {
+    pub(crate) fn new(code: u16, reason: impl Into<String>) -> Self {
+        CloseInfo {
+            code,
+            reason: reason.into(),
+        }
+    }
+
+    /// A close with no server-given code.
+    pub(crate) fn local(reason: impl Into<String>) -> Self {
+        CloseInfo::new(NO_CLOSE_CODE, reason)
+    }
+
+    fn to_error(&self) -> ClientError {
+        ClientError::Closed {
+            code: self.code,
+            reason: self.reason.clone(),
+        }
+    }
+}
+
+/// A request waiting for its reply, by what the reply should turn into.
+pub(crate) enum Pending {
+    /// Any request answered by exactly one frame (`Ok`, `QueueDeclareOk`, `GetOk`, ...).
+    Reply(oneshot::Sender<Result<Frame, ClientError>>),
+    /// A publish: `Return` (optional) then `Confirm`.
+    Publish {
+        tx: oneshot::Sender<Result<PublishOutcome, ClientError>>,
+        /// Set by a `Return` for this publish; turns the following confirm into `Returned`.
+        returned: Option<(u16, String)>,
+    },
+    /// A consume: on `ConsumeOk` the reader registers `slot` under the tag before it reads
+    /// the next frame, then hands the tag back.
+    Consume {
+        tx: oneshot::Sender<Result<String, ClientError>>,
+        slot: ConsumerSlot,
+    },
+    /// A cancel: on `Ok` the reader removes the consumer. `tx` is `None` when a dropped
+    /// [`crate::client::Consumer`] cancelled itself and nobody waits.
+    Cancel {
+        consumer_tag: String,
+        tx: Option<oneshot::Sender<Result<Frame, ClientError>>>,
+    },
+}
+
+impl Pending {
+    fn fail(self, err: ClientError) {
+        // A send fails only when the caller stopped waiting; nothing to do then.
+        match self {
+            Pending::Reply(tx) => drop(tx.send(Err(err))),
+            Pending::Publish { tx, .. } => drop(tx.send(Err(err))),
+            Pending::Consume { tx, .. } => drop(tx.send(Err(err))),
+            Pending::Cancel { tx, .. } => {
+                if let Some(tx) = tx {
+                    drop(tx.send(Err(err)));
+                }
+            }
+        }
+    }
+}
+
+/// A registered consumer, as the reader sees it.
+pub(crate) struct ConsumerSlot {
+    pub(crate) events: mpsc::UnboundedSender<ConsumerEvent>,
+    /// Deliveries to a `no_ack` consumer need no nack when its [`crate::client::Consumer`]
+    /// is gone.
+    pub(crate) no_ack: bool,
+}
+
+/// Everything behind the state lock.
+#[derive(Default)]
+struct State {
+    pending: HashMap<RequestId, Pending>,
+    consumers: HashMap<String, ConsumerSlot>,
+    /// Woken by `CloseOk` (whatever its request id) for [`crate::client::Client::close`].
+    close_waiter: Option<oneshot::Sender<()>>,
+    /// Set once, when the connection ends; later registrations fail with it.
+    closed: Option<CloseInfo>,
+}
+
+/// What the reader does after a frame.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Flow {
+    Continue,
+    Stop,
+}
+
+/// State shared by the client handles and the connection's tasks.
+pub(crate) struct Connection {
+    writer: mpsc::Sender<Envelope>,
+    state: Mutex<State>,
+    next_request_id: AtomicU64,
+    /// Cancelled when the connection ends; stops the reader and heartbeat, drains the writer.
+    shutdown: CancellationToken,
+}
+
+/// The result of a successful [`connect`]: the shared state, the server's greeting and the
+/// writer task (which [`crate::client::Client::close`] waits for).
+pub(crate) struct Opened {
+    pub(crate) connection: Arc<Connection>,
+    pub(crate) hello: Hello,
+    pub(crate) writer_task: JoinHandle<()>,
+}
+
+/// Opens a TCP connection, performs the handshake and starts the tasks. The caller bounds
+/// it with a timeout.
+pub(crate) async fn connect(addr: &str) -> Result<Opened, ClientError> {
+    let mut stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    stream.write_all(&client_preface(PROTOCOL_VERSION)).await?;
+    let (read_half, write_half) = stream.into_split();
+    let mut reader = FramedRead::new(read_half, FrameCodec::default());
+    let hello = match reader.next().await {
+        None => {
+            return Err(ClientError::Handshake(
+                "the server closed the connection before sending Hello".into(),
+            ))
+        }
+        Some(Err(DecodeError::Io(e))) => {
+            return Err(ClientError::Handshake(format!(
+                "reading the server's Hello: {e}"
+            )))
+        }
+        Some(Err(e)) => return Err(ClientError::Protocol(e)),
+        Some(Ok(env)) => match env.frame {
+            Frame::Hello(hello) => hello,
+            Frame::Error(e) => {
+                return Err(ClientError::Server {
+                    code: e.code,
+                    message: e.message,
+                })
+            }
+            other => {
+                return Err(ClientError::Handshake(format!(
+                    "expected Hello, got {}",
+                    other.opcode().name()
+                )))
+            }
+        },
+    };
+    if hello.version != PROTOCOL_VERSION {
+        return Err(ClientError::Handshake(format!(
+            "the server speaks protocol version {}, this client {PROTOCOL_VERSION}",
+            hello.version
+        )));
+    }
+    reader
+        .decoder_mut()
+        .set_max_frame_size(hello.max_frame_size);
+    let writer = FramedWrite::new(write_half, FrameCodec::new(hello.max_frame_size));
+
+    let (tx, rx) = mpsc::channel(WRITER_QUEUE_FRAMES);
+    let connection = Arc::new(Connection::new(tx));
+    let writer_task = tokio::spawn(write_loop(Arc::clone(&connection), rx, writer));
+    tokio::spawn(read_loop(Arc::clone(&connection), reader));
+    if hello.heartbeat_ms > 0 {
+        let period = Duration::from_millis(u64::from(hello.heartbeat_ms / 2).max(1));
+        tokio::spawn(heartbeat_loop(Arc::clone(&connection), period));
+    }
+    Ok(Opened {
+        connection,
+        hello,
+        writer_task,
+    })
+}
+
+impl Connection {
+    pub(crate) fn new(writer: mpsc::Sender<Envelope>) -> Self {
+        Connection {
+            writer,
+            state: Mutex::new(State::default()),
+            next_request_id: AtomicU64::new(1),
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    /// A fresh, non-zero request id.
+    pub(crate) fn next_request_id(&self) -> RequestId {
+        self.next_request_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Whether the connection has ended.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.state.lock().closed.is_some()
+    }
+
+    /// The close reason as `(code, reason)`; a generic one while still open.
+    pub(crate) fn close_info(&self) -> (u16, String) {
+        let state = self.state.lock();
+        match &state.closed {
+            Some(info) => (info.code, info.reason.clone()),
+            None => (NO_CLOSE_CODE, "the connection state was dropped".into()),
+        }
+    }
+
+    /// [`ClientError::Closed`] with the recorded reason.
+    pub(crate) fn closed_error(&self) -> ClientError {
+        let (code, reason) = self.close_info();
+        ClientError::Closed { code, reason }
+    }
+
+    /// Registers a request before its frame is sent.
+    pub(crate) fn register(&self, id: RequestId, pending: Pending) -> Result<(), ClientError> {
+        let mut state = self.state.lock();
+        if let Some(info) = &state.closed {
+            return Err(info.to_error());
+        }
+        state.pending.insert(id, pending);
+        Ok(())
+    }
+
+    /// Forgets a request whose frame was never sent.
+    pub(crate) fn unregister(&self, id: RequestId) {
+        self.state.lock().pending.remove(&id);
+    }
+
+    /// Queues a frame for the writer, waiting for room.
+    pub(crate) async fn send(&self, envelope: Envelope) -> Result<(), ClientError> {
+        if self.is_closed() {
+            return Err(self.closed_error());
+        }
+        self.writer
+            .send(envelope)
+            .await
+            .map_err(|_| self.closed_error())
+    }
+
+    /// Queues a frame if there is room, without waiting; used where waiting could deadlock
+    /// (the reader) or is impossible (`Drop`).
+    fn send_now(&self, envelope: Envelope) {
+        let opcode = envelope.frame.opcode().name();
+        if let Err(e) = self.writer.try_send(envelope) {
+            debug!(opcode, error = %e, "could not queue a frame without waiting; dropped");
+        }
+    }
+
+    /// Queues a normal `Close` without waiting (for `Drop`).
+    pub(crate) fn close_now(&self) {
+        self.send_now(Envelope::new(self.next_request_id(), normal_close()));
+    }
+
+    /// Sets the waiter [`crate::client::Client::close`] uses; `false` if the connection is
+    /// closed or already closing.
+    pub(crate) fn set_close_waiter(&self, tx: oneshot::Sender<()>) -> bool {
+        let mut state = self.state.lock();
+        if state.closed.is_some() || state.close_waiter.is_some() {
+            return false;
+        }
+        state.close_waiter = Some(tx);
+        true
+    }
+
+    /// Best-effort cancel for a [`crate::client::Consumer`] dropped while still running.
+    pub(crate) fn cancel_dropped_consumer(&self, consumer_tag: &str) {
+        let id = self.next_request_id();
+        {
+            let mut state = self.state.lock();
+            if state.closed.is_some() || !state.consumers.contains_key(consumer_tag) {
+                return;
+            }
+            state.pending.insert(
+                id,
+                Pending::Cancel {
+                    consumer_tag: consumer_tag.to_owned(),
+                    tx: None,
+                },
+            );
+        }
+        let cancel = Envelope::new(
+            id,
+            Frame::Cancel(ConsumerTag {
+                consumer_tag: consumer_tag.to_owned(),
+            }),
+        );
+        if self.writer.try_send(cancel).is_err() {
+            // No room: the consumer keeps running server-side and its deliveries are nacked
+            // back as they come, until the connection closes.
+            debug!(%consumer_tag, "could not queue the cancel of a dropped consumer");
+            self.unregister(id);
+        }
+    }
+
+    /// Ends the connection: records `info` (unless a reason is already recorded), fails
+    /// every pending request, ends every consumer and stops the tasks. Idempotent.
+    pub(crate) fn connection_lost(&self, info: CloseInfo) {
+        let (info, pending, consumers, waiter) = {
+            let mut state = self.state.lock();
+            let info = state.closed.get_or_insert(info).clone();
+            (
+                info,
+                std::mem::take(&mut state.pending),
+                std::mem::take(&mut state.consumers),
+                state.close_waiter.take(),
+            )
+        };
+        if !pending.is_empty() || !consumers.is_empty() {
+            debug!(
+                code = info.code,
+                reason = %info.reason,
+                pending = pending.len(),
+                consumers = consumers.len(),
+                "connection ended"
+            );
+        }
+        for p in pending.into_values() {
+            p.fail(info.to_error());
+        }
+        for slot in consumers.into_values() {
+            let _ = slot
+                .events
+                .send(ConsumerEvent::Cancelled(CancelReason::ConnectionClosed {
+                    code: info.code,
+                    reason: info.reason.clone(),
+                }));
+        }
+        if let Some(waiter) = waiter {
+            let _ = waiter.send(());
+        }
+        self.shutdown.cancel();
+    }
+
+    /// Handles one frame from the server. Synchronous on purpose: the reader finishes each
+    /// frame (registering consumers, resolving requests) before it reads the next.
+    pub(crate) fn handle(&self, envelope: Envelope) -> Flow {
+        let id = envelope.request_id;
+        match envelope.frame {
+            Frame::Heartbeat => {}
+            Frame::Close(close) => {
+                debug!(code = close.code, reason = %close.reason, "server closed the connection");
+                self.send_now(Envelope::new(id, Frame::CloseOk));
+                self.connection_lost(CloseInfo::new(close.code, close.reason));
+                return Flow::Stop;
+            }
+            Frame::CloseOk => {
+                self.connection_lost(CloseInfo::new(
+                    ErrorCode::Normal.as_u16(),
+                    "closed by the client",
+                ));
+                return Flow::Stop;
+            }
+            Frame::Error(e) if id == 0 => {
+                warn!(code = e.code, message = %e.message, "connection error from the server");
+                self.connection_lost(CloseInfo::new(e.code, e.message));
+                return Flow::Stop;
+            }
+            Frame::Error(e) => self.fail_request(
+                id,
+                ClientError::Server {
+                    code: e.code,
+                    message: e.message,
+                },
+            ),
+            Frame::Return(r) => {
+                let mut state = self.state.lock();
+                match state.pending.get_mut(&id) {
+                    Some(Pending::Publish { returned, .. }) => {
+                        *returned = Some((r.reply_code, r.reply_text));
+                    }
+                    _ => debug!(request_id = id, "Return for no pending publish"),
+                }
+            }
+            Frame::Confirm(confirm) => self.confirm(id, confirm),
+            Frame::ConsumeOk(tag) => self.consume_ok(id, tag.consumer_tag),
+            Frame::Deliver(d) => self.deliver(d),
+            Frame::ConsumerCancelled(c) => {
+                let slot = self.state.lock().consumers.remove(&c.consumer_tag);
+                match slot {
+                    Some(slot) => {
+                        let _ = slot
+                            .events
+                            .send(ConsumerEvent::Cancelled(CancelReason::Server {
+                                code: c.code,
+                                reason: c.reason,
+                            }));
+                    }
+                    None => debug!(consumer_tag = %c.consumer_tag, "cancel for unknown consumer"),
+                }
+            }
+            frame @ (Frame::Ok
+            | Frame::QueueDeclareOk(_)
+            | Frame::QueueDeleteOk { .. }
+            | Frame::QueuePurgeOk { .. }
+            | Frame::GetOk(_)
+            | Frame::GetEmpty) => self.reply(id, frame),
+            other => warn!(
+                opcode = other.opcode().name(),
+                request_id = id,
+                "ignoring a frame the server should not send"
+            ),
+        }
+        Flow::Continue
+    }
+
+    fn take_pending(&self, id: RequestId) -> Option<Pending> {
+        let pending = self.state.lock().pending.remove(&id);
+        if pending.is_none() {
+            debug!(request_id = id, "reply for no pending request");
+        }
+        pending
+    }
+
+    fn fail_request(&self, id: RequestId, err: ClientError) {
+        if let Some(pending) = self.take_pending(id) {
+            pending.fail(err);
+        }
+    }
+
+    fn reply(&self, id: RequestId, frame: Frame) {
+        let Some(pending) = self.take_pending(id) else {
+            return;
+        };
+        match pending {
+            Pending::Reply(tx) => {
+                let _ = tx.send(Ok(frame));
+            }
+            Pending::Cancel { consumer_tag, tx } => {
+                if frame == Frame::Ok {
+                    let slot = self.state.lock().consumers.remove(&consumer_tag);
+                    if let Some(slot) = slot {
+                        let _ = slot
+                            .events
+                            .send(ConsumerEvent::Cancelled(CancelReason::Cancelled));
+                    }
+                }
+                if let Some(tx) = tx {
+                    let _ = tx.send(Ok(frame));
+                }
+            }
+            Pending::Publish { tx, .. } => {
+                let _ = tx.send(Err(unexpected("Confirm", &frame)));
+            }
+            Pending::Consume { tx, .. } => {
+                let _ = tx.send(Err(unexpected("ConsumeOk", &frame)));
+            }
+        }
+    }
+
+    fn confirm(&self, id: RequestId, confirm: Confirm) {
+        let Some(pending) = self.take_pending(id) else {
+            return;
+        };
+        match pending {
+            Pending::Publish { tx, returned } => {
+                let outcome = match (confirm, returned) {
+                    (Confirm::Nack { code, reason }, _) => PublishOutcome::Nacked { code, reason },
+                    (Confirm::Ack, Some((reply_code, reply_text))) => PublishOutcome::Returned {
+                        reply_code,
+                        reply_text,
+                    },
+                    (Confirm::Ack, None) => PublishOutcome::Confirmed,
+                };
+                let _ = tx.send(Ok(outcome));
+            }
+            other => other.fail(ClientError::UnexpectedReply {
+                expected: "a reply other than Confirm",
+                got: "Confirm",
+            }),
+        }
+    }
+
+    fn consume_ok(&self, id: RequestId, consumer_tag: String) {
+        let Some(pending) = self.take_pending(id) else {
+            return;
+        };
+        let (tx, slot) = match pending {
+            Pending::Consume { tx, slot } => (tx, slot),
+            other => {
+                other.fail(ClientError::UnexpectedReply {
+                    expected: "a reply other than ConsumeOk",
+                    got: "ConsumeOk",
+                });
+                return;
+            }
+        };
+        {
+            let mut state = self.state.lock();
+            if let Some(info) = &state.closed {
+                let _ = tx.send(Err(info.to_error()));
+                return;
+            }
+            if state.consumers.contains_key(&consumer_tag) {
+                warn!(%consumer_tag, "server reused a consumer tag still in use; replacing it");
+            }
+            state.consumers.insert(consumer_tag.clone(), slot);
+        }
+        if tx.send(Ok(consumer_tag.clone())).is_err() {
+            // The caller gave up waiting; the server-side consumer has nobody to feed.
+            self.cancel_dropped_consumer(&consumer_tag);
+        }
+    }
+
+    fn deliver(&self, d: warren_protocol::Deliver) {
+        let delivery_tag = d.delivery_tag;
+        let requeue = {
+            let state = self.state.lock();
+            match state.consumers.get(&d.consumer_tag) {
+                Some(slot) => {
+                    let no_ack = slot.no_ack;
+                    match slot.events.send(ConsumerEvent::Delivery(d.into())) {
+                        Ok(()) => false,
+                        // The Consumer was dropped; its cancel is on the way.
+                        Err(_) => !no_ack,
+                    }
+                }
+                None => {
+                    // Not nacked: we do not know whether it was no_ack, and a nack for an
+                    // unknown tag is a connection error. The server requeues it on close.
+                    warn!(consumer_tag = %d.consumer_tag, delivery_tag, "delivery for unknown consumer");
+                    false
+                }
+            }
+        };
+        if requeue {
+            self.send_now(Envelope::new(
+                0,
+                Frame::Nack(Nack {
+                    delivery_tag,
+                    multiple: false,
+                    requeue: true,
+                    delay_ms: 0,
+                }),
+            ));
+        }
+    }
+}
+
+/// The `Close` a client sends when it is done: 200, "bye".
+pub(crate) fn normal_close() -> Frame {
+    Frame::Close(Close {
+        code: ErrorCode::Normal.as_u16(),
+        reason: "bye".into(),
+    })
+}
+
+/// [`ClientError::UnexpectedReply`] for a reply frame.
+pub(crate) fn unexpected(expected: &'static str, got: &Frame) -> ClientError {
+    ClientError::UnexpectedReply {
+        expected,
+        got: got.opcode().name(),
+    }
+}
+
+async fn read_loop(connection: Arc<Connection>, mut reader: FramedRead<OwnedReadHalf, FrameCodec>) {
+    loop {
+        let next = tokio::select! {
+            biased;
+            () = connection.shutdown.cancelled() => return,
+            next = reader.next() => next,
+        };
+        match next {
+            Some(Ok(envelope)) => {
+                if connection.handle(envelope) == Flow::Stop {
+                    return;
+                }
+            }
+            Some(Err(DecodeError::Io(e))) => {
+                connection.connection_lost(CloseInfo::local(format!("connection lost: {e}")));
+                return;
+            }
+            Some(Err(e)) => {
+                warn!(error = %e, "undecodable frame from the server; closing");
+                connection.send_now(Envelope::new(
+                    0,
+                    Frame::Close(Close {
+                        code: ErrorCode::FrameError.as_u16(),
+                        reason: e.to_string(),
+                    }),
+                ));
+                connection.connection_lost(CloseInfo::new(
+                    ErrorCode::FrameError.as_u16(),
+                    format!("undecodable frame from the server: {e}"),
+                ));
+                return;
+            }
+            None => {
+                connection.connection_lost(CloseInfo::local("the server closed the connection"));
+                return;
+            }
+        }
+    }
+}
+
+async fn write_loop(
+    connection: Arc<Connection>,
+    mut rx: mpsc::Receiver<Envelope>,
+    mut sink: FramedWrite<OwnedWriteHalf, FrameCodec>,
+) {
+    let result = tokio::select! {
+        result = pump(&mut rx, &mut sink) => result,
+        () = connection.shutdown.cancelled() => Ok(()),
+    };
+    if let Err(e) = result {
+        connection.connection_lost(CloseInfo::local(format!("writing to the server: {e}")));
+        return;
+    }
+    // Closing: send what is already queued (fire-and-forget acks, Close, CloseOk), bounded,
+    // then shut the socket's write side. A flush cut short above resumes here.
+    rx.close();
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while let Some(envelope) = rx.recv().await {
+            sink.feed(envelope).await?;
+        }
+        SinkExt::<Envelope>::flush(&mut sink).await?;
+        sink.get_mut().shutdown().await
+    })
+    .await;
+    match drained {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => debug!(error = %e, "could not send the last frames"),
+        Err(_) => debug!("gave up sending the last frames after {DRAIN_TIMEOUT:?}"),
+    }
+}
+
+/// Writes frames as they come: everything already queued is encoded, then flushed once.
+async fn pump(
+    rx: &mut mpsc::Receiver<Envelope>,
+    sink: &mut FramedWrite<OwnedWriteHalf, FrameCodec>,
+) -> std::io::Result<()> {
+    while let Some(envelope) = rx.recv().await {
+        sink.feed(envelope).await?;
+        for _ in 1..MAX_BATCH_FRAMES {
+            match rx.try_recv() {
+                Ok(envelope) => sink.feed(envelope).await?,
+                Err(_) => break,
+            }
+        }
+        SinkExt::<Envelope>::flush(sink).await?;
+    }
+    Ok(())
+}
+
+async fn heartbeat_loop(connection: Arc<Connection>, period: Duration) {
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            () = connection.shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        // A full queue means frames are flowing anyway; a closed one means we are done.
+        if let Err(mpsc::error::TrySendError::Closed(_)) = connection
+            .writer
+            .try_send(Envelope::new(0, Frame::Heartbeat))
+        {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use warren_protocol::{Deliver, ErrorFrame, Properties, Return};
+
+    fn connection() -> (Connection, mpsc::Receiver<Envelope>) {
+        let (tx, rx) = mpsc::channel(16);
+        (Connection::new(tx), rx)
+    }
+
+    fn deliver(tag: &str, delivery_tag: u64) -> Frame {
+        Frame::Deliver(Deliver {
+            consumer_tag: tag.into(),
+            delivery_tag,
+            redelivered: false,
+            delivery_count: 0,
+            exchange: "ex".into(),
+            routing_key: "rk".into(),
+            properties: Properties::default(),
+            body: Bytes::from_static(b"m"),
+        })
+    }
+
+    #[test]
+    fn a_return_then_an_ack_is_returned() {
+        let (conn, _rx) = connection();
+        let (tx, mut rx) = oneshot::channel();
+        conn.register(7, Pending::Publish { tx, returned: None })
+            .unwrap();
+        conn.handle(Envelope::new(
+            7,
+            Frame::Return(Return {
+                reply_code: 312,
+                reply_text: "no route".into(),
+                exchange: "ex".into(),
+                routing_key: "rk".into(),
+                properties: Properties::default(),
+                body: Bytes::new(),
+            }),
+        ));
+        assert!(rx.try_recv().is_err(), "a Return alone resolves nothing");
+        conn.handle(Envelope::new(7, Frame::Confirm(Confirm::Ack)));
+        assert_eq!(
+            rx.try_recv().unwrap().unwrap(),
+            PublishOutcome::Returned {
+                reply_code: 312,
+                reply_text: "no route".into()
+            }
+        );
+    }
+
+    #[test]
+    fn an_error_for_a_publish_is_a_server_error() {
+        let (conn, _rx) = connection();
+        let (tx, mut rx) = oneshot::channel();
+        conn.register(3, Pending::Publish { tx, returned: None })
+            .unwrap();
+        conn.handle(Envelope::new(
+            3,
+            Frame::Error(ErrorFrame::new(ErrorCode::NotFound, "no exchange 'x'")),
+        ));
+        let err = rx.try_recv().unwrap().unwrap_err();
+        assert_eq!(err.to_string(), "NOT_FOUND (404): no exchange 'x'");
+    }
+
+    #[test]
+    fn deliveries_right_after_consume_ok_reach_the_new_consumer() {
+        let (conn, _rx) = connection();
+        let (tx, mut tag_rx) = oneshot::channel();
+        let (events_tx, mut events) = mpsc::unbounded_channel();
+        conn.register(
+            1,
+            Pending::Consume {
+                tx,
+                slot: ConsumerSlot {
+                    events: events_tx,
+                    no_ack: false,
+                },
+            },
+        )
+        .unwrap();
+        conn.handle(Envelope::new(
+            1,
+            Frame::ConsumeOk(ConsumerTag {
+                consumer_tag: "amq.ctag-1".into(),
+            }),
+        ));
+        conn.handle(Envelope::new(0, deliver("amq.ctag-1", 1)));
+        assert_eq!(tag_rx.try_recv().unwrap().unwrap(), "amq.ctag-1");
+        match events.try_recv().unwrap() {
+            ConsumerEvent::Delivery(d) => assert_eq!(d.delivery_tag, 1),
+            other => panic!("expected a delivery, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn deliveries_to_a_dropped_consumer_are_requeued() {
+        let (conn, mut writer) = connection();
+        let (events_tx, events) = mpsc::unbounded_channel();
+        conn.state.lock().consumers.insert(
+            "c".into(),
+            ConsumerSlot {
+                events: events_tx,
+                no_ack: false,
+            },
+        );
+        drop(events);
+        conn.handle(Envelope::new(0, deliver("c", 9)));
+        let nack = writer.try_recv().unwrap();
+        assert_eq!(nack.request_id, 0);
+        assert_eq!(
+            nack.frame,
+            Frame::Nack(Nack {
+                delivery_tag: 9,
+                multiple: false,
+                requeue: true,
+                delay_ms: 0
+            })
+        );
+    }
+
+    #[test]
+    fn connection_errors_fail_everything_with_the_server_reason() {
+        let (conn, _rx) = connection();
+        let (tx, mut reply) = oneshot::channel();
+        conn.register(4, Pending::Reply(tx)).unwrap();
+        let (events_tx, mut events) = mpsc::unbounded_channel();
+        conn.state.lock().consumers.insert(
+            "c".into(),
+            ConsumerSlot {
+                events: events_tx,
+                no_ack: false,
+            },
+        );
+        let flow = conn.handle(Envelope::new(
+            0,
+            Frame::Error(ErrorFrame::new(ErrorCode::InternalError, "disk full")),
+        ));
+        assert_eq!(flow, Flow::Stop);
+        let err = reply.try_recv().unwrap().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "connection closed: INTERNAL_ERROR (541): disk full"
+        );
+        match events.try_recv().unwrap() {
+            ConsumerEvent::Cancelled(CancelReason::ConnectionClosed { code, .. }) => {
+                assert_eq!(code, 541);
+            }
+            other => panic!("expected the consumer to end, got {other:?}"),
+        }
+        // Later requests fail at once, and the first reason is kept.
+        conn.connection_lost(CloseInfo::local("eof"));
+        let (tx, _rx2) = oneshot::channel();
+        let err = conn.register(5, Pending::Reply(tx)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "connection closed: INTERNAL_ERROR (541): disk full"
+        );
+        assert!(conn.shutdown.is_cancelled());
+    }
+
+    #[test]
+    fn a_server_close_is_answered_with_close_ok() {
+        let (conn, mut writer) = connection();
+        let flow = conn.handle(Envelope::new(
+            0,
+            Frame::Close(Close {
+                code: 320,
+                reason: "shutting down".into(),
+            }),
+        ));
+        assert_eq!(flow, Flow::Stop);
+        assert_eq!(writer.try_recv().unwrap().frame, Frame::CloseOk);
+        assert_eq!(conn.close_info(), (320, "shutting down".into()));
+    }
+
+    #[test]
+    fn cancel_ok_ends_the_consumer_as_cancelled() {
+        let (conn, _rx) = connection();
+        let (events_tx, mut events) = mpsc::unbounded_channel();
+        conn.state.lock().consumers.insert(
+            "c".into(),
+            ConsumerSlot {
+                events: events_tx,
+                no_ack: false,
+            },
+        );
+        let (tx, mut reply) = oneshot::channel();
+        conn.register(
+            2,
+            Pending::Cancel {
+                consumer_tag: "c".into(),
+                tx: Some(tx),
+            },
+        )
+        .unwrap();
+        conn.handle(Envelope::new(2, Frame::Ok));
+        assert_eq!(reply.try_recv().unwrap().unwrap(), Frame::Ok);
+        assert!(matches!(
+            events.try_recv().unwrap(),
+            ConsumerEvent::Cancelled(CancelReason::Cancelled)
+        ));
+        assert!(conn.state.lock().consumers.is_empty());
+    }
+}

@@ -1,0 +1,149 @@
+//! [`ClientError`]: everything that can go wrong between a [`crate::client::Client`] call and
+//! the server's answer.
+
+use thiserror::Error;
+use warren_protocol::{DecodeError, ErrorCode};
+
+/// Code carried by [`ClientError::Closed`] when the connection ended without a server-given
+/// code (end of stream, I/O error, the client dropped).
+pub const NO_CLOSE_CODE: u16 = 0;
+
+/// An error from the client library.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// Connecting, reading or writing the socket failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The server sent bytes that do not decode as a frame, or a frame this client would
+    /// have to send and cannot (a publish larger than the negotiated maximum).
+    ///
+    /// Not marked as the error's source so that `{:#}` does not print the text twice.
+    #[error("protocol error: {0}")]
+    Protocol(DecodeError),
+    /// The server refused the request: an `Error` frame carrying the request's id.
+    #[error("{}", describe_code(*code, message))]
+    Server {
+        /// [`ErrorCode`] as a number.
+        code: u16,
+        /// The server's explanation.
+        message: String,
+    },
+    /// The connection is closed, so the request was not (or may not have been) answered.
+    ///
+    /// `code` and `reason` are the server's when it closed the connection (`Close`, or an
+    /// `Error` with request id 0); otherwise `code` is [`NO_CLOSE_CODE`] and `reason` says
+    /// what happened locally.
+    #[error("connection closed: {}", describe_close(*code, reason))]
+    Closed {
+        /// [`ErrorCode`] as a number, or [`NO_CLOSE_CODE`].
+        code: u16,
+        /// Why the connection ended.
+        reason: String,
+    },
+    /// The connection opened but the handshake did not complete (wrong version, no `Hello`).
+    #[error("handshake failed: {0}")]
+    Handshake(String),
+    /// The server answered a request with a frame of the wrong type.
+    #[error("unexpected reply from the server: expected {expected}, got {got}")]
+    UnexpectedReply {
+        /// The frame type(s) the request expects.
+        expected: &'static str,
+        /// The frame type that arrived.
+        got: &'static str,
+    },
+}
+
+impl From<DecodeError> for ClientError {
+    fn from(e: DecodeError) -> Self {
+        ClientError::Protocol(e)
+    }
+}
+
+impl ClientError {
+    /// The numeric error code when the server gave one (`Server`, or `Closed` by the server).
+    pub fn code(&self) -> Option<u16> {
+        match self {
+            ClientError::Server { code, .. } => Some(*code),
+            ClientError::Closed { code, .. } if *code != NO_CLOSE_CODE => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// The [`ErrorCode`] the server gave, if it is one this protocol version defines.
+    pub fn error_code(&self) -> Option<ErrorCode> {
+        self.code().and_then(ErrorCode::from_u16)
+    }
+}
+
+/// `NOT_FOUND (404): no queue 'x'`; codes this version does not know print as `UNKNOWN`.
+pub(crate) fn describe_code(code: u16, message: &str) -> String {
+    let name = ErrorCode::from_u16(code).map_or("UNKNOWN", ErrorCode::name);
+    format!("{name} ({code}): {message}")
+}
+
+fn describe_close(code: u16, reason: &str) -> String {
+    if code == NO_CLOSE_CODE {
+        reason.to_owned()
+    } else {
+        describe_code(code, reason)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_errors_read_like_amqp_replies() {
+        let e = ClientError::Server {
+            code: 404,
+            message: "no queue 'x'".into(),
+        };
+        assert_eq!(e.to_string(), "NOT_FOUND (404): no queue 'x'");
+        assert_eq!(e.error_code(), Some(ErrorCode::NotFound));
+    }
+
+    #[test]
+    fn unknown_codes_still_print_their_number() {
+        let e = ClientError::Server {
+            code: 999,
+            message: "what".into(),
+        };
+        assert_eq!(e.to_string(), "UNKNOWN (999): what");
+        assert_eq!(e.code(), Some(999));
+        assert_eq!(e.error_code(), None);
+    }
+
+    #[test]
+    fn closed_shows_the_server_code_only_when_there_is_one() {
+        let by_server = ClientError::Closed {
+            code: 320,
+            reason: "shutting down".into(),
+        };
+        assert_eq!(
+            by_server.to_string(),
+            "connection closed: UNKNOWN (320): shutting down"
+        );
+        let local = ClientError::Closed {
+            code: NO_CLOSE_CODE,
+            reason: "the server closed the connection".into(),
+        };
+        assert_eq!(
+            local.to_string(),
+            "connection closed: the server closed the connection"
+        );
+        assert_eq!(local.code(), None);
+    }
+
+    #[test]
+    fn io_errors_are_transparent_so_context_chains_do_not_repeat() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let e = ClientError::from(io);
+        assert_eq!(e.to_string(), "refused");
+        assert!(std::error::Error::source(&e).is_none());
+        let p = ClientError::from(DecodeError::UnknownOpcode(0xff));
+        assert_eq!(p.to_string(), "protocol error: unknown opcode 0xff");
+        assert!(std::error::Error::source(&p).is_none());
+    }
+}

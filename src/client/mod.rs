@@ -1,0 +1,621 @@
+//! `warren::client`: the async client library for Warren, used by the `warren` CLI, the
+//! integration tests and the bench tool.
+//!
+//! A [`Client`] is one connection. It is cheap to clone and every clone may be used from its
+//! own task at once: requests carry ids, so any number can be in flight, and replies are paired
+//! with them by the connection's reader task.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), warren::client::ClientError> {
+//! use warren::client::{Client, ConsumeOptions, OutgoingMessage, QueueOptions};
+//!
+//! let client = Client::connect("127.0.0.1:5680").await?;
+//! client.declare_queue("jobs", QueueOptions { durable: true, ..Default::default() }).await?;
+//! let outcome = client
+//!     .publish_and_confirm(OutgoingMessage::new("", "jobs", "hello").persistent())
+//!     .await?;
+//! assert!(outcome.is_confirmed());
+//!
+//! let mut consumer = client.consume("jobs", ConsumeOptions::default()).await?;
+//! if let Some(delivery) = consumer.next().await {
+//!     client.ack(delivery.delivery_tag, false).await?;
+//! }
+//! client.close().await
+//! # }
+//! ```
+//!
+//! # Layout
+//! - this file: [`Client`] and the option types of its requests;
+//! - [`connection`](self::connection) (private): handshake, reader/writer/heartbeat tasks and
+//!   the table of pending requests;
+//! - [`publish`](self::publish): [`OutgoingMessage`], [`PublishOutcome`], [`PendingConfirm`];
+//! - [`consumer`](self::consumer): [`Consumer`], [`Delivery`], [`CancelReason`];
+//! - [`error`](self::error): [`ClientError`].
+
+mod connection;
+pub mod consumer;
+pub mod error;
+pub mod publish;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::debug;
+use warren_protocol::{
+    Ack, Consume, DecodeError, Envelope, ErrorCode, ExchangeDeclare, ExchangeDelete, FieldTable,
+    Frame, Get, Hello, Nack, Qos, QueueBind, QueueDeclare, QueueDelete, Reject,
+    PUBLISH_HEADROOM_BYTES,
+};
+
+pub use self::consumer::{CancelReason, Consumer, Delivery};
+pub use self::error::ClientError;
+pub use self::publish::{OutgoingMessage, PendingConfirm, PublishOutcome};
+pub use warren_protocol::{ExchangeKind, FieldValue, Properties, QueueDeclareOk};
+
+use self::connection::{normal_close, unexpected, CloseInfo, Connection, ConsumerSlot, Pending};
+use self::publish::publish_frame_len;
+
+/// Bound on connecting, sending the preface and receiving `Hello`.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long [`Client::close`] waits for the server's `CloseOk`.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Options of [`Client::declare_exchange`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ExchangeOptions {
+    /// Survives a server restart.
+    pub durable: bool,
+    /// Only check that the exchange exists (`NOT_FOUND` if not); create nothing.
+    pub passive: bool,
+    /// Extra arguments, kept with the exchange.
+    pub arguments: FieldTable,
+}
+
+/// Options of [`Client::declare_queue`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueueOptions {
+    /// Survives a server restart (with its persistent messages).
+    pub durable: bool,
+    /// Belongs to this connection, and is deleted when it closes.
+    pub exclusive: bool,
+    /// Deleted when its last consumer goes.
+    pub auto_delete: bool,
+    /// Only check that the queue exists (`NOT_FOUND` if not); create nothing.
+    pub passive: bool,
+    /// Queue arguments (`x-message-ttl`, `x-dead-letter-exchange`, ...).
+    pub arguments: FieldTable,
+}
+
+/// Options of [`Client::consume`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ConsumeOptions {
+    /// The consumer's tag on this connection; empty lets the server choose one
+    /// ([`Consumer::tag`] tells which).
+    pub consumer_tag: String,
+    /// Deliveries count as acknowledged when sent: no acks, and no prefetch limit.
+    pub no_ack: bool,
+    /// Fail if the queue has other consumers, and keep others off it.
+    pub exclusive: bool,
+    /// Consumer arguments.
+    pub arguments: FieldTable,
+}
+
+/// A connection to a Warren server. Clones share the connection.
+///
+/// The connection closes when [`Client::close`] is called, when the server ends it, or when
+/// the last clone (and the last [`Consumer`]) is dropped; frames already queued (such as
+/// fire-and-forget acks) are still sent then, within a short bound.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<ClientInner>,
+}
+
+struct ClientInner {
+    connection: Arc<Connection>,
+    hello: Hello,
+    /// Taken by [`Client::close`], which waits for the writer to send what is queued.
+    writer_task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for ClientInner {
+    fn drop(&mut self) {
+        if !self.connection.is_closed() {
+            // Best effort: the writer drains its queue (ending with this Close) before it
+            // stops.
+            self.connection.close_now();
+            self.connection
+                .connection_lost(CloseInfo::local("the client was dropped"));
+        }
+    }
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("server", &self.inner.hello.server)
+            .field("closed", &self.inner.connection.is_closed())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Unwraps the reply `$frame` as `$pattern => $value`, or fails with `UnexpectedReply`.
+macro_rules! expect_reply {
+    ($frame:expr, $expected:literal, $pattern:pat => $value:expr) => {
+        match $frame {
+            $pattern => Ok($value),
+            other => Err(unexpected($expected, &other)),
+        }
+    };
+}
+
+impl Client {
+    /// Connects to `addr` (`host:port`), performs the handshake and starts the connection's
+    /// tasks. Must be called inside a tokio runtime.
+    ///
+    /// # Errors
+    /// [`ClientError::Io`] when the TCP connection fails or the whole handshake takes longer
+    /// than [`CONNECT_TIMEOUT`]; [`ClientError::Server`] when the server answers the preface
+    /// with an error (an unsupported version); [`ClientError::Handshake`] when it answers
+    /// with anything but `Hello`.
+    pub async fn connect(addr: &str) -> Result<Client, ClientError> {
+        let opened = tokio::time::timeout(CONNECT_TIMEOUT, connection::connect(addr))
+            .await
+            .map_err(|_| {
+                ClientError::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "no connection and Hello within {} s",
+                        CONNECT_TIMEOUT.as_secs()
+                    ),
+                ))
+            })??;
+        debug!(server = %opened.hello.server, max_frame_size = opened.hello.max_frame_size,
+            heartbeat_ms = opened.hello.heartbeat_ms, "connected");
+        Ok(Client {
+            inner: Arc::new(ClientInner {
+                connection: opened.connection,
+                hello: opened.hello,
+                writer_task: Mutex::new(Some(opened.writer_task)),
+            }),
+        })
+    }
+
+    /// The server's greeting: protocol version, frame size limit, heartbeat interval.
+    pub fn hello(&self) -> &Hello {
+        &self.inner.hello
+    }
+
+    /// Whether the connection has ended (closed by either side, or lost).
+    pub fn is_closed(&self) -> bool {
+        self.inner.connection.is_closed()
+    }
+
+    pub(crate) fn connection(&self) -> &Connection {
+        &self.inner.connection
+    }
+
+    /// Sends `frame` as a new request and waits for its reply, which `make` turns into the
+    /// pending entry the reader resolves.
+    async fn call<T>(
+        &self,
+        frame: Frame,
+        make: impl FnOnce(oneshot::Sender<Result<T, ClientError>>) -> Pending,
+    ) -> Result<T, ClientError> {
+        let rx = self.start(frame, make).await?;
+        rx.await
+            .unwrap_or_else(|_| Err(self.inner.connection.closed_error()))
+    }
+
+    /// Registers and sends a request; returns the receiver of its reply.
+    async fn start<T>(
+        &self,
+        frame: Frame,
+        make: impl FnOnce(oneshot::Sender<Result<T, ClientError>>) -> Pending,
+    ) -> Result<oneshot::Receiver<Result<T, ClientError>>, ClientError> {
+        let connection = &self.inner.connection;
+        let id = connection.next_request_id();
+        let (tx, rx) = oneshot::channel();
+        connection.register(id, make(tx))?;
+        // Until the frame is queued, a dropped future or a failed send must not leave the
+        // entry behind; once queued, the reader removes it when the reply comes.
+        let guard = Unregister {
+            connection,
+            id,
+            armed: true,
+        };
+        connection.send(Envelope::new(id, frame)).await?;
+        guard.disarm();
+        Ok(rx)
+    }
+
+    /// A request answered by one frame.
+    async fn request(&self, frame: Frame) -> Result<Frame, ClientError> {
+        self.call(frame, Pending::Reply).await
+    }
+
+    /// A request answered by `Ok`.
+    async fn request_ok(&self, frame: Frame) -> Result<(), ClientError> {
+        let reply = self.request(frame).await?;
+        expect_reply!(reply, "Ok", Frame::Ok => ())
+    }
+
+    /// Declares an exchange; idempotent when the attributes match the existing exchange.
+    ///
+    /// # Errors
+    /// [`ClientError::Server`] with `PRECONDITION_FAILED` when it exists with other
+    /// attributes, `NOT_FOUND` for a passive declare of a missing exchange.
+    pub async fn declare_exchange(
+        &self,
+        name: &str,
+        kind: ExchangeKind,
+        options: ExchangeOptions,
+    ) -> Result<(), ClientError> {
+        self.request_ok(Frame::ExchangeDeclare(ExchangeDeclare {
+            name: name.to_owned(),
+            kind,
+            durable: options.durable,
+            passive: options.passive,
+            arguments: options.arguments,
+        }))
+        .await
+    }
+
+    /// Deletes an exchange and its bindings; with `if_unused`, only if it has no bindings.
+    pub async fn delete_exchange(&self, name: &str, if_unused: bool) -> Result<(), ClientError> {
+        self.request_ok(Frame::ExchangeDelete(ExchangeDelete {
+            name: name.to_owned(),
+            if_unused,
+        }))
+        .await
+    }
+
+    /// Declares a queue; an empty `name` asks the server to choose one (the reply names
+    /// it). Idempotent when the attributes match the existing queue.
+    pub async fn declare_queue(
+        &self,
+        name: &str,
+        options: QueueOptions,
+    ) -> Result<QueueDeclareOk, ClientError> {
+        let reply = self
+            .request(Frame::QueueDeclare(QueueDeclare {
+                name: name.to_owned(),
+                durable: options.durable,
+                exclusive: options.exclusive,
+                auto_delete: options.auto_delete,
+                passive: options.passive,
+                arguments: options.arguments,
+            }))
+            .await?;
+        expect_reply!(reply, "QueueDeclareOk", Frame::QueueDeclareOk(ok) => ok)
+    }
+
+    /// Deletes a queue with its bindings and messages; returns how many messages it held.
+    /// `if_unused` refuses while it has consumers, `if_empty` while it holds messages.
+    pub async fn delete_queue(
+        &self,
+        name: &str,
+        if_unused: bool,
+        if_empty: bool,
+    ) -> Result<u64, ClientError> {
+        let reply = self
+            .request(Frame::QueueDelete(QueueDelete {
+                name: name.to_owned(),
+                if_unused,
+                if_empty,
+            }))
+            .await?;
+        expect_reply!(reply, "QueueDeleteOk", Frame::QueueDeleteOk { message_count } => message_count)
+    }
+
+    /// Removes every ready message from a queue; returns how many.
+    pub async fn purge_queue(&self, name: &str) -> Result<u64, ClientError> {
+        let reply = self
+            .request(Frame::QueuePurge {
+                name: name.to_owned(),
+            })
+            .await?;
+        expect_reply!(reply, "QueuePurgeOk", Frame::QueuePurgeOk { message_count } => message_count)
+    }
+
+    /// Binds `queue` to `exchange` with a binding key (a pattern for topic exchanges) and
+    /// arguments (`x-match` and values for headers exchanges).
+    pub async fn bind(
+        &self,
+        queue: &str,
+        exchange: &str,
+        routing_key: &str,
+        arguments: FieldTable,
+    ) -> Result<(), ClientError> {
+        self.request_ok(Frame::QueueBind(binding(
+            queue,
+            exchange,
+            routing_key,
+            arguments,
+        )))
+        .await
+    }
+
+    /// Removes a binding made by [`Client::bind`] with the same key and arguments.
+    pub async fn unbind(
+        &self,
+        queue: &str,
+        exchange: &str,
+        routing_key: &str,
+        arguments: FieldTable,
+    ) -> Result<(), ClientError> {
+        self.request_ok(Frame::QueueUnbind(binding(
+            queue,
+            exchange,
+            routing_key,
+            arguments,
+        )))
+        .await
+    }
+
+    /// Sets the prefetch limit (max unacked deliveries per consumer; 0 = no limit) for
+    /// consumers started afterwards on this connection.
+    pub async fn qos(&self, prefetch_count: u32) -> Result<(), ClientError> {
+        self.request_ok(Frame::Qos(Qos { prefetch_count })).await
+    }
+
+    /// Publishes a message without waiting for its confirm: returns once the frame is queued
+    /// to the connection's writer. Await the [`PendingConfirm`] for the outcome; keep many in
+    /// flight (e.g. in a `FuturesOrdered`) for throughput.
+    ///
+    /// # Errors
+    /// [`ClientError::Protocol`] (`FrameTooLarge`) when the publish would exceed the server's
+    /// frame size limit minus [`PUBLISH_HEADROOM_BYTES`]; [`ClientError::Closed`] when the
+    /// connection has ended.
+    pub async fn publish(&self, msg: OutgoingMessage) -> Result<PendingConfirm, ClientError> {
+        let publish = msg.into_frame();
+        let max = self
+            .inner
+            .hello
+            .max_frame_size
+            .saturating_sub(PUBLISH_HEADROOM_BYTES);
+        let len = publish_frame_len(&publish);
+        if len > max as usize {
+            return Err(ClientError::Protocol(DecodeError::FrameTooLarge {
+                size: len as u64,
+                max: u64::from(max),
+            }));
+        }
+        let frame = Frame::Publish(publish);
+        let connection = &self.inner.connection;
+        let id = connection.next_request_id();
+        let (tx, rx) = oneshot::channel();
+        connection.register(id, Pending::Publish { tx, returned: None })?;
+        let guard = Unregister {
+            connection,
+            id,
+            armed: true,
+        };
+        connection.send(Envelope::new(id, frame)).await?;
+        guard.disarm();
+        Ok(PendingConfirm { request_id: id, rx })
+    }
+
+    /// Publishes a message and waits for its confirm.
+    ///
+    /// # Errors
+    /// As [`Client::publish`], plus [`ClientError::Server`] when the server refuses the
+    /// publish with an error (an unknown exchange). A returned or nacked message is not an
+    /// error: see [`PublishOutcome`].
+    pub async fn publish_and_confirm(
+        &self,
+        msg: OutgoingMessage,
+    ) -> Result<PublishOutcome, ClientError> {
+        self.publish(msg).await?.await
+    }
+
+    /// Starts a push consumer on `queue`. Deliveries that arrive right after the server's
+    /// `ConsumeOk` are never lost: the consumer is registered before they are read.
+    pub async fn consume(
+        &self,
+        queue: &str,
+        options: ConsumeOptions,
+    ) -> Result<Consumer, ClientError> {
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let slot = ConsumerSlot {
+            events: events_tx,
+            no_ack: options.no_ack,
+        };
+        let frame = Frame::Consume(Consume {
+            queue: queue.to_owned(),
+            consumer_tag: options.consumer_tag,
+            no_ack: options.no_ack,
+            exclusive: options.exclusive,
+            arguments: options.arguments,
+        });
+        let tag = self.call(frame, |tx| Pending::Consume { tx, slot }).await?;
+        Ok(Consumer::new(tag, events_rx, self.clone()))
+    }
+
+    /// Stops a consumer. Once this returns, the [`Consumer`] yields the deliveries it already
+    /// received and then `None`, with [`CancelReason::Cancelled`]. Its unacked deliveries stay
+    /// unacked: ack or nack them.
+    pub async fn cancel(&self, consumer_tag: &str) -> Result<(), ClientError> {
+        let frame = Frame::Cancel(warren_protocol::ConsumerTag {
+            consumer_tag: consumer_tag.to_owned(),
+        });
+        let reply = self
+            .call(frame, |tx| Pending::Cancel {
+                consumer_tag: consumer_tag.to_owned(),
+                tx: Some(tx),
+            })
+            .await?;
+        expect_reply!(reply, "Ok", Frame::Ok => ())
+    }
+
+    /// Pulls one message from `queue`; `None` when it has no ready message.
+    pub async fn get(&self, queue: &str, no_ack: bool) -> Result<Option<Delivery>, ClientError> {
+        let reply = self
+            .request(Frame::Get(Get {
+                queue: queue.to_owned(),
+                no_ack,
+            }))
+            .await?;
+        match reply {
+            Frame::GetOk(ok) => Ok(Some(ok.into())),
+            Frame::GetEmpty => Ok(None),
+            other => Err(unexpected("GetOk or GetEmpty", &other)),
+        }
+    }
+
+    /// Sends `frame` as fire-and-forget (request id 0, no reply) or, when `durable`, as a
+    /// request whose `Ok` means the server has made it durable.
+    async fn settle(&self, frame: Frame, durable: bool) -> Result<(), ClientError> {
+        if durable {
+            self.request_ok(frame).await
+        } else {
+            self.inner.connection.send(Envelope::new(0, frame)).await
+        }
+    }
+
+    /// Acknowledges a delivery (with `multiple`, also every earlier unacked one). Fire and
+    /// forget: returns once the frame is queued to the writer; the server sends no reply.
+    pub async fn ack(&self, delivery_tag: u64, multiple: bool) -> Result<(), ClientError> {
+        self.settle(ack(delivery_tag, multiple), false).await
+    }
+
+    /// Like [`Client::ack`], but waits until the server has made the ack durable.
+    pub async fn ack_durable(&self, delivery_tag: u64, multiple: bool) -> Result<(), ClientError> {
+        self.settle(ack(delivery_tag, multiple), true).await
+    }
+
+    /// Refuses a delivery (with `multiple`, also every earlier unacked one): requeue it (at
+    /// the head, ready again after `delay_ms`) or dead-letter/drop it. Fire and forget.
+    pub async fn nack(
+        &self,
+        delivery_tag: u64,
+        multiple: bool,
+        requeue: bool,
+        delay_ms: u64,
+    ) -> Result<(), ClientError> {
+        self.settle(nack(delivery_tag, multiple, requeue, delay_ms), false)
+            .await
+    }
+
+    /// Like [`Client::nack`], but waits until the server has made it durable.
+    pub async fn nack_durable(
+        &self,
+        delivery_tag: u64,
+        multiple: bool,
+        requeue: bool,
+        delay_ms: u64,
+    ) -> Result<(), ClientError> {
+        self.settle(nack(delivery_tag, multiple, requeue, delay_ms), true)
+            .await
+    }
+
+    /// Refuses one delivery: requeue it, or dead-letter/drop it. Fire and forget.
+    pub async fn reject(&self, delivery_tag: u64, requeue: bool) -> Result<(), ClientError> {
+        self.settle(reject(delivery_tag, requeue), false).await
+    }
+
+    /// Like [`Client::reject`], but waits until the server has made it durable.
+    pub async fn reject_durable(
+        &self,
+        delivery_tag: u64,
+        requeue: bool,
+    ) -> Result<(), ClientError> {
+        self.settle(reject(delivery_tag, requeue), true).await
+    }
+
+    /// Closes the connection: sends `Close` (200, "bye") after everything already queued,
+    /// waits up to [`CLOSE_TIMEOUT`] for `CloseOk`, then shuts the socket. Requests still
+    /// pending fail with [`ClientError::Closed`] and consumers end. Closing a closed
+    /// connection does nothing.
+    pub async fn close(&self) -> Result<(), ClientError> {
+        let connection = &self.inner.connection;
+        let (tx, rx) = oneshot::channel();
+        if connection.set_close_waiter(tx) {
+            let id = connection.next_request_id();
+            // Bounded as a whole: queueing the Close can wait too, if the server stopped
+            // reading.
+            let handshake = async {
+                if connection
+                    .send(Envelope::new(id, normal_close()))
+                    .await
+                    .is_ok()
+                {
+                    let _ = rx.await;
+                }
+            };
+            if tokio::time::timeout(CLOSE_TIMEOUT, handshake)
+                .await
+                .is_err()
+            {
+                debug!("no CloseOk within {CLOSE_TIMEOUT:?}; closing anyway");
+            }
+            connection.connection_lost(CloseInfo::new(
+                ErrorCode::Normal.as_u16(),
+                "closed by the client",
+            ));
+        }
+        let writer = self.inner.writer_task.lock().take();
+        if let Some(writer) = writer {
+            // The writer stops within its own drain bound; this only waits for it.
+            let _ = writer.await;
+        }
+        Ok(())
+    }
+}
+
+/// Removes a pending entry on drop unless disarmed.
+struct Unregister<'a> {
+    connection: &'a Connection,
+    id: warren_protocol::RequestId,
+    armed: bool,
+}
+
+impl Unregister<'_> {
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Unregister<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.connection.unregister(self.id);
+        }
+    }
+}
+
+fn binding(queue: &str, exchange: &str, routing_key: &str, arguments: FieldTable) -> QueueBind {
+    QueueBind {
+        queue: queue.to_owned(),
+        exchange: exchange.to_owned(),
+        routing_key: routing_key.to_owned(),
+        arguments,
+    }
+}
+
+fn ack(delivery_tag: u64, multiple: bool) -> Frame {
+    Frame::Ack(Ack {
+        delivery_tag,
+        multiple,
+    })
+}
+
+fn nack(delivery_tag: u64, multiple: bool, requeue: bool, delay_ms: u64) -> Frame {
+    Frame::Nack(Nack {
+        delivery_tag,
+        multiple,
+        requeue,
+        delay_ms,
+    })
+}
+
+fn reject(delivery_tag: u64, requeue: bool) -> Frame {
+    Frame::Reject(Reject {
+        delivery_tag,
+        requeue,
+    })
+}

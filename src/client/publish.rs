@@ -1,0 +1,225 @@
+//! Publishing: [`OutgoingMessage`], the broker's verdict [`PublishOutcome`], and
+//! [`PendingConfirm`], the future that resolves to it.
+//!
+//! A publish is pipelined: [`crate::client::Client::publish`] returns as soon as the frame is
+//! queued to the connection's writer, and the [`PendingConfirm`] resolves when the server's
+//! `Confirm` (preceded by a `Return` for an unroutable mandatory message) arrives.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::oneshot;
+use warren_protocol::write::str16_len;
+use warren_protocol::{FieldValue, Properties, Publish, RequestId, FRAME_HEADER_BYTES};
+
+use crate::client::error::{ClientError, NO_CLOSE_CODE};
+
+/// A message to publish.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OutgoingMessage {
+    /// Target exchange; `""` is the default exchange, which routes to the queue named by the
+    /// routing key.
+    pub exchange: String,
+    /// Routing key.
+    pub routing_key: String,
+    /// Ask the server to return the message if no queue takes it.
+    pub mandatory: bool,
+    /// Message properties.
+    pub properties: Properties,
+    /// Message body.
+    pub body: Bytes,
+}
+
+impl OutgoingMessage {
+    /// A transient, non-mandatory message with no properties.
+    pub fn new(
+        exchange: impl Into<String>,
+        routing_key: impl Into<String>,
+        body: impl Into<Bytes>,
+    ) -> Self {
+        OutgoingMessage {
+            exchange: exchange.into(),
+            routing_key: routing_key.into(),
+            mandatory: false,
+            properties: Properties::default(),
+            body: body.into(),
+        }
+    }
+
+    /// Marks the message persistent: a durable queue keeps it on disk.
+    #[must_use]
+    pub fn persistent(mut self) -> Self {
+        self.properties.persistent = true;
+        self
+    }
+
+    /// Marks the message mandatory: it comes back as [`PublishOutcome::Returned`] if no
+    /// queue takes it.
+    #[must_use]
+    pub fn mandatory(mut self) -> Self {
+        self.mandatory = true;
+        self
+    }
+
+    /// Adds (or replaces) an application header.
+    #[must_use]
+    pub fn header(mut self, key: impl Into<String>, value: FieldValue) -> Self {
+        self.properties.headers.insert(key.into(), value);
+        self
+    }
+
+    /// Sets the application message id.
+    #[must_use]
+    pub fn message_id(mut self, id: impl Into<String>) -> Self {
+        self.properties.message_id = Some(id.into());
+        self
+    }
+
+    /// Sets the correlation id.
+    #[must_use]
+    pub fn correlation_id(mut self, id: impl Into<String>) -> Self {
+        self.properties.correlation_id = Some(id.into());
+        self
+    }
+
+    /// Sets the body's MIME type.
+    #[must_use]
+    pub fn content_type(mut self, content_type: impl Into<String>) -> Self {
+        self.properties.content_type = Some(content_type.into());
+        self
+    }
+
+    /// Sets the per-message time to live in milliseconds.
+    #[must_use]
+    pub fn expiration_ms(mut self, ms: u64) -> Self {
+        self.properties.expiration = Some(ms);
+        self
+    }
+
+    pub(crate) fn into_frame(self) -> Publish {
+        Publish {
+            exchange: self.exchange,
+            routing_key: self.routing_key,
+            mandatory: self.mandatory,
+            properties: self.properties,
+            body: self.body,
+        }
+    }
+}
+
+/// What the broker did with a published message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublishOutcome {
+    /// Stored (durably, if persistent and routed to durable queues).
+    Confirmed,
+    /// Mandatory and unroutable: the server returned it (and then confirmed the publish).
+    Returned {
+        /// [`warren_protocol::ErrorCode`] as a number (312 `NO_ROUTE`).
+        reply_code: u16,
+        /// Why.
+        reply_text: String,
+    },
+    /// The broker refused the message.
+    Nacked {
+        /// [`warren_protocol::ErrorCode`] as a number.
+        code: u16,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl PublishOutcome {
+    /// Whether the message was stored and routed: neither returned nor nacked.
+    pub fn is_confirmed(&self) -> bool {
+        matches!(self, PublishOutcome::Confirmed)
+    }
+}
+
+/// A publish whose confirm has not arrived yet. Await it for the [`PublishOutcome`].
+///
+/// Dropping it does not cancel the publish; the confirm is then discarded when it arrives.
+#[derive(Debug)]
+#[must_use = "a publish is only known to be stored once its confirm resolves"]
+pub struct PendingConfirm {
+    pub(crate) request_id: RequestId,
+    pub(crate) rx: oneshot::Receiver<Result<PublishOutcome, ClientError>>,
+}
+
+impl PendingConfirm {
+    /// The publish's request id (the confirm, and any return, carry it).
+    pub fn request_id(&self) -> RequestId {
+        self.request_id
+    }
+}
+
+impl Future for PendingConfirm {
+    type Output = Result<PublishOutcome, ClientError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.rx).poll(cx).map(|r| {
+            // The reader resolves every pending confirm, even on connection loss; the sender
+            // is only dropped unresolved when the whole connection state is torn down.
+            r.unwrap_or_else(|_| {
+                Err(ClientError::Closed {
+                    code: NO_CLOSE_CODE,
+                    reason: "the connection ended before the confirm arrived".into(),
+                })
+            })
+        })
+    }
+}
+
+/// The value of a `Publish` frame's length prefix (everything after the prefix), computed
+/// without encoding the body, so an oversized publish can be refused before it is sent.
+pub(crate) fn publish_frame_len(publish: &Publish) -> usize {
+    let mut properties = BytesMut::new();
+    publish.properties.encode(&mut properties);
+    FRAME_HEADER_BYTES
+        + str16_len(&publish.exchange)
+        + str16_len(&publish.routing_key)
+        + 1
+        + properties.len()
+        + publish.body.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use warren_protocol::{Envelope, Frame};
+
+    #[test]
+    fn builders_set_the_properties() {
+        let m = OutgoingMessage::new("logs", "a.b", "hi")
+            .persistent()
+            .mandatory()
+            .header("x-k", FieldValue::Int(1))
+            .message_id("m1")
+            .correlation_id("c1")
+            .content_type("text/plain")
+            .expiration_ms(500);
+        assert!(m.mandatory);
+        assert!(m.properties.persistent);
+        assert_eq!(m.properties.headers.get("x-k"), Some(&FieldValue::Int(1)));
+        assert_eq!(m.properties.message_id.as_deref(), Some("m1"));
+        assert_eq!(m.properties.correlation_id.as_deref(), Some("c1"));
+        assert_eq!(m.properties.content_type.as_deref(), Some("text/plain"));
+        assert_eq!(m.properties.expiration, Some(500));
+        assert_eq!(m.body, Bytes::from_static(b"hi"));
+    }
+
+    #[test]
+    fn frame_length_matches_the_encoding() {
+        let m = OutgoingMessage::new("ex", "key", vec![7u8; 1000])
+            .persistent()
+            .header("h", FieldValue::List(vec![FieldValue::Bool(true)]))
+            .message_id("id");
+        let publish = m.into_frame();
+        let expected = Envelope::new(5, Frame::Publish(publish.clone()))
+            .to_bytes()
+            .len()
+            - 4;
+        assert_eq!(publish_frame_len(&publish), expected);
+    }
+}

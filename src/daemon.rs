@@ -1,0 +1,97 @@
+//! `warren serve`: opens the store, binds the listener, announces the bound address in
+//! `<data-dir>/runtime.json`, and serves until SIGINT or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::broker::{Broker, BrokerConfig};
+use crate::connection::ConnectionConfig;
+
+/// The file, in the data directory, where a running daemon records its address and pid.
+pub const RUNTIME_FILE_NAME: &str = "runtime.json";
+
+/// What `warren serve` needs to run.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Address to listen on (`127.0.0.1:0` picks a free port; see `runtime.json`).
+    pub listen: String,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Heartbeat interval; `None` turns heartbeats off.
+    pub heartbeat: Option<Duration>,
+    /// Largest frame accepted from clients.
+    pub max_frame_size: u32,
+    /// Bytes of ready bodies each queue keeps in memory.
+    pub queue_window_bytes: u64,
+}
+
+/// What a running daemon writes to `runtime.json`, so tools and tests find it without racing
+/// for a port.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct RuntimeInfo {
+    /// The address it listens on.
+    pub listen: String,
+    /// Its process id.
+    pub pid: u32,
+}
+
+/// Runs the daemon until a shutdown signal.
+///
+/// # Errors
+/// The store cannot be opened, the address cannot be bound, or the runtime file cannot be
+/// written.
+pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
+    let runtime_file = opts.data_dir.join(RUNTIME_FILE_NAME);
+    let broker = Broker::open(BrokerConfig {
+        data_dir: opts.data_dir.clone(),
+        queue_window_bytes: opts.queue_window_bytes,
+    })
+    .await
+    .with_context(|| format!("opening the store in {}", opts.data_dir.display()))?;
+    let listener = TcpListener::bind(&opts.listen)
+        .await
+        .with_context(|| format!("listening on {}", opts.listen))?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    write_runtime_file(&runtime_file, addr)?;
+    tracing::info!(listen = %addr, data_dir = %opts.data_dir.display(), "warren is serving");
+    let config = ConnectionConfig {
+        max_frame_size: opts.max_frame_size,
+        heartbeat: opts.heartbeat,
+    };
+    crate::server::run(listener, broker, config, shutdown_signal()).await;
+    let _ = std::fs::remove_file(&runtime_file);
+    Ok(())
+}
+
+fn write_runtime_file(path: &Path, addr: SocketAddr) -> anyhow::Result<()> {
+    let info = RuntimeInfo {
+        listen: addr.to_string(),
+        pid: std::process::id(),
+    };
+    // Write then rename, so a reader never sees half a file.
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec(&info)?)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the daemon");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+    }
+}

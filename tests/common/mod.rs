@@ -1,0 +1,217 @@
+//! `TestDaemon`: the real `warren` binary on 127.0.0.1 with a temporary data directory, for
+//! integration tests. It binds port 0 and the harness reads the bound address from
+//! `<data-dir>/runtime.json`, so there is no port race. Logs go to a file, printed if the test
+//! panics (set `WARREN_TEST_VERBOSE=1` to stream them instead).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use warren::client::Client;
+
+/// How long a daemon may take to start.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Bounded wait for a receive or an effect in tests.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub struct TestDaemon {
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    addr: String,
+    starts: u32,
+    extra_args: Vec<String>,
+}
+
+impl TestDaemon {
+    /// Starts a daemon on a new, empty data directory.
+    pub fn start() -> TestDaemon {
+        Self::start_with(&[])
+    }
+
+    /// Starts a daemon with extra `serve` arguments.
+    pub fn start_with(extra_args: &[&str]) -> TestDaemon {
+        let mut d = TestDaemon {
+            dir: tempfile::tempdir().expect("temp dir"),
+            child: None,
+            addr: String::new(),
+            starts: 0,
+            extra_args: extra_args.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        d.spawn();
+        d
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join(format!("daemon-{}.log", self.starts))
+    }
+
+    fn spawn(&mut self) {
+        self.starts += 1;
+        let runtime = self.dir.path().join("runtime.json");
+        let _ = std::fs::remove_file(&runtime);
+        let verbose = std::env::var_os("WARREN_TEST_VERBOSE").is_some();
+        let log = std::fs::File::create(self.log_path()).expect("log file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_warren"));
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(self.dir.path())
+            .args(&self.extra_args)
+            .env("RUST_LOG", "info,warren=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        if verbose {
+            cmd.stderr(Stdio::inherit());
+        } else {
+            cmd.stderr(log);
+        }
+        let mut child = cmd.spawn().expect("spawning warren serve");
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Ok(raw) = std::fs::read_to_string(&runtime) {
+                let v: serde_json::Value = serde_json::from_str(&raw).expect("runtime.json");
+                self.addr = v["listen"].as_str().expect("listen").to_owned();
+                break;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "warren serve exited with {status} before listening:\n{}",
+                    self.logs()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "warren serve did not start in time:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.child = Some(child);
+    }
+
+    /// Connects a client.
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.addr)
+            .await
+            .expect("connecting to the test daemon")
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then waits (bounded) for a clean exit; returns whether it exited with 0.
+    pub fn stop(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return false;
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the daemon again on the same data directory.
+    pub fn restart(&mut self) {
+        if self.child.is_some() {
+            self.kill9();
+        }
+        self.spawn();
+    }
+
+    /// Every log line the daemon wrote in this test.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for i in 1..=self.starts {
+            let p = self.dir.path().join(format!("daemon-{i}.log"));
+            if let Ok(s) = std::fs::read_to_string(p) {
+                out.push_str(&format!("--- daemon run {i} ---\n{s}"));
+            }
+        }
+        out
+    }
+
+    /// Runs the `warren` CLI against this daemon.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_with_stdin(args, None)
+    }
+
+    /// Runs the `warren` CLI with `stdin` as its standard input.
+    pub fn cli_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        use std::io::Write;
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_warren"));
+        cmd.args(args)
+            .env("WARREN_SERVER", &self.addr)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawning the warren CLI");
+        if let Some(input) = stdin {
+            let mut pipe = child.stdin.take().expect("stdin");
+            pipe.write_all(input.as_bytes()).expect("writing stdin");
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(_)) = child.try_wait() {
+                return child.wait_with_output().expect("CLI output");
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let out = child.wait_with_output().expect("CLI output");
+                panic!(
+                    "warren {args:?} did not finish in 30 s; stdout: {} stderr: {}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        self.kill9();
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
+        }
+    }
+}
+
+/// Awaits `fut` for at most [`WAIT`], panicking with `what` on timeout.
+pub async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(WAIT, fut)
+        .await
+        .unwrap_or_else(|_| panic!("timed out after {WAIT:?} waiting for {what}"))
+}

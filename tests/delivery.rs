@@ -1,0 +1,322 @@
+//! Consumers, prefetch, acks, nacks and redelivery, against the real daemon.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::{within, TestDaemon};
+use warren::client::{Client, ConsumeOptions, Consumer, Delivery, OutgoingMessage, QueueOptions};
+
+async fn durable_queue(c: &Client, name: &str) {
+    c.declare_queue(
+        name,
+        QueueOptions {
+            durable: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("declare");
+}
+
+async fn publish_n(c: &Client, queue: &str, n: usize) {
+    let mut pending = Vec::new();
+    for i in 0..n {
+        let m = OutgoingMessage::new("", queue, format!("m{i}")).persistent();
+        pending.push(c.publish(m).await.expect("publish"));
+    }
+    for p in pending {
+        assert!(p.await.expect("confirm").is_confirmed());
+    }
+}
+
+async fn next(consumer: &mut Consumer) -> Delivery {
+    within("a delivery", consumer.next())
+        .await
+        .expect("consumer ended unexpectedly")
+}
+
+/// Asserts that nothing arrives for a moment. (Absence can only be checked over some window;
+/// the window bounds the test, it measures nothing.)
+async fn assert_quiet(consumer: &mut Consumer) {
+    if let Ok(Some(d)) = tokio::time::timeout(Duration::from_millis(300), consumer.next()).await {
+        panic!("unexpected delivery {:?}", d.body);
+    }
+}
+
+fn body(d: &Delivery) -> String {
+    String::from_utf8(d.body.to_vec()).expect("utf8")
+}
+
+#[tokio::test]
+async fn competing_consumers_share_the_queue_disjointly() {
+    let d = TestDaemon::start();
+    let c1 = d.client().await;
+    let c2 = d.client().await;
+    durable_queue(&c1, "work").await;
+    c1.qos(10).await.unwrap();
+    c2.qos(10).await.unwrap();
+    let mut k1 = c1.consume("work", ConsumeOptions::default()).await.unwrap();
+    let mut k2 = c2.consume("work", ConsumeOptions::default()).await.unwrap();
+    publish_n(&c1, "work", 200).await;
+    let (mut got1, mut got2) = (BTreeSet::new(), BTreeSet::new());
+    while got1.len() + got2.len() < 200 {
+        tokio::select! {
+            m = next(&mut k1) => { c1.ack(m.delivery_tag, false).await.unwrap(); assert!(got1.insert(body(&m))); }
+            m = next(&mut k2) => { c2.ack(m.delivery_tag, false).await.unwrap(); assert!(got2.insert(body(&m))); }
+        }
+    }
+    assert!(got1.is_disjoint(&got2), "a message went to both consumers");
+    let all: BTreeSet<String> = got1.union(&got2).cloned().collect();
+    let want: BTreeSet<String> = (0..200).map(|i| format!("m{i}")).collect();
+    assert_eq!(all, want);
+    // Round-robin: both consumers had room the whole time, so both got a share.
+    assert!(
+        !got1.is_empty() && !got2.is_empty(),
+        "{} / {}",
+        got1.len(),
+        got2.len()
+    );
+}
+
+#[tokio::test]
+async fn prefetch_limits_unacked_deliveries() {
+    let d = TestDaemon::start();
+    let c = d.client().await;
+    durable_queue(&c, "pf").await;
+    publish_n(&c, "pf", 10).await;
+    c.qos(3).await.unwrap();
+    let mut k = c.consume("pf", ConsumeOptions::default()).await.unwrap();
+    let first: Vec<Delivery> = vec![next(&mut k).await, next(&mut k).await, next(&mut k).await];
+    assert_eq!(
+        first.iter().map(body).collect::<Vec<_>>(),
+        ["m0", "m1", "m2"]
+    );
+    assert_quiet(&mut k).await;
+    c.ack(first[0].delivery_tag, false).await.unwrap();
+    assert_eq!(body(&next(&mut k).await), "m3");
+    assert_quiet(&mut k).await;
+    // multiple=true settles everything up to the tag.
+    c.ack(first[2].delivery_tag, true).await.unwrap();
+    assert_eq!(body(&next(&mut k).await), "m4");
+    assert_eq!(body(&next(&mut k).await), "m5");
+    assert_quiet(&mut k).await;
+}
+
+#[tokio::test]
+async fn nack_with_requeue_redelivers_at_the_head() {
+    let d = TestDaemon::start();
+    let c = d.client().await;
+    durable_queue(&c, "nq").await;
+    publish_n(&c, "nq", 3).await;
+    c.qos(1).await.unwrap();
+    let mut k = c.consume("nq", ConsumeOptions::default()).await.unwrap();
+    let m = next(&mut k).await;
+    assert_eq!(
+        (body(&m), m.redelivered, m.delivery_count),
+        ("m0".into(), false, 0)
+    );
+    c.nack(m.delivery_tag, false, true, 0).await.unwrap();
+    let again = next(&mut k).await;
+    assert_eq!(
+        body(&again),
+        "m0",
+        "a requeued message goes back to the head"
+    );
+    assert!(again.redelivered);
+    assert_eq!(again.delivery_count, 1);
+    c.reject(again.delivery_tag, true).await.unwrap();
+    let third = next(&mut k).await;
+    assert_eq!((body(&third), third.delivery_count), ("m0".into(), 2));
+    c.ack(third.delivery_tag, false).await.unwrap();
+    let m1 = next(&mut k).await;
+    assert_eq!((body(&m1), m1.redelivered), ("m1".into(), false));
+    // Reject without requeue drops it (no dead-letter exchange configured).
+    c.reject(m1.delivery_tag, false).await.unwrap();
+    assert_eq!(body(&next(&mut k).await), "m2");
+}
+
+#[tokio::test]
+async fn unacked_messages_of_a_dropped_connection_go_to_another_consumer() {
+    let d = TestDaemon::start();
+    let setup = d.client().await;
+    durable_queue(&setup, "jobs").await;
+    publish_n(&setup, "jobs", 8).await;
+
+    let doomed = d.client().await;
+    doomed.qos(5).await.unwrap();
+    let mut k = doomed
+        .consume("jobs", ConsumeOptions::default())
+        .await
+        .unwrap();
+    let mut taken = Vec::new();
+    for _ in 0..5 {
+        taken.push(body(&next(&mut k).await));
+    }
+    assert_eq!(taken, ["m0", "m1", "m2", "m3", "m4"]);
+    assert_quiet(&mut k).await;
+    // Drop the connection without acking anything.
+    drop(k);
+    drop(doomed);
+
+    let rescuer = d.client().await;
+    let mut k2 = rescuer
+        .consume("jobs", ConsumeOptions::default())
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..8 {
+        let m = next(&mut k2).await;
+        let was_taken = taken.contains(&body(&m));
+        assert_eq!(m.redelivered, was_taken, "{}", body(&m));
+        if was_taken {
+            assert_eq!(m.delivery_count, 1);
+        }
+        seen.push(body(&m));
+        rescuer.ack(m.delivery_tag, false).await.unwrap();
+    }
+    seen.sort();
+    let mut want: Vec<String> = (0..8).map(|i| format!("m{i}")).collect();
+    want.sort();
+    assert_eq!(seen, want);
+}
+
+#[tokio::test]
+async fn cancel_requeues_the_consumers_unacked_deliveries() {
+    let d = TestDaemon::start();
+    let c = d.client().await;
+    durable_queue(&c, "cq").await;
+    publish_n(&c, "cq", 2).await;
+    let mut k = c.consume("cq", ConsumeOptions::default()).await.unwrap();
+    let a = next(&mut k).await;
+    let _b = next(&mut k).await;
+    c.cancel(k.tag()).await.unwrap();
+    let got = within("a get", c.get("cq", false))
+        .await
+        .unwrap()
+        .expect("requeued message");
+    assert_eq!(body(&got), body(&a));
+    assert!(got.redelivered);
+    // The old tag is settled: acking it is refused.
+    let err = c.ack_durable(a.delivery_tag, false).await.unwrap_err();
+    assert_eq!(
+        err.error_code(),
+        Some(warren_protocol::ErrorCode::PreconditionFailed),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn get_pulls_one_message_at_a_time() {
+    let d = TestDaemon::start();
+    let c = d.client().await;
+    durable_queue(&c, "g").await;
+    assert!(c.get("g", false).await.unwrap().is_none());
+    publish_n(&c, "g", 2).await;
+    let first = c.get("g", false).await.unwrap().expect("message");
+    assert_eq!((body(&first), first.message_count), ("m0".into(), Some(1)));
+    c.ack_durable(first.delivery_tag, false).await.unwrap();
+    let second = c.get("g", true).await.unwrap().expect("message");
+    assert_eq!(
+        (body(&second), second.message_count),
+        ("m1".into(), Some(0))
+    );
+    assert!(c.get("g", false).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn exclusive_and_auto_delete_queues() {
+    let d = TestDaemon::start();
+    let owner = d.client().await;
+    let other = d.client().await;
+    owner
+        .declare_queue(
+            "mine",
+            QueueOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let err = other
+        .consume("mine", ConsumeOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.error_code(),
+        Some(warren_protocol::ErrorCode::ResourceLocked),
+        "{err}"
+    );
+    owner.close().await.unwrap();
+    // The exclusive queue went with its connection.
+    let err = other
+        .declare_queue(
+            "mine",
+            QueueOptions {
+                passive: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.error_code(),
+        Some(warren_protocol::ErrorCode::NotFound),
+        "{err}"
+    );
+
+    other
+        .declare_queue(
+            "temp",
+            QueueOptions {
+                auto_delete: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let k = other
+        .consume("temp", ConsumeOptions::default())
+        .await
+        .unwrap();
+    other.cancel(k.tag()).await.unwrap();
+    let err = other
+        .declare_queue(
+            "temp",
+            QueueOptions {
+                passive: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.error_code(),
+        Some(warren_protocol::ErrorCode::NotFound),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn deleting_a_queue_cancels_its_consumers() {
+    let d = TestDaemon::start();
+    let c = d.client().await;
+    durable_queue(&c, "gone").await;
+    let mut k = c.consume("gone", ConsumeOptions::default()).await.unwrap();
+    publish_n(&c, "gone", 3).await;
+    let admin = d.client().await;
+    // One message is unacked (delivered), so at least two were ready or in flight.
+    let _ = next(&mut k).await;
+    admin.delete_queue("gone", false, false).await.unwrap();
+    let mut ended = false;
+    for _ in 0..10 {
+        if within("consumer end", k.next()).await.is_none() {
+            ended = true;
+            break;
+        }
+    }
+    assert!(ended, "the consumer should end when its queue is deleted");
+    assert!(k.cancel_reason().is_some());
+}
