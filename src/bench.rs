@@ -52,6 +52,8 @@ pub struct BenchReport {
     pub messages_written: Option<u64>,
     /// Store operations committed during the run (in-process broker only).
     pub ops_committed: Option<u64>,
+    /// Time spent in commits during the run, microseconds (in-process broker only).
+    pub commit_micros: Option<u64>,
 }
 
 impl BenchReport {
@@ -85,14 +87,19 @@ impl std::fmt::Display for BenchReport {
             h.value_at_quantile(0.999) as f64 / 1000.0,
             h.max() as f64 / 1000.0
         )?;
-        if let (Some(commits), Some(written), Some(ops)) =
-            (self.commits, self.messages_written, self.ops_committed)
-        {
+        if let (Some(commits), Some(written), Some(ops), Some(micros)) = (
+            self.commits,
+            self.messages_written,
+            self.ops_committed,
+            self.commit_micros,
+        ) {
+            let per = |x: u64| x as f64 / commits.max(1) as f64;
             writeln!(
                 f,
-                "group commits   {commits} ({:.1} messages written and {:.1} operations per commit)",
-                written as f64 / commits.max(1) as f64,
-                ops as f64 / commits.max(1) as f64
+                "group commits   {commits}: {:.1} messages written and {:.1} operations per commit, {:.2} ms per commit",
+                per(written),
+                per(ops),
+                per(micros) / 1000.0
             )?;
         }
         Ok(())
@@ -172,17 +179,20 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
 
     let store_before = in_process.as_ref().map(|(b, _, _)| {
         let s = b.store().stats();
-        (
+        [
             s.commits.load(Ordering::Relaxed),
             s.messages_written.load(Ordering::Relaxed),
             s.ops_committed.load(Ordering::Relaxed),
-        )
+            s.commit_micros.load(Ordering::Relaxed),
+        ]
     });
 
     let started = Instant::now();
     let n = opts.messages;
     let consume = tokio::spawn(async move {
-        let mut hist = Histogram::<u64>::new(3).map_err(|e| anyhow::anyhow!("{e}"))?;
+        // 1 µs to 10 min, 3 significant digits.
+        let mut hist = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         let mut got = 0u64;
         while got < n {
             let Some(d) = consumer.next().await else {
@@ -193,7 +203,8 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
                 ts.copy_from_slice(src);
             }
             let sent = u64::from_le_bytes(ts);
-            hist.saturating_record(now_us().saturating_sub(sent));
+            let latency = now_us().saturating_sub(sent).clamp(1, 600_000_000);
+            hist.record(latency).map_err(|e| anyhow::anyhow!("{e}"))?;
             consumer_client.ack(d.delivery_tag, false).await?;
             got += 1;
         }
@@ -232,11 +243,12 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
 
     let store_after = in_process.as_ref().map(|(b, _, _)| {
         let s = b.store().stats();
-        (
+        [
             s.commits.load(Ordering::Relaxed),
             s.messages_written.load(Ordering::Relaxed),
             s.ops_committed.load(Ordering::Relaxed),
-        )
+            s.commit_micros.load(Ordering::Relaxed),
+        ]
     });
     let _ = publisher.delete_queue(&queue, false, false).await;
     let _ = publisher.close().await;
@@ -246,14 +258,15 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
     }
     let diff = store_before
         .zip(store_after)
-        .map(|(a, b)| (b.0 - a.0, b.1 - a.1, b.2 - a.2));
+        .map(|(a, b)| [b[0] - a[0], b[1] - a[1], b[2] - a[2], b[3] - a[3]]);
     Ok(BenchReport {
         messages: n,
         elapsed,
         publish_elapsed,
         latency_us,
-        commits: diff.map(|d| d.0),
-        messages_written: diff.map(|d| d.1),
-        ops_committed: diff.map(|d| d.2),
+        commits: diff.map(|d| d[0]),
+        messages_written: diff.map(|d| d[1]),
+        ops_committed: diff.map(|d| d[2]),
+        commit_micros: diff.map(|d| d[3]),
     })
 }

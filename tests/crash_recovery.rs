@@ -223,3 +223,58 @@ async fn a_clean_stop_and_restart_keeps_everything() {
     let want: Vec<String> = (0..10).map(|i| i.to_string()).collect();
     assert_eq!(all_bodies(&c, "keep").await, want);
 }
+
+#[tokio::test]
+async fn a_fanned_out_message_stays_stored_until_every_queue_has_acked_it() {
+    let mut d = TestDaemon::start();
+    let c = d.client().await;
+    c.declare_exchange(
+        "fan",
+        ExchangeKind::Fanout,
+        ExchangeOptions {
+            durable: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    for q in ["left", "right", "middle"] {
+        c.declare_queue(q, durable()).await.unwrap();
+        c.bind(q, "fan", "", FieldTable::new()).await.unwrap();
+    }
+    for i in 0..20 {
+        c.publish_and_confirm(OutgoingMessage::new("fan", "", format!("{i:02}")).persistent())
+            .await
+            .unwrap();
+    }
+    // Ack every message in "left" and half of them in "middle"; "right" keeps all.
+    let mut tags = Vec::new();
+    for _ in 0..20 {
+        tags.push(
+            c.get("left", false)
+                .await
+                .unwrap()
+                .expect("message")
+                .delivery_tag,
+        );
+    }
+    for _ in 0..10 {
+        tags.push(
+            c.get("middle", false)
+                .await
+                .unwrap()
+                .expect("message")
+                .delivery_tag,
+        );
+    }
+    for t in tags {
+        c.ack_durable(t, false).await.unwrap();
+    }
+    d.kill9();
+    d.restart();
+    let c = d.client().await;
+    let all: Vec<String> = (0..20).map(|i| format!("{i:02}")).collect();
+    assert!(all_bodies(&c, "left").await.is_empty());
+    assert_eq!(all_bodies(&c, "right").await, all);
+    assert_eq!(all_bodies(&c, "middle").await, all[10..].to_vec());
+}

@@ -1,5 +1,6 @@
 //! `warren consume` and `warren subscribe`: print each delivery, then settle it (ack by
-//! default), until `--count` messages, Ctrl-C, or the consumer ends.
+//! default), until `--count` messages, Ctrl-C or SIGTERM (a clean stop), or the end of the
+//! consumer (an error).
 //!
 //! Settling is fire-and-forget except for the last message before exit, which is settled
 //! durably: the server's `Ok` for it comes after every earlier settle on the connection, so
@@ -194,23 +195,23 @@ pub async fn run_subscribe(args: SubscribeArgs) -> anyhow::Result<()> {
     print_loop(&client, consumer, &source, options).await
 }
 
-/// Prints and settles deliveries until `--count`, Ctrl-C, a closed stdout, or the end of
-/// the consumer (an error unless it was us who stopped), then closes the connection.
+/// Prints and settles deliveries until `--count`, Ctrl-C (or SIGTERM), a closed stdout, or
+/// the end of the consumer (an error), then closes the connection.
 async fn print_loop(
     client: &Client,
     mut consumer: Consumer,
     source: &str,
     options: LoopOptions,
 ) -> anyhow::Result<()> {
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
+    let stop = stop_signal();
+    tokio::pin!(stop);
     let mut printed = 0u64;
     // The last printed delivery whose settle is held back (see the module docs).
     let mut held: Option<u64> = None;
     let end: anyhow::Result<()> = loop {
         let next = tokio::select! {
             next = consumer.next() => next,
-            _ = &mut ctrl_c => break Ok(()),
+            () = &mut stop => break Ok(()),
             () = tokio::time::sleep(IDLE_SETTLE), if held.is_some() => {
                 if let (Some(tag), Some(settle)) = (held.take(), options.settle) {
                     if let Err(e) = settle.send(client, tag, true).await {
@@ -265,6 +266,33 @@ async fn print_loop(
     }
     client.close().await?;
     end
+}
+
+/// Resolves on Ctrl-C, or SIGTERM on Unix; never, if no handler can be installed.
+#[cfg(unix)]
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                () = ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => ctrl_c().await,
+    }
+}
+
+/// Resolves on Ctrl-C; never, if no handler can be installed.
+#[cfg(not(unix))]
+async fn stop_signal() {
+    ctrl_c().await;
+}
+
+async fn ctrl_c() {
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 fn settling_error(e: ClientError, settle: Settle, tag: u64) -> anyhow::Error {

@@ -31,12 +31,13 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 use warren_protocol::{
     client_preface, Close, Confirm, ConsumerTag, DecodeError, Envelope, ErrorCode, Frame,
-    FrameCodec, Hello, Nack, RequestId, PROTOCOL_VERSION,
+    FrameCodec, Hello, RequestId, PROTOCOL_VERSION,
 };
 
 use crate::client::consumer::{CancelReason, ConsumerEvent};
@@ -124,9 +125,6 @@ impl Pending {
 /// A registered consumer, as the reader sees it.
 pub(crate) struct ConsumerSlot {
     pub(crate) events: mpsc::UnboundedSender<ConsumerEvent>,
-    /// Deliveries to a `no_ack` consumer need no nack when its [`crate::client::Consumer`]
-    /// is gone.
-    pub(crate) no_ack: bool,
 }
 
 /// Everything behind the state lock.
@@ -136,6 +134,9 @@ struct State {
     consumers: HashMap<String, ConsumerSlot>,
     /// Woken by `CloseOk` (whatever its request id) for [`crate::client::Client::close`].
     close_waiter: Option<oneshot::Sender<()>>,
+    /// Our `Close` is on its way: deliveries are ignored from now on (PROTOCOL.md §12), as
+    /// the server requeues them; replies are still matched to their requests.
+    closing: bool,
     /// Set once, when the connection ends; later registrations fail with it.
     closed: Option<CloseInfo>,
 }
@@ -214,7 +215,11 @@ pub(crate) async fn connect(addr: &str) -> Result<Opened, ClientError> {
     let (tx, rx) = mpsc::channel(WRITER_QUEUE_FRAMES);
     let connection = Arc::new(Connection::new(tx));
     let writer_task = tokio::spawn(write_loop(Arc::clone(&connection), rx, writer));
-    tokio::spawn(read_loop(Arc::clone(&connection), reader));
+    // PROTOCOL.md §11: the server sends something at least every interval, so three silent
+    // intervals mean it is gone.
+    let silence_limit =
+        (hello.heartbeat_ms > 0).then(|| Duration::from_millis(u64::from(hello.heartbeat_ms) * 3));
+    tokio::spawn(read_loop(Arc::clone(&connection), reader, silence_limit));
     if hello.heartbeat_ms > 0 {
         let period = Duration::from_millis(u64::from(hello.heartbeat_ms / 2).max(1));
         tokio::spawn(heartbeat_loop(Arc::clone(&connection), period));
@@ -305,14 +310,16 @@ impl Connection {
     /// closed or already closing.
     pub(crate) fn set_close_waiter(&self, tx: oneshot::Sender<()>) -> bool {
         let mut state = self.state.lock();
-        if state.closed.is_some() || state.close_waiter.is_some() {
+        if state.closed.is_some() || state.closing {
             return false;
         }
         state.close_waiter = Some(tx);
+        state.closing = true;
         true
     }
 
-    /// Best-effort cancel for a [`crate::client::Consumer`] dropped while still running.
+    /// Cancel for a [`crate::client::Consumer`] dropped while still running, without waiting
+    /// for room in the writer queue (or the reply).
     pub(crate) fn cancel_dropped_consumer(&self, consumer_tag: &str) {
         let id = self.next_request_id();
         {
@@ -334,11 +341,22 @@ impl Connection {
                 consumer_tag: consumer_tag.to_owned(),
             }),
         );
-        if self.writer.try_send(cancel).is_err() {
-            // No room: the consumer keeps running server-side and its deliveries are nacked
-            // back as they come, until the connection closes.
-            debug!(%consumer_tag, "could not queue the cancel of a dropped consumer");
-            self.unregister(id);
+        match self.writer.try_send(cancel) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(cancel)) => {
+                // `Drop` cannot wait; a task can. Without a runtime (dropped after it shut
+                // down) the connection is ending anyway.
+                match tokio::runtime::Handle::try_current() {
+                    Ok(runtime) => {
+                        let writer = self.writer.clone();
+                        runtime.spawn(async move {
+                            let _ = writer.send(cancel).await;
+                        });
+                    }
+                    Err(_) => self.unregister(id),
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => self.unregister(id),
         }
     }
 
@@ -444,11 +462,25 @@ impl Connection {
             | Frame::QueuePurgeOk { .. }
             | Frame::GetOk(_)
             | Frame::GetEmpty) => self.reply(id, frame),
-            other => warn!(
-                opcode = other.opcode().name(),
-                request_id = id,
-                "ignoring a frame the server should not send"
-            ),
+            other => {
+                // A client-to-server opcode (or a second Hello): PROTOCOL.md §9 says to close.
+                let opcode = other.opcode().name();
+                warn!(
+                    opcode,
+                    request_id = id,
+                    "the server sent a frame it must not send; closing"
+                );
+                let reason = format!("the server sent a {opcode} frame");
+                self.send_now(Envelope::new(
+                    self.next_request_id(),
+                    Frame::Close(Close {
+                        code: ErrorCode::UnexpectedFrame.as_u16(),
+                        reason: reason.clone(),
+                    }),
+                ));
+                self.connection_lost(CloseInfo::new(ErrorCode::UnexpectedFrame.as_u16(), reason));
+                return Flow::Stop;
+            }
         }
         Flow::Continue
     }
@@ -552,36 +584,27 @@ impl Connection {
     }
 
     fn deliver(&self, d: warren_protocol::Deliver) {
-        let delivery_tag = d.delivery_tag;
-        let requeue = {
-            let state = self.state.lock();
-            match state.consumers.get(&d.consumer_tag) {
-                Some(slot) => {
-                    let no_ack = slot.no_ack;
-                    match slot.events.send(ConsumerEvent::Delivery(d.into())) {
-                        Ok(()) => false,
-                        // The Consumer was dropped; its cancel is on the way.
-                        Err(_) => !no_ack,
-                    }
-                }
-                None => {
-                    // Not nacked: we do not know whether it was no_ack, and a nack for an
-                    // unknown tag is a connection error. The server requeues it on close.
-                    warn!(consumer_tag = %d.consumer_tag, delivery_tag, "delivery for unknown consumer");
-                    false
+        let state = self.state.lock();
+        if state.closing {
+            // §12: after our Close, deliveries are ignored; the server requeues them.
+            return;
+        }
+        match state.consumers.get(&d.consumer_tag) {
+            Some(slot) => {
+                let tag = d.delivery_tag;
+                if slot.events.send(ConsumerEvent::Delivery(d.into())).is_err() {
+                    // The Consumer was dropped and its Cancel is on the way; the server
+                    // requeues the consumer's unacked deliveries when it cancels it, so
+                    // nothing is sent for this one (a nack would race the cancel and an
+                    // unknown tag closes the connection).
+                    debug!(delivery_tag = tag, "delivery for a dropped consumer");
                 }
             }
-        };
-        if requeue {
-            self.send_now(Envelope::new(
-                0,
-                Frame::Nack(Nack {
-                    delivery_tag,
-                    multiple: false,
-                    requeue: true,
-                    delay_ms: 0,
-                }),
-            ));
+            None => warn!(
+                consumer_tag = %d.consumer_tag,
+                delivery_tag = d.delivery_tag,
+                "delivery for an unknown consumer"
+            ),
         }
     }
 }
@@ -602,13 +625,36 @@ pub(crate) fn unexpected(expected: &'static str, got: &Frame) -> ClientError {
     }
 }
 
-async fn read_loop(connection: Arc<Connection>, mut reader: FramedRead<OwnedReadHalf, FrameCodec>) {
+async fn read_loop(
+    connection: Arc<Connection>,
+    mut reader: FramedRead<OwnedReadHalf, FrameCodec>,
+    silence_limit: Option<Duration>,
+) {
+    // One timer for the connection, moved forward only when it fires: cheaper than a new
+    // timer per frame.
+    let mut last_frame = Instant::now();
+    let watchdog = tokio::time::sleep(silence_limit.unwrap_or_default());
+    tokio::pin!(watchdog);
     loop {
         let next = tokio::select! {
             biased;
             () = connection.shutdown.cancelled() => return,
             next = reader.next() => next,
+            () = &mut watchdog, if silence_limit.is_some() => {
+                let limit = silence_limit.unwrap_or_default();
+                let deadline = last_frame + limit;
+                if Instant::now() < deadline {
+                    watchdog.as_mut().reset(deadline);
+                    continue;
+                }
+                connection.connection_lost(CloseInfo::new(
+                    ErrorCode::HeartbeatTimeout.as_u16(),
+                    format!("nothing received from the server for {} ms", limit.as_millis()),
+                ));
+                return;
+            }
         };
+        last_frame = Instant::now();
         match next {
             Some(Ok(envelope)) => {
                 if connection.handle(envelope) == Flow::Stop {
@@ -622,7 +668,7 @@ async fn read_loop(connection: Arc<Connection>, mut reader: FramedRead<OwnedRead
             Some(Err(e)) => {
                 warn!(error = %e, "undecodable frame from the server; closing");
                 connection.send_now(Envelope::new(
-                    0,
+                    connection.next_request_id(),
                     Frame::Close(Close {
                         code: ErrorCode::FrameError.as_u16(),
                         reason: e.to_string(),
@@ -785,10 +831,7 @@ mod tests {
             1,
             Pending::Consume {
                 tx,
-                slot: ConsumerSlot {
-                    events: events_tx,
-                    no_ack: false,
-                },
+                slot: ConsumerSlot { events: events_tx },
             },
         )
         .unwrap();
@@ -807,29 +850,58 @@ mod tests {
     }
 
     #[test]
-    fn deliveries_to_a_dropped_consumer_are_requeued() {
+    fn deliveries_to_a_dropped_consumer_are_left_to_its_cancel() {
+        // A nack here would race the cancel, after which the server has already requeued
+        // the delivery and a fire-and-forget nack of its unknown tag closes the connection.
         let (conn, mut writer) = connection();
         let (events_tx, events) = mpsc::unbounded_channel();
-        conn.state.lock().consumers.insert(
-            "c".into(),
-            ConsumerSlot {
-                events: events_tx,
-                no_ack: false,
-            },
-        );
+        conn.state
+            .lock()
+            .consumers
+            .insert("c".into(), ConsumerSlot { events: events_tx });
         drop(events);
-        conn.handle(Envelope::new(0, deliver("c", 9)));
-        let nack = writer.try_recv().unwrap();
-        assert_eq!(nack.request_id, 0);
         assert_eq!(
-            nack.frame,
-            Frame::Nack(Nack {
-                delivery_tag: 9,
-                multiple: false,
-                requeue: true,
-                delay_ms: 0
-            })
+            conn.handle(Envelope::new(0, deliver("c", 9))),
+            Flow::Continue
         );
+        assert!(writer.try_recv().is_err());
+    }
+
+    #[test]
+    fn deliveries_after_our_close_are_ignored_but_replies_are_not() {
+        let (conn, _writer) = connection();
+        let (events_tx, mut events) = mpsc::unbounded_channel();
+        conn.state
+            .lock()
+            .consumers
+            .insert("c".into(), ConsumerSlot { events: events_tx });
+        let (tx, mut confirm) = oneshot::channel();
+        conn.register(8, Pending::Publish { tx, returned: None })
+            .unwrap();
+        let (waiter, _closed) = oneshot::channel();
+        assert!(conn.set_close_waiter(waiter));
+        conn.handle(Envelope::new(0, deliver("c", 1)));
+        conn.handle(Envelope::new(8, Frame::Confirm(Confirm::Ack)));
+        assert!(events.try_recv().is_err());
+        assert_eq!(
+            confirm.try_recv().unwrap().unwrap(),
+            PublishOutcome::Confirmed
+        );
+    }
+
+    #[test]
+    fn a_client_to_server_frame_from_the_server_closes_the_connection() {
+        let (conn, mut writer) = connection();
+        let flow = conn.handle(Envelope::new(
+            0,
+            Frame::Qos(warren_protocol::Qos { prefetch_count: 1 }),
+        ));
+        assert_eq!(flow, Flow::Stop);
+        match writer.try_recv().unwrap().frame {
+            Frame::Close(c) => assert_eq!(c.code, 505),
+            other => panic!("expected Close, got {other:?}"),
+        }
+        assert_eq!(conn.close_info().0, 505);
     }
 
     #[test]
@@ -838,13 +910,10 @@ mod tests {
         let (tx, mut reply) = oneshot::channel();
         conn.register(4, Pending::Reply(tx)).unwrap();
         let (events_tx, mut events) = mpsc::unbounded_channel();
-        conn.state.lock().consumers.insert(
-            "c".into(),
-            ConsumerSlot {
-                events: events_tx,
-                no_ack: false,
-            },
-        );
+        conn.state
+            .lock()
+            .consumers
+            .insert("c".into(), ConsumerSlot { events: events_tx });
         let flow = conn.handle(Envelope::new(
             0,
             Frame::Error(ErrorFrame::new(ErrorCode::InternalError, "disk full")),
@@ -891,13 +960,10 @@ mod tests {
     fn cancel_ok_ends_the_consumer_as_cancelled() {
         let (conn, _rx) = connection();
         let (events_tx, mut events) = mpsc::unbounded_channel();
-        conn.state.lock().consumers.insert(
-            "c".into(),
-            ConsumerSlot {
-                events: events_tx,
-                no_ack: false,
-            },
-        );
+        conn.state
+            .lock()
+            .consumers
+            .insert("c".into(), ConsumerSlot { events: events_tx });
         let (tx, mut reply) = oneshot::channel();
         conn.register(
             2,

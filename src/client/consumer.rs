@@ -135,9 +135,10 @@ pub(crate) enum ConsumerEvent {
 /// consumer is cancelled by either side or the connection ends; [`Consumer::cancel_reason`]
 /// then says which. Deliveries already received before the end are still yielded first.
 ///
-/// Dropping a consumer that is still running cancels it on the server (best effort), and
-/// any delivery that reaches it after the drop is requeued with a nack. A `Consumer` keeps
-/// its connection open.
+/// Dropping a consumer that is still running cancels it on the server (best effort, without
+/// waiting). Cancelling a consumer, by dropping it or with [`Client::cancel`], makes the
+/// server requeue *all* its unacknowledged deliveries, including those already yielded:
+/// settle what you took before. A `Consumer` keeps its connection open.
 pub struct Consumer {
     tag: String,
     events: mpsc::UnboundedReceiver<ConsumerEvent>,

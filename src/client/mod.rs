@@ -25,12 +25,12 @@
 //! ```
 //!
 //! # Layout
-//! - this file: [`Client`] and the option types of its requests;
-//! - [`connection`](self::connection) (private): handshake, reader/writer/heartbeat tasks and
-//!   the table of pending requests;
-//! - [`publish`](self::publish): [`OutgoingMessage`], [`PublishOutcome`], [`PendingConfirm`];
-//! - [`consumer`](self::consumer): [`Consumer`], [`Delivery`], [`CancelReason`];
-//! - [`error`](self::error): [`ClientError`].
+//! - this file — [`Client`] and the option types of its requests;
+//! - `connection` (private) — handshake, reader/writer/heartbeat tasks and the table of
+//!   pending requests;
+//! - [`publish`] — [`OutgoingMessage`], [`PublishOutcome`], [`PendingConfirm`];
+//! - [`consumer`] — [`Consumer`], [`Delivery`], [`CancelReason`];
+//! - [`error`] — [`ClientError`].
 
 mod connection;
 pub mod consumer;
@@ -46,15 +46,16 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::debug;
 use warren_protocol::{
-    Ack, Consume, DecodeError, Envelope, ErrorCode, ExchangeDeclare, ExchangeDelete, FieldTable,
-    Frame, Get, Hello, Nack, Qos, QueueBind, QueueDeclare, QueueDelete, Reject,
-    PUBLISH_HEADROOM_BYTES,
+    Ack, Consume, DecodeError, Envelope, ErrorCode, ExchangeDeclare, ExchangeDelete, Frame, Get,
+    Nack, Qos, QueueBind, QueueDeclare, QueueDelete, Reject, PUBLISH_HEADROOM_BYTES,
 };
 
 pub use self::consumer::{CancelReason, Consumer, Delivery};
 pub use self::error::ClientError;
 pub use self::publish::{OutgoingMessage, PendingConfirm, PublishOutcome};
-pub use warren_protocol::{ExchangeKind, FieldValue, Properties, QueueDeclareOk};
+pub use warren_protocol::{
+    ExchangeKind, FieldTable, FieldValue, Hello, Properties, QueueDeclareOk,
+};
 
 use self::connection::{normal_close, unexpected, CloseInfo, Connection, ConsumerSlot, Pending};
 use self::publish::publish_frame_len;
@@ -421,10 +422,7 @@ impl Client {
         options: ConsumeOptions,
     ) -> Result<Consumer, ClientError> {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
-        let slot = ConsumerSlot {
-            events: events_tx,
-            no_ack: options.no_ack,
-        };
+        let slot = ConsumerSlot { events: events_tx };
         let frame = Frame::Consume(Consume {
             queue: queue.to_owned(),
             consumer_tag: options.consumer_tag,
@@ -436,9 +434,11 @@ impl Client {
         Ok(Consumer::new(tag, events_rx, self.clone()))
     }
 
-    /// Stops a consumer. Once this returns, the [`Consumer`] yields the deliveries it already
-    /// received and then `None`, with [`CancelReason::Cancelled`]. Its unacked deliveries stay
-    /// unacked: ack or nack them.
+    /// Stops a consumer. Once this returns no delivery for it follows, and the [`Consumer`]
+    /// yields the deliveries it already received and then `None`, with
+    /// [`CancelReason::Cancelled`]. The server requeues the consumer's unacknowledged
+    /// deliveries; acknowledging one of them afterwards is an unknown-tag error that closes
+    /// the connection if sent fire-and-forget, so settle them before cancelling.
     pub async fn cancel(&self, consumer_tag: &str) -> Result<(), ClientError> {
         let frame = Frame::Cancel(warren_protocol::ConsumerTag {
             consumer_tag: consumer_tag.to_owned(),
@@ -618,4 +618,47 @@ fn reject(delivery_tag: u64, requeue: bool) -> Frame {
         delivery_tag,
         requeue,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+
+    #[test]
+    fn handles_can_move_between_tasks() {
+        send_sync::<Client>();
+        send_sync::<ClientError>();
+        send::<Consumer>();
+        send::<PendingConfirm>();
+    }
+
+    #[test]
+    fn settle_frames_carry_their_flags() {
+        assert_eq!(
+            nack(5, true, false, 30),
+            Frame::Nack(Nack {
+                delivery_tag: 5,
+                multiple: true,
+                requeue: false,
+                delay_ms: 30
+            })
+        );
+        assert_eq!(
+            reject(6, true),
+            Frame::Reject(Reject {
+                delivery_tag: 6,
+                requeue: true
+            })
+        );
+        assert_eq!(
+            ack(7, false),
+            Frame::Ack(Ack {
+                delivery_tag: 7,
+                multiple: false
+            })
+        );
+    }
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::BytesMut;
-use redb::{Database, ReadableTable, WriteTransaction};
+use redb::{Database, ReadableTable, Table, WriteTransaction};
 use tokio::sync::{mpsc, Semaphore};
 use warren_protocol::{Confirm, ErrorCode, Frame};
 
@@ -142,47 +142,41 @@ impl Writer {
             .db
             .begin_write()
             .map_err(redb_err("starting a commit"))?;
-        let mut assigned = assigned.iter();
         let mut ops = 0u64;
         let mut written = 0u64;
-        for op in batch {
-            match op {
-                StoreOp::Publish(p) => {
-                    let Some(a) = assigned.next() else { continue };
-                    if a.stored {
-                        self.write_publish(&txn, p, a.id)?;
-                        written += 1;
+        {
+            // The message tables are opened once per commit: opening a table is a B-tree
+            // lookup of its own, and a batch touches them hundreds of times.
+            let mut t = MessageTables::open(&txn)?;
+            let mut assigned = assigned.iter();
+            for op in batch {
+                match op {
+                    StoreOp::Publish(p) => {
+                        let Some(a) = assigned.next() else { continue };
+                        if a.stored {
+                            t.write_publish(p, a.id, &mut self.scratch)?;
+                            written += 1;
+                            ops += 1;
+                        }
+                    }
+                    StoreOp::Topology { change, .. } => {
+                        apply_topology(&txn, &mut t, change)?;
                         ops += 1;
                     }
-                }
-                StoreOp::Topology { change, .. } => {
-                    apply_topology(&txn, change)?;
-                    ops += 1;
-                }
-                StoreOp::Remove { entries, .. } => {
-                    remove_entries(&txn, entries)?;
-                    ops += 1;
-                }
-                StoreOp::SetDeliveryCount {
-                    queue_id,
-                    message_id,
-                    count,
-                } => {
-                    let mut qm = txn
-                        .open_table(QUEUE_MESSAGES)
-                        .map_err(redb_err("opening queue_messages"))?;
-                    let key = (*queue_id, *message_id);
-                    let size = qm
-                        .get(key)
-                        .map_err(redb_err("reading a queue entry"))?
-                        .map(|v| v.value().1);
-                    if let Some(size) = size {
-                        qm.insert(key, (*count, size))
-                            .map_err(redb_err("updating a delivery count"))?;
+                    StoreOp::Remove { entries, .. } => {
+                        t.remove_entries(entries)?;
+                        ops += 1;
                     }
-                    ops += 1;
+                    StoreOp::SetDeliveryCount {
+                        queue_id,
+                        message_id,
+                        count,
+                    } => {
+                        t.set_delivery_count(*queue_id, *message_id, *count)?;
+                        ops += 1;
+                    }
+                    StoreOp::Shutdown(_) => {}
                 }
-                StoreOp::Shutdown(_) => {}
             }
         }
         txn.commit().map_err(redb_err("committing"))?;
@@ -196,33 +190,103 @@ impl Writer {
         );
         Ok(())
     }
+}
+
+/// The tables every message operation touches, open for one transaction.
+struct MessageTables<'txn> {
+    queue_messages: Table<'txn, (u64, u64), (u32, u32)>,
+    messages: Table<'txn, u64, &'static [u8]>,
+    refs: Table<'txn, u64, u32>,
+}
+
+impl<'txn> MessageTables<'txn> {
+    fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
+        let ctx = "opening message tables";
+        Ok(MessageTables {
+            queue_messages: txn.open_table(QUEUE_MESSAGES).map_err(redb_err(ctx))?,
+            messages: txn.open_table(MESSAGES).map_err(redb_err(ctx))?,
+            refs: txn.open_table(MESSAGE_REFS).map_err(redb_err(ctx))?,
+        })
+    }
 
     fn write_publish(
         &mut self,
-        txn: &WriteTransaction,
         p: &PublishOp,
         id: u64,
+        scratch: &mut BytesMut,
     ) -> Result<(), StoreError> {
         let ctx = "storing a message";
+        let size = u32::try_from(p.message.body.len()).unwrap_or(u32::MAX);
         let mut refs = 0u32;
-        {
-            let mut qm = txn.open_table(QUEUE_MESSAGES).map_err(redb_err(ctx))?;
-            let size = u32::try_from(p.message.body.len()).unwrap_or(u32::MAX);
-            for q in p.targets.iter().filter(|q| q.durable && !q.is_deleted()) {
-                qm.insert((q.id, id), (0u32, size)).map_err(redb_err(ctx))?;
-                refs += 1;
+        for q in p.targets.iter().filter(|q| q.durable && !q.is_deleted()) {
+            self.queue_messages
+                .insert((q.id, id), (0u32, size))
+                .map_err(redb_err(ctx))?;
+            refs += 1;
+        }
+        scratch.clear();
+        encode_message(&p.message, scratch);
+        self.messages
+            .insert(id, &scratch[..])
+            .map_err(redb_err(ctx))?;
+        // A message in one queue (the common case) has no refs row: absent means 1.
+        if refs > 1 {
+            self.refs.insert(id, refs).map_err(redb_err(ctx))?;
+        }
+        Ok(())
+    }
+
+    fn set_delivery_count(
+        &mut self,
+        queue_id: u64,
+        message_id: u64,
+        count: u32,
+    ) -> Result<(), StoreError> {
+        let ctx = "updating a delivery count";
+        let key = (queue_id, message_id);
+        let size = self
+            .queue_messages
+            .get(key)
+            .map_err(redb_err(ctx))?
+            .map(|v| v.value().1);
+        if let Some(size) = size {
+            self.queue_messages
+                .insert(key, (count, size))
+                .map_err(redb_err(ctx))?;
+        }
+        Ok(())
+    }
+
+    /// Removes queue entries; a message row goes in the same transaction as its last
+    /// reference. Entries already gone (a queue deleted while the message was unacked) are
+    /// skipped.
+    fn remove_entries(&mut self, entries: &[(u64, u64)]) -> Result<(), StoreError> {
+        let ctx = "removing messages";
+        for &(queue_id, message_id) in entries {
+            if self
+                .queue_messages
+                .remove((queue_id, message_id))
+                .map_err(redb_err(ctx))?
+                .is_none()
+            {
+                continue;
+            }
+            let refs = self
+                .refs
+                .get(message_id)
+                .map_err(redb_err(ctx))?
+                .map_or(1, |v| v.value());
+            if refs <= 1 {
+                self.refs.remove(message_id).map_err(redb_err(ctx))?;
+                self.messages.remove(message_id).map_err(redb_err(ctx))?;
+            } else if refs == 2 {
+                self.refs.remove(message_id).map_err(redb_err(ctx))?;
+            } else {
+                self.refs
+                    .insert(message_id, refs - 1)
+                    .map_err(redb_err(ctx))?;
             }
         }
-        self.scratch.clear();
-        encode_message(&p.message, &mut self.scratch);
-        txn.open_table(MESSAGES)
-            .map_err(redb_err(ctx))?
-            .insert(id, &self.scratch[..])
-            .map_err(redb_err(ctx))?;
-        txn.open_table(MESSAGE_REFS)
-            .map_err(redb_err(ctx))?
-            .insert(id, refs)
-            .map_err(redb_err(ctx))?;
         Ok(())
     }
 }
@@ -271,7 +335,11 @@ fn complete_publish(p: PublishOp, a: Assigned, result: &Result<(), StoreError>) 
     }
 }
 
-fn apply_topology(txn: &WriteTransaction, change: &TopologyChange) -> Result<(), StoreError> {
+fn apply_topology(
+    txn: &WriteTransaction,
+    tables: &mut MessageTables<'_>,
+    change: &TopologyChange,
+) -> Result<(), StoreError> {
     let ctx = "changing topology";
     match change {
         TopologyChange::PutExchange(rec) => {
@@ -299,18 +367,15 @@ fn apply_topology(txn: &WriteTransaction, change: &TopologyChange) -> Result<(),
                 .remove(name.as_str())
                 .map_err(redb_err(ctx))?;
             remove_bindings_where(txn, |b| &b.queue == name)?;
-            let keys: Vec<(u64, u64)> = {
-                let qm = txn.open_table(QUEUE_MESSAGES).map_err(redb_err(ctx))?;
-                let range = qm
-                    .range((*id, 0)..=(*id, u64::MAX))
-                    .map_err(redb_err(ctx))?;
-                let mut keys = Vec::new();
-                for row in range {
-                    keys.push(row.map_err(redb_err(ctx))?.0.value());
-                }
-                keys
-            };
-            remove_entries(txn, &keys)?;
+            let mut keys = Vec::new();
+            for row in tables
+                .queue_messages
+                .range((*id, 0)..=(*id, u64::MAX))
+                .map_err(redb_err(ctx))?
+            {
+                keys.push(row.map_err(redb_err(ctx))?.0.value());
+            }
+            tables.remove_entries(&keys)?;
         }
         TopologyChange::PutBinding(rec) => {
             txn.open_table(BINDINGS)
@@ -338,33 +403,4 @@ fn remove_bindings_where(
     table
         .retain(|k, _| BindingRecord::decode(k).map_or(true, |b| !pred(&b)))
         .map_err(redb_err(ctx))
-}
-
-/// Removes queue entries; a message row goes in the same transaction as its last reference.
-/// Entries that are already gone (a queue deleted while the message was unacked) are skipped.
-fn remove_entries(txn: &WriteTransaction, entries: &[(u64, u64)]) -> Result<(), StoreError> {
-    let ctx = "removing messages";
-    let mut qm = txn.open_table(QUEUE_MESSAGES).map_err(redb_err(ctx))?;
-    let mut refs = txn.open_table(MESSAGE_REFS).map_err(redb_err(ctx))?;
-    let mut messages = txn.open_table(MESSAGES).map_err(redb_err(ctx))?;
-    for &(queue_id, message_id) in entries {
-        if qm
-            .remove((queue_id, message_id))
-            .map_err(redb_err(ctx))?
-            .is_none()
-        {
-            continue;
-        }
-        let left = refs
-            .get(message_id)
-            .map_err(redb_err(ctx))?
-            .map_or(0, |v| v.value().saturating_sub(1));
-        if left == 0 {
-            refs.remove(message_id).map_err(redb_err(ctx))?;
-            messages.remove(message_id).map_err(redb_err(ctx))?;
-        } else {
-            refs.insert(message_id, left).map_err(redb_err(ctx))?;
-        }
-    }
-    Ok(())
 }
