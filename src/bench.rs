@@ -137,6 +137,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
             let broker = Broker::open(BrokerConfig {
                 data_dir: dir,
                 queue_window_bytes: DEFAULT_QUEUE_WINDOW_BYTES,
+                consumer_timeout: None,
             })
             .await
             .context("starting the in-process broker")?;

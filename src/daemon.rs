@@ -27,6 +27,8 @@ pub struct ServeOptions {
     pub max_frame_size: u32,
     /// Bytes of ready bodies each queue keeps in memory.
     pub queue_window_bytes: u64,
+    /// Default consumer timeout for queues without `x-consumer-timeout`.
+    pub consumer_timeout: Option<Duration>,
 }
 
 /// What a running daemon writes to `runtime.json`, so tools and tests find it without racing
@@ -49,6 +51,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let broker = Broker::open(BrokerConfig {
         data_dir: opts.data_dir.clone(),
         queue_window_bytes: opts.queue_window_bytes,
+        consumer_timeout: opts.consumer_timeout,
     })
     .await
     .with_context(|| format!("opening the store in {}", opts.data_dir.display()))?;

@@ -53,6 +53,10 @@ async fn run_daemon(args: ServeArgs) -> anyhow::Result<()> {
             .then(|| Duration::from_secs(u64::from(args.heartbeat_secs))),
         max_frame_size: args.max_frame_size,
         queue_window_bytes: args.queue_window_bytes,
+        consumer_timeout: args
+            .consumer_timeout_ms
+            .filter(|ms| *ms > 0)
+            .map(Duration::from_millis),
     })
     .await
 }

@@ -33,4 +33,15 @@ pub struct QueuedMessage {
     pub delivery_count: u32,
     /// Whether the store holds this message for this queue (persistent, durable queue).
     pub stored: bool,
+    /// When it expires in this queue, in milliseconds since the Unix epoch (0 = never): the
+    /// queue's `x-message-ttl` or the message's `expiration`, whichever ends first, counted
+    /// from when it entered the queue.
+    pub expires_at: u64,
+}
+
+/// Milliseconds since the Unix epoch: the broker's clock for expiry and delays.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

@@ -9,14 +9,24 @@ use warren::client::{Client, ConsumeOptions, OutgoingMessage, QueueOptions};
 const MESSAGES: usize = 2_000;
 
 async fn fill(c: &Client, queue: &str) {
-    c.declare_queue(queue, QueueOptions { durable: true, ..Default::default() })
-        .await
-        .unwrap();
+    c.declare_queue(
+        queue,
+        QueueOptions {
+            durable: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     let mut pending = Vec::new();
     for i in 0..MESSAGES {
         // 100-byte bodies: the 2 KiB window holds about 20 of them.
         let body = format!("{i:06}{}", "x".repeat(94));
-        pending.push(c.publish(OutgoingMessage::new("", queue, body).persistent()).await.unwrap());
+        pending.push(
+            c.publish(OutgoingMessage::new("", queue, body).persistent())
+                .await
+                .unwrap(),
+        );
     }
     for p in pending {
         assert!(p.await.unwrap().is_confirmed());
@@ -27,8 +37,14 @@ async fn consume_in_order(c: &Client, queue: &str, count: usize, from: usize) {
     c.qos(50).await.unwrap();
     let mut k = c.consume(queue, ConsumeOptions::default()).await.unwrap();
     for i in from..from + count {
-        let m = within("a paged delivery", k.next()).await.expect("delivery");
-        assert_eq!(&m.body[..6], format!("{i:06}").as_bytes(), "out of order at {i}");
+        let m = within("a paged delivery", k.next())
+            .await
+            .expect("delivery");
+        assert_eq!(
+            &m.body[..6],
+            format!("{i:06}").as_bytes(),
+            "out of order at {i}"
+        );
         assert_eq!(m.body.len(), 100);
         if i + 1 == from + count {
             // A durable ack also makes every earlier ack on the connection durable.
@@ -64,7 +80,14 @@ async fn after_a_restart_every_body_is_read_back_from_the_store() {
     d.restart();
     let c = d.client().await;
     let n = c
-        .declare_queue("long", QueueOptions { durable: true, passive: true, ..Default::default() })
+        .declare_queue(
+            "long",
+            QueueOptions {
+                durable: true,
+                passive: true,
+                ..Default::default()
+            },
+        )
         .await
         .unwrap()
         .message_count;

@@ -7,16 +7,20 @@
 
 pub mod confirm;
 pub mod consumer;
+pub mod dead_letter;
 pub mod exchange;
 pub mod queue;
+pub mod queue_args;
+mod scheduler;
 pub mod session;
+mod timers;
 pub mod topic_trie;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
 use warren_protocol::{
@@ -26,14 +30,25 @@ use warren_protocol::{
 };
 
 use crate::error::BrokerError;
-use crate::message::{Message, QueuedMessage};
+use crate::message::{now_ms, Message, QueuedMessage};
 use crate::store::codec::{BindingRecord, ExchangeRecord, QueueRecord};
-use crate::store::{Completion, PublishOp, Recovered, Store, TopologyChange};
+use crate::store::{
+    Completion, DeadLetterOp, PublishOp, Recovered, ScheduleOp, Store, TopologyChange,
+};
 use confirm::ReplySlot;
 use consumer::Consumer;
+use dead_letter::{dead_lettered_copy, is_cycle, DeadLetterReason};
 use exchange::{Binding, Exchange};
-use queue::{Queue, QueueContext};
+use queue::{DeadLetterJob, Queue, QueueContext, QueueSettings};
+use queue_args::QueueArgs;
 use session::{Session, Unacked};
+
+/// The publish header holding a delay in milliseconds before the message is routed.
+pub const X_DELAY: &str = "x-delay";
+
+/// The publish header holding the time (ms since the epoch) before which the message is not
+/// routed.
+pub const X_DELIVER_AT: &str = "x-deliver-at";
 
 /// The longest exchange or queue name, in bytes (AMQP's short string).
 pub const MAX_NAME_BYTES: usize = 255;
@@ -48,6 +63,9 @@ pub struct BrokerConfig {
     pub data_dir: PathBuf,
     /// Bytes of ready bodies each queue keeps in memory (see [`queue`]).
     pub queue_window_bytes: u64,
+    /// How long a delivery may stay unacked before its consumer is cancelled, for queues
+    /// without `x-consumer-timeout`; `None` = no limit.
+    pub consumer_timeout: Option<Duration>,
 }
 
 /// Broker-wide message counters.
@@ -67,6 +85,40 @@ pub struct BrokerStats {
     pub requeued: AtomicU64,
     /// Deliveries nacked or rejected without requeue, with nowhere to dead-letter them.
     pub rejected_dropped: AtomicU64,
+    /// Messages dead-lettered, by reason (index: [`DeadLetterReason::ALL`] order).
+    pub dead_lettered: [AtomicU64; 4],
+    /// Messages that expired (dead-lettered or dropped).
+    pub expired: AtomicU64,
+    /// Dead letters dropped: their dead-letter exchange is missing, they route nowhere, or
+    /// they would cycle.
+    pub dead_letters_dropped: AtomicU64,
+    /// Messages accepted for later release (`x-delay`, `x-deliver-at`).
+    pub scheduled: AtomicU64,
+    /// Consumers cancelled for holding a delivery past their consumer timeout.
+    pub consumer_timeouts: AtomicU64,
+}
+
+impl BrokerStats {
+    /// The dead-lettered counter for `reason`.
+    pub fn dead_lettered(&self, reason: DeadLetterReason) -> u64 {
+        let i = DeadLetterReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0);
+        self.dead_lettered
+            .get(i)
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    fn count_dead_lettered(&self, reason: DeadLetterReason, n: u64) {
+        let i = DeadLetterReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0);
+        if let Some(c) = self.dead_lettered.get(i) {
+            c.fetch_add(n, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Handle to the broker.
@@ -86,6 +138,11 @@ struct Inner {
     next_session_id: AtomicU64,
     stats: BrokerStats,
     started: Instant,
+    config: BrokerConfig,
+    /// Live sessions, for consumer timeouts and listings.
+    sessions: RwLock<HashMap<u64, Weak<Session>>>,
+    /// Hands stored scheduled messages to the scheduler task.
+    scheduled_tx: tokio::sync::mpsc::UnboundedSender<crate::store::ScheduledMessage>,
 }
 
 const BUILTIN_EXCHANGES: [(&str, ExchangeKind); 4] = [
@@ -134,10 +191,13 @@ impl Broker {
         let (store, recovered) = tokio::task::spawn_blocking(move || Store::open(&dir))
             .await
             .map_err(|_| BrokerError::ShuttingDown)??;
+        let (dead_letters, dead_letter_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (scheduled_tx, scheduled_rx) = tokio::sync::mpsc::unbounded_channel();
         let ctx = Arc::new(QueueContext {
             store: store.clone(),
             runtime: tokio::runtime::Handle::current(),
             window_bytes: config.queue_window_bytes,
+            dead_letters,
         });
         let broker = Broker {
             inner: Arc::new(Inner {
@@ -150,9 +210,18 @@ impl Broker {
                 next_session_id: AtomicU64::new(1),
                 stats: BrokerStats::default(),
                 started: Instant::now(),
+                config,
+                sessions: RwLock::new(HashMap::new()),
+                scheduled_tx,
             }),
         };
+        let mut recovered = recovered;
+        let scheduled = std::mem::take(&mut recovered.scheduled);
         broker.restore(recovered).await?;
+        let weak = Arc::downgrade(&broker.inner);
+        tokio::spawn(dead_letter_loop(weak.clone(), dead_letter_rx));
+        tokio::spawn(scheduler::run(weak.clone(), scheduled, scheduled_rx));
+        tokio::spawn(timers::run(weak));
         Ok(broker)
     }
 
@@ -195,27 +264,36 @@ impl Broker {
                 orphaned.push((rq.record.id, rq.record.name));
                 continue;
             }
+            let args = QueueArgs::parse(&rq.record.arguments).unwrap_or_else(|e| {
+                tracing::warn!(queue = %rq.record.name, error = %e, "stored queue arguments no longer parse; ignoring them");
+                QueueArgs::default()
+            });
             let q = Queue::new(
-                rq.record.id,
-                rq.record.name.as_str().into(),
-                true,
-                None,
-                rq.record.auto_delete,
-                rq.record.arguments,
+                QueueSettings {
+                    id: rq.record.id,
+                    name: rq.record.name.as_str().into(),
+                    durable: true,
+                    exclusive_owner: None,
+                    auto_delete: rq.record.auto_delete,
+                    arguments: rq.record.arguments,
+                    args,
+                },
                 inner.ctx.clone(),
             );
             message_total += rq.messages.len();
-            q.restore(
-                rq.messages
-                    .into_iter()
-                    .map(|(id, delivery_count, size)| QueuedMessage {
-                        id,
+            q.restore(rq.messages.into_iter().map(|e| {
+                (
+                    QueuedMessage {
+                        id: e.id,
                         message: None,
-                        size,
-                        delivery_count,
+                        size: e.size,
+                        delivery_count: e.delivery_count,
                         stored: true,
-                    }),
-            );
+                        expires_at: e.expires_at,
+                    },
+                    e.ready_at,
+                )
+            }));
             inner.queues.write().insert(rq.record.name, q);
         }
         inner.next_queue_id.store(max_id + 1, Ordering::Release);
@@ -270,10 +348,15 @@ impl Broker {
         &self,
         outbound: tokio::sync::mpsc::UnboundedSender<session::Outbound>,
     ) -> Arc<Session> {
-        Session::new(
+        let session = Session::new(
             self.inner.next_session_id.fetch_add(1, Ordering::Relaxed),
             outbound,
-        )
+        );
+        self.inner
+            .sessions
+            .write()
+            .insert(session.id, Arc::downgrade(&session));
+        session
     }
 
     fn exchange(&self, name: &str) -> Option<Arc<Exchange>> {
@@ -402,9 +485,12 @@ impl Broker {
         d: QueueDeclare,
     ) -> Result<QueueDeclareOk, BrokerError> {
         validate_name("queue", &d.name)?;
+        let args = QueueArgs::parse(&d.arguments)
+            .map_err(|e| BrokerError::invalid(format!("queue argument {}", e.arg), e.reason))?;
         let _guard = self.inner.topology.lock().await;
         if let Some(existing) = self.queue(&d.name) {
             check_owner(&existing, session)?;
+            existing.touch();
             let exclusive = existing.exclusive_owner.is_some();
             if !d.passive
                 && (existing.durable != d.durable
@@ -453,12 +539,15 @@ impl Broker {
                 .await?;
         }
         let q = Queue::new(
-            id,
-            name.as_str().into(),
-            d.durable,
-            d.exclusive.then_some(session.id),
-            d.auto_delete,
-            d.arguments,
+            QueueSettings {
+                id,
+                name: name.as_str().into(),
+                durable: d.durable,
+                exclusive_owner: d.exclusive.then_some(session.id),
+                auto_delete: d.auto_delete,
+                arguments: d.arguments,
+                args,
+            },
             self.inner.ctx.clone(),
         );
         self.inner.queues.write().insert(name.clone(), q);
@@ -625,17 +714,12 @@ impl Broker {
         p: Publish,
     ) -> Result<(), BrokerError> {
         let stats = &self.inner.stats;
-        let mut targets = Vec::new();
-        if p.exchange.is_empty() {
-            if let Some(q) = self.queue(&p.routing_key) {
-                targets.push(q);
+        if let Some(due_ms) = not_before(&p.properties.headers)? {
+            if due_ms > now_ms() {
+                return self.schedule(session, request_id, p, due_ms).await;
             }
-        } else {
-            let e = self
-                .exchange(&p.exchange)
-                .ok_or_else(|| BrokerError::not_found("exchange", &p.exchange))?;
-            e.route(&p.routing_key, &p.properties.headers, &mut targets);
         }
+        let targets = self.route(&p.exchange, &p.routing_key, &p.properties.headers)?;
         stats.published.fetch_add(1, Ordering::Relaxed);
         let confirm = ReplySlot::new(session.replies.clone(), request_id);
         if targets.is_empty() {
@@ -672,10 +756,62 @@ impl Broker {
         });
         self.inner
             .store
-            .publish(PublishOp {
+            .publish(PublishOp::new(message, targets, Some(confirm)))
+            .await?;
+        Ok(())
+    }
+
+    /// The queues a message for `exchange` with this key and headers goes to.
+    ///
+    /// # Errors
+    /// [`BrokerError::NotFound`] when the exchange does not exist.
+    fn route(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        headers: &FieldTable,
+    ) -> Result<Vec<Arc<Queue>>, BrokerError> {
+        let mut targets = Vec::new();
+        if exchange.is_empty() {
+            if let Some(q) = self.queue(routing_key) {
+                targets.push(q);
+            }
+        } else {
+            let e = self
+                .exchange(exchange)
+                .ok_or_else(|| BrokerError::not_found("exchange", exchange))?;
+            e.route(routing_key, headers, &mut targets);
+        }
+        Ok(targets)
+    }
+
+    /// Holds a message durably until `due_ms`, then routes it (see the scheduler).
+    async fn schedule(
+        &self,
+        session: &Session,
+        request_id: RequestId,
+        p: Publish,
+        due_ms: u64,
+    ) -> Result<(), BrokerError> {
+        if !p.exchange.is_empty() && self.exchange(&p.exchange).is_none() {
+            return Err(BrokerError::not_found("exchange", &p.exchange));
+        }
+        self.inner.stats.published.fetch_add(1, Ordering::Relaxed);
+        self.inner.stats.scheduled.fetch_add(1, Ordering::Relaxed);
+        let message = Arc::new(Message {
+            exchange: p.exchange,
+            routing_key: p.routing_key,
+            properties: p.properties,
+            body: p.body,
+        });
+        self.inner
+            .store
+            .schedule(ScheduleOp {
+                due_ms,
                 message,
-                targets,
-                confirm: Some(confirm),
+                confirm: Some(ReplySlot::new(session.replies.clone(), request_id)),
+                scheduled: self.inner.scheduled_tx.clone(),
+                id: 0,
             })
             .await?;
         Ok(())
@@ -748,7 +884,7 @@ impl Broker {
             consumer.on_settled(1);
             let _ = u;
         }
-        self.requeue(mine);
+        self.requeue(mine, None);
         Ok(())
     }
 
@@ -797,6 +933,7 @@ impl Broker {
                 queue: q.clone(),
                 consumer: None,
                 entry,
+                delivered_at: Instant::now(),
             }))
         };
         Ok(Some(GetOk {
@@ -856,10 +993,12 @@ impl Broker {
         Ok(())
     }
 
-    /// Refuses deliveries: requeue them at the head of their queues, or drop them.
+    /// Refuses deliveries: requeue them (at the head of their queues, after `delay_ms` if
+    /// given, or after the queue's `x-retry-backoff`), or dead-letter them with reason
+    /// `rejected`.
     ///
     /// # Errors
-    /// An unknown delivery tag, a delay (not supported yet), or the store writer has stopped.
+    /// An unknown delivery tag, or the store writer has stopped.
     pub async fn nack(
         &self,
         session: &Session,
@@ -869,63 +1008,221 @@ impl Broker {
         delay_ms: u64,
         reply: Option<ReplySlot>,
     ) -> Result<(), BrokerError> {
-        if delay_ms != 0 {
-            return Err(BrokerError::NotImplemented(
-                "nack with a requeue delay is not supported by this server version".into(),
-            ));
-        }
         let settled = take(session, delivery_tag, multiple)?;
+        for u in &settled {
+            if let Some(c) = &u.consumer {
+                c.on_settled(1);
+            }
+        }
         if requeue {
             self.inner
                 .stats
                 .requeued
                 .fetch_add(settled.len() as u64, Ordering::Relaxed);
-            for u in &settled {
-                if let Some(c) = &u.consumer {
-                    c.on_settled(1);
-                }
-            }
-            self.requeue(settled);
-            if let Some(slot) = reply {
-                slot.reply(Frame::Ok);
-            }
-            Ok(())
+            self.requeue(settled, (delay_ms > 0).then_some(delay_ms));
         } else {
-            // No dead-letter exchange yet: a rejected message is dropped, and counted.
-            self.inner
-                .stats
-                .rejected_dropped
-                .fetch_add(settled.len() as u64, Ordering::Relaxed);
-            tracing::debug!(count = settled.len(), "rejected messages dropped");
-            self.remove_settled(settled, reply).await
+            self.reject_settled(settled);
         }
+        if let Some(slot) = reply {
+            slot.reply(Frame::Ok);
+        }
+        Ok(())
     }
 
-    /// Puts deliveries back at the head of their queues with their delivery count raised.
-    fn requeue(&self, settled: Vec<Unacked>) {
+    /// Dead-letters deliveries refused without requeue (or drops them, with no dead-letter
+    /// exchange: the dead-letter task removes them either way).
+    fn reject_settled(&self, settled: Vec<Unacked>) {
         let mut by_queue: HashMap<u64, (Arc<Queue>, Vec<QueuedMessage>)> = HashMap::new();
         for u in settled {
-            let mut entry = u.entry;
-            entry.delivery_count = entry.delivery_count.saturating_add(1);
-            if entry.stored {
-                self.inner
-                    .store
-                    .set_delivery_count(u.queue.id, entry.id, entry.delivery_count);
-            }
             by_queue
                 .entry(u.queue.id)
                 .or_insert_with(|| (u.queue.clone(), Vec::new()))
                 .1
-                .push(entry);
+                .push(u.entry);
         }
         for (_, (q, entries)) in by_queue {
-            q.requeue(entries);
+            q.settled(entries.len() as u64);
+            if q.args.dead_letter_exchange.is_none() {
+                self.inner
+                    .stats
+                    .rejected_dropped
+                    .fetch_add(entries.len() as u64, Ordering::Relaxed);
+            }
+            q.dead_letter(entries, DeadLetterReason::Rejected);
         }
+    }
+
+    /// Puts failed deliveries back with their delivery count raised: at the head of their
+    /// queues, or after a delay (`delay_ms`, else the queue's `x-retry-backoff`), or — past
+    /// the queue's `x-delivery-limit` — to its dead-letter exchange.
+    fn requeue(&self, settled: Vec<Unacked>, delay_ms: Option<u64>) {
+        struct Plan {
+            queue: Arc<Queue>,
+            now: Vec<QueuedMessage>,
+            later: Vec<(QueuedMessage, u64)>,
+            over_limit: Vec<QueuedMessage>,
+        }
+        let now = now_ms();
+        let mut by_queue: HashMap<u64, Plan> = HashMap::new();
+        for u in settled {
+            let q = u.queue;
+            let plan = by_queue.entry(q.id).or_insert_with(|| Plan {
+                queue: q.clone(),
+                now: Vec::new(),
+                later: Vec::new(),
+                over_limit: Vec::new(),
+            });
+            let mut entry = u.entry;
+            entry.delivery_count = entry.delivery_count.saturating_add(1);
+            if q.args
+                .delivery_limit
+                .is_some_and(|l| entry.delivery_count > l)
+            {
+                plan.over_limit.push(entry);
+                continue;
+            }
+            let delay = delay_ms.or_else(|| q.args.retry_delay_ms(entry.delivery_count));
+            let ready_at = delay
+                .filter(|d| *d > 0)
+                .map_or(0, |d| now.saturating_add(d));
+            if entry.stored {
+                self.inner
+                    .store
+                    .update_entry(q.id, entry.id, entry.delivery_count, ready_at);
+            }
+            if ready_at > 0 {
+                plan.later.push((entry, ready_at));
+            } else {
+                plan.now.push(entry);
+            }
+        }
+        for (_, plan) in by_queue {
+            if !plan.over_limit.is_empty() {
+                plan.queue.settled(plan.over_limit.len() as u64);
+                plan.queue
+                    .dead_letter(plan.over_limit, DeadLetterReason::DeliveryLimit);
+            }
+            if !plan.later.is_empty() {
+                plan.queue.delay(plan.later);
+            }
+            if !plan.now.is_empty() {
+                plan.queue.requeue(plan.now);
+            }
+        }
+    }
+
+    /// Ends a consumer from the server side (consumer timeout): its unacked deliveries are
+    /// requeued (counting as failed), and the client is told why.
+    pub async fn cancel_by_server(
+        &self,
+        session: &Arc<Session>,
+        consumer: &Arc<Consumer>,
+        reason: String,
+    ) {
+        if session.remove_consumer(&consumer.tag).is_none() {
+            return;
+        }
+        if let Err(e) = self.detach(consumer).await {
+            tracing::warn!(error = %e, "auto-deleting a queue after a consumer timeout failed");
+        }
+        let mine = session.take_unacked_of(consumer);
+        for _ in &mine {
+            consumer.on_settled(1);
+        }
+        self.requeue(mine, None);
+        tracing::info!(connection = session.id, consumer = %consumer.tag, %reason, "consumer cancelled by the server");
+        session.send(Envelope::new(
+            0,
+            Frame::ConsumerCancelled(ConsumerCancelled {
+                consumer_tag: consumer.tag.to_string(),
+                code: ErrorCode::PreconditionFailed.as_u16(),
+                reason,
+            }),
+        ));
+    }
+
+    /// Routes and stores dead letters: one store operation per job, so each message leaves
+    /// its queue in the transaction that puts its copy into the dead-letter targets.
+    async fn process_dead_letters(&self, job: DeadLetterJob) {
+        let DeadLetterJob {
+            queue,
+            mut entries,
+            reason,
+        } = job;
+        let stats = &self.inner.stats;
+        let n = entries.len() as u64;
+        if reason == DeadLetterReason::Expired {
+            stats.expired.fetch_add(n, Ordering::Relaxed);
+        }
+        let removals: Vec<(u64, u64)> = entries
+            .iter()
+            .filter(|e| e.stored)
+            .map(|e| (queue.id, e.id))
+            .collect();
+        let Some(dlx) = queue.args.dead_letter_exchange.clone() else {
+            if !removals.is_empty() {
+                self.inner.store.remove_internal(removals);
+            }
+            return;
+        };
+        if !dlx.is_empty() && self.exchange(&dlx).is_none() {
+            stats.dead_letters_dropped.fetch_add(n, Ordering::Relaxed);
+            tracing::warn!(queue = %queue.name, exchange = %dlx, count = n, reason = reason.as_str(), "dead-letter exchange does not exist; dropping the messages");
+            if !removals.is_empty() {
+                self.inner.store.remove_internal(removals);
+            }
+            return;
+        }
+        // Paged-out bodies are read back first: the copy carries the whole message.
+        for e in &mut entries {
+            if e.message.is_none() {
+                if let Err(err) = queue.load_body(e).await {
+                    tracing::error!(queue = %queue.name, error = %err, "reading a dead letter's body failed");
+                }
+            }
+        }
+        let now = now_ms();
+        let mut publishes = Vec::new();
+        let mut dropped = 0u64;
+        for e in entries {
+            let Some(message) = e.message else {
+                tracing::error!(queue = %queue.name, id = e.id, "a dead letter without a stored body; dropping it");
+                dropped += 1;
+                continue;
+            };
+            let key = queue
+                .args
+                .dead_letter_routing_key
+                .clone()
+                .unwrap_or_else(|| message.routing_key.clone());
+            let copy = dead_lettered_copy(&message, &queue.name, reason, &dlx, &key, now);
+            let mut targets = self
+                .route(&dlx, &key, &copy.properties.headers)
+                .unwrap_or_default();
+            targets.retain(|t| !is_cycle(&copy.properties.headers, &t.name));
+            if targets.is_empty() {
+                dropped += 1;
+                continue;
+            }
+            publishes.push(PublishOp::new(Arc::new(copy), targets, None));
+        }
+        stats.count_dead_lettered(reason, publishes.len() as u64);
+        if dropped > 0 {
+            stats
+                .dead_letters_dropped
+                .fetch_add(dropped, Ordering::Relaxed);
+            tracing::warn!(queue = %queue.name, exchange = %dlx, count = dropped, reason = reason.as_str(), "dead letters dropped: unroutable or cycling");
+        }
+        self.inner.store.dead_letter(DeadLetterOp {
+            removals,
+            publishes,
+        });
     }
 
     /// Cleans up after a connection: stops its consumers, requeues its unacked deliveries,
     /// deletes its exclusive queues. Runs however the connection ended.
     pub async fn close_session(&self, session: &Arc<Session>) {
+        self.inner.sessions.write().remove(&session.id);
         for c in session.take_consumers() {
             if let Err(e) = self.detach(&c).await {
                 tracing::warn!(error = %e, "auto-deleting a queue on close failed");
@@ -937,7 +1234,7 @@ impl Broker {
                 c.on_settled(1);
             }
         }
-        self.requeue(unacked);
+        self.requeue(unacked, None);
         let owned: Vec<Arc<Queue>> = self
             .inner
             .queues
@@ -984,5 +1281,40 @@ fn record(b: &QueueBind) -> BindingRecord {
         queue: b.queue.clone(),
         routing_key: b.routing_key.clone(),
         arguments: b.arguments.clone(),
+    }
+}
+
+/// The not-before time a publish asks for: `x-deliver-at` (ms since the epoch) or now plus
+/// `x-delay` (ms).
+///
+/// # Errors
+/// Either header with a value that is not a non-negative integer.
+fn not_before(headers: &FieldTable) -> Result<Option<u64>, BrokerError> {
+    let int = |name: &str| -> Result<Option<u64>, BrokerError> {
+        match headers.get(name) {
+            None => Ok(None),
+            Some(v) => match v.as_int().and_then(|i| u64::try_from(i).ok()) {
+                Some(ms) => Ok(Some(ms)),
+                None => Err(BrokerError::invalid(
+                    format!("header {name}"),
+                    format!("expected a non-negative integer of milliseconds, got {v:?}"),
+                )),
+            },
+        }
+    };
+    if let Some(at) = int(X_DELIVER_AT)? {
+        return Ok(Some(at));
+    }
+    Ok(int(X_DELAY)?.map(|d| now_ms().saturating_add(d)))
+}
+
+/// The broker's dead-letter task: turns [`DeadLetterJob`]s into store operations.
+async fn dead_letter_loop(
+    inner: Weak<Inner>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<DeadLetterJob>,
+) {
+    while let Some(job) = rx.recv().await {
+        let Some(inner) = inner.upgrade() else { return };
+        Broker { inner }.process_dead_letters(job).await;
     }
 }

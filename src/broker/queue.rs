@@ -12,16 +12,21 @@
 //! reach of a consumer the queue reads a batch of bodies back from a store snapshot, off the
 //! async threads. Transient messages are never paged: they exist only in memory.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use parking_lot::Mutex;
+use tokio::sync::mpsc;
 use warren_protocol::FieldTable;
 
 use super::consumer::Consumer;
+use super::dead_letter::DeadLetterReason;
+use super::queue_args::{Overflow, QueueArgs};
 use super::session::{Outbound, Unacked};
-use crate::message::{Message, QueuedMessage};
+use crate::message::{now_ms, Message, QueuedMessage};
 use crate::store::Store;
 
 /// How many paged-out bodies one refill reads.
@@ -36,6 +41,40 @@ pub struct QueueContext {
     pub runtime: tokio::runtime::Handle,
     /// Bytes of ready bodies a queue keeps in memory before paging new stored ones out.
     pub window_bytes: u64,
+    /// Where messages leaving a queue for a dead-letter exchange (or for nowhere, when it has
+    /// none) go: the broker's dead-letter task.
+    pub dead_letters: mpsc::UnboundedSender<DeadLetterJob>,
+}
+
+/// Messages that left `queue` for `reason`, to be dead-lettered (or dropped, without a
+/// dead-letter exchange) by the broker's dead-letter task.
+#[derive(Debug)]
+pub struct DeadLetterJob {
+    /// The queue they died in.
+    pub queue: Arc<Queue>,
+    /// The messages (bodies may be paged out).
+    pub entries: Vec<QueuedMessage>,
+    /// Why.
+    pub reason: DeadLetterReason,
+}
+
+/// What a queue is declared as.
+#[derive(Debug, Clone)]
+pub struct QueueSettings {
+    /// Numeric id.
+    pub id: u64,
+    /// Name.
+    pub name: Arc<str>,
+    /// Durable.
+    pub durable: bool,
+    /// The owning connection, if exclusive.
+    pub exclusive_owner: Option<u64>,
+    /// Auto-delete.
+    pub auto_delete: bool,
+    /// Arguments as declared.
+    pub arguments: FieldTable,
+    /// Arguments parsed.
+    pub args: QueueArgs,
 }
 
 /// A queue.
@@ -51,9 +90,13 @@ pub struct Queue {
     pub exclusive_owner: Option<u64>,
     /// Deleted when its last consumer goes.
     pub auto_delete: bool,
-    /// Declared arguments.
+    /// Declared arguments, as given.
     pub arguments: FieldTable,
+    /// The arguments Warren acts on, parsed and validated.
+    pub args: QueueArgs,
     deleted: AtomicBool,
+    /// Last use (consume, get, declare), ms since the epoch, for `x-expires`.
+    last_used: AtomicU64,
     state: Mutex<QueueState>,
     ctx: Arc<QueueContext>,
 }
@@ -68,6 +111,11 @@ struct QueueState {
     next_consumer: usize,
     had_consumer: bool,
     refilling: bool,
+    /// Requeued with a delay: not ready until their time, `(ready at, id)` order.
+    delayed: BTreeMap<(u64, u64), QueuedMessage>,
+    /// `(expires at, id)` of ready messages that can expire; stale entries (for messages
+    /// already delivered) are skipped when they come up.
+    expiry: BinaryHeap<Reverse<(u64, u64)>>,
 }
 
 /// A snapshot of a queue's counters.
@@ -81,19 +129,29 @@ pub struct QueueCounts {
     pub unacked: u64,
     /// Attached consumers.
     pub consumers: u32,
+    /// Waiting out a requeue delay.
+    pub delayed: u64,
+}
+
+/// What a queue's periodic tick found.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Tick {
+    /// The queue has been unused for its `x-expires` and should be deleted.
+    pub idle_expired: bool,
 }
 
 impl Queue {
     /// A new, empty queue.
-    pub fn new(
-        id: u64,
-        name: Arc<str>,
-        durable: bool,
-        exclusive_owner: Option<u64>,
-        auto_delete: bool,
-        arguments: FieldTable,
-        ctx: Arc<QueueContext>,
-    ) -> Arc<Queue> {
+    pub fn new(settings: QueueSettings, ctx: Arc<QueueContext>) -> Arc<Queue> {
+        let QueueSettings {
+            id,
+            name,
+            durable,
+            exclusive_owner,
+            auto_delete,
+            arguments,
+            args,
+        } = settings;
         Arc::new(Queue {
             id,
             name,
@@ -101,7 +159,9 @@ impl Queue {
             exclusive_owner,
             auto_delete,
             arguments,
+            args,
             deleted: AtomicBool::new(false),
+            last_used: AtomicU64::new(now_ms()),
             state: Mutex::new(QueueState::default()),
             ctx,
         })
@@ -120,10 +180,72 @@ impl Queue {
             ready_bytes: st.ready_bytes,
             unacked: st.unacked,
             consumers: u32::try_from(st.consumers.len()).unwrap_or(u32::MAX),
+            delayed: st.delayed.len() as u64,
         }
     }
 
-    /// Appends a message (after its commit) and hands it on if a consumer has room.
+    /// Records a use (consume, get, redeclare) for `x-expires`.
+    pub fn touch(&self) {
+        self.last_used.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// Whether the queue has room for one more message of `size` bytes after `pending` ones
+    /// already accepted in this commit (its `x-max-length` and `x-max-length-bytes`).
+    pub fn admits(&self, pending: (u64, u64), size: u64) -> bool {
+        let st = self.state.lock();
+        let count = st.ready.len() as u64 + pending.0;
+        let bytes = st.ready_bytes + pending.1;
+        self.args.max_length.is_none_or(|max| count < max)
+            && self
+                .args
+                .max_length_bytes
+                .is_none_or(|max| bytes + size <= max)
+    }
+
+    /// Hands messages that left the queue to the dead-letter task.
+    pub fn dead_letter(self: &Arc<Self>, entries: Vec<QueuedMessage>, reason: DeadLetterReason) {
+        if entries.is_empty() {
+            return;
+        }
+        let job = DeadLetterJob {
+            queue: self.clone(),
+            entries,
+            reason,
+        };
+        if self.ctx.dead_letters.send(job).is_err() {
+            tracing::warn!(queue = %self.name, "dead-letter task stopped; messages stay in the store until restart");
+        }
+    }
+
+    /// Drops ready messages from the head while the queue is over its length limits
+    /// (`x-overflow` `drop-head`); returns them.
+    fn drop_head_over_limit(&self, st: &mut QueueState) -> Vec<QueuedMessage> {
+        let mut dropped = Vec::new();
+        if self.args.overflow != Overflow::DropHead {
+            return dropped;
+        }
+        loop {
+            let over_count = self
+                .args
+                .max_length
+                .is_some_and(|max| st.ready.len() as u64 > max);
+            let over_bytes = self
+                .args
+                .max_length_bytes
+                .is_some_and(|max| st.ready_bytes > max);
+            if !(over_count || over_bytes) {
+                return dropped;
+            }
+            let Some(e) = st.ready.pop_front() else {
+                return dropped;
+            };
+            take_accounting(st, &e);
+            dropped.push(e);
+        }
+    }
+
+    /// Appends a message (after its commit) and hands it on if a consumer has room. A queue
+    /// over its length limit drops (dead-letters) from the head.
     pub fn enqueue(self: &Arc<Self>, mut entry: QueuedMessage) {
         let mut st = self.state.lock();
         if self.is_deleted() {
@@ -137,38 +259,137 @@ impl Queue {
                 st.resident_bytes += u64::from(entry.size);
             }
         }
+        if entry.expires_at != 0 {
+            st.expiry.push(Reverse((entry.expires_at, entry.id)));
+        }
         st.ready.push_back(entry);
+        let dropped = self.drop_head_over_limit(&mut st);
         self.dispatch_locked(&mut st);
+        drop(st);
+        self.dead_letter(dropped, DeadLetterReason::MaxLen);
     }
 
-    /// Loads recovered messages (ids ascending). Bodies come later, by paging.
-    pub fn restore(self: &Arc<Self>, entries: impl IntoIterator<Item = QueuedMessage>) {
+    /// Loads recovered messages (ids ascending). Bodies come later, by paging; entries with a
+    /// pending requeue delay wait in the delayed set.
+    pub fn restore(self: &Arc<Self>, entries: impl IntoIterator<Item = (QueuedMessage, u64)>) {
         let mut st = self.state.lock();
-        for e in entries {
+        for (e, ready_at) in entries {
+            if ready_at > 0 {
+                st.delayed.insert((ready_at, e.id), e);
+                continue;
+            }
             st.ready_bytes += u64::from(e.size);
+            if e.expires_at != 0 {
+                st.expiry.push(Reverse((e.expires_at, e.id)));
+            }
             st.ready.push_back(e);
         }
     }
 
     /// Puts settled-but-requeued deliveries back at the head, in their original order.
-    pub fn requeue(self: &Arc<Self>, mut entries: Vec<QueuedMessage>) {
-        if entries.is_empty() {
+    pub fn requeue(self: &Arc<Self>, entries: Vec<QueuedMessage>) {
+        let mut st = self.state.lock();
+        st.unacked = st.unacked.saturating_sub(entries.len() as u64);
+        self.push_front_locked(&mut st, entries);
+        self.dispatch_locked(&mut st);
+    }
+
+    fn push_front_locked(&self, st: &mut QueueState, mut entries: Vec<QueuedMessage>) {
+        if self.is_deleted() || entries.is_empty() {
             return;
         }
         entries.sort_unstable_by_key(|e| e.id);
-        let mut st = self.state.lock();
-        st.unacked = st.unacked.saturating_sub(entries.len() as u64);
-        if self.is_deleted() {
-            return;
-        }
         for e in entries.into_iter().rev() {
             st.ready_bytes += u64::from(e.size);
             if e.message.is_some() {
                 st.resident_bytes += u64::from(e.size);
             }
+            if e.expires_at != 0 {
+                st.expiry.push(Reverse((e.expires_at, e.id)));
+            }
             st.ready.push_front(e);
         }
+    }
+
+    /// Holds settled deliveries until `ready_at` (ms since the epoch), then puts them back at
+    /// the head (see [`Queue::tick`]).
+    pub fn delay(self: &Arc<Self>, entries: Vec<(QueuedMessage, u64)>) {
+        let mut st = self.state.lock();
+        st.unacked = st.unacked.saturating_sub(entries.len() as u64);
+        if self.is_deleted() {
+            return;
+        }
+        for (e, ready_at) in entries {
+            st.delayed.insert((ready_at, e.id), e);
+        }
         self.dispatch_locked(&mut st);
+    }
+
+    /// Periodic work, driven by the broker's ticker: expires due messages (dead-lettering
+    /// them), releases delayed ones whose time has come, and says whether the queue has been
+    /// idle for its `x-expires`.
+    pub fn tick(self: &Arc<Self>, now: u64) -> Tick {
+        let mut st = self.state.lock();
+        let mut due = Vec::new();
+        while let Some(entry) = st.delayed.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            due.push(entry.remove());
+        }
+        self.push_front_locked(&mut st, due);
+        let expired = self.expire_locked(&mut st, now);
+        self.dispatch_locked(&mut st);
+        let idle = self.args.expires_ms.is_some_and(|ttl| {
+            st.consumers.is_empty()
+                && now.saturating_sub(self.last_used.load(Ordering::Relaxed)) >= ttl
+        });
+        drop(st);
+        self.dead_letter(expired, DeadLetterReason::Expired);
+        Tick { idle_expired: idle }
+    }
+
+    /// Removes every ready message whose time has come, wherever it is in the queue.
+    fn expire_locked(&self, st: &mut QueueState, now: u64) -> Vec<QueuedMessage> {
+        let mut due = HashSet::new();
+        while let Some(Reverse((at, id))) = st.expiry.peek().copied() {
+            if at > now {
+                break;
+            }
+            st.expiry.pop();
+            due.insert(id);
+        }
+        if due.is_empty() {
+            return Vec::new();
+        }
+        let mut expired = Vec::new();
+        // Usually the expired messages are the oldest: take them from the head first.
+        while let Some(head) = st.ready.front() {
+            if !(due.contains(&head.id) && head.expires_at != 0 && head.expires_at <= now) {
+                break;
+            }
+            if let Some(e) = st.ready.pop_front() {
+                take_accounting(st, &e);
+                expired.push(e);
+            }
+        }
+        let behind_head = st
+            .ready
+            .iter()
+            .any(|e| e.expires_at != 0 && e.expires_at <= now && due.contains(&e.id));
+        if behind_head {
+            let mut kept = VecDeque::with_capacity(st.ready.len());
+            for e in std::mem::take(&mut st.ready) {
+                if e.expires_at != 0 && e.expires_at <= now && due.contains(&e.id) {
+                    take_accounting(st, &e);
+                    expired.push(e);
+                } else {
+                    kept.push_back(e);
+                }
+            }
+            st.ready = kept;
+        }
+        expired
     }
 
     /// Records that `n` deliveries from this queue were settled without requeue.
@@ -190,9 +411,24 @@ impl Queue {
             return;
         }
         let mut no_ack_removed = Vec::new();
+        let mut expired = Vec::new();
+        let mut now = 0;
         let mut idle = 0;
         while idle < n {
             let Some(head) = st.ready.front() else { break };
+            if head.expires_at != 0 {
+                // An expired message is never delivered.
+                if now == 0 {
+                    now = now_ms();
+                }
+                if head.expires_at <= now {
+                    if let Some(e) = st.ready.pop_front() {
+                        take_accounting(st, &e);
+                        expired.push(e);
+                    }
+                    continue;
+                }
+            }
             if head.message.is_none() {
                 self.start_refill(st);
                 break;
@@ -210,8 +446,7 @@ impl Queue {
             let Some(entry) = st.ready.pop_front() else {
                 break;
             };
-            st.ready_bytes = st.ready_bytes.saturating_sub(u64::from(entry.size));
-            st.resident_bytes = st.resident_bytes.saturating_sub(u64::from(entry.size));
+            take_accounting(st, &entry);
             let tracked = if consumer.no_ack {
                 if entry.stored {
                     no_ack_removed.push((self.id, entry.id));
@@ -223,6 +458,7 @@ impl Queue {
                     queue: self.clone(),
                     consumer: Some(consumer.clone()),
                     entry: entry.clone(),
+                    delivered_at: Instant::now(),
                 })
             };
             let delivery_tag = consumer.session.record_delivery(tracked);
@@ -235,6 +471,15 @@ impl Queue {
         }
         if !no_ack_removed.is_empty() {
             self.ctx.store.remove_internal(no_ack_removed);
+        }
+        if !expired.is_empty() {
+            // Called with the lock held: hand them over without taking it again.
+            let job = DeadLetterJob {
+                queue: self.clone(),
+                entries: expired,
+                reason: DeadLetterReason::Expired,
+            };
+            let _ = self.ctx.dead_letters.send(job);
         }
     }
 
@@ -311,11 +556,26 @@ impl Queue {
     /// Takes the head message for `Get`. Its body may still need loading
     /// ([`Queue::load_body`]). Returns the message and how many stay ready.
     pub fn take_one(self: &Arc<Self>, no_ack: bool) -> Option<(QueuedMessage, u64)> {
+        self.touch();
         let mut st = self.state.lock();
-        let entry = st.ready.pop_front()?;
-        st.ready_bytes = st.ready_bytes.saturating_sub(u64::from(entry.size));
-        if entry.message.is_some() {
-            st.resident_bytes = st.resident_bytes.saturating_sub(u64::from(entry.size));
+        let now = now_ms();
+        let mut expired = Vec::new();
+        let entry = loop {
+            let e = st.ready.pop_front()?;
+            take_accounting(&mut st, &e);
+            if e.expires_at != 0 && e.expires_at <= now {
+                expired.push(e);
+                continue;
+            }
+            break e;
+        };
+        if !expired.is_empty() {
+            let job = DeadLetterJob {
+                queue: self.clone(),
+                entries: expired,
+                reason: DeadLetterReason::Expired,
+            };
+            let _ = self.ctx.dead_letters.send(job);
         }
         if !no_ack {
             st.unacked += 1;
@@ -346,6 +606,7 @@ impl Queue {
     /// A message for the client when an exclusive consumer holds the queue, or when this one
     /// wants exclusivity and others are attached.
     pub fn add_consumer(self: &Arc<Self>, consumer: Arc<Consumer>) -> Result<(), String> {
+        self.touch();
         let mut st = self.state.lock();
         if st.consumers.iter().any(|c| c.exclusive) {
             return Err(format!("queue '{}' has an exclusive consumer", self.name));
@@ -366,6 +627,7 @@ impl Queue {
     /// Detaches a consumer. Returns true when the queue should now be auto-deleted.
     pub fn remove_consumer(&self, consumer: &Arc<Consumer>) -> bool {
         consumer.deactivate();
+        self.touch();
         let mut st = self.state.lock();
         st.consumers.retain(|c| !Arc::ptr_eq(c, consumer));
         self.auto_delete && st.had_consumer && st.consumers.is_empty() && !self.is_deleted()
@@ -377,6 +639,7 @@ impl Queue {
         let mut st = self.state.lock();
         st.ready_bytes = 0;
         st.resident_bytes = 0;
+        st.expiry.clear();
         st.ready.drain(..).collect()
     }
 
@@ -385,8 +648,10 @@ impl Queue {
     pub fn mark_deleted(&self) -> (Vec<Arc<Consumer>>, u64) {
         let mut st = self.state.lock();
         self.deleted.store(true, Ordering::Release);
-        let count = st.ready.len() as u64;
+        let count = st.ready.len() as u64 + st.delayed.len() as u64;
         st.ready.clear();
+        st.delayed.clear();
+        st.expiry.clear();
         st.ready_bytes = 0;
         st.resident_bytes = 0;
         let consumers: Vec<Arc<Consumer>> = st.consumers.drain(..).collect();
@@ -394,5 +659,13 @@ impl Queue {
             c.deactivate();
         }
         (consumers, count)
+    }
+}
+
+/// Keeps the byte counters right when a message leaves the ready list.
+fn take_accounting(st: &mut QueueState, e: &QueuedMessage) {
+    st.ready_bytes = st.ready_bytes.saturating_sub(u64::from(e.size));
+    if e.message.is_some() {
+        st.resident_bytes = st.resident_bytes.saturating_sub(u64::from(e.size));
     }
 }

@@ -45,6 +45,8 @@ pub struct Unacked {
     pub consumer: Option<Arc<Consumer>>,
     /// The message.
     pub entry: QueuedMessage,
+    /// When it was delivered (for consumer timeouts).
+    pub delivered_at: std::time::Instant,
 }
 
 /// One connection's broker-side state.
@@ -174,6 +176,31 @@ impl Session {
             .map(|(t, _)| *t)
             .collect();
         tags.iter().filter_map(|t| st.unacked.remove(t)).collect()
+    }
+
+    /// Consumers holding a delivery unacked for longer than their queue's
+    /// `x-consumer-timeout` (or `default_timeout`): each with the oldest such tag and its age.
+    pub fn timed_out_consumers(
+        &self,
+        default_timeout: Option<std::time::Duration>,
+    ) -> Vec<(Arc<Consumer>, u64, std::time::Duration)> {
+        let st = self.state.lock();
+        let mut out: Vec<(Arc<Consumer>, u64, std::time::Duration)> = Vec::new();
+        for (tag, u) in &st.unacked {
+            let Some(c) = &u.consumer else { continue };
+            let timeout = u
+                .queue
+                .args
+                .consumer_timeout_ms
+                .map(std::time::Duration::from_millis)
+                .or(default_timeout);
+            let Some(timeout) = timeout else { continue };
+            let age = u.delivered_at.elapsed();
+            if age >= timeout && !out.iter().any(|(o, _, _)| Arc::ptr_eq(o, c)) {
+                out.push((c.clone(), *tag, age));
+            }
+        }
+        out
     }
 
     /// Removes and returns every unacked delivery (connection close).

@@ -45,6 +45,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "BYTES", default_value_t = crate::broker::DEFAULT_QUEUE_WINDOW_BYTES)]
     pub queue_window_bytes: u64,
 
+    /// How long a delivery may stay unacked before its consumer is cancelled and the message
+    /// requeued, for queues without `x-consumer-timeout` (milliseconds; default: no limit).
+    #[arg(long, value_name = "MS", env = "WARREN_CONSUMER_TIMEOUT_MS")]
+    pub consumer_timeout_ms: Option<u64>,
+
     /// Log output format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -127,10 +127,67 @@ pub enum TopologyChange {
 pub struct PublishOp {
     /// The message.
     pub message: Arc<Message>,
-    /// The queues it was routed to.
+    /// The queues it was routed to. The writer removes those that refuse it (full queues
+    /// with `x-overflow` `reject-publish`).
     pub targets: Vec<Arc<Queue>>,
     /// Where its confirm goes.
     pub confirm: Option<ReplySlot>,
+    /// Set by the writer: the message id.
+    pub(crate) id: u64,
+    /// Set by the writer: whether a message row was written.
+    pub(crate) stored: bool,
+    /// Set by the writer: the targets that refused the message for being full.
+    pub(crate) rejected: Vec<Arc<Queue>>,
+}
+
+impl PublishOp {
+    /// A publish of `message` to `targets`, confirmed through `confirm`.
+    pub fn new(
+        message: Arc<Message>,
+        targets: Vec<Arc<Queue>>,
+        confirm: Option<ReplySlot>,
+    ) -> Self {
+        PublishOp {
+            message,
+            targets,
+            confirm,
+            id: 0,
+            stored: false,
+            rejected: Vec::new(),
+        }
+    }
+}
+
+/// Messages leaving one queue for their dead-letter targets, in one transaction.
+pub struct DeadLetterOp {
+    /// `(queue id, message id)` rows to delete from the source queue.
+    pub removals: Vec<(u64, u64)>,
+    /// The dead-lettered copies, routed.
+    pub publishes: Vec<PublishOp>,
+}
+
+/// A message held until its not-before time.
+pub struct ScheduleOp {
+    /// When to release it, ms since the epoch.
+    pub due_ms: u64,
+    /// The message (its exchange and routing key are where it goes when due).
+    pub message: Arc<Message>,
+    /// Where its confirm goes (sent once it is stored).
+    pub confirm: Option<ReplySlot>,
+    /// Told the scheduled message's id after the commit.
+    pub scheduled: tokio::sync::mpsc::UnboundedSender<ScheduledMessage>,
+    pub(crate) id: u64,
+}
+
+/// A stored scheduled message, as the scheduler keeps it.
+#[derive(Debug, Clone)]
+pub struct ScheduledMessage {
+    /// When it is due, ms since the epoch.
+    pub due_ms: u64,
+    /// Its id (the second half of its `scheduled` key).
+    pub id: u64,
+    /// The message.
+    pub message: Arc<Message>,
 }
 
 /// What to do once an operation has committed.
@@ -155,16 +212,39 @@ pub(crate) enum StoreOp {
         done: oneshot::Sender<Result<(), StoreError>>,
     },
     Publish(PublishOp),
+    DeadLetter(DeadLetterOp),
+    Schedule(ScheduleOp),
+    Release {
+        due_ms: u64,
+        id: u64,
+        publish: Option<PublishOp>,
+    },
     Remove {
         entries: Vec<(u64, u64)>,
         done: Completion,
     },
-    SetDeliveryCount {
+    UpdateEntry {
         queue_id: u64,
         message_id: u64,
-        count: u32,
+        delivery_count: u32,
+        ready_at: u64,
     },
     Shutdown(oneshot::Sender<()>),
+}
+
+/// One message of a durable queue as found at startup.
+#[derive(Debug, Clone, Copy)]
+pub struct RecoveredEntry {
+    /// Message id.
+    pub id: u64,
+    /// Failed deliveries so far.
+    pub delivery_count: u32,
+    /// Body size.
+    pub size: u32,
+    /// Expiry time (0 = never).
+    pub expires_at: u64,
+    /// Requeue delay end (0 = ready).
+    pub ready_at: u64,
 }
 
 /// A durable queue as found at startup.
@@ -172,8 +252,8 @@ pub(crate) enum StoreOp {
 pub struct RecoveredQueue {
     /// The queue.
     pub record: QueueRecord,
-    /// Its messages in FIFO order: `(message id, delivery count, body size)`.
-    pub messages: Vec<(u64, u32, u32)>,
+    /// Its messages in FIFO order.
+    pub messages: Vec<RecoveredEntry>,
 }
 
 /// Everything durable, as found at startup.
@@ -185,6 +265,8 @@ pub struct Recovered {
     pub queues: Vec<RecoveredQueue>,
     /// Durable bindings.
     pub bindings: Vec<BindingRecord>,
+    /// Scheduled messages, in release order.
+    pub scheduled: Vec<ScheduledMessage>,
 }
 
 /// Handle to the store; cheap to clone.
@@ -326,13 +408,38 @@ impl Store {
         self.send(StoreOp::Remove { entries, done }).await
     }
 
-    /// Records a raised delivery count (after a requeue), so delivery limits survive restarts.
-    ///
-    pub fn set_delivery_count(&self, queue_id: u64, message_id: u64, count: u32) {
-        self.send_internal(StoreOp::SetDeliveryCount {
+    /// Records a requeued entry's raised delivery count and its delay, so delivery limits and
+    /// retry delays survive restarts.
+    pub fn update_entry(&self, queue_id: u64, message_id: u64, delivery_count: u32, ready_at: u64) {
+        self.send_internal(StoreOp::UpdateEntry {
             queue_id,
             message_id,
-            count,
+            delivery_count,
+            ready_at,
+        });
+    }
+
+    /// Moves messages from a queue to their dead-letter targets in one transaction. Raised by
+    /// the broker itself: never waits.
+    pub fn dead_letter(&self, op: DeadLetterOp) {
+        self.send_internal(StoreOp::DeadLetter(op));
+    }
+
+    /// Stores a message to be released at its due time; its confirm follows the commit.
+    ///
+    /// # Errors
+    /// The writer has stopped.
+    pub async fn schedule(&self, op: ScheduleOp) -> Result<(), StoreError> {
+        self.send(StoreOp::Schedule(op)).await
+    }
+
+    /// Deletes a due scheduled message and, if it was routed somewhere, publishes it, in one
+    /// transaction. Raised by the broker's scheduler: never waits.
+    pub fn release(&self, due_ms: u64, id: u64, publish: Option<PublishOp>) {
+        self.send_internal(StoreOp::Release {
+            due_ms,
+            id,
+            publish,
         });
     }
 
@@ -414,6 +521,8 @@ fn init_schema(db: &Database) -> Result<(), StoreError> {
             .map_err(redb_err("creating tables"))?;
         txn.open_table(QUEUE_MESSAGES)
             .map_err(redb_err("creating tables"))?;
+        txn.open_table(SCHEDULED)
+            .map_err(redb_err("creating tables"))?;
     }
     txn.commit().map_err(redb_err("initialising the store"))
 }
@@ -456,9 +565,15 @@ fn recover(db: &Database) -> Result<(Recovered, u64), StoreError> {
             .map_err(redb_err(ctx))?
         {
             let (key, value) = m.map_err(redb_err(ctx))?;
-            let (_, message_id) = key.value();
-            let (count, size) = value.value();
-            messages.push((message_id, count, size));
+            let (_, id) = key.value();
+            let (delivery_count, size, expires_at, ready_at) = value.value();
+            messages.push(RecoveredEntry {
+                id,
+                delivery_count,
+                size,
+                expires_at,
+                ready_at,
+            });
         }
         out.queues.push(RecoveredQueue { record, messages });
     }
@@ -472,11 +587,28 @@ fn recover(db: &Database) -> Result<(Recovered, u64), StoreError> {
         out.bindings
             .push(BindingRecord::decode(k.value()).map_err(|e| corrupt("bindings", "binding", e))?);
     }
-    let next_message_id = txn
+    let mut next_message_id = txn
         .open_table(MESSAGES)
         .map_err(redb_err(ctx))?
         .last()
         .map_err(redb_err(ctx))?
         .map_or(1, |(k, _)| k.value() + 1);
+    for row in txn
+        .open_table(SCHEDULED)
+        .map_err(redb_err(ctx))?
+        .iter()
+        .map_err(redb_err(ctx))?
+    {
+        let (k, v) = row.map_err(redb_err(ctx))?;
+        let (due_ms, id) = k.value();
+        let message = codec::decode_message(v.value())
+            .map_err(|e| corrupt("scheduled", format!("({due_ms}, {id})"), e))?;
+        next_message_id = next_message_id.max(id + 1);
+        out.scheduled.push(ScheduledMessage {
+            due_ms,
+            id,
+            message: Arc::new(message),
+        });
+    }
     Ok((out, next_message_id))
 }

@@ -29,7 +29,16 @@ pub const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages
 /// deleted in the same transaction that drops the count to zero.
 pub const MESSAGE_REFS: TableDefinition<u64, u32> = TableDefinition::new("message_refs");
 
-/// `(queue id, message id) → (delivery count, body size)`: the messages each durable queue holds. Message ids
-/// grow monotonically, so a range scan over one queue id yields its FIFO order.
-pub const QUEUE_MESSAGES: TableDefinition<(u64, u64), (u32, u32)> =
+/// `(queue id, message id) → (delivery count, body size, expires at, ready at)`: the messages
+/// each durable queue holds. Message ids grow monotonically, so a range scan over one queue id
+/// yields its FIFO order. `expires at` (ms since the epoch, 0 = never) is fixed when the message
+/// enters the queue; `ready at` (0 = ready now) holds a requeue delay.
+pub const QUEUE_MESSAGES: TableDefinition<(u64, u64), QueueEntryValue> =
     TableDefinition::new("queue_messages");
+
+/// The value of a [`QUEUE_MESSAGES`] row: delivery count, body size, expires at, ready at.
+pub type QueueEntryValue = (u32, u32, u64, u64);
+
+/// `(due at, message id) → MessageRecord`: published messages held until their not-before
+/// time, then routed. Due times are ms since the epoch; the scan order is release order.
+pub const SCHEDULED: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("scheduled");

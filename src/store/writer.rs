@@ -6,6 +6,7 @@
 //! confirm never precedes the commit that made its message durable, and the in-memory queues
 //! only ever hold what the store holds (plus transient messages).
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,14 +14,18 @@ use std::time::Instant;
 use bytes::BytesMut;
 use redb::{Database, ReadableTable, Table, WriteTransaction};
 use tokio::sync::{mpsc, Semaphore};
-use warren_protocol::{Confirm, ErrorCode, Frame};
+use warren_protocol::{Confirm, ErrorCode, ErrorFrame, Frame};
 
 use super::codec::{encode_message, BindingRecord};
 use super::tables::*;
 use super::{
-    redb_err, Completion, PublishOp, Queued, StoreError, StoreOp, StoreStats, TopologyChange,
+    redb_err, Completion, PublishOp, Queued, ScheduledMessage, StoreError, StoreOp, StoreStats,
+    TopologyChange,
 };
-use crate::message::QueuedMessage;
+use crate::broker::dead_letter::DeadLetterReason;
+use crate::broker::queue::Queue;
+use crate::broker::queue_args::Overflow;
+use crate::message::{now_ms, QueuedMessage};
 
 /// The most operations one transaction takes. Large enough that the commit cost is spread thin,
 /// small enough that one commit's latency stays bounded.
@@ -56,11 +61,18 @@ struct Writer {
     scratch: BytesMut,
 }
 
-/// A publish with the id the writer gave it and whether it reached the store.
-struct Assigned {
-    id: u64,
-    stored: bool,
+/// When a message entering `queue` at `now` expires (0 = never): the queue's TTL or the
+/// message's own expiration, whichever ends first.
+pub(crate) fn expires_at(queue: &Queue, message: &crate::message::Message, now: u64) -> u64 {
+    let ttl = match (queue.args.message_ttl_ms, message.properties.expiration) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    ttl.map_or(0, |t| now.saturating_add(t).max(1))
 }
+
+/// Ready messages and bytes the batch has already added to each queue, for overflow checks.
+type Pending = HashMap<u64, (u64, u64)>;
 
 impl Writer {
     fn run(mut self) {
@@ -85,48 +97,113 @@ impl Writer {
         }
     }
 
+    /// Gives a publish its id and decides which targets take it.
+    fn prepare(&mut self, p: &mut PublishOp, pending: &mut Pending) {
+        p.id = self.next_message_id;
+        self.next_message_id += 1;
+        let size = p.message.body.len() as u64;
+        let targets = std::mem::take(&mut p.targets);
+        for q in targets {
+            let refuses = !matches!(q.args.overflow, Overflow::DropHead)
+                && (q.args.max_length.is_some() || q.args.max_length_bytes.is_some());
+            if refuses {
+                let added = pending.entry(q.id).or_insert((0, 0));
+                if !q.admits(*added, size) {
+                    p.rejected.push(q);
+                    continue;
+                }
+                added.0 += 1;
+                added.1 += size;
+            }
+            p.targets.push(q);
+        }
+        p.stored = p.message.properties.persistent
+            && p.targets.iter().any(|q| q.durable && !q.is_deleted());
+    }
+
     /// Applies and completes one batch; returns true when a shutdown was requested.
     fn process(&mut self, batch: &mut Vec<StoreOp>) -> bool {
-        let assigned: Vec<Assigned> = batch
-            .iter()
-            .filter_map(|op| match op {
+        let now = now_ms();
+        let mut pending = Pending::new();
+        let mut writes = false;
+        for op in batch.iter_mut() {
+            match op {
                 StoreOp::Publish(p) => {
-                    let id = self.next_message_id;
-                    self.next_message_id += 1;
-                    Some(Assigned {
-                        id,
-                        stored: p.message.properties.persistent
-                            && p.targets.iter().any(|q| q.durable && !q.is_deleted()),
-                    })
+                    self.prepare(p, &mut pending);
+                    writes |= p.stored;
                 }
-                _ => None,
-            })
-            .collect();
-        let writes = batch
-            .iter()
-            .any(|op| !matches!(op, StoreOp::Publish(_) | StoreOp::Shutdown(_)))
-            || assigned.iter().any(|a| a.stored);
+                StoreOp::DeadLetter(d) => {
+                    for p in &mut d.publishes {
+                        self.prepare(p, &mut pending);
+                    }
+                    writes = true;
+                }
+                StoreOp::Release { publish, .. } => {
+                    if let Some(p) = publish {
+                        self.prepare(p, &mut pending);
+                    }
+                    writes = true;
+                }
+                StoreOp::Schedule(s) => {
+                    s.id = self.next_message_id;
+                    self.next_message_id += 1;
+                    writes = true;
+                }
+                StoreOp::Shutdown(_) => {}
+                StoreOp::Topology { .. } | StoreOp::Remove { .. } | StoreOp::UpdateEntry { .. } => {
+                    writes = true;
+                }
+            }
+        }
         let result = if writes {
-            self.commit(batch, &assigned)
+            self.commit(batch, now)
         } else {
             Ok(())
         };
         if let Err(e) = &result {
             tracing::error!(error = %e, ops = batch.len(), "store commit failed");
         }
-        let mut assigned = assigned.into_iter();
         let mut shutdown = false;
         for op in batch.drain(..) {
             match op {
                 StoreOp::Topology { done, .. } => {
                     let _ = done.send(result.clone());
                 }
-                StoreOp::Publish(p) => {
-                    let Some(a) = assigned.next() else { continue };
-                    complete_publish(p, a, &result);
+                StoreOp::Publish(p) => complete_publish(p, &result, now),
+                StoreOp::DeadLetter(d) => {
+                    if result.is_ok() {
+                        for p in d.publishes {
+                            complete_publish(p, &result, now);
+                        }
+                    }
                 }
+                StoreOp::Release { publish, .. } => {
+                    if let (Ok(()), Some(p)) = (&result, publish) {
+                        complete_publish(p, &result, now);
+                    }
+                }
+                StoreOp::Schedule(s) => match &result {
+                    Ok(()) => {
+                        let _ = s.scheduled.send(ScheduledMessage {
+                            due_ms: s.due_ms,
+                            id: s.id,
+                            message: s.message,
+                        });
+                        if let Some(slot) = s.confirm {
+                            slot.reply(Frame::Confirm(Confirm::Ack));
+                        }
+                    }
+                    Err(e) => {
+                        if let Some(slot) = s.confirm {
+                            slot.reply(Frame::Confirm(Confirm::Nack {
+                                code: ErrorCode::InternalError.as_u16(),
+                                reason: format!("storage failure: {e}"),
+                            }));
+                        }
+                    }
+                },
                 StoreOp::Remove { done, .. } => complete(done, &result),
-                StoreOp::SetDeliveryCount { .. } => {}
+                StoreOp::UpdateEntry { .. } => {}
                 StoreOp::Shutdown(done) => {
                     let _ = done.send(());
                     shutdown = true;
@@ -136,7 +213,7 @@ impl Writer {
         shutdown
     }
 
-    fn commit(&mut self, batch: &[StoreOp], assigned: &[Assigned]) -> Result<(), StoreError> {
+    fn commit(&mut self, batch: &[StoreOp], now: u64) -> Result<(), StoreError> {
         let started = Instant::now();
         let txn = self
             .db
@@ -148,16 +225,45 @@ impl Writer {
             // The message tables are opened once per commit: opening a table is a B-tree
             // lookup of its own, and a batch touches them hundreds of times.
             let mut t = MessageTables::open(&txn)?;
-            let mut assigned = assigned.iter();
             for op in batch {
                 match op {
                     StoreOp::Publish(p) => {
-                        let Some(a) = assigned.next() else { continue };
-                        if a.stored {
-                            t.write_publish(p, a.id, &mut self.scratch)?;
+                        if p.stored {
+                            t.write_publish(p, now, &mut self.scratch)?;
                             written += 1;
                             ops += 1;
                         }
+                    }
+                    StoreOp::DeadLetter(d) => {
+                        // One operation: the copies go in and the originals go out together.
+                        for p in d.publishes.iter().filter(|p| p.stored) {
+                            t.write_publish(p, now, &mut self.scratch)?;
+                            written += 1;
+                        }
+                        t.remove_entries(&d.removals)?;
+                        ops += 1;
+                    }
+                    StoreOp::Schedule(s) => {
+                        self.scratch.clear();
+                        encode_message(&s.message, &mut self.scratch);
+                        t.scheduled
+                            .insert((s.due_ms, s.id), &self.scratch[..])
+                            .map_err(redb_err("scheduling a message"))?;
+                        ops += 1;
+                    }
+                    StoreOp::Release {
+                        due_ms,
+                        id,
+                        publish,
+                    } => {
+                        t.scheduled
+                            .remove((*due_ms, *id))
+                            .map_err(redb_err("releasing a scheduled message"))?;
+                        if let Some(p) = publish.as_ref().filter(|p| p.stored) {
+                            t.write_publish(p, now, &mut self.scratch)?;
+                            written += 1;
+                        }
+                        ops += 1;
                     }
                     StoreOp::Topology { change, .. } => {
                         apply_topology(&txn, &mut t, change)?;
@@ -167,12 +273,13 @@ impl Writer {
                         t.remove_entries(entries)?;
                         ops += 1;
                     }
-                    StoreOp::SetDeliveryCount {
+                    StoreOp::UpdateEntry {
                         queue_id,
                         message_id,
-                        count,
+                        delivery_count,
+                        ready_at,
                     } => {
-                        t.set_delivery_count(*queue_id, *message_id, *count)?;
+                        t.update_entry(*queue_id, *message_id, *delivery_count, *ready_at)?;
                         ops += 1;
                     }
                     StoreOp::Shutdown(_) => {}
@@ -192,11 +299,12 @@ impl Writer {
     }
 }
 
-/// The tables every message operation touches, open for one transaction.
+/// The tables message operations touch, open for one transaction.
 struct MessageTables<'txn> {
-    queue_messages: Table<'txn, (u64, u64), (u32, u32)>,
+    queue_messages: Table<'txn, (u64, u64), QueueEntryValue>,
     messages: Table<'txn, u64, &'static [u8]>,
     refs: Table<'txn, u64, u32>,
+    scheduled: Table<'txn, (u64, u64), &'static [u8]>,
 }
 
 impl<'txn> MessageTables<'txn> {
@@ -206,52 +314,55 @@ impl<'txn> MessageTables<'txn> {
             queue_messages: txn.open_table(QUEUE_MESSAGES).map_err(redb_err(ctx))?,
             messages: txn.open_table(MESSAGES).map_err(redb_err(ctx))?,
             refs: txn.open_table(MESSAGE_REFS).map_err(redb_err(ctx))?,
+            scheduled: txn.open_table(SCHEDULED).map_err(redb_err(ctx))?,
         })
     }
 
     fn write_publish(
         &mut self,
         p: &PublishOp,
-        id: u64,
+        now: u64,
         scratch: &mut BytesMut,
     ) -> Result<(), StoreError> {
         let ctx = "storing a message";
         let size = u32::try_from(p.message.body.len()).unwrap_or(u32::MAX);
         let mut refs = 0u32;
         for q in p.targets.iter().filter(|q| q.durable && !q.is_deleted()) {
+            let expires = expires_at(q, &p.message, now);
             self.queue_messages
-                .insert((q.id, id), (0u32, size))
+                .insert((q.id, p.id), (0u32, size, expires, 0u64))
                 .map_err(redb_err(ctx))?;
             refs += 1;
         }
         scratch.clear();
         encode_message(&p.message, scratch);
         self.messages
-            .insert(id, &scratch[..])
+            .insert(p.id, &scratch[..])
             .map_err(redb_err(ctx))?;
         // A message in one queue (the common case) has no refs row: absent means 1.
         if refs > 1 {
-            self.refs.insert(id, refs).map_err(redb_err(ctx))?;
+            self.refs.insert(p.id, refs).map_err(redb_err(ctx))?;
         }
         Ok(())
     }
 
-    fn set_delivery_count(
+    fn update_entry(
         &mut self,
         queue_id: u64,
         message_id: u64,
-        count: u32,
+        delivery_count: u32,
+        ready_at: u64,
     ) -> Result<(), StoreError> {
-        let ctx = "updating a delivery count";
+        let ctx = "updating a queue entry";
         let key = (queue_id, message_id);
-        let size = self
+        let current = self
             .queue_messages
             .get(key)
             .map_err(redb_err(ctx))?
-            .map(|v| v.value().1);
-        if let Some(size) = size {
+            .map(|v| v.value());
+        if let Some((_, size, expires, _)) = current {
             self.queue_messages
-                .insert(key, (count, size))
+                .insert(key, (delivery_count, size, expires, ready_at))
                 .map_err(redb_err(ctx))?;
         }
         Ok(())
@@ -299,7 +410,7 @@ fn complete(done: Completion, result: &Result<(), StoreError>) {
         }
         Completion::Reply(slot) => match result {
             Ok(()) => slot.reply(Frame::Ok),
-            Err(e) => slot.reply(Frame::Error(warren_protocol::ErrorFrame::new(
+            Err(e) => slot.reply(Frame::Error(ErrorFrame::new(
                 ErrorCode::InternalError,
                 format!("storage failure: {e}"),
             ))),
@@ -307,9 +418,9 @@ fn complete(done: Completion, result: &Result<(), StoreError>) {
     }
 }
 
-fn complete_publish(p: PublishOp, a: Assigned, result: &Result<(), StoreError>) {
+fn complete_publish(p: PublishOp, result: &Result<(), StoreError>, now: u64) {
     if let Err(e) = result {
-        if a.stored {
+        if p.stored {
             // The message is not durable: refuse it rather than hold it in memory only.
             if let Some(slot) = p.confirm {
                 slot.reply(Frame::Confirm(Confirm::Nack {
@@ -323,15 +434,42 @@ fn complete_publish(p: PublishOp, a: Assigned, result: &Result<(), StoreError>) 
     let size = u32::try_from(p.message.body.len()).unwrap_or(u32::MAX);
     for q in &p.targets {
         q.enqueue(QueuedMessage {
-            id: a.id,
+            id: p.id,
             message: Some(p.message.clone()),
             size,
             delivery_count: 0,
-            stored: a.stored && q.durable,
+            stored: p.stored && q.durable,
+            expires_at: expires_at(q, &p.message, now),
         });
     }
+    for q in &p.rejected {
+        if q.args.overflow == Overflow::RejectPublishDlx {
+            q.dead_letter(
+                vec![QueuedMessage {
+                    id: p.id,
+                    message: Some(p.message.clone()),
+                    size,
+                    delivery_count: 0,
+                    stored: false,
+                    expires_at: 0,
+                }],
+                DeadLetterReason::MaxLen,
+            );
+        }
+    }
     if let Some(slot) = p.confirm {
-        slot.reply(Frame::Confirm(Confirm::Ack));
+        let frame = match p.rejected.first() {
+            None => Frame::Confirm(Confirm::Ack),
+            Some(q) => Frame::Confirm(Confirm::Nack {
+                code: ErrorCode::ResourceError.as_u16(),
+                reason: format!(
+                    "queue '{}' is full (x-overflow {})",
+                    q.name,
+                    q.args.overflow.as_str()
+                ),
+            }),
+        };
+        slot.reply(frame);
     }
 }
 

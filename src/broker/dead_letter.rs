@@ -1,0 +1,264 @@
+//! Dead-lettering: the reasons, the `x-death` history a dead-lettered copy carries, and
+//! RabbitMQ's rule for dropping messages that would cycle forever.
+//!
+//! The functions here are pure; the broker's dead-letter task (in [`super`]) routes the copies
+//! and hands each move to the store as one operation, so a message leaves its queue in the
+//! same transaction that puts it into its dead-letter targets.
+
+use warren_protocol::{FieldTable, FieldValue};
+
+use crate::message::Message;
+
+/// Why a message was dead-lettered (the `reason` of its `x-death` entry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeadLetterReason {
+    /// Nacked or rejected without requeue.
+    Rejected,
+    /// Its TTL (queue `x-message-ttl` or its `expiration`) ran out.
+    Expired,
+    /// Dropped from the head, or refused, because the queue was full.
+    MaxLen,
+    /// Its delivery failed more often than the queue's `x-delivery-limit` allows.
+    DeliveryLimit,
+}
+
+impl DeadLetterReason {
+    /// Every reason.
+    pub const ALL: [DeadLetterReason; 4] = [
+        DeadLetterReason::Rejected,
+        DeadLetterReason::Expired,
+        DeadLetterReason::MaxLen,
+        DeadLetterReason::DeliveryLimit,
+    ];
+
+    /// The reason as `x-death` spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadLetterReason::Rejected => "rejected",
+            DeadLetterReason::Expired => "expired",
+            DeadLetterReason::MaxLen => "maxlen",
+            DeadLetterReason::DeliveryLimit => "delivery_limit",
+        }
+    }
+
+    /// Parses a reason's name.
+    pub fn parse(s: &str) -> Option<DeadLetterReason> {
+        Self::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+/// The header holding the death history.
+pub const X_DEATH: &str = "x-death";
+
+fn text(v: &str) -> FieldValue {
+    FieldValue::String(v.to_owned())
+}
+
+fn entry_is(entry: &FieldValue, queue: &str, reason: &str) -> bool {
+    let FieldValue::Map(m) = entry else {
+        return false;
+    };
+    m.get("queue").and_then(FieldValue::as_str) == Some(queue)
+        && m.get("reason").and_then(FieldValue::as_str) == Some(reason)
+}
+
+/// The dead-lettered copy of `message`, which died in `queue` for `reason` at `now_ms` and goes
+/// to exchange `dlx` with `routing_key`.
+///
+/// As RabbitMQ does: `x-death` gets one entry per (queue, reason), newest first; a repeat
+/// raises that entry's `count` and moves it to the front. `x-first-death-queue`, `-reason`
+/// and `-exchange` are set once. A per-message `expiration` is removed from the copy and kept
+/// in the entry as `original-expiration`, so the copy does not expire again on its way.
+pub fn dead_lettered_copy(
+    message: &Message,
+    queue: &str,
+    reason: DeadLetterReason,
+    dlx: &str,
+    routing_key: &str,
+    now_ms: u64,
+) -> Message {
+    let mut properties = message.properties.clone();
+    let reason_s = reason.as_str();
+    let mut history = match properties.headers.remove(X_DEATH) {
+        Some(FieldValue::List(entries)) => entries,
+        _ => Vec::new(),
+    };
+    let existing = history.iter().position(|e| entry_is(e, queue, reason_s));
+    let entry = match existing {
+        Some(i) => {
+            let mut e = history.remove(i);
+            if let FieldValue::Map(m) = &mut e {
+                let count = m.get("count").and_then(FieldValue::as_int).unwrap_or(0);
+                m.insert("count".into(), FieldValue::Int(count.saturating_add(1)));
+            }
+            e
+        }
+        None => {
+            let mut m = FieldTable::new();
+            m.insert("queue".into(), text(queue));
+            m.insert("reason".into(), text(reason_s));
+            m.insert("count".into(), FieldValue::Int(1));
+            m.insert(
+                "time".into(),
+                FieldValue::Int(i64::try_from(now_ms).unwrap_or(i64::MAX)),
+            );
+            m.insert("exchange".into(), text(&message.exchange));
+            m.insert(
+                "routing-keys".into(),
+                FieldValue::List(vec![text(&message.routing_key)]),
+            );
+            if let Some(exp) = properties.expiration {
+                m.insert(
+                    "original-expiration".into(),
+                    FieldValue::Int(i64::try_from(exp).unwrap_or(i64::MAX)),
+                );
+            }
+            FieldValue::Map(m)
+        }
+    };
+    history.insert(0, entry);
+    properties
+        .headers
+        .insert(X_DEATH.into(), FieldValue::List(history));
+    for (key, value) in [
+        ("x-first-death-queue", queue),
+        ("x-first-death-reason", reason_s),
+        ("x-first-death-exchange", message.exchange.as_str()),
+    ] {
+        properties
+            .headers
+            .entry(key.into())
+            .or_insert_with(|| text(value));
+    }
+    properties.expiration = None;
+    Message {
+        exchange: dlx.to_owned(),
+        routing_key: routing_key.to_owned(),
+        properties,
+        body: message.body.clone(),
+    }
+}
+
+/// Whether sending a dead-lettered copy (with its updated `x-death`) to queue `target` closes
+/// a cycle with no rejection in it — RabbitMQ's rule: walk the history from the newest death
+/// back to the last death in `target`; if there is one and no death on that path (itself
+/// included) was a rejection, the copy would loop forever, so it is dropped instead.
+pub fn is_cycle(headers: &FieldTable, target: &str) -> bool {
+    let Some(FieldValue::List(history)) = headers.get(X_DEATH) else {
+        return false;
+    };
+    for entry in history {
+        let FieldValue::Map(m) = entry else { continue };
+        if m.get("reason").and_then(FieldValue::as_str) == Some("rejected") {
+            return false;
+        }
+        if m.get("queue").and_then(FieldValue::as_str) == Some(target) {
+            return true;
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use warren_protocol::Properties;
+
+    fn msg() -> Message {
+        Message {
+            exchange: "orders".into(),
+            routing_key: "order.new".into(),
+            properties: Properties {
+                expiration: Some(5000),
+                ..Properties::default()
+            },
+            body: Bytes::from_static(b"x"),
+        }
+    }
+
+    fn entries(m: &Message) -> Vec<FieldTable> {
+        match m.properties.headers.get(X_DEATH) {
+            Some(FieldValue::List(l)) => l
+                .iter()
+                .map(|e| match e {
+                    FieldValue::Map(m) => m.clone(),
+                    other => panic!("entry {other:?}"),
+                })
+                .collect(),
+            other => panic!("x-death {other:?}"),
+        }
+    }
+
+    #[test]
+    fn first_death_records_everything() {
+        let c = dead_lettered_copy(&msg(), "work", DeadLetterReason::Expired, "dlx", "dead", 42);
+        assert_eq!(
+            (c.exchange.as_str(), c.routing_key.as_str()),
+            ("dlx", "dead")
+        );
+        assert_eq!(c.properties.expiration, None);
+        let e = entries(&c);
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0]["queue"], text("work"));
+        assert_eq!(e[0]["reason"], text("expired"));
+        assert_eq!(e[0]["count"], FieldValue::Int(1));
+        assert_eq!(e[0]["time"], FieldValue::Int(42));
+        assert_eq!(e[0]["exchange"], text("orders"));
+        assert_eq!(
+            e[0]["routing-keys"],
+            FieldValue::List(vec![text("order.new")])
+        );
+        assert_eq!(e[0]["original-expiration"], FieldValue::Int(5000));
+        let h = &c.properties.headers;
+        assert_eq!(h["x-first-death-queue"], text("work"));
+        assert_eq!(h["x-first-death-reason"], text("expired"));
+        assert_eq!(h["x-first-death-exchange"], text("orders"));
+    }
+
+    #[test]
+    fn repeats_raise_the_count_and_move_to_the_front() {
+        let once = dead_lettered_copy(&msg(), "work", DeadLetterReason::Rejected, "dlx", "k", 1);
+        let twice = dead_lettered_copy(&once, "dlq", DeadLetterReason::Expired, "", "work", 2);
+        let thrice = dead_lettered_copy(&twice, "work", DeadLetterReason::Rejected, "dlx", "k", 3);
+        let e = entries(&thrice);
+        assert_eq!(e.len(), 2);
+        assert_eq!(
+            (e[0]["queue"].clone(), e[0]["count"].clone()),
+            (text("work"), FieldValue::Int(2))
+        );
+        assert_eq!(
+            (e[1]["queue"].clone(), e[1]["count"].clone()),
+            (text("dlq"), FieldValue::Int(1))
+        );
+        // The first-death headers keep the first death.
+        assert_eq!(
+            thrice.properties.headers["x-first-death-reason"],
+            text("rejected")
+        );
+        assert_eq!(
+            thrice.properties.headers["x-first-death-exchange"],
+            text("orders")
+        );
+    }
+
+    #[test]
+    fn cycles_without_a_rejection_are_detected() {
+        let expired = dead_lettered_copy(&msg(), "a", DeadLetterReason::Expired, "x", "k", 1);
+        assert!(is_cycle(&expired.properties.headers, "a"));
+        assert!(!is_cycle(&expired.properties.headers, "b"));
+        let via_b = dead_lettered_copy(&expired, "b", DeadLetterReason::Expired, "x", "k", 2);
+        assert!(is_cycle(&via_b.properties.headers, "a"));
+        let rejected = dead_lettered_copy(&msg(), "a", DeadLetterReason::Rejected, "x", "k", 1);
+        let then_expired =
+            dead_lettered_copy(&rejected, "b", DeadLetterReason::Expired, "x", "k", 2);
+        assert!(!is_cycle(&then_expired.properties.headers, "a"));
+    }
+
+    #[test]
+    fn reasons_roundtrip() {
+        for r in DeadLetterReason::ALL {
+            assert_eq!(DeadLetterReason::parse(r.as_str()), Some(r));
+        }
+    }
+}

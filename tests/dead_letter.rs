@@ -1,0 +1,690 @@
+//! Dead-lettering, TTLs, length limits, delivery limits, consumer timeouts, delayed retries and
+//! scheduled publishes, against the real daemon.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use common::{within, TestDaemon};
+use warren::client::{
+    Client, ConsumeOptions, Delivery, ExchangeKind, ExchangeOptions, FieldValue, OutgoingMessage,
+    PublishOutcome, QueueOptions,
+};
+use warren_protocol::{ErrorCode, FieldTable};
+
+fn args(pairs: &[(&str, FieldValue)]) -> FieldTable {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect()
+}
+
+fn s(v: &str) -> FieldValue {
+    FieldValue::String(v.to_owned())
+}
+
+fn int(v: i64) -> FieldValue {
+    FieldValue::Int(v)
+}
+
+async fn queue(c: &Client, name: &str, arguments: FieldTable) {
+    c.declare_queue(
+        name,
+        QueueOptions {
+            durable: true,
+            arguments,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("declaring {name}: {e}"));
+}
+
+/// A durable fanout exchange `dlx` feeding the durable queue `dlq`.
+async fn dead_letter_target(c: &Client) {
+    c.declare_exchange(
+        "dlx",
+        ExchangeKind::Fanout,
+        ExchangeOptions {
+            durable: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    queue(c, "dlq", FieldTable::new()).await;
+    c.bind("dlq", "dlx", "", FieldTable::new()).await.unwrap();
+}
+
+async fn publish(c: &Client, queue: &str, body: &str) -> PublishOutcome {
+    c.publish_and_confirm(OutgoingMessage::new("", queue, body.to_owned()).persistent())
+        .await
+        .unwrap()
+}
+
+/// Waits (bounded) for a message in `queue`, taking it with `get`.
+async fn wait_get(c: &Client, queue: &str) -> Delivery {
+    within(&format!("a message in {queue}"), async {
+        loop {
+            if let Some(d) = c.get(queue, false).await.unwrap() {
+                return d;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
+
+async fn ready(c: &Client, queue: &str) -> u64 {
+    c.declare_queue(
+        queue,
+        QueueOptions {
+            passive: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+    .message_count
+}
+
+fn body(d: &Delivery) -> String {
+    String::from_utf8(d.body.to_vec()).unwrap()
+}
+
+/// The `x-death` entries of a delivery, newest first.
+fn deaths(d: &Delivery) -> Vec<FieldTable> {
+    match d.properties.headers.get("x-death") {
+        Some(FieldValue::List(l)) => l
+            .iter()
+            .map(|e| match e {
+                FieldValue::Map(m) => m.clone(),
+                other => panic!("x-death entry {other:?}"),
+            })
+            .collect(),
+        other => panic!("no x-death list: {other:?}"),
+    }
+}
+
+fn death(entry: &FieldTable) -> (String, String, i64) {
+    (
+        entry["queue"].as_str().unwrap().to_owned(),
+        entry["reason"].as_str().unwrap().to_owned(),
+        entry["count"].as_int().unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn rejected_messages_are_dead_lettered_with_their_history_and_counted_per_trip() {
+    let d = TestDaemon::start();
+    let c = d.client().await;
+    dead_letter_target(&c).await;
+    queue(&c, "work", args(&[("x-dead-letter-exchange", s("dlx"))])).await;
+    publish(&c, "work", "poison").await;
+
+    let m = wait_get(&c, "work").await;
+    c.reject(m.delivery_tag, false).await.unwrap();
+    let dead = wait_get(&c, "dlq").await;
+    assert_eq!(body(&dead), "poison");
+    assert_eq!(dead.exchange, "dlx");
+    assert_eq!(
+        dead.routing_key, "work",
+        "original routing key kept without x-dead-letter-routing-key"
+    );
+    let e = deaths(&dead);
+    assert_eq!(e.len(), 1);
+    assert_eq!(death(&e[0]), ("work".into(), "rejected".into(), 1));
+    assert_eq!(e[0]["exchange"], s(""));
+    assert_eq!(e[0]["routing-keys"], FieldValue::List(vec![s("work")]));
+    assert!(e[0]["time"].as_int().unwrap() > 0);
+    let h = &dead.properties.headers;
+    assert_eq!(h["x-first-death-queue"], s("work"));
+    assert_eq!(h["x-first-death-reason"], s("rejected"));
+    assert_eq!(h["x-first-death-exchange"], s(""));
+    c.ack_durable(dead.delivery_tag, false).await.unwrap();
+
+    // Second trip: put it back with its headers, reject it again.
+    let mut again = OutgoingMessage::new("", "work", dead.body.clone()).persistent();
+    again.properties.headers = dead.properties.headers.clone();
+    c.publish_and_confirm(again).await.unwrap();
+    let m = wait_get(&c, "work").await;
+    c.nack(m.delivery_tag, false, false, 0).await.unwrap();
+    let dead = wait_get(&c, "dlq").await;
+    let e = deaths(&dead);
+    assert_eq!(e.len(), 1, "one entry per (queue, reason): {e:?}");
+    assert_eq!(death(&e[0]), ("work".into(), "rejected".into(), 2));
+}
+
+#[tokio::test]
+async fn retry_with_backoff_through_a_ttl_queue_counts_both_queues() {
+    // The classic retry loop: work rejects to a wait queue whose TTL sends messages back.
+    let d = TestDaemon::start();
+    let c = d.client().await;
+    queue(
+        &c,
+        "work",
+        args(&[
+            ("x-dead-letter-exchange", s("")),
+            ("x-dead-letter-routing-key", s("wait")),
+        ]),
+    )
+    .await;
+    queue(
+        &c,
+        "wait",
+        args(&[
+            ("x-message-ttl", int(100)),
+            ("x-dead-letter-exchange", s("")),
+            ("x-dead-letter-routing-key", s("work")),
+        ]),
+    )
+    .await;
+    publish(&c, "work", "job").await;
+    for trip in 1..=2 {
+        let m = wait_get(&c, "work").await;
+        if trip == 2 {
+            let e = deaths(&m);
+            assert_eq!(death(&e[0]), ("wait".into(), "expired".into(), 1));
+            assert_eq!(death(&e[1]), ("work".into(), "rejected".into(), 1));
+        }
+        c.reject(m.delivery_tag, false).await.unwrap();
+    }
+    let back = wait_get(&c, "work").await;
+    let e = deaths(&back);
+    assert_eq!(e.len(), 2);
+    assert_eq!(death(&e[0]), ("wait".into(), "expired".into(), 2));
+    assert_eq!(death(&e[1]), ("work".into(), "rejected".into(), 2));
+}
+
+#[tokio::test]
+async fn queue_ttl_expires_messages_into_the_dead_letter_queue() {
+    let d = TestDaemon::start();
+    let c = d.client().await;
+    dead_letter_target(&c).await;
+    queue(
+        &c,
+        "ttl",
+        args(&[
+            ("x-message-ttl", int(100)),
+            ("x-dead-letter-exchange", s("dlx")),
+        ]),
+    )
+    .await;
+    publish(&c, "ttl", "old").await;
+    let dead = wait_get(&c, "dlq").await;
+    assert_eq!(body(&dead), "old");
+    assert_eq!(
+        death(&deaths(&dead)[0]),
+        ("ttl".into(), "expired".into(), 1)
+    );
+    assert_eq!(ready(&c, "ttl").await, 0);
+}
+
+#[tokio::test]
+async fn a_per_message_expiration_behind_an_unexpired_head_is_dead_lettered() {
+    let d = TestDaemon::start();
+    let c = d.client().await;
+    dead_letter_target(&c).await;
+    queue(&c, "mixed", args(&[("x-dead-letter-exchange", s("dlx"))])).await;
+    publish(&c, "mixed", "head-lives-forever").await;
+    let short = OutgoingMessage::new("", "mixed", "short-lived")
+        .persistent()
+        .expiration_ms(200);
+    c.publish_and_confirm(short).await.unwrap();
+    let sent = Instant::now();
+    let dead = wait_get(&c, "dlq").await;
+    assert!(
+        sent.elapsed() >= Duration::from_millis(200),
+        "expired early"
+    );
+    assert_eq!(body(&dead), "short-lived");
+    let e = deaths(&dead);
+    assert_eq!(death(&e[0]), ("mixed".into(), "expired".into(), 1));
+    assert_eq!(e[0]["original-expiration"], int(200));
+    assert_eq!(
+        dead.properties.expiration, None,
+        "the copy does not expire again"
+    );
+    // The head is still there and was never delivered.
+    let head = c.get("mixed", false).await.unwrap().expect("head");
+    assert_eq!(
+        (body(&head), head.redelivered),
+        ("head-lives-forever".into(), false)
+    );
+}
+
+#[tokio::test]
+async fn an_expired_message_is_never_delivered() {
+    let d = TestDaemon::start();
+    let c = d.client().await;
+    queue(&c, "short", args(&[("x-message-ttl", int(50))])).await;
+    publish(&c, "short", "stale").await;
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert!(c.get("short", false).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn max_length_drop_head_dead_letters_the_oldest() {
+    let d = TestDaemon::start();
+    let c = d.client().await;
+    dead_letter_target(&c).await;
+    queue(
+        &c,
+        "capped",
+        args(&[
+            ("x-max-length", int(2)),
+            ("x-dead-letter-exchange", s("dlx")),
+        ]),
+    )
+    .await;
+    for i in 0..4 {
+        assert_eq!(
+            publish(&c, "capped", &format!("m{i}")).await,
+            PublishOutcome::Confirmed
+        );
+    }
+    let first = wait_get(&c, "dlq").await;
+    let second = wait_get(&c, "dlq").await;
+    assert_eq!((body(&first), body(&second)), ("m0".into(), "m1".into()));
+    assert_eq!(
+        death(&deaths(&first)[0]),
+        ("capped".into(), "maxlen".into(), 1)
+    );
+    assert_eq!(body(&c.get("capped", true).await.unwrap().unwrap()), "m2");
+    assert_eq!(body(&c.get("capped", true).await.unwrap().unwrap()), "m3");
+}
+
+#[tokio::test]
+async fn max_length_bytes_counts_body_bytes() {
+    let d = TestDaemon::start();
+    let c = d.client().await;
+    queue(&c, "bytes", args(&[("x-max-length-bytes", int(10))])).await;
+    for b in ["aaaa", "bbbb", "cccc"] {
+        publish(&c, "bytes", b).await;
+    }
+    // 12 bytes > 10: the oldest went.
+    assert_eq!(ready(&c, "bytes").await, 2);
+    assert_eq!(body(&c.get("bytes", true).await.unwrap().unwrap()), "bbbb");
+}
+
+#[tokio::test]
+async fn reject_publish_nacks_the_publisher_and_keeps_the_queue() {
+    let d = TestDaemon::start();
+    let c = d.client().await;
+    queue(
+        &c,
+        "full",
+        args(&[
+            ("x-max-length", int(1)),
+            ("x-overflow", s("reject-publish")),
+        ]),
+    )
+    .await;
+    assert_eq!(
+        publish(&c, "full", "first").await,
+        PublishOutcome::Confirmed
+    );
+    match publish(&c, "full", "second").await {
+        PublishOutcome::Nacked { code, reason } => {
+            assert_eq!(code, ErrorCode::ResourceError.as_u16());
+            assert!(
+                reason.contains("full") && reason.contains("reject-publish"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected a nack, got {other:?}"),
+    }
+    assert_eq!(ready(&c, "full").await, 1);
+    assert_eq!(body(&c.get("full", true).await.unwrap().unwrap()), "first");
+    // Room again: accepted.
+    assert_eq!(
+        publish(&c, "full", "third").await,
+        PublishOutcome::Confirmed
+    );
+}
+
+#[tokio::test]
+async fn reject_publish_dlx_nacks_and_dead_letters_the_refused_message() {
+    let d = TestDaemon::start();
+    let c = d.client().await;
+    dead_letter_target(&c).await;
+    queue(
+        &c,
+        "full",
+        args(&[
+            ("x-max-length", int(1)),
+            ("x-overflow", s("reject-publish-dlx")),
+            ("x-dead-letter-exchange", s("dlx")),
+        ]),
+    )
+    .await;
+    publish(&c, "full", "kept").await;
+    assert!(matches!(
+        publish(&c, "full", "refused").await,
+        PublishOutcome::Nacked { .. }
+    ));
+    let dead = wait_get(&c, "dlq").await;
+    assert_eq!(body(&dead), "refused");
+    assert_eq!(
+        death(&deaths(&dead)[0]),
+        ("full".into(), "maxlen".into(), 1)
+    );
+    assert_eq!(ready(&c, "full").await, 1);
+}
+
+#[tokio::test]
+async fn delivery_limit_dead_letters_after_too_many_failures() {
+    let d = TestDaemon::start();
+    let c = d.client().await;
+    dead_letter_target(&c).await;
+    queue(
+        &c,
+        "limited",
+        args(&[
+            ("x-delivery-limit", int(1)),
+            ("x-dead-letter-exchange", s("dlx")),
+        ]),
+    )
+    .await;
+    publish(&c, "limited", "flaky").await;
+    let first = wait_get(&c, "limited").await;
+    assert_eq!(first.delivery_count, 0);
+    c.nack(first.delivery_tag, false, true, 0).await.unwrap();
+    let second = wait_get(&c, "limited").await;
+    assert_eq!(second.delivery_count, 1);
+    c.nack(second.delivery_tag, false, true, 0).await.unwrap();
+    let dead = wait_get(&c, "dlq").await;
+    assert_eq!(
+        death(&deaths(&dead)[0]),
+        ("limited".into(), "delivery_limit".into(), 1)
+    );
+    assert_eq!(ready(&c, "limited").await, 0);
+
+    // A limit of 0 dead-letters on the first failure, including a lost consumer.
+    queue(
+        &c,
+        "strict",
+        args(&[
+            ("x-delivery-limit", int(0)),
+            ("x-dead-letter-exchange", s("dlx")),
+        ]),
+    )
+    .await;
+    publish(&c, "strict", "once").await;
+    let other = d.client().await;
+    let mut k = other
+        .consume("strict", ConsumeOptions::default())
+        .await
+        .unwrap();
+    let _ = within("delivery", k.next()).await.unwrap();
+    other.close().await.unwrap();
+    let dead = wait_get(&c, "dlq").await;
+    assert_eq!(body(&dead), "once");
+    assert_eq!(death(&deaths(&dead)[0]).1, "delivery_limit");
+}
+
+#[tokio::test]
+async fn x_expires_deletes_an_unused_queue() {
+    let d = TestDaemon::start();
+    let c = d.client().await;
+    queue(&c, "ephemeral", args(&[("x-expires", int(300))])).await;
+    let declared = Instant::now();
+    // Publishing is not a use (a declare would be: it renews the lease), so probe with
+    // mandatory publishes until one comes back unroutable.
+    within("the queue to expire", async {
+        loop {
+            let probe = OutgoingMessage::new("", "ephemeral", "probe").mandatory();
+            if let PublishOutcome::Returned { .. } = c.publish_and_confirm(probe).await.unwrap() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(
+        declared.elapsed() >= Duration::from_millis(300),
+        "deleted before x-expires"
+    );
+}
+
+#[tokio::test]
+async fn a_consumer_holding_a_delivery_too_long_is_cancelled_and_the_message_requeued() {
+    let d = TestDaemon::start();
+    let c = d.client().await;
+    queue(&c, "slow", args(&[("x-consumer-timeout", int(300))])).await;
+    publish(&c, "slow", "held").await;
+    let holder = d.client().await;
+    let mut k = holder
+        .consume("slow", ConsumeOptions::default())
+        .await
+        .unwrap();
+    let m = within("delivery", k.next()).await.unwrap();
+    assert_eq!(body(&m), "held");
+    assert!(
+        within("the cancel", k.next()).await.is_none(),
+        "consumer should be cancelled"
+    );
+    let why = format!("{:?}", k.cancel_reason());
+    assert!(why.contains("consumer timeout"), "{why}");
+    let again = wait_get(&c, "slow").await;
+    assert_eq!((body(&again), again.delivery_count), ("held".into(), 1));
+}
+
+#[tokio::test]
+async fn a_server_wide_consumer_timeout_applies_to_every_queue() {
+    let d = TestDaemon::start_with(&["--consumer-timeout-ms", "300"]);
+    let c = d.client().await;
+    queue(&c, "plain", FieldTable::new()).await;
+    publish(&c, "plain", "held").await;
+    let mut k = c.consume("plain", ConsumeOptions::default()).await.unwrap();
+    let _ = within("delivery", k.next()).await.unwrap();
+    assert!(within("the cancel", k.next()).await.is_none());
+}
+
+#[tokio::test]
+async fn nack_with_a_delay_is_honoured() {
+    let d = TestDaemon::start();
+    let c = d.client().await;
+    queue(&c, "retry", FieldTable::new()).await;
+    publish(&c, "retry", "later").await;
+    let m = wait_get(&c, "retry").await;
+    let nacked = Instant::now();
+    c.nack_durable(m.delivery_tag, false, true, 1_000)
+        .await
+        .unwrap();
+    assert!(
+        c.get("retry", false).await.unwrap().is_none(),
+        "ready before its delay"
+    );
+    let back = wait_get(&c, "retry").await;
+    assert!(
+        nacked.elapsed() >= Duration::from_millis(1_000),
+        "released early: {:?}",
+        nacked.elapsed()
+    );
+    assert_eq!((body(&back), back.delivery_count), ("later".into(), 1));
+}
+
+#[tokio::test]
+async fn x_retry_backoff_delays_plain_requeues_by_schedule() {
+    let d = TestDaemon::start();
+    let c = d.client().await;
+    queue(
+        &c,
+        "backoff",
+        args(&[("x-retry-backoff", s("300ms,600ms"))]),
+    )
+    .await;
+    publish(&c, "backoff", "job").await;
+    let mut waited = Vec::new();
+    let mut m = wait_get(&c, "backoff").await;
+    for _ in 0..3 {
+        let t = Instant::now();
+        c.nack(m.delivery_tag, false, true, 0).await.unwrap();
+        m = wait_get(&c, "backoff").await;
+        waited.push(t.elapsed());
+    }
+    assert!(waited[0] >= Duration::from_millis(300), "{waited:?}");
+    assert!(waited[1] >= Duration::from_millis(600), "{waited:?}");
+    assert!(
+        waited[2] >= Duration::from_millis(600),
+        "the last delay repeats: {waited:?}"
+    );
+    assert_eq!(m.delivery_count, 3);
+}
+
+#[tokio::test]
+async fn a_scheduled_publish_is_released_after_a_restart() {
+    let mut d = TestDaemon::start();
+    let c = d.client().await;
+    queue(&c, "later", FieldTable::new()).await;
+    let due = warren::message::now_ms() + 1_500;
+    let m = OutgoingMessage::new("", "later", "tick")
+        .persistent()
+        .header("x-deliver-at", int(due as i64));
+    assert!(c.publish_and_confirm(m).await.unwrap().is_confirmed());
+    let early = OutgoingMessage::new("", "later", "first")
+        .persistent()
+        .header("x-delay", int(300));
+    assert!(c.publish_and_confirm(early).await.unwrap().is_confirmed());
+    assert_eq!(ready(&c, "later").await, 0, "held, not queued");
+    drop(c);
+    d.kill9();
+    d.restart();
+    let c = d.client().await;
+    let first = wait_get(&c, "later").await;
+    assert_eq!(body(&first), "first", "released in due order");
+    let tick = wait_get(&c, "later").await;
+    assert_eq!(body(&tick), "tick");
+    assert!(warren::message::now_ms() >= due, "released before its time");
+}
+
+#[tokio::test]
+async fn kill_9_while_dead_lettering_a_burst_loses_nothing() {
+    let mut d = TestDaemon::start();
+    let c = d.client().await;
+    dead_letter_target(&c).await;
+    queue(&c, "doomed", args(&[("x-dead-letter-exchange", s("dlx"))])).await;
+    const N: usize = 3_000;
+    let mut pending = Vec::new();
+    for i in 0..N {
+        let m = OutgoingMessage::new("", "doomed", format!("{i:05}")).persistent();
+        pending.push(c.publish(m).await.unwrap());
+    }
+    for p in pending {
+        assert!(p.await.unwrap().is_confirmed());
+    }
+    c.qos(500).await.unwrap();
+    let mut k = c
+        .consume("doomed", ConsumeOptions::default())
+        .await
+        .unwrap();
+    for _ in 0..N / 2 {
+        let m = within("delivery", k.next()).await.unwrap();
+        c.reject(m.delivery_tag, false).await.unwrap();
+    }
+    d.kill9();
+    d.restart();
+    let c = d.client().await;
+    let mut seen = BTreeSet::new();
+    for q in ["doomed", "dlq"] {
+        for _ in 0..N + 1 {
+            let Some(m) = c.get(q, true).await.unwrap() else {
+                break;
+            };
+            assert!(seen.insert(body(&m)), "{} is in two places", body(&m));
+        }
+    }
+    assert_eq!(
+        seen.len(),
+        N,
+        "every message is in exactly one of the two queues"
+    );
+}
+
+#[tokio::test]
+async fn dead_letter_cycles_without_a_rejection_are_dropped() {
+    let d = TestDaemon::start();
+    let c = d.client().await;
+    queue(
+        &c,
+        "loop",
+        args(&[
+            ("x-message-ttl", int(50)),
+            ("x-dead-letter-exchange", s("")),
+            ("x-dead-letter-routing-key", s("loop")),
+        ]),
+    )
+    .await;
+    publish(&c, "loop", "round and round").await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        ready(&c, "loop").await,
+        0,
+        "the cycling message is dropped, not looped"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_dead_letter_exchange_drops_the_message() {
+    let d = TestDaemon::start();
+    let c = d.client().await;
+    queue(
+        &c,
+        "orphan",
+        args(&[("x-dead-letter-exchange", s("nowhere"))]),
+    )
+    .await;
+    publish(&c, "orphan", "m").await;
+    let m = wait_get(&c, "orphan").await;
+    c.reject(m.delivery_tag, false).await.unwrap();
+    within("the drop to be logged", async {
+        loop {
+            if d.logs().contains("dead-letter exchange does not exist") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(ready(&c, "orphan").await, 0);
+}
+
+#[tokio::test]
+async fn invalid_queue_arguments_are_refused_with_the_argument_named() {
+    let d = TestDaemon::start();
+    let c = d.client().await;
+    for (arg, value, mentions) in [
+        ("x-message-ttl", int(-1), "-1"),
+        ("x-overflow", s("drop-tail"), "drop-tail"),
+        ("x-expires", int(0), "0"),
+        ("x-delivery-limit", s("3"), "string"),
+        ("x-retry-backoff", s("1s,soon"), "soon"),
+    ] {
+        let err = c
+            .declare_queue(
+                "bad",
+                QueueOptions {
+                    arguments: args(&[(arg, value)]),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.error_code(), Some(ErrorCode::SyntaxError), "{err}");
+        let text = err.to_string();
+        assert!(text.contains(arg) && text.contains(mentions), "{text}");
+    }
+    let err = c
+        .declare_queue(
+            "bad",
+            QueueOptions {
+                arguments: args(&[("x-dead-letter-routing-key", s("k"))]),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("x-dead-letter-exchange"), "{err}");
+}
