@@ -60,6 +60,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {}", opts.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
     write_runtime_file(&runtime_file, addr)?;
+    broker.set_listeners(vec![format!("warren://{addr}")]);
     tracing::info!(listen = %addr, data_dir = %opts.data_dir.display(), "warren is serving");
     let config = ConnectionConfig {
         max_frame_size: opts.max_frame_size,

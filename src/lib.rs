@@ -16,6 +16,7 @@ pub mod client;
 pub mod connection;
 pub mod daemon;
 pub mod error;
+pub mod json;
 pub mod message;
 pub mod server;
 pub mod store;

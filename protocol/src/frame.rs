@@ -91,6 +91,8 @@ opcodes! {
     Ack = 0x49,
     Nack = 0x4a,
     Reject = 0x4b,
+    Admin = 0x60,
+    AdminOk = 0x61,
 }
 
 /// The kind of an exchange, which decides how it routes.
@@ -434,6 +436,17 @@ pub struct Reject {
     pub requeue: bool,
 }
 
+/// An administrative request: a named command with typed arguments. Listings and operator
+/// actions (`queue.list`, `dlq.replay`, ...) travel this way; PROTOCOL.md lists the commands
+/// and the JSON each one answers with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Admin {
+    /// The command, e.g. `queue.list`.
+    pub command: String,
+    /// Its arguments.
+    pub arguments: FieldTable,
+}
+
 /// Every operation of the protocol. See PROTOCOL.md for who sends which and what answers it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Frame {
@@ -508,6 +521,13 @@ pub enum Frame {
     Nack(Nack),
     /// Reject one delivery; reply `Ok` unless the request id is 0.
     Reject(Reject),
+    /// An administrative command; reply `AdminOk`.
+    Admin(Admin),
+    /// Reply to `Admin`: the result as UTF-8 JSON.
+    AdminOk {
+        /// The JSON document.
+        body: Bytes,
+    },
 }
 
 /// A frame with its request id: the unit the codec reads and writes.
@@ -584,6 +604,8 @@ impl Frame {
             Frame::Ack(_) => Opcode::Ack,
             Frame::Nack(_) => Opcode::Nack,
             Frame::Reject(_) => Opcode::Reject,
+            Frame::Admin(_) => Opcode::Admin,
+            Frame::AdminOk { .. } => Opcode::AdminOk,
         }
     }
 
@@ -721,6 +743,11 @@ impl Frame {
                 dst.put_u64_le(r.delivery_tag);
                 put_bool(dst, r.requeue);
             }
+            Frame::Admin(a) => {
+                put_str16(dst, &a.command);
+                put_table(dst, &a.arguments);
+            }
+            Frame::AdminOk { body } => dst.put_slice(body),
         }
     }
 
@@ -941,6 +968,11 @@ impl Frame {
                 delivery_tag: r.u64()?,
                 requeue: r.bool("requeue")?,
             }),
+            Opcode::Admin => Frame::Admin(Admin {
+                command: r.str16("admin command")?,
+                arguments: read_table(&mut r)?,
+            }),
+            Opcode::AdminOk => Frame::AdminOk { body: r.rest() },
         };
         r.finish(opcode.name())?;
         Ok(frame)

@@ -15,10 +15,10 @@ use proptest::strategy::{Union, ValueTree};
 use proptest::test_runner::TestRunner;
 use tokio_util::codec::{Decoder, Encoder};
 use warren_protocol::{
-    Ack, Close, Confirm, Consume, ConsumerCancelled, ConsumerTag, Deliver, Envelope, ErrorFrame,
-    ExchangeDeclare, ExchangeDelete, ExchangeKind, FieldTable, FieldValue, Frame, FrameCodec, Get,
-    GetOk, Hello, Nack, Opcode, Properties, Publish, Qos, QueueBind, QueueDeclare, QueueDeclareOk,
-    QueueDelete, Reject, Return, FRAME_HEADER_BYTES,
+    Ack, Admin, Close, Confirm, Consume, ConsumerCancelled, ConsumerTag, Deliver, Envelope,
+    ErrorFrame, ExchangeDeclare, ExchangeDelete, ExchangeKind, FieldTable, FieldValue, Frame,
+    FrameCodec, Get, GetOk, Hello, Nack, Opcode, Properties, Publish, Qos, QueueBind, QueueDeclare,
+    QueueDeclareOk, QueueDelete, Reject, Return, FRAME_HEADER_BYTES,
 };
 
 use common::{body_of, samples, with_body};
@@ -392,6 +392,10 @@ fn frame() -> impl Strategy<Value = Frame> {
                 })
             })
             .boxed(),
+        (text(40), field_table())
+            .prop_map(|(command, arguments)| Frame::Admin(Admin { command, arguments }))
+            .boxed(),
+        body().prop_map(|body| Frame::AdminOk { body }).boxed(),
     ];
     Union::new(arms)
 }

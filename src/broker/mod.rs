@@ -5,6 +5,7 @@
 //! changes are serialised by one async mutex and made durable before they are answered;
 //! publishes go through the store writer, which commits, enqueues and confirms in that order.
 
+pub mod admin;
 pub mod confirm;
 pub mod consumer;
 pub mod dead_letter;
@@ -141,6 +142,10 @@ struct Inner {
     config: BrokerConfig,
     /// Live sessions, for consumer timeouts and listings.
     sessions: RwLock<HashMap<u64, Weak<Session>>>,
+    /// Where the daemon listens, for `status` (set once bound).
+    listeners: RwLock<Vec<String>>,
+    /// When the ticker last recomputed rates, ms since the epoch.
+    rates_at_ms: AtomicU64,
     /// Hands stored scheduled messages to the scheduler task.
     scheduled_tx: tokio::sync::mpsc::UnboundedSender<crate::store::ScheduledMessage>,
 }
@@ -212,6 +217,8 @@ impl Broker {
                 started: Instant::now(),
                 config,
                 sessions: RwLock::new(HashMap::new()),
+                listeners: RwLock::new(Vec::new()),
+                rates_at_ms: AtomicU64::new(0),
                 scheduled_tx,
             }),
         };
@@ -346,10 +353,12 @@ impl Broker {
     /// A session for a new connection whose frames go to `outbound`.
     pub fn new_session(
         &self,
+        peer: String,
         outbound: tokio::sync::mpsc::UnboundedSender<session::Outbound>,
     ) -> Arc<Session> {
         let session = Session::new(
             self.inner.next_session_id.fetch_add(1, Ordering::Relaxed),
+            peer,
             outbound,
         );
         self.inner
@@ -977,6 +986,7 @@ impl Broker {
             if let Some(c) = &u.consumer {
                 c.on_settled(1);
             }
+            u.queue.stats.acked.fetch_add(1, Ordering::Relaxed);
             u.queue.settled(1);
             if u.entry.stored {
                 stored.push((u.queue.id, u.entry.id));
@@ -1216,6 +1226,7 @@ impl Broker {
         self.inner.store.dead_letter(DeadLetterOp {
             removals,
             publishes,
+            done: Completion::None,
         });
     }
 
@@ -1251,6 +1262,11 @@ impl Broker {
                 }
             }
         }
+    }
+
+    /// Records the addresses the daemon serves on, for `status`.
+    pub fn set_listeners(&self, listeners: Vec<String>) {
+        *self.inner.listeners.write() = listeners;
     }
 
     /// Drains the store writer and stops it.

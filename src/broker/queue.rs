@@ -97,6 +97,8 @@ pub struct Queue {
     deleted: AtomicBool,
     /// Last use (consume, get, declare), ms since the epoch, for `x-expires`.
     last_used: AtomicU64,
+    /// Message counters, for listings and metrics.
+    pub stats: QueueStats,
     state: Mutex<QueueState>,
     ctx: Arc<QueueContext>,
 }
@@ -133,6 +135,58 @@ pub struct QueueCounts {
     pub delayed: u64,
 }
 
+/// A queue's message counters (totals since the queue was created or recovered) and the
+/// rates the broker's ticker derives from them each second.
+#[derive(Debug, Default)]
+pub struct QueueStats {
+    /// Messages that entered the queue.
+    pub published: AtomicU64,
+    /// Deliveries (to consumers and by `get`).
+    pub delivered: AtomicU64,
+    /// Deliveries acknowledged.
+    pub acked: AtomicU64,
+    /// Messages dead-lettered or dropped out of this queue (expired, rejected, maxlen, limit).
+    pub dead_lettered: AtomicU64,
+    rates: Mutex<Rates>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Rates {
+    at_ms: u64,
+    last: [u64; 3],
+    per_sec: [f64; 3],
+}
+
+impl QueueStats {
+    fn totals(&self) -> [u64; 3] {
+        [
+            self.published.load(Ordering::Relaxed),
+            self.delivered.load(Ordering::Relaxed),
+            self.acked.load(Ordering::Relaxed),
+        ]
+    }
+
+    /// Recomputes the rates from the totals (the ticker calls this about once a second).
+    pub fn update_rates(&self, now_ms: u64) {
+        let totals = self.totals();
+        let mut r = self.rates.lock();
+        if r.at_ms != 0 && now_ms > r.at_ms {
+            let secs = (now_ms - r.at_ms) as f64 / 1000.0;
+            let last = r.last;
+            for ((rate, total), prev) in r.per_sec.iter_mut().zip(totals).zip(last) {
+                *rate = total.saturating_sub(prev) as f64 / secs;
+            }
+        }
+        r.at_ms = now_ms;
+        r.last = totals;
+    }
+
+    /// Publish, deliver and ack rates per second, as of the last update.
+    pub fn rates(&self) -> [f64; 3] {
+        self.rates.lock().per_sec
+    }
+}
+
 /// What a queue's periodic tick found.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Tick {
@@ -162,6 +216,7 @@ impl Queue {
             args,
             deleted: AtomicBool::new(false),
             last_used: AtomicU64::new(now_ms()),
+            stats: QueueStats::default(),
             state: Mutex::new(QueueState::default()),
             ctx,
         })
@@ -207,6 +262,9 @@ impl Queue {
         if entries.is_empty() {
             return;
         }
+        self.stats
+            .dead_lettered
+            .fetch_add(entries.len() as u64, Ordering::Relaxed);
         let job = DeadLetterJob {
             queue: self.clone(),
             entries,
@@ -263,6 +321,7 @@ impl Queue {
             st.expiry.push(Reverse((entry.expires_at, entry.id)));
         }
         st.ready.push_back(entry);
+        self.stats.published.fetch_add(1, Ordering::Relaxed);
         let dropped = self.drop_head_over_limit(&mut st);
         self.dispatch_locked(&mut st);
         drop(st);
@@ -463,6 +522,7 @@ impl Queue {
             };
             let delivery_tag = consumer.session.record_delivery(tracked);
             consumer.on_sent();
+            self.stats.delivered.fetch_add(1, Ordering::Relaxed);
             let _ = consumer.session.outbound.send(Outbound::Deliver {
                 consumer: consumer.clone(),
                 delivery_tag,
@@ -473,6 +533,9 @@ impl Queue {
             self.ctx.store.remove_internal(no_ack_removed);
         }
         if !expired.is_empty() {
+            self.stats
+                .dead_lettered
+                .fetch_add(expired.len() as u64, Ordering::Relaxed);
             // Called with the lock held: hand them over without taking it again.
             let job = DeadLetterJob {
                 queue: self.clone(),
@@ -570,6 +633,9 @@ impl Queue {
             break e;
         };
         if !expired.is_empty() {
+            self.stats
+                .dead_lettered
+                .fetch_add(expired.len() as u64, Ordering::Relaxed);
             let job = DeadLetterJob {
                 queue: self.clone(),
                 entries: expired,
@@ -580,6 +646,7 @@ impl Queue {
         if !no_ack {
             st.unacked += 1;
         }
+        self.stats.delivered.fetch_add(1, Ordering::Relaxed);
         Some((entry, st.ready.len() as u64))
     }
 
@@ -631,6 +698,71 @@ impl Queue {
         let mut st = self.state.lock();
         st.consumers.retain(|c| !Arc::ptr_eq(c, consumer));
         self.auto_delete && st.had_consumer && st.consumers.is_empty() && !self.is_deleted()
+    }
+
+    /// Copies of the ready messages, head first (at most `limit`): a look that changes
+    /// nothing.
+    pub fn ready_snapshot(&self, limit: usize) -> Vec<QueuedMessage> {
+        self.state
+            .lock()
+            .ready
+            .iter()
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
+    /// Removes the ready messages with these ids (those still there), in queue order.
+    pub fn take_ids(&self, ids: &HashSet<u64>) -> Vec<QueuedMessage> {
+        let mut st = self.state.lock();
+        let mut taken = Vec::new();
+        let mut kept = VecDeque::with_capacity(st.ready.len());
+        for e in std::mem::take(&mut st.ready) {
+            if ids.contains(&e.id) {
+                taken.push(e);
+            } else {
+                kept.push_back(e);
+            }
+        }
+        st.ready = kept;
+        for e in &taken {
+            take_accounting(&mut st, e);
+        }
+        taken
+    }
+
+    /// Reads the bodies of paged-out entries back from the store, in one snapshot.
+    ///
+    /// # Errors
+    /// The store read failed.
+    pub async fn load_bodies(
+        &self,
+        entries: &mut [QueuedMessage],
+    ) -> Result<(), crate::store::StoreError> {
+        let ids: Vec<u64> = entries
+            .iter()
+            .filter(|e| e.message.is_none())
+            .map(|e| e.id)
+            .collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let store = self.ctx.store.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            let l = store.read_messages(&ids);
+            l.map(|l| ids.into_iter().zip(l).collect::<HashMap<_, _>>())
+        })
+        .await
+        .map_err(|_| crate::store::StoreError::Closed)??;
+        for e in entries.iter_mut().filter(|e| e.message.is_none()) {
+            e.message = loaded.get(&e.id).cloned().flatten();
+        }
+        Ok(())
+    }
+
+    /// Its consumers, for listings.
+    pub fn consumers(&self) -> Vec<Arc<Consumer>> {
+        self.state.lock().consumers.clone()
     }
 
     /// Removes every ready message; returns the removed ones (their store rows are the

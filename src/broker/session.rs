@@ -60,6 +60,12 @@ pub struct Session {
     pub replies: Arc<ReplySink>,
     /// Bounds publishes in flight; a permit is returned when its confirm is written.
     pub publish_permits: Semaphore,
+    /// The client's address, for listings and logs.
+    pub peer: String,
+    /// When the connection opened, ms since the epoch.
+    pub connected_at_ms: u64,
+    /// Publishes received on this connection.
+    pub published: std::sync::atomic::AtomicU64,
     state: Mutex<SessionState>,
 }
 
@@ -74,14 +80,27 @@ struct SessionState {
 
 impl Session {
     /// A session for connection `id` whose frames go to `outbound`.
-    pub fn new(id: u64, outbound: mpsc::UnboundedSender<Outbound>) -> Arc<Session> {
+    pub fn new(id: u64, peer: String, outbound: mpsc::UnboundedSender<Outbound>) -> Arc<Session> {
         Arc::new(Session {
             id,
             outbound,
             replies: ReplySink::new(),
             publish_permits: Semaphore::new(MAX_PUBLISHES_IN_FLIGHT),
+            peer,
+            connected_at_ms: crate::message::now_ms(),
+            published: std::sync::atomic::AtomicU64::new(0),
             state: Mutex::new(SessionState::default()),
         })
+    }
+
+    /// Its consumers, for listings.
+    pub fn consumers(&self) -> Vec<Arc<Consumer>> {
+        self.state.lock().consumers.values().cloned().collect()
+    }
+
+    /// How many deliveries await settlement.
+    pub fn unacked_count(&self) -> usize {
+        self.state.lock().unacked.len()
     }
 
     /// Sends a frame to the client. A closed connection drops it: there is nobody to tell.

@@ -27,6 +27,7 @@ pub(super) async fn run(inner: Weak<Inner>) {
 impl Broker {
     async fn tick(&self) {
         let now = now_ms();
+        self.update_rates(now);
         let queues: Vec<Arc<Queue>> = self.inner.queues.read().values().cloned().collect();
         let idle: Vec<Arc<Queue>> = queues
             .into_iter()

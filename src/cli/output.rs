@@ -4,8 +4,7 @@
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use serde::Serialize;
-use serde_json::{Map, Number, Value};
-use warren_protocol::{FieldTable, FieldValue};
+use serde_json::Value;
 
 use crate::client::Delivery;
 
@@ -90,29 +89,7 @@ fn view(delivery: &Delivery) -> DeliveryJson<'_> {
     }
 }
 
-/// A field table as a JSON object: strings, numbers and bools as themselves, bytes as a
-/// base64 string, lists as arrays, nested tables as objects. A non-finite float becomes
-/// `null`, which JSON cannot otherwise express.
-pub fn table_json(table: &FieldTable) -> Value {
-    Value::Object(
-        table
-            .iter()
-            .map(|(k, v)| (k.clone(), value_json(v)))
-            .collect::<Map<_, _>>(),
-    )
-}
-
-fn value_json(value: &FieldValue) -> Value {
-    match value {
-        FieldValue::String(s) => Value::String(s.clone()),
-        FieldValue::Int(i) => Value::Number((*i).into()),
-        FieldValue::Float(f) => Number::from_f64(*f).map_or(Value::Null, Value::Number),
-        FieldValue::Bool(b) => Value::Bool(*b),
-        FieldValue::Bytes(b) => Value::String(BASE64.encode(b)),
-        FieldValue::List(items) => Value::Array(items.iter().map(value_json).collect()),
-        FieldValue::Map(t) => table_json(t),
-    }
-}
+pub use crate::json::table_json;
 
 /// A delivery as a readable line: `[routing_key] body`, then ` (redelivered)` when it was.
 /// A body that is not UTF-8 is shown as `base64:...`.
@@ -132,6 +109,7 @@ pub fn delivery_line(delivery: &Delivery) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use warren_protocol::{FieldTable, FieldValue};
     use bytes::Bytes;
     use serde_json::json;
     use warren_protocol::Properties;

@@ -52,6 +52,9 @@ pub enum ClientError {
         /// The frame type that arrived.
         got: &'static str,
     },
+    /// An admin reply was not valid JSON.
+    #[error("the server's admin reply is not valid JSON: {0}")]
+    BadAdminReply(String),
 }
 
 impl From<DecodeError> for ClientError {

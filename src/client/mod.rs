@@ -452,6 +452,22 @@ impl Client {
         expect_reply!(reply, "Ok", Frame::Ok => ())
     }
 
+    /// Runs an administrative command (`status`, `queue.list`, `dlq.replay`, ...; see
+    /// PROTOCOL.md §15) and returns its JSON result.
+    pub async fn admin(
+        &self,
+        command: &str,
+        arguments: FieldTable,
+    ) -> Result<serde_json::Value, ClientError> {
+        let frame = Frame::Admin(warren_protocol::Admin {
+            command: command.to_owned(),
+            arguments,
+        });
+        let reply = self.request(frame).await?;
+        let body = expect_reply!(reply, "AdminOk", Frame::AdminOk { body } => body)?;
+        serde_json::from_slice(&body).map_err(|e| ClientError::BadAdminReply(e.to_string()))
+    }
+
     /// Pulls one message from `queue`; `None` when it has no ready message.
     pub async fn get(&self, queue: &str, no_ack: bool) -> Result<Option<Delivery>, ClientError> {
         let reply = self

@@ -54,7 +54,7 @@ pub async fn run(
     }
     let (read_half, write_half) = socket.into_split();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let session = broker.new_session(tx);
+    let session = broker.new_session(peer.clone(), tx);
     tracing::info!(%peer, connection = session.id, "connection opened");
     let stop_writer = CancellationToken::new();
     // Publishes are held to the publish headroom, so every frame built from one fits.

@@ -208,6 +208,9 @@ async fn dispatch(
                 .acquire()
                 .await
                 .map_err(|_| BrokerError::ShuttingDown)?;
+            session
+                .published
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             broker.publish(session, id, p).await?;
             permit.forget();
         }

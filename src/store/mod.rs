@@ -162,8 +162,10 @@ impl PublishOp {
 pub struct DeadLetterOp {
     /// `(queue id, message id)` rows to delete from the source queue.
     pub removals: Vec<(u64, u64)>,
-    /// The dead-lettered copies, routed.
+    /// The copies (dead letters, or replayed messages), routed.
     pub publishes: Vec<PublishOp>,
+    /// What to do after the commit.
+    pub done: Completion,
 }
 
 /// A message held until its not-before time.
@@ -423,6 +425,14 @@ impl Store {
     /// the broker itself: never waits.
     pub fn dead_letter(&self, op: DeadLetterOp) {
         self.send_internal(StoreOp::DeadLetter(op));
+    }
+
+    /// Moves messages between queues in one transaction (a DLQ replay), with backpressure.
+    ///
+    /// # Errors
+    /// The writer has stopped.
+    pub async fn move_messages(&self, op: DeadLetterOp) -> Result<(), StoreError> {
+        self.send(StoreOp::DeadLetter(op)).await
     }
 
     /// Stores a message to be released at its due time; its confirm follows the commit.

@@ -176,6 +176,7 @@ impl Writer {
                             complete_publish(p, &result, now);
                         }
                     }
+                    complete(d.done, &result);
                 }
                 StoreOp::Release { publish, .. } => {
                     if let (Ok(()), Some(p)) = (&result, publish) {

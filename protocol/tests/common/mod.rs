@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use warren_protocol::{
-    Ack, Close, Confirm, Consume, ConsumerCancelled, ConsumerTag, Deliver, ErrorFrame,
+    Ack, Admin, Close, Confirm, Consume, ConsumerCancelled, ConsumerTag, Deliver, ErrorFrame,
     ExchangeDeclare, ExchangeDelete, ExchangeKind, FieldTable, FieldValue, Frame, Get, GetOk,
     Hello, Nack, Properties, Publish, Qos, QueueBind, QueueDeclare, QueueDeclareOk, QueueDelete,
     Reject, Return,
@@ -198,6 +198,13 @@ pub fn samples() -> Vec<Frame> {
             delivery_tag: 42,
             requeue: true,
         }),
+        Frame::Admin(Admin {
+            command: "queue.list".into(),
+            arguments: rich_table(),
+        }),
+        Frame::AdminOk {
+            body: Bytes::from_static(br#"[{"name":"jobs"}]"#),
+        },
     ]
 }
 
@@ -208,6 +215,7 @@ pub fn body_of(frame: &Frame) -> Option<&Bytes> {
         Frame::Return(r) => Some(&r.body),
         Frame::Deliver(d) => Some(&d.body),
         Frame::GetOk(g) => Some(&g.body),
+        Frame::AdminOk { body } => Some(body),
         _ => None,
     }
 }
@@ -220,6 +228,7 @@ pub fn with_body(frame: &Frame, body: Bytes) -> Frame {
         Frame::Return(r) => r.body = body,
         Frame::Deliver(d) => d.body = body,
         Frame::GetOk(g) => g.body = body,
+        Frame::AdminOk { body: b } => *b = body,
         other => panic!("{other:?} carries no body"),
     }
     frame
