@@ -224,3 +224,17 @@ async fn a_fire_and_forget_ack_of_an_unknown_tag_closes_the_connection() {
     );
     still_serving(&d).await;
 }
+
+#[tokio::test]
+async fn a_silent_client_is_closed_after_three_heartbeat_intervals() {
+    let d = TestDaemon::start_with(&["--heartbeat-secs", "1"]);
+    let mut s = handshaken(&d).await;
+    let frames = read_until_closed(&mut s).await;
+    assert!(
+        frames.iter().any(|f| matches!(f.frame, Frame::Heartbeat)),
+        "the server sends heartbeats while idle: {frames:?}"
+    );
+    let (id, code, _) = error_of(&frames);
+    assert_eq!((id, code), (0, ErrorCode::HeartbeatTimeout.as_u16()));
+    still_serving(&d).await;
+}
