@@ -27,12 +27,16 @@ pub(super) async fn run(
     heartbeat: Option<Duration>,
 ) {
     let mut replies = Vec::new();
-    let mut ticker = tokio::time::interval(heartbeat.unwrap_or(Duration::from_secs(3600)));
+    // Checking every half interval keeps the longest silence near one interval (the client
+    // gives up after three).
+    let half = heartbeat.map(|h| h / 2);
+    let mut ticker = tokio::time::interval(half.unwrap_or(Duration::from_secs(3600)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_write = Instant::now();
     loop {
         let mut stopping = false;
         let mut first = None;
+        let mut wrote = false;
         tokio::select! {
             biased;
             m = rx.recv() => match m {
@@ -41,11 +45,12 @@ pub(super) async fn run(
             },
             () = session.replies.notified() => {}
             () = stop.cancelled() => stopping = true,
-            _ = ticker.tick(), if heartbeat.is_some() => {
-                if heartbeat.is_some_and(|h| last_write.elapsed() >= h)
-                    && sink.feed(Envelope::new(0, Frame::Heartbeat)).await.is_err()
-                {
-                    return;
+            _ = ticker.tick(), if half.is_some() => {
+                if half.is_some_and(|h| last_write.elapsed() >= h) {
+                    if sink.feed(Envelope::new(0, Frame::Heartbeat)).await.is_err() {
+                        return;
+                    }
+                    wrote = true;
                 }
             }
         }
@@ -69,6 +74,7 @@ pub(super) async fn run(
             }
         }
         session.replies.drain_into(&mut replies);
+        wrote |= fed > 0 || !replies.is_empty();
         for r in replies.drain(..) {
             if matches!(r.frame, Frame::Confirm(_)) {
                 confirms += 1;
@@ -80,7 +86,11 @@ pub(super) async fn run(
         if SinkExt::<Envelope>::flush(&mut sink).await.is_err() {
             return;
         }
-        last_write = Instant::now();
+        // Only a frame actually written counts as activity: a tick that wrote nothing must not
+        // postpone the next heartbeat.
+        if wrote {
+            last_write = Instant::now();
+        }
         if confirms > 0 {
             session.publish_permits.add_permits(confirms);
         }
