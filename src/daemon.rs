@@ -1,5 +1,6 @@
-//! `warren serve`: opens the store, binds the listener, announces the bound address in
-//! `<data-dir>/runtime.json`, and serves until SIGINT or SIGTERM.
+//! `warren serve`: opens the store, binds the listener (and the metrics listener, when asked
+//! for), announces the bound addresses in `<data-dir>/runtime.json`, and serves until SIGINT
+//! or SIGTERM.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -7,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::broker::{Broker, BrokerConfig};
 use crate::connection::ConnectionConfig;
@@ -29,6 +31,8 @@ pub struct ServeOptions {
     pub queue_window_bytes: u64,
     /// Default consumer timeout for queues without `x-consumer-timeout`.
     pub consumer_timeout: Option<Duration>,
+    /// Address to serve Prometheus metrics on (`GET /metrics`); `None` = no metrics listener.
+    pub metrics_listen: Option<String>,
 }
 
 /// What a running daemon writes to `runtime.json`, so tools and tests find it without racing
@@ -39,6 +43,9 @@ pub struct RuntimeInfo {
     pub listen: String,
     /// Its process id.
     pub pid: u32,
+    /// The address it serves metrics on, if it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<String>,
 }
 
 /// Runs the daemon until a shutdown signal.
@@ -59,22 +66,66 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", opts.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
-    write_runtime_file(&runtime_file, addr)?;
-    broker.set_listeners(vec![format!("warren://{addr}")]);
+    let metrics_listener = match &opts.metrics_listen {
+        Some(metrics_listen) => Some(
+            TcpListener::bind(metrics_listen)
+                .await
+                .with_context(|| format!("listening for metrics on {metrics_listen}"))?,
+        ),
+        None => None,
+    };
+    let metrics_addr = metrics_listener
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()
+        .context("reading the bound metrics address")?;
+    write_runtime_file(&runtime_file, addr, metrics_addr)?;
+    let mut listeners = vec![format!("warren://{addr}")];
+    if let Some(m) = metrics_addr {
+        listeners.push(format!("http://{m}{}", crate::metrics::METRICS_PATH));
+    }
+    broker.set_listeners(listeners);
     tracing::info!(listen = %addr, data_dir = %opts.data_dir.display(), "warren is serving");
     let config = ConnectionConfig {
         max_frame_size: opts.max_frame_size,
         heartbeat: opts.heartbeat,
     };
-    crate::server::run(listener, broker, config, shutdown_signal()).await;
+    // The metrics endpoint stops when the signal arrives, while connections drain.
+    let stop_metrics = CancellationToken::new();
+    let metrics_task = metrics_listener.map(|l| {
+        tokio::spawn(crate::metrics::serve(
+            l,
+            broker.clone(),
+            stop_metrics.clone(),
+        ))
+    });
+    let shutdown = {
+        let stop_metrics = stop_metrics.clone();
+        async move {
+            shutdown_signal().await;
+            stop_metrics.cancel();
+        }
+    };
+    crate::server::run(listener, broker, config, shutdown).await;
+    stop_metrics.cancel();
+    if let Some(task) = metrics_task {
+        if let Err(e) = task.await {
+            tracing::warn!(error = %e, "the metrics task failed");
+        }
+    }
     let _ = std::fs::remove_file(&runtime_file);
     Ok(())
 }
 
-fn write_runtime_file(path: &Path, addr: SocketAddr) -> anyhow::Result<()> {
+fn write_runtime_file(
+    path: &Path,
+    addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
+) -> anyhow::Result<()> {
     let info = RuntimeInfo {
         listen: addr.to_string(),
         pid: std::process::id(),
+        metrics_listen: metrics_addr.map(|a| a.to_string()),
     };
     // Write then rename, so a reader never sees half a file.
     let tmp = path.with_extension("json.tmp");

@@ -6,6 +6,7 @@
 //! - [`broker`]: exchanges, queues, consumers, sessions — everything that routes and delivers.
 //! - [`store`]: redb behind a group-commit writer thread; recovery at startup.
 //! - [`message`]: the message types shared by the broker and the store.
+//! - [`metrics`]: Prometheus exposition on `GET /metrics` (`warren serve --metrics-listen`).
 //! - [`client`]: the async client library the CLI and the tests use.
 //! - [`cli`]: the `warren` command line.
 
@@ -18,5 +19,6 @@ pub mod daemon;
 pub mod error;
 pub mod json;
 pub mod message;
+pub mod metrics;
 pub mod server;
 pub mod store;

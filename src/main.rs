@@ -41,7 +41,9 @@ async fn run_daemon(args: ServeArgs) -> anyhow::Result<()> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colour only on a terminal: log files and collectors get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match args.log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -57,6 +59,8 @@ async fn run_daemon(args: ServeArgs) -> anyhow::Result<()> {
             .consumer_timeout_ms
             .filter(|ms| *ms > 0)
             .map(Duration::from_millis),
+        // An empty WARREN_METRICS_LISTEN means off, like leaving it unset.
+        metrics_listen: args.metrics_listen.filter(|a| !a.trim().is_empty()),
     })
     .await
 }

@@ -82,6 +82,13 @@ pub struct BrokerStats {
     pub returned: AtomicU64,
     /// Deliveries acked.
     pub acked: AtomicU64,
+    /// Deliveries made, to consumers and by `get` (counted by the queues, see
+    /// [`BrokerStats::count_delivery`]).
+    pub delivered: AtomicU64,
+    /// Deliveries of messages delivered before (delivery count above 0).
+    pub redelivered: AtomicU64,
+    /// Deliveries nacked or rejected, with or without requeue.
+    pub nacked: AtomicU64,
     /// Deliveries nacked or rejected with requeue.
     pub requeued: AtomicU64,
     /// Deliveries nacked or rejected without requeue, with nowhere to dead-letter them.
@@ -111,6 +118,14 @@ impl BrokerStats {
             .map_or(0, |c| c.load(Ordering::Relaxed))
     }
 
+    /// Counts one delivery; `redelivered` when the message was delivered before.
+    pub(crate) fn count_delivery(&self, redelivered: bool) {
+        self.delivered.fetch_add(1, Ordering::Relaxed);
+        if redelivered {
+            self.redelivered.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     fn count_dead_lettered(&self, reason: DeadLetterReason, n: u64) {
         let i = DeadLetterReason::ALL
             .iter()
@@ -137,7 +152,8 @@ struct Inner {
     ctx: Arc<QueueContext>,
     next_queue_id: AtomicU64,
     next_session_id: AtomicU64,
-    stats: BrokerStats,
+    /// Shared with the queues (through [`QueueContext`]), which count deliveries.
+    stats: Arc<BrokerStats>,
     started: Instant,
     config: BrokerConfig,
     /// Live sessions, for consumer timeouts and listings.
@@ -198,7 +214,9 @@ impl Broker {
             .map_err(|_| BrokerError::ShuttingDown)??;
         let (dead_letters, dead_letter_rx) = tokio::sync::mpsc::unbounded_channel();
         let (scheduled_tx, scheduled_rx) = tokio::sync::mpsc::unbounded_channel();
+        let stats = Arc::new(BrokerStats::default());
         let ctx = Arc::new(QueueContext {
+            stats: stats.clone(),
             store: store.clone(),
             runtime: tokio::runtime::Handle::current(),
             window_bytes: config.queue_window_bytes,
@@ -213,7 +231,7 @@ impl Broker {
                 ctx,
                 next_queue_id: AtomicU64::new(1),
                 next_session_id: AtomicU64::new(1),
-                stats: BrokerStats::default(),
+                stats,
                 started: Instant::now(),
                 config,
                 sessions: RwLock::new(HashMap::new()),
@@ -348,6 +366,16 @@ impl Broker {
     /// When the broker started.
     pub fn started(&self) -> Instant {
         self.inner.started
+    }
+
+    /// Every queue, in no particular order (for metrics).
+    pub fn queues(&self) -> Vec<Arc<Queue>> {
+        self.inner.queues.read().values().cloned().collect()
+    }
+
+    /// Open client connections (for metrics).
+    pub fn connection_count(&self) -> usize {
+        self.inner.sessions.read().len()
     }
 
     /// A session for a new connection whose frames go to `outbound`.
@@ -1019,6 +1047,10 @@ impl Broker {
         reply: Option<ReplySlot>,
     ) -> Result<(), BrokerError> {
         let settled = take(session, delivery_tag, multiple)?;
+        self.inner
+            .stats
+            .nacked
+            .fetch_add(settled.len() as u64, Ordering::Relaxed);
         for u in &settled {
             if let Some(c) = &u.consumer {
                 c.on_settled(1);
@@ -1226,6 +1258,8 @@ impl Broker {
         self.inner.store.dead_letter(DeadLetterOp {
             removals,
             publishes,
+            moves: Vec::new(),
+            refused: None,
             done: Completion::None,
         });
     }

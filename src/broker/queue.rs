@@ -44,6 +44,8 @@ pub struct QueueContext {
     /// Where messages leaving a queue for a dead-letter exchange (or for nowhere, when it has
     /// none) go: the broker's dead-letter task.
     pub dead_letters: mpsc::UnboundedSender<DeadLetterJob>,
+    /// The broker's counters: deliveries are counted where they happen, here.
+    pub stats: Arc<super::BrokerStats>,
 }
 
 /// Messages that left `queue` for `reason`, to be dead-lettered (or dropped, without a
@@ -523,6 +525,7 @@ impl Queue {
             let delivery_tag = consumer.session.record_delivery(tracked);
             consumer.on_sent();
             self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+            self.ctx.stats.count_delivery(entry.delivery_count > 0);
             let _ = consumer.session.outbound.send(Outbound::Deliver {
                 consumer: consumer.clone(),
                 delivery_tag,
@@ -647,6 +650,7 @@ impl Queue {
             st.unacked += 1;
         }
         self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+        self.ctx.stats.count_delivery(entry.delivery_count > 0);
         Some((entry, st.ready.len() as u64))
     }
 
@@ -729,6 +733,28 @@ impl Queue {
             take_accounting(&mut st, e);
         }
         taken
+    }
+
+    /// Puts a taken ready message back where its id places it (a replay its targets refused).
+    pub fn put_back(self: &Arc<Self>, entry: QueuedMessage) {
+        let mut st = self.state.lock();
+        if self.is_deleted() {
+            return;
+        }
+        st.ready_bytes += u64::from(entry.size);
+        if entry.message.is_some() {
+            st.resident_bytes += u64::from(entry.size);
+        }
+        if entry.expires_at != 0 {
+            st.expiry.push(Reverse((entry.expires_at, entry.id)));
+        }
+        let at = st
+            .ready
+            .iter()
+            .position(|e| e.id > entry.id)
+            .unwrap_or(st.ready.len());
+        st.ready.insert(at, entry);
+        self.dispatch_locked(&mut st);
     }
 
     /// Reads the bodies of paged-out entries back from the store, in one snapshot.

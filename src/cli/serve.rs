@@ -50,6 +50,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "MS", env = "WARREN_CONSUMER_TIMEOUT_MS")]
     pub consumer_timeout_ms: Option<u64>,
 
+    /// Address to serve Prometheus metrics on, at `GET /metrics` (default: off;
+    /// `127.0.0.1:0` picks a free port, recorded in `runtime.json` as `metrics_listen`).
+    #[arg(long, value_name = "ADDR", env = "WARREN_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
+
     /// Log output format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -136,6 +136,9 @@ impl Writer {
                     for p in &mut d.publishes {
                         self.prepare(p, &mut pending);
                     }
+                    for m in &mut d.moves {
+                        self.prepare(&mut m.publish, &mut pending);
+                    }
                     writes = true;
                 }
                 StoreOp::Release { publish, .. } => {
@@ -174,6 +177,17 @@ impl Writer {
                     if result.is_ok() {
                         for p in d.publishes {
                             complete_publish(p, &result, now);
+                        }
+                    }
+                    for m in d.moves {
+                        if result.is_ok() && !m.publish.targets.is_empty() {
+                            complete_publish(m.publish, &result, now);
+                        } else {
+                            // Refused everywhere (or the commit failed): it stays put.
+                            if let (Ok(()), Some(c)) = (&result, &d.refused) {
+                                c.fetch_add(1, Ordering::Relaxed);
+                            }
+                            m.source.put_back(m.entry);
                         }
                     }
                     complete(d.done, &result);
@@ -242,6 +256,15 @@ impl Writer {
                             written += 1;
                         }
                         t.remove_entries(&d.removals)?;
+                        for m in d.moves.iter().filter(|m| !m.publish.targets.is_empty()) {
+                            if m.publish.stored {
+                                t.write_publish(&m.publish, now, &mut self.scratch)?;
+                                written += 1;
+                            }
+                            if m.entry.stored {
+                                t.remove_entries(&[(m.source.id, m.entry.id)])?;
+                            }
+                        }
                         ops += 1;
                     }
                     StoreOp::Schedule(s) => {
@@ -288,14 +311,18 @@ impl Writer {
             }
         }
         txn.commit().map_err(redb_err("committing"))?;
+        let elapsed = started.elapsed();
         let s = &self.stats;
         s.commits.fetch_add(1, Ordering::Relaxed);
         s.ops_committed.fetch_add(ops, Ordering::Relaxed);
         s.messages_written.fetch_add(written, Ordering::Relaxed);
         s.commit_micros.fetch_add(
-            u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
+        // One observation per commit, not per message: this is the writer's hot path.
+        s.commit_operations.observe(ops as f64);
+        s.commit_seconds.observe(elapsed.as_secs_f64());
         Ok(())
     }
 }

@@ -100,6 +100,20 @@ impl TestDaemon {
         self.child = Some(child);
     }
 
+    /// Starts a daemon that also serves metrics (`--metrics-listen 127.0.0.1:0`); see
+    /// [`TestDaemon::metrics_addr`].
+    pub fn start_with_metrics() -> TestDaemon {
+        Self::start_with(&["--metrics-listen", "127.0.0.1:0"])
+    }
+
+    /// The metrics address the running daemon recorded in `runtime.json` (`metrics_listen`),
+    /// if it serves metrics.
+    pub fn metrics_addr(&self) -> Option<String> {
+        let raw = std::fs::read_to_string(self.dir.path().join("runtime.json")).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&raw).expect("runtime.json");
+        v["metrics_listen"].as_str().map(str::to_owned)
+    }
+
     /// Connects a client.
     pub async fn client(&self) -> Client {
         Client::connect(&self.addr)
