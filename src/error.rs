@@ -45,6 +45,9 @@ pub enum BrokerError {
     /// The operation is not valid in this state (e.g. unexpected frame type).
     #[error("{0}")]
     CommandInvalid(String),
+    /// A result too large to send in one frame.
+    #[error("{0}")]
+    ResultTooLarge(String),
     /// A frame only the server may send arrived from a client.
     #[error("{0}")]
     UnexpectedFrame(String),
@@ -71,7 +74,9 @@ impl BrokerError {
             BrokerError::AccessRefused(_) => ErrorCode::AccessRefused,
             BrokerError::ResourceLocked(_) => ErrorCode::ResourceLocked,
             BrokerError::InvalidArgument { .. } => ErrorCode::SyntaxError,
-            BrokerError::ContentTooLarge { .. } => ErrorCode::ContentTooLarge,
+            BrokerError::ContentTooLarge { .. } | BrokerError::ResultTooLarge(_) => {
+                ErrorCode::ContentTooLarge
+            }
             BrokerError::CommandInvalid(_) => ErrorCode::CommandInvalid,
             BrokerError::NotImplemented(_) => ErrorCode::NotImplemented,
             BrokerError::UnexpectedFrame(_) => ErrorCode::UnexpectedFrame,

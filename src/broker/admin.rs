@@ -20,7 +20,7 @@ use super::Broker;
 use crate::error::BrokerError;
 use crate::json::{json_table, table_json};
 use crate::message::{now_ms, Message, QueuedMessage};
-use crate::store::{Completion, DeadLetterOp, PublishOp};
+use crate::store::{Completion, DeadLetterOp, Move, PublishOp};
 
 /// How many messages `dlq.peek` shows when no limit is given.
 pub const DEFAULT_PEEK_LIMIT: u64 = 100;
@@ -524,33 +524,39 @@ impl Broker {
             };
             plans.push((e.id, PublishOp::new(Arc::new(copy), targets, None)));
         }
+        let refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
         for chunk in chunked(plans, REPLAY_CHUNK) {
             let ids: HashSet<u64> = chunk.iter().map(|(id, _)| *id).collect();
             // Only what is still ready moves: a consumer may have taken some meanwhile.
-            let taken = q.take_ids(&ids);
-            let still: HashSet<u64> = taken.iter().map(|e| e.id).collect();
-            let removals = taken
-                .iter()
-                .filter(|e| e.stored)
-                .map(|e| (q.id, e.id))
-                .collect();
-            let publishes: Vec<PublishOp> = chunk
+            let mut taken: std::collections::HashMap<u64, QueuedMessage> =
+                q.take_ids(&ids).into_iter().map(|e| (e.id, e)).collect();
+            let moves: Vec<Move> = chunk
                 .into_iter()
-                .filter(|(id, _)| still.contains(id))
-                .map(|(_, p)| p)
+                .filter_map(|(id, publish)| {
+                    taken.remove(&id).map(|entry| Move {
+                        source: q.clone(),
+                        entry,
+                        publish,
+                    })
+                })
                 .collect();
-            moved += publishes.len() as u64;
+            moved += moves.len() as u64;
             let (tx, rx) = tokio::sync::oneshot::channel();
             self.inner
                 .store
                 .move_messages(DeadLetterOp {
-                    removals,
-                    publishes,
+                    removals: Vec::new(),
+                    publishes: Vec::new(),
+                    moves,
+                    refused: Some(refused.clone()),
                     done: Completion::Oneshot(tx),
                 })
                 .await?;
             rx.await.map_err(|_| BrokerError::ShuttingDown)??;
         }
+        let refused = refused.load(Ordering::Relaxed);
+        moved = moved.saturating_sub(refused);
+        unroutable += refused;
         tracing::info!(queue = %q.name, moved, unroutable, "dead letters replayed");
         Ok(json!({ "moved": moved, "unroutable": unroutable }))
     }

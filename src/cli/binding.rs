@@ -1,10 +1,12 @@
-//! `warren bind` and `warren unbind`.
+//! `warren bind` and `warren unbind`, which change bindings, and `warren binding list`.
 
 use anyhow::Context;
-use clap::Args;
+use clap::{Args, Subcommand};
+use serde_json::Value;
 use warren_protocol::FieldValue;
 
-use crate::cli::{field_table, parse_key_value, ServerArg};
+use crate::cli::output::{arguments_cell, cell, emit, exchange_name, print_json, Align, Table};
+use crate::cli::{admin_args, field_table, parse_key_value, ServerArg};
 
 /// Arguments of `warren bind` and `warren unbind`.
 #[derive(Debug, Args)]
@@ -64,4 +66,90 @@ pub async fn run(args: BindArgs, action: Action) -> anyhow::Result<()> {
     })?;
     client.close().await?;
     Ok(())
+}
+
+/// `warren binding ...`
+#[derive(Debug, Subcommand)]
+pub enum BindingCommand {
+    /// List bindings, all or those of one queue or one exchange.
+    List(BindingListArgs),
+}
+
+/// Arguments of `warren binding list`.
+#[derive(Debug, Args)]
+pub struct BindingListArgs {
+    /// Only the bindings to this queue.
+    #[arg(long, value_name = "QUEUE", conflicts_with = "exchange")]
+    pub queue: Option<String>,
+    /// Only the bindings from this exchange ("" is the default exchange).
+    #[arg(long, value_name = "EXCHANGE")]
+    pub exchange: Option<String>,
+    /// Print the server's JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// The server to talk to.
+    #[command(flatten)]
+    pub server: ServerArg,
+}
+
+/// Runs `warren binding list`.
+///
+/// # Errors
+/// Connecting failed or the server refused.
+pub async fn run_list(command: BindingCommand) -> anyhow::Result<()> {
+    let BindingCommand::List(args) = command;
+    let arguments = admin_args([
+        ("queue", args.queue.clone().map(FieldValue::String)),
+        ("exchange", args.exchange.clone().map(FieldValue::String)),
+    ]);
+    let bindings = args
+        .server
+        .admin("binding.list", arguments, || "listing bindings".to_owned())
+        .await?;
+    if args.json {
+        print_json(&bindings)
+    } else {
+        emit(&binding_table(&bindings))
+    }
+}
+
+/// `binding.list` as a table: source exchange, destination queue, routing key, arguments.
+pub fn binding_table(bindings: &Value) -> String {
+    let mut table = Table::new(&[
+        ("SOURCE", Align::Left),
+        ("DESTINATION", Align::Left),
+        ("ROUTING KEY", Align::Left),
+        ("ARGUMENTS", Align::Left),
+    ]);
+    for b in bindings.as_array().into_iter().flatten() {
+        table.row(vec![
+            exchange_name(&b["source"]),
+            cell(&b["destination"]),
+            cell(&b["routing_key"]),
+            arguments_cell(&b["arguments"]),
+        ]);
+    }
+    table.render()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn bindings_print_one_row_each() {
+        let text = binding_table(&json!([
+            {"source": "logs", "destination": "errors", "destination_type": "queue",
+             "routing_key": "*.error", "arguments": {}},
+            {"source": "h", "destination": "q", "destination_type": "queue",
+             "routing_key": "", "arguments": {"x-match": "all"}},
+        ]));
+        assert_eq!(
+            text,
+            "SOURCE  DESTINATION  ROUTING KEY  ARGUMENTS\n\
+             logs    errors       *.error      -\n\
+             h       q                         x-match=all\n"
+        );
+    }
 }

@@ -1,9 +1,14 @@
-//! `warren exchange declare|delete`.
+//! `warren exchange declare|delete|list`.
 
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
+use serde_json::Value;
+use warren_protocol::FieldTable;
 
-use crate::cli::ServerArg;
+use crate::cli::output::{
+    arguments_cell, cell, emit, exchange_name, print_json, yes_no, Align, Table,
+};
+use crate::cli::{ListArgs, ServerArg};
 use crate::client::{ExchangeKind, ExchangeOptions};
 
 /// `warren exchange ...`
@@ -13,6 +18,8 @@ pub enum ExchangeCommand {
     Declare(ExchangeDeclareArgs),
     /// Delete an exchange and its bindings.
     Delete(ExchangeDeleteArgs),
+    /// List exchanges, the built-in ones included.
+    List(ListArgs),
 }
 
 /// Arguments of `warren exchange declare`.
@@ -94,6 +101,61 @@ pub async fn run(command: ExchangeCommand) -> anyhow::Result<()> {
                 .with_context(|| format!("deleting exchange '{}'", args.name))?;
             client.close().await?;
         }
+        ExchangeCommand::List(args) => {
+            let exchanges = args
+                .server
+                .admin("exchange.list", FieldTable::new(), || {
+                    "listing exchanges".to_owned()
+                })
+                .await?;
+            if args.json {
+                print_json(&exchanges)?;
+            } else {
+                emit(&exchange_table(&exchanges))?;
+            }
+        }
     }
     Ok(())
+}
+
+/// `exchange.list` as a table: name (`(default)` for ""), type, durable, built-in, arguments.
+pub fn exchange_table(exchanges: &Value) -> String {
+    let mut table = Table::new(&[
+        ("NAME", Align::Left),
+        ("TYPE", Align::Left),
+        ("DURABLE", Align::Left),
+        ("BUILTIN", Align::Left),
+        ("ARGUMENTS", Align::Left),
+    ]);
+    for e in exchanges.as_array().into_iter().flatten() {
+        table.row(vec![
+            exchange_name(&e["name"]),
+            cell(&e["type"]),
+            yes_no(&e["durable"]),
+            yes_no(&e["builtin"]),
+            arguments_cell(&e["arguments"]),
+        ]);
+    }
+    table.render()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_default_exchange_is_named_and_arguments_are_pairs() {
+        let text = exchange_table(&json!([
+            {"name": "", "type": "direct", "durable": true, "builtin": true, "arguments": {}},
+            {"name": "logs", "type": "topic", "durable": false, "builtin": false,
+             "arguments": {"alternate-exchange": "ae"}},
+        ]));
+        assert_eq!(
+            text,
+            "NAME       TYPE    DURABLE  BUILTIN  ARGUMENTS\n\
+             (default)  direct  yes      yes      -\n\
+             logs       topic   no       no       alternate-exchange=ae\n"
+        );
+    }
 }

@@ -1,32 +1,50 @@
 //! The `warren` command line: `warren serve` runs the daemon; every other command is a client
 //! of [`crate::client`] talking to a running server (`--server`, `WARREN_SERVER`).
 //!
-//! Commands are `warren <noun> <verb>` where a noun has several verbs (`exchange`, `queue`),
-//! and plain verbs otherwise (`bind`, `publish`, `consume`, ...). Errors come back as
-//! `anyhow` errors whose context chain reads as one line, e.g.
+//! Commands are `warren <noun> <verb>` where a noun has several verbs (`exchange`, `queue`,
+//! `dlq`, ...), and plain verbs otherwise (`bind`, `publish`, `consume`, `status`, ...).
+//! Errors come back as `anyhow` errors whose context chain reads as one line, e.g.
 //! `declaring queue 'jobs': PRECONDITION_FAILED (406): ...`.
+//!
+//! The operator commands (`status`, the `list` verbs, `queue inspect`, `dlq`, `message`,
+//! `definitions`) are each one admin request ([`ServerArg::admin`]); with `--json` a listing
+//! prints the server's JSON as-is, otherwise a table or `key: value` lines
+//! ([`output`]).
 
 pub mod bench;
 pub mod binding;
+pub mod connection;
 pub mod consume;
+pub mod consumer;
+pub mod definitions;
+pub mod dlq;
 pub mod exchange;
+pub mod message;
 pub mod output;
 pub mod publish;
 pub mod queue;
 pub mod serve;
+pub mod status;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use serde_json::Value;
 use warren_protocol::{FieldTable, FieldValue};
 
 use crate::client::Client;
 
-pub use self::binding::BindArgs;
+pub use self::binding::{BindArgs, BindingCommand};
+pub use self::connection::ConnectionCommand;
 pub use self::consume::{ConsumeArgs, SubscribeArgs};
+pub use self::consumer::ConsumerCommand;
+pub use self::definitions::DefinitionsCommand;
+pub use self::dlq::DlqCommand;
 pub use self::exchange::ExchangeCommand;
+pub use self::message::MessageCommand;
 pub use self::publish::PublishArgs;
 pub use self::queue::QueueCommand;
 pub use self::serve::ServeArgs;
+pub use self::status::StatusArgs;
 
 /// The address client commands connect to by default.
 pub const DEFAULT_SERVER: &str = "127.0.0.1:5680";
@@ -45,13 +63,13 @@ pub struct Cli {
 pub enum Command {
     /// Run the broker daemon.
     Serve(ServeArgs),
-    /// Declare or delete exchanges.
+    /// Declare, delete or list exchanges.
     Exchange {
         /// The exchange operation.
         #[command(subcommand)]
         command: ExchangeCommand,
     },
-    /// Declare, delete or purge queues.
+    /// Declare, delete, purge, list or inspect queues.
     Queue {
         /// The queue operation.
         #[command(subcommand)]
@@ -67,6 +85,44 @@ pub enum Command {
     Consume(ConsumeArgs),
     /// Subscribe to an exchange through a temporary queue and print what arrives.
     Subscribe(SubscribeArgs),
+    /// Show the server's version, uptime, totals, rates and counters.
+    Status(StatusArgs),
+    /// List bindings (`warren bind` and `warren unbind` change them).
+    Binding {
+        /// The binding operation.
+        #[command(subcommand)]
+        command: BindingCommand,
+    },
+    /// List client connections.
+    Connection {
+        /// The connection operation.
+        #[command(subcommand)]
+        command: ConnectionCommand,
+    },
+    /// List consumers.
+    Consumer {
+        /// The consumer operation.
+        #[command(subcommand)]
+        command: ConsumerCommand,
+    },
+    /// Inspect, replay or purge the dead letters in a queue.
+    Dlq {
+        /// The dead-letter operation.
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+    /// Delete single messages from a queue.
+    Message {
+        /// The message operation.
+        #[command(subcommand)]
+        command: MessageCommand,
+    },
+    /// Export or import exchanges, queues and bindings as JSON.
+    Definitions {
+        /// The definitions operation.
+        #[command(subcommand)]
+        command: DefinitionsCommand,
+    },
     /// Measure end-to-end throughput and latency (in-process broker by default).
     Bench(bench::BenchArgs),
 }
@@ -95,6 +151,36 @@ impl ServerArg {
             .await
             .with_context(|| format!("connecting to {}", self.server))
     }
+
+    /// Runs one admin command (PROTOCOL.md §15) on a new connection, closes it and returns
+    /// the server's JSON. `what` describes the operation for the error context
+    /// (`listing queues`).
+    ///
+    /// # Errors
+    /// Connecting failed, or the server refused the command: `listing queues:
+    /// NOT_FOUND (404): ...`.
+    pub async fn admin(
+        &self,
+        command: &str,
+        arguments: FieldTable,
+        what: impl FnOnce() -> String,
+    ) -> anyhow::Result<Value> {
+        let client = self.connect().await?;
+        let value = client.admin(command, arguments).await.with_context(what)?;
+        client.close().await?;
+        Ok(value)
+    }
+}
+
+/// The arguments of every listing: `--json` and the server.
+#[derive(Debug, Clone, Args)]
+pub struct ListArgs {
+    /// Print the server's JSON (field names exactly the server's) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// The server to talk to.
+    #[command(flatten)]
+    pub server: ServerArg,
 }
 
 /// Runs a client command (everything but `serve`).
@@ -114,6 +200,13 @@ pub async fn run_client_command(command: Command) -> anyhow::Result<()> {
         Command::Publish(args) => publish::run(args).await,
         Command::Consume(args) => consume::run_consume(args).await,
         Command::Subscribe(args) => consume::run_subscribe(args).await,
+        Command::Status(args) => status::run(args).await,
+        Command::Binding { command } => binding::run_list(command).await,
+        Command::Connection { command } => connection::run(command).await,
+        Command::Consumer { command } => consumer::run(command).await,
+        Command::Dlq { command } => dlq::run(command).await,
+        Command::Message { command } => message::run(command).await,
+        Command::Definitions { command } => definitions::run(command).await,
         Command::Bench(args) => bench::run(args).await,
     }
 }
@@ -138,6 +231,24 @@ pub fn parse_key_value(text: &str) -> Result<(String, FieldValue), String> {
 /// Collects parsed `KEY=VALUE` pairs into a table; a repeated key keeps its last value.
 pub fn field_table(pairs: Vec<(String, FieldValue)>) -> FieldTable {
     pairs.into_iter().collect()
+}
+
+/// A count from an admin reply (`moved`, `purged`, ...).
+///
+/// # Errors
+/// The reply has no such non-negative integer field.
+pub fn reply_count(result: &Value, field: &str) -> anyhow::Result<u64> {
+    result[field]
+        .as_u64()
+        .with_context(|| format!("the server's reply has no count '{field}': {result}"))
+}
+
+/// An admin arguments table from the options that are set, with their server names.
+pub fn admin_args<const N: usize>(pairs: [(&str, Option<FieldValue>); N]) -> FieldTable {
+    pairs
+        .into_iter()
+        .filter_map(|(name, value)| value.map(|v| (name.to_owned(), v)))
+        .collect()
 }
 
 #[cfg(test)]

@@ -1,6 +1,15 @@
-//! How `warren consume` and `warren subscribe` print a delivery: one readable line, or one
-//! JSON object per line (`--json`). Pure functions, so the formats are unit-tested.
+//! How the CLI prints: deliveries for `warren consume` and `warren subscribe` (one readable
+//! line, or one JSON object per line with `--json`), and the admin commands' tables and
+//! `key: value` lines, with sizes, durations and times made readable. Pure functions (only
+//! [`emit`] and [`print_json`] write), so the formats are unit-tested.
+//!
+//! Tables are aligned by hand rather than with a table crate: the admin listings need only
+//! left- or right-aligned columns of short text, and plain space-separated columns stay easy
+//! to `grep`, `awk` and `cut`.
 
+use std::io::Write;
+
+use anyhow::Context;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use serde::Serialize;
@@ -106,13 +115,287 @@ pub fn delivery_line(delivery: &Delivery) -> String {
     format!("[{}] {body}{marker}", delivery.routing_key)
 }
 
+/// Writes `text` to stdout. A closed pipe (`warren queue list | head -1`) ends the output
+/// quietly, as other Unix tools do.
+///
+/// # Errors
+/// Writing to stdout failed for another reason.
+pub fn emit(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("writing to stdout"),
+        _ => Ok(()),
+    }
+}
+
+/// Prints a server's admin JSON as-is (pretty, field names exactly the server's).
+///
+/// # Errors
+/// Writing to stdout failed.
+pub fn print_json(value: &Value) -> anyhow::Result<()> {
+    emit(&format!("{}\n", pretty_json(value)))
+}
+
+/// `value` as pretty JSON.
+pub fn pretty_json(value: &Value) -> String {
+    // A `Value` always serializes: its map keys are strings.
+    serde_json::to_string_pretty(value).unwrap_or_else(|_| "null".to_owned())
+}
+
+/// How a table column lines up its cells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Align {
+    /// Text.
+    Left,
+    /// Numbers.
+    Right,
+}
+
+/// A table with a header row, columns separated by two spaces, no trailing spaces.
+#[derive(Debug)]
+pub struct Table {
+    columns: Vec<(&'static str, Align)>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    /// An empty table with these column headers.
+    pub fn new(columns: &[(&'static str, Align)]) -> Table {
+        Table {
+            columns: columns.to_vec(),
+            rows: Vec::new(),
+        }
+    }
+
+    /// Adds a row; control characters in its cells are escaped so a row stays one line.
+    pub fn row(&mut self, cells: Vec<String>) {
+        self.rows
+            .push(cells.into_iter().map(|c| one_line(&c)).collect());
+    }
+
+    /// The header and the rows, each ending in a newline. An empty table is its header only.
+    pub fn render(&self) -> String {
+        let mut widths: Vec<usize> = self
+            .columns
+            .iter()
+            .map(|(h, _)| h.chars().count())
+            .collect();
+        for row in &self.rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        let header: Vec<String> = self.columns.iter().map(|(h, _)| (*h).to_owned()).collect();
+        let mut out = String::new();
+        for row in std::iter::once(&header).chain(&self.rows) {
+            let mut line = String::new();
+            for (i, ((_, align), width)) in self.columns.iter().zip(&widths).enumerate() {
+                let cell = row.get(i).map_or("", String::as_str);
+                let pad = width.saturating_sub(cell.chars().count());
+                if i > 0 {
+                    line.push_str("  ");
+                }
+                match align {
+                    Align::Left => {
+                        line.push_str(cell);
+                        line.extend(std::iter::repeat_n(' ', pad));
+                    }
+                    Align::Right => {
+                        line.extend(std::iter::repeat_n(' ', pad));
+                        line.push_str(cell);
+                    }
+                }
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// `key: value` lines with the values aligned, each ending in a newline.
+pub fn key_values(pairs: &[(String, String)]) -> String {
+    let width = pairs
+        .iter()
+        .map(|(k, _)| k.chars().count() + 1)
+        .max()
+        .unwrap_or(0);
+    let mut out = String::new();
+    for (key, value) in pairs {
+        let label = format!("{key}:");
+        let line = format!("{label:<width$} {}", one_line(value));
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// `text` with control characters (newlines, tabs, ...) escaped, so it prints as one line.
+pub fn one_line(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_owned();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// At most `max` characters of `text`, ending in `…` when cut.
+pub fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
+/// A JSON scalar as a cell: strings as themselves, `null` (or absent) as `-`, arrays and
+/// objects as compact JSON.
+pub fn cell(value: &Value) -> String {
+    match value {
+        Value::Null => "-".to_owned(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A field table as `key=value` pairs separated by spaces; `-` when empty.
+pub fn arguments_cell(arguments: &Value) -> String {
+    match arguments.as_object() {
+        Some(map) if !map.is_empty() => map
+            .iter()
+            .map(|(k, v)| format!("{k}={}", cell(v)))
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => "-".to_owned(),
+    }
+}
+
+/// `yes` or `no` for a JSON bool (`-` when it is not one).
+pub fn yes_no(value: &Value) -> String {
+    match value.as_bool() {
+        Some(true) => "yes".to_owned(),
+        Some(false) => "no".to_owned(),
+        None => "-".to_owned(),
+    }
+}
+
+/// An exchange name, with the default exchange (`""`) spelled out.
+pub fn exchange_name(value: &Value) -> String {
+    match value.as_str() {
+        Some("") => "(default)".to_owned(),
+        _ => cell(value),
+    }
+}
+
+/// A per-second rate with one decimal.
+pub fn rate(value: &Value) -> String {
+    value
+        .as_f64()
+        .map_or_else(|| "-".to_owned(), |r| format!("{r:.1}"))
+}
+
+/// A byte count from JSON, humanised (`-` when it is not a number).
+pub fn bytes_cell(value: &Value) -> String {
+    value.as_u64().map_or_else(|| "-".to_owned(), human_bytes)
+}
+
+/// A byte count in B, KiB, MiB, GiB or TiB, with one decimal above bytes.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// A duration in its two largest units: `45s`, `2m 13s`, `3h 0m`, `4d 7h`.
+pub fn human_duration(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    if d > 0 {
+        format!("{d}d {h}h")
+    } else if h > 0 {
+        format!("{h}h {m}m")
+    } else if m > 0 {
+        format!("{m}m {s}s")
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// Milliseconds since the Unix epoch as RFC 3339 UTC with milliseconds:
+/// `2024-05-01T12:00:00.123Z`. Negative times (before 1970) clamp to the epoch.
+pub fn rfc3339_ms(ms: i64) -> String {
+    let ms = ms.max(0);
+    let (secs, millis) = (ms / 1000, ms % 1000);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// A JSON epoch-milliseconds value as [`rfc3339_ms`] (`-` when it is not a number).
+pub fn time_cell(value: &Value) -> String {
+    value.as_i64().map_or_else(|| "-".to_owned(), rfc3339_ms)
+}
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
+/// (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// Every leaf of `value` as `(path.to.leaf, value)`, objects in their key order, for
+/// printing counters generically.
+pub fn flatten(prefix: &str, value: &Value, out: &mut Vec<(String, String)>) {
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map {
+                let path = if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                flatten(&path, v, out);
+            }
+        }
+        other => out.push((prefix.to_owned(), cell(other))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use warren_protocol::{FieldTable, FieldValue};
     use bytes::Bytes;
     use serde_json::json;
     use warren_protocol::Properties;
+    use warren_protocol::{FieldTable, FieldValue};
 
     fn delivery(body: &'static [u8]) -> Delivery {
         Delivery {
@@ -210,5 +493,93 @@ mod tests {
         assert_eq!(delivery_line(&d), "[app.info] hello");
         d.redelivered = true;
         assert_eq!(delivery_line(&d), "[app.info] hello (redelivered)");
+    }
+
+    #[test]
+    fn tables_align_text_left_and_numbers_right() {
+        let mut t = Table::new(&[
+            ("NAME", Align::Left),
+            ("READY", Align::Right),
+            ("X", Align::Left),
+        ]);
+        t.row(vec!["jobs".into(), "7".into(), String::new()]);
+        t.row(vec![
+            "a-long-name".into(),
+            "12345".into(),
+            "line\nbreak".into(),
+        ]);
+        assert_eq!(
+            t.render(),
+            "NAME         READY  X\n\
+             jobs             7\n\
+             a-long-name  12345  line\\nbreak\n"
+        );
+        assert_eq!(Table::new(&[("A", Align::Left)]).render(), "A\n");
+    }
+
+    #[test]
+    fn key_values_align_their_values() {
+        let text = key_values(&[
+            ("version".into(), "0.1.0".into()),
+            ("store size".into(), "1.5 MiB".into()),
+            ("empty".into(), String::new()),
+        ]);
+        assert_eq!(text, "version:    0.1.0\nstore size: 1.5 MiB\nempty:\n");
+    }
+
+    #[test]
+    fn sizes_and_durations_read_naturally() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1024), "1.0 KiB");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(5 * 1024 * 1024), "5.0 MiB");
+        assert_eq!(human_bytes(u64::MAX), "16777216.0 TiB");
+        assert_eq!(human_duration(45), "45s");
+        assert_eq!(human_duration(133), "2m 13s");
+        assert_eq!(human_duration(3 * 3600 + 59), "3h 0m");
+        assert_eq!(human_duration(4 * 86_400 + 7 * 3600 + 5), "4d 7h");
+    }
+
+    #[test]
+    fn epoch_milliseconds_format_as_rfc3339_utc() {
+        assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_ms(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(rfc3339_ms(1_714_564_800_000), "2024-05-01T12:00:00.000Z");
+        assert_eq!(rfc3339_ms(4_102_444_799_999), "2099-12-31T23:59:59.999Z");
+        assert_eq!(rfc3339_ms(-5), "1970-01-01T00:00:00.000Z");
+        assert_eq!(time_cell(&Value::Null), "-");
+    }
+
+    #[test]
+    fn cells_show_json_scalars_plainly() {
+        assert_eq!(cell(&json!(null)), "-");
+        assert_eq!(cell(&json!("q")), "q");
+        assert_eq!(cell(&json!(3)), "3");
+        assert_eq!(cell(&json!(["a"])), r#"["a"]"#);
+        assert_eq!(exchange_name(&json!("")), "(default)");
+        assert_eq!(exchange_name(&json!("logs")), "logs");
+        assert_eq!(yes_no(&json!(true)), "yes");
+        assert_eq!(rate(&json!(2.25)), "2.2");
+        assert_eq!(truncate("abcdef", 4), "abc…");
+        assert_eq!(truncate("abc", 4), "abc");
+        assert_eq!(one_line("a\tb"), "a\\tb");
+    }
+
+    #[test]
+    fn flatten_names_leaves_by_their_path() {
+        let mut out = Vec::new();
+        flatten(
+            "totals",
+            &json!({"acked": 1, "dead_lettered": {"expired": 2}}),
+            &mut out,
+        );
+        assert_eq!(
+            out,
+            [
+                ("totals.acked".to_owned(), "1".to_owned()),
+                ("totals.dead_lettered.expired".to_owned(), "2".to_owned())
+            ]
+        );
     }
 }

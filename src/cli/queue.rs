@@ -1,10 +1,14 @@
-//! `warren queue declare|delete|purge`.
+//! `warren queue declare|delete|purge|list|inspect`.
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use warren_protocol::FieldValue;
+use serde_json::Value;
+use warren_protocol::{FieldTable, FieldValue};
 
-use crate::cli::{field_table, parse_key_value, ServerArg};
+use crate::cli::output::{
+    bytes_cell, cell, emit, flatten, key_values, print_json, rate, yes_no, Align, Table,
+};
+use crate::cli::{admin_args, field_table, parse_key_value, ListArgs, ServerArg};
 use crate::client::QueueOptions;
 
 /// `warren queue ...`
@@ -16,6 +20,10 @@ pub enum QueueCommand {
     Delete(QueueDeleteArgs),
     /// Remove every ready message from a queue and print how many.
     Purge(QueuePurgeArgs),
+    /// List queues with their arguments, message counts and rates.
+    List(ListArgs),
+    /// Show one queue: attributes, every argument, counts, rates and totals.
+    Inspect(QueueInspectArgs),
 }
 
 /// Arguments of `warren queue declare`.
@@ -66,6 +74,19 @@ pub struct QueuePurgeArgs {
     pub server: ServerArg,
 }
 
+/// Arguments of `warren queue inspect`.
+#[derive(Debug, Args)]
+pub struct QueueInspectArgs {
+    /// Queue name.
+    pub name: String,
+    /// Print the server's JSON instead of `key: value` lines.
+    #[arg(long)]
+    pub json: bool,
+    /// The server to talk to.
+    #[command(flatten)]
+    pub server: ServerArg,
+}
+
 /// Runs a queue command, printing its result on stdout.
 ///
 /// # Errors
@@ -106,8 +127,213 @@ pub async fn run(command: QueueCommand) -> anyhow::Result<()> {
             println!("{purged}");
             client.close().await?;
         }
+        QueueCommand::List(args) => {
+            let queues = args
+                .server
+                .admin("queue.list", FieldTable::new(), || {
+                    "listing queues".to_owned()
+                })
+                .await?;
+            if args.json {
+                print_json(&queues)?;
+            } else {
+                emit(&queue_table(&queues))?;
+            }
+        }
+        QueueCommand::Inspect(args) => {
+            let arguments = admin_args([("queue", Some(FieldValue::String(args.name.clone())))]);
+            let queue = args
+                .server
+                .admin("queue.inspect", arguments, || {
+                    format!("inspecting queue '{}'", args.name)
+                })
+                .await?;
+            if args.json {
+                print_json(&queue)?;
+            } else {
+                emit(&queue_text(&queue))?;
+            }
+        }
     }
     Ok(())
+}
+
+/// `queue.list` as a table: name, durable, flags, an arguments summary, counts, bytes,
+/// consumers and rates.
+pub fn queue_table(queues: &Value) -> String {
+    let mut table = Table::new(&[
+        ("NAME", Align::Left),
+        ("DURABLE", Align::Left),
+        ("FLAGS", Align::Left),
+        ("ARGUMENTS", Align::Left),
+        ("READY", Align::Right),
+        ("UNACKED", Align::Right),
+        ("DELAYED", Align::Right),
+        ("BYTES", Align::Right),
+        ("CONSUMERS", Align::Right),
+        ("PUBLISH/S", Align::Right),
+        ("DELIVER/S", Align::Right),
+        ("ACK/S", Align::Right),
+    ]);
+    for q in queues.as_array().into_iter().flatten() {
+        table.row(vec![
+            cell(&q["name"]),
+            yes_no(&q["durable"]),
+            flags(q),
+            arguments_summary(q),
+            cell(&q["messages_ready"]),
+            cell(&q["messages_unacked"]),
+            cell(&q["messages_delayed"]),
+            bytes_cell(&q["message_bytes"]),
+            cell(&q["consumers"]),
+            rate(&q["publish_rate"]),
+            rate(&q["deliver_rate"]),
+            rate(&q["ack_rate"]),
+        ]);
+    }
+    table.render()
+}
+
+/// `excl`, `auto-del`, both (comma-separated) or `-`.
+fn flags(q: &Value) -> String {
+    let flags: Vec<&str> = [("exclusive", "excl"), ("auto_delete", "auto-del")]
+        .into_iter()
+        .filter(|(field, _)| q[*field].as_bool() == Some(true))
+        .map(|(_, flag)| flag)
+        .collect();
+    if flags.is_empty() {
+        "-".to_owned()
+    } else {
+        flags.join(",")
+    }
+}
+
+/// The dead-lettering and limit arguments that are set, e.g.
+/// `DLX=dlx TTL=5000ms max-len=100 overflow=reject-publish delivery-limit=3`; `-` if none.
+fn arguments_summary(q: &Value) -> String {
+    let mut parts = Vec::new();
+    if let Some(dlx) = q["dead_letter_exchange"].as_str() {
+        let dlx = if dlx.is_empty() { "(default)" } else { dlx };
+        parts.push(format!("DLX={dlx}"));
+    }
+    if let Some(key) = q["dead_letter_routing_key"].as_str() {
+        parts.push(format!("DLK={key}"));
+    }
+    if let Some(ttl) = q["message_ttl_ms"].as_u64() {
+        parts.push(format!("TTL={ttl}ms"));
+    }
+    if let Some(max) = q["max_length"].as_u64() {
+        parts.push(format!("max-len={max}"));
+    }
+    if let Some(max) = q["max_length_bytes"].as_u64() {
+        parts.push(format!("max-bytes={max}"));
+    }
+    // The server always reports an overflow mode; show it only when it was asked for.
+    if q["arguments"].get("x-overflow").is_some() {
+        parts.push(format!("overflow={}", cell(&q["overflow"])));
+    }
+    if let Some(limit) = q["delivery_limit"].as_u64() {
+        parts.push(format!("delivery-limit={limit}"));
+    }
+    if parts.is_empty() {
+        "-".to_owned()
+    } else {
+        parts.join(" ")
+    }
+}
+
+/// `queue.inspect` as `key: value` lines: attributes, one `argument NAME` line per argument,
+/// the effective limits, counts, rates and totals; fields this version does not know follow
+/// under their JSON names.
+pub fn queue_text(q: &Value) -> String {
+    let field = |name: &str| q.get(name).unwrap_or(&Value::Null);
+    let mut lines: Vec<(String, String)> = vec![
+        ("name".into(), cell(field("name"))),
+        ("durable".into(), yes_no(field("durable"))),
+        ("exclusive".into(), yes_no(field("exclusive"))),
+        ("auto delete".into(), yes_no(field("auto_delete"))),
+    ];
+    if let Some(arguments) = field("arguments").as_object() {
+        for (name, value) in arguments {
+            lines.push((format!("argument {name}"), cell(value)));
+        }
+    }
+    let bytes = match field("message_bytes").as_u64() {
+        Some(n) => format!("{} ({n})", bytes_cell(field("message_bytes"))),
+        None => "-".to_owned(),
+    };
+    lines.extend([
+        (
+            "dead letter exchange".into(),
+            cell(field("dead_letter_exchange")),
+        ),
+        (
+            "dead letter routing key".into(),
+            cell(field("dead_letter_routing_key")),
+        ),
+        ("message ttl ms".into(), cell(field("message_ttl_ms"))),
+        ("max length".into(), cell(field("max_length"))),
+        ("max length bytes".into(), cell(field("max_length_bytes"))),
+        ("overflow".into(), cell(field("overflow"))),
+        ("delivery limit".into(), cell(field("delivery_limit"))),
+        ("messages ready".into(), cell(field("messages_ready"))),
+        ("messages unacked".into(), cell(field("messages_unacked"))),
+        ("messages delayed".into(), cell(field("messages_delayed"))),
+        ("message bytes".into(), bytes),
+        ("consumers".into(), cell(field("consumers"))),
+        (
+            "publish rate".into(),
+            format!("{}/s", rate(field("publish_rate"))),
+        ),
+        (
+            "deliver rate".into(),
+            format!("{}/s", rate(field("deliver_rate"))),
+        ),
+        ("ack rate".into(), format!("{}/s", rate(field("ack_rate")))),
+        ("published total".into(), cell(field("published_total"))),
+        ("delivered total".into(), cell(field("delivered_total"))),
+        ("acked total".into(), cell(field("acked_total"))),
+        (
+            "dead lettered total".into(),
+            cell(field("dead_lettered_total")),
+        ),
+    ]);
+    const SHOWN: [&str; 24] = [
+        "name",
+        "durable",
+        "exclusive",
+        "auto_delete",
+        "arguments",
+        "dead_letter_exchange",
+        "dead_letter_routing_key",
+        "message_ttl_ms",
+        "max_length",
+        "max_length_bytes",
+        "overflow",
+        "delivery_limit",
+        "messages_ready",
+        "messages_unacked",
+        "messages_delayed",
+        "message_bytes",
+        "consumers",
+        "publish_rate",
+        "deliver_rate",
+        "ack_rate",
+        "published_total",
+        "delivered_total",
+        "acked_total",
+        "dead_lettered_total",
+    ];
+    if let Value::Object(map) = q {
+        // `as_of_ms` only dates the rates.
+        for (key, value) in map
+            .iter()
+            .filter(|(k, _)| !SHOWN.contains(&k.as_str()) && k.as_str() != "as_of_ms")
+        {
+            flatten(key, value, &mut lines);
+        }
+    }
+    key_values(&lines)
 }
 
 fn declaring(name: &str) -> String {
@@ -115,5 +341,103 @@ fn declaring(name: &str) -> String {
         "declaring a server-named queue".to_owned()
     } else {
         format!("declaring queue '{name}'")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn queue() -> Value {
+        json!({
+            "name": "work",
+            "durable": true,
+            "exclusive": false,
+            "auto_delete": true,
+            "arguments": {"x-dead-letter-exchange": "", "x-message-ttl": 5000,
+                          "x-max-length": 10, "x-overflow": "reject-publish"},
+            "dead_letter_exchange": "",
+            "dead_letter_routing_key": null,
+            "message_ttl_ms": 5000,
+            "max_length": 10,
+            "max_length_bytes": null,
+            "overflow": "reject-publish",
+            "delivery_limit": null,
+            "messages_ready": 3,
+            "messages_unacked": 1,
+            "messages_delayed": 0,
+            "message_bytes": 2048,
+            "consumers": 1,
+            "publish_rate": 0.5,
+            "deliver_rate": 0.0,
+            "ack_rate": 0.0,
+            "published_total": 4,
+            "delivered_total": 1,
+            "acked_total": 0,
+            "dead_lettered_total": 0,
+            "as_of_ms": 1,
+        })
+    }
+
+    #[test]
+    fn the_table_summarises_arguments_that_are_set() {
+        let text = queue_table(&json!([queue()]));
+        let mut lines = text.lines();
+        assert!(lines
+            .next()
+            .unwrap()
+            .starts_with("NAME  DURABLE  FLAGS     ARGUMENTS"));
+        let row: Vec<&str> = lines
+            .next()
+            .unwrap()
+            .split("  ")
+            .filter(|c| !c.is_empty())
+            .collect();
+        assert_eq!(
+            row.iter().map(|c| c.trim()).collect::<Vec<_>>(),
+            [
+                "work",
+                "yes",
+                "auto-del",
+                "DLX=(default) TTL=5000ms max-len=10 overflow=reject-publish",
+                "3",
+                "1",
+                "0",
+                "2.0 KiB",
+                "1",
+                "0.5",
+                "0.0",
+                "0.0"
+            ]
+        );
+        let plain = json!([{"name": "q", "durable": false, "exclusive": true,
+                            "auto_delete": false, "arguments": {}, "overflow": "drop-head"}]);
+        let text = queue_table(&plain);
+        assert!(
+            text.lines()
+                .nth(1)
+                .unwrap()
+                .starts_with("q     no       excl   -"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn inspect_lists_every_argument() {
+        let text = queue_text(&queue());
+        for line in [
+            "argument x-message-ttl: 5000",
+            "argument x-dead-letter-exchange:",
+            "message bytes: 2.0 KiB (2048)",
+            "delivery limit: -",
+        ] {
+            assert!(
+                text.lines()
+                    .any(|l| l.split_whitespace().eq(line.split_whitespace())),
+                "no {line:?} in\n{text}"
+            );
+        }
+        assert!(!text.contains("as_of_ms"), "{text}");
     }
 }

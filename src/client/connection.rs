@@ -461,7 +461,8 @@ impl Connection {
             | Frame::QueueDeleteOk { .. }
             | Frame::QueuePurgeOk { .. }
             | Frame::GetOk(_)
-            | Frame::GetEmpty) => self.reply(id, frame),
+            | Frame::GetEmpty
+            | Frame::AdminOk { .. }) => self.reply(id, frame),
             other => {
                 // A client-to-server opcode (or a second Hello): PROTOCOL.md §9 says to close.
                 let opcode = other.opcode().name();

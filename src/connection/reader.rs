@@ -90,7 +90,7 @@ pub(super) async fn run(
                 max: publish_limit as usize,
             })
         } else {
-            dispatch(broker, session, envelope).await
+            dispatch(broker, session, envelope, config.max_frame_size).await
         };
         match result {
             Ok(Flow::Continue) => {}
@@ -161,6 +161,7 @@ async fn dispatch(
     broker: &Broker,
     session: &Arc<Session>,
     env: Envelope,
+    max_frame_size: u32,
 ) -> Result<Flow, BrokerError> {
     let id = env.request_id;
     let reply = |frame: Frame| session.send(Envelope::new(id, frame));
@@ -255,6 +256,19 @@ async fn dispatch(
                     slot(session, id),
                 )
                 .await?;
+        }
+        Frame::Admin(a) => {
+            let body = broker.admin(session, &a.command, &a.arguments).await?;
+            // The reply must fit in a frame the client accepts.
+            let max = max_frame_size.saturating_sub(PUBLISH_HEADROOM_BYTES) as usize;
+            if body.len() > max {
+                return Err(BrokerError::ResultTooLarge(format!(
+                    "the {} result is {} bytes, more than fits in a frame ({max}); ask for fewer (--limit)",
+                    a.command,
+                    body.len()
+                )));
+            }
+            reply(Frame::AdminOk { body });
         }
         other => {
             return Err(BrokerError::UnexpectedFrame(format!(
