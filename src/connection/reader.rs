@@ -99,7 +99,7 @@ pub(super) async fn run(
                 if matches!(e, BrokerError::Store(_)) {
                     tracing::error!(connection = session.id, error = %e, "request failed in the store");
                 } else {
-                    tracing::debug!(connection = session.id, request = id, error = %e, "request refused");
+                    tracing::info!(connection = session.id, request = id, code = e.code().as_u16(), error = %e, "request refused");
                 }
                 session.send(Envelope::new(
                     id,
