@@ -284,7 +284,7 @@ impl Broker {
         qs
     }
 
-    fn live_sessions(&self) -> Vec<Arc<Session>> {
+    pub(super) fn live_sessions(&self) -> Vec<Arc<Session>> {
         let mut s: Vec<Arc<Session>> = self
             .inner
             .sessions
@@ -564,19 +564,7 @@ impl Broker {
     /// Removes the selected ready messages of `q` durably; returns how many.
     async fn remove_selected(&self, q: &Arc<Queue>, ids: HashSet<u64>) -> Result<u64, BrokerError> {
         let taken = q.take_ids(&ids);
-        let stored: Vec<(u64, u64)> = taken
-            .iter()
-            .filter(|e| e.stored)
-            .map(|e| (q.id, e.id))
-            .collect();
-        if !stored.is_empty() {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            self.inner
-                .store
-                .remove(stored, Completion::Oneshot(tx))
-                .await?;
-            rx.await.map_err(|_| BrokerError::ShuttingDown)??;
-        }
+        self.forget_durably(q, &taken).await?;
         Ok(taken.len() as u64)
     }
 

@@ -666,21 +666,32 @@ impl Broker {
     pub async fn purge_queue(&self, session: &Session, name: &str) -> Result<u64, BrokerError> {
         let q = self.usable_queue(session, name)?;
         let removed = q.purge();
-        let count = removed.len() as u64;
-        let stored: Vec<(u64, u64)> = removed
+        self.forget_durably(&q, &removed).await?;
+        Ok(removed.len() as u64)
+    }
+
+    /// Deletes the store rows of entries that left `q` (purged, deleted by an operator) and
+    /// returns once that is committed.
+    async fn forget_durably(
+        &self,
+        q: &Queue,
+        entries: &[QueuedMessage],
+    ) -> Result<(), BrokerError> {
+        let stored: Vec<(u64, u64)> = entries
             .iter()
             .filter(|e| e.stored)
             .map(|e| (q.id, e.id))
             .collect();
-        if !stored.is_empty() {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            self.inner
-                .store
-                .remove(stored, Completion::Oneshot(tx))
-                .await?;
-            rx.await.map_err(|_| BrokerError::ShuttingDown)??;
+        if stored.is_empty() {
+            return Ok(());
         }
-        Ok(count)
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.inner
+            .store
+            .remove(stored, Completion::Oneshot(tx))
+            .await?;
+        rx.await.map_err(|_| BrokerError::ShuttingDown)??;
+        Ok(())
     }
 
     fn binding_parts(

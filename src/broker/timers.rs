@@ -7,7 +7,6 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use super::queue::Queue;
-use super::session::Session;
 use super::{Broker, Inner};
 use crate::message::now_ms;
 
@@ -46,13 +45,7 @@ impl Broker {
                 }
             }
         }
-        let sessions: Vec<Arc<Session>> = self
-            .inner
-            .sessions
-            .read()
-            .values()
-            .filter_map(std::sync::Weak::upgrade)
-            .collect();
+        let sessions = self.live_sessions();
         let default = self.inner.config.consumer_timeout;
         for s in sessions {
             for (consumer, tag, age) in s.timed_out_consumers(default) {
