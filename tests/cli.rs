@@ -620,6 +620,20 @@ fn consume_no_ack_prints_and_removes_the_messages() {
     assert_eq!(ok(&d.cli(&["queue", "purge", "q"])), "0\n");
 }
 
+// Regression: `--no-ack --count 2` used to let the server push the whole queue and drop
+// everything it did not print.
+#[test]
+fn consume_no_ack_with_a_count_takes_only_that_many() {
+    let d = TestDaemon::start();
+    ok(&d.cli(&["queue", "declare", "q"]));
+    publish_lines(&d, "q", &["a", "b", "c", "d", "e"]);
+    let v = json_lines(&ok(
+        &d.cli(&["consume", "q", "--count", "2", "--no-ack", "--json"])
+    ));
+    assert_eq!(bodies(&v), ["a", "b"]);
+    assert_eq!(ok(&d.cli(&["queue", "purge", "q"])), "3\n");
+}
+
 #[test]
 fn consume_with_prefetch_one_acks_every_message() {
     let d = TestDaemon::start();

@@ -36,7 +36,8 @@ pub struct ConsumeArgs {
     /// Max unacknowledged messages the server sends ahead (0 = no limit).
     #[arg(long, value_name = "N", default_value_t = DEFAULT_PREFETCH)]
     pub prefetch: u32,
-    /// Let the server count messages as acknowledged when it sends them.
+    /// Let the server count messages as acknowledged when it sends them. With `--count`,
+    /// exactly that many are taken (acknowledged as printed), so none are lost unprinted.
     #[arg(long, conflicts_with_all = ["reject", "nack_requeue_delay"])]
     pub no_ack: bool,
     /// Print one JSON object per line.
@@ -118,8 +119,19 @@ struct LoopOptions {
 ///
 /// # Errors
 /// Connecting or consuming failed, or the consumer ended before `--count` messages.
-pub async fn run_consume(args: ConsumeArgs) -> anyhow::Result<()> {
+pub async fn run_consume(mut args: ConsumeArgs) -> anyhow::Result<()> {
     let client = args.server.connect().await?;
+    if let (true, Some(count)) = (args.no_ack, args.count) {
+        // A no-ack consumer gets everything the server can push, and `--count` would drop
+        // what it did not print. With a count, take exactly that many, acked as printed.
+        args.no_ack = false;
+        let limit = u32::try_from(count).unwrap_or(u32::MAX).max(1);
+        args.prefetch = if args.prefetch == 0 {
+            limit
+        } else {
+            args.prefetch.min(limit)
+        };
+    }
     client
         .qos(args.prefetch)
         .await
