@@ -104,6 +104,19 @@ impl Encoder<Envelope> for FrameCodec {
     }
 }
 
+impl Encoder<crate::frame::DeliverRef<'_>> for FrameCodec {
+    type Error = std::io::Error;
+
+    fn encode(
+        &mut self,
+        item: crate::frame::DeliverRef<'_>,
+        dst: &mut BytesMut,
+    ) -> Result<(), std::io::Error> {
+        item.encode(dst);
+        Ok(())
+    }
+}
+
 impl Encoder<&Envelope> for FrameCodec {
     type Error = std::io::Error;
 
@@ -127,6 +140,37 @@ mod tests {
         let err = codec.decode(&mut buf).unwrap_err();
         assert_eq!(err.to_string(), "frame length 4294967295 exceeds max 1024");
         assert!(buf.capacity() < 1024);
+    }
+
+    #[test]
+    fn a_borrowed_delivery_encodes_like_the_frame() {
+        let d = crate::frame::Deliver {
+            consumer_tag: "c".into(),
+            delivery_tag: 7,
+            redelivered: true,
+            delivery_count: 2,
+            exchange: "ex".into(),
+            routing_key: "k".into(),
+            properties: crate::Properties {
+                message_id: Some("m".into()),
+                ..Default::default()
+            },
+            body: bytes::Bytes::from_static(b"body"),
+        };
+        let owned = Envelope::new(0, Frame::Deliver(d.clone())).to_bytes();
+        let mut borrowed = BytesMut::new();
+        crate::frame::DeliverRef {
+            consumer_tag: &d.consumer_tag,
+            delivery_tag: d.delivery_tag,
+            redelivered: d.redelivered,
+            delivery_count: d.delivery_count,
+            exchange: &d.exchange,
+            routing_key: &d.routing_key,
+            properties: &d.properties,
+            body: &d.body,
+        }
+        .encode(&mut borrowed);
+        assert_eq!(&owned[..], &borrowed[..]);
     }
 
     #[test]

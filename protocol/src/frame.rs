@@ -530,6 +530,56 @@ pub enum Frame {
     },
 }
 
+/// A `Deliver` frame over borrowed parts. The server encodes deliveries from the message it
+/// shares between queues, without first copying its properties into a [`Deliver`]; the
+/// bytes are exactly those of the equivalent `Frame::Deliver` (request id 0).
+#[derive(Debug, Clone, Copy)]
+pub struct DeliverRef<'a> {
+    /// Which consumer.
+    pub consumer_tag: &'a str,
+    /// Identifies the delivery on its connection.
+    pub delivery_tag: u64,
+    /// Delivered before.
+    pub redelivered: bool,
+    /// Earlier failed deliveries.
+    pub delivery_count: u32,
+    /// Exchange it was published to.
+    pub exchange: &'a str,
+    /// Its routing key.
+    pub routing_key: &'a str,
+    /// Its properties.
+    pub properties: &'a Properties,
+    /// Its body.
+    pub body: &'a [u8],
+}
+
+impl DeliverRef<'_> {
+    fn put_payload(&self, dst: &mut BytesMut) {
+        put_str16(dst, self.consumer_tag);
+        dst.put_u64_le(self.delivery_tag);
+        dst.put_u8(bits(&[(self.redelivered, F_REDELIVERED)]));
+        dst.put_u32_le(self.delivery_count);
+        put_str16(dst, self.exchange);
+        put_str16(dst, self.routing_key);
+        self.properties.encode(dst);
+        dst.put_slice(self.body);
+    }
+
+    /// Appends the whole frame, length prefix included, with request id 0.
+    pub fn encode(&self, dst: &mut BytesMut) {
+        let start = dst.len();
+        dst.put_u32_le(0);
+        dst.put_u8(Opcode::Deliver as u8);
+        dst.put_u64_le(0);
+        self.put_payload(dst);
+        let len = dst.len().saturating_sub(start).saturating_sub(4);
+        let len = u32::try_from(len).unwrap_or(u32::MAX).to_le_bytes();
+        if let Some(prefix) = dst.get_mut(start..start + 4) {
+            prefix.copy_from_slice(&len);
+        }
+    }
+}
+
 /// A frame with its request id: the unit the codec reads and writes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Envelope {
@@ -706,16 +756,17 @@ impl Frame {
                 dst.put_u16_le(c.code);
                 put_str16(dst, &c.reason);
             }
-            Frame::Deliver(d) => {
-                put_str16(dst, &d.consumer_tag);
-                dst.put_u64_le(d.delivery_tag);
-                dst.put_u8(bits(&[(d.redelivered, F_REDELIVERED)]));
-                dst.put_u32_le(d.delivery_count);
-                put_str16(dst, &d.exchange);
-                put_str16(dst, &d.routing_key);
-                d.properties.encode(dst);
-                dst.put_slice(&d.body);
+            Frame::Deliver(d) => DeliverRef {
+                consumer_tag: &d.consumer_tag,
+                delivery_tag: d.delivery_tag,
+                redelivered: d.redelivered,
+                delivery_count: d.delivery_count,
+                exchange: &d.exchange,
+                routing_key: &d.routing_key,
+                properties: &d.properties,
+                body: &d.body,
             }
+            .put_payload(dst),
             Frame::Get(g) => {
                 put_str16(dst, &g.queue);
                 dst.put_u8(bits(&[(g.no_ack, F_NO_ACK)]));

@@ -10,7 +10,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::codec::FramedWrite;
 use tokio_util::sync::CancellationToken;
-use warren_protocol::{Deliver, Envelope, Frame, FrameCodec};
+use warren_protocol::{DeliverRef, Envelope, Frame, FrameCodec};
 
 use crate::broker::session::{Outbound, Session};
 
@@ -115,19 +115,18 @@ async fn write(sink: &mut Sink, m: Outbound, confirms: &mut usize) -> Result<(),
         } => {
             let result = match &entry.message {
                 Some(message) => {
-                    sink.feed(Envelope::new(
-                        0,
-                        Frame::Deliver(Deliver {
-                            consumer_tag: consumer.tag.to_string(),
-                            delivery_tag,
-                            redelivered: entry.delivery_count > 0,
-                            delivery_count: entry.delivery_count,
-                            exchange: message.exchange.clone(),
-                            routing_key: message.routing_key.clone(),
-                            properties: message.properties.clone(),
-                            body: message.body.clone(),
-                        }),
-                    ))
+                    // Encoded straight from the shared message: no per-delivery copy of
+                    // its properties.
+                    sink.feed(DeliverRef {
+                        consumer_tag: &consumer.tag,
+                        delivery_tag,
+                        redelivered: entry.delivery_count > 0,
+                        delivery_count: entry.delivery_count,
+                        exchange: &message.exchange,
+                        routing_key: &message.routing_key,
+                        properties: &message.properties,
+                        body: &message.body,
+                    })
                     .await
                 }
                 None => {
