@@ -157,13 +157,13 @@ async fn a_publish_over_the_headroom_gets_content_too_large_and_the_connection_g
     let publish = |id: u64, size: usize| {
         Envelope::new(
             id,
-            Frame::Publish(Publish {
+            Frame::Publish(Box::new(Publish {
                 exchange: String::new(),
                 routing_key: "nowhere".into(),
                 mandatory: false,
                 properties: Properties::default(),
                 body: vec![b'x'; size].into(),
-            }),
+            })),
         )
         .to_bytes()
     };

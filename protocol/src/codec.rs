@@ -157,7 +157,7 @@ mod tests {
             },
             body: bytes::Bytes::from_static(b"body"),
         };
-        let owned = Envelope::new(0, Frame::Deliver(d.clone())).to_bytes();
+        let owned = Envelope::new(0, Frame::Deliver(Box::new(d.clone()))).to_bytes();
         let mut borrowed = BytesMut::new();
         crate::frame::DeliverRef {
             consumer_tag: &d.consumer_tag,

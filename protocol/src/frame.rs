@@ -492,11 +492,12 @@ pub enum Frame {
     /// Remove a binding; reply `Ok`.
     QueueUnbind(QueueBind),
     /// Publish a message; reply `Confirm` (after `Return` if unroutable and mandatory).
-    Publish(Publish),
+    /// Boxed, like the other message-carrying frames, so a `Frame` stays small to move.
+    Publish(Box<Publish>),
     /// Publisher confirm.
     Confirm(Confirm),
     /// A mandatory message returned unroutable.
-    Return(Return),
+    Return(Box<Return>),
     /// Set the prefetch limit; reply `Ok`.
     Qos(Qos),
     /// Start a consumer; reply `ConsumeOk`.
@@ -508,11 +509,11 @@ pub enum Frame {
     /// The server stopped a consumer.
     ConsumerCancelled(ConsumerCancelled),
     /// A message for a consumer.
-    Deliver(Deliver),
+    Deliver(Box<Deliver>),
     /// Pull one message; reply `GetOk` or `GetEmpty`.
     Get(Get),
     /// Reply to `Get` with a message.
-    GetOk(GetOk),
+    GetOk(Box<GetOk>),
     /// Reply to `Get`: the queue had no ready message.
     GetEmpty,
     /// Acknowledge; reply `Ok` (once durable) unless the request id is 0.
@@ -900,13 +901,13 @@ impl Frame {
                 let routing_key = r.str16("routing key")?;
                 let f = r.flags("publish flags", F_MANDATORY)?;
                 let properties = Properties::decode(&mut r)?;
-                Frame::Publish(Publish {
+                Frame::Publish(Box::new(Publish {
                     exchange,
                     routing_key,
                     mandatory: flag(f, F_MANDATORY),
                     properties,
                     body: r.rest(),
-                })
+                }))
             }
             Opcode::Confirm => {
                 let offset = r.offset();
@@ -925,14 +926,14 @@ impl Frame {
                     }
                 }
             }
-            Opcode::Return => Frame::Return(Return {
+            Opcode::Return => Frame::Return(Box::new(Return {
                 reply_code: r.u16()?,
                 reply_text: r.str16("reply text")?,
                 exchange: r.str16("exchange")?,
                 routing_key: r.str16("routing key")?,
                 properties: Properties::decode(&mut r)?,
                 body: r.rest(),
-            }),
+            })),
             Opcode::Qos => Frame::Qos(Qos {
                 prefetch_count: r.u32()?,
             }),
@@ -963,7 +964,7 @@ impl Frame {
                 let consumer_tag = r.str16("consumer tag")?;
                 let delivery_tag = r.u64()?;
                 let f = r.flags("deliver flags", F_REDELIVERED)?;
-                Frame::Deliver(Deliver {
+                Frame::Deliver(Box::new(Deliver {
                     consumer_tag,
                     delivery_tag,
                     redelivered: flag(f, F_REDELIVERED),
@@ -972,7 +973,7 @@ impl Frame {
                     routing_key: r.str16("routing key")?,
                     properties: Properties::decode(&mut r)?,
                     body: r.rest(),
-                })
+                }))
             }
             Opcode::Get => {
                 let queue = r.str16("queue")?;
@@ -985,7 +986,7 @@ impl Frame {
             Opcode::GetOk => {
                 let delivery_tag = r.u64()?;
                 let f = r.flags("get-ok flags", F_REDELIVERED)?;
-                Frame::GetOk(GetOk {
+                Frame::GetOk(Box::new(GetOk {
                     delivery_tag,
                     redelivered: flag(f, F_REDELIVERED),
                     delivery_count: r.u32()?,
@@ -994,7 +995,7 @@ impl Frame {
                     routing_key: r.str16("routing key")?,
                     properties: Properties::decode(&mut r)?,
                     body: r.rest(),
-                })
+                }))
             }
             Opcode::GetEmpty => Frame::GetEmpty,
             Opcode::Ack => {

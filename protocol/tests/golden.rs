@@ -142,13 +142,13 @@ fn vectors() -> Vec<(&'static str, &'static str, Envelope)> {
             PUBLISH,
             Envelope::new(
                 4,
-                Frame::Publish(Publish {
+                Frame::Publish(Box::new(Publish {
                     exchange: "logs".into(),
                     routing_key: "app.start".into(),
                     mandatory: false,
                     properties: example_properties(),
                     body: Bytes::from_static(b"hi"),
-                }),
+                })),
             ),
         ),
         (
@@ -172,7 +172,7 @@ fn vectors() -> Vec<(&'static str, &'static str, Envelope)> {
             DELIVER,
             Envelope::new(
                 0,
-                Frame::Deliver(Deliver {
+                Frame::Deliver(Box::new(Deliver {
                     consumer_tag: "c1".into(),
                     delivery_tag: 1,
                     redelivered: false,
@@ -181,7 +181,7 @@ fn vectors() -> Vec<(&'static str, &'static str, Envelope)> {
                     routing_key: "app.start".into(),
                     properties: example_properties(),
                     body: Bytes::from_static(b"hi"),
-                }),
+                })),
             ),
         ),
         (

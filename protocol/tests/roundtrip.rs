@@ -223,13 +223,13 @@ fn frame() -> impl Strategy<Value = Frame> {
         queue_bind().prop_map(Frame::QueueUnbind).boxed(),
         (text(64), text(64), any::<bool>(), properties(), body())
             .prop_map(|(exchange, routing_key, mandatory, properties, body)| {
-                Frame::Publish(Publish {
+                Frame::Publish(Box::new(Publish {
                     exchange,
                     routing_key,
                     mandatory,
                     properties,
                     body,
-                })
+                }))
             })
             .boxed(),
         prop_oneof![
@@ -248,14 +248,14 @@ fn frame() -> impl Strategy<Value = Frame> {
         )
             .prop_map(
                 |(reply_code, reply_text, exchange, routing_key, properties, body)| {
-                    Frame::Return(Return {
+                    Frame::Return(Box::new(Return {
                         reply_code,
                         reply_text,
                         exchange,
                         routing_key,
                         properties,
                         body,
-                    })
+                    }))
                 },
             )
             .boxed(),
@@ -315,7 +315,7 @@ fn frame() -> impl Strategy<Value = Frame> {
                     properties,
                     body,
                 )| {
-                    Frame::Deliver(Deliver {
+                    Frame::Deliver(Box::new(Deliver {
                         consumer_tag,
                         delivery_tag,
                         redelivered,
@@ -324,7 +324,7 @@ fn frame() -> impl Strategy<Value = Frame> {
                         routing_key,
                         properties,
                         body,
-                    })
+                    }))
                 },
             )
             .boxed(),
@@ -352,7 +352,7 @@ fn frame() -> impl Strategy<Value = Frame> {
                     properties,
                     body,
                 )| {
-                    Frame::GetOk(GetOk {
+                    Frame::GetOk(Box::new(GetOk {
                         delivery_tag,
                         redelivered,
                         delivery_count,
@@ -361,7 +361,7 @@ fn frame() -> impl Strategy<Value = Frame> {
                         routing_key,
                         properties,
                         body,
-                    })
+                    }))
                 },
             )
             .boxed(),
@@ -568,13 +568,13 @@ proptest! {
     /// combination of optional fields is present.
     #[test]
     fn properties_roundtrip(properties in properties()) {
-        let env = Envelope::new(1, Frame::Publish(Publish {
+        let env = Envelope::new(1, Frame::Publish(Box::new(Publish {
             exchange: String::new(),
             routing_key: "q".into(),
             mandatory: false,
             properties,
             body: Bytes::new(),
-        }));
+        })));
         check_roundtrip(&env)?;
     }
 }

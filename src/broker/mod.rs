@@ -776,14 +776,14 @@ impl Broker {
                 stats.returned.fetch_add(1, Ordering::Relaxed);
                 session.send(Envelope::new(
                     request_id,
-                    Frame::Return(Return {
+                    Frame::Return(Box::new(Return {
                         reply_code: ErrorCode::NoRoute.as_u16(),
                         reply_text: "NO_ROUTE".into(),
                         exchange: p.exchange,
                         routing_key: p.routing_key,
                         properties: p.properties,
                         body: p.body,
-                    }),
+                    })),
                 ));
             }
             // Unroutable messages are confirmed at once: there is nothing to store. The confirm

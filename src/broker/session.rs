@@ -18,9 +18,6 @@ use crate::message::QueuedMessage;
 pub const MAX_PUBLISHES_IN_FLIGHT: usize = 8192;
 
 /// A frame leaving a connection.
-// Boxing the frame would cost an allocation per reply to save channel slot space; the hot
-// variant (Deliver) is the small one.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Outbound {
     /// A ready-made frame.

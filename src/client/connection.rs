@@ -441,7 +441,7 @@ impl Connection {
             }
             Frame::Confirm(confirm) => self.confirm(id, confirm),
             Frame::ConsumeOk(tag) => self.consume_ok(id, tag.consumer_tag),
-            Frame::Deliver(d) => self.deliver(d),
+            Frame::Deliver(d) => self.deliver(*d),
             Frame::ConsumerCancelled(c) => {
                 let slot = self.state.lock().consumers.remove(&c.consumer_tag);
                 match slot {
@@ -769,7 +769,7 @@ mod tests {
     }
 
     fn deliver(tag: &str, delivery_tag: u64) -> Frame {
-        Frame::Deliver(Deliver {
+        Frame::Deliver(Box::new(Deliver {
             consumer_tag: tag.into(),
             delivery_tag,
             redelivered: false,
@@ -778,7 +778,7 @@ mod tests {
             routing_key: "rk".into(),
             properties: Properties::default(),
             body: Bytes::from_static(b"m"),
-        })
+        }))
     }
 
     #[test]
@@ -789,14 +789,14 @@ mod tests {
             .unwrap();
         conn.handle(Envelope::new(
             7,
-            Frame::Return(Return {
+            Frame::Return(Box::new(Return {
                 reply_code: 312,
                 reply_text: "no route".into(),
                 exchange: "ex".into(),
                 routing_key: "rk".into(),
                 properties: Properties::default(),
                 body: Bytes::new(),
-            }),
+            })),
         ));
         assert!(rx.try_recv().is_err(), "a Return alone resolves nothing");
         conn.handle(Envelope::new(7, Frame::Confirm(Confirm::Ack)));

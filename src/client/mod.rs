@@ -386,7 +386,7 @@ impl Client {
                 max: u64::from(max),
             }));
         }
-        let frame = Frame::Publish(publish);
+        let frame = Frame::Publish(Box::new(publish));
         let connection = &self.inner.connection;
         let id = connection.next_request_id();
         let (tx, rx) = oneshot::channel();
@@ -477,7 +477,7 @@ impl Client {
             }))
             .await?;
         match reply {
-            Frame::GetOk(ok) => Ok(Some(ok.into())),
+            Frame::GetOk(ok) => Ok(Some((*ok).into())),
             Frame::GetEmpty => Ok(None),
             other => Err(unexpected("GetOk or GetEmpty", &other)),
         }

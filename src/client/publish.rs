@@ -216,7 +216,7 @@ mod tests {
             .header("h", FieldValue::List(vec![FieldValue::Bool(true)]))
             .message_id("id");
         let publish = m.into_frame();
-        let expected = Envelope::new(5, Frame::Publish(publish.clone()))
+        let expected = Envelope::new(5, Frame::Publish(Box::new(publish.clone())))
             .to_bytes()
             .len()
             - 4;

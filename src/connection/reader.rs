@@ -116,8 +116,6 @@ pub(super) async fn run(
     }
 }
 
-// Lives on the stack for one iteration; boxing would allocate per frame.
-#[allow(clippy::large_enum_variant)]
 enum Read {
     Frame(Envelope),
     Eof,
@@ -212,7 +210,7 @@ async fn dispatch(
             session
                 .published
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            broker.publish(session, id, p).await?;
+            broker.publish(session, id, *p).await?;
             permit.forget();
         }
         Frame::Qos(q) => {
@@ -225,7 +223,7 @@ async fn dispatch(
             reply(Frame::Ok);
         }
         Frame::Get(g) => match broker.get(session, g).await? {
-            Some(ok) => reply(Frame::GetOk(ok)),
+            Some(ok) => reply(Frame::GetOk(Box::new(ok))),
             None => reply(Frame::GetEmpty),
         },
         Frame::Ack(a) => {

@@ -120,26 +120,26 @@ pub fn samples() -> Vec<Frame> {
             routing_key: "app.#".into(),
             arguments: rich_table(),
         }),
-        Frame::Publish(Publish {
+        Frame::Publish(Box::new(Publish {
             exchange: "logs".into(),
             routing_key: "app.start".into(),
             mandatory: true,
             properties: full_properties(),
             body: body.clone(),
-        }),
+        })),
         Frame::Confirm(Confirm::Ack),
         Frame::Confirm(Confirm::Nack {
             code: 506,
             reason: "queue full".into(),
         }),
-        Frame::Return(Return {
+        Frame::Return(Box::new(Return {
             reply_code: 312,
             reply_text: "NO_ROUTE".into(),
             exchange: "logs".into(),
             routing_key: "nowhere".into(),
             properties: full_properties(),
             body: body.clone(),
-        }),
+        })),
         Frame::Qos(Qos { prefetch_count: 10 }),
         Frame::Consume(Consume {
             queue: "jobs".into(),
@@ -159,7 +159,7 @@ pub fn samples() -> Vec<Frame> {
             code: 404,
             reason: "queue deleted".into(),
         }),
-        Frame::Deliver(Deliver {
+        Frame::Deliver(Box::new(Deliver {
             consumer_tag: "c1".into(),
             delivery_tag: 42,
             redelivered: true,
@@ -168,12 +168,12 @@ pub fn samples() -> Vec<Frame> {
             routing_key: "app.start".into(),
             properties: full_properties(),
             body: body.clone(),
-        }),
+        })),
         Frame::Get(Get {
             queue: "jobs".into(),
             no_ack: true,
         }),
-        Frame::GetOk(GetOk {
+        Frame::GetOk(Box::new(GetOk {
             delivery_tag: 43,
             redelivered: true,
             delivery_count: 1,
@@ -182,7 +182,7 @@ pub fn samples() -> Vec<Frame> {
             routing_key: "jobs".into(),
             properties: full_properties(),
             body,
-        }),
+        })),
         Frame::GetEmpty,
         Frame::Ack(Ack {
             delivery_tag: 42,
