@@ -11,7 +11,7 @@ mod common;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::{within, TestDaemon};
+use common::{durable_queue, ok, ready, within, TestDaemon};
 use serde_json::{json, Value};
 use warren::client::{
     Client, ConsumeOptions, Delivery, ExchangeKind, ExchangeOptions, FieldTable, FieldValue,
@@ -21,19 +21,6 @@ use warren::client::{
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
-
-/// Asserts the command succeeded with nothing on stderr; returns its stdout.
-fn ok(out: &Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        out.status.success(),
-        "expected success, got {}\nstdout: {stdout}\nstderr: {stderr}",
-        out.status
-    );
-    assert!(stderr.is_empty(), "unexpected stderr: {stderr}");
-    stdout
-}
 
 /// Asserts the command failed with exactly one `error: ...` line on stderr and exit code 1
 /// (not clap's 2), and nothing on stdout; returns that line.
@@ -93,33 +80,6 @@ async fn exchange(c: &Client, name: &str, kind: ExchangeKind, arguments: FieldTa
     )
     .await
     .unwrap_or_else(|e| panic!("declaring exchange {name}: {e}"));
-}
-
-async fn durable_queue(c: &Client, name: &str, arguments: FieldTable) {
-    c.declare_queue(
-        name,
-        QueueOptions {
-            durable: true,
-            arguments,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("declaring queue {name}: {e}"));
-}
-
-/// Ready messages in `queue`, from a passive declare.
-async fn ready(c: &Client, queue: &str) -> u64 {
-    c.declare_queue(
-        queue,
-        QueueOptions {
-            passive: true,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("passive declare of {queue}: {e}"))
-    .message_count
 }
 
 /// Waits (bounded) until `queue` holds exactly `n` ready messages.

@@ -7,9 +7,9 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{within, TestDaemon};
+use common::{durable_queue, ready, within, TestDaemon};
 use warren::client::{
-    Client, ConsumeOptions, ExchangeKind, ExchangeOptions, FieldTable, FieldValue, QueueOptions,
+    Client, ConsumeOptions, ExchangeKind, ExchangeOptions, FieldTable, FieldValue,
 };
 
 /// Dead letters replayed while the daemon is killed: enough for tens of store commits.
@@ -21,32 +21,6 @@ const SLOW_WAIT: Duration = Duration::from_secs(120);
 /// A ~100-byte body whose first six characters number it.
 fn body(i: usize) -> String {
     format!("{i:06}-{}", "x".repeat(93))
-}
-
-async fn ready(c: &Client, queue: &str) -> u64 {
-    c.declare_queue(
-        queue,
-        QueueOptions {
-            passive: true,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("passive declare of {queue}: {e}"))
-    .message_count
-}
-
-async fn durable_queue(c: &Client, name: &str, arguments: FieldTable) {
-    c.declare_queue(
-        name,
-        QueueOptions {
-            durable: true,
-            arguments,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("declaring {name}: {e}"));
 }
 
 /// Every ready message of `queue` (taken without acks), as the numbers their bodies start

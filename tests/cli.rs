@@ -12,26 +12,13 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{TestDaemon, WAIT};
+use common::{ok, TestDaemon, WAIT};
 use serde_json::{json, Value};
 use warren::client::{Client, QueueOptions};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
-
-/// Asserts the command succeeded with nothing on stderr; returns its stdout.
-fn ok(out: &Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        out.status.success(),
-        "expected success, got {}\nstdout: {stdout}\nstderr: {stderr}",
-        out.status
-    );
-    assert!(stderr.is_empty(), "unexpected stderr: {stderr}");
-    stdout
-}
 
 /// Asserts the command failed; returns its stderr.
 fn fails(out: &Output) -> String {

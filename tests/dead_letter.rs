@@ -6,7 +6,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::{within, TestDaemon};
+use common::{durable_queue as queue, ready, within, TestDaemon};
 use warren::client::{
     Client, ConsumeOptions, Delivery, ExchangeKind, ExchangeOptions, FieldValue, OutgoingMessage,
     PublishOutcome, QueueOptions,
@@ -26,19 +26,6 @@ fn s(v: &str) -> FieldValue {
 
 fn int(v: i64) -> FieldValue {
     FieldValue::Int(v)
-}
-
-async fn queue(c: &Client, name: &str, arguments: FieldTable) {
-    c.declare_queue(
-        name,
-        QueueOptions {
-            durable: true,
-            arguments,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("declaring {name}: {e}"));
 }
 
 /// A durable fanout exchange `dlx` feeding the durable queue `dlq`.
@@ -74,19 +61,6 @@ async fn wait_get(c: &Client, queue: &str) -> Delivery {
         }
     })
     .await
-}
-
-async fn ready(c: &Client, queue: &str) -> u64 {
-    c.declare_queue(
-        queue,
-        QueueOptions {
-            passive: true,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap()
-    .message_count
 }
 
 fn body(d: &Delivery) -> String {

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use warren::client::Client;
+use warren::client::{Client, QueueOptions};
+use warren_protocol::FieldTable;
 
 /// How long a daemon may take to start.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -228,4 +229,45 @@ pub async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) ->
     tokio::time::timeout(WAIT, fut)
         .await
         .unwrap_or_else(|_| panic!("timed out after {WAIT:?} waiting for {what}"))
+}
+
+/// Asserts a CLI command succeeded with nothing on stderr; returns its stdout.
+pub fn ok(out: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "expected success, got {}\nstdout: {stdout}\nstderr: {stderr}",
+        out.status
+    );
+    assert!(stderr.is_empty(), "unexpected stderr: {stderr}");
+    stdout
+}
+
+/// Declares a durable queue with `arguments`, panicking with the server's error.
+pub async fn durable_queue(c: &Client, name: &str, arguments: FieldTable) {
+    c.declare_queue(
+        name,
+        QueueOptions {
+            durable: true,
+            arguments,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("declaring queue {name}: {e}"));
+}
+
+/// Ready messages in `queue`, from a passive declare (which counts as a use for x-expires).
+pub async fn ready(c: &Client, queue: &str) -> u64 {
+    c.declare_queue(
+        queue,
+        QueueOptions {
+            passive: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("passive declare of {queue}: {e}"))
+    .message_count
 }
