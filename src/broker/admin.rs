@@ -29,6 +29,9 @@ pub const DEFAULT_PEEK_LIMIT: u64 = 100;
 /// mid-replay leaves every message in exactly one place.
 const REPLAY_CHUNK: usize = 500;
 
+/// Ready messages whose bodies are read back per step while selecting dead letters.
+const SELECT_CHUNK: usize = 1_000;
+
 /// Bytes of a body shown as a preview.
 const PREVIEW_BYTES: usize = 64;
 
@@ -463,18 +466,27 @@ impl Broker {
         let q = self
             .queue(queue)
             .ok_or_else(|| BrokerError::not_found("queue", queue))?;
-        let mut entries = q.ready_snapshot(usize::MAX);
-        q.load_bodies(&mut entries).await?;
+        let entries = q.ready_snapshot(usize::MAX);
         let limit = filter.limit.map_or(usize::MAX, |l| l as usize);
-        let selected = entries
-            .into_iter()
-            .enumerate()
-            .filter_map(|(i, e)| {
-                let m = e.message.clone()?;
-                filter.matches(&m).then_some((i, e, m))
-            })
-            .take(limit)
-            .collect();
+        let mut selected = Vec::new();
+        // Bodies are read back a chunk at a time and only until the limit is reached, so
+        // peeking at the head of a long, paged-out queue reads a few pages, not all of it.
+        for (chunk_index, chunk) in entries.chunks(SELECT_CHUNK).enumerate() {
+            if selected.len() >= limit {
+                break;
+            }
+            let mut chunk = chunk.to_vec();
+            q.load_bodies(&mut chunk).await?;
+            for (offset, e) in chunk.into_iter().enumerate() {
+                if selected.len() >= limit {
+                    break;
+                }
+                let Some(m) = e.message.clone() else { continue };
+                if filter.matches(&m) {
+                    selected.push((chunk_index * SELECT_CHUNK + offset, e, m));
+                }
+            }
+        }
         Ok((q, selected))
     }
 
