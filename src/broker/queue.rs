@@ -321,6 +321,7 @@ impl Queue {
         }
         if entry.expires_at != 0 {
             st.expiry.push(Reverse((entry.expires_at, entry.id)));
+            compact_expiry(&mut st);
         }
         st.ready.push_back(entry);
         self.stats.published.fetch_add(1, Ordering::Relaxed);
@@ -820,10 +821,68 @@ impl Queue {
     }
 }
 
+/// Rebuilds the expiry heap from the ready messages when stale entries (messages already
+/// delivered) dominate it. Without this a busy queue with a long TTL would keep one heap
+/// entry per message it ever held until each TTL ran out. Amortised O(1) per enqueue.
+fn compact_expiry(st: &mut QueueState) {
+    if st.expiry.len() <= 1024 || st.expiry.len() <= 2 * st.ready.len() {
+        return;
+    }
+    st.expiry = st
+        .ready
+        .iter()
+        .filter(|e| e.expires_at != 0)
+        .map(|e| Reverse((e.expires_at, e.id)))
+        .collect();
+}
+
 /// Keeps the byte counters right when a message leaves the ready list.
 fn take_accounting(st: &mut QueueState, e: &QueuedMessage) {
     st.ready_bytes = st.ready_bytes.saturating_sub(u64::from(e.size));
     if e.message.is_some() {
         st.resident_bytes = st.resident_bytes.saturating_sub(u64::from(e.size));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: u64, expires_at: u64) -> QueuedMessage {
+        QueuedMessage {
+            id,
+            message: None,
+            size: 1,
+            delivery_count: 0,
+            stored: false,
+            expires_at,
+        }
+    }
+
+    #[test]
+    fn the_expiry_heap_does_not_keep_entries_of_delivered_messages() {
+        let mut st = QueueState::default();
+        // 5,000 messages with a TTL went through; 10 are still ready, 3 of them with a TTL.
+        for id in 0..5_000 {
+            st.expiry.push(Reverse((1_000_000 + id, id)));
+        }
+        for id in 5_000..5_010 {
+            st.ready
+                .push_back(entry(id, if id % 3 == 0 { 2_000_000 } else { 0 }));
+        }
+        compact_expiry(&mut st);
+        let left: Vec<u64> = st.expiry.iter().map(|Reverse((_, id))| *id).collect();
+        assert_eq!(left.len(), 3, "{left:?}");
+        assert!(left.iter().all(|id| *id >= 5_000));
+    }
+
+    #[test]
+    fn a_small_heap_is_left_alone() {
+        let mut st = QueueState::default();
+        for id in 0..100 {
+            st.expiry.push(Reverse((1, id)));
+        }
+        compact_expiry(&mut st);
+        assert_eq!(st.expiry.len(), 100);
     }
 }
