@@ -927,12 +927,7 @@ impl Broker {
             return Ok(());
         };
         self.detach(&consumer).await?;
-        let mine = session.take_unacked_of(&consumer);
-        for u in &mine {
-            consumer.on_settled(1);
-            let _ = u;
-        }
-        self.requeue(mine, None);
+        self.requeue_unacked_of(session, &consumer);
         Ok(())
     }
 
@@ -1021,15 +1016,23 @@ impl Broker {
         reply: Option<ReplySlot>,
     ) -> Result<(), BrokerError> {
         let mut stored = Vec::new();
+        // Usually one queue: each queue is locked (and dispatched) once, not once per ack.
+        let mut per_queue: Vec<(&Arc<Queue>, u64)> = Vec::new();
         for u in &settled {
             if let Some(c) = &u.consumer {
                 c.on_settled(1);
             }
-            u.queue.stats.acked.fetch_add(1, Ordering::Relaxed);
-            u.queue.settled(1);
+            match per_queue.iter_mut().find(|(q, _)| q.id == u.queue.id) {
+                Some((_, n)) => *n += 1,
+                None => per_queue.push((&u.queue, 1)),
+            }
             if u.entry.stored {
                 stored.push((u.queue.id, u.entry.id));
             }
+        }
+        for (q, n) in per_queue {
+            q.stats.acked.fetch_add(n, Ordering::Relaxed);
+            q.settled(n);
         }
         match (stored.is_empty(), reply) {
             (true, Some(slot)) => slot.reply(Frame::Ok),
@@ -1164,6 +1167,14 @@ impl Broker {
         }
     }
 
+    /// Requeues the unacked deliveries of a consumer that ended (cancel, consumer timeout);
+    /// each counts as a failed delivery.
+    fn requeue_unacked_of(&self, session: &Session, consumer: &Arc<Consumer>) {
+        let mine = session.take_unacked_of(consumer);
+        consumer.on_settled(u32::try_from(mine.len()).unwrap_or(u32::MAX));
+        self.requeue(mine, None);
+    }
+
     /// Ends a consumer from the server side (consumer timeout): its unacked deliveries are
     /// requeued (counting as failed), and the client is told why.
     pub async fn cancel_by_server(
@@ -1178,11 +1189,7 @@ impl Broker {
         if let Err(e) = self.detach(consumer).await {
             tracing::warn!(error = %e, "auto-deleting a queue after a consumer timeout failed");
         }
-        let mine = session.take_unacked_of(consumer);
-        for _ in &mine {
-            consumer.on_settled(1);
-        }
-        self.requeue(mine, None);
+        self.requeue_unacked_of(session, consumer);
         tracing::info!(connection = session.id, consumer = %consumer.tag, %reason, "consumer cancelled by the server");
         session.send(Envelope::new(
             0,

@@ -102,21 +102,23 @@ impl Writer {
         p.id = self.next_message_id;
         self.next_message_id += 1;
         let size = p.message.body.len() as u64;
-        let targets = std::mem::take(&mut p.targets);
-        for q in targets {
+        let rejected = &mut p.rejected;
+        // In place: a publish to queues without a refusing overflow rule allocates nothing.
+        p.targets.retain(|q| {
             let refuses = !matches!(q.args.overflow, Overflow::DropHead)
                 && (q.args.max_length.is_some() || q.args.max_length_bytes.is_some());
-            if refuses {
-                let added = pending.entry(q.id).or_insert((0, 0));
-                if !q.admits(*added, size) {
-                    p.rejected.push(q);
-                    continue;
-                }
-                added.0 += 1;
-                added.1 += size;
+            if !refuses {
+                return true;
             }
-            p.targets.push(q);
-        }
+            let added = pending.entry(q.id).or_insert((0, 0));
+            if !q.admits(*added, size) {
+                rejected.push(q.clone());
+                return false;
+            }
+            added.0 += 1;
+            added.1 += size;
+            true
+        });
         p.stored = p.message.properties.persistent
             && p.targets.iter().any(|q| q.durable && !q.is_deleted());
     }
