@@ -328,3 +328,44 @@ async fn topic_routing_with_many_bindings() {
     assert_eq!(drain(&c, "hit").await, set(&["m"]));
     assert!(drain(&c, "miss").await.is_empty());
 }
+
+/// Regression: a queue bound twice with the same key but different arguments stopped
+/// receiving altogether when one of the two bindings was removed, although the other was
+/// still listed. RabbitMQ keeps routing through the one that remains.
+#[tokio::test]
+async fn unbinding_one_of_two_bindings_with_the_same_key_keeps_the_other() {
+    let d = TestDaemon::start();
+    let c = d.client().await;
+    for (exchange, kind, key) in [
+        ("direct-x", ExchangeKind::Direct, "jobs"),
+        ("topic-x", ExchangeKind::Topic, "jobs.*"),
+    ] {
+        c.declare_exchange(exchange, kind, ExchangeOptions::default())
+            .await
+            .unwrap();
+        let q = format!("{exchange}-q");
+        queue(&c, &q).await;
+        let args = |v: &str| {
+            let mut t = FieldTable::new();
+            t.insert("foo".into(), FieldValue::String(v.into()));
+            t
+        };
+        c.bind(&q, exchange, key, args("bar")).await.unwrap();
+        c.bind(&q, exchange, key, args("baz")).await.unwrap();
+        c.unbind(&q, exchange, key, args("bar")).await.unwrap();
+        publish(&c, exchange, "jobs.1", "after-one-unbind").await;
+        publish(&c, exchange, "jobs", "after-one-unbind").await;
+        assert_eq!(
+            drain(&c, &q).await,
+            set(&["after-one-unbind"]),
+            "{exchange}: the remaining binding routes"
+        );
+        c.unbind(&q, exchange, key, args("baz")).await.unwrap();
+        publish(&c, exchange, "jobs.1", "after-both").await;
+        publish(&c, exchange, "jobs", "after-both").await;
+        assert!(
+            drain(&c, &q).await.is_empty(),
+            "{exchange}: no binding left"
+        );
+    }
+}

@@ -134,11 +134,14 @@ impl Exchange {
             return false;
         }
         match self.kind {
-            ExchangeKind::Direct => b
-                .direct
-                .entry(binding.routing_key.clone())
-                .or_default()
-                .push(QueueRef(binding.queue.clone())),
+            ExchangeKind::Direct => {
+                // The index holds a (queue, key) pair once, however many argument sets bind it.
+                let refs = b.direct.entry(binding.routing_key.clone()).or_default();
+                let qref = QueueRef(binding.queue.clone());
+                if !refs.contains(&qref) {
+                    refs.push(qref);
+                }
+            }
             ExchangeKind::Topic => {
                 b.topic
                     .insert(&binding.routing_key, QueueRef(binding.queue.clone()));
@@ -158,6 +161,14 @@ impl Exchange {
             return false;
         };
         let removed = b.all.swap_remove(pos);
+        // Another binding of the same queue and key (other arguments) still routes: the
+        // index entry they share stays until the last of them goes.
+        if b.all
+            .iter()
+            .any(|x| x.queue.id == queue_id && x.routing_key == routing_key)
+        {
+            return true;
+        }
         let qref = QueueRef(removed.queue);
         match self.kind {
             ExchangeKind::Direct => {
