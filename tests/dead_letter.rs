@@ -662,3 +662,63 @@ async fn invalid_queue_arguments_are_refused_with_the_argument_named() {
         .unwrap_err();
     assert!(err.to_string().contains("x-dead-letter-exchange"), "{err}");
 }
+
+/// Regression: a `Reject` or `Nack` with a request id was answered at once, before the
+/// dead-letter copy (or the requeue) was stored, so `dlq peek` right after `consume --reject`
+/// often showed nothing, and a crash right after the `Ok` could leave the message where it
+/// was. The `Ok` now means the settle and every earlier one on the connection are durable.
+#[tokio::test]
+async fn settle_replies_follow_the_dead_letter_copy() {
+    let mut d = TestDaemon::start();
+    let c = d.client().await;
+    dead_letter_target(&c).await;
+    queue(&c, "work", args(&[("x-dead-letter-exchange", s("dlx"))])).await;
+    const N: usize = 30;
+    // One spare at the end: odd rounds borrow the next message for their durable settle.
+    for i in 0..=N {
+        publish(&c, "work", &format!("m{i}")).await;
+    }
+    for i in 0..N {
+        let m = c
+            .get("work", false)
+            .await
+            .unwrap()
+            .expect("a ready message");
+        if i % 2 == 0 {
+            c.reject_durable(m.delivery_tag, false).await.unwrap();
+        } else {
+            // Fire-and-forget, then a durable ack of nothing stored: its Ok covers the
+            // reject sent before it.
+            c.reject(m.delivery_tag, false).await.unwrap();
+            let t = c
+                .get("work", false)
+                .await
+                .unwrap()
+                .expect("a ready message");
+            c.nack_durable(t.delivery_tag, false, true, 0)
+                .await
+                .unwrap();
+        }
+        let dead = c.get("dlq", true).await.unwrap();
+        assert_eq!(
+            dead.map(|m| body(&m)),
+            Some(format!("m{i}")),
+            "the dead letter is in dlq when the settle's Ok arrives"
+        );
+    }
+    let spare = c.get("work", true).await.unwrap().map(|m| body(&m));
+    assert_eq!(spare, Some(format!("m{N}")));
+    // One more reject, durable, and a crash straight after its Ok: it must have moved.
+    publish(&c, "work", "last").await;
+    let m = c
+        .get("work", false)
+        .await
+        .unwrap()
+        .expect("a ready message");
+    c.reject_durable(m.delivery_tag, false).await.unwrap();
+    d.kill9();
+    d.restart();
+    let c = d.client().await;
+    assert_eq!(ready(&c, "work").await, 0);
+    assert_eq!(body(&wait_get(&c, "dlq").await), "last");
+}

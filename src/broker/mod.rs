@@ -40,7 +40,7 @@ use confirm::ReplySlot;
 use consumer::Consumer;
 use dead_letter::{dead_lettered_copy, is_cycle, DeadLetterReason};
 use exchange::{Binding, Exchange};
-use queue::{DeadLetterJob, Queue, QueueContext, QueueSettings};
+use queue::{DeadLetterJob, DeadLetterTask, Queue, QueueContext, QueueSettings};
 use queue_args::QueueArgs;
 use session::{Session, Unacked};
 
@@ -1034,15 +1034,27 @@ impl Broker {
             q.stats.acked.fetch_add(n, Ordering::Relaxed);
             q.settled(n);
         }
-        match (stored.is_empty(), reply) {
-            (true, Some(slot)) => slot.reply(Frame::Ok),
-            (true, None) => {}
-            (false, reply) => {
-                let done = reply.map_or(Completion::None, Completion::Reply);
-                self.inner.store.remove(stored, done).await?;
-            }
+        if !stored.is_empty() {
+            self.inner.store.remove(stored, Completion::None).await?;
+        }
+        if let Some(slot) = reply {
+            self.reply_when_settled(slot);
         }
         Ok(())
+    }
+
+    /// Answers a settle's `Ok` once it and every settle before it on any connection are
+    /// durable, dead-letter copies included (PROTOCOL.md §13): the flush passes through the
+    /// dead-letter task, behind the jobs already raised, and then through the store writer,
+    /// behind the removals and requeue updates already queued.
+    fn reply_when_settled(&self, slot: ReplySlot) {
+        let flush = DeadLetterTask::Flush(Completion::Reply(slot));
+        if let Err(tokio::sync::mpsc::error::SendError(DeadLetterTask::Flush(done))) =
+            self.inner.ctx.dead_letters.send(flush)
+        {
+            // The dead-letter task has ended (shutdown): the store still orders the reply.
+            self.inner.store.flush(done);
+        }
     }
 
     /// Refuses deliveries: requeue them (at the head of their queues, after `delay_ms` if
@@ -1080,7 +1092,7 @@ impl Broker {
             self.reject_settled(settled);
         }
         if let Some(slot) = reply {
-            slot.reply(Frame::Ok);
+            self.reply_when_settled(slot);
         }
         Ok(())
     }
@@ -1376,13 +1388,18 @@ fn not_before(headers: &FieldTable) -> Result<Option<u64>, BrokerError> {
     Ok(int(X_DELAY)?.map(|d| now_ms().saturating_add(d)))
 }
 
-/// The broker's dead-letter task: turns [`DeadLetterJob`]s into store operations.
+/// The broker's dead-letter task: turns [`DeadLetterJob`]s into store operations, in the
+/// order they were raised, and passes flushes on to the store behind them.
 async fn dead_letter_loop(
     inner: Weak<Inner>,
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<DeadLetterJob>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<DeadLetterTask>,
 ) {
-    while let Some(job) = rx.recv().await {
+    while let Some(task) = rx.recv().await {
         let Some(inner) = inner.upgrade() else { return };
-        Broker { inner }.process_dead_letters(job).await;
+        match task {
+            DeadLetterTask::Job(job) => Broker { inner }.process_dead_letters(job).await,
+            // Every earlier job is with the store writer now: its flush covers them.
+            DeadLetterTask::Flush(done) => inner.store.flush(done),
+        }
     }
 }

@@ -27,7 +27,7 @@ use super::dead_letter::DeadLetterReason;
 use super::queue_args::{Overflow, QueueArgs};
 use super::session::{Outbound, Unacked};
 use crate::message::{now_ms, Message, QueuedMessage};
-use crate::store::Store;
+use crate::store::{Completion, Store};
 
 /// How many paged-out bodies one refill reads.
 const REFILL_BATCH: usize = 512;
@@ -43,9 +43,19 @@ pub struct QueueContext {
     pub window_bytes: u64,
     /// Where messages leaving a queue for a dead-letter exchange (or for nowhere, when it has
     /// none) go: the broker's dead-letter task.
-    pub dead_letters: mpsc::UnboundedSender<DeadLetterJob>,
+    pub dead_letters: mpsc::UnboundedSender<DeadLetterTask>,
     /// The broker's counters: deliveries are counted where they happen, here.
     pub stats: Arc<super::BrokerStats>,
+}
+
+/// What the broker's dead-letter task is handed, in order.
+#[derive(Debug)]
+pub enum DeadLetterTask {
+    /// Messages to dead-letter.
+    Job(DeadLetterJob),
+    /// Complete once every job handed over before it is durable (settle replies wait on this,
+    /// so an `Ok` follows the dead-letter copies of every earlier settle).
+    Flush(Completion),
 }
 
 /// Messages that left `queue` for `reason`, to be dead-lettered (or dropped, without a
@@ -272,7 +282,12 @@ impl Queue {
             entries,
             reason,
         };
-        if self.ctx.dead_letters.send(job).is_err() {
+        if self
+            .ctx
+            .dead_letters
+            .send(DeadLetterTask::Job(job))
+            .is_err()
+        {
             tracing::warn!(queue = %self.name, "dead-letter task stopped; messages stay in the store until restart");
         }
     }
@@ -546,7 +561,7 @@ impl Queue {
                 entries: expired,
                 reason: DeadLetterReason::Expired,
             };
-            let _ = self.ctx.dead_letters.send(job);
+            let _ = self.ctx.dead_letters.send(DeadLetterTask::Job(job));
         }
     }
 
@@ -645,7 +660,7 @@ impl Queue {
                 entries: expired,
                 reason: DeadLetterReason::Expired,
             };
-            let _ = self.ctx.dead_letters.send(job);
+            let _ = self.ctx.dead_letters.send(DeadLetterTask::Job(job));
         }
         if !no_ack {
             st.unacked += 1;

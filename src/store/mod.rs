@@ -239,6 +239,7 @@ pub struct ScheduledMessage {
 }
 
 /// What to do once an operation has committed.
+#[derive(Debug)]
 pub enum Completion {
     /// Nothing.
     None,
@@ -277,6 +278,8 @@ pub(crate) enum StoreOp {
         delivery_count: u32,
         ready_at: u64,
     },
+    /// Writes nothing: completes once everything queued before it has committed.
+    Flush(Completion),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -465,6 +468,12 @@ impl Store {
             delivery_count,
             ready_at,
         });
+    }
+
+    /// Completes `done` once every operation handed to the writer before this call has
+    /// committed (a write barrier: it writes nothing itself). Never waits.
+    pub fn flush(&self, done: Completion) {
+        self.send_internal(StoreOp::Flush(done));
     }
 
     /// Moves messages from a queue to their dead-letter targets in one transaction. Raised by

@@ -154,7 +154,7 @@ impl Writer {
                     self.next_message_id += 1;
                     writes = true;
                 }
-                StoreOp::Shutdown(_) => {}
+                StoreOp::Shutdown(_) | StoreOp::Flush(_) => {}
                 StoreOp::Topology { .. } | StoreOp::Remove { .. } | StoreOp::UpdateEntry { .. } => {
                     writes = true;
                 }
@@ -219,7 +219,7 @@ impl Writer {
                         }
                     }
                 },
-                StoreOp::Remove { done, .. } => complete(done, &result),
+                StoreOp::Remove { done, .. } | StoreOp::Flush(done) => complete(done, &result),
                 StoreOp::UpdateEntry { .. } => {}
                 StoreOp::Shutdown(done) => {
                     let _ = done.send(());
@@ -308,7 +308,7 @@ impl Writer {
                         t.update_entry(*queue_id, *message_id, *delivery_count, *ready_at)?;
                         ops += 1;
                     }
-                    StoreOp::Shutdown(_) => {}
+                    StoreOp::Shutdown(_) | StoreOp::Flush(_) => {}
                 }
             }
         }
