@@ -336,11 +336,21 @@ pub struct Consume {
     pub arguments: FieldTable,
 }
 
-/// Names a consumer: the reply to [`Consume`], and the request to stop one (`Cancel`).
+/// Names a consumer: the reply to [`Consume`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConsumerTag {
     /// The consumer's tag.
     pub consumer_tag: String,
+}
+
+/// Client → server: stop a consumer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cancel {
+    /// The consumer's tag.
+    pub consumer_tag: String,
+    /// Leave the consumer's unacknowledged deliveries with the connection, to be settled
+    /// later (AMQP's `basic.cancel`), instead of requeueing them.
+    pub keep_unacked: bool,
 }
 
 /// Server → client: the server ended a consumer (its queue was deleted, ...).
@@ -505,7 +515,7 @@ pub enum Frame {
     /// Reply to `Consume`.
     ConsumeOk(ConsumerTag),
     /// Stop a consumer; reply `Ok`.
-    Cancel(ConsumerTag),
+    Cancel(Cancel),
     /// The server stopped a consumer.
     ConsumerCancelled(ConsumerCancelled),
     /// A message for a consumer.
@@ -607,6 +617,7 @@ const F_MANDATORY: u8 = 1;
 const F_NO_ACK: u8 = 1;
 const F_CONSUME_EXCLUSIVE: u8 = 1 << 1;
 const F_REDELIVERED: u8 = 1;
+const F_KEEP_UNACKED: u8 = 1;
 const F_MULTIPLE: u8 = 1;
 const F_REQUEUE: u8 = 1 << 1;
 
@@ -751,7 +762,11 @@ impl Frame {
                 ]));
                 put_table(dst, &c.arguments);
             }
-            Frame::ConsumeOk(t) | Frame::Cancel(t) => put_str16(dst, &t.consumer_tag),
+            Frame::ConsumeOk(t) => put_str16(dst, &t.consumer_tag),
+            Frame::Cancel(c) => {
+                put_str16(dst, &c.consumer_tag);
+                dst.put_u8(bits(&[(c.keep_unacked, F_KEEP_UNACKED)]));
+            }
             Frame::ConsumerCancelled(c) => {
                 put_str16(dst, &c.consumer_tag);
                 dst.put_u16_le(c.code);
@@ -952,9 +967,14 @@ impl Frame {
             Opcode::ConsumeOk => Frame::ConsumeOk(ConsumerTag {
                 consumer_tag: r.str16("consumer tag")?,
             }),
-            Opcode::Cancel => Frame::Cancel(ConsumerTag {
-                consumer_tag: r.str16("consumer tag")?,
-            }),
+            Opcode::Cancel => {
+                let consumer_tag = r.str16("consumer tag")?;
+                let f = r.flags("cancel flags", F_KEEP_UNACKED)?;
+                Frame::Cancel(Cancel {
+                    consumer_tag,
+                    keep_unacked: flag(f, F_KEEP_UNACKED),
+                })
+            }
             Opcode::ConsumerCancelled => Frame::ConsumerCancelled(ConsumerCancelled {
                 consumer_tag: r.str16("consumer tag")?,
                 code: r.u16()?,

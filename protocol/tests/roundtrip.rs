@@ -15,7 +15,7 @@ use proptest::strategy::{Union, ValueTree};
 use proptest::test_runner::TestRunner;
 use tokio_util::codec::{Decoder, Encoder};
 use warren_protocol::{
-    Ack, Admin, Close, Confirm, Consume, ConsumerCancelled, ConsumerTag, Deliver, Envelope,
+    Ack, Admin, Cancel, Close, Confirm, Consume, ConsumerCancelled, ConsumerTag, Deliver, Envelope,
     ErrorFrame, ExchangeDeclare, ExchangeDelete, ExchangeKind, FieldTable, FieldValue, Frame,
     FrameCodec, Get, GetOk, Hello, Nack, Opcode, Properties, Publish, Qos, QueueBind, QueueDeclare,
     QueueDeclareOk, QueueDelete, Reject, Return, FRAME_HEADER_BYTES,
@@ -282,8 +282,13 @@ fn frame() -> impl Strategy<Value = Frame> {
         text(64)
             .prop_map(|consumer_tag| Frame::ConsumeOk(ConsumerTag { consumer_tag }))
             .boxed(),
-        text(64)
-            .prop_map(|consumer_tag| Frame::Cancel(ConsumerTag { consumer_tag }))
+        (text(64), any::<bool>())
+            .prop_map(|(consumer_tag, keep_unacked)| {
+                Frame::Cancel(Cancel {
+                    consumer_tag,
+                    keep_unacked,
+                })
+            })
             .boxed(),
         (text(64), any::<u16>(), text(100))
             .prop_map(|(consumer_tag, code, reason)| {

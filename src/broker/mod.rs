@@ -917,17 +917,27 @@ impl Broker {
         Ok(())
     }
 
-    /// Stops a consumer and requeues its unacked deliveries. Cancelling an unknown tag
-    /// succeeds (as in RabbitMQ).
+    /// Stops a consumer and requeues its unacked deliveries, or with `keep_unacked` leaves
+    /// them with the session to be settled later (AMQP's `basic.cancel`). Cancelling an
+    /// unknown tag succeeds (as in RabbitMQ).
     ///
     /// # Errors
     /// A store failure while auto-deleting its queue.
-    pub async fn cancel(&self, session: &Arc<Session>, tag: &str) -> Result<(), BrokerError> {
+    pub async fn cancel(
+        &self,
+        session: &Arc<Session>,
+        tag: &str,
+        keep_unacked: bool,
+    ) -> Result<(), BrokerError> {
         let Some(consumer) = session.remove_consumer(tag) else {
             return Ok(());
         };
         self.detach(&consumer).await?;
-        self.requeue_unacked_of(session, &consumer);
+        if keep_unacked {
+            session.release_unacked_of(&consumer);
+        } else {
+            self.requeue_unacked_of(session, &consumer);
+        }
         Ok(())
     }
 

@@ -194,6 +194,20 @@ impl Session {
         tags.iter().filter_map(|t| st.unacked.remove(t)).collect()
     }
 
+    /// Detaches a cancelled consumer's unacked deliveries from it, leaving them with the
+    /// session like `Get` deliveries: settled later, or requeued when the connection ends.
+    pub fn release_unacked_of(&self, consumer: &Arc<Consumer>) {
+        let mut st = self.state.lock();
+        for u in st.unacked.values_mut() {
+            if u.consumer
+                .as_ref()
+                .is_some_and(|c| Arc::ptr_eq(c, consumer))
+            {
+                u.consumer = None;
+            }
+        }
+    }
+
     /// Consumers holding a delivery unacked for longer than their queue's
     /// `x-consumer-timeout` (or `default_timeout`): each with the oldest such tag and its age.
     pub fn timed_out_consumers(

@@ -1,6 +1,12 @@
 //! `warren consume` and `warren subscribe`: print each delivery, then settle it (ack by
-//! default), until `--count` messages, Ctrl-C or SIGTERM (a clean stop), or the end of the
-//! consumer (an error).
+//! default), until `--count` messages, `--idle-timeout`, Ctrl-C or SIGTERM (a clean stop), a
+//! closed stdout, or the end of the consumer (an error).
+//!
+//! A message is settled only after its line has been written to stdout, so one that was not
+//! printed (a closed pipe, an interrupted run) is redelivered. With `--count N` the command
+//! never takes more than N: it asks for no more prefetch than N, holds back the settles that
+//! would make room for an (N+1)-th delivery, and once the N-th has arrived cancels the
+//! consumer keeping its deliveries (PROTOCOL.md `Cancel`) before settling them ([`Settler`]).
 //!
 //! Settling is fire-and-forget except for the last message before exit, which is settled
 //! durably: the server's `Ok` for it comes after every earlier settle on the connection, so
@@ -49,6 +55,9 @@ pub struct ConsumeArgs {
     /// Nack every message with requeue, ready again after this many milliseconds.
     #[arg(long, value_name = "MS")]
     pub nack_requeue_delay: Option<u64>,
+    /// Exit (successfully) once no message has arrived for this many seconds.
+    #[arg(long, value_name = "SECS", value_parser = positive_seconds)]
+    pub idle_timeout: Option<f64>,
     /// The server to talk to.
     #[command(flatten)]
     pub server: ServerArg,
@@ -81,18 +90,26 @@ enum Settle {
 }
 
 impl Settle {
-    async fn send(self, client: &Client, tag: u64, durable: bool) -> Result<(), ClientError> {
-        match (self, durable) {
-            (Settle::Ack, false) => client.ack(tag, false).await,
-            (Settle::Ack, true) => client.ack_durable(tag, false).await,
-            (Settle::Reject, false) => client.reject(tag, false).await,
-            (Settle::Reject, true) => client.reject_durable(tag, false).await,
-            (Settle::NackRequeue { delay_ms }, false) => {
-                client.nack(tag, false, true, delay_ms).await
-            }
-            (Settle::NackRequeue { delay_ms }, true) => {
-                client.nack_durable(tag, false, true, delay_ms).await
-            }
+    /// Settles `tag` (with `multiple`, every unsettled delivery up to it), fire-and-forget
+    /// or `durable`: then the server's `Ok` also covers every earlier settle.
+    async fn send(
+        self,
+        client: &Client,
+        tag: u64,
+        multiple: bool,
+        durable: bool,
+    ) -> Result<(), ClientError> {
+        // Reject has no `multiple`; a nack without requeue is the same refusal.
+        let (requeue, delay_ms) = match self {
+            Settle::Ack if durable => return client.ack_durable(tag, multiple).await,
+            Settle::Ack => return client.ack(tag, multiple).await,
+            Settle::Reject => (false, 0),
+            Settle::NackRequeue { delay_ms } => (true, delay_ms),
+        };
+        if durable {
+            client.nack_durable(tag, multiple, requeue, delay_ms).await
+        } else {
+            client.nack(tag, multiple, requeue, delay_ms).await
         }
     }
 
@@ -105,6 +122,76 @@ impl Settle {
     }
 }
 
+/// Settles printed deliveries, in the order printed, without ever making room for a
+/// delivery past `--count`.
+///
+/// The server sends a consumer more while its unsettled deliveries are fewer than its
+/// prefetch `p`, so after `s` settles it can have sent at most `s + p`. With `--count N`
+/// only the first `N - p` printed messages are settled as the loop goes (`budget`); the
+/// rest are held until the N-th has arrived, the consumer is cancelled keeping them, and
+/// one durable settle covers them all. Without a count the newest printed delivery is held
+/// back (see the module docs).
+struct Settler<'a> {
+    client: &'a Client,
+    settle: Settle,
+    /// Printed, not yet settled, oldest first.
+    pending: Vec<u64>,
+    /// Settles sent so far.
+    settled: u64,
+    /// How many may be settled before the end (`None`: no limit).
+    budget: Option<u64>,
+    /// Prefetch 1: holding one back would stall delivery, so each settle is durable.
+    durable_each: bool,
+}
+
+impl Settler<'_> {
+    /// How many more may be settled before the end.
+    fn allowed(&self) -> usize {
+        self.budget.map_or(usize::MAX, |b| {
+            usize::try_from(b.saturating_sub(self.settled)).unwrap_or(usize::MAX)
+        })
+    }
+
+    /// Records a printed delivery and settles what may be settled now.
+    async fn printed(&mut self, tag: u64) -> anyhow::Result<()> {
+        self.pending.push(tag);
+        let keep = usize::from(!self.durable_each);
+        let n = self.pending.len().saturating_sub(keep).min(self.allowed());
+        let durable = self.durable_each;
+        for tag in self.pending.drain(..n).collect::<Vec<_>>() {
+            self.send(tag, false, durable).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether the idle timer may settle everything held.
+    fn can_flush(&self) -> bool {
+        !self.pending.is_empty() && self.pending.len() <= self.allowed()
+    }
+
+    /// Settles everything held, durably: the `Ok` covers every settle before it.
+    async fn flush(&mut self) -> anyhow::Result<()> {
+        if let Some(&last) = self.pending.last() {
+            self.send(last, true, true).await?;
+            self.pending.clear();
+        }
+        Ok(())
+    }
+
+    async fn send(&mut self, tag: u64, multiple: bool, durable: bool) -> anyhow::Result<()> {
+        self.settle
+            .send(self.client, tag, multiple, durable)
+            .await
+            .map_err(|e| settling_error(e, self.settle, tag))?;
+        self.settled += if multiple {
+            self.pending.len() as u64
+        } else {
+            1
+        };
+        Ok(())
+    }
+}
+
 /// How the printing loop runs.
 #[derive(Debug, Clone, Copy)]
 struct LoopOptions {
@@ -113,6 +200,8 @@ struct LoopOptions {
     /// `None` for `no_ack` consumers.
     settle: Option<Settle>,
     prefetch: u32,
+    /// Stop after this long without a delivery.
+    idle_timeout: Option<Duration>,
 }
 
 /// Runs `warren consume`.
@@ -121,11 +210,12 @@ struct LoopOptions {
 /// Connecting or consuming failed, or the consumer ended before `--count` messages.
 pub async fn run_consume(mut args: ConsumeArgs) -> anyhow::Result<()> {
     let client = args.server.connect().await?;
-    if let (true, Some(count)) = (args.no_ack, args.count) {
+    if let Some(count) = args.count {
         // A no-ack consumer gets everything the server can push, and `--count` would drop
-        // what it did not print. With a count, take exactly that many, acked as printed.
+        // what it did not print: with a count, take exactly that many, acked as printed.
         args.no_ack = false;
-        let limit = u32::try_from(count).unwrap_or(u32::MAX).max(1);
+        // More prefetch than the count would only be sent back unseen.
+        let limit = u32::try_from(count).unwrap_or(u32::MAX);
         args.prefetch = if args.prefetch == 0 {
             limit
         } else {
@@ -158,6 +248,7 @@ pub async fn run_consume(mut args: ConsumeArgs) -> anyhow::Result<()> {
         json: args.json,
         settle,
         prefetch: args.prefetch,
+        idle_timeout: args.idle_timeout.map(Duration::from_secs_f64),
     };
     let source = format!("queue '{}'", args.queue);
     print_loop(&client, consumer, &source, options).await
@@ -189,10 +280,13 @@ pub async fn run_subscribe(args: SubscribeArgs) -> anyhow::Result<()> {
                 args.exchange, args.pattern
             )
         })?;
+    let prefetch = args.count.map_or(DEFAULT_PREFETCH, |n| {
+        DEFAULT_PREFETCH.min(u32::try_from(n).unwrap_or(u32::MAX))
+    });
     client
-        .qos(DEFAULT_PREFETCH)
+        .qos(prefetch)
         .await
-        .with_context(|| format!("setting prefetch to {DEFAULT_PREFETCH}"))?;
+        .with_context(|| format!("setting prefetch to {prefetch}"))?;
     let consumer = client
         .consume(&queue, ConsumeOptions::default())
         .await
@@ -201,14 +295,18 @@ pub async fn run_subscribe(args: SubscribeArgs) -> anyhow::Result<()> {
         count: args.count,
         json: args.json,
         settle: Some(Settle::Ack),
-        prefetch: DEFAULT_PREFETCH,
+        prefetch,
+        idle_timeout: None,
     };
     let source = format!("exchange '{}' (queue '{queue}')", args.exchange);
     print_loop(&client, consumer, &source, options).await
 }
 
-/// Prints and settles deliveries until `--count`, Ctrl-C (or SIGTERM), a closed stdout, or
-/// the end of the consumer (an error), then closes the connection.
+/// Prints and settles deliveries until `--count`, `--idle-timeout`, Ctrl-C (or SIGTERM), a
+/// closed stdout, or the end of the consumer (an error), then closes the connection.
+///
+/// A delivery is settled only once its line is written to stdout; one whose write fails is
+/// not, and is redelivered.
 async fn print_loop(
     client: &Client,
     mut consumer: Consumer,
@@ -217,22 +315,42 @@ async fn print_loop(
 ) -> anyhow::Result<()> {
     let stop = stop_signal();
     tokio::pin!(stop);
+    let stdout_gone = stdout_closed();
+    tokio::pin!(stdout_gone);
+    let mut idle_deadline = options
+        .idle_timeout
+        .map(|t| tokio::time::Instant::now() + t);
+    let mut settler = options.settle.map(|settle| Settler {
+        client,
+        settle,
+        pending: Vec::new(),
+        settled: 0,
+        budget: options
+            .count
+            .map(|n| n.saturating_sub(u64::from(options.prefetch))),
+        durable_each: options.prefetch == 1,
+    });
     let mut printed = 0u64;
-    // The last printed delivery whose settle is held back (see the module docs).
-    let mut held: Option<u64> = None;
     let end: anyhow::Result<()> = loop {
+        let can_flush = settler.as_ref().is_some_and(Settler::can_flush);
         let next = tokio::select! {
             next = consumer.next() => next,
             () = &mut stop => break Ok(()),
-            () = tokio::time::sleep(IDLE_SETTLE), if held.is_some() => {
-                if let (Some(tag), Some(settle)) = (held.take(), options.settle) {
-                    if let Err(e) = settle.send(client, tag, true).await {
-                        break Err(settling_error(e, settle, tag));
+            // `warren consume q | head -1`: the reader is gone; nothing more can be printed.
+            () = &mut stdout_gone => break Ok(()),
+            () = tokio::time::sleep(IDLE_SETTLE), if can_flush => {
+                if let Some(s) = settler.as_mut() {
+                    if let Err(e) = s.flush().await {
+                        break Err(e);
                     }
                 }
                 continue;
             }
+            () = sleep_until(idle_deadline), if idle_deadline.is_some() => break Ok(()),
         };
+        if let (Some(deadline), Some(t)) = (idle_deadline.as_mut(), options.idle_timeout) {
+            *deadline = tokio::time::Instant::now() + t;
+        }
         let Some(delivery) = next else {
             let reason = consumer
                 .cancel_reason()
@@ -241,41 +359,45 @@ async fn print_loop(
         };
         match print(&delivery, options.json) {
             Ok(()) => {}
-            // `warren consume q | head -1`: the reader is gone; this delivery stays unsettled
-            // and is redelivered.
+            // The reader is gone: this delivery stays unsettled and is redelivered.
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break Ok(()),
             Err(e) => break Err(anyhow::Error::new(e).context("writing to stdout")),
         }
         printed += 1;
-        let last = options.count.is_some_and(|count| printed >= count);
-        if let Some(settle) = options.settle {
-            let tag = delivery.delivery_tag;
-            if let Some(previous) = held.take() {
-                if let Err(e) = settle.send(client, previous, false).await {
-                    break Err(settling_error(e, settle, previous));
-                }
+        if options.count.is_some_and(|count| printed >= count) {
+            if let Some(s) = settler.as_mut() {
+                s.pending.push(delivery.delivery_tag);
             }
-            if last || options.prefetch == 1 {
-                if let Err(e) = settle.send(client, tag, true).await {
-                    break Err(settling_error(e, settle, tag));
-                }
-            } else {
-                held = Some(tag);
-            }
-        }
-        if last {
             break Ok(());
         }
+        if let Some(s) = settler.as_mut() {
+            if let Err(e) = s.printed(delivery.delivery_tag).await {
+                break Err(e);
+            }
+        }
     };
-    if let (Some(tag), Some(settle)) = (held, options.settle) {
+    if let Some(mut s) = settler {
+        if !client.is_closed() && consumer.cancel_reason().is_none() {
+            // Nothing more arrives after this, and what it holds stays unsettled for the
+            // settle below (not requeued, not counted as a failed delivery).
+            let cancelled = client
+                .cancel_keeping_unacked(consumer.tag())
+                .await
+                .with_context(|| format!("cancelling the consumer on {source}"));
+            if end.is_ok() {
+                cancelled?;
+            }
+        }
         if !client.is_closed() {
-            let settled = settle.send(client, tag, true).await;
+            let settled = s.flush().await;
             // After a failure, the first error is the one worth reporting.
             if end.is_ok() {
-                settled.map_err(|e| settling_error(e, settle, tag))?;
+                settled?;
             }
         }
     }
+    // Deliveries received but not printed are requeued by the server as the connection
+    // closes.
     client.close().await?;
     end
 }
@@ -309,6 +431,64 @@ async fn ctrl_c() {
 
 fn settling_error(e: ClientError, settle: Settle, tag: u64) -> anyhow::Error {
     anyhow::Error::new(e).context(format!("{} delivery {tag}", settle.verb()))
+}
+
+/// Sleeps until `deadline`; forever without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// `--idle-timeout`: a positive number of seconds (fractions allowed).
+fn positive_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(secs) if secs > 0.0 && secs.is_finite() && secs < 1e9 => Ok(secs),
+        _ => Err(format!(
+            "expected a positive number of seconds, got '{text}'"
+        )),
+    }
+}
+
+/// Resolves when stdout is a pipe whose reader has gone (`warren consume q | head -1`), so a
+/// consumer waiting on an empty queue notices at once instead of at its next write; never
+/// for a terminal or a file.
+async fn stdout_closed() {
+    #[cfg(unix)]
+    if let Some(pipe) = stdout_pipe() {
+        let (gone, rx) = tokio::sync::oneshot::channel::<()>();
+        // poll(2) blocks; a detached thread ends with the process.
+        std::thread::spawn(move || {
+            use rustix::event::{poll, PollFd, PollFlags};
+            loop {
+                // A pipe's write end reports an error once no reader is left.
+                let mut fds = [PollFd::new(&pipe, PollFlags::empty())];
+                match poll(&mut fds, None) {
+                    Ok(_) if fds.iter().any(|f| !f.revents().is_empty()) => {
+                        let _ = gone.send(());
+                        return;
+                    }
+                    Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                    Err(_) => return,
+                }
+            }
+        });
+        if rx.await.is_ok() {
+            return;
+        }
+    }
+    std::future::pending::<()>().await;
+}
+
+/// A handle on stdout when it is a pipe.
+#[cfg(unix)]
+fn stdout_pipe() -> Option<std::fs::File> {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::FileTypeExt;
+    let file = std::fs::File::from(std::io::stdout().as_fd().try_clone_to_owned().ok()?);
+    let is_pipe = file.metadata().ok()?.file_type().is_fifo();
+    is_pipe.then_some(file)
 }
 
 fn print(delivery: &Delivery, json: bool) -> std::io::Result<()> {

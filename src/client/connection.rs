@@ -36,8 +36,8 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 use warren_protocol::{
-    client_preface, Close, Confirm, ConsumerTag, DecodeError, Envelope, ErrorCode, Frame,
-    FrameCodec, Hello, RequestId, PROTOCOL_VERSION,
+    client_preface, Cancel, Close, Confirm, DecodeError, Envelope, ErrorCode, Frame, FrameCodec,
+    Hello, RequestId, PROTOCOL_VERSION,
 };
 
 use crate::client::consumer::{CancelReason, ConsumerEvent};
@@ -337,8 +337,9 @@ impl Connection {
         }
         let cancel = Envelope::new(
             id,
-            Frame::Cancel(ConsumerTag {
+            Frame::Cancel(Cancel {
                 consumer_tag: consumer_tag.to_owned(),
+                keep_unacked: false,
             }),
         );
         match self.writer.try_send(cancel) {
@@ -761,7 +762,7 @@ async fn heartbeat_loop(connection: Arc<Connection>, period: Duration) {
 mod tests {
     use super::*;
     use bytes::Bytes;
-    use warren_protocol::{Deliver, ErrorFrame, Properties, Return};
+    use warren_protocol::{ConsumerTag, Deliver, ErrorFrame, Properties, Return};
 
     fn connection() -> (Connection, mpsc::Receiver<Envelope>) {
         let (tx, rx) = mpsc::channel(16);

@@ -438,10 +438,25 @@ impl Client {
     /// yields the deliveries it already received and then `None`, with
     /// [`CancelReason::Cancelled`]. The server requeues the consumer's unacknowledged
     /// deliveries; acknowledging one of them afterwards is an unknown-tag error that closes
-    /// the connection if sent fire-and-forget, so settle them before cancelling.
+    /// the connection if sent fire-and-forget, so settle them before cancelling, or use
+    /// [`Client::cancel_keeping_unacked`].
     pub async fn cancel(&self, consumer_tag: &str) -> Result<(), ClientError> {
-        let frame = Frame::Cancel(warren_protocol::ConsumerTag {
+        self.send_cancel(consumer_tag, false).await
+    }
+
+    /// Stops a consumer like [`Client::cancel`], but leaves its unacknowledged deliveries
+    /// with the connection (AMQP's `basic.cancel`): settle them afterwards as usual; those
+    /// still unsettled when the connection closes are requeued. This is how to take exactly
+    /// N messages: cancel once the N-th has arrived, then acknowledge, so no acknowledgement
+    /// makes room for another delivery.
+    pub async fn cancel_keeping_unacked(&self, consumer_tag: &str) -> Result<(), ClientError> {
+        self.send_cancel(consumer_tag, true).await
+    }
+
+    async fn send_cancel(&self, consumer_tag: &str, keep_unacked: bool) -> Result<(), ClientError> {
+        let frame = Frame::Cancel(warren_protocol::Cancel {
             consumer_tag: consumer_tag.to_owned(),
+            keep_unacked,
         });
         let reply = self
             .call(frame, |tx| Pending::Cancel {

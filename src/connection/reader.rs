@@ -219,7 +219,9 @@ async fn dispatch(
         }
         Frame::Consume(c) => broker.consume(session, id, c)?,
         Frame::Cancel(t) => {
-            broker.cancel(session, &t.consumer_tag).await?;
+            broker
+                .cancel(session, &t.consumer_tag, t.keep_unacked)
+                .await?;
             reply(Frame::Ok);
         }
         Frame::Get(g) => match broker.get(session, g).await? {

@@ -3,10 +3,10 @@
 
 use bytes::Bytes;
 use warren_protocol::{
-    Ack, Admin, Close, Confirm, Consume, ConsumerCancelled, ConsumerTag, Deliver, ErrorFrame,
-    ExchangeDeclare, ExchangeDelete, ExchangeKind, FieldTable, FieldValue, Frame, Get, GetOk,
-    Hello, Nack, Properties, Publish, Qos, QueueBind, QueueDeclare, QueueDeclareOk, QueueDelete,
-    Reject, Return,
+    Ack, Admin, Cancel, Close, Confirm, Consume, ConsumerCancelled, ConsumerTag, Deliver,
+    ErrorFrame, ExchangeDeclare, ExchangeDelete, ExchangeKind, FieldTable, FieldValue, Frame, Get,
+    GetOk, Hello, Nack, Properties, Publish, Qos, QueueBind, QueueDeclare, QueueDeclareOk,
+    QueueDelete, Reject, Return,
 };
 
 /// A table using every value tag, nested three levels deep.
@@ -151,8 +151,9 @@ pub fn samples() -> Vec<Frame> {
         Frame::ConsumeOk(ConsumerTag {
             consumer_tag: "c1".into(),
         }),
-        Frame::Cancel(ConsumerTag {
+        Frame::Cancel(Cancel {
             consumer_tag: "c1".into(),
+            keep_unacked: true,
         }),
         Frame::ConsumerCancelled(ConsumerCancelled {
             consumer_tag: "c1".into(),
