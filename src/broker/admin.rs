@@ -13,6 +13,7 @@ use warren_protocol::{
 };
 
 use super::dead_letter::{DeadLetterReason, X_DEATH};
+use super::exchange;
 use super::queue::Queue;
 use super::queue_args::QueueArgs;
 use super::session::Session;
@@ -669,7 +670,22 @@ impl Broker {
         let defs = Definitions::parse(doc)?;
         // Check every definition against what exists before changing anything.
         for e in &defs.exchanges {
-            if let Some(existing) = self.exchange(&e.name) {
+            let existing = self.exchange(&e.name);
+            // As declare_exchange: `x-` arguments are refused unless the exchange already
+            // has exactly these arguments.
+            if !existing
+                .as_ref()
+                .is_some_and(|x| x.arguments == e.arguments)
+            {
+                exchange::validate_arguments(&e.arguments).map_err(|err| match err {
+                    BrokerError::InvalidArgument { what, reason } => BrokerError::InvalidArgument {
+                        what: format!("definitions: exchange '{}' {what}", e.name),
+                        reason,
+                    },
+                    other => other,
+                })?;
+            }
+            if let Some(existing) = existing {
                 if existing.kind != e.kind
                     || existing.durable != e.durable
                     || existing.arguments != e.arguments
@@ -691,13 +707,20 @@ impl Broker {
             }
         }
         for q in &defs.queues {
-            QueueArgs::parse(&q.arguments).map_err(|err| {
-                BrokerError::invalid(
-                    format!("definitions: queue '{}' argument {}", q.name, err.arg),
-                    err.reason,
-                )
-            })?;
-            if let Some(existing) = self.queue(&q.name) {
+            let existing = self.queue(&q.name);
+            // As declare_queue: a queue that already has exactly these arguments passes.
+            if !existing
+                .as_ref()
+                .is_some_and(|x| x.arguments == q.arguments)
+            {
+                QueueArgs::parse(&q.arguments).map_err(|err| {
+                    BrokerError::invalid(
+                        format!("definitions: queue '{}' argument {}", q.name, err.arg),
+                        err.reason,
+                    )
+                })?;
+            }
+            if let Some(existing) = existing {
                 if existing.durable != q.durable
                     || existing.auto_delete != q.auto_delete
                     || existing.exclusive_owner.is_some()

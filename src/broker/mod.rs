@@ -267,6 +267,13 @@ impl Broker {
                 );
             }
             for e in recovered.exchanges {
+                let unsupported = exchange::unsupported_arguments(&e.arguments);
+                if !unsupported.is_empty() {
+                    // Declared by an older Warren that accepted them; refusing to start would
+                    // strand the data, so the exchange loads and the operator is told.
+                    tracing::warn!(exchange = %e.name, arguments = ?unsupported,
+                        "stored exchange has arguments Warren does not implement; they have no effect");
+                }
                 exchanges.insert(
                     e.name.clone(),
                     Arc::new(Exchange::new(
@@ -289,7 +296,14 @@ impl Broker {
                 orphaned.push((rq.record.id, rq.record.name));
                 continue;
             }
-            let args = QueueArgs::parse(&rq.record.arguments).unwrap_or_else(|e| {
+            let unsupported = queue_args::unsupported_arguments(&rq.record.arguments);
+            if !unsupported.is_empty() {
+                // Declared by an older Warren that accepted them; refusing to start would
+                // strand the messages, so the queue loads and the operator is told.
+                tracing::warn!(queue = %rq.record.name, arguments = ?unsupported,
+                    "stored queue has arguments Warren does not implement; they have no effect");
+            }
+            let args = QueueArgs::parse_known(&rq.record.arguments).unwrap_or_else(|e| {
                 tracing::warn!(queue = %rq.record.name, error = %e, "stored queue arguments no longer parse; ignoring them");
                 QueueArgs::default()
             });
@@ -426,7 +440,16 @@ impl Broker {
             ));
         }
         let _guard = self.inner.topology.lock().await;
-        if let Some(existing) = self.exchange(&d.name) {
+        let existing = self.exchange(&d.name);
+        // An exchange that already has exactly these arguments (stored by an older Warren
+        // that accepted them) may be redeclared as it is, so its clients keep starting.
+        if !existing
+            .as_ref()
+            .is_some_and(|e| e.arguments == d.arguments)
+        {
+            exchange::validate_arguments(&d.arguments)?;
+        }
+        if let Some(existing) = existing {
             if d.passive {
                 return Ok(());
             }
@@ -522,10 +545,28 @@ impl Broker {
         d: QueueDeclare,
     ) -> Result<QueueDeclareOk, BrokerError> {
         validate_name("queue", &d.name)?;
-        let args = QueueArgs::parse(&d.arguments)
-            .map_err(|e| BrokerError::invalid(format!("queue argument {}", e.arg), e.reason))?;
         let _guard = self.inner.topology.lock().await;
-        if let Some(existing) = self.queue(&d.name) {
+        let existing = self.queue(&d.name);
+        let args = match QueueArgs::parse(&d.arguments) {
+            Ok(args) => args,
+            // A queue that already has exactly these arguments (stored by an older Warren
+            // that accepted them) may be redeclared as it is, so its clients keep starting;
+            // the parsed arguments are only needed to create a queue.
+            Err(_)
+                if existing
+                    .as_ref()
+                    .is_some_and(|q| q.arguments == d.arguments) =>
+            {
+                QueueArgs::default()
+            }
+            Err(e) => {
+                return Err(BrokerError::invalid(
+                    format!("queue argument {}", e.arg),
+                    e.reason,
+                ))
+            }
+        };
+        if let Some(existing) = existing {
             check_owner(&existing, session)?;
             existing.touch();
             let exclusive = existing.exclusive_owner.is_some();
