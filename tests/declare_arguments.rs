@@ -207,3 +207,158 @@ async fn a_queue_stored_with_unimplemented_arguments_still_loads() {
         "{logs}"
     );
 }
+
+#[test]
+fn a_redeclaration_that_differs_names_the_argument_and_both_values() {
+    let d = TestDaemon::start();
+    ok(&d.cli(&[
+        "queue",
+        "declare",
+        "work",
+        "--durable",
+        "--arg",
+        "x-message-ttl=5000",
+    ]));
+    let refused = |args: &[&str]| {
+        let mut all = vec!["queue", "declare", "work"];
+        all.extend_from_slice(args);
+        fails_with_one_line(&d.cli(&all))
+    };
+    let prefix = "error: declaring queue 'work': PRECONDITION_FAILED (406): ";
+    assert_eq!(
+        refused(&["--durable", "--arg", "x-message-ttl=1000"]),
+        format!("{prefix}inequivalent arg 'x-message-ttl' for queue 'work': received 1000, current 5000")
+    );
+    assert_eq!(
+        refused(&["--durable"]),
+        format!("{prefix}inequivalent arg 'x-message-ttl' for queue 'work': received none, current 5000")
+    );
+    assert_eq!(
+        refused(&[
+            "--durable",
+            "--arg",
+            "x-message-ttl=5000",
+            "--arg",
+            "x-dead-letter-exchange=dlx"
+        ]),
+        format!("{prefix}inequivalent arg 'x-dead-letter-exchange' for queue 'work': received dlx, current none")
+    );
+    assert_eq!(
+        refused(&["--arg", "x-message-ttl=5000"]),
+        format!(
+            "{prefix}inequivalent arg 'durable' for queue 'work': received false, current true"
+        )
+    );
+    // The same declaration is still a no-op.
+    assert_eq!(
+        ok(&d.cli(&[
+            "queue",
+            "declare",
+            "work",
+            "--durable",
+            "--arg",
+            "x-message-ttl=5000"
+        ])),
+        "work\n"
+    );
+}
+
+#[tokio::test]
+async fn an_exchange_redeclaration_that_differs_names_what_differs() {
+    let d = TestDaemon::start();
+    let c = d.client().await;
+    let durable = ExchangeOptions {
+        durable: true,
+        arguments: table(&[("note", FieldValue::String("a".into()))]),
+        ..Default::default()
+    };
+    c.declare_exchange("logs", ExchangeKind::Topic, durable.clone())
+        .await
+        .unwrap();
+    let message = |err: warren::client::ClientError| {
+        assert_eq!(
+            err.error_code(),
+            Some(ErrorCode::PreconditionFailed),
+            "{err}"
+        );
+        err.to_string()
+    };
+    let err = c
+        .declare_exchange("logs", ExchangeKind::Fanout, durable.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        message(err),
+        "PRECONDITION_FAILED (406): inequivalent arg 'type' for exchange 'logs': received \
+         fanout, current topic"
+    );
+    let err = c
+        .declare_exchange(
+            "logs",
+            ExchangeKind::Topic,
+            ExchangeOptions {
+                durable: false,
+                ..durable.clone()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        message(err),
+        "PRECONDITION_FAILED (406): inequivalent arg 'durable' for exchange 'logs': received \
+         false, current true"
+    );
+    let err = c
+        .declare_exchange(
+            "logs",
+            ExchangeKind::Topic,
+            ExchangeOptions {
+                arguments: table(&[("note", FieldValue::String("b".into()))]),
+                ..durable.clone()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        message(err),
+        "PRECONDITION_FAILED (406): inequivalent arg 'note' for exchange 'logs': received b, \
+         current a"
+    );
+    // And a queue's exclusive and auto-delete flags.
+    c.declare_queue(
+        "mine",
+        QueueOptions {
+            exclusive: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let err = c
+        .declare_queue("mine", QueueOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        message(err),
+        "PRECONDITION_FAILED (406): inequivalent arg 'exclusive' for queue 'mine': received \
+         false, current true"
+    );
+    c.declare_queue(
+        "auto",
+        QueueOptions {
+            auto_delete: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let err = c
+        .declare_queue("auto", QueueOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        message(err),
+        "PRECONDITION_FAILED (406): inequivalent arg 'auto_delete' for queue 'auto': received \
+         false, current true"
+    );
+}

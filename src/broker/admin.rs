@@ -16,6 +16,7 @@ use super::dead_letter::{DeadLetterReason, X_DEATH};
 use super::exchange;
 use super::queue::Queue;
 use super::queue_args::QueueArgs;
+use super::redeclare::inequivalence;
 use super::session::Session;
 use super::Broker;
 use crate::error::BrokerError;
@@ -686,17 +687,26 @@ impl Broker {
                 })?;
             }
             if let Some(existing) = existing {
-                if existing.kind != e.kind
-                    || existing.durable != e.durable
-                    || existing.arguments != e.arguments
-                {
+                if let Some(why) = inequivalence(
+                    "exchange",
+                    &e.name,
+                    &[
+                        (
+                            "type",
+                            e.kind.as_str().to_owned(),
+                            existing.kind.as_str().to_owned(),
+                        ),
+                        (
+                            "durable",
+                            e.durable.to_string(),
+                            existing.durable.to_string(),
+                        ),
+                    ],
+                    &e.arguments,
+                    &existing.arguments,
+                ) {
                     return Err(BrokerError::PreconditionFailed(format!(
-                        "definitions conflict: exchange '{}' exists as type={} durable={}, the file has type={} durable={}",
-                        e.name,
-                        existing.kind.as_str(),
-                        existing.durable,
-                        e.kind.as_str(),
-                        e.durable
+                        "definitions conflict: {why}"
                     )));
                 }
             } else if e.name.is_empty() || e.name.starts_with("amq.") {
@@ -721,17 +731,31 @@ impl Broker {
                 })?;
             }
             if let Some(existing) = existing {
-                if existing.durable != q.durable
-                    || existing.auto_delete != q.auto_delete
-                    || existing.exclusive_owner.is_some()
-                    || existing.arguments != q.arguments
-                {
+                if let Some(why) = inequivalence(
+                    "queue",
+                    &q.name,
+                    &[
+                        (
+                            "durable",
+                            q.durable.to_string(),
+                            existing.durable.to_string(),
+                        ),
+                        (
+                            "exclusive",
+                            q.exclusive.to_string(),
+                            existing.exclusive_owner.is_some().to_string(),
+                        ),
+                        (
+                            "auto_delete",
+                            q.auto_delete.to_string(),
+                            existing.auto_delete.to_string(),
+                        ),
+                    ],
+                    &q.arguments,
+                    &existing.arguments,
+                ) {
                     return Err(BrokerError::PreconditionFailed(format!(
-                        "definitions conflict: queue '{}' exists with other attributes (durable={} auto_delete={}{})",
-                        q.name,
-                        existing.durable,
-                        existing.auto_delete,
-                        if existing.arguments != q.arguments { ", other arguments" } else { "" }
+                        "definitions conflict: {why}"
                     )));
                 }
             }

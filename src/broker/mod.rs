@@ -12,6 +12,7 @@ pub mod dead_letter;
 pub mod exchange;
 pub mod queue;
 pub mod queue_args;
+mod redeclare;
 mod scheduler;
 pub mod session;
 mod timers;
@@ -453,19 +454,25 @@ impl Broker {
             if d.passive {
                 return Ok(());
             }
-            if existing.kind != d.kind
-                || existing.durable != d.durable
-                || existing.arguments != d.arguments
-            {
-                return Err(BrokerError::PreconditionFailed(format!(
-                    "exchange '{}' declared as type={} durable={}, but it exists as type={} durable={}{}",
-                    d.name,
-                    d.kind.as_str(),
-                    d.durable,
-                    existing.kind.as_str(),
-                    existing.durable,
-                    if existing.arguments != d.arguments { " with other arguments" } else { "" }
-                )));
+            if let Some(why) = redeclare::inequivalence(
+                "exchange",
+                &d.name,
+                &[
+                    (
+                        "type",
+                        d.kind.as_str().to_owned(),
+                        existing.kind.as_str().to_owned(),
+                    ),
+                    (
+                        "durable",
+                        d.durable.to_string(),
+                        existing.durable.to_string(),
+                    ),
+                ],
+                &d.arguments,
+                &existing.arguments,
+            ) {
+                return Err(BrokerError::PreconditionFailed(why));
             }
             return Ok(());
         }
@@ -570,18 +577,28 @@ impl Broker {
             check_owner(&existing, session)?;
             existing.touch();
             let exclusive = existing.exclusive_owner.is_some();
-            if !d.passive
-                && (existing.durable != d.durable
-                    || exclusive != d.exclusive
-                    || existing.auto_delete != d.auto_delete
-                    || existing.arguments != d.arguments)
-            {
-                return Err(BrokerError::PreconditionFailed(format!(
-                    "queue '{}' declared as durable={} exclusive={} auto_delete={}, but it exists as durable={} exclusive={} auto_delete={}{}",
-                    d.name, d.durable, d.exclusive, d.auto_delete,
-                    existing.durable, exclusive, existing.auto_delete,
-                    if existing.arguments != d.arguments { " with other arguments" } else { "" }
-                )));
+            if !d.passive {
+                if let Some(why) = redeclare::inequivalence(
+                    "queue",
+                    &d.name,
+                    &[
+                        (
+                            "durable",
+                            d.durable.to_string(),
+                            existing.durable.to_string(),
+                        ),
+                        ("exclusive", d.exclusive.to_string(), exclusive.to_string()),
+                        (
+                            "auto_delete",
+                            d.auto_delete.to_string(),
+                            existing.auto_delete.to_string(),
+                        ),
+                    ],
+                    &d.arguments,
+                    &existing.arguments,
+                ) {
+                    return Err(BrokerError::PreconditionFailed(why));
+                }
             }
             let c = existing.counts();
             return Ok(QueueDeclareOk {
