@@ -58,11 +58,20 @@ pub enum BrokerError {
     #[error("{0}")]
     NotImplemented(String),
     /// The store failed; the operation did not take effect durably.
+    ///
+    /// The store error is printed in the message, not exposed as the `source`, so a `{:#}`
+    /// chain does not print it twice.
     #[error("storage failure: {0}")]
-    Store(#[from] StoreError),
+    Store(StoreError),
     /// The broker is shutting down.
     #[error("the broker is shutting down")]
     ShuttingDown,
+}
+
+impl From<StoreError> for BrokerError {
+    fn from(e: StoreError) -> Self {
+        BrokerError::Store(e)
+    }
 }
 
 impl BrokerError {
@@ -97,5 +106,28 @@ impl BrokerError {
             what: what.into(),
             reason: reason.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_errors_print_once_along_the_chain() {
+        let e = BrokerError::from(StoreError::DataDir {
+            path: "/data".into(),
+            reason: "not a directory".into(),
+        });
+        assert_eq!(
+            e.to_string(),
+            "storage failure: data directory /data: not a directory"
+        );
+        assert!(std::error::Error::source(&e).is_none());
+        let chain = format!("{:#}", anyhow::Error::new(e).context("starting"));
+        assert_eq!(
+            chain,
+            "starting: storage failure: data directory /data: not a directory"
+        );
     }
 }
