@@ -161,8 +161,9 @@ impl Client {
     /// # Errors
     /// [`ClientError::Io`] when the TCP connection fails or the whole handshake takes longer
     /// than [`CONNECT_TIMEOUT`]; [`ClientError::Server`] when the server answers the preface
-    /// with an error (an unsupported version); [`ClientError::Handshake`] when it answers
-    /// with anything but `Hello`.
+    /// with an error (an unsupported version); [`ClientError::NotWarren`] when what answers
+    /// does not speak Warren's protocol (an HTTP or AMQP server, say);
+    /// [`ClientError::Handshake`] when it answers with another frame than `Hello`.
     pub async fn connect(addr: &str) -> Result<Client, ClientError> {
         let opened = tokio::time::timeout(CONNECT_TIMEOUT, connection::connect(addr))
             .await
