@@ -54,6 +54,17 @@ pub enum ClientError {
         /// protocol handshake`.
         answer: String,
     },
+    /// A publish larger than the server accepts (its max frame size, from `Hello`, less the
+    /// publish headroom); nothing was sent.
+    #[error("{}", crate::error::too_large_message(*body, *frame, *limit))]
+    BodyTooLarge {
+        /// The message body's size in bytes.
+        body: usize,
+        /// The publish frame's size in bytes.
+        frame: usize,
+        /// The largest publish frame the server accepts.
+        limit: usize,
+    },
     /// The server answered a request with a frame of the wrong type.
     #[error("unexpected reply from the server: expected {expected}, got {got}")]
     UnexpectedReply {

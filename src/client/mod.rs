@@ -46,8 +46,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::debug;
 use warren_protocol::{
-    Ack, Consume, DecodeError, Envelope, ErrorCode, ExchangeDeclare, ExchangeDelete, Frame, Get,
-    Nack, Qos, QueueBind, QueueDeclare, QueueDelete, Reject, PUBLISH_HEADROOM_BYTES,
+    Ack, Consume, Envelope, ErrorCode, ExchangeDeclare, ExchangeDelete, Frame, Get, Nack, Qos,
+    QueueBind, QueueDeclare, QueueDelete, Reject, PUBLISH_HEADROOM_BYTES,
 };
 
 pub use self::consumer::{CancelReason, Consumer, Delivery};
@@ -370,8 +370,8 @@ impl Client {
     /// flight (e.g. in a `FuturesOrdered`) for throughput.
     ///
     /// # Errors
-    /// [`ClientError::Protocol`] (`FrameTooLarge`) when the publish would exceed the server's
-    /// frame size limit minus [`PUBLISH_HEADROOM_BYTES`]; [`ClientError::Closed`] when the
+    /// [`ClientError::BodyTooLarge`] when the publish would exceed the server's frame size
+    /// limit minus [`PUBLISH_HEADROOM_BYTES`]; [`ClientError::Closed`] when the
     /// connection has ended.
     pub async fn publish(&self, msg: OutgoingMessage) -> Result<PendingConfirm, ClientError> {
         let publish = msg.into_frame();
@@ -382,10 +382,11 @@ impl Client {
             .saturating_sub(PUBLISH_HEADROOM_BYTES);
         let len = publish_frame_len(&publish);
         if len > max as usize {
-            return Err(ClientError::Protocol(DecodeError::FrameTooLarge {
-                size: len as u64,
-                max: u64::from(max),
-            }));
+            return Err(ClientError::BodyTooLarge {
+                body: publish.body.len(),
+                frame: len,
+                limit: max as usize,
+            });
         }
         let frame = Frame::Publish(Box::new(publish));
         let connection = &self.inner.connection;
