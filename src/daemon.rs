@@ -12,6 +12,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::{Broker, BrokerConfig};
 use crate::connection::ConnectionConfig;
+use crate::error::BrokerError;
+use crate::store::StoreError;
 
 /// The file, in the data directory, where a running daemon records its address and pid.
 pub const RUNTIME_FILE_NAME: &str = "runtime.json";
@@ -55,13 +57,24 @@ pub struct RuntimeInfo {
 /// written.
 pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let runtime_file = opts.data_dir.join(RUNTIME_FILE_NAME);
-    let broker = Broker::open(BrokerConfig {
+    let broker = match Broker::open(BrokerConfig {
         data_dir: opts.data_dir.clone(),
         queue_window_bytes: opts.queue_window_bytes,
         consumer_timeout: opts.consumer_timeout,
     })
     .await
-    .with_context(|| format!("opening the store in {}", opts.data_dir.display()))?;
+    {
+        Ok(broker) => broker,
+        Err(BrokerError::Store(StoreError::InUse { path })) => {
+            anyhow::bail!("{}", in_use_message(&path, &runtime_file))
+        }
+        // Store errors name the data directory or file already: no context to add.
+        Err(BrokerError::Store(e)) => return Err(e.into()),
+        Err(e) => {
+            return Err(anyhow::Error::new(e)
+                .context(format!("opening the store in {}", opts.data_dir.display())))
+        }
+    };
     let listener = TcpListener::bind(&opts.listen)
         .await
         .with_context(|| format!("listening on {}", opts.listen))?;
@@ -115,6 +128,28 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     }
     let _ = std::fs::remove_file(&runtime_file);
     Ok(())
+}
+
+/// Says who holds a data directory another daemon has open, from the `runtime.json` that
+/// daemon wrote; without one (it is still starting, or not a daemon), says only that it is
+/// in use.
+fn in_use_message(data_dir: &Path, runtime_file: &Path) -> String {
+    let holder = std::fs::read(runtime_file)
+        .ok()
+        .and_then(|raw| serde_json::from_slice::<RuntimeInfo>(&raw).ok());
+    match holder {
+        Some(info) => format!(
+            "data directory {} is in use by warren pid {} listening on {}",
+            data_dir.display(),
+            info.pid,
+            info.listen
+        ),
+        None => format!(
+            "data directory {} is in use by another process (it has no {RUNTIME_FILE_NAME} \
+             saying which)",
+            data_dir.display()
+        ),
+    }
 }
 
 fn write_runtime_file(

@@ -35,11 +35,13 @@ pub enum BrokerError {
         reason: String,
     },
     /// The publish frame is larger than the server accepts.
-    #[error("publish frame of {size} bytes exceeds the maximum of {max} (max frame size less the publish headroom)")]
+    #[error("{}", too_large_message(*body, *size, *max))]
     ContentTooLarge {
+        /// The message body's size.
+        body: usize,
         /// Frame size.
         size: usize,
-        /// The limit.
+        /// The limit: the max frame size less the publish headroom.
         max: usize,
     },
     /// The operation is not valid in this state (e.g. unexpected frame type).
@@ -58,11 +60,20 @@ pub enum BrokerError {
     #[error("{0}")]
     NotImplemented(String),
     /// The store failed; the operation did not take effect durably.
+    ///
+    /// The store error is printed in the message, not exposed as the `source`, so a `{:#}`
+    /// chain does not print it twice.
     #[error("storage failure: {0}")]
-    Store(#[from] StoreError),
+    Store(StoreError),
     /// The broker is shutting down.
     #[error("the broker is shutting down")]
     ShuttingDown,
+}
+
+impl From<StoreError> for BrokerError {
+    fn from(e: StoreError) -> Self {
+        BrokerError::Store(e)
+    }
 }
 
 impl BrokerError {
@@ -97,5 +108,87 @@ impl BrokerError {
             what: what.into(),
             reason: reason.into(),
         }
+    }
+}
+
+/// Why a publish is too large, for the client that knows the limit from `Hello` and for the
+/// server that refuses it alike: the body's size when the body alone is over the limit,
+/// otherwise what the routing key, headers and properties add to it; with the fix.
+pub fn too_large_message(body: usize, frame: usize, limit: usize) -> String {
+    let what = if body > limit {
+        format!("message body of {} bytes", thousands(body))
+    } else {
+        format!(
+            "message of {} bytes (a body of {} bytes plus {} bytes of exchange, routing key \
+             and properties)",
+            thousands(frame),
+            thousands(body),
+            thousands(frame.saturating_sub(body))
+        )
+    };
+    format!(
+        "{what} exceeds the server's limit of {}; start the server with --max-frame-size to \
+         raise it",
+        thousands(limit)
+    )
+}
+
+/// `20000000` as `20,000,000`: sizes users compare with the limit at a glance.
+pub fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_have_thousands_separators() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(8_387_584), "8,387,584");
+        assert_eq!(thousands(20_000_000), "20,000,000");
+    }
+
+    #[test]
+    fn too_large_names_the_body_or_what_is_added_to_it() {
+        assert_eq!(
+            too_large_message(20_000_000, 20_000_040, 8_387_584),
+            "message body of 20,000,000 bytes exceeds the server's limit of 8,387,584; start \
+             the server with --max-frame-size to raise it"
+        );
+        assert_eq!(
+            too_large_message(3_000, 3_100, 3_072),
+            "message of 3,100 bytes (a body of 3,000 bytes plus 100 bytes of exchange, routing \
+             key and properties) exceeds the server's limit of 3,072; start the server with \
+             --max-frame-size to raise it"
+        );
+    }
+
+    #[test]
+    fn store_errors_print_once_along_the_chain() {
+        let e = BrokerError::from(StoreError::DataDir {
+            path: "/data".into(),
+            reason: "not a directory".into(),
+        });
+        assert_eq!(
+            e.to_string(),
+            "storage failure: data directory /data: not a directory"
+        );
+        assert!(std::error::Error::source(&e).is_none());
+        let chain = format!("{:#}", anyhow::Error::new(e).context("starting"));
+        assert_eq!(
+            chain,
+            "starting: storage failure: data directory /data: not a directory"
+        );
     }
 }

@@ -720,3 +720,19 @@ async fn idle_consumers_outlive_three_heartbeat_intervals() {
         assert!(lines.is_empty(), "{lines:?}");
     }
 }
+
+#[test]
+fn publishing_a_body_over_the_servers_limit_names_both_sizes() {
+    // 65,536 - 1,024 bytes of headroom: the limit for a publish is 64,512.
+    let d = TestDaemon::start_with(&["--max-frame-size", "65536"]);
+    ok(&d.cli(&["queue", "declare", "big"]));
+    let body = "x".repeat(100_000);
+    let out = d.cli(&["publish", "", "big", &body]);
+    let line = fails_with_one_line(&out);
+    assert_eq!(
+        line,
+        "error: publishing to exchange '' with routing key 'big': message body of 100,000 bytes \
+         exceeds the server's limit of 64,512; start the server with --max-frame-size to \
+         raise it"
+    );
+}

@@ -13,8 +13,10 @@ use warren_protocol::{
 };
 
 use super::dead_letter::{DeadLetterReason, X_DEATH};
+use super::exchange;
 use super::queue::Queue;
 use super::queue_args::QueueArgs;
+use super::redeclare::inequivalence;
 use super::session::Session;
 use super::Broker;
 use crate::error::BrokerError;
@@ -669,18 +671,42 @@ impl Broker {
         let defs = Definitions::parse(doc)?;
         // Check every definition against what exists before changing anything.
         for e in &defs.exchanges {
-            if let Some(existing) = self.exchange(&e.name) {
-                if existing.kind != e.kind
-                    || existing.durable != e.durable
-                    || existing.arguments != e.arguments
-                {
+            let existing = self.exchange(&e.name);
+            // As declare_exchange: `x-` arguments are refused unless the exchange already
+            // has exactly these arguments.
+            if !existing
+                .as_ref()
+                .is_some_and(|x| x.arguments == e.arguments)
+            {
+                exchange::validate_arguments(&e.arguments).map_err(|err| match err {
+                    BrokerError::InvalidArgument { what, reason } => BrokerError::InvalidArgument {
+                        what: format!("definitions: exchange '{}' {what}", e.name),
+                        reason,
+                    },
+                    other => other,
+                })?;
+            }
+            if let Some(existing) = existing {
+                if let Some(why) = inequivalence(
+                    "exchange",
+                    &e.name,
+                    &[
+                        (
+                            "type",
+                            e.kind.as_str().to_owned(),
+                            existing.kind.as_str().to_owned(),
+                        ),
+                        (
+                            "durable",
+                            e.durable.to_string(),
+                            existing.durable.to_string(),
+                        ),
+                    ],
+                    &e.arguments,
+                    &existing.arguments,
+                ) {
                     return Err(BrokerError::PreconditionFailed(format!(
-                        "definitions conflict: exchange '{}' exists as type={} durable={}, the file has type={} durable={}",
-                        e.name,
-                        existing.kind.as_str(),
-                        existing.durable,
-                        e.kind.as_str(),
-                        e.durable
+                        "definitions conflict: {why}"
                     )));
                 }
             } else if e.name.is_empty() || e.name.starts_with("amq.") {
@@ -691,24 +717,45 @@ impl Broker {
             }
         }
         for q in &defs.queues {
-            QueueArgs::parse(&q.arguments).map_err(|err| {
-                BrokerError::invalid(
-                    format!("definitions: queue '{}' argument {}", q.name, err.arg),
-                    err.reason,
-                )
-            })?;
-            if let Some(existing) = self.queue(&q.name) {
-                if existing.durable != q.durable
-                    || existing.auto_delete != q.auto_delete
-                    || existing.exclusive_owner.is_some()
-                    || existing.arguments != q.arguments
-                {
+            let existing = self.queue(&q.name);
+            // As declare_queue: a queue that already has exactly these arguments passes.
+            if !existing
+                .as_ref()
+                .is_some_and(|x| x.arguments == q.arguments)
+            {
+                QueueArgs::parse(&q.arguments).map_err(|err| {
+                    BrokerError::invalid(
+                        format!("definitions: queue '{}' argument {}", q.name, err.arg),
+                        err.reason,
+                    )
+                })?;
+            }
+            if let Some(existing) = existing {
+                if let Some(why) = inequivalence(
+                    "queue",
+                    &q.name,
+                    &[
+                        (
+                            "durable",
+                            q.durable.to_string(),
+                            existing.durable.to_string(),
+                        ),
+                        (
+                            "exclusive",
+                            q.exclusive.to_string(),
+                            existing.exclusive_owner.is_some().to_string(),
+                        ),
+                        (
+                            "auto_delete",
+                            q.auto_delete.to_string(),
+                            existing.auto_delete.to_string(),
+                        ),
+                    ],
+                    &q.arguments,
+                    &existing.arguments,
+                ) {
                     return Err(BrokerError::PreconditionFailed(format!(
-                        "definitions conflict: queue '{}' exists with other attributes (durable={} auto_delete={}{})",
-                        q.name,
-                        existing.durable,
-                        existing.auto_delete,
-                        if existing.arguments != q.arguments { ", other arguments" } else { "" }
+                        "definitions conflict: {why}"
                     )));
                 }
             }

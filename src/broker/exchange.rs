@@ -69,6 +69,31 @@ struct Bindings {
     topic: TopicTrie<QueueRef>,
 }
 
+/// The `x-` arguments of an exchange declaration, in key order. Warren implements none (its
+/// exchanges take no `x-` arguments), so each is one it would otherwise ignore.
+pub fn unsupported_arguments(arguments: &FieldTable) -> Vec<&str> {
+    arguments
+        .keys()
+        .map(String::as_str)
+        .filter(|k| k.starts_with("x-"))
+        .collect()
+}
+
+/// Refuses an exchange declaration carrying an `x-` argument, naming it; arguments without
+/// the `x-` prefix are stored and ignored, as for queues.
+///
+/// # Errors
+/// [`BrokerError::InvalidArgument`] naming the first `x-` argument in key order.
+pub fn validate_arguments(arguments: &FieldTable) -> Result<(), BrokerError> {
+    match unsupported_arguments(arguments).first() {
+        None => Ok(()),
+        Some(arg) => Err(BrokerError::invalid(
+            format!("exchange argument {arg}"),
+            super::queue_args::NOT_IMPLEMENTED_REASON,
+        )),
+    }
+}
+
 fn x_match(arguments: &FieldTable) -> Result<XMatch, BrokerError> {
     match arguments.get("x-match") {
         None => Ok(XMatch::All),

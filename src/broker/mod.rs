@@ -12,6 +12,7 @@ pub mod dead_letter;
 pub mod exchange;
 pub mod queue;
 pub mod queue_args;
+mod redeclare;
 mod scheduler;
 pub mod session;
 mod timers;
@@ -267,6 +268,13 @@ impl Broker {
                 );
             }
             for e in recovered.exchanges {
+                let unsupported = exchange::unsupported_arguments(&e.arguments);
+                if !unsupported.is_empty() {
+                    // Declared by an older Warren that accepted them; refusing to start would
+                    // strand the data, so the exchange loads and the operator is told.
+                    tracing::warn!(exchange = %e.name, arguments = ?unsupported,
+                        "stored exchange has arguments Warren does not implement; they have no effect");
+                }
                 exchanges.insert(
                     e.name.clone(),
                     Arc::new(Exchange::new(
@@ -289,7 +297,14 @@ impl Broker {
                 orphaned.push((rq.record.id, rq.record.name));
                 continue;
             }
-            let args = QueueArgs::parse(&rq.record.arguments).unwrap_or_else(|e| {
+            let unsupported = queue_args::unsupported_arguments(&rq.record.arguments);
+            if !unsupported.is_empty() {
+                // Declared by an older Warren that accepted them; refusing to start would
+                // strand the messages, so the queue loads and the operator is told.
+                tracing::warn!(queue = %rq.record.name, arguments = ?unsupported,
+                    "stored queue has arguments Warren does not implement; they have no effect");
+            }
+            let args = QueueArgs::parse_known(&rq.record.arguments).unwrap_or_else(|e| {
                 tracing::warn!(queue = %rq.record.name, error = %e, "stored queue arguments no longer parse; ignoring them");
                 QueueArgs::default()
             });
@@ -426,23 +441,38 @@ impl Broker {
             ));
         }
         let _guard = self.inner.topology.lock().await;
-        if let Some(existing) = self.exchange(&d.name) {
+        let existing = self.exchange(&d.name);
+        // An exchange that already has exactly these arguments (stored by an older Warren
+        // that accepted them) may be redeclared as it is, so its clients keep starting.
+        if !existing
+            .as_ref()
+            .is_some_and(|e| e.arguments == d.arguments)
+        {
+            exchange::validate_arguments(&d.arguments)?;
+        }
+        if let Some(existing) = existing {
             if d.passive {
                 return Ok(());
             }
-            if existing.kind != d.kind
-                || existing.durable != d.durable
-                || existing.arguments != d.arguments
-            {
-                return Err(BrokerError::PreconditionFailed(format!(
-                    "exchange '{}' declared as type={} durable={}, but it exists as type={} durable={}{}",
-                    d.name,
-                    d.kind.as_str(),
-                    d.durable,
-                    existing.kind.as_str(),
-                    existing.durable,
-                    if existing.arguments != d.arguments { " with other arguments" } else { "" }
-                )));
+            if let Some(why) = redeclare::inequivalence(
+                "exchange",
+                &d.name,
+                &[
+                    (
+                        "type",
+                        d.kind.as_str().to_owned(),
+                        existing.kind.as_str().to_owned(),
+                    ),
+                    (
+                        "durable",
+                        d.durable.to_string(),
+                        existing.durable.to_string(),
+                    ),
+                ],
+                &d.arguments,
+                &existing.arguments,
+            ) {
+                return Err(BrokerError::PreconditionFailed(why));
             }
             return Ok(());
         }
@@ -522,25 +552,53 @@ impl Broker {
         d: QueueDeclare,
     ) -> Result<QueueDeclareOk, BrokerError> {
         validate_name("queue", &d.name)?;
-        let args = QueueArgs::parse(&d.arguments)
-            .map_err(|e| BrokerError::invalid(format!("queue argument {}", e.arg), e.reason))?;
         let _guard = self.inner.topology.lock().await;
-        if let Some(existing) = self.queue(&d.name) {
+        let existing = self.queue(&d.name);
+        let args = match QueueArgs::parse(&d.arguments) {
+            Ok(args) => args,
+            // A queue that already has exactly these arguments (stored by an older Warren
+            // that accepted them) may be redeclared as it is, so its clients keep starting;
+            // the parsed arguments are only needed to create a queue.
+            Err(_)
+                if existing
+                    .as_ref()
+                    .is_some_and(|q| q.arguments == d.arguments) =>
+            {
+                QueueArgs::default()
+            }
+            Err(e) => {
+                return Err(BrokerError::invalid(
+                    format!("queue argument {}", e.arg),
+                    e.reason,
+                ))
+            }
+        };
+        if let Some(existing) = existing {
             check_owner(&existing, session)?;
             existing.touch();
             let exclusive = existing.exclusive_owner.is_some();
-            if !d.passive
-                && (existing.durable != d.durable
-                    || exclusive != d.exclusive
-                    || existing.auto_delete != d.auto_delete
-                    || existing.arguments != d.arguments)
-            {
-                return Err(BrokerError::PreconditionFailed(format!(
-                    "queue '{}' declared as durable={} exclusive={} auto_delete={}, but it exists as durable={} exclusive={} auto_delete={}{}",
-                    d.name, d.durable, d.exclusive, d.auto_delete,
-                    existing.durable, exclusive, existing.auto_delete,
-                    if existing.arguments != d.arguments { " with other arguments" } else { "" }
-                )));
+            if !d.passive {
+                if let Some(why) = redeclare::inequivalence(
+                    "queue",
+                    &d.name,
+                    &[
+                        (
+                            "durable",
+                            d.durable.to_string(),
+                            existing.durable.to_string(),
+                        ),
+                        ("exclusive", d.exclusive.to_string(), exclusive.to_string()),
+                        (
+                            "auto_delete",
+                            d.auto_delete.to_string(),
+                            existing.auto_delete.to_string(),
+                        ),
+                    ],
+                    &d.arguments,
+                    &existing.arguments,
+                ) {
+                    return Err(BrokerError::PreconditionFailed(why));
+                }
             }
             let c = existing.counts();
             return Ok(QueueDeclareOk {

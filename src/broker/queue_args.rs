@@ -25,9 +25,15 @@
 //! Integers must be sent as integers: the string `"1000"` is refused, not converted. A float
 //! with an integral value (`1000.0`) is accepted, because some RabbitMQ clients send doubles.
 //!
-//! Arguments that do not start with `x-` are not ours to interpret and are ignored here, and so
-//! are unknown `x-` arguments, as RabbitMQ ignores them (a client may send arguments meant for
-//! another broker or a newer version).
+//! `x-queue-type` is accepted when it is `"classic"`, which is what every Warren queue is.
+//!
+//! Arguments that do not start with `x-` are not ours to interpret and are ignored here. Any
+//! other `x-` argument (`x-max-priority`, `x-single-active-consumer`, `x-queue-type=quorum`,
+//! ...) is refused by [`QueueArgs::parse`] naming it, unlike RabbitMQ, which stores and ignores
+//! what it does not know: a queue that silently lacks the priority or single-consumer
+//! behaviour its declaration asked for is a bug found in production, not at declare time
+//! (docs/decisions.md). Queues stored by an older Warren that accepted such arguments still
+//! load: recovery uses [`QueueArgs::parse_known`] and logs [`unsupported_arguments`].
 
 use warren_protocol::{FieldTable, FieldValue};
 
@@ -45,6 +51,29 @@ const X_OVERFLOW: &str = "x-overflow";
 const X_DELIVERY_LIMIT: &str = "x-delivery-limit";
 const X_CONSUMER_TIMEOUT: &str = "x-consumer-timeout";
 const X_RETRY_BACKOFF: &str = "x-retry-backoff";
+const X_QUEUE_TYPE: &str = "x-queue-type";
+
+/// Every `x-` argument a queue declaration may carry; any other `x-` argument is refused.
+const SUPPORTED_ARGS: [&str; 11] = [
+    X_DEAD_LETTER_EXCHANGE,
+    X_DEAD_LETTER_ROUTING_KEY,
+    X_MESSAGE_TTL,
+    X_EXPIRES,
+    X_MAX_LENGTH,
+    X_MAX_LENGTH_BYTES,
+    X_OVERFLOW,
+    X_DELIVERY_LIMIT,
+    X_CONSUMER_TIMEOUT,
+    X_RETRY_BACKOFF,
+    X_QUEUE_TYPE,
+];
+
+/// The only `x-queue-type` Warren has: RabbitMQ's name for its ordinary queues.
+const CLASSIC_QUEUE_TYPE: &str = "classic";
+
+/// Why an `x-` argument Warren does not implement is refused, for queues and exchanges alike.
+pub const NOT_IMPLEMENTED_REASON: &str =
+    "Warren does not implement this argument yet; declare without it";
 
 /// 2^64, the first float that does not fit in a `u64` (exactly representable as an `f64`).
 const TWO_POW_64: f64 = 18_446_744_073_709_551_616.0;
@@ -141,13 +170,30 @@ pub struct QueueArgs {
 
 impl QueueArgs {
     /// Parses and validates the `x-` arguments of a queue declaration. Arguments not starting
-    /// with `x-`, and `x-` arguments this module does not know, are ignored (as RabbitMQ does).
+    /// with `x-` are ignored; an `x-` argument Warren does not implement is refused.
     ///
     /// # Errors
-    /// The first argument, in the order of [`QueueArgs`]'s fields, whose value is of the wrong
-    /// type or out of range; also `x-dead-letter-routing-key` given without
-    /// `x-dead-letter-exchange`, which RabbitMQ refuses too.
+    /// The first `x-` argument (in key order) that Warren does not implement, or an
+    /// `x-queue-type` other than `"classic"`; then the first argument, in the order of
+    /// [`QueueArgs`]'s fields, whose value is of the wrong type or out of range; also
+    /// `x-dead-letter-routing-key` given without `x-dead-letter-exchange`, which RabbitMQ
+    /// refuses too.
     pub fn parse(args: &FieldTable) -> Result<QueueArgs, InvalidQueueArgument> {
+        queue_type_arg(args)?;
+        if let Some(arg) = unsupported_arguments(args).first() {
+            return Err(invalid(arg, NOT_IMPLEMENTED_REASON));
+        }
+        Self::parse_known(args)
+    }
+
+    /// Parses the arguments Warren implements and skips every other one, unsupported `x-`
+    /// arguments and `x-queue-type` included. For queues recovered from the store, which an
+    /// older Warren may have accepted with arguments [`QueueArgs::parse`] now refuses: they
+    /// must still load.
+    ///
+    /// # Errors
+    /// As [`QueueArgs::parse`], for the arguments Warren implements.
+    pub fn parse_known(args: &FieldTable) -> Result<QueueArgs, InvalidQueueArgument> {
         let dead_letter_exchange = string_arg(args, X_DEAD_LETTER_EXCHANGE)?;
         let dead_letter_routing_key = string_arg(args, X_DEAD_LETTER_ROUTING_KEY)?;
         if let (Some(key), None) = (&dead_letter_routing_key, &dead_letter_exchange) {
@@ -203,6 +249,41 @@ impl QueueArgs {
     /// dead-lettered are dropped.
     pub fn dead_letters(&self) -> bool {
         self.dead_letter_exchange.is_some()
+    }
+}
+
+/// The `x-` arguments in `args`, in key order, that Warren does not implement for queues:
+/// unknown ones whatever their value, and `x-queue-type` unless it is `"classic"`. Empty for
+/// every table [`QueueArgs::parse`] accepts.
+pub fn unsupported_arguments(args: &FieldTable) -> Vec<&str> {
+    args.iter()
+        .filter(|(k, v)| {
+            if k.as_str() == X_QUEUE_TYPE {
+                v.as_str() != Some(CLASSIC_QUEUE_TYPE)
+            } else {
+                k.starts_with("x-") && !SUPPORTED_ARGS.contains(&k.as_str())
+            }
+        })
+        .map(|(k, _)| k.as_str())
+        .collect()
+}
+
+/// `x-queue-type`: only `"classic"`; RabbitMQ's other types are named as not supported yet.
+fn queue_type_arg(args: &FieldTable) -> Result<(), InvalidQueueArgument> {
+    match args.get(X_QUEUE_TYPE) {
+        None => Ok(()),
+        Some(FieldValue::String(t)) if t == CLASSIC_QUEUE_TYPE => Ok(()),
+        Some(FieldValue::String(t)) if t == "quorum" || t == "stream" => Err(invalid(
+            X_QUEUE_TYPE,
+            format!(
+                "{t} queues are not supported yet; Warren queues are classic queues \
+                 (omit x-queue-type or set it to \"classic\")"
+            ),
+        )),
+        Some(other) => Err(invalid(
+            X_QUEUE_TYPE,
+            format!("expected \"classic\", got {}", describe(other)),
+        )),
     }
 }
 
@@ -645,15 +726,78 @@ mod tests {
     }
 
     #[test]
-    fn non_x_and_unknown_x_arguments_are_ignored() {
+    fn non_x_arguments_are_ignored() {
         let args = parse(&[
             ("alternate-exchange", s("ae")),
             ("message-ttl", s("not even a number")),
-            ("x-queue-type", s("quorum")),
-            ("x-max-priority", Bool(true)),
-            ("x-single-active-consumer", Map(FieldTable::new())),
         ]);
         assert_eq!(args, QueueArgs::default());
+    }
+
+    #[test]
+    fn unimplemented_x_arguments_are_refused_by_name() {
+        for (arg, value) in [
+            ("x-max-priority", Int(10)),
+            ("x-single-active-consumer", Bool(true)),
+            ("x-queue-mode", s("lazy")),
+            ("x-whatever", Map(FieldTable::new())),
+        ] {
+            let reason = refused(&[(arg, value)], arg, "does not implement");
+            assert_eq!(reason, NOT_IMPLEMENTED_REASON);
+        }
+        // Refused even next to valid ones, and the first in key order is named.
+        refused(
+            &[
+                (X_MESSAGE_TTL, Int(5)),
+                ("x-single-active-consumer", Bool(true)),
+                ("x-max-priority", Int(10)),
+            ],
+            "x-max-priority",
+            "does not implement",
+        );
+        let err = QueueArgs::parse(&table(&[("x-max-priority", Int(10))])).expect_err("refused");
+        assert_eq!(
+            err.to_string(),
+            "invalid queue argument x-max-priority: Warren does not implement this argument \
+             yet; declare without it"
+        );
+    }
+
+    #[test]
+    fn only_the_classic_queue_type_is_accepted() {
+        assert_eq!(parse(&[(X_QUEUE_TYPE, s("classic"))]), QueueArgs::default());
+        for kind in ["quorum", "stream"] {
+            let reason = refused(&[(X_QUEUE_TYPE, s(kind))], X_QUEUE_TYPE, kind);
+            assert_eq!(
+                reason,
+                format!(
+                    "{kind} queues are not supported yet; Warren queues are classic queues \
+                     (omit x-queue-type or set it to \"classic\")"
+                )
+            );
+        }
+        assert_eq!(
+            refused(&[(X_QUEUE_TYPE, s("Classic"))], X_QUEUE_TYPE, "Classic"),
+            "expected \"classic\", got the string \"Classic\""
+        );
+        refused(&[(X_QUEUE_TYPE, Int(1))], X_QUEUE_TYPE, "an integer 1");
+    }
+
+    #[test]
+    fn stored_tables_parse_what_is_known_and_list_the_rest() {
+        let stored = table(&[
+            (X_MESSAGE_TTL, Int(5000)),
+            ("x-max-priority", Int(10)),
+            (X_QUEUE_TYPE, s("quorum")),
+            ("alternate-exchange", s("ae")),
+        ]);
+        let args = QueueArgs::parse_known(&stored).expect("known arguments parse");
+        assert_eq!(args.message_ttl_ms, Some(5000));
+        assert_eq!(
+            unsupported_arguments(&stored),
+            vec!["x-max-priority", X_QUEUE_TYPE]
+        );
+        assert!(unsupported_arguments(&table(&[(X_QUEUE_TYPE, s("classic"))])).is_empty());
     }
 
     #[test]

@@ -31,7 +31,7 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
 use warren_protocol::{FieldTable, FieldValue};
 
-use crate::client::Client;
+use crate::client::{Client, ClientError};
 
 pub use self::binding::{BindArgs, BindingCommand};
 pub use self::connection::ConnectionCommand;
@@ -147,9 +147,12 @@ impl ServerArg {
     /// The connection or handshake failed: `connecting to 127.0.0.1:5680: Connection refused
     /// (os error 111)`.
     pub async fn connect(&self) -> anyhow::Result<Client> {
-        Client::connect(&self.server)
-            .await
-            .with_context(|| format!("connecting to {}", self.server))
+        match Client::connect(&self.server).await {
+            Ok(client) => Ok(client),
+            // It names the address already: `127.0.0.1:5711 answered with HTTP, ...`.
+            Err(e @ ClientError::NotWarren { .. }) => Err(e.into()),
+            Err(e) => Err(anyhow::Error::new(e).context(format!("connecting to {}", self.server))),
+        }
     }
 
     /// Runs one admin command (PROTOCOL.md §15) on a new connection, closes it and returns

@@ -41,7 +41,7 @@ use warren_protocol::{
 };
 
 use crate::client::consumer::{CancelReason, ConsumerEvent};
-use crate::client::error::{ClientError, NO_CLOSE_CODE};
+use crate::client::error::{not_warren, ClientError, NO_CLOSE_CODE};
 use crate::client::publish::PublishOutcome;
 
 /// Frames the writer queue holds before callers wait for room.
@@ -179,12 +179,18 @@ pub(crate) async fn connect(addr: &str) -> Result<Opened, ClientError> {
                 "the server closed the connection before sending Hello".into(),
             ))
         }
+        // The stream ended in the middle of something that is not a frame.
+        Some(Err(DecodeError::Io(_))) if !reader.read_buffer().is_empty() => {
+            return Err(not_warren(addr, reader.read_buffer()))
+        }
         Some(Err(DecodeError::Io(e))) => {
             return Err(ClientError::Handshake(format!(
                 "reading the server's Hello: {e}"
             )))
         }
-        Some(Err(e)) => return Err(ClientError::Protocol(e)),
+        // A Warren server's first frame always decodes, so the peer speaks something else;
+        // the codec leaves a refused length prefix in the buffer to be recognised.
+        Some(Err(_)) => return Err(not_warren(addr, reader.read_buffer())),
         Some(Ok(env)) => match env.frame {
             Frame::Hello(hello) => hello,
             Frame::Error(e) => {

@@ -44,6 +44,27 @@ pub enum ClientError {
     /// The connection opened but the handshake did not complete (wrong version, no `Hello`).
     #[error("handshake failed: {0}")]
     Handshake(String),
+    /// Something answered at the address, but not with the Warren protocol: an HTTP or AMQP
+    /// server, say. `answer` says what it looked like.
+    #[error("{addr} {answer}")]
+    NotWarren {
+        /// The address connected to.
+        addr: String,
+        /// `answered with HTTP, not the Warren protocol`, or `did not answer with the Warren
+        /// protocol handshake`.
+        answer: String,
+    },
+    /// A publish larger than the server accepts (its max frame size, from `Hello`, less the
+    /// publish headroom); nothing was sent.
+    #[error("{}", crate::error::too_large_message(*body, *frame, *limit))]
+    BodyTooLarge {
+        /// The message body's size in bytes.
+        body: usize,
+        /// The publish frame's size in bytes.
+        frame: usize,
+        /// The largest publish frame the server accepts.
+        limit: usize,
+    },
     /// The server answered a request with a frame of the wrong type.
     #[error("unexpected reply from the server: expected {expected}, got {got}")]
     UnexpectedReply {
@@ -76,6 +97,23 @@ impl ClientError {
     /// The [`ErrorCode`] the server gave, if it is one this protocol version defines.
     pub fn error_code(&self) -> Option<ErrorCode> {
         self.code().and_then(ErrorCode::from_u16)
+    }
+}
+
+/// The error for a peer at `addr` whose first bytes, `first`, are not a Warren `Hello`:
+/// names the protocol it recognises (HTTP, AMQP) instead of reporting a frame length read
+/// from someone else's text.
+pub(crate) fn not_warren(addr: &str, first: &[u8]) -> ClientError {
+    let answer = if first.starts_with(b"HTTP/") {
+        "answered with HTTP, not the Warren protocol".to_owned()
+    } else if first.starts_with(b"AMQP") {
+        "answered with AMQP, not the Warren protocol".to_owned()
+    } else {
+        "did not answer with the Warren protocol handshake".to_owned()
+    };
+    ClientError::NotWarren {
+        addr: addr.to_owned(),
+        answer,
     }
 }
 
@@ -137,6 +175,27 @@ mod tests {
             "connection closed: the server closed the connection"
         );
         assert_eq!(local.code(), None);
+    }
+
+    #[test]
+    fn other_protocols_are_recognised_by_their_first_bytes() {
+        let addr = "127.0.0.1:5711";
+        assert_eq!(
+            not_warren(addr, b"HTTP/1.1 400 Bad Request\r\n").to_string(),
+            "127.0.0.1:5711 answered with HTTP, not the Warren protocol"
+        );
+        assert_eq!(
+            not_warren(addr, b"AMQP\x00\x00\x09\x01").to_string(),
+            "127.0.0.1:5711 answered with AMQP, not the Warren protocol"
+        );
+        assert_eq!(
+            not_warren(addr, b"SSH-2.0-OpenSSH").to_string(),
+            "127.0.0.1:5711 did not answer with the Warren protocol handshake"
+        );
+        assert_eq!(
+            not_warren(addr, b"HTT").to_string(),
+            "127.0.0.1:5711 did not answer with the Warren protocol handshake"
+        );
     }
 
     #[test]

@@ -46,8 +46,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::debug;
 use warren_protocol::{
-    Ack, Consume, DecodeError, Envelope, ErrorCode, ExchangeDeclare, ExchangeDelete, Frame, Get,
-    Nack, Qos, QueueBind, QueueDeclare, QueueDelete, Reject, PUBLISH_HEADROOM_BYTES,
+    Ack, Consume, Envelope, ErrorCode, ExchangeDeclare, ExchangeDelete, Frame, Get, Nack, Qos,
+    QueueBind, QueueDeclare, QueueDelete, Reject, PUBLISH_HEADROOM_BYTES,
 };
 
 pub use self::consumer::{CancelReason, Consumer, Delivery};
@@ -161,8 +161,9 @@ impl Client {
     /// # Errors
     /// [`ClientError::Io`] when the TCP connection fails or the whole handshake takes longer
     /// than [`CONNECT_TIMEOUT`]; [`ClientError::Server`] when the server answers the preface
-    /// with an error (an unsupported version); [`ClientError::Handshake`] when it answers
-    /// with anything but `Hello`.
+    /// with an error (an unsupported version); [`ClientError::NotWarren`] when what answers
+    /// does not speak Warren's protocol (an HTTP or AMQP server, say);
+    /// [`ClientError::Handshake`] when it answers with another frame than `Hello`.
     pub async fn connect(addr: &str) -> Result<Client, ClientError> {
         let opened = tokio::time::timeout(CONNECT_TIMEOUT, connection::connect(addr))
             .await
@@ -369,8 +370,8 @@ impl Client {
     /// flight (e.g. in a `FuturesOrdered`) for throughput.
     ///
     /// # Errors
-    /// [`ClientError::Protocol`] (`FrameTooLarge`) when the publish would exceed the server's
-    /// frame size limit minus [`PUBLISH_HEADROOM_BYTES`]; [`ClientError::Closed`] when the
+    /// [`ClientError::BodyTooLarge`] when the publish would exceed the server's frame size
+    /// limit minus [`PUBLISH_HEADROOM_BYTES`]; [`ClientError::Closed`] when the
     /// connection has ended.
     pub async fn publish(&self, msg: OutgoingMessage) -> Result<PendingConfirm, ClientError> {
         let publish = msg.into_frame();
@@ -381,10 +382,11 @@ impl Client {
             .saturating_sub(PUBLISH_HEADROOM_BYTES);
         let len = publish_frame_len(&publish);
         if len > max as usize {
-            return Err(ClientError::Protocol(DecodeError::FrameTooLarge {
-                size: len as u64,
-                max: u64::from(max),
-            }));
+            return Err(ClientError::BodyTooLarge {
+                body: publish.body.len(),
+                frame: len,
+                limit: max as usize,
+            });
         }
         let frame = Frame::Publish(Box::new(publish));
         let connection = &self.inner.connection;

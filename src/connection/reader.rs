@@ -84,8 +84,13 @@ pub(super) async fn run(
         let id = envelope.request_id;
         let publish_limit = config.max_frame_size.saturating_sub(PUBLISH_HEADROOM_BYTES);
         let frame_len = frames.decoder().last_frame_len();
-        let result = if matches!(envelope.frame, Frame::Publish(_)) && frame_len > publish_limit {
+        let too_large = match &envelope.frame {
+            Frame::Publish(p) if frame_len > publish_limit => Some(p.body.len()),
+            _ => None,
+        };
+        let result = if let Some(body) = too_large {
             Err(BrokerError::ContentTooLarge {
+                body,
                 size: frame_len as usize,
                 max: publish_limit as usize,
             })

@@ -42,12 +42,29 @@ const OP_CHANNEL_CAPACITY: usize = 16 * 1024;
 #[non_exhaustive]
 pub enum StoreError {
     /// redb reported an error.
-    #[error("{context}: {source}")]
+    ///
+    /// redb's error is printed in the message and deliberately not exposed as the `source`,
+    /// so a `{:#}` chain does not print it twice.
+    #[error("{context}: {error}")]
     Redb {
         /// What the store was doing.
         context: &'static str,
         /// redb's error.
-        source: Arc<redb::Error>,
+        error: Arc<redb::Error>,
+    },
+    /// The store file could not be opened (other than being in use).
+    #[error("opening the store {path}: {reason}")]
+    Open {
+        /// The store file.
+        path: PathBuf,
+        /// redb's explanation.
+        reason: String,
+    },
+    /// Another process has the store open: two daemons may not share a data directory.
+    #[error("data directory {path} is in use by another process")]
+    InUse {
+        /// The data directory.
+        path: PathBuf,
     },
     /// A record could not be decoded.
     #[error("corrupt record in table {table} (key {key}): {reason}")]
@@ -85,7 +102,7 @@ pub(crate) fn redb_err<E: Into<redb::Error>>(
 ) -> impl FnOnce(E) -> StoreError {
     move |e| StoreError::Redb {
         context,
-        source: Arc::new(e.into()),
+        error: Arc::new(e.into()),
     }
 }
 
@@ -354,12 +371,32 @@ impl Store {
     /// The directory cannot be created, the file is locked by another process or corrupt, or it
     /// was written by a newer schema.
     pub fn open(data_dir: &Path) -> Result<(Store, Recovered), StoreError> {
+        // create_dir_all on an existing file says only "File exists"; say what is wrong.
+        if std::fs::metadata(data_dir).is_ok_and(|m| !m.is_dir()) {
+            return Err(StoreError::DataDir {
+                path: data_dir.to_owned(),
+                reason: "not a directory".into(),
+            });
+        }
         std::fs::create_dir_all(data_dir).map_err(|e| StoreError::DataDir {
             path: data_dir.to_owned(),
-            reason: e.to_string(),
+            reason: format!("cannot create it: {e}"),
         })?;
         let path = data_dir.join(STORE_FILE_NAME);
-        let db = Database::create(&path).map_err(redb_err("opening the store"))?;
+        let db = match Database::create(&path) {
+            Ok(db) => db,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(StoreError::InUse {
+                    path: data_dir.to_owned(),
+                })
+            }
+            Err(e) => {
+                return Err(StoreError::Open {
+                    path,
+                    reason: e.to_string(),
+                })
+            }
+        };
         init_schema(&db)?;
         let (recovered, next_message_id) = recover(&db)?;
         let db = Arc::new(db);
