@@ -398,6 +398,29 @@ fn mandatory_publish_of_an_unroutable_message_fails_saying_it_was_returned() {
     assert!(line.contains("NO_ROUTE"), "{line}");
 }
 
+// Issue 7, item 16: the error repeated itself along the chain ("1 of 1 message not
+// accepted (1 returned as unroutable); first returned: NO_ROUTE (312): NO_ROUTE").
+#[test]
+fn an_unroutable_mandatory_publish_fails_with_one_line_that_repeats_no_word() {
+    let d = TestDaemon::start();
+    let line =
+        fails_with_one_line(&d.cli(&["publish", "amq.direct", "nowhere", "hi", "--mandatory"]));
+    assert_eq!(
+        line,
+        "error: publishing to exchange 'amq.direct' with routing key 'nowhere': the message \
+         was returned: NO_ROUTE (312)"
+    );
+    let mut seen = std::collections::HashSet::new();
+    for word in line.split(|c: char| !c.is_alphanumeric() && c != '_') {
+        if !word.is_empty() {
+            assert!(
+                seen.insert(word.to_lowercase()),
+                "'{word}' repeats in {line:?}"
+            );
+        }
+    }
+}
+
 #[test]
 fn non_mandatory_publish_of_an_unroutable_message_succeeds() {
     let d = TestDaemon::start();

@@ -146,7 +146,7 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
             .with_context(|| format!("publishing to {target}"))?;
         client.close().await?;
     }
-    tally.finish()
+    tally.finish(&target)
 }
 
 fn publishing_line(line_no: u64, target: &str) -> String {
@@ -209,22 +209,33 @@ impl Tally {
                 reply_text,
             } => {
                 self.returned += 1;
-                format!("returned: {}", describe_code(reply_code, &reply_text))
+                describe_code(reply_code, &reply_text)
             }
             PublishOutcome::Nacked { code, reason } => {
                 self.nacked += 1;
-                format!("nacked: {}", describe_code(code, &reason))
+                describe_code(code, &reason)
             }
         };
         self.first_refusal.get_or_insert(refusal);
         Ok(())
     }
 
-    /// `Ok` if every message was confirmed; otherwise an error saying how many were not.
-    fn finish(self) -> anyhow::Result<()> {
+    /// `Ok` if every message was confirmed; otherwise one error line for `target` saying
+    /// what happened: for a single message only its fate and the server's code, for several
+    /// how many were refused and the first reason.
+    fn finish(self, target: &str) -> anyhow::Result<()> {
         let refused = self.returned + self.nacked;
         if refused == 0 {
             return Ok(());
+        }
+        let first = self.first_refusal.unwrap_or_default();
+        if self.total == 1 {
+            let fate = if self.returned == 1 {
+                "returned"
+            } else {
+                "nacked"
+            };
+            anyhow::bail!("publishing to {target}: the message was {fate}: {first}");
         }
         let mut parts = Vec::new();
         if self.returned > 0 {
@@ -234,11 +245,10 @@ impl Tally {
             parts.push(format!("{} nacked", self.nacked));
         }
         anyhow::bail!(
-            "{refused} of {} message{} not accepted ({}); first {}",
+            "publishing to {target}: {refused} of {} messages not accepted ({}); first \
+             refusal: {first}",
             self.total,
-            if self.total == 1 { "" } else { "s" },
             parts.join(", "),
-            self.first_refusal.unwrap_or_default()
         )
     }
 }
@@ -323,14 +333,32 @@ mod tests {
                 reason: "disk full".into(),
             }))
             .unwrap();
-        let err = tally.finish().unwrap_err().to_string();
+        let err = tally.finish("exchange 'ex'").unwrap_err().to_string();
         assert_eq!(
             err,
-            "2 of 3 messages not accepted (1 returned as unroutable, 1 nacked); \
-             first returned: NO_ROUTE (312): no route for 'x'"
+            "publishing to exchange 'ex': 2 of 3 messages not accepted (1 returned as \
+             unroutable, 1 nacked); first refusal: NO_ROUTE (312): no route for 'x'"
         );
         let mut ok = Tally::default();
         ok.record(Ok(PublishOutcome::Confirmed)).unwrap();
-        assert!(ok.finish().is_ok());
+        assert!(ok.finish("exchange 'ex'").is_ok());
+    }
+
+    #[test]
+    fn one_refused_message_reads_as_one_line_without_repeats() {
+        let mut tally = Tally::default();
+        tally
+            .record(Ok(PublishOutcome::Returned {
+                reply_code: 312,
+                reply_text: "NO_ROUTE".into(),
+            }))
+            .unwrap();
+        assert_eq!(
+            tally
+                .finish("exchange 'amq.direct'")
+                .unwrap_err()
+                .to_string(),
+            "publishing to exchange 'amq.direct': the message was returned: NO_ROUTE (312)"
+        );
     }
 }
