@@ -285,6 +285,51 @@ fn readme_tour_publishes_lines_through_a_topic_exchange_and_consume_acks_them() 
 }
 
 // ---------------------------------------------------------------------------------------------
+// connection options
+// ---------------------------------------------------------------------------------------------
+
+// Issue 7, item 7: `warren --server H:P queue list` was refused (`--server` only existed
+// after the subcommand).
+#[test]
+fn server_works_before_or_after_the_subcommand_and_from_the_environment() {
+    let d = TestDaemon::start();
+    ok(&d.cli(&["queue", "declare", "jobs"]));
+    let server = d.addr();
+    for argv in [
+        &["--server", server, "queue", "list", "--json"][..],
+        &["queue", "list", "--json", "--server", server][..],
+        &["queue", "--server", server, "list", "--json"][..],
+    ] {
+        let listed: Value = serde_json::from_str(&ok(&run_warren(argv, b""))).expect("JSON");
+        assert_eq!(listed[0]["name"], "jobs", "{argv:?}");
+    }
+    // `TestDaemon::cli` passes the address in WARREN_SERVER only.
+    let listed: Value =
+        serde_json::from_str(&ok(&d.cli(&["queue", "list", "--json"]))).expect("JSON");
+    assert_eq!(listed[0]["name"], "jobs");
+}
+
+#[test]
+fn serve_refuses_server_instead_of_ignoring_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data_dir = dir.path().to_str().expect("utf-8 path");
+    let out = run_warren(
+        &[
+            "--server",
+            "127.0.0.1:1",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data_dir,
+        ],
+        b"",
+    );
+    let line = fails_with_one_line(&out);
+    assert!(line.contains("--listen"), "{line}");
+}
+
+// ---------------------------------------------------------------------------------------------
 // publish
 // ---------------------------------------------------------------------------------------------
 

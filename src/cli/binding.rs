@@ -6,7 +6,7 @@ use serde_json::Value;
 use warren_protocol::FieldValue;
 
 use crate::cli::output::{arguments_cell, cell, emit, exchange_name, print_json, Align, Table};
-use crate::cli::{admin_args, field_table, parse_key_value, ServerArg};
+use crate::cli::{admin_args, field_table, parse_key_value, Global};
 
 /// Arguments of `warren bind` and `warren unbind`.
 #[derive(Debug, Args)]
@@ -21,9 +21,6 @@ pub struct BindArgs {
     /// A binding argument, e.g. `x-match=all` for headers exchanges (repeatable).
     #[arg(long = "arg", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub args: Vec<(String, FieldValue)>,
-    #[command(flatten)]
-    /// The server to talk to.
-    pub server: ServerArg,
 }
 
 /// Which of the two commands runs.
@@ -39,8 +36,8 @@ pub enum Action {
 ///
 /// # Errors
 /// Connecting failed or the server refused, with queue, exchange and key in the context.
-pub async fn run(args: BindArgs, action: Action) -> anyhow::Result<()> {
-    let client = args.server.connect().await?;
+pub async fn run(args: BindArgs, action: Action, global: &Global) -> anyhow::Result<()> {
+    let client = global.server.connect().await?;
     let arguments = field_table(args.args);
     let result = match action {
         Action::Bind => {
@@ -87,22 +84,19 @@ pub struct BindingListArgs {
     /// Print the server's JSON instead of a table.
     #[arg(long)]
     pub json: bool,
-    /// The server to talk to.
-    #[command(flatten)]
-    pub server: ServerArg,
 }
 
 /// Runs `warren binding list`.
 ///
 /// # Errors
 /// Connecting failed or the server refused.
-pub async fn run_list(command: BindingCommand) -> anyhow::Result<()> {
+pub async fn run_list(command: BindingCommand, global: &Global) -> anyhow::Result<()> {
     let BindingCommand::List(args) = command;
     let arguments = admin_args([
         ("queue", args.queue.clone().map(FieldValue::String)),
         ("exchange", args.exchange.clone().map(FieldValue::String)),
     ]);
-    let bindings = args
+    let bindings = global
         .server
         .admin("binding.list", arguments, || "listing bindings".to_owned())
         .await?;

@@ -14,7 +14,7 @@ use serde_json::Value;
 use warren_protocol::{FieldTable, FieldValue};
 
 use crate::cli::output::{emit, pretty_json};
-use crate::cli::{admin_args, reply_count, ServerArg};
+use crate::cli::{admin_args, reply_count, Global};
 
 /// `warren definitions ...`
 #[derive(Debug, Subcommand)]
@@ -30,9 +30,6 @@ pub enum DefinitionsCommand {
 pub struct DefinitionsExportArgs {
     /// File to write (replaced if it exists); stdout when omitted.
     pub file: Option<PathBuf>,
-    /// The server to talk to.
-    #[command(flatten)]
-    pub server: ServerArg,
 }
 
 /// Arguments of `warren definitions import`.
@@ -40,9 +37,6 @@ pub struct DefinitionsExportArgs {
 pub struct DefinitionsImportArgs {
     /// A file written by `warren definitions export`.
     pub file: PathBuf,
-    /// The server to talk to.
-    #[command(flatten)]
-    pub server: ServerArg,
 }
 
 /// Runs a definitions command.
@@ -50,10 +44,10 @@ pub struct DefinitionsImportArgs {
 /// # Errors
 /// Connecting failed, the file could not be read or written, or the server refused the
 /// import (invalid JSON, a conflict with what exists), with the file in the context.
-pub async fn run(command: DefinitionsCommand) -> anyhow::Result<()> {
+pub async fn run(command: DefinitionsCommand, global: &Global) -> anyhow::Result<()> {
     match command {
         DefinitionsCommand::Export(args) => {
-            let definitions = args
+            let definitions = global
                 .server
                 .admin("definitions.export", FieldTable::new(), || {
                     "exporting definitions".to_owned()
@@ -73,7 +67,7 @@ pub async fn run(command: DefinitionsCommand) -> anyhow::Result<()> {
             let text = std::fs::read_to_string(&args.file)
                 .with_context(|| format!("reading definitions from '{}'", args.file.display()))?;
             let arguments = admin_args([("definitions", Some(FieldValue::String(text)))]);
-            let result = args
+            let result = global
                 .server
                 .admin("definitions.import", arguments, || {
                     format!("importing definitions from '{}'", args.file.display())

@@ -15,7 +15,7 @@ use crate::broker::dead_letter::DeadLetterReason;
 use crate::cli::output::{
     bytes_cell, cell, emit, exchange_name, one_line, print_json, time_cell, truncate, Align, Table,
 };
-use crate::cli::{admin_args, reply_count, ServerArg};
+use crate::cli::{admin_args, reply_count, Global};
 
 /// Characters of a body shown in the `dlq peek` table (the server sends a longer preview).
 pub const TABLE_PREVIEW_CHARS: usize = 40;
@@ -80,9 +80,6 @@ pub struct DlqPeekArgs {
     /// Print the server's JSON (with the whole body and headers) instead of a table.
     #[arg(long)]
     pub json: bool,
-    /// The server to talk to.
-    #[command(flatten)]
-    pub server: ServerArg,
 }
 
 /// Arguments of `warren dlq replay`.
@@ -100,9 +97,6 @@ pub struct DlqReplayArgs {
     /// Routing key for --to-exchange (default "").
     #[arg(long, value_name = "KEY", requires = "to_exchange")]
     pub key: Option<String>,
-    /// The server to talk to.
-    #[command(flatten)]
-    pub server: ServerArg,
 }
 
 /// Arguments of `warren dlq purge`.
@@ -113,19 +107,16 @@ pub struct DlqPurgeArgs {
     /// Which dead letters.
     #[command(flatten)]
     pub filter: DlqFilterArgs,
-    /// The server to talk to.
-    #[command(flatten)]
-    pub server: ServerArg,
 }
 
 /// Runs a dead-letter command.
 ///
 /// # Errors
 /// Connecting failed, or the server refused (no such queue, no such `--to-exchange`).
-pub async fn run(command: DlqCommand) -> anyhow::Result<()> {
+pub async fn run(command: DlqCommand, global: &Global) -> anyhow::Result<()> {
     match command {
         DlqCommand::Peek(args) => {
-            let letters = args
+            let letters = global
                 .server
                 .admin("dlq.peek", args.filter.arguments(&args.queue), || {
                     format!("peeking at the dead letters in '{}'", args.queue)
@@ -144,7 +135,7 @@ pub async fn run(command: DlqCommand) -> anyhow::Result<()> {
                 let key = args.key.clone().unwrap_or_default();
                 arguments.insert("routing_key".into(), FieldValue::String(key));
             }
-            let result = args
+            let result = global
                 .server
                 .admin("dlq.replay", arguments, || {
                     format!("replaying the dead letters in '{}'", args.queue)
@@ -153,7 +144,7 @@ pub async fn run(command: DlqCommand) -> anyhow::Result<()> {
             emit(&format!("{}\n", replay_line(&result, &args.queue)?))
         }
         DlqCommand::Purge(args) => {
-            let result = args
+            let result = global
                 .server
                 .admin("dlq.purge", args.filter.arguments(&args.queue), || {
                     format!("purging the dead letters in '{}'", args.queue)

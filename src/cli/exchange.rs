@@ -8,7 +8,7 @@ use warren_protocol::FieldTable;
 use crate::cli::output::{
     arguments_cell, cell, emit, exchange_name, print_json, yes_no, Align, Table,
 };
-use crate::cli::{ListArgs, ServerArg};
+use crate::cli::{Global, ListArgs};
 use crate::client::{ExchangeKind, ExchangeOptions};
 
 /// `warren exchange ...`
@@ -33,9 +33,6 @@ pub struct ExchangeDeclareArgs {
     /// Keep the exchange across server restarts.
     #[arg(long)]
     pub durable: bool,
-    #[command(flatten)]
-    /// The server to talk to.
-    pub server: ServerArg,
 }
 
 /// Arguments of `warren exchange delete`.
@@ -46,9 +43,6 @@ pub struct ExchangeDeleteArgs {
     /// Refuse if the exchange still has bindings.
     #[arg(long)]
     pub if_unused: bool,
-    #[command(flatten)]
-    /// The server to talk to.
-    pub server: ServerArg,
 }
 
 /// `--type` values: the exchange kinds.
@@ -79,10 +73,10 @@ impl From<KindArg> for ExchangeKind {
 ///
 /// # Errors
 /// Connecting failed or the server refused, with the exchange's name in the context.
-pub async fn run(command: ExchangeCommand) -> anyhow::Result<()> {
+pub async fn run(command: ExchangeCommand, global: &Global) -> anyhow::Result<()> {
     match command {
         ExchangeCommand::Declare(args) => {
-            let client = args.server.connect().await?;
+            let client = global.server.connect().await?;
             let options = ExchangeOptions {
                 durable: args.durable,
                 ..ExchangeOptions::default()
@@ -94,7 +88,7 @@ pub async fn run(command: ExchangeCommand) -> anyhow::Result<()> {
             client.close().await?;
         }
         ExchangeCommand::Delete(args) => {
-            let client = args.server.connect().await?;
+            let client = global.server.connect().await?;
             client
                 .delete_exchange(&args.name, args.if_unused)
                 .await
@@ -102,7 +96,7 @@ pub async fn run(command: ExchangeCommand) -> anyhow::Result<()> {
             client.close().await?;
         }
         ExchangeCommand::List(args) => {
-            let exchanges = args
+            let exchanges = global
                 .server
                 .admin("exchange.list", FieldTable::new(), || {
                     "listing exchanges".to_owned()

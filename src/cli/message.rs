@@ -5,7 +5,7 @@ use clap::{Args, Subcommand};
 use warren_protocol::FieldValue;
 
 use crate::cli::output::emit;
-use crate::cli::{admin_args, reply_count, ServerArg};
+use crate::cli::{admin_args, reply_count, Global};
 
 /// `warren message ...`
 #[derive(Debug, Subcommand)]
@@ -22,9 +22,6 @@ pub struct MessageDeleteArgs {
     /// The message id (the `message_id` property; `warren dlq peek` shows it).
     #[arg(long, value_name = "ID")]
     pub id: String,
-    /// The server to talk to.
-    #[command(flatten)]
-    pub server: ServerArg,
 }
 
 /// Runs a message command.
@@ -32,13 +29,13 @@ pub struct MessageDeleteArgs {
 /// # Errors
 /// Connecting failed, or the server refused: `NOT_FOUND` when no ready message in the queue
 /// has that id.
-pub async fn run(command: MessageCommand) -> anyhow::Result<()> {
+pub async fn run(command: MessageCommand, global: &Global) -> anyhow::Result<()> {
     let MessageCommand::Delete(args) = command;
     let arguments = admin_args([
         ("queue", Some(FieldValue::String(args.queue.clone()))),
         ("id", Some(FieldValue::String(args.id.clone()))),
     ]);
-    let result = args
+    let result = global
         .server
         .admin("message.delete", arguments, || {
             format!("deleting message '{}' from queue '{}'", args.id, args.queue)

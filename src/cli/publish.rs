@@ -11,7 +11,7 @@ use futures::{FutureExt, StreamExt};
 use tokio::sync::mpsc;
 use warren_protocol::FieldValue;
 
-use crate::cli::{field_table, parse_key_value, ServerArg};
+use crate::cli::{field_table, parse_key_value, Global};
 use crate::client::error::describe_code;
 use crate::client::{ClientError, OutgoingMessage, PublishOutcome};
 
@@ -53,9 +53,6 @@ pub struct PublishArgs {
     /// Deliver after this many milliseconds (sets the `x-delay` header).
     #[arg(long, value_name = "MS", value_parser = clap::value_parser!(i64).range(0..))]
     pub delay: Option<i64>,
-    /// The server to talk to.
-    #[command(flatten)]
-    pub server: ServerArg,
 }
 
 impl PublishArgs {
@@ -89,12 +86,12 @@ impl PublishArgs {
 /// # Errors
 /// Connecting or reading stdin failed, the server refused a publish (its error, with the
 /// line number under `--lines`), or some messages were returned or nacked (how many).
-pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
+pub async fn run(args: PublishArgs, global: &Global) -> anyhow::Result<()> {
     let template = args.template();
     let target = args.target();
     let mut tally = Tally::default();
     if args.lines {
-        let client = args.server.connect().await?;
+        let client = global.server.connect().await?;
         let mut lines = spawn_line_reader();
         let mut in_flight = FuturesUnordered::new();
         let mut line_no = 0u64;
@@ -137,7 +134,7 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
             }
             Some(text) => Bytes::copy_from_slice(text.as_bytes()),
         };
-        let client = args.server.connect().await?;
+        let client = global.server.connect().await?;
         let mut msg = template;
         msg.body = body;
         let outcome = client.publish_and_confirm(msg).await;

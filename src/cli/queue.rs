@@ -8,7 +8,7 @@ use warren_protocol::{FieldTable, FieldValue};
 use crate::cli::output::{
     bytes_cell, cell, emit, flatten, key_values, print_json, rate, yes_no, Align, Table,
 };
-use crate::cli::{admin_args, field_table, parse_key_value, ListArgs, ServerArg};
+use crate::cli::{admin_args, field_table, parse_key_value, Global, ListArgs};
 use crate::client::QueueOptions;
 
 /// `warren queue ...`
@@ -43,9 +43,6 @@ pub struct QueueDeclareArgs {
     /// A queue argument, e.g. `x-max-length=1000` (repeatable).
     #[arg(long = "arg", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub args: Vec<(String, FieldValue)>,
-    #[command(flatten)]
-    /// The server to talk to.
-    pub server: ServerArg,
 }
 
 /// Arguments of `warren queue delete`.
@@ -59,9 +56,6 @@ pub struct QueueDeleteArgs {
     /// Refuse if the queue holds messages.
     #[arg(long)]
     pub if_empty: bool,
-    #[command(flatten)]
-    /// The server to talk to.
-    pub server: ServerArg,
 }
 
 /// Arguments of `warren queue purge`.
@@ -69,9 +63,6 @@ pub struct QueueDeleteArgs {
 pub struct QueuePurgeArgs {
     /// Queue name.
     pub name: String,
-    #[command(flatten)]
-    /// The server to talk to.
-    pub server: ServerArg,
 }
 
 /// Arguments of `warren queue inspect`.
@@ -82,19 +73,16 @@ pub struct QueueInspectArgs {
     /// Print the server's JSON instead of `key: value` lines.
     #[arg(long)]
     pub json: bool,
-    /// The server to talk to.
-    #[command(flatten)]
-    pub server: ServerArg,
 }
 
 /// Runs a queue command, printing its result on stdout.
 ///
 /// # Errors
 /// Connecting failed or the server refused, with the queue's name in the context.
-pub async fn run(command: QueueCommand) -> anyhow::Result<()> {
+pub async fn run(command: QueueCommand, global: &Global) -> anyhow::Result<()> {
     match command {
         QueueCommand::Declare(args) => {
-            let client = args.server.connect().await?;
+            let client = global.server.connect().await?;
             let options = QueueOptions {
                 durable: args.durable,
                 exclusive: args.exclusive,
@@ -110,7 +98,7 @@ pub async fn run(command: QueueCommand) -> anyhow::Result<()> {
             client.close().await?;
         }
         QueueCommand::Delete(args) => {
-            let client = args.server.connect().await?;
+            let client = global.server.connect().await?;
             let deleted = client
                 .delete_queue(&args.name, args.if_unused, args.if_empty)
                 .await
@@ -119,7 +107,7 @@ pub async fn run(command: QueueCommand) -> anyhow::Result<()> {
             client.close().await?;
         }
         QueueCommand::Purge(args) => {
-            let client = args.server.connect().await?;
+            let client = global.server.connect().await?;
             let purged = client
                 .purge_queue(&args.name)
                 .await
@@ -128,7 +116,7 @@ pub async fn run(command: QueueCommand) -> anyhow::Result<()> {
             client.close().await?;
         }
         QueueCommand::List(args) => {
-            let queues = args
+            let queues = global
                 .server
                 .admin("queue.list", FieldTable::new(), || {
                     "listing queues".to_owned()
@@ -142,7 +130,7 @@ pub async fn run(command: QueueCommand) -> anyhow::Result<()> {
         }
         QueueCommand::Inspect(args) => {
             let arguments = admin_args([("queue", Some(FieldValue::String(args.name.clone())))]);
-            let queue = args
+            let queue = global
                 .server
                 .admin("queue.inspect", arguments, || {
                     format!("inspecting queue '{}'", args.name)
