@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use common::{ok, TestDaemon, WAIT};
 use serde_json::{json, Value};
 use warren::client::{Client, QueueOptions};
+use warren_protocol::{FieldTable, FieldValue};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -381,8 +382,10 @@ async fn publish_lines_beyond_the_confirm_window_all_arrive_in_order() {
     }
 }
 
-#[test]
-fn publish_headers_are_typed_in_consume_json() {
+// Issue 7, item 5: untyped header values were guessed, so `zip=01234` arrived as the integer
+// 1234, `ver=1.10` as the float 1.1 and `id=1e3` as 1000.0.
+#[tokio::test]
+async fn publish_headers_are_strings_unless_typed() {
     let d = TestDaemon::start();
     ok(&d.cli(&["queue", "declare", "q"]));
     ok(&d.cli(&[
@@ -391,22 +394,78 @@ fn publish_headers_are_typed_in_consume_json() {
         "q",
         "x",
         "--header",
-        "n=42",
+        "zip=01234",
         "--header",
-        "ratio=0.5",
+        "ver=1.10",
         "--header",
-        "flag=true",
+        "id=1e3",
         "--header",
-        "name=abc",
+        "n:int=5",
         "--header",
-        "quoted=\"42\"",
+        "ratio:float=0.5",
+        "--header",
+        "ok:bool=true",
+        "--header",
+        "raw:bytes=AAEC/w==",
+        "--header",
+        r#"tags:list=["a",1]"#,
+        "--header",
+        r#"meta:table={"k":1}"#,
+        "--header",
+        "x-delay=0",
     ]));
-    let v = json_lines(&ok(&d.cli(&["consume", "q", "--count", "1", "--json"])));
-    let h = &v[0]["headers"];
-    assert!(h["n"].is_i64(), "{h}");
+    let c = d.client().await;
+    let m = c.get("q", true).await.expect("get").expect("a message");
+    let string = |s: &str| FieldValue::String(s.into());
+    let want = FieldTable::from([
+        ("zip".to_owned(), string("01234")),
+        ("ver".to_owned(), string("1.10")),
+        ("id".to_owned(), string("1e3")),
+        ("n".to_owned(), FieldValue::Int(5)),
+        ("ratio".to_owned(), FieldValue::Float(0.5)),
+        ("ok".to_owned(), FieldValue::Bool(true)),
+        (
+            "raw".to_owned(),
+            FieldValue::Bytes(vec![0, 1, 2, 255].into()),
+        ),
+        (
+            "tags".to_owned(),
+            FieldValue::List(vec![string("a"), FieldValue::Int(1)]),
+        ),
+        (
+            "meta".to_owned(),
+            FieldValue::Map(FieldTable::from([("k".to_owned(), FieldValue::Int(1))])),
+        ),
+        ("x-delay".to_owned(), FieldValue::Int(0)),
+    ]);
+    assert_eq!(m.properties.headers, want);
+}
+
+#[test]
+fn a_bad_typed_header_is_refused_naming_the_flag_and_the_value() {
+    let d = TestDaemon::start();
+    ok(&d.cli(&["queue", "declare", "q"]));
+    for (header, says) in [
+        ("n:int=five", "n: 'five' is not an int"),
+        ("n:number=5", "unknown type 'number' in 'n:number=5'"),
+        ("r:bytes=@@", "r: '@@' is not valid base64"),
+        ("l:list=[1,", "l: '[1,' is not valid JSON"),
+    ] {
+        let out = d.cli(&["publish", "", "q", "x", "--header", header]);
+        let stderr = fails(&out);
+        let first = stderr.lines().next().unwrap_or_default();
+        assert!(
+            first.starts_with(&format!(
+                "error: invalid value '{header}' for '--header <KEY[:TYPE]=VALUE>': {says}"
+            )),
+            "{stderr}"
+        );
+    }
+    let listed: Value =
+        serde_json::from_str(&ok(&d.cli(&["queue", "list", "--json"]))).expect("JSON");
     assert_eq!(
-        *h,
-        json!({"n": 42, "ratio": 0.5, "flag": true, "name": "abc", "quoted": "42"})
+        listed[0]["messages_ready"], 0,
+        "nothing was published: {listed}"
     );
 }
 
@@ -587,8 +646,91 @@ fn arg_without_equals_is_a_usage_error() {
     let out = d.cli(&["queue", "declare", "q", "--arg", "oops"]);
     let stderr = fails(&out);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("--arg <KEY=VALUE>"), "{stderr}");
+    assert!(stderr.contains("--arg <KEY[:TYPE]=VALUE>"), "{stderr}");
     assert!(stderr.contains("no '=' in 'oops'"), "{stderr}");
+}
+
+#[test]
+fn queue_arguments_warren_knows_keep_their_type_and_others_are_strings_unless_typed() {
+    let d = TestDaemon::start();
+    ok(&d.cli(&[
+        "queue",
+        "declare",
+        "work",
+        "--arg",
+        "x-max-length=10",
+        "--arg",
+        "x-retry-backoff=1s,5s",
+        "--arg",
+        "x-dead-letter-exchange=dlx",
+        "--arg",
+        "note=007",
+        "--arg",
+        "x-max-priority:int=5",
+    ]));
+    let q: Value =
+        serde_json::from_str(&ok(&d.cli(&["queue", "inspect", "work", "--json"]))).expect("JSON");
+    assert_eq!(
+        q["arguments"],
+        json!({"x-max-length": 10, "x-retry-backoff": "1s,5s", "x-dead-letter-exchange": "dlx",
+               "note": "007", "x-max-priority": 5}),
+        "{q}"
+    );
+    assert_eq!(q["max_length"], 10, "{q}");
+    // A known integer argument given a non-integer is refused before anything is sent.
+    let out = d.cli(&["queue", "declare", "other", "--arg", "x-message-ttl=1.5s"]);
+    let stderr = fails(&out);
+    assert!(
+        stderr.contains("'x-message-ttl=1.5s' for '--arg <KEY[:TYPE]=VALUE>'"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn exchange_declare_takes_typed_arguments() {
+    let d = TestDaemon::start();
+    ok(&d.cli(&[
+        "exchange",
+        "declare",
+        "logs",
+        "--type",
+        "topic",
+        "--arg",
+        "alternate-exchange=ae",
+        "--arg",
+        "n:int=3",
+    ]));
+    let listed: Value =
+        serde_json::from_str(&ok(&d.cli(&["exchange", "list", "--json"]))).expect("JSON");
+    let logs = listed
+        .as_array()
+        .and_then(|all| all.iter().find(|e| e["name"] == "logs"))
+        .unwrap_or_else(|| panic!("no logs in {listed}"));
+    assert_eq!(
+        logs["arguments"],
+        json!({"alternate-exchange": "ae", "n": 3})
+    );
+}
+
+#[test]
+fn a_headers_binding_matches_only_values_of_the_same_type() {
+    let d = TestDaemon::start();
+    ok(&d.cli(&["exchange", "declare", "h", "--type", "headers"]));
+    ok(&d.cli(&["queue", "declare", "ints"]));
+    ok(&d.cli(&["queue", "declare", "strings"]));
+    ok(&d.cli(&["bind", "ints", "h", "--arg", "n:int=1"]));
+    ok(&d.cli(&["bind", "strings", "h", "--arg", "n=1"]));
+    ok(&d.cli(&["publish", "h", "", "int", "--header", "n:int=1"]));
+    ok(&d.cli(&["publish", "h", "", "string", "--header", "n=1"]));
+    let got = |queue: &str| {
+        let v = json_lines(&ok(&d.cli(&["consume", queue, "--count", "1", "--json"])));
+        bodies(&v)
+            .iter()
+            .map(|b| (*b).to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(got("ints"), ["int"]);
+    assert_eq!(got("strings"), ["string"]);
 }
 
 #[test]

@@ -5,8 +5,9 @@ use clap::{Args, Subcommand};
 use serde_json::Value;
 use warren_protocol::FieldValue;
 
+use crate::cli::field::{field_table, parse_plain_arg, VALUE_NAME};
 use crate::cli::output::{arguments_cell, cell, emit, exchange_name, print_json, Align, Table};
-use crate::cli::{admin_args, field_table, parse_key_value, Global};
+use crate::cli::{admin_args, Global};
 
 /// Arguments of `warren bind` and `warren unbind`.
 #[derive(Debug, Args)]
@@ -18,8 +19,15 @@ pub struct BindArgs {
     /// Binding key (a pattern with `*` and `#` for topic exchanges).
     #[arg(long, value_name = "KEY", default_value = "")]
     pub key: String,
-    /// A binding argument, e.g. `x-match=all` for headers exchanges (repeatable).
-    #[arg(long = "arg", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    /// A binding argument, KEY=VALUE or KEY:TYPE=VALUE, e.g. `x-match=all` for headers
+    /// exchanges (repeatable).
+    ///
+    /// VALUE is a string unless TYPE says otherwise: string, int, float, bool, bytes
+    /// (base64), list (a JSON array) or table (a JSON object), e.g. `n:int=5`,
+    /// `ok:bool=true`, `raw:bytes=AAEC`, `tags:list='["a",1]'`, `meta:table='{"k":1}'`.
+    /// A headers exchange matches values with their types, so bind with the type the
+    /// publisher's headers have.
+    #[arg(long = "arg", value_name = VALUE_NAME, value_parser = parse_plain_arg)]
     pub args: Vec<(String, FieldValue)>,
 }
 

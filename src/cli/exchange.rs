@@ -3,8 +3,9 @@
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::Value;
-use warren_protocol::FieldTable;
+use warren_protocol::{FieldTable, FieldValue};
 
+use crate::cli::field::{field_table, parse_plain_arg, VALUE_NAME};
 use crate::cli::output::{
     arguments_cell, cell, emit, exchange_name, print_json, yes_no, Align, Table,
 };
@@ -33,6 +34,14 @@ pub struct ExchangeDeclareArgs {
     /// Keep the exchange across server restarts.
     #[arg(long)]
     pub durable: bool,
+    /// An exchange argument, KEY=VALUE or KEY:TYPE=VALUE (repeatable); kept with the
+    /// exchange and shown by `exchange list`.
+    ///
+    /// VALUE is a string unless TYPE says otherwise: string, int, float, bool, bytes
+    /// (base64), list (a JSON array) or table (a JSON object), e.g. `n:int=5`,
+    /// `ok:bool=true`, `raw:bytes=AAEC`, `tags:list='["a",1]'`, `meta:table='{"k":1}'`.
+    #[arg(long = "arg", value_name = VALUE_NAME, value_parser = parse_plain_arg)]
+    pub args: Vec<(String, FieldValue)>,
 }
 
 /// Arguments of `warren exchange delete`.
@@ -79,6 +88,7 @@ pub async fn run(command: ExchangeCommand, global: &Global) -> anyhow::Result<()
             let client = global.server.connect().await?;
             let options = ExchangeOptions {
                 durable: args.durable,
+                arguments: field_table(args.args),
                 ..ExchangeOptions::default()
             };
             client

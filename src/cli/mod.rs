@@ -19,6 +19,7 @@ pub mod consumer;
 pub mod definitions;
 pub mod dlq;
 pub mod exchange;
+pub mod field;
 pub mod message;
 pub mod output;
 pub mod publish;
@@ -247,28 +248,6 @@ pub async fn run_client_command(command: Command, global: &GlobalArgs) -> anyhow
     }
 }
 
-/// Parses `KEY=VALUE` for `--arg` and `--header`; the value goes through
-/// [`FieldValue::parse_cli`] (integer, float, bool, else string; quotes force a string).
-///
-/// # Errors
-/// A message clap prints after the argument's name when there is no `=` or no key.
-pub fn parse_key_value(text: &str) -> Result<(String, FieldValue), String> {
-    let (key, value) = text
-        .split_once('=')
-        .ok_or_else(|| format!("expected KEY=VALUE, found no '=' in '{text}'"))?;
-    if key.is_empty() {
-        return Err(format!(
-            "expected KEY=VALUE, found an empty key in '{text}'"
-        ));
-    }
-    Ok((key.to_owned(), FieldValue::parse_cli(value)))
-}
-
-/// Collects parsed `KEY=VALUE` pairs into a table; a repeated key keeps its last value.
-pub fn field_table(pairs: Vec<(String, FieldValue)>) -> FieldTable {
-    pairs.into_iter().collect()
-}
-
 /// A count from an admin reply (`moved`, `purged`, ...).
 ///
 /// # Errors
@@ -298,34 +277,25 @@ mod tests {
     }
 
     #[test]
-    fn key_values_parse_typed_values() {
-        assert_eq!(
-            parse_key_value("x-max-length=10"),
-            Ok(("x-max-length".into(), FieldValue::Int(10)))
-        );
-        assert_eq!(
-            parse_key_value("k=a=b"),
-            Ok(("k".into(), FieldValue::String("a=b".into())))
-        );
-        assert_eq!(
-            parse_key_value("k=\"10\""),
-            Ok(("k".into(), FieldValue::String("10".into())))
-        );
-        assert_eq!(
-            parse_key_value("k="),
-            Ok(("k".into(), FieldValue::String(String::new())))
-        );
-        assert!(parse_key_value("novalue").is_err());
-        assert!(parse_key_value("=v").is_err());
-    }
-
-    #[test]
     fn a_missing_equals_sign_is_a_clap_error_naming_the_argument() {
         let err =
             Cli::try_parse_from(["warren", "queue", "declare", "q", "--arg", "oops"]).unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("--arg <KEY=VALUE>"), "{text}");
+        assert!(text.contains("--arg <KEY[:TYPE]=VALUE>"), "{text}");
         assert!(text.contains("no '=' in 'oops'"), "{text}");
+    }
+
+    #[test]
+    fn a_bad_typed_value_is_one_clap_error_line_naming_the_flag_and_the_value() {
+        let err = Cli::try_parse_from(["warren", "publish", "ex", "k", "--header", "n:int=x"])
+            .unwrap_err();
+        let text = err.to_string();
+        let first = text.lines().next().unwrap_or_default();
+        assert_eq!(
+            first,
+            "error: invalid value 'n:int=x' for '--header <KEY[:TYPE]=VALUE>': n: 'x' is not \
+             an int (a whole number that fits in 64 bits)"
+        );
     }
 
     #[test]

@@ -11,7 +11,8 @@ use futures::{FutureExt, StreamExt};
 use tokio::sync::mpsc;
 use warren_protocol::FieldValue;
 
-use crate::cli::{field_table, parse_key_value, Global};
+use crate::cli::field::{field_table, parse_header, VALUE_NAME};
+use crate::cli::Global;
 use crate::client::error::describe_code;
 use crate::client::{ClientError, OutgoingMessage, PublishOutcome};
 
@@ -35,8 +36,13 @@ pub struct PublishArgs {
     /// Persistent message: durable queues keep it on disk.
     #[arg(long)]
     pub persistent: bool,
-    /// A message header (repeatable).
-    #[arg(long = "header", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    /// A message header, KEY=VALUE or KEY:TYPE=VALUE (repeatable).
+    ///
+    /// VALUE is a string unless TYPE says otherwise: string, int, float, bool, bytes
+    /// (base64), list (a JSON array) or table (a JSON object), e.g. `n:int=5`,
+    /// `ok:bool=true`, `raw:bytes=AAEC`, `tags:list='["a",1]'`, `meta:table='{"k":1}'`.
+    /// Without a type, `x-delay` and `x-deliver-at` are ints.
+    #[arg(long = "header", value_name = VALUE_NAME, value_parser = parse_header)]
     pub headers: Vec<(String, FieldValue)>,
     /// Application message id (every message gets it with --lines).
     #[arg(long, value_name = "ID")]
@@ -274,9 +280,9 @@ mod tests {
             "--persistent",
             "--mandatory",
             "--header",
-            "n=1",
+            "n:int=1",
             "--header",
-            "s=\"1\"",
+            "s=1",
             "--message-id",
             "m",
             "--content-type",

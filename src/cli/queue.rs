@@ -5,10 +5,11 @@ use clap::{Args, Subcommand};
 use serde_json::Value;
 use warren_protocol::{FieldTable, FieldValue};
 
+use crate::cli::field::{field_table, parse_queue_arg, VALUE_NAME};
 use crate::cli::output::{
     bytes_cell, cell, emit, flatten, key_values, print_json, rate, yes_no, Align, Table,
 };
-use crate::cli::{admin_args, field_table, parse_key_value, Global, ListArgs};
+use crate::cli::{admin_args, Global, ListArgs};
 use crate::client::QueueOptions;
 
 /// `warren queue ...`
@@ -40,8 +41,15 @@ pub struct QueueDeclareArgs {
     /// Delete the queue when its last consumer goes.
     #[arg(long)]
     pub auto_delete: bool,
-    /// A queue argument, e.g. `x-max-length=1000` (repeatable).
-    #[arg(long = "arg", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    /// A queue argument, KEY=VALUE or KEY:TYPE=VALUE, e.g. `x-max-length=1000` (repeatable).
+    ///
+    /// VALUE is a string unless TYPE says otherwise: string, int, float, bool, bytes
+    /// (base64), list (a JSON array) or table (a JSON object), e.g. `n:int=5`,
+    /// `ok:bool=true`, `raw:bytes=AAEC`, `tags:list='["a",1]'`, `meta:table='{"k":1}'`.
+    /// Without a type, the arguments Warren knows take their own type: `x-message-ttl`,
+    /// `x-expires`, `x-max-length`, `x-max-length-bytes`, `x-delivery-limit` and
+    /// `x-consumer-timeout` are ints; `x-retry-backoff=1s,5s` and the rest are strings.
+    #[arg(long = "arg", value_name = VALUE_NAME, value_parser = parse_queue_arg)]
     pub args: Vec<(String, FieldValue)>,
 }
 
