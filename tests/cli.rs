@@ -259,7 +259,7 @@ fn readme_tour_publishes_lines_through_a_topic_exchange_and_consume_acks_them() 
     ]));
     assert_eq!(
         ok(&d.cli(&["queue", "declare", "jobs", "--durable"])),
-        "jobs\n"
+        "queue 'jobs' declared\n"
     );
     ok(&d.cli(&["bind", "jobs", "logs", "--key", "app.#"]));
     let out = d.cli_with_stdin(
@@ -282,7 +282,10 @@ fn readme_tour_publishes_lines_through_a_topic_exchange_and_consume_acks_them() 
     }
 
     // consume acknowledges what it printed before exiting: nothing is left to purge.
-    assert_eq!(ok(&d.cli(&["queue", "purge", "jobs"])), "0\n");
+    assert_eq!(
+        ok(&d.cli(&["queue", "purge", "jobs"])),
+        "queue 'jobs' purged: 0 messages\n"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -353,7 +356,10 @@ fn publish_dash_reads_the_whole_of_stdin_as_one_body() {
     ok(&d.cli_with_stdin(&["publish", "", "q", "-"], Some("first\nsecond\n")));
     let v = json_lines(&ok(&d.cli(&["consume", "q", "--count", "1", "--json"])));
     assert_eq!(bodies(&v), ["first\nsecond\n"]);
-    assert_eq!(ok(&d.cli(&["queue", "purge", "q"])), "0\n");
+    assert_eq!(
+        ok(&d.cli(&["queue", "purge", "q"])),
+        "queue 'q' purged: 0 messages\n"
+    );
 }
 
 #[test]
@@ -363,7 +369,10 @@ fn publish_lines_strip_line_endings_and_keep_an_unterminated_last_line() {
     ok(&d.cli_with_stdin(&["publish", "", "q", "--lines"], Some("a\r\nb\nc")));
     let v = json_lines(&ok(&d.cli(&["consume", "q", "--count", "3", "--json"])));
     assert_eq!(bodies(&v), ["a", "b", "c"]);
-    assert_eq!(ok(&d.cli(&["queue", "purge", "q"])), "0\n");
+    assert_eq!(
+        ok(&d.cli(&["queue", "purge", "q"])),
+        "queue 'q' purged: 0 messages\n"
+    );
 }
 
 #[tokio::test]
@@ -636,7 +645,7 @@ fn redeclaring_a_queue_with_other_durability_fails_with_precondition_failed() {
     // Redeclaring it the same way still works.
     assert_eq!(
         ok(&d.cli(&["queue", "declare", "jobs", "--durable"])),
-        "jobs\n"
+        "queue 'jobs' declared\n"
     );
 }
 
@@ -757,12 +766,92 @@ fn consuming_a_missing_queue_fails_with_not_found() {
 async fn queue_declare_with_an_empty_name_prints_a_server_generated_name() {
     let d = TestDaemon::start();
     let stdout = ok(&d.cli(&["queue", "declare", ""]));
-    let name = stdout.strip_suffix('\n').expect("one line");
+    let name = stdout
+        .strip_prefix("queue '")
+        .and_then(|rest| rest.strip_suffix("' declared\n"))
+        .unwrap_or_else(|| panic!("{stdout:?}"));
     assert!(name.starts_with("amq.gen-"), "{stdout:?}");
-    assert!(!name.contains('\n'), "{stdout:?}");
-    // The queue outlives the CLI's connection: it is neither exclusive nor auto-delete.
+    // Under --quiet the name alone is printed: it is the result a script needs.
+    let quiet = ok(&d.cli(&["queue", "declare", "", "--quiet"]));
+    let quiet_name = quiet.strip_suffix('\n').expect("one line");
+    assert!(quiet_name.starts_with("amq.gen-"), "{quiet:?}");
+    assert!(!quiet_name.contains(['\n', ' ']), "{quiet:?}");
+    // The queues outlive the CLI's connection: neither exclusive nor auto-delete.
     let c = d.client().await;
     assert_eq!(ready_count(&c, name).await, 0);
+    assert_eq!(ready_count(&c, quiet_name).await, 0);
+}
+
+// Issue 7, item 9: `queue purge` and `queue delete` printed a bare number, `exchange
+// declare` and `bind` nothing.
+#[test]
+fn every_change_prints_one_line_saying_what_happened() {
+    let d = TestDaemon::start();
+    for (argv, line) in [
+        (
+            &[
+                "exchange",
+                "declare",
+                "logs",
+                "--type",
+                "topic",
+                "--durable",
+            ][..],
+            "exchange 'logs' declared (topic, durable)",
+        ),
+        (
+            &["exchange", "declare", "tmp", "--type", "fanout"][..],
+            "exchange 'tmp' declared (fanout)",
+        ),
+        (&["queue", "declare", "jobs"][..], "queue 'jobs' declared"),
+        (
+            &["bind", "jobs", "logs", "--key", "app.#"][..],
+            "bound queue 'jobs' to exchange 'logs' with key 'app.#'",
+        ),
+        (&["publish", "logs", "app.x", "one"][..], ""),
+        (
+            &["queue", "purge", "jobs"][..],
+            "queue 'jobs' purged: 1 message",
+        ),
+        (
+            &["unbind", "jobs", "logs", "--key", "app.#"][..],
+            "unbound queue 'jobs' from exchange 'logs' with key 'app.#'",
+        ),
+        (
+            &["queue", "delete", "jobs"][..],
+            "queue 'jobs' deleted: 0 messages",
+        ),
+        (&["exchange", "delete", "tmp"][..], "exchange 'tmp' deleted"),
+    ] {
+        let want = if line.is_empty() {
+            String::new()
+        } else {
+            format!("{line}\n")
+        };
+        assert_eq!(ok(&d.cli(argv)), want, "{argv:?}");
+    }
+}
+
+#[test]
+fn quiet_suppresses_success_lines_but_not_errors_or_listings() {
+    let d = TestDaemon::start();
+    for argv in [
+        &["-q", "exchange", "declare", "logs", "--type", "topic"][..],
+        &["queue", "declare", "jobs", "--quiet"][..],
+        &["--quiet", "bind", "jobs", "logs", "--key", "k"][..],
+        &["publish", "logs", "k", "x", "-q"][..],
+        &["queue", "purge", "jobs", "-q"][..],
+        &["unbind", "jobs", "logs", "--key", "k", "-q"][..],
+        &["queue", "delete", "jobs", "-q"][..],
+        &["exchange", "delete", "logs", "-q"][..],
+    ] {
+        assert_eq!(ok(&d.cli(argv)), "", "{argv:?}");
+    }
+    let listed: Value =
+        serde_json::from_str(&ok(&d.cli(&["-q", "queue", "list", "--json"]))).expect("JSON");
+    assert_eq!(listed, json!([]));
+    let line = fails_with_one_line(&d.cli(&["-q", "queue", "purge", "nosuch"]));
+    assert!(line.contains("NOT_FOUND"), "{line}");
 }
 
 #[test]
@@ -770,7 +859,10 @@ fn queue_delete_prints_how_many_messages_it_held() {
     let d = TestDaemon::start();
     ok(&d.cli(&["queue", "declare", "q"]));
     publish_lines(&d, "q", &["a", "b"]);
-    assert_eq!(ok(&d.cli(&["queue", "delete", "q"])), "2\n");
+    assert_eq!(
+        ok(&d.cli(&["queue", "delete", "q"])),
+        "queue 'q' deleted: 2 messages\n"
+    );
     let line = fails_with_one_line(&d.cli(&["publish", "", "q", "x", "--mandatory"]));
     assert!(line.contains("returned"), "{line}");
 }
@@ -787,7 +879,10 @@ fn unbind_stops_routing_to_the_queue() {
     assert!(line.contains("returned"), "{line}");
     let v = json_lines(&ok(&d.cli(&["consume", "q", "--count", "1", "--json"])));
     assert_eq!(bodies(&v), ["routed"]);
-    assert_eq!(ok(&d.cli(&["queue", "purge", "q"])), "0\n");
+    assert_eq!(
+        ok(&d.cli(&["queue", "purge", "q"])),
+        "queue 'q' purged: 0 messages\n"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -814,7 +909,10 @@ fn consume_no_ack_prints_and_removes_the_messages() {
         &d.cli(&["consume", "q", "--count", "3", "--no-ack", "--json"])
     ));
     assert_eq!(bodies(&v), ["a", "b", "c"]);
-    assert_eq!(ok(&d.cli(&["queue", "purge", "q"])), "0\n");
+    assert_eq!(
+        ok(&d.cli(&["queue", "purge", "q"])),
+        "queue 'q' purged: 0 messages\n"
+    );
 }
 
 // Regression: `--no-ack --count 2` used to let the server push the whole queue and drop
@@ -828,7 +926,10 @@ fn consume_no_ack_with_a_count_takes_only_that_many() {
         &d.cli(&["consume", "q", "--count", "2", "--no-ack", "--json"])
     ));
     assert_eq!(bodies(&v), ["a", "b"]);
-    assert_eq!(ok(&d.cli(&["queue", "purge", "q"])), "3\n");
+    assert_eq!(
+        ok(&d.cli(&["queue", "purge", "q"])),
+        "queue 'q' purged: 3 messages\n"
+    );
 }
 
 #[test]
@@ -838,7 +939,10 @@ fn consume_with_prefetch_one_acks_every_message() {
     publish_lines(&d, "q", &["a", "b", "c"]);
     let out = d.cli(&["consume", "q", "--count", "3", "--prefetch", "1", "--json"]);
     assert_eq!(bodies(&json_lines(&ok(&out))), ["a", "b", "c"]);
-    assert_eq!(ok(&d.cli(&["queue", "purge", "q"])), "0\n");
+    assert_eq!(
+        ok(&d.cli(&["queue", "purge", "q"])),
+        "queue 'q' purged: 0 messages\n"
+    );
 }
 
 #[tokio::test]
@@ -884,7 +988,10 @@ fn consume_stops_cleanly_on_sigterm_with_everything_printed_acked() {
     assert!(status.success(), "{status}; stderr: {stderr}");
     assert!(rest.is_empty(), "{rest:?}");
     assert_eq!(stderr, "");
-    assert_eq!(ok(&d.cli(&["queue", "purge", "q"])), "0\n");
+    assert_eq!(
+        ok(&d.cli(&["queue", "purge", "q"])),
+        "queue 'q' purged: 0 messages\n"
+    );
 }
 
 #[tokio::test]

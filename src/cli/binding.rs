@@ -70,7 +70,14 @@ pub async fn run(args: BindArgs, action: Action, global: &Global) -> anyhow::Res
         )
     })?;
     client.close().await?;
-    Ok(())
+    let (done, preposition) = match action {
+        Action::Bind => ("bound", "to"),
+        Action::Unbind => ("unbound", "from"),
+    };
+    global.done(&format!(
+        "{done} queue '{}' {preposition} exchange '{}' with key '{}'",
+        args.queue, args.exchange, args.key
+    ))
 }
 
 /// `warren binding ...`

@@ -15,7 +15,7 @@ use crate::broker::dead_letter::DeadLetterReason;
 use crate::cli::output::{
     bytes_cell, cell, emit, exchange_name, one_line, print_json, time_cell, truncate, Align, Table,
 };
-use crate::cli::{admin_args, reply_count, Global};
+use crate::cli::{admin_args, count, reply_count, Global};
 
 /// Characters of a body shown in the `dlq peek` table (the server sends a longer preview).
 pub const TABLE_PREVIEW_CHARS: usize = 40;
@@ -27,7 +27,7 @@ pub enum DlqCommand {
     Peek(DlqPeekArgs),
     /// Publish dead letters again to where they were first published, removing them here.
     Replay(DlqReplayArgs),
-    /// Remove dead letters and print how many.
+    /// Remove dead letters, saying how many.
     Purge(DlqPurgeArgs),
 }
 
@@ -141,7 +141,7 @@ pub async fn run(command: DlqCommand, global: &Global) -> anyhow::Result<()> {
                     format!("replaying the dead letters in '{}'", args.queue)
                 })
                 .await?;
-            emit(&format!("{}\n", replay_line(&result, &args.queue)?))
+            global.done(&replay_line(&result, &args.queue)?)
         }
         DlqCommand::Purge(args) => {
             let result = global
@@ -151,24 +151,29 @@ pub async fn run(command: DlqCommand, global: &Global) -> anyhow::Result<()> {
                 })
                 .await?;
             let purged = reply_count(&result, "purged")?;
-            emit(&format!("purged {purged} message(s)\n"))
+            global.done(&format!(
+                "dead letters in queue '{}' purged: {}",
+                args.queue,
+                count(purged, "message")
+            ))
         }
     }
 }
 
-/// `moved 42 message(s)`, plus `; 3 could not be routed and stayed in 'dlq'` when some did
-/// not route.
+/// `dead letters in queue 'dlq' replayed: 42 messages`, plus `; 3 could not be routed and
+/// stayed` when some did not route.
 ///
 /// # Errors
 /// The reply lacks `moved` or `unroutable`.
 pub fn replay_line(result: &Value, queue: &str) -> anyhow::Result<String> {
     let moved = reply_count(result, "moved")?;
     let unroutable = reply_count(result, "unroutable")?;
-    let mut line = format!("moved {moved} message(s)");
+    let mut line = format!(
+        "dead letters in queue '{queue}' replayed: {}",
+        count(moved, "message")
+    );
     if unroutable > 0 {
-        line.push_str(&format!(
-            "; {unroutable} could not be routed and stayed in '{queue}'"
-        ));
+        line.push_str(&format!("; {unroutable} could not be routed and stayed"));
     }
     Ok(line)
 }
@@ -268,11 +273,11 @@ mod tests {
     fn replay_reports_what_did_not_route() {
         assert_eq!(
             replay_line(&json!({"moved": 42, "unroutable": 0}), "dlq").unwrap(),
-            "moved 42 message(s)"
+            "dead letters in queue 'dlq' replayed: 42 messages"
         );
         assert_eq!(
             replay_line(&json!({"moved": 42, "unroutable": 3}), "dlq").unwrap(),
-            "moved 42 message(s); 3 could not be routed and stayed in 'dlq'"
+            "dead letters in queue 'dlq' replayed: 42 messages; 3 could not be routed and stayed"
         );
         assert!(replay_line(&json!({}), "dlq").is_err());
     }

@@ -96,6 +96,16 @@ pub async fn run(command: ExchangeCommand, global: &Global) -> anyhow::Result<()
                 .await
                 .with_context(|| format!("declaring exchange '{}'", args.name))?;
             client.close().await?;
+            let kind = args
+                .kind
+                .to_possible_value()
+                .map(|v| v.get_name().to_owned())
+                .unwrap_or_default();
+            let durable = if args.durable { ", durable" } else { "" };
+            global.done(&format!(
+                "exchange '{}' declared ({kind}{durable})",
+                args.name
+            ))?;
         }
         ExchangeCommand::Delete(args) => {
             let client = global.server.connect().await?;
@@ -104,6 +114,7 @@ pub async fn run(command: ExchangeCommand, global: &Global) -> anyhow::Result<()
                 .await
                 .with_context(|| format!("deleting exchange '{}'", args.name))?;
             client.close().await?;
+            global.done(&format!("exchange '{}' deleted", args.name))?;
         }
         ExchangeCommand::List(args) => {
             let exchanges = global

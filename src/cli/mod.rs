@@ -73,6 +73,10 @@ pub struct GlobalArgs {
     // --listen), so the fallbacks are applied by `GlobalArgs::resolve`.
     #[arg(long, global = true, value_name = "ADDR")]
     pub server: Option<String>,
+    /// Print nothing when a command that changes something succeeds (errors still go to
+    /// stderr, with a non-zero exit).
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
 }
 
 impl GlobalArgs {
@@ -90,6 +94,7 @@ impl GlobalArgs {
             .unwrap_or_else(|| DEFAULT_SERVER.to_owned());
         Global {
             server: ServerArg { server },
+            quiet: self.quiet,
         }
     }
 }
@@ -99,6 +104,31 @@ impl GlobalArgs {
 pub struct Global {
     /// The server to talk to.
     pub server: ServerArg,
+    /// `--quiet`: no success lines.
+    pub quiet: bool,
+}
+
+impl Global {
+    /// Prints the one line a command that changed something ends with
+    /// (`queue 'jobs' purged: 3 messages`), unless `--quiet`.
+    ///
+    /// # Errors
+    /// Writing to stdout failed.
+    pub fn done(&self, line: &str) -> anyhow::Result<()> {
+        if self.quiet {
+            return Ok(());
+        }
+        output::emit(&format!("{line}\n"))
+    }
+}
+
+/// `1 message`, `0 messages`, `3 queues`: a count with its noun, plural unless one.
+pub fn count(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
 
 /// The `warren` subcommands.
@@ -296,6 +326,23 @@ mod tests {
             "error: invalid value 'n:int=x' for '--header <KEY[:TYPE]=VALUE>': n: 'x' is not \
              an int (a whole number that fits in 64 bits)"
         );
+    }
+
+    #[test]
+    fn counts_are_singular_only_for_one() {
+        assert_eq!(count(0, "message"), "0 messages");
+        assert_eq!(count(1, "message"), "1 message");
+        assert_eq!(count(3, "binding"), "3 bindings");
+    }
+
+    #[test]
+    fn quiet_goes_before_or_after_the_subcommand() {
+        for argv in [
+            &["warren", "-q", "queue", "purge", "q"][..],
+            &["warren", "queue", "purge", "q", "--quiet"][..],
+        ] {
+            assert!(Cli::try_parse_from(argv).unwrap().global.quiet, "{argv:?}");
+        }
     }
 
     #[test]

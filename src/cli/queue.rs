@@ -9,17 +9,17 @@ use crate::cli::field::{field_table, parse_queue_arg, VALUE_NAME};
 use crate::cli::output::{
     bytes_cell, cell, emit, flatten, key_values, print_json, rate, yes_no, Align, Table,
 };
-use crate::cli::{admin_args, Global, ListArgs};
+use crate::cli::{admin_args, count, Global, ListArgs};
 use crate::client::QueueOptions;
 
 /// `warren queue ...`
 #[derive(Debug, Subcommand)]
 pub enum QueueCommand {
-    /// Declare a queue and print its name (the server picks one when NAME is "").
+    /// Declare a queue (the server picks a name when NAME is "").
     Declare(QueueDeclareArgs),
-    /// Delete a queue and print how many messages it held.
+    /// Delete a queue, saying how many messages it held.
     Delete(QueueDeleteArgs),
-    /// Remove every ready message from a queue and print how many.
+    /// Remove every ready message from a queue, saying how many.
     Purge(QueuePurgeArgs),
     /// List queues with their arguments, message counts and rates.
     List(ListArgs),
@@ -102,8 +102,13 @@ pub async fn run(command: QueueCommand, global: &Global) -> anyhow::Result<()> {
                 .declare_queue(&args.name, options)
                 .await
                 .with_context(|| declaring(&args.name))?;
-            println!("{}", ok.name);
             client.close().await?;
+            if global.quiet && args.name.is_empty() {
+                // The server's choice is the result a script needs, not a success message.
+                emit(&format!("{}\n", ok.name))?;
+            } else {
+                global.done(&format!("queue '{}' declared", ok.name))?;
+            }
         }
         QueueCommand::Delete(args) => {
             let client = global.server.connect().await?;
@@ -111,8 +116,12 @@ pub async fn run(command: QueueCommand, global: &Global) -> anyhow::Result<()> {
                 .delete_queue(&args.name, args.if_unused, args.if_empty)
                 .await
                 .with_context(|| format!("deleting queue '{}'", args.name))?;
-            println!("{deleted}");
             client.close().await?;
+            global.done(&format!(
+                "queue '{}' deleted: {}",
+                args.name,
+                count(deleted, "message")
+            ))?;
         }
         QueueCommand::Purge(args) => {
             let client = global.server.connect().await?;
@@ -120,8 +129,12 @@ pub async fn run(command: QueueCommand, global: &Global) -> anyhow::Result<()> {
                 .purge_queue(&args.name)
                 .await
                 .with_context(|| format!("purging queue '{}'", args.name))?;
-            println!("{purged}");
             client.close().await?;
+            global.done(&format!(
+                "queue '{}' purged: {}",
+                args.name,
+                count(purged, "message")
+            ))?;
         }
         QueueCommand::List(args) => {
             let queues = global
