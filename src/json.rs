@@ -48,7 +48,12 @@ pub fn json_table(value: &Value) -> Result<FieldTable, String> {
     }
 }
 
-fn json_value(value: &Value, path: &str) -> Result<FieldValue, String> {
+/// One JSON value as a field value, by the rules in the module docs; `path` names the value
+/// in errors (`headers.x[2]: null is not a valid argument value`).
+///
+/// # Errors
+/// The value is or holds a `null`.
+pub fn json_value(value: &Value, path: &str) -> Result<FieldValue, String> {
     Ok(match value {
         Value::Null => return Err(format!("{path}: null is not a valid argument value")),
         Value::Bool(b) => FieldValue::Bool(*b),

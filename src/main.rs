@@ -24,8 +24,13 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            // `--server` is global for the client commands, so clap accepts it here too;
+            // the daemon listens on --listen, and silently ignoring it would mislead.
+            Command::Serve(_) if cli.global.server.is_some() => Err(anyhow::anyhow!(
+                "`warren serve` takes --listen ADDR, not --server (which client commands use)"
+            )),
             Command::Serve(args) => run_daemon(args).await,
-            other => run_client_command(other).await,
+            other => run_client_command(other, &cli.global).await,
         }
     });
     match result {

@@ -611,7 +611,7 @@ async fn dlq_replay_moves_exactly_the_selected_messages_back_in_order() {
 
     assert_eq!(
         ok(&d.cli(&["dlq", "replay", "dlq", "--reason", "rejected"])),
-        "moved 3 message(s)\n"
+        "dead letters in queue 'dlq' replayed: 3 messages\n"
     );
     // work got exactly the rejected ones, in their dead-letter order; the DLQ kept the rest.
     let back = drain(&c, "work").await;
@@ -651,7 +651,7 @@ async fn dlq_replay_moves_exactly_the_selected_messages_back_in_order() {
             "--key",
             "again",
         ])),
-        "moved 2 message(s)\n"
+        "dead letters in queue 'dlq' replayed: 2 messages\n"
     );
     let parked = drain(&c, "parking").await;
     assert_eq!(
@@ -672,7 +672,7 @@ async fn dlq_replay_with_a_limit_moves_the_first_matches_only() {
     mixed_dead_letters(&c).await;
     assert_eq!(
         ok(&d.cli(&["dlq", "replay", "dlq", "--reason", "rejected", "--limit", "2"])),
-        "moved 2 message(s)\n"
+        "dead letters in queue 'dlq' replayed: 2 messages\n"
     );
     let back = drain(&c, "work").await;
     assert_eq!(
@@ -695,7 +695,7 @@ async fn an_unroutable_replay_leaves_the_message_in_the_dlq_and_says_so() {
     let out = ok(&d.cli(&["dlq", "replay", "dlq"]));
     assert_eq!(
         out,
-        "moved 2 message(s); 3 could not be routed and stayed in 'dlq'\n"
+        "dead letters in queue 'dlq' replayed: 2 messages; 3 could not be routed and stayed\n"
     );
     // The expired ones went back to slow (where they expire again after 50 ms and come
     // back, which is fine); the rejected ones never left, in their order.
@@ -748,7 +748,7 @@ async fn dlq_purge_by_reason_removes_only_those() {
     mixed_dead_letters(&c).await;
     assert_eq!(
         ok(&d.cli(&["dlq", "purge", "dlq", "--reason", "expired"])),
-        "purged 2 message(s)\n"
+        "dead letters in queue 'dlq' purged: 2 messages\n"
     );
     assert_eq!(
         peek_ids(&cli_json(&d, &["dlq", "peek", "dlq"])),
@@ -756,7 +756,7 @@ async fn dlq_purge_by_reason_removes_only_those() {
     );
     assert_eq!(
         ok(&d.cli(&["dlq", "purge", "dlq", "--reason", "expired"])),
-        "purged 0 message(s)\n"
+        "dead letters in queue 'dlq' purged: 0 messages\n"
     );
     // Durably: a restart brings back exactly what was left.
     drop(c);
@@ -768,7 +768,7 @@ async fn dlq_purge_by_reason_removes_only_those() {
     );
     assert_eq!(
         ok(&d.cli(&["dlq", "purge", "dlq"])),
-        "purged 3 message(s)\n"
+        "dead letters in queue 'dlq' purged: 3 messages\n"
     );
     assert_eq!(cli_json(&d, &["dlq", "peek", "dlq"]), json!([]));
 }
@@ -780,7 +780,7 @@ async fn message_delete_removes_exactly_that_message() {
     mixed_dead_letters(&c).await;
     assert_eq!(
         ok(&d.cli(&["message", "delete", "dlq", "--id", "r2"])),
-        "deleted 1 message(s)\n"
+        "message 'r2' deleted from queue 'dlq'\n"
     );
     assert_eq!(
         peek_ids(&cli_json(&d, &["dlq", "peek", "dlq"])),
@@ -893,7 +893,7 @@ async fn definitions_export_then_import_reproduces_the_topology_idempotently() {
     let file_arg = file.to_str().unwrap();
     assert_eq!(
         ok(&source.cli(&["definitions", "export", file_arg])),
-        format!("exported 3 exchange(s), 3 queue(s) and 4 binding(s) to '{file_arg}'\n")
+        format!("definitions exported to '{file_arg}': 3 exchanges, 3 queues and 4 bindings\n")
     );
     let written = std::fs::read_to_string(&file).unwrap();
     let stdout = ok(&source.cli(&["definitions", "export"]));
@@ -908,7 +908,7 @@ async fn definitions_export_then_import_reproduces_the_topology_idempotently() {
     let target = TestDaemon::start();
     assert_eq!(
         ok(&target.cli(&["definitions", "import", file_arg])),
-        "created 3 exchange(s) and 3 queue(s); 4 binding(s) in place\n"
+        format!("definitions imported from '{file_arg}': created 3 exchanges and 3 queues; 4 bindings in place\n")
     );
     let expected = topology(&source);
     assert_eq!(topology(&target), expected);
@@ -921,7 +921,7 @@ async fn definitions_export_then_import_reproduces_the_topology_idempotently() {
     // Importing again changes nothing.
     assert_eq!(
         ok(&target.cli(&["definitions", "import", file_arg])),
-        "created 0 exchange(s) and 0 queue(s); 4 binding(s) in place\n"
+        format!("definitions imported from '{file_arg}': created 0 exchanges and 0 queues; 4 bindings in place\n")
     );
     assert_eq!(topology(&target), expected);
     // And the target exports what the source did.

@@ -184,7 +184,10 @@ async fn kill9_during_a_large_replay_leaves_every_message_in_exactly_one_queue()
     assert!(out.status.success(), "{out:?}");
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        format!("moved {in_dlq} message(s)\n")
+        format!(
+            "dead letters in queue 'dlq' replayed: {in_dlq} message{}\n",
+            if in_dlq == 1 { "" } else { "s" }
+        )
     );
     assert_eq!(ready(&c, "dlq").await, 0);
     let all = take_all(&c, "orig").await;

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use common::{ok, TestDaemon, WAIT};
 use serde_json::{json, Value};
 use warren::client::{Client, QueueOptions};
+use warren_protocol::{FieldTable, FieldValue};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -258,7 +259,7 @@ fn readme_tour_publishes_lines_through_a_topic_exchange_and_consume_acks_them() 
     ]));
     assert_eq!(
         ok(&d.cli(&["queue", "declare", "jobs", "--durable"])),
-        "jobs\n"
+        "queue 'jobs' declared\n"
     );
     ok(&d.cli(&["bind", "jobs", "logs", "--key", "app.#"]));
     let out = d.cli_with_stdin(
@@ -281,7 +282,55 @@ fn readme_tour_publishes_lines_through_a_topic_exchange_and_consume_acks_them() 
     }
 
     // consume acknowledges what it printed before exiting: nothing is left to purge.
-    assert_eq!(ok(&d.cli(&["queue", "purge", "jobs"])), "0\n");
+    assert_eq!(
+        ok(&d.cli(&["queue", "purge", "jobs"])),
+        "queue 'jobs' purged: 0 messages\n"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// connection options
+// ---------------------------------------------------------------------------------------------
+
+// Issue 7, item 7: `warren --server H:P queue list` was refused (`--server` only existed
+// after the subcommand).
+#[test]
+fn server_works_before_or_after_the_subcommand_and_from_the_environment() {
+    let d = TestDaemon::start();
+    ok(&d.cli(&["queue", "declare", "jobs"]));
+    let server = d.addr();
+    for argv in [
+        &["--server", server, "queue", "list", "--json"][..],
+        &["queue", "list", "--json", "--server", server][..],
+        &["queue", "--server", server, "list", "--json"][..],
+    ] {
+        let listed: Value = serde_json::from_str(&ok(&run_warren(argv, b""))).expect("JSON");
+        assert_eq!(listed[0]["name"], "jobs", "{argv:?}");
+    }
+    // `TestDaemon::cli` passes the address in WARREN_SERVER only.
+    let listed: Value =
+        serde_json::from_str(&ok(&d.cli(&["queue", "list", "--json"]))).expect("JSON");
+    assert_eq!(listed[0]["name"], "jobs");
+}
+
+#[test]
+fn serve_refuses_server_instead_of_ignoring_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data_dir = dir.path().to_str().expect("utf-8 path");
+    let out = run_warren(
+        &[
+            "--server",
+            "127.0.0.1:1",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data_dir,
+        ],
+        b"",
+    );
+    let line = fails_with_one_line(&out);
+    assert!(line.contains("--listen"), "{line}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -307,7 +356,10 @@ fn publish_dash_reads_the_whole_of_stdin_as_one_body() {
     ok(&d.cli_with_stdin(&["publish", "", "q", "-"], Some("first\nsecond\n")));
     let v = json_lines(&ok(&d.cli(&["consume", "q", "--count", "1", "--json"])));
     assert_eq!(bodies(&v), ["first\nsecond\n"]);
-    assert_eq!(ok(&d.cli(&["queue", "purge", "q"])), "0\n");
+    assert_eq!(
+        ok(&d.cli(&["queue", "purge", "q"])),
+        "queue 'q' purged: 0 messages\n"
+    );
 }
 
 #[test]
@@ -317,7 +369,10 @@ fn publish_lines_strip_line_endings_and_keep_an_unterminated_last_line() {
     ok(&d.cli_with_stdin(&["publish", "", "q", "--lines"], Some("a\r\nb\nc")));
     let v = json_lines(&ok(&d.cli(&["consume", "q", "--count", "3", "--json"])));
     assert_eq!(bodies(&v), ["a", "b", "c"]);
-    assert_eq!(ok(&d.cli(&["queue", "purge", "q"])), "0\n");
+    assert_eq!(
+        ok(&d.cli(&["queue", "purge", "q"])),
+        "queue 'q' purged: 0 messages\n"
+    );
 }
 
 #[tokio::test]
@@ -336,8 +391,10 @@ async fn publish_lines_beyond_the_confirm_window_all_arrive_in_order() {
     }
 }
 
-#[test]
-fn publish_headers_are_typed_in_consume_json() {
+// Issue 7, item 5: untyped header values were guessed, so `zip=01234` arrived as the integer
+// 1234, `ver=1.10` as the float 1.1 and `id=1e3` as 1000.0.
+#[tokio::test]
+async fn publish_headers_are_strings_unless_typed() {
     let d = TestDaemon::start();
     ok(&d.cli(&["queue", "declare", "q"]));
     ok(&d.cli(&[
@@ -346,22 +403,78 @@ fn publish_headers_are_typed_in_consume_json() {
         "q",
         "x",
         "--header",
-        "n=42",
+        "zip=01234",
         "--header",
-        "ratio=0.5",
+        "ver=1.10",
         "--header",
-        "flag=true",
+        "id=1e3",
         "--header",
-        "name=abc",
+        "n:int=5",
         "--header",
-        "quoted=\"42\"",
+        "ratio:float=0.5",
+        "--header",
+        "ok:bool=true",
+        "--header",
+        "raw:bytes=AAEC/w==",
+        "--header",
+        r#"tags:list=["a",1]"#,
+        "--header",
+        r#"meta:table={"k":1}"#,
+        "--header",
+        "x-delay=0",
     ]));
-    let v = json_lines(&ok(&d.cli(&["consume", "q", "--count", "1", "--json"])));
-    let h = &v[0]["headers"];
-    assert!(h["n"].is_i64(), "{h}");
+    let c = d.client().await;
+    let m = c.get("q", true).await.expect("get").expect("a message");
+    let string = |s: &str| FieldValue::String(s.into());
+    let want = FieldTable::from([
+        ("zip".to_owned(), string("01234")),
+        ("ver".to_owned(), string("1.10")),
+        ("id".to_owned(), string("1e3")),
+        ("n".to_owned(), FieldValue::Int(5)),
+        ("ratio".to_owned(), FieldValue::Float(0.5)),
+        ("ok".to_owned(), FieldValue::Bool(true)),
+        (
+            "raw".to_owned(),
+            FieldValue::Bytes(vec![0, 1, 2, 255].into()),
+        ),
+        (
+            "tags".to_owned(),
+            FieldValue::List(vec![string("a"), FieldValue::Int(1)]),
+        ),
+        (
+            "meta".to_owned(),
+            FieldValue::Map(FieldTable::from([("k".to_owned(), FieldValue::Int(1))])),
+        ),
+        ("x-delay".to_owned(), FieldValue::Int(0)),
+    ]);
+    assert_eq!(m.properties.headers, want);
+}
+
+#[test]
+fn a_bad_typed_header_is_refused_naming_the_flag_and_the_value() {
+    let d = TestDaemon::start();
+    ok(&d.cli(&["queue", "declare", "q"]));
+    for (header, says) in [
+        ("n:int=five", "n: 'five' is not an int"),
+        ("n:number=5", "unknown type 'number' in 'n:number=5'"),
+        ("r:bytes=@@", "r: '@@' is not valid base64"),
+        ("l:list=[1,", "l: '[1,' is not valid JSON"),
+    ] {
+        let out = d.cli(&["publish", "", "q", "x", "--header", header]);
+        let stderr = fails(&out);
+        let first = stderr.lines().next().unwrap_or_default();
+        assert!(
+            first.starts_with(&format!(
+                "error: invalid value '{header}' for '--header <KEY[:TYPE]=VALUE>': {says}"
+            )),
+            "{stderr}"
+        );
+    }
+    let listed: Value =
+        serde_json::from_str(&ok(&d.cli(&["queue", "list", "--json"]))).expect("JSON");
     assert_eq!(
-        *h,
-        json!({"n": 42, "ratio": 0.5, "flag": true, "name": "abc", "quoted": "42"})
+        listed[0]["messages_ready"], 0,
+        "nothing was published: {listed}"
     );
 }
 
@@ -396,6 +509,29 @@ fn mandatory_publish_of_an_unroutable_message_fails_saying_it_was_returned() {
     let line = fails_with_one_line(&d.cli(&["publish", "ex", "nowhere", "x", "--mandatory"]));
     assert!(line.contains("returned"), "{line}");
     assert!(line.contains("NO_ROUTE"), "{line}");
+}
+
+// Issue 7, item 16: the error repeated itself along the chain ("1 of 1 message not
+// accepted (1 returned as unroutable); first returned: NO_ROUTE (312): NO_ROUTE").
+#[test]
+fn an_unroutable_mandatory_publish_fails_with_one_line_that_repeats_no_word() {
+    let d = TestDaemon::start();
+    let line =
+        fails_with_one_line(&d.cli(&["publish", "amq.direct", "nowhere", "hi", "--mandatory"]));
+    assert_eq!(
+        line,
+        "error: publishing to exchange 'amq.direct' with routing key 'nowhere': the message \
+         was returned: NO_ROUTE (312)"
+    );
+    let mut seen = std::collections::HashSet::new();
+    for word in line.split(|c: char| !c.is_alphanumeric() && c != '_') {
+        if !word.is_empty() {
+            assert!(
+                seen.insert(word.to_lowercase()),
+                "'{word}' repeats in {line:?}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -509,7 +645,7 @@ fn redeclaring_a_queue_with_other_durability_fails_with_precondition_failed() {
     // Redeclaring it the same way still works.
     assert_eq!(
         ok(&d.cli(&["queue", "declare", "jobs", "--durable"])),
-        "jobs\n"
+        "queue 'jobs' declared\n"
     );
 }
 
@@ -519,8 +655,91 @@ fn arg_without_equals_is_a_usage_error() {
     let out = d.cli(&["queue", "declare", "q", "--arg", "oops"]);
     let stderr = fails(&out);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("--arg <KEY=VALUE>"), "{stderr}");
+    assert!(stderr.contains("--arg <KEY[:TYPE]=VALUE>"), "{stderr}");
     assert!(stderr.contains("no '=' in 'oops'"), "{stderr}");
+}
+
+#[test]
+fn queue_arguments_warren_knows_keep_their_type_and_others_are_strings_unless_typed() {
+    let d = TestDaemon::start();
+    ok(&d.cli(&[
+        "queue",
+        "declare",
+        "work",
+        "--arg",
+        "x-max-length=10",
+        "--arg",
+        "x-retry-backoff=1s,5s",
+        "--arg",
+        "x-dead-letter-exchange=dlx",
+        "--arg",
+        "note=007",
+        "--arg",
+        "x-max-priority:int=5",
+    ]));
+    let q: Value =
+        serde_json::from_str(&ok(&d.cli(&["queue", "inspect", "work", "--json"]))).expect("JSON");
+    assert_eq!(
+        q["arguments"],
+        json!({"x-max-length": 10, "x-retry-backoff": "1s,5s", "x-dead-letter-exchange": "dlx",
+               "note": "007", "x-max-priority": 5}),
+        "{q}"
+    );
+    assert_eq!(q["max_length"], 10, "{q}");
+    // A known integer argument given a non-integer is refused before anything is sent.
+    let out = d.cli(&["queue", "declare", "other", "--arg", "x-message-ttl=1.5s"]);
+    let stderr = fails(&out);
+    assert!(
+        stderr.contains("'x-message-ttl=1.5s' for '--arg <KEY[:TYPE]=VALUE>'"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn exchange_declare_takes_typed_arguments() {
+    let d = TestDaemon::start();
+    ok(&d.cli(&[
+        "exchange",
+        "declare",
+        "logs",
+        "--type",
+        "topic",
+        "--arg",
+        "alternate-exchange=ae",
+        "--arg",
+        "n:int=3",
+    ]));
+    let listed: Value =
+        serde_json::from_str(&ok(&d.cli(&["exchange", "list", "--json"]))).expect("JSON");
+    let logs = listed
+        .as_array()
+        .and_then(|all| all.iter().find(|e| e["name"] == "logs"))
+        .unwrap_or_else(|| panic!("no logs in {listed}"));
+    assert_eq!(
+        logs["arguments"],
+        json!({"alternate-exchange": "ae", "n": 3})
+    );
+}
+
+#[test]
+fn a_headers_binding_matches_only_values_of_the_same_type() {
+    let d = TestDaemon::start();
+    ok(&d.cli(&["exchange", "declare", "h", "--type", "headers"]));
+    ok(&d.cli(&["queue", "declare", "ints"]));
+    ok(&d.cli(&["queue", "declare", "strings"]));
+    ok(&d.cli(&["bind", "ints", "h", "--arg", "n:int=1"]));
+    ok(&d.cli(&["bind", "strings", "h", "--arg", "n=1"]));
+    ok(&d.cli(&["publish", "h", "", "int", "--header", "n:int=1"]));
+    ok(&d.cli(&["publish", "h", "", "string", "--header", "n=1"]));
+    let got = |queue: &str| {
+        let v = json_lines(&ok(&d.cli(&["consume", queue, "--count", "1", "--json"])));
+        bodies(&v)
+            .iter()
+            .map(|b| (*b).to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(got("ints"), ["int"]);
+    assert_eq!(got("strings"), ["string"]);
 }
 
 #[test]
@@ -547,12 +766,92 @@ fn consuming_a_missing_queue_fails_with_not_found() {
 async fn queue_declare_with_an_empty_name_prints_a_server_generated_name() {
     let d = TestDaemon::start();
     let stdout = ok(&d.cli(&["queue", "declare", ""]));
-    let name = stdout.strip_suffix('\n').expect("one line");
+    let name = stdout
+        .strip_prefix("queue '")
+        .and_then(|rest| rest.strip_suffix("' declared\n"))
+        .unwrap_or_else(|| panic!("{stdout:?}"));
     assert!(name.starts_with("amq.gen-"), "{stdout:?}");
-    assert!(!name.contains('\n'), "{stdout:?}");
-    // The queue outlives the CLI's connection: it is neither exclusive nor auto-delete.
+    // Under --quiet the name alone is printed: it is the result a script needs.
+    let quiet = ok(&d.cli(&["queue", "declare", "", "--quiet"]));
+    let quiet_name = quiet.strip_suffix('\n').expect("one line");
+    assert!(quiet_name.starts_with("amq.gen-"), "{quiet:?}");
+    assert!(!quiet_name.contains(['\n', ' ']), "{quiet:?}");
+    // The queues outlive the CLI's connection: neither exclusive nor auto-delete.
     let c = d.client().await;
     assert_eq!(ready_count(&c, name).await, 0);
+    assert_eq!(ready_count(&c, quiet_name).await, 0);
+}
+
+// Issue 7, item 9: `queue purge` and `queue delete` printed a bare number, `exchange
+// declare` and `bind` nothing.
+#[test]
+fn every_change_prints_one_line_saying_what_happened() {
+    let d = TestDaemon::start();
+    for (argv, line) in [
+        (
+            &[
+                "exchange",
+                "declare",
+                "logs",
+                "--type",
+                "topic",
+                "--durable",
+            ][..],
+            "exchange 'logs' declared (topic, durable)",
+        ),
+        (
+            &["exchange", "declare", "tmp", "--type", "fanout"][..],
+            "exchange 'tmp' declared (fanout)",
+        ),
+        (&["queue", "declare", "jobs"][..], "queue 'jobs' declared"),
+        (
+            &["bind", "jobs", "logs", "--key", "app.#"][..],
+            "bound queue 'jobs' to exchange 'logs' with key 'app.#'",
+        ),
+        (&["publish", "logs", "app.x", "one"][..], ""),
+        (
+            &["queue", "purge", "jobs"][..],
+            "queue 'jobs' purged: 1 message",
+        ),
+        (
+            &["unbind", "jobs", "logs", "--key", "app.#"][..],
+            "unbound queue 'jobs' from exchange 'logs' with key 'app.#'",
+        ),
+        (
+            &["queue", "delete", "jobs"][..],
+            "queue 'jobs' deleted: 0 messages",
+        ),
+        (&["exchange", "delete", "tmp"][..], "exchange 'tmp' deleted"),
+    ] {
+        let want = if line.is_empty() {
+            String::new()
+        } else {
+            format!("{line}\n")
+        };
+        assert_eq!(ok(&d.cli(argv)), want, "{argv:?}");
+    }
+}
+
+#[test]
+fn quiet_suppresses_success_lines_but_not_errors_or_listings() {
+    let d = TestDaemon::start();
+    for argv in [
+        &["-q", "exchange", "declare", "logs", "--type", "topic"][..],
+        &["queue", "declare", "jobs", "--quiet"][..],
+        &["--quiet", "bind", "jobs", "logs", "--key", "k"][..],
+        &["publish", "logs", "k", "x", "-q"][..],
+        &["queue", "purge", "jobs", "-q"][..],
+        &["unbind", "jobs", "logs", "--key", "k", "-q"][..],
+        &["queue", "delete", "jobs", "-q"][..],
+        &["exchange", "delete", "logs", "-q"][..],
+    ] {
+        assert_eq!(ok(&d.cli(argv)), "", "{argv:?}");
+    }
+    let listed: Value =
+        serde_json::from_str(&ok(&d.cli(&["-q", "queue", "list", "--json"]))).expect("JSON");
+    assert_eq!(listed, json!([]));
+    let line = fails_with_one_line(&d.cli(&["-q", "queue", "purge", "nosuch"]));
+    assert!(line.contains("NOT_FOUND"), "{line}");
 }
 
 #[test]
@@ -560,7 +859,10 @@ fn queue_delete_prints_how_many_messages_it_held() {
     let d = TestDaemon::start();
     ok(&d.cli(&["queue", "declare", "q"]));
     publish_lines(&d, "q", &["a", "b"]);
-    assert_eq!(ok(&d.cli(&["queue", "delete", "q"])), "2\n");
+    assert_eq!(
+        ok(&d.cli(&["queue", "delete", "q"])),
+        "queue 'q' deleted: 2 messages\n"
+    );
     let line = fails_with_one_line(&d.cli(&["publish", "", "q", "x", "--mandatory"]));
     assert!(line.contains("returned"), "{line}");
 }
@@ -577,7 +879,10 @@ fn unbind_stops_routing_to_the_queue() {
     assert!(line.contains("returned"), "{line}");
     let v = json_lines(&ok(&d.cli(&["consume", "q", "--count", "1", "--json"])));
     assert_eq!(bodies(&v), ["routed"]);
-    assert_eq!(ok(&d.cli(&["queue", "purge", "q"])), "0\n");
+    assert_eq!(
+        ok(&d.cli(&["queue", "purge", "q"])),
+        "queue 'q' purged: 0 messages\n"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -604,7 +909,10 @@ fn consume_no_ack_prints_and_removes_the_messages() {
         &d.cli(&["consume", "q", "--count", "3", "--no-ack", "--json"])
     ));
     assert_eq!(bodies(&v), ["a", "b", "c"]);
-    assert_eq!(ok(&d.cli(&["queue", "purge", "q"])), "0\n");
+    assert_eq!(
+        ok(&d.cli(&["queue", "purge", "q"])),
+        "queue 'q' purged: 0 messages\n"
+    );
 }
 
 // Regression: `--no-ack --count 2` used to let the server push the whole queue and drop
@@ -618,7 +926,10 @@ fn consume_no_ack_with_a_count_takes_only_that_many() {
         &d.cli(&["consume", "q", "--count", "2", "--no-ack", "--json"])
     ));
     assert_eq!(bodies(&v), ["a", "b"]);
-    assert_eq!(ok(&d.cli(&["queue", "purge", "q"])), "3\n");
+    assert_eq!(
+        ok(&d.cli(&["queue", "purge", "q"])),
+        "queue 'q' purged: 3 messages\n"
+    );
 }
 
 #[test]
@@ -628,7 +939,10 @@ fn consume_with_prefetch_one_acks_every_message() {
     publish_lines(&d, "q", &["a", "b", "c"]);
     let out = d.cli(&["consume", "q", "--count", "3", "--prefetch", "1", "--json"]);
     assert_eq!(bodies(&json_lines(&ok(&out))), ["a", "b", "c"]);
-    assert_eq!(ok(&d.cli(&["queue", "purge", "q"])), "0\n");
+    assert_eq!(
+        ok(&d.cli(&["queue", "purge", "q"])),
+        "queue 'q' purged: 0 messages\n"
+    );
 }
 
 #[tokio::test]
@@ -674,7 +988,10 @@ fn consume_stops_cleanly_on_sigterm_with_everything_printed_acked() {
     assert!(status.success(), "{status}; stderr: {stderr}");
     assert!(rest.is_empty(), "{rest:?}");
     assert_eq!(stderr, "");
-    assert_eq!(ok(&d.cli(&["queue", "purge", "q"])), "0\n");
+    assert_eq!(
+        ok(&d.cli(&["queue", "purge", "q"])),
+        "queue 'q' purged: 0 messages\n"
+    );
 }
 
 #[tokio::test]

@@ -61,29 +61,6 @@ impl FieldValue {
             _ => None,
         }
     }
-
-    /// Parses a command-line `VALUE` the way `--arg K=V` and `--header K=V` do: an integer
-    /// if it parses as one, then a float, `true`/`false`, otherwise a string. A value in
-    /// double quotes is always a string.
-    pub fn parse_cli(text: &str) -> FieldValue {
-        if let Some(inner) = text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
-            return FieldValue::String(inner.to_owned());
-        }
-        if let Ok(i) = text.parse::<i64>() {
-            return FieldValue::Int(i);
-        }
-        match text {
-            "true" => return FieldValue::Bool(true),
-            "false" => return FieldValue::Bool(false),
-            _ => {}
-        }
-        if let Ok(f) = text.parse::<f64>() {
-            if f.is_finite() {
-                return FieldValue::Float(f);
-            }
-        }
-        FieldValue::String(text.to_owned())
-    }
 }
 
 /// Writes a table: `u32` entry count, then for each entry a `str16` key and a tagged value.
@@ -190,26 +167,6 @@ fn read_value(r: &mut Reader, depth: usize) -> Result<FieldValue, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cli_values_parse_to_the_expected_types() {
-        assert_eq!(FieldValue::parse_cli("42"), FieldValue::Int(42));
-        assert_eq!(FieldValue::parse_cli("-1"), FieldValue::Int(-1));
-        assert_eq!(FieldValue::parse_cli("1.5"), FieldValue::Float(1.5));
-        assert_eq!(FieldValue::parse_cli("true"), FieldValue::Bool(true));
-        assert_eq!(
-            FieldValue::parse_cli("\"42\""),
-            FieldValue::String("42".into())
-        );
-        assert_eq!(
-            FieldValue::parse_cli("abc"),
-            FieldValue::String("abc".into())
-        );
-        assert_eq!(
-            FieldValue::parse_cli("nan"),
-            FieldValue::String("nan".into())
-        );
-    }
 
     #[test]
     fn deep_nesting_is_refused_not_recursed() {

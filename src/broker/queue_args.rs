@@ -75,6 +75,26 @@ const CLASSIC_QUEUE_TYPE: &str = "classic";
 pub const NOT_IMPLEMENTED_REASON: &str =
     "Warren does not implement this argument yet; declare without it";
 
+/// The arguments [`QueueArgs::parse`] reads as integers, for clients (the CLI's `--arg`) that
+/// must send them typed when the user gives only text.
+pub const INTEGER_ARGUMENTS: [&str; 6] = [
+    X_MESSAGE_TTL,
+    X_EXPIRES,
+    X_MAX_LENGTH,
+    X_MAX_LENGTH_BYTES,
+    X_DELIVERY_LIMIT,
+    X_CONSUMER_TIMEOUT,
+];
+
+/// The arguments [`QueueArgs::parse`] reads as strings (`x-retry-backoff` also takes a list,
+/// but its string form says everything the list can).
+pub const STRING_ARGUMENTS: [&str; 4] = [
+    X_DEAD_LETTER_EXCHANGE,
+    X_DEAD_LETTER_ROUTING_KEY,
+    X_OVERFLOW,
+    X_RETRY_BACKOFF,
+];
+
 /// 2^64, the first float that does not fit in a `u64` (exactly representable as an `f64`).
 const TWO_POW_64: f64 = 18_446_744_073_709_551_616.0;
 

@@ -54,10 +54,16 @@ pub(crate) fn user_value(value: &FieldValue) -> String {
         FieldValue::Float(f) => format!("{f:?}"),
         FieldValue::Bool(b) => b.to_string(),
         FieldValue::String(s) => {
-            if !s.is_empty() && FieldValue::parse_cli(s) == *value {
-                s.clone()
-            } else {
+            // Quoted when it could be mistaken for a number or a boolean of the other side.
+            let ambiguous = s.is_empty()
+                || s.parse::<f64>().is_ok()
+                || s == "true"
+                || s == "false"
+                || s.starts_with('"');
+            if ambiguous {
                 format!("{s:?}")
+            } else {
+                s.clone()
             }
         }
         FieldValue::Bytes(b) => format!("<{} bytes of binary data>", b.len()),

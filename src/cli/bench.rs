@@ -25,26 +25,24 @@ pub struct BenchArgs {
     /// queue.
     #[arg(long)]
     pub transient: bool,
-    /// Measure a running daemon instead of starting a broker in this process.
-    #[arg(long, value_name = "ADDR")]
-    pub server: Option<String>,
     /// Data directory of the in-process broker (default: a temporary directory).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 }
 
-/// Runs the benchmark and prints its report.
+/// Runs the benchmark and prints its report. `server` is the global `--server` as given on
+/// the command line: a running daemon to measure; without it a broker starts in this process.
 ///
 /// # Errors
 /// The broker could not be started or reached, or a message was refused.
-pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+pub async fn run(args: BenchArgs, server: Option<String>) -> anyhow::Result<()> {
     let report = crate::bench::run(BenchOptions {
         messages: args.messages,
         size: args.size,
         in_flight: args.in_flight,
         prefetch: args.prefetch,
         persistent: !args.transient,
-        server: args.server,
+        server,
         data_dir: args.data_dir,
     })
     .await?;

@@ -5,8 +5,9 @@ use clap::{Args, Subcommand};
 use serde_json::Value;
 use warren_protocol::FieldValue;
 
+use crate::cli::field::{field_table, parse_plain_arg, VALUE_NAME};
 use crate::cli::output::{arguments_cell, cell, emit, exchange_name, print_json, Align, Table};
-use crate::cli::{admin_args, field_table, parse_key_value, ServerArg};
+use crate::cli::{admin_args, Global};
 
 /// Arguments of `warren bind` and `warren unbind`.
 #[derive(Debug, Args)]
@@ -18,12 +19,16 @@ pub struct BindArgs {
     /// Binding key (a pattern with `*` and `#` for topic exchanges).
     #[arg(long, value_name = "KEY", default_value = "")]
     pub key: String,
-    /// A binding argument, e.g. `x-match=all` for headers exchanges (repeatable).
-    #[arg(long = "arg", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    /// A binding argument, KEY=VALUE or KEY:TYPE=VALUE, e.g. `x-match=all` for headers
+    /// exchanges (repeatable).
+    ///
+    /// VALUE is a string unless TYPE says otherwise: string, int, float, bool, bytes
+    /// (base64), list (a JSON array) or table (a JSON object), e.g. `n:int=5`,
+    /// `ok:bool=true`, `raw:bytes=AAEC`, `tags:list='["a",1]'`, `meta:table='{"k":1}'`.
+    /// A headers exchange matches values with their types, so bind with the type the
+    /// publisher's headers have.
+    #[arg(long = "arg", value_name = VALUE_NAME, value_parser = parse_plain_arg)]
     pub args: Vec<(String, FieldValue)>,
-    #[command(flatten)]
-    /// The server to talk to.
-    pub server: ServerArg,
 }
 
 /// Which of the two commands runs.
@@ -39,8 +44,8 @@ pub enum Action {
 ///
 /// # Errors
 /// Connecting failed or the server refused, with queue, exchange and key in the context.
-pub async fn run(args: BindArgs, action: Action) -> anyhow::Result<()> {
-    let client = args.server.connect().await?;
+pub async fn run(args: BindArgs, action: Action, global: &Global) -> anyhow::Result<()> {
+    let client = global.server.connect().await?;
     let arguments = field_table(args.args);
     let result = match action {
         Action::Bind => {
@@ -65,7 +70,14 @@ pub async fn run(args: BindArgs, action: Action) -> anyhow::Result<()> {
         )
     })?;
     client.close().await?;
-    Ok(())
+    let (done, preposition) = match action {
+        Action::Bind => ("bound", "to"),
+        Action::Unbind => ("unbound", "from"),
+    };
+    global.done(&format!(
+        "{done} queue '{}' {preposition} exchange '{}' with key '{}'",
+        args.queue, args.exchange, args.key
+    ))
 }
 
 /// `warren binding ...`
@@ -87,22 +99,19 @@ pub struct BindingListArgs {
     /// Print the server's JSON instead of a table.
     #[arg(long)]
     pub json: bool,
-    /// The server to talk to.
-    #[command(flatten)]
-    pub server: ServerArg,
 }
 
 /// Runs `warren binding list`.
 ///
 /// # Errors
 /// Connecting failed or the server refused.
-pub async fn run_list(command: BindingCommand) -> anyhow::Result<()> {
+pub async fn run_list(command: BindingCommand, global: &Global) -> anyhow::Result<()> {
     let BindingCommand::List(args) = command;
     let arguments = admin_args([
         ("queue", args.queue.clone().map(FieldValue::String)),
         ("exchange", args.exchange.clone().map(FieldValue::String)),
     ]);
-    let bindings = args
+    let bindings = global
         .server
         .admin("binding.list", arguments, || "listing bindings".to_owned())
         .await?;

@@ -5,7 +5,7 @@ use serde_json::Value;
 use warren_protocol::FieldTable;
 
 use crate::cli::output::{cell, emit, print_json, time_cell, Align, Table};
-use crate::cli::ListArgs;
+use crate::cli::{Global, ListArgs};
 
 /// `warren connection ...`
 #[derive(Debug, Subcommand)]
@@ -18,9 +18,9 @@ pub enum ConnectionCommand {
 ///
 /// # Errors
 /// Connecting failed or the server refused.
-pub async fn run(command: ConnectionCommand) -> anyhow::Result<()> {
+pub async fn run(command: ConnectionCommand, global: &Global) -> anyhow::Result<()> {
     let ConnectionCommand::List(args) = command;
-    let connections = args
+    let connections = global
         .server
         .admin("connection.list", FieldTable::new(), || {
             "listing connections".to_owned()

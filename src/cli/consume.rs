@@ -22,7 +22,7 @@ use anyhow::Context;
 use clap::Args;
 
 use crate::cli::output::{delivery_json_line, delivery_line};
-use crate::cli::ServerArg;
+use crate::cli::Global;
 use crate::client::{Client, ClientError, ConsumeOptions, Consumer, Delivery, QueueOptions};
 
 /// Prefetch of `warren consume` unless `--prefetch` says otherwise, and of `warren subscribe`.
@@ -58,9 +58,6 @@ pub struct ConsumeArgs {
     /// Exit (successfully) once no message has arrived for this many seconds.
     #[arg(long, value_name = "SECS", value_parser = positive_seconds)]
     pub idle_timeout: Option<f64>,
-    /// The server to talk to.
-    #[command(flatten)]
-    pub server: ServerArg,
 }
 
 /// Arguments of `warren subscribe`.
@@ -76,9 +73,6 @@ pub struct SubscribeArgs {
     /// Print one JSON object per line.
     #[arg(long)]
     pub json: bool,
-    /// The server to talk to.
-    #[command(flatten)]
-    pub server: ServerArg,
 }
 
 /// What happens to each printed message.
@@ -208,8 +202,8 @@ struct LoopOptions {
 ///
 /// # Errors
 /// Connecting or consuming failed, or the consumer ended before `--count` messages.
-pub async fn run_consume(mut args: ConsumeArgs) -> anyhow::Result<()> {
-    let client = args.server.connect().await?;
+pub async fn run_consume(mut args: ConsumeArgs, global: &Global) -> anyhow::Result<()> {
+    let client = global.server.connect().await?;
     if let Some(count) = args.count {
         // A no-ack consumer gets everything the server can push, and `--count` would drop
         // what it did not print: with a count, take exactly that many, acked as printed.
@@ -259,8 +253,8 @@ pub async fn run_consume(mut args: ConsumeArgs) -> anyhow::Result<()> {
 ///
 /// # Errors
 /// Connecting, declaring, binding or consuming failed, or the consumer ended early.
-pub async fn run_subscribe(args: SubscribeArgs) -> anyhow::Result<()> {
-    let client = args.server.connect().await?;
+pub async fn run_subscribe(args: SubscribeArgs, global: &Global) -> anyhow::Result<()> {
+    let client = global.server.connect().await?;
     let options = QueueOptions {
         exclusive: true,
         auto_delete: true,

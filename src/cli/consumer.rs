@@ -5,7 +5,7 @@ use serde_json::Value;
 use warren_protocol::FieldTable;
 
 use crate::cli::output::{cell, emit, print_json, yes_no, Align, Table};
-use crate::cli::ListArgs;
+use crate::cli::{Global, ListArgs};
 
 /// `warren consumer ...`
 #[derive(Debug, Subcommand)]
@@ -18,9 +18,9 @@ pub enum ConsumerCommand {
 ///
 /// # Errors
 /// Connecting failed or the server refused.
-pub async fn run(command: ConsumerCommand) -> anyhow::Result<()> {
+pub async fn run(command: ConsumerCommand, global: &Global) -> anyhow::Result<()> {
     let ConsumerCommand::List(args) = command;
-    let consumers = args
+    let consumers = global
         .server
         .admin("consumer.list", FieldTable::new(), || {
             "listing consumers".to_owned()

@@ -14,7 +14,7 @@ use serde_json::Value;
 use warren_protocol::{FieldTable, FieldValue};
 
 use crate::cli::output::{emit, pretty_json};
-use crate::cli::{admin_args, reply_count, ServerArg};
+use crate::cli::{admin_args, count, reply_count, Global};
 
 /// `warren definitions ...`
 #[derive(Debug, Subcommand)]
@@ -30,9 +30,6 @@ pub enum DefinitionsCommand {
 pub struct DefinitionsExportArgs {
     /// File to write (replaced if it exists); stdout when omitted.
     pub file: Option<PathBuf>,
-    /// The server to talk to.
-    #[command(flatten)]
-    pub server: ServerArg,
 }
 
 /// Arguments of `warren definitions import`.
@@ -40,9 +37,6 @@ pub struct DefinitionsExportArgs {
 pub struct DefinitionsImportArgs {
     /// A file written by `warren definitions export`.
     pub file: PathBuf,
-    /// The server to talk to.
-    #[command(flatten)]
-    pub server: ServerArg,
 }
 
 /// Runs a definitions command.
@@ -50,10 +44,10 @@ pub struct DefinitionsImportArgs {
 /// # Errors
 /// Connecting failed, the file could not be read or written, or the server refused the
 /// import (invalid JSON, a conflict with what exists), with the file in the context.
-pub async fn run(command: DefinitionsCommand) -> anyhow::Result<()> {
+pub async fn run(command: DefinitionsCommand, global: &Global) -> anyhow::Result<()> {
     match command {
         DefinitionsCommand::Export(args) => {
-            let definitions = args
+            let definitions = global
                 .server
                 .admin("definitions.export", FieldTable::new(), || {
                     "exporting definitions".to_owned()
@@ -65,7 +59,7 @@ pub async fn run(command: DefinitionsCommand) -> anyhow::Result<()> {
                 Some(path) => {
                     std::fs::write(path, text)
                         .with_context(|| format!("writing definitions to '{}'", path.display()))?;
-                    emit(&format!("{}\n", export_line(&definitions, path)))
+                    global.done(&export_line(&definitions, path))
                 }
             }
         }
@@ -73,30 +67,37 @@ pub async fn run(command: DefinitionsCommand) -> anyhow::Result<()> {
             let text = std::fs::read_to_string(&args.file)
                 .with_context(|| format!("reading definitions from '{}'", args.file.display()))?;
             let arguments = admin_args([("definitions", Some(FieldValue::String(text)))]);
-            let result = args
+            let result = global
                 .server
                 .admin("definitions.import", arguments, || {
                     format!("importing definitions from '{}'", args.file.display())
                 })
                 .await?;
-            emit(&format!("{}\n", import_line(&result)?))
+            global.done(&format!(
+                "definitions imported from '{}': {}",
+                args.file.display(),
+                import_line(&result)?
+            ))
         }
     }
 }
 
-/// `exported 2 exchange(s), 3 queue(s) and 4 binding(s) to 'defs.json'`.
+/// `definitions exported to 'defs.json': 2 exchanges, 3 queues and 4 bindings`.
 fn export_line(definitions: &Value, path: &std::path::Path) -> String {
-    let len = |key: &str| definitions[key].as_array().map_or(0, Vec::len);
+    let len = |key: &str, noun: &str| {
+        let n = definitions[key].as_array().map_or(0, Vec::len);
+        count(u64::try_from(n).unwrap_or(u64::MAX), noun)
+    };
     format!(
-        "exported {} exchange(s), {} queue(s) and {} binding(s) to '{}'",
-        len("exchanges"),
-        len("queues"),
-        len("bindings"),
-        path.display()
+        "definitions exported to '{}': {}, {} and {}",
+        path.display(),
+        len("exchanges", "exchange"),
+        len("queues", "queue"),
+        len("bindings", "binding")
     )
 }
 
-/// `created 1 exchange(s) and 2 queue(s); 3 binding(s) in place`: exchanges and queues
+/// `created 1 exchange and 2 queues; 3 bindings in place`: exchanges and queues
 /// that did not exist before, and the file's bindings (declaring an existing binding is a
 /// no-op).
 ///
@@ -104,10 +105,10 @@ fn export_line(definitions: &Value, path: &std::path::Path) -> String {
 /// The reply lacks one of the counts.
 pub fn import_line(result: &Value) -> anyhow::Result<String> {
     Ok(format!(
-        "created {} exchange(s) and {} queue(s); {} binding(s) in place",
-        reply_count(result, "exchanges_created")?,
-        reply_count(result, "queues_created")?,
-        reply_count(result, "bindings")?
+        "created {} and {}; {} in place",
+        count(reply_count(result, "exchanges_created")?, "exchange"),
+        count(reply_count(result, "queues_created")?, "queue"),
+        count(reply_count(result, "bindings")?, "binding")
     ))
 }
 
@@ -121,14 +122,14 @@ mod tests {
         assert_eq!(
             import_line(&json!({"exchanges_created": 1, "queues_created": 2, "bindings": 3}))
                 .unwrap(),
-            "created 1 exchange(s) and 2 queue(s); 3 binding(s) in place"
+            "created 1 exchange and 2 queues; 3 bindings in place"
         );
         assert_eq!(
             export_line(
                 &json!({"exchanges": [{}], "queues": [{}, {}], "bindings": []}),
                 std::path::Path::new("defs.json")
             ),
-            "exported 1 exchange(s), 2 queue(s) and 0 binding(s) to 'defs.json'"
+            "definitions exported to 'defs.json': 1 exchange, 2 queues and 0 bindings"
         );
     }
 }

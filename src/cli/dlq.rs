@@ -15,7 +15,7 @@ use crate::broker::dead_letter::DeadLetterReason;
 use crate::cli::output::{
     bytes_cell, cell, emit, exchange_name, one_line, print_json, time_cell, truncate, Align, Table,
 };
-use crate::cli::{admin_args, reply_count, ServerArg};
+use crate::cli::{admin_args, count, reply_count, Global};
 
 /// Characters of a body shown in the `dlq peek` table (the server sends a longer preview).
 pub const TABLE_PREVIEW_CHARS: usize = 40;
@@ -27,7 +27,7 @@ pub enum DlqCommand {
     Peek(DlqPeekArgs),
     /// Publish dead letters again to where they were first published, removing them here.
     Replay(DlqReplayArgs),
-    /// Remove dead letters and print how many.
+    /// Remove dead letters, saying how many.
     Purge(DlqPurgeArgs),
 }
 
@@ -80,9 +80,6 @@ pub struct DlqPeekArgs {
     /// Print the server's JSON (with the whole body and headers) instead of a table.
     #[arg(long)]
     pub json: bool,
-    /// The server to talk to.
-    #[command(flatten)]
-    pub server: ServerArg,
 }
 
 /// Arguments of `warren dlq replay`.
@@ -100,9 +97,6 @@ pub struct DlqReplayArgs {
     /// Routing key for --to-exchange (default "").
     #[arg(long, value_name = "KEY", requires = "to_exchange")]
     pub key: Option<String>,
-    /// The server to talk to.
-    #[command(flatten)]
-    pub server: ServerArg,
 }
 
 /// Arguments of `warren dlq purge`.
@@ -113,19 +107,16 @@ pub struct DlqPurgeArgs {
     /// Which dead letters.
     #[command(flatten)]
     pub filter: DlqFilterArgs,
-    /// The server to talk to.
-    #[command(flatten)]
-    pub server: ServerArg,
 }
 
 /// Runs a dead-letter command.
 ///
 /// # Errors
 /// Connecting failed, or the server refused (no such queue, no such `--to-exchange`).
-pub async fn run(command: DlqCommand) -> anyhow::Result<()> {
+pub async fn run(command: DlqCommand, global: &Global) -> anyhow::Result<()> {
     match command {
         DlqCommand::Peek(args) => {
-            let letters = args
+            let letters = global
                 .server
                 .admin("dlq.peek", args.filter.arguments(&args.queue), || {
                     format!("peeking at the dead letters in '{}'", args.queue)
@@ -144,40 +135,45 @@ pub async fn run(command: DlqCommand) -> anyhow::Result<()> {
                 let key = args.key.clone().unwrap_or_default();
                 arguments.insert("routing_key".into(), FieldValue::String(key));
             }
-            let result = args
+            let result = global
                 .server
                 .admin("dlq.replay", arguments, || {
                     format!("replaying the dead letters in '{}'", args.queue)
                 })
                 .await?;
-            emit(&format!("{}\n", replay_line(&result, &args.queue)?))
+            global.done(&replay_line(&result, &args.queue)?)
         }
         DlqCommand::Purge(args) => {
-            let result = args
+            let result = global
                 .server
                 .admin("dlq.purge", args.filter.arguments(&args.queue), || {
                     format!("purging the dead letters in '{}'", args.queue)
                 })
                 .await?;
             let purged = reply_count(&result, "purged")?;
-            emit(&format!("purged {purged} message(s)\n"))
+            global.done(&format!(
+                "dead letters in queue '{}' purged: {}",
+                args.queue,
+                count(purged, "message")
+            ))
         }
     }
 }
 
-/// `moved 42 message(s)`, plus `; 3 could not be routed and stayed in 'dlq'` when some did
-/// not route.
+/// `dead letters in queue 'dlq' replayed: 42 messages`, plus `; 3 could not be routed and
+/// stayed` when some did not route.
 ///
 /// # Errors
 /// The reply lacks `moved` or `unroutable`.
 pub fn replay_line(result: &Value, queue: &str) -> anyhow::Result<String> {
     let moved = reply_count(result, "moved")?;
     let unroutable = reply_count(result, "unroutable")?;
-    let mut line = format!("moved {moved} message(s)");
+    let mut line = format!(
+        "dead letters in queue '{queue}' replayed: {}",
+        count(moved, "message")
+    );
     if unroutable > 0 {
-        line.push_str(&format!(
-            "; {unroutable} could not be routed and stayed in '{queue}'"
-        ));
+        line.push_str(&format!("; {unroutable} could not be routed and stayed"));
     }
     Ok(line)
 }
@@ -277,11 +273,11 @@ mod tests {
     fn replay_reports_what_did_not_route() {
         assert_eq!(
             replay_line(&json!({"moved": 42, "unroutable": 0}), "dlq").unwrap(),
-            "moved 42 message(s)"
+            "dead letters in queue 'dlq' replayed: 42 messages"
         );
         assert_eq!(
             replay_line(&json!({"moved": 42, "unroutable": 3}), "dlq").unwrap(),
-            "moved 42 message(s); 3 could not be routed and stayed in 'dlq'"
+            "dead letters in queue 'dlq' replayed: 42 messages; 3 could not be routed and stayed"
         );
         assert!(replay_line(&json!({}), "dlq").is_err());
     }

@@ -3,12 +3,13 @@
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::Value;
-use warren_protocol::FieldTable;
+use warren_protocol::{FieldTable, FieldValue};
 
+use crate::cli::field::{field_table, parse_plain_arg, VALUE_NAME};
 use crate::cli::output::{
     arguments_cell, cell, emit, exchange_name, print_json, yes_no, Align, Table,
 };
-use crate::cli::{ListArgs, ServerArg};
+use crate::cli::{Global, ListArgs};
 use crate::client::{ExchangeKind, ExchangeOptions};
 
 /// `warren exchange ...`
@@ -33,9 +34,14 @@ pub struct ExchangeDeclareArgs {
     /// Keep the exchange across server restarts.
     #[arg(long)]
     pub durable: bool,
-    #[command(flatten)]
-    /// The server to talk to.
-    pub server: ServerArg,
+    /// An exchange argument, KEY=VALUE or KEY:TYPE=VALUE (repeatable); kept with the
+    /// exchange and shown by `exchange list`.
+    ///
+    /// VALUE is a string unless TYPE says otherwise: string, int, float, bool, bytes
+    /// (base64), list (a JSON array) or table (a JSON object), e.g. `n:int=5`,
+    /// `ok:bool=true`, `raw:bytes=AAEC`, `tags:list='["a",1]'`, `meta:table='{"k":1}'`.
+    #[arg(long = "arg", value_name = VALUE_NAME, value_parser = parse_plain_arg)]
+    pub args: Vec<(String, FieldValue)>,
 }
 
 /// Arguments of `warren exchange delete`.
@@ -46,9 +52,6 @@ pub struct ExchangeDeleteArgs {
     /// Refuse if the exchange still has bindings.
     #[arg(long)]
     pub if_unused: bool,
-    #[command(flatten)]
-    /// The server to talk to.
-    pub server: ServerArg,
 }
 
 /// `--type` values: the exchange kinds.
@@ -79,12 +82,13 @@ impl From<KindArg> for ExchangeKind {
 ///
 /// # Errors
 /// Connecting failed or the server refused, with the exchange's name in the context.
-pub async fn run(command: ExchangeCommand) -> anyhow::Result<()> {
+pub async fn run(command: ExchangeCommand, global: &Global) -> anyhow::Result<()> {
     match command {
         ExchangeCommand::Declare(args) => {
-            let client = args.server.connect().await?;
+            let client = global.server.connect().await?;
             let options = ExchangeOptions {
                 durable: args.durable,
+                arguments: field_table(args.args),
                 ..ExchangeOptions::default()
             };
             client
@@ -92,17 +96,28 @@ pub async fn run(command: ExchangeCommand) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("declaring exchange '{}'", args.name))?;
             client.close().await?;
+            let kind = args
+                .kind
+                .to_possible_value()
+                .map(|v| v.get_name().to_owned())
+                .unwrap_or_default();
+            let durable = if args.durable { ", durable" } else { "" };
+            global.done(&format!(
+                "exchange '{}' declared ({kind}{durable})",
+                args.name
+            ))?;
         }
         ExchangeCommand::Delete(args) => {
-            let client = args.server.connect().await?;
+            let client = global.server.connect().await?;
             client
                 .delete_exchange(&args.name, args.if_unused)
                 .await
                 .with_context(|| format!("deleting exchange '{}'", args.name))?;
             client.close().await?;
+            global.done(&format!("exchange '{}' deleted", args.name))?;
         }
         ExchangeCommand::List(args) => {
-            let exchanges = args
+            let exchanges = global
                 .server
                 .admin("exchange.list", FieldTable::new(), || {
                     "listing exchanges".to_owned()

@@ -19,6 +19,7 @@ pub mod consumer;
 pub mod definitions;
 pub mod dlq;
 pub mod exchange;
+pub mod field;
 pub mod message;
 pub mod output;
 pub mod publish;
@@ -53,9 +54,81 @@ pub const DEFAULT_SERVER: &str = "127.0.0.1:5680";
 #[derive(Debug, Parser)]
 #[command(name = "warren", version, about, propagate_version = true)]
 pub struct Cli {
+    /// Options every client command takes, before or after the subcommand.
+    #[command(flatten)]
+    pub global: GlobalArgs,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The options every client command takes. They are clap `global` arguments, so
+/// `warren --server H:P queue list` and `warren queue list --server H:P` mean the same.
+#[derive(Debug, Clone, Default, Args)]
+pub struct GlobalArgs {
+    /// Address of the Warren server, for client commands [env: WARREN_SERVER]
+    /// [default: 127.0.0.1:5680].
+    // Not a clap `env`/`default_value`: `warren bench` must tell "asked for a server on the
+    // command line" from "nothing said", and `warren serve` must refuse it (it listens on
+    // --listen), so the fallbacks are applied by `GlobalArgs::resolve`.
+    #[arg(long, global = true, value_name = "ADDR")]
+    pub server: Option<String>,
+    /// Print nothing when a command that changes something succeeds (errors still go to
+    /// stderr, with a non-zero exit).
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+impl GlobalArgs {
+    /// The options as client commands use them: `--server`, else `WARREN_SERVER` (when not
+    /// empty), else [`DEFAULT_SERVER`].
+    pub fn resolve(&self) -> Global {
+        let server = self
+            .server
+            .clone()
+            .or_else(|| {
+                std::env::var("WARREN_SERVER")
+                    .ok()
+                    .filter(|s| !s.is_empty())
+            })
+            .unwrap_or_else(|| DEFAULT_SERVER.to_owned());
+        Global {
+            server: ServerArg { server },
+            quiet: self.quiet,
+        }
+    }
+}
+
+/// The resolved global options a client command runs with.
+#[derive(Debug, Clone)]
+pub struct Global {
+    /// The server to talk to.
+    pub server: ServerArg,
+    /// `--quiet`: no success lines.
+    pub quiet: bool,
+}
+
+impl Global {
+    /// Prints the one line a command that changed something ends with
+    /// (`queue 'jobs' purged: 3 messages`), unless `--quiet`.
+    ///
+    /// # Errors
+    /// Writing to stdout failed.
+    pub fn done(&self, line: &str) -> anyhow::Result<()> {
+        if self.quiet {
+            return Ok(());
+        }
+        output::emit(&format!("{line}\n"))
+    }
+}
+
+/// `1 message`, `0 messages`, `3 queues`: a count with its noun, plural unless one.
+pub fn count(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
 
 /// The `warren` subcommands.
@@ -123,20 +196,15 @@ pub enum Command {
         #[command(subcommand)]
         command: DefinitionsCommand,
     },
-    /// Measure end-to-end throughput and latency (in-process broker by default).
+    /// Measure end-to-end throughput and latency (an in-process broker unless --server is
+    /// given on the command line; WARREN_SERVER does not count).
     Bench(bench::BenchArgs),
 }
 
-/// The server a client command talks to; flattened into every client command.
-#[derive(Debug, Clone, Args)]
+/// The server a client command talks to (`--server`, `WARREN_SERVER` or the default).
+#[derive(Debug, Clone)]
 pub struct ServerArg {
-    /// Address of the Warren server.
-    #[arg(
-        long = "server",
-        value_name = "ADDR",
-        default_value = DEFAULT_SERVER,
-        env = "WARREN_SERVER"
-    )]
+    /// Address of the Warren server, `host:port`.
     pub server: String,
 }
 
@@ -175,65 +243,42 @@ impl ServerArg {
     }
 }
 
-/// The arguments of every listing: `--json` and the server.
+/// The arguments of every listing: `--json`.
 #[derive(Debug, Clone, Args)]
 pub struct ListArgs {
     /// Print the server's JSON (field names exactly the server's) instead of a table.
     #[arg(long)]
     pub json: bool,
-    /// The server to talk to.
-    #[command(flatten)]
-    pub server: ServerArg,
 }
 
-/// Runs a client command (everything but `serve`).
+/// Runs a client command (everything but `serve`) with the global options.
 ///
 /// # Errors
 /// Whatever the command hit, with context; for [`Command::Serve`] an error saying that
 /// the daemon is started elsewhere.
-pub async fn run_client_command(command: Command) -> anyhow::Result<()> {
+pub async fn run_client_command(command: Command, global: &GlobalArgs) -> anyhow::Result<()> {
+    let g = &global.resolve();
     match command {
         Command::Serve(_) => {
             anyhow::bail!("`warren serve` runs the daemon; it is not a client command")
         }
-        Command::Exchange { command } => exchange::run(command).await,
-        Command::Queue { command } => queue::run(command).await,
-        Command::Bind(args) => binding::run(args, binding::Action::Bind).await,
-        Command::Unbind(args) => binding::run(args, binding::Action::Unbind).await,
-        Command::Publish(args) => publish::run(args).await,
-        Command::Consume(args) => consume::run_consume(args).await,
-        Command::Subscribe(args) => consume::run_subscribe(args).await,
-        Command::Status(args) => status::run(args).await,
-        Command::Binding { command } => binding::run_list(command).await,
-        Command::Connection { command } => connection::run(command).await,
-        Command::Consumer { command } => consumer::run(command).await,
-        Command::Dlq { command } => dlq::run(command).await,
-        Command::Message { command } => message::run(command).await,
-        Command::Definitions { command } => definitions::run(command).await,
-        Command::Bench(args) => bench::run(args).await,
+        Command::Exchange { command } => exchange::run(command, g).await,
+        Command::Queue { command } => queue::run(command, g).await,
+        Command::Bind(args) => binding::run(args, binding::Action::Bind, g).await,
+        Command::Unbind(args) => binding::run(args, binding::Action::Unbind, g).await,
+        Command::Publish(args) => publish::run(args, g).await,
+        Command::Consume(args) => consume::run_consume(args, g).await,
+        Command::Subscribe(args) => consume::run_subscribe(args, g).await,
+        Command::Status(args) => status::run(args, g).await,
+        Command::Binding { command } => binding::run_list(command, g).await,
+        Command::Connection { command } => connection::run(command, g).await,
+        Command::Consumer { command } => consumer::run(command, g).await,
+        Command::Dlq { command } => dlq::run(command, g).await,
+        Command::Message { command } => message::run(command, g).await,
+        Command::Definitions { command } => definitions::run(command, g).await,
+        // Without --server on its command line, bench starts a broker in this process.
+        Command::Bench(args) => bench::run(args, global.server.clone()).await,
     }
-}
-
-/// Parses `KEY=VALUE` for `--arg` and `--header`; the value goes through
-/// [`FieldValue::parse_cli`] (integer, float, bool, else string; quotes force a string).
-///
-/// # Errors
-/// A message clap prints after the argument's name when there is no `=` or no key.
-pub fn parse_key_value(text: &str) -> Result<(String, FieldValue), String> {
-    let (key, value) = text
-        .split_once('=')
-        .ok_or_else(|| format!("expected KEY=VALUE, found no '=' in '{text}'"))?;
-    if key.is_empty() {
-        return Err(format!(
-            "expected KEY=VALUE, found an empty key in '{text}'"
-        ));
-    }
-    Ok((key.to_owned(), FieldValue::parse_cli(value)))
-}
-
-/// Collects parsed `KEY=VALUE` pairs into a table; a repeated key keeps its last value.
-pub fn field_table(pairs: Vec<(String, FieldValue)>) -> FieldTable {
-    pairs.into_iter().collect()
 }
 
 /// A count from an admin reply (`moved`, `purged`, ...).
@@ -265,34 +310,42 @@ mod tests {
     }
 
     #[test]
-    fn key_values_parse_typed_values() {
-        assert_eq!(
-            parse_key_value("x-max-length=10"),
-            Ok(("x-max-length".into(), FieldValue::Int(10)))
-        );
-        assert_eq!(
-            parse_key_value("k=a=b"),
-            Ok(("k".into(), FieldValue::String("a=b".into())))
-        );
-        assert_eq!(
-            parse_key_value("k=\"10\""),
-            Ok(("k".into(), FieldValue::String("10".into())))
-        );
-        assert_eq!(
-            parse_key_value("k="),
-            Ok(("k".into(), FieldValue::String(String::new())))
-        );
-        assert!(parse_key_value("novalue").is_err());
-        assert!(parse_key_value("=v").is_err());
-    }
-
-    #[test]
     fn a_missing_equals_sign_is_a_clap_error_naming_the_argument() {
         let err =
             Cli::try_parse_from(["warren", "queue", "declare", "q", "--arg", "oops"]).unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("--arg <KEY=VALUE>"), "{text}");
+        assert!(text.contains("--arg <KEY[:TYPE]=VALUE>"), "{text}");
         assert!(text.contains("no '=' in 'oops'"), "{text}");
+    }
+
+    #[test]
+    fn a_bad_typed_value_is_one_clap_error_line_naming_the_flag_and_the_value() {
+        let err = Cli::try_parse_from(["warren", "publish", "ex", "k", "--header", "n:int=x"])
+            .unwrap_err();
+        let text = err.to_string();
+        let first = text.lines().next().unwrap_or_default();
+        assert_eq!(
+            first,
+            "error: invalid value 'n:int=x' for '--header <KEY[:TYPE]=VALUE>': n: 'x' is not \
+             an int (a whole number that fits in 64 bits)"
+        );
+    }
+
+    #[test]
+    fn counts_are_singular_only_for_one() {
+        assert_eq!(count(0, "message"), "0 messages");
+        assert_eq!(count(1, "message"), "1 message");
+        assert_eq!(count(3, "binding"), "3 bindings");
+    }
+
+    #[test]
+    fn quiet_goes_before_or_after_the_subcommand() {
+        for argv in [
+            &["warren", "-q", "queue", "purge", "q"][..],
+            &["warren", "queue", "purge", "q", "--quiet"][..],
+        ] {
+            assert!(Cli::try_parse_from(argv).unwrap().global.quiet, "{argv:?}");
+        }
     }
 
     #[test]
@@ -302,15 +355,37 @@ mod tests {
             panic!("expected bind");
         };
         assert_eq!(args.key, "a.*");
+        assert_eq!(cli.global.server, None);
         // The env var may be set in the test environment; only check the flag wins.
         let cli = Cli::try_parse_from(["warren", "queue", "purge", "q", "--server", "10.0.0.1:1"])
             .unwrap();
-        let Command::Queue {
-            command: QueueCommand::Purge(args),
-        } = cli.command
-        else {
-            panic!("expected queue purge");
-        };
-        assert_eq!(args.server.server, "10.0.0.1:1");
+        assert_eq!(cli.global.resolve().server.server, "10.0.0.1:1");
+    }
+
+    #[test]
+    fn server_goes_before_or_after_the_subcommand() {
+        for argv in [
+            &["warren", "--server", "h:1", "queue", "list"][..],
+            &["warren", "queue", "--server", "h:1", "list"][..],
+            &["warren", "queue", "list", "--server", "h:1"][..],
+            &["warren", "queue", "list", "--server=h:1"][..],
+        ] {
+            let cli = Cli::try_parse_from(argv).unwrap();
+            assert_eq!(cli.global.server.as_deref(), Some("h:1"), "{argv:?}");
+            assert!(matches!(
+                cli.command,
+                Command::Queue {
+                    command: QueueCommand::List(_)
+                }
+            ));
+        }
+    }
+
+    #[test]
+    fn bench_sees_only_a_server_given_on_its_command_line() {
+        let cli = Cli::try_parse_from(["warren", "bench"]).unwrap();
+        assert_eq!(cli.global.server, None);
+        let cli = Cli::try_parse_from(["warren", "bench", "--server", "h:1"]).unwrap();
+        assert_eq!(cli.global.server.as_deref(), Some("h:1"));
     }
 }

@@ -11,7 +11,8 @@ use futures::{FutureExt, StreamExt};
 use tokio::sync::mpsc;
 use warren_protocol::FieldValue;
 
-use crate::cli::{field_table, parse_key_value, ServerArg};
+use crate::cli::field::{field_table, parse_header, VALUE_NAME};
+use crate::cli::Global;
 use crate::client::error::describe_code;
 use crate::client::{ClientError, OutgoingMessage, PublishOutcome};
 
@@ -35,8 +36,13 @@ pub struct PublishArgs {
     /// Persistent message: durable queues keep it on disk.
     #[arg(long)]
     pub persistent: bool,
-    /// A message header (repeatable).
-    #[arg(long = "header", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    /// A message header, KEY=VALUE or KEY:TYPE=VALUE (repeatable).
+    ///
+    /// VALUE is a string unless TYPE says otherwise: string, int, float, bool, bytes
+    /// (base64), list (a JSON array) or table (a JSON object), e.g. `n:int=5`,
+    /// `ok:bool=true`, `raw:bytes=AAEC`, `tags:list='["a",1]'`, `meta:table='{"k":1}'`.
+    /// Without a type, `x-delay` and `x-deliver-at` are ints.
+    #[arg(long = "header", value_name = VALUE_NAME, value_parser = parse_header)]
     pub headers: Vec<(String, FieldValue)>,
     /// Application message id (every message gets it with --lines).
     #[arg(long, value_name = "ID")]
@@ -53,9 +59,6 @@ pub struct PublishArgs {
     /// Deliver after this many milliseconds (sets the `x-delay` header).
     #[arg(long, value_name = "MS", value_parser = clap::value_parser!(i64).range(0..))]
     pub delay: Option<i64>,
-    /// The server to talk to.
-    #[command(flatten)]
-    pub server: ServerArg,
 }
 
 impl PublishArgs {
@@ -89,12 +92,12 @@ impl PublishArgs {
 /// # Errors
 /// Connecting or reading stdin failed, the server refused a publish (its error, with the
 /// line number under `--lines`), or some messages were returned or nacked (how many).
-pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
+pub async fn run(args: PublishArgs, global: &Global) -> anyhow::Result<()> {
     let template = args.template();
     let target = args.target();
     let mut tally = Tally::default();
     if args.lines {
-        let client = args.server.connect().await?;
+        let client = global.server.connect().await?;
         let mut lines = spawn_line_reader();
         let mut in_flight = FuturesUnordered::new();
         let mut line_no = 0u64;
@@ -137,7 +140,7 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
             }
             Some(text) => Bytes::copy_from_slice(text.as_bytes()),
         };
-        let client = args.server.connect().await?;
+        let client = global.server.connect().await?;
         let mut msg = template;
         msg.body = body;
         let outcome = client.publish_and_confirm(msg).await;
@@ -146,7 +149,7 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
             .with_context(|| format!("publishing to {target}"))?;
         client.close().await?;
     }
-    tally.finish()
+    tally.finish(&target)
 }
 
 fn publishing_line(line_no: u64, target: &str) -> String {
@@ -209,22 +212,33 @@ impl Tally {
                 reply_text,
             } => {
                 self.returned += 1;
-                format!("returned: {}", describe_code(reply_code, &reply_text))
+                describe_code(reply_code, &reply_text)
             }
             PublishOutcome::Nacked { code, reason } => {
                 self.nacked += 1;
-                format!("nacked: {}", describe_code(code, &reason))
+                describe_code(code, &reason)
             }
         };
         self.first_refusal.get_or_insert(refusal);
         Ok(())
     }
 
-    /// `Ok` if every message was confirmed; otherwise an error saying how many were not.
-    fn finish(self) -> anyhow::Result<()> {
+    /// `Ok` if every message was confirmed; otherwise one error line for `target` saying
+    /// what happened: for a single message only its fate and the server's code, for several
+    /// how many were refused and the first reason.
+    fn finish(self, target: &str) -> anyhow::Result<()> {
         let refused = self.returned + self.nacked;
         if refused == 0 {
             return Ok(());
+        }
+        let first = self.first_refusal.unwrap_or_default();
+        if self.total == 1 {
+            let fate = if self.returned == 1 {
+                "returned"
+            } else {
+                "nacked"
+            };
+            anyhow::bail!("publishing to {target}: the message was {fate}: {first}");
         }
         let mut parts = Vec::new();
         if self.returned > 0 {
@@ -234,11 +248,10 @@ impl Tally {
             parts.push(format!("{} nacked", self.nacked));
         }
         anyhow::bail!(
-            "{refused} of {} message{} not accepted ({}); first {}",
+            "publishing to {target}: {refused} of {} messages not accepted ({}); first \
+             refusal: {first}",
             self.total,
-            if self.total == 1 { "" } else { "s" },
             parts.join(", "),
-            self.first_refusal.unwrap_or_default()
         )
     }
 }
@@ -267,9 +280,9 @@ mod tests {
             "--persistent",
             "--mandatory",
             "--header",
-            "n=1",
+            "n:int=1",
             "--header",
-            "s=\"1\"",
+            "s=1",
             "--message-id",
             "m",
             "--content-type",
@@ -323,14 +336,32 @@ mod tests {
                 reason: "disk full".into(),
             }))
             .unwrap();
-        let err = tally.finish().unwrap_err().to_string();
+        let err = tally.finish("exchange 'ex'").unwrap_err().to_string();
         assert_eq!(
             err,
-            "2 of 3 messages not accepted (1 returned as unroutable, 1 nacked); \
-             first returned: NO_ROUTE (312): no route for 'x'"
+            "publishing to exchange 'ex': 2 of 3 messages not accepted (1 returned as \
+             unroutable, 1 nacked); first refusal: NO_ROUTE (312): no route for 'x'"
         );
         let mut ok = Tally::default();
         ok.record(Ok(PublishOutcome::Confirmed)).unwrap();
-        assert!(ok.finish().is_ok());
+        assert!(ok.finish("exchange 'ex'").is_ok());
+    }
+
+    #[test]
+    fn one_refused_message_reads_as_one_line_without_repeats() {
+        let mut tally = Tally::default();
+        tally
+            .record(Ok(PublishOutcome::Returned {
+                reply_code: 312,
+                reply_text: "NO_ROUTE".into(),
+            }))
+            .unwrap();
+        assert_eq!(
+            tally
+                .finish("exchange 'amq.direct'")
+                .unwrap_err()
+                .to_string(),
+            "publishing to exchange 'amq.direct': the message was returned: NO_ROUTE (312)"
+        );
     }
 }

@@ -5,20 +5,21 @@ use clap::{Args, Subcommand};
 use serde_json::Value;
 use warren_protocol::{FieldTable, FieldValue};
 
+use crate::cli::field::{field_table, parse_queue_arg, VALUE_NAME};
 use crate::cli::output::{
     bytes_cell, cell, emit, flatten, key_values, print_json, rate, yes_no, Align, Table,
 };
-use crate::cli::{admin_args, field_table, parse_key_value, ListArgs, ServerArg};
+use crate::cli::{admin_args, count, Global, ListArgs};
 use crate::client::QueueOptions;
 
 /// `warren queue ...`
 #[derive(Debug, Subcommand)]
 pub enum QueueCommand {
-    /// Declare a queue and print its name (the server picks one when NAME is "").
+    /// Declare a queue (the server picks a name when NAME is "").
     Declare(QueueDeclareArgs),
-    /// Delete a queue and print how many messages it held.
+    /// Delete a queue, saying how many messages it held.
     Delete(QueueDeleteArgs),
-    /// Remove every ready message from a queue and print how many.
+    /// Remove every ready message from a queue, saying how many.
     Purge(QueuePurgeArgs),
     /// List queues with their arguments, message counts and rates.
     List(ListArgs),
@@ -40,12 +41,16 @@ pub struct QueueDeclareArgs {
     /// Delete the queue when its last consumer goes.
     #[arg(long)]
     pub auto_delete: bool,
-    /// A queue argument, e.g. `x-max-length=1000` (repeatable).
-    #[arg(long = "arg", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    /// A queue argument, KEY=VALUE or KEY:TYPE=VALUE, e.g. `x-max-length=1000` (repeatable).
+    ///
+    /// VALUE is a string unless TYPE says otherwise: string, int, float, bool, bytes
+    /// (base64), list (a JSON array) or table (a JSON object), e.g. `n:int=5`,
+    /// `ok:bool=true`, `raw:bytes=AAEC`, `tags:list='["a",1]'`, `meta:table='{"k":1}'`.
+    /// Without a type, the arguments Warren knows take their own type: `x-message-ttl`,
+    /// `x-expires`, `x-max-length`, `x-max-length-bytes`, `x-delivery-limit` and
+    /// `x-consumer-timeout` are ints; `x-retry-backoff=1s,5s` and the rest are strings.
+    #[arg(long = "arg", value_name = VALUE_NAME, value_parser = parse_queue_arg)]
     pub args: Vec<(String, FieldValue)>,
-    #[command(flatten)]
-    /// The server to talk to.
-    pub server: ServerArg,
 }
 
 /// Arguments of `warren queue delete`.
@@ -59,9 +64,6 @@ pub struct QueueDeleteArgs {
     /// Refuse if the queue holds messages.
     #[arg(long)]
     pub if_empty: bool,
-    #[command(flatten)]
-    /// The server to talk to.
-    pub server: ServerArg,
 }
 
 /// Arguments of `warren queue purge`.
@@ -69,9 +71,6 @@ pub struct QueueDeleteArgs {
 pub struct QueuePurgeArgs {
     /// Queue name.
     pub name: String,
-    #[command(flatten)]
-    /// The server to talk to.
-    pub server: ServerArg,
 }
 
 /// Arguments of `warren queue inspect`.
@@ -82,19 +81,16 @@ pub struct QueueInspectArgs {
     /// Print the server's JSON instead of `key: value` lines.
     #[arg(long)]
     pub json: bool,
-    /// The server to talk to.
-    #[command(flatten)]
-    pub server: ServerArg,
 }
 
 /// Runs a queue command, printing its result on stdout.
 ///
 /// # Errors
 /// Connecting failed or the server refused, with the queue's name in the context.
-pub async fn run(command: QueueCommand) -> anyhow::Result<()> {
+pub async fn run(command: QueueCommand, global: &Global) -> anyhow::Result<()> {
     match command {
         QueueCommand::Declare(args) => {
-            let client = args.server.connect().await?;
+            let client = global.server.connect().await?;
             let options = QueueOptions {
                 durable: args.durable,
                 exclusive: args.exclusive,
@@ -106,29 +102,42 @@ pub async fn run(command: QueueCommand) -> anyhow::Result<()> {
                 .declare_queue(&args.name, options)
                 .await
                 .with_context(|| declaring(&args.name))?;
-            println!("{}", ok.name);
             client.close().await?;
+            if global.quiet && args.name.is_empty() {
+                // The server's choice is the result a script needs, not a success message.
+                emit(&format!("{}\n", ok.name))?;
+            } else {
+                global.done(&format!("queue '{}' declared", ok.name))?;
+            }
         }
         QueueCommand::Delete(args) => {
-            let client = args.server.connect().await?;
+            let client = global.server.connect().await?;
             let deleted = client
                 .delete_queue(&args.name, args.if_unused, args.if_empty)
                 .await
                 .with_context(|| format!("deleting queue '{}'", args.name))?;
-            println!("{deleted}");
             client.close().await?;
+            global.done(&format!(
+                "queue '{}' deleted: {}",
+                args.name,
+                count(deleted, "message")
+            ))?;
         }
         QueueCommand::Purge(args) => {
-            let client = args.server.connect().await?;
+            let client = global.server.connect().await?;
             let purged = client
                 .purge_queue(&args.name)
                 .await
                 .with_context(|| format!("purging queue '{}'", args.name))?;
-            println!("{purged}");
             client.close().await?;
+            global.done(&format!(
+                "queue '{}' purged: {}",
+                args.name,
+                count(purged, "message")
+            ))?;
         }
         QueueCommand::List(args) => {
-            let queues = args
+            let queues = global
                 .server
                 .admin("queue.list", FieldTable::new(), || {
                     "listing queues".to_owned()
@@ -142,7 +151,7 @@ pub async fn run(command: QueueCommand) -> anyhow::Result<()> {
         }
         QueueCommand::Inspect(args) => {
             let arguments = admin_args([("queue", Some(FieldValue::String(args.name.clone())))]);
-            let queue = args
+            let queue = global
                 .server
                 .admin("queue.inspect", arguments, || {
                     format!("inspecting queue '{}'", args.name)

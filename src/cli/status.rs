@@ -7,7 +7,7 @@ use warren_protocol::FieldTable;
 use crate::cli::output::{
     bytes_cell, cell, emit, flatten, human_duration, key_values, print_json, rate,
 };
-use crate::cli::ServerArg;
+use crate::cli::Global;
 
 /// Arguments of `warren status`.
 #[derive(Debug, Args)]
@@ -15,17 +15,14 @@ pub struct StatusArgs {
     /// Print the server's JSON instead of `key: value` lines.
     #[arg(long)]
     pub json: bool,
-    /// The server to talk to.
-    #[command(flatten)]
-    pub server: ServerArg,
 }
 
 /// Runs `warren status`.
 ///
 /// # Errors
 /// Connecting failed or the server refused.
-pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
-    let status = args
+pub async fn run(args: StatusArgs, global: &Global) -> anyhow::Result<()> {
+    let status = global
         .server
         .admin("status", FieldTable::new(), || {
             "asking for the server status".to_owned()

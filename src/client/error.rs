@@ -118,9 +118,16 @@ pub(crate) fn not_warren(addr: &str, first: &[u8]) -> ClientError {
 }
 
 /// `NOT_FOUND (404): no queue 'x'`; codes this version does not know print as `UNKNOWN`.
+/// A message that only repeats the code's name (a `Return` carries `NO_ROUTE` as its reply
+/// text, AMQP style) or is empty is left out, so the line does not say the same word twice.
 pub(crate) fn describe_code(code: u16, message: &str) -> String {
     let name = ErrorCode::from_u16(code).map_or("UNKNOWN", ErrorCode::name);
-    format!("{name} ({code}): {message}")
+    let message = message.trim();
+    if message.is_empty() || message.eq_ignore_ascii_case(name) {
+        format!("{name} ({code})")
+    } else {
+        format!("{name} ({code}): {message}")
+    }
 }
 
 fn describe_close(code: u16, reason: &str) -> String {
@@ -143,6 +150,16 @@ mod tests {
         };
         assert_eq!(e.to_string(), "NOT_FOUND (404): no queue 'x'");
         assert_eq!(e.error_code(), Some(ErrorCode::NotFound));
+    }
+
+    #[test]
+    fn a_message_that_only_repeats_the_code_name_is_left_out() {
+        assert_eq!(describe_code(312, "NO_ROUTE"), "NO_ROUTE (312)");
+        assert_eq!(describe_code(312, ""), "NO_ROUTE (312)");
+        assert_eq!(
+            describe_code(312, "no route for 'x'"),
+            "NO_ROUTE (312): no route for 'x'"
+        );
     }
 
     #[test]

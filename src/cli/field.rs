@@ -1,0 +1,372 @@
+//! `KEY[:TYPE]=VALUE`: the one parser behind `publish --header`, `queue declare --arg`,
+//! `exchange declare --arg` and `bind`/`unbind --arg`, turning command-line text into the
+//! typed [`FieldValue`]s the protocol carries.
+//!
+//! A value is a string unless the user names a type, so `zip=01234` stays `"01234"` and
+//! `ver=1.10` stays `"1.10"`. The types are those of [`FieldValue`]:
+//!
+//! | TYPE | VALUE | example |
+//! |---|---|---|
+//! | `string` | the text as is | `--header note:string=true` |
+//! | `int` | a signed 64-bit integer | `--header n:int=5` |
+//! | `float` | a finite 64-bit float | `--header ratio:float=0.5` |
+//! | `bool` | `true` or `false` | `--header ok:bool=true` |
+//! | `bytes` | standard base64 (with padding) | `--header raw:bytes=AAEC` |
+//! | `list` | a JSON array | `--header tags:list='["a",1]'` |
+//! | `table` (or `map`) | a JSON object | `--header meta:table='{"a":1}'` |
+//!
+//! Inside `list` and `table`, JSON integers are ints, other numbers floats, and `null` is
+//! refused: the same rules as a definitions file ([`crate::json`]).
+//!
+//! The names Warren itself interprets are read by their known type when no type is given:
+//! the integer queue arguments (`x-max-length=10` sends the integer 10) and the scheduling
+//! headers `x-delay` and `x-deliver-at`. The type goes after the last `:` of the key, so a
+//! key that holds a `:` needs an explicit type (`a:b:string=v`).
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
+use warren_protocol::{FieldTable, FieldValue};
+
+use crate::broker::queue_args::INTEGER_ARGUMENTS;
+use crate::broker::{X_DELAY, X_DELIVER_AT};
+
+/// The value name clap shows for every flag parsed here.
+pub const VALUE_NAME: &str = "KEY[:TYPE]=VALUE";
+
+/// A [`FieldValue`] variant, as named after the `:` of a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldType {
+    /// [`FieldValue::String`]
+    String,
+    /// [`FieldValue::Int`]
+    Int,
+    /// [`FieldValue::Float`]
+    Float,
+    /// [`FieldValue::Bool`]
+    Bool,
+    /// [`FieldValue::Bytes`], written as base64.
+    Bytes,
+    /// [`FieldValue::List`], written as a JSON array.
+    List,
+    /// [`FieldValue::Map`], written as a JSON object.
+    Table,
+}
+
+impl FieldType {
+    /// The type a name stands for: `string`, `int`, `float`, `bool`, `bytes`, `list`,
+    /// `table` or its alias `map`.
+    pub fn from_name(name: &str) -> Option<FieldType> {
+        Some(match name {
+            "string" => FieldType::String,
+            "int" => FieldType::Int,
+            "float" => FieldType::Float,
+            "bool" => FieldType::Bool,
+            "bytes" => FieldType::Bytes,
+            "list" => FieldType::List,
+            "table" | "map" => FieldType::Table,
+            _ => return None,
+        })
+    }
+
+    /// Reads `text` as a value of this type.
+    ///
+    /// # Errors
+    /// A message quoting the text and saying what was expected.
+    pub fn parse(self, text: &str) -> Result<FieldValue, String> {
+        match self {
+            FieldType::String => Ok(FieldValue::String(text.to_owned())),
+            FieldType::Int => text.trim().parse().map(FieldValue::Int).map_err(|_| {
+                format!("'{text}' is not an int (a whole number that fits in 64 bits)")
+            }),
+            FieldType::Float => match text.trim().parse::<f64>() {
+                Ok(f) if f.is_finite() => Ok(FieldValue::Float(f)),
+                _ => Err(format!("'{text}' is not a float (a finite number)")),
+            },
+            FieldType::Bool => match text.trim() {
+                "true" => Ok(FieldValue::Bool(true)),
+                "false" => Ok(FieldValue::Bool(false)),
+                _ => Err(format!("'{text}' is not a bool (true or false)")),
+            },
+            FieldType::Bytes => BASE64
+                .decode(text.trim())
+                .map(|b| FieldValue::Bytes(b.into()))
+                .map_err(|e| format!("'{text}' is not valid base64: {e}")),
+            FieldType::List => match json(text)? {
+                v @ serde_json::Value::Array(_) => crate::json::json_value(&v, "list"),
+                _ => Err(format!("'{text}' is not a JSON array")),
+            },
+            FieldType::Table => match json(text)? {
+                v @ serde_json::Value::Object(_) => crate::json::json_table(&v),
+                _ => Err(format!("'{text}' is not a JSON object")),
+            }
+            .map(FieldValue::Map),
+        }
+    }
+}
+
+fn json(text: &str) -> Result<serde_json::Value, String> {
+    serde_json::from_str(text).map_err(|e| format!("'{text}' is not valid JSON: {e}"))
+}
+
+/// Which names a flag knows the type of, for values given without one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Known {
+    /// Message headers: `x-delay` and `x-deliver-at` are ints.
+    Headers,
+    /// Queue arguments: the integer ones of [`crate::broker::queue_args`].
+    QueueArguments,
+    /// Exchange and binding arguments: none (Warren reads only `x-match`, a string).
+    Nothing,
+}
+
+impl Known {
+    fn type_of(self, key: &str) -> FieldType {
+        let ints: &[&str] = match self {
+            Known::Headers => &[X_DELAY, X_DELIVER_AT],
+            Known::QueueArguments => &INTEGER_ARGUMENTS,
+            Known::Nothing => &[],
+        };
+        if ints.contains(&key) {
+            FieldType::Int
+        } else {
+            FieldType::String
+        }
+    }
+}
+
+/// Parses `KEY=VALUE` or `KEY:TYPE=VALUE`. The key ends at the first `=`; its last `:`
+/// starts the type.
+///
+/// # Errors
+/// A message (clap prints it after the flag and the text) when there is no `=`, the key is
+/// empty, the type is unknown, or the value is not of its type.
+pub fn parse_field(text: &str, known: Known) -> Result<(String, FieldValue), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected {VALUE_NAME}, found no '=' in '{text}'"))?;
+    let (key, kind) = match key.rsplit_once(':') {
+        Some((key, name)) => {
+            let kind = FieldType::from_name(name).ok_or_else(|| {
+                format!(
+                    "unknown type '{name}' in '{text}': expected string, int, float, bool, \
+                     bytes, list or table"
+                )
+            })?;
+            (key, kind)
+        }
+        None => (key, known.type_of(key)),
+    };
+    if key.is_empty() {
+        return Err(format!(
+            "expected {VALUE_NAME}, found an empty key in '{text}'"
+        ));
+    }
+    let value = kind.parse(value).map_err(|e| format!("{key}: {e}"))?;
+    Ok((key.to_owned(), value))
+}
+
+/// clap value parser for `--header`.
+///
+/// # Errors
+/// See [`parse_field`].
+pub fn parse_header(text: &str) -> Result<(String, FieldValue), String> {
+    parse_field(text, Known::Headers)
+}
+
+/// clap value parser for `queue declare --arg`.
+///
+/// # Errors
+/// See [`parse_field`].
+pub fn parse_queue_arg(text: &str) -> Result<(String, FieldValue), String> {
+    parse_field(text, Known::QueueArguments)
+}
+
+/// clap value parser for `exchange declare --arg` and `bind`/`unbind --arg`.
+///
+/// # Errors
+/// See [`parse_field`].
+pub fn parse_plain_arg(text: &str) -> Result<(String, FieldValue), String> {
+    parse_field(text, Known::Nothing)
+}
+
+/// Collects parsed pairs into a table; a repeated key keeps its last value.
+pub fn field_table(pairs: Vec<(String, FieldValue)>) -> FieldTable {
+    pairs.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(text: &str) -> FieldValue {
+        parse_header(text)
+            .unwrap_or_else(|e| panic!("{text}: {e}"))
+            .1
+    }
+
+    fn s(text: &str) -> FieldValue {
+        FieldValue::String(text.into())
+    }
+
+    #[test]
+    fn untyped_values_are_strings_exactly_as_typed() {
+        for (text, want) in [
+            ("zip=01234", "01234"),
+            ("ver=1.10", "1.10"),
+            ("id=1e3", "1e3"),
+            ("ok=true", "true"),
+            ("q=\"10\"", "\"10\""),
+            ("k=a=b", "a=b"),
+            ("k=", ""),
+        ] {
+            assert_eq!(header(text), s(want), "{text}");
+        }
+        assert_eq!(parse_header("zip=01234").unwrap().0, "zip");
+    }
+
+    #[test]
+    fn every_type_parses() {
+        assert_eq!(header("k:string=5"), s("5"));
+        assert_eq!(header("k:int=-5"), FieldValue::Int(-5));
+        assert_eq!(header("k:float=1.10"), FieldValue::Float(1.1));
+        assert_eq!(header("k:float=3"), FieldValue::Float(3.0));
+        assert_eq!(header("k:bool=true"), FieldValue::Bool(true));
+        assert_eq!(header("k:bool=false"), FieldValue::Bool(false));
+        assert_eq!(
+            header("k:bytes=AAEC/w=="),
+            FieldValue::Bytes(vec![0, 1, 2, 255].into())
+        );
+        assert_eq!(
+            header(r#"k:list=["a",1,1.5,true,[2]]"#),
+            FieldValue::List(vec![
+                s("a"),
+                FieldValue::Int(1),
+                FieldValue::Float(1.5),
+                FieldValue::Bool(true),
+                FieldValue::List(vec![FieldValue::Int(2)]),
+            ])
+        );
+        let table = FieldTable::from([
+            ("n".to_owned(), FieldValue::Int(1)),
+            ("m".to_owned(), FieldValue::Map(FieldTable::new())),
+        ]);
+        assert_eq!(
+            header(r#"k:table={"n":1,"m":{}}"#),
+            FieldValue::Map(table.clone())
+        );
+        assert_eq!(header(r#"k:map={"n":1,"m":{}}"#), FieldValue::Map(table));
+    }
+
+    #[test]
+    fn the_type_follows_the_last_colon_of_the_key() {
+        assert_eq!(parse_header("a:b:string=v"), Ok(("a:b".into(), s("v"))));
+        assert_eq!(
+            parse_header("k:int=a:b").unwrap_err(),
+            "k: 'a:b' is not an int (a whole number that fits in 64 bits)"
+        );
+    }
+
+    #[test]
+    fn known_names_take_their_type_when_none_is_given() {
+        assert_eq!(
+            parse_queue_arg("x-max-length=10"),
+            Ok(("x-max-length".into(), FieldValue::Int(10)))
+        );
+        assert_eq!(
+            parse_queue_arg("x-message-ttl=5000").unwrap().1,
+            FieldValue::Int(5000)
+        );
+        assert_eq!(
+            parse_queue_arg("x-retry-backoff=1s,5s").unwrap().1,
+            s("1s,5s")
+        );
+        assert_eq!(
+            parse_queue_arg("x-retry-backoff=1000").unwrap().1,
+            s("1000")
+        );
+        assert_eq!(
+            parse_queue_arg("x-dead-letter-exchange=dlx").unwrap().1,
+            s("dlx")
+        );
+        assert_eq!(parse_queue_arg("x-max-priority=10").unwrap().1, s("10"));
+        // An explicit type wins over the known one.
+        assert_eq!(
+            parse_queue_arg("x-max-length:string=10").unwrap().1,
+            s("10")
+        );
+        assert_eq!(header("x-delay=250"), FieldValue::Int(250));
+        assert_eq!(
+            header("x-deliver-at=1700000000000"),
+            FieldValue::Int(1_700_000_000_000)
+        );
+        // Headers do not know queue arguments, and bindings know nothing.
+        assert_eq!(header("x-max-length=10"), s("10"));
+        assert_eq!(parse_plain_arg("x-match=all").unwrap().1, s("all"));
+        assert_eq!(parse_plain_arg("x-delay=1").unwrap().1, s("1"));
+    }
+
+    #[test]
+    fn errors_name_the_text_and_what_was_expected() {
+        for (text, want) in [
+            (
+                "novalue",
+                "expected KEY[:TYPE]=VALUE, found no '=' in 'novalue'",
+            ),
+            (
+                "=v",
+                "expected KEY[:TYPE]=VALUE, found an empty key in '=v'",
+            ),
+            (
+                ":int=5",
+                "expected KEY[:TYPE]=VALUE, found an empty key in ':int=5'",
+            ),
+            (
+                "n:integer=5",
+                "unknown type 'integer' in 'n:integer=5': expected string, int, float, bool, \
+                 bytes, list or table",
+            ),
+            (
+                "n:int=5x",
+                "n: '5x' is not an int (a whole number that fits in 64 bits)",
+            ),
+            (
+                "n:int=99999999999999999999",
+                "n: '99999999999999999999' is not an int (a whole number that fits in 64 bits)",
+            ),
+            ("f:float=nan", "f: 'nan' is not a float (a finite number)"),
+            ("f:float=abc", "f: 'abc' is not a float (a finite number)"),
+            ("b:bool=yes", "b: 'yes' is not a bool (true or false)"),
+            ("l:list={}", "l: '{}' is not a JSON array"),
+            ("t:table=[1]", "t: '[1]' is not a JSON object"),
+            (
+                "l:list=[null]",
+                "l: list[0]: null is not a valid argument value",
+            ),
+            (
+                "x-max-length=ten",
+                "x-max-length: 'ten' is not an int (a whole number that fits in 64 bits)",
+            ),
+        ] {
+            let err = parse_queue_arg(text).unwrap_err();
+            assert_eq!(err, want, "{text}");
+            assert!(!err.contains('\n'), "{err}");
+        }
+        let err = parse_header("r:bytes=not base64!").unwrap_err();
+        assert!(
+            err.starts_with("r: 'not base64!' is not valid base64: "),
+            "{err}"
+        );
+        let err = parse_header("l:list=[1,").unwrap_err();
+        assert!(err.starts_with("l: '[1,' is not valid JSON: "), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+    }
+
+    #[test]
+    fn a_repeated_key_keeps_its_last_value() {
+        let table = field_table(vec![
+            ("k".into(), FieldValue::Int(1)),
+            ("k".into(), FieldValue::Int(2)),
+        ]);
+        assert_eq!(table.get("k"), Some(&FieldValue::Int(2)));
+    }
+}
