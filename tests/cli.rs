@@ -675,14 +675,14 @@ fn queue_arguments_warren_knows_keep_their_type_and_others_are_strings_unless_ty
         "--arg",
         "note=007",
         "--arg",
-        "x-max-priority:int=5",
+        "weight:int=5",
     ]));
     let q: Value =
         serde_json::from_str(&ok(&d.cli(&["queue", "inspect", "work", "--json"]))).expect("JSON");
     assert_eq!(
         q["arguments"],
         json!({"x-max-length": 10, "x-retry-backoff": "1s,5s", "x-dead-letter-exchange": "dlx",
-               "note": "007", "x-max-priority": 5}),
+               "note": "007", "weight": 5}),
         "{q}"
     );
     assert_eq!(q["max_length"], 10, "{q}");

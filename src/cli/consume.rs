@@ -15,15 +15,14 @@
 //! queue has been idle for [`IDLE_SETTLE`], when it is settled durably). With `--prefetch 1`
 //! holding one back would stall delivery, so every settle is durable then.
 
-use std::io::Write;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
 
-use crate::cli::output::{delivery_json_line, delivery_line};
+use crate::cli::output::write_delivery;
 use crate::cli::Global;
-use crate::client::{Client, ClientError, ConsumeOptions, Consumer, Delivery, QueueOptions};
+use crate::client::{Client, ClientError, ConsumeOptions, Consumer, QueueOptions};
 
 /// Prefetch of `warren consume` unless `--prefetch` says otherwise, and of `warren subscribe`.
 pub const DEFAULT_PREFETCH: u32 = 100;
@@ -351,7 +350,7 @@ async fn print_loop(
                 .map_or_else(|| "no reason given".to_owned(), ToString::to_string);
             break Err(anyhow::anyhow!("consuming from {source}: {reason}"));
         };
-        match print(&delivery, options.json) {
+        match write_delivery(&delivery, options.json) {
             Ok(()) => {}
             // The reader is gone: this delivery stays unsettled and is redelivered.
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break Ok(()),
@@ -483,17 +482,6 @@ fn stdout_pipe() -> Option<std::fs::File> {
     let file = std::fs::File::from(std::io::stdout().as_fd().try_clone_to_owned().ok()?);
     let is_pipe = file.metadata().ok()?.file_type().is_fifo();
     is_pipe.then_some(file)
-}
-
-fn print(delivery: &Delivery, json: bool) -> std::io::Result<()> {
-    let line = if json {
-        delivery_json_line(delivery)
-    } else {
-        delivery_line(delivery)
-    };
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{line}")?;
-    out.flush()
 }
 
 #[cfg(test)]

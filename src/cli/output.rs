@@ -101,10 +101,11 @@ fn view(delivery: &Delivery) -> DeliveryJson<'_> {
 pub use crate::json::table_json;
 
 /// A delivery as a readable line: `[routing_key] body`, then ` (redelivered)` when it was.
-/// A body that is not UTF-8 is shown as `base64:...`.
+/// A body that is not UTF-8 is shown as `base64:...`. Control characters are escaped (as in
+/// `dlq peek`), so one message is one line and a body cannot drive the terminal.
 pub fn delivery_line(delivery: &Delivery) -> String {
     let body = match std::str::from_utf8(&delivery.body) {
-        Ok(text) => text.to_owned(),
+        Ok(text) => one_line(text),
         Err(_) => format!("base64:{}", BASE64.encode(&delivery.body)),
     };
     let marker = if delivery.redelivered {
@@ -112,7 +113,23 @@ pub fn delivery_line(delivery: &Delivery) -> String {
     } else {
         ""
     };
-    format!("[{}] {body}{marker}", delivery.routing_key)
+    format!("[{}] {body}{marker}", one_line(&delivery.routing_key))
+}
+
+/// Writes a delivery to stdout as one line (JSON with `json`) and flushes, so that once this
+/// returns the line has left the process: `consume` and `get` settle a message only then.
+///
+/// # Errors
+/// The write failed (`BrokenPipe` when the reader has gone).
+pub fn write_delivery(delivery: &Delivery, json: bool) -> std::io::Result<()> {
+    let line = if json {
+        delivery_json_line(delivery)
+    } else {
+        delivery_line(delivery)
+    };
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")?;
+    out.flush()
 }
 
 /// Writes `text` to stdout. A closed pipe (`warren queue list | head -1`) ends the output
@@ -493,6 +510,17 @@ mod tests {
         assert_eq!(delivery_line(&d), "[app.info] hello");
         d.redelivered = true;
         assert_eq!(delivery_line(&d), "[app.info] hello (redelivered)");
+    }
+
+    /// Regression: plain `consume` printed bodies raw, so a body with a newline read as two
+    /// messages and one with escape sequences could drive the terminal.
+    #[test]
+    fn readable_lines_escape_control_characters() {
+        let mut d = delivery(b"two\nlines \x1b[31mred\r");
+        d.routing_key = "k\tey".into();
+        let line = delivery_line(&d);
+        assert_eq!(line, "[k\\tey] two\\nlines \\u{1b}[31mred\\r");
+        assert!(!line.chars().any(char::is_control), "{line:?}");
     }
 
     #[test]
