@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
+use warren::cli::get::{QueueEmpty, EXIT_EMPTY};
 use warren::cli::serve::{LogFormat, ServeArgs};
 use warren::cli::{run_client_command, Cli, Command};
 use warren::daemon::{serve, ServeOptions};
@@ -35,6 +36,14 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // Not a failure, but a script must be able to tell: its own status, and one line
+        // for a person unless --quiet.
+        Err(err) if err.is::<QueueEmpty>() => {
+            if !cli.global.quiet {
+                eprintln!("{err}");
+            }
+            ExitCode::from(EXIT_EMPTY)
+        }
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE

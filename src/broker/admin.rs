@@ -238,7 +238,8 @@ impl Broker {
             }
             "connection.list" => self.connections_json(),
             "consumer.list" => self.consumers_json(),
-            "dlq.peek" => {
+            // One engine: a queue peek is a dead-letter peek without the dead-letter filters.
+            "dlq.peek" | "queue.peek" => {
                 self.dlq_peek(req_str(args, "queue")?, Filter::parse(args)?)
                     .await?
             }

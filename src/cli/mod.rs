@@ -20,6 +20,7 @@ pub mod definitions;
 pub mod dlq;
 pub mod exchange;
 pub mod field;
+pub mod get;
 pub mod message;
 pub mod output;
 pub mod publish;
@@ -158,6 +159,9 @@ pub enum Command {
     Consume(ConsumeArgs),
     /// Subscribe to an exchange through a temporary queue and print what arrives.
     Subscribe(SubscribeArgs),
+    /// Take messages from a queue at once, like AMQP's basic.get (exit status 3 when it
+    /// has none ready).
+    Get(get::GetArgs),
     /// Show the server's version, uptime, totals, rates and counters.
     Status(StatusArgs),
     /// List bindings (`warren bind` and `warren unbind` change them).
@@ -269,6 +273,7 @@ pub async fn run_client_command(command: Command, global: &GlobalArgs) -> anyhow
         Command::Publish(args) => publish::run(args, g).await,
         Command::Consume(args) => consume::run_consume(args, g).await,
         Command::Subscribe(args) => consume::run_subscribe(args, g).await,
+        Command::Get(args) => get::run(args, g).await,
         Command::Status(args) => status::run(args, g).await,
         Command::Binding { command } => binding::run_list(command, g).await,
         Command::Connection { command } => connection::run(command, g).await,

@@ -1,13 +1,15 @@
-//! `warren queue declare|delete|purge|list|inspect`.
+//! `warren queue declare|delete|purge|list|inspect|peek`.
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use serde_json::Value;
 use warren_protocol::{FieldTable, FieldValue};
 
+use crate::cli::dlq::TABLE_PREVIEW_CHARS;
 use crate::cli::field::{field_table, parse_queue_arg, VALUE_NAME};
 use crate::cli::output::{
-    bytes_cell, cell, emit, flatten, key_values, print_json, rate, yes_no, Align, Table,
+    bytes_cell, cell, emit, exchange_name, flatten, key_values, one_line, print_json, rate,
+    truncate, yes_no, Align, Table,
 };
 use crate::cli::{admin_args, count, Global, ListArgs};
 use crate::client::QueueOptions;
@@ -25,6 +27,22 @@ pub enum QueueCommand {
     List(ListArgs),
     /// Show one queue: attributes, every argument, counts, rates and totals.
     Inspect(QueueInspectArgs),
+    /// Show the ready messages at the head of a queue without taking them (nothing changes:
+    /// no delivery, no redelivered flag, no delivery count).
+    Peek(QueuePeekArgs),
+}
+
+/// Arguments of `warren queue peek`.
+#[derive(Debug, Args)]
+pub struct QueuePeekArgs {
+    /// Queue name.
+    pub name: String,
+    /// At most this many messages, from the head.
+    #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit: u64,
+    /// Print the server's JSON (whole bodies and headers) instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `warren queue declare`.
@@ -163,8 +181,57 @@ pub async fn run(command: QueueCommand, global: &Global) -> anyhow::Result<()> {
                 emit(&queue_text(&queue))?;
             }
         }
+        QueueCommand::Peek(args) => {
+            let arguments = admin_args([
+                ("queue", Some(FieldValue::String(args.name.clone()))),
+                (
+                    "limit",
+                    Some(FieldValue::Int(
+                        i64::try_from(args.limit).unwrap_or(i64::MAX),
+                    )),
+                ),
+            ]);
+            let messages = global
+                .server
+                .admin("queue.peek", arguments, || {
+                    format!("peeking at queue '{}'", args.name)
+                })
+                .await?;
+            if args.json {
+                print_json(&messages)?;
+            } else {
+                emit(&peek_table(&messages))?;
+            }
+        }
     }
     Ok(())
+}
+
+/// `queue.peek` as a table: position, message id, where it was published, how often its
+/// delivery failed, size and the start of the body (escaped to one line).
+pub fn peek_table(messages: &Value) -> String {
+    let mut table = Table::new(&[
+        ("POS", Align::Right),
+        ("MESSAGE ID", Align::Left),
+        ("EXCHANGE", Align::Left),
+        ("ROUTING KEY", Align::Left),
+        ("DELIVERIES", Align::Right),
+        ("SIZE", Align::Right),
+        ("BODY", Align::Left),
+    ]);
+    for m in messages.as_array().into_iter().flatten() {
+        let preview = m["body_preview"].as_str().unwrap_or("");
+        table.row(vec![
+            cell(&m["position"]),
+            cell(&m["message_id"]),
+            exchange_name(&m["exchange"]),
+            cell(&m["routing_key"]),
+            cell(&m["delivery_count"]),
+            bytes_cell(&m["size"]),
+            truncate(&one_line(preview), TABLE_PREVIEW_CHARS),
+        ]);
+    }
+    table.render()
 }
 
 /// `queue.list` as a table: name, durable, flags, an arguments summary, counts, bytes,
