@@ -259,7 +259,7 @@ fn a_redeclaration_that_differs_names_the_argument_and_both_values() {
             "--arg",
             "x-message-ttl=5000"
         ])),
-        "work\n"
+        "queue 'work' declared\n"
     );
 }
 
