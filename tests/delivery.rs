@@ -207,6 +207,48 @@ async fn cancel_requeues_the_consumers_unacked_deliveries() {
     );
 }
 
+/// AMQP's basic.cancel: the deliveries stay with the connection to be settled later; no
+/// further delivery arrives, and the ones left unsettled return when the connection ends.
+#[tokio::test]
+async fn cancel_keeping_unacked_leaves_the_deliveries_to_settle() {
+    let d = TestDaemon::start();
+    let c = d.client().await;
+    durable_queue(&c, "kq").await;
+    publish_n(&c, "kq", 4).await;
+    c.qos(2).await.unwrap();
+    let mut k = c.consume("kq", ConsumeOptions::default()).await.unwrap();
+    let a = next(&mut k).await;
+    let b = next(&mut k).await;
+    c.cancel_keeping_unacked(k.tag()).await.unwrap();
+    // Settling them is no unknown-tag error, and makes no room for a third delivery.
+    c.ack_durable(a.delivery_tag, false).await.unwrap();
+    assert_quiet(&mut k).await;
+    let ready = c.get("kq", false).await.unwrap().expect("m2 still ready");
+    assert_eq!(body(&ready), "m2");
+    assert!(!ready.redelivered, "nothing was requeued by the cancel");
+    c.nack_durable(ready.delivery_tag, false, true, 0)
+        .await
+        .unwrap();
+    // `b` is still held: closing the connection returns it, as a redelivery.
+    c.close().await.unwrap();
+    let c = d.client().await;
+    // The server requeues as it cleans up after the close, which may end after CloseOk.
+    within("b requeued", async {
+        while common::ready(&c, "kq").await < 3 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let mut seen = Vec::new();
+    while let Some(m) = within("a get", c.get("kq", true)).await.unwrap() {
+        seen.push((body(&m), m.delivery_count));
+    }
+    assert_eq!(
+        seen,
+        [(body(&b), 1), ("m2".to_owned(), 1), ("m3".to_owned(), 0)]
+    );
+}
+
 #[tokio::test]
 async fn get_pulls_one_message_at_a_time() {
     let d = TestDaemon::start();

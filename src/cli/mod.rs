@@ -155,7 +155,8 @@ pub enum Command {
     Unbind(BindArgs),
     /// Publish a message (or one per stdin line) and wait for the confirms.
     Publish(PublishArgs),
-    /// Consume messages from a queue, printing and acknowledging each.
+    /// Consume messages from a queue, printing each and acknowledging it once written to
+    /// stdout.
     Consume(ConsumeArgs),
     /// Subscribe to an exchange through a temporary queue and print what arrives.
     Subscribe(SubscribeArgs),
