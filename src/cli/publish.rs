@@ -1,6 +1,9 @@
 //! `warren publish`: one message, or one per stdin line (pipelined), waiting for every
-//! confirm. Exits with an error if any message was returned or nacked.
+//! confirm. Exits with an error if any message was returned or nacked. A `--lines` run cut
+//! short (connection lost, daemon stopped) says which lines were confirmed without a gap
+//! and the line to resume from.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, Read};
 
 use anyhow::Context;
@@ -91,69 +94,100 @@ impl PublishArgs {
 ///
 /// # Errors
 /// Connecting or reading stdin failed, the server refused a publish (its error, with the
-/// line number under `--lines`), or some messages were returned or nacked (how many).
+/// line number under `--lines`), or some messages were returned or nacked (how many). An
+/// interrupted `--lines` run also says which lines were confirmed (see [`Lines::interrupted`]).
 pub async fn run(args: PublishArgs, global: &Global) -> anyhow::Result<()> {
     let template = args.template();
     let target = args.target();
-    let mut tally = Tally::default();
     if args.lines {
-        let client = global.server.connect().await?;
-        let mut lines = spawn_line_reader();
-        let mut in_flight = FuturesUnordered::new();
-        let mut line_no = 0u64;
-        while let Some(line) = lines.recv().await {
-            let line = line.context("reading stdin")?;
-            line_no += 1;
-            while in_flight.len() >= MAX_CONFIRMS_IN_FLIGHT {
-                if let Some((no, result)) = in_flight.next().await {
-                    tally
-                        .record(result)
-                        .with_context(|| publishing_line(no, &target))?;
-                }
-            }
-            let mut msg = template.clone();
-            msg.body = Bytes::from(line);
-            let pending = client
-                .publish(msg)
-                .await
-                .with_context(|| publishing_line(line_no, &target))?;
-            in_flight.push(pending.map(move |result| (line_no, result)));
-        }
-        while let Some((no, result)) = in_flight.next().await {
-            tally
-                .record(result)
-                .with_context(|| publishing_line(no, &target))?;
-        }
-        client.close().await?;
-    } else {
-        let body = match args.body.as_deref() {
-            None => Bytes::new(),
-            Some("-") => {
-                let body = tokio::task::spawn_blocking(|| {
-                    let mut body = Vec::new();
-                    std::io::stdin().lock().read_to_end(&mut body).map(|_| body)
-                })
-                .await
-                .context("reading the body from stdin")?
-                .context("reading the body from stdin")?;
-                Bytes::from(body)
-            }
-            Some(text) => Bytes::copy_from_slice(text.as_bytes()),
-        };
-        let client = global.server.connect().await?;
-        let mut msg = template;
-        msg.body = body;
-        let outcome = client.publish_and_confirm(msg).await;
-        tally
-            .record(outcome)
-            .with_context(|| format!("publishing to {target}"))?;
-        client.close().await?;
+        return publish_lines(template, &target, global).await;
     }
-    tally.finish(&target)
+    let body = match args.body.as_deref() {
+        None => Bytes::new(),
+        Some("-") => {
+            let body = tokio::task::spawn_blocking(|| {
+                let mut body = Vec::new();
+                std::io::stdin().lock().read_to_end(&mut body).map(|_| body)
+            })
+            .await
+            .context("reading the body from stdin")?
+            .context("reading the body from stdin")?;
+            Bytes::from(body)
+        }
+        Some(text) => Bytes::copy_from_slice(text.as_bytes()),
+    };
+    let client = global.server.connect().await?;
+    let mut msg = template;
+    msg.body = body;
+    let outcome = client
+        .publish_and_confirm(msg)
+        .await
+        .with_context(|| format!("publishing to {target}"))?;
+    let mut lines = Lines::default();
+    lines.verdict(1, outcome);
+    client.close().await?;
+    lines.finish(&target)
 }
 
-fn publishing_line(line_no: u64, target: &str) -> String {
-    format!("publishing line {line_no} to {target}")
+/// `publish --lines`: one message per stdin line, up to [`MAX_CONFIRMS_IN_FLIGHT`]
+/// unconfirmed. On the first failure (connection lost, a publish refused with an error,
+/// stdin unreadable) it stops reading, waits for the answers still owed, and reports the
+/// confirmed prefix.
+async fn publish_lines(
+    template: OutgoingMessage,
+    target: &str,
+    global: &Global,
+) -> anyhow::Result<()> {
+    let client = global.server.connect().await?;
+    let mut stdin = spawn_line_reader();
+    let mut in_flight = FuturesUnordered::new();
+    let mut lines = Lines::default();
+    let mut line_no = 0u64;
+    loop {
+        // Answers are taken as they come, not only when the window is full, so a lost
+        // connection is reported while stdin is idle too (`tail -f log | warren publish`),
+        // as long as a line is waiting for its confirm.
+        tokio::select! {
+            Some((no, result)) = in_flight.next(), if !in_flight.is_empty() => {
+                if !lines.record(no, result) {
+                    break;
+                }
+            }
+            line = stdin.recv(), if in_flight.len() < MAX_CONFIRMS_IN_FLIGHT => {
+                let Some(line) = line else { break };
+                line_no += 1;
+                let line = match line {
+                    Ok(line) => line,
+                    Err(e) => {
+                        lines.fail(line_no, anyhow::Error::new(e), Stage::Reading);
+                        break;
+                    }
+                };
+                let mut msg = template.clone();
+                msg.body = Bytes::from(line);
+                match client.publish(msg).await {
+                    Ok(pending) => in_flight.push(pending.map(move |result| (line_no, result))),
+                    Err(e) => {
+                        lines.fail(line_no, e.into(), Stage::Publishing);
+                        break;
+                    }
+                }
+            }
+            // Unreachable (the window being full implies a pending answer), but a select
+            // with every branch disabled would panic.
+            else => break,
+        }
+    }
+    // Every line sent gets an answer or an error (the client resolves all pending confirms
+    // when the connection ends), so this ends, and afterwards the prefix is exact.
+    while let Some((no, result)) = in_flight.next().await {
+        lines.record(no, result);
+    }
+    if let Some(error) = lines.interrupted(target) {
+        return Err(error);
+    }
+    client.close().await?;
+    lines.finish(target)
 }
 
 /// Reads stdin line by line on a plain thread (tokio's stdin is not enabled, and a thread
@@ -191,47 +225,147 @@ fn strip_line_ending(line: &mut Vec<u8>) {
     }
 }
 
-/// Counts outcomes and keeps the first refusal's reason.
+/// What stopped a `--lines` run before the server answered every line.
+#[derive(Debug)]
+enum Stage {
+    /// Reading the line from stdin failed.
+    Reading,
+    /// Sending the line failed, or it got an error instead of a verdict.
+    Publishing,
+}
+
+/// The first line that got no verdict, and why.
+#[derive(Debug)]
+struct Failure {
+    line: u64,
+    stage: Stage,
+    error: anyhow::Error,
+}
+
+/// What a publish run knows about its messages, by line (a single publish is line 1): the
+/// server's verdicts, how far they reach without a gap, and the first line that got none.
 #[derive(Debug, Default)]
-struct Tally {
+struct Lines {
+    /// Messages with a verdict: confirmed, returned or nacked.
     total: u64,
     returned: u64,
     nacked: u64,
-    first_refusal: Option<String>,
+    /// The lowest-numbered refused line and the server's reason.
+    first_refusal: Option<(u64, String)>,
+    /// Lines `1..=prefix` all have a verdict: the resume point is the line after.
+    prefix: u64,
+    /// Lines past a gap that have a verdict (`true`: refused). Confirms may arrive out of
+    /// order, so a line counts towards the prefix only once every earlier line has one;
+    /// the confirm window bounds this map.
+    ahead: BTreeMap<u64, bool>,
+    /// Refused lines within the prefix.
+    refused_in_prefix: u64,
+    failure: Option<Failure>,
 }
 
-impl Tally {
-    /// Counts one outcome; a server error (not a verdict) is returned as is.
-    fn record(&mut self, result: Result<PublishOutcome, ClientError>) -> Result<(), ClientError> {
-        let outcome = result?;
+impl Lines {
+    /// Records line `line`'s answer; returns `false` if it is an error, not a verdict.
+    fn record(&mut self, line: u64, result: Result<PublishOutcome, ClientError>) -> bool {
+        match result {
+            Ok(outcome) => {
+                self.verdict(line, outcome);
+                true
+            }
+            Err(e) => {
+                self.fail(line, e.into(), Stage::Publishing);
+                false
+            }
+        }
+    }
+
+    /// Records the server's verdict on line `line`.
+    fn verdict(&mut self, line: u64, outcome: PublishOutcome) {
         self.total += 1;
         let refusal = match outcome {
-            PublishOutcome::Confirmed => return Ok(()),
+            PublishOutcome::Confirmed => None,
             PublishOutcome::Returned {
                 reply_code,
                 reply_text,
             } => {
                 self.returned += 1;
-                describe_code(reply_code, &reply_text)
+                Some(describe_code(reply_code, &reply_text))
             }
             PublishOutcome::Nacked { code, reason } => {
                 self.nacked += 1;
-                describe_code(code, &reason)
+                Some(describe_code(code, &reason))
             }
         };
-        self.first_refusal.get_or_insert(refusal);
-        Ok(())
+        let refused = refusal.is_some();
+        if let Some(reason) = refusal {
+            if self.first_refusal.as_ref().is_none_or(|(l, _)| line < *l) {
+                self.first_refusal = Some((line, reason));
+            }
+        }
+        self.ahead.insert(line, refused);
+        while let Some(refused) = self.ahead.remove(&(self.prefix + 1)) {
+            self.prefix += 1;
+            self.refused_in_prefix += u64::from(refused);
+        }
+    }
+
+    /// Records that line `line` got no verdict; the lowest such line is the one reported.
+    fn fail(&mut self, line: u64, error: anyhow::Error, stage: Stage) {
+        if self.failure.as_ref().is_none_or(|f| line < f.line) {
+            self.failure = Some(Failure { line, stage, error });
+        }
+    }
+
+    /// For a run cut short, one error line: what failed on which line, what the server
+    /// answered before it, and the line to resume from, e.g. `publishing line 1234 to
+    /// exchange 'logs' with routing key 'k': connection closed: NORMAL (200): server
+    /// shutting down; lines 1 to 1233 were confirmed; resume from line 1234`. Numbers are
+    /// plain digits so they can go straight into `tail -n +1234`. Call once every line sent
+    /// has its answer.
+    fn interrupted(&mut self, target: &str) -> Option<anyhow::Error> {
+        let Failure { line, stage, error } = self.failure.take()?;
+        let doing = match stage {
+            Stage::Reading => format!("reading line {line} of stdin"),
+            Stage::Publishing => format!("publishing line {line} to {target}"),
+        };
+        let n = self.prefix;
+        let span = match n {
+            1 => "line 1 was".to_owned(),
+            n => format!("lines 1 to {n} were"),
+        };
+        let mut answered = match (n, self.refused_in_prefix, &self.first_refusal) {
+            (0, _, _) => "no line was confirmed".to_owned(),
+            (_, 0, _) | (_, _, None) => format!("{span} confirmed"),
+            (_, refused, Some((first, reason))) => format!(
+                "{span} answered, {} refused (the first, line {first}: {reason})",
+                refused
+            ),
+        };
+        let later = self.ahead.len();
+        if later > 0 {
+            answered.push_str(&format!(
+                ", and {} (resuming sends {} again)",
+                if later == 1 {
+                    "1 later line".to_owned()
+                } else {
+                    format!("{later} later lines")
+                },
+                if later == 1 { "it" } else { "them" }
+            ));
+        }
+        Some(anyhow::anyhow!(
+            "{doing}: {error:#}; {answered}; resume from line {}",
+            n + 1
+        ))
     }
 
     /// `Ok` if every message was confirmed; otherwise one error line for `target` saying
     /// what happened: for a single message only its fate and the server's code, for several
-    /// how many were refused and the first reason.
+    /// how many were refused and the first refused line.
     fn finish(self, target: &str) -> anyhow::Result<()> {
         let refused = self.returned + self.nacked;
-        if refused == 0 {
+        let Some((line, first)) = self.first_refusal.filter(|_| refused > 0) else {
             return Ok(());
-        }
-        let first = self.first_refusal.unwrap_or_default();
+        };
         if self.total == 1 {
             let fate = if self.returned == 1 {
                 "returned"
@@ -249,7 +383,7 @@ impl Tally {
         }
         anyhow::bail!(
             "publishing to {target}: {refused} of {} messages not accepted ({}); first \
-             refusal: {first}",
+             refusal (line {line}): {first}",
             self.total,
             parts.join(", "),
         )
@@ -320,48 +454,118 @@ mod tests {
         assert_eq!(l, b"last");
     }
 
+    fn nacked(reason: &str) -> PublishOutcome {
+        PublishOutcome::Nacked {
+            code: 506,
+            reason: reason.into(),
+        }
+    }
+
+    fn closed() -> ClientError {
+        ClientError::Closed {
+            code: 200,
+            reason: "server shutting down".into(),
+        }
+    }
+
     #[test]
-    fn refusals_are_counted_and_reported() {
-        let mut tally = Tally::default();
-        tally.record(Ok(PublishOutcome::Confirmed)).unwrap();
-        tally
-            .record(Ok(PublishOutcome::Returned {
+    fn refusals_are_counted_and_reported_with_the_first_refused_line() {
+        let mut lines = Lines::default();
+        // Out of order: the lowest refused line is the one named, not the first to arrive.
+        lines.verdict(3, nacked("disk full"));
+        lines.verdict(1, PublishOutcome::Confirmed);
+        lines.verdict(
+            2,
+            PublishOutcome::Returned {
                 reply_code: 312,
                 reply_text: "no route for 'x'".into(),
-            }))
-            .unwrap();
-        tally
-            .record(Ok(PublishOutcome::Nacked {
-                code: 506,
-                reason: "disk full".into(),
-            }))
-            .unwrap();
-        let err = tally.finish("exchange 'ex'").unwrap_err().to_string();
+            },
+        );
+        let err = lines.finish("exchange 'ex'").unwrap_err().to_string();
         assert_eq!(
             err,
             "publishing to exchange 'ex': 2 of 3 messages not accepted (1 returned as \
-             unroutable, 1 nacked); first refusal: NO_ROUTE (312): no route for 'x'"
+             unroutable, 1 nacked); first refusal (line 2): NO_ROUTE (312): no route for 'x'"
         );
-        let mut ok = Tally::default();
-        ok.record(Ok(PublishOutcome::Confirmed)).unwrap();
+        let mut ok = Lines::default();
+        ok.verdict(1, PublishOutcome::Confirmed);
         assert!(ok.finish("exchange 'ex'").is_ok());
     }
 
     #[test]
     fn one_refused_message_reads_as_one_line_without_repeats() {
-        let mut tally = Tally::default();
-        tally
-            .record(Ok(PublishOutcome::Returned {
+        let mut lines = Lines::default();
+        lines.verdict(
+            1,
+            PublishOutcome::Returned {
                 reply_code: 312,
                 reply_text: "NO_ROUTE".into(),
-            }))
-            .unwrap();
+            },
+        );
         assert_eq!(
-            tally
+            lines
                 .finish("exchange 'amq.direct'")
                 .unwrap_err()
                 .to_string(),
             "publishing to exchange 'amq.direct': the message was returned: NO_ROUTE (312)"
         );
+    }
+
+    #[test]
+    fn an_interruption_reports_the_unbroken_prefix_of_answered_lines() {
+        let mut lines = Lines::default();
+        for line in [2, 1, 3, 6, 7] {
+            assert!(lines.record(line, Ok(PublishOutcome::Confirmed)));
+        }
+        assert!(!lines.record(5, Err(closed())));
+        assert!(!lines.record(4, Err(closed())));
+        let err = lines.interrupted("exchange 'ex'").expect("interrupted");
+        assert_eq!(
+            err.to_string(),
+            "publishing line 4 to exchange 'ex': connection closed: NORMAL (200): server \
+             shutting down; lines 1 to 3 were confirmed, and 2 later lines (resuming sends \
+             them again); resume from line 4"
+        );
+    }
+
+    #[test]
+    fn an_interruption_names_refusals_within_the_prefix() {
+        let mut lines = Lines::default();
+        lines.verdict(1, PublishOutcome::Confirmed);
+        lines.verdict(3, nacked("queue 'q' is full"));
+        lines.verdict(2, nacked("queue 'q' is full"));
+        lines.fail(
+            4,
+            anyhow::anyhow!("Input/output error (os error 5)"),
+            Stage::Reading,
+        );
+        assert_eq!(
+            lines.interrupted("x").expect("interrupted").to_string(),
+            "reading line 4 of stdin: Input/output error (os error 5); lines 1 to 3 were \
+             answered, 2 refused (the first, line 2: RESOURCE_ERROR (506): queue 'q' is \
+             full); resume from line 4"
+        );
+    }
+
+    #[test]
+    fn an_interruption_before_any_answer_or_after_one() {
+        let mut lines = Lines::default();
+        lines.record(1, Err(closed()));
+        let text = lines.interrupted("x").expect("interrupted").to_string();
+        assert!(
+            text.ends_with("; no line was confirmed; resume from line 1"),
+            "{text}"
+        );
+        let mut lines = Lines::default();
+        lines.verdict(1, PublishOutcome::Confirmed);
+        lines.record(2, Err(closed()));
+        let text = lines.interrupted("x").expect("interrupted").to_string();
+        assert!(
+            text.ends_with("; line 1 was confirmed; resume from line 2"),
+            "{text}"
+        );
+        let mut whole = Lines::default();
+        whole.verdict(1, PublishOutcome::Confirmed);
+        assert!(whole.interrupted("x").is_none());
     }
 }
