@@ -15,9 +15,44 @@ use warren_protocol::{
 
 use super::ConnectionConfig;
 use crate::broker::confirm::ReplySlot;
-use crate::broker::session::Session;
+use crate::broker::session::{Session, MAX_PUBLISHES_IN_FLIGHT};
 use crate::broker::Broker;
 use crate::error::BrokerError;
+
+/// How long a connection closing for shutdown waits for the confirms it owes.
+const CONFIRM_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// After the server's `Close`, reads on (bounded), discarding, until the client answers
+/// `CloseOk` or leaves. A socket closed with unread input is reset, and the reset would
+/// destroy what is still on its way to the client: the last confirms and the `Close`.
+/// Frames read here are not acted on (a publish among them is not confirmed, so the client
+/// knows to send it again).
+async fn linger(frames: &mut FramedRead<OwnedReadHalf, FrameCodec>) {
+    let until = tokio::time::Instant::now() + CONFIRM_DRAIN_TIMEOUT;
+    loop {
+        match tokio::time::timeout_at(until, frames.next()).await {
+            Ok(Some(Ok(env))) if !matches!(env.frame, Frame::CloseOk) => {}
+            _ => return,
+        }
+    }
+}
+
+/// Waits (bounded) until every publish read on this connection has had its confirm written:
+/// each holds a permit until then.
+async fn drain_confirms(session: &Session) {
+    let all = u32::try_from(MAX_PUBLISHES_IN_FLIGHT).unwrap_or(u32::MAX);
+    let drained = tokio::time::timeout(
+        CONFIRM_DRAIN_TIMEOUT,
+        session.publish_permits.acquire_many(all),
+    )
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            connection = session.id,
+            "closing with confirms still owed: the store did not answer in time"
+        );
+    }
+}
 
 /// Heartbeat intervals of silence after which a client is considered gone.
 const MISSED_HEARTBEATS: u32 = 3;
@@ -56,10 +91,14 @@ pub(super) async fn run(
     loop {
         let next = tokio::select! {
             () = shutdown.cancelled() => {
+                // Reading stops here; what was already published is answered before the
+                // Close, so a client learns the fate of every message the server took.
+                drain_confirms(session).await;
                 session.send(Envelope::new(0, Frame::Close(Close {
                     code: ErrorCode::Normal.as_u16(),
                     reason: "server shutting down".into(),
                 })));
+                linger(&mut frames).await;
                 return Ended::ServerShutdown;
             }
             n = read(&mut frames, silence_limit) => n,
