@@ -18,6 +18,7 @@ use super::queue::Queue;
 use super::queue_args::QueueArgs;
 use super::redeclare::inequivalence;
 use super::session::Session;
+use super::stats::resident_memory_bytes;
 use super::Broker;
 use crate::error::BrokerError;
 use crate::json::{json_table, table_json};
@@ -288,30 +289,6 @@ impl Broker {
         let mut qs: Vec<Arc<Queue>> = self.inner.queues.read().values().cloned().collect();
         qs.sort_by(|a, b| a.name.cmp(&b.name));
         qs
-    }
-
-    pub(super) fn live_sessions(&self) -> Vec<Arc<Session>> {
-        let mut s: Vec<Arc<Session>> = self
-            .inner
-            .sessions
-            .read()
-            .values()
-            .filter_map(std::sync::Weak::upgrade)
-            .collect();
-        s.sort_by_key(|s| s.id);
-        s
-    }
-
-    /// Recomputes every queue's rates (the ticker calls this about once a second).
-    pub(super) fn update_rates(&self, now: u64) {
-        let last = self.inner.rates_at_ms.load(Ordering::Relaxed);
-        if now.saturating_sub(last) < 1000 {
-            return;
-        }
-        self.inner.rates_at_ms.store(now, Ordering::Relaxed);
-        for q in self.inner.queues.read().values() {
-            q.stats.update_rates(now);
-        }
     }
 
     fn status_json(&self) -> Value {
@@ -930,12 +907,4 @@ fn queue_json(q: &Queue) -> Value {
         "dead_lettered_total": q.stats.dead_lettered.load(Ordering::Relaxed),
         "as_of_ms": now_ms(),
     })
-}
-
-/// Resident memory of this process, from `/proc/self/statm` (0 where unavailable).
-pub fn resident_memory_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .map_or(0, |pages| pages * 4096)
 }
