@@ -34,9 +34,9 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::broker::admin::resident_memory_bytes;
 use crate::broker::dead_letter::DeadLetterReason;
 use crate::broker::queue::{Queue, QueueCounts};
+use crate::broker::stats::resident_memory_bytes;
 use crate::broker::Broker;
 
 /// The path metrics are served on; every other path is 404.

@@ -1,13 +1,47 @@
-//! Dead-lettering: the reasons, the `x-death` history a dead-lettered copy carries, and
-//! RabbitMQ's rule for dropping messages that would cycle forever.
+//! The dead-letter pipeline, in one place: why a message is dead-lettered, the `x-death`
+//! history its copy carries (written by [`dead_lettered_copy`]), RabbitMQ's rule for
+//! dropping copies that would cycle forever ([`is_cycle`]), and the broker's dead-letter task.
 //!
-//! The functions here are pure; the broker's dead-letter task (in [`super`]) routes the copies
-//! and hands each move to the store as one operation, so a message leaves its queue in the
-//! same transaction that puts it into its dead-letter targets.
+//! Messages are raised for dead-lettering by the queue (expiry, and overflow of
+//! `x-max-length`/`x-max-length-bytes`: `Queue::dead_letter`), by the store writer
+//! (`reject-publish-dlx` overflow), and by settles (`settle.rs`: a nack without requeue, or a
+//! requeue past `x-delivery-limit`). Each becomes a [`DeadLetterJob`] for the dead-letter
+//! task, which routes the copies and hands each job to
+//! the store as one operation, so a message leaves its queue in the same transaction that
+//! puts it into its dead-letter targets. The task also passes settle replies on to the store
+//! behind the jobs raised before them ([`DeadLetterTask::Flush`]).
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 
 use warren_protocol::{FieldTable, FieldValue};
 
-use crate::message::Message;
+use super::queue::Queue;
+use super::{Broker, Inner};
+use crate::message::{now_ms, Message, QueuedMessage};
+use crate::store::{Completion, DeadLetterOp, PublishOp};
+
+/// What the broker's dead-letter task is handed, in order.
+#[derive(Debug)]
+pub enum DeadLetterTask {
+    /// Messages to dead-letter.
+    Job(DeadLetterJob),
+    /// Complete once every job handed over before it is durable (settle replies wait on this,
+    /// so an `Ok` follows the dead-letter copies of every earlier settle).
+    Flush(Completion),
+}
+
+/// Messages that left `queue` for `reason`, to be dead-lettered (or dropped, without a
+/// dead-letter exchange) by the broker's dead-letter task.
+#[derive(Debug)]
+pub struct DeadLetterJob {
+    /// The queue they died in.
+    pub queue: Arc<Queue>,
+    /// The messages (bodies may be paged out).
+    pub entries: Vec<QueuedMessage>,
+    /// Why.
+    pub reason: DeadLetterReason,
+}
 
 /// Why a message was dead-lettered (the `reason` of its `x-death` entry).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -157,6 +191,105 @@ pub fn is_cycle(headers: &FieldTable, target: &str) -> bool {
         }
     }
     false
+}
+
+impl Broker {
+    /// Routes and stores dead letters: one store operation per job, so each message leaves
+    /// its queue in the transaction that puts its copy into the dead-letter targets.
+    pub(super) async fn process_dead_letters(&self, job: DeadLetterJob) {
+        let DeadLetterJob {
+            queue,
+            mut entries,
+            reason,
+        } = job;
+        let stats = &self.inner.stats;
+        let n = entries.len() as u64;
+        if reason == DeadLetterReason::Expired {
+            stats.expired.fetch_add(n, Ordering::Relaxed);
+        }
+        let removals: Vec<(u64, u64)> = entries
+            .iter()
+            .filter(|e| e.stored)
+            .map(|e| (queue.id, e.id))
+            .collect();
+        let Some(dlx) = queue.args.dead_letter_exchange.clone() else {
+            if !removals.is_empty() {
+                self.inner.store.remove_internal(removals);
+            }
+            return;
+        };
+        if !dlx.is_empty() && self.exchange(&dlx).is_none() {
+            stats.dead_letters_dropped.fetch_add(n, Ordering::Relaxed);
+            tracing::warn!(queue = %queue.name, exchange = %dlx, count = n, reason = reason.as_str(), "dead-letter exchange does not exist; dropping the messages");
+            if !removals.is_empty() {
+                self.inner.store.remove_internal(removals);
+            }
+            return;
+        }
+        // Paged-out bodies are read back first: the copy carries the whole message.
+        for e in &mut entries {
+            if e.message.is_none() {
+                if let Err(err) = queue.load_body(e).await {
+                    tracing::error!(queue = %queue.name, error = %err, "reading a dead letter's body failed");
+                }
+            }
+        }
+        let now = now_ms();
+        let mut publishes = Vec::new();
+        let mut dropped = 0u64;
+        for e in entries {
+            let Some(message) = e.message else {
+                tracing::error!(queue = %queue.name, id = e.id, "a dead letter without a stored body; dropping it");
+                dropped += 1;
+                continue;
+            };
+            let key = queue
+                .args
+                .dead_letter_routing_key
+                .clone()
+                .unwrap_or_else(|| message.routing_key.clone());
+            let copy = dead_lettered_copy(&message, &queue.name, reason, &dlx, &key, now);
+            let mut targets = self
+                .route(&dlx, &key, &copy.properties.headers)
+                .unwrap_or_default();
+            targets.retain(|t| !is_cycle(&copy.properties.headers, &t.name));
+            if targets.is_empty() {
+                dropped += 1;
+                continue;
+            }
+            publishes.push(PublishOp::new(Arc::new(copy), targets, None));
+        }
+        stats.count_dead_lettered(reason, publishes.len() as u64);
+        if dropped > 0 {
+            stats
+                .dead_letters_dropped
+                .fetch_add(dropped, Ordering::Relaxed);
+            tracing::warn!(queue = %queue.name, exchange = %dlx, count = dropped, reason = reason.as_str(), "dead letters dropped: unroutable or cycling");
+        }
+        self.inner.store.dead_letter(DeadLetterOp {
+            removals,
+            publishes,
+            moves: Vec::new(),
+            refused: None,
+            done: Completion::None,
+        });
+    }
+}
+
+/// The broker's dead-letter task: turns [`DeadLetterJob`]s into store operations, in the
+/// order they were raised, and passes flushes on to the store behind them.
+pub(super) async fn dead_letter_loop(
+    inner: Weak<Inner>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<DeadLetterTask>,
+) {
+    while let Some(task) = rx.recv().await {
+        let Some(inner) = inner.upgrade() else { return };
+        match task {
+            DeadLetterTask::Job(job) => Broker { inner }.process_dead_letters(job).await,
+            // Every earlier job is with the store writer now: its flush covers them.
+            DeadLetterTask::Flush(done) => inner.store.flush(done),
+        }
+    }
 }
 
 #[cfg(test)]

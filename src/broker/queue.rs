@@ -23,11 +23,11 @@ use tokio::sync::mpsc;
 use warren_protocol::FieldTable;
 
 use super::consumer::Consumer;
-use super::dead_letter::DeadLetterReason;
+use super::dead_letter::{DeadLetterJob, DeadLetterReason, DeadLetterTask};
 use super::queue_args::{Overflow, QueueArgs};
 use super::session::{Outbound, Unacked};
 use crate::message::{now_ms, Message, QueuedMessage};
-use crate::store::{Completion, Store};
+use crate::store::Store;
 
 /// How many paged-out bodies one refill reads.
 const REFILL_BATCH: usize = 512;
@@ -46,28 +46,6 @@ pub struct QueueContext {
     pub dead_letters: mpsc::UnboundedSender<DeadLetterTask>,
     /// The broker's counters: deliveries are counted where they happen, here.
     pub stats: Arc<super::BrokerStats>,
-}
-
-/// What the broker's dead-letter task is handed, in order.
-#[derive(Debug)]
-pub enum DeadLetterTask {
-    /// Messages to dead-letter.
-    Job(DeadLetterJob),
-    /// Complete once every job handed over before it is durable (settle replies wait on this,
-    /// so an `Ok` follows the dead-letter copies of every earlier settle).
-    Flush(Completion),
-}
-
-/// Messages that left `queue` for `reason`, to be dead-lettered (or dropped, without a
-/// dead-letter exchange) by the broker's dead-letter task.
-#[derive(Debug)]
-pub struct DeadLetterJob {
-    /// The queue they died in.
-    pub queue: Arc<Queue>,
-    /// The messages (bodies may be paged out).
-    pub entries: Vec<QueuedMessage>,
-    /// Why.
-    pub reason: DeadLetterReason,
 }
 
 /// What a queue is declared as.

@@ -1,0 +1,298 @@
+//! Definitions: exporting exchanges, queues and bindings as one JSON document, and
+//! importing one (checked in full before anything is declared; importing twice changes
+//! nothing the second time).
+
+use std::collections::HashSet;
+
+use serde_json::{json, Value};
+use warren_protocol::{ExchangeDeclare, ExchangeKind, FieldTable, QueueBind, QueueDeclare};
+
+use crate::broker::exchange;
+use crate::broker::queue_args::QueueArgs;
+use crate::broker::redeclare::inequivalence;
+use crate::broker::session::Session;
+use crate::broker::Broker;
+use crate::error::BrokerError;
+use crate::json::{json_table, table_json};
+
+impl Broker {
+    pub(super) fn definitions_export(&self) -> Value {
+        let mut exchanges: Vec<Value> = self
+            .inner
+            .exchanges
+            .read()
+            .values()
+            .filter(|e| !e.builtin)
+            .map(|e| {
+                json!({
+                    "name": &*e.name,
+                    "type": e.kind.as_str(),
+                    "durable": e.durable,
+                    "arguments": table_json(&e.arguments),
+                })
+            })
+            .collect();
+        exchanges.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+        let queues: Vec<Value> = self
+            .sorted_queues()
+            .iter()
+            .filter(|q| q.exclusive_owner.is_none())
+            .map(|q| {
+                json!({
+                    "name": &*q.name,
+                    "durable": q.durable,
+                    "auto_delete": q.auto_delete,
+                    "arguments": table_json(&q.arguments),
+                })
+            })
+            .collect();
+        let exported: HashSet<String> = queues
+            .iter()
+            .filter_map(|q| q["name"].as_str().map(str::to_owned))
+            .collect();
+        let bindings: Vec<Value> = match self.bindings_json(None, None) {
+            Value::Array(all) => all
+                .into_iter()
+                .filter(|b| {
+                    b["destination"]
+                        .as_str()
+                        .is_some_and(|d| exported.contains(d))
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        json!({
+            "warren_version": env!("CARGO_PKG_VERSION"),
+            "exchanges": exchanges,
+            "queues": queues,
+            "bindings": bindings,
+        })
+    }
+
+    /// Imports definitions: checks everything first, then declares what is missing. Running
+    /// it twice changes nothing the second time.
+    pub(super) async fn definitions_import(
+        &self,
+        session: &Session,
+        doc: &Value,
+    ) -> Result<Value, BrokerError> {
+        let defs = Definitions::parse(doc)?;
+        // Check every definition against what exists before changing anything.
+        for e in &defs.exchanges {
+            let existing = self.exchange(&e.name);
+            // As declare_exchange: `x-` arguments are refused unless the exchange already
+            // has exactly these arguments.
+            if !existing
+                .as_ref()
+                .is_some_and(|x| x.arguments == e.arguments)
+            {
+                exchange::validate_arguments(&e.arguments).map_err(|err| match err {
+                    BrokerError::InvalidArgument { what, reason } => BrokerError::InvalidArgument {
+                        what: format!("definitions: exchange '{}' {what}", e.name),
+                        reason,
+                    },
+                    other => other,
+                })?;
+            }
+            if let Some(existing) = existing {
+                if let Some(why) = inequivalence(
+                    "exchange",
+                    &e.name,
+                    &[
+                        (
+                            "type",
+                            e.kind.as_str().to_owned(),
+                            existing.kind.as_str().to_owned(),
+                        ),
+                        (
+                            "durable",
+                            e.durable.to_string(),
+                            existing.durable.to_string(),
+                        ),
+                    ],
+                    &e.arguments,
+                    &existing.arguments,
+                ) {
+                    return Err(BrokerError::PreconditionFailed(format!(
+                        "definitions conflict: {why}"
+                    )));
+                }
+            } else if e.name.is_empty() || e.name.starts_with("amq.") {
+                return Err(BrokerError::AccessRefused(format!(
+                    "definitions: exchange name '{}' is reserved",
+                    e.name
+                )));
+            }
+        }
+        for q in &defs.queues {
+            let existing = self.queue(&q.name);
+            // As declare_queue: a queue that already has exactly these arguments passes.
+            if !existing
+                .as_ref()
+                .is_some_and(|x| x.arguments == q.arguments)
+            {
+                QueueArgs::parse(&q.arguments).map_err(|err| {
+                    BrokerError::invalid(
+                        format!("definitions: queue '{}' argument {}", q.name, err.arg),
+                        err.reason,
+                    )
+                })?;
+            }
+            if let Some(existing) = existing {
+                if let Some(why) = inequivalence(
+                    "queue",
+                    &q.name,
+                    &[
+                        (
+                            "durable",
+                            q.durable.to_string(),
+                            existing.durable.to_string(),
+                        ),
+                        (
+                            "exclusive",
+                            q.exclusive.to_string(),
+                            existing.exclusive_owner.is_some().to_string(),
+                        ),
+                        (
+                            "auto_delete",
+                            q.auto_delete.to_string(),
+                            existing.auto_delete.to_string(),
+                        ),
+                    ],
+                    &q.arguments,
+                    &existing.arguments,
+                ) {
+                    return Err(BrokerError::PreconditionFailed(format!(
+                        "definitions conflict: {why}"
+                    )));
+                }
+            }
+        }
+        let declared_exchanges: HashSet<&str> =
+            defs.exchanges.iter().map(|e| e.name.as_str()).collect();
+        let declared_queues: HashSet<&str> = defs.queues.iter().map(|q| q.name.as_str()).collect();
+        for b in &defs.bindings {
+            if !declared_exchanges.contains(b.exchange.as_str())
+                && self.exchange(&b.exchange).is_none()
+            {
+                return Err(BrokerError::not_found(
+                    "exchange (binding source)",
+                    &b.exchange,
+                ));
+            }
+            if !declared_queues.contains(b.queue.as_str()) && self.queue(&b.queue).is_none() {
+                return Err(BrokerError::not_found(
+                    "queue (binding destination)",
+                    &b.queue,
+                ));
+            }
+        }
+        let (mut created_exchanges, mut created_queues) = (0u64, 0u64);
+        for e in defs.exchanges {
+            if self.exchange(&e.name).is_none() {
+                created_exchanges += 1;
+            }
+            self.declare_exchange(e).await?;
+        }
+        for q in defs.queues {
+            if self.queue(&q.name).is_none() {
+                created_queues += 1;
+            }
+            self.declare_queue(session, q).await?;
+        }
+        let bindings = defs.bindings.len();
+        for b in defs.bindings {
+            self.bind(session, b).await?;
+        }
+        Ok(json!({
+            "exchanges_created": created_exchanges,
+            "queues_created": created_queues,
+            "bindings": bindings,
+        }))
+    }
+}
+
+/// A parsed definitions document.
+struct Definitions {
+    exchanges: Vec<ExchangeDeclare>,
+    queues: Vec<QueueDeclare>,
+    bindings: Vec<QueueBind>,
+}
+
+impl Definitions {
+    fn parse(doc: &Value) -> Result<Definitions, BrokerError> {
+        let bad = |what: String, reason: &str| BrokerError::invalid(what, reason.to_owned());
+        let list = |key: &str| -> Result<Vec<Value>, BrokerError> {
+            match doc.get(key) {
+                None => Ok(Vec::new()),
+                Some(Value::Array(a)) => Ok(a.clone()),
+                Some(_) => Err(bad(format!("definitions {key}"), "must be an array")),
+            }
+        };
+        let text = |v: &Value, key: &str, what: &str| -> Result<String, BrokerError> {
+            v.get(key)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .ok_or_else(|| {
+                    bad(
+                        format!("definitions: {what} field {key}"),
+                        "must be a string",
+                    )
+                })
+        };
+        let flag = |v: &Value, key: &str| v.get(key).and_then(Value::as_bool).unwrap_or(false);
+        let table = |v: &Value, what: &str| -> Result<FieldTable, BrokerError> {
+            match v.get("arguments") {
+                None => Ok(FieldTable::new()),
+                Some(a) => json_table(a)
+                    .map_err(|e| BrokerError::invalid(format!("definitions: {what} arguments"), e)),
+            }
+        };
+        let mut out = Definitions {
+            exchanges: Vec::new(),
+            queues: Vec::new(),
+            bindings: Vec::new(),
+        };
+        for e in list("exchanges")? {
+            let name = text(&e, "name", "exchange")?;
+            let kind_name = text(&e, "type", "exchange")?;
+            let kind = ExchangeKind::parse(&kind_name).ok_or_else(|| {
+                bad(
+                    format!("definitions: exchange '{name}' type"),
+                    "must be direct, fanout, topic or headers",
+                )
+            })?;
+            out.exchanges.push(ExchangeDeclare {
+                arguments: table(&e, &format!("exchange '{name}'"))?,
+                durable: flag(&e, "durable"),
+                passive: false,
+                kind,
+                name,
+            });
+        }
+        for q in list("queues")? {
+            let name = text(&q, "name", "queue")?;
+            out.queues.push(QueueDeclare {
+                arguments: table(&q, &format!("queue '{name}'"))?,
+                durable: flag(&q, "durable"),
+                exclusive: false,
+                auto_delete: flag(&q, "auto_delete"),
+                passive: false,
+                name,
+            });
+        }
+        for b in list("bindings")? {
+            out.bindings.push(QueueBind {
+                exchange: text(&b, "source", "binding")?,
+                queue: text(&b, "destination", "binding")?,
+                routing_key: b
+                    .get("routing_key")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned(),
+                arguments: table(&b, "binding")?,
+            });
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,182 @@
+//! Consuming: starting a consumer, cancelling it (by the client, or by the server when it
+//! held a delivery past its consumer timeout), detaching it from its queue (which may
+//! auto-delete the queue), and `get`.
+//!
+//! Delivery itself happens in the queue (`Queue::dispatch_locked`); what happens to a
+//! delivery afterwards is in `settle.rs`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use warren_protocol::{
+    Consume, ConsumerCancelled, ConsumerTag, Envelope, ErrorCode, Frame, Get, GetOk, RequestId,
+};
+
+use super::consumer::Consumer;
+use super::session::{Session, Unacked};
+use super::{validate_name, Broker};
+use crate::error::BrokerError;
+
+impl Broker {
+    /// Starts a consumer. Sends `ConsumeOk` itself, before the first delivery can go out.
+    ///
+    /// # Errors
+    /// Missing or foreign exclusive queue, a tag in use, exclusivity conflicts.
+    pub fn consume(
+        &self,
+        session: &Arc<Session>,
+        request_id: RequestId,
+        c: Consume,
+    ) -> Result<(), BrokerError> {
+        let q = self.usable_queue(session, &c.queue)?;
+        let tag = if c.consumer_tag.is_empty() {
+            session.generate_consumer_tag()
+        } else {
+            validate_name("consumer tag", &c.consumer_tag)?;
+            c.consumer_tag
+        };
+        let consumer = Consumer::new(
+            tag.as_str().into(),
+            &q,
+            session.clone(),
+            c.no_ack,
+            session.prefetch(),
+            c.exclusive,
+        );
+        if !session.add_consumer(consumer.clone()) {
+            return Err(BrokerError::NotAllowed(format!(
+                "consumer tag '{tag}' is already in use on this connection"
+            )));
+        }
+        session.send(Envelope::new(
+            request_id,
+            Frame::ConsumeOk(ConsumerTag {
+                consumer_tag: tag.clone(),
+            }),
+        ));
+        if let Err(reason) = q.add_consumer(consumer) {
+            session.remove_consumer(&tag);
+            // ConsumeOk already went out: tell the client the consumer is gone.
+            session.send(Envelope::new(
+                0,
+                Frame::ConsumerCancelled(ConsumerCancelled {
+                    consumer_tag: tag,
+                    code: ErrorCode::ResourceLocked.as_u16(),
+                    reason: reason.clone(),
+                }),
+            ));
+            return Err(BrokerError::ResourceLocked(reason));
+        }
+        Ok(())
+    }
+
+    /// Stops a consumer and requeues its unacked deliveries, or with `keep_unacked` leaves
+    /// them with the session to be settled later (AMQP's `basic.cancel`). Cancelling an
+    /// unknown tag succeeds (as in RabbitMQ).
+    ///
+    /// # Errors
+    /// A store failure while auto-deleting its queue.
+    pub async fn cancel(
+        &self,
+        session: &Arc<Session>,
+        tag: &str,
+        keep_unacked: bool,
+    ) -> Result<(), BrokerError> {
+        let Some(consumer) = session.remove_consumer(tag) else {
+            return Ok(());
+        };
+        self.detach(&consumer).await?;
+        if keep_unacked {
+            session.release_unacked_of(&consumer);
+        } else {
+            self.requeue_unacked_of(session, &consumer);
+        }
+        Ok(())
+    }
+
+    pub(super) async fn detach(&self, consumer: &Arc<Consumer>) -> Result<(), BrokerError> {
+        let Some(q) = consumer.queue.upgrade() else {
+            return Ok(());
+        };
+        if q.remove_consumer(consumer) {
+            let _guard = self.inner.topology.lock().await;
+            // Re-check under the lock: a consumer may have arrived meanwhile.
+            if q.counts().consumers == 0 && !q.is_deleted() {
+                self.remove_queue(&q).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes one message from a queue (`None` if it has none ready).
+    ///
+    /// # Errors
+    /// Missing or foreign exclusive queue, or a store failure reading its body.
+    pub async fn get(&self, session: &Session, g: Get) -> Result<Option<GetOk>, BrokerError> {
+        let q = self.usable_queue(session, &g.queue)?;
+        let Some((mut entry, message_count)) = q.take_one(g.no_ack) else {
+            return Ok(None);
+        };
+        if let Err(e) = q.load_body(&mut entry).await {
+            q.requeue(vec![entry]);
+            return Err(e.into());
+        }
+        let Some(message) = entry.message.clone() else {
+            tracing::error!(queue = %q.name, id = entry.id, "queue entry without a stored message; dropping it");
+            q.settled(1);
+            self.inner.store.remove_internal(vec![(q.id, entry.id)]);
+            return Ok(None);
+        };
+        let delivery_count = entry.delivery_count;
+        let delivery_tag = if g.no_ack {
+            if entry.stored {
+                self.inner.store.remove_internal(vec![(q.id, entry.id)]);
+            }
+            // Nothing to acknowledge: no tag (PROTOCOL.md §13).
+            0
+        } else {
+            session.record_delivery(Some(Unacked {
+                queue: q.clone(),
+                consumer: None,
+                entry,
+                delivered_at: Instant::now(),
+            }))
+        };
+        Ok(Some(GetOk {
+            delivery_tag,
+            redelivered: delivery_count > 0,
+            delivery_count,
+            message_count,
+            exchange: message.exchange.clone(),
+            routing_key: message.routing_key.clone(),
+            properties: message.properties.clone(),
+            body: message.body.clone(),
+        }))
+    }
+
+    /// Ends a consumer from the server side (consumer timeout): its unacked deliveries are
+    /// requeued (counting as failed), and the client is told why.
+    pub async fn cancel_by_server(
+        &self,
+        session: &Arc<Session>,
+        consumer: &Arc<Consumer>,
+        reason: String,
+    ) {
+        if session.remove_consumer(&consumer.tag).is_none() {
+            return;
+        }
+        if let Err(e) = self.detach(consumer).await {
+            tracing::warn!(error = %e, "auto-deleting a queue after a consumer timeout failed");
+        }
+        self.requeue_unacked_of(session, consumer);
+        tracing::info!(connection = session.id, consumer = %consumer.tag, %reason, "consumer cancelled by the server");
+        session.send(Envelope::new(
+            0,
+            Frame::ConsumerCancelled(ConsumerCancelled {
+                consumer_tag: consumer.tag.to_string(),
+                code: ErrorCode::PreconditionFailed.as_u16(),
+                reason,
+            }),
+        ));
+    }
+}

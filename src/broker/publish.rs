@@ -1,0 +1,158 @@
+//! Publishing: route a message, return or confirm it at once when no queue takes it, and
+//! otherwise hand it to the store writer, which commits, enqueues and confirms in that order.
+//! A publish with `x-delay` or `x-deliver-at` in the future is stored for the scheduler
+//! (`scheduler.rs`) instead.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use warren_protocol::{Envelope, ErrorCode, FieldTable, Frame, Publish, RequestId, Return};
+
+use super::confirm::ReplySlot;
+use super::queue::Queue;
+use super::session::Session;
+use super::{Broker, X_DELAY, X_DELIVER_AT};
+use crate::error::BrokerError;
+use crate::message::{now_ms, Message};
+use crate::store::{PublishOp, ScheduleOp};
+
+impl Broker {
+    /// Routes and hands a message to the store writer. Its confirm reaches the session's
+    /// reply sink after the commit; an unroutable mandatory message is returned first.
+    ///
+    /// # Errors
+    /// A missing exchange, or the store writer has stopped.
+    pub async fn publish(
+        &self,
+        session: &Session,
+        request_id: RequestId,
+        p: Publish,
+    ) -> Result<(), BrokerError> {
+        let stats = &self.inner.stats;
+        if let Some(due_ms) = not_before(&p.properties.headers)? {
+            if due_ms > now_ms() {
+                return self.schedule(session, request_id, p, due_ms).await;
+            }
+        }
+        let targets = self.route(&p.exchange, &p.routing_key, &p.properties.headers)?;
+        stats.published.fetch_add(1, Ordering::Relaxed);
+        let confirm = ReplySlot::new(session.replies.clone(), request_id);
+        if targets.is_empty() {
+            stats.unroutable.fetch_add(1, Ordering::Relaxed);
+            if p.mandatory {
+                stats.returned.fetch_add(1, Ordering::Relaxed);
+                session.send(Envelope::new(
+                    request_id,
+                    Frame::Return(Box::new(Return {
+                        reply_code: ErrorCode::NoRoute.as_u16(),
+                        reply_text: "NO_ROUTE".into(),
+                        exchange: p.exchange,
+                        routing_key: p.routing_key,
+                        properties: p.properties,
+                        body: p.body,
+                    })),
+                ));
+            }
+            // Unroutable messages are confirmed at once: there is nothing to store. The confirm
+            // takes the same path as the Return so it cannot overtake it.
+            drop(confirm);
+            session.send(Envelope::new(
+                request_id,
+                Frame::Confirm(warren_protocol::Confirm::Ack),
+            ));
+            return Ok(());
+        }
+        stats.routed.fetch_add(1, Ordering::Relaxed);
+        let message = Arc::new(Message {
+            exchange: p.exchange,
+            routing_key: p.routing_key,
+            properties: p.properties,
+            body: p.body,
+        });
+        self.inner
+            .store
+            .publish(PublishOp::new(message, targets, Some(confirm)))
+            .await?;
+        Ok(())
+    }
+
+    /// The queues a message for `exchange` with this key and headers goes to.
+    ///
+    /// # Errors
+    /// [`BrokerError::NotFound`] when the exchange does not exist.
+    pub(super) fn route(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        headers: &FieldTable,
+    ) -> Result<Vec<Arc<Queue>>, BrokerError> {
+        let mut targets = Vec::new();
+        if exchange.is_empty() {
+            if let Some(q) = self.queue(routing_key) {
+                targets.push(q);
+            }
+        } else {
+            let e = self
+                .exchange(exchange)
+                .ok_or_else(|| BrokerError::not_found("exchange", exchange))?;
+            e.route(routing_key, headers, &mut targets);
+        }
+        Ok(targets)
+    }
+
+    /// Holds a message durably until `due_ms`, then routes it (see the scheduler).
+    async fn schedule(
+        &self,
+        session: &Session,
+        request_id: RequestId,
+        p: Publish,
+        due_ms: u64,
+    ) -> Result<(), BrokerError> {
+        if !p.exchange.is_empty() && self.exchange(&p.exchange).is_none() {
+            return Err(BrokerError::not_found("exchange", &p.exchange));
+        }
+        self.inner.stats.published.fetch_add(1, Ordering::Relaxed);
+        self.inner.stats.scheduled.fetch_add(1, Ordering::Relaxed);
+        let message = Arc::new(Message {
+            exchange: p.exchange,
+            routing_key: p.routing_key,
+            properties: p.properties,
+            body: p.body,
+        });
+        self.inner
+            .store
+            .schedule(ScheduleOp {
+                due_ms,
+                message,
+                confirm: Some(ReplySlot::new(session.replies.clone(), request_id)),
+                scheduled: self.inner.scheduled_tx.clone(),
+                id: 0,
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+/// The not-before time a publish asks for: `x-deliver-at` (ms since the epoch) or now plus
+/// `x-delay` (ms).
+///
+/// # Errors
+/// Either header with a value that is not a non-negative integer.
+fn not_before(headers: &FieldTable) -> Result<Option<u64>, BrokerError> {
+    let int = |name: &str| -> Result<Option<u64>, BrokerError> {
+        match headers.get(name) {
+            None => Ok(None),
+            Some(v) => match v.as_int().and_then(|i| u64::try_from(i).ok()) {
+                Some(ms) => Ok(Some(ms)),
+                None => Err(BrokerError::invalid(
+                    format!("header {name}"),
+                    format!("expected a non-negative integer of milliseconds, got {v:?}"),
+                )),
+            },
+        }
+    };
+    if let Some(at) = int(X_DELIVER_AT)? {
+        return Ok(Some(at));
+    }
+    Ok(int(X_DELAY)?.map(|d| now_ms().saturating_add(d)))
+}

@@ -1,0 +1,143 @@
+//! Recovery: rebuilding the broker from what the store read at startup (`Store::open`):
+//! the built-in exchanges, stored exchanges, queues with their messages, and bindings.
+//! Exclusive queues left by the previous run are deleted; stored arguments this Warren no
+//! longer implements load with a warning rather than stranding the data.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use warren_protocol::{ExchangeKind, FieldTable};
+
+use super::exchange::{self, Binding, Exchange};
+use super::queue::{Queue, QueueSettings};
+use super::queue_args::{self, QueueArgs};
+use super::Broker;
+use crate::error::BrokerError;
+use crate::message::QueuedMessage;
+use crate::store::{Recovered, TopologyChange};
+
+const BUILTIN_EXCHANGES: [(&str, ExchangeKind); 4] = [
+    ("amq.direct", ExchangeKind::Direct),
+    ("amq.fanout", ExchangeKind::Fanout),
+    ("amq.topic", ExchangeKind::Topic),
+    ("amq.headers", ExchangeKind::Headers),
+];
+
+impl Broker {
+    pub(super) async fn restore(&self, recovered: Recovered) -> Result<(), BrokerError> {
+        let inner = &self.inner;
+        {
+            let mut exchanges = inner.exchanges.write();
+            for (name, kind) in BUILTIN_EXCHANGES {
+                exchanges.insert(
+                    name.to_owned(),
+                    Arc::new(Exchange::new(
+                        name.into(),
+                        kind,
+                        true,
+                        FieldTable::new(),
+                        true,
+                    )),
+                );
+            }
+            for e in recovered.exchanges {
+                let unsupported = exchange::unsupported_arguments(&e.arguments);
+                if !unsupported.is_empty() {
+                    // Declared by an older Warren that accepted them; refusing to start would
+                    // strand the data, so the exchange loads and the operator is told.
+                    tracing::warn!(exchange = %e.name, arguments = ?unsupported,
+                        "stored exchange has arguments Warren does not implement; they have no effect");
+                }
+                exchanges.insert(
+                    e.name.clone(),
+                    Arc::new(Exchange::new(
+                        e.name.as_str().into(),
+                        e.kind,
+                        true,
+                        e.arguments,
+                        false,
+                    )),
+                );
+            }
+        }
+        let mut max_id = 0;
+        let mut orphaned = Vec::new();
+        let mut message_total = 0usize;
+        for rq in recovered.queues {
+            max_id = max_id.max(rq.record.id);
+            if rq.record.exclusive {
+                // Its owning connection died with the old process.
+                orphaned.push((rq.record.id, rq.record.name));
+                continue;
+            }
+            let unsupported = queue_args::unsupported_arguments(&rq.record.arguments);
+            if !unsupported.is_empty() {
+                // Declared by an older Warren that accepted them; refusing to start would
+                // strand the messages, so the queue loads and the operator is told.
+                tracing::warn!(queue = %rq.record.name, arguments = ?unsupported,
+                    "stored queue has arguments Warren does not implement; they have no effect");
+            }
+            let args = QueueArgs::parse_known(&rq.record.arguments).unwrap_or_else(|e| {
+                tracing::warn!(queue = %rq.record.name, error = %e, "stored queue arguments no longer parse; ignoring them");
+                QueueArgs::default()
+            });
+            let q = Queue::new(
+                QueueSettings {
+                    id: rq.record.id,
+                    name: rq.record.name.as_str().into(),
+                    durable: true,
+                    exclusive_owner: None,
+                    auto_delete: rq.record.auto_delete,
+                    arguments: rq.record.arguments,
+                    args,
+                },
+                inner.ctx.clone(),
+            );
+            message_total += rq.messages.len();
+            q.restore(rq.messages.into_iter().map(|e| {
+                (
+                    QueuedMessage {
+                        id: e.id,
+                        message: None,
+                        size: e.size,
+                        delivery_count: e.delivery_count,
+                        stored: true,
+                        expires_at: e.expires_at,
+                    },
+                    e.ready_at,
+                )
+            }));
+            inner.queues.write().insert(rq.record.name, q);
+        }
+        inner.next_queue_id.store(max_id + 1, Ordering::Release);
+        for b in recovered.bindings {
+            let exchange = inner.exchanges.read().get(&b.exchange).cloned();
+            let queue = inner.queues.read().get(&b.queue).cloned();
+            match (exchange, queue) {
+                (Some(e), Some(q)) => {
+                    e.bind(Binding {
+                        queue: q,
+                        routing_key: b.routing_key,
+                        arguments: b.arguments,
+                    });
+                }
+                _ => {
+                    tracing::warn!(exchange = %b.exchange, queue = %b.queue, "dropping a stored binding whose exchange or queue is gone")
+                }
+            }
+        }
+        for (id, name) in orphaned {
+            tracing::info!(queue = %name, "deleting exclusive queue left by the previous run");
+            inner
+                .store
+                .change_topology(TopologyChange::DeleteQueue { id, name })
+                .await?;
+        }
+        tracing::info!(
+            queues = inner.queues.read().len(),
+            messages = message_total,
+            "recovered durable state"
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,427 @@
+//! Topology: declaring and deleting exchanges and queues, binding and unbinding, purging.
+//!
+//! Every change holds the broker's topology lock (an async mutex) across its store commit,
+//! so check-then-change is atomic and the reply follows durability. Redeclaring with
+//! different settings is refused by `redeclare.rs`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use warren_protocol::{
+    ConsumerCancelled, Envelope, ErrorCode, ExchangeDeclare, Frame, QueueBind, QueueDeclare,
+    QueueDeclareOk,
+};
+
+use super::exchange::{self, Binding, Exchange};
+use super::queue::{Queue, QueueSettings};
+use super::queue_args::QueueArgs;
+use super::session::Session;
+use super::{check_owner, redeclare, validate_name, Broker};
+use crate::error::BrokerError;
+use crate::message::QueuedMessage;
+use crate::store::codec::{BindingRecord, ExchangeRecord, QueueRecord};
+use crate::store::{Completion, TopologyChange};
+
+impl Broker {
+    /// Declares an exchange.
+    ///
+    /// # Errors
+    /// Reserved or invalid names, a conflicting existing exchange, a passive declare of a
+    /// missing one, or a store failure.
+    pub async fn declare_exchange(&self, d: ExchangeDeclare) -> Result<(), BrokerError> {
+        validate_name("exchange", &d.name)?;
+        if d.name.is_empty() {
+            return Err(BrokerError::AccessRefused(
+                "the default exchange cannot be declared".into(),
+            ));
+        }
+        let _guard = self.inner.topology.lock().await;
+        let existing = self.exchange(&d.name);
+        // An exchange that already has exactly these arguments (stored by an older Warren
+        // that accepted them) may be redeclared as it is, so its clients keep starting.
+        if !existing
+            .as_ref()
+            .is_some_and(|e| e.arguments == d.arguments)
+        {
+            exchange::validate_arguments(&d.arguments)?;
+        }
+        if let Some(existing) = existing {
+            if d.passive {
+                return Ok(());
+            }
+            if let Some(why) = redeclare::inequivalence(
+                "exchange",
+                &d.name,
+                &[
+                    (
+                        "type",
+                        d.kind.as_str().to_owned(),
+                        existing.kind.as_str().to_owned(),
+                    ),
+                    (
+                        "durable",
+                        d.durable.to_string(),
+                        existing.durable.to_string(),
+                    ),
+                ],
+                &d.arguments,
+                &existing.arguments,
+            ) {
+                return Err(BrokerError::PreconditionFailed(why));
+            }
+            return Ok(());
+        }
+        if d.passive {
+            return Err(BrokerError::not_found("exchange", &d.name));
+        }
+        if d.name.starts_with("amq.") {
+            return Err(BrokerError::AccessRefused(format!(
+                "exchange name '{}' is reserved: names starting with 'amq.' belong to the broker",
+                d.name
+            )));
+        }
+        if d.durable {
+            self.inner
+                .store
+                .change_topology(TopologyChange::PutExchange(ExchangeRecord {
+                    name: d.name.clone(),
+                    kind: d.kind,
+                    arguments: d.arguments.clone(),
+                }))
+                .await?;
+        }
+        let e = Exchange::new(
+            d.name.as_str().into(),
+            d.kind,
+            d.durable,
+            d.arguments,
+            false,
+        );
+        self.inner.exchanges.write().insert(d.name, Arc::new(e));
+        Ok(())
+    }
+
+    /// Deletes an exchange and its bindings. Deleting a missing exchange succeeds (as in
+    /// RabbitMQ).
+    ///
+    /// # Errors
+    /// The default or a built-in exchange, `if_unused` with bindings, or a store failure.
+    pub async fn delete_exchange(&self, name: &str, if_unused: bool) -> Result<(), BrokerError> {
+        if name.is_empty() {
+            return Err(BrokerError::AccessRefused(
+                "the default exchange cannot be deleted".into(),
+            ));
+        }
+        let _guard = self.inner.topology.lock().await;
+        let Some(e) = self.exchange(name) else {
+            return Ok(());
+        };
+        if e.builtin {
+            return Err(BrokerError::AccessRefused(format!(
+                "exchange '{name}' is built in and cannot be deleted"
+            )));
+        }
+        if if_unused && e.has_bindings() {
+            return Err(BrokerError::PreconditionFailed(format!(
+                "exchange '{name}' has bindings"
+            )));
+        }
+        if e.durable {
+            self.inner
+                .store
+                .change_topology(TopologyChange::DeleteExchange(name.to_owned()))
+                .await?;
+        }
+        self.inner.exchanges.write().remove(name);
+        Ok(())
+    }
+
+    /// Declares a queue; an empty name gets a server-chosen one.
+    ///
+    /// # Errors
+    /// Reserved or invalid names, a conflicting or exclusive existing queue, a passive
+    /// declare of a missing one, or a store failure.
+    pub async fn declare_queue(
+        &self,
+        session: &Session,
+        d: QueueDeclare,
+    ) -> Result<QueueDeclareOk, BrokerError> {
+        validate_name("queue", &d.name)?;
+        let _guard = self.inner.topology.lock().await;
+        let existing = self.queue(&d.name);
+        let args = match QueueArgs::parse(&d.arguments) {
+            Ok(args) => args,
+            // A queue that already has exactly these arguments (stored by an older Warren
+            // that accepted them) may be redeclared as it is, so its clients keep starting;
+            // the parsed arguments are only needed to create a queue.
+            Err(_)
+                if existing
+                    .as_ref()
+                    .is_some_and(|q| q.arguments == d.arguments) =>
+            {
+                QueueArgs::default()
+            }
+            Err(e) => {
+                return Err(BrokerError::invalid(
+                    format!("queue argument {}", e.arg),
+                    e.reason,
+                ))
+            }
+        };
+        if let Some(existing) = existing {
+            check_owner(&existing, session)?;
+            existing.touch();
+            let exclusive = existing.exclusive_owner.is_some();
+            if !d.passive {
+                if let Some(why) = redeclare::inequivalence(
+                    "queue",
+                    &d.name,
+                    &[
+                        (
+                            "durable",
+                            d.durable.to_string(),
+                            existing.durable.to_string(),
+                        ),
+                        ("exclusive", d.exclusive.to_string(), exclusive.to_string()),
+                        (
+                            "auto_delete",
+                            d.auto_delete.to_string(),
+                            existing.auto_delete.to_string(),
+                        ),
+                    ],
+                    &d.arguments,
+                    &existing.arguments,
+                ) {
+                    return Err(BrokerError::PreconditionFailed(why));
+                }
+            }
+            let c = existing.counts();
+            return Ok(QueueDeclareOk {
+                name: d.name,
+                message_count: c.ready,
+                consumer_count: c.consumers,
+            });
+        }
+        if d.passive {
+            return Err(BrokerError::not_found("queue", &d.name));
+        }
+        let name = if d.name.is_empty() {
+            format!("amq.gen-{}", unique_suffix())
+        } else if d.name.starts_with("amq.") {
+            return Err(BrokerError::AccessRefused(format!(
+                "queue name '{}' is reserved: names starting with 'amq.' belong to the broker",
+                d.name
+            )));
+        } else {
+            d.name
+        };
+        let id = self.inner.next_queue_id.fetch_add(1, Ordering::AcqRel);
+        if d.durable {
+            self.inner
+                .store
+                .change_topology(TopologyChange::PutQueue(QueueRecord {
+                    id,
+                    name: name.clone(),
+                    exclusive: d.exclusive,
+                    auto_delete: d.auto_delete,
+                    arguments: d.arguments.clone(),
+                }))
+                .await?;
+        }
+        let q = Queue::new(
+            QueueSettings {
+                id,
+                name: name.as_str().into(),
+                durable: d.durable,
+                exclusive_owner: d.exclusive.then_some(session.id),
+                auto_delete: d.auto_delete,
+                arguments: d.arguments,
+                args,
+            },
+            self.inner.ctx.clone(),
+        );
+        self.inner.queues.write().insert(name.clone(), q);
+        Ok(QueueDeclareOk {
+            name,
+            message_count: 0,
+            consumer_count: 0,
+        })
+    }
+
+    /// Deletes a queue with its bindings and messages; returns how many ready messages it
+    /// held. Deleting a missing queue succeeds with 0 (as in RabbitMQ).
+    ///
+    /// # Errors
+    /// Another connection's exclusive queue, `if_unused`/`if_empty` not met, a store failure.
+    pub async fn delete_queue(
+        &self,
+        session: &Session,
+        name: &str,
+        if_unused: bool,
+        if_empty: bool,
+    ) -> Result<u64, BrokerError> {
+        let _guard = self.inner.topology.lock().await;
+        let Some(q) = self.queue(name) else {
+            return Ok(0);
+        };
+        check_owner(&q, session)?;
+        let c = q.counts();
+        if if_unused && c.consumers > 0 {
+            return Err(BrokerError::PreconditionFailed(format!(
+                "queue '{name}' has {} consumer(s)",
+                c.consumers
+            )));
+        }
+        if if_empty && c.ready > 0 {
+            return Err(BrokerError::PreconditionFailed(format!(
+                "queue '{name}' has {} message(s)",
+                c.ready
+            )));
+        }
+        self.remove_queue(&q).await
+    }
+
+    /// Removes a queue everywhere; the topology lock must be held.
+    pub(super) async fn remove_queue(&self, q: &Arc<Queue>) -> Result<u64, BrokerError> {
+        self.inner.queues.write().remove(&*q.name);
+        let (consumers, count) = q.mark_deleted();
+        for c in consumers {
+            c.session.remove_consumer(&c.tag);
+            c.session.send(Envelope::new(
+                0,
+                Frame::ConsumerCancelled(ConsumerCancelled {
+                    consumer_tag: c.tag.to_string(),
+                    code: ErrorCode::NotFound.as_u16(),
+                    reason: format!("queue '{}' was deleted", q.name),
+                }),
+            ));
+        }
+        let exchanges: Vec<Arc<Exchange>> = self.inner.exchanges.read().values().cloned().collect();
+        for e in exchanges {
+            e.unbind_queue(q.id);
+        }
+        if q.durable {
+            self.inner
+                .store
+                .change_topology(TopologyChange::DeleteQueue {
+                    id: q.id,
+                    name: q.name.to_string(),
+                })
+                .await?;
+        }
+        Ok(count)
+    }
+
+    /// Removes every ready message from a queue; returns how many.
+    ///
+    /// # Errors
+    /// Missing or foreign exclusive queue, or a store failure.
+    pub async fn purge_queue(&self, session: &Session, name: &str) -> Result<u64, BrokerError> {
+        let q = self.usable_queue(session, name)?;
+        let removed = q.purge();
+        self.forget_durably(&q, &removed).await?;
+        Ok(removed.len() as u64)
+    }
+
+    /// Deletes the store rows of entries that left `q` (purged, deleted by an operator) and
+    /// returns once that is committed.
+    pub(super) async fn forget_durably(
+        &self,
+        q: &Queue,
+        entries: &[QueuedMessage],
+    ) -> Result<(), BrokerError> {
+        let stored: Vec<(u64, u64)> = entries
+            .iter()
+            .filter(|e| e.stored)
+            .map(|e| (q.id, e.id))
+            .collect();
+        if stored.is_empty() {
+            return Ok(());
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.inner
+            .store
+            .remove(stored, Completion::Oneshot(tx))
+            .await?;
+        rx.await.map_err(|_| BrokerError::ShuttingDown)??;
+        Ok(())
+    }
+
+    fn binding_parts(
+        &self,
+        session: &Session,
+        b: &QueueBind,
+    ) -> Result<(Arc<Exchange>, Arc<Queue>), BrokerError> {
+        if b.exchange.is_empty() {
+            return Err(BrokerError::AccessRefused(
+                "the default exchange cannot be bound to or unbound from".into(),
+            ));
+        }
+        let e = self
+            .exchange(&b.exchange)
+            .ok_or_else(|| BrokerError::not_found("exchange", &b.exchange))?;
+        let q = self.usable_queue(session, &b.queue)?;
+        validate_name("routing key", &b.routing_key)?;
+        Ok((e, q))
+    }
+
+    /// Binds a queue to an exchange (idempotent).
+    ///
+    /// # Errors
+    /// Missing exchange or queue, the default exchange, bad headers arguments, a store failure.
+    pub async fn bind(&self, session: &Session, b: QueueBind) -> Result<(), BrokerError> {
+        let _guard = self.inner.topology.lock().await;
+        let (e, q) = self.binding_parts(session, &b)?;
+        e.validate_binding(&b.arguments)?;
+        if e.durable && q.durable {
+            self.inner
+                .store
+                .change_topology(TopologyChange::PutBinding(record(&b)))
+                .await?;
+        }
+        e.bind(Binding {
+            queue: q,
+            routing_key: b.routing_key,
+            arguments: b.arguments,
+        });
+        Ok(())
+    }
+
+    /// Removes a binding (removing a missing binding succeeds).
+    ///
+    /// # Errors
+    /// Missing exchange or queue, the default exchange, a store failure.
+    pub async fn unbind(&self, session: &Session, b: QueueBind) -> Result<(), BrokerError> {
+        let _guard = self.inner.topology.lock().await;
+        let (e, q) = self.binding_parts(session, &b)?;
+        if e.unbind(q.id, &b.routing_key, &b.arguments) && e.durable && q.durable {
+            self.inner
+                .store
+                .change_topology(TopologyChange::DeleteBinding(record(&b)))
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+fn unique_suffix() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    format!("{:016x}", h.finish())
+}
+
+fn record(b: &QueueBind) -> BindingRecord {
+    BindingRecord {
+        exchange: b.exchange.clone(),
+        queue: b.queue.clone(),
+        routing_key: b.routing_key.clone(),
+        arguments: b.arguments.clone(),
+    }
+}
