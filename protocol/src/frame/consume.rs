@@ -7,7 +7,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::{bits, flag, Opcode, Payload};
+use super::{bits, finish_frame, flag, start_frame, Opcode, Payload};
 use crate::error::DecodeError;
 use crate::field_table::{put_table, read_table, FieldTable};
 use crate::properties::Properties;
@@ -248,16 +248,9 @@ impl DeliverRef<'_> {
 
     /// Appends the whole frame, length prefix included, with request id 0.
     pub fn encode(&self, dst: &mut BytesMut) {
-        let start = dst.len();
-        dst.put_u32_le(0);
-        dst.put_u8(Opcode::Deliver as u8);
-        dst.put_u64_le(0);
+        let start = start_frame(dst, Opcode::Deliver, 0);
         self.put_payload(dst);
-        let len = dst.len().saturating_sub(start).saturating_sub(4);
-        let len = u32::try_from(len).unwrap_or(u32::MAX).to_le_bytes();
-        if let Some(prefix) = dst.get_mut(start..start + 4) {
-            prefix.copy_from_slice(&len);
-        }
+        finish_frame(dst, start);
     }
 }
 

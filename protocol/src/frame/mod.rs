@@ -240,6 +240,25 @@ trait Payload: Sized {
     fn decode(r: &mut Reader) -> Result<Self, DecodeError>;
 }
 
+/// Starts a frame in `dst`: a zero length prefix, the opcode and the request id. Returns
+/// where the frame starts, for [`finish_frame`] once the payload is written.
+fn start_frame(dst: &mut BytesMut, opcode: Opcode, request_id: RequestId) -> usize {
+    let start = dst.len();
+    dst.put_u32_le(0);
+    dst.put_u8(opcode as u8);
+    dst.put_u64_le(request_id);
+    start
+}
+
+/// Fills in the length prefix of the frame that [`start_frame`] began at `start`.
+fn finish_frame(dst: &mut BytesMut, start: usize) {
+    let len = dst.len().saturating_sub(start).saturating_sub(4);
+    let len = u32::try_from(len).unwrap_or(u32::MAX).to_le_bytes();
+    if let Some(prefix) = dst.get_mut(start..start + 4) {
+        prefix.copy_from_slice(&len);
+    }
+}
+
 /// Whether `bit` is set in a flags byte.
 fn flag(flags: u8, bit: u8) -> bool {
     flags & bit != 0
@@ -385,16 +404,9 @@ impl Frame {
 impl Envelope {
     /// Appends the whole frame, length prefix included, to `dst`.
     pub fn encode(&self, dst: &mut BytesMut) {
-        let start = dst.len();
-        dst.put_u32_le(0);
-        dst.put_u8(self.frame.opcode() as u8);
-        dst.put_u64_le(self.request_id);
+        let start = start_frame(dst, self.frame.opcode(), self.request_id);
         self.frame.encode_payload(dst);
-        let len = dst.len().saturating_sub(start).saturating_sub(4);
-        let len = u32::try_from(len).unwrap_or(u32::MAX).to_le_bytes();
-        if let Some(prefix) = dst.get_mut(start..start + 4) {
-            prefix.copy_from_slice(&len);
-        }
+        finish_frame(dst, start);
     }
 
     /// The frame's full encoding, as a new buffer.
