@@ -1,0 +1,136 @@
+//! Publishing frames: `Publish` (0x30), `Confirm` (0x31) and `Return` (0x32), each with its
+//! layout.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::{bits, flag, Payload};
+use crate::error::DecodeError;
+use crate::properties::Properties;
+use crate::read::Reader;
+use crate::write::put_str16;
+
+/// Publishes a message. The server replies with [`Confirm`] once it is safely stored, after a
+/// [`Return`] if it was mandatory and unroutable.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Publish {
+    /// Target exchange (`""` is the default exchange).
+    pub exchange: String,
+    /// Routing key.
+    pub routing_key: String,
+    /// Return the message if no queue takes it.
+    pub mandatory: bool,
+    /// Message properties.
+    pub properties: Properties,
+    /// Message body: the rest of the frame.
+    pub body: Bytes,
+}
+
+// `Publish` flags.
+const F_MANDATORY: u8 = 1;
+
+impl Payload for Publish {
+    fn encode(&self, dst: &mut BytesMut) {
+        put_str16(dst, &self.exchange);
+        put_str16(dst, &self.routing_key);
+        dst.put_u8(bits(&[(self.mandatory, F_MANDATORY)]));
+        self.properties.encode(dst);
+        dst.put_slice(&self.body);
+    }
+
+    fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
+        let exchange = r.str16("exchange")?;
+        let routing_key = r.str16("routing key")?;
+        let f = r.flags("publish flags", F_MANDATORY)?;
+        let properties = Properties::decode(r)?;
+        Ok(Publish {
+            exchange,
+            routing_key,
+            mandatory: flag(f, F_MANDATORY),
+            properties,
+            body: r.rest(),
+        })
+    }
+}
+
+/// The broker's verdict on one publish, sent with the publish's request id.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Confirm {
+    /// The message is stored (durably, if persistent and routed to durable queues).
+    Ack,
+    /// The broker refused the message.
+    Nack {
+        /// [`ErrorCode`](crate::ErrorCode) as a number.
+        code: u16,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Payload for Confirm {
+    fn encode(&self, dst: &mut BytesMut) {
+        match self {
+            Confirm::Ack => dst.put_u8(0),
+            Confirm::Nack { code, reason } => {
+                dst.put_u8(1);
+                dst.put_u16_le(*code);
+                put_str16(dst, reason);
+            }
+        }
+    }
+
+    fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
+        let offset = r.offset();
+        match r.u8()? {
+            0 => Ok(Confirm::Ack),
+            1 => Ok(Confirm::Nack {
+                code: r.u16()?,
+                reason: r.str16("reason")?,
+            }),
+            v => Err(DecodeError::InvalidValue {
+                field: "confirm status",
+                value: u64::from(v),
+                offset,
+            }),
+        }
+    }
+}
+
+/// A mandatory message no queue took, sent back with the publish's request id before its
+/// [`Confirm`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Return {
+    /// [`ErrorCode`](crate::ErrorCode) as a number (312 `NO_ROUTE`).
+    pub reply_code: u16,
+    /// Why.
+    pub reply_text: String,
+    /// Exchange it was published to.
+    pub exchange: String,
+    /// Its routing key.
+    pub routing_key: String,
+    /// Its properties.
+    pub properties: Properties,
+    /// Its body.
+    pub body: Bytes,
+}
+
+impl Payload for Return {
+    fn encode(&self, dst: &mut BytesMut) {
+        dst.put_u16_le(self.reply_code);
+        put_str16(dst, &self.reply_text);
+        put_str16(dst, &self.exchange);
+        put_str16(dst, &self.routing_key);
+        self.properties.encode(dst);
+        dst.put_slice(&self.body);
+    }
+
+    fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
+        Ok(Return {
+            reply_code: r.u16()?,
+            reply_text: r.str16("reply text")?,
+            exchange: r.str16("exchange")?,
+            routing_key: r.str16("routing key")?,
+            properties: Properties::decode(r)?,
+            body: r.rest(),
+        })
+    }
+}
