@@ -138,6 +138,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
                 data_dir: dir,
                 queue_window_bytes: DEFAULT_QUEUE_WINDOW_BYTES,
                 consumer_timeout: None,
+                clock: std::sync::Arc::new(crate::clock::SystemClock),
             })
             .await
             .context("starting the in-process broker")?;

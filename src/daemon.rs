@@ -61,6 +61,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         data_dir: opts.data_dir.clone(),
         queue_window_bytes: opts.queue_window_bytes,
         consumer_timeout: opts.consumer_timeout,
+        clock: std::sync::Arc::new(crate::clock::SystemClock),
     })
     .await
     {

@@ -6,7 +6,6 @@
 //! delivery afterwards is in `settle.rs`.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use warren_protocol::{
     Consume, ConsumerCancelled, ConsumerTag, Envelope, ErrorCode, Frame, Get, GetOk, RequestId,
@@ -139,7 +138,7 @@ impl Broker {
                 queue: q.clone(),
                 consumer: None,
                 entry,
-                delivered_at: Instant::now(),
+                delivered_at_ms: self.now_ms(),
             }))
         };
         Ok(Some(GetOk {

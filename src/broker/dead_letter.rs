@@ -18,7 +18,7 @@ use warren_protocol::{FieldTable, FieldValue};
 
 use super::queue::Queue;
 use super::{Broker, Inner};
-use crate::message::{now_ms, Message, QueuedMessage};
+use crate::message::{Message, QueuedMessage};
 use crate::store::{Completion, DeadLetterOp, PublishOp};
 
 /// What the broker's dead-letter task is handed, in order.
@@ -234,7 +234,7 @@ impl Broker {
                 }
             }
         }
-        let now = now_ms();
+        let now = self.now_ms();
         let mut publishes = Vec::new();
         let mut dropped = 0u64;
         for e in entries {

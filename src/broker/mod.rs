@@ -57,6 +57,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
 
+use crate::clock::Clock;
 use crate::error::BrokerError;
 use crate::store::Store;
 use exchange::Exchange;
@@ -86,6 +87,8 @@ pub struct BrokerConfig {
     /// How long a delivery may stay unacked before its consumer is cancelled, for queues
     /// without `x-consumer-timeout`; `None` = no limit.
     pub consumer_timeout: Option<Duration>,
+    /// Where the broker reads the time: [`crate::clock::SystemClock`] in the daemon.
+    pub clock: Arc<dyn Clock>,
 }
 
 /// Handle to the broker.
@@ -152,6 +155,7 @@ impl Broker {
             runtime: tokio::runtime::Handle::current(),
             window_bytes: config.queue_window_bytes,
             dead_letters,
+            clock: config.clock.clone(),
         });
         let broker = Broker {
             inner: Arc::new(Inner {
@@ -179,6 +183,11 @@ impl Broker {
         tokio::spawn(scheduler::run(weak.clone(), scheduled, scheduled_rx));
         tokio::spawn(timers::run(weak));
         Ok(broker)
+    }
+
+    /// Now, on the broker's clock (ms since the epoch).
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.inner.ctx.clock.now_ms()
     }
 
     /// The store (for stats and shutdown).

@@ -13,7 +13,7 @@ use super::queue::Queue;
 use super::session::Session;
 use super::{Broker, X_DELAY, X_DELIVER_AT};
 use crate::error::BrokerError;
-use crate::message::{now_ms, Message};
+use crate::message::Message;
 use crate::store::{PublishOp, ScheduleOp};
 
 impl Broker {
@@ -29,8 +29,9 @@ impl Broker {
         p: Publish,
     ) -> Result<(), BrokerError> {
         let stats = &self.inner.stats;
-        if let Some(due_ms) = not_before(&p.properties.headers)? {
-            if due_ms > now_ms() {
+        let now = self.now_ms();
+        if let Some(due_ms) = not_before(&p.properties.headers, now)? {
+            if due_ms > now {
                 return self.schedule(session, request_id, p, due_ms).await;
             }
         }
@@ -133,12 +134,12 @@ impl Broker {
     }
 }
 
-/// The not-before time a publish asks for: `x-deliver-at` (ms since the epoch) or now plus
+/// The not-before time a publish asks for: `x-deliver-at` (ms since the epoch) or `now` plus
 /// `x-delay` (ms).
 ///
 /// # Errors
 /// Either header with a value that is not a non-negative integer.
-fn not_before(headers: &FieldTable) -> Result<Option<u64>, BrokerError> {
+fn not_before(headers: &FieldTable, now: u64) -> Result<Option<u64>, BrokerError> {
     let int = |name: &str| -> Result<Option<u64>, BrokerError> {
         match headers.get(name) {
             None => Ok(None),
@@ -154,5 +155,5 @@ fn not_before(headers: &FieldTable) -> Result<Option<u64>, BrokerError> {
     if let Some(at) = int(X_DELIVER_AT)? {
         return Ok(Some(at));
     }
-    Ok(int(X_DELAY)?.map(|d| now_ms().saturating_add(d)))
+    Ok(int(X_DELAY)?.map(|d| now.saturating_add(d)))
 }

@@ -16,7 +16,6 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
@@ -26,7 +25,8 @@ use super::consumer::Consumer;
 use super::dead_letter::{DeadLetterJob, DeadLetterReason, DeadLetterTask};
 use super::queue_args::{Overflow, QueueArgs};
 use super::session::{Outbound, Unacked};
-use crate::message::{now_ms, Message, QueuedMessage};
+use crate::clock::Clock;
+use crate::message::{Message, QueuedMessage};
 use crate::store::Store;
 
 /// How many paged-out bodies one refill reads.
@@ -46,6 +46,8 @@ pub struct QueueContext {
     pub dead_letters: mpsc::UnboundedSender<DeadLetterTask>,
     /// The broker's counters: deliveries are counted where they happen, here.
     pub stats: Arc<super::BrokerStats>,
+    /// Where "now" comes from (expiry, delays, `x-expires`, delivery times).
+    pub clock: Arc<dyn Clock>,
 }
 
 /// What a queue is declared as.
@@ -205,7 +207,7 @@ impl Queue {
             arguments,
             args,
             deleted: AtomicBool::new(false),
-            last_used: AtomicU64::new(now_ms()),
+            last_used: AtomicU64::new(ctx.clock.now_ms()),
             stats: QueueStats::default(),
             state: Mutex::new(QueueState::default()),
             ctx,
@@ -231,7 +233,8 @@ impl Queue {
 
     /// Records a use (consume, get, redeclare) for `x-expires`.
     pub fn touch(&self) {
-        self.last_used.store(now_ms(), Ordering::Relaxed);
+        self.last_used
+            .store(self.ctx.clock.now_ms(), Ordering::Relaxed);
     }
 
     /// Whether the queue has room for one more message of `size` bytes after `pending` ones
@@ -474,7 +477,7 @@ impl Queue {
             if head.expires_at != 0 {
                 // An expired message is never delivered.
                 if now == 0 {
-                    now = now_ms();
+                    now = self.ctx.clock.now_ms();
                 }
                 if head.expires_at <= now {
                     if let Some(e) = st.ready.pop_front() {
@@ -513,7 +516,7 @@ impl Queue {
                     queue: self.clone(),
                     consumer: Some(consumer.clone()),
                     entry: entry.clone(),
-                    delivered_at: Instant::now(),
+                    delivered_at_ms: self.ctx.clock.now_ms(),
                 })
             };
             let delivery_tag = consumer.session.record_delivery(tracked);
@@ -618,7 +621,7 @@ impl Queue {
     pub fn take_one(self: &Arc<Self>, no_ack: bool) -> Option<(QueuedMessage, u64)> {
         self.touch();
         let mut st = self.state.lock();
-        let now = now_ms();
+        let now = self.ctx.clock.now_ms();
         let mut expired = Vec::new();
         let entry = loop {
             let e = st.ready.pop_front()?;
@@ -840,6 +843,9 @@ fn take_accounting(st: &mut QueueState, e: &QueuedMessage) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::ManualClock;
+    use std::time::Duration;
+    use warren_protocol::FieldValue;
 
     fn entry(id: u64, expires_at: u64) -> QueuedMessage {
         QueuedMessage {
@@ -867,6 +873,172 @@ mod tests {
         let left: Vec<u64> = st.expiry.iter().map(|Reverse((_, id))| *id).collect();
         assert_eq!(left.len(), 3, "{left:?}");
         assert!(left.iter().all(|id| *id >= 5_000));
+    }
+
+    /// A queue on a [`ManualClock`], with a real store in a temporary directory (for
+    /// paging, unused here) and the dead-letter channel's receiving end in the test's hands.
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        clock: Arc<ManualClock>,
+        dead_letters: mpsc::UnboundedReceiver<DeadLetterTask>,
+        ctx: Arc<QueueContext>,
+    }
+
+    const T0: u64 = 1_700_000_000_000;
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (store, _) = Store::open(dir.path()).expect("store");
+        let clock = Arc::new(ManualClock::new(T0));
+        let (tx, dead_letters) = mpsc::unbounded_channel();
+        let ctx = Arc::new(QueueContext {
+            store,
+            runtime: tokio::runtime::Handle::current(),
+            window_bytes: 1 << 20,
+            dead_letters: tx,
+            stats: Arc::new(crate::broker::BrokerStats::default()),
+            clock: clock.clone(),
+        });
+        Fixture {
+            _dir: dir,
+            clock,
+            dead_letters,
+            ctx,
+        }
+    }
+
+    fn queue(fx: &Fixture, args: &[(&str, FieldValue)]) -> Arc<Queue> {
+        let arguments: FieldTable = args
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect();
+        let parsed = QueueArgs::parse(&arguments).expect("valid arguments");
+        Queue::new(
+            QueueSettings {
+                id: 1,
+                name: "q".into(),
+                durable: false,
+                exclusive_owner: None,
+                auto_delete: false,
+                arguments,
+                args: parsed,
+            },
+            fx.ctx.clone(),
+        )
+    }
+
+    fn message(id: u64, expires_at: u64) -> QueuedMessage {
+        QueuedMessage {
+            id,
+            message: Some(Arc::new(Message {
+                exchange: String::new(),
+                routing_key: "q".into(),
+                properties: Default::default(),
+                body: bytes::Bytes::from_static(b"x"),
+            })),
+            size: 1,
+            delivery_count: 0,
+            stored: false,
+            expires_at,
+        }
+    }
+
+    fn ready_ids(q: &Queue) -> Vec<u64> {
+        q.ready_snapshot(usize::MAX).iter().map(|e| e.id).collect()
+    }
+
+    /// The dead letters raised so far: (reason, ids).
+    fn dead(fx: &mut Fixture) -> Vec<(DeadLetterReason, Vec<u64>)> {
+        let mut out = Vec::new();
+        while let Ok(task) = fx.dead_letters.try_recv() {
+            if let DeadLetterTask::Job(job) = task {
+                out.push((job.reason, job.entries.iter().map(|e| e.id).collect()));
+            }
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_message_expires_wherever_it_is_in_the_queue() {
+        let mut fx = fixture();
+        let q = queue(&fx, &[]);
+        q.enqueue(message(1, 0));
+        q.enqueue(message(2, T0 + 100));
+        q.enqueue(message(3, 0));
+        q.enqueue(message(4, T0 + 300));
+        fx.clock.advance(Duration::from_millis(99));
+        q.tick(fx.clock.now_ms());
+        assert_eq!(ready_ids(&q), [1, 2, 3, 4], "nothing is due yet");
+        assert!(dead(&mut fx).is_empty());
+        fx.clock.advance(Duration::from_millis(1));
+        q.tick(fx.clock.now_ms());
+        assert_eq!(
+            ready_ids(&q),
+            [1, 3, 4],
+            "the second one went, from the middle"
+        );
+        assert_eq!(dead(&mut fx), [(DeadLetterReason::Expired, vec![2])]);
+        fx.clock.advance(Duration::from_secs(1));
+        q.tick(fx.clock.now_ms());
+        assert_eq!(ready_ids(&q), [1, 3]);
+        assert_eq!(dead(&mut fx), [(DeadLetterReason::Expired, vec![4])]);
+    }
+
+    #[tokio::test]
+    async fn a_delayed_requeue_returns_to_the_head_when_due() {
+        let fx = fixture();
+        let q = queue(&fx, &[]);
+        q.enqueue(message(5, 0));
+        q.enqueue(message(6, 0));
+        let mut retried = message(2, 0);
+        retried.delivery_count = 1;
+        q.delay(vec![(retried, T0 + 1_000)]);
+        assert_eq!(ready_ids(&q), [5, 6]);
+        assert_eq!(q.counts().delayed, 1);
+        fx.clock.advance(Duration::from_millis(999));
+        q.tick(fx.clock.now_ms());
+        assert_eq!(ready_ids(&q), [5, 6], "not before its time");
+        fx.clock.advance(Duration::from_millis(1));
+        q.tick(fx.clock.now_ms());
+        assert_eq!(
+            ready_ids(&q),
+            [2, 5, 6],
+            "a redelivery goes back to the head"
+        );
+        assert_eq!(q.counts().delayed, 0);
+    }
+
+    #[tokio::test]
+    async fn an_unused_queue_is_due_for_deletion_after_its_x_expires() {
+        let fx = fixture();
+        let q = queue(&fx, &[("x-expires", FieldValue::Int(60_000))]);
+        fx.clock.advance(Duration::from_secs(59));
+        assert!(!q.tick(fx.clock.now_ms()).idle_expired);
+        q.touch();
+        fx.clock.advance(Duration::from_secs(59));
+        assert!(
+            !q.tick(fx.clock.now_ms()).idle_expired,
+            "a use restarts the count"
+        );
+        fx.clock.advance(Duration::from_secs(1));
+        assert!(q.tick(fx.clock.now_ms()).idle_expired);
+    }
+
+    #[tokio::test]
+    async fn drop_head_overflow_dead_letters_the_oldest() {
+        let mut fx = fixture();
+        let q = queue(&fx, &[("x-max-length", FieldValue::Int(2))]);
+        for id in 1..=4 {
+            q.enqueue(message(id, 0));
+        }
+        assert_eq!(ready_ids(&q), [3, 4]);
+        assert_eq!(
+            dead(&mut fx),
+            [
+                (DeadLetterReason::MaxLen, vec![1]),
+                (DeadLetterReason::MaxLen, vec![2])
+            ]
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::{Broker, Inner};
-use crate::message::{now_ms, Message};
+use crate::message::Message;
 use crate::store::{PublishOp, ScheduledMessage};
 
 /// The longest the scheduler sleeps with nothing due, so a clock jump cannot strand it.
@@ -26,11 +26,14 @@ pub(super) async fn run(
         .into_iter()
         .map(|m| ((m.due_ms, m.id), m.message))
         .collect();
+    let Some(clock) = inner.upgrade().map(|i| i.ctx.clock.clone()) else {
+        return;
+    };
     loop {
         let wait = pending
             .first_key_value()
             .map_or(MAX_SLEEP, |((due, _), _)| {
-                Duration::from_millis(due.saturating_sub(now_ms())).min(MAX_SLEEP)
+                Duration::from_millis(due.saturating_sub(clock.now_ms())).min(MAX_SLEEP)
             });
         tokio::select! {
             m = rx.recv() => match m {
@@ -41,7 +44,7 @@ pub(super) async fn run(
             },
             () = tokio::time::sleep(wait) => {}
         }
-        let now = now_ms();
+        let now = clock.now_ms();
         if pending
             .first_key_value()
             .is_none_or(|((due, _), _)| *due > now)

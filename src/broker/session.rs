@@ -42,8 +42,9 @@ pub struct Unacked {
     pub consumer: Option<Arc<Consumer>>,
     /// The message.
     pub entry: QueuedMessage,
-    /// When it was delivered (for consumer timeouts).
-    pub delivered_at: std::time::Instant,
+    /// When it was delivered, ms since the epoch on the broker's clock (for consumer
+    /// timeouts).
+    pub delivered_at_ms: u64,
 }
 
 /// One connection's broker-side state.
@@ -213,6 +214,7 @@ impl Session {
     pub fn timed_out_consumers(
         &self,
         default_timeout: Option<std::time::Duration>,
+        now_ms: u64,
     ) -> Vec<(Arc<Consumer>, u64, std::time::Duration)> {
         let st = self.state.lock();
         let mut out: Vec<(Arc<Consumer>, u64, std::time::Duration)> = Vec::new();
@@ -225,7 +227,7 @@ impl Session {
                 .map(std::time::Duration::from_millis)
                 .or(default_timeout);
             let Some(timeout) = timeout else { continue };
-            let age = u.delivered_at.elapsed();
+            let age = std::time::Duration::from_millis(now_ms.saturating_sub(u.delivered_at_ms));
             if age >= timeout && !out.iter().any(|(o, _, _)| Arc::ptr_eq(o, c)) {
                 out.push((c.clone(), *tag, age));
             }

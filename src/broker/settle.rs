@@ -22,7 +22,7 @@ use super::queue::Queue;
 use super::session::{Session, Unacked};
 use super::Broker;
 use crate::error::BrokerError;
-use crate::message::{now_ms, QueuedMessage};
+use crate::message::QueuedMessage;
 use crate::store::Completion;
 
 impl Broker {
@@ -165,7 +165,7 @@ impl Broker {
             later: Vec<(QueuedMessage, u64)>,
             over_limit: Vec<QueuedMessage>,
         }
-        let now = now_ms();
+        let now = self.now_ms();
         let mut by_queue: HashMap<u64, Plan> = HashMap::new();
         for u in settled {
             let q = u.queue;

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use super::queue::Queue;
 use super::{Broker, Inner};
-use crate::message::now_ms;
 
 /// How often timers are checked; expiry and delays are honoured within this (plus a commit).
 pub const TICK: Duration = Duration::from_millis(100);
@@ -25,7 +24,7 @@ pub(super) async fn run(inner: Weak<Inner>) {
 
 impl Broker {
     async fn tick(&self) {
-        let now = now_ms();
+        let now = self.now_ms();
         self.update_rates(now);
         let queues: Vec<Arc<Queue>> = self.inner.queues.read().values().cloned().collect();
         let idle: Vec<Arc<Queue>> = queues
@@ -36,7 +35,7 @@ impl Broker {
             let _guard = self.inner.topology.lock().await;
             for q in idle {
                 // Re-checked under the lock: a consumer or a declare may have come meanwhile.
-                if q.is_deleted() || !q.tick(now_ms()).idle_expired {
+                if q.is_deleted() || !q.tick(self.now_ms()).idle_expired {
                     continue;
                 }
                 tracing::info!(queue = %q.name, "deleting a queue unused for its x-expires");
@@ -48,7 +47,7 @@ impl Broker {
         let sessions = self.live_sessions();
         let default = self.inner.config.consumer_timeout;
         for s in sessions {
-            for (consumer, tag, age) in s.timed_out_consumers(default) {
+            for (consumer, tag, age) in s.timed_out_consumers(default, now) {
                 self.inner
                     .stats
                     .consumer_timeouts
