@@ -13,12 +13,15 @@ use warren_protocol::{FieldTable, FieldValue};
 
 /// A field table as a JSON object.
 pub fn table_json(table: &FieldTable) -> Value {
-    Value::Object(
-        table
-            .iter()
-            .map(|(k, v)| (k.clone(), value_json(v)))
-            .collect::<Map<_, _>>(),
-    )
+    Value::Object(table_map(table))
+}
+
+/// A field table as the map of a JSON object (the admin types' `JsonTable`).
+pub fn table_map(table: &FieldTable) -> Map<String, Value> {
+    table
+        .iter()
+        .map(|(k, v)| (k.clone(), value_json(v)))
+        .collect()
 }
 
 /// One field value as JSON.

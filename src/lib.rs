@@ -8,8 +8,10 @@
 //! - [`message`]: the message types shared by the broker and the store.
 //! - [`metrics`]: Prometheus exposition on `GET /metrics` (`warren serve --metrics-listen`).
 //! - [`client`]: the async client library the CLI and the tests use.
+//! - [`admin_types`]: the admin commands' results, built by the broker, read by the client.
 //! - [`cli`]: the `warren` command line.
 
+pub mod admin_types;
 pub mod bench;
 pub mod broker;
 pub mod cli;

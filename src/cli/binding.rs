@@ -2,12 +2,12 @@
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use serde_json::Value;
 use warren_protocol::FieldValue;
 
+use crate::admin_types::BindingInfo;
 use crate::cli::field::{field_table, parse_plain_arg, VALUE_NAME};
-use crate::cli::output::{arguments_cell, cell, emit, exchange_name, print_json, Align, Table};
-use crate::cli::{admin_args, Global};
+use crate::cli::output::{arguments_cell, emit, exchange_name, print_json, Align, Table};
+use crate::cli::{admin_args, decode, Global};
 
 /// Arguments of `warren bind` and `warren unbind`.
 #[derive(Debug, Args)]
@@ -118,24 +118,27 @@ pub async fn run_list(command: BindingCommand, global: &Global) -> anyhow::Resul
     if args.json {
         print_json(&bindings)
     } else {
-        emit(&binding_table(&bindings))
+        emit(&binding_table(&decode::<Vec<BindingInfo>>(
+            "binding.list",
+            &bindings,
+        )?))
     }
 }
 
 /// `binding.list` as a table: source exchange, destination queue, routing key, arguments.
-pub fn binding_table(bindings: &Value) -> String {
+pub fn binding_table(bindings: &[BindingInfo]) -> String {
     let mut table = Table::new(&[
         ("SOURCE", Align::Left),
         ("DESTINATION", Align::Left),
         ("ROUTING KEY", Align::Left),
         ("ARGUMENTS", Align::Left),
     ]);
-    for b in bindings.as_array().into_iter().flatten() {
+    for b in bindings {
         table.row(vec![
-            exchange_name(&b["source"]),
-            cell(&b["destination"]),
-            cell(&b["routing_key"]),
-            arguments_cell(&b["arguments"]),
+            exchange_name(&b.source),
+            b.destination.clone(),
+            b.routing_key.clone(),
+            arguments_cell(&b.arguments),
         ]);
     }
     table.render()
@@ -148,12 +151,17 @@ mod tests {
 
     #[test]
     fn bindings_print_one_row_each() {
-        let text = binding_table(&json!([
-            {"source": "logs", "destination": "errors", "destination_type": "queue",
-             "routing_key": "*.error", "arguments": {}},
-            {"source": "h", "destination": "q", "destination_type": "queue",
-             "routing_key": "", "arguments": {"x-match": "all"}},
-        ]));
+        let bindings = decode::<Vec<BindingInfo>>(
+            "binding.list",
+            &json!([
+                {"source": "logs", "destination": "errors", "destination_type": "queue",
+                 "routing_key": "*.error", "arguments": {}},
+                {"source": "h", "destination": "q", "destination_type": "queue",
+                 "routing_key": "", "arguments": {"x-match": "all"}},
+            ]),
+        )
+        .unwrap();
+        let text = binding_table(&bindings);
         assert_eq!(
             text,
             "SOURCE  DESTINATION  ROUTING KEY  ARGUMENTS\n\

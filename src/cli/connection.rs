@@ -1,11 +1,11 @@
 //! `warren connection list`.
 
 use clap::Subcommand;
-use serde_json::Value;
 use warren_protocol::FieldTable;
 
-use crate::cli::output::{cell, emit, print_json, time_cell, Align, Table};
-use crate::cli::{Global, ListArgs};
+use crate::admin_types::ConnectionInfo;
+use crate::cli::output::{emit, print_json, time_cell, Align, Table};
+use crate::cli::{decode, Global, ListArgs};
 
 /// `warren connection ...`
 #[derive(Debug, Subcommand)]
@@ -29,12 +29,15 @@ pub async fn run(command: ConnectionCommand, global: &Global) -> anyhow::Result<
     if args.json {
         print_json(&connections)
     } else {
-        emit(&connection_table(&connections))
+        emit(&connection_table(&decode::<Vec<ConnectionInfo>>(
+            "connection.list",
+            &connections,
+        )?))
     }
 }
 
 /// `connection.list` as a table: id, peer, connected at (UTC), consumers, unacked, published.
-pub fn connection_table(connections: &Value) -> String {
+pub fn connection_table(connections: &[ConnectionInfo]) -> String {
     let mut table = Table::new(&[
         ("ID", Align::Right),
         ("PEER", Align::Left),
@@ -43,14 +46,14 @@ pub fn connection_table(connections: &Value) -> String {
         ("UNACKED", Align::Right),
         ("PUBLISHED", Align::Right),
     ]);
-    for c in connections.as_array().into_iter().flatten() {
+    for c in connections {
         table.row(vec![
-            cell(&c["id"]),
-            cell(&c["peer"]),
-            time_cell(&c["connected_at_ms"]),
-            cell(&c["consumers"]),
-            cell(&c["unacked"]),
-            cell(&c["published"]),
+            c.id.to_string(),
+            c.peer.clone(),
+            time_cell(i64::try_from(c.connected_at_ms).ok()),
+            c.consumers.to_string(),
+            c.unacked.to_string(),
+            c.published.to_string(),
         ]);
     }
     table.render()
@@ -63,10 +66,15 @@ mod tests {
 
     #[test]
     fn connections_show_when_they_connected() {
-        let text = connection_table(&json!([
-            {"id": 7, "peer": "127.0.0.1:50000", "connected_at_ms": 1_714_564_800_000_i64,
-             "consumers": 1, "unacked": 2, "published": 30},
-        ]));
+        let connections = decode::<Vec<ConnectionInfo>>(
+            "connection.list",
+            &json!([
+                {"id": 7, "peer": "127.0.0.1:50000", "connected_at_ms": 1_714_564_800_000_i64,
+                 "consumers": 1, "unacked": 2, "published": 30},
+            ]),
+        )
+        .unwrap();
+        let text = connection_table(&connections);
         assert_eq!(
             text,
             "ID  PEER             CONNECTED AT              CONSUMERS  UNACKED  PUBLISHED\n \

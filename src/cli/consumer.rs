@@ -1,11 +1,11 @@
 //! `warren consumer list`. (`warren consume` itself lives in `consume.rs`.)
 
 use clap::Subcommand;
-use serde_json::Value;
 use warren_protocol::FieldTable;
 
-use crate::cli::output::{cell, emit, print_json, yes_no, Align, Table};
-use crate::cli::{Global, ListArgs};
+use crate::admin_types::ConsumerInfo;
+use crate::cli::output::{emit, opt_cell, print_json, yes_no, Align, Table};
+use crate::cli::{decode, Global, ListArgs};
 
 /// `warren consumer ...`
 #[derive(Debug, Subcommand)]
@@ -29,13 +29,16 @@ pub async fn run(command: ConsumerCommand, global: &Global) -> anyhow::Result<()
     if args.json {
         print_json(&consumers)
     } else {
-        emit(&consumer_table(&consumers))
+        emit(&consumer_table(&decode::<Vec<ConsumerInfo>>(
+            "consumer.list",
+            &consumers,
+        )?))
     }
 }
 
 /// `consumer.list` as a table: tag, connection id, queue, prefetch, no-ack, exclusive,
 /// unacked.
-pub fn consumer_table(consumers: &Value) -> String {
+pub fn consumer_table(consumers: &[ConsumerInfo]) -> String {
     let mut table = Table::new(&[
         ("TAG", Align::Left),
         ("CONNECTION", Align::Right),
@@ -45,15 +48,15 @@ pub fn consumer_table(consumers: &Value) -> String {
         ("EXCLUSIVE", Align::Left),
         ("UNACKED", Align::Right),
     ]);
-    for c in consumers.as_array().into_iter().flatten() {
+    for c in consumers {
         table.row(vec![
-            cell(&c["tag"]),
-            cell(&c["connection"]),
-            cell(&c["queue"]),
-            cell(&c["prefetch"]),
-            yes_no(&c["no_ack"]),
-            yes_no(&c["exclusive"]),
-            cell(&c["unacked"]),
+            c.tag.clone(),
+            c.connection.to_string(),
+            opt_cell(c.queue.as_deref()),
+            c.prefetch.to_string(),
+            yes_no(c.no_ack),
+            yes_no(c.exclusive),
+            c.unacked.to_string(),
         ]);
     }
     table.render()
@@ -66,10 +69,15 @@ mod tests {
 
     #[test]
     fn consumers_show_their_prefetch() {
-        let text = consumer_table(&json!([
-            {"tag": "ctag-1", "connection": 3, "queue": "jobs", "prefetch": 10,
-             "no_ack": false, "exclusive": false, "unacked": 4},
-        ]));
+        let consumers = decode::<Vec<ConsumerInfo>>(
+            "consumer.list",
+            &json!([
+                {"tag": "ctag-1", "connection": 3, "queue": "jobs", "prefetch": 10,
+                 "no_ack": false, "exclusive": false, "unacked": 4},
+            ]),
+        )
+        .unwrap();
+        let text = consumer_table(&consumers);
         assert_eq!(
             text,
             "TAG     CONNECTION  QUEUE  PREFETCH  NO ACK  EXCLUSIVE  UNACKED\n\

@@ -10,11 +10,11 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use serde_json::Value;
 use warren_protocol::{FieldTable, FieldValue};
 
+use crate::admin_types::{Definitions, ImportSummary};
 use crate::cli::output::{emit, pretty_json};
-use crate::cli::{admin_args, count, reply_count, Global};
+use crate::cli::{admin_args, count, decode, Global};
 
 /// `warren definitions ...`
 #[derive(Debug, Subcommand)]
@@ -53,13 +53,15 @@ pub async fn run(command: DefinitionsCommand, global: &Global) -> anyhow::Result
                     "exporting definitions".to_owned()
                 })
                 .await?;
+            // The file is the server's JSON as-is: it keeps fields this version does not know.
             let text = format!("{}\n", pretty_json(&definitions));
             match &args.file {
                 None => emit(&text),
                 Some(path) => {
+                    let typed: Definitions = decode("definitions.export", &definitions)?;
                     std::fs::write(path, text)
                         .with_context(|| format!("writing definitions to '{}'", path.display()))?;
-                    global.done(&export_line(&definitions, path))
+                    global.done(&export_line(&typed, path))
                 }
             }
         }
@@ -67,49 +69,43 @@ pub async fn run(command: DefinitionsCommand, global: &Global) -> anyhow::Result
             let text = std::fs::read_to_string(&args.file)
                 .with_context(|| format!("reading definitions from '{}'", args.file.display()))?;
             let arguments = admin_args([("definitions", Some(FieldValue::String(text)))]);
-            let result = global
+            let result: ImportSummary = global
                 .server
-                .admin("definitions.import", arguments, || {
+                .admin_typed("definitions.import", arguments, || {
                     format!("importing definitions from '{}'", args.file.display())
                 })
                 .await?;
             global.done(&format!(
                 "definitions imported from '{}': {}",
                 args.file.display(),
-                import_line(&result)?
+                import_line(&result)
             ))
         }
     }
 }
 
 /// `definitions exported to 'defs.json': 2 exchanges, 3 queues and 4 bindings`.
-fn export_line(definitions: &Value, path: &std::path::Path) -> String {
-    let len = |key: &str, noun: &str| {
-        let n = definitions[key].as_array().map_or(0, Vec::len);
-        count(u64::try_from(n).unwrap_or(u64::MAX), noun)
-    };
+fn export_line(definitions: &Definitions, path: &std::path::Path) -> String {
+    let len = |n: usize, noun: &str| count(u64::try_from(n).unwrap_or(u64::MAX), noun);
     format!(
         "definitions exported to '{}': {}, {} and {}",
         path.display(),
-        len("exchanges", "exchange"),
-        len("queues", "queue"),
-        len("bindings", "binding")
+        len(definitions.exchanges.len(), "exchange"),
+        len(definitions.queues.len(), "queue"),
+        len(definitions.bindings.len(), "binding")
     )
 }
 
 /// `created 1 exchange and 2 queues; 3 bindings in place`: exchanges and queues
 /// that did not exist before, and the file's bindings (declaring an existing binding is a
 /// no-op).
-///
-/// # Errors
-/// The reply lacks one of the counts.
-pub fn import_line(result: &Value) -> anyhow::Result<String> {
-    Ok(format!(
+pub fn import_line(result: &ImportSummary) -> String {
+    format!(
         "created {} and {}; {} in place",
-        count(reply_count(result, "exchanges_created")?, "exchange"),
-        count(reply_count(result, "queues_created")?, "queue"),
-        count(reply_count(result, "bindings")?, "binding")
-    ))
+        count(result.exchanges_created, "exchange"),
+        count(result.queues_created, "queue"),
+        count(result.bindings, "binding")
+    )
 }
 
 #[cfg(test)]
@@ -120,15 +116,23 @@ mod tests {
     #[test]
     fn import_and_export_summaries() {
         assert_eq!(
-            import_line(&json!({"exchanges_created": 1, "queues_created": 2, "bindings": 3}))
-                .unwrap(),
+            import_line(&ImportSummary {
+                exchanges_created: 1,
+                queues_created: 2,
+                bindings: 3
+            }),
             "created 1 exchange and 2 queues; 3 bindings in place"
         );
+        let exchange = json!({"name": "x", "type": "direct", "durable": true, "arguments": {}});
+        let queue = json!({"name": "q", "durable": true, "auto_delete": false, "arguments": {}});
+        let definitions = decode(
+            "definitions.export",
+            &json!({"warren_version": "0.1.0", "exchanges": [exchange],
+                    "queues": [queue.clone(), queue], "bindings": []}),
+        )
+        .unwrap();
         assert_eq!(
-            export_line(
-                &json!({"exchanges": [{}], "queues": [{}, {}], "bindings": []}),
-                std::path::Path::new("defs.json")
-            ),
+            export_line(&definitions, std::path::Path::new("defs.json")),
             "definitions exported to 'defs.json': 1 exchange, 2 queues and 0 bindings"
         );
     }

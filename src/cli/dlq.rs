@@ -8,14 +8,15 @@
 
 use clap::builder::PossibleValuesParser;
 use clap::{Args, Subcommand};
-use serde_json::Value;
 use warren_protocol::{FieldTable, FieldValue};
 
+use crate::admin_types::{DeadLetterInfo, PurgeResult, ReplayResult};
 use crate::broker::dead_letter::DeadLetterReason;
 use crate::cli::output::{
-    bytes_cell, cell, emit, exchange_name, one_line, print_json, time_cell, truncate, Align, Table,
+    emit, exchange_name, human_bytes, one_line, opt_cell, print_json, time_cell, truncate, Align,
+    Table,
 };
-use crate::cli::{admin_args, count, reply_count, Global};
+use crate::cli::{admin_args, count, decode, Global};
 
 /// Characters of a body shown in the `dlq peek` table (the server sends a longer preview).
 pub const TABLE_PREVIEW_CHARS: usize = 40;
@@ -125,7 +126,9 @@ pub async fn run(command: DlqCommand, global: &Global) -> anyhow::Result<()> {
             if args.json {
                 print_json(&letters)
             } else {
-                emit(&peek_table(&letters))
+                emit(&peek_table(&decode::<Vec<DeadLetterInfo>>(
+                    "dlq.peek", &letters,
+                )?))
             }
         }
         DlqCommand::Replay(args) => {
@@ -135,26 +138,25 @@ pub async fn run(command: DlqCommand, global: &Global) -> anyhow::Result<()> {
                 let key = args.key.clone().unwrap_or_default();
                 arguments.insert("routing_key".into(), FieldValue::String(key));
             }
-            let result = global
+            let result: ReplayResult = global
                 .server
-                .admin("dlq.replay", arguments, || {
+                .admin_typed("dlq.replay", arguments, || {
                     format!("replaying the dead letters in '{}'", args.queue)
                 })
                 .await?;
-            global.done(&replay_line(&result, &args.queue)?)
+            global.done(&replay_line(&result, &args.queue))
         }
         DlqCommand::Purge(args) => {
-            let result = global
+            let result: PurgeResult = global
                 .server
-                .admin("dlq.purge", args.filter.arguments(&args.queue), || {
+                .admin_typed("dlq.purge", args.filter.arguments(&args.queue), || {
                     format!("purging the dead letters in '{}'", args.queue)
                 })
                 .await?;
-            let purged = reply_count(&result, "purged")?;
             global.done(&format!(
                 "dead letters in queue '{}' purged: {}",
                 args.queue,
-                count(purged, "message")
+                count(result.purged, "message")
             ))
         }
     }
@@ -162,26 +164,24 @@ pub async fn run(command: DlqCommand, global: &Global) -> anyhow::Result<()> {
 
 /// `dead letters in queue 'dlq' replayed: 42 messages`, plus `; 3 could not be routed and
 /// stayed` when some did not route.
-///
-/// # Errors
-/// The reply lacks `moved` or `unroutable`.
-pub fn replay_line(result: &Value, queue: &str) -> anyhow::Result<String> {
-    let moved = reply_count(result, "moved")?;
-    let unroutable = reply_count(result, "unroutable")?;
+pub fn replay_line(result: &ReplayResult, queue: &str) -> String {
     let mut line = format!(
         "dead letters in queue '{queue}' replayed: {}",
-        count(moved, "message")
+        count(result.moved, "message")
     );
-    if unroutable > 0 {
-        line.push_str(&format!("; {unroutable} could not be routed and stayed"));
+    if result.unroutable > 0 {
+        line.push_str(&format!(
+            "; {} could not be routed and stayed",
+            result.unroutable
+        ));
     }
-    Ok(line)
+    line
 }
 
 /// `dlq.peek` as a table: position in the queue, message id, reason and queue of the latest
 /// death, where the message was first published, death count, time of death (UTC), size
 /// and the start of the body.
-pub fn peek_table(letters: &Value) -> String {
+pub fn peek_table(letters: &[DeadLetterInfo]) -> String {
     let mut table = Table::new(&[
         ("POS", Align::Right),
         ("MESSAGE ID", Align::Left),
@@ -194,19 +194,18 @@ pub fn peek_table(letters: &Value) -> String {
         ("SIZE", Align::Right),
         ("BODY", Align::Left),
     ]);
-    for m in letters.as_array().into_iter().flatten() {
-        let preview = m["body_preview"].as_str().unwrap_or("");
+    for m in letters {
         table.row(vec![
-            cell(&m["position"]),
-            cell(&m["message_id"]),
-            cell(&m["reason"]),
-            cell(&m["source_queue"]),
-            exchange_name(&m["original_exchange"]),
-            cell(&m["original_routing_key"]),
-            cell(&m["death_count"]),
-            time_cell(&m["death_time_ms"]),
-            bytes_cell(&m["size"]),
-            truncate(&one_line(preview), TABLE_PREVIEW_CHARS),
+            m.position.to_string(),
+            opt_cell(m.message_id.as_deref()),
+            opt_cell(m.reason.as_deref()),
+            opt_cell(m.source_queue.as_deref()),
+            opt_cell(m.original_exchange.as_deref().map(exchange_name)),
+            opt_cell(m.original_routing_key.as_deref()),
+            opt_cell(m.death_count),
+            time_cell(m.death_time_ms),
+            human_bytes(m.size),
+            truncate(&one_line(&m.body_preview), TABLE_PREVIEW_CHARS),
         ]);
     }
     table.render()
@@ -271,25 +270,33 @@ mod tests {
 
     #[test]
     fn replay_reports_what_did_not_route() {
+        let replayed = |moved, unroutable| ReplayResult { moved, unroutable };
         assert_eq!(
-            replay_line(&json!({"moved": 42, "unroutable": 0}), "dlq").unwrap(),
+            replay_line(&replayed(42, 0), "dlq"),
             "dead letters in queue 'dlq' replayed: 42 messages"
         );
         assert_eq!(
-            replay_line(&json!({"moved": 42, "unroutable": 3}), "dlq").unwrap(),
+            replay_line(&replayed(42, 3), "dlq"),
             "dead letters in queue 'dlq' replayed: 42 messages; 3 could not be routed and stayed"
         );
-        assert!(replay_line(&json!({}), "dlq").is_err());
+        assert!(decode::<ReplayResult>("dlq.replay", &json!({})).is_err());
     }
 
     #[test]
     fn peek_rows_read_as_one_line_each() {
-        let text = peek_table(&json!([{
-            "position": 0, "message_id": "m-1", "reason": "rejected", "source_queue": "work",
-            "original_exchange": "", "original_routing_key": "work", "death_count": 2,
-            "death_time_ms": 1_714_564_800_000_i64, "size": 2048,
-            "body_preview": "line one\nline two, which is long enough to be cut short here…",
-        }]));
+        let letters = decode::<Vec<DeadLetterInfo>>(
+            "dlq.peek",
+            &json!([{
+                "position": 0, "message_id": "m-1", "reason": "rejected", "source_queue": "work",
+                "original_exchange": "", "original_routing_key": "work", "death_count": 2,
+                "death_time_ms": 1_714_564_800_000_i64, "size": 2048,
+                "body_preview": "line one\nline two, which is long enough to be cut short here…",
+                "delivery_count": 0, "exchange": "dlx", "routing_key": "work", "headers": {},
+                "body": "", "body_encoding": null,
+            }]),
+        )
+        .unwrap();
+        let text = peek_table(&letters);
         let row = text.lines().nth(1).unwrap();
         assert_eq!(
             row.split("  ")

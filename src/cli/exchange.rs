@@ -2,14 +2,12 @@
 
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
-use serde_json::Value;
 use warren_protocol::{FieldTable, FieldValue};
 
+use crate::admin_types::ExchangeInfo;
 use crate::cli::field::{field_table, parse_plain_arg, VALUE_NAME};
-use crate::cli::output::{
-    arguments_cell, cell, emit, exchange_name, print_json, yes_no, Align, Table,
-};
-use crate::cli::{Global, ListArgs};
+use crate::cli::output::{arguments_cell, emit, exchange_name, print_json, yes_no, Align, Table};
+use crate::cli::{decode, Global, ListArgs};
 use crate::client::{ExchangeKind, ExchangeOptions};
 
 /// `warren exchange ...`
@@ -126,7 +124,10 @@ pub async fn run(command: ExchangeCommand, global: &Global) -> anyhow::Result<()
             if args.json {
                 print_json(&exchanges)?;
             } else {
-                emit(&exchange_table(&exchanges))?;
+                emit(&exchange_table(&decode::<Vec<ExchangeInfo>>(
+                    "exchange.list",
+                    &exchanges,
+                )?))?;
             }
         }
     }
@@ -134,7 +135,7 @@ pub async fn run(command: ExchangeCommand, global: &Global) -> anyhow::Result<()
 }
 
 /// `exchange.list` as a table: name (`(default)` for ""), type, durable, built-in, arguments.
-pub fn exchange_table(exchanges: &Value) -> String {
+pub fn exchange_table(exchanges: &[ExchangeInfo]) -> String {
     let mut table = Table::new(&[
         ("NAME", Align::Left),
         ("TYPE", Align::Left),
@@ -142,13 +143,13 @@ pub fn exchange_table(exchanges: &Value) -> String {
         ("BUILTIN", Align::Left),
         ("ARGUMENTS", Align::Left),
     ]);
-    for e in exchanges.as_array().into_iter().flatten() {
+    for e in exchanges {
         table.row(vec![
-            exchange_name(&e["name"]),
-            cell(&e["type"]),
-            yes_no(&e["durable"]),
-            yes_no(&e["builtin"]),
-            arguments_cell(&e["arguments"]),
+            exchange_name(&e.name),
+            e.kind.clone(),
+            yes_no(e.durable),
+            yes_no(e.builtin),
+            arguments_cell(&e.arguments),
         ]);
     }
     table.render()
@@ -161,11 +162,16 @@ mod tests {
 
     #[test]
     fn the_default_exchange_is_named_and_arguments_are_pairs() {
-        let text = exchange_table(&json!([
-            {"name": "", "type": "direct", "durable": true, "builtin": true, "arguments": {}},
-            {"name": "logs", "type": "topic", "durable": false, "builtin": false,
-             "arguments": {"alternate-exchange": "ae"}},
-        ]));
+        let exchanges = decode::<Vec<ExchangeInfo>>(
+            "exchange.list",
+            &json!([
+                {"name": "", "type": "direct", "durable": true, "builtin": true, "arguments": {}},
+                {"name": "logs", "type": "topic", "durable": false, "builtin": false,
+                 "arguments": {"alternate-exchange": "ae"}},
+            ]),
+        )
+        .unwrap();
+        let text = exchange_table(&exchanges);
         assert_eq!(
             text,
             "NAME       TYPE    DURABLE  BUILTIN  ARGUMENTS\n\

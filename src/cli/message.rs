@@ -4,7 +4,8 @@
 use clap::{Args, Subcommand};
 use warren_protocol::FieldValue;
 
-use crate::cli::{admin_args, count, reply_count, Global};
+use crate::admin_types::DeleteResult;
+use crate::cli::{admin_args, count, Global};
 
 /// `warren message ...`
 #[derive(Debug, Subcommand)]
@@ -34,14 +35,13 @@ pub async fn run(command: MessageCommand, global: &Global) -> anyhow::Result<()>
         ("queue", Some(FieldValue::String(args.queue.clone()))),
         ("id", Some(FieldValue::String(args.id.clone()))),
     ]);
-    let result = global
+    let result: DeleteResult = global
         .server
-        .admin("message.delete", arguments, || {
+        .admin_typed("message.delete", arguments, || {
             format!("deleting message '{}' from queue '{}'", args.id, args.queue)
         })
         .await?;
-    let deleted = reply_count(&result, "deleted")?;
-    global.done(&delete_line(deleted, &args.id, &args.queue))
+    global.done(&delete_line(result.deleted, &args.id, &args.queue))
 }
 
 /// `message 'm-1' deleted from queue 'q'`, or `3 messages with id 'm-1' deleted from queue

@@ -8,7 +8,8 @@
 //!
 //! The operator commands (`status`, the `list` verbs, `queue inspect`, `dlq`, `message`,
 //! `definitions`) are each one admin request ([`ServerArg::admin`]); with `--json` a listing
-//! prints the server's JSON as-is, otherwise a table or `key: value` lines
+//! prints the server's JSON as-is, otherwise it decodes the reply into its type in
+//! [`crate::admin_types`] ([`decode`]) and prints a table or `key: value` lines
 //! ([`output`]).
 
 pub mod bench;
@@ -30,10 +31,11 @@ pub mod status;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use warren_protocol::{FieldTable, FieldValue};
 
-use crate::client::{Client, ClientError};
+use crate::client::{decode_admin, Client, ClientError};
 
 pub use self::binding::{BindArgs, BindingCommand};
 pub use self::connection::ConnectionCommand;
@@ -246,6 +248,21 @@ impl ServerArg {
         client.close().await?;
         Ok(value)
     }
+
+    /// As [`ServerArg::admin`], decoding the result as `T`, the command's type in
+    /// [`crate::admin_types`].
+    ///
+    /// # Errors
+    /// As [`ServerArg::admin`], or the reply is not a `T` (a field missing or mistyped).
+    pub async fn admin_typed<T: DeserializeOwned>(
+        &self,
+        command: &str,
+        arguments: FieldTable,
+        what: impl FnOnce() -> String,
+    ) -> anyhow::Result<T> {
+        let reply = self.admin(command, arguments, what).await?;
+        decode(command, &reply)
+    }
 }
 
 /// The arguments of every listing: `--json`.
@@ -287,14 +304,13 @@ pub async fn run_client_command(command: Command, global: &GlobalArgs) -> anyhow
     }
 }
 
-/// A count from an admin reply (`moved`, `purged`, ...).
+/// Decodes the reply of admin command `command` (from [`ServerArg::admin`], kept as JSON
+/// for `--json`) as `T`, its type in [`crate::admin_types`], to print it as a table.
 ///
 /// # Errors
-/// The reply has no such non-negative integer field.
-pub fn reply_count(result: &Value, field: &str) -> anyhow::Result<u64> {
-    result[field]
-        .as_u64()
-        .with_context(|| format!("the server's reply has no count '{field}': {result}"))
+/// The reply is not a `T`: a field is missing or mistyped.
+pub fn decode<T: DeserializeOwned>(command: &str, reply: &Value) -> anyhow::Result<T> {
+    Ok(decode_admin(command, reply)?)
 }
 
 /// An admin arguments table from the options that are set, with their server names.

@@ -1,6 +1,7 @@
 //! How the CLI prints: deliveries for `warren consume` and `warren subscribe` (one readable
 //! line, or one JSON object per line with `--json`), and the admin commands' tables and
-//! `key: value` lines, with sizes, durations and times made readable. Pure functions (only
+//! `key: value` lines (from the typed results of [`crate::admin_types`]), with sizes,
+//! durations and times made readable. Pure functions (only
 //! [`emit`] and [`print_json`] write), so the formats are unit-tested.
 //!
 //! Tables are aligned by hand rather than with a table crate: the admin listings need only
@@ -15,6 +16,7 @@ use base64::Engine;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::admin_types::JsonTable;
 use crate::client::Delivery;
 
 /// The JSON form of a delivery. Field order is the printing order.
@@ -283,45 +285,40 @@ pub fn cell(value: &Value) -> String {
     }
 }
 
-/// A field table as `key=value` pairs separated by spaces; `-` when empty.
-pub fn arguments_cell(arguments: &Value) -> String {
-    match arguments.as_object() {
-        Some(map) if !map.is_empty() => map
-            .iter()
-            .map(|(k, v)| format!("{k}={}", cell(v)))
-            .collect::<Vec<_>>()
-            .join(" "),
-        _ => "-".to_owned(),
-    }
+/// An optional field as a cell: the value, or `-` when it is `None` (`null` on the wire).
+pub fn opt_cell<T: std::fmt::Display>(value: Option<T>) -> String {
+    value.map_or_else(|| "-".to_owned(), |v| v.to_string())
 }
 
-/// `yes` or `no` for a JSON bool (`-` when it is not one).
-pub fn yes_no(value: &Value) -> String {
-    match value.as_bool() {
-        Some(true) => "yes".to_owned(),
-        Some(false) => "no".to_owned(),
-        None => "-".to_owned(),
+/// A field table as `key=value` pairs separated by spaces; `-` when empty.
+pub fn arguments_cell(arguments: &JsonTable) -> String {
+    if arguments.is_empty() {
+        return "-".to_owned();
     }
+    arguments
+        .iter()
+        .map(|(k, v)| format!("{k}={}", cell(v)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `yes` or `no`.
+pub fn yes_no(value: bool) -> String {
+    if value { "yes" } else { "no" }.to_owned()
 }
 
 /// An exchange name, with the default exchange (`""`) spelled out.
-pub fn exchange_name(value: &Value) -> String {
-    match value.as_str() {
-        Some("") => "(default)".to_owned(),
-        _ => cell(value),
+pub fn exchange_name(name: &str) -> String {
+    if name.is_empty() {
+        "(default)".to_owned()
+    } else {
+        name.to_owned()
     }
 }
 
 /// A per-second rate with one decimal.
-pub fn rate(value: &Value) -> String {
-    value
-        .as_f64()
-        .map_or_else(|| "-".to_owned(), |r| format!("{r:.1}"))
-}
-
-/// A byte count from JSON, humanised (`-` when it is not a number).
-pub fn bytes_cell(value: &Value) -> String {
-    value.as_u64().map_or_else(|| "-".to_owned(), human_bytes)
+pub fn rate(value: f64) -> String {
+    format!("{value:.1}")
 }
 
 /// A byte count in B, KiB, MiB, GiB or TiB, with one decimal above bytes.
@@ -368,9 +365,9 @@ pub fn rfc3339_ms(ms: i64) -> String {
     )
 }
 
-/// A JSON epoch-milliseconds value as [`rfc3339_ms`] (`-` when it is not a number).
-pub fn time_cell(value: &Value) -> String {
-    value.as_i64().map_or_else(|| "-".to_owned(), rfc3339_ms)
+/// Optional epoch milliseconds as [`rfc3339_ms`] (`-` when `None`).
+pub fn time_cell(ms: Option<i64>) -> String {
+    ms.map_or_else(|| "-".to_owned(), rfc3339_ms)
 }
 
 /// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
@@ -576,7 +573,7 @@ mod tests {
         assert_eq!(rfc3339_ms(1_714_564_800_000), "2024-05-01T12:00:00.000Z");
         assert_eq!(rfc3339_ms(4_102_444_799_999), "2099-12-31T23:59:59.999Z");
         assert_eq!(rfc3339_ms(-5), "1970-01-01T00:00:00.000Z");
-        assert_eq!(time_cell(&Value::Null), "-");
+        assert_eq!(time_cell(None), "-");
     }
 
     #[test]
@@ -585,10 +582,12 @@ mod tests {
         assert_eq!(cell(&json!("q")), "q");
         assert_eq!(cell(&json!(3)), "3");
         assert_eq!(cell(&json!(["a"])), r#"["a"]"#);
-        assert_eq!(exchange_name(&json!("")), "(default)");
-        assert_eq!(exchange_name(&json!("logs")), "logs");
-        assert_eq!(yes_no(&json!(true)), "yes");
-        assert_eq!(rate(&json!(2.25)), "2.2");
+        assert_eq!(exchange_name(""), "(default)");
+        assert_eq!(exchange_name("logs"), "logs");
+        assert_eq!(yes_no(true), "yes");
+        assert_eq!(rate(2.25), "2.2");
+        assert_eq!(opt_cell(None::<u64>), "-");
+        assert_eq!(opt_cell(Some("")), "");
         assert_eq!(truncate("abcdef", 4), "abc…");
         assert_eq!(truncate("abc", 4), "abc");
         assert_eq!(one_line("a\tb"), "a\\tb");

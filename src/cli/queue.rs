@@ -5,13 +5,14 @@ use clap::{Args, Subcommand};
 use serde_json::Value;
 use warren_protocol::{FieldTable, FieldValue};
 
+use crate::admin_types::{DeadLetterInfo, QueueInfo};
 use crate::cli::dlq::TABLE_PREVIEW_CHARS;
 use crate::cli::field::{field_table, parse_queue_arg, VALUE_NAME};
 use crate::cli::output::{
-    bytes_cell, cell, emit, exchange_name, flatten, key_values, one_line, print_json, rate,
-    truncate, yes_no, Align, Table,
+    cell, emit, exchange_name, flatten, human_bytes, key_values, one_line, opt_cell, print_json,
+    rate, truncate, yes_no, Align, Table,
 };
-use crate::cli::{admin_args, count, Global, ListArgs};
+use crate::cli::{admin_args, count, decode, Global, ListArgs};
 use crate::client::QueueOptions;
 
 /// `warren queue ...`
@@ -164,7 +165,10 @@ pub async fn run(command: QueueCommand, global: &Global) -> anyhow::Result<()> {
             if args.json {
                 print_json(&queues)?;
             } else {
-                emit(&queue_table(&queues))?;
+                emit(&queue_table(&decode::<Vec<QueueInfo>>(
+                    "queue.list",
+                    &queues,
+                )?))?;
             }
         }
         QueueCommand::Inspect(args) => {
@@ -178,7 +182,7 @@ pub async fn run(command: QueueCommand, global: &Global) -> anyhow::Result<()> {
             if args.json {
                 print_json(&queue)?;
             } else {
-                emit(&queue_text(&queue))?;
+                emit(&queue_text(&decode("queue.inspect", &queue)?, &queue))?;
             }
         }
         QueueCommand::Peek(args) => {
@@ -200,7 +204,10 @@ pub async fn run(command: QueueCommand, global: &Global) -> anyhow::Result<()> {
             if args.json {
                 print_json(&messages)?;
             } else {
-                emit(&peek_table(&messages))?;
+                emit(&peek_table(&decode::<Vec<DeadLetterInfo>>(
+                    "queue.peek",
+                    &messages,
+                )?))?;
             }
         }
     }
@@ -209,7 +216,7 @@ pub async fn run(command: QueueCommand, global: &Global) -> anyhow::Result<()> {
 
 /// `queue.peek` as a table: position, message id, where it was published, how often its
 /// delivery failed, size and the start of the body (escaped to one line).
-pub fn peek_table(messages: &Value) -> String {
+pub fn peek_table(messages: &[DeadLetterInfo]) -> String {
     let mut table = Table::new(&[
         ("POS", Align::Right),
         ("MESSAGE ID", Align::Left),
@@ -219,16 +226,15 @@ pub fn peek_table(messages: &Value) -> String {
         ("SIZE", Align::Right),
         ("BODY", Align::Left),
     ]);
-    for m in messages.as_array().into_iter().flatten() {
-        let preview = m["body_preview"].as_str().unwrap_or("");
+    for m in messages {
         table.row(vec![
-            cell(&m["position"]),
-            cell(&m["message_id"]),
-            exchange_name(&m["exchange"]),
-            cell(&m["routing_key"]),
-            cell(&m["delivery_count"]),
-            bytes_cell(&m["size"]),
-            truncate(&one_line(preview), TABLE_PREVIEW_CHARS),
+            m.position.to_string(),
+            opt_cell(m.message_id.as_deref()),
+            exchange_name(&m.exchange),
+            m.routing_key.clone(),
+            m.delivery_count.to_string(),
+            human_bytes(m.size),
+            truncate(&one_line(&m.body_preview), TABLE_PREVIEW_CHARS),
         ]);
     }
     table.render()
@@ -236,7 +242,7 @@ pub fn peek_table(messages: &Value) -> String {
 
 /// `queue.list` as a table: name, durable, flags, an arguments summary, counts, bytes,
 /// consumers and rates.
-pub fn queue_table(queues: &Value) -> String {
+pub fn queue_table(queues: &[QueueInfo]) -> String {
     let mut table = Table::new(&[
         ("NAME", Align::Left),
         ("DURABLE", Align::Left),
@@ -251,30 +257,30 @@ pub fn queue_table(queues: &Value) -> String {
         ("DELIVER/S", Align::Right),
         ("ACK/S", Align::Right),
     ]);
-    for q in queues.as_array().into_iter().flatten() {
+    for q in queues {
         table.row(vec![
-            cell(&q["name"]),
-            yes_no(&q["durable"]),
+            q.name.clone(),
+            yes_no(q.durable),
             flags(q),
             arguments_summary(q),
-            cell(&q["messages_ready"]),
-            cell(&q["messages_unacked"]),
-            cell(&q["messages_delayed"]),
-            bytes_cell(&q["message_bytes"]),
-            cell(&q["consumers"]),
-            rate(&q["publish_rate"]),
-            rate(&q["deliver_rate"]),
-            rate(&q["ack_rate"]),
+            q.messages_ready.to_string(),
+            q.messages_unacked.to_string(),
+            q.messages_delayed.to_string(),
+            human_bytes(q.message_bytes),
+            q.consumers.to_string(),
+            rate(q.publish_rate),
+            rate(q.deliver_rate),
+            rate(q.ack_rate),
         ]);
     }
     table.render()
 }
 
 /// `excl`, `auto-del`, both (comma-separated) or `-`.
-fn flags(q: &Value) -> String {
-    let flags: Vec<&str> = [("exclusive", "excl"), ("auto_delete", "auto-del")]
+fn flags(q: &QueueInfo) -> String {
+    let flags: Vec<&str> = [(q.exclusive, "excl"), (q.auto_delete, "auto-del")]
         .into_iter()
-        .filter(|(field, _)| q[*field].as_bool() == Some(true))
+        .filter(|(set, _)| *set)
         .map(|(_, flag)| flag)
         .collect();
     if flags.is_empty() {
@@ -286,29 +292,28 @@ fn flags(q: &Value) -> String {
 
 /// The dead-lettering and limit arguments that are set, e.g.
 /// `DLX=dlx TTL=5000ms max-len=100 overflow=reject-publish delivery-limit=3`; `-` if none.
-fn arguments_summary(q: &Value) -> String {
+fn arguments_summary(q: &QueueInfo) -> String {
     let mut parts = Vec::new();
-    if let Some(dlx) = q["dead_letter_exchange"].as_str() {
-        let dlx = if dlx.is_empty() { "(default)" } else { dlx };
-        parts.push(format!("DLX={dlx}"));
+    if let Some(dlx) = &q.dead_letter_exchange {
+        parts.push(format!("DLX={}", exchange_name(dlx)));
     }
-    if let Some(key) = q["dead_letter_routing_key"].as_str() {
+    if let Some(key) = &q.dead_letter_routing_key {
         parts.push(format!("DLK={key}"));
     }
-    if let Some(ttl) = q["message_ttl_ms"].as_u64() {
+    if let Some(ttl) = q.message_ttl_ms {
         parts.push(format!("TTL={ttl}ms"));
     }
-    if let Some(max) = q["max_length"].as_u64() {
+    if let Some(max) = q.max_length {
         parts.push(format!("max-len={max}"));
     }
-    if let Some(max) = q["max_length_bytes"].as_u64() {
+    if let Some(max) = q.max_length_bytes {
         parts.push(format!("max-bytes={max}"));
     }
     // The server always reports an overflow mode; show it only when it was asked for.
-    if q["arguments"].get("x-overflow").is_some() {
-        parts.push(format!("overflow={}", cell(&q["overflow"])));
+    if q.arguments.contains_key("x-overflow") {
+        parts.push(format!("overflow={}", q.overflow));
     }
-    if let Some(limit) = q["delivery_limit"].as_u64() {
+    if let Some(limit) = q.delivery_limit {
         parts.push(format!("delivery-limit={limit}"));
     }
     if parts.is_empty() {
@@ -320,58 +325,48 @@ fn arguments_summary(q: &Value) -> String {
 
 /// `queue.inspect` as `key: value` lines: attributes, one `argument NAME` line per argument,
 /// the effective limits, counts, rates and totals; fields this version does not know follow
-/// under their JSON names.
-pub fn queue_text(q: &Value) -> String {
-    let field = |name: &str| q.get(name).unwrap_or(&Value::Null);
+/// under their JSON names, read from `reply`, the JSON `q` was decoded from.
+pub fn queue_text(q: &QueueInfo, reply: &Value) -> String {
     let mut lines: Vec<(String, String)> = vec![
-        ("name".into(), cell(field("name"))),
-        ("durable".into(), yes_no(field("durable"))),
-        ("exclusive".into(), yes_no(field("exclusive"))),
-        ("auto delete".into(), yes_no(field("auto_delete"))),
+        ("name".into(), q.name.clone()),
+        ("durable".into(), yes_no(q.durable)),
+        ("exclusive".into(), yes_no(q.exclusive)),
+        ("auto delete".into(), yes_no(q.auto_delete)),
     ];
-    if let Some(arguments) = field("arguments").as_object() {
-        for (name, value) in arguments {
-            lines.push((format!("argument {name}"), cell(value)));
-        }
+    for (name, value) in &q.arguments {
+        lines.push((format!("argument {name}"), cell(value)));
     }
-    let bytes = match field("message_bytes").as_u64() {
-        Some(n) => format!("{} ({n})", bytes_cell(field("message_bytes"))),
-        None => "-".to_owned(),
-    };
     lines.extend([
         (
             "dead letter exchange".into(),
-            cell(field("dead_letter_exchange")),
+            opt_cell(q.dead_letter_exchange.as_deref()),
         ),
         (
             "dead letter routing key".into(),
-            cell(field("dead_letter_routing_key")),
+            opt_cell(q.dead_letter_routing_key.as_deref()),
         ),
-        ("message ttl ms".into(), cell(field("message_ttl_ms"))),
-        ("max length".into(), cell(field("max_length"))),
-        ("max length bytes".into(), cell(field("max_length_bytes"))),
-        ("overflow".into(), cell(field("overflow"))),
-        ("delivery limit".into(), cell(field("delivery_limit"))),
-        ("messages ready".into(), cell(field("messages_ready"))),
-        ("messages unacked".into(), cell(field("messages_unacked"))),
-        ("messages delayed".into(), cell(field("messages_delayed"))),
-        ("message bytes".into(), bytes),
-        ("consumers".into(), cell(field("consumers"))),
+        ("message ttl ms".into(), opt_cell(q.message_ttl_ms)),
+        ("max length".into(), opt_cell(q.max_length)),
+        ("max length bytes".into(), opt_cell(q.max_length_bytes)),
+        ("overflow".into(), q.overflow.clone()),
+        ("delivery limit".into(), opt_cell(q.delivery_limit)),
+        ("messages ready".into(), q.messages_ready.to_string()),
+        ("messages unacked".into(), q.messages_unacked.to_string()),
+        ("messages delayed".into(), q.messages_delayed.to_string()),
         (
-            "publish rate".into(),
-            format!("{}/s", rate(field("publish_rate"))),
+            "message bytes".into(),
+            format!("{} ({})", human_bytes(q.message_bytes), q.message_bytes),
         ),
-        (
-            "deliver rate".into(),
-            format!("{}/s", rate(field("deliver_rate"))),
-        ),
-        ("ack rate".into(), format!("{}/s", rate(field("ack_rate")))),
-        ("published total".into(), cell(field("published_total"))),
-        ("delivered total".into(), cell(field("delivered_total"))),
-        ("acked total".into(), cell(field("acked_total"))),
+        ("consumers".into(), q.consumers.to_string()),
+        ("publish rate".into(), format!("{}/s", rate(q.publish_rate))),
+        ("deliver rate".into(), format!("{}/s", rate(q.deliver_rate))),
+        ("ack rate".into(), format!("{}/s", rate(q.ack_rate))),
+        ("published total".into(), q.published_total.to_string()),
+        ("delivered total".into(), q.delivered_total.to_string()),
+        ("acked total".into(), q.acked_total.to_string()),
         (
             "dead lettered total".into(),
-            cell(field("dead_lettered_total")),
+            q.dead_lettered_total.to_string(),
         ),
     ]);
     const SHOWN: [&str; 24] = [
@@ -400,7 +395,7 @@ pub fn queue_text(q: &Value) -> String {
         "acked_total",
         "dead_lettered_total",
     ];
-    if let Value::Object(map) = q {
+    if let Value::Object(map) = reply {
         // `as_of_ms` only dates the rates.
         for (key, value) in map
             .iter()
@@ -456,9 +451,13 @@ mod tests {
         })
     }
 
+    fn typed(q: Value) -> QueueInfo {
+        serde_json::from_value(q).expect("a queue object")
+    }
+
     #[test]
     fn the_table_summarises_arguments_that_are_set() {
-        let text = queue_table(&json!([queue()]));
+        let text = queue_table(&[typed(queue())]);
         let mut lines = text.lines();
         assert!(lines
             .next()
@@ -487,9 +486,17 @@ mod tests {
                 "0.0"
             ]
         );
-        let plain = json!([{"name": "q", "durable": false, "exclusive": true,
-                            "auto_delete": false, "arguments": {}, "overflow": "drop-head"}]);
-        let text = queue_table(&plain);
+        let mut plain = typed(queue());
+        plain.name = "q".into();
+        plain.durable = false;
+        plain.exclusive = true;
+        plain.auto_delete = false;
+        plain.arguments.clear();
+        plain.dead_letter_exchange = None;
+        plain.message_ttl_ms = None;
+        plain.max_length = None;
+        plain.overflow = "drop-head".into();
+        let text = queue_table(&[plain]);
         assert!(
             text.lines()
                 .nth(1)
@@ -501,7 +508,7 @@ mod tests {
 
     #[test]
     fn inspect_lists_every_argument() {
-        let text = queue_text(&queue());
+        let text = queue_text(&typed(queue()), &queue());
         for line in [
             "argument x-message-ttl: 5000",
             "argument x-dead-letter-exchange:",

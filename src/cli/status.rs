@@ -4,10 +4,11 @@ use clap::Args;
 use serde_json::Value;
 use warren_protocol::FieldTable;
 
+use crate::admin_types::Status;
 use crate::cli::output::{
-    bytes_cell, cell, emit, flatten, human_duration, key_values, print_json, rate,
+    emit, flatten, human_bytes, human_duration, key_values, print_json, rate,
 };
-use crate::cli::Global;
+use crate::cli::{decode, Global};
 
 /// Arguments of `warren status`.
 #[derive(Debug, Args)]
@@ -31,45 +32,44 @@ pub async fn run(args: StatusArgs, global: &Global) -> anyhow::Result<()> {
     if args.json {
         print_json(&status)
     } else {
-        emit(&status_text(&status))
+        emit(&status_text(&decode("status", &status)?, &status))
     }
 }
 
 /// The status as `key: value` lines: the well-known fields under readable names with sizes
 /// and durations humanised; then, after a blank line, every counter (and any field this
-/// version does not know) under its JSON path, e.g. `totals.dead_lettered.expired: 3`.
-pub fn status_text(status: &Value) -> String {
-    let field = |name: &str| status.get(name).unwrap_or(&Value::Null);
-    let listeners = match field("listeners") {
-        Value::Array(list) => list.iter().map(cell).collect::<Vec<_>>().join(", "),
-        other => cell(other),
-    };
-    let uptime = field("uptime_secs")
-        .as_u64()
-        .map_or_else(|| "-".to_owned(), human_duration);
+/// version does not know) under its JSON path, e.g. `totals.dead_lettered.expired: 3`,
+/// read from `reply`, the JSON `status` was decoded from.
+pub fn status_text(status: &Status, reply: &Value) -> String {
     let lines: Vec<(String, String)> = vec![
-        ("version".into(), cell(field("version"))),
-        ("uptime".into(), uptime),
-        ("listeners".into(), listeners),
-        ("data dir".into(), cell(field("data_dir"))),
-        ("store size".into(), bytes_cell(field("store_bytes"))),
-        ("memory in use".into(), bytes_cell(field("memory_bytes"))),
-        ("connections".into(), cell(field("connections"))),
-        ("consumers".into(), cell(field("consumers"))),
-        ("exchanges".into(), cell(field("exchanges"))),
-        ("queues".into(), cell(field("queues"))),
-        ("messages ready".into(), cell(field("messages_ready"))),
-        ("messages unacked".into(), cell(field("messages_unacked"))),
-        ("messages delayed".into(), cell(field("messages_delayed"))),
+        ("version".into(), status.version.clone()),
+        ("uptime".into(), human_duration(status.uptime_secs)),
+        ("listeners".into(), status.listeners.join(", ")),
+        ("data dir".into(), status.data_dir.clone()),
+        ("store size".into(), human_bytes(status.store_bytes)),
+        ("memory in use".into(), human_bytes(status.memory_bytes)),
+        ("connections".into(), status.connections.to_string()),
+        ("consumers".into(), status.consumers.to_string()),
+        ("exchanges".into(), status.exchanges.to_string()),
+        ("queues".into(), status.queues.to_string()),
+        ("messages ready".into(), status.messages_ready.to_string()),
+        (
+            "messages unacked".into(),
+            status.messages_unacked.to_string(),
+        ),
+        (
+            "messages delayed".into(),
+            status.messages_delayed.to_string(),
+        ),
         (
             "publish rate".into(),
-            format!("{}/s", rate(field("publish_rate"))),
+            format!("{}/s", rate(status.publish_rate)),
         ),
         (
             "deliver rate".into(),
-            format!("{}/s", rate(field("deliver_rate"))),
+            format!("{}/s", rate(status.deliver_rate)),
         ),
-        ("ack rate".into(), format!("{}/s", rate(field("ack_rate")))),
+        ("ack rate".into(), format!("{}/s", rate(status.ack_rate))),
     ];
     const SHOWN: [&str; 16] = [
         "version",
@@ -90,7 +90,7 @@ pub fn status_text(status: &Value) -> String {
         "ack_rate",
     ];
     let mut counters = Vec::new();
-    if let Value::Object(map) = status {
+    if let Value::Object(map) = reply {
         for (key, value) in map.iter().filter(|(k, _)| !SHOWN.contains(&k.as_str())) {
             flatten(key, value, &mut counters);
         }
@@ -127,10 +127,14 @@ mod tests {
             "publish_rate": 1.25,
             "deliver_rate": 0.0,
             "ack_rate": 0.0,
-            "totals": {"published": 5, "dead_lettered": {"expired": 1}},
-            "store": {"commits": 9},
+            "totals": {"published": 5, "routed": 5, "unroutable": 0, "returned": 0,
+                       "acked": 0, "requeued": 0, "expired": 1,
+                       "dead_lettered": {"expired": 1}, "dead_letters_dropped": 0,
+                       "scheduled": 0, "consumer_timeouts": 0},
+            "store": {"commits": 9, "messages_written": 5, "operations_committed": 9,
+                      "commit_seconds_total": 0.01},
         });
-        let text = status_text(&status);
+        let text = status_text(&serde_json::from_value(status.clone()).unwrap(), &status);
         for line in [
             "version: 0.1.0",
             "uptime:           2m 13s",

@@ -73,8 +73,9 @@ pub enum ClientError {
         /// The frame type that arrived.
         got: &'static str,
     },
-    /// An admin reply was not valid JSON.
-    #[error("the server's admin reply is not valid JSON: {0}")]
+    /// An admin reply was not valid JSON, or not the shape of its type in
+    /// [`crate::admin_types`] (a field missing or of the wrong type). Names the command.
+    #[error("the server's admin reply is not what this client expects: {0}")]
     BadAdminReply(String),
 }
 

@@ -25,7 +25,8 @@
 //! ```
 //!
 //! # Layout
-//! - this file — [`Client`] and the option types of its requests;
+//! - this file — [`Client`] and the option types of its requests; admin commands answer
+//!   the types of [`crate::admin_types`] ([`Client::admin_typed`], [`decode_admin`]);
 //! - `connection` (private) — handshake, reader/writer/heartbeat tasks and the table of
 //!   pending requests;
 //! - [`publish`] — [`OutgoingMessage`], [`PublishOutcome`], [`PendingConfirm`];
@@ -59,6 +60,19 @@ pub use warren_protocol::{
 
 use self::connection::{normal_close, unexpected, CloseInfo, Connection, ConsumerSlot, Pending};
 use self::publish::publish_frame_len;
+
+/// Decodes the JSON result of the admin command `command` (from [`Client::admin`]) as `T`,
+/// its type in [`crate::admin_types`].
+///
+/// # Errors
+/// [`ClientError::BadAdminReply`] naming the command and the field: the reply lacks a field
+/// `T` needs, or has one of the wrong type.
+pub fn decode_admin<T: serde::de::DeserializeOwned>(
+    command: &str,
+    reply: &serde_json::Value,
+) -> Result<T, ClientError> {
+    T::deserialize(reply).map_err(|e| ClientError::BadAdminReply(format!("{command}: {e}")))
+}
 
 /// Bound on connecting, sending the preface and receiving `Hello`.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -470,7 +484,12 @@ impl Client {
     }
 
     /// Runs an administrative command (`status`, `queue.list`, `dlq.replay`, ...; see
-    /// PROTOCOL.md §15) and returns its JSON result.
+    /// PROTOCOL.md §15) and returns its JSON result as the server sent it. To read it,
+    /// prefer [`Client::admin_typed`] (or [`decode_admin`] on this value).
+    ///
+    /// # Errors
+    /// The request failed, the server refused the command, or the reply is not JSON
+    /// ([`ClientError::BadAdminReply`]).
     pub async fn admin(
         &self,
         command: &str,
@@ -482,7 +501,23 @@ impl Client {
         });
         let reply = self.request(frame).await?;
         let body = expect_reply!(reply, "AdminOk", Frame::AdminOk { body } => body)?;
-        serde_json::from_slice(&body).map_err(|e| ClientError::BadAdminReply(e.to_string()))
+        serde_json::from_slice(&body)
+            .map_err(|e| ClientError::BadAdminReply(format!("{command}: not valid JSON: {e}")))
+    }
+
+    /// Runs an administrative command and decodes its result as `T`, the command's type in
+    /// [`crate::admin_types`]: e.g. `admin_typed::<Vec<QueueInfo>>("queue.list", ..)`.
+    ///
+    /// # Errors
+    /// As [`Client::admin`]; [`ClientError::BadAdminReply`] also when the reply lacks a field
+    /// `T` needs or has one of the wrong type.
+    pub async fn admin_typed<T: serde::de::DeserializeOwned>(
+        &self,
+        command: &str,
+        arguments: FieldTable,
+    ) -> Result<T, ClientError> {
+        let reply = self.admin(command, arguments).await?;
+        decode_admin(command, &reply)
     }
 
     /// Pulls one message from `queue`; `None` when it has no ready message.

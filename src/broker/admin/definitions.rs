@@ -4,69 +4,57 @@
 
 use std::collections::HashSet;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use warren_protocol::{ExchangeDeclare, ExchangeKind, FieldTable, QueueBind, QueueDeclare};
 
+use crate::admin_types::{Definitions, ExchangeDefinition, ImportSummary, QueueDefinition};
 use crate::broker::exchange;
 use crate::broker::queue_args::QueueArgs;
 use crate::broker::redeclare::inequivalence;
 use crate::broker::session::Session;
 use crate::broker::Broker;
 use crate::error::BrokerError;
-use crate::json::{json_table, table_json};
+use crate::json::{json_table, table_map};
 
 impl Broker {
-    pub(super) fn definitions_export(&self) -> Value {
-        let mut exchanges: Vec<Value> = self
+    pub(super) fn definitions_export(&self) -> Definitions {
+        let mut exchanges: Vec<ExchangeDefinition> = self
             .inner
             .exchanges
             .read()
             .values()
             .filter(|e| !e.builtin)
-            .map(|e| {
-                json!({
-                    "name": &*e.name,
-                    "type": e.kind.as_str(),
-                    "durable": e.durable,
-                    "arguments": table_json(&e.arguments),
-                })
+            .map(|e| ExchangeDefinition {
+                name: e.name.to_string(),
+                kind: e.kind.as_str().to_owned(),
+                durable: e.durable,
+                arguments: table_map(&e.arguments),
             })
             .collect();
-        exchanges.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
-        let queues: Vec<Value> = self
+        exchanges.sort_by(|a, b| a.name.cmp(&b.name));
+        let queues: Vec<QueueDefinition> = self
             .sorted_queues()
             .iter()
             .filter(|q| q.exclusive_owner.is_none())
-            .map(|q| {
-                json!({
-                    "name": &*q.name,
-                    "durable": q.durable,
-                    "auto_delete": q.auto_delete,
-                    "arguments": table_json(&q.arguments),
-                })
+            .map(|q| QueueDefinition {
+                name: q.name.to_string(),
+                durable: q.durable,
+                auto_delete: q.auto_delete,
+                arguments: table_map(&q.arguments),
             })
             .collect();
-        let exported: HashSet<String> = queues
-            .iter()
-            .filter_map(|q| q["name"].as_str().map(str::to_owned))
+        let exported: HashSet<&str> = queues.iter().map(|q| q.name.as_str()).collect();
+        let bindings = self
+            .bindings(None, None)
+            .into_iter()
+            .filter(|b| exported.contains(b.destination.as_str()))
             .collect();
-        let bindings: Vec<Value> = match self.bindings_json(None, None) {
-            Value::Array(all) => all
-                .into_iter()
-                .filter(|b| {
-                    b["destination"]
-                        .as_str()
-                        .is_some_and(|d| exported.contains(d))
-                })
-                .collect(),
-            _ => Vec::new(),
-        };
-        json!({
-            "warren_version": env!("CARGO_PKG_VERSION"),
-            "exchanges": exchanges,
-            "queues": queues,
-            "bindings": bindings,
-        })
+        Definitions {
+            warren_version: env!("CARGO_PKG_VERSION").to_owned(),
+            exchanges,
+            queues,
+            bindings,
+        }
     }
 
     /// Imports definitions: checks everything first, then declares what is missing. Running
@@ -75,8 +63,8 @@ impl Broker {
         &self,
         session: &Session,
         doc: &Value,
-    ) -> Result<Value, BrokerError> {
-        let defs = Definitions::parse(doc)?;
+    ) -> Result<ImportSummary, BrokerError> {
+        let defs = ImportPlan::parse(doc)?;
         // Check every definition against what exists before changing anything.
         for e in &defs.exchanges {
             let existing = self.exchange(&e.name);
@@ -200,27 +188,29 @@ impl Broker {
             }
             self.declare_queue(session, q).await?;
         }
-        let bindings = defs.bindings.len();
+        let bindings = defs.bindings.len() as u64;
         for b in defs.bindings {
             self.bind(session, b).await?;
         }
-        Ok(json!({
-            "exchanges_created": created_exchanges,
-            "queues_created": created_queues,
-            "bindings": bindings,
-        }))
+        Ok(ImportSummary {
+            exchanges_created: created_exchanges,
+            queues_created: created_queues,
+            bindings,
+        })
     }
 }
 
-/// A parsed definitions document.
-struct Definitions {
+/// A definitions document, parsed into the declarations it asks for. Parsed by hand from the
+/// JSON rather than decoded as [`Definitions`]: the document may leave out lists, flags and
+/// arguments, and each refusal names the field that is wrong.
+struct ImportPlan {
     exchanges: Vec<ExchangeDeclare>,
     queues: Vec<QueueDeclare>,
     bindings: Vec<QueueBind>,
 }
 
-impl Definitions {
-    fn parse(doc: &Value) -> Result<Definitions, BrokerError> {
+impl ImportPlan {
+    fn parse(doc: &Value) -> Result<ImportPlan, BrokerError> {
         let bad = |what: String, reason: &str| BrokerError::invalid(what, reason.to_owned());
         let list = |key: &str| -> Result<Vec<Value>, BrokerError> {
             match doc.get(key) {
@@ -248,7 +238,7 @@ impl Definitions {
                     .map_err(|e| BrokerError::invalid(format!("definitions: {what} arguments"), e)),
             }
         };
-        let mut out = Definitions {
+        let mut out = ImportPlan {
             exchanges: Vec::new(),
             queues: Vec::new(),
             bindings: Vec::new(),

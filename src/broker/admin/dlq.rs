@@ -7,15 +7,15 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use serde_json::{json, Value};
 use warren_protocol::{FieldTable, FieldValue};
 
 use super::{opt_str, opt_u64};
+use crate::admin_types::{DeadLetterInfo, DeleteResult, PurgeResult, ReplayResult};
 use crate::broker::dead_letter::{DeadLetterReason, X_DEATH};
 use crate::broker::queue::Queue;
 use crate::broker::Broker;
 use crate::error::BrokerError;
-use crate::json::table_json;
+use crate::json::table_map;
 use crate::message::{Message, QueuedMessage};
 use crate::store::{Completion, DeadLetterOp, Move, PublishOp};
 
@@ -112,14 +112,15 @@ fn origin(m: &Message) -> Option<(String, String)> {
     Some((exchange, key))
 }
 
-fn body_json(body: &[u8]) -> (Value, Value) {
+/// A body as text: itself when it is UTF-8, else base64 with the encoding named.
+fn body_text(body: &[u8]) -> (String, Option<String>) {
     match std::str::from_utf8(body) {
-        Ok(text) => (Value::String(text.to_owned()), Value::Null),
+        Ok(text) => (text.to_owned(), None),
         Err(_) => {
             use base64::Engine;
             (
-                Value::String(base64::engine::general_purpose::STANDARD.encode(body)),
-                Value::String("base64".into()),
+                base64::engine::general_purpose::STANDARD.encode(body),
+                Some("base64".to_owned()),
             )
         }
     }
@@ -134,29 +135,30 @@ fn preview(body: &[u8]) -> String {
     text
 }
 
-fn dead_letter_json(position: usize, e: &QueuedMessage, m: &Message) -> Value {
+fn dead_letter_info(position: usize, e: &QueuedMessage, m: &Message) -> DeadLetterInfo {
     let death = latest_death(m);
-    let field = |name: &str| death.and_then(|d| d.get(name)).cloned();
-    let (body, encoding) = body_json(&m.body);
-    let (orig_exchange, orig_key) = origin(m).unzip();
-    json!({
-        "position": position,
-        "message_id": m.properties.message_id,
-        "reason": field("reason").as_ref().and_then(FieldValue::as_str),
-        "source_queue": field("queue").as_ref().and_then(FieldValue::as_str),
-        "original_exchange": orig_exchange,
-        "original_routing_key": orig_key,
-        "death_count": field("count").as_ref().and_then(FieldValue::as_int),
-        "death_time_ms": field("time").as_ref().and_then(FieldValue::as_int),
-        "delivery_count": e.delivery_count,
-        "size": m.body.len(),
-        "exchange": m.exchange,
-        "routing_key": m.routing_key,
-        "headers": table_json(&m.properties.headers),
-        "body_preview": preview(&m.body),
-        "body": body,
-        "body_encoding": encoding,
-    })
+    let field = |name: &str| death.and_then(|d| d.get(name));
+    let text = |name: &str| field(name).and_then(FieldValue::as_str).map(str::to_owned);
+    let (body, body_encoding) = body_text(&m.body);
+    let (original_exchange, original_routing_key) = origin(m).unzip();
+    DeadLetterInfo {
+        position: position as u64,
+        message_id: m.properties.message_id.clone(),
+        reason: text("reason"),
+        source_queue: text("queue"),
+        original_exchange,
+        original_routing_key,
+        death_count: field("count").and_then(FieldValue::as_int),
+        death_time_ms: field("time").and_then(FieldValue::as_int),
+        delivery_count: e.delivery_count,
+        size: m.body.len() as u64,
+        exchange: m.exchange.clone(),
+        routing_key: m.routing_key.clone(),
+        headers: table_map(&m.properties.headers),
+        body_preview: preview(&m.body),
+        body,
+        body_encoding,
+    }
 }
 
 impl Broker {
@@ -197,15 +199,13 @@ impl Broker {
         &self,
         queue: &str,
         mut filter: Filter,
-    ) -> Result<Value, BrokerError> {
+    ) -> Result<Vec<DeadLetterInfo>, BrokerError> {
         filter.limit = Some(filter.limit.unwrap_or(DEFAULT_PEEK_LIMIT));
         let (_, selected) = self.select(queue, &filter).await?;
-        Ok(Value::Array(
-            selected
-                .iter()
-                .map(|(i, e, m)| dead_letter_json(*i, e, m))
-                .collect(),
-        ))
+        Ok(selected
+            .iter()
+            .map(|(i, e, m)| dead_letter_info(*i, e, m))
+            .collect())
     }
 
     pub(super) async fn dlq_replay(
@@ -213,7 +213,7 @@ impl Broker {
         queue: &str,
         filter: Filter,
         target: Option<(String, String)>,
-    ) -> Result<Value, BrokerError> {
+    ) -> Result<ReplayResult, BrokerError> {
         if let Some((e, _)) = &target {
             if !e.is_empty() && self.exchange(e).is_none() {
                 return Err(BrokerError::not_found("exchange", e));
@@ -277,7 +277,7 @@ impl Broker {
         moved = moved.saturating_sub(refused);
         unroutable += refused;
         tracing::info!(queue = %q.name, moved, unroutable, "dead letters replayed");
-        Ok(json!({ "moved": moved, "unroutable": unroutable }))
+        Ok(ReplayResult { moved, unroutable })
     }
 
     /// Removes the selected ready messages of `q` durably; returns how many.
@@ -291,19 +291,19 @@ impl Broker {
         &self,
         queue: &str,
         filter: Filter,
-    ) -> Result<Value, BrokerError> {
+    ) -> Result<PurgeResult, BrokerError> {
         let (q, selected) = self.select(queue, &filter).await?;
         let ids = selected.iter().map(|(_, e, _)| e.id).collect();
         let purged = self.remove_selected(&q, ids).await?;
         tracing::info!(queue = %q.name, purged, "dead letters purged");
-        Ok(json!({ "purged": purged }))
+        Ok(PurgeResult { purged })
     }
 
     pub(super) async fn message_delete(
         &self,
         queue: &str,
         message_id: &str,
-    ) -> Result<Value, BrokerError> {
+    ) -> Result<DeleteResult, BrokerError> {
         let (q, selected) = self.select(queue, &Filter::default()).await?;
         let ids: HashSet<u64> = selected
             .iter()
@@ -318,7 +318,7 @@ impl Broker {
         }
         let deleted = self.remove_selected(&q, ids).await?;
         tracing::info!(queue = %q.name, message_id, deleted, "messages deleted by an operator");
-        Ok(json!({ "deleted": deleted }))
+        Ok(DeleteResult { deleted })
     }
 }
 

@@ -1,0 +1,514 @@
+//! The results of the admin commands (PROTOCOL.md §15) as typed structs, shared by the
+//! server, which builds them (`broker/admin/`), and the client and CLI, which read them.
+//! JSON is only their encoding in the `AdminOk` frame.
+//!
+//! Plain data only: nothing here knows the broker, so the client can use these types
+//! without pulling broker internals in. Field names are the protocol's (§15); where a Rust
+//! name differs, `#[serde(rename)]` keeps the wire name.
+//!
+//! Compatibility, as §15 promises: the server may add fields, so decoding ignores fields it
+//! does not know (no `deny_unknown_fields`); a field this version expects but the reply
+//! lacks is an error ([`crate::client::ClientError::BadAdminReply`]), not a silent `-` in a
+//! table. A field that may be `null` is an `Option` that must still be present
+//! (`deserialize_with = "Option::deserialize"`: serde would otherwise read a missing
+//! `Option` as `None`, and a renamed `death_count` would print `-` again). A field added
+//! later must be `#[serde(default)]` so that newer clients still read older servers.
+//!
+//! The server sends the keys of every object in sorted order (it encodes through
+//! `serde_json::Value`, whose maps are sorted), whatever the field order here.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A field table (queue, exchange or binding arguments, message headers) as JSON, by the
+/// rules of [`crate::json::table_json`].
+pub type JsonTable = serde_json::Map<String, Value>;
+
+/// `status`: the server at a glance.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    /// The server's version (`CARGO_PKG_VERSION`).
+    pub version: String,
+    /// Seconds since the server started.
+    pub uptime_secs: u64,
+    /// The addresses it listens on, e.g. `warren://127.0.0.1:5680`.
+    pub listeners: Vec<String>,
+    /// Its data directory.
+    pub data_dir: String,
+    /// Size of the store file in bytes.
+    pub store_bytes: u64,
+    /// Resident memory of the server process in bytes (0 where it cannot be read).
+    pub memory_bytes: u64,
+    /// Open client connections.
+    pub connections: u64,
+    /// Consumers on all queues.
+    pub consumers: u64,
+    /// Queues.
+    pub queues: u64,
+    /// Exchanges, the built-in ones included (not the default exchange).
+    pub exchanges: u64,
+    /// Ready messages in all queues.
+    pub messages_ready: u64,
+    /// Delivered, not yet settled messages in all queues.
+    pub messages_unacked: u64,
+    /// Messages waiting out a delay in all queues.
+    pub messages_delayed: u64,
+    /// Messages entering queues per second, summed over queues.
+    pub publish_rate: f64,
+    /// Deliveries per second, summed over queues.
+    pub deliver_rate: f64,
+    /// Acks per second, summed over queues.
+    pub ack_rate: f64,
+    /// Broker counters since start.
+    pub totals: StatusTotals,
+    /// Store writer counters since start.
+    pub store: StoreTotals,
+}
+
+/// `status.totals`: the broker's counters since it started.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StatusTotals {
+    /// Publishes accepted.
+    pub published: u64,
+    /// Publishes routed to at least one queue.
+    pub routed: u64,
+    /// Publishes no queue took.
+    pub unroutable: u64,
+    /// Unroutable mandatory publishes returned.
+    pub returned: u64,
+    /// Deliveries acked.
+    pub acked: u64,
+    /// Deliveries nacked or rejected with requeue.
+    pub requeued: u64,
+    /// Messages that expired (dead-lettered or dropped).
+    pub expired: u64,
+    /// Messages dead-lettered, by reason (`rejected`, `expired`, `maxlen`,
+    /// `delivery_limit`).
+    pub dead_lettered: BTreeMap<String, u64>,
+    /// Dead letters dropped: their dead-letter exchange is missing, they route nowhere, or
+    /// they would cycle.
+    pub dead_letters_dropped: u64,
+    /// Messages accepted for later release (`x-delay`, `x-deliver-at`).
+    pub scheduled: u64,
+    /// Consumers cancelled for holding a delivery past their consumer timeout.
+    pub consumer_timeouts: u64,
+}
+
+/// `status.store`: the store writer's counters since the server started.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StoreTotals {
+    /// Write transactions committed.
+    pub commits: u64,
+    /// Messages written (one per stored publish).
+    pub messages_written: u64,
+    /// Operations applied in those commits.
+    pub operations_committed: u64,
+    /// Total time spent committing, in seconds.
+    pub commit_seconds_total: f64,
+}
+
+/// A queue object: one entry of `queue.list`, or the answer to `queue.inspect`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct QueueInfo {
+    /// Queue name.
+    pub name: String,
+    /// Survives a restart.
+    pub durable: bool,
+    /// Owned by one connection.
+    pub exclusive: bool,
+    /// Deleted when its last consumer goes.
+    pub auto_delete: bool,
+    /// Its arguments as declared.
+    pub arguments: JsonTable,
+    /// `x-dead-letter-exchange`, parsed (`""` is the default exchange).
+    #[serde(deserialize_with = "Option::deserialize")]
+    pub dead_letter_exchange: Option<String>,
+    /// `x-dead-letter-routing-key`, parsed.
+    #[serde(deserialize_with = "Option::deserialize")]
+    pub dead_letter_routing_key: Option<String>,
+    /// `x-message-ttl` in milliseconds.
+    #[serde(deserialize_with = "Option::deserialize")]
+    pub message_ttl_ms: Option<u64>,
+    /// `x-max-length`.
+    #[serde(deserialize_with = "Option::deserialize")]
+    pub max_length: Option<u64>,
+    /// `x-max-length-bytes`.
+    #[serde(deserialize_with = "Option::deserialize")]
+    pub max_length_bytes: Option<u64>,
+    /// The overflow mode in force (`drop-head` unless `x-overflow` says otherwise).
+    pub overflow: String,
+    /// `x-delivery-limit`.
+    #[serde(deserialize_with = "Option::deserialize")]
+    pub delivery_limit: Option<u32>,
+    /// Ready messages.
+    pub messages_ready: u64,
+    /// Delivered, not yet settled messages.
+    pub messages_unacked: u64,
+    /// Messages waiting out a delay.
+    pub messages_delayed: u64,
+    /// Bytes of the ready messages' bodies.
+    pub message_bytes: u64,
+    /// Attached consumers.
+    pub consumers: u32,
+    /// Messages entering the queue per second.
+    pub publish_rate: f64,
+    /// Deliveries per second.
+    pub deliver_rate: f64,
+    /// Acks per second.
+    pub ack_rate: f64,
+    /// Messages that entered the queue since it was created or recovered.
+    pub published_total: u64,
+    /// Deliveries (to consumers and by `get`) since then.
+    pub delivered_total: u64,
+    /// Acks since then.
+    pub acked_total: u64,
+    /// Messages dead-lettered out of this queue since then.
+    pub dead_lettered_total: u64,
+    /// When these numbers were read, in milliseconds since the Unix epoch.
+    pub as_of_ms: u64,
+}
+
+/// One entry of `exchange.list`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ExchangeInfo {
+    /// Exchange name; `""` is the default exchange.
+    pub name: String,
+    /// How it routes: `direct`, `fanout`, `topic` or `headers`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Survives a restart.
+    pub durable: bool,
+    /// Built in (`""` and `amq.*`): cannot be declared or deleted.
+    pub builtin: bool,
+    /// Its arguments as declared.
+    pub arguments: JsonTable,
+}
+
+/// One entry of `binding.list` (and of an exported definitions document).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BindingInfo {
+    /// The exchange the binding routes from.
+    pub source: String,
+    /// The queue it routes to.
+    pub destination: String,
+    /// What `destination` is: always `queue`.
+    pub destination_type: String,
+    /// The binding key.
+    pub routing_key: String,
+    /// Its arguments (for headers exchanges, what to match).
+    pub arguments: JsonTable,
+}
+
+/// One entry of `connection.list`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ConnectionInfo {
+    /// The connection's id (`consumer.list` refers to it).
+    pub id: u64,
+    /// The client's address.
+    pub peer: String,
+    /// When it connected, in milliseconds since the Unix epoch.
+    pub connected_at_ms: u64,
+    /// Its consumers.
+    pub consumers: u64,
+    /// Deliveries it holds unsettled.
+    pub unacked: u64,
+    /// Messages it has published.
+    pub published: u64,
+}
+
+/// One entry of `consumer.list`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ConsumerInfo {
+    /// The consumer tag.
+    pub tag: String,
+    /// The id of its connection.
+    pub connection: u64,
+    /// Its queue; `None` while the queue is being deleted.
+    #[serde(deserialize_with = "Option::deserialize")]
+    pub queue: Option<String>,
+    /// Unacked deliveries it may hold (0: no limit).
+    pub prefetch: u32,
+    /// Deliveries are settled when sent.
+    pub no_ack: bool,
+    /// The queue's only consumer.
+    pub exclusive: bool,
+    /// Deliveries it holds unsettled.
+    pub unacked: u32,
+}
+
+/// A dead-letter object: one ready message of a queue, as `dlq.peek` and `queue.peek`
+/// show it. The fields read from `x-death` are `None` for a message without one.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DeadLetterInfo {
+    /// Position among the queue's ready messages; 0 is the head.
+    pub position: u64,
+    /// The `message_id` property.
+    #[serde(deserialize_with = "Option::deserialize")]
+    pub message_id: Option<String>,
+    /// Reason of the newest death (`rejected`, `expired`, `maxlen`, `delivery_limit`).
+    #[serde(deserialize_with = "Option::deserialize")]
+    pub reason: Option<String>,
+    /// Queue of the newest death: the queue it died in.
+    #[serde(deserialize_with = "Option::deserialize")]
+    pub source_queue: Option<String>,
+    /// Exchange of its first death: where `dlq.replay` sends it.
+    #[serde(deserialize_with = "Option::deserialize")]
+    pub original_exchange: Option<String>,
+    /// Routing key of its first death.
+    #[serde(deserialize_with = "Option::deserialize")]
+    pub original_routing_key: Option<String>,
+    /// `count` of the newest death.
+    #[serde(deserialize_with = "Option::deserialize")]
+    pub death_count: Option<i64>,
+    /// `time` of the newest death, in milliseconds since the Unix epoch.
+    #[serde(deserialize_with = "Option::deserialize")]
+    pub death_time_ms: Option<i64>,
+    /// Failed deliveries before it reached this position.
+    pub delivery_count: u32,
+    /// Body size in bytes.
+    pub size: u64,
+    /// The exchange it was last published to.
+    pub exchange: String,
+    /// The routing key it was last published with.
+    pub routing_key: String,
+    /// Its headers, `x-death` included.
+    pub headers: JsonTable,
+    /// The first 64 bytes of the body as text (lossy), `…` when cut.
+    pub body_preview: String,
+    /// The body: UTF-8 text, or base64 when `body_encoding` is `base64`.
+    pub body: String,
+    /// `Some("base64")` when `body` is base64; `None` for text.
+    #[serde(deserialize_with = "Option::deserialize")]
+    pub body_encoding: Option<String>,
+}
+
+/// `dlq.replay`: what moved and what stayed.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReplayResult {
+    /// Messages published again and removed from the queue.
+    pub moved: u64,
+    /// Messages that routed nowhere and stayed.
+    pub unroutable: u64,
+}
+
+/// `dlq.purge`: how many dead letters were removed.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PurgeResult {
+    /// Messages removed.
+    pub purged: u64,
+}
+
+/// `message.delete`: how many ready messages had the id and were removed.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DeleteResult {
+    /// Messages removed.
+    pub deleted: u64,
+}
+
+/// `definitions.export`: the topology as one document (what `definitions.import` reads).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Definitions {
+    /// Version of the server that wrote it.
+    pub warren_version: String,
+    /// Exchanges, built-in ones left out, by name.
+    pub exchanges: Vec<ExchangeDefinition>,
+    /// Queues, exclusive ones left out, by name.
+    pub queues: Vec<QueueDefinition>,
+    /// Bindings to the exported queues, as `binding.list` shows them.
+    pub bindings: Vec<BindingInfo>,
+}
+
+/// An exchange in a definitions document.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ExchangeDefinition {
+    /// Exchange name.
+    pub name: String,
+    /// `direct`, `fanout`, `topic` or `headers`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Survives a restart.
+    pub durable: bool,
+    /// Its arguments.
+    pub arguments: JsonTable,
+}
+
+/// A queue in a definitions document.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct QueueDefinition {
+    /// Queue name.
+    pub name: String,
+    /// Survives a restart.
+    pub durable: bool,
+    /// Deleted when its last consumer goes.
+    pub auto_delete: bool,
+    /// Its arguments.
+    pub arguments: JsonTable,
+}
+
+/// `definitions.import`: what the import created.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ImportSummary {
+    /// Exchanges that did not exist before.
+    pub exchanges_created: u64,
+    /// Queues that did not exist before.
+    pub queues_created: u64,
+    /// Bindings in the document (declaring an existing binding changes nothing).
+    pub bindings: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::de::DeserializeOwned;
+    use serde_json::json;
+
+    /// Decodes `sample` (a reply as §15 documents it) as `T`, and checks that encoding it
+    /// again gives the same JSON: every documented field has a home, under its wire name.
+    fn round_trips<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(sample: Value) {
+        let typed: T = serde_json::from_value(sample.clone()).expect("the sample decodes");
+        assert_eq!(serde_json::to_value(&typed).expect("encodes"), sample);
+        let again: T =
+            serde_json::from_str(&serde_json::to_string(&typed).expect("encodes")).expect("");
+        assert_eq!(again, typed);
+    }
+
+    fn queue() -> Value {
+        json!({
+            "name": "work", "durable": true, "exclusive": false, "auto_delete": false,
+            "arguments": {"x-dead-letter-exchange": "", "x-message-ttl": 5000},
+            "dead_letter_exchange": "", "dead_letter_routing_key": null,
+            "message_ttl_ms": 5000, "max_length": null, "max_length_bytes": null,
+            "overflow": "drop-head", "delivery_limit": 3,
+            "messages_ready": 3, "messages_unacked": 1, "messages_delayed": 0,
+            "message_bytes": 2048, "consumers": 1,
+            "publish_rate": 0.5, "deliver_rate": 0.0, "ack_rate": 1.25,
+            "published_total": 4, "delivered_total": 1, "acked_total": 0,
+            "dead_lettered_total": 0, "as_of_ms": 1_714_564_800_000_u64,
+        })
+    }
+
+    fn dead_letter() -> Value {
+        json!({
+            "position": 0, "message_id": "m-1", "reason": "rejected", "source_queue": "work",
+            "original_exchange": "", "original_routing_key": "work", "death_count": 2,
+            "death_time_ms": 1_714_564_800_000_i64, "delivery_count": 0, "size": 5,
+            "exchange": "dlx", "routing_key": "work",
+            "headers": {"x-death": [{"count": 2, "queue": "work", "reason": "rejected"}]},
+            "body_preview": "hello", "body": "hello", "body_encoding": null,
+        })
+    }
+
+    #[test]
+    fn status_round_trips() {
+        round_trips::<Status>(json!({
+            "version": "0.1.0", "uptime_secs": 133, "listeners": ["warren://127.0.0.1:5680"],
+            "data_dir": "/var/lib/warren", "store_bytes": 1_572_864, "memory_bytes": 10_485_760,
+            "connections": 1, "consumers": 0, "queues": 2, "exchanges": 5,
+            "messages_ready": 5, "messages_unacked": 0, "messages_delayed": 0,
+            "publish_rate": 1.25, "deliver_rate": 0.0, "ack_rate": 0.0,
+            "totals": {
+                "published": 5, "routed": 5, "unroutable": 0, "returned": 0, "acked": 0,
+                "requeued": 0, "expired": 1,
+                "dead_lettered": {"delivery_limit": 0, "expired": 1, "maxlen": 0, "rejected": 0},
+                "dead_letters_dropped": 0, "scheduled": 0, "consumer_timeouts": 0,
+            },
+            "store": {"commits": 9, "messages_written": 5, "operations_committed": 12,
+                      "commit_seconds_total": 0.004_5},
+        }));
+    }
+
+    #[test]
+    fn listings_round_trip() {
+        round_trips::<QueueInfo>(queue());
+        round_trips::<Vec<ExchangeInfo>>(json!([
+            {"name": "", "type": "direct", "durable": true, "builtin": true, "arguments": {}},
+            {"name": "logs", "type": "topic", "durable": false, "builtin": false,
+             "arguments": {"alternate-exchange": "ae"}},
+        ]));
+        round_trips::<Vec<BindingInfo>>(json!([
+            {"source": "h", "destination": "q", "destination_type": "queue",
+             "routing_key": "", "arguments": {"x-match": "all", "n": 1}},
+        ]));
+        round_trips::<Vec<ConnectionInfo>>(json!([
+            {"id": 7, "peer": "127.0.0.1:50000", "connected_at_ms": 1_714_564_800_000_u64,
+             "consumers": 1, "unacked": 2, "published": 30},
+        ]));
+        round_trips::<Vec<ConsumerInfo>>(json!([
+            {"tag": "ctag-1", "connection": 3, "queue": "jobs", "prefetch": 10,
+             "no_ack": false, "exclusive": false, "unacked": 4},
+            {"tag": "ctag-2", "connection": 3, "queue": null, "prefetch": 0,
+             "no_ack": true, "exclusive": true, "unacked": 0},
+        ]));
+    }
+
+    #[test]
+    fn dead_letters_round_trip_with_and_without_x_death() {
+        let mut plain = dead_letter();
+        for field in [
+            "message_id",
+            "reason",
+            "source_queue",
+            "original_exchange",
+            "original_routing_key",
+            "death_count",
+            "death_time_ms",
+        ] {
+            plain[field] = Value::Null;
+        }
+        plain["headers"] = json!({});
+        plain["body"] = json!("/wCA");
+        plain["body_encoding"] = json!("base64");
+        round_trips::<Vec<DeadLetterInfo>>(json!([dead_letter(), plain]));
+    }
+
+    #[test]
+    fn results_round_trip() {
+        round_trips::<ReplayResult>(json!({"moved": 42, "unroutable": 3}));
+        round_trips::<PurgeResult>(json!({"purged": 7}));
+        round_trips::<DeleteResult>(json!({"deleted": 1}));
+        round_trips::<ImportSummary>(
+            json!({"exchanges_created": 1, "queues_created": 2, "bindings": 3}),
+        );
+        round_trips::<Definitions>(json!({
+            "warren_version": "0.1.0",
+            "exchanges": [{"name": "logs", "type": "topic", "durable": true, "arguments": {}}],
+            "queues": [{"name": "jobs", "durable": true, "auto_delete": false,
+                        "arguments": {"x-max-length": 10}}],
+            "bindings": [{"source": "logs", "destination": "jobs", "destination_type": "queue",
+                          "routing_key": "#", "arguments": {}}],
+        }));
+    }
+
+    /// §15: servers may add fields; a client ignores those it does not know.
+    #[test]
+    fn unknown_fields_are_ignored() {
+        let mut newer = queue();
+        newer["some_future_field"] = json!({"x": 1});
+        let typed: QueueInfo = serde_json::from_value(newer).expect("decodes");
+        assert_eq!(typed.name, "work");
+    }
+
+    /// The point of the types: a renamed or missing field is an error, not a blank cell.
+    #[test]
+    fn a_missing_or_mistyped_field_is_an_error() {
+        let mut renamed = dead_letter();
+        let count = renamed
+            .as_object_mut()
+            .and_then(|m| m.remove("death_count"))
+            .expect("has death_count");
+        renamed["deaths"] = count;
+        // A nullable field must be there too (`null`, not absent).
+        let err = serde_json::from_value::<DeadLetterInfo>(renamed).unwrap_err();
+        assert!(err.to_string().contains("death_count"), "{err}");
+        let mut missing = queue();
+        missing.as_object_mut().map(|m| m.remove("messages_ready"));
+        let err = serde_json::from_value::<QueueInfo>(missing).unwrap_err();
+        assert!(err.to_string().contains("messages_ready"), "{err}");
+        let mut mistyped = queue();
+        mistyped["durable"] = json!("yes");
+        assert!(serde_json::from_value::<QueueInfo>(mistyped).is_err());
+        assert!(serde_json::from_value::<ReplayResult>(json!({})).is_err());
+    }
+}
