@@ -207,6 +207,7 @@ mod tests {
             data_dir: dir.path().to_owned(),
             queue_window_bytes: crate::broker::DEFAULT_QUEUE_WINDOW_BYTES,
             consumer_timeout: None,
+            clock: std::sync::Arc::new(crate::clock::SystemClock),
         })
         .await
         .expect("opening a broker");
