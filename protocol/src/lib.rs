@@ -26,7 +26,7 @@
 //! - [`properties`] and [`field_table`]: message properties and typed header values.
 //! - [`codec`]: [`FrameCodec`], the `tokio-util` codec with a max frame size.
 //! - [`error`]: [`DecodeError`] and the numeric [`ErrorCode`]s.
-//! - [`read`] and [`write`]: checked primitive readers and writers.
+//! - [`read`] and [`write`](mod@write): checked primitive readers and writers.
 #![cfg_attr(
     not(test),
     deny(

@@ -21,7 +21,7 @@ pub struct BrokerStats {
     /// Deliveries acked.
     pub acked: AtomicU64,
     /// Deliveries made, to consumers and by `get` (counted by the queues, see
-    /// [`BrokerStats::count_delivery`]).
+    /// `BrokerStats::count_delivery`).
     pub delivered: AtomicU64,
     /// Deliveries of messages delivered before (delivery count above 0).
     pub redelivered: AtomicU64,

@@ -6,7 +6,7 @@
 //! printed (a closed pipe, an interrupted run) is redelivered. With `--count N` the command
 //! never takes more than N: it asks for no more prefetch than N, holds back the settles that
 //! would make room for an (N+1)-th delivery, and once the N-th has arrived cancels the
-//! consumer keeping its deliveries (PROTOCOL.md `Cancel`) before settling them ([`Settler`]).
+//! consumer keeping its deliveries (PROTOCOL.md `Cancel`) before settling them (`Settler`).
 //!
 //! Settling is fire-and-forget except for the last message before exit, which is settled
 //! durably: the server's `Ok` for it comes after every earlier settle on the connection, so

@@ -95,7 +95,7 @@ impl PublishArgs {
 /// # Errors
 /// Connecting or reading stdin failed, the server refused a publish (its error, with the
 /// line number under `--lines`), or some messages were returned or nacked (how many). An
-/// interrupted `--lines` run also says which lines were confirmed (see [`Lines::interrupted`]).
+/// interrupted `--lines` run also says which lines were confirmed (see `Lines::interrupted`).
 pub async fn run(args: PublishArgs, global: &Global) -> anyhow::Result<()> {
     let template = args.template();
     let target = args.target();
