@@ -16,10 +16,12 @@ use std::sync::{Arc, Weak};
 
 use warren_protocol::{FieldTable, FieldValue};
 
+use super::commit::publish_op;
+use super::confirm::ReplySlot;
 use super::queue::Queue;
 use super::{Broker, Inner};
 use crate::message::{Message, QueuedMessage};
-use crate::store::{Completion, DeadLetterOp, PublishOp};
+use crate::store::{Completion, DeadLetterOp};
 
 /// What the broker's dead-letter task is handed, in order.
 #[derive(Debug)]
@@ -28,7 +30,7 @@ pub enum DeadLetterTask {
     Job(DeadLetterJob),
     /// Complete once every job handed over before it is durable (settle replies wait on this,
     /// so an `Ok` follows the dead-letter copies of every earlier settle).
-    Flush(Completion),
+    Flush(Completion<ReplySlot>),
 }
 
 /// Messages that left `queue` for `reason`, to be dead-lettered (or dropped, without a
@@ -257,7 +259,7 @@ impl Broker {
                 dropped += 1;
                 continue;
             }
-            publishes.push(PublishOp::new(Arc::new(copy), targets, None));
+            publishes.push(publish_op(Arc::new(copy), targets, None));
         }
         stats.count_dead_lettered(reason, publishes.len() as u64);
         if dropped > 0 {
@@ -270,7 +272,6 @@ impl Broker {
             removals,
             publishes,
             moves: Vec::new(),
-            refused: None,
             done: Completion::None,
         });
     }

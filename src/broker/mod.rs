@@ -29,6 +29,7 @@
 //! dead letter ends in.
 
 pub mod admin;
+pub mod commit;
 pub mod confirm;
 mod consume;
 pub mod consumer;
@@ -60,6 +61,7 @@ use parking_lot::RwLock;
 use crate::clock::Clock;
 use crate::error::BrokerError;
 use crate::store::Store;
+use commit::{BrokerStore, Hooks};
 use exchange::Exchange;
 use queue::{Queue, QueueContext};
 use session::Session;
@@ -102,7 +104,7 @@ struct Inner {
     queues: RwLock<HashMap<String, Arc<Queue>>>,
     /// Serialises topology changes so check-then-change sequences are atomic.
     topology: tokio::sync::Mutex<()>,
-    store: Store,
+    store: BrokerStore,
     ctx: Arc<QueueContext>,
     next_queue_id: AtomicU64,
     next_session_id: AtomicU64,
@@ -143,7 +145,8 @@ impl Broker {
     /// The store cannot be opened or holds corrupt records.
     pub async fn open(config: BrokerConfig) -> Result<Broker, BrokerError> {
         let dir = config.data_dir.clone();
-        let (store, recovered) = tokio::task::spawn_blocking(move || Store::open(&dir))
+        let hooks = Hooks::new(config.clock.clone());
+        let (store, recovered) = tokio::task::spawn_blocking(move || Store::open_with(&dir, hooks))
             .await
             .map_err(|_| BrokerError::ShuttingDown)??;
         let (dead_letters, dead_letter_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -191,7 +194,7 @@ impl Broker {
     }
 
     /// The store (for stats and shutdown).
-    pub fn store(&self) -> &Store {
+    pub fn store(&self) -> &BrokerStore {
         &self.inner.store
     }
 
