@@ -474,3 +474,185 @@ fn remove_bindings_where(
         .retain(|k, _| BindingRecord::decode(k).map_or(true, |b| !pred(&b)))
         .map_err(redb_err(ctx))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::Message;
+    use crate::store::{DeadLetterOp, Move, ScheduleOp};
+    use bytes::Bytes;
+    use redb::ReadableDatabase;
+
+    /// Hooks that write down every call. A publish's payload is its name: "stored …" asks
+    /// for a row in queue 7, "refused …" is taken by no queue. Completions note whether the
+    /// message row is already readable, i.e. whether the commit came first.
+    struct Recorder {
+        db: Arc<Database>,
+        log: Vec<String>,
+    }
+
+    impl Recorder {
+        fn committed(&self, id: u64) -> bool {
+            let txn = self.db.begin_read().expect("read");
+            let table = txn.open_table(MESSAGES).expect("messages");
+            table.get(id).expect("get").is_some()
+        }
+    }
+
+    impl CommitHooks for Recorder {
+        type Publish = &'static str;
+        type Source = &'static str;
+        type Schedule = &'static str;
+        type Reply = &'static str;
+        type Batch = ();
+
+        fn begin(&mut self) {
+            self.log.push("begin".into());
+        }
+
+        fn prepare(
+            &mut self,
+            _: &mut (),
+            name: &mut &'static str,
+            _: &Message,
+            rows: &mut Rows,
+        ) -> bool {
+            self.log.push(format!("prepare {name}"));
+            if name.starts_with("stored") {
+                rows.push(7, 0);
+            }
+            !name.starts_with("refused")
+        }
+
+        fn published(&mut self, _: &mut (), p: PublishOp<Self>, result: &Result<(), StoreError>) {
+            let line = format!(
+                "published {} #{} stored={} committed={} ok={}",
+                p.payload,
+                p.id(),
+                p.stored(),
+                self.committed(p.id()),
+                result.is_ok()
+            );
+            self.log.push(line);
+        }
+
+        fn moved(
+            &mut self,
+            _: &mut (),
+            source: &'static str,
+            p: PublishOp<Self>,
+            taken: bool,
+            _: &Result<(), StoreError>,
+        ) {
+            let line = format!(
+                "moved {} from {source} taken={taken} committed={}",
+                p.payload,
+                self.committed(p.id())
+            );
+            self.log.push(line);
+        }
+
+        fn scheduled(
+            &mut self,
+            name: &'static str,
+            m: ScheduledMessage,
+            _: &Result<(), StoreError>,
+        ) {
+            self.log.push(format!("scheduled {name} #{}", m.id));
+        }
+
+        fn replied(&mut self, reply: &'static str, result: &Result<(), StoreError>) {
+            self.log
+                .push(format!("replied {reply} ok={}", result.is_ok()));
+        }
+    }
+
+    fn publish(name: &'static str) -> PublishOp<Recorder> {
+        let message = Message {
+            exchange: String::new(),
+            routing_key: "q".into(),
+            properties: Default::default(),
+            body: Bytes::from_static(b"body"),
+        };
+        PublishOp::new(Arc::new(message), name)
+    }
+
+    fn row_exists(db: &Database, queue_id: u64, message_id: u64) -> bool {
+        let txn = db.begin_read().expect("read");
+        let table = txn.open_table(QUEUE_MESSAGES).expect("queue_messages");
+        table.get((queue_id, message_id)).expect("get").is_some()
+    }
+
+    #[test]
+    fn hooks_prepare_before_the_commit_and_complete_after_it_in_commit_order() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Database::create(dir.path().join("w.redb")).expect("db");
+        super::super::init_schema(&db).expect("schema");
+        let db = Arc::new(db);
+        // A stored message 99 in queue 3, about to be replayed somewhere that refuses it.
+        {
+            let txn = db.begin_write().expect("write");
+            let mut t = MessageTables::open(&txn).expect("tables");
+            t.queue_messages.insert((3, 99), (0, 4, 0, 0)).expect("row");
+            t.messages.insert(99, &b"x"[..]).expect("message");
+            drop(t);
+            txn.commit().expect("commit");
+        }
+        let (_tx, rx) = mpsc::unbounded_channel();
+        let mut writer = Writer {
+            db: db.clone(),
+            rx,
+            permits: Arc::new(Semaphore::new(1)),
+            next_message_id: 1,
+            stats: Arc::new(StoreStats::default()),
+            scratch: BytesMut::new(),
+            rows: Rows::default(),
+            hooks: Recorder {
+                db: db.clone(),
+                log: Vec::new(),
+            },
+        };
+        let mut batch = vec![
+            StoreOp::Publish(publish("stored a")),
+            StoreOp::Publish(publish("transient b")),
+            StoreOp::Flush(Completion::Reply("flush")),
+            StoreOp::DeadLetter(DeadLetterOp {
+                removals: Vec::new(),
+                publishes: Vec::new(),
+                moves: vec![
+                    Move::new(Some((3, 99)), "queue 3", publish("refused c")),
+                    Move::new(None, "queue 4", publish("stored d")),
+                ],
+                done: Completion::Reply("replay"),
+            }),
+            StoreOp::Schedule(ScheduleOp::new(1, publish("").message, "later")),
+        ];
+        assert!(!writer.process(&mut batch), "no shutdown asked for");
+        assert_eq!(
+            writer.hooks.log,
+            [
+                "begin",
+                "prepare stored a",
+                "prepare transient b",
+                "prepare refused c",
+                "prepare stored d",
+                "published stored a #1 stored=true committed=true ok=true",
+                "published transient b #2 stored=false committed=false ok=true",
+                "replied flush ok=true",
+                "moved refused c from queue 3 taken=false committed=false",
+                "moved stored d from queue 4 taken=true committed=true",
+                "replied replay ok=true",
+                "scheduled later #5",
+            ]
+        );
+        assert!(
+            row_exists(&db, 7, 1) && row_exists(&db, 7, 4),
+            "prepared rows written"
+        );
+        assert!(!row_exists(&db, 7, 2), "a transient message has no row");
+        assert!(
+            row_exists(&db, 3, 99),
+            "a move no queue takes stays in its source"
+        );
+    }
+}
