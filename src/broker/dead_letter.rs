@@ -3,8 +3,8 @@
 //! dropping copies that would cycle forever ([`is_cycle`]), and the broker's dead-letter task.
 //!
 //! Messages are raised for dead-lettering by the queue (expiry, and overflow of
-//! `x-max-length`/`x-max-length-bytes`: `Queue::dead_letter`), by the store writer
-//! (`reject-publish-dlx` overflow), and by settles (`settle.rs`: a nack without requeue, or a
+//! `x-max-length`/`x-max-length-bytes`: `Queue::dead_letter`), by the completion step
+//! after a commit (`reject-publish-dlx` overflow, `commit.rs`), and by settles (`settle.rs`: a nack without requeue, or a
 //! requeue past `x-delivery-limit`). Each becomes a [`DeadLetterJob`] for the dead-letter
 //! task, which routes the copies and hands each job to
 //! the store as one operation, so a message leaves its queue in the same transaction that

@@ -1,5 +1,6 @@
 //! Publishing: route a message, return or confirm it at once when no queue takes it, and
-//! otherwise hand it to the store writer, which commits, enqueues and confirms in that order.
+//! otherwise hand it to the store writer, which commits; the completion step (`commit.rs`)
+//! then enqueues and confirms, in that order.
 //! A publish with `x-delay` or `x-deliver-at` in the future is stored for the scheduler
 //! (`scheduler.rs`) instead.
 
