@@ -9,9 +9,10 @@
 //! in commit order. The store is generic over the hooks rather than holding a trait object,
 //! so the calls are static and the payloads travel unboxed: no allocation per message.
 
+use std::convert::Infallible;
+
 use super::{PublishOp, ScheduledMessage, StoreError};
 use crate::message::Message;
-use std::convert::Infallible;
 
 /// The layer above the store: decides where a message goes before the commit and completes
 /// operations after it. Implemented by the broker; `()` is the hooks of a store no broker runs
