@@ -1,5 +1,6 @@
 //! [`ReplySink`]: how replies produced off the connection's task (publisher confirms and
-//! durable-ack replies, completed by the store writer thread after its commit) reach the
+//! durable-ack replies, completed on the store writer thread after its commit by the completion
+//! step, `commit.rs`) reach the
 //! connection's writer without the store writer ever blocking on a slow client.
 
 use std::sync::Arc;

@@ -3,8 +3,8 @@
 //! dropping copies that would cycle forever ([`is_cycle`]), and the broker's dead-letter task.
 //!
 //! Messages are raised for dead-lettering by the queue (expiry, and overflow of
-//! `x-max-length`/`x-max-length-bytes`: `Queue::dead_letter`), by the store writer
-//! (`reject-publish-dlx` overflow), and by settles (`settle.rs`: a nack without requeue, or a
+//! `x-max-length`/`x-max-length-bytes`: `Queue::dead_letter`), by the completion step
+//! after a commit (`reject-publish-dlx` overflow, `commit.rs`), and by settles (`settle.rs`: a nack without requeue, or a
 //! requeue past `x-delivery-limit`). Each becomes a [`DeadLetterJob`] for the dead-letter
 //! task, which routes the copies and hands each job to
 //! the store as one operation, so a message leaves its queue in the same transaction that
@@ -16,10 +16,12 @@ use std::sync::{Arc, Weak};
 
 use warren_protocol::{FieldTable, FieldValue};
 
+use super::commit::publish_op;
+use super::confirm::ReplySlot;
 use super::queue::Queue;
 use super::{Broker, Inner};
 use crate::message::{Message, QueuedMessage};
-use crate::store::{Completion, DeadLetterOp, PublishOp};
+use crate::store::{Completion, DeadLetterOp};
 
 /// What the broker's dead-letter task is handed, in order.
 #[derive(Debug)]
@@ -28,7 +30,7 @@ pub enum DeadLetterTask {
     Job(DeadLetterJob),
     /// Complete once every job handed over before it is durable (settle replies wait on this,
     /// so an `Ok` follows the dead-letter copies of every earlier settle).
-    Flush(Completion),
+    Flush(Completion<ReplySlot>),
 }
 
 /// Messages that left `queue` for `reason`, to be dead-lettered (or dropped, without a
@@ -257,7 +259,7 @@ impl Broker {
                 dropped += 1;
                 continue;
             }
-            publishes.push(PublishOp::new(Arc::new(copy), targets, None));
+            publishes.push(publish_op(Arc::new(copy), targets, None));
         }
         stats.count_dead_lettered(reason, publishes.len() as u64);
         if dropped > 0 {
@@ -270,7 +272,6 @@ impl Broker {
             removals,
             publishes,
             moves: Vec::new(),
-            refused: None,
             done: Completion::None,
         });
     }

@@ -3,7 +3,8 @@
 //! [`Broker`] is a cheap `Clone` handle around shared state. It never sees bytes or sockets:
 //! the connection layer decodes frames and calls these methods with a [`Session`]. Topology
 //! changes are serialised by one async mutex and made durable before they are answered;
-//! publishes go through the store writer, which commits, enqueues and confirms in that order.
+//! publishes go through the store writer, which commits and then hands each message to the
+//! completion step (`commit.rs`), which enqueues and confirms, in commit order.
 //!
 //! # Where things are
 //! `impl Broker` is spread over one file per concept; this file holds the handle, its shared
@@ -22,13 +23,16 @@
 //! | `admin/` | operator commands (`Admin` frames): status and listings, dead-letter operations, definitions |
 //! | `queue.rs`, `queue_args.rs` | one queue (ready messages, dispatch, expiry, paging) and its `x-` arguments |
 //! | `exchange.rs`, `topic_trie.rs` | routing |
+//! | `commit.rs` | the completion step, the broker's side of every store commit: overflow decisions and expiry before it; enqueue, `reject-publish-dlx`, confirms, replies and replay put-backs after it |
 //! | `session.rs`, `consumer.rs`, `confirm.rs` | per-connection state, credit, unacked deliveries, reply slots |
 //! | `scheduler.rs`, `timers.rs` | the task releasing scheduled messages; the 100 ms ticker |
 //!
 //! The store writer (`crate::store::writer`) does the group commit every publish, settle and
-//! dead letter ends in.
+//! dead letter ends in; it knows nothing of the broker and calls back into `commit.rs`
+//! ([`crate::store::CommitHooks`]) around each commit.
 
 pub mod admin;
+pub mod commit;
 pub mod confirm;
 mod consume;
 pub mod consumer;
@@ -60,6 +64,7 @@ use parking_lot::RwLock;
 use crate::clock::Clock;
 use crate::error::BrokerError;
 use crate::store::Store;
+use commit::{BrokerStore, Hooks};
 use exchange::Exchange;
 use queue::{Queue, QueueContext};
 use session::Session;
@@ -102,7 +107,7 @@ struct Inner {
     queues: RwLock<HashMap<String, Arc<Queue>>>,
     /// Serialises topology changes so check-then-change sequences are atomic.
     topology: tokio::sync::Mutex<()>,
-    store: Store,
+    store: BrokerStore,
     ctx: Arc<QueueContext>,
     next_queue_id: AtomicU64,
     next_session_id: AtomicU64,
@@ -143,7 +148,8 @@ impl Broker {
     /// The store cannot be opened or holds corrupt records.
     pub async fn open(config: BrokerConfig) -> Result<Broker, BrokerError> {
         let dir = config.data_dir.clone();
-        let (store, recovered) = tokio::task::spawn_blocking(move || Store::open(&dir))
+        let hooks = Hooks::new(config.clock.clone());
+        let (store, recovered) = tokio::task::spawn_blocking(move || Store::open_with(&dir, hooks))
             .await
             .map_err(|_| BrokerError::ShuttingDown)??;
         let (dead_letters, dead_letter_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -191,7 +197,7 @@ impl Broker {
     }
 
     /// The store (for stats and shutdown).
-    pub fn store(&self) -> &Store {
+    pub fn store(&self) -> &BrokerStore {
         &self.inner.store
     }
 

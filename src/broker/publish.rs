@@ -1,5 +1,6 @@
 //! Publishing: route a message, return or confirm it at once when no queue takes it, and
-//! otherwise hand it to the store writer, which commits, enqueues and confirms in that order.
+//! otherwise hand it to the store writer, which commits; the completion step (`commit.rs`)
+//! then enqueues and confirms, in that order.
 //! A publish with `x-delay` or `x-deliver-at` in the future is stored for the scheduler
 //! (`scheduler.rs`) instead.
 
@@ -8,13 +9,14 @@ use std::sync::Arc;
 
 use warren_protocol::{Envelope, ErrorCode, FieldTable, Frame, Publish, RequestId, Return};
 
+use super::commit::{publish_op, Scheduled};
 use super::confirm::ReplySlot;
 use super::queue::Queue;
 use super::session::Session;
 use super::{Broker, X_DELAY, X_DELIVER_AT};
 use crate::error::BrokerError;
 use crate::message::Message;
-use crate::store::{PublishOp, ScheduleOp};
+use crate::store::ScheduleOp;
 
 impl Broker {
     /// Routes and hands a message to the store writer. Its confirm reaches the session's
@@ -72,7 +74,7 @@ impl Broker {
         });
         self.inner
             .store
-            .publish(PublishOp::new(message, targets, Some(confirm)))
+            .publish(publish_op(message, targets, Some(confirm)))
             .await?;
         Ok(())
     }
@@ -122,13 +124,14 @@ impl Broker {
         });
         self.inner
             .store
-            .schedule(ScheduleOp {
+            .schedule(ScheduleOp::new(
                 due_ms,
                 message,
-                confirm: Some(ReplySlot::new(session.replies.clone(), request_id)),
-                scheduled: self.inner.scheduled_tx.clone(),
-                id: 0,
-            })
+                Scheduled {
+                    confirm: Some(ReplySlot::new(session.replies.clone(), request_id)),
+                    scheduler: self.inner.scheduled_tx.clone(),
+                },
+            ))
             .await?;
         Ok(())
     }

@@ -21,13 +21,13 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use warren_protocol::FieldTable;
 
+use super::commit::BrokerStore;
 use super::consumer::Consumer;
 use super::dead_letter::{DeadLetterJob, DeadLetterReason, DeadLetterTask};
 use super::queue_args::{Overflow, QueueArgs};
 use super::session::{Outbound, Unacked};
 use crate::clock::Clock;
 use crate::message::{Message, QueuedMessage};
-use crate::store::Store;
 
 /// How many paged-out bodies one refill reads.
 const REFILL_BATCH: usize = 512;
@@ -36,7 +36,7 @@ const REFILL_BATCH: usize = 512;
 #[derive(Debug)]
 pub struct QueueContext {
     /// The store.
-    pub store: Store,
+    pub store: BrokerStore,
     /// Runtime for the blocking reads.
     pub runtime: tokio::runtime::Handle,
     /// Bytes of ready bodies a queue keeps in memory before paging new stored ones out.
@@ -888,8 +888,9 @@ mod tests {
 
     fn fixture() -> Fixture {
         let dir = tempfile::tempdir().expect("temp dir");
-        let (store, _) = Store::open(dir.path()).expect("store");
         let clock = Arc::new(ManualClock::new(T0));
+        let hooks = crate::broker::commit::Hooks::new(clock.clone());
+        let (store, _) = crate::store::Store::open_with(dir.path(), hooks).expect("store");
         let (tx, dead_letters) = mpsc::unbounded_channel();
         let ctx = Arc::new(QueueContext {
             store,

@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use tokio::sync::mpsc::UnboundedReceiver;
 
+use super::commit::publish_op;
 use super::{Broker, Inner};
 use crate::message::Message;
-use crate::store::{PublishOp, ScheduledMessage};
+use crate::store::ScheduledMessage;
 
 /// The longest the scheduler sleeps with nothing due, so a clock jump cannot strand it.
 const MAX_SLEEP: Duration = Duration::from_secs(1);
@@ -80,7 +81,7 @@ impl Broker {
             None
         } else {
             self.inner.stats.routed.fetch_add(1, Ordering::Relaxed);
-            Some(PublishOp::new(message, targets, None))
+            Some(publish_op(message, targets, None))
         };
         self.inner.store.release(due_ms, id, publish);
     }

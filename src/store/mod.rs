@@ -2,12 +2,16 @@
 //!
 //! One writer thread ([`writer`]) owns every write transaction and commits in groups: it takes
 //! whatever operations arrived while the previous commit ran, applies them in one transaction,
-//! commits once with `Durability::Immediate`, then completes each operation (publisher
-//! confirms, replies, in-memory enqueues). Reads (recovery, paging bodies back in) use redb's
-//! MVCC snapshots and never wait for the writer. docs/storage.md describes the layout and the
-//! guarantees.
+//! commits once with `Durability::Immediate`, then reports each operation's outcome, in commit
+//! order. Reads (recovery, paging bodies back in) use redb's MVCC snapshots and never wait for
+//! the writer. docs/storage.md describes the layout and the guarantees.
+//!
+//! The store knows nothing of the broker: what a message's rows are, and what happens once
+//! they are committed (enqueueing, confirms, replies), is asked of the layer above through
+//! [`CommitHooks`], whose payloads the operations carry.
 
 pub mod codec;
+mod hooks;
 pub mod tables;
 mod writer;
 
@@ -21,12 +25,11 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use crate::broker::confirm::ReplySlot;
-use crate::broker::queue::Queue;
 use crate::message::Message;
 use codec::{BindingRecord, ExchangeRecord, QueueRecord};
 use tables::*;
 
+pub use hooks::{CommitHooks, Rows};
 pub use writer::MAX_BATCH_OPS;
 
 /// The store file inside the data directory.
@@ -171,77 +174,105 @@ pub enum TopologyChange {
     DeleteBinding(BindingRecord),
 }
 
-/// A routed message on its way to the store and then to its queues.
-pub struct PublishOp {
+/// A message on its way to the store and then, through the hooks, to its queues.
+pub struct PublishOp<H: CommitHooks> {
     /// The message.
     pub message: Arc<Message>,
-    /// The queues it was routed to. The writer removes those that refuse it (full queues
-    /// with `x-overflow` `reject-publish`).
-    pub targets: Vec<Arc<Queue>>,
-    /// Where its confirm goes.
-    pub confirm: Option<ReplySlot>,
+    /// The hooks' payload: where the message goes and who is told (for the broker, its
+    /// target queues and its confirm slot).
+    pub payload: H::Publish,
     /// Set by the writer: the message id.
     pub(crate) id: u64,
     /// Set by the writer: whether a message row was written.
     pub(crate) stored: bool,
-    /// Set by the writer: the targets that refused the message for being full.
-    pub(crate) rejected: Vec<Arc<Queue>>,
+    /// Set by the writer: where this publish's rows are in the batch's [`Rows`].
+    pub(crate) rows: (u32, u32),
 }
 
-impl PublishOp {
-    /// A publish of `message` to `targets`, confirmed through `confirm`.
-    pub fn new(
-        message: Arc<Message>,
-        targets: Vec<Arc<Queue>>,
-        confirm: Option<ReplySlot>,
-    ) -> Self {
+impl<H: CommitHooks> PublishOp<H> {
+    /// A publish of `message` with the hooks' `payload`.
+    pub fn new(message: Arc<Message>, payload: H::Publish) -> Self {
         PublishOp {
             message,
-            targets,
-            confirm,
+            payload,
             id: 0,
             stored: false,
-            rejected: Vec::new(),
+            rows: (0, 0),
         }
+    }
+
+    /// The message id the writer gave it (0 before the writer has seen it).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Whether the writer wrote a message row for it.
+    pub fn stored(&self) -> bool {
+        self.stored
     }
 }
 
 /// Messages leaving one queue for their dead-letter targets, in one transaction.
-pub struct DeadLetterOp {
+pub struct DeadLetterOp<H: CommitHooks> {
     /// `(queue id, message id)` rows to delete from the source queue.
     pub removals: Vec<(u64, u64)>,
     /// The dead-lettered copies, routed.
-    pub publishes: Vec<PublishOp>,
+    pub publishes: Vec<PublishOp<H>>,
     /// Messages moving to other queues (a DLQ replay): each leaves its queue only if a
-    /// target accepts it; one every target refuses (full, `reject-publish`) stays.
-    pub moves: Vec<Move>,
-    /// Counts the moves that every target refused.
-    pub refused: Option<Arc<std::sync::atomic::AtomicU64>>,
+    /// target takes it; one no target takes stays.
+    pub moves: Vec<Move<H>>,
     /// What to do after the commit.
-    pub done: Completion,
+    pub done: Completion<H::Reply>,
 }
 
 /// One message moving from a queue to the targets of its publish.
-pub struct Move {
-    /// The queue it leaves (it has already been taken out of its ready list).
-    pub source: Arc<Queue>,
-    /// Its entry there, put back if no target takes it.
-    pub entry: crate::message::QueuedMessage,
+pub struct Move<H: CommitHooks> {
+    /// Its row in the queue it leaves, `(queue id, message id)`, if it has one: deleted when
+    /// a target takes the message.
+    pub row: Option<(u64, u64)>,
+    /// The hooks' way back for it, used when no target takes it.
+    pub source: H::Source,
     /// The publish to its new queues.
-    pub publish: PublishOp,
+    pub publish: PublishOp<H>,
+    /// Set by the writer: whether a target takes it.
+    pub(crate) taken: bool,
+}
+
+impl<H: CommitHooks> Move<H> {
+    /// A move of the message in `row` (if stored) to the targets of `publish`, going back
+    /// through `source` when none takes it.
+    pub fn new(row: Option<(u64, u64)>, source: H::Source, publish: PublishOp<H>) -> Self {
+        Move {
+            row,
+            source,
+            publish,
+            taken: false,
+        }
+    }
 }
 
 /// A message held until its not-before time.
-pub struct ScheduleOp {
+pub struct ScheduleOp<H: CommitHooks> {
     /// When to release it, ms since the epoch.
     pub due_ms: u64,
     /// The message (its exchange and routing key are where it goes when due).
     pub message: Arc<Message>,
-    /// Where its confirm goes (sent once it is stored).
-    pub confirm: Option<ReplySlot>,
-    /// Told the scheduled message's id after the commit.
-    pub scheduled: tokio::sync::mpsc::UnboundedSender<ScheduledMessage>,
+    /// The hooks' payload, completed once it is stored (for the broker: its confirm and the
+    /// scheduler to hand it to).
+    pub payload: H::Schedule,
     pub(crate) id: u64,
+}
+
+impl<H: CommitHooks> ScheduleOp<H> {
+    /// `message`, to be released at `due_ms`, with the hooks' `payload`.
+    pub fn new(due_ms: u64, message: Arc<Message>, payload: H::Schedule) -> Self {
+        ScheduleOp {
+            due_ms,
+            message,
+            payload,
+            id: 0,
+        }
+    }
 }
 
 /// A stored scheduled message, as the scheduler keeps it.
@@ -255,39 +286,40 @@ pub struct ScheduledMessage {
     pub message: Arc<Message>,
 }
 
-/// What to do once an operation has committed.
+/// What to do once an operation has committed; `R` is where a reply goes
+/// ([`CommitHooks::Reply`]).
 #[derive(Debug)]
-pub enum Completion {
+pub enum Completion<R> {
     /// Nothing.
     None,
     /// Wake an awaiting task.
     Oneshot(oneshot::Sender<Result<(), StoreError>>),
-    /// Send `Ok` with this request id to a connection.
-    Reply(ReplySlot),
+    /// Reply through the hooks ([`CommitHooks::replied`]).
+    Reply(R),
 }
 
 /// An operation on its way to the writer; `counted` ones hold a permit the writer returns.
-pub(crate) struct Queued {
-    pub(crate) op: StoreOp,
+pub(crate) struct Queued<H: CommitHooks> {
+    pub(crate) op: StoreOp<H>,
     pub(crate) counted: bool,
 }
 
-pub(crate) enum StoreOp {
+pub(crate) enum StoreOp<H: CommitHooks> {
     Topology {
         change: TopologyChange,
         done: oneshot::Sender<Result<(), StoreError>>,
     },
-    Publish(PublishOp),
-    DeadLetter(DeadLetterOp),
-    Schedule(ScheduleOp),
+    Publish(PublishOp<H>),
+    DeadLetter(DeadLetterOp<H>),
+    Schedule(ScheduleOp<H>),
     Release {
         due_ms: u64,
         id: u64,
-        publish: Option<PublishOp>,
+        publish: Option<PublishOp<H>>,
     },
     Remove {
         entries: Vec<(u64, u64)>,
-        done: Completion,
+        done: Completion<H::Reply>,
     },
     UpdateEntry {
         queue_id: u64,
@@ -296,7 +328,7 @@ pub(crate) enum StoreOp {
         ready_at: u64,
     },
     /// Writes nothing: completes once everything queued before it has committed.
-    Flush(Completion),
+    Flush(Completion<H::Reply>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -337,13 +369,20 @@ pub struct Recovered {
     pub scheduled: Vec<ScheduledMessage>,
 }
 
-/// Handle to the store; cheap to clone.
-#[derive(Clone)]
-pub struct Store {
-    inner: Arc<StoreInner>,
+/// Handle to the store, with the hooks `H` of the layer above it; cheap to clone.
+pub struct Store<H: CommitHooks> {
+    inner: Arc<StoreInner<H>>,
 }
 
-impl std::fmt::Debug for Store {
+impl<H: CommitHooks> Clone for Store<H> {
+    fn clone(&self) -> Self {
+        Store {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<H: CommitHooks> std::fmt::Debug for Store<H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
             .field("path", &self.inner.path)
@@ -351,10 +390,10 @@ impl std::fmt::Debug for Store {
     }
 }
 
-struct StoreInner {
+struct StoreInner<H: CommitHooks> {
     db: Arc<Database>,
     path: PathBuf,
-    tx: mpsc::UnboundedSender<Queued>,
+    tx: mpsc::UnboundedSender<Queued<H>>,
     /// Bounds operations from connections waiting for the writer: the backpressure point
     /// between clients and the disk. Operations the broker raises itself (while holding a
     /// queue lock, or on the writer thread) skip it, so they can never deadlock on it.
@@ -363,14 +402,25 @@ struct StoreInner {
     stats: Arc<StoreStats>,
 }
 
-impl Store {
+impl Store<()> {
+    /// Opens (or creates) the store in `data_dir` with no broker above it, for tools and tests
+    /// that change topology, remove rows or read: see [`Store::open_with`].
+    ///
+    /// # Errors
+    /// As [`Store::open_with`].
+    pub fn open(data_dir: &Path) -> Result<(Store<()>, Recovered), StoreError> {
+        Store::open_with(data_dir, ())
+    }
+}
+
+impl<H: CommitHooks> Store<H> {
     /// Opens (or creates) the store in `data_dir`, reads everything durable, and starts the
-    /// writer thread.
+    /// writer thread, which calls `hooks` around each commit.
     ///
     /// # Errors
     /// The directory cannot be created, the file is locked by another process or corrupt, or it
     /// was written by a newer schema.
-    pub fn open(data_dir: &Path) -> Result<(Store, Recovered), StoreError> {
+    pub fn open_with(data_dir: &Path, hooks: H) -> Result<(Store<H>, Recovered), StoreError> {
         // create_dir_all on an existing file says only "File exists"; say what is wrong.
         if std::fs::metadata(data_dir).is_ok_and(|m| !m.is_dir()) {
             return Err(StoreError::DataDir {
@@ -409,6 +459,7 @@ impl Store {
             permits.clone(),
             next_message_id,
             stats.clone(),
+            hooks,
         );
         let store = Store {
             inner: Arc::new(StoreInner {
@@ -435,7 +486,7 @@ impl Store {
             .unwrap_or(0)
     }
 
-    async fn send(&self, op: StoreOp) -> Result<(), StoreError> {
+    async fn send(&self, op: StoreOp<H>) -> Result<(), StoreError> {
         let permit = self
             .inner
             .permits
@@ -449,7 +500,7 @@ impl Store {
             .map_err(|_| StoreError::Closed)
     }
 
-    fn send_internal(&self, op: StoreOp) {
+    fn send_internal(&self, op: StoreOp<H>) {
         if self.inner.tx.send(Queued { op, counted: false }).is_err() {
             tracing::warn!("store writer stopped; an internal store update was dropped");
         }
@@ -474,12 +525,12 @@ impl Store {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// Hands a routed message to the writer. It is stored (when persistent and bound for a
-    /// durable queue), then enqueued, then confirmed, in that order.
+    /// Hands a message to the writer. Its rows (as [`CommitHooks::prepare`] decides) are
+    /// stored, then [`CommitHooks::published`] completes it after the commit.
     ///
     /// # Errors
     /// The writer has stopped.
-    pub async fn publish(&self, op: PublishOp) -> Result<(), StoreError> {
+    pub async fn publish(&self, op: PublishOp<H>) -> Result<(), StoreError> {
         self.send(StoreOp::Publish(op)).await
     }
 
@@ -491,7 +542,7 @@ impl Store {
     pub async fn remove(
         &self,
         entries: Vec<(u64, u64)>,
-        done: Completion,
+        done: Completion<H::Reply>,
     ) -> Result<(), StoreError> {
         self.send(StoreOp::Remove { entries, done }).await
     }
@@ -509,13 +560,13 @@ impl Store {
 
     /// Completes `done` once every operation handed to the writer before this call has
     /// committed (a write barrier: it writes nothing itself). Never waits.
-    pub fn flush(&self, done: Completion) {
+    pub fn flush(&self, done: Completion<H::Reply>) {
         self.send_internal(StoreOp::Flush(done));
     }
 
     /// Moves messages from a queue to their dead-letter targets in one transaction. Raised by
     /// the broker itself: never waits.
-    pub fn dead_letter(&self, op: DeadLetterOp) {
+    pub fn dead_letter(&self, op: DeadLetterOp<H>) {
         self.send_internal(StoreOp::DeadLetter(op));
     }
 
@@ -523,7 +574,7 @@ impl Store {
     ///
     /// # Errors
     /// The writer has stopped.
-    pub async fn move_messages(&self, op: DeadLetterOp) -> Result<(), StoreError> {
+    pub async fn move_messages(&self, op: DeadLetterOp<H>) -> Result<(), StoreError> {
         self.send(StoreOp::DeadLetter(op)).await
     }
 
@@ -531,13 +582,13 @@ impl Store {
     ///
     /// # Errors
     /// The writer has stopped.
-    pub async fn schedule(&self, op: ScheduleOp) -> Result<(), StoreError> {
+    pub async fn schedule(&self, op: ScheduleOp<H>) -> Result<(), StoreError> {
         self.send(StoreOp::Schedule(op)).await
     }
 
     /// Deletes a due scheduled message and, if it was routed somewhere, publishes it, in one
     /// transaction. Raised by the broker's scheduler: never waits.
-    pub fn release(&self, due_ms: u64, id: u64, publish: Option<PublishOp>) {
+    pub fn release(&self, due_ms: u64, id: u64, publish: Option<PublishOp<H>>) {
         self.send_internal(StoreOp::Release {
             due_ms,
             id,

@@ -1,12 +1,12 @@
 //! The group-commit writer: the only code that opens write transactions.
 //!
 //! It blocks for the first operation, drains whatever else has queued (up to
-//! [`MAX_BATCH_OPS`]), applies the batch in one transaction, commits once, and only then
-//! completes the operations: enqueues published messages, sends confirms and replies. So a
-//! confirm never precedes the commit that made its message durable, and the in-memory queues
-//! only ever hold what the store holds (plus transient messages).
+//! [`MAX_BATCH_OPS`]), asks the hooks ([`CommitHooks::prepare`]) which rows each publish
+//! writes, applies the batch in one transaction, commits once, and only then hands each
+//! operation's outcome to the hooks, in commit order (the broker enqueues, confirms and
+//! replies there). So a confirm never precedes the commit that made its message durable, and
+//! the in-memory queues only ever hold what the store holds (plus transient messages).
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,29 +14,26 @@ use std::time::Instant;
 use bytes::BytesMut;
 use redb::{Database, ReadableTable, Table, WriteTransaction};
 use tokio::sync::{mpsc, Semaphore};
-use warren_protocol::{Confirm, ErrorCode, ErrorFrame, Frame};
 
 use super::codec::{encode_message, BindingRecord};
+use super::hooks::{CommitHooks, Rows};
 use super::tables::*;
 use super::{
     redb_err, Completion, PublishOp, Queued, ScheduledMessage, StoreError, StoreOp, StoreStats,
     TopologyChange,
 };
-use crate::broker::dead_letter::DeadLetterReason;
-use crate::broker::queue::Queue;
-use crate::broker::queue_args::Overflow;
-use crate::message::{now_ms, QueuedMessage};
 
 /// The most operations one transaction takes. Large enough that the commit cost is spread thin,
 /// small enough that one commit's latency stays bounded.
 pub const MAX_BATCH_OPS: usize = 4096;
 
-pub(super) fn spawn(
+pub(super) fn spawn<H: CommitHooks>(
     db: Arc<Database>,
-    rx: mpsc::UnboundedReceiver<Queued>,
+    rx: mpsc::UnboundedReceiver<Queued<H>>,
     permits: Arc<Semaphore>,
     next_message_id: u64,
     stats: Arc<StoreStats>,
+    hooks: H,
 ) -> std::thread::JoinHandle<()> {
     let writer = Writer {
         db,
@@ -45,6 +42,8 @@ pub(super) fn spawn(
         next_message_id,
         stats,
         scratch: BytesMut::new(),
+        rows: Rows::default(),
+        hooks,
     };
     std::thread::Builder::new()
         .name("warren-store-writer".into())
@@ -52,29 +51,19 @@ pub(super) fn spawn(
         .unwrap_or_else(|e| panic!("cannot start the store writer thread: {e}"))
 }
 
-struct Writer {
+struct Writer<H: CommitHooks> {
     db: Arc<Database>,
-    rx: mpsc::UnboundedReceiver<Queued>,
+    rx: mpsc::UnboundedReceiver<Queued<H>>,
     permits: Arc<Semaphore>,
     next_message_id: u64,
     stats: Arc<StoreStats>,
     scratch: BytesMut,
+    /// The current batch's `queue_messages` rows, kept between batches for its capacity.
+    rows: Rows,
+    hooks: H,
 }
 
-/// When a message entering `queue` at `now` expires (0 = never): the queue's TTL or the
-/// message's own expiration, whichever ends first.
-pub(crate) fn expires_at(queue: &Queue, message: &crate::message::Message, now: u64) -> u64 {
-    let ttl = match (queue.args.message_ttl_ms, message.properties.expiration) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    };
-    ttl.map_or(0, |t| now.saturating_add(t).max(1))
-}
-
-/// Ready messages and bytes the batch has already added to each queue, for overflow checks.
-type Pending = HashMap<u64, (u64, u64)>;
-
-impl Writer {
+impl<H: CommitHooks> Writer<H> {
     fn run(mut self) {
         let mut batch = Vec::with_capacity(MAX_BATCH_OPS);
         while let Some(first) = self.rx.blocking_recv() {
@@ -97,55 +86,48 @@ impl Writer {
         }
     }
 
-    /// Gives a publish its id and decides which targets take it.
-    fn prepare(&mut self, p: &mut PublishOp, pending: &mut Pending) {
+    /// Gives a publish its id and asks the hooks for its rows; returns whether any queue
+    /// takes it.
+    fn prepare(&mut self, p: &mut PublishOp<H>, batch: &mut H::Batch) -> bool {
         p.id = self.next_message_id;
         self.next_message_id += 1;
-        let size = p.message.body.len() as u64;
-        let rejected = &mut p.rejected;
-        // In place: a publish to queues without a refusing overflow rule allocates nothing.
-        p.targets.retain(|q| {
-            let refuses = !matches!(q.args.overflow, Overflow::DropHead)
-                && (q.args.max_length.is_some() || q.args.max_length_bytes.is_some());
-            if !refuses {
-                return true;
-            }
-            let added = pending.entry(q.id).or_insert((0, 0));
-            if !q.admits(*added, size) {
-                rejected.push(q.clone());
-                return false;
-            }
-            added.0 += 1;
-            added.1 += size;
-            true
-        });
-        p.stored = p.message.properties.persistent
-            && p.targets.iter().any(|q| q.durable && !q.is_deleted());
+        let start = self.rows.len();
+        let taken = self
+            .hooks
+            .prepare(batch, &mut p.payload, &p.message, &mut self.rows);
+        let end = self.rows.len();
+        // A batch holds at most MAX_BATCH_OPS operations of bounded size: far below u32::MAX.
+        p.rows = (
+            u32::try_from(start).unwrap_or(u32::MAX),
+            u32::try_from(end).unwrap_or(u32::MAX),
+        );
+        p.stored = end > start;
+        taken
     }
 
     /// Applies and completes one batch; returns true when a shutdown was requested.
-    fn process(&mut self, batch: &mut Vec<StoreOp>) -> bool {
-        let now = now_ms();
-        let mut pending = Pending::new();
+    fn process(&mut self, batch: &mut Vec<StoreOp<H>>) -> bool {
+        let mut state = self.hooks.begin();
+        self.rows.clear();
         let mut writes = false;
         for op in batch.iter_mut() {
             match op {
                 StoreOp::Publish(p) => {
-                    self.prepare(p, &mut pending);
+                    self.prepare(p, &mut state);
                     writes |= p.stored;
                 }
                 StoreOp::DeadLetter(d) => {
                     for p in &mut d.publishes {
-                        self.prepare(p, &mut pending);
+                        self.prepare(p, &mut state);
                     }
                     for m in &mut d.moves {
-                        self.prepare(&mut m.publish, &mut pending);
+                        m.taken = self.prepare(&mut m.publish, &mut state);
                     }
                     writes = true;
                 }
                 StoreOp::Release { publish, .. } => {
                     if let Some(p) = publish {
-                        self.prepare(p, &mut pending);
+                        self.prepare(p, &mut state);
                     }
                     writes = true;
                 }
@@ -160,11 +142,7 @@ impl Writer {
                 }
             }
         }
-        let result = if writes {
-            self.commit(batch, now)
-        } else {
-            Ok(())
-        };
+        let result = if writes { self.commit(batch) } else { Ok(()) };
         if let Err(e) = &result {
             tracing::error!(error = %e, ops = batch.len(), "store commit failed");
         }
@@ -174,52 +152,37 @@ impl Writer {
                 StoreOp::Topology { done, .. } => {
                     let _ = done.send(result.clone());
                 }
-                StoreOp::Publish(p) => complete_publish(p, &result, now),
+                StoreOp::Publish(p) => self.hooks.published(&mut state, p, &result),
                 StoreOp::DeadLetter(d) => {
+                    // A failed commit left the originals stored: they come back at the next
+                    // start, so their copies are not completed.
                     if result.is_ok() {
                         for p in d.publishes {
-                            complete_publish(p, &result, now);
+                            self.hooks.published(&mut state, p, &result);
                         }
                     }
                     for m in d.moves {
-                        if result.is_ok() && !m.publish.targets.is_empty() {
-                            complete_publish(m.publish, &result, now);
-                        } else {
-                            // Refused everywhere (or the commit failed): it stays put.
-                            if let (Ok(()), Some(c)) = (&result, &d.refused) {
-                                c.fetch_add(1, Ordering::Relaxed);
-                            }
-                            m.source.put_back(m.entry);
-                        }
+                        self.hooks
+                            .moved(&mut state, m.source, m.publish, m.taken, &result);
                     }
-                    complete(d.done, &result);
+                    self.complete(d.done, &result);
                 }
                 StoreOp::Release { publish, .. } => {
                     if let (Ok(()), Some(p)) = (&result, publish) {
-                        complete_publish(p, &result, now);
+                        self.hooks.published(&mut state, p, &result);
                     }
                 }
-                StoreOp::Schedule(s) => match &result {
-                    Ok(()) => {
-                        let _ = s.scheduled.send(ScheduledMessage {
-                            due_ms: s.due_ms,
-                            id: s.id,
-                            message: s.message,
-                        });
-                        if let Some(slot) = s.confirm {
-                            slot.reply(Frame::Confirm(Confirm::Ack));
-                        }
-                    }
-                    Err(e) => {
-                        if let Some(slot) = s.confirm {
-                            slot.reply(Frame::Confirm(Confirm::Nack {
-                                code: ErrorCode::InternalError.as_u16(),
-                                reason: format!("storage failure: {e}"),
-                            }));
-                        }
-                    }
-                },
-                StoreOp::Remove { done, .. } | StoreOp::Flush(done) => complete(done, &result),
+                StoreOp::Schedule(s) => {
+                    let message = ScheduledMessage {
+                        due_ms: s.due_ms,
+                        id: s.id,
+                        message: s.message,
+                    };
+                    self.hooks.scheduled(s.payload, message, &result);
+                }
+                StoreOp::Remove { done, .. } | StoreOp::Flush(done) => {
+                    self.complete(done, &result);
+                }
                 StoreOp::UpdateEntry { .. } => {}
                 StoreOp::Shutdown(done) => {
                     let _ = done.send(());
@@ -230,7 +193,17 @@ impl Writer {
         shutdown
     }
 
-    fn commit(&mut self, batch: &[StoreOp], now: u64) -> Result<(), StoreError> {
+    fn complete(&mut self, done: Completion<H::Reply>, result: &Result<(), StoreError>) {
+        match done {
+            Completion::None => {}
+            Completion::Oneshot(tx) => {
+                let _ = tx.send(result.clone());
+            }
+            Completion::Reply(reply) => self.hooks.replied(reply, result),
+        }
+    }
+
+    fn commit(&mut self, batch: &[StoreOp<H>]) -> Result<(), StoreError> {
         let started = Instant::now();
         let txn = self
             .db
@@ -246,7 +219,7 @@ impl Writer {
                 match op {
                     StoreOp::Publish(p) => {
                         if p.stored {
-                            t.write_publish(p, now, &mut self.scratch)?;
+                            t.write_publish(p, &self.rows, &mut self.scratch)?;
                             written += 1;
                             ops += 1;
                         }
@@ -254,17 +227,17 @@ impl Writer {
                     StoreOp::DeadLetter(d) => {
                         // One operation: the copies go in and the originals go out together.
                         for p in d.publishes.iter().filter(|p| p.stored) {
-                            t.write_publish(p, now, &mut self.scratch)?;
+                            t.write_publish(p, &self.rows, &mut self.scratch)?;
                             written += 1;
                         }
                         t.remove_entries(&d.removals)?;
-                        for m in d.moves.iter().filter(|m| !m.publish.targets.is_empty()) {
+                        for m in d.moves.iter().filter(|m| m.taken) {
                             if m.publish.stored {
-                                t.write_publish(&m.publish, now, &mut self.scratch)?;
+                                t.write_publish(&m.publish, &self.rows, &mut self.scratch)?;
                                 written += 1;
                             }
-                            if m.entry.stored {
-                                t.remove_entries(&[(m.source.id, m.entry.id)])?;
+                            if let Some(row) = m.row {
+                                t.remove_entries(&[row])?;
                             }
                         }
                         ops += 1;
@@ -286,7 +259,7 @@ impl Writer {
                             .remove((*due_ms, *id))
                             .map_err(redb_err("releasing a scheduled message"))?;
                         if let Some(p) = publish.as_ref().filter(|p| p.stored) {
-                            t.write_publish(p, now, &mut self.scratch)?;
+                            t.write_publish(p, &self.rows, &mut self.scratch)?;
                             written += 1;
                         }
                         ops += 1;
@@ -348,19 +321,19 @@ impl<'txn> MessageTables<'txn> {
         })
     }
 
-    fn write_publish(
+    /// Writes a publish's queue rows (as prepared into `rows`) and its message row.
+    fn write_publish<H: CommitHooks>(
         &mut self,
-        p: &PublishOp,
-        now: u64,
+        p: &PublishOp<H>,
+        rows: &Rows,
         scratch: &mut BytesMut,
     ) -> Result<(), StoreError> {
         let ctx = "storing a message";
         let size = u32::try_from(p.message.body.len()).unwrap_or(u32::MAX);
         let mut refs = 0u32;
-        for q in p.targets.iter().filter(|q| q.durable && !q.is_deleted()) {
-            let expires = expires_at(q, &p.message, now);
+        for &(queue_id, expires) in rows.get(p.rows) {
             self.queue_messages
-                .insert((q.id, p.id), (0u32, size, expires, 0u64))
+                .insert((queue_id, p.id), (0u32, size, expires, 0u64))
                 .map_err(redb_err(ctx))?;
             refs += 1;
         }
@@ -432,77 +405,6 @@ impl<'txn> MessageTables<'txn> {
     }
 }
 
-fn complete(done: Completion, result: &Result<(), StoreError>) {
-    match done {
-        Completion::None => {}
-        Completion::Oneshot(tx) => {
-            let _ = tx.send(result.clone());
-        }
-        Completion::Reply(slot) => match result {
-            Ok(()) => slot.reply(Frame::Ok),
-            Err(e) => slot.reply(Frame::Error(ErrorFrame::new(
-                ErrorCode::InternalError,
-                format!("storage failure: {e}"),
-            ))),
-        },
-    }
-}
-
-fn complete_publish(p: PublishOp, result: &Result<(), StoreError>, now: u64) {
-    if let Err(e) = result {
-        if p.stored {
-            // The message is not durable: refuse it rather than hold it in memory only.
-            if let Some(slot) = p.confirm {
-                slot.reply(Frame::Confirm(Confirm::Nack {
-                    code: ErrorCode::InternalError.as_u16(),
-                    reason: format!("storage failure: {e}"),
-                }));
-            }
-            return;
-        }
-    }
-    let size = u32::try_from(p.message.body.len()).unwrap_or(u32::MAX);
-    for q in &p.targets {
-        q.enqueue(QueuedMessage {
-            id: p.id,
-            message: Some(p.message.clone()),
-            size,
-            delivery_count: 0,
-            stored: p.stored && q.durable,
-            expires_at: expires_at(q, &p.message, now),
-        });
-    }
-    for q in &p.rejected {
-        if q.args.overflow == Overflow::RejectPublishDlx {
-            q.dead_letter(
-                vec![QueuedMessage {
-                    id: p.id,
-                    message: Some(p.message.clone()),
-                    size,
-                    delivery_count: 0,
-                    stored: false,
-                    expires_at: 0,
-                }],
-                DeadLetterReason::MaxLen,
-            );
-        }
-    }
-    if let Some(slot) = p.confirm {
-        let frame = match p.rejected.first() {
-            None => Frame::Confirm(Confirm::Ack),
-            Some(q) => Frame::Confirm(Confirm::Nack {
-                code: ErrorCode::ResourceError.as_u16(),
-                reason: format!(
-                    "queue '{}' is full (x-overflow {})",
-                    q.name,
-                    q.args.overflow.as_str()
-                ),
-            }),
-        };
-        slot.reply(frame);
-    }
-}
-
 fn apply_topology(
     txn: &WriteTransaction,
     tables: &mut MessageTables<'_>,
@@ -571,4 +473,186 @@ fn remove_bindings_where(
     table
         .retain(|k, _| BindingRecord::decode(k).map_or(true, |b| !pred(&b)))
         .map_err(redb_err(ctx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::Message;
+    use crate::store::{DeadLetterOp, Move, ScheduleOp};
+    use bytes::Bytes;
+    use redb::ReadableDatabase;
+
+    /// Hooks that write down every call. A publish's payload is its name: "stored …" asks
+    /// for a row in queue 7, "refused …" is taken by no queue. Completions note whether the
+    /// message row is already readable, i.e. whether the commit came first.
+    struct Recorder {
+        db: Arc<Database>,
+        log: Vec<String>,
+    }
+
+    impl Recorder {
+        fn committed(&self, id: u64) -> bool {
+            let txn = self.db.begin_read().expect("read");
+            let table = txn.open_table(MESSAGES).expect("messages");
+            table.get(id).expect("get").is_some()
+        }
+    }
+
+    impl CommitHooks for Recorder {
+        type Publish = &'static str;
+        type Source = &'static str;
+        type Schedule = &'static str;
+        type Reply = &'static str;
+        type Batch = ();
+
+        fn begin(&mut self) {
+            self.log.push("begin".into());
+        }
+
+        fn prepare(
+            &mut self,
+            _: &mut (),
+            name: &mut &'static str,
+            _: &Message,
+            rows: &mut Rows,
+        ) -> bool {
+            self.log.push(format!("prepare {name}"));
+            if name.starts_with("stored") {
+                rows.push(7, 0);
+            }
+            !name.starts_with("refused")
+        }
+
+        fn published(&mut self, _: &mut (), p: PublishOp<Self>, result: &Result<(), StoreError>) {
+            let line = format!(
+                "published {} #{} stored={} committed={} ok={}",
+                p.payload,
+                p.id(),
+                p.stored(),
+                self.committed(p.id()),
+                result.is_ok()
+            );
+            self.log.push(line);
+        }
+
+        fn moved(
+            &mut self,
+            _: &mut (),
+            source: &'static str,
+            p: PublishOp<Self>,
+            taken: bool,
+            _: &Result<(), StoreError>,
+        ) {
+            let line = format!(
+                "moved {} from {source} taken={taken} committed={}",
+                p.payload,
+                self.committed(p.id())
+            );
+            self.log.push(line);
+        }
+
+        fn scheduled(
+            &mut self,
+            name: &'static str,
+            m: ScheduledMessage,
+            _: &Result<(), StoreError>,
+        ) {
+            self.log.push(format!("scheduled {name} #{}", m.id));
+        }
+
+        fn replied(&mut self, reply: &'static str, result: &Result<(), StoreError>) {
+            self.log
+                .push(format!("replied {reply} ok={}", result.is_ok()));
+        }
+    }
+
+    fn publish(name: &'static str) -> PublishOp<Recorder> {
+        let message = Message {
+            exchange: String::new(),
+            routing_key: "q".into(),
+            properties: Default::default(),
+            body: Bytes::from_static(b"body"),
+        };
+        PublishOp::new(Arc::new(message), name)
+    }
+
+    fn row_exists(db: &Database, queue_id: u64, message_id: u64) -> bool {
+        let txn = db.begin_read().expect("read");
+        let table = txn.open_table(QUEUE_MESSAGES).expect("queue_messages");
+        table.get((queue_id, message_id)).expect("get").is_some()
+    }
+
+    #[test]
+    fn hooks_prepare_before_the_commit_and_complete_after_it_in_commit_order() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Database::create(dir.path().join("w.redb")).expect("db");
+        super::super::init_schema(&db).expect("schema");
+        let db = Arc::new(db);
+        // A stored message 99 in queue 3, about to be replayed somewhere that refuses it.
+        {
+            let txn = db.begin_write().expect("write");
+            let mut t = MessageTables::open(&txn).expect("tables");
+            t.queue_messages.insert((3, 99), (0, 4, 0, 0)).expect("row");
+            t.messages.insert(99, &b"x"[..]).expect("message");
+            drop(t);
+            txn.commit().expect("commit");
+        }
+        let (_tx, rx) = mpsc::unbounded_channel();
+        let mut writer = Writer {
+            db: db.clone(),
+            rx,
+            permits: Arc::new(Semaphore::new(1)),
+            next_message_id: 1,
+            stats: Arc::new(StoreStats::default()),
+            scratch: BytesMut::new(),
+            rows: Rows::default(),
+            hooks: Recorder {
+                db: db.clone(),
+                log: Vec::new(),
+            },
+        };
+        let mut batch = vec![
+            StoreOp::Publish(publish("stored a")),
+            StoreOp::Publish(publish("transient b")),
+            StoreOp::Flush(Completion::Reply("flush")),
+            StoreOp::DeadLetter(DeadLetterOp {
+                removals: Vec::new(),
+                publishes: Vec::new(),
+                moves: vec![
+                    Move::new(Some((3, 99)), "queue 3", publish("refused c")),
+                    Move::new(None, "queue 4", publish("stored d")),
+                ],
+                done: Completion::Reply("replay"),
+            }),
+            StoreOp::Schedule(ScheduleOp::new(1, publish("").message, "later")),
+        ];
+        assert!(!writer.process(&mut batch), "no shutdown asked for");
+        assert_eq!(
+            writer.hooks.log,
+            [
+                "begin",
+                "prepare stored a",
+                "prepare transient b",
+                "prepare refused c",
+                "prepare stored d",
+                "published stored a #1 stored=true committed=true ok=true",
+                "published transient b #2 stored=false committed=false ok=true",
+                "replied flush ok=true",
+                "moved refused c from queue 3 taken=false committed=false",
+                "moved stored d from queue 4 taken=true committed=true",
+                "replied replay ok=true",
+                "scheduled later #5",
+            ]
+        );
+        assert!(
+            row_exists(&db, 7, 1) && row_exists(&db, 7, 4),
+            "prepared rows written"
+        );
+        assert!(!row_exists(&db, 7, 2), "a transient message has no row");
+        assert!(
+            row_exists(&db, 3, 99),
+            "a move no queue takes stays in its source"
+        );
+    }
 }

@@ -11,13 +11,14 @@ use warren_protocol::{FieldTable, FieldValue};
 
 use super::{opt_str, opt_u64};
 use crate::admin_types::{DeadLetterInfo, DeleteResult, PurgeResult, ReplayResult};
+use crate::broker::commit::{publish_op, replay_move};
 use crate::broker::dead_letter::{DeadLetterReason, X_DEATH};
 use crate::broker::queue::Queue;
 use crate::broker::Broker;
 use crate::error::BrokerError;
 use crate::json::table_map;
 use crate::message::{Message, QueuedMessage};
-use crate::store::{Completion, DeadLetterOp, Move, PublishOp};
+use crate::store::{Completion, DeadLetterOp};
 
 /// How many messages `dlq.peek` shows when no limit is given.
 pub const DEFAULT_PEEK_LIMIT: u64 = 100;
@@ -241,7 +242,7 @@ impl Broker {
                 properties: m.properties.clone(),
                 body: m.body.clone(),
             };
-            plans.push((e.id, PublishOp::new(Arc::new(copy), targets, None)));
+            plans.push((e.id, publish_op(Arc::new(copy), targets, None)));
         }
         let refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
         for chunk in chunked(plans, REPLAY_CHUNK) {
@@ -249,14 +250,12 @@ impl Broker {
             // Only what is still ready moves: a consumer may have taken some meanwhile.
             let mut taken: std::collections::HashMap<u64, QueuedMessage> =
                 q.take_ids(&ids).into_iter().map(|e| (e.id, e)).collect();
-            let moves: Vec<Move> = chunk
+            let moves: Vec<_> = chunk
                 .into_iter()
                 .filter_map(|(id, publish)| {
-                    taken.remove(&id).map(|entry| Move {
-                        source: q.clone(),
-                        entry,
-                        publish,
-                    })
+                    taken
+                        .remove(&id)
+                        .map(|entry| replay_move(q.clone(), entry, publish, refused.clone()))
                 })
                 .collect();
             moved += moves.len() as u64;
@@ -267,7 +266,6 @@ impl Broker {
                     removals: Vec::new(),
                     publishes: Vec::new(),
                     moves,
-                    refused: Some(refused.clone()),
                     done: Completion::Oneshot(tx),
                 })
                 .await?;

@@ -1,0 +1,320 @@
+//! The completion step: the broker's side of every store commit ([`CommitHooks`]).
+//!
+//! The store writer knows rows and ids, nothing of queues or clients. Before each transaction
+//! it asks [`Hooks::prepare`] which queues take a message (the `x-overflow` rules, counted with
+//! what the batch has already admitted) and which rows that writes, with the expiry the queue
+//! gives it. After the commit it reports each operation, in commit order, and this step does
+//! what follows: enqueue the message (which may deliver it at once), dead-letter
+//! `reject-publish-dlx` refusals, confirm the publisher, answer `Ok` or an error, put back a
+//! replayed message no queue took. All of it runs on the writer thread, so nothing here may
+//! wait on a client: replies go through [`ReplySink`](super::confirm::ReplySink)s.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::mpsc::UnboundedSender;
+use warren_protocol::{Confirm, ErrorCode, ErrorFrame, Frame};
+
+use super::confirm::ReplySlot;
+use super::dead_letter::DeadLetterReason;
+use super::queue::Queue;
+use super::queue_args::Overflow;
+use crate::clock::Clock;
+use crate::message::{Message, QueuedMessage};
+use crate::store::{CommitHooks, Move, PublishOp, Rows, ScheduledMessage, Store, StoreError};
+
+/// The store as the broker runs it: with the broker's completion step.
+pub type BrokerStore = Store<Hooks>;
+
+/// The broker's [`CommitHooks`]: reads the time on the broker's clock once per batch.
+#[derive(Debug)]
+pub struct Hooks {
+    clock: Arc<dyn Clock>,
+}
+
+impl Hooks {
+    /// Hooks stamping expiry with `clock`.
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Hooks { clock }
+    }
+}
+
+/// A publish's broker payload: where the message goes and where its confirm goes.
+#[derive(Debug)]
+pub struct Targets {
+    /// The queues it was routed to; [`Hooks::prepare`] moves those that refuse it (full,
+    /// `x-overflow` `reject-publish` or `reject-publish-dlx`) to `rejected`.
+    queues: Vec<Arc<Queue>>,
+    /// The queues that refused it for being full.
+    rejected: Vec<Arc<Queue>>,
+    /// Where its confirm goes.
+    confirm: Option<ReplySlot>,
+}
+
+/// A publish of `message` to `queues`, confirmed through `confirm`.
+pub fn publish_op(
+    message: Arc<Message>,
+    queues: Vec<Arc<Queue>>,
+    confirm: Option<ReplySlot>,
+) -> PublishOp<Hooks> {
+    PublishOp::new(
+        message,
+        Targets {
+            queues,
+            // Empty: allocates only when a queue refuses.
+            rejected: Vec::new(),
+            confirm,
+        },
+    )
+}
+
+/// A replayed message's way back to its queue, if no target takes it.
+#[derive(Debug)]
+pub struct Replayed {
+    /// The queue it leaves (it has already been taken out of its ready list).
+    queue: Arc<Queue>,
+    /// Its entry there.
+    entry: QueuedMessage,
+    /// Counts the replayed messages every target refused.
+    refused: Arc<AtomicU64>,
+}
+
+/// A move of `entry` from `queue` to the targets of `publish` (a DLQ replay); a move no
+/// target takes puts `entry` back and counts itself in `refused`.
+pub fn replay_move(
+    queue: Arc<Queue>,
+    entry: QueuedMessage,
+    publish: PublishOp<Hooks>,
+    refused: Arc<AtomicU64>,
+) -> Move<Hooks> {
+    let row = entry.stored.then_some((queue.id, entry.id));
+    Move::new(
+        row,
+        Replayed {
+            queue,
+            entry,
+            refused,
+        },
+        publish,
+    )
+}
+
+/// A scheduled message's broker payload.
+#[derive(Debug)]
+pub struct Scheduled {
+    /// Where its confirm goes (sent once it is stored).
+    pub confirm: Option<ReplySlot>,
+    /// The scheduler, told the stored message.
+    pub scheduler: UnboundedSender<ScheduledMessage>,
+}
+
+/// One batch as the completion step sees it.
+#[derive(Debug)]
+pub struct Batch {
+    /// When the batch commits, on the broker's clock: the time every expiry counts from.
+    now: u64,
+    /// Ready messages and bytes the batch has already added to each queue (by id), for the
+    /// overflow checks: the queues themselves learn of them only after the commit.
+    pending: HashMap<u64, (u64, u64)>,
+}
+
+/// When a message entering `queue` at `now` expires (0 = never): the queue's TTL or the
+/// message's own expiration, whichever ends first.
+fn expires_at(queue: &Queue, message: &Message, now: u64) -> u64 {
+    let ttl = match (queue.args.message_ttl_ms, message.properties.expiration) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    ttl.map_or(0, |t| now.saturating_add(t).max(1))
+}
+
+fn storage_failure(e: &StoreError) -> String {
+    format!("storage failure: {e}")
+}
+
+impl CommitHooks for Hooks {
+    type Publish = Targets;
+    type Source = Replayed;
+    type Schedule = Scheduled;
+    type Reply = ReplySlot;
+    type Batch = Batch;
+
+    fn begin(&mut self) -> Batch {
+        Batch {
+            now: self.clock.now_ms(),
+            pending: HashMap::new(),
+        }
+    }
+
+    /// Decides which targets take the message: a full queue whose overflow rule refuses
+    /// (anything but `drop-head`) refuses it, counting what this batch already added. Rows go
+    /// to the durable queues among the rest when the message is persistent.
+    fn prepare(
+        &mut self,
+        batch: &mut Batch,
+        publish: &mut Targets,
+        message: &Message,
+        rows: &mut Rows,
+    ) -> bool {
+        let size = message.body.len() as u64;
+        let pending = &mut batch.pending;
+        let rejected = &mut publish.rejected;
+        // In place: a publish to queues without a refusing overflow rule allocates nothing.
+        publish.queues.retain(|q| {
+            let refuses = !matches!(q.args.overflow, Overflow::DropHead)
+                && (q.args.max_length.is_some() || q.args.max_length_bytes.is_some());
+            if !refuses {
+                return true;
+            }
+            let added = pending.entry(q.id).or_insert((0, 0));
+            if !q.admits(*added, size) {
+                rejected.push(q.clone());
+                return false;
+            }
+            added.0 += 1;
+            added.1 += size;
+            true
+        });
+        if message.properties.persistent {
+            for q in publish
+                .queues
+                .iter()
+                .filter(|q| q.durable && !q.is_deleted())
+            {
+                rows.push(q.id, expires_at(q, message, batch.now));
+            }
+        }
+        !publish.queues.is_empty()
+    }
+
+    /// Enqueues the message in every queue that took it, dead-letters it from the
+    /// `reject-publish-dlx` queues that refused it, and confirms: `Ack`, or `Nack` naming the
+    /// first full queue. A stored message whose commit failed is not durable: it is nacked and
+    /// not enqueued. A transient one never needed the commit and goes through.
+    fn published(
+        &mut self,
+        batch: &mut Batch,
+        publish: PublishOp<Hooks>,
+        result: &Result<(), StoreError>,
+    ) {
+        let (id, stored) = (publish.id(), publish.stored());
+        let PublishOp {
+            message,
+            payload:
+                Targets {
+                    queues,
+                    rejected,
+                    confirm,
+                },
+            ..
+        } = publish;
+        if let Err(e) = result {
+            if stored {
+                if let Some(slot) = confirm {
+                    slot.reply(Frame::Confirm(Confirm::Nack {
+                        code: ErrorCode::InternalError.as_u16(),
+                        reason: storage_failure(e),
+                    }));
+                }
+                return;
+            }
+        }
+        let size = u32::try_from(message.body.len()).unwrap_or(u32::MAX);
+        for q in &queues {
+            q.enqueue(QueuedMessage {
+                id,
+                message: Some(message.clone()),
+                size,
+                delivery_count: 0,
+                stored: stored && q.durable,
+                expires_at: expires_at(q, &message, batch.now),
+            });
+        }
+        for q in &rejected {
+            if q.args.overflow == Overflow::RejectPublishDlx {
+                q.dead_letter(
+                    vec![QueuedMessage {
+                        id,
+                        message: Some(message.clone()),
+                        size,
+                        delivery_count: 0,
+                        stored: false,
+                        expires_at: 0,
+                    }],
+                    DeadLetterReason::MaxLen,
+                );
+            }
+        }
+        if let Some(slot) = confirm {
+            let frame = match rejected.first() {
+                None => Frame::Confirm(Confirm::Ack),
+                Some(q) => Frame::Confirm(Confirm::Nack {
+                    code: ErrorCode::ResourceError.as_u16(),
+                    reason: format!(
+                        "queue '{}' is full (x-overflow {})",
+                        q.name,
+                        q.args.overflow.as_str()
+                    ),
+                }),
+            };
+            slot.reply(frame);
+        }
+    }
+
+    /// A replayed message some target took is enqueued there (it left its queue in the
+    /// commit); one refused everywhere, or whose commit failed, goes back where it was.
+    fn moved(
+        &mut self,
+        batch: &mut Batch,
+        source: Replayed,
+        publish: PublishOp<Hooks>,
+        taken: bool,
+        result: &Result<(), StoreError>,
+    ) {
+        if result.is_ok() && taken {
+            self.published(batch, publish, result);
+            return;
+        }
+        if result.is_ok() {
+            source.refused.fetch_add(1, Ordering::Relaxed);
+        }
+        source.queue.put_back(source.entry);
+    }
+
+    /// Hands a stored scheduled message to the scheduler, then confirms it.
+    fn scheduled(
+        &mut self,
+        schedule: Scheduled,
+        message: ScheduledMessage,
+        result: &Result<(), StoreError>,
+    ) {
+        match result {
+            Ok(()) => {
+                let _ = schedule.scheduler.send(message);
+                if let Some(slot) = schedule.confirm {
+                    slot.reply(Frame::Confirm(Confirm::Ack));
+                }
+            }
+            Err(e) => {
+                if let Some(slot) = schedule.confirm {
+                    slot.reply(Frame::Confirm(Confirm::Nack {
+                        code: ErrorCode::InternalError.as_u16(),
+                        reason: storage_failure(e),
+                    }));
+                }
+            }
+        }
+    }
+
+    /// Answers `Ok`, or an `INTERNAL_ERROR` naming the storage failure.
+    fn replied(&mut self, reply: ReplySlot, result: &Result<(), StoreError>) {
+        reply.reply(match result {
+            Ok(()) => Frame::Ok,
+            Err(e) => Frame::Error(ErrorFrame::new(
+                ErrorCode::InternalError,
+                storage_failure(e),
+            )),
+        });
+    }
+}
