@@ -1,6 +1,6 @@
 //! The durable store: redb behind a narrow async API.
 //!
-//! One writer thread ([`writer`]) owns every write transaction and commits in groups: it takes
+//! One writer thread (`writer.rs`) owns every write transaction and commits in groups: it takes
 //! whatever operations arrived while the previous commit ran, applies them in one transaction,
 //! commits once with `Durability::Immediate`, then reports each operation's outcome, in commit
 //! order. Reads (recovery, paging bodies back in) use redb's MVCC snapshots and never wait for
