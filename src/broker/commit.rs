@@ -14,10 +14,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::mpsc::UnboundedSender;
-use warren_protocol::{Confirm, ErrorCode, ErrorFrame, Frame};
+use warren_protocol::ErrorCode;
 
 use super::confirm::ReplySlot;
 use super::dead_letter::DeadLetterReason;
+use super::event::{Confirm, Event};
 use super::queue::Queue;
 use super::queue_args::Overflow;
 use crate::clock::Clock;
@@ -212,8 +213,8 @@ impl CommitHooks for Hooks {
         if let Err(e) = result {
             if stored {
                 if let Some(slot) = confirm {
-                    slot.reply(Frame::Confirm(Confirm::Nack {
-                        code: ErrorCode::InternalError.as_u16(),
+                    slot.reply(Event::Confirm(Confirm::Nack {
+                        code: ErrorCode::InternalError,
                         reason: storage_failure(e),
                     }));
                 }
@@ -247,18 +248,18 @@ impl CommitHooks for Hooks {
             }
         }
         if let Some(slot) = confirm {
-            let frame = match rejected.first() {
-                None => Frame::Confirm(Confirm::Ack),
-                Some(q) => Frame::Confirm(Confirm::Nack {
-                    code: ErrorCode::ResourceError.as_u16(),
+            let confirm = match rejected.first() {
+                None => Confirm::Ack,
+                Some(q) => Confirm::Nack {
+                    code: ErrorCode::ResourceError,
                     reason: format!(
                         "queue '{}' is full (x-overflow {})",
                         q.name,
                         q.args.overflow.as_str()
                     ),
-                }),
+                },
             };
-            slot.reply(frame);
+            slot.reply(Event::Confirm(confirm));
         }
     }
 
@@ -293,13 +294,13 @@ impl CommitHooks for Hooks {
             Ok(()) => {
                 let _ = schedule.scheduler.send(message);
                 if let Some(slot) = schedule.confirm {
-                    slot.reply(Frame::Confirm(Confirm::Ack));
+                    slot.reply(Event::Confirm(Confirm::Ack));
                 }
             }
             Err(e) => {
                 if let Some(slot) = schedule.confirm {
-                    slot.reply(Frame::Confirm(Confirm::Nack {
-                        code: ErrorCode::InternalError.as_u16(),
+                    slot.reply(Event::Confirm(Confirm::Nack {
+                        code: ErrorCode::InternalError,
                         reason: storage_failure(e),
                     }));
                 }
@@ -310,11 +311,11 @@ impl CommitHooks for Hooks {
     /// Answers `Ok`, or an `INTERNAL_ERROR` naming the storage failure.
     fn replied(&mut self, reply: ReplySlot, result: &Result<(), StoreError>) {
         reply.reply(match result {
-            Ok(()) => Frame::Ok,
-            Err(e) => Frame::Error(ErrorFrame::new(
-                ErrorCode::InternalError,
-                storage_failure(e),
-            )),
+            Ok(()) => Event::Ok,
+            Err(e) => Event::Error {
+                code: ErrorCode::InternalError,
+                text: storage_failure(e),
+            },
         });
     }
 }

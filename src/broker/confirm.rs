@@ -7,14 +7,15 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use tokio::sync::Notify;
-use warren_protocol::{Envelope, Frame, RequestId};
 
-/// Replies waiting for a connection's writer task. The store writer pushes and notifies; the
-/// connection's writer drains in order. Unbounded by itself: the connection bounds it by
+use super::event::{Event, RequestId};
+
+/// Replies waiting for a connection's writer task: events, each with the request it answers.
+/// The store writer pushes and notifies; the connection's writer drains in order. Unbounded by itself: the connection bounds it by
 /// limiting how many publishes it has in flight.
 #[derive(Debug, Default)]
 pub struct ReplySink {
-    pending: Mutex<Vec<Envelope>>,
+    pending: Mutex<Vec<(RequestId, Event)>>,
     notify: Notify,
 }
 
@@ -24,14 +25,14 @@ impl ReplySink {
         Arc::new(ReplySink::default())
     }
 
-    /// Queues a reply and wakes the writer.
-    pub fn push(&self, envelope: Envelope) {
-        self.pending.lock().push(envelope);
+    /// Queues a reply to `request_id` and wakes the writer.
+    pub fn push(&self, request_id: RequestId, event: Event) {
+        self.pending.lock().push((request_id, event));
         self.notify.notify_one();
     }
 
     /// Takes every queued reply, in order, into `out`.
-    pub fn drain_into(&self, out: &mut Vec<Envelope>) {
+    pub fn drain_into(&self, out: &mut Vec<(RequestId, Event)>) {
         out.append(&mut self.pending.lock());
     }
 
@@ -55,7 +56,7 @@ impl ReplySlot {
     }
 
     /// Sends the reply.
-    pub fn reply(self, frame: Frame) {
-        self.sink.push(Envelope::new(self.request_id, frame));
+    pub fn reply(self, event: Event) {
+        self.sink.push(self.request_id, event);
     }
 }

@@ -7,11 +7,10 @@
 
 use std::sync::Arc;
 
-use warren_protocol::{
-    Consume, ConsumerCancelled, ConsumerTag, Envelope, ErrorCode, Frame, Get, GetOk, RequestId,
-};
+use warren_protocol::{Consume, ErrorCode, Get};
 
 use super::consumer::Consumer;
+use super::event::{Event, GotMessage, RequestId};
 use super::session::{Session, Unacked};
 use super::{validate_name, Broker};
 use crate::error::BrokerError;
@@ -47,23 +46,23 @@ impl Broker {
                 "consumer tag '{tag}' is already in use on this connection"
             )));
         }
-        session.send(Envelope::new(
+        session.send(
             request_id,
-            Frame::ConsumeOk(ConsumerTag {
+            Event::ConsumeOk {
                 consumer_tag: tag.clone(),
-            }),
-        ));
+            },
+        );
         if let Err(reason) = q.add_consumer(consumer) {
             session.remove_consumer(&tag);
             // ConsumeOk already went out: tell the client the consumer is gone.
-            session.send(Envelope::new(
+            session.send(
                 0,
-                Frame::ConsumerCancelled(ConsumerCancelled {
+                Event::ConsumerCancelled {
                     consumer_tag: tag,
-                    code: ErrorCode::ResourceLocked.as_u16(),
+                    code: ErrorCode::ResourceLocked,
                     reason: reason.clone(),
-                }),
-            ));
+                },
+            );
             return Err(BrokerError::ResourceLocked(reason));
         }
         Ok(())
@@ -111,7 +110,7 @@ impl Broker {
     ///
     /// # Errors
     /// Missing or foreign exclusive queue, or a store failure reading its body.
-    pub async fn get(&self, session: &Session, g: Get) -> Result<Option<GetOk>, BrokerError> {
+    pub async fn get(&self, session: &Session, g: Get) -> Result<Option<GotMessage>, BrokerError> {
         let q = self.usable_queue(session, &g.queue)?;
         let Some((mut entry, message_count)) = q.take_one(g.no_ack) else {
             return Ok(None);
@@ -141,15 +140,11 @@ impl Broker {
                 delivered_at_ms: self.now_ms(),
             }))
         };
-        Ok(Some(GetOk {
+        Ok(Some(GotMessage {
             delivery_tag,
-            redelivered: delivery_count > 0,
             delivery_count,
             message_count,
-            exchange: message.exchange.clone(),
-            routing_key: message.routing_key.clone(),
-            properties: message.properties.clone(),
-            body: message.body.clone(),
+            message,
         }))
     }
 
@@ -169,13 +164,13 @@ impl Broker {
         }
         self.requeue_unacked_of(session, consumer);
         tracing::info!(connection = session.id, consumer = %consumer.tag, %reason, "consumer cancelled by the server");
-        session.send(Envelope::new(
+        session.send(
             0,
-            Frame::ConsumerCancelled(ConsumerCancelled {
+            Event::ConsumerCancelled {
                 consumer_tag: consumer.tag.to_string(),
-                code: ErrorCode::PreconditionFailed.as_u16(),
+                code: ErrorCode::PreconditionFailed,
                 reason,
-            }),
-        ));
+            },
+        );
     }
 }

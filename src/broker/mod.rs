@@ -1,7 +1,8 @@
 //! The broker: exchanges, queues, bindings and the operations clients perform on them.
 //!
-//! [`Broker`] is a cheap `Clone` handle around shared state. It never sees bytes or sockets:
-//! the connection layer decodes frames and calls these methods with a [`Session`]. Topology
+//! [`Broker`] is a cheap `Clone` handle around shared state. It never sees bytes, frames or
+//! sockets: the connection layer decodes frames and calls these methods with a [`Session`],
+//! and the broker answers with protocol-neutral [`event::Event`]s that the connection encodes. Topology
 //! changes are serialised by one async mutex and made durable before they are answered;
 //! publishes go through the store writer, which commits and then hands each message to the
 //! completion step (`commit.rs`), which enqueues and confirms, in commit order.
@@ -25,6 +26,7 @@
 //! | `exchange.rs`, `topic_trie.rs` | routing |
 //! | `commit.rs` | the completion step, the broker's side of every store commit: overflow decisions and expiry before it; enqueue, `reject-publish-dlx`, confirms, replies and replay put-backs after it |
 //! | `session.rs`, `consumer.rs`, `confirm.rs` | per-connection state, credit, unacked deliveries, reply slots |
+//! | `event.rs` | what the broker tells a connection (replies, confirms, returns, cancelled consumers, errors), in no protocol's terms |
 //! | `scheduler.rs`, `timers.rs` | the task releasing scheduled messages; the 100 ms ticker |
 //!
 //! The store writer (`crate::store::writer`) does the group commit every publish, settle and
@@ -37,6 +39,7 @@ pub mod confirm;
 mod consume;
 pub mod consumer;
 pub mod dead_letter;
+pub mod event;
 pub mod exchange;
 mod publish;
 pub mod queue;
@@ -234,7 +237,7 @@ impl Broker {
         s
     }
 
-    /// A session for a new connection whose frames go to `outbound`.
+    /// A session for a new connection whose events and deliveries go to `outbound`.
     pub fn new_session(
         &self,
         peer: String,

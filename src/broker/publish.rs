@@ -7,10 +7,11 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use warren_protocol::{Envelope, ErrorCode, FieldTable, Frame, Publish, RequestId, Return};
+use warren_protocol::{ErrorCode, FieldTable, Publish};
 
 use super::commit::{publish_op, Scheduled};
 use super::confirm::ReplySlot;
+use super::event::{Confirm, Event, RequestId};
 use super::queue::Queue;
 use super::session::Session;
 use super::{Broker, X_DELAY, X_DELIVER_AT};
@@ -44,25 +45,24 @@ impl Broker {
             stats.unroutable.fetch_add(1, Ordering::Relaxed);
             if p.mandatory {
                 stats.returned.fetch_add(1, Ordering::Relaxed);
-                session.send(Envelope::new(
+                session.send(
                     request_id,
-                    Frame::Return(Box::new(Return {
-                        reply_code: ErrorCode::NoRoute.as_u16(),
-                        reply_text: "NO_ROUTE".into(),
-                        exchange: p.exchange,
-                        routing_key: p.routing_key,
-                        properties: p.properties,
-                        body: p.body,
-                    })),
-                ));
+                    Event::Returned {
+                        message: Arc::new(Message {
+                            exchange: p.exchange,
+                            routing_key: p.routing_key,
+                            properties: p.properties,
+                            body: p.body,
+                        }),
+                        code: ErrorCode::NoRoute,
+                        text: "NO_ROUTE".into(),
+                    },
+                );
             }
             // Unroutable messages are confirmed at once: there is nothing to store. The confirm
             // takes the same path as the Return so it cannot overtake it.
             drop(confirm);
-            session.send(Envelope::new(
-                request_id,
-                Frame::Confirm(warren_protocol::Confirm::Ack),
-            ));
+            session.send(request_id, Event::Confirm(Confirm::Ack));
             return Ok(());
         }
         stats.routed.fetch_add(1, Ordering::Relaxed);

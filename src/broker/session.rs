@@ -1,15 +1,15 @@
 //! [`Session`]: what one connection owns in the broker — its consumers, its unacked deliveries
-//! (keyed by delivery tag), its prefetch setting — and the channel its frames leave by.
+//! (keyed by delivery tag), its prefetch setting — and the channel its events leave by.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, Semaphore};
-use warren_protocol::Envelope;
 
 use super::confirm::ReplySink;
 use super::consumer::Consumer;
+use super::event::{Event, RequestId};
 use super::queue::Queue;
 use crate::message::QueuedMessage;
 
@@ -17,11 +17,16 @@ use crate::message::QueuedMessage;
 /// connection stops reading, so TCP pushes back on the publisher.
 pub const MAX_PUBLISHES_IN_FLIGHT: usize = 8192;
 
-/// A frame leaving a connection.
+/// What the broker sends a connection, in order; the connection's front end encodes it.
 #[derive(Debug)]
 pub enum Outbound {
-    /// A ready-made frame.
-    Frame(Envelope),
+    /// An event, with the request it answers (0: none).
+    Event {
+        /// The request it answers, or 0.
+        request_id: RequestId,
+        /// What happened.
+        event: Event,
+    },
     /// A delivery, encoded by the writer from the shared message (no per-delivery copy).
     Deliver {
         /// The consumer it is for.
@@ -52,7 +57,7 @@ pub struct Unacked {
 pub struct Session {
     /// Connection id, unique in this process (exclusive queues record their owner by it).
     pub id: u64,
-    /// Where frames for the client go (the connection's writer task reads it).
+    /// Where events and deliveries for the client go (the connection's writer task reads it).
     pub outbound: mpsc::UnboundedSender<Outbound>,
     /// Confirms and replies completed by the store writer.
     pub replies: Arc<ReplySink>,
@@ -77,7 +82,7 @@ struct SessionState {
 }
 
 impl Session {
-    /// A session for connection `id` whose frames go to `outbound`.
+    /// A session for connection `id` whose events and deliveries go to `outbound`.
     pub fn new(id: u64, peer: String, outbound: mpsc::UnboundedSender<Outbound>) -> Arc<Session> {
         Arc::new(Session {
             id,
@@ -101,9 +106,10 @@ impl Session {
         self.state.lock().unacked.len()
     }
 
-    /// Sends a frame to the client. A closed connection drops it: there is nobody to tell.
-    pub fn send(&self, envelope: Envelope) {
-        let _ = self.outbound.send(Outbound::Frame(envelope));
+    /// Sends an event to the client, answering `request_id` (0: none). A closed connection
+    /// drops it: there is nobody to tell.
+    pub fn send(&self, request_id: RequestId, event: Event) {
+        let _ = self.outbound.send(Outbound::Event { request_id, event });
     }
 
     /// The prefetch for consumers started from now on.

@@ -7,11 +7,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use warren_protocol::{
-    ConsumerCancelled, Envelope, ErrorCode, ExchangeDeclare, Frame, QueueBind, QueueDeclare,
-    QueueDeclareOk,
-};
+use warren_protocol::{ErrorCode, ExchangeDeclare, QueueBind, QueueDeclare};
 
+use super::event::{DeclaredQueue, Event};
 use super::exchange::{self, Binding, Exchange};
 use super::queue::{Queue, QueueSettings};
 use super::queue_args::QueueArgs;
@@ -145,7 +143,7 @@ impl Broker {
         &self,
         session: &Session,
         d: QueueDeclare,
-    ) -> Result<QueueDeclareOk, BrokerError> {
+    ) -> Result<DeclaredQueue, BrokerError> {
         validate_name("queue", &d.name)?;
         let _guard = self.inner.topology.lock().await;
         let existing = self.queue(&d.name);
@@ -196,7 +194,7 @@ impl Broker {
                 }
             }
             let c = existing.counts();
-            return Ok(QueueDeclareOk {
+            return Ok(DeclaredQueue {
                 name: d.name,
                 message_count: c.ready,
                 consumer_count: c.consumers,
@@ -241,7 +239,7 @@ impl Broker {
             self.inner.ctx.clone(),
         );
         self.inner.queues.write().insert(name.clone(), q);
-        Ok(QueueDeclareOk {
+        Ok(DeclaredQueue {
             name,
             message_count: 0,
             consumer_count: 0,
@@ -287,14 +285,14 @@ impl Broker {
         let (consumers, count) = q.mark_deleted();
         for c in consumers {
             c.session.remove_consumer(&c.tag);
-            c.session.send(Envelope::new(
+            c.session.send(
                 0,
-                Frame::ConsumerCancelled(ConsumerCancelled {
+                Event::ConsumerCancelled {
                     consumer_tag: c.tag.to_string(),
-                    code: ErrorCode::NotFound.as_u16(),
+                    code: ErrorCode::NotFound,
                     reason: format!("queue '{}' was deleted", q.name),
-                }),
-            ));
+                },
+            );
         }
         let exchanges: Vec<Arc<Exchange>> = self.inner.exchanges.read().values().cloned().collect();
         for e in exchanges {

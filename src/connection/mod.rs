@@ -1,11 +1,13 @@
 //! One client connection: the handshake, then a reader (this task) that decodes frames and
-//! calls the broker, and a writer task that batches frames onto the socket.
+//! calls the broker, and a writer task that encodes the broker's events as frames
+//! (`encode.rs`) and batches them onto the socket.
 //!
 //! Errors are handled by kind, in one place (`reader.rs`): a broker error answers its request
 //! and the connection goes on; a frame that cannot be decoded gets an error frame and the
 //! connection closes; an I/O error just closes. However the connection ends, the broker's
 //! `close_session` runs: consumers stop, unacked deliveries are requeued, exclusive queues go.
 
+mod encode;
 mod reader;
 mod writer;
 

@@ -9,12 +9,12 @@ use tokio::net::tcp::OwnedReadHalf;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use warren_protocol::{
-    Close, DecodeError, Envelope, ErrorCode, ErrorFrame, Frame, FrameCodec, RequestId,
-    PUBLISH_HEADROOM_BYTES,
+    DecodeError, Envelope, ErrorCode, Frame, FrameCodec, RequestId, PUBLISH_HEADROOM_BYTES,
 };
 
 use super::ConnectionConfig;
 use crate::broker::confirm::ReplySlot;
+use crate::broker::event::Event;
 use crate::broker::session::{Session, MAX_PUBLISHES_IN_FLIGHT};
 use crate::broker::Broker;
 use crate::error::BrokerError;
@@ -94,10 +94,10 @@ pub(super) async fn run(
                 // Reading stops here; what was already published is answered before the
                 // Close, so a client learns the fate of every message the server took.
                 drain_confirms(session).await;
-                session.send(Envelope::new(0, Frame::Close(Close {
-                    code: ErrorCode::Normal.as_u16(),
+                session.send(0, Event::Close {
+                    code: ErrorCode::Normal,
                     reason: "server shutting down".into(),
-                })));
+                });
                 linger(&mut frames).await;
                 return Ended::ServerShutdown;
             }
@@ -145,10 +145,13 @@ pub(super) async fn run(
                 } else {
                     tracing::info!(connection = session.id, request = id, code = e.code().as_u16(), error = %e, "request refused");
                 }
-                session.send(Envelope::new(
+                session.send(
                     id,
-                    Frame::Error(ErrorFrame::new(e.code(), e.to_string())),
-                ));
+                    Event::Error {
+                        code: e.code(),
+                        text: e.to_string(),
+                    },
+                );
                 if id == 0 {
                     // A request that wanted no reply (a fire-and-forget ack) failed: the client
                     // cannot match an error to it, so, as RabbitMQ closes the channel, the
@@ -184,10 +187,13 @@ async fn read(frames: &mut FramedRead<OwnedReadHalf, FrameCodec>, limit: Option<
 
 /// Sends a connection-level error (request id 0); the connection then closes.
 fn fatal(session: &Session, code: ErrorCode, message: &str) {
-    session.send(Envelope::new(
+    session.send(
         0,
-        Frame::Error(ErrorFrame::new(code, message)),
-    ));
+        Event::Error {
+            code,
+            text: message.to_owned(),
+        },
+    );
 }
 
 enum Flow {
@@ -206,42 +212,42 @@ async fn dispatch(
     max_frame_size: u32,
 ) -> Result<Flow, BrokerError> {
     let id = env.request_id;
-    let reply = |frame: Frame| session.send(Envelope::new(id, frame));
+    let reply = |event: Event| session.send(id, event);
     match env.frame {
         Frame::Heartbeat => {}
         Frame::Close(_) => {
-            reply(Frame::CloseOk);
+            reply(Event::CloseOk);
             return Ok(Flow::Close);
         }
         Frame::CloseOk => return Ok(Flow::Close),
         Frame::ExchangeDeclare(d) => {
             broker.declare_exchange(d).await?;
-            reply(Frame::Ok);
+            reply(Event::Ok);
         }
         Frame::ExchangeDelete(d) => {
             broker.delete_exchange(&d.name, d.if_unused).await?;
-            reply(Frame::Ok);
+            reply(Event::Ok);
         }
-        Frame::QueueDeclare(d) => reply(Frame::QueueDeclareOk(
+        Frame::QueueDeclare(d) => reply(Event::QueueDeclareOk(
             broker.declare_queue(session, d).await?,
         )),
         Frame::QueueDelete(d) => {
             let message_count = broker
                 .delete_queue(session, &d.name, d.if_unused, d.if_empty)
                 .await?;
-            reply(Frame::QueueDeleteOk { message_count });
+            reply(Event::QueueDeleteOk { message_count });
         }
         Frame::QueuePurge { name } => {
             let message_count = broker.purge_queue(session, &name).await?;
-            reply(Frame::QueuePurgeOk { message_count });
+            reply(Event::QueuePurgeOk { message_count });
         }
         Frame::QueueBind(b) => {
             broker.bind(session, b).await?;
-            reply(Frame::Ok);
+            reply(Event::Ok);
         }
         Frame::QueueUnbind(b) => {
             broker.unbind(session, b).await?;
-            reply(Frame::Ok);
+            reply(Event::Ok);
         }
         Frame::Publish(p) => {
             // A permit per publish in flight: when confirms lag, reading stops here and TCP
@@ -259,18 +265,18 @@ async fn dispatch(
         }
         Frame::Qos(q) => {
             session.set_prefetch(q.prefetch_count);
-            reply(Frame::Ok);
+            reply(Event::Ok);
         }
         Frame::Consume(c) => broker.consume(session, id, c)?,
         Frame::Cancel(t) => {
             broker
                 .cancel(session, &t.consumer_tag, t.keep_unacked)
                 .await?;
-            reply(Frame::Ok);
+            reply(Event::Ok);
         }
         Frame::Get(g) => match broker.get(session, g).await? {
-            Some(ok) => reply(Frame::GetOk(Box::new(ok))),
-            None => reply(Frame::GetEmpty),
+            Some(got) => reply(Event::GetOk(got)),
+            None => reply(Event::GetEmpty),
         },
         Frame::Ack(a) => {
             broker
@@ -312,7 +318,7 @@ async fn dispatch(
                     body.len()
                 )));
             }
-            reply(Frame::AdminOk { body });
+            reply(Event::AdminOk { json: body });
         }
         other => {
             return Err(BrokerError::UnexpectedFrame(format!(

@@ -1,6 +1,6 @@
-//! The connection's writer task: frames from the broker (replies, deliveries) and confirms
-//! from the store writer go onto the socket in batches — everything ready is fed, then one
-//! flush.
+//! The connection's writer task: events and deliveries from the broker and confirms from the
+//! store writer go onto the socket in batches — everything ready is fed, then one flush. Each
+//! event becomes its frame here (`encode.rs`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,6 +12,7 @@ use tokio_util::codec::FramedWrite;
 use tokio_util::sync::CancellationToken;
 use warren_protocol::{DeliverRef, Envelope, Frame, FrameCodec};
 
+use super::encode;
 use crate::broker::session::{Outbound, Session};
 
 /// Frames fed before a flush is forced, so one busy connection still writes regularly.
@@ -75,11 +76,15 @@ pub(super) async fn run(
         }
         session.replies.drain_into(&mut replies);
         wrote |= fed > 0 || !replies.is_empty();
-        for r in replies.drain(..) {
-            if matches!(r.frame, Frame::Confirm(_)) {
+        for (request_id, event) in replies.drain(..) {
+            if encode::is_confirm(&event) {
                 confirms += 1;
             }
-            if sink.feed(r).await.is_err() {
+            if sink
+                .feed(encode::envelope(request_id, event))
+                .await
+                .is_err()
+            {
                 return;
             }
         }
@@ -102,11 +107,11 @@ pub(super) async fn run(
 
 async fn write(sink: &mut Sink, m: Outbound, confirms: &mut usize) -> Result<(), std::io::Error> {
     match m {
-        Outbound::Frame(env) => {
-            if matches!(env.frame, Frame::Confirm(_)) {
+        Outbound::Event { request_id, event } => {
+            if encode::is_confirm(&event) {
                 *confirms += 1;
             }
-            sink.feed(env).await
+            sink.feed(encode::envelope(request_id, event)).await
         }
         Outbound::Deliver {
             consumer,
