@@ -1,8 +1,18 @@
-//! [`Queue`]: ready messages in FIFO order, the consumers sharing them round-robin, and the
-//! paging of bodies between memory and the store.
+//! [`Queue`]: one queue — its ready messages in FIFO order, the consumers sharing them
+//! round-robin, expiry, delayed requeues, overflow, the settle policy and the paging of
+//! bodies between memory and the store.
+//!
+//! The queue is a state machine with a thin shell around it:
+//!
+//! | file | what it holds |
+//! |---|---|
+//! | `state.rs` | [`QueueCore`]: the state and every rule that changes it, with no I/O and no clock: each method takes `now` and writes what must happen into an [`Effects`] |
+//! | `settle.rs` | the settle policy: requeue at the head, delay (backoff), delivery limit, dead-letter on reject |
+//! | `mod.rs` | [`Queue`], the shell: the lock, the clock, and carrying out effects against sessions, the store and the dead-letter task |
 //!
 //! Every field that changes lives in one `parking_lot::Mutex` held only for short, non-async
-//! sections. Lock order: a queue's lock may be held while taking a session's lock, never the
+//! sections; effects are carried out before it is released, so deliveries leave in queue
+//! order. Lock order: a queue's lock may be held while taking a session's lock, never the
 //! reverse.
 //!
 //! # Memory policy
@@ -12,8 +22,15 @@
 //! reach of a consumer the queue reads a batch of bodies back from a store snapshot, off the
 //! async threads. Transient messages are never paged: they exist only in memory.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
+mod settle;
+mod state;
+
+pub use settle::{verdict, Verdict};
+pub use state::{
+    ConsumerSlot, Delivery, Effects, EntryUpdate, QueueCore, QueueCounts, REFILL_BATCH,
+};
+
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -24,13 +41,10 @@ use warren_protocol::FieldTable;
 use super::commit::BrokerStore;
 use super::consumer::Consumer;
 use super::dead_letter::{DeadLetterJob, DeadLetterReason, DeadLetterTask};
-use super::queue_args::{Overflow, QueueArgs};
+use super::queue_args::QueueArgs;
 use super::session::{Outbound, Unacked};
 use crate::clock::Clock;
 use crate::message::{Message, QueuedMessage};
-
-/// How many paged-out bodies one refill reads.
-const REFILL_BATCH: usize = 512;
 
 /// What every queue shares: the store to page from and the runtime to page on.
 #[derive(Debug)]
@@ -86,45 +100,40 @@ pub struct Queue {
     pub arguments: FieldTable,
     /// The arguments Warren acts on, parsed and validated.
     pub args: QueueArgs,
+    /// Mirrors the core's own flag so routing can ask without the lock.
     deleted: AtomicBool,
     /// Last use (consume, get, declare), ms since the epoch, for `x-expires`.
     last_used: AtomicU64,
     /// Message counters, for listings and metrics.
     pub stats: QueueStats,
-    state: Mutex<QueueState>,
+    state: Mutex<Locked>,
     ctx: Arc<QueueContext>,
 }
 
-#[derive(Debug, Default)]
-struct QueueState {
-    ready: VecDeque<QueuedMessage>,
-    ready_bytes: u64,
-    resident_bytes: u64,
-    unacked: u64,
-    consumers: Vec<Arc<Consumer>>,
-    next_consumer: usize,
-    had_consumer: bool,
-    refilling: bool,
-    /// Requeued with a delay: not ready until their time, `(ready at, id)` order.
-    delayed: BTreeMap<(u64, u64), QueuedMessage>,
-    /// `(expires at, id)` of ready messages that can expire; stale entries (for messages
-    /// already delivered) are skipped when they come up.
-    expiry: BinaryHeap<Reverse<(u64, u64)>>,
+/// What the lock guards: the state machine, and the effects buffer it writes into (kept
+/// between calls so its vectors keep their capacity).
+#[derive(Debug)]
+struct Locked {
+    core: QueueCore<Arc<Consumer>>,
+    fx: Effects<Arc<Consumer>>,
 }
 
-/// A snapshot of a queue's counters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct QueueCounts {
-    /// Ready messages.
-    pub ready: u64,
-    /// Ready bytes.
-    pub ready_bytes: u64,
-    /// Delivered, not yet settled.
-    pub unacked: u64,
-    /// Attached consumers.
-    pub consumers: u32,
-    /// Waiting out a requeue delay.
-    pub delayed: u64,
+impl ConsumerSlot for Arc<Consumer> {
+    fn no_ack(&self) -> bool {
+        self.no_ack
+    }
+}
+
+/// The core's credit callback for real consumers: takes one credit if `c` has any. Counting
+/// it here (`on_sent`), as the core decides, is what stops one dispatch from overfilling a
+/// consumer.
+fn take_credit(c: &Arc<Consumer>) -> bool {
+    if c.has_credit() {
+        c.on_sent();
+        true
+    } else {
+        false
+    }
 }
 
 /// A queue's message counters (totals since the queue was created or recovered) and the
@@ -198,6 +207,7 @@ impl Queue {
             arguments,
             args,
         } = settings;
+        let core = QueueCore::new(args.clone(), ctx.window_bytes);
         Arc::new(Queue {
             id,
             name,
@@ -209,7 +219,10 @@ impl Queue {
             deleted: AtomicBool::new(false),
             last_used: AtomicU64::new(ctx.clock.now_ms()),
             stats: QueueStats::default(),
-            state: Mutex::new(QueueState::default()),
+            state: Mutex::new(Locked {
+                core,
+                fx: Effects::default(),
+            }),
             ctx,
         })
     }
@@ -221,14 +234,7 @@ impl Queue {
 
     /// Its counters.
     pub fn counts(&self) -> QueueCounts {
-        let st = self.state.lock();
-        QueueCounts {
-            ready: st.ready.len() as u64,
-            ready_bytes: st.ready_bytes,
-            unacked: st.unacked,
-            consumers: u32::try_from(st.consumers.len()).unwrap_or(u32::MAX),
-            delayed: st.delayed.len() as u64,
-        }
+        self.state.lock().core.counts()
     }
 
     /// Records a use (consume, get, redeclare) for `x-expires`.
@@ -240,14 +246,7 @@ impl Queue {
     /// Whether the queue has room for one more message of `size` bytes after `pending` ones
     /// already accepted in this commit (its `x-max-length` and `x-max-length-bytes`).
     pub fn admits(&self, pending: (u64, u64), size: u64) -> bool {
-        let st = self.state.lock();
-        let count = st.ready.len() as u64 + pending.0;
-        let bytes = st.ready_bytes + pending.1;
-        self.args.max_length.is_none_or(|max| count < max)
-            && self
-                .args
-                .max_length_bytes
-                .is_none_or(|max| bytes + size <= max)
+        self.state.lock().core.admits(pending, size)
     }
 
     /// Hands messages that left the queue to the dead-letter task.
@@ -273,114 +272,100 @@ impl Queue {
         }
     }
 
-    /// Drops ready messages from the head while the queue is over its length limits
-    /// (`x-overflow` `drop-head`); returns them.
-    fn drop_head_over_limit(&self, st: &mut QueueState) -> Vec<QueuedMessage> {
-        let mut dropped = Vec::new();
-        if self.args.overflow != Overflow::DropHead {
-            return dropped;
+    /// Runs `change` on the core under the lock, then dispatches and carries out everything
+    /// both asked for, still under the lock (so deliveries leave in queue order).
+    fn change<R>(
+        self: &Arc<Self>,
+        change: impl FnOnce(&mut QueueCore<Arc<Consumer>>, u64, &mut Effects<Arc<Consumer>>) -> R,
+    ) -> R {
+        let now = self.ctx.clock.now_ms();
+        let mut st = self.state.lock();
+        let Locked { core, fx } = &mut *st;
+        let r = change(core, now, fx);
+        core.dispatch(now, &mut take_credit, fx);
+        self.apply(fx, now);
+        r
+    }
+
+    /// Carries out effects: store updates, deliveries (recorded in their sessions and sent to
+    /// their connections), store removals, dead letters, a refill. Leaves `fx` empty.
+    fn apply(self: &Arc<Self>, fx: &mut Effects<Arc<Consumer>>, now: u64) {
+        for u in fx.updates.drain(..) {
+            self.ctx
+                .store
+                .update_entry(self.id, u.id, u.delivery_count, u.ready_at);
         }
-        loop {
-            let over_count = self
-                .args
-                .max_length
-                .is_some_and(|max| st.ready.len() as u64 > max);
-            let over_bytes = self
-                .args
-                .max_length_bytes
-                .is_some_and(|max| st.ready_bytes > max);
-            if !(over_count || over_bytes) {
-                return dropped;
-            }
-            let Some(e) = st.ready.pop_front() else {
-                return dropped;
-            };
-            take_accounting(st, &e);
-            dropped.push(e);
+        if !fx.deliveries.is_empty() {
+            self.stats
+                .delivered
+                .fetch_add(fx.deliveries.len() as u64, Ordering::Relaxed);
+        }
+        for Delivery { consumer, entry } in fx.deliveries.drain(..) {
+            let tracked = (!consumer.no_ack).then(|| Unacked {
+                queue: self.clone(),
+                consumer: Some(consumer.clone()),
+                entry: entry.clone(),
+                delivered_at_ms: now,
+            });
+            let delivery_tag = consumer.session.record_delivery(tracked);
+            self.ctx.stats.count_delivery(entry.delivery_count > 0);
+            let session = consumer.session.clone();
+            let _ = session.outbound.send(Outbound::Deliver {
+                consumer,
+                delivery_tag,
+                entry,
+            });
+        }
+        if !fx.removals.is_empty() {
+            let rows = fx.removals.drain(..).map(|id| (self.id, id)).collect();
+            self.ctx.store.remove_internal(rows);
+        }
+        for (reason, entries) in fx.dead_letters.drain(..) {
+            self.dead_letter(entries, reason);
+        }
+        if !fx.refill.is_empty() {
+            self.start_refill(std::mem::take(&mut fx.refill));
         }
     }
 
     /// Appends a message (after its commit) and hands it on if a consumer has room. A queue
     /// over its length limit drops (dead-letters) from the head.
-    pub fn enqueue(self: &Arc<Self>, mut entry: QueuedMessage) {
-        let mut st = self.state.lock();
-        if self.is_deleted() {
-            return;
-        }
-        st.ready_bytes += u64::from(entry.size);
-        if entry.message.is_some() {
-            if entry.stored && st.resident_bytes >= self.ctx.window_bytes {
-                entry.message = None;
-            } else {
-                st.resident_bytes += u64::from(entry.size);
+    pub fn enqueue(self: &Arc<Self>, entry: QueuedMessage) {
+        self.change(|core, _, fx| {
+            if !core.deleted() {
+                core.enqueue(entry, fx);
+                self.stats.published.fetch_add(1, Ordering::Relaxed);
             }
-        }
-        if entry.expires_at != 0 {
-            st.expiry.push(Reverse((entry.expires_at, entry.id)));
-            compact_expiry(&mut st);
-        }
-        st.ready.push_back(entry);
-        self.stats.published.fetch_add(1, Ordering::Relaxed);
-        let dropped = self.drop_head_over_limit(&mut st);
-        self.dispatch_locked(&mut st);
-        drop(st);
-        self.dead_letter(dropped, DeadLetterReason::MaxLen);
+        });
     }
 
     /// Loads recovered messages (ids ascending). Bodies come later, by paging; entries with a
     /// pending requeue delay wait in the delayed set.
     pub fn restore(self: &Arc<Self>, entries: impl IntoIterator<Item = (QueuedMessage, u64)>) {
-        let mut st = self.state.lock();
-        for (e, ready_at) in entries {
-            if ready_at > 0 {
-                st.delayed.insert((ready_at, e.id), e);
-                continue;
-            }
-            st.ready_bytes += u64::from(e.size);
-            if e.expires_at != 0 {
-                st.expiry.push(Reverse((e.expires_at, e.id)));
-            }
-            st.ready.push_back(e);
-        }
+        self.state.lock().core.restore(entries);
     }
 
     /// Puts settled-but-requeued deliveries back at the head, in their original order.
     pub fn requeue(self: &Arc<Self>, entries: Vec<QueuedMessage>) {
-        let mut st = self.state.lock();
-        st.unacked = st.unacked.saturating_sub(entries.len() as u64);
-        self.push_front_locked(&mut st, entries);
-        self.dispatch_locked(&mut st);
-    }
-
-    fn push_front_locked(&self, st: &mut QueueState, mut entries: Vec<QueuedMessage>) {
-        if self.is_deleted() || entries.is_empty() {
-            return;
-        }
-        entries.sort_unstable_by_key(|e| e.id);
-        for e in entries.into_iter().rev() {
-            st.ready_bytes += u64::from(e.size);
-            if e.message.is_some() {
-                st.resident_bytes += u64::from(e.size);
-            }
-            if e.expires_at != 0 {
-                st.expiry.push(Reverse((e.expires_at, e.id)));
-            }
-            st.ready.push_front(e);
-        }
+        self.change(|core, _, _| core.requeue(entries));
     }
 
     /// Holds settled deliveries until `ready_at` (ms since the epoch), then puts them back at
     /// the head (see [`Queue::tick`]).
     pub fn delay(self: &Arc<Self>, entries: Vec<(QueuedMessage, u64)>) {
-        let mut st = self.state.lock();
-        st.unacked = st.unacked.saturating_sub(entries.len() as u64);
-        if self.is_deleted() {
-            return;
-        }
-        for (e, ready_at) in entries {
-            st.delayed.insert((ready_at, e.id), e);
-        }
-        self.dispatch_locked(&mut st);
+        self.change(|core, _, _| core.delay(entries));
+    }
+
+    /// Settles deliveries that failed (nack/reject with requeue, after `delay_ms` if the
+    /// request gave one; a lost consumer or connection) by the queue's settle policy:
+    /// requeue at the head, delay, or dead-letter past `x-delivery-limit` (`settle.rs`).
+    pub fn fail(self: &Arc<Self>, entries: Vec<QueuedMessage>, delay_ms: Option<u64>) {
+        self.change(|core, now, fx| core.fail(entries, delay_ms, now, fx));
+    }
+
+    /// Settles deliveries refused without requeue: dead letters with reason `rejected`.
+    pub fn reject(self: &Arc<Self>, entries: Vec<QueuedMessage>) {
+        self.change(|core, _, fx| core.reject(entries, fx));
     }
 
     /// Periodic work, driven by the broker's ticker: expires due messages (dead-lettering
@@ -388,179 +373,29 @@ impl Queue {
     /// idle for its `x-expires`.
     pub fn tick(self: &Arc<Self>, now: u64) -> Tick {
         let mut st = self.state.lock();
-        let mut due = Vec::new();
-        while let Some(entry) = st.delayed.first_entry() {
-            if entry.key().0 > now {
-                break;
-            }
-            due.push(entry.remove());
-        }
-        self.push_front_locked(&mut st, due);
-        let expired = self.expire_locked(&mut st, now);
-        self.dispatch_locked(&mut st);
+        let Locked { core, fx } = &mut *st;
+        core.tick(now, fx);
+        core.dispatch(now, &mut take_credit, fx);
+        self.apply(fx, now);
         let idle = self.args.expires_ms.is_some_and(|ttl| {
-            st.consumers.is_empty()
+            core.consumers().is_empty()
                 && now.saturating_sub(self.last_used.load(Ordering::Relaxed)) >= ttl
         });
-        drop(st);
-        self.dead_letter(expired, DeadLetterReason::Expired);
         Tick { idle_expired: idle }
-    }
-
-    /// Removes every ready message whose time has come, wherever it is in the queue.
-    fn expire_locked(&self, st: &mut QueueState, now: u64) -> Vec<QueuedMessage> {
-        let mut due = HashSet::new();
-        while let Some(Reverse((at, id))) = st.expiry.peek().copied() {
-            if at > now {
-                break;
-            }
-            st.expiry.pop();
-            due.insert(id);
-        }
-        if due.is_empty() {
-            return Vec::new();
-        }
-        let mut expired = Vec::new();
-        // Usually the expired messages are the oldest: take them from the head first.
-        while let Some(head) = st.ready.front() {
-            if !(due.contains(&head.id) && head.expires_at != 0 && head.expires_at <= now) {
-                break;
-            }
-            if let Some(e) = st.ready.pop_front() {
-                take_accounting(st, &e);
-                expired.push(e);
-            }
-        }
-        let behind_head = st
-            .ready
-            .iter()
-            .any(|e| e.expires_at != 0 && e.expires_at <= now && due.contains(&e.id));
-        if behind_head {
-            let mut kept = VecDeque::with_capacity(st.ready.len());
-            for e in std::mem::take(&mut st.ready) {
-                if e.expires_at != 0 && e.expires_at <= now && due.contains(&e.id) {
-                    take_accounting(st, &e);
-                    expired.push(e);
-                } else {
-                    kept.push_back(e);
-                }
-            }
-            st.ready = kept;
-        }
-        expired
     }
 
     /// Records that `n` deliveries from this queue were settled without requeue.
     pub fn settled(self: &Arc<Self>, n: u64) {
-        let mut st = self.state.lock();
-        st.unacked = st.unacked.saturating_sub(n);
-        self.dispatch_locked(&mut st);
+        self.change(|core, _, _| core.settled(n));
     }
 
     /// Hands ready messages to consumers with credit, round-robin.
     pub fn dispatch(self: &Arc<Self>) {
-        let mut st = self.state.lock();
-        self.dispatch_locked(&mut st);
+        self.change(|_, _, _| ());
     }
 
-    fn dispatch_locked(self: &Arc<Self>, st: &mut QueueState) {
-        let n = st.consumers.len();
-        if n == 0 || self.is_deleted() {
-            return;
-        }
-        let mut no_ack_removed = Vec::new();
-        let mut expired = Vec::new();
-        let mut now = 0;
-        let mut idle = 0;
-        while idle < n {
-            let Some(head) = st.ready.front() else { break };
-            if head.expires_at != 0 {
-                // An expired message is never delivered.
-                if now == 0 {
-                    now = self.ctx.clock.now_ms();
-                }
-                if head.expires_at <= now {
-                    if let Some(e) = st.ready.pop_front() {
-                        take_accounting(st, &e);
-                        expired.push(e);
-                    }
-                    continue;
-                }
-            }
-            if head.message.is_none() {
-                self.start_refill(st);
-                break;
-            }
-            let idx = st.next_consumer % n;
-            st.next_consumer = st.next_consumer.wrapping_add(1);
-            let Some(consumer) = st.consumers.get(idx).cloned() else {
-                break;
-            };
-            if !consumer.has_credit() {
-                idle += 1;
-                continue;
-            }
-            idle = 0;
-            let Some(entry) = st.ready.pop_front() else {
-                break;
-            };
-            take_accounting(st, &entry);
-            let tracked = if consumer.no_ack {
-                if entry.stored {
-                    no_ack_removed.push((self.id, entry.id));
-                }
-                None
-            } else {
-                st.unacked += 1;
-                Some(Unacked {
-                    queue: self.clone(),
-                    consumer: Some(consumer.clone()),
-                    entry: entry.clone(),
-                    delivered_at_ms: self.ctx.clock.now_ms(),
-                })
-            };
-            let delivery_tag = consumer.session.record_delivery(tracked);
-            consumer.on_sent();
-            self.stats.delivered.fetch_add(1, Ordering::Relaxed);
-            self.ctx.stats.count_delivery(entry.delivery_count > 0);
-            let _ = consumer.session.outbound.send(Outbound::Deliver {
-                consumer: consumer.clone(),
-                delivery_tag,
-                entry,
-            });
-        }
-        if !no_ack_removed.is_empty() {
-            self.ctx.store.remove_internal(no_ack_removed);
-        }
-        if !expired.is_empty() {
-            self.stats
-                .dead_lettered
-                .fetch_add(expired.len() as u64, Ordering::Relaxed);
-            // Called with the lock held: hand them over without taking it again.
-            let job = DeadLetterJob {
-                queue: self.clone(),
-                entries: expired,
-                reason: DeadLetterReason::Expired,
-            };
-            let _ = self.ctx.dead_letters.send(DeadLetterTask::Job(job));
-        }
-    }
-
-    fn start_refill(self: &Arc<Self>, st: &mut QueueState) {
-        if st.refilling {
-            return;
-        }
-        let ids: Vec<u64> = st
-            .ready
-            .iter()
-            .filter(|e| e.message.is_none())
-            .take(REFILL_BATCH)
-            .map(|e| e.id)
-            .collect();
-        if ids.is_empty() {
-            return;
-        }
-        st.refilling = true;
+    /// Reads a batch of paged-out bodies on a blocking thread, then hands them to the core.
+    fn start_refill(self: &Arc<Self>, ids: Vec<u64>) {
         let queue = self.clone();
         let store = self.ctx.store.clone();
         self.ctx.runtime.spawn_blocking(move || {
@@ -574,81 +409,37 @@ impl Queue {
         ids: &[u64],
         loaded: Result<Vec<Option<Arc<Message>>>, crate::store::StoreError>,
     ) {
-        let mut st = self.state.lock();
-        st.refilling = false;
         let loaded = match loaded {
             Ok(l) => l,
             Err(e) => {
+                self.state.lock().core.refill_failed();
                 tracing::error!(queue = %self.name, error = %e, "paging message bodies in failed");
                 return;
             }
         };
-        let mut by_id: HashMap<u64, Option<Arc<Message>>> =
-            ids.iter().copied().zip(loaded).collect();
-        let scan_limit = ids.len().saturating_mul(4).max(REFILL_BATCH);
-        let mut resident_added = 0u64;
-        let mut missing = Vec::new();
-        for (i, e) in st.ready.iter_mut().enumerate() {
-            if by_id.is_empty() || i >= scan_limit {
-                break;
+        self.change(|core, _, fx| {
+            let missing = core.finish_refill(ids, loaded, fx);
+            if !missing.is_empty() {
+                // A queue entry whose message row is gone: the store is inconsistent. Say so
+                // loudly; the core dropped the entries, which cannot be delivered.
+                tracing::error!(queue = %self.name, ids = ?missing, "queue entries without a stored message; dropping them");
             }
-            if e.message.is_some() {
-                continue;
-            }
-            match by_id.remove(&e.id) {
-                Some(Some(m)) => {
-                    e.message = Some(m);
-                    resident_added += u64::from(e.size);
-                }
-                Some(None) => missing.push(e.id),
-                None => {}
-            }
-        }
-        st.resident_bytes += resident_added;
-        if !missing.is_empty() {
-            // A queue entry whose message row is gone: the store is inconsistent. Say so
-            // loudly and drop the entries, which cannot be delivered.
-            tracing::error!(queue = %self.name, ids = ?missing, "queue entries without a stored message; dropping them");
-            st.ready.retain(|e| !missing.contains(&e.id));
-            let gone: Vec<(u64, u64)> = missing.iter().map(|m| (self.id, *m)).collect();
-            self.ctx.store.remove_internal(gone);
-        }
-        self.dispatch_locked(&mut st);
+        });
     }
 
     /// Takes the head message for `Get`. Its body may still need loading
     /// ([`Queue::load_body`]). Returns the message and how many stay ready.
     pub fn take_one(self: &Arc<Self>, no_ack: bool) -> Option<(QueuedMessage, u64)> {
         self.touch();
-        let mut st = self.state.lock();
         let now = self.ctx.clock.now_ms();
-        let mut expired = Vec::new();
-        let entry = loop {
-            let e = st.ready.pop_front()?;
-            take_accounting(&mut st, &e);
-            if e.expires_at != 0 && e.expires_at <= now {
-                expired.push(e);
-                continue;
-            }
-            break e;
-        };
-        if !expired.is_empty() {
-            self.stats
-                .dead_lettered
-                .fetch_add(expired.len() as u64, Ordering::Relaxed);
-            let job = DeadLetterJob {
-                queue: self.clone(),
-                entries: expired,
-                reason: DeadLetterReason::Expired,
-            };
-            let _ = self.ctx.dead_letters.send(DeadLetterTask::Job(job));
-        }
-        if !no_ack {
-            st.unacked += 1;
-        }
+        let mut st = self.state.lock();
+        let Locked { core, fx } = &mut *st;
+        let taken = core.take_one(now, no_ack, fx);
+        self.apply(fx, now);
+        let (entry, left) = taken?;
         self.stats.delivered.fetch_add(1, Ordering::Relaxed);
         self.ctx.stats.count_delivery(entry.delivery_count > 0);
-        Some((entry, st.ready.len() as u64))
+        Some((entry, left))
     }
 
     /// Reads a paged-out body back from the store.
@@ -656,16 +447,7 @@ impl Queue {
         &self,
         entry: &mut QueuedMessage,
     ) -> Result<(), crate::store::StoreError> {
-        if entry.message.is_some() {
-            return Ok(());
-        }
-        let store = self.ctx.store.clone();
-        let id = entry.id;
-        let loaded = tokio::task::spawn_blocking(move || store.read_messages(&[id]))
-            .await
-            .map_err(|_| crate::store::StoreError::Closed)??;
-        entry.message = loaded.into_iter().next().flatten();
-        Ok(())
+        self.load_bodies(std::slice::from_mut(entry)).await
     }
 
     /// Attaches a consumer and starts deliveries to it.
@@ -675,21 +457,21 @@ impl Queue {
     /// wants exclusivity and others are attached.
     pub fn add_consumer(self: &Arc<Self>, consumer: Arc<Consumer>) -> Result<(), String> {
         self.touch();
-        let mut st = self.state.lock();
-        if st.consumers.iter().any(|c| c.exclusive) {
-            return Err(format!("queue '{}' has an exclusive consumer", self.name));
-        }
-        if consumer.exclusive && !st.consumers.is_empty() {
-            return Err(format!(
-                "cannot consume queue '{}' exclusively: it has {} consumer(s)",
-                self.name,
-                st.consumers.len()
-            ));
-        }
-        st.consumers.push(consumer);
-        st.had_consumer = true;
-        self.dispatch_locked(&mut st);
-        Ok(())
+        self.change(|core, _, _| {
+            let consumers = core.consumers();
+            if consumers.iter().any(|c| c.exclusive) {
+                return Err(format!("queue '{}' has an exclusive consumer", self.name));
+            }
+            if consumer.exclusive && !consumers.is_empty() {
+                return Err(format!(
+                    "cannot consume queue '{}' exclusively: it has {} consumer(s)",
+                    self.name,
+                    consumers.len()
+                ));
+            }
+            core.add_consumer(consumer);
+            Ok(())
+        })
     }
 
     /// Detaches a consumer. Returns true when the queue should now be auto-deleted.
@@ -697,8 +479,8 @@ impl Queue {
         consumer.deactivate();
         self.touch();
         let mut st = self.state.lock();
-        st.consumers.retain(|c| !Arc::ptr_eq(c, consumer));
-        self.auto_delete && st.had_consumer && st.consumers.is_empty() && !self.is_deleted()
+        let none_left = st.core.remove_consumer(|c| Arc::ptr_eq(c, consumer));
+        self.auto_delete && none_left && !self.is_deleted()
     }
 
     /// Copies of the ready messages, head first (at most `limit`): a look that changes
@@ -706,8 +488,8 @@ impl Queue {
     pub fn ready_snapshot(&self, limit: usize) -> Vec<QueuedMessage> {
         self.state
             .lock()
-            .ready
-            .iter()
+            .core
+            .ready()
             .take(limit)
             .cloned()
             .collect()
@@ -715,43 +497,12 @@ impl Queue {
 
     /// Removes the ready messages with these ids (those still there), in queue order.
     pub fn take_ids(&self, ids: &HashSet<u64>) -> Vec<QueuedMessage> {
-        let mut st = self.state.lock();
-        let mut taken = Vec::new();
-        let mut kept = VecDeque::with_capacity(st.ready.len());
-        for e in std::mem::take(&mut st.ready) {
-            if ids.contains(&e.id) {
-                taken.push(e);
-            } else {
-                kept.push_back(e);
-            }
-        }
-        st.ready = kept;
-        for e in &taken {
-            take_accounting(&mut st, e);
-        }
-        taken
+        self.state.lock().core.take_ids(ids)
     }
 
     /// Puts a taken ready message back where its id places it (a replay its targets refused).
     pub fn put_back(self: &Arc<Self>, entry: QueuedMessage) {
-        let mut st = self.state.lock();
-        if self.is_deleted() {
-            return;
-        }
-        st.ready_bytes += u64::from(entry.size);
-        if entry.message.is_some() {
-            st.resident_bytes += u64::from(entry.size);
-        }
-        if entry.expires_at != 0 {
-            st.expiry.push(Reverse((entry.expires_at, entry.id)));
-        }
-        let at = st
-            .ready
-            .iter()
-            .position(|e| e.id > entry.id)
-            .unwrap_or(st.ready.len());
-        st.ready.insert(at, entry);
-        self.dispatch_locked(&mut st);
+        self.change(|core, _, _| core.put_back(entry));
     }
 
     /// Reads the bodies of paged-out entries back from the store, in one snapshot.
@@ -785,17 +536,13 @@ impl Queue {
 
     /// Its consumers, for listings.
     pub fn consumers(&self) -> Vec<Arc<Consumer>> {
-        self.state.lock().consumers.clone()
+        self.state.lock().core.consumers().to_vec()
     }
 
     /// Removes every ready message; returns the removed ones (their store rows are the
     /// caller's to delete).
     pub fn purge(&self) -> Vec<QueuedMessage> {
-        let mut st = self.state.lock();
-        st.ready_bytes = 0;
-        st.resident_bytes = 0;
-        st.expiry.clear();
-        st.ready.drain(..).collect()
+        self.state.lock().core.purge()
     }
 
     /// Marks the queue deleted and empties it. Returns its consumers (to notify) and the
@@ -803,40 +550,11 @@ impl Queue {
     pub fn mark_deleted(&self) -> (Vec<Arc<Consumer>>, u64) {
         let mut st = self.state.lock();
         self.deleted.store(true, Ordering::Release);
-        let count = st.ready.len() as u64 + st.delayed.len() as u64;
-        st.ready.clear();
-        st.delayed.clear();
-        st.expiry.clear();
-        st.ready_bytes = 0;
-        st.resident_bytes = 0;
-        let consumers: Vec<Arc<Consumer>> = st.consumers.drain(..).collect();
+        let (consumers, count) = st.core.delete();
         for c in &consumers {
             c.deactivate();
         }
         (consumers, count)
-    }
-}
-
-/// Rebuilds the expiry heap from the ready messages when stale entries (messages already
-/// delivered) dominate it. Without this a busy queue with a long TTL would keep one heap
-/// entry per message it ever held until each TTL ran out. Amortised O(1) per enqueue.
-fn compact_expiry(st: &mut QueueState) {
-    if st.expiry.len() <= 1024 || st.expiry.len() <= 2 * st.ready.len() {
-        return;
-    }
-    st.expiry = st
-        .ready
-        .iter()
-        .filter(|e| e.expires_at != 0)
-        .map(|e| Reverse((e.expires_at, e.id)))
-        .collect();
-}
-
-/// Keeps the byte counters right when a message leaves the ready list.
-fn take_accounting(st: &mut QueueState, e: &QueuedMessage) {
-    st.ready_bytes = st.ready_bytes.saturating_sub(u64::from(e.size));
-    if e.message.is_some() {
-        st.resident_bytes = st.resident_bytes.saturating_sub(u64::from(e.size));
     }
 }
 
@@ -846,34 +564,6 @@ mod tests {
     use crate::clock::ManualClock;
     use std::time::Duration;
     use warren_protocol::FieldValue;
-
-    fn entry(id: u64, expires_at: u64) -> QueuedMessage {
-        QueuedMessage {
-            id,
-            message: None,
-            size: 1,
-            delivery_count: 0,
-            stored: false,
-            expires_at,
-        }
-    }
-
-    #[test]
-    fn the_expiry_heap_does_not_keep_entries_of_delivered_messages() {
-        let mut st = QueueState::default();
-        // 5,000 messages with a TTL went through; 10 are still ready, 3 of them with a TTL.
-        for id in 0..5_000 {
-            st.expiry.push(Reverse((1_000_000 + id, id)));
-        }
-        for id in 5_000..5_010 {
-            st.ready
-                .push_back(entry(id, if id % 3 == 0 { 2_000_000 } else { 0 }));
-        }
-        compact_expiry(&mut st);
-        let left: Vec<u64> = st.expiry.iter().map(|Reverse((_, id))| *id).collect();
-        assert_eq!(left.len(), 3, "{left:?}");
-        assert!(left.iter().all(|id| *id >= 5_000));
-    }
 
     /// A queue on a [`ManualClock`], with a real store in a temporary directory (for
     /// paging, unused here) and the dead-letter channel's receiving end in the test's hands.
@@ -1040,15 +730,5 @@ mod tests {
                 (DeadLetterReason::MaxLen, vec![2])
             ]
         );
-    }
-
-    #[test]
-    fn a_small_heap_is_left_alone() {
-        let mut st = QueueState::default();
-        for id in 0..100 {
-            st.expiry.push(Reverse((1, id)));
-        }
-        compact_expiry(&mut st);
-        assert_eq!(st.expiry.len(), 100);
     }
 }
