@@ -22,6 +22,8 @@
 //! reach of a consumer the queue reads a batch of bodies back from a store snapshot, off the
 //! async threads. Transient messages are never paged: they exist only in memory.
 
+#[cfg(test)]
+mod model;
 mod settle;
 mod state;
 
