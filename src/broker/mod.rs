@@ -158,6 +158,7 @@ impl Broker {
         let ctx = Arc::new(QueueContext {
             stats: stats.clone(),
             store: store.clone(),
+            bodies: Arc::new(store.clone()),
             runtime: tokio::runtime::Handle::current(),
             window_bytes: config.queue_window_bytes,
             dead_letters,

@@ -8,6 +8,7 @@
 //! |---|---|
 //! | `state.rs` | [`QueueCore`]: the state and every rule that changes it, with no I/O and no clock: each method takes `now` and writes what must happen into an [`Effects`] |
 //! | `settle.rs` | the settle policy: requeue at the head, delay (backoff), delivery limit, dead-letter on reject |
+//! | `paging.rs` | [`BodySource`]: where paged-out bodies are read back from (the store; a map in tests) |
 //! | `mod.rs` | [`Queue`], the shell: the lock, the clock, and carrying out effects against sessions, the store and the dead-letter task |
 //!
 //! Every field that changes lives in one `parking_lot::Mutex` held only for short, non-async
@@ -24,9 +25,11 @@
 
 #[cfg(test)]
 mod model;
+mod paging;
 mod settle;
 mod state;
 
+pub use paging::{BodySource, MemoryBodies};
 pub use settle::{verdict, Verdict};
 pub use state::{
     ConsumerSlot, Delivery, Effects, EntryUpdate, QueueCore, QueueCounts, REFILL_BATCH,
@@ -48,11 +51,13 @@ use super::session::{Outbound, Unacked};
 use crate::clock::Clock;
 use crate::message::{Message, QueuedMessage};
 
-/// What every queue shares: the store to page from and the runtime to page on.
+/// What every queue shares: the store, where to page bodies from and the runtime to page on.
 #[derive(Debug)]
 pub struct QueueContext {
-    /// The store.
+    /// The store (removals and entry updates the queue raises).
     pub store: BrokerStore,
+    /// Where paged-out bodies are read back from: the store, in the broker.
+    pub bodies: Arc<dyn BodySource>,
     /// Runtime for the blocking reads.
     pub runtime: tokio::runtime::Handle,
     /// Bytes of ready bodies a queue keeps in memory before paging new stored ones out.
@@ -399,9 +404,9 @@ impl Queue {
     /// Reads a batch of paged-out bodies on a blocking thread, then hands them to the core.
     fn start_refill(self: &Arc<Self>, ids: Vec<u64>) {
         let queue = self.clone();
-        let store = self.ctx.store.clone();
+        let bodies = self.ctx.bodies.clone();
         self.ctx.runtime.spawn_blocking(move || {
-            let loaded = store.read_messages(&ids);
+            let loaded = bodies.read_bodies(&ids);
             queue.finish_refill(&ids, loaded);
         });
     }
@@ -523,9 +528,9 @@ impl Queue {
         if ids.is_empty() {
             return Ok(());
         }
-        let store = self.ctx.store.clone();
+        let bodies = self.ctx.bodies.clone();
         let loaded = tokio::task::spawn_blocking(move || {
-            let l = store.read_messages(&ids);
+            let l = bodies.read_bodies(&ids);
             l.map(|l| ids.into_iter().zip(l).collect::<HashMap<_, _>>())
         })
         .await
@@ -567,27 +572,34 @@ mod tests {
     use std::time::Duration;
     use warren_protocol::FieldValue;
 
-    /// A queue on a [`ManualClock`], with a real store in a temporary directory (for
-    /// paging, unused here) and the dead-letter channel's receiving end in the test's hands.
+    /// A queue on a [`ManualClock`], with a real store in a temporary directory (for the
+    /// removals and updates it raises), bodies paged from a map, and the dead-letter channel's receiving end in the test's hands.
     struct Fixture {
         _dir: tempfile::TempDir,
         clock: Arc<ManualClock>,
         dead_letters: mpsc::UnboundedReceiver<DeadLetterTask>,
+        bodies: Arc<MemoryBodies>,
         ctx: Arc<QueueContext>,
     }
 
     const T0: u64 = 1_700_000_000_000;
 
     fn fixture() -> Fixture {
+        fixture_with_window(1 << 20)
+    }
+
+    fn fixture_with_window(window_bytes: u64) -> Fixture {
         let dir = tempfile::tempdir().expect("temp dir");
         let clock = Arc::new(ManualClock::new(T0));
         let hooks = crate::broker::commit::Hooks::new(clock.clone());
         let (store, _) = crate::store::Store::open_with(dir.path(), hooks).expect("store");
         let (tx, dead_letters) = mpsc::unbounded_channel();
+        let bodies = Arc::new(MemoryBodies::default());
         let ctx = Arc::new(QueueContext {
             store,
+            bodies: bodies.clone(),
             runtime: tokio::runtime::Handle::current(),
-            window_bytes: 1 << 20,
+            window_bytes,
             dead_letters: tx,
             stats: Arc::new(crate::broker::BrokerStats::default()),
             clock: clock.clone(),
@@ -596,6 +608,7 @@ mod tests {
             _dir: dir,
             clock,
             dead_letters,
+            bodies,
             ctx,
         }
     }
@@ -732,5 +745,44 @@ mod tests {
                 (DeadLetterReason::MaxLen, vec![2])
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn paged_out_bodies_are_read_back_before_delivery() {
+        let fx = fixture_with_window(2);
+        let q = queue(&fx, &[]);
+        for id in 1..=4 {
+            let mut m = message(id, 0);
+            m.stored = true;
+            fx.bodies.insert(id, m.message.clone().expect("body"));
+            q.enqueue(m);
+        }
+        let resident: Vec<bool> = q
+            .ready_snapshot(usize::MAX)
+            .iter()
+            .map(|e| e.message.is_some())
+            .collect();
+        assert_eq!(
+            resident,
+            [true, true, false, false],
+            "past the window: paged out"
+        );
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let session = crate::broker::session::Session::new(1, "test".into(), tx);
+        let consumer = Consumer::new("c".into(), &q, session, false, 0, false);
+        q.add_consumer(consumer).expect("consumer");
+        let mut ids = Vec::new();
+        while ids.len() < 4 {
+            let out = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .expect("a delivery in time")
+                .expect("channel open");
+            if let Outbound::Deliver { entry, .. } = out {
+                assert!(entry.message.is_some(), "delivered with its body");
+                ids.push(entry.id);
+            }
+        }
+        assert_eq!(ids, [1, 2, 3, 4]);
+        assert_eq!(q.counts().unacked, 4);
     }
 }
