@@ -283,19 +283,27 @@ impl Queue {
     /// both asked for, still under the lock (so deliveries leave in queue order).
     fn change<R>(
         self: &Arc<Self>,
-        change: impl FnOnce(&mut QueueCore<Arc<Consumer>>, u64, &mut Effects<Arc<Consumer>>) -> R,
+        change: impl FnOnce(&mut QueueCore<Arc<Consumer>>, &mut Effects<Arc<Consumer>>) -> R,
     ) -> R {
-        let now = self.ctx.clock.now_ms();
         let mut st = self.state.lock();
         let Locked { core, fx } = &mut *st;
-        let r = change(core, now, fx);
-        core.dispatch(now, &mut take_credit, fx);
+        let r = change(core, fx);
+        // The clock is read only when there is something to hand out: on the hot path a
+        // clock read per publish and per ack shows up in the instruction count.
+        let now = if core.can_dispatch() {
+            let now = self.ctx.clock.now_ms();
+            core.dispatch(now, &mut take_credit, fx);
+            now
+        } else {
+            0
+        };
         self.apply(fx, now);
         r
     }
 
     /// Carries out effects: store updates, deliveries (recorded in their sessions and sent to
-    /// their connections), store removals, dead letters, a refill. Leaves `fx` empty.
+    /// their connections, delivered at `now`), store removals, dead letters, a refill. Leaves
+    /// `fx` empty.
     fn apply(self: &Arc<Self>, fx: &mut Effects<Arc<Consumer>>, now: u64) {
         for u in fx.updates.drain(..) {
             self.ctx
@@ -338,7 +346,7 @@ impl Queue {
     /// Appends a message (after its commit) and hands it on if a consumer has room. A queue
     /// over its length limit drops (dead-letters) from the head.
     pub fn enqueue(self: &Arc<Self>, entry: QueuedMessage) {
-        self.change(|core, _, fx| {
+        self.change(|core, fx| {
             if !core.deleted() {
                 core.enqueue(entry, fx);
                 self.stats.published.fetch_add(1, Ordering::Relaxed);
@@ -354,25 +362,25 @@ impl Queue {
 
     /// Puts settled-but-requeued deliveries back at the head, in their original order.
     pub fn requeue(self: &Arc<Self>, entries: Vec<QueuedMessage>) {
-        self.change(|core, _, _| core.requeue(entries));
+        self.change(|core, _| core.requeue(entries));
     }
 
     /// Holds settled deliveries until `ready_at` (ms since the epoch), then puts them back at
     /// the head (see [`Queue::tick`]).
     pub fn delay(self: &Arc<Self>, entries: Vec<(QueuedMessage, u64)>) {
-        self.change(|core, _, _| core.delay(entries));
+        self.change(|core, _| core.delay(entries));
     }
 
     /// Settles deliveries that failed (nack/reject with requeue, after `delay_ms` if the
     /// request gave one; a lost consumer or connection) by the queue's settle policy:
     /// requeue at the head, delay, or dead-letter past `x-delivery-limit` (`settle.rs`).
     pub fn fail(self: &Arc<Self>, entries: Vec<QueuedMessage>, delay_ms: Option<u64>) {
-        self.change(|core, now, fx| core.fail(entries, delay_ms, now, fx));
+        self.change(|core, fx| core.fail(entries, delay_ms, self.ctx.clock.now_ms(), fx));
     }
 
     /// Settles deliveries refused without requeue: dead letters with reason `rejected`.
     pub fn reject(self: &Arc<Self>, entries: Vec<QueuedMessage>) {
-        self.change(|core, _, fx| core.reject(entries, fx));
+        self.change(|core, fx| core.reject(entries, fx));
     }
 
     /// Periodic work, driven by the broker's ticker: expires due messages (dead-lettering
@@ -393,12 +401,12 @@ impl Queue {
 
     /// Records that `n` deliveries from this queue were settled without requeue.
     pub fn settled(self: &Arc<Self>, n: u64) {
-        self.change(|core, _, _| core.settled(n));
+        self.change(|core, _| core.settled(n));
     }
 
     /// Hands ready messages to consumers with credit, round-robin.
     pub fn dispatch(self: &Arc<Self>) {
-        self.change(|_, _, _| ());
+        self.change(|_, _| ());
     }
 
     /// Reads a batch of paged-out bodies on a blocking thread, then hands them to the core.
@@ -424,7 +432,7 @@ impl Queue {
                 return;
             }
         };
-        self.change(|core, _, fx| {
+        self.change(|core, fx| {
             let missing = core.finish_refill(ids, loaded, fx);
             if !missing.is_empty() {
                 // A queue entry whose message row is gone: the store is inconsistent. Say so
@@ -464,7 +472,7 @@ impl Queue {
     /// wants exclusivity and others are attached.
     pub fn add_consumer(self: &Arc<Self>, consumer: Arc<Consumer>) -> Result<(), String> {
         self.touch();
-        self.change(|core, _, _| {
+        self.change(|core, _| {
             let consumers = core.consumers();
             if consumers.iter().any(|c| c.exclusive) {
                 return Err(format!("queue '{}' has an exclusive consumer", self.name));
@@ -509,7 +517,7 @@ impl Queue {
 
     /// Puts a taken ready message back where its id places it (a replay its targets refused).
     pub fn put_back(self: &Arc<Self>, entry: QueuedMessage) {
-        self.change(|core, _, _| core.put_back(entry));
+        self.change(|core, _| core.put_back(entry));
     }
 
     /// Reads the bodies of paged-out entries back from the store, in one snapshot.

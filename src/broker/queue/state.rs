@@ -367,6 +367,12 @@ impl<C: ConsumerSlot> QueueCore<C> {
         fx.dead_letter_all(DeadLetterReason::Expired, expired);
     }
 
+    /// Whether [`QueueCore::dispatch`] could hand anything out: there are ready messages and
+    /// consumers. (The shell skips reading the clock when it could not.)
+    pub fn can_dispatch(&self) -> bool {
+        !self.deleted && !self.consumers.is_empty() && !self.ready.is_empty()
+    }
+
     /// Hands ready messages to consumers, round-robin, at `now`. `credit(c)` is asked before
     /// each message: it answers whether `c` takes one more, and counts it against `c`'s
     /// credit when it does. An expired head is dead-lettered, never delivered; a paged-out
