@@ -2,8 +2,8 @@
 //! held a delivery past its consumer timeout), detaching it from its queue (which may
 //! auto-delete the queue), and `get`.
 //!
-//! Delivery itself happens in the queue (`Queue::dispatch_locked`); what happens to a
-//! delivery afterwards is in `settle.rs`.
+//! Delivery itself is decided by the queue (`QueueCore::dispatch`, `queue/state.rs`); what
+//! happens to a delivery afterwards is in `settle.rs` and the queue's `queue/settle.rs`.
 
 use std::sync::Arc;
 

@@ -2,10 +2,11 @@
 //! history its copy carries (written by [`dead_lettered_copy`]), RabbitMQ's rule for
 //! dropping copies that would cycle forever ([`is_cycle`]), and the broker's dead-letter task.
 //!
-//! Messages are raised for dead-lettering by the queue (expiry, and overflow of
-//! `x-max-length`/`x-max-length-bytes`: `Queue::dead_letter`), by the completion step
-//! after a commit (`reject-publish-dlx` overflow, `commit.rs`), and by settles (`settle.rs`: a nack without requeue, or a
-//! requeue past `x-delivery-limit`). Each becomes a [`DeadLetterJob`] for the dead-letter
+//! Messages are raised for dead-lettering by the queue's state machine (expiry, overflow of
+//! `x-max-length`/`x-max-length-bytes`, and its settle policy in `queue/settle.rs`: a nack
+//! without requeue, or a requeue past `x-delivery-limit`), handed over by
+//! `Queue::dead_letter`, and by the completion step after a commit (`reject-publish-dlx`
+//! overflow, `commit.rs`). Each becomes a [`DeadLetterJob`] for the dead-letter
 //! task, which routes the copies and hands each job to
 //! the store as one operation, so a message leaves its queue in the same transaction that
 //! puts it into its dead-letter targets. The task also passes settle replies on to the store

@@ -17,12 +17,12 @@
 //! | `topology.rs` | declare and delete exchanges and queues, bind and unbind, purge |
 //! | `publish.rs` | publish: route, return or confirm the unroutable, hand to the store; scheduling of `x-delay`/`x-deliver-at` |
 //! | `consume.rs` | start and cancel consumers (by the client, or by the server on consumer timeout), `get` |
-//! | `settle.rs` | ack, nack and reject: requeue with backoff, the delivery limit, replies after settles are durable |
+//! | `settle.rs` | ack, nack and reject: find the deliveries and hand them to their queues (whose policy decides), replies after settles are durable |
 //! | `dead_letter.rs` | the dead-letter pipeline: reasons, where `x-death` is written, the cycle rule, the dead-letter task |
 //! | `recovery.rs` | rebuilding exchanges, queues and bindings from the store at startup |
 //! | `stats.rs` | broker-wide counters, rate bookkeeping, resident memory |
 //! | `admin/` | operator commands (`Admin` frames): status and listings, dead-letter operations, definitions |
-//! | `queue.rs`, `queue_args.rs` | one queue (ready messages, dispatch, expiry, paging) and its `x-` arguments |
+//! | `queue/`, `queue_args.rs` | one queue: its state machine (`state.rs`: ready messages, dispatch, expiry, delays, overflow), settle policy (`settle.rs`), paging (`paging.rs`) and the shell that carries out its effects (`mod.rs`); its `x-` arguments |
 //! | `exchange.rs`, `topic_trie.rs` | routing |
 //! | `commit.rs` | the completion step, the broker's side of every store commit: overflow decisions and expiry before it; enqueue, `reject-publish-dlx`, confirms, replies and replay put-backs after it |
 //! | `session.rs`, `consumer.rs`, `confirm.rs` | per-connection state, credit, unacked deliveries, reply slots |
@@ -161,6 +161,7 @@ impl Broker {
         let ctx = Arc::new(QueueContext {
             stats: stats.clone(),
             store: store.clone(),
+            bodies: Arc::new(store.clone()),
             runtime: tokio::runtime::Handle::current(),
             window_bytes: config.queue_window_bytes,
             dead_letters,

@@ -1,23 +1,21 @@
-//! Settling deliveries: what happens on ack, nack and reject.
+//! Settling deliveries: finding them in the session and handing them to their queues.
 //!
 //! - `ack` removes the deliveries from the session, returns the consumers' credit and
 //!   removes the stored rows.
-//! - `nack`/`reject` with requeue put them back at the head of their queues with the delivery
-//!   count raised, after a delay (the request's, else the queue's `x-retry-backoff`), or —
-//!   past the queue's `x-delivery-limit` — dead-letter them with `delivery_limit`.
-//! - without requeue they are dead-lettered with `rejected` (or dropped, with no dead-letter
-//!   exchange); the copy is made by the dead-letter task (`dead_letter.rs`).
+//! - `nack`/`reject` hand them to their queues, whose settle policy (`queue/settle.rs`)
+//!   decides: with requeue, back at the head with the delivery count raised (maybe after a
+//!   delay), or dead-lettered past `x-delivery-limit`; without, dead-lettered with
+//!   `rejected`. The copy is made by the dead-letter task (`dead_letter.rs`).
 //! - a settle with a request id is answered once it, and every settle before it, is durable.
 //!
-//! Deliveries of a consumer that ended, or of a closed connection, are requeued the same way.
+//! Deliveries of a consumer that ended, or of a closed connection, fail the same way.
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::confirm::ReplySlot;
 use super::consumer::Consumer;
-use super::dead_letter::{DeadLetterReason, DeadLetterTask};
+use super::dead_letter::DeadLetterTask;
 use super::queue::Queue;
 use super::session::{Session, Unacked};
 use super::Broker;
@@ -135,82 +133,23 @@ impl Broker {
     /// Dead-letters deliveries refused without requeue (or drops them, with no dead-letter
     /// exchange: the dead-letter task removes them either way).
     fn reject_settled(&self, settled: Vec<Unacked>) {
-        let mut by_queue: HashMap<u64, (Arc<Queue>, Vec<QueuedMessage>)> = HashMap::new();
-        for u in settled {
-            by_queue
-                .entry(u.queue.id)
-                .or_insert_with(|| (u.queue.clone(), Vec::new()))
-                .1
-                .push(u.entry);
-        }
-        for (_, (q, entries)) in by_queue {
-            q.settled(entries.len() as u64);
+        for (q, entries) in by_queue(settled) {
             if q.args.dead_letter_exchange.is_none() {
                 self.inner
                     .stats
                     .rejected_dropped
                     .fetch_add(entries.len() as u64, Ordering::Relaxed);
             }
-            q.dead_letter(entries, DeadLetterReason::Rejected);
+            q.reject(entries);
         }
     }
 
-    /// Puts failed deliveries back with their delivery count raised: at the head of their
-    /// queues, or after a delay (`delay_ms`, else the queue's `x-retry-backoff`), or — past
-    /// the queue's `x-delivery-limit` — to its dead-letter exchange.
+    /// Hands failed deliveries back to their queues, whose settle policy decides: requeue at
+    /// the head, after a delay (`delay_ms`, else the queue's `x-retry-backoff`), or — past
+    /// the queue's `x-delivery-limit` — to its dead-letter exchange (`queue/settle.rs`).
     pub(super) fn requeue(&self, settled: Vec<Unacked>, delay_ms: Option<u64>) {
-        struct Plan {
-            queue: Arc<Queue>,
-            now: Vec<QueuedMessage>,
-            later: Vec<(QueuedMessage, u64)>,
-            over_limit: Vec<QueuedMessage>,
-        }
-        let now = self.now_ms();
-        let mut by_queue: HashMap<u64, Plan> = HashMap::new();
-        for u in settled {
-            let q = u.queue;
-            let plan = by_queue.entry(q.id).or_insert_with(|| Plan {
-                queue: q.clone(),
-                now: Vec::new(),
-                later: Vec::new(),
-                over_limit: Vec::new(),
-            });
-            let mut entry = u.entry;
-            entry.delivery_count = entry.delivery_count.saturating_add(1);
-            if q.args
-                .delivery_limit
-                .is_some_and(|l| entry.delivery_count > l)
-            {
-                plan.over_limit.push(entry);
-                continue;
-            }
-            let delay = delay_ms.or_else(|| q.args.retry_delay_ms(entry.delivery_count));
-            let ready_at = delay
-                .filter(|d| *d > 0)
-                .map_or(0, |d| now.saturating_add(d));
-            if entry.stored {
-                self.inner
-                    .store
-                    .update_entry(q.id, entry.id, entry.delivery_count, ready_at);
-            }
-            if ready_at > 0 {
-                plan.later.push((entry, ready_at));
-            } else {
-                plan.now.push(entry);
-            }
-        }
-        for (_, plan) in by_queue {
-            if !plan.over_limit.is_empty() {
-                plan.queue.settled(plan.over_limit.len() as u64);
-                plan.queue
-                    .dead_letter(plan.over_limit, DeadLetterReason::DeliveryLimit);
-            }
-            if !plan.later.is_empty() {
-                plan.queue.delay(plan.later);
-            }
-            if !plan.now.is_empty() {
-                plan.queue.requeue(plan.now);
-            }
+        for (q, entries) in by_queue(settled) {
+            q.fail(entries, delay_ms);
         }
     }
 
@@ -221,6 +160,19 @@ impl Broker {
         consumer.on_settled(u32::try_from(mine.len()).unwrap_or(u32::MAX));
         self.requeue(mine, None);
     }
+}
+
+/// The settled entries grouped by queue, in the order each queue first appears: each queue
+/// is then locked (and dispatched) once, not once per delivery.
+fn by_queue(settled: Vec<Unacked>) -> Vec<(Arc<Queue>, Vec<QueuedMessage>)> {
+    let mut groups: Vec<(Arc<Queue>, Vec<QueuedMessage>)> = Vec::new();
+    for u in settled {
+        match groups.iter_mut().find(|(q, _)| q.id == u.queue.id) {
+            Some((_, entries)) => entries.push(u.entry),
+            None => groups.push((u.queue, vec![u.entry])),
+        }
+    }
+    groups
 }
 
 fn take(session: &Session, delivery_tag: u64, multiple: bool) -> Result<Vec<Unacked>, BrokerError> {

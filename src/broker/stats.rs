@@ -1,6 +1,6 @@
 //! Broker-wide counters ([`BrokerStats`]), the once-a-second rate bookkeeping the ticker
 //! drives, and the process's resident memory. Per-queue counters and rates live with the
-//! queue (`QueueStats` in `queue.rs`); `status`, `warren status` and `/metrics` read both.
+//! queue (`QueueStats` in `queue/mod.rs`); `status`, `warren status` and `/metrics` read both.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

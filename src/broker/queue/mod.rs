@@ -1,0 +1,796 @@
+//! [`Queue`]: one queue — its ready messages in FIFO order, the consumers sharing them
+//! round-robin, expiry, delayed requeues, overflow, the settle policy and the paging of
+//! bodies between memory and the store.
+//!
+//! The queue is a state machine with a thin shell around it:
+//!
+//! | file | what it holds |
+//! |---|---|
+//! | `state.rs` | [`QueueCore`]: the state and every rule that changes it, with no I/O and no clock: each method takes `now` and writes what must happen into an [`Effects`] |
+//! | `settle.rs` | the settle policy: requeue at the head, delay (backoff), delivery limit, dead-letter on reject |
+//! | `paging.rs` | [`BodySource`]: where paged-out bodies are read back from (the store; a map in tests) |
+//! | `mod.rs` | [`Queue`], the shell: the lock, the clock, and carrying out effects against sessions, the store and the dead-letter task |
+//!
+//! Every field that changes lives in one `parking_lot::Mutex` held only for short, non-async
+//! sections; effects are carried out before it is released, so deliveries leave in queue
+//! order. Lock order: a queue's lock may be held while taking a session's lock, never the
+//! reverse.
+//!
+//! # Memory policy
+//! A queue keeps every message's metadata in memory (id, size, delivery count: a few dozen
+//! bytes), but bodies only for the first [`QueueContext::window_bytes`] of ready messages.
+//! A stored message enqueued past that window is kept without its body; when it comes within
+//! reach of a consumer the queue reads a batch of bodies back from a store snapshot, off the
+//! async threads. Transient messages are never paged: they exist only in memory.
+
+#[cfg(test)]
+mod model;
+mod paging;
+mod settle;
+mod state;
+
+pub use paging::{BodySource, MemoryBodies};
+pub use settle::{verdict, Verdict};
+pub use state::{
+    ConsumerSlot, Delivery, Effects, EntryUpdate, QueueCore, QueueCounts, REFILL_BATCH,
+};
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+use warren_protocol::FieldTable;
+
+use super::commit::BrokerStore;
+use super::consumer::Consumer;
+use super::dead_letter::{DeadLetterJob, DeadLetterReason, DeadLetterTask};
+use super::queue_args::QueueArgs;
+use super::session::{Outbound, Unacked};
+use crate::clock::Clock;
+use crate::message::{Message, QueuedMessage};
+
+/// What every queue shares: the store, where to page bodies from and the runtime to page on.
+#[derive(Debug)]
+pub struct QueueContext {
+    /// The store (removals and entry updates the queue raises).
+    pub store: BrokerStore,
+    /// Where paged-out bodies are read back from: the store, in the broker.
+    pub bodies: Arc<dyn BodySource>,
+    /// Runtime for the blocking reads.
+    pub runtime: tokio::runtime::Handle,
+    /// Bytes of ready bodies a queue keeps in memory before paging new stored ones out.
+    pub window_bytes: u64,
+    /// Where messages leaving a queue for a dead-letter exchange (or for nowhere, when it has
+    /// none) go: the broker's dead-letter task.
+    pub dead_letters: mpsc::UnboundedSender<DeadLetterTask>,
+    /// The broker's counters: deliveries are counted where they happen, here.
+    pub stats: Arc<super::BrokerStats>,
+    /// Where "now" comes from (expiry, delays, `x-expires`, delivery times).
+    pub clock: Arc<dyn Clock>,
+}
+
+/// What a queue is declared as.
+#[derive(Debug, Clone)]
+pub struct QueueSettings {
+    /// Numeric id.
+    pub id: u64,
+    /// Name.
+    pub name: Arc<str>,
+    /// Durable.
+    pub durable: bool,
+    /// The owning connection, if exclusive.
+    pub exclusive_owner: Option<u64>,
+    /// Auto-delete.
+    pub auto_delete: bool,
+    /// Arguments as declared.
+    pub arguments: FieldTable,
+    /// Arguments parsed.
+    pub args: QueueArgs,
+}
+
+/// A queue.
+#[derive(Debug)]
+pub struct Queue {
+    /// Numeric id (store key prefix).
+    pub id: u64,
+    /// Name.
+    pub name: Arc<str>,
+    /// Survives restarts, and so do its persistent messages.
+    pub durable: bool,
+    /// The connection that owns it, if exclusive.
+    pub exclusive_owner: Option<u64>,
+    /// Deleted when its last consumer goes.
+    pub auto_delete: bool,
+    /// Declared arguments, as given.
+    pub arguments: FieldTable,
+    /// The arguments Warren acts on, parsed and validated.
+    pub args: QueueArgs,
+    /// Mirrors the core's own flag so routing can ask without the lock.
+    deleted: AtomicBool,
+    /// Last use (consume, get, declare), ms since the epoch, for `x-expires`.
+    last_used: AtomicU64,
+    /// Message counters, for listings and metrics.
+    pub stats: QueueStats,
+    state: Mutex<Locked>,
+    ctx: Arc<QueueContext>,
+}
+
+/// What the lock guards: the state machine, and the effects buffer it writes into (kept
+/// between calls so its vectors keep their capacity).
+#[derive(Debug)]
+struct Locked {
+    core: QueueCore<Arc<Consumer>>,
+    fx: Effects<Arc<Consumer>>,
+}
+
+impl ConsumerSlot for Arc<Consumer> {
+    fn no_ack(&self) -> bool {
+        self.no_ack
+    }
+}
+
+/// The core's credit callback for real consumers: takes one credit if `c` has any. Counting
+/// it here (`on_sent`), as the core decides, is what stops one dispatch from overfilling a
+/// consumer.
+fn take_credit(c: &Arc<Consumer>) -> bool {
+    if c.has_credit() {
+        c.on_sent();
+        true
+    } else {
+        false
+    }
+}
+
+/// A queue's message counters (totals since the queue was created or recovered) and the
+/// rates the broker's ticker derives from them each second.
+#[derive(Debug, Default)]
+pub struct QueueStats {
+    /// Messages that entered the queue.
+    pub published: AtomicU64,
+    /// Deliveries (to consumers and by `get`).
+    pub delivered: AtomicU64,
+    /// Deliveries acknowledged.
+    pub acked: AtomicU64,
+    /// Messages dead-lettered or dropped out of this queue (expired, rejected, maxlen, limit).
+    pub dead_lettered: AtomicU64,
+    rates: Mutex<Rates>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Rates {
+    at_ms: u64,
+    last: [u64; 3],
+    per_sec: [f64; 3],
+}
+
+impl QueueStats {
+    fn totals(&self) -> [u64; 3] {
+        [
+            self.published.load(Ordering::Relaxed),
+            self.delivered.load(Ordering::Relaxed),
+            self.acked.load(Ordering::Relaxed),
+        ]
+    }
+
+    /// Recomputes the rates from the totals (the ticker calls this about once a second).
+    pub fn update_rates(&self, now_ms: u64) {
+        let totals = self.totals();
+        let mut r = self.rates.lock();
+        if r.at_ms != 0 && now_ms > r.at_ms {
+            let secs = (now_ms - r.at_ms) as f64 / 1000.0;
+            let last = r.last;
+            for ((rate, total), prev) in r.per_sec.iter_mut().zip(totals).zip(last) {
+                *rate = total.saturating_sub(prev) as f64 / secs;
+            }
+        }
+        r.at_ms = now_ms;
+        r.last = totals;
+    }
+
+    /// Publish, deliver and ack rates per second, as of the last update.
+    pub fn rates(&self) -> [f64; 3] {
+        self.rates.lock().per_sec
+    }
+}
+
+/// What a queue's periodic tick found.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Tick {
+    /// The queue has been unused for its `x-expires` and should be deleted.
+    pub idle_expired: bool,
+}
+
+impl Queue {
+    /// A new, empty queue.
+    pub fn new(settings: QueueSettings, ctx: Arc<QueueContext>) -> Arc<Queue> {
+        let QueueSettings {
+            id,
+            name,
+            durable,
+            exclusive_owner,
+            auto_delete,
+            arguments,
+            args,
+        } = settings;
+        let core = QueueCore::new(args.clone(), ctx.window_bytes);
+        Arc::new(Queue {
+            id,
+            name,
+            durable,
+            exclusive_owner,
+            auto_delete,
+            arguments,
+            args,
+            deleted: AtomicBool::new(false),
+            last_used: AtomicU64::new(ctx.clock.now_ms()),
+            stats: QueueStats::default(),
+            state: Mutex::new(Locked {
+                core,
+                fx: Effects::default(),
+            }),
+            ctx,
+        })
+    }
+
+    /// Whether the queue has been deleted (routing may still hold a reference for a moment).
+    pub fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::Acquire)
+    }
+
+    /// Its counters.
+    pub fn counts(&self) -> QueueCounts {
+        self.state.lock().core.counts()
+    }
+
+    /// Records a use (consume, get, redeclare) for `x-expires`.
+    pub fn touch(&self) {
+        self.last_used
+            .store(self.ctx.clock.now_ms(), Ordering::Relaxed);
+    }
+
+    /// Whether the queue has room for one more message of `size` bytes after `pending` ones
+    /// already accepted in this commit (its `x-max-length` and `x-max-length-bytes`).
+    pub fn admits(&self, pending: (u64, u64), size: u64) -> bool {
+        self.state.lock().core.admits(pending, size)
+    }
+
+    /// Hands messages that left the queue to the dead-letter task.
+    pub fn dead_letter(self: &Arc<Self>, entries: Vec<QueuedMessage>, reason: DeadLetterReason) {
+        if entries.is_empty() {
+            return;
+        }
+        self.stats
+            .dead_lettered
+            .fetch_add(entries.len() as u64, Ordering::Relaxed);
+        let job = DeadLetterJob {
+            queue: self.clone(),
+            entries,
+            reason,
+        };
+        if self
+            .ctx
+            .dead_letters
+            .send(DeadLetterTask::Job(job))
+            .is_err()
+        {
+            tracing::warn!(queue = %self.name, "dead-letter task stopped; messages stay in the store until restart");
+        }
+    }
+
+    /// Runs `change` on the core under the lock, then dispatches and carries out everything
+    /// both asked for, still under the lock (so deliveries leave in queue order).
+    fn change<R>(
+        self: &Arc<Self>,
+        change: impl FnOnce(&mut QueueCore<Arc<Consumer>>, &mut Effects<Arc<Consumer>>) -> R,
+    ) -> R {
+        let mut st = self.state.lock();
+        let Locked { core, fx } = &mut *st;
+        let r = change(core, fx);
+        // The clock is read only when there is something to hand out: on the hot path a
+        // clock read per publish and per ack shows up in the instruction count.
+        let now = if core.can_dispatch() {
+            let now = self.ctx.clock.now_ms();
+            core.dispatch(now, &mut take_credit, fx);
+            now
+        } else {
+            0
+        };
+        self.apply(fx, now);
+        r
+    }
+
+    /// Carries out effects: store updates, deliveries (recorded in their sessions and sent to
+    /// their connections, delivered at `now`), store removals, dead letters, a refill. Leaves
+    /// `fx` empty.
+    fn apply(self: &Arc<Self>, fx: &mut Effects<Arc<Consumer>>, now: u64) {
+        for u in fx.updates.drain(..) {
+            self.ctx
+                .store
+                .update_entry(self.id, u.id, u.delivery_count, u.ready_at);
+        }
+        if !fx.deliveries.is_empty() {
+            self.stats
+                .delivered
+                .fetch_add(fx.deliveries.len() as u64, Ordering::Relaxed);
+        }
+        for Delivery { consumer, entry } in fx.deliveries.drain(..) {
+            let tracked = (!consumer.no_ack).then(|| Unacked {
+                queue: self.clone(),
+                consumer: Some(consumer.clone()),
+                entry: entry.clone(),
+                delivered_at_ms: now,
+            });
+            let delivery_tag = consumer.session.record_delivery(tracked);
+            self.ctx.stats.count_delivery(entry.delivery_count > 0);
+            let session = consumer.session.clone();
+            let _ = session.outbound.send(Outbound::Deliver {
+                consumer,
+                delivery_tag,
+                entry,
+            });
+        }
+        if !fx.removals.is_empty() {
+            let rows = fx.removals.drain(..).map(|id| (self.id, id)).collect();
+            self.ctx.store.remove_internal(rows);
+        }
+        for (reason, entries) in fx.dead_letters.drain(..) {
+            self.dead_letter(entries, reason);
+        }
+        if !fx.refill.is_empty() {
+            self.start_refill(std::mem::take(&mut fx.refill));
+        }
+    }
+
+    /// Appends a message (after its commit) and hands it on if a consumer has room. A queue
+    /// over its length limit drops (dead-letters) from the head.
+    pub fn enqueue(self: &Arc<Self>, entry: QueuedMessage) {
+        self.change(|core, fx| {
+            if !core.deleted() {
+                core.enqueue(entry, fx);
+                self.stats.published.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+    }
+
+    /// Loads recovered messages (ids ascending). Bodies come later, by paging; entries with a
+    /// pending requeue delay wait in the delayed set.
+    pub fn restore(self: &Arc<Self>, entries: impl IntoIterator<Item = (QueuedMessage, u64)>) {
+        self.state.lock().core.restore(entries);
+    }
+
+    /// Puts settled-but-requeued deliveries back at the head, in their original order.
+    pub fn requeue(self: &Arc<Self>, entries: Vec<QueuedMessage>) {
+        self.change(|core, _| core.requeue(entries));
+    }
+
+    /// Holds settled deliveries until `ready_at` (ms since the epoch), then puts them back at
+    /// the head (see [`Queue::tick`]).
+    pub fn delay(self: &Arc<Self>, entries: Vec<(QueuedMessage, u64)>) {
+        self.change(|core, _| core.delay(entries));
+    }
+
+    /// Settles deliveries that failed (nack/reject with requeue, after `delay_ms` if the
+    /// request gave one; a lost consumer or connection) by the queue's settle policy:
+    /// requeue at the head, delay, or dead-letter past `x-delivery-limit` (`settle.rs`).
+    pub fn fail(self: &Arc<Self>, entries: Vec<QueuedMessage>, delay_ms: Option<u64>) {
+        self.change(|core, fx| core.fail(entries, delay_ms, self.ctx.clock.now_ms(), fx));
+    }
+
+    /// Settles deliveries refused without requeue: dead letters with reason `rejected`.
+    pub fn reject(self: &Arc<Self>, entries: Vec<QueuedMessage>) {
+        self.change(|core, fx| core.reject(entries, fx));
+    }
+
+    /// Periodic work, driven by the broker's ticker: expires due messages (dead-lettering
+    /// them), releases delayed ones whose time has come, and says whether the queue has been
+    /// idle for its `x-expires`.
+    pub fn tick(self: &Arc<Self>, now: u64) -> Tick {
+        let mut st = self.state.lock();
+        let Locked { core, fx } = &mut *st;
+        core.tick(now, fx);
+        core.dispatch(now, &mut take_credit, fx);
+        self.apply(fx, now);
+        let idle = self.args.expires_ms.is_some_and(|ttl| {
+            core.consumers().is_empty()
+                && now.saturating_sub(self.last_used.load(Ordering::Relaxed)) >= ttl
+        });
+        Tick { idle_expired: idle }
+    }
+
+    /// Records that `n` deliveries from this queue were settled without requeue.
+    pub fn settled(self: &Arc<Self>, n: u64) {
+        self.change(|core, _| core.settled(n));
+    }
+
+    /// Hands ready messages to consumers with credit, round-robin.
+    pub fn dispatch(self: &Arc<Self>) {
+        self.change(|_, _| ());
+    }
+
+    /// Reads a batch of paged-out bodies on a blocking thread, then hands them to the core.
+    fn start_refill(self: &Arc<Self>, ids: Vec<u64>) {
+        let queue = self.clone();
+        let bodies = self.ctx.bodies.clone();
+        self.ctx.runtime.spawn_blocking(move || {
+            let loaded = bodies.read_bodies(&ids);
+            queue.finish_refill(&ids, loaded);
+        });
+    }
+
+    fn finish_refill(
+        self: &Arc<Self>,
+        ids: &[u64],
+        loaded: Result<Vec<Option<Arc<Message>>>, crate::store::StoreError>,
+    ) {
+        let loaded = match loaded {
+            Ok(l) => l,
+            Err(e) => {
+                self.state.lock().core.refill_failed();
+                tracing::error!(queue = %self.name, error = %e, "paging message bodies in failed");
+                return;
+            }
+        };
+        self.change(|core, fx| {
+            let missing = core.finish_refill(ids, loaded, fx);
+            if !missing.is_empty() {
+                // A queue entry whose message row is gone: the store is inconsistent. Say so
+                // loudly; the core dropped the entries, which cannot be delivered.
+                tracing::error!(queue = %self.name, ids = ?missing, "queue entries without a stored message; dropping them");
+            }
+        });
+    }
+
+    /// Takes the head message for `Get`. Its body may still need loading
+    /// ([`Queue::load_body`]). Returns the message and how many stay ready.
+    pub fn take_one(self: &Arc<Self>, no_ack: bool) -> Option<(QueuedMessage, u64)> {
+        self.touch();
+        let now = self.ctx.clock.now_ms();
+        let mut st = self.state.lock();
+        let Locked { core, fx } = &mut *st;
+        let taken = core.take_one(now, no_ack, fx);
+        self.apply(fx, now);
+        let (entry, left) = taken?;
+        self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+        self.ctx.stats.count_delivery(entry.delivery_count > 0);
+        Some((entry, left))
+    }
+
+    /// Reads a paged-out body back from the store.
+    pub async fn load_body(
+        &self,
+        entry: &mut QueuedMessage,
+    ) -> Result<(), crate::store::StoreError> {
+        self.load_bodies(std::slice::from_mut(entry)).await
+    }
+
+    /// Attaches a consumer and starts deliveries to it.
+    ///
+    /// # Errors
+    /// A message for the client when an exclusive consumer holds the queue, or when this one
+    /// wants exclusivity and others are attached.
+    pub fn add_consumer(self: &Arc<Self>, consumer: Arc<Consumer>) -> Result<(), String> {
+        self.touch();
+        self.change(|core, _| {
+            let consumers = core.consumers();
+            if consumers.iter().any(|c| c.exclusive) {
+                return Err(format!("queue '{}' has an exclusive consumer", self.name));
+            }
+            if consumer.exclusive && !consumers.is_empty() {
+                return Err(format!(
+                    "cannot consume queue '{}' exclusively: it has {} consumer(s)",
+                    self.name,
+                    consumers.len()
+                ));
+            }
+            core.add_consumer(consumer);
+            Ok(())
+        })
+    }
+
+    /// Detaches a consumer. Returns true when the queue should now be auto-deleted.
+    pub fn remove_consumer(&self, consumer: &Arc<Consumer>) -> bool {
+        consumer.deactivate();
+        self.touch();
+        let mut st = self.state.lock();
+        let none_left = st.core.remove_consumer(|c| Arc::ptr_eq(c, consumer));
+        self.auto_delete && none_left && !self.is_deleted()
+    }
+
+    /// Copies of the ready messages, head first (at most `limit`): a look that changes
+    /// nothing.
+    pub fn ready_snapshot(&self, limit: usize) -> Vec<QueuedMessage> {
+        self.state
+            .lock()
+            .core
+            .ready()
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
+    /// Removes the ready messages with these ids (those still there), in queue order.
+    pub fn take_ids(&self, ids: &HashSet<u64>) -> Vec<QueuedMessage> {
+        self.state.lock().core.take_ids(ids)
+    }
+
+    /// Puts a taken ready message back where its id places it (a replay its targets refused).
+    pub fn put_back(self: &Arc<Self>, entry: QueuedMessage) {
+        self.change(|core, _| core.put_back(entry));
+    }
+
+    /// Reads the bodies of paged-out entries back from the store, in one snapshot.
+    ///
+    /// # Errors
+    /// The store read failed.
+    pub async fn load_bodies(
+        &self,
+        entries: &mut [QueuedMessage],
+    ) -> Result<(), crate::store::StoreError> {
+        let ids: Vec<u64> = entries
+            .iter()
+            .filter(|e| e.message.is_none())
+            .map(|e| e.id)
+            .collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let bodies = self.ctx.bodies.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            let l = bodies.read_bodies(&ids);
+            l.map(|l| ids.into_iter().zip(l).collect::<HashMap<_, _>>())
+        })
+        .await
+        .map_err(|_| crate::store::StoreError::Closed)??;
+        for e in entries.iter_mut().filter(|e| e.message.is_none()) {
+            e.message = loaded.get(&e.id).cloned().flatten();
+        }
+        Ok(())
+    }
+
+    /// Its consumers, for listings.
+    pub fn consumers(&self) -> Vec<Arc<Consumer>> {
+        self.state.lock().core.consumers().to_vec()
+    }
+
+    /// Removes every ready message; returns the removed ones (their store rows are the
+    /// caller's to delete).
+    pub fn purge(&self) -> Vec<QueuedMessage> {
+        self.state.lock().core.purge()
+    }
+
+    /// Marks the queue deleted and empties it. Returns its consumers (to notify) and the
+    /// number of ready messages it held. Store rows go with the queue's store deletion.
+    pub fn mark_deleted(&self) -> (Vec<Arc<Consumer>>, u64) {
+        let mut st = self.state.lock();
+        self.deleted.store(true, Ordering::Release);
+        let (consumers, count) = st.core.delete();
+        for c in &consumers {
+            c.deactivate();
+        }
+        (consumers, count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use std::time::Duration;
+    use warren_protocol::FieldValue;
+
+    /// A queue on a [`ManualClock`], with a real store in a temporary directory (for the
+    /// removals and updates it raises), bodies paged from a map, and the dead-letter channel's receiving end in the test's hands.
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        clock: Arc<ManualClock>,
+        dead_letters: mpsc::UnboundedReceiver<DeadLetterTask>,
+        bodies: Arc<MemoryBodies>,
+        ctx: Arc<QueueContext>,
+    }
+
+    const T0: u64 = 1_700_000_000_000;
+
+    fn fixture() -> Fixture {
+        fixture_with_window(1 << 20)
+    }
+
+    fn fixture_with_window(window_bytes: u64) -> Fixture {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let clock = Arc::new(ManualClock::new(T0));
+        let hooks = crate::broker::commit::Hooks::new(clock.clone());
+        let (store, _) = crate::store::Store::open_with(dir.path(), hooks).expect("store");
+        let (tx, dead_letters) = mpsc::unbounded_channel();
+        let bodies = Arc::new(MemoryBodies::default());
+        let ctx = Arc::new(QueueContext {
+            store,
+            bodies: bodies.clone(),
+            runtime: tokio::runtime::Handle::current(),
+            window_bytes,
+            dead_letters: tx,
+            stats: Arc::new(crate::broker::BrokerStats::default()),
+            clock: clock.clone(),
+        });
+        Fixture {
+            _dir: dir,
+            clock,
+            dead_letters,
+            bodies,
+            ctx,
+        }
+    }
+
+    fn queue(fx: &Fixture, args: &[(&str, FieldValue)]) -> Arc<Queue> {
+        let arguments: FieldTable = args
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect();
+        let parsed = QueueArgs::parse(&arguments).expect("valid arguments");
+        Queue::new(
+            QueueSettings {
+                id: 1,
+                name: "q".into(),
+                durable: false,
+                exclusive_owner: None,
+                auto_delete: false,
+                arguments,
+                args: parsed,
+            },
+            fx.ctx.clone(),
+        )
+    }
+
+    fn message(id: u64, expires_at: u64) -> QueuedMessage {
+        QueuedMessage {
+            id,
+            message: Some(Arc::new(Message {
+                exchange: String::new(),
+                routing_key: "q".into(),
+                properties: Default::default(),
+                body: bytes::Bytes::from_static(b"x"),
+            })),
+            size: 1,
+            delivery_count: 0,
+            stored: false,
+            expires_at,
+        }
+    }
+
+    fn ready_ids(q: &Queue) -> Vec<u64> {
+        q.ready_snapshot(usize::MAX).iter().map(|e| e.id).collect()
+    }
+
+    /// The dead letters raised so far: (reason, ids).
+    fn dead(fx: &mut Fixture) -> Vec<(DeadLetterReason, Vec<u64>)> {
+        let mut out = Vec::new();
+        while let Ok(task) = fx.dead_letters.try_recv() {
+            if let DeadLetterTask::Job(job) = task {
+                out.push((job.reason, job.entries.iter().map(|e| e.id).collect()));
+            }
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_message_expires_wherever_it_is_in_the_queue() {
+        let mut fx = fixture();
+        let q = queue(&fx, &[]);
+        q.enqueue(message(1, 0));
+        q.enqueue(message(2, T0 + 100));
+        q.enqueue(message(3, 0));
+        q.enqueue(message(4, T0 + 300));
+        fx.clock.advance(Duration::from_millis(99));
+        q.tick(fx.clock.now_ms());
+        assert_eq!(ready_ids(&q), [1, 2, 3, 4], "nothing is due yet");
+        assert!(dead(&mut fx).is_empty());
+        fx.clock.advance(Duration::from_millis(1));
+        q.tick(fx.clock.now_ms());
+        assert_eq!(
+            ready_ids(&q),
+            [1, 3, 4],
+            "the second one went, from the middle"
+        );
+        assert_eq!(dead(&mut fx), [(DeadLetterReason::Expired, vec![2])]);
+        fx.clock.advance(Duration::from_secs(1));
+        q.tick(fx.clock.now_ms());
+        assert_eq!(ready_ids(&q), [1, 3]);
+        assert_eq!(dead(&mut fx), [(DeadLetterReason::Expired, vec![4])]);
+    }
+
+    #[tokio::test]
+    async fn a_delayed_requeue_returns_to_the_head_when_due() {
+        let fx = fixture();
+        let q = queue(&fx, &[]);
+        q.enqueue(message(5, 0));
+        q.enqueue(message(6, 0));
+        let mut retried = message(2, 0);
+        retried.delivery_count = 1;
+        q.delay(vec![(retried, T0 + 1_000)]);
+        assert_eq!(ready_ids(&q), [5, 6]);
+        assert_eq!(q.counts().delayed, 1);
+        fx.clock.advance(Duration::from_millis(999));
+        q.tick(fx.clock.now_ms());
+        assert_eq!(ready_ids(&q), [5, 6], "not before its time");
+        fx.clock.advance(Duration::from_millis(1));
+        q.tick(fx.clock.now_ms());
+        assert_eq!(
+            ready_ids(&q),
+            [2, 5, 6],
+            "a redelivery goes back to the head"
+        );
+        assert_eq!(q.counts().delayed, 0);
+    }
+
+    #[tokio::test]
+    async fn an_unused_queue_is_due_for_deletion_after_its_x_expires() {
+        let fx = fixture();
+        let q = queue(&fx, &[("x-expires", FieldValue::Int(60_000))]);
+        fx.clock.advance(Duration::from_secs(59));
+        assert!(!q.tick(fx.clock.now_ms()).idle_expired);
+        q.touch();
+        fx.clock.advance(Duration::from_secs(59));
+        assert!(
+            !q.tick(fx.clock.now_ms()).idle_expired,
+            "a use restarts the count"
+        );
+        fx.clock.advance(Duration::from_secs(1));
+        assert!(q.tick(fx.clock.now_ms()).idle_expired);
+    }
+
+    #[tokio::test]
+    async fn drop_head_overflow_dead_letters_the_oldest() {
+        let mut fx = fixture();
+        let q = queue(&fx, &[("x-max-length", FieldValue::Int(2))]);
+        for id in 1..=4 {
+            q.enqueue(message(id, 0));
+        }
+        assert_eq!(ready_ids(&q), [3, 4]);
+        assert_eq!(
+            dead(&mut fx),
+            [
+                (DeadLetterReason::MaxLen, vec![1]),
+                (DeadLetterReason::MaxLen, vec![2])
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn paged_out_bodies_are_read_back_before_delivery() {
+        let fx = fixture_with_window(2);
+        let q = queue(&fx, &[]);
+        for id in 1..=4 {
+            let mut m = message(id, 0);
+            m.stored = true;
+            fx.bodies.insert(id, m.message.clone().expect("body"));
+            q.enqueue(m);
+        }
+        let resident: Vec<bool> = q
+            .ready_snapshot(usize::MAX)
+            .iter()
+            .map(|e| e.message.is_some())
+            .collect();
+        assert_eq!(
+            resident,
+            [true, true, false, false],
+            "past the window: paged out"
+        );
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let session = crate::broker::session::Session::new(1, "test".into(), tx);
+        let consumer = Consumer::new("c".into(), &q, session, false, 0, false);
+        q.add_consumer(consumer).expect("consumer");
+        let mut ids = Vec::new();
+        while ids.len() < 4 {
+            let out = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .expect("a delivery in time")
+                .expect("channel open");
+            if let Outbound::Deliver { entry, .. } = out {
+                assert!(entry.message.is_some(), "delivered with its body");
+                ids.push(entry.id);
+            }
+        }
+        assert_eq!(ids, [1, 2, 3, 4]);
+        assert_eq!(q.counts().unacked, 4);
+    }
+}

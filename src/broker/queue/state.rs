@@ -1,0 +1,960 @@
+//! [`QueueCore`]: a queue's state as a state machine with no I/O and no clock.
+//!
+//! Every change goes through a method that takes the current time (where time matters) and
+//! writes what must happen as a result into an [`Effects`]: deliveries to hand out, store rows
+//! to remove or update, messages to dead-letter, bodies to page in. The shell around it
+//! ([`super::Queue`]) holds the lock, reads the clock, and carries the effects out against
+//! sessions, the store and the dead-letter task. So the queue's rules (FIFO, round-robin,
+//! expiry anywhere in the queue, delayed requeues, overflow, the settle policy in
+//! `settle.rs`) run in unit tests on plain values, as quinn-proto's `Connection` does.
+//!
+//! The core never asks a consumer anything but "will you take one more?" (the `credit`
+//! callback of [`QueueCore::dispatch`]) and [`ConsumerSlot::no_ack`], so tests drive it with
+//! consumers that are plain numbers.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use crate::broker::dead_letter::DeadLetterReason;
+use crate::broker::queue_args::{Overflow, QueueArgs};
+use crate::message::{Message, QueuedMessage};
+
+/// How many paged-out bodies one refill reads.
+pub const REFILL_BATCH: usize = 512;
+
+/// What the core needs to know of a consumer attached to it.
+pub trait ConsumerSlot: Clone {
+    /// Its deliveries count as settled when sent: no unacked entry, and a stored message's
+    /// row is removed at once.
+    fn no_ack(&self) -> bool;
+}
+
+/// A message handed to a consumer.
+#[derive(Debug)]
+pub struct Delivery<C> {
+    /// Who gets it.
+    pub consumer: C,
+    /// The message (its body is resident).
+    pub entry: QueuedMessage,
+}
+
+/// A stored entry whose delivery count and delay must be written (a requeue), so delivery
+/// limits and backoff survive a restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryUpdate {
+    /// The message id.
+    pub id: u64,
+    /// Its raised delivery count.
+    pub delivery_count: u32,
+    /// When it is ready again, ms since the epoch (0: now).
+    pub ready_at: u64,
+}
+
+/// What a change of state asks the shell to do, in the order it must be done: store updates
+/// first (a requeued message delivered no-ack at once is updated before it is removed), then
+/// deliveries, removals, dead letters and a refill.
+///
+/// The shell keeps one `Effects` per queue and drains it after each change, so the vectors
+/// keep their capacity and the hot path allocates nothing per delivery.
+#[derive(Debug)]
+pub struct Effects<C> {
+    /// Rows of requeued stored entries to update.
+    pub updates: Vec<EntryUpdate>,
+    /// Messages to hand out, in order.
+    pub deliveries: Vec<Delivery<C>>,
+    /// Rows (message ids of this queue) to remove: stored messages delivered no-ack, and
+    /// entries whose message row turned out to be missing.
+    pub removals: Vec<u64>,
+    /// Messages that left the queue for the dead-letter task, grouped by reason in the order
+    /// they left.
+    pub dead_letters: Vec<(DeadLetterReason, Vec<QueuedMessage>)>,
+    /// Ids of paged-out bodies to read back; answer with [`QueueCore::finish_refill`] or
+    /// [`QueueCore::refill_failed`].
+    pub refill: Vec<u64>,
+}
+
+impl<C> Default for Effects<C> {
+    fn default() -> Self {
+        Effects {
+            updates: Vec::new(),
+            deliveries: Vec::new(),
+            removals: Vec::new(),
+            dead_letters: Vec::new(),
+            refill: Vec::new(),
+        }
+    }
+}
+
+impl<C> Effects<C> {
+    /// Nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.updates.is_empty()
+            && self.deliveries.is_empty()
+            && self.removals.is_empty()
+            && self.dead_letters.is_empty()
+            && self.refill.is_empty()
+    }
+
+    /// Adds a message to dead-letter, joining the last group if it has the same reason.
+    pub(super) fn dead_letter(&mut self, reason: DeadLetterReason, entry: QueuedMessage) {
+        match self.dead_letters.last_mut() {
+            Some((r, entries)) if *r == reason => entries.push(entry),
+            _ => self.dead_letters.push((reason, vec![entry])),
+        }
+    }
+
+    /// Adds messages to dead-letter as one group.
+    pub(super) fn dead_letter_all(
+        &mut self,
+        reason: DeadLetterReason,
+        entries: Vec<QueuedMessage>,
+    ) {
+        if !entries.is_empty() {
+            self.dead_letters.push((reason, entries));
+        }
+    }
+}
+
+/// A snapshot of a queue's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueCounts {
+    /// Ready messages.
+    pub ready: u64,
+    /// Ready bytes.
+    pub ready_bytes: u64,
+    /// Delivered, not yet settled.
+    pub unacked: u64,
+    /// Attached consumers.
+    pub consumers: u32,
+    /// Waiting out a requeue delay.
+    pub delayed: u64,
+}
+
+/// A queue's messages and consumers, and the rules that move messages between them.
+#[derive(Debug)]
+pub struct QueueCore<C> {
+    /// The arguments the rules read (limits, overflow, delivery limit, backoff).
+    pub(super) args: QueueArgs,
+    /// Bytes of ready bodies kept in memory before new stored ones are paged out.
+    window_bytes: u64,
+    pub(super) ready: VecDeque<QueuedMessage>,
+    ready_bytes: u64,
+    resident_bytes: u64,
+    pub(super) unacked: u64,
+    consumers: Vec<C>,
+    next_consumer: usize,
+    had_consumer: bool,
+    refilling: bool,
+    deleted: bool,
+    /// Requeued with a delay: not ready until their time, `(ready at, id)` order.
+    pub(super) delayed: BTreeMap<(u64, u64), QueuedMessage>,
+    /// `(expires at, id)` of ready messages that can expire; stale entries (for messages
+    /// already delivered) are skipped when they come up.
+    expiry: BinaryHeap<Reverse<(u64, u64)>>,
+}
+
+impl<C: ConsumerSlot> QueueCore<C> {
+    /// An empty queue acting on `args`, keeping at most `window_bytes` of stored ready bodies
+    /// in memory.
+    pub fn new(args: QueueArgs, window_bytes: u64) -> Self {
+        QueueCore {
+            args,
+            window_bytes,
+            ready: VecDeque::new(),
+            ready_bytes: 0,
+            resident_bytes: 0,
+            unacked: 0,
+            consumers: Vec::new(),
+            next_consumer: 0,
+            had_consumer: false,
+            refilling: false,
+            deleted: false,
+            delayed: BTreeMap::new(),
+            expiry: BinaryHeap::new(),
+        }
+    }
+
+    /// Its counters.
+    pub fn counts(&self) -> QueueCounts {
+        QueueCounts {
+            ready: self.ready.len() as u64,
+            ready_bytes: self.ready_bytes,
+            unacked: self.unacked,
+            consumers: u32::try_from(self.consumers.len()).unwrap_or(u32::MAX),
+            delayed: self.delayed.len() as u64,
+        }
+    }
+
+    /// Whether [`QueueCore::delete`] emptied it for good.
+    pub fn deleted(&self) -> bool {
+        self.deleted
+    }
+
+    /// The ready messages, head first.
+    pub fn ready(&self) -> impl Iterator<Item = &QueuedMessage> {
+        self.ready.iter()
+    }
+
+    /// Bytes of ready bodies held in memory.
+    pub fn resident_bytes(&self) -> u64 {
+        self.resident_bytes
+    }
+
+    /// Whether the queue has room for one more message of `size` bytes after `pending` ones
+    /// already accepted (its `x-max-length` and `x-max-length-bytes`).
+    pub fn admits(&self, pending: (u64, u64), size: u64) -> bool {
+        let count = self.ready.len() as u64 + pending.0;
+        let bytes = self.ready_bytes + pending.1;
+        self.args.max_length.is_none_or(|max| count < max)
+            && self
+                .args
+                .max_length_bytes
+                .is_none_or(|max| bytes + size <= max)
+    }
+
+    /// Appends a message (after its commit), paging its body out if it is stored and the
+    /// window is full. A queue over its length limit with `drop-head` overflow drops from the
+    /// head (dead letters `maxlen`). Call [`QueueCore::dispatch`] after.
+    pub fn enqueue(&mut self, mut entry: QueuedMessage, fx: &mut Effects<C>) {
+        if self.deleted {
+            return;
+        }
+        self.ready_bytes += u64::from(entry.size);
+        if entry.message.is_some() {
+            if entry.stored && self.resident_bytes >= self.window_bytes {
+                entry.message = None;
+            } else {
+                self.resident_bytes += u64::from(entry.size);
+            }
+        }
+        if entry.expires_at != 0 {
+            self.expiry.push(Reverse((entry.expires_at, entry.id)));
+            self.compact_expiry();
+        }
+        self.ready.push_back(entry);
+        self.drop_head_over_limit(fx);
+    }
+
+    /// Drops ready messages from the head while the queue is over its length limits
+    /// (`x-overflow` `drop-head`).
+    fn drop_head_over_limit(&mut self, fx: &mut Effects<C>) {
+        if self.args.overflow != Overflow::DropHead {
+            return;
+        }
+        loop {
+            let over_count = self
+                .args
+                .max_length
+                .is_some_and(|max| self.ready.len() as u64 > max);
+            let over_bytes = self
+                .args
+                .max_length_bytes
+                .is_some_and(|max| self.ready_bytes > max);
+            if !(over_count || over_bytes) {
+                return;
+            }
+            let Some(e) = self.pop_front() else { return };
+            fx.dead_letter(DeadLetterReason::MaxLen, e);
+        }
+    }
+
+    /// Loads recovered messages (ids ascending), bodies paged out; entries with a pending
+    /// requeue delay (`ready_at` > 0) wait in the delayed set.
+    pub fn restore(&mut self, entries: impl IntoIterator<Item = (QueuedMessage, u64)>) {
+        for (e, ready_at) in entries {
+            if ready_at > 0 {
+                self.delayed.insert((ready_at, e.id), e);
+                continue;
+            }
+            self.ready_bytes += u64::from(e.size);
+            if e.expires_at != 0 {
+                self.expiry.push(Reverse((e.expires_at, e.id)));
+            }
+            self.ready.push_back(e);
+        }
+    }
+
+    /// Records that `n` deliveries were settled and left the queue (ack, dead letter).
+    pub fn settled(&mut self, n: u64) {
+        self.unacked = self.unacked.saturating_sub(n);
+    }
+
+    /// Puts settled-but-requeued deliveries back at the head, in id order.
+    pub fn requeue(&mut self, entries: Vec<QueuedMessage>) {
+        self.settled(entries.len() as u64);
+        self.push_front(entries);
+    }
+
+    /// Holds settled deliveries until their `ready_at` (ms since the epoch), when
+    /// [`QueueCore::tick`] puts them back at the head.
+    pub fn delay(&mut self, entries: Vec<(QueuedMessage, u64)>) {
+        self.settled(entries.len() as u64);
+        if self.deleted {
+            return;
+        }
+        for (e, ready_at) in entries {
+            self.delayed.insert((ready_at, e.id), e);
+        }
+    }
+
+    fn push_front(&mut self, mut entries: Vec<QueuedMessage>) {
+        if self.deleted || entries.is_empty() {
+            return;
+        }
+        entries.sort_unstable_by_key(|e| e.id);
+        for e in entries.into_iter().rev() {
+            self.ready_bytes += u64::from(e.size);
+            if e.message.is_some() {
+                self.resident_bytes += u64::from(e.size);
+            }
+            if e.expires_at != 0 {
+                self.expiry.push(Reverse((e.expires_at, e.id)));
+            }
+            self.ready.push_front(e);
+        }
+    }
+
+    /// Timed work at `now`: releases delayed messages whose time has come (to the head) and
+    /// expires due ready messages wherever they are (dead letters `expired`). Call
+    /// [`QueueCore::dispatch`] after.
+    pub fn tick(&mut self, now: u64, fx: &mut Effects<C>) {
+        let mut due = Vec::new();
+        while let Some(entry) = self.delayed.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            due.push(entry.remove());
+        }
+        self.push_front(due);
+        self.expire(now, fx);
+    }
+
+    /// Removes every ready message whose time has come, wherever it is in the queue.
+    fn expire(&mut self, now: u64, fx: &mut Effects<C>) {
+        let mut due = HashSet::new();
+        while let Some(Reverse((at, id))) = self.expiry.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.expiry.pop();
+            due.insert(id);
+        }
+        if due.is_empty() {
+            return;
+        }
+        let is_due =
+            |e: &QueuedMessage| e.expires_at != 0 && e.expires_at <= now && due.contains(&e.id);
+        let mut expired = Vec::new();
+        // Usually the expired messages are the oldest: take them from the head first.
+        while self.ready.front().is_some_and(is_due) {
+            if let Some(e) = self.pop_front() {
+                expired.push(e);
+            }
+        }
+        if self.ready.iter().any(is_due) {
+            let mut kept = VecDeque::with_capacity(self.ready.len());
+            for e in std::mem::take(&mut self.ready) {
+                if is_due(&e) {
+                    self.take_accounting(&e);
+                    expired.push(e);
+                } else {
+                    kept.push_back(e);
+                }
+            }
+            self.ready = kept;
+        }
+        fx.dead_letter_all(DeadLetterReason::Expired, expired);
+    }
+
+    /// Whether [`QueueCore::dispatch`] could hand anything out: there are ready messages and
+    /// consumers. (The shell skips reading the clock when it could not.)
+    pub fn can_dispatch(&self) -> bool {
+        !self.deleted && !self.consumers.is_empty() && !self.ready.is_empty()
+    }
+
+    /// Hands ready messages to consumers, round-robin, at `now`. `credit(c)` is asked before
+    /// each message: it answers whether `c` takes one more, and counts it against `c`'s
+    /// credit when it does. An expired head is dead-lettered, never delivered; a paged-out
+    /// head stops dispatch and asks for a refill.
+    pub fn dispatch(&mut self, now: u64, credit: &mut impl FnMut(&C) -> bool, fx: &mut Effects<C>) {
+        let n = self.consumers.len();
+        if n == 0 || self.deleted {
+            return;
+        }
+        let mut idle = 0;
+        while idle < n {
+            let Some(head) = self.ready.front() else {
+                break;
+            };
+            if head.expires_at != 0 && head.expires_at <= now {
+                if let Some(e) = self.pop_front() {
+                    fx.dead_letter(DeadLetterReason::Expired, e);
+                }
+                continue;
+            }
+            if head.message.is_none() {
+                self.start_refill(fx);
+                break;
+            }
+            let idx = self.next_consumer % n;
+            self.next_consumer = self.next_consumer.wrapping_add(1);
+            let Some(consumer) = self.consumers.get(idx) else {
+                break;
+            };
+            if !credit(consumer) {
+                idle += 1;
+                continue;
+            }
+            idle = 0;
+            let consumer = consumer.clone();
+            let Some(entry) = self.pop_front() else { break };
+            if consumer.no_ack() {
+                if entry.stored {
+                    fx.removals.push(entry.id);
+                }
+            } else {
+                self.unacked += 1;
+            }
+            fx.deliveries.push(Delivery { consumer, entry });
+        }
+    }
+
+    fn start_refill(&mut self, fx: &mut Effects<C>) {
+        if self.refilling {
+            return;
+        }
+        fx.refill.extend(
+            self.ready
+                .iter()
+                .filter(|e| e.message.is_none())
+                .take(REFILL_BATCH)
+                .map(|e| e.id),
+        );
+        self.refilling = !fx.refill.is_empty();
+    }
+
+    /// A refill's read failed: the next dispatch may ask again.
+    pub fn refill_failed(&mut self) {
+        self.refilling = false;
+    }
+
+    /// Puts the bodies a refill read (`loaded[i]` for `ids[i]`) into their entries. Entries
+    /// whose message row was missing are dropped (the store is inconsistent: they cannot be
+    /// delivered) and their rows removed; their ids are returned so the shell can say so.
+    /// Call [`QueueCore::dispatch`] after.
+    pub fn finish_refill(
+        &mut self,
+        ids: &[u64],
+        loaded: Vec<Option<Arc<Message>>>,
+        fx: &mut Effects<C>,
+    ) -> Vec<u64> {
+        self.refilling = false;
+        let mut by_id: HashMap<u64, Option<Arc<Message>>> =
+            ids.iter().copied().zip(loaded).collect();
+        let scan_limit = ids.len().saturating_mul(4).max(REFILL_BATCH);
+        let mut resident_added = 0u64;
+        let mut missing = Vec::new();
+        for (i, e) in self.ready.iter_mut().enumerate() {
+            if by_id.is_empty() || i >= scan_limit {
+                break;
+            }
+            if e.message.is_some() {
+                continue;
+            }
+            match by_id.remove(&e.id) {
+                Some(Some(m)) => {
+                    e.message = Some(m);
+                    resident_added += u64::from(e.size);
+                }
+                Some(None) => missing.push(e.id),
+                None => {}
+            }
+        }
+        self.resident_bytes += resident_added;
+        if !missing.is_empty() {
+            let mut gone = 0u64;
+            self.ready.retain(|e| {
+                let keep = !missing.contains(&e.id);
+                if !keep {
+                    gone += u64::from(e.size);
+                }
+                keep
+            });
+            self.ready_bytes = self.ready_bytes.saturating_sub(gone);
+            fx.removals.extend_from_slice(&missing);
+        }
+        missing
+    }
+
+    /// Takes the head message for `Get` at `now` (expired heads are dead-lettered on the
+    /// way). Its body may still need loading. Returns it and how many stay ready.
+    pub fn take_one(
+        &mut self,
+        now: u64,
+        no_ack: bool,
+        fx: &mut Effects<C>,
+    ) -> Option<(QueuedMessage, u64)> {
+        let entry = loop {
+            let e = self.pop_front()?;
+            if e.expires_at != 0 && e.expires_at <= now {
+                fx.dead_letter(DeadLetterReason::Expired, e);
+                continue;
+            }
+            break e;
+        };
+        if !no_ack {
+            self.unacked += 1;
+        }
+        Some((entry, self.ready.len() as u64))
+    }
+
+    /// Its consumers, in round-robin order.
+    pub fn consumers(&self) -> &[C] {
+        &self.consumers
+    }
+
+    /// Attaches a consumer. Call [`QueueCore::dispatch`] after.
+    pub fn add_consumer(&mut self, consumer: C) {
+        self.consumers.push(consumer);
+        self.had_consumer = true;
+    }
+
+    /// Detaches the consumers `is_it` picks. Returns true when a consumer was ever attached
+    /// and none is left (what `auto-delete` waits for).
+    pub fn remove_consumer(&mut self, mut is_it: impl FnMut(&C) -> bool) -> bool {
+        self.consumers.retain(|c| !is_it(c));
+        self.had_consumer && self.consumers.is_empty()
+    }
+
+    /// Removes the ready messages with these ids (those still there), in queue order.
+    pub fn take_ids(&mut self, ids: &HashSet<u64>) -> Vec<QueuedMessage> {
+        let mut taken = Vec::new();
+        let mut kept = VecDeque::with_capacity(self.ready.len());
+        for e in std::mem::take(&mut self.ready) {
+            if ids.contains(&e.id) {
+                taken.push(e);
+            } else {
+                kept.push_back(e);
+            }
+        }
+        self.ready = kept;
+        for e in &taken {
+            self.take_accounting(e);
+        }
+        taken
+    }
+
+    /// Puts a taken ready message back where its id places it. Call
+    /// [`QueueCore::dispatch`] after.
+    pub fn put_back(&mut self, entry: QueuedMessage) {
+        if self.deleted {
+            return;
+        }
+        self.ready_bytes += u64::from(entry.size);
+        if entry.message.is_some() {
+            self.resident_bytes += u64::from(entry.size);
+        }
+        if entry.expires_at != 0 {
+            self.expiry.push(Reverse((entry.expires_at, entry.id)));
+        }
+        let at = self
+            .ready
+            .iter()
+            .position(|e| e.id > entry.id)
+            .unwrap_or(self.ready.len());
+        self.ready.insert(at, entry);
+    }
+
+    /// Removes every ready message and returns them.
+    pub fn purge(&mut self) -> Vec<QueuedMessage> {
+        self.ready_bytes = 0;
+        self.resident_bytes = 0;
+        self.expiry.clear();
+        self.ready.drain(..).collect()
+    }
+
+    /// Empties the queue for good. Returns its consumers and how many messages (ready and
+    /// delayed) it held.
+    pub fn delete(&mut self) -> (Vec<C>, u64) {
+        self.deleted = true;
+        let count = self.ready.len() as u64 + self.delayed.len() as u64;
+        self.ready.clear();
+        self.delayed.clear();
+        self.expiry.clear();
+        self.ready_bytes = 0;
+        self.resident_bytes = 0;
+        (self.consumers.drain(..).collect(), count)
+    }
+
+    fn pop_front(&mut self) -> Option<QueuedMessage> {
+        let e = self.ready.pop_front()?;
+        self.take_accounting(&e);
+        Some(e)
+    }
+
+    /// Keeps the byte counters right when a message leaves the ready list.
+    fn take_accounting(&mut self, e: &QueuedMessage) {
+        self.ready_bytes = self.ready_bytes.saturating_sub(u64::from(e.size));
+        if e.message.is_some() {
+            self.resident_bytes = self.resident_bytes.saturating_sub(u64::from(e.size));
+        }
+    }
+
+    /// Rebuilds the expiry heap from the ready messages when stale entries (messages already
+    /// delivered) dominate it. Without this a busy queue with a long TTL would keep one heap
+    /// entry per message it ever held until each TTL ran out. Amortised O(1) per enqueue.
+    fn compact_expiry(&mut self) {
+        if self.expiry.len() <= 1024 || self.expiry.len() <= 2 * self.ready.len() {
+            return;
+        }
+        self.expiry = self
+            .ready
+            .iter()
+            .filter(|e| e.expires_at != 0)
+            .map(|e| Reverse((e.expires_at, e.id)))
+            .collect();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::queue_args::Overflow;
+
+    const T0: u64 = 1_700_000_000_000;
+
+    /// A consumer for tests: a number, and whether it acks.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    struct Tc(u32, bool);
+
+    impl ConsumerSlot for Tc {
+        fn no_ack(&self) -> bool {
+            self.1
+        }
+    }
+
+    const ACKS: Tc = Tc(1, false);
+
+    fn entry(id: u64, expires_at: u64) -> QueuedMessage {
+        QueuedMessage {
+            id,
+            message: None,
+            size: 1,
+            delivery_count: 0,
+            stored: false,
+            expires_at,
+        }
+    }
+
+    fn message(id: u64, expires_at: u64) -> QueuedMessage {
+        QueuedMessage {
+            message: Some(Arc::new(Message {
+                exchange: String::new(),
+                routing_key: "q".into(),
+                properties: Default::default(),
+                body: bytes::Bytes::from_static(b"x"),
+            })),
+            ..entry(id, expires_at)
+        }
+    }
+
+    fn stored(id: u64) -> QueuedMessage {
+        QueuedMessage {
+            stored: true,
+            ..message(id, 0)
+        }
+    }
+
+    fn core(args: QueueArgs) -> QueueCore<Tc> {
+        QueueCore::new(args, 1 << 20)
+    }
+
+    fn ready_ids(q: &QueueCore<Tc>) -> Vec<u64> {
+        q.ready().map(|e| e.id).collect()
+    }
+
+    fn delivered(fx: &mut Effects<Tc>) -> Vec<(u32, u64)> {
+        fx.deliveries
+            .drain(..)
+            .map(|d| (d.consumer.0, d.entry.id))
+            .collect()
+    }
+
+    fn dead(fx: &mut Effects<Tc>) -> Vec<(DeadLetterReason, Vec<u64>)> {
+        fx.dead_letters
+            .drain(..)
+            .map(|(r, es)| (r, es.iter().map(|e| e.id).collect()))
+            .collect()
+    }
+
+    /// Credit for consumers with a prefetch: `held[i]` is what consumer `i` holds unacked.
+    fn prefetch(held: &mut [u32], limit: u32) -> impl FnMut(&Tc) -> bool + '_ {
+        move |c| {
+            let h = &mut held[c.0 as usize];
+            if *h < limit {
+                *h += 1;
+                true
+            } else {
+                false
+            }
+        }
+    }
+
+    #[test]
+    fn the_expiry_heap_does_not_keep_entries_of_delivered_messages() {
+        let mut st = core(QueueArgs::default());
+        // 5,000 messages with a TTL went through; 10 are still ready, 3 of them with a TTL.
+        for id in 0..5_000 {
+            st.expiry.push(Reverse((1_000_000 + id, id)));
+        }
+        for id in 5_000..5_010 {
+            st.ready
+                .push_back(entry(id, if id % 3 == 0 { 2_000_000 } else { 0 }));
+        }
+        st.compact_expiry();
+        let left: Vec<u64> = st.expiry.iter().map(|Reverse((_, id))| *id).collect();
+        assert_eq!(left.len(), 3, "{left:?}");
+        assert!(left.iter().all(|id| *id >= 5_000));
+    }
+
+    #[test]
+    fn a_small_heap_is_left_alone() {
+        let mut st = core(QueueArgs::default());
+        for id in 0..100 {
+            st.expiry.push(Reverse((1, id)));
+        }
+        st.compact_expiry();
+        assert_eq!(st.expiry.len(), 100);
+    }
+
+    #[test]
+    fn dispatch_goes_round_robin_within_prefetch_and_ack_makes_room() {
+        let mut q = core(QueueArgs::default());
+        let mut fx = Effects::default();
+        for id in 1..=5 {
+            q.enqueue(message(id, 0), &mut fx);
+        }
+        q.add_consumer(Tc(0, false));
+        q.add_consumer(Tc(1, false));
+        let mut held = [0, 0];
+        q.dispatch(T0, &mut prefetch(&mut held, 2), &mut fx);
+        assert_eq!(delivered(&mut fx), [(0, 1), (1, 2), (0, 3), (1, 4)]);
+        assert_eq!(ready_ids(&q), [5], "both consumers are at their prefetch");
+        assert_eq!(q.counts().unacked, 4);
+        // Consumer 1 acks one.
+        held[1] -= 1;
+        q.settled(1);
+        q.dispatch(T0, &mut prefetch(&mut held, 2), &mut fx);
+        assert_eq!(delivered(&mut fx), [(1, 5)]);
+        assert_eq!(q.counts().unacked, 4);
+        assert!(fx.is_empty());
+    }
+
+    #[test]
+    fn a_no_ack_delivery_of_a_stored_message_removes_its_row() {
+        let mut q = core(QueueArgs::default());
+        let mut fx = Effects::default();
+        q.enqueue(stored(1), &mut fx);
+        q.enqueue(message(2, 0), &mut fx);
+        q.add_consumer(Tc(0, true));
+        q.dispatch(T0, &mut |_| true, &mut fx);
+        assert_eq!(delivered(&mut fx), [(0, 1), (0, 2)]);
+        assert_eq!(fx.removals, [1], "only the stored one has a row");
+        assert_eq!(
+            q.counts().unacked,
+            0,
+            "no-ack deliveries are settled when sent"
+        );
+    }
+
+    #[test]
+    fn nack_requeues_at_the_head_in_id_order_with_the_count_raised() {
+        let mut q = core(QueueArgs::default());
+        let mut fx = Effects::default();
+        for id in 1..=4 {
+            q.enqueue(stored(id), &mut fx);
+        }
+        q.add_consumer(ACKS);
+        let mut taken = 0;
+        q.dispatch(
+            T0,
+            &mut |_| {
+                taken += 1;
+                taken <= 2
+            },
+            &mut fx,
+        );
+        let mut out: Vec<QueuedMessage> = fx.deliveries.drain(..).map(|d| d.entry).collect();
+        out.reverse(); // settled in any order, back in id order
+        q.fail(out, None, T0, &mut fx);
+        assert_eq!(ready_ids(&q), [1, 2, 3, 4]);
+        assert_eq!(
+            q.ready().map(|e| e.delivery_count).collect::<Vec<_>>(),
+            [1, 1, 0, 0]
+        );
+        assert_eq!(q.counts().unacked, 0);
+        let mut updates = fx.updates.clone();
+        updates.sort_by_key(|u| u.id);
+        assert_eq!(
+            updates,
+            [
+                EntryUpdate {
+                    id: 1,
+                    delivery_count: 1,
+                    ready_at: 0
+                },
+                EntryUpdate {
+                    id: 2,
+                    delivery_count: 1,
+                    ready_at: 0
+                },
+            ],
+            "stored entries record their count"
+        );
+    }
+
+    #[test]
+    fn reject_dead_letters_and_the_delivery_limit_applies_past_it() {
+        let mut q = core(QueueArgs {
+            delivery_limit: Some(1),
+            ..QueueArgs::default()
+        });
+        let mut fx = Effects::default();
+        q.enqueue(message(1, 0), &mut fx);
+        q.enqueue(message(2, 0), &mut fx);
+        q.add_consumer(ACKS);
+        q.dispatch(T0, &mut |_| true, &mut fx);
+        let mut out: Vec<QueuedMessage> = fx.deliveries.drain(..).map(|d| d.entry).collect();
+        let second = out.pop().expect("two delivered");
+        q.reject(vec![second], &mut fx);
+        assert_eq!(dead(&mut fx), [(DeadLetterReason::Rejected, vec![2])]);
+        // Message 1 fails once (count 1: within the limit), then again (count 2: past it).
+        q.fail(out, None, T0, &mut fx);
+        assert_eq!(ready_ids(&q), [1]);
+        q.dispatch(T0, &mut |_| true, &mut fx);
+        let again: Vec<QueuedMessage> = fx.deliveries.drain(..).map(|d| d.entry).collect();
+        q.fail(again, None, T0, &mut fx);
+        assert_eq!(dead(&mut fx), [(DeadLetterReason::DeliveryLimit, vec![1])]);
+        assert_eq!(
+            q.counts(),
+            QueueCounts {
+                ready: 0,
+                ready_bytes: 0,
+                unacked: 0,
+                consumers: 1,
+                delayed: 0
+            }
+        );
+    }
+
+    #[test]
+    fn backoff_holds_a_failed_delivery_until_its_time() {
+        let mut q = core(QueueArgs {
+            retry_backoff_ms: Some(vec![100, 1_000]),
+            ..QueueArgs::default()
+        });
+        let mut fx = Effects::default();
+        q.enqueue(message(1, 0), &mut fx);
+        q.enqueue(message(2, 0), &mut fx);
+        let first = q.take_one(T0, false, &mut fx).expect("ready").0;
+        q.fail(vec![first], None, T0, &mut fx);
+        assert_eq!(ready_ids(&q), [2]);
+        assert_eq!(q.counts().delayed, 1);
+        q.tick(T0 + 99, &mut fx);
+        assert_eq!(ready_ids(&q), [2], "not before its time");
+        q.tick(T0 + 100, &mut fx);
+        assert_eq!(ready_ids(&q), [1, 2], "back at the head");
+        // The second failure waits for the second step; a request's own delay wins.
+        let again = q.take_one(T0 + 100, false, &mut fx).expect("ready").0;
+        q.fail(vec![again], None, T0 + 100, &mut fx);
+        assert_eq!(q.delayed.keys().next(), Some(&(T0 + 1_100, 1)));
+        q.tick(T0 + 1_100, &mut fx);
+        let third = q.take_one(T0 + 1_100, false, &mut fx).expect("ready").0;
+        q.fail(vec![third], Some(5), T0 + 1_100, &mut fx);
+        assert_eq!(q.delayed.keys().next(), Some(&(T0 + 1_105, 1)));
+        assert!(fx.is_empty());
+    }
+
+    #[test]
+    fn ttl_expires_anywhere_and_an_expired_head_is_never_delivered() {
+        let mut q = core(QueueArgs::default());
+        let mut fx = Effects::default();
+        q.enqueue(message(1, 0), &mut fx);
+        q.enqueue(message(2, T0 + 100), &mut fx);
+        q.enqueue(message(3, 0), &mut fx);
+        q.tick(T0 + 100, &mut fx);
+        assert_eq!(ready_ids(&q), [1, 3]);
+        assert_eq!(dead(&mut fx), [(DeadLetterReason::Expired, vec![2])]);
+        // An expired head is dropped at dispatch, before the next tick sees it.
+        let mut q = core(QueueArgs::default());
+        q.enqueue(message(1, T0 + 10), &mut fx);
+        q.enqueue(message(2, 0), &mut fx);
+        q.add_consumer(ACKS);
+        q.dispatch(T0 + 10, &mut |_| true, &mut fx);
+        assert_eq!(delivered(&mut fx), [(1, 2)]);
+        assert_eq!(dead(&mut fx), [(DeadLetterReason::Expired, vec![1])]);
+        // And by get.
+        q.enqueue(message(3, T0 + 10), &mut fx);
+        assert!(q.take_one(T0 + 10, false, &mut fx).is_none());
+        assert_eq!(dead(&mut fx), [(DeadLetterReason::Expired, vec![3])]);
+    }
+
+    #[test]
+    fn the_three_overflow_modes() {
+        let mut fx = Effects::default();
+        // drop-head: the queue takes the message and drops its oldest.
+        let mut q = core(QueueArgs {
+            max_length: Some(2),
+            ..QueueArgs::default()
+        });
+        for id in 1..=3 {
+            q.enqueue(message(id, 0), &mut fx);
+        }
+        assert_eq!(ready_ids(&q), [2, 3]);
+        assert_eq!(dead(&mut fx), [(DeadLetterReason::MaxLen, vec![1])]);
+        // reject-publish(-dlx): the queue refuses, counting what a commit already admitted;
+        // the completion step nacks (and dead-letters) what it refused.
+        for overflow in [Overflow::RejectPublish, Overflow::RejectPublishDlx] {
+            let mut q = core(QueueArgs {
+                max_length: Some(2),
+                max_length_bytes: Some(10),
+                overflow,
+                ..QueueArgs::default()
+            });
+            q.enqueue(message(1, 0), &mut fx);
+            assert!(q.admits((0, 0), 1));
+            assert!(!q.admits((1, 1), 1), "one admitted in this commit fills it");
+            assert!(!q.admits((0, 0), 10), "too many bytes");
+        }
+        assert!(fx.is_empty());
+    }
+
+    #[test]
+    fn paging_keeps_bodies_within_the_window_and_refills_before_delivering() {
+        let mut q: QueueCore<Tc> = QueueCore::new(QueueArgs::default(), 2);
+        let mut fx = Effects::default();
+        for id in 1..=4 {
+            q.enqueue(stored(id), &mut fx);
+        }
+        let resident: Vec<bool> = q.ready().map(|e| e.message.is_some()).collect();
+        assert_eq!(resident, [true, true, false, false]);
+        assert_eq!(q.resident_bytes(), 2);
+        q.add_consumer(ACKS);
+        q.dispatch(T0, &mut |_| true, &mut fx);
+        assert_eq!(delivered(&mut fx), [(1, 1), (1, 2)]);
+        assert_eq!(fx.refill, [3, 4], "a paged-out head asks for its bodies");
+        let ids = std::mem::take(&mut fx.refill);
+        q.dispatch(T0, &mut |_| true, &mut fx);
+        assert!(fx.is_empty(), "one refill at a time");
+        // The store has message 3's body; message 4's row is missing.
+        let body = message(3, 0).message;
+        let missing = q.finish_refill(&ids, vec![body, None], &mut fx);
+        assert_eq!(missing, [4]);
+        assert_eq!(fx.removals, [4]);
+        fx.removals.clear();
+        q.dispatch(T0, &mut |_| true, &mut fx);
+        assert_eq!(delivered(&mut fx), [(1, 3)]);
+        assert_eq!(q.counts().ready_bytes, 0);
+    }
+}
