@@ -12,6 +12,41 @@ pub trait Clock: Send + Sync + std::fmt::Debug {
     fn now_ms(&self) -> u64;
 }
 
+/// "Now" for one step of the broker, read from its clock on first use and then kept: a step
+/// that finds nothing due (no expiring head, no delivery to stamp) never reads the clock,
+/// which on the hot path is a system call's worth of work per publish and per ack.
+#[derive(Debug, Clone, Copy)]
+pub enum LazyNow<'a> {
+    /// Already known (read, or given by the caller).
+    Known(u64),
+    /// Not read yet.
+    Unread(&'a dyn Clock),
+}
+
+impl<'a> LazyNow<'a> {
+    /// A "now" read from `clock` when first asked for.
+    pub fn from_clock(clock: &'a dyn Clock) -> LazyNow<'a> {
+        LazyNow::Unread(clock)
+    }
+
+    /// A "now" fixed at `now_ms`.
+    pub fn at(now_ms: u64) -> LazyNow<'static> {
+        LazyNow::Known(now_ms)
+    }
+
+    /// The time, reading the clock the first time.
+    pub fn get(&mut self) -> u64 {
+        match *self {
+            LazyNow::Known(t) => t,
+            LazyNow::Unread(clock) => {
+                let t = clock.now_ms();
+                *self = LazyNow::Known(t);
+                t
+            }
+        }
+    }
+}
+
 /// The wall clock.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemClock;
@@ -73,6 +108,17 @@ mod tests {
         c.set(u64::MAX - 1);
         c.advance(Duration::from_secs(1));
         assert_eq!(c.now_ms(), u64::MAX, "saturates");
+    }
+
+    #[test]
+    fn lazy_now_reads_the_clock_once_and_only_when_asked() {
+        let c = ManualClock::new(10);
+        let mut now = LazyNow::from_clock(&c);
+        c.set(20);
+        assert_eq!(now.get(), 20, "read on first use, not when made");
+        c.set(30);
+        assert_eq!(now.get(), 20, "then kept");
+        assert_eq!(LazyNow::at(7).get(), 7);
     }
 
     #[test]

@@ -1,7 +1,6 @@
 //! [`Exchange`]: routes a message to queues through its bindings, by kind: direct (key
 //! equality), fanout (all), topic (a trie of dotted-word patterns) and headers (`x-match`).
 
-use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
@@ -65,7 +64,7 @@ pub struct Exchange {
 #[derive(Debug, Default)]
 struct Bindings {
     all: Vec<Binding>,
-    direct: HashMap<String, Vec<QueueRef>>,
+    direct: foldhash::HashMap<String, Vec<QueueRef>>,
     topic: TopicTrie<QueueRef>,
 }
 

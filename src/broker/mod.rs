@@ -57,6 +57,8 @@ mod topology;
 pub use stats::BrokerStats;
 
 use std::collections::HashMap;
+
+use foldhash::HashMap as FastMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -106,8 +108,8 @@ pub struct Broker {
 }
 
 struct Inner {
-    exchanges: RwLock<HashMap<String, Arc<Exchange>>>,
-    queues: RwLock<HashMap<String, Arc<Queue>>>,
+    exchanges: RwLock<FastMap<String, Arc<Exchange>>>,
+    queues: RwLock<FastMap<String, Arc<Queue>>>,
     /// Serialises topology changes so check-then-change sequences are atomic.
     topology: tokio::sync::Mutex<()>,
     store: BrokerStore,
@@ -169,8 +171,8 @@ impl Broker {
         });
         let broker = Broker {
             inner: Arc::new(Inner {
-                exchanges: RwLock::new(HashMap::new()),
-                queues: RwLock::new(HashMap::new()),
+                exchanges: RwLock::new(FastMap::default()),
+                queues: RwLock::new(FastMap::default()),
                 topology: tokio::sync::Mutex::new(()),
                 store,
                 ctx,
@@ -198,6 +200,11 @@ impl Broker {
     /// Now, on the broker's clock (ms since the epoch).
     pub(crate) fn now_ms(&self) -> u64 {
         self.inner.ctx.clock.now_ms()
+    }
+
+    /// The broker's clock, for reads that may not be needed ([`crate::clock::LazyNow`]).
+    pub(crate) fn clock(&self) -> &dyn Clock {
+        &*self.inner.ctx.clock
     }
 
     /// The store (for stats and shutdown).

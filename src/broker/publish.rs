@@ -15,6 +15,7 @@ use super::event::{Confirm, Event, RequestId};
 use super::queue::Queue;
 use super::session::Session;
 use super::{Broker, X_DELAY, X_DELIVER_AT};
+use crate::clock::LazyNow;
 use crate::error::BrokerError;
 use crate::message::Message;
 use crate::store::ScheduleOp;
@@ -32,9 +33,10 @@ impl Broker {
         p: Publish,
     ) -> Result<(), BrokerError> {
         let stats = &self.inner.stats;
-        let now = self.now_ms();
-        if let Some(due_ms) = not_before(&p.properties.headers, now)? {
-            if due_ms > now {
+        // Most publishes carry neither header: the clock is read only for those that do.
+        let mut now = LazyNow::from_clock(self.clock());
+        if let Some(due_ms) = not_before(&p.properties.headers, &mut now)? {
+            if due_ms > now.get() {
                 return self.schedule(session, request_id, p, due_ms).await;
             }
         }
@@ -138,11 +140,11 @@ impl Broker {
 }
 
 /// The not-before time a publish asks for: `x-deliver-at` (ms since the epoch) or `now` plus
-/// `x-delay` (ms).
+/// `x-delay` (ms). `now` is read only for `x-delay`.
 ///
 /// # Errors
 /// Either header with a value that is not a non-negative integer.
-fn not_before(headers: &FieldTable, now: u64) -> Result<Option<u64>, BrokerError> {
+fn not_before(headers: &FieldTable, now: &mut LazyNow<'_>) -> Result<Option<u64>, BrokerError> {
     let int = |name: &str| -> Result<Option<u64>, BrokerError> {
         match headers.get(name) {
             None => Ok(None),
@@ -158,5 +160,5 @@ fn not_before(headers: &FieldTable, now: u64) -> Result<Option<u64>, BrokerError
     if let Some(at) = int(X_DELIVER_AT)? {
         return Ok(Some(at));
     }
-    Ok(int(X_DELAY)?.map(|d| now.saturating_add(d)))
+    Ok(int(X_DELAY)?.map(|d| now.get().saturating_add(d)))
 }

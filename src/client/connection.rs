@@ -130,7 +130,7 @@ pub(crate) struct ConsumerSlot {
 /// Everything behind the state lock.
 #[derive(Default)]
 struct State {
-    pending: HashMap<RequestId, Pending>,
+    pending: foldhash::HashMap<RequestId, Pending>,
     consumers: HashMap<String, ConsumerSlot>,
     /// Woken by `CloseOk` (whatever its request id) for [`crate::client::Client::close`].
     close_waiter: Option<oneshot::Sender<()>>,

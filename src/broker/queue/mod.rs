@@ -48,7 +48,7 @@ use super::consumer::Consumer;
 use super::dead_letter::{DeadLetterJob, DeadLetterReason, DeadLetterTask};
 use super::queue_args::QueueArgs;
 use super::session::{Outbound, Unacked};
-use crate::clock::Clock;
+use crate::clock::{Clock, LazyNow};
 use crate::message::{Message, QueuedMessage};
 
 /// What every queue shares: the store, where to page bodies from and the runtime to page on.
@@ -288,23 +288,21 @@ impl Queue {
         let mut st = self.state.lock();
         let Locked { core, fx } = &mut *st;
         let r = change(core, fx);
-        // The clock is read only when there is something to hand out: on the hot path a
-        // clock read per publish and per ack shows up in the instruction count.
-        let now = if core.can_dispatch() {
-            let now = self.ctx.clock.now_ms();
-            core.dispatch(now, &mut take_credit, fx);
-            now
-        } else {
-            0
-        };
-        self.apply(fx, now);
+        // The clock is read only when something needs it (an expiring head, a delivery to
+        // stamp): on the hot path a clock read per publish and per ack shows in the
+        // instruction count.
+        let mut now = LazyNow::from_clock(&*self.ctx.clock);
+        if core.can_dispatch() {
+            core.dispatch(&mut now, &mut take_credit, fx);
+        }
+        self.apply(fx, &mut now);
         r
     }
 
     /// Carries out effects: store updates, deliveries (recorded in their sessions and sent to
     /// their connections, delivered at `now`), store removals, dead letters, a refill. Leaves
     /// `fx` empty.
-    fn apply(self: &Arc<Self>, fx: &mut Effects<Arc<Consumer>>, now: u64) {
+    fn apply(self: &Arc<Self>, fx: &mut Effects<Arc<Consumer>>, now: &mut LazyNow<'_>) {
         for u in fx.updates.drain(..) {
             self.ctx
                 .store
@@ -320,7 +318,7 @@ impl Queue {
                 queue: self.clone(),
                 consumer: Some(consumer.clone()),
                 entry: entry.clone(),
-                delivered_at_ms: now,
+                delivered_at_ms: now.get(),
             });
             let delivery_tag = consumer.session.record_delivery(tracked);
             self.ctx.stats.count_delivery(entry.delivery_count > 0);
@@ -390,8 +388,9 @@ impl Queue {
         let mut st = self.state.lock();
         let Locked { core, fx } = &mut *st;
         core.tick(now, fx);
-        core.dispatch(now, &mut take_credit, fx);
-        self.apply(fx, now);
+        let mut at = LazyNow::at(now);
+        core.dispatch(&mut at, &mut take_credit, fx);
+        self.apply(fx, &mut at);
         let idle = self.args.expires_ms.is_some_and(|ttl| {
             core.consumers().is_empty()
                 && now.saturating_sub(self.last_used.load(Ordering::Relaxed)) >= ttl
@@ -450,7 +449,7 @@ impl Queue {
         let mut st = self.state.lock();
         let Locked { core, fx } = &mut *st;
         let taken = core.take_one(now, no_ack, fx);
-        self.apply(fx, now);
+        self.apply(fx, &mut LazyNow::at(now));
         let (entry, left) = taken?;
         self.stats.delivered.fetch_add(1, Ordering::Relaxed);
         self.ctx.stats.count_delivery(entry.delivery_count > 0);

@@ -23,6 +23,7 @@ use proptest::prelude::*;
 use super::state::{ConsumerSlot, Effects, QueueCore};
 use crate::broker::dead_letter::DeadLetterReason;
 use crate::broker::queue_args::{Overflow, QueueArgs};
+use crate::clock::LazyNow;
 use crate::message::{Message, QueuedMessage};
 
 /// A test consumer: its index in the harness and whether it acks.
@@ -463,7 +464,7 @@ impl Harness {
         let has_credit =
             |held: &[u32], i: usize| limits[i].1 || limits[i].0 == 0 || held[i] < limits[i].0;
         self.core.dispatch(
-            self.now,
+            &mut LazyNow::at(self.now),
             &mut |c: &Tc| {
                 let ok = has_credit(&held, c.0);
                 if ok {

@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use crate::broker::dead_letter::DeadLetterReason;
 use crate::broker::queue_args::{Overflow, QueueArgs};
+use crate::clock::LazyNow;
 use crate::message::{Message, QueuedMessage};
 
 /// How many paged-out bodies one refill reads.
@@ -373,11 +374,17 @@ impl<C: ConsumerSlot> QueueCore<C> {
         !self.deleted && !self.consumers.is_empty() && !self.ready.is_empty()
     }
 
-    /// Hands ready messages to consumers, round-robin, at `now`. `credit(c)` is asked before
+    /// Hands ready messages to consumers, round-robin, at `now` (read only if a head carries an
+    /// expiry). `credit(c)` is asked before
     /// each message: it answers whether `c` takes one more, and counts it against `c`'s
     /// credit when it does. An expired head is dead-lettered, never delivered; a paged-out
     /// head stops dispatch and asks for a refill.
-    pub fn dispatch(&mut self, now: u64, credit: &mut impl FnMut(&C) -> bool, fx: &mut Effects<C>) {
+    pub fn dispatch(
+        &mut self,
+        now: &mut LazyNow<'_>,
+        credit: &mut impl FnMut(&C) -> bool,
+        fx: &mut Effects<C>,
+    ) {
         let n = self.consumers.len();
         if n == 0 || self.deleted {
             return;
@@ -387,7 +394,7 @@ impl<C: ConsumerSlot> QueueCore<C> {
             let Some(head) = self.ready.front() else {
                 break;
             };
-            if head.expires_at != 0 && head.expires_at <= now {
+            if head.expires_at != 0 && head.expires_at <= now.get() {
                 if let Some(e) = self.pop_front() {
                     fx.dead_letter(DeadLetterReason::Expired, e);
                 }
@@ -738,14 +745,14 @@ mod tests {
         q.add_consumer(Tc(0, false));
         q.add_consumer(Tc(1, false));
         let mut held = [0, 0];
-        q.dispatch(T0, &mut prefetch(&mut held, 2), &mut fx);
+        q.dispatch(&mut LazyNow::at(T0), &mut prefetch(&mut held, 2), &mut fx);
         assert_eq!(delivered(&mut fx), [(0, 1), (1, 2), (0, 3), (1, 4)]);
         assert_eq!(ready_ids(&q), [5], "both consumers are at their prefetch");
         assert_eq!(q.counts().unacked, 4);
         // Consumer 1 acks one.
         held[1] -= 1;
         q.settled(1);
-        q.dispatch(T0, &mut prefetch(&mut held, 2), &mut fx);
+        q.dispatch(&mut LazyNow::at(T0), &mut prefetch(&mut held, 2), &mut fx);
         assert_eq!(delivered(&mut fx), [(1, 5)]);
         assert_eq!(q.counts().unacked, 4);
         assert!(fx.is_empty());
@@ -758,7 +765,7 @@ mod tests {
         q.enqueue(stored(1), &mut fx);
         q.enqueue(message(2, 0), &mut fx);
         q.add_consumer(Tc(0, true));
-        q.dispatch(T0, &mut |_| true, &mut fx);
+        q.dispatch(&mut LazyNow::at(T0), &mut |_| true, &mut fx);
         assert_eq!(delivered(&mut fx), [(0, 1), (0, 2)]);
         assert_eq!(fx.removals, [1], "only the stored one has a row");
         assert_eq!(
@@ -778,7 +785,7 @@ mod tests {
         q.add_consumer(ACKS);
         let mut taken = 0;
         q.dispatch(
-            T0,
+            &mut LazyNow::at(T0),
             &mut |_| {
                 taken += 1;
                 taken <= 2
@@ -824,7 +831,7 @@ mod tests {
         q.enqueue(message(1, 0), &mut fx);
         q.enqueue(message(2, 0), &mut fx);
         q.add_consumer(ACKS);
-        q.dispatch(T0, &mut |_| true, &mut fx);
+        q.dispatch(&mut LazyNow::at(T0), &mut |_| true, &mut fx);
         let mut out: Vec<QueuedMessage> = fx.deliveries.drain(..).map(|d| d.entry).collect();
         let second = out.pop().expect("two delivered");
         q.reject(vec![second], &mut fx);
@@ -832,7 +839,7 @@ mod tests {
         // Message 1 fails once (count 1: within the limit), then again (count 2: past it).
         q.fail(out, None, T0, &mut fx);
         assert_eq!(ready_ids(&q), [1]);
-        q.dispatch(T0, &mut |_| true, &mut fx);
+        q.dispatch(&mut LazyNow::at(T0), &mut |_| true, &mut fx);
         let again: Vec<QueuedMessage> = fx.deliveries.drain(..).map(|d| d.entry).collect();
         q.fail(again, None, T0, &mut fx);
         assert_eq!(dead(&mut fx), [(DeadLetterReason::DeliveryLimit, vec![1])]);
@@ -891,7 +898,7 @@ mod tests {
         q.enqueue(message(1, T0 + 10), &mut fx);
         q.enqueue(message(2, 0), &mut fx);
         q.add_consumer(ACKS);
-        q.dispatch(T0 + 10, &mut |_| true, &mut fx);
+        q.dispatch(&mut LazyNow::at(T0 + 10), &mut |_| true, &mut fx);
         assert_eq!(delivered(&mut fx), [(1, 2)]);
         assert_eq!(dead(&mut fx), [(DeadLetterReason::Expired, vec![1])]);
         // And by get.
@@ -941,11 +948,11 @@ mod tests {
         assert_eq!(resident, [true, true, false, false]);
         assert_eq!(q.resident_bytes(), 2);
         q.add_consumer(ACKS);
-        q.dispatch(T0, &mut |_| true, &mut fx);
+        q.dispatch(&mut LazyNow::at(T0), &mut |_| true, &mut fx);
         assert_eq!(delivered(&mut fx), [(1, 1), (1, 2)]);
         assert_eq!(fx.refill, [3, 4], "a paged-out head asks for its bodies");
         let ids = std::mem::take(&mut fx.refill);
-        q.dispatch(T0, &mut |_| true, &mut fx);
+        q.dispatch(&mut LazyNow::at(T0), &mut |_| true, &mut fx);
         assert!(fx.is_empty(), "one refill at a time");
         // The store has message 3's body; message 4's row is missing.
         let body = message(3, 0).message;
@@ -953,7 +960,7 @@ mod tests {
         assert_eq!(missing, [4]);
         assert_eq!(fx.removals, [4]);
         fx.removals.clear();
-        q.dispatch(T0, &mut |_| true, &mut fx);
+        q.dispatch(&mut LazyNow::at(T0), &mut |_| true, &mut fx);
         assert_eq!(delivered(&mut fx), [(1, 3)]);
         assert_eq!(q.counts().ready_bytes, 0);
     }
