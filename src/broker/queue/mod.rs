@@ -7,7 +7,7 @@
 //! | file | what it holds |
 //! |---|---|
 //! | `state.rs` | [`QueueCore`]: the state and every rule that changes it, with no I/O and no clock: each method takes `now` and writes what must happen into an [`Effects`] |
-//! | `settle.rs` | the settle policy: requeue at the head, delay (backoff), delivery limit, dead-letter on reject |
+//! | `settle.rs` | the settle policy: requeue at the head, delay (backoff), delivery limit, dead-letter on reject, consumer timeout |
 //! | `paging.rs` | [`BodySource`]: where paged-out bodies are read back from (the store; a map in tests) |
 //! | `mod.rs` | [`Queue`], the shell: the lock, the clock, and carrying out effects against sessions, the store and the dead-letter task |
 //!
@@ -30,7 +30,7 @@ mod settle;
 mod state;
 
 pub use paging::{BodySource, MemoryBodies};
-pub use settle::{verdict, Verdict};
+pub use settle::{consumer_timeout, timed_out, verdict, Verdict};
 pub use state::{
     ConsumerSlot, Delivery, Effects, EntryUpdate, QueueCore, QueueCounts, REFILL_BATCH,
 };
