@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, Semaphore};
@@ -10,7 +11,7 @@ use tokio::sync::{mpsc, Semaphore};
 use super::confirm::ReplySink;
 use super::consumer::Consumer;
 use super::event::{Event, RequestId};
-use super::queue::Queue;
+use super::queue::{consumer_timeout, timed_out, Queue};
 use crate::message::QueuedMessage;
 
 /// Publishes a connection may have between being read and being confirmed. Past this the
@@ -215,26 +216,27 @@ impl Session {
         }
     }
 
-    /// Consumers holding a delivery unacked for longer than their queue's
-    /// `x-consumer-timeout` (or `default_timeout`): each with the oldest such tag and its age.
+    /// Consumers holding a delivery unacked at `now_ms` for longer than its consumer timeout
+    /// (the queue's `x-consumer-timeout`, else `default_timeout`; the rule is
+    /// [`consumer_timeout`] and [`timed_out`] in `queue/settle.rs`): each with its oldest such
+    /// tag and that delivery's age.
     pub fn timed_out_consumers(
         &self,
-        default_timeout: Option<std::time::Duration>,
+        default_timeout: Option<Duration>,
         now_ms: u64,
-    ) -> Vec<(Arc<Consumer>, u64, std::time::Duration)> {
+    ) -> Vec<(Arc<Consumer>, u64, Duration)> {
         let st = self.state.lock();
-        let mut out: Vec<(Arc<Consumer>, u64, std::time::Duration)> = Vec::new();
+        let mut out: Vec<(Arc<Consumer>, u64, Duration)> = Vec::new();
+        // Tags rise with delivery order, so the first one found for a consumer is its oldest.
         for (tag, u) in &st.unacked {
             let Some(c) = &u.consumer else { continue };
-            let timeout = u
-                .queue
-                .args
-                .consumer_timeout_ms
-                .map(std::time::Duration::from_millis)
-                .or(default_timeout);
-            let Some(timeout) = timeout else { continue };
-            let age = std::time::Duration::from_millis(now_ms.saturating_sub(u.delivered_at_ms));
-            if age >= timeout && !out.iter().any(|(o, _, _)| Arc::ptr_eq(o, c)) {
+            let Some(timeout) = consumer_timeout(&u.queue.args, default_timeout) else {
+                continue;
+            };
+            let Some(age) = timed_out(u.delivered_at_ms, now_ms, timeout) else {
+                continue;
+            };
+            if !out.iter().any(|(o, _, _)| Arc::ptr_eq(o, c)) {
                 out.push((c.clone(), *tag, age));
             }
         }

@@ -1,6 +1,8 @@
 //! The broker's ticker: every [`TICK`] it expires messages (wherever they are in their
 //! queues), releases delayed requeues, deletes queues idle past their `x-expires`, and
-//! cancels consumers that held a delivery past their consumer timeout.
+//! cancels consumers that held a delivery past their consumer timeout (the rule is the
+//! queue's: [`consumer_timeout`](super::queue::consumer_timeout) and
+//! [`timed_out`](super::queue::timed_out) in `queue/settle.rs`).
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};

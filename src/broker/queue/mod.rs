@@ -7,7 +7,7 @@
 //! | file | what it holds |
 //! |---|---|
 //! | `state.rs` | [`QueueCore`]: the state and every rule that changes it, with no I/O and no clock: each method takes `now` and writes what must happen into an [`Effects`] |
-//! | `settle.rs` | the settle policy: requeue at the head, delay (backoff), delivery limit, dead-letter on reject |
+//! | `settle.rs` | the settle policy: requeue at the head, delay (backoff), delivery limit, dead-letter on reject, consumer timeout |
 //! | `paging.rs` | [`BodySource`]: where paged-out bodies are read back from (the store; a map in tests) |
 //! | `mod.rs` | [`Queue`], the shell: the lock, the clock, and carrying out effects against sessions, the store and the dead-letter task |
 //!
@@ -30,7 +30,7 @@ mod settle;
 mod state;
 
 pub use paging::{BodySource, MemoryBodies};
-pub use settle::{verdict, Verdict};
+pub use settle::{consumer_timeout, timed_out, verdict, Verdict};
 pub use state::{
     ConsumerSlot, Delivery, Effects, EntryUpdate, QueueCore, QueueCounts, REFILL_BATCH,
 };
@@ -791,5 +791,52 @@ mod tests {
         }
         assert_eq!(ids, [1, 2, 3, 4]);
         assert_eq!(q.counts().unacked, 4);
+    }
+    #[tokio::test]
+    async fn a_consumer_times_out_by_its_oldest_delivery_on_the_queues_clock() {
+        let fx = fixture();
+        let with_arg = queue(&fx, &[("x-consumer-timeout", FieldValue::Int(1_000))]);
+        let without = queue(&fx, &[]);
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let session = crate::broker::session::Session::new(1, "test".into(), tx);
+        for (tag, q) in [("a", &with_arg), ("b", &without)] {
+            let c = Consumer::new(tag.into(), q, session.clone(), false, 0, false);
+            q.add_consumer(c).expect("consumer");
+        }
+        with_arg.enqueue(message(1, 0)); // tag 1, to a, at T0
+        without.enqueue(message(2, 0)); // tag 2, to b, at T0
+        fx.clock.advance(Duration::from_millis(400));
+        with_arg.enqueue(message(3, 0)); // tag 3, to a, at T0 + 400
+        assert_eq!(session.unacked_count(), 3);
+
+        let server = Some(Duration::from_millis(2_000));
+        let timed_out = |now: u64, default: Option<Duration>| -> Vec<(String, u64, u128)> {
+            session
+                .timed_out_consumers(default, now)
+                .into_iter()
+                .map(|(c, tag, age)| (c.tag.to_string(), tag, age.as_millis()))
+                .collect()
+        };
+        assert_eq!(timed_out(T0 + 999, server), []);
+        assert_eq!(
+            timed_out(T0 + 1_000, server),
+            [("a".to_owned(), 1, 1_000)],
+            "the queue's timeout, reached exactly, by a's oldest delivery"
+        );
+        assert_eq!(
+            timed_out(T0 + 2_000, server),
+            [("a".to_owned(), 1, 2_000), ("b".to_owned(), 2, 2_000)],
+            "b's queue has no x-consumer-timeout: the server's applies"
+        );
+        assert_eq!(
+            timed_out(T0 + 2_000, None),
+            [("a".to_owned(), 1, 2_000)],
+            "without a server default, only the queue's"
+        );
+        assert_eq!(
+            timed_out(T0 - 1, server),
+            [],
+            "a clock stepped back times nothing out"
+        );
     }
 }

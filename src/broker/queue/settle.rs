@@ -8,8 +8,16 @@
 //! A delivery refused without requeue is dead-lettered with `rejected` (the dead-letter task
 //! drops it when the queue has no dead-letter exchange).
 //!
+//! A delivery left unacked for the queue's `x-consumer-timeout` (else the server's default)
+//! costs its consumer: the broker cancels it and its unacked deliveries fail as above.
+//!
 //! [`verdict`] is the decision for one message, a pure function; [`QueueCore::fail`] and
-//! [`QueueCore::reject`] apply it to the queue's state.
+//! [`QueueCore::reject`] apply it to the queue's state. [`consumer_timeout`] and
+//! [`timed_out`] are the consumer-timeout rule, pure functions too; the session applies them
+//! to its unacked deliveries (`Session::timed_out_consumers`) and the ticker cancels the
+//! consumers they name (`broker/timers.rs`).
+
+use std::time::Duration;
 
 use super::state::{ConsumerSlot, EntryUpdate, QueueCore};
 use super::Effects;
@@ -41,6 +49,22 @@ pub fn verdict(args: &QueueArgs, failures: u32, delay_ms: Option<u64>, now: u64)
         Some(d) => Verdict::Delay(now.saturating_add(d)),
         None => Verdict::Requeue,
     }
+}
+
+/// How long a delivery from a queue with `args` may stay unacked: the queue's
+/// `x-consumer-timeout`, else the server's `default`; `None`: for ever.
+pub fn consumer_timeout(args: &QueueArgs, default: Option<Duration>) -> Option<Duration> {
+    args.consumer_timeout_ms
+        .map(Duration::from_millis)
+        .or(default)
+}
+
+/// Whether a delivery made at `delivered_at_ms` has outlived `timeout` at `now_ms`: its age
+/// if it is at least `timeout`, else `None`. A delivery stamped after `now_ms` (the clock
+/// stepped back) has age zero.
+pub fn timed_out(delivered_at_ms: u64, now_ms: u64, timeout: Duration) -> Option<Duration> {
+    let age = Duration::from_millis(now_ms.saturating_sub(delivered_at_ms));
+    (age >= timeout).then_some(age)
 }
 
 impl<C: ConsumerSlot> QueueCore<C> {
@@ -147,5 +171,52 @@ mod tests {
             Verdict::Requeue,
             "a zero delay is none"
         );
+    }
+
+    fn timeout_arg(ms: Option<u64>) -> QueueArgs {
+        QueueArgs {
+            consumer_timeout_ms: ms,
+            ..QueueArgs::default()
+        }
+    }
+
+    #[test]
+    fn without_a_timeout_anywhere_a_delivery_never_times_out() {
+        assert_eq!(consumer_timeout(&timeout_arg(None), None), None);
+    }
+
+    #[test]
+    fn the_queues_consumer_timeout_wins_over_the_servers() {
+        let server = Some(Duration::from_secs(30));
+        assert_eq!(
+            consumer_timeout(&timeout_arg(Some(500)), server),
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(
+            consumer_timeout(&timeout_arg(Some(500)), None),
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(consumer_timeout(&timeout_arg(None), server), server);
+    }
+
+    #[test]
+    fn a_delivery_times_out_once_its_age_reaches_the_timeout() {
+        let t = Duration::from_millis(300);
+        assert_eq!(timed_out(1_000, 1_299, t), None);
+        assert_eq!(
+            timed_out(1_000, 1_300, t),
+            Some(t),
+            "exactly at the timeout counts"
+        );
+        assert_eq!(
+            timed_out(1_000, 5_000, t),
+            Some(Duration::from_millis(4_000))
+        );
+    }
+
+    #[test]
+    fn a_delivery_stamped_in_the_future_has_not_timed_out() {
+        // The clock stepped back after the delivery was stamped: its age is zero, not huge.
+        assert_eq!(timed_out(2_000, 1_000, Duration::from_millis(1)), None);
     }
 }
