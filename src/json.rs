@@ -9,6 +9,7 @@
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use serde_json::{Map, Number, Value};
+use warren_protocol::field_table::decimal_text;
 use warren_protocol::{FieldTable, FieldValue};
 
 /// A field table as a JSON object.
@@ -34,6 +35,17 @@ pub fn value_json(value: &FieldValue) -> Value {
         FieldValue::Bytes(b) => Value::String(BASE64.encode(b)),
         FieldValue::List(items) => Value::Array(items.iter().map(value_json).collect()),
         FieldValue::Map(t) => table_json(t),
+        FieldValue::Void => Value::Null,
+        FieldValue::I8(i) => Value::Number((*i).into()),
+        FieldValue::U8(i) => Value::Number((*i).into()),
+        FieldValue::I16(i) => Value::Number((*i).into()),
+        FieldValue::U16(i) => Value::Number((*i).into()),
+        FieldValue::I32(i) => Value::Number((*i).into()),
+        FieldValue::U32(i) => Value::Number((*i).into()),
+        FieldValue::U64(i) => Value::Number((*i).into()),
+        FieldValue::F32(f) => Number::from_f64(f64::from(*f)).map_or(Value::Null, Value::Number),
+        FieldValue::Decimal { scale, value } => Value::String(decimal_text(*scale, *value)),
+        FieldValue::Timestamp(t) => Value::Number((*t).into()),
     }
 }
 
