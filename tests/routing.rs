@@ -373,3 +373,127 @@ async fn unbinding_one_of_two_bindings_with_the_same_key_keeps_the_other() {
         );
     }
 }
+
+#[tokio::test]
+async fn headers_exchange_compares_typed_values_and_x_match_modes() {
+    let d = TestDaemon::start();
+    let c = d.client().await;
+    c.declare_exchange("ht", ExchangeKind::Headers, ExchangeOptions::default())
+        .await
+        .unwrap();
+    let s = |v: &str| FieldValue::String(v.into());
+    let table = |pairs: Vec<(&str, FieldValue)>| -> FieldTable {
+        pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+    };
+    for (q, args) in [
+        ("t_int", table(vec![("n", FieldValue::Int(200))])),
+        ("t_bool", table(vec![("flag", FieldValue::Bool(true))])),
+        ("t_void", table(vec![("k", FieldValue::Void)])),
+        (
+            "t_with_x",
+            table(vec![("x-match", s("all-with-x")), ("x-tenant", s("a"))]),
+        ),
+        (
+            "t_any_with_x",
+            table(vec![
+                ("x-match", s("any-with-x")),
+                ("x-tenant", s("b")),
+                ("n", FieldValue::I32(7)),
+            ]),
+        ),
+    ] {
+        queue(&c, q).await;
+        c.bind(q, "ht", "", args).await.unwrap();
+    }
+    let send = |body: &'static str, headers: Vec<(&'static str, FieldValue)>| {
+        let mut m = OutgoingMessage::new("ht", "", body);
+        for (k, v) in headers {
+            m = m.header(k, v);
+        }
+        c.publish_and_confirm(m)
+    };
+    send("u8-200", vec![("n", FieldValue::U8(200))])
+        .await
+        .unwrap();
+    send("u64-7", vec![("n", FieldValue::U64(7))])
+        .await
+        .unwrap();
+    send("str-200", vec![("n", s("200"))]).await.unwrap();
+    send("bool-true", vec![("flag", FieldValue::Bool(true))])
+        .await
+        .unwrap();
+    send("str-true", vec![("flag", s("true"))]).await.unwrap();
+    send("k-bytes", vec![("k", FieldValue::Bytes(vec![1u8].into()))])
+        .await
+        .unwrap();
+    send("k-void", vec![("k", FieldValue::Void)]).await.unwrap();
+    send("tenant-a", vec![("x-tenant", s("a"))]).await.unwrap();
+    send("tenant-b", vec![("x-tenant", s("b"))]).await.unwrap();
+    assert_eq!(drain(&c, "t_int").await, set(&["u8-200"]));
+    assert_eq!(drain(&c, "t_bool").await, set(&["bool-true"]));
+    assert_eq!(drain(&c, "t_void").await, set(&["k-bytes", "k-void"]));
+    assert_eq!(drain(&c, "t_with_x").await, set(&["tenant-a"]));
+    assert_eq!(drain(&c, "t_any_with_x").await, set(&["u64-7", "tenant-b"]));
+
+    for bad in [s("All"), s("all-with-X"), FieldValue::Bool(true)] {
+        let err = c
+            .bind("t_int", "ht", "", table(vec![("x-match", bad.clone())]))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.error_code(),
+            Some(ErrorCode::SyntaxError),
+            "{bad:?}: {err}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_field_type_is_read_back_with_its_type_and_value() {
+    let d = TestDaemon::start();
+    let sender = d.client().await;
+    let reader = d.client().await;
+    queue(&sender, "typed").await;
+    let nested: FieldTable = [("inner".to_owned(), FieldValue::I16(-3))].into();
+    let headers: Vec<(&str, FieldValue)> = vec![
+        ("string", FieldValue::String("s".into())),
+        ("i64", FieldValue::Int(i64::MIN)),
+        ("f64", FieldValue::Float(-0.5)),
+        ("bool", FieldValue::Bool(false)),
+        ("bytes", FieldValue::Bytes(vec![0u8, 255].into())),
+        (
+            "list",
+            FieldValue::List(vec![FieldValue::U8(1), FieldValue::Void]),
+        ),
+        ("table", FieldValue::Map(nested)),
+        ("void", FieldValue::Void),
+        ("i8", FieldValue::I8(-128)),
+        ("u8", FieldValue::U8(255)),
+        ("i16", FieldValue::I16(-32768)),
+        ("u16", FieldValue::U16(65535)),
+        ("i32", FieldValue::I32(i32::MIN)),
+        ("u32", FieldValue::U32(u32::MAX)),
+        ("u64", FieldValue::U64(u64::MAX)),
+        ("f32", FieldValue::F32(0.1)),
+        (
+            "decimal",
+            FieldValue::Decimal {
+                scale: 2,
+                value: -1234,
+            },
+        ),
+        ("timestamp", FieldValue::Timestamp(1_700_000_000)),
+    ];
+    let mut m = OutgoingMessage::new("", "typed", "x");
+    for (k, v) in &headers {
+        m = m.header(*k, v.clone());
+    }
+    sender.publish_and_confirm(m).await.unwrap();
+    let got = reader.get("typed", true).await.unwrap().expect("a message");
+    let want: FieldTable = headers
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+    // Structural equality: same variant (type and width) and same value.
+    assert_eq!(got.properties.headers, want);
+}

@@ -2,6 +2,13 @@
 //!
 //! A [`FieldTable`] maps string keys to [`FieldValue`]s. It is a `BTreeMap`, so its encoding is
 //! deterministic (keys in byte order), which lets the store use an encoded binding as its key.
+//!
+//! The value types are those RabbitMQ accepts in AMQP 0-9-1 tables (void, signed and unsigned
+//! integers of 8 to 64 bits, 32- and 64-bit floats, decimal, timestamp, bytes, lists, tables),
+//! under Warren's own one-byte tags (PROTOCOL.md §8). A value keeps its type and width across
+//! the wire and the store: `PartialEq` is structural, so `U8(1) != Int(1)`. Routing compares
+//! by value instead (integers of any width are equal when their values are; see the headers
+//! exchange in the server).
 
 use std::collections::BTreeMap;
 
@@ -35,6 +42,33 @@ pub enum FieldValue {
     List(Vec<FieldValue>),
     /// A nested table. Tag `M`.
     Map(FieldTable),
+    /// Present, with no value (AMQP's void). Tag `V`, no data.
+    Void,
+    /// A signed 8-bit integer. Tag `b`.
+    I8(i8),
+    /// An unsigned 8-bit integer. Tag `o`.
+    U8(u8),
+    /// A signed 16-bit integer. Tag `s`.
+    I16(i16),
+    /// An unsigned 16-bit integer. Tag `u`.
+    U16(u16),
+    /// A signed 32-bit integer. Tag `i`.
+    I32(i32),
+    /// An unsigned 32-bit integer. Tag `w`.
+    U32(u32),
+    /// An unsigned 64-bit integer. Tag `U`.
+    U64(u64),
+    /// A 32-bit float. Tag `f`.
+    F32(f32),
+    /// An AMQP decimal: `value / 10^scale`. Tag `D`.
+    Decimal {
+        /// Number of decimal digits after the point.
+        scale: u8,
+        /// The unscaled value.
+        value: i32,
+    },
+    /// Seconds since the Unix epoch (AMQP's timestamp). Tag `t`.
+    Timestamp(u64),
 }
 
 const TAG_STRING: u8 = b'S';
@@ -44,6 +78,17 @@ const TAG_BOOL: u8 = b'T';
 const TAG_BYTES: u8 = b'B';
 const TAG_LIST: u8 = b'L';
 const TAG_MAP: u8 = b'M';
+const TAG_VOID: u8 = b'V';
+const TAG_I8: u8 = b'b';
+const TAG_U8: u8 = b'o';
+const TAG_I16: u8 = b's';
+const TAG_U16: u8 = b'u';
+const TAG_I32: u8 = b'i';
+const TAG_U32: u8 = b'w';
+const TAG_U64: u8 = b'U';
+const TAG_F32: u8 = b'f';
+const TAG_DECIMAL: u8 = b'D';
+const TAG_TIMESTAMP: u8 = b't';
 
 impl FieldValue {
     /// The value as text, if it is a string.
@@ -54,13 +99,65 @@ impl FieldValue {
         }
     }
 
-    /// The value as an integer, if it is one.
+    /// The value as an `i64`, if it is an integer of any width that fits (a `U64` above
+    /// `i64::MAX` does not). Timestamps and decimals are not integers here.
     pub fn as_int(&self) -> Option<i64> {
+        self.as_i128().and_then(|i| i64::try_from(i).ok())
+    }
+
+    /// The value as an `i128`, if it is an integer of any width: every integer type fits, so
+    /// integers of different widths compare by value through this.
+    pub fn as_i128(&self) -> Option<i128> {
+        Some(match *self {
+            FieldValue::Int(i) => i128::from(i),
+            FieldValue::I8(i) => i128::from(i),
+            FieldValue::U8(i) => i128::from(i),
+            FieldValue::I16(i) => i128::from(i),
+            FieldValue::U16(i) => i128::from(i),
+            FieldValue::I32(i) => i128::from(i),
+            FieldValue::U32(i) => i128::from(i),
+            FieldValue::U64(i) => i128::from(i),
+            _ => return None,
+        })
+    }
+
+    /// The name of the value's type, as the CLI's typed syntax spells it (`string`, `i64`,
+    /// `u8`, `void`, ...).
+    pub fn type_name(&self) -> &'static str {
         match self {
-            FieldValue::Int(i) => Some(*i),
-            _ => None,
+            FieldValue::String(_) => "string",
+            FieldValue::Int(_) => "i64",
+            FieldValue::Float(_) => "f64",
+            FieldValue::Bool(_) => "bool",
+            FieldValue::Bytes(_) => "bytes",
+            FieldValue::List(_) => "list",
+            FieldValue::Map(_) => "table",
+            FieldValue::Void => "void",
+            FieldValue::I8(_) => "i8",
+            FieldValue::U8(_) => "u8",
+            FieldValue::I16(_) => "i16",
+            FieldValue::U16(_) => "u16",
+            FieldValue::I32(_) => "i32",
+            FieldValue::U32(_) => "u32",
+            FieldValue::U64(_) => "u64",
+            FieldValue::F32(_) => "f32",
+            FieldValue::Decimal { .. } => "decimal",
+            FieldValue::Timestamp(_) => "timestamp",
         }
     }
+}
+
+/// A decimal as text: `Decimal { scale: 2, value: -1234 }` is `-12.34`, scale 0 has no point.
+pub fn decimal_text(scale: u8, value: i32) -> String {
+    let sign = if value < 0 { "-" } else { "" };
+    let digits = value.unsigned_abs().to_string();
+    let scale = usize::from(scale);
+    if scale == 0 {
+        return format!("{sign}{digits}");
+    }
+    let padded = format!("{digits:0>width$}", width = scale + 1);
+    let (int, frac) = padded.split_at(padded.len() - scale);
+    format!("{sign}{int}.{frac}")
 }
 
 /// Writes a table: `u32` entry count, then for each entry a `str16` key and a tagged value.
@@ -104,6 +201,48 @@ fn put_value(dst: &mut BytesMut, v: &FieldValue) {
         FieldValue::Map(t) => {
             dst.put_u8(TAG_MAP);
             put_table(dst, t);
+        }
+        FieldValue::Void => dst.put_u8(TAG_VOID),
+        FieldValue::I8(i) => {
+            dst.put_u8(TAG_I8);
+            dst.put_i8(*i);
+        }
+        FieldValue::U8(i) => {
+            dst.put_u8(TAG_U8);
+            dst.put_u8(*i);
+        }
+        FieldValue::I16(i) => {
+            dst.put_u8(TAG_I16);
+            dst.put_i16_le(*i);
+        }
+        FieldValue::U16(i) => {
+            dst.put_u8(TAG_U16);
+            dst.put_u16_le(*i);
+        }
+        FieldValue::I32(i) => {
+            dst.put_u8(TAG_I32);
+            dst.put_i32_le(*i);
+        }
+        FieldValue::U32(i) => {
+            dst.put_u8(TAG_U32);
+            dst.put_u32_le(*i);
+        }
+        FieldValue::U64(i) => {
+            dst.put_u8(TAG_U64);
+            dst.put_u64_le(*i);
+        }
+        FieldValue::F32(f) => {
+            dst.put_u8(TAG_F32);
+            dst.put_f32_le(*f);
+        }
+        FieldValue::Decimal { scale, value } => {
+            dst.put_u8(TAG_DECIMAL);
+            dst.put_u8(*scale);
+            dst.put_i32_le(*value);
+        }
+        FieldValue::Timestamp(t) => {
+            dst.put_u8(TAG_TIMESTAMP);
+            dst.put_u64_le(*t);
         }
     }
 }
@@ -154,6 +293,20 @@ fn read_value(r: &mut Reader, depth: usize) -> Result<FieldValue, DecodeError> {
             FieldValue::List(items)
         }
         TAG_MAP => FieldValue::Map(read_table_at(r, depth + 1)?),
+        TAG_VOID => FieldValue::Void,
+        TAG_I8 => FieldValue::I8(r.i8()?),
+        TAG_U8 => FieldValue::U8(r.u8()?),
+        TAG_I16 => FieldValue::I16(r.i16()?),
+        TAG_U16 => FieldValue::U16(r.u16()?),
+        TAG_I32 => FieldValue::I32(r.i32()?),
+        TAG_U32 => FieldValue::U32(r.u32()?),
+        TAG_U64 => FieldValue::U64(r.u64()?),
+        TAG_F32 => FieldValue::F32(r.f32()?),
+        TAG_DECIMAL => FieldValue::Decimal {
+            scale: r.u8()?,
+            value: r.i32()?,
+        },
+        TAG_TIMESTAMP => FieldValue::Timestamp(r.u64()?),
         tag => {
             return Err(DecodeError::InvalidValue {
                 field: "header value tag",
@@ -185,6 +338,27 @@ mod tests {
             read_table(&mut r),
             Err(DecodeError::TooDeep { .. })
         ));
+    }
+
+    #[test]
+    fn decimal_text_places_the_point() {
+        assert_eq!(decimal_text(2, 1234), "12.34");
+        assert_eq!(decimal_text(2, -5), "-0.05");
+        assert_eq!(decimal_text(0, 7), "7");
+        assert_eq!(decimal_text(3, i32::MIN), "-2147483.648");
+    }
+
+    #[test]
+    fn integers_of_every_width_widen() {
+        assert_eq!(FieldValue::U8(200).as_int(), Some(200));
+        assert_eq!(FieldValue::I16(-2).as_int(), Some(-2));
+        assert_eq!(FieldValue::U64(u64::MAX).as_int(), None);
+        assert_eq!(
+            FieldValue::U64(u64::MAX).as_i128(),
+            Some(i128::from(u64::MAX))
+        );
+        assert_eq!(FieldValue::Timestamp(5).as_int(), None);
+        assert_ne!(FieldValue::U8(1), FieldValue::Int(1));
     }
 
     #[test]

@@ -64,6 +64,30 @@ impl Reader {
         Ok(self.buf.get_u64_le())
     }
 
+    /// Reads an `i8`.
+    pub fn i8(&mut self) -> Result<i8, DecodeError> {
+        self.need(1)?;
+        Ok(self.buf.get_i8())
+    }
+
+    /// Reads a little-endian `i16`.
+    pub fn i16(&mut self) -> Result<i16, DecodeError> {
+        self.need(2)?;
+        Ok(self.buf.get_i16_le())
+    }
+
+    /// Reads a little-endian `i32`.
+    pub fn i32(&mut self) -> Result<i32, DecodeError> {
+        self.need(4)?;
+        Ok(self.buf.get_i32_le())
+    }
+
+    /// Reads a little-endian IEEE-754 `f32`.
+    pub fn f32(&mut self) -> Result<f32, DecodeError> {
+        self.need(4)?;
+        Ok(self.buf.get_f32_le())
+    }
+
     /// Reads a little-endian `i64`.
     pub fn i64(&mut self) -> Result<i64, DecodeError> {
         self.need(8)?;

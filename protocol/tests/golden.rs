@@ -56,6 +56,49 @@ const DELIVER: &str = "49 00 00 00 45 00 00 00 00 00 00 00 00
 
 const ACK: &str = "12 00 00 00 49 06 00 00 00 00 00 00 00 01 00 00 00 00 00 00 00 00";
 
+/// One tagged value per field type (PROTOCOL.md §8), as (hex, value). The markdown example
+/// `field-values` lists the same bytes in the same order.
+fn value_vectors() -> Vec<(&'static str, FieldValue)> {
+    vec![
+        ("53 02 00 00 00 68 69", FieldValue::String("hi".into())),
+        ("49 fe ff ff ff ff ff ff ff", FieldValue::Int(-2)),
+        ("46 00 00 00 00 00 00 f8 3f", FieldValue::Float(1.5)),
+        ("54 01", FieldValue::Bool(true)),
+        (
+            "42 02 00 00 00 00 ff",
+            FieldValue::Bytes(Bytes::from_static(b"\x00\xff")),
+        ),
+        (
+            "4c 02 00 00 00 6f 01 56",
+            FieldValue::List(vec![FieldValue::U8(1), FieldValue::Void]),
+        ),
+        (
+            "4d 01 00 00 00 01 00 6b 54 00",
+            FieldValue::Map(FieldTable::from([("k".into(), FieldValue::Bool(false))])),
+        ),
+        ("56", FieldValue::Void),
+        ("62 fb", FieldValue::I8(-5)),
+        ("6f c8", FieldValue::U8(200)),
+        ("73 18 fc", FieldValue::I16(-1000)),
+        ("75 e8 fd", FieldValue::U16(65000)),
+        ("69 00 00 00 80", FieldValue::I32(i32::MIN)),
+        ("77 ff ff ff ff", FieldValue::U32(u32::MAX)),
+        ("55 ff ff ff ff ff ff ff ff", FieldValue::U64(u64::MAX)),
+        ("66 00 00 c0 3f", FieldValue::F32(1.5)),
+        (
+            "44 02 d2 04 00 00",
+            FieldValue::Decimal {
+                scale: 2,
+                value: 1234,
+            },
+        ),
+        (
+            "74 00 f1 53 65 00 00 00 00",
+            FieldValue::Timestamp(1_700_000_000),
+        ),
+    ]
+}
+
 /// The properties of the Publish and Deliver examples.
 fn example_properties() -> Properties {
     let mut headers = FieldTable::new();
@@ -285,6 +328,30 @@ fn protocol_md_examples_match() {
             "PROTOCOL.md example {name}"
         );
     }
+}
+
+#[test]
+fn field_values_are_byte_exact() {
+    use warren_protocol::field_table::{put_table, read_table};
+    use warren_protocol::read::Reader;
+    for (text, value) in value_vectors() {
+        // A one-entry table {"k": value}: count, key, then the tagged value.
+        let wire = [hex("01 00 00 00 01 00 6b"), hex(text)].concat();
+        let table = FieldTable::from([("k".to_owned(), value.clone())]);
+        let mut buf = BytesMut::new();
+        put_table(&mut buf, &table);
+        assert_eq!(to_hex(&buf), to_hex(&wire), "{value:?}");
+        let mut r = Reader::new(Bytes::from(wire));
+        assert_eq!(read_table(&mut r), Ok(table), "{text}");
+        assert_eq!(r.remaining(), 0, "{text}");
+    }
+    let markdown = include_str!("../PROTOCOL.md");
+    let all: Vec<u8> = value_vectors().iter().flat_map(|(t, _)| hex(t)).collect();
+    assert_eq!(
+        to_hex(&markdown_example(markdown, "field-values")),
+        to_hex(&all),
+        "PROTOCOL.md example field-values"
+    );
 }
 
 #[test]

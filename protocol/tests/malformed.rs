@@ -233,6 +233,37 @@ fn field_values_are_checked() {
 }
 
 #[test]
+fn truncated_typed_values_fail_cleanly() {
+    // (tag, data bytes the type needs): each tag with one byte short must fail with EOF.
+    for (tag, need) in [
+        (b'b', 1),
+        (b'o', 1),
+        (b's', 2),
+        (b'u', 2),
+        (b'i', 4),
+        (b'w', 4),
+        (b'U', 8),
+        (b'f', 4),
+        (b'D', 5),
+        (b't', 8),
+    ] {
+        let mut b = BytesMut::new();
+        b.put_u32_le(1);
+        put_str16(&mut b, "k");
+        b.put_u8(tag);
+        b.put_bytes(0, need - 1);
+        let err = read(b.clone()).unwrap_err();
+        assert!(
+            matches!(err, DecodeError::UnexpectedEof { .. }),
+            "tag {}: {err:?}",
+            tag as char
+        );
+        b.put_u8(0);
+        assert!(read(b).is_ok(), "tag {} with all its bytes", tag as char);
+    }
+}
+
+#[test]
 fn repeated_keys_keep_the_last_value() {
     let mut b = BytesMut::new();
     b.put_u32_le(2);

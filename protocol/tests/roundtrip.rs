@@ -54,6 +54,17 @@ fn field_value() -> impl Strategy<Value = FieldValue> {
         finite_f64().prop_map(FieldValue::Float),
         any::<bool>().prop_map(FieldValue::Bool),
         bytes(48).prop_map(FieldValue::Bytes),
+        Just(FieldValue::Void),
+        any::<i8>().prop_map(FieldValue::I8),
+        any::<u8>().prop_map(FieldValue::U8),
+        any::<i16>().prop_map(FieldValue::I16),
+        any::<u16>().prop_map(FieldValue::U16),
+        any::<i32>().prop_map(FieldValue::I32),
+        any::<u32>().prop_map(FieldValue::U32),
+        any::<u64>().prop_map(FieldValue::U64),
+        finite_f64().prop_map(|f| FieldValue::F32(f as f32)),
+        (any::<u8>(), any::<i32>()).prop_map(|(scale, value)| FieldValue::Decimal { scale, value }),
+        any::<u64>().prop_map(FieldValue::Timestamp),
     ];
     leaf.prop_recursive(3, 24, 4, |inner| {
         prop_oneof![

@@ -38,11 +38,12 @@ pub struct Binding {
     pub arguments: FieldTable,
 }
 
-/// How a headers binding matches.
+/// How a headers binding matches: every header or any one, and whether the binding's `x-`
+/// keys take part (`all-with-x`, `any-with-x`, as RabbitMQ 3.10+) or are skipped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum XMatch {
-    All,
-    Any,
+struct XMatch {
+    all: bool,
+    with_x: bool,
 }
 
 /// An exchange.
@@ -93,31 +94,110 @@ pub fn validate_arguments(arguments: &FieldTable) -> Result<(), BrokerError> {
     }
 }
 
+const X_MATCH_ALL: XMatch = XMatch {
+    all: true,
+    with_x: false,
+};
+
 fn x_match(arguments: &FieldTable) -> Result<XMatch, BrokerError> {
-    match arguments.get("x-match") {
-        None => Ok(XMatch::All),
-        Some(FieldValue::String(s)) if s == "all" => Ok(XMatch::All),
-        Some(FieldValue::String(s)) if s == "any" => Ok(XMatch::Any),
-        Some(other) => Err(BrokerError::invalid(
-            "binding argument x-match",
-            format!("expected \"all\" or \"any\", got {other:?}"),
-        )),
+    let (all, with_x) = match arguments.get("x-match") {
+        None => return Ok(X_MATCH_ALL),
+        Some(FieldValue::String(s)) => match s.as_str() {
+            "all" => (true, false),
+            "any" => (false, false),
+            "all-with-x" => (true, true),
+            "any-with-x" => (false, true),
+            _ => return Err(bad_x_match(arguments)),
+        },
+        Some(_) => return Err(bad_x_match(arguments)),
+    };
+    Ok(XMatch { all, with_x })
+}
+
+fn bad_x_match(arguments: &FieldTable) -> BrokerError {
+    let got = arguments
+        .get("x-match")
+        .map_or_else(String::new, super::redeclare::user_value);
+    BrokerError::invalid(
+        "binding argument x-match",
+        format!("expected \"all\", \"any\", \"all-with-x\" or \"any-with-x\", got {got}"),
+    )
+}
+
+/// Whether a header value satisfies a binding value, by value rather than by encoding:
+/// integers of any width are equal when their values are, decimals when their values are
+/// (`1.5` = `1.50`), floats only with floats of the same width, lists and tables item by
+/// item; otherwise the types must match (`true` is not `"true"`, `"1"` is not `1`). A void
+/// binding value is handled by the caller (it matches presence).
+pub(crate) fn routing_eq(binding: &FieldValue, header: &FieldValue) -> bool {
+    use FieldValue as V;
+    if let (Some(a), Some(b)) = (binding.as_i128(), header.as_i128()) {
+        return a == b;
+    }
+    match (binding, header) {
+        (
+            V::Decimal {
+                scale: sa,
+                value: va,
+            },
+            V::Decimal {
+                scale: sb,
+                value: vb,
+            },
+        ) => decimal_eq((*sa, *va), (*sb, *vb)),
+        (V::List(a), V::List(b)) => {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| routing_eq(x, y))
+        }
+        (V::Map(a), V::Map(b)) => {
+            a.len() == b.len()
+                && a.iter()
+                    .all(|(k, x)| b.get(k).is_some_and(|y| routing_eq(x, y)))
+        }
+        // Same-type scalars (strings, bools, bytes, floats of one width, timestamps, void)
+        // compare as themselves; different types never match.
+        (a, b) => a == b,
+    }
+}
+
+/// `va / 10^sa == vb / 10^sb`, exactly; scales too large to align compare as encoded.
+fn decimal_eq((sa, va): (u8, i32), (sb, vb): (u8, i32)) -> bool {
+    let scale = sa.max(sb);
+    let widen = |s: u8, v: i32| {
+        10i128
+            .checked_pow(u32::from(scale - s))
+            .and_then(|m| m.checked_mul(i128::from(v)))
+    };
+    match (widen(sa, va), widen(sb, vb)) {
+        (Some(a), Some(b)) => a == b,
+        _ => (sa, va) == (sb, vb),
     }
 }
 
 fn headers_match(binding: &FieldTable, headers: &FieldTable) -> bool {
-    let mode = x_match(binding).unwrap_or(XMatch::All);
+    let mode = x_match(binding).unwrap_or(X_MATCH_ALL);
     let mut wanted = binding
         .iter()
-        .filter(|(k, _)| !k.starts_with("x-"))
+        .filter(|(k, _)| {
+            if mode.with_x {
+                k.as_str() != "x-match"
+            } else {
+                !k.starts_with("x-")
+            }
+        })
         .peekable();
     if wanted.peek().is_none() {
-        return mode == XMatch::All;
+        return mode.all;
     }
-    let mut hit = |(k, v): (&String, &FieldValue)| headers.get(k) == Some(v);
-    match mode {
-        XMatch::All => wanted.all(&mut hit),
-        XMatch::Any => wanted.any(&mut hit),
+    let mut hit = |(k, v): (&String, &FieldValue)| match (v, headers.get(k)) {
+        (_, None) => false,
+        // A void binding value asks only that the header be present.
+        (FieldValue::Void, Some(_)) => true,
+        (v, Some(h)) => routing_eq(v, h),
+    };
+    if mode.all {
+        wanted.all(&mut hit)
+    } else {
+        wanted.any(&mut hit)
     }
 }
 
@@ -316,5 +396,55 @@ mod tests {
     fn bad_x_match_is_refused() {
         let args = table(&[("x-match", FieldValue::String("some".into()))]);
         assert!(x_match(&args).is_err());
+        let args = table(&[("x-match", FieldValue::Bool(true))]);
+        assert!(x_match(&args).is_err());
+        for ok in ["all", "any", "all-with-x", "any-with-x"] {
+            let args = table(&[("x-match", FieldValue::String(ok.into()))]);
+            assert!(x_match(&args).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn routing_compares_by_value() {
+        use FieldValue as V;
+        assert!(routing_eq(&V::Int(200), &V::U8(200)));
+        assert!(routing_eq(&V::I16(-1), &V::I32(-1)));
+        assert!(routing_eq(&V::U64(u64::MAX), &V::U64(u64::MAX)));
+        assert!(!routing_eq(&V::Int(-1), &V::U64(u64::MAX)));
+        assert!(!routing_eq(&V::Int(1), &V::String("1".into())));
+        assert!(!routing_eq(&V::Bool(true), &V::String("true".into())));
+        assert!(!routing_eq(&V::Int(1), &V::Float(1.0)));
+        assert!(!routing_eq(&V::F32(1.5), &V::Float(1.5)));
+        assert!(routing_eq(&V::F32(1.5), &V::F32(1.5)));
+        assert!(!routing_eq(&V::Timestamp(5), &V::Int(5)));
+        let dec = |scale, value| V::Decimal { scale, value };
+        assert!(routing_eq(&dec(1, 15), &dec(2, 150)));
+        assert!(!routing_eq(&dec(1, 15), &dec(2, 15)));
+        assert!(!routing_eq(&dec(0, 1), &dec(200, 1)));
+        assert!(routing_eq(
+            &V::List(vec![V::Int(1)]),
+            &V::List(vec![V::U8(1)])
+        ));
+    }
+
+    #[test]
+    fn void_matches_presence_and_with_x_modes_see_x_headers() {
+        let s = |v: &str| FieldValue::String(v.into());
+        let void = table(&[("k", FieldValue::Void)]);
+        assert!(headers_match(&void, &table(&[("k", FieldValue::Int(7))])));
+        assert!(!headers_match(&void, &table(&[("j", FieldValue::Int(7))])));
+        let all_x = table(&[("x-match", s("all-with-x")), ("x-tenant", s("a"))]);
+        assert!(headers_match(&all_x, &table(&[("x-tenant", s("a"))])));
+        assert!(!headers_match(&all_x, &table(&[("x-tenant", s("b"))])));
+        // Plain "all" ignores the x- key, so it matches anything.
+        let all = table(&[("x-match", s("all")), ("x-tenant", s("a"))]);
+        assert!(headers_match(&all, &table(&[("x-tenant", s("b"))])));
+        let any_x = table(&[
+            ("x-match", s("any-with-x")),
+            ("x-tenant", s("a")),
+            ("k", s("v")),
+        ]);
+        assert!(headers_match(&any_x, &table(&[("x-tenant", s("a"))])));
+        assert!(!headers_match(&any_x, &table(&[("x-tenant", s("b"))])));
     }
 }

@@ -525,6 +525,8 @@ fn describe(value: &FieldValue) -> String {
         FieldValue::Bytes(b) => format!("binary data of {}", plural(b.len(), "byte")),
         FieldValue::List(items) => format!("a list of {}", plural(items.len(), "value")),
         FieldValue::Map(table) => format!("a table of {}", plural(table.len(), "entry")),
+        FieldValue::Void => "void (no value)".to_owned(),
+        other => format!("the value {}", super::redeclare::user_value(other)),
     }
 }
 

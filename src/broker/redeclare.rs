@@ -79,6 +79,21 @@ pub(crate) fn user_value(value: &FieldValue) -> String {
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
+        // The other types: the value, then its type (`5 (u8)`).
+        FieldValue::Void => "(void)".to_owned(),
+        FieldValue::I8(n) => format!("{n} (i8)"),
+        FieldValue::U8(n) => format!("{n} (u8)"),
+        FieldValue::I16(n) => format!("{n} (i16)"),
+        FieldValue::U16(n) => format!("{n} (u16)"),
+        FieldValue::I32(n) => format!("{n} (i32)"),
+        FieldValue::U32(n) => format!("{n} (u32)"),
+        FieldValue::U64(n) => format!("{n} (u64)"),
+        FieldValue::F32(f) => format!("{f:?} (f32)"),
+        FieldValue::Decimal { scale, value } => {
+            let text = warren_protocol::field_table::decimal_text(*scale, *value);
+            format!("{text} (decimal)")
+        }
+        FieldValue::Timestamp(t) => format!("{t} (timestamp)"),
     };
     if text.chars().count() <= MAX_VALUE_CHARS {
         text

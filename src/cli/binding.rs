@@ -22,11 +22,13 @@ pub struct BindArgs {
     /// A binding argument, KEY=VALUE or KEY:TYPE=VALUE, e.g. `x-match=all` for headers
     /// exchanges (repeatable).
     ///
-    /// VALUE is a string unless TYPE says otherwise: string, int, float, bool, bytes
-    /// (base64), list (a JSON array) or table (a JSON object), e.g. `n:int=5`,
+    /// VALUE is a string unless TYPE says otherwise: string, int (or i64), i8, u8, i16,
+    /// u16, i32, u32, u64, float (or f64), f32, decimal (`12.34`), timestamp (epoch
+    /// seconds), void (no value: `k:void=`), bool, bytes (base64), list (a JSON array) or
+    /// table (a JSON object), e.g. `n:int=5`,
     /// `ok:bool=true`, `raw:bytes=AAEC`, `tags:list='["a",1]'`, `meta:table='{"k":1}'`.
-    /// A headers exchange matches values with their types, so bind with the type the
-    /// publisher's headers have.
+    /// A headers exchange matches values with their types (integers of any width by
+    /// value; `true` is not `"true"`); a void value matches any value of the header.
     #[arg(long = "arg", value_name = VALUE_NAME, value_parser = parse_plain_arg)]
     pub args: Vec<(String, FieldValue)>,
 }

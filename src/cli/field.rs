@@ -8,15 +8,20 @@
 //! | TYPE | VALUE | example |
 //! |---|---|---|
 //! | `string` | the text as is | `--header note:string=true` |
-//! | `int` | a signed 64-bit integer | `--header n:int=5` |
-//! | `float` | a finite 64-bit float | `--header ratio:float=0.5` |
+//! | `int` (or `i64`) | a signed 64-bit integer | `--header n:int=5` |
+//! | `i8` `u8` `i16` `u16` `i32` `u32` `u64` | an integer of that width | `--header n:u8=200` |
+//! | `float` (or `f64`) | a finite 64-bit float | `--header ratio:float=0.5` |
+//! | `f32` | a finite 32-bit float | `--header ratio:f32=0.5` |
+//! | `decimal` | digits with an optional point; the digits after it are the scale | `--header price:decimal=12.34` |
+//! | `timestamp` | whole seconds since the Unix epoch | `--header at:timestamp=1700000000` |
+//! | `void` | nothing: present, with no value | `--header flag:void=` |
 //! | `bool` | `true` or `false` | `--header ok:bool=true` |
 //! | `bytes` | standard base64 (with padding) | `--header raw:bytes=AAEC` |
 //! | `list` | a JSON array | `--header tags:list='["a",1]'` |
 //! | `table` (or `map`) | a JSON object | `--header meta:table='{"a":1}'` |
 //!
 //! Inside `list` and `table`, JSON integers are ints, other numbers floats, and `null` is
-//! refused: the same rules as a definitions file ([`crate::json`]).
+//! void: the same rules as a definitions file ([`crate::json`]).
 //!
 //! The names Warren itself interprets are read by their known type when no type is given:
 //! the integer queue arguments (`x-max-length=10` sends the integer 10) and the scheduling
@@ -50,16 +55,91 @@ pub enum FieldType {
     List,
     /// [`FieldValue::Map`], written as a JSON object.
     Table,
+    /// [`FieldValue::Void`]: the value must be empty.
+    Void,
+    /// [`FieldValue::I8`]
+    I8,
+    /// [`FieldValue::U8`]
+    U8,
+    /// [`FieldValue::I16`]
+    I16,
+    /// [`FieldValue::U16`]
+    U16,
+    /// [`FieldValue::I32`]
+    I32,
+    /// [`FieldValue::U32`]
+    U32,
+    /// [`FieldValue::U64`]
+    U64,
+    /// [`FieldValue::F32`]
+    F32,
+    /// [`FieldValue::Decimal`], written `12.34`.
+    Decimal,
+    /// [`FieldValue::Timestamp`], in seconds since the epoch.
+    Timestamp,
+}
+
+/// Every type name, for error messages.
+const TYPE_NAMES: &str = "string, int, i8, u8, i16, u16, i32, u32, i64, u64, float, f32, f64, \
+                          decimal, timestamp, void, bool, bytes, list or table";
+
+fn int<T: std::str::FromStr>(
+    text: &str,
+    name: &str,
+    wrap: fn(T) -> FieldValue,
+) -> Result<FieldValue, String> {
+    text.trim()
+        .parse()
+        .map(wrap)
+        .map_err(|_| format!("'{text}' is not of type {name} (a whole number that fits in it)"))
+}
+
+/// `12.34` as scale 2, value 1234: an optional sign, digits, an optional point and digits.
+fn decimal(text: &str) -> Result<FieldValue, String> {
+    let err = || {
+        format!(
+            "'{text}' is not a decimal (digits with an optional point, at most 9 significant \
+             digits, e.g. 12.34)"
+        )
+    };
+    let t = text.trim();
+    let (int_part, frac) = t.split_once('.').unwrap_or((t, ""));
+    let digits = int_part.trim_start_matches(['-', '+']);
+    let well_formed = !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && frac.bytes().all(|b| b.is_ascii_digit())
+        && int_part.len() - digits.len() <= 1
+        && !(t.contains('.') && frac.is_empty());
+    if !well_formed {
+        return Err(err());
+    }
+    let scale = u8::try_from(frac.len()).map_err(|_| err())?;
+    let value = format!("{int_part}{frac}")
+        .parse::<i32>()
+        .map_err(|_| err())?;
+    Ok(FieldValue::Decimal { scale, value })
 }
 
 impl FieldType {
-    /// The type a name stands for: `string`, `int`, `float`, `bool`, `bytes`, `list`,
-    /// `table` or its alias `map`.
+    /// The type a name stands for: `string`, `int` (or `i64`), `i8`, `u8`, `i16`, `u16`,
+    /// `i32`, `u32`, `u64`, `float` (or `f64`), `f32`, `decimal`, `timestamp`, `void`,
+    /// `bool`, `bytes`, `list`, `table` or its alias `map`.
     pub fn from_name(name: &str) -> Option<FieldType> {
         Some(match name {
             "string" => FieldType::String,
-            "int" => FieldType::Int,
-            "float" => FieldType::Float,
+            "int" | "i64" => FieldType::Int,
+            "float" | "f64" => FieldType::Float,
+            "void" => FieldType::Void,
+            "i8" => FieldType::I8,
+            "u8" => FieldType::U8,
+            "i16" => FieldType::I16,
+            "u16" => FieldType::U16,
+            "i32" => FieldType::I32,
+            "u32" => FieldType::U32,
+            "u64" => FieldType::U64,
+            "f32" => FieldType::F32,
+            "decimal" => FieldType::Decimal,
+            "timestamp" => FieldType::Timestamp,
             "bool" => FieldType::Bool,
             "bytes" => FieldType::Bytes,
             "list" => FieldType::List,
@@ -92,7 +172,7 @@ impl FieldType {
                 .map(|b| FieldValue::Bytes(b.into()))
                 .map_err(|e| format!("'{text}' is not valid base64: {e}")),
             FieldType::List => match json(text)? {
-                v @ serde_json::Value::Array(_) => crate::json::json_value(&v, "list"),
+                v @ serde_json::Value::Array(_) => Ok(crate::json::json_value(&v)),
                 _ => Err(format!("'{text}' is not a JSON array")),
             },
             FieldType::Table => match json(text)? {
@@ -100,6 +180,23 @@ impl FieldType {
                 _ => Err(format!("'{text}' is not a JSON object")),
             }
             .map(FieldValue::Map),
+            FieldType::Void if text.is_empty() => Ok(FieldValue::Void),
+            FieldType::Void => Err(format!("'{text}' given for void: a void has no value")),
+            FieldType::I8 => int(text, "i8", FieldValue::I8),
+            FieldType::U8 => int(text, "u8", FieldValue::U8),
+            FieldType::I16 => int(text, "i16", FieldValue::I16),
+            FieldType::U16 => int(text, "u16", FieldValue::U16),
+            FieldType::I32 => int(text, "i32", FieldValue::I32),
+            FieldType::U32 => int(text, "u32", FieldValue::U32),
+            FieldType::U64 => int(text, "u64", FieldValue::U64),
+            FieldType::F32 => match text.trim().parse::<f32>() {
+                Ok(f) if f.is_finite() => Ok(FieldValue::F32(f)),
+                _ => Err(format!("'{text}' is not an f32 (a finite 32-bit number)")),
+            },
+            FieldType::Decimal => decimal(text),
+            FieldType::Timestamp => text.trim().parse().map(FieldValue::Timestamp).map_err(|_| {
+                format!("'{text}' is not a timestamp (whole seconds since the Unix epoch)")
+            }),
         }
     }
 }
@@ -147,10 +244,7 @@ pub fn parse_field(text: &str, known: Known) -> Result<(String, FieldValue), Str
     let (key, kind) = match key.rsplit_once(':') {
         Some((key, name)) => {
             let kind = FieldType::from_name(name).ok_or_else(|| {
-                format!(
-                    "unknown type '{name}' in '{text}': expected string, int, float, bool, \
-                     bytes, list or table"
-                )
+                format!("unknown type '{name}' in '{text}': expected {TYPE_NAMES}")
             })?;
             (key, kind)
         }
@@ -255,6 +349,36 @@ mod tests {
             FieldValue::Map(table.clone())
         );
         assert_eq!(header(r#"k:map={"n":1,"m":{}}"#), FieldValue::Map(table));
+        assert_eq!(header("k:void="), FieldValue::Void);
+        assert_eq!(header("k:i8=-128"), FieldValue::I8(-128));
+        assert_eq!(header("k:u8=255"), FieldValue::U8(255));
+        assert_eq!(header("k:i16=-2"), FieldValue::I16(-2));
+        assert_eq!(header("k:u16=65535"), FieldValue::U16(65535));
+        assert_eq!(header("k:i32=-3"), FieldValue::I32(-3));
+        assert_eq!(header("k:u32=4294967295"), FieldValue::U32(u32::MAX));
+        assert_eq!(header("k:i64=-4"), FieldValue::Int(-4));
+        assert_eq!(
+            header("k:u64=18446744073709551615"),
+            FieldValue::U64(u64::MAX)
+        );
+        assert_eq!(header("k:f32=0.5"), FieldValue::F32(0.5));
+        assert_eq!(header("k:f64=0.5"), FieldValue::Float(0.5));
+        assert_eq!(
+            header("k:timestamp=1700000000"),
+            FieldValue::Timestamp(1_700_000_000)
+        );
+        assert_eq!(
+            header("k:list=[null]"),
+            FieldValue::List(vec![FieldValue::Void])
+        );
+        let dec = |scale, value| FieldValue::Decimal { scale, value };
+        assert_eq!(header("k:decimal=12.34"), dec(2, 1234));
+        assert_eq!(header("k:decimal=-0.05"), dec(2, -5));
+        assert_eq!(header("k:decimal=7"), dec(0, 7));
+        for bad in ["", "1.", ".5", "1.2.3", "--1", "1e3", "99999999999"] {
+            let text = format!("k:decimal={bad}");
+            assert!(parse_header(&text).is_err(), "{text}");
+        }
     }
 
     #[test]
@@ -322,7 +446,8 @@ mod tests {
             ),
             (
                 "n:integer=5",
-                "unknown type 'integer' in 'n:integer=5': expected string, int, float, bool, \
+                "unknown type 'integer' in 'n:integer=5': expected string, int, i8, u8, i16, \
+                 u16, i32, u32, i64, u64, float, f32, f64, decimal, timestamp, void, bool, \
                  bytes, list or table",
             ),
             (
@@ -339,8 +464,21 @@ mod tests {
             ("l:list={}", "l: '{}' is not a JSON array"),
             ("t:table=[1]", "t: '[1]' is not a JSON object"),
             (
-                "l:list=[null]",
-                "l: list[0]: null is not a valid argument value",
+                "n:u8=256",
+                "n: '256' is not of type u8 (a whole number that fits in it)",
+            ),
+            (
+                "n:u64=-1",
+                "n: '-1' is not of type u64 (a whole number that fits in it)",
+            ),
+            ("v:void=x", "v: 'x' given for void: a void has no value"),
+            (
+                "f:f32=1e39",
+                "f: '1e39' is not an f32 (a finite 32-bit number)",
+            ),
+            (
+                "t:timestamp=-1",
+                "t: '-1' is not a timestamp (whole seconds since the Unix epoch)",
             ),
             (
                 "x-max-length=ten",

@@ -34,6 +34,23 @@ pub fn rich_table() -> FieldTable {
         FieldValue::List(vec![FieldValue::Int(1), FieldValue::Map(inner.clone())]),
     );
     t.insert("m".into(), FieldValue::Map(inner));
+    t.insert("v".into(), FieldValue::Void);
+    t.insert("i8".into(), FieldValue::I8(-8));
+    t.insert("u8".into(), FieldValue::U8(8));
+    t.insert("i16".into(), FieldValue::I16(-16));
+    t.insert("u16".into(), FieldValue::U16(16));
+    t.insert("i32".into(), FieldValue::I32(-32));
+    t.insert("u32".into(), FieldValue::U32(32));
+    t.insert("u64".into(), FieldValue::U64(u64::MAX));
+    t.insert("f32".into(), FieldValue::F32(0.25));
+    t.insert(
+        "dec".into(),
+        FieldValue::Decimal {
+            scale: 2,
+            value: -1234,
+        },
+    );
+    t.insert("ts".into(), FieldValue::Timestamp(1_700_000_000));
     t
 }
 
