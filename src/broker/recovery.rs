@@ -48,6 +48,11 @@ impl Broker {
                     tracing::warn!(exchange = %e.name, arguments = ?unsupported,
                         "stored exchange has arguments Warren does not implement; they have no effect");
                 }
+                if let Err(err) = exchange::alternate_exchange(&e.arguments) {
+                    // Stored by a Warren that ignored the argument: it still has no effect.
+                    tracing::warn!(exchange = %e.name, error = %err,
+                        "stored exchange has an invalid alternate-exchange; it has no effect");
+                }
                 exchanges.insert(
                     e.name.clone(),
                     Arc::new(Exchange::new(
