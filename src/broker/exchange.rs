@@ -129,6 +129,35 @@ pub fn alternate_exchange(arguments: &FieldTable) -> Result<Option<&str>, Broker
     }
 }
 
+/// The most `#` words a topic binding key may have. RabbitMQ 4.3.5 refuses more: each `#`
+/// multiplies the ways a key can match, and the trie walk with it.
+pub const MAX_TOPIC_HASH_WORDS: usize = 2;
+
+/// How many `#` words a topic binding key has.
+pub fn topic_hash_words(binding_key: &str) -> usize {
+    binding_key.split('.').filter(|w| *w == "#").count()
+}
+
+/// Refuses a topic binding key with more than [`MAX_TOPIC_HASH_WORDS`] `#` words, as
+/// RabbitMQ does; other kinds take any key. Only new bindings are checked: unbinding such a
+/// key, or loading one stored by an earlier Warren, is allowed.
+///
+/// # Errors
+/// [`BrokerError::PreconditionFailed`] naming the key.
+pub fn validate_binding_key(kind: ExchangeKind, binding_key: &str) -> Result<(), BrokerError> {
+    if kind != ExchangeKind::Topic {
+        return Ok(());
+    }
+    let hashes = topic_hash_words(binding_key);
+    if hashes > MAX_TOPIC_HASH_WORDS {
+        return Err(BrokerError::PreconditionFailed(format!(
+            "topic binding key '{binding_key}' has {hashes} '#' words; at most \
+             {MAX_TOPIC_HASH_WORDS} are allowed"
+        )));
+    }
+    Ok(())
+}
+
 fn x_match(arguments: &FieldTable) -> Result<XMatch, BrokerError> {
     match arguments.get("x-match") {
         None => Ok(XMatch::All),
@@ -178,11 +207,18 @@ impl Exchange {
         }
     }
 
-    /// Checks binding arguments for this exchange's kind.
+    /// Checks a new binding's key and arguments for this exchange's kind.
     ///
     /// # Errors
-    /// [`BrokerError::InvalidArgument`] for a headers binding with a bad `x-match`.
-    pub fn validate_binding(&self, arguments: &FieldTable) -> Result<(), BrokerError> {
+    /// [`BrokerError::InvalidArgument`] for a headers binding with a bad `x-match`;
+    /// [`BrokerError::PreconditionFailed`] for a topic key with too many `#` words
+    /// ([`validate_binding_key`]).
+    pub fn validate_binding(
+        &self,
+        routing_key: &str,
+        arguments: &FieldTable,
+    ) -> Result<(), BrokerError> {
+        validate_binding_key(self.kind, routing_key)?;
         if self.kind == ExchangeKind::Headers {
             x_match(arguments)?;
         }

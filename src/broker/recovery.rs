@@ -120,6 +120,11 @@ impl Broker {
             let queue = inner.queues.read().get(&b.queue).cloned();
             match (exchange, queue) {
                 (Some(e), Some(q)) => {
+                    if exchange::validate_binding_key(e.kind, &b.routing_key).is_err() {
+                        // Bound before the limit existed: it loads and routes as before.
+                        tracing::warn!(exchange = %b.exchange, queue = %b.queue, key = %b.routing_key,
+                            "stored topic binding key has more than 2 '#' words; new bindings like it are refused");
+                    }
                     e.bind(Binding {
                         queue: q,
                         routing_key: b.routing_key,
