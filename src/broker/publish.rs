@@ -14,6 +14,7 @@ use super::confirm::ReplySlot;
 use super::event::{Confirm, Event, RequestId};
 use super::exchange::Exchange;
 use super::queue::Queue;
+use super::queue_args::{ttl_too_long, MAX_TTL_MS};
 use super::session::Session;
 use super::{Broker, X_DELAY, X_DELIVER_AT};
 use crate::clock::LazyNow;
@@ -26,13 +27,20 @@ impl Broker {
     /// reply sink after the commit; an unroutable mandatory message is returned first.
     ///
     /// # Errors
-    /// A missing exchange, or the store writer has stopped.
+    /// An `expiration` over ten years, a missing exchange, or the store writer has stopped.
     pub async fn publish(
         &self,
         session: &Session,
         request_id: RequestId,
         p: Publish,
     ) -> Result<(), BrokerError> {
+        if let Some(ms) = p.properties.expiration.filter(|ms| *ms > MAX_TTL_MS) {
+            // As RabbitMQ refuses an invalid expiration (the wire format rules out the rest).
+            return Err(BrokerError::PreconditionFailed(format!(
+                "invalid property expiration: {}",
+                ttl_too_long(ms)
+            )));
+        }
         let stats = &self.inner.stats;
         // Most publishes carry neither header: the clock is read only for those that do.
         let mut now = LazyNow::from_clock(self.clock());
