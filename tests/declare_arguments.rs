@@ -8,7 +8,7 @@ mod common;
 use std::process::Output;
 
 use common::{ok, TestDaemon};
-use warren::client::{ExchangeKind, ExchangeOptions, QueueOptions};
+use warren::client::{ExchangeKind, ExchangeOptions, OutgoingMessage, QueueOptions};
 use warren::store::codec::QueueRecord;
 use warren::store::{Store, TopologyChange};
 use warren_protocol::{ErrorCode, FieldTable, FieldValue};
@@ -361,4 +361,89 @@ async fn an_exchange_redeclaration_that_differs_names_what_differs() {
         "PRECONDITION_FAILED (406): inequivalent arg 'auto_delete' for queue 'auto': received \
          false, current true"
     );
+}
+
+#[tokio::test]
+async fn a_delivery_limit_of_minus_one_is_no_limit() {
+    let d = TestDaemon::start();
+    ok(&d.cli(&[
+        "queue",
+        "declare",
+        "unlimited",
+        "--arg",
+        "x-delivery-limit=-1",
+        "--arg",
+        "x-dead-letter-exchange=amq.fanout",
+    ]));
+    let c = d.client().await;
+    c.publish_and_confirm(OutgoingMessage::new("", "unlimited", "m"))
+        .await
+        .unwrap();
+    // Far more failures than any limit of 0..3 would allow: it stays in its queue.
+    for failures in 1..=5u32 {
+        let m = c
+            .get("unlimited", false)
+            .await
+            .unwrap()
+            .expect("still there");
+        assert_eq!(m.delivery_count, failures - 1);
+        c.reject_durable(m.delivery_tag, true).await.unwrap();
+    }
+    assert!(c.get("unlimited", true).await.unwrap().is_some());
+    // -2 means nothing: refused as any other negative number.
+    let line =
+        fails_with_one_line(&d.cli(&["queue", "declare", "bad", "--arg", "x-delivery-limit=-2"]));
+    assert!(
+        line.ends_with("invalid queue argument x-delivery-limit: must not be negative, got -2"),
+        "{line}"
+    );
+}
+
+#[tokio::test]
+async fn ttls_are_at_most_ten_years() {
+    const TEN_YEARS_MS: u64 = 315_360_000_000;
+    let d = TestDaemon::start();
+    ok(&d.cli(&[
+        "queue",
+        "declare",
+        "long",
+        "--arg",
+        "x-message-ttl=315360000000",
+    ]));
+    let line = fails_with_one_line(&d.cli(&[
+        "queue",
+        "declare",
+        "longer",
+        "--arg",
+        "x-message-ttl=315360000001",
+    ]));
+    assert!(
+        line.ends_with(
+            "SYNTAX_ERROR (502): invalid queue argument x-message-ttl: must be at most \
+             315360000000 ms (ten years), got 315360000001"
+        ),
+        "{line}"
+    );
+
+    // A message's own expiration: ten years is accepted, more refuses the publish.
+    let c = d.client().await;
+    c.publish_and_confirm(OutgoingMessage::new("", "long", "m").expiration_ms(TEN_YEARS_MS))
+        .await
+        .expect("ten years");
+    let err = c
+        .publish_and_confirm(OutgoingMessage::new("", "long", "m").expiration_ms(TEN_YEARS_MS + 1))
+        .await
+        .expect_err("over ten years");
+    assert_eq!(
+        err.error_code(),
+        Some(ErrorCode::PreconditionFailed),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "PRECONDITION_FAILED (406): invalid property expiration: must be at most 315360000000 \
+         ms (ten years), got 315360000001"
+    );
+    // The connection goes on, and only the valid message was enqueued.
+    assert_eq!(common::ready(&c, "long").await, 1);
 }

@@ -59,6 +59,8 @@ pub struct Exchange {
     pub arguments: FieldTable,
     /// Predeclared by the broker (`amq.*`): cannot be deleted.
     pub builtin: bool,
+    /// Its `alternate-exchange` argument, when that is valid.
+    pub alternate: Option<Arc<str>>,
     bindings: RwLock<Bindings>,
 }
 
@@ -68,6 +70,10 @@ struct Bindings {
     direct: foldhash::HashMap<String, Vec<QueueRef>>,
     topic: TopicTrie<QueueRef>,
 }
+
+/// The exchange argument naming an alternate exchange (RabbitMQ's AE): a message that none
+/// of the exchange's bindings take is routed through it instead (docs/routing.md).
+pub const ALTERNATE_EXCHANGE: &str = "alternate-exchange";
 
 /// The `x-` arguments of an exchange declaration, in key order. Warren implements none (its
 /// exchanges take no `x-` arguments), so each is one it would otherwise ignore.
@@ -79,17 +85,47 @@ pub fn unsupported_arguments(arguments: &FieldTable) -> Vec<&str> {
         .collect()
 }
 
-/// Refuses an exchange declaration carrying an `x-` argument, naming it; arguments without
-/// the `x-` prefix are stored and ignored, as for queues.
+/// Refuses an exchange declaration carrying an `x-` argument, naming it, or an
+/// `alternate-exchange` that is not an exchange name; other arguments without the `x-`
+/// prefix are stored and ignored, as for queues.
 ///
 /// # Errors
-/// [`BrokerError::InvalidArgument`] naming the first `x-` argument in key order.
+/// [`BrokerError::InvalidArgument`] naming the first `x-` argument in key order, or
+/// `alternate-exchange`.
 pub fn validate_arguments(arguments: &FieldTable) -> Result<(), BrokerError> {
-    match unsupported_arguments(arguments).first() {
-        None => Ok(()),
-        Some(arg) => Err(BrokerError::invalid(
+    if let Some(arg) = unsupported_arguments(arguments).first() {
+        return Err(BrokerError::invalid(
             format!("exchange argument {arg}"),
             super::queue_args::NOT_IMPLEMENTED_REASON,
+        ));
+    }
+    alternate_exchange(arguments).map(drop)
+}
+
+/// The alternate exchange an exchange's arguments name, if any.
+///
+/// # Errors
+/// [`BrokerError::InvalidArgument`] when `alternate-exchange` is not a non-empty string that
+/// could name an exchange (the default exchange cannot be an alternate).
+pub fn alternate_exchange(arguments: &FieldTable) -> Result<Option<&str>, BrokerError> {
+    let invalid = |reason: String| {
+        Err(BrokerError::invalid(
+            format!("exchange argument {ALTERNATE_EXCHANGE}"),
+            reason,
+        ))
+    };
+    match arguments.get(ALTERNATE_EXCHANGE) {
+        None => Ok(None),
+        Some(FieldValue::String(name)) if name.is_empty() => {
+            invalid("expected the name of an exchange, got the empty string".into())
+        }
+        Some(FieldValue::String(name)) => match super::validate_name("exchange", name) {
+            Ok(()) => Ok(Some(name)),
+            Err(BrokerError::InvalidArgument { reason, .. }) => invalid(reason),
+            Err(e) => invalid(e.to_string()),
+        },
+        Some(other) => invalid(format!(
+            "expected the name of an exchange (a string), got {other:?}"
         )),
     }
 }
@@ -98,6 +134,35 @@ const X_MATCH_ALL: XMatch = XMatch {
     all: true,
     with_x: false,
 };
+
+/// The most `#` words a topic binding key may have. RabbitMQ 4.3.5 refuses more: each `#`
+/// multiplies the ways a key can match, and the trie walk with it.
+pub const MAX_TOPIC_HASH_WORDS: usize = 2;
+
+/// How many `#` words a topic binding key has.
+pub fn topic_hash_words(binding_key: &str) -> usize {
+    binding_key.split('.').filter(|w| *w == "#").count()
+}
+
+/// Refuses a topic binding key with more than [`MAX_TOPIC_HASH_WORDS`] `#` words, as
+/// RabbitMQ does; other kinds take any key. Only new bindings are checked: unbinding such a
+/// key, or loading one stored by an earlier Warren, is allowed.
+///
+/// # Errors
+/// [`BrokerError::PreconditionFailed`] naming the key.
+pub fn validate_binding_key(kind: ExchangeKind, binding_key: &str) -> Result<(), BrokerError> {
+    if kind != ExchangeKind::Topic {
+        return Ok(());
+    }
+    let hashes = topic_hash_words(binding_key);
+    if hashes > MAX_TOPIC_HASH_WORDS {
+        return Err(BrokerError::PreconditionFailed(format!(
+            "topic binding key '{binding_key}' has {hashes} '#' words; at most \
+             {MAX_TOPIC_HASH_WORDS} are allowed"
+        )));
+    }
+    Ok(())
+}
 
 fn x_match(arguments: &FieldTable) -> Result<XMatch, BrokerError> {
     let (all, with_x) = match arguments.get("x-match") {
@@ -210,21 +275,30 @@ impl Exchange {
         arguments: FieldTable,
         builtin: bool,
     ) -> Exchange {
+        let alternate = alternate_exchange(&arguments).ok().flatten().map(Arc::from);
         Exchange {
             name,
             kind,
             durable,
             arguments,
             builtin,
+            alternate,
             bindings: RwLock::new(Bindings::default()),
         }
     }
 
-    /// Checks binding arguments for this exchange's kind.
+    /// Checks a new binding's key and arguments for this exchange's kind.
     ///
     /// # Errors
-    /// [`BrokerError::InvalidArgument`] for a headers binding with a bad `x-match`.
-    pub fn validate_binding(&self, arguments: &FieldTable) -> Result<(), BrokerError> {
+    /// [`BrokerError::InvalidArgument`] for a headers binding with a bad `x-match`;
+    /// [`BrokerError::PreconditionFailed`] for a topic key with too many `#` words
+    /// ([`validate_binding_key`]).
+    pub fn validate_binding(
+        &self,
+        routing_key: &str,
+        arguments: &FieldTable,
+    ) -> Result<(), BrokerError> {
+        validate_binding_key(self.kind, routing_key)?;
         if self.kind == ExchangeKind::Headers {
             x_match(arguments)?;
         }

@@ -12,7 +12,9 @@ use warren_protocol::{ErrorCode, FieldTable, Publish};
 use super::commit::{publish_op, Scheduled};
 use super::confirm::ReplySlot;
 use super::event::{Confirm, Event, RequestId};
+use super::exchange::Exchange;
 use super::queue::Queue;
+use super::queue_args::{ttl_too_long, MAX_TTL_MS};
 use super::session::Session;
 use super::{Broker, X_DELAY, X_DELIVER_AT};
 use crate::clock::LazyNow;
@@ -25,13 +27,20 @@ impl Broker {
     /// reply sink after the commit; an unroutable mandatory message is returned first.
     ///
     /// # Errors
-    /// A missing exchange, or the store writer has stopped.
+    /// An `expiration` over ten years, a missing exchange, or the store writer has stopped.
     pub async fn publish(
         &self,
         session: &Session,
         request_id: RequestId,
         p: Publish,
     ) -> Result<(), BrokerError> {
+        if let Some(ms) = p.properties.expiration.filter(|ms| *ms > MAX_TTL_MS) {
+            // As RabbitMQ refuses an invalid expiration (the wire format rules out the rest).
+            return Err(BrokerError::PreconditionFailed(format!(
+                "invalid property expiration: {}",
+                ttl_too_long(ms)
+            )));
+        }
         let stats = &self.inner.stats;
         // Most publishes carry neither header: the clock is read only for those that do.
         let mut now = LazyNow::from_clock(self.clock());
@@ -101,8 +110,44 @@ impl Broker {
                 .exchange(exchange)
                 .ok_or_else(|| BrokerError::not_found("exchange", exchange))?;
             e.route(routing_key, headers, &mut targets);
+            if targets.is_empty() && e.alternate.is_some() {
+                self.route_alternates(&e, routing_key, headers, &mut targets);
+            }
         }
         Ok(targets)
+    }
+
+    /// Routes through the chain of alternate exchanges that starts at `first`'s, which
+    /// routed nowhere, until one routes somewhere. An exchange already tried ends the
+    /// chain (so a cycle of alternates routes a message at most once through each), and so
+    /// does an alternate that does not exist (logged: the message is unroutable, as in
+    /// RabbitMQ). Only unroutable messages come here: the publish path pays nothing else.
+    #[cold]
+    fn route_alternates(
+        &self,
+        first: &Exchange,
+        routing_key: &str,
+        headers: &FieldTable,
+        out: &mut Vec<Arc<Queue>>,
+    ) {
+        let mut tried: Vec<Arc<str>> = vec![first.name.clone()];
+        let mut next = first.alternate.clone();
+        while let Some(name) = next {
+            if tried.contains(&name) {
+                tracing::debug!(exchange = %first.name, alternate = %name, "alternate exchanges form a cycle; the message is unroutable");
+                return;
+            }
+            let Some(e) = self.exchange(&name) else {
+                tracing::warn!(exchange = %tried.last().map_or("", |t| &**t), alternate = %name, "alternate exchange does not exist; the message is unroutable");
+                return;
+            };
+            e.route(routing_key, headers, out);
+            if !out.is_empty() {
+                return;
+            }
+            tried.push(name);
+            next = e.alternate.clone();
+        }
     }
 
     /// Holds a message durably until `due_ms`, then routes it (see the scheduler).

@@ -13,12 +13,12 @@
 //! |---|---|
 //! | `x-dead-letter-exchange` | string; `""` is the default exchange |
 //! | `x-dead-letter-routing-key` | string; only together with `x-dead-letter-exchange` |
-//! | `x-message-ttl` | integer ms, `>= 0` |
+//! | `x-message-ttl` | integer ms, `0..=315_360_000_000` (ten years) |
 //! | `x-expires` | integer ms, `>= 1` |
 //! | `x-max-length` | integer messages, `>= 0` |
 //! | `x-max-length-bytes` | integer bytes, `>= 0` |
 //! | `x-overflow` | `"drop-head"`, `"reject-publish"` or `"reject-publish-dlx"` |
-//! | `x-delivery-limit` | integer, `0..=u32::MAX` |
+//! | `x-delivery-limit` | integer, `0..=u32::MAX`; `-1` is no limit |
 //! | `x-consumer-timeout` | integer ms, `>= 1` |
 //! | `x-retry-backoff` | `"1s,5s,30s"`, or a list of integer ms and duration strings (Warren's own) |
 //!
@@ -40,6 +40,10 @@ use warren_protocol::{FieldTable, FieldValue};
 /// The most entries `x-retry-backoff` may list; a longer schedule is almost certainly a mistake,
 /// and the cap bounds what one declaration can make the broker store.
 pub const MAX_RETRY_BACKOFF_ENTRIES: usize = 100;
+
+/// The longest TTL, queue `x-message-ttl` or per-message `expiration`: ten years in
+/// milliseconds, RabbitMQ's limit.
+pub const MAX_TTL_MS: u64 = 315_360_000_000;
 
 const X_DEAD_LETTER_EXCHANGE: &str = "x-dead-letter-exchange";
 const X_DEAD_LETTER_ROUTING_KEY: &str = "x-dead-letter-routing-key";
@@ -178,7 +182,8 @@ pub struct QueueArgs {
     pub overflow: Overflow,
     /// `x-delivery-limit`: how many failed deliveries (nack/reject with requeue, or a consumer
     /// lost with the message unacked) a message survives; after that it is dead-lettered, or
-    /// dropped without a dead-letter exchange. `Some(0)` dead-letters on the first failure.
+    /// dropped without a dead-letter exchange. `Some(0)` dead-letters on the first failure;
+    /// `-1`, like no argument, is `None`: no limit.
     pub delivery_limit: Option<u32>,
     /// `x-consumer-timeout`: how long a delivery may stay unacked before the broker gives up
     /// on its consumer (RabbitMQ closes the channel). Never 0.
@@ -197,13 +202,19 @@ impl QueueArgs {
     /// `x-queue-type` other than `"classic"`; then the first argument, in the order of
     /// [`QueueArgs`]'s fields, whose value is of the wrong type or out of range; also
     /// `x-dead-letter-routing-key` given without `x-dead-letter-exchange`, which RabbitMQ
-    /// refuses too.
+    /// refuses too; last, an `x-message-ttl` over [`MAX_TTL_MS`].
     pub fn parse(args: &FieldTable) -> Result<QueueArgs, InvalidQueueArgument> {
         queue_type_arg(args)?;
         if let Some(arg) = unsupported_arguments(args).first() {
             return Err(invalid(arg, NOT_IMPLEMENTED_REASON));
         }
-        Self::parse_known(args)
+        let parsed = Self::parse_known(args)?;
+        // Checked here, not in `parse_known`: a queue an older Warren stored with a longer
+        // TTL keeps it (and its other arguments) when it loads.
+        if let Some(ms) = parsed.message_ttl_ms.filter(|ms| *ms > MAX_TTL_MS) {
+            return Err(invalid(X_MESSAGE_TTL, ttl_too_long(ms)));
+        }
+        Ok(parsed)
     }
 
     /// Parses the arguments Warren implements and skips every other one, unsupported `x-`
@@ -226,7 +237,7 @@ impl QueueArgs {
                 ),
             ));
         }
-        let delivery_limit = match count_arg(args, X_DELIVERY_LIMIT, "deliveries")? {
+        let delivery_limit = match delivery_limit_arg(args)? {
             None => None,
             Some(limit) => Some(u32::try_from(limit).map_err(|_| {
                 invalid(
@@ -390,6 +401,21 @@ fn count_arg(
     args.get(arg)
         .map(|value| non_negative_integer(value, unit).map_err(|reason| invalid(arg, reason)))
         .transpose()
+}
+
+/// `x-delivery-limit`: a count, or `-1` for no limit (RabbitMQ 4.x), which is the same as
+/// leaving it out.
+fn delivery_limit_arg(args: &FieldTable) -> Result<Option<u64>, InvalidQueueArgument> {
+    match args.get(X_DELIVERY_LIMIT) {
+        Some(FieldValue::Int(-1)) => Ok(None),
+        Some(FieldValue::Float(f)) if *f == -1.0 => Ok(None),
+        _ => count_arg(args, X_DELIVERY_LIMIT, "deliveries"),
+    }
+}
+
+/// Why a TTL (queue `x-message-ttl` or a message's `expiration`) of `ms` is refused.
+pub fn ttl_too_long(ms: u64) -> String {
+    format!("must be at most {MAX_TTL_MS} ms (ten years), got {ms}")
 }
 
 /// An optional integer argument of milliseconds `>= 1`, where 0 would be meaningless.
@@ -913,6 +939,35 @@ mod tests {
             assert_eq!(reason, "must be at least 1 ms, got 0");
             refused(&[(arg, Float(0.0))], arg, "0");
         }
+    }
+
+    #[test]
+    fn a_delivery_limit_of_minus_one_is_no_limit() {
+        assert_eq!(parse(&[(X_DELIVERY_LIMIT, Int(-1))]).delivery_limit, None);
+        assert_eq!(
+            parse(&[(X_DELIVERY_LIMIT, Float(-1.0))]).delivery_limit,
+            None
+        );
+        let reason = refused(&[(X_DELIVERY_LIMIT, Int(-2))], X_DELIVERY_LIMIT, "-2");
+        assert_eq!(reason, "must not be negative, got -2");
+    }
+
+    #[test]
+    fn a_message_ttl_beyond_ten_years_is_refused() {
+        let max = i64::try_from(MAX_TTL_MS).unwrap();
+        assert_eq!(
+            parse(&[(X_MESSAGE_TTL, Int(max))]).message_ttl_ms,
+            Some(MAX_TTL_MS)
+        );
+        let reason = refused(
+            &[(X_MESSAGE_TTL, Int(max + 1))],
+            X_MESSAGE_TTL,
+            "315360000001",
+        );
+        assert_eq!(
+            reason,
+            "must be at most 315360000000 ms (ten years), got 315360000001"
+        );
     }
 
     #[test]

@@ -48,6 +48,11 @@ impl Broker {
                     tracing::warn!(exchange = %e.name, arguments = ?unsupported,
                         "stored exchange has arguments Warren does not implement; they have no effect");
                 }
+                if let Err(err) = exchange::alternate_exchange(&e.arguments) {
+                    // Stored by a Warren that ignored the argument: it still has no effect.
+                    tracing::warn!(exchange = %e.name, error = %err,
+                        "stored exchange has an invalid alternate-exchange; it has no effect");
+                }
                 exchanges.insert(
                     e.name.clone(),
                     Arc::new(Exchange::new(
@@ -115,6 +120,11 @@ impl Broker {
             let queue = inner.queues.read().get(&b.queue).cloned();
             match (exchange, queue) {
                 (Some(e), Some(q)) => {
+                    if exchange::validate_binding_key(e.kind, &b.routing_key).is_err() {
+                        // Bound before the limit existed: it loads and routes as before.
+                        tracing::warn!(exchange = %b.exchange, queue = %b.queue, key = %b.routing_key,
+                            "stored topic binding key has more than 2 '#' words; new bindings like it are refused");
+                    }
                     e.bind(Binding {
                         queue: q,
                         routing_key: b.routing_key,

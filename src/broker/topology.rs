@@ -370,7 +370,7 @@ impl Broker {
     pub async fn bind(&self, session: &Session, b: QueueBind) -> Result<(), BrokerError> {
         let _guard = self.inner.topology.lock().await;
         let (e, q) = self.binding_parts(session, &b)?;
-        e.validate_binding(&b.arguments)?;
+        e.validate_binding(&b.routing_key, &b.arguments)?;
         if e.durable && q.durable {
             self.inner
                 .store

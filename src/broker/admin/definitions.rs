@@ -156,18 +156,27 @@ impl Broker {
                 }
             }
         }
-        let declared_exchanges: HashSet<&str> =
-            defs.exchanges.iter().map(|e| e.name.as_str()).collect();
         let declared_queues: HashSet<&str> = defs.queues.iter().map(|q| q.name.as_str()).collect();
         for b in &defs.bindings {
-            if !declared_exchanges.contains(b.exchange.as_str())
-                && self.exchange(&b.exchange).is_none()
-            {
+            // The kind the binding will meet: the document's declaration, else the existing one.
+            let kind = defs
+                .exchanges
+                .iter()
+                .find(|e| e.name == b.exchange)
+                .map(|e| e.kind)
+                .or_else(|| self.exchange(&b.exchange).map(|e| e.kind));
+            let Some(kind) = kind else {
                 return Err(BrokerError::not_found(
                     "exchange (binding source)",
                     &b.exchange,
                 ));
-            }
+            };
+            exchange::validate_binding_key(kind, &b.routing_key).map_err(|err| match err {
+                BrokerError::PreconditionFailed(why) => {
+                    BrokerError::PreconditionFailed(format!("definitions: {why}"))
+                }
+                other => other,
+            })?;
             if !declared_queues.contains(b.queue.as_str()) && self.queue(&b.queue).is_none() {
                 return Err(BrokerError::not_found(
                     "queue (binding destination)",
