@@ -19,6 +19,7 @@ use warren_protocol::{FieldTable, FieldValue};
 
 use super::commit::publish_op;
 use super::confirm::ReplySlot;
+use super::publish::{header_keys, CC};
 use super::queue::Queue;
 use super::{Broker, Inner};
 use crate::message::{Message, QueuedMessage};
@@ -100,7 +101,9 @@ fn entry_is(entry: &FieldValue, queue: &str, reason: &str) -> bool {
 }
 
 /// The dead-lettered copy of `message`, which died in `queue` for `reason` at `now_ms` and goes
-/// to exchange `dlx` with `routing_key`.
+/// to exchange `dlx` with `routing_key`, which is the queue's `x-dead-letter-routing-key` when
+/// `routing_key_replaced` (the copy then loses its `CC` header) and its own routing key
+/// otherwise (routed by its `CC` keys too).
 ///
 /// As RabbitMQ does: `x-death` gets one entry per (queue, reason), newest first; a repeat
 /// raises that entry's `count` and moves it to the front. `x-first-death-queue`, `-reason`
@@ -112,6 +115,7 @@ pub fn dead_lettered_copy(
     reason: DeadLetterReason,
     dlx: &str,
     routing_key: &str,
+    routing_key_replaced: bool,
     now_ms: u64,
 ) -> Message {
     let mut properties = message.properties.clone();
@@ -140,9 +144,13 @@ pub fn dead_lettered_copy(
                 FieldValue::Int(i64::try_from(now_ms).unwrap_or(i64::MAX)),
             );
             m.insert("exchange".into(), text(&message.exchange));
+            // The keys it was published with: its routing key and its `CC` (a `BCC` was
+            // removed when it was routed).
+            let mut keys = vec![message.routing_key.as_str()];
+            header_keys(&message.properties.headers, CC, &mut keys);
             m.insert(
                 "routing-keys".into(),
-                FieldValue::List(vec![text(&message.routing_key)]),
+                FieldValue::List(keys.into_iter().map(text).collect()),
             );
             if let Some(exp) = properties.expiration {
                 m.insert(
@@ -168,6 +176,10 @@ pub fn dead_lettered_copy(
             .or_insert_with(|| text(value));
     }
     properties.expiration = None;
+    if routing_key_replaced {
+        // As RabbitMQ: a dead-letter routing key replaces every key, `CC` included.
+        properties.headers.remove(CC);
+    }
     Message {
         exchange: dlx.to_owned(),
         routing_key: routing_key.to_owned(),
@@ -246,12 +258,13 @@ impl Broker {
                 dropped += 1;
                 continue;
             };
+            let replaced = queue.args.dead_letter_routing_key.is_some();
             let key = queue
                 .args
                 .dead_letter_routing_key
                 .clone()
                 .unwrap_or_else(|| message.routing_key.clone());
-            let copy = dead_lettered_copy(&message, &queue.name, reason, &dlx, &key, now);
+            let copy = dead_lettered_copy(&message, &queue.name, reason, &dlx, &key, replaced, now);
             let mut targets = self
                 .route(&dlx, &key, &copy.properties.headers)
                 .unwrap_or_default();
@@ -327,7 +340,15 @@ mod tests {
 
     #[test]
     fn first_death_records_everything() {
-        let c = dead_lettered_copy(&msg(), "work", DeadLetterReason::Expired, "dlx", "dead", 42);
+        let c = dead_lettered_copy(
+            &msg(),
+            "work",
+            DeadLetterReason::Expired,
+            "dlx",
+            "dead",
+            false,
+            42,
+        );
         assert_eq!(
             (c.exchange.as_str(), c.routing_key.as_str()),
             ("dlx", "dead")
@@ -353,9 +374,33 @@ mod tests {
 
     #[test]
     fn repeats_raise_the_count_and_move_to_the_front() {
-        let once = dead_lettered_copy(&msg(), "work", DeadLetterReason::Rejected, "dlx", "k", 1);
-        let twice = dead_lettered_copy(&once, "dlq", DeadLetterReason::Expired, "", "work", 2);
-        let thrice = dead_lettered_copy(&twice, "work", DeadLetterReason::Rejected, "dlx", "k", 3);
+        let once = dead_lettered_copy(
+            &msg(),
+            "work",
+            DeadLetterReason::Rejected,
+            "dlx",
+            "k",
+            false,
+            1,
+        );
+        let twice = dead_lettered_copy(
+            &once,
+            "dlq",
+            DeadLetterReason::Expired,
+            "",
+            "work",
+            false,
+            2,
+        );
+        let thrice = dead_lettered_copy(
+            &twice,
+            "work",
+            DeadLetterReason::Rejected,
+            "dlx",
+            "k",
+            false,
+            3,
+        );
         let e = entries(&thrice);
         assert_eq!(e.len(), 2);
         assert_eq!(
@@ -379,14 +424,24 @@ mod tests {
 
     #[test]
     fn cycles_without_a_rejection_are_detected() {
-        let expired = dead_lettered_copy(&msg(), "a", DeadLetterReason::Expired, "x", "k", 1);
+        let expired =
+            dead_lettered_copy(&msg(), "a", DeadLetterReason::Expired, "x", "k", false, 1);
         assert!(is_cycle(&expired.properties.headers, "a"));
         assert!(!is_cycle(&expired.properties.headers, "b"));
-        let via_b = dead_lettered_copy(&expired, "b", DeadLetterReason::Expired, "x", "k", 2);
+        let via_b =
+            dead_lettered_copy(&expired, "b", DeadLetterReason::Expired, "x", "k", false, 2);
         assert!(is_cycle(&via_b.properties.headers, "a"));
-        let rejected = dead_lettered_copy(&msg(), "a", DeadLetterReason::Rejected, "x", "k", 1);
-        let then_expired =
-            dead_lettered_copy(&rejected, "b", DeadLetterReason::Expired, "x", "k", 2);
+        let rejected =
+            dead_lettered_copy(&msg(), "a", DeadLetterReason::Rejected, "x", "k", false, 1);
+        let then_expired = dead_lettered_copy(
+            &rejected,
+            "b",
+            DeadLetterReason::Expired,
+            "x",
+            "k",
+            false,
+            2,
+        );
         assert!(!is_cycle(&then_expired.properties.headers, "a"));
     }
 

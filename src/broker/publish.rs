@@ -7,7 +7,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use warren_protocol::{ErrorCode, FieldTable, Publish};
+use warren_protocol::{ErrorCode, FieldTable, FieldValue, Publish};
 
 use super::commit::{publish_op, Scheduled};
 use super::confirm::ReplySlot;
@@ -32,7 +32,7 @@ impl Broker {
         &self,
         session: &Session,
         request_id: RequestId,
-        p: Publish,
+        mut p: Publish,
     ) -> Result<(), BrokerError> {
         if let Some(ms) = p.properties.expiration.filter(|ms| *ms > MAX_TTL_MS) {
             // As RabbitMQ refuses an invalid expiration (the wire format rules out the rest).
@@ -50,6 +50,10 @@ impl Broker {
             }
         }
         let targets = self.route(&p.exchange, &p.routing_key, &p.properties.headers)?;
+        if !p.properties.headers.is_empty() {
+            // Sender-selected distribution: `BCC` routed the message; no one sees it.
+            p.properties.headers.remove(BCC);
+        }
         stats.published.fetch_add(1, Ordering::Relaxed);
         let confirm = ReplySlot::new(session.replies.clone(), request_id);
         if targets.is_empty() {
@@ -90,7 +94,9 @@ impl Broker {
         Ok(())
     }
 
-    /// The queues a message for `exchange` with this key and headers goes to.
+    /// The queues a message for `exchange` with this key and headers goes to: routed by its
+    /// routing key and by each key in its `CC` and `BCC` headers (sender-selected
+    /// distribution), each queue at most once.
     ///
     /// # Errors
     /// [`BrokerError::NotFound`] when the exchange does not exist.
@@ -101,32 +107,52 @@ impl Broker {
         headers: &FieldTable,
     ) -> Result<Vec<Arc<Queue>>, BrokerError> {
         let mut targets = Vec::new();
+        // Most messages carry neither header: one check of the (usually empty) headers.
+        let extra = if headers.is_empty() {
+            Vec::new()
+        } else {
+            extra_routing_keys(headers)
+        };
         if exchange.is_empty() {
             if let Some(q) = self.queue(routing_key) {
                 targets.push(q);
+            }
+            for key in &extra {
+                if let Some(q) = self.queue(key) {
+                    targets.push(q);
+                }
             }
         } else {
             let e = self
                 .exchange(exchange)
                 .ok_or_else(|| BrokerError::not_found("exchange", exchange))?;
             e.route(routing_key, headers, &mut targets);
-            if targets.is_empty() && e.alternate.is_some() {
-                self.route_alternates(&e, routing_key, headers, &mut targets);
+            for key in &extra {
+                e.route(key, headers, &mut targets);
             }
+            if targets.is_empty() && e.alternate.is_some() {
+                let mut keys = vec![routing_key];
+                keys.extend(extra.iter().copied());
+                self.route_alternates(&e, &keys, headers, &mut targets);
+            }
+        }
+        if !extra.is_empty() {
+            dedup_queues(&mut targets);
         }
         Ok(targets)
     }
 
     /// Routes through the chain of alternate exchanges that starts at `first`'s, which
-    /// routed nowhere, until one routes somewhere. An exchange already tried ends the
-    /// chain (so a cycle of alternates routes a message at most once through each), and so
-    /// does an alternate that does not exist (logged: the message is unroutable, as in
-    /// RabbitMQ). Only unroutable messages come here: the publish path pays nothing else.
+    /// routed nowhere, until one routes somewhere (by any of `keys`). An exchange already
+    /// tried ends the chain (so a cycle of alternates routes a message at most once through
+    /// each), and so does an alternate that does not exist (logged: the message is
+    /// unroutable, as in RabbitMQ). Only unroutable messages come here: the publish path pays
+    /// nothing else.
     #[cold]
     fn route_alternates(
         &self,
         first: &Exchange,
-        routing_key: &str,
+        keys: &[&str],
         headers: &FieldTable,
         out: &mut Vec<Arc<Queue>>,
     ) {
@@ -141,7 +167,9 @@ impl Broker {
                 tracing::warn!(exchange = %tried.last().map_or("", |t| &**t), alternate = %name, "alternate exchange does not exist; the message is unroutable");
                 return;
             };
-            e.route(routing_key, headers, out);
+            for key in keys {
+                e.route(key, headers, out);
+            }
             if !out.is_empty() {
                 return;
             }
@@ -206,4 +234,33 @@ fn not_before(headers: &FieldTable, now: &mut LazyNow<'_>) -> Result<Option<u64>
         return Ok(Some(at));
     }
     Ok(int(X_DELAY)?.map(|d| now.get().saturating_add(d)))
+}
+
+/// The header whose routing keys are kept on the message (sender-selected distribution).
+pub const CC: &str = "CC";
+/// The header whose routing keys are removed from the message once it is routed.
+pub const BCC: &str = "BCC";
+
+/// The routing keys a header holds: a string, or a list of strings (as RabbitMQ takes a
+/// long string or an array); other values, and other elements, are ignored.
+pub(super) fn header_keys<'a>(headers: &'a FieldTable, name: &str, out: &mut Vec<&'a str>) {
+    match headers.get(name) {
+        Some(FieldValue::String(key)) => out.push(key),
+        Some(FieldValue::List(keys)) => out.extend(keys.iter().filter_map(FieldValue::as_str)),
+        _ => {}
+    }
+}
+
+/// The extra routing keys of sender-selected distribution: `CC`, then `BCC`.
+fn extra_routing_keys(headers: &FieldTable) -> Vec<&str> {
+    let mut keys = Vec::new();
+    header_keys(headers, CC, &mut keys);
+    header_keys(headers, BCC, &mut keys);
+    keys
+}
+
+/// Keeps the first of each queue: a message routed by several keys goes to a queue once.
+fn dedup_queues(targets: &mut Vec<Arc<Queue>>) {
+    let mut seen = std::collections::HashSet::with_capacity(targets.len());
+    targets.retain(|q| seen.insert(q.id));
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::commit::publish_op;
+use super::publish::BCC;
 use super::{Broker, Inner};
 use crate::message::Message;
 use crate::store::ScheduledMessage;
@@ -81,6 +82,14 @@ impl Broker {
             None
         } else {
             self.inner.stats.routed.fetch_add(1, Ordering::Relaxed);
+            // Sender-selected distribution: `BCC` routed it; it is not stored with it.
+            let message = if message.properties.headers.contains_key(BCC) {
+                let mut m = Message::clone(&message);
+                m.properties.headers.remove(BCC);
+                Arc::new(m)
+            } else {
+                message
+            };
             Some(publish_op(message, targets, None))
         };
         self.inner.store.release(due_ms, id, publish);
