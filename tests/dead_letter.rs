@@ -111,7 +111,7 @@ async fn rejected_messages_are_dead_lettered_with_their_history_and_counted_per_
     assert_eq!(death(&e[0]), ("work".into(), "rejected".into(), 1));
     assert_eq!(e[0]["exchange"], s(""));
     assert_eq!(e[0]["routing-keys"], FieldValue::List(vec![s("work")]));
-    assert!(e[0]["time"].as_int().unwrap() > 0);
+    assert!(matches!(e[0]["time"], FieldValue::Timestamp(t) if t > 1_600_000_000));
     let h = &dead.properties.headers;
     assert_eq!(h["x-first-death-queue"], s("work"));
     assert_eq!(h["x-first-death-reason"], s("rejected"));
@@ -212,7 +212,7 @@ async fn a_per_message_expiration_behind_an_unexpired_head_is_dead_lettered() {
     assert_eq!(body(&dead), "short-lived");
     let e = deaths(&dead);
     assert_eq!(death(&e[0]), ("mixed".into(), "expired".into(), 1));
-    assert_eq!(e[0]["original-expiration"], int(200));
+    assert_eq!(e[0]["original-expiration"], s("200"));
     assert_eq!(
         dead.properties.expiration, None,
         "the copy does not expire again"
@@ -723,4 +723,48 @@ async fn settle_replies_follow_the_dead_letter_copy() {
     let c = d.client().await;
     assert_eq!(ready(&c, "work").await, 0);
     assert_eq!(body(&wait_get(&c, "dlq").await), "last");
+}
+
+#[tokio::test]
+async fn x_death_fields_have_rabbitmq_types_and_last_death_headers_follow_each_death() {
+    let d = TestDaemon::start();
+    let c = d.client().await;
+    dead_letter_target(&c).await;
+    queue(&c, "work", args(&[("x-dead-letter-exchange", s("dlx"))])).await;
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    c.publish_and_confirm(
+        OutgoingMessage::new("", "work", "m")
+            .persistent()
+            .expiration_ms(60_000),
+    )
+    .await
+    .unwrap();
+    let m = wait_get(&c, "work").await;
+    c.reject(m.delivery_tag, false).await.unwrap();
+    let dead = wait_get(&c, "dlq").await;
+    let e = deaths(&dead);
+    let FieldValue::Timestamp(t) = e[0]["time"] else {
+        panic!("time is an AMQP timestamp: {:?}", e[0]["time"]);
+    };
+    assert!((before..=before + 60).contains(&t), "seconds: {t}");
+    assert_eq!(e[0]["original-expiration"], s("60000"));
+    assert_eq!(e[0]["routing-keys"], FieldValue::List(vec![s("work")]));
+    let h = &dead.properties.headers;
+    assert_eq!(h["x-last-death-queue"], s("work"));
+    assert_eq!(h["x-last-death-reason"], s("rejected"));
+    assert_eq!(h["x-last-death-exchange"], s(""));
+
+    // dlq peek shows the time of death in ms.
+    c.nack(dead.delivery_tag, false, true, 0).await.unwrap();
+    let peek = c
+        .admin("dlq.peek", args(&[("queue", s("dlq"))]))
+        .await
+        .unwrap();
+    let ms = peek[0]["death_time_ms"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{peek}"));
+    assert_eq!(ms, i64::try_from(t).unwrap() * 1000);
 }

@@ -106,8 +106,9 @@ fn entry_is(entry: &FieldValue, queue: &str, reason: &str) -> bool {
 /// otherwise (routed by its `CC` keys too).
 ///
 /// As RabbitMQ does: `x-death` gets one entry per (queue, reason), newest first; a repeat
-/// raises that entry's `count` and moves it to the front. `x-first-death-queue`, `-reason`
-/// and `-exchange` are set once. A per-message `expiration` is removed from the copy and kept
+/// raises that entry's `count` and moves it to the front. `time` is an AMQP timestamp
+/// (seconds). `x-first-death-queue`, `-reason` and `-exchange` are set once;
+/// `x-last-death-*` by every death. A per-message `expiration` is removed from the copy and kept
 /// in the entry as `original-expiration`, so the copy does not expire again on its way.
 pub fn dead_lettered_copy(
     message: &Message,
@@ -139,10 +140,8 @@ pub fn dead_lettered_copy(
             m.insert("queue".into(), text(queue));
             m.insert("reason".into(), text(reason_s));
             m.insert("count".into(), FieldValue::Int(1));
-            m.insert(
-                "time".into(),
-                FieldValue::Int(i64::try_from(now_ms).unwrap_or(i64::MAX)),
-            );
+            // An AMQP timestamp (seconds), as RabbitMQ writes it.
+            m.insert("time".into(), FieldValue::Timestamp(now_ms / 1000));
             m.insert("exchange".into(), text(&message.exchange));
             // The keys it was published with: its routing key and its `CC` (a `BCC` was
             // removed when it was routed).
@@ -153,10 +152,8 @@ pub fn dead_lettered_copy(
                 FieldValue::List(keys.into_iter().map(text).collect()),
             );
             if let Some(exp) = properties.expiration {
-                m.insert(
-                    "original-expiration".into(),
-                    FieldValue::Int(i64::try_from(exp).unwrap_or(i64::MAX)),
-                );
+                // The property's string form, as RabbitMQ keeps it.
+                m.insert("original-expiration".into(), text(&exp.to_string()));
             }
             FieldValue::Map(m)
         }
@@ -174,6 +171,13 @@ pub fn dead_lettered_copy(
             .headers
             .entry(key.into())
             .or_insert_with(|| text(value));
+    }
+    for (key, value) in [
+        ("x-last-death-queue", queue),
+        ("x-last-death-reason", reason_s),
+        ("x-last-death-exchange", message.exchange.as_str()),
+    ] {
+        properties.headers.insert(key.into(), text(value));
     }
     properties.expiration = None;
     if routing_key_replaced {
@@ -359,17 +363,20 @@ mod tests {
         assert_eq!(e[0]["queue"], text("work"));
         assert_eq!(e[0]["reason"], text("expired"));
         assert_eq!(e[0]["count"], FieldValue::Int(1));
-        assert_eq!(e[0]["time"], FieldValue::Int(42));
+        assert_eq!(e[0]["time"], FieldValue::Timestamp(0), "seconds");
         assert_eq!(e[0]["exchange"], text("orders"));
         assert_eq!(
             e[0]["routing-keys"],
             FieldValue::List(vec![text("order.new")])
         );
-        assert_eq!(e[0]["original-expiration"], FieldValue::Int(5000));
+        assert_eq!(e[0]["original-expiration"], text("5000"));
         let h = &c.properties.headers;
         assert_eq!(h["x-first-death-queue"], text("work"));
         assert_eq!(h["x-first-death-reason"], text("expired"));
         assert_eq!(h["x-first-death-exchange"], text("orders"));
+        assert_eq!(h["x-last-death-queue"], text("work"));
+        assert_eq!(h["x-last-death-reason"], text("expired"));
+        assert_eq!(h["x-last-death-exchange"], text("orders"));
     }
 
     #[test]
@@ -419,6 +426,16 @@ mod tests {
         assert_eq!(
             thrice.properties.headers["x-first-death-exchange"],
             text("orders")
+        );
+        // The last-death headers follow every death.
+        assert_eq!(twice.properties.headers["x-last-death-queue"], text("dlq"));
+        assert_eq!(
+            twice.properties.headers["x-last-death-exchange"],
+            text("dlx")
+        );
+        assert_eq!(
+            thrice.properties.headers["x-last-death-queue"],
+            text("work")
         );
     }
 

@@ -83,6 +83,15 @@ fn latest_death(m: &Message) -> Option<&FieldTable> {
     }
 }
 
+/// An `x-death` entry's `time` in ms since the epoch: an AMQP timestamp (seconds), as Warren
+/// writes it now and RabbitMQ does, or an integer of ms, as older Warren versions stored it.
+fn death_time_ms(time: &FieldValue) -> Option<i64> {
+    match time {
+        FieldValue::Timestamp(secs) => i64::try_from(*secs).ok()?.checked_mul(1000),
+        other => other.as_int(),
+    }
+}
+
 /// Where a dead letter was first published: the exchange and routing key of its first death.
 fn origin(m: &Message) -> Option<(String, String)> {
     let h = &m.properties.headers;
@@ -150,7 +159,7 @@ fn dead_letter_info(position: usize, e: &QueuedMessage, m: &Message) -> DeadLett
         original_exchange,
         original_routing_key,
         death_count: field("count").and_then(FieldValue::as_int),
-        death_time_ms: field("time").and_then(FieldValue::as_int),
+        death_time_ms: field("time").and_then(death_time_ms),
         delivery_count: e.delivery_count,
         size: m.body.len() as u64,
         exchange: m.exchange.clone(),
@@ -327,4 +336,24 @@ fn chunked<T>(items: Vec<T>, size: usize) -> Vec<Vec<T>> {
         out.push(it.by_ref().take(size).collect());
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn death_times_are_read_in_both_stored_forms() {
+        assert_eq!(
+            death_time_ms(&FieldValue::Timestamp(1_714_564_800)),
+            Some(1_714_564_800_000)
+        );
+        // Messages dead-lettered by older versions: an integer of ms.
+        assert_eq!(
+            death_time_ms(&FieldValue::Int(1_714_564_800_123)),
+            Some(1_714_564_800_123)
+        );
+        assert_eq!(death_time_ms(&FieldValue::Timestamp(u64::MAX)), None);
+        assert_eq!(death_time_ms(&FieldValue::String("x".into())), None);
+    }
 }
