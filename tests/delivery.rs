@@ -362,3 +362,87 @@ async fn deleting_a_queue_cancels_its_consumers() {
     assert!(ended, "the consumer should end when its queue is deleted");
     assert!(k.cancel_reason().is_some());
 }
+
+async fn sac_queue(c: &Client, name: &str) {
+    let mut arguments = warren_protocol::FieldTable::new();
+    arguments.insert(
+        "x-single-active-consumer".into(),
+        warren_protocol::FieldValue::Bool(true),
+    );
+    c.declare_queue(
+        name,
+        QueueOptions {
+            durable: true,
+            arguments,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("declare");
+}
+
+/// Two consumers on a single-active-consumer queue: the first gets everything while the
+/// second waits; when the first goes (`leave`), the second gets the first's unacked
+/// deliveries, in order, then the rest.
+async fn single_active_consumer_hands_over(leave: impl AsyncFnOnce(&Client, &Consumer)) {
+    let d = TestDaemon::start();
+    let first = d.client().await;
+    let second = d.client().await;
+    sac_queue(&first, "sac").await;
+    first.qos(3).await.unwrap();
+    second.qos(10).await.unwrap();
+    let mut k1 = first
+        .consume("sac", ConsumeOptions::default())
+        .await
+        .unwrap();
+    let mut k2 = second
+        .consume("sac", ConsumeOptions::default())
+        .await
+        .unwrap();
+    publish_n(&first, "sac", 6).await;
+    let mut held = Vec::new();
+    for want in ["m0", "m1", "m2"] {
+        let m = next(&mut k1).await;
+        assert_eq!(body(&m), want);
+        held.push(m);
+    }
+    // The first acks m0 and takes m3; it holds m1..m3 now, at its prefetch of 3.
+    first.ack(held[0].delivery_tag, false).await.unwrap();
+    assert_eq!(body(&next(&mut k1).await), "m3");
+    assert_quiet(&mut k2).await;
+    leave(&first, &k1).await;
+    let mut got = Vec::new();
+    for _ in 0..5 {
+        let m = next(&mut k2).await;
+        got.push((body(&m), m.delivery_count));
+        second.ack(m.delivery_tag, false).await.unwrap();
+    }
+    assert_eq!(
+        got,
+        [
+            ("m1".to_owned(), 1),
+            ("m2".to_owned(), 1),
+            ("m3".to_owned(), 1),
+            ("m4".to_owned(), 0),
+            ("m5".to_owned(), 0),
+        ],
+        "the first's unacked first, in order, then the rest"
+    );
+    assert_quiet(&mut k2).await;
+}
+
+#[tokio::test]
+async fn single_active_consumer_hands_over_on_cancel() {
+    single_active_consumer_hands_over(async |c: &Client, k: &Consumer| {
+        c.cancel(k.tag()).await.expect("cancel");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn single_active_consumer_hands_over_on_connection_close() {
+    single_active_consumer_hands_over(async |c: &Client, _: &Consumer| {
+        c.close().await.expect("close");
+    })
+    .await;
+}

@@ -89,6 +89,7 @@ impl Broker {
         } else {
             self.requeue_unacked_of(session, &consumer);
         }
+        hand_over(&consumer);
         Ok(())
     }
 
@@ -163,6 +164,7 @@ impl Broker {
             tracing::warn!(error = %e, "auto-deleting a queue after a consumer timeout failed");
         }
         self.requeue_unacked_of(session, consumer);
+        hand_over(consumer);
         tracing::info!(connection = session.id, consumer = %consumer.tag, %reason, "consumer cancelled by the server");
         session.send(
             0,
@@ -172,5 +174,16 @@ impl Broker {
                 reason,
             },
         );
+    }
+}
+
+/// After `consumer` left a single-active-consumer queue and what it held was requeued at the
+/// head: starts deliveries to the consumer that takes over. (Detaching does not dispatch, so
+/// the new active consumer gets the requeued messages before the rest.)
+pub(super) fn hand_over(consumer: &Consumer) {
+    if let Some(q) = consumer.queue.upgrade() {
+        if q.args.single_active_consumer && !q.is_deleted() {
+            q.dispatch();
+        }
     }
 }

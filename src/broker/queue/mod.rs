@@ -497,6 +497,11 @@ impl Queue {
         self.auto_delete && none_left && !self.is_deleted()
     }
 
+    /// The consumer receiving on a single-active-consumer queue (`None` on other queues).
+    pub fn active_consumer(&self) -> Option<Arc<Consumer>> {
+        self.state.lock().core.active_consumer().cloned()
+    }
+
     /// Copies of the ready messages, head first (at most `limit`): a look that changes
     /// nothing.
     pub fn ready_snapshot(&self, limit: usize) -> Vec<QueuedMessage> {
