@@ -381,6 +381,27 @@ async fn sac_queue(c: &Client, name: &str) {
     .expect("declare");
 }
 
+/// `consumer list`'s (tag, active) pairs, by connection id (attach order here).
+fn active_flags(d: &TestDaemon) -> Vec<(String, bool)> {
+    let out = d.cli(&["consumer", "list", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let listed: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("JSON");
+    let mut rows: Vec<(u64, String, bool)> = listed
+        .iter()
+        .map(|c| {
+            (
+                c["connection"].as_u64().expect("connection"),
+                c["tag"].as_str().expect("tag").to_owned(),
+                c["active"].as_bool().expect("active"),
+            )
+        })
+        .collect();
+    rows.sort();
+    rows.into_iter()
+        .map(|(_, tag, active)| (tag, active))
+        .collect()
+}
+
 /// Two consumers on a single-active-consumer queue: the first gets everything while the
 /// second waits; when the first goes (`leave`), the second gets the first's unacked
 /// deliveries, in order, then the rest.
@@ -410,6 +431,11 @@ async fn single_active_consumer_hands_over(leave: impl AsyncFnOnce(&Client, &Con
     first.ack(held[0].delivery_tag, false).await.unwrap();
     assert_eq!(body(&next(&mut k1).await), "m3");
     assert_quiet(&mut k2).await;
+    assert_eq!(
+        active_flags(&d),
+        [(k1.tag().to_owned(), true), (k2.tag().to_owned(), false)],
+        "consumer list shows which one is active"
+    );
     leave(&first, &k1).await;
     let mut got = Vec::new();
     for _ in 0..5 {
