@@ -472,3 +472,85 @@ async fn single_active_consumer_hands_over_on_connection_close() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_consumers_own_timeout_overrides_the_queues_and_the_servers() {
+    // Both the server's default and the queue's timeout are ten minutes; the consumer's own
+    // 300 ms is what cancels it.
+    let d = TestDaemon::start_with(&["--consumer-timeout-ms", "600000"]);
+    let c = d.client().await;
+    let mut arguments = warren_protocol::FieldTable::new();
+    arguments.insert(
+        "x-consumer-timeout".into(),
+        warren_protocol::FieldValue::Int(600_000),
+    );
+    c.declare_queue(
+        "slow",
+        QueueOptions {
+            arguments,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("declare");
+    publish_n(&c, "slow", 1).await;
+    let holder = d.client().await;
+    let mut k = holder
+        .consume(
+            "slow",
+            ConsumeOptions::default().consumer_timeout(Duration::from_millis(300)),
+        )
+        .await
+        .unwrap();
+    let m = next(&mut k).await;
+    assert_eq!(body(&m), "m0");
+    assert!(
+        within("the cancel", k.next()).await.is_none(),
+        "the consumer should be cancelled"
+    );
+    let why = format!("{:?}", k.cancel_reason());
+    assert!(why.contains("consumer timeout"), "{why}");
+    // The message was requeued, counting the failed delivery.
+    let mut again = c.consume("slow", ConsumeOptions::default()).await.unwrap();
+    let m = next(&mut again).await;
+    assert_eq!((body(&m), m.delivery_count), ("m0".to_owned(), 1));
+}
+
+#[tokio::test]
+async fn an_invalid_consumer_timeout_refuses_the_consume() {
+    use warren_protocol::{ErrorCode, FieldValue};
+    let d = TestDaemon::start();
+    let c = d.client().await;
+    durable_queue(&c, "work").await;
+    for (value, says) in [
+        (FieldValue::Int(0), "must be at least 1 ms, got 0"),
+        (FieldValue::Int(-5), "-5"),
+        (FieldValue::String("300".into()), "the string \"300\""),
+    ] {
+        let mut options = ConsumeOptions::default();
+        options
+            .arguments
+            .insert("x-consumer-timeout".into(), value.clone());
+        let err = match c.consume("work", options).await {
+            Ok(_) => panic!("{value:?} accepted"),
+            Err(e) => e,
+        };
+        assert_eq!(err.error_code(), Some(ErrorCode::SyntaxError), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.starts_with("SYNTAX_ERROR (502): invalid consumer argument x-consumer-timeout: ")
+                && text.contains(says),
+            "{text}"
+        );
+    }
+    // The connection is still usable, and no consumer was left behind.
+    let mut k = c
+        .consume(
+            "work",
+            ConsumeOptions::default().consumer_timeout(Duration::from_secs(60)),
+        )
+        .await
+        .expect("a valid timeout");
+    publish_n(&c, "work", 1).await;
+    assert_eq!(body(&next(&mut k).await), "m0");
+}

@@ -391,6 +391,15 @@ pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
 }
 
 /// An optional string argument.
+/// The `x-consumer-timeout` argument of a `Consume` (integer ms, `>= 1`, as the queue's):
+/// overrides the queue's and the server's for that consumer.
+///
+/// # Errors
+/// A value of the wrong type or out of range, named as for a queue.
+pub fn consumer_timeout_arg(args: &FieldTable) -> Result<Option<u64>, InvalidQueueArgument> {
+    positive_ms_arg(args, X_CONSUMER_TIMEOUT)
+}
+
 /// An optional boolean argument; absent is `false`.
 fn bool_arg(args: &FieldTable, arg: &str) -> Result<bool, InvalidQueueArgument> {
     match args.get(arg) {
