@@ -236,6 +236,14 @@ pub struct ConsumerInfo {
     pub exclusive: bool,
     /// Deliveries it holds unsettled.
     pub unacked: u32,
+    /// Whether it receives: false only for a consumer waiting its turn on a
+    /// single-active-consumer queue. (Absent from older servers' replies: true.)
+    #[serde(default = "active_by_default")]
+    pub active: bool,
+}
+
+fn active_by_default() -> bool {
+    true
 }
 
 /// A dead-letter object: one ready message of a queue, as `dlq.peek` and `queue.peek`
@@ -437,9 +445,11 @@ mod tests {
         ]));
         round_trips::<Vec<ConsumerInfo>>(json!([
             {"tag": "ctag-1", "connection": 3, "queue": "jobs", "prefetch": 10,
-             "no_ack": false, "exclusive": false, "unacked": 4},
+             "no_ack": false, "exclusive": false, "unacked": 4, "active": true},
             {"tag": "ctag-2", "connection": 3, "queue": null, "prefetch": 0,
-             "no_ack": true, "exclusive": true, "unacked": 0},
+             "no_ack": true, "exclusive": true, "unacked": 0, "active": true},
+            {"tag": "ctag-3", "connection": 4, "queue": "jobs", "prefetch": 0,
+             "no_ack": false, "exclusive": false, "unacked": 0, "active": false},
         ]));
     }
 

@@ -33,10 +33,7 @@ fn table(entries: &[(&str, FieldValue)]) -> FieldTable {
 #[test]
 fn unimplemented_queue_arguments_are_refused_by_name() {
     let d = TestDaemon::start();
-    for (arg, value) in [
-        ("x-max-priority", "10"),
-        ("x-single-active-consumer", "true"),
-    ] {
+    for (arg, value) in [("x-max-priority", "10"), ("x-queue-mode", "lazy")] {
         let line = fails_with_one_line(&d.cli(&[
             "queue",
             "declare",
@@ -446,4 +443,49 @@ async fn ttls_are_at_most_ten_years() {
     );
     // The connection goes on, and only the valid message was enqueued.
     assert_eq!(common::ready(&c, "long").await, 1);
+}
+
+#[test]
+fn single_active_consumer_is_a_boolean_and_part_of_the_declaration() {
+    let d = TestDaemon::start();
+    let line = fails_with_one_line(&d.cli(&[
+        "queue",
+        "declare",
+        "sac",
+        "--arg",
+        "x-single-active-consumer:int=1",
+    ]));
+    assert_eq!(
+        line,
+        "error: declaring queue 'sac': SYNTAX_ERROR (502): invalid queue argument \
+         x-single-active-consumer: expected a boolean, got an integer 1"
+    );
+    ok(&d.cli(&[
+        "queue",
+        "declare",
+        "sac",
+        "--arg",
+        "x-single-active-consumer=true",
+    ]));
+    ok(&d.cli(&[
+        "queue",
+        "declare",
+        "sac",
+        "--arg",
+        "x-single-active-consumer=true",
+    ]));
+    let line = fails_with_one_line(&d.cli(&[
+        "queue",
+        "declare",
+        "sac",
+        "--arg",
+        "x-single-active-consumer=false",
+    ]));
+    assert!(
+        line.contains(
+            "inequivalent arg 'x-single-active-consumer' for queue 'sac': received false, \
+             current true"
+        ),
+        "{line}"
+    );
 }

@@ -362,3 +362,195 @@ async fn deleting_a_queue_cancels_its_consumers() {
     assert!(ended, "the consumer should end when its queue is deleted");
     assert!(k.cancel_reason().is_some());
 }
+
+async fn sac_queue(c: &Client, name: &str) {
+    let mut arguments = warren_protocol::FieldTable::new();
+    arguments.insert(
+        "x-single-active-consumer".into(),
+        warren_protocol::FieldValue::Bool(true),
+    );
+    c.declare_queue(
+        name,
+        QueueOptions {
+            durable: true,
+            arguments,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("declare");
+}
+
+/// `consumer list`'s (tag, active) pairs, by connection id (attach order here).
+fn active_flags(d: &TestDaemon) -> Vec<(String, bool)> {
+    let out = d.cli(&["consumer", "list", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let listed: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("JSON");
+    let mut rows: Vec<(u64, String, bool)> = listed
+        .iter()
+        .map(|c| {
+            (
+                c["connection"].as_u64().expect("connection"),
+                c["tag"].as_str().expect("tag").to_owned(),
+                c["active"].as_bool().expect("active"),
+            )
+        })
+        .collect();
+    rows.sort();
+    rows.into_iter()
+        .map(|(_, tag, active)| (tag, active))
+        .collect()
+}
+
+/// Two consumers on a single-active-consumer queue: the first gets everything while the
+/// second waits; when the first goes (`leave`), the second gets the first's unacked
+/// deliveries, in order, then the rest.
+async fn single_active_consumer_hands_over(leave: impl AsyncFnOnce(&Client, &Consumer)) {
+    let d = TestDaemon::start();
+    let first = d.client().await;
+    let second = d.client().await;
+    sac_queue(&first, "sac").await;
+    first.qos(3).await.unwrap();
+    second.qos(10).await.unwrap();
+    let mut k1 = first
+        .consume("sac", ConsumeOptions::default())
+        .await
+        .unwrap();
+    let mut k2 = second
+        .consume("sac", ConsumeOptions::default())
+        .await
+        .unwrap();
+    publish_n(&first, "sac", 6).await;
+    let mut held = Vec::new();
+    for want in ["m0", "m1", "m2"] {
+        let m = next(&mut k1).await;
+        assert_eq!(body(&m), want);
+        held.push(m);
+    }
+    // The first acks m0 and takes m3; it holds m1..m3 now, at its prefetch of 3.
+    first.ack(held[0].delivery_tag, false).await.unwrap();
+    assert_eq!(body(&next(&mut k1).await), "m3");
+    assert_quiet(&mut k2).await;
+    assert_eq!(
+        active_flags(&d),
+        [(k1.tag().to_owned(), true), (k2.tag().to_owned(), false)],
+        "consumer list shows which one is active"
+    );
+    leave(&first, &k1).await;
+    let mut got = Vec::new();
+    for _ in 0..5 {
+        let m = next(&mut k2).await;
+        got.push((body(&m), m.delivery_count));
+        second.ack(m.delivery_tag, false).await.unwrap();
+    }
+    assert_eq!(
+        got,
+        [
+            ("m1".to_owned(), 1),
+            ("m2".to_owned(), 1),
+            ("m3".to_owned(), 1),
+            ("m4".to_owned(), 0),
+            ("m5".to_owned(), 0),
+        ],
+        "the first's unacked first, in order, then the rest"
+    );
+    assert_quiet(&mut k2).await;
+}
+
+#[tokio::test]
+async fn single_active_consumer_hands_over_on_cancel() {
+    single_active_consumer_hands_over(async |c: &Client, k: &Consumer| {
+        c.cancel(k.tag()).await.expect("cancel");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn single_active_consumer_hands_over_on_connection_close() {
+    single_active_consumer_hands_over(async |c: &Client, _: &Consumer| {
+        c.close().await.expect("close");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_consumers_own_timeout_overrides_the_queues_and_the_servers() {
+    // Both the server's default and the queue's timeout are ten minutes; the consumer's own
+    // 300 ms is what cancels it.
+    let d = TestDaemon::start_with(&["--consumer-timeout-ms", "600000"]);
+    let c = d.client().await;
+    let mut arguments = warren_protocol::FieldTable::new();
+    arguments.insert(
+        "x-consumer-timeout".into(),
+        warren_protocol::FieldValue::Int(600_000),
+    );
+    c.declare_queue(
+        "slow",
+        QueueOptions {
+            arguments,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("declare");
+    publish_n(&c, "slow", 1).await;
+    let holder = d.client().await;
+    let mut k = holder
+        .consume(
+            "slow",
+            ConsumeOptions::default().consumer_timeout(Duration::from_millis(300)),
+        )
+        .await
+        .unwrap();
+    let m = next(&mut k).await;
+    assert_eq!(body(&m), "m0");
+    assert!(
+        within("the cancel", k.next()).await.is_none(),
+        "the consumer should be cancelled"
+    );
+    let why = format!("{:?}", k.cancel_reason());
+    assert!(why.contains("consumer timeout"), "{why}");
+    // The message was requeued, counting the failed delivery.
+    let mut again = c.consume("slow", ConsumeOptions::default()).await.unwrap();
+    let m = next(&mut again).await;
+    assert_eq!((body(&m), m.delivery_count), ("m0".to_owned(), 1));
+}
+
+#[tokio::test]
+async fn an_invalid_consumer_timeout_refuses_the_consume() {
+    use warren_protocol::{ErrorCode, FieldValue};
+    let d = TestDaemon::start();
+    let c = d.client().await;
+    durable_queue(&c, "work").await;
+    for (value, says) in [
+        (FieldValue::Int(0), "must be at least 1 ms, got 0"),
+        (FieldValue::Int(-5), "-5"),
+        (FieldValue::String("300".into()), "the string \"300\""),
+    ] {
+        let mut options = ConsumeOptions::default();
+        options
+            .arguments
+            .insert("x-consumer-timeout".into(), value.clone());
+        let err = match c.consume("work", options).await {
+            Ok(_) => panic!("{value:?} accepted"),
+            Err(e) => e,
+        };
+        assert_eq!(err.error_code(), Some(ErrorCode::SyntaxError), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.starts_with("SYNTAX_ERROR (502): invalid consumer argument x-consumer-timeout: ")
+                && text.contains(says),
+            "{text}"
+        );
+    }
+    // The connection is still usable, and no consumer was left behind.
+    let mut k = c
+        .consume(
+            "work",
+            ConsumeOptions::default().consumer_timeout(Duration::from_secs(60)),
+        )
+        .await
+        .expect("a valid timeout");
+    publish_n(&c, "work", 1).await;
+    assert_eq!(body(&next(&mut k).await), "m0");
+}

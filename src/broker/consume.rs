@@ -11,6 +11,7 @@ use warren_protocol::{Consume, ErrorCode, Get};
 
 use super::consumer::Consumer;
 use super::event::{Event, GotMessage, RequestId};
+use super::queue_args::consumer_timeout_arg;
 use super::session::{Session, Unacked};
 use super::{validate_name, Broker};
 use crate::error::BrokerError;
@@ -19,7 +20,8 @@ impl Broker {
     /// Starts a consumer. Sends `ConsumeOk` itself, before the first delivery can go out.
     ///
     /// # Errors
-    /// Missing or foreign exclusive queue, a tag in use, exclusivity conflicts.
+    /// Missing or foreign exclusive queue, an invalid `x-consumer-timeout` argument, a tag in
+    /// use, exclusivity conflicts.
     pub fn consume(
         &self,
         session: &Arc<Session>,
@@ -27,6 +29,11 @@ impl Broker {
         c: Consume,
     ) -> Result<(), BrokerError> {
         let q = self.usable_queue(session, &c.queue)?;
+        let timeout_ms =
+            consumer_timeout_arg(&c.arguments).map_err(|e| BrokerError::InvalidArgument {
+                what: format!("consumer argument {}", e.arg),
+                reason: e.reason,
+            })?;
         let tag = if c.consumer_tag.is_empty() {
             session.generate_consumer_tag()
         } else {
@@ -40,6 +47,7 @@ impl Broker {
             c.no_ack,
             session.prefetch(),
             c.exclusive,
+            timeout_ms,
         );
         if !session.add_consumer(consumer.clone()) {
             return Err(BrokerError::NotAllowed(format!(
@@ -89,6 +97,7 @@ impl Broker {
         } else {
             self.requeue_unacked_of(session, &consumer);
         }
+        hand_over(&consumer);
         Ok(())
     }
 
@@ -163,6 +172,7 @@ impl Broker {
             tracing::warn!(error = %e, "auto-deleting a queue after a consumer timeout failed");
         }
         self.requeue_unacked_of(session, consumer);
+        hand_over(consumer);
         tracing::info!(connection = session.id, consumer = %consumer.tag, %reason, "consumer cancelled by the server");
         session.send(
             0,
@@ -172,5 +182,16 @@ impl Broker {
                 reason,
             },
         );
+    }
+}
+
+/// After `consumer` left a single-active-consumer queue and what it held was requeued at the
+/// head: starts deliveries to the consumer that takes over. (Detaching does not dispatch, so
+/// the new active consumer gets the requeued messages before the rest.)
+pub(super) fn hand_over(consumer: &Consumer) {
+    if let Some(q) = consumer.queue.upgrade() {
+        if q.args.single_active_consumer && !q.is_deleted() {
+            q.dispatch();
+        }
     }
 }

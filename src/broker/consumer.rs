@@ -30,6 +30,9 @@ pub struct Consumer {
     pub prefetch: u32,
     /// Whether it holds the queue exclusively.
     pub exclusive: bool,
+    /// Its own consumer timeout, ms (`x-consumer-timeout` of its `Consume`): overrides the
+    /// queue's and the server's.
+    pub timeout_ms: Option<u64>,
     unacked: AtomicU32,
     unwritten: AtomicU32,
     active: AtomicBool,
@@ -44,6 +47,7 @@ impl Consumer {
         no_ack: bool,
         prefetch: u32,
         exclusive: bool,
+        timeout_ms: Option<u64>,
     ) -> Arc<Consumer> {
         Arc::new(Consumer {
             tag,
@@ -52,6 +56,7 @@ impl Consumer {
             no_ack,
             prefetch,
             exclusive,
+            timeout_ms,
             unacked: AtomicU32::new(0),
             unwritten: AtomicU32::new(0),
             active: AtomicBool::new(true),

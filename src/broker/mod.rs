@@ -284,8 +284,9 @@ impl Broker {
     /// deletes its exclusive queues. Runs however the connection ended.
     pub async fn close_session(&self, session: &Arc<Session>) {
         self.inner.sessions.write().remove(&session.id);
-        for c in session.take_consumers() {
-            if let Err(e) = self.detach(&c).await {
+        let consumers = session.take_consumers();
+        for c in &consumers {
+            if let Err(e) = self.detach(c).await {
                 tracing::warn!(error = %e, "auto-deleting a queue on close failed");
             }
         }
@@ -296,6 +297,9 @@ impl Broker {
             }
         }
         self.requeue(unacked, None);
+        for c in &consumers {
+            consume::hand_over(c);
+        }
         let owned: Vec<Arc<Queue>> = self
             .inner
             .queues

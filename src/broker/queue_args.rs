@@ -21,6 +21,7 @@
 //! | `x-delivery-limit` | integer, `0..=u32::MAX`; `-1` is no limit |
 //! | `x-consumer-timeout` | integer ms, `>= 1` |
 //! | `x-retry-backoff` | `"1s,5s,30s"`, or a list of integer ms and duration strings (Warren's own) |
+//! | `x-single-active-consumer` | boolean |
 //!
 //! Integers must be sent as integers: the string `"1000"` is refused, not converted. A float
 //! with an integral value (`1000.0`) is accepted, because some RabbitMQ clients send doubles.
@@ -28,7 +29,7 @@
 //! `x-queue-type` is accepted when it is `"classic"`, which is what every Warren queue is.
 //!
 //! Arguments that do not start with `x-` are not ours to interpret and are ignored here. Any
-//! other `x-` argument (`x-max-priority`, `x-single-active-consumer`, `x-queue-type=quorum`,
+//! other `x-` argument (`x-max-priority`, `x-queue-mode`, `x-queue-type=quorum`,
 //! ...) is refused by [`QueueArgs::parse`] naming it, unlike RabbitMQ, which stores and ignores
 //! what it does not know: a queue that silently lacks the priority or single-consumer
 //! behaviour its declaration asked for is a bug found in production, not at declare time
@@ -56,9 +57,10 @@ const X_DELIVERY_LIMIT: &str = "x-delivery-limit";
 const X_CONSUMER_TIMEOUT: &str = "x-consumer-timeout";
 const X_RETRY_BACKOFF: &str = "x-retry-backoff";
 const X_QUEUE_TYPE: &str = "x-queue-type";
+const X_SINGLE_ACTIVE_CONSUMER: &str = "x-single-active-consumer";
 
 /// Every `x-` argument a queue declaration may carry; any other `x-` argument is refused.
-const SUPPORTED_ARGS: [&str; 11] = [
+const SUPPORTED_ARGS: [&str; 12] = [
     X_DEAD_LETTER_EXCHANGE,
     X_DEAD_LETTER_ROUTING_KEY,
     X_MESSAGE_TTL,
@@ -70,6 +72,7 @@ const SUPPORTED_ARGS: [&str; 11] = [
     X_CONSUMER_TIMEOUT,
     X_RETRY_BACKOFF,
     X_QUEUE_TYPE,
+    X_SINGLE_ACTIVE_CONSUMER,
 ];
 
 /// The only `x-queue-type` Warren has: RabbitMQ's name for its ordinary queues.
@@ -89,6 +92,9 @@ pub const INTEGER_ARGUMENTS: [&str; 6] = [
     X_DELIVERY_LIMIT,
     X_CONSUMER_TIMEOUT,
 ];
+
+/// The arguments [`QueueArgs::parse`] reads as booleans, for clients that type text values.
+pub const BOOLEAN_ARGUMENTS: [&str; 1] = [X_SINGLE_ACTIVE_CONSUMER];
 
 /// The arguments [`QueueArgs::parse`] reads as strings (`x-retry-backoff` also takes a list,
 /// but its string form says everything the list can).
@@ -191,6 +197,9 @@ pub struct QueueArgs {
     /// `x-retry-backoff`: how long a requeued message waits before redelivery, by failure
     /// count; see [`QueueArgs::retry_delay_ms`]. Never empty when parsed.
     pub retry_backoff_ms: Option<Vec<u64>>,
+    /// `x-single-active-consumer`: only one consumer (the longest attached) receives at a
+    /// time; the others wait to take over, in the order they were attached.
+    pub single_active_consumer: bool,
 }
 
 impl QueueArgs {
@@ -262,6 +271,7 @@ impl QueueArgs {
                     retry_backoff(value).map_err(|reason| invalid(X_RETRY_BACKOFF, reason))
                 })
                 .transpose()?,
+            single_active_consumer: bool_arg(args, X_SINGLE_ACTIVE_CONSUMER)?,
         })
     }
 
@@ -381,6 +391,27 @@ pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
 }
 
 /// An optional string argument.
+/// The `x-consumer-timeout` argument of a `Consume` (integer ms, `>= 1`, as the queue's):
+/// overrides the queue's and the server's for that consumer.
+///
+/// # Errors
+/// A value of the wrong type or out of range, named as for a queue.
+pub fn consumer_timeout_arg(args: &FieldTable) -> Result<Option<u64>, InvalidQueueArgument> {
+    positive_ms_arg(args, X_CONSUMER_TIMEOUT)
+}
+
+/// An optional boolean argument; absent is `false`.
+fn bool_arg(args: &FieldTable, arg: &str) -> Result<bool, InvalidQueueArgument> {
+    match args.get(arg) {
+        None => Ok(false),
+        Some(FieldValue::Bool(b)) => Ok(*b),
+        Some(other) => Err(invalid(
+            arg,
+            format!("expected a boolean, got {}", describe(other)),
+        )),
+    }
+}
+
 fn string_arg(args: &FieldTable, arg: &str) -> Result<Option<String>, InvalidQueueArgument> {
     match args.get(arg) {
         None => Ok(None),
@@ -644,6 +675,7 @@ mod tests {
             (X_DELIVERY_LIMIT, Int(5)),
             (X_CONSUMER_TIMEOUT, Int(900_000)),
             (X_RETRY_BACKOFF, s("1s,5s,30s")),
+            (X_SINGLE_ACTIVE_CONSUMER, Bool(true)),
         ]);
         assert_eq!(
             args,
@@ -658,6 +690,7 @@ mod tests {
                 delivery_limit: Some(5),
                 consumer_timeout_ms: Some(900_000),
                 retry_backoff_ms: Some(vec![1000, 5000, 30_000]),
+                single_active_consumer: true,
             }
         );
         assert!(args.dead_letters());
@@ -786,7 +819,6 @@ mod tests {
     fn unimplemented_x_arguments_are_refused_by_name() {
         for (arg, value) in [
             ("x-max-priority", Int(10)),
-            ("x-single-active-consumer", Bool(true)),
             ("x-queue-mode", s("lazy")),
             ("x-whatever", Map(FieldTable::new())),
         ] {
@@ -797,7 +829,7 @@ mod tests {
         refused(
             &[
                 (X_MESSAGE_TTL, Int(5)),
-                ("x-single-active-consumer", Bool(true)),
+                ("x-queue-mode", s("lazy")),
                 ("x-max-priority", Int(10)),
             ],
             "x-max-priority",
@@ -808,6 +840,24 @@ mod tests {
             err.to_string(),
             "invalid queue argument x-max-priority: Warren does not implement this argument \
              yet; declare without it"
+        );
+    }
+
+    #[test]
+    fn single_active_consumer_is_a_boolean() {
+        assert!(!parse(&[]).single_active_consumer);
+        assert!(parse(&[(X_SINGLE_ACTIVE_CONSUMER, Bool(true))]).single_active_consumer);
+        assert!(!parse(&[(X_SINGLE_ACTIVE_CONSUMER, Bool(false))]).single_active_consumer);
+        let reason = refused(
+            &[(X_SINGLE_ACTIVE_CONSUMER, s("true"))],
+            X_SINGLE_ACTIVE_CONSUMER,
+            "boolean",
+        );
+        assert_eq!(reason, "expected a boolean, got the string \"true\"");
+        refused(
+            &[(X_SINGLE_ACTIVE_CONSUMER, Int(1))],
+            X_SINGLE_ACTIVE_CONSUMER,
+            "an integer 1",
         );
     }
 

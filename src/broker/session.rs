@@ -217,7 +217,7 @@ impl Session {
     }
 
     /// Consumers holding a delivery unacked at `now_ms` for longer than its consumer timeout
-    /// (the queue's `x-consumer-timeout`, else `default_timeout`; the rule is
+    /// (the consumer's own `x-consumer-timeout`, else the queue's, else `default_timeout`; the rule is
     /// [`consumer_timeout`] and [`timed_out`] in `queue/settle.rs`): each with its oldest such
     /// tag and that delivery's age.
     pub fn timed_out_consumers(
@@ -230,7 +230,8 @@ impl Session {
         // Tags rise with delivery order, so the first one found for a consumer is its oldest.
         for (tag, u) in &st.unacked {
             let Some(c) = &u.consumer else { continue };
-            let Some(timeout) = consumer_timeout(&u.queue.args, default_timeout) else {
+            let Some(timeout) = consumer_timeout(c.timeout_ms, &u.queue.args, default_timeout)
+            else {
                 continue;
             };
             let Some(age) = timed_out(u.delivered_at_ms, now_ms, timeout) else {

@@ -57,6 +57,10 @@ pub struct ConsumeArgs {
     /// Exit (successfully) once no message has arrived for this many seconds.
     #[arg(long, value_name = "SECS", value_parser = positive_seconds)]
     pub idle_timeout: Option<f64>,
+    /// This consumer's consumer timeout: the server cancels it if a message stays
+    /// unacknowledged this many milliseconds (overrides the queue's and the server's).
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub consumer_timeout: Option<u64>,
 }
 
 /// Arguments of `warren subscribe`.
@@ -219,10 +223,13 @@ pub async fn run_consume(mut args: ConsumeArgs, global: &Global) -> anyhow::Resu
         .qos(args.prefetch)
         .await
         .with_context(|| format!("setting prefetch to {}", args.prefetch))?;
-    let options = ConsumeOptions {
+    let mut options = ConsumeOptions {
         no_ack: args.no_ack,
         ..ConsumeOptions::default()
     };
+    if let Some(ms) = args.consumer_timeout {
+        options = options.consumer_timeout(Duration::from_millis(ms));
+    }
     let consumer = client
         .consume(&args.queue, options)
         .await
@@ -525,5 +532,12 @@ mod tests {
         assert_eq!(args.prefetch, DEFAULT_PREFETCH);
         assert_eq!(args.count, None);
         assert!(!args.no_ack && !args.json && !args.reject);
+        assert_eq!(args.consumer_timeout, None);
+        for bad in ["0", "-5", "1s"] {
+            assert!(
+                Cli::try_parse_from(["warren", "consume", "q", "--consumer-timeout", bad]).is_err(),
+                "{bad}"
+            );
+        }
     }
 }

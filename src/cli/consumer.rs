@@ -37,7 +37,7 @@ pub async fn run(command: ConsumerCommand, global: &Global) -> anyhow::Result<()
 }
 
 /// `consumer.list` as a table: tag, connection id, queue, prefetch, no-ack, exclusive,
-/// unacked.
+/// unacked, active (no: waiting its turn on a single-active-consumer queue).
 pub fn consumer_table(consumers: &[ConsumerInfo]) -> String {
     let mut table = Table::new(&[
         ("TAG", Align::Left),
@@ -47,6 +47,7 @@ pub fn consumer_table(consumers: &[ConsumerInfo]) -> String {
         ("NO ACK", Align::Left),
         ("EXCLUSIVE", Align::Left),
         ("UNACKED", Align::Right),
+        ("ACTIVE", Align::Left),
     ]);
     for c in consumers {
         table.row(vec![
@@ -57,6 +58,7 @@ pub fn consumer_table(consumers: &[ConsumerInfo]) -> String {
             yes_no(c.no_ack),
             yes_no(c.exclusive),
             c.unacked.to_string(),
+            yes_no(c.active),
         ]);
     }
     table.render()
@@ -80,8 +82,8 @@ mod tests {
         let text = consumer_table(&consumers);
         assert_eq!(
             text,
-            "TAG     CONNECTION  QUEUE  PREFETCH  NO ACK  EXCLUSIVE  UNACKED\n\
-             ctag-1           3  jobs         10  no      no               4\n"
+            "TAG     CONNECTION  QUEUE  PREFETCH  NO ACK  EXCLUSIVE  UNACKED  ACTIVE\n\
+             ctag-1           3  jobs         10  no      no               4  yes\n"
         );
     }
 }

@@ -32,7 +32,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use warren_protocol::{FieldTable, FieldValue};
 
-use crate::broker::queue_args::INTEGER_ARGUMENTS;
+use crate::broker::queue_args::{BOOLEAN_ARGUMENTS, INTEGER_ARGUMENTS};
 use crate::broker::{X_DELAY, X_DELIVER_AT};
 
 /// The value name clap shows for every flag parsed here.
@@ -210,7 +210,7 @@ fn json(text: &str) -> Result<serde_json::Value, String> {
 pub enum Known {
     /// Message headers: `x-delay` and `x-deliver-at` are ints.
     Headers,
-    /// Queue arguments: the integer ones of [`crate::broker::queue_args`].
+    /// Queue arguments: the integer and boolean ones of [`crate::broker::queue_args`].
     QueueArguments,
     /// Exchange and binding arguments: none (Warren reads only `x-match`, a string).
     Nothing,
@@ -225,6 +225,8 @@ impl Known {
         };
         if ints.contains(&key) {
             FieldType::Int
+        } else if self == Known::QueueArguments && BOOLEAN_ARGUMENTS.contains(&key) {
+            FieldType::Bool
         } else {
             FieldType::String
         }

@@ -116,8 +116,22 @@ pub struct ConsumeOptions {
     pub no_ack: bool,
     /// Fail if the queue has other consumers, and keep others off it.
     pub exclusive: bool,
-    /// Consumer arguments.
+    /// Consumer arguments (`x-consumer-timeout`: see [`ConsumeOptions::consumer_timeout`]).
     pub arguments: FieldTable,
+}
+
+impl ConsumeOptions {
+    /// Sets this consumer's own consumer timeout (the `x-consumer-timeout` argument, whole
+    /// milliseconds): a delivery left unacked this long costs the consumer, whatever the
+    /// queue's `x-consumer-timeout` or the server's default says. Less than 1 ms is refused
+    /// by the server.
+    #[must_use]
+    pub fn consumer_timeout(mut self, timeout: std::time::Duration) -> Self {
+        let ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
+        self.arguments
+            .insert("x-consumer-timeout".to_owned(), FieldValue::Int(ms));
+        self
+    }
 }
 
 /// A connection to a Warren server. Clones share the connection.

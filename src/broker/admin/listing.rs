@@ -1,6 +1,7 @@
 //! `status` and the listings: queues, exchanges, bindings, connections, consumers.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use warren_protocol::{ExchangeKind, FieldTable};
 
@@ -157,14 +158,21 @@ impl Broker {
         let mut out = Vec::new();
         for s in self.live_sessions() {
             for c in s.consumers() {
+                let queue = c.queue.upgrade();
+                // Waiting its turn on a single-active-consumer queue: not active.
+                let active = queue.as_ref().is_none_or(|q| {
+                    !q.args.single_active_consumer
+                        || q.active_consumer().is_some_and(|a| Arc::ptr_eq(&a, &c))
+                });
                 out.push(ConsumerInfo {
                     tag: c.tag.to_string(),
                     connection: s.id,
-                    queue: c.queue.upgrade().map(|q| q.name.to_string()),
+                    queue: queue.map(|q| q.name.to_string()),
                     prefetch: c.prefetch,
                     no_ack: c.no_ack,
                     exclusive: c.exclusive,
                     unacked: c.unacked(),
+                    active,
                 });
             }
         }

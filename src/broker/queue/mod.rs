@@ -497,6 +497,11 @@ impl Queue {
         self.auto_delete && none_left && !self.is_deleted()
     }
 
+    /// The consumer receiving on a single-active-consumer queue (`None` on other queues).
+    pub fn active_consumer(&self) -> Option<Arc<Consumer>> {
+        self.state.lock().core.active_consumer().cloned()
+    }
+
     /// Copies of the ready messages, head first (at most `limit`): a look that changes
     /// nothing.
     pub fn ready_snapshot(&self, limit: usize) -> Vec<QueuedMessage> {
@@ -776,7 +781,7 @@ mod tests {
         );
         let (tx, mut rx) = mpsc::unbounded_channel();
         let session = crate::broker::session::Session::new(1, "test".into(), tx);
-        let consumer = Consumer::new("c".into(), &q, session, false, 0, false);
+        let consumer = Consumer::new("c".into(), &q, session, false, 0, false, None);
         q.add_consumer(consumer).expect("consumer");
         let mut ids = Vec::new();
         while ids.len() < 4 {
@@ -793,6 +798,39 @@ mod tests {
         assert_eq!(q.counts().unacked, 4);
     }
     #[tokio::test]
+    async fn a_consumers_own_timeout_overrides_the_queues_and_the_servers() {
+        let fx = fixture();
+        let q = queue(&fx, &[("x-consumer-timeout", FieldValue::Int(1_000))]);
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let session = crate::broker::session::Session::new(1, "test".into(), tx);
+        let c = Consumer::new(
+            "own".into(),
+            &q,
+            session.clone(),
+            false,
+            0,
+            false,
+            Some(300),
+        );
+        q.add_consumer(c).expect("consumer");
+        q.enqueue(message(1, 0));
+        let server = Some(Duration::from_millis(100));
+        let timed_out = |now: u64| -> Vec<(String, u128)> {
+            session
+                .timed_out_consumers(server, now)
+                .into_iter()
+                .map(|(c, _, age)| (c.tag.to_string(), age.as_millis()))
+                .collect()
+        };
+        assert_eq!(
+            timed_out(T0 + 299),
+            [],
+            "neither the server's 100 ms nor the queue's 1 s: the consumer's 300 ms"
+        );
+        assert_eq!(timed_out(T0 + 300), [("own".to_owned(), 300)]);
+    }
+
+    #[tokio::test]
     async fn a_consumer_times_out_by_its_oldest_delivery_on_the_queues_clock() {
         let fx = fixture();
         let with_arg = queue(&fx, &[("x-consumer-timeout", FieldValue::Int(1_000))]);
@@ -800,7 +838,7 @@ mod tests {
         let (tx, _rx) = mpsc::unbounded_channel();
         let session = crate::broker::session::Session::new(1, "test".into(), tx);
         for (tag, q) in [("a", &with_arg), ("b", &without)] {
-            let c = Consumer::new(tag.into(), q, session.clone(), false, 0, false);
+            let c = Consumer::new(tag.into(), q, session.clone(), false, 0, false, None);
             q.add_consumer(c).expect("consumer");
         }
         with_arg.enqueue(message(1, 0)); // tag 1, to a, at T0

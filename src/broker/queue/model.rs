@@ -9,6 +9,7 @@
 //! - the ready list is the model's, in the model's order: FIFO, with redeliveries at the
 //!   head in id order; first deliveries go out in id order;
 //! - no consumer ever holds more unacked deliveries than its prefetch;
+//! - with `x-single-active-consumer`, deliveries go only to the longest-attached consumer;
 //! - dispatch stops only when no consumer has credit, the queue is empty, or its head is
 //!   paged out (with a refill asked for);
 //! - what is delivered is neither expired nor paged out, and stored no-ack deliveries (and
@@ -89,14 +90,18 @@ fn args() -> impl Strategy<Value = QueueArgs> {
             Just(Overflow::RejectPublish),
             Just(Overflow::RejectPublishDlx)
         ],
+        prop::bool::weighted(0.3),
     )
         .prop_map(
-            |(delivery_limit, retry_backoff_ms, max_length, overflow)| QueueArgs {
-                delivery_limit,
-                retry_backoff_ms,
-                max_length,
-                overflow,
-                ..QueueArgs::default()
+            |(delivery_limit, retry_backoff_ms, max_length, overflow, single_active_consumer)| {
+                QueueArgs {
+                    delivery_limit,
+                    retry_backoff_ms,
+                    max_length,
+                    overflow,
+                    single_active_consumer,
+                    ..QueueArgs::default()
+                }
             },
         )
 }
@@ -481,6 +486,13 @@ impl Harness {
             self.expire_heads_before(d.entry.id);
             self.delivered_from_model(&d.entry)?;
             prop_assert!(d.entry.message.is_some(), "delivered while paged out");
+            if self.args.single_active_consumer {
+                prop_assert_eq!(
+                    Some(d.consumer.0),
+                    self.first_active(),
+                    "delivered to a consumer that is not the single active one"
+                );
+            }
             let c = &mut self.consumers[d.consumer.0];
             prop_assert!(c.active, "delivered to a removed consumer");
             if c.tc.1 {
@@ -499,8 +511,12 @@ impl Harness {
         prop_assert!(self.fx.is_empty(), "unexpected effects: {:?}", self.fx);
         // Work-conserving: it stopped for a reason.
         if let Some(head) = self.core.ready().next() {
-            let credit =
-                (0..self.consumers.len()).any(|i| self.consumers[i].active && has_credit(&held, i));
+            // With a single active consumer, only its credit counts.
+            let sac = self.args.single_active_consumer;
+            let first = self.first_active();
+            let credit = (0..self.consumers.len()).any(|i| {
+                self.consumers[i].active && (!sac || Some(i) == first) && has_credit(&held, i)
+            });
             prop_assert!(
                 !credit || head.message.is_none(),
                 "a consumer with credit and a deliverable head"
@@ -513,6 +529,12 @@ impl Harness {
             }
         }
         Ok(())
+    }
+
+    /// The longest-attached consumer still attached: the single active one, if the queue has
+    /// `x-single-active-consumer`.
+    fn first_active(&self) -> Option<usize> {
+        self.consumers.iter().position(|c| c.active)
     }
 
     /// Expired heads the core dropped before delivering `id`.

@@ -8,8 +8,8 @@
 //! A delivery refused without requeue is dead-lettered with `rejected` (the dead-letter task
 //! drops it when the queue has no dead-letter exchange).
 //!
-//! A delivery left unacked for the queue's `x-consumer-timeout` (else the server's default)
-//! costs its consumer: the broker cancels it and its unacked deliveries fail as above.
+//! A delivery left unacked for its consumer's `x-consumer-timeout` (a `Consume` argument),
+//! else the queue's, else the server's default, costs its consumer: the broker cancels it and its unacked deliveries fail as above.
 //!
 //! [`verdict`] is the decision for one message, a pure function; [`QueueCore::fail`] and
 //! [`QueueCore::reject`] apply it to the queue's state. [`consumer_timeout`] and
@@ -51,10 +51,16 @@ pub fn verdict(args: &QueueArgs, failures: u32, delay_ms: Option<u64>, now: u64)
     }
 }
 
-/// How long a delivery from a queue with `args` may stay unacked: the queue's
-/// `x-consumer-timeout`, else the server's `default`; `None`: for ever.
-pub fn consumer_timeout(args: &QueueArgs, default: Option<Duration>) -> Option<Duration> {
-    args.consumer_timeout_ms
+/// How long a delivery from a queue with `args` to a consumer whose `Consume` asked for
+/// `consumer_ms` may stay unacked: the consumer's own `x-consumer-timeout`, else the queue's,
+/// else the server's `default`; `None`: for ever.
+pub fn consumer_timeout(
+    consumer_ms: Option<u64>,
+    args: &QueueArgs,
+    default: Option<Duration>,
+) -> Option<Duration> {
+    consumer_ms
+        .or(args.consumer_timeout_ms)
         .map(Duration::from_millis)
         .or(default)
 }
@@ -182,21 +188,42 @@ mod tests {
 
     #[test]
     fn without_a_timeout_anywhere_a_delivery_never_times_out() {
-        assert_eq!(consumer_timeout(&timeout_arg(None), None), None);
+        assert_eq!(consumer_timeout(None, &timeout_arg(None), None), None);
     }
 
     #[test]
     fn the_queues_consumer_timeout_wins_over_the_servers() {
         let server = Some(Duration::from_secs(30));
         assert_eq!(
-            consumer_timeout(&timeout_arg(Some(500)), server),
+            consumer_timeout(None, &timeout_arg(Some(500)), server),
             Some(Duration::from_millis(500))
         );
         assert_eq!(
-            consumer_timeout(&timeout_arg(Some(500)), None),
+            consumer_timeout(None, &timeout_arg(Some(500)), None),
             Some(Duration::from_millis(500))
         );
-        assert_eq!(consumer_timeout(&timeout_arg(None), server), server);
+        assert_eq!(consumer_timeout(None, &timeout_arg(None), server), server);
+    }
+
+    #[test]
+    fn the_consumers_own_timeout_wins_over_the_queues_and_the_servers() {
+        let server = Some(Duration::from_secs(30));
+        let ms = Duration::from_millis;
+        // Longer or shorter than the others: the consumer's is the one.
+        for own in [100, 60_000] {
+            assert_eq!(
+                consumer_timeout(Some(own), &timeout_arg(Some(500)), server),
+                Some(ms(own))
+            );
+            assert_eq!(
+                consumer_timeout(Some(own), &timeout_arg(None), server),
+                Some(ms(own))
+            );
+            assert_eq!(
+                consumer_timeout(Some(own), &timeout_arg(None), None),
+                Some(ms(own))
+            );
+        }
     }
 
     #[test]

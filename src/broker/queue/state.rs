@@ -374,8 +374,9 @@ impl<C: ConsumerSlot> QueueCore<C> {
         !self.deleted && !self.consumers.is_empty() && !self.ready.is_empty()
     }
 
-    /// Hands ready messages to consumers, round-robin, at `now` (read only if a head carries an
-    /// expiry). `credit(c)` is asked before
+    /// Hands ready messages to consumers, round-robin (only to the
+    /// [`QueueCore::active_consumer`] with `x-single-active-consumer`), at `now` (read only if
+    /// a head carries an expiry). `credit(c)` is asked before
     /// each message: it answers whether `c` takes one more, and counts it against `c`'s
     /// credit when it does. An expired head is dead-lettered, never delivered; a paged-out
     /// head stops dispatch and asks for a refill.
@@ -385,7 +386,13 @@ impl<C: ConsumerSlot> QueueCore<C> {
         credit: &mut impl FnMut(&C) -> bool,
         fx: &mut Effects<C>,
     ) {
-        let n = self.consumers.len();
+        // A single-active-consumer queue dispatches to its first consumer only (the longest
+        // attached): the round-robin below, over a ring of one.
+        let n = if self.args.single_active_consumer {
+            self.consumers.len().min(1)
+        } else {
+            self.consumers.len()
+        };
         if n == 0 || self.deleted {
             return;
         }
@@ -521,6 +528,14 @@ impl<C: ConsumerSlot> QueueCore<C> {
         &self.consumers
     }
 
+    /// The consumer that receives on a single-active-consumer queue: the longest attached.
+    /// `None` when the queue has no consumer or is not single-active-consumer.
+    pub fn active_consumer(&self) -> Option<&C> {
+        self.consumers
+            .first()
+            .filter(|_| self.args.single_active_consumer)
+    }
+
     /// Attaches a consumer. Call [`QueueCore::dispatch`] after.
     pub fn add_consumer(&mut self, consumer: C) {
         self.consumers.push(consumer);
@@ -528,7 +543,9 @@ impl<C: ConsumerSlot> QueueCore<C> {
     }
 
     /// Detaches the consumers `is_it` picks. Returns true when a consumer was ever attached
-    /// and none is left (what `auto-delete` waits for).
+    /// and none is left (what `auto-delete` waits for). On a single-active-consumer queue the
+    /// next attached consumer becomes the active one: call [`QueueCore::dispatch`] after
+    /// requeueing what the removed one held, so it gets those first.
     pub fn remove_consumer(&mut self, mut is_it: impl FnMut(&C) -> bool) -> bool {
         self.consumers.retain(|c| !is_it(c));
         self.had_consumer && self.consumers.is_empty()
@@ -756,6 +773,41 @@ mod tests {
         assert_eq!(delivered(&mut fx), [(1, 5)]);
         assert_eq!(q.counts().unacked, 4);
         assert!(fx.is_empty());
+    }
+
+    #[test]
+    fn a_single_active_consumer_queue_delivers_to_the_first_consumer_until_it_goes() {
+        let mut q = core(QueueArgs {
+            single_active_consumer: true,
+            ..QueueArgs::default()
+        });
+        let mut fx = Effects::default();
+        for id in 1..=5 {
+            q.enqueue(message(id, 0), &mut fx);
+        }
+        q.add_consumer(Tc(0, false));
+        q.add_consumer(Tc(1, false));
+        q.add_consumer(Tc(2, false));
+        assert_eq!(q.active_consumer(), Some(&Tc(0, false)));
+        let mut held = [0, 0, 0];
+        q.dispatch(&mut LazyNow::at(T0), &mut prefetch(&mut held, 2), &mut fx);
+        let first: Vec<QueuedMessage> = fx.deliveries.iter().map(|d| d.entry.clone()).collect();
+        assert_eq!(
+            delivered(&mut fx),
+            [(0, 1), (0, 2)],
+            "only the active one, even at its prefetch with others idle"
+        );
+        assert_eq!(ready_ids(&q), [3, 4, 5]);
+        // The active consumer goes: the next attached takes over, its unacked first.
+        q.remove_consumer(|c| c.0 == 0);
+        assert_eq!(q.active_consumer(), Some(&Tc(1, false)));
+        q.fail(first, None, T0, &mut fx);
+        q.dispatch(&mut LazyNow::at(T0), &mut |_| true, &mut fx);
+        assert_eq!(delivered(&mut fx), [(1, 1), (1, 2), (1, 3), (1, 4), (1, 5)]);
+        // Without the argument, round-robin as usual and no active consumer.
+        let mut rr = core(QueueArgs::default());
+        rr.add_consumer(Tc(0, false));
+        assert_eq!(rr.active_consumer(), None);
     }
 
     #[test]
