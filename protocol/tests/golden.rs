@@ -9,9 +9,9 @@ use bytes::{Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 use warren_protocol::handshake::{parse_client_preface, PREFACE_BYTES};
 use warren_protocol::{
-    client_preface, Ack, Confirm, Deliver, Envelope, ErrorCode, ErrorFrame, ExchangeDeclare,
-    ExchangeKind, FieldTable, FieldValue, Frame, FrameCodec, Hello, Properties, Publish, QueueBind,
-    QueueDeclare, DEFAULT_MAX_FRAME_SIZE_BYTES, PROTOCOL_VERSION,
+    client_preface, Ack, Confirm, Deliver, Envelope, ErrorCode, ErrorFrame, ExchangeBind,
+    ExchangeDeclare, ExchangeKind, FieldTable, FieldValue, Frame, FrameCodec, Hello, Properties,
+    Publish, QueueBind, QueueDeclare, DEFAULT_MAX_FRAME_SIZE_BYTES, PROTOCOL_VERSION,
 };
 
 use common::{hex, to_hex};
@@ -37,6 +37,12 @@ const QUEUE_DECLARE: &str = "14 00 00 00 20 02 00 00 00 00 00 00 00
 
 const QUEUE_BIND: &str = "20 00 00 00 26 03 00 00 00 00 00 00 00
     04 00 6a 6f 62 73 04 00 6c 6f 67 73 05 00 61 70 70 2e 2a 00 00 00 00";
+
+const EXCHANGE_BIND: &str = "21 00 00 00 12 09 00 00 00 00 00 00 00
+    05 00 61 75 64 69 74 04 00 6c 6f 67 73 05 00 61 70 70 2e 23 00 00 00 00";
+
+const EXCHANGE_UNBIND: &str = "21 00 00 00 13 0a 00 00 00 00 00 00 00
+    05 00 61 75 64 69 74 04 00 6c 6f 67 73 05 00 61 70 70 2e 23 00 00 00 00";
 
 const PUBLISH: &str = "39 00 00 00 30 04 00 00 00 00 00 00 00
     04 00 6c 6f 67 73 09 00 61 70 70 2e 73 74 61 72 74 00
@@ -176,6 +182,32 @@ fn vectors() -> Vec<(&'static str, &'static str, Envelope)> {
                     queue: "jobs".into(),
                     exchange: "logs".into(),
                     routing_key: "app.*".into(),
+                    arguments: FieldTable::new(),
+                }),
+            ),
+        ),
+        (
+            "exchange-bind",
+            EXCHANGE_BIND,
+            Envelope::new(
+                9,
+                Frame::ExchangeBind(ExchangeBind {
+                    destination: "audit".into(),
+                    source: "logs".into(),
+                    routing_key: "app.#".into(),
+                    arguments: FieldTable::new(),
+                }),
+            ),
+        ),
+        (
+            "exchange-unbind",
+            EXCHANGE_UNBIND,
+            Envelope::new(
+                10,
+                Frame::ExchangeUnbind(ExchangeBind {
+                    destination: "audit".into(),
+                    source: "logs".into(),
+                    routing_key: "app.#".into(),
                     arguments: FieldTable::new(),
                 }),
             ),

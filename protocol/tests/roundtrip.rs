@@ -16,9 +16,9 @@ use proptest::test_runner::TestRunner;
 use tokio_util::codec::{Decoder, Encoder};
 use warren_protocol::{
     Ack, Admin, Cancel, Close, Confirm, Consume, ConsumerCancelled, ConsumerTag, Deliver, Envelope,
-    ErrorFrame, ExchangeDeclare, ExchangeDelete, ExchangeKind, FieldTable, FieldValue, Frame,
-    FrameCodec, Get, GetOk, Hello, Nack, Opcode, Properties, Publish, Qos, QueueBind, QueueDeclare,
-    QueueDeclareOk, QueueDelete, Reject, Return, FRAME_HEADER_BYTES,
+    ErrorFrame, ExchangeBind, ExchangeDeclare, ExchangeDelete, ExchangeKind, FieldTable,
+    FieldValue, Frame, FrameCodec, Get, GetOk, Hello, Nack, Opcode, Properties, Publish, Qos,
+    QueueBind, QueueDeclare, QueueDeclareOk, QueueDelete, Reject, Return, FRAME_HEADER_BYTES,
 };
 
 use common::{body_of, samples, with_body};
@@ -131,6 +131,17 @@ fn exchange_kind() -> impl Strategy<Value = ExchangeKind> {
     ]
 }
 
+fn exchange_bind() -> impl Strategy<Value = ExchangeBind> {
+    (text(64), text(64), text(64), field_table()).prop_map(
+        |(destination, source, routing_key, arguments)| ExchangeBind {
+            destination,
+            source,
+            routing_key,
+            arguments,
+        },
+    )
+}
+
 fn queue_bind() -> impl Strategy<Value = QueueBind> {
     (text(64), text(64), text(64), field_table()).prop_map(
         |(queue, exchange, routing_key, arguments)| QueueBind {
@@ -232,6 +243,8 @@ fn frame() -> impl Strategy<Value = Frame> {
             .boxed(),
         queue_bind().prop_map(Frame::QueueBind).boxed(),
         queue_bind().prop_map(Frame::QueueUnbind).boxed(),
+        exchange_bind().prop_map(Frame::ExchangeBind).boxed(),
+        exchange_bind().prop_map(Frame::ExchangeUnbind).boxed(),
         (text(64), text(64), any::<bool>(), properties(), body())
             .prop_map(|(exchange, routing_key, mandatory, properties, body)| {
                 Frame::Publish(Box::new(Publish {

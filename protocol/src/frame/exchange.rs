@@ -1,5 +1,6 @@
-//! Exchange frames: `ExchangeDeclare` (0x10) and `ExchangeDelete` (0x11), each with its
-//! layout, and the [`ExchangeKind`] byte.
+//! Exchange frames: `ExchangeDeclare` (0x10), `ExchangeDelete` (0x11) and
+//! `ExchangeBind`/`ExchangeUnbind` (0x12/0x13, one layout), each with its layout, and the
+//! [`ExchangeKind`] byte.
 
 use bytes::{BufMut, BytesMut};
 
@@ -131,6 +132,39 @@ impl Payload for ExchangeDelete {
         Ok(ExchangeDelete {
             name,
             if_unused: flag(f, F_IF_UNUSED),
+        })
+    }
+}
+
+/// Binds a destination exchange to a source exchange (`ExchangeBind`), or removes that
+/// binding (`ExchangeUnbind`): messages the source routes by this binding go on to be routed
+/// by the destination, as AMQP's `exchange.bind`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExchangeBind {
+    /// Destination exchange.
+    pub destination: String,
+    /// Source exchange.
+    pub source: String,
+    /// Binding key (a pattern for a topic source).
+    pub routing_key: String,
+    /// Binding arguments (`x-match` and the values for a headers source).
+    pub arguments: FieldTable,
+}
+
+impl Payload for ExchangeBind {
+    fn encode(&self, dst: &mut BytesMut) {
+        put_str16(dst, &self.destination);
+        put_str16(dst, &self.source);
+        put_str16(dst, &self.routing_key);
+        put_table(dst, &self.arguments);
+    }
+
+    fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
+        Ok(ExchangeBind {
+            destination: r.str16("destination exchange")?,
+            source: r.str16("source exchange")?,
+            routing_key: r.str16("routing key")?,
+            arguments: read_table(r)?,
         })
     }
 }

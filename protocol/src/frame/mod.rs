@@ -23,7 +23,7 @@
 //! | file | frames |
 //! |---|---|
 //! | `connection.rs` | [`Hello`], [`Close`], [`ErrorFrame`]; `Heartbeat`, `CloseOk`, `Ok` have no payload |
-//! | `exchange.rs` | [`ExchangeDeclare`] (and [`ExchangeKind`]), [`ExchangeDelete`] |
+//! | `exchange.rs` | [`ExchangeDeclare`] (and [`ExchangeKind`]), [`ExchangeDelete`], [`ExchangeBind`] (also `ExchangeUnbind`) |
 //! | `queue.rs` | [`QueueDeclare`], [`QueueDeclareOk`], [`QueueDelete`], [`QueueBind`] (also `QueueUnbind`) |
 //! | `publish.rs` | [`Publish`], [`Confirm`], [`Return`] |
 //! | `consume.rs` | [`Qos`], [`Consume`], [`ConsumerTag`] (`ConsumeOk`), [`Cancel`], [`ConsumerCancelled`], [`Deliver`] (and [`DeliverRef`]), [`Get`], [`GetOk`]; `GetEmpty` has no payload |
@@ -51,7 +51,7 @@ pub use connection::{Close, ErrorFrame, Hello};
 pub use consume::{
     Cancel, Consume, ConsumerCancelled, ConsumerTag, Deliver, DeliverRef, Get, GetOk, Qos,
 };
-pub use exchange::{ExchangeDeclare, ExchangeDelete, ExchangeKind};
+pub use exchange::{ExchangeBind, ExchangeDeclare, ExchangeDelete, ExchangeKind};
 pub use publish::{Confirm, Publish, Return};
 pub use queue::{QueueBind, QueueDeclare, QueueDeclareOk, QueueDelete};
 
@@ -102,6 +102,8 @@ opcodes! {
     Ok = 0x06,
     ExchangeDeclare = 0x10,
     ExchangeDelete = 0x11,
+    ExchangeBind = 0x12,
+    ExchangeUnbind = 0x13,
     QueueDeclare = 0x20,
     QueueDeclareOk = 0x21,
     QueueDelete = 0x22,
@@ -148,6 +150,10 @@ pub enum Frame {
     ExchangeDeclare(ExchangeDeclare),
     /// Delete an exchange; reply `Ok`.
     ExchangeDelete(ExchangeDelete),
+    /// Bind a destination exchange to a source exchange; reply `Ok`.
+    ExchangeBind(ExchangeBind),
+    /// Remove an exchange-to-exchange binding; reply `Ok`.
+    ExchangeUnbind(ExchangeBind),
     /// Declare a queue; reply `QueueDeclareOk`.
     QueueDeclare(QueueDeclare),
     /// Reply to `QueueDeclare`.
@@ -283,6 +289,8 @@ impl Frame {
             Frame::Ok => Opcode::Ok,
             Frame::ExchangeDeclare(_) => Opcode::ExchangeDeclare,
             Frame::ExchangeDelete(_) => Opcode::ExchangeDelete,
+            Frame::ExchangeBind(_) => Opcode::ExchangeBind,
+            Frame::ExchangeUnbind(_) => Opcode::ExchangeUnbind,
             Frame::QueueDeclare(_) => Opcode::QueueDeclare,
             Frame::QueueDeclareOk(_) => Opcode::QueueDeclareOk,
             Frame::QueueDelete(_) => Opcode::QueueDelete,
@@ -320,6 +328,7 @@ impl Frame {
             Frame::Error(e) => e.encode(dst),
             Frame::ExchangeDeclare(d) => d.encode(dst),
             Frame::ExchangeDelete(d) => d.encode(dst),
+            Frame::ExchangeBind(b) | Frame::ExchangeUnbind(b) => b.encode(dst),
             Frame::QueueDeclare(d) => d.encode(dst),
             Frame::QueueDeclareOk(o) => o.encode(dst),
             Frame::QueueDelete(d) => d.encode(dst),
@@ -362,6 +371,8 @@ impl Frame {
             Opcode::Ok => Frame::Ok,
             Opcode::ExchangeDeclare => Frame::ExchangeDeclare(ExchangeDeclare::decode(&mut r)?),
             Opcode::ExchangeDelete => Frame::ExchangeDelete(ExchangeDelete::decode(&mut r)?),
+            Opcode::ExchangeBind => Frame::ExchangeBind(ExchangeBind::decode(&mut r)?),
+            Opcode::ExchangeUnbind => Frame::ExchangeUnbind(ExchangeBind::decode(&mut r)?),
             Opcode::QueueDeclare => Frame::QueueDeclare(QueueDeclare::decode(&mut r)?),
             Opcode::QueueDeclareOk => Frame::QueueDeclareOk(QueueDeclareOk::decode(&mut r)?),
             Opcode::QueueDelete => Frame::QueueDelete(QueueDelete::decode(&mut r)?),

@@ -4,9 +4,9 @@
 use bytes::Bytes;
 use warren_protocol::{
     Ack, Admin, Cancel, Close, Confirm, Consume, ConsumerCancelled, ConsumerTag, Deliver,
-    ErrorFrame, ExchangeDeclare, ExchangeDelete, ExchangeKind, FieldTable, FieldValue, Frame, Get,
-    GetOk, Hello, Nack, Properties, Publish, Qos, QueueBind, QueueDeclare, QueueDeclareOk,
-    QueueDelete, Reject, Return,
+    ErrorFrame, ExchangeBind, ExchangeDeclare, ExchangeDelete, ExchangeKind, FieldTable,
+    FieldValue, Frame, Get, GetOk, Hello, Nack, Properties, Publish, Qos, QueueBind, QueueDeclare,
+    QueueDeclareOk, QueueDelete, Reject, Return,
 };
 
 /// A table using every value tag, nested three levels deep.
@@ -125,6 +125,18 @@ pub fn samples() -> Vec<Frame> {
             name: "jobs".into(),
         },
         Frame::QueuePurgeOk { message_count: 7 },
+        Frame::ExchangeBind(ExchangeBind {
+            destination: "audit".into(),
+            source: "logs".into(),
+            routing_key: "app.#".into(),
+            arguments: rich_table(),
+        }),
+        Frame::ExchangeUnbind(ExchangeBind {
+            destination: "audit".into(),
+            source: "logs".into(),
+            routing_key: "app.#".into(),
+            arguments: rich_table(),
+        }),
         Frame::QueueBind(QueueBind {
             queue: "jobs".into(),
             exchange: "logs".into(),
