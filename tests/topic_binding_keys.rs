@@ -6,7 +6,7 @@ mod common;
 
 use common::{ok, ready, TestDaemon};
 use warren::client::{ExchangeKind, ExchangeOptions, OutgoingMessage, QueueOptions};
-use warren::store::codec::BindingRecord;
+use warren::store::codec::{BindingRecord, DestinationKind};
 use warren::store::{Store, TopologyChange};
 use warren_protocol::{ErrorCode, FieldTable};
 
@@ -105,7 +105,8 @@ async fn a_stored_binding_with_more_hash_words_still_loads_and_can_be_unbound() 
         store
             .change_topology(TopologyChange::PutBinding(BindingRecord {
                 exchange: "t".into(),
-                queue: "q".into(),
+                destination: "q".into(),
+                destination_kind: DestinationKind::Queue,
                 routing_key: THREE_HASHES.into(),
                 arguments: FieldTable::new(),
             }))

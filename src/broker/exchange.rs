@@ -2,6 +2,7 @@
 //! equality), fanout (all), topic (a trie of dotted-word patterns) and headers (`x-match`).
 
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
@@ -38,6 +39,19 @@ pub struct Binding {
     pub arguments: FieldTable,
 }
 
+/// One binding from an exchange to another exchange (AMQP's `exchange.bind`): what it
+/// matches is routed on by the destination. The destination is held by name, so a loop of
+/// bindings is no loop of references; routing looks it up.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExchangeBinding {
+    /// Destination exchange.
+    pub destination: Arc<str>,
+    /// Binding key.
+    pub routing_key: String,
+    /// Binding arguments.
+    pub arguments: FieldTable,
+}
+
 /// How a headers binding matches: every header or any one, and whether the binding's `x-`
 /// keys take part (`all-with-x`, `any-with-x`, as RabbitMQ 3.10+) or are skipped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +76,9 @@ pub struct Exchange {
     /// Its `alternate-exchange` argument, when that is valid.
     pub alternate: Option<Arc<str>>,
     bindings: RwLock<Bindings>,
+    /// Whether it has a binding to an exchange: read without the lock on every publish, so
+    /// exchanges without one route exactly as before.
+    has_exchange_bindings: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -69,6 +86,10 @@ struct Bindings {
     all: Vec<Binding>,
     direct: foldhash::HashMap<String, Vec<QueueRef>>,
     topic: TopicTrie<QueueRef>,
+    /// Bindings to exchanges, in binding order.
+    exchanges: Vec<ExchangeBinding>,
+    /// For a topic exchange: the destination exchanges by binding key.
+    exchanges_topic: TopicTrie<Arc<str>>,
 }
 
 /// The exchange argument naming an alternate exchange (RabbitMQ's AE): a message that none
@@ -284,6 +305,7 @@ impl Exchange {
             builtin,
             alternate,
             bindings: RwLock::new(Bindings::default()),
+            has_exchange_bindings: AtomicBool::new(false),
         }
     }
 
@@ -385,9 +407,106 @@ impl Exchange {
         self.bindings.read().all.clone()
     }
 
-    /// Whether it has any binding.
+    /// Whether it has any binding, to a queue or to an exchange.
     pub fn has_bindings(&self) -> bool {
-        !self.bindings.read().all.is_empty()
+        let b = self.bindings.read();
+        !b.all.is_empty() || !b.exchanges.is_empty()
+    }
+
+    /// Whether it has a binding to an exchange (lock-free).
+    pub fn has_exchange_bindings(&self) -> bool {
+        self.has_exchange_bindings.load(Ordering::Acquire)
+    }
+
+    /// Adds a binding to an exchange; false if an identical one exists.
+    pub fn bind_exchange(&self, binding: ExchangeBinding) -> bool {
+        let mut b = self.bindings.write();
+        if b.exchanges.contains(&binding) {
+            return false;
+        }
+        if self.kind == ExchangeKind::Topic {
+            b.exchanges_topic
+                .insert(&binding.routing_key, binding.destination.clone());
+        }
+        b.exchanges.push(binding);
+        self.has_exchange_bindings.store(true, Ordering::Release);
+        true
+    }
+
+    /// Removes a binding to an exchange; false if there was none.
+    pub fn unbind_exchange(
+        &self,
+        destination: &str,
+        routing_key: &str,
+        arguments: &FieldTable,
+    ) -> bool {
+        let mut b = self.bindings.write();
+        let Some(pos) = b.exchanges.iter().position(|x| {
+            &*x.destination == destination
+                && x.routing_key == routing_key
+                && &x.arguments == arguments
+        }) else {
+            return false;
+        };
+        let removed = b.exchanges.remove(pos);
+        let key_still_bound = b
+            .exchanges
+            .iter()
+            .any(|x| x.destination == removed.destination && x.routing_key == routing_key);
+        if self.kind == ExchangeKind::Topic && !key_still_bound {
+            b.exchanges_topic.remove(routing_key, &removed.destination);
+        }
+        self.has_exchange_bindings
+            .store(!b.exchanges.is_empty(), Ordering::Release);
+        true
+    }
+
+    /// Removes every binding to the exchange `destination` (its deletion); returns them.
+    pub fn unbind_destination(&self, destination: &str) -> Vec<ExchangeBinding> {
+        let doomed: Vec<ExchangeBinding> = self
+            .bindings
+            .read()
+            .exchanges
+            .iter()
+            .filter(|x| &*x.destination == destination)
+            .cloned()
+            .collect();
+        for x in &doomed {
+            self.unbind_exchange(destination, &x.routing_key, &x.arguments);
+        }
+        doomed
+    }
+
+    /// A copy of its bindings to exchanges.
+    pub fn exchange_bindings(&self) -> Vec<ExchangeBinding> {
+        self.bindings.read().exchanges.clone()
+    }
+
+    /// Appends the names of the exchanges a message with this key and these headers goes on
+    /// to (possibly repeated: the caller keeps a visited set).
+    pub fn route_exchanges(
+        &self,
+        routing_key: &str,
+        headers: &FieldTable,
+        out: &mut Vec<Arc<str>>,
+    ) {
+        let b = self.bindings.read();
+        match self.kind {
+            ExchangeKind::Direct => out.extend(
+                b.exchanges
+                    .iter()
+                    .filter(|x| x.routing_key == routing_key)
+                    .map(|x| x.destination.clone()),
+            ),
+            ExchangeKind::Fanout => out.extend(b.exchanges.iter().map(|x| x.destination.clone())),
+            ExchangeKind::Topic => b.exchanges_topic.route(routing_key, out),
+            ExchangeKind::Headers => out.extend(
+                b.exchanges
+                    .iter()
+                    .filter(|x| headers_match(&x.arguments, headers))
+                    .map(|x| x.destination.clone()),
+            ),
+        }
     }
 
     /// Appends the queues a message with this key and these headers goes to, each once.

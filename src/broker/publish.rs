@@ -126,6 +126,12 @@ impl Broker {
             let e = self
                 .exchange(exchange)
                 .ok_or_else(|| BrokerError::not_found("exchange", exchange))?;
+            if e.has_exchange_bindings() {
+                let mut keys = vec![routing_key];
+                keys.extend(extra.iter().copied());
+                self.route_graph(e, &keys, headers, &mut targets);
+                return Ok(targets);
+            }
             e.route(routing_key, headers, &mut targets);
             for key in &extra {
                 e.route(key, headers, &mut targets);
@@ -133,7 +139,8 @@ impl Broker {
             if targets.is_empty() && e.alternate.is_some() {
                 let mut keys = vec![routing_key];
                 keys.extend(extra.iter().copied());
-                self.route_alternates(&e, &keys, headers, &mut targets);
+                self.route_graph(e, &keys, headers, &mut targets);
+                return Ok(targets);
             }
         }
         if !extra.is_empty() {
@@ -142,40 +149,58 @@ impl Broker {
         Ok(targets)
     }
 
-    /// Routes through the chain of alternate exchanges that starts at `first`'s, which
-    /// routed nowhere, until one routes somewhere (by any of `keys`). An exchange already
-    /// tried ends the chain (so a cycle of alternates routes a message at most once through
-    /// each), and so does an alternate that does not exist (logged: the message is
-    /// unroutable, as in RabbitMQ). Only unroutable messages come here: the publish path pays
-    /// nothing else.
+    /// Routes through the graph of exchanges that starts at `first`, by each of `keys`: every
+    /// exchange reached routes by its own kind and bindings, to queues and on to the
+    /// exchanges it is bound to; an exchange none of whose bindings (to queues or exchanges)
+    /// match sends the message on to its alternate exchange, as RabbitMQ's routing does.
+    /// Each exchange is visited at most once, so loops of bindings and of alternates end,
+    /// and each queue is in `out` at most once. A destination or alternate that does not
+    /// exist is skipped (logged). Only exchanges with exchange bindings and unroutable
+    /// messages with an alternate come here: other publishes pay nothing for it.
     #[cold]
-    fn route_alternates(
+    fn route_graph(
         &self,
-        first: &Exchange,
+        first: Arc<Exchange>,
         keys: &[&str],
         headers: &FieldTable,
         out: &mut Vec<Arc<Queue>>,
     ) {
-        let mut tried: Vec<Arc<str>> = vec![first.name.clone()];
-        let mut next = first.alternate.clone();
-        while let Some(name) = next {
-            if tried.contains(&name) {
-                tracing::debug!(exchange = %first.name, alternate = %name, "alternate exchanges form a cycle; the message is unroutable");
-                return;
-            }
-            let Some(e) = self.exchange(&name) else {
-                tracing::warn!(exchange = %tried.last().map_or("", |t| &**t), alternate = %name, "alternate exchange does not exist; the message is unroutable");
-                return;
-            };
+        let mut visited: Vec<Arc<str>> = vec![first.name.clone()];
+        let mut pending = std::collections::VecDeque::from([first]);
+        let mut queues = Vec::new();
+        let mut next = Vec::new();
+        while let Some(e) = pending.pop_front() {
+            queues.clear();
+            next.clear();
             for key in keys {
-                e.route(key, headers, out);
+                e.route(key, headers, &mut queues);
+                e.route_exchanges(key, headers, &mut next);
             }
-            if !out.is_empty() {
-                return;
+            let via_alternate = queues.is_empty() && next.is_empty();
+            if via_alternate {
+                if let Some(alternate) = &e.alternate {
+                    next.push(alternate.clone());
+                }
             }
-            tried.push(name);
-            next = e.alternate.clone();
+            out.append(&mut queues);
+            for name in next.drain(..) {
+                if visited.contains(&name) {
+                    continue;
+                }
+                let Some(d) = self.exchange(&name) else {
+                    if via_alternate {
+                        tracing::warn!(exchange = %e.name, alternate = %name, "alternate exchange does not exist; the message is unroutable");
+                    } else {
+                        tracing::warn!(exchange = %e.name, destination = %name, "bound exchange does not exist; skipping it");
+                    }
+                    visited.push(name);
+                    continue;
+                };
+                visited.push(name);
+                pending.push_back(d);
+            }
         }
+        dedup_queues(out);
     }
 
     /// Holds a message durably until `due_ms`, then routes it (see the scheduler).

@@ -8,12 +8,13 @@ use std::sync::Arc;
 
 use warren_protocol::{ExchangeKind, FieldTable};
 
-use super::exchange::{self, Binding, Exchange};
+use super::exchange::{self, Binding, Exchange, ExchangeBinding};
 use super::queue::{Queue, QueueSettings};
 use super::queue_args::{self, QueueArgs};
 use super::Broker;
 use crate::error::BrokerError;
 use crate::message::QueuedMessage;
+use crate::store::codec::DestinationKind;
 use crate::store::{Recovered, TopologyChange};
 
 const BUILTIN_EXCHANGES: [(&str, ExchangeKind); 4] = [
@@ -117,12 +118,28 @@ impl Broker {
         inner.next_queue_id.store(max_id + 1, Ordering::Release);
         for b in recovered.bindings {
             let exchange = inner.exchanges.read().get(&b.exchange).cloned();
-            let queue = inner.queues.read().get(&b.queue).cloned();
+            if b.destination_kind == DestinationKind::Exchange {
+                let destination = inner.exchanges.read().get(&b.destination).cloned();
+                match (exchange, destination) {
+                    (Some(e), Some(d)) => {
+                        e.bind_exchange(ExchangeBinding {
+                            destination: d.name.clone(),
+                            routing_key: b.routing_key,
+                            arguments: b.arguments,
+                        });
+                    }
+                    _ => {
+                        tracing::warn!(source = %b.exchange, destination = %b.destination, "dropping a stored exchange binding whose source or destination is gone")
+                    }
+                }
+                continue;
+            }
+            let queue = inner.queues.read().get(&b.destination).cloned();
             match (exchange, queue) {
                 (Some(e), Some(q)) => {
                     if exchange::validate_binding_key(e.kind, &b.routing_key).is_err() {
                         // Bound before the limit existed: it loads and routes as before.
-                        tracing::warn!(exchange = %b.exchange, queue = %b.queue, key = %b.routing_key,
+                        tracing::warn!(exchange = %b.exchange, queue = %b.destination, key = %b.routing_key,
                             "stored topic binding key has more than 2 '#' words; new bindings like it are refused");
                     }
                     e.bind(Binding {
@@ -132,7 +149,7 @@ impl Broker {
                     });
                 }
                 _ => {
-                    tracing::warn!(exchange = %b.exchange, queue = %b.queue, "dropping a stored binding whose exchange or queue is gone")
+                    tracing::warn!(exchange = %b.exchange, queue = %b.destination, "dropping a stored binding whose exchange or queue is gone")
                 }
             }
         }

@@ -7,17 +7,17 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use warren_protocol::{ErrorCode, ExchangeDeclare, QueueBind, QueueDeclare};
+use warren_protocol::{ErrorCode, ExchangeBind, ExchangeDeclare, QueueBind, QueueDeclare};
 
 use super::event::{DeclaredQueue, Event};
-use super::exchange::{self, Binding, Exchange};
+use super::exchange::{self, Binding, Exchange, ExchangeBinding};
 use super::queue::{Queue, QueueSettings};
 use super::queue_args::QueueArgs;
 use super::session::Session;
 use super::{check_owner, redeclare, validate_name, Broker};
 use crate::error::BrokerError;
 use crate::message::QueuedMessage;
-use crate::store::codec::{BindingRecord, ExchangeRecord, QueueRecord};
+use crate::store::codec::{BindingRecord, DestinationKind, ExchangeRecord, QueueRecord};
 use crate::store::{Completion, TopologyChange};
 
 impl Broker {
@@ -131,6 +131,11 @@ impl Broker {
                 .await?;
         }
         self.inner.exchanges.write().remove(name);
+        // Bindings to it go too (the store dropped the durable ones with the exchange).
+        let sources: Vec<Arc<Exchange>> = self.inner.exchanges.read().values().cloned().collect();
+        for source in sources {
+            source.unbind_destination(name);
+        }
         Ok(())
     }
 
@@ -402,6 +407,80 @@ impl Broker {
     }
 }
 
+impl Broker {
+    fn exchange_binding_parts(
+        &self,
+        b: &ExchangeBind,
+    ) -> Result<(Arc<Exchange>, Arc<Exchange>), BrokerError> {
+        if b.source.is_empty() || b.destination.is_empty() {
+            return Err(BrokerError::AccessRefused(
+                "the default exchange cannot be bound to or unbound from".into(),
+            ));
+        }
+        let source = self
+            .exchange(&b.source)
+            .ok_or_else(|| BrokerError::not_found("exchange", &b.source))?;
+        let destination = self
+            .exchange(&b.destination)
+            .ok_or_else(|| BrokerError::not_found("exchange", &b.destination))?;
+        validate_name("routing key", &b.routing_key)?;
+        Ok((source, destination))
+    }
+
+    /// Binds a destination exchange to a source exchange (idempotent); durable when both
+    /// are.
+    ///
+    /// # Errors
+    /// A missing or default exchange, bad binding arguments for the source's kind, a store
+    /// failure.
+    pub async fn bind_exchange(&self, b: ExchangeBind) -> Result<(), BrokerError> {
+        let _guard = self.inner.topology.lock().await;
+        let (source, destination) = self.exchange_binding_parts(&b)?;
+        source.validate_binding(&b.routing_key, &b.arguments)?;
+        if source.durable && destination.durable {
+            self.inner
+                .store
+                .change_topology(TopologyChange::PutBinding(exchange_record(&b)))
+                .await?;
+        }
+        source.bind_exchange(ExchangeBinding {
+            destination: destination.name.clone(),
+            routing_key: b.routing_key,
+            arguments: b.arguments,
+        });
+        Ok(())
+    }
+
+    /// Removes an exchange-to-exchange binding (removing a missing one succeeds).
+    ///
+    /// # Errors
+    /// A missing or default exchange, a store failure.
+    pub async fn unbind_exchange(&self, b: ExchangeBind) -> Result<(), BrokerError> {
+        let _guard = self.inner.topology.lock().await;
+        let (source, destination) = self.exchange_binding_parts(&b)?;
+        if source.unbind_exchange(&b.destination, &b.routing_key, &b.arguments)
+            && source.durable
+            && destination.durable
+        {
+            self.inner
+                .store
+                .change_topology(TopologyChange::DeleteBinding(exchange_record(&b)))
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+fn exchange_record(b: &ExchangeBind) -> BindingRecord {
+    BindingRecord {
+        exchange: b.source.clone(),
+        destination: b.destination.clone(),
+        destination_kind: DestinationKind::Exchange,
+        routing_key: b.routing_key.clone(),
+        arguments: b.arguments.clone(),
+    }
+}
+
 fn unique_suffix() -> String {
     use std::hash::{BuildHasher, Hasher};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -418,7 +497,8 @@ fn unique_suffix() -> String {
 fn record(b: &QueueBind) -> BindingRecord {
     BindingRecord {
         exchange: b.exchange.clone(),
-        queue: b.queue.clone(),
+        destination: b.queue.clone(),
+        destination_kind: DestinationKind::Queue,
         routing_key: b.routing_key.clone(),
         arguments: b.arguments.clone(),
     }

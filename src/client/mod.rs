@@ -47,8 +47,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::debug;
 use warren_protocol::{
-    Ack, Consume, Envelope, ErrorCode, ExchangeDeclare, ExchangeDelete, Frame, Get, Nack, Qos,
-    QueueBind, QueueDeclare, QueueDelete, Reject, PUBLISH_HEADROOM_BYTES,
+    Ack, Consume, Envelope, ErrorCode, ExchangeBind, ExchangeDeclare, ExchangeDelete, Frame, Get,
+    Nack, Qos, QueueBind, QueueDeclare, QueueDelete, Reject, PUBLISH_HEADROOM_BYTES,
 };
 
 pub use self::consumer::{CancelReason, Consumer, Delivery};
@@ -387,6 +387,42 @@ impl Client {
         .await
     }
 
+    /// Binds exchange `destination` to exchange `source` with a binding key and arguments
+    /// (matched by the source's kind): what the source routes by it, the destination routes
+    /// on.
+    pub async fn bind_exchange(
+        &self,
+        destination: &str,
+        source: &str,
+        routing_key: &str,
+        arguments: FieldTable,
+    ) -> Result<(), ClientError> {
+        self.request_ok(Frame::ExchangeBind(exchange_binding(
+            destination,
+            source,
+            routing_key,
+            arguments,
+        )))
+        .await
+    }
+
+    /// Removes a binding made by [`Client::bind_exchange`] with the same key and arguments.
+    pub async fn unbind_exchange(
+        &self,
+        destination: &str,
+        source: &str,
+        routing_key: &str,
+        arguments: FieldTable,
+    ) -> Result<(), ClientError> {
+        self.request_ok(Frame::ExchangeUnbind(exchange_binding(
+            destination,
+            source,
+            routing_key,
+            arguments,
+        )))
+        .await
+    }
+
     /// Sets the prefetch limit (max unacked deliveries per consumer; 0 = no limit) for
     /// consumers started afterwards on this connection.
     pub async fn qos(&self, prefetch_count: u32) -> Result<(), ClientError> {
@@ -674,6 +710,20 @@ fn binding(queue: &str, exchange: &str, routing_key: &str, arguments: FieldTable
     QueueBind {
         queue: queue.to_owned(),
         exchange: exchange.to_owned(),
+        routing_key: routing_key.to_owned(),
+        arguments,
+    }
+}
+
+fn exchange_binding(
+    destination: &str,
+    source: &str,
+    routing_key: &str,
+    arguments: FieldTable,
+) -> ExchangeBind {
+    ExchangeBind {
+        destination: destination.to_owned(),
+        source: source.to_owned(),
         routing_key: routing_key.to_owned(),
         arguments,
     }

@@ -228,6 +228,14 @@ async fn dispatch(
             broker.delete_exchange(&d.name, d.if_unused).await?;
             reply(Event::Ok);
         }
+        Frame::ExchangeBind(b) => {
+            broker.bind_exchange(b).await?;
+            reply(Event::Ok);
+        }
+        Frame::ExchangeUnbind(b) => {
+            broker.unbind_exchange(b).await?;
+            reply(Event::Ok);
+        }
         Frame::QueueDeclare(d) => reply(Event::QueueDeclareOk(
             broker.declare_queue(session, d).await?,
         )),

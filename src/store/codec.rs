@@ -39,17 +39,35 @@ pub struct QueueRecord {
 }
 
 /// A durable binding.
+/// What a binding's destination is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DestinationKind {
+    /// A queue (every binding stored before exchange-to-exchange bindings).
+    #[default]
+    Queue,
+    /// An exchange.
+    Exchange,
+}
+
+/// A durable binding.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BindingRecord {
     /// Source exchange.
     pub exchange: String,
-    /// Destination queue.
-    pub queue: String,
+    /// Destination: a queue, or an exchange by `destination_kind`.
+    pub destination: String,
+    /// Whether `destination` names a queue or an exchange.
+    pub destination_kind: DestinationKind,
     /// Binding key.
     pub routing_key: String,
     /// Binding arguments.
     pub arguments: FieldTable,
 }
+
+/// The version byte of a binding record to an exchange; bindings to queues keep
+/// [`RECORD_V1`], so every record stored before stays byte-identical (the record is its own
+/// key) and decodes as a queue binding.
+const BINDING_TO_EXCHANGE: u8 = 2;
 
 fn header(r: &mut Reader, what: &'static str) -> Result<(), DecodeError> {
     let offset = r.offset();
@@ -140,9 +158,12 @@ impl BindingRecord {
     /// Encodes the record (deterministic: arguments are a sorted map).
     pub fn encode(&self) -> Vec<u8> {
         let mut b = BytesMut::new();
-        b.put_u8(RECORD_V1);
+        b.put_u8(match self.destination_kind {
+            DestinationKind::Queue => RECORD_V1,
+            DestinationKind::Exchange => BINDING_TO_EXCHANGE,
+        });
         put_str16(&mut b, &self.exchange);
-        put_str16(&mut b, &self.queue);
+        put_str16(&mut b, &self.destination);
         put_str16(&mut b, &self.routing_key);
         put_table(&mut b, &self.arguments);
         b.to_vec()
@@ -151,10 +172,22 @@ impl BindingRecord {
     /// Decodes a record.
     pub fn decode(raw: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(Bytes::copy_from_slice(raw));
-        header(&mut r, "binding record version")?;
+        let offset = r.offset();
+        let destination_kind = match r.u8()? {
+            RECORD_V1 => DestinationKind::Queue,
+            BINDING_TO_EXCHANGE => DestinationKind::Exchange,
+            v => {
+                return Err(DecodeError::InvalidValue {
+                    field: "binding record version",
+                    value: u64::from(v),
+                    offset,
+                })
+            }
+        };
         let rec = BindingRecord {
             exchange: r.str16("exchange")?,
-            queue: r.str16("queue")?,
+            destination: r.str16("destination")?,
+            destination_kind,
             routing_key: r.str16("routing key")?,
             arguments: read_table(&mut r)?,
         };
@@ -209,11 +242,20 @@ mod tests {
         assert_eq!(ExchangeRecord::decode(&e.encode()).unwrap(), e);
         let b = BindingRecord {
             exchange: "logs".into(),
-            queue: "jobs".into(),
+            destination: "jobs".into(),
+            destination_kind: DestinationKind::Queue,
             routing_key: "a.#".into(),
             arguments: args,
         };
         assert_eq!(BindingRecord::decode(&b.encode()).unwrap(), b);
+        // A queue binding stays version 1, byte for byte as before exchange bindings.
+        assert_eq!(b.encode()[0], RECORD_V1);
+        let x = BindingRecord {
+            destination: "audit".into(),
+            destination_kind: DestinationKind::Exchange,
+            ..b
+        };
+        assert_eq!(BindingRecord::decode(&x.encode()).unwrap(), x);
         let m = Message {
             exchange: "logs".into(),
             routing_key: "a.b".into(),

@@ -157,7 +157,7 @@ impl Default for StoreStats {
 pub enum TopologyChange {
     /// Insert or replace an exchange.
     PutExchange(ExchangeRecord),
-    /// Delete an exchange and the bindings it is the source of.
+    /// Delete an exchange and the bindings it is the source or destination of.
     DeleteExchange(String),
     /// Insert or replace a queue.
     PutQueue(QueueRecord),

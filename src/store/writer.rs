@@ -15,7 +15,7 @@ use bytes::BytesMut;
 use redb::{Database, ReadableTable, Table, WriteTransaction};
 use tokio::sync::{mpsc, Semaphore};
 
-use super::codec::{encode_message, BindingRecord};
+use super::codec::{encode_message, BindingRecord, DestinationKind};
 use super::hooks::{CommitHooks, Rows};
 use super::tables::*;
 use super::{
@@ -423,7 +423,10 @@ fn apply_topology(
                 .map_err(redb_err(ctx))?
                 .remove(name.as_str())
                 .map_err(redb_err(ctx))?;
-            remove_bindings_where(txn, |b| &b.exchange == name)?;
+            remove_bindings_where(txn, |b| {
+                &b.exchange == name
+                    || (b.destination_kind == DestinationKind::Exchange && &b.destination == name)
+            })?;
         }
         TopologyChange::PutQueue(rec) => {
             txn.open_table(QUEUES)
@@ -436,7 +439,9 @@ fn apply_topology(
                 .map_err(redb_err(ctx))?
                 .remove(name.as_str())
                 .map_err(redb_err(ctx))?;
-            remove_bindings_where(txn, |b| &b.queue == name)?;
+            remove_bindings_where(txn, |b| {
+                b.destination_kind == DestinationKind::Queue && &b.destination == name
+            })?;
             let mut keys = Vec::new();
             for row in tables
                 .queue_messages
