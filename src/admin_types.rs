@@ -191,9 +191,9 @@ pub struct ExchangeInfo {
 pub struct BindingInfo {
     /// The exchange the binding routes from.
     pub source: String,
-    /// The queue it routes to.
+    /// The queue or exchange it routes to.
     pub destination: String,
-    /// What `destination` is: always `queue`.
+    /// What `destination` is: `queue` or `exchange`.
     pub destination_type: String,
     /// The binding key.
     pub routing_key: String,

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{ready, TestDaemon};
+use common::{ok, ready, TestDaemon};
 use warren::client::{
     Client, ExchangeKind, ExchangeOptions, FieldValue, OutgoingMessage, QueueOptions,
 };
@@ -236,4 +236,73 @@ async fn a_durable_exchange_binding_survives_a_restart() {
         "{}",
         d.logs()
     );
+}
+
+#[tokio::test]
+async fn cli_binds_lists_and_definitions_carry_exchange_bindings() {
+    let d = TestDaemon::start();
+    let c = d.client().await;
+    exchange(&c, "src", ExchangeKind::Topic, true).await;
+    exchange(&c, "dest", ExchangeKind::Fanout, true).await;
+    queue(&c, "q", true).await;
+    c.bind("q", "dest", "", FieldTable::new()).await.unwrap();
+    assert_eq!(
+        ok(&d.cli(&[
+            "bind",
+            "--destination-exchange",
+            "dest",
+            "src",
+            "--key",
+            "a.#"
+        ])),
+        "bound exchange 'dest' to exchange 'src' with key 'a.#'\n"
+    );
+    let listed: serde_json::Value = serde_json::from_str(&ok(&d.cli(&[
+        "binding",
+        "list",
+        "--exchange",
+        "src",
+        "--json",
+    ])))
+    .unwrap();
+    assert_eq!(listed[0]["destination"], "dest");
+    assert_eq!(listed[0]["destination_type"], "exchange");
+    assert_eq!(listed[0]["routing_key"], "a.#");
+
+    let file = d.data_dir().join("definitions.json");
+    let file_arg = file.to_str().unwrap();
+    ok(&d.cli(&["definitions", "export", file_arg]));
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert!(
+        doc["bindings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["destination_type"] == "exchange" && b["source"] == "src"),
+        "{doc}"
+    );
+    let target = TestDaemon::start();
+    ok(&target.cli(&["definitions", "import", file_arg]));
+    let t = target.client().await;
+    publish(&t, "src", "a.b").await;
+    assert_eq!(
+        ready(&t, "q").await,
+        1,
+        "the imported exchange binding routes"
+    );
+
+    assert_eq!(
+        ok(&d.cli(&[
+            "unbind",
+            "--destination-exchange",
+            "dest",
+            "src",
+            "--key",
+            "a.#"
+        ])),
+        "unbound exchange 'dest' from exchange 'src' with key 'a.#'\n"
+    );
+    publish(&c, "src", "a.b").await;
+    assert_eq!(ready(&c, "q").await, 0);
 }

@@ -12,10 +12,15 @@ use crate::cli::{admin_args, decode, Global};
 /// Arguments of `warren bind` and `warren unbind`.
 #[derive(Debug, Args)]
 pub struct BindArgs {
-    /// Destination queue.
+    /// Destination queue; with `--destination-exchange`, the source exchange instead.
     pub queue: String,
-    /// Source exchange.
-    pub exchange: String,
+    /// Source exchange (left out with `--destination-exchange`).
+    #[arg(required_unless_present = "destination_exchange")]
+    pub exchange: Option<String>,
+    /// Bind this exchange, not a queue, to the source exchange named by the one positional
+    /// argument: `warren bind --destination-exchange DEST SOURCE --key K`.
+    #[arg(long, value_name = "EXCHANGE", conflicts_with = "exchange")]
+    pub destination_exchange: Option<String>,
     /// Binding key (a pattern with `*` and `#` for topic exchanges).
     #[arg(long, value_name = "KEY", default_value = "")]
     pub key: String,
@@ -49,15 +54,28 @@ pub enum Action {
 pub async fn run(args: BindArgs, action: Action, global: &Global) -> anyhow::Result<()> {
     let client = global.server.connect().await?;
     let arguments = field_table(args.args);
-    let result = match action {
-        Action::Bind => {
+    // With `--destination-exchange`, the one positional argument is the source exchange.
+    let (kind, destination, source) = match (&args.destination_exchange, &args.exchange) {
+        (Some(dest), _) => ("exchange", dest.as_str(), args.queue.as_str()),
+        (None, Some(exchange)) => ("queue", args.queue.as_str(), exchange.as_str()),
+        (None, None) => anyhow::bail!("a source exchange is required"),
+    };
+    let to_exchange = kind == "exchange";
+    let result = match (action, to_exchange) {
+        (Action::Bind, false) => client.bind(destination, source, &args.key, arguments).await,
+        (Action::Unbind, false) => {
             client
-                .bind(&args.queue, &args.exchange, &args.key, arguments)
+                .unbind(destination, source, &args.key, arguments)
                 .await
         }
-        Action::Unbind => {
+        (Action::Bind, true) => {
             client
-                .unbind(&args.queue, &args.exchange, &args.key, arguments)
+                .bind_exchange(destination, source, &args.key, arguments)
+                .await
+        }
+        (Action::Unbind, true) => {
+            client
+                .unbind_exchange(destination, source, &args.key, arguments)
                 .await
         }
     };
@@ -67,8 +85,8 @@ pub async fn run(args: BindArgs, action: Action, global: &Global) -> anyhow::Res
             Action::Unbind => "unbinding",
         };
         format!(
-            "{verb} queue '{}' and exchange '{}' with key '{}'",
-            args.queue, args.exchange, args.key
+            "{verb} {kind} '{destination}' and exchange '{source}' with key '{}'",
+            args.key
         )
     })?;
     client.close().await?;
@@ -77,8 +95,8 @@ pub async fn run(args: BindArgs, action: Action, global: &Global) -> anyhow::Res
         Action::Unbind => ("unbound", "from"),
     };
     global.done(&format!(
-        "{done} queue '{}' {preposition} exchange '{}' with key '{}'",
-        args.queue, args.exchange, args.key
+        "{done} {kind} '{destination}' {preposition} exchange '{source}' with key '{}'",
+        args.key
     ))
 }
 

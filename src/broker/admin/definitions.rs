@@ -5,7 +5,9 @@
 use std::collections::HashSet;
 
 use serde_json::Value;
-use warren_protocol::{ExchangeDeclare, ExchangeKind, FieldTable, QueueBind, QueueDeclare};
+use warren_protocol::{
+    ExchangeBind, ExchangeDeclare, ExchangeKind, FieldTable, QueueBind, QueueDeclare,
+};
 
 use crate::admin_types::{Definitions, ExchangeDefinition, ImportSummary, QueueDefinition};
 use crate::broker::exchange;
@@ -47,7 +49,10 @@ impl Broker {
         let bindings = self
             .bindings(None, None)
             .into_iter()
-            .filter(|b| exported.contains(b.destination.as_str()))
+            // Exchange bindings go whole: every exchange they name is exported or built in.
+            .filter(|b| {
+                b.destination_type == "exchange" || exported.contains(b.destination.as_str())
+            })
             .collect();
         Definitions {
             warren_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -184,6 +189,17 @@ impl Broker {
                 ));
             }
         }
+        for b in &defs.exchange_bindings {
+            for (what, name) in [
+                ("exchange (binding source)", &b.source),
+                ("exchange (binding destination)", &b.destination),
+            ] {
+                if !defs.exchanges.iter().any(|e| &e.name == name) && self.exchange(name).is_none()
+                {
+                    return Err(BrokerError::not_found(what, name));
+                }
+            }
+        }
         let (mut created_exchanges, mut created_queues) = (0u64, 0u64);
         for e in defs.exchanges {
             if self.exchange(&e.name).is_none() {
@@ -197,7 +213,10 @@ impl Broker {
             }
             self.declare_queue(session, q).await?;
         }
-        let bindings = defs.bindings.len() as u64;
+        let bindings = (defs.bindings.len() + defs.exchange_bindings.len()) as u64;
+        for b in defs.exchange_bindings {
+            self.bind_exchange(b).await?;
+        }
         for b in defs.bindings {
             self.bind(session, b).await?;
         }
@@ -216,6 +235,8 @@ struct ImportPlan {
     exchanges: Vec<ExchangeDeclare>,
     queues: Vec<QueueDeclare>,
     bindings: Vec<QueueBind>,
+    /// Bindings with `destination_type` `exchange`.
+    exchange_bindings: Vec<ExchangeBind>,
 }
 
 impl ImportPlan {
@@ -251,6 +272,7 @@ impl ImportPlan {
             exchanges: Vec::new(),
             queues: Vec::new(),
             bindings: Vec::new(),
+            exchange_bindings: Vec::new(),
         };
         for e in list("exchanges")? {
             let name = text(&e, "name", "exchange")?;
@@ -281,6 +303,29 @@ impl ImportPlan {
             });
         }
         for b in list("bindings")? {
+            let routing_key = b
+                .get("routing_key")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned();
+            match b.get("destination_type").and_then(Value::as_str) {
+                None | Some("queue") => {}
+                Some("exchange") => {
+                    out.exchange_bindings.push(ExchangeBind {
+                        source: text(&b, "source", "binding")?,
+                        destination: text(&b, "destination", "binding")?,
+                        routing_key,
+                        arguments: table(&b, "binding")?,
+                    });
+                    continue;
+                }
+                Some(_) => {
+                    return Err(bad(
+                        "definitions: binding field destination_type".into(),
+                        "must be queue or exchange",
+                    ))
+                }
+            }
             out.bindings.push(QueueBind {
                 exchange: text(&b, "source", "binding")?,
                 queue: text(&b, "destination", "binding")?,

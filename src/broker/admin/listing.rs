@@ -129,6 +129,18 @@ impl Broker {
                     arguments: table_map(&b.arguments),
                 });
             }
+            if queue.is_some() {
+                continue;
+            }
+            for b in e.exchange_bindings() {
+                out.push(BindingInfo {
+                    source: e.name.to_string(),
+                    destination: b.destination.to_string(),
+                    destination_type: "exchange".to_owned(),
+                    routing_key: b.routing_key.clone(),
+                    arguments: table_map(&b.arguments),
+                });
+            }
         }
         out.sort_by(|a, b| {
             (&a.source, &a.destination, &a.routing_key).cmp(&(
