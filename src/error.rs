@@ -26,7 +26,9 @@ pub enum BrokerError {
     /// The queue is exclusive to another connection, or has an exclusive consumer.
     #[error("{0}")]
     ResourceLocked(String),
-    /// A field or argument has a value that is not allowed.
+    /// A field has a value that is not allowed (a name, an admin argument, a header Warren
+    /// reads). Arguments of queues, exchanges, consumers and bindings are refused with
+    /// [`BrokerError::PreconditionFailed`] instead, as RabbitMQ does.
     #[error("invalid {what}: {reason}")]
     InvalidArgument {
         /// Which field or argument.
@@ -101,6 +103,14 @@ impl BrokerError {
             kind,
             name: name.to_owned(),
         }
+    }
+
+    /// An argument (of a queue, exchange, consumer or binding) refused for its value, in
+    /// RabbitMQ's words and with its code, `406 PRECONDITION_FAILED`:
+    /// `invalid arg 'x-message-ttl' for queue 'work': <reason>` (RabbitMQ adds the vhost).
+    /// `of` is what the argument belongs to, e.g. `queue 'work'`.
+    pub(crate) fn invalid_arg(arg: &str, of: impl std::fmt::Display, reason: &str) -> Self {
+        BrokerError::PreconditionFailed(format!("invalid arg '{arg}' for {of}: {reason}"))
     }
 
     pub(crate) fn invalid(what: impl Into<String>, reason: impl Into<String>) -> Self {

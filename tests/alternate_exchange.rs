@@ -145,8 +145,8 @@ async fn the_argument_is_checked_compared_and_kept_across_a_restart() {
         .expect_err("an integer is not an exchange name");
     assert_eq!(
         err.to_string(),
-        "SYNTAX_ERROR (502): invalid exchange argument alternate-exchange: expected the name \
-         of an exchange (a string), got Int(1)"
+        "PRECONDITION_FAILED (406): invalid arg 'alternate-exchange' for exchange 'bad': \
+         expected the name of an exchange (a string), got Int(1)"
     );
     let err = c
         .declare_exchange(
@@ -159,7 +159,11 @@ async fn the_argument_is_checked_compared_and_kept_across_a_restart() {
         )
         .await
         .expect_err("the default exchange cannot be an alternate");
-    assert_eq!(err.error_code(), Some(ErrorCode::SyntaxError), "{err}");
+    assert_eq!(
+        err.error_code(),
+        Some(ErrorCode::PreconditionFailed),
+        "{err}"
+    );
 
     main_with_ae(&c).await;
     let err = c
@@ -223,7 +227,9 @@ async fn definitions_carry_the_alternate_exchange_and_import_checks_it() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
-        stderr.contains("exchange 'bad' exchange argument alternate-exchange: expected the name"),
+        stderr.contains(
+            "definitions: invalid arg 'alternate-exchange' for exchange 'bad': expected the name"
+        ),
         "{stderr}"
     );
 }

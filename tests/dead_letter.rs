@@ -648,9 +648,17 @@ async fn invalid_queue_arguments_are_refused_with_the_argument_named() {
             )
             .await
             .unwrap_err();
-        assert_eq!(err.error_code(), Some(ErrorCode::SyntaxError), "{err}");
+        assert_eq!(
+            err.error_code(),
+            Some(ErrorCode::PreconditionFailed),
+            "{err}"
+        );
         let text = err.to_string();
-        assert!(text.contains(arg) && text.contains(mentions), "{text}");
+        assert!(
+            text.contains(&format!("invalid arg '{arg}' for queue 'bad'"))
+                && text.contains(mentions),
+            "{text}"
+        );
     }
     let err = c
         .declare_queue(

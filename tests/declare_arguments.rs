@@ -44,8 +44,8 @@ fn unimplemented_queue_arguments_are_refused_by_name() {
         assert_eq!(
             line,
             format!(
-                "error: declaring queue 'work': SYNTAX_ERROR (502): invalid queue argument \
-                 {arg}: Warren does not implement this argument yet; declare without it"
+                "error: declaring queue 'work': PRECONDITION_FAILED (406): invalid arg '{arg}' for \
+                 queue 'work': Warren does not implement this argument yet; declare without it"
             )
         );
     }
@@ -53,8 +53,8 @@ fn unimplemented_queue_arguments_are_refused_by_name() {
         fails_with_one_line(&d.cli(&["queue", "declare", "work", "--arg", "x-queue-type=quorum"]));
     assert_eq!(
         line,
-        "error: declaring queue 'work': SYNTAX_ERROR (502): invalid queue argument \
-         x-queue-type: quorum queues are not supported yet; Warren queues are classic queues \
+        "error: declaring queue 'work': PRECONDITION_FAILED (406): invalid arg 'x-queue-type' \
+         for queue 'work': quorum queues are not supported yet; Warren queues are classic queues \
          (omit x-queue-type or set it to \"classic\")"
     );
     let line =
@@ -93,11 +93,15 @@ async fn unimplemented_exchange_arguments_are_refused_by_name() {
         )
         .await
         .expect_err("x-delayed-type is not implemented");
-    assert_eq!(err.error_code(), Some(ErrorCode::SyntaxError), "{err}");
+    assert_eq!(
+        err.error_code(),
+        Some(ErrorCode::PreconditionFailed),
+        "{err}"
+    );
     assert_eq!(
         err.to_string(),
-        "SYNTAX_ERROR (502): invalid exchange argument x-delayed-type: Warren does not \
-         implement this argument yet; declare without it"
+        "PRECONDITION_FAILED (406): invalid arg 'x-delayed-type' for exchange 'delayed': \
+         Warren does not implement this argument yet; declare without it"
     );
     // Non-`x-` arguments keep being stored as given.
     c.declare_exchange(
@@ -126,7 +130,7 @@ fn definitions_import_refuses_unimplemented_arguments() {
     let line = fails_with_one_line(&d.cli(&["definitions", "import", file.to_str().unwrap()]));
     assert!(
         line.ends_with(
-            "invalid definitions: queue 'prio' argument x-max-priority: Warren does not \
+            "definitions: invalid arg 'x-max-priority' for queue 'prio': Warren does not \
              implement this argument yet; declare without it"
         ),
         "{line}"
@@ -141,8 +145,8 @@ fn definitions_import_refuses_unimplemented_arguments() {
     let line = fails_with_one_line(&d.cli(&["definitions", "import", file.to_str().unwrap()]));
     assert!(
         line.ends_with(
-            "invalid definitions: exchange 'delayed' exchange argument x-delayed-type: Warren \
-             does not implement this argument yet; declare without it"
+            "definitions: invalid arg 'x-delayed-type' for exchange 'delayed': Warren does not \
+             implement this argument yet; declare without it"
         ),
         "{line}"
     );
@@ -196,7 +200,11 @@ async fn a_queue_stored_with_unimplemented_arguments_still_loads() {
         )
         .await
         .expect_err("x-max-priority is refused for a new queue");
-    assert_eq!(err.error_code(), Some(ErrorCode::SyntaxError), "{err}");
+    assert_eq!(
+        err.error_code(),
+        Some(ErrorCode::PreconditionFailed),
+        "{err}"
+    );
     let logs = d.logs();
     assert!(
         logs.contains("stored queue has arguments Warren does not implement")
@@ -391,7 +399,9 @@ async fn a_delivery_limit_of_minus_one_is_no_limit() {
     let line =
         fails_with_one_line(&d.cli(&["queue", "declare", "bad", "--arg", "x-delivery-limit=-2"]));
     assert!(
-        line.ends_with("invalid queue argument x-delivery-limit: must not be negative, got -2"),
+        line.ends_with(
+            "invalid arg 'x-delivery-limit' for queue 'bad': must not be negative, got -2"
+        ),
         "{line}"
     );
 }
@@ -416,8 +426,8 @@ async fn ttls_are_at_most_ten_years() {
     ]));
     assert!(
         line.ends_with(
-            "SYNTAX_ERROR (502): invalid queue argument x-message-ttl: must be at most \
-             315360000000 ms (ten years), got 315360000001"
+            "PRECONDITION_FAILED (406): invalid arg 'x-message-ttl' for queue 'longer': must be \
+             at most 315360000000 ms (ten years), got 315360000001"
         ),
         "{line}"
     );
@@ -457,8 +467,8 @@ fn single_active_consumer_is_a_boolean_and_part_of_the_declaration() {
     ]));
     assert_eq!(
         line,
-        "error: declaring queue 'sac': SYNTAX_ERROR (502): invalid queue argument \
-         x-single-active-consumer: expected a boolean, got an integer 1"
+        "error: declaring queue 'sac': PRECONDITION_FAILED (406): invalid arg \
+         'x-single-active-consumer' for queue 'sac': expected a boolean, got an integer 1"
     );
     ok(&d.cli(&[
         "queue",

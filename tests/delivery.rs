@@ -535,11 +535,16 @@ async fn an_invalid_consumer_timeout_refuses_the_consume() {
             Ok(_) => panic!("{value:?} accepted"),
             Err(e) => e,
         };
-        assert_eq!(err.error_code(), Some(ErrorCode::SyntaxError), "{err}");
+        assert_eq!(
+            err.error_code(),
+            Some(ErrorCode::PreconditionFailed),
+            "{err}"
+        );
         let text = err.to_string();
         assert!(
-            text.starts_with("SYNTAX_ERROR (502): invalid consumer argument x-consumer-timeout: ")
-                && text.contains(says),
+            text.starts_with(
+                "PRECONDITION_FAILED (406): invalid arg 'x-consumer-timeout' for consumer: "
+            ) && text.contains(says),
             "{text}"
         );
     }

@@ -200,7 +200,16 @@ async fn headers_exchange_matches_all_and_any() {
         .bind("h_all", "h", "", table(vec![("x-match", s("some"))]))
         .await
         .unwrap_err();
-    assert_eq!(bad.error_code(), Some(ErrorCode::SyntaxError), "{bad}");
+    assert_eq!(
+        bad.error_code(),
+        Some(ErrorCode::PreconditionFailed),
+        "{bad}"
+    );
+    assert!(
+        bad.to_string()
+            .contains("invalid arg 'x-match' for binding: expected"),
+        "{bad}"
+    );
 }
 
 #[tokio::test]
@@ -442,7 +451,7 @@ async fn headers_exchange_compares_typed_values_and_x_match_modes() {
             .unwrap_err();
         assert_eq!(
             err.error_code(),
-            Some(ErrorCode::SyntaxError),
+            Some(ErrorCode::PreconditionFailed),
             "{bad:?}: {err}"
         );
     }

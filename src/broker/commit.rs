@@ -127,7 +127,11 @@ fn expires_at(queue: &Queue, message: &Message, now: u64) -> u64 {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };
-    ttl.map_or(0, |t| now.saturating_add(t).max(1))
+    match ttl {
+        None => 0,
+        Some(0) => super::queue::EXPIRES_AT_ONCE,
+        Some(t) => now.saturating_add(t).max(2),
+    }
 }
 
 fn storage_failure(e: &StoreError) -> String {

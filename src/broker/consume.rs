@@ -29,11 +29,7 @@ impl Broker {
         c: Consume,
     ) -> Result<(), BrokerError> {
         let q = self.usable_queue(session, &c.queue)?;
-        let timeout_ms =
-            consumer_timeout_arg(&c.arguments).map_err(|e| BrokerError::InvalidArgument {
-                what: format!("consumer argument {}", e.arg),
-                reason: e.reason,
-            })?;
+        let timeout_ms = consumer_timeout_arg(&c.arguments).map_err(|e| e.refusal("consumer"))?;
         let tag = if c.consumer_tag.is_empty() {
             session.generate_consumer_tag()
         } else {

@@ -111,30 +111,34 @@ pub fn unsupported_arguments(arguments: &FieldTable) -> Vec<&str> {
 /// prefix are stored and ignored, as for queues.
 ///
 /// # Errors
-/// [`BrokerError::InvalidArgument`] naming the first `x-` argument in key order, or
-/// `alternate-exchange`.
-pub fn validate_arguments(arguments: &FieldTable) -> Result<(), BrokerError> {
+/// [`BrokerError::PreconditionFailed`] naming the first `x-` argument in key order, or
+/// `alternate-exchange`, and the exchange `name`.
+pub fn validate_arguments(name: &str, arguments: &FieldTable) -> Result<(), BrokerError> {
+    let of = format_args!("exchange '{name}'");
     if let Some(arg) = unsupported_arguments(arguments).first() {
-        return Err(BrokerError::invalid(
-            format!("exchange argument {arg}"),
+        return Err(BrokerError::invalid_arg(
+            arg,
+            of,
             super::queue_args::NOT_IMPLEMENTED_REASON,
         ));
     }
-    alternate_exchange(arguments).map(drop)
+    alternate_exchange_named(arguments, of).map(drop)
 }
 
 /// The alternate exchange an exchange's arguments name, if any.
 ///
 /// # Errors
-/// [`BrokerError::InvalidArgument`] when `alternate-exchange` is not a non-empty string that
-/// could name an exchange (the default exchange cannot be an alternate).
+/// [`BrokerError::PreconditionFailed`] when `alternate-exchange` is not a non-empty string
+/// that could name an exchange (the default exchange cannot be an alternate).
 pub fn alternate_exchange(arguments: &FieldTable) -> Result<Option<&str>, BrokerError> {
-    let invalid = |reason: String| {
-        Err(BrokerError::invalid(
-            format!("exchange argument {ALTERNATE_EXCHANGE}"),
-            reason,
-        ))
-    };
+    alternate_exchange_named(arguments, "exchange")
+}
+
+fn alternate_exchange_named(
+    arguments: &FieldTable,
+    of: impl std::fmt::Display,
+) -> Result<Option<&str>, BrokerError> {
+    let invalid = |reason: String| Err(BrokerError::invalid_arg(ALTERNATE_EXCHANGE, &of, &reason));
     match arguments.get(ALTERNATE_EXCHANGE) {
         None => Ok(None),
         Some(FieldValue::String(name)) if name.is_empty() => {
@@ -204,9 +208,10 @@ fn bad_x_match(arguments: &FieldTable) -> BrokerError {
     let got = arguments
         .get("x-match")
         .map_or_else(String::new, super::redeclare::user_value);
-    BrokerError::invalid(
-        "binding argument x-match",
-        format!("expected \"all\", \"any\", \"all-with-x\" or \"any-with-x\", got {got}"),
+    BrokerError::invalid_arg(
+        "x-match",
+        "binding",
+        &format!("expected \"all\", \"any\", \"all-with-x\" or \"any-with-x\", got {got}"),
     )
 }
 
@@ -312,7 +317,7 @@ impl Exchange {
     /// Checks a new binding's key and arguments for this exchange's kind.
     ///
     /// # Errors
-    /// [`BrokerError::InvalidArgument`] for a headers binding with a bad `x-match`;
+    /// [`BrokerError::PreconditionFailed`] for a headers binding with a bad `x-match`;
     /// [`BrokerError::PreconditionFailed`] for a topic key with too many `#` words
     /// ([`validate_binding_key`]).
     pub fn validate_binding(

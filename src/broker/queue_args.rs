@@ -114,12 +114,19 @@ const MAX_QUOTED_CHARS: usize = 64;
 
 /// Why a queue argument was refused: names the argument and says what was wrong with the value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid queue argument {arg}: {reason}")]
+#[error("invalid arg '{arg}': {reason}")]
 pub struct InvalidQueueArgument {
     /// The argument's name, e.g. `x-message-ttl`.
     pub arg: String,
     /// What is wrong with its value, quoting the value.
     pub reason: String,
+}
+
+impl InvalidQueueArgument {
+    /// The refusal a client sees, naming what the argument belongs to (`queue 'work'`).
+    pub fn refusal(&self, of: impl std::fmt::Display) -> crate::error::BrokerError {
+        crate::error::BrokerError::invalid_arg(&self.arg, of, &self.reason)
+    }
 }
 
 fn invalid(arg: &str, reason: impl Into<String>) -> InvalidQueueArgument {
@@ -838,8 +845,8 @@ mod tests {
         let err = QueueArgs::parse(&table(&[("x-max-priority", Int(10))])).expect_err("refused");
         assert_eq!(
             err.to_string(),
-            "invalid queue argument x-max-priority: Warren does not implement this argument \
-             yet; declare without it"
+            "invalid arg 'x-max-priority': Warren does not implement this argument yet; \
+             declare without it"
         );
     }
 
@@ -1170,7 +1177,17 @@ mod tests {
         let err = QueueArgs::parse(&table(&[(X_EXPIRES, Int(0))])).expect_err("0 is refused");
         assert_eq!(
             err.to_string(),
-            "invalid queue argument x-expires: must be at least 1 ms, got 0"
+            "invalid arg 'x-expires': must be at least 1 ms, got 0"
+        );
+        // What a client sees: RabbitMQ's 406 and wording, naming the queue.
+        let refusal = err.refusal("queue 'q'");
+        assert_eq!(
+            refusal.code(),
+            warren_protocol::ErrorCode::PreconditionFailed
+        );
+        assert_eq!(
+            refusal.to_string(),
+            "invalid arg 'x-expires' for queue 'q': must be at least 1 ms, got 0"
         );
     }
 

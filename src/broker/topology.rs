@@ -41,7 +41,7 @@ impl Broker {
             .as_ref()
             .is_some_and(|e| e.arguments == d.arguments)
         {
-            exchange::validate_arguments(&d.arguments)?;
+            exchange::validate_arguments(&d.name, &d.arguments)?;
         }
         if let Some(existing) = existing {
             if d.passive {
@@ -164,12 +164,7 @@ impl Broker {
             {
                 QueueArgs::default()
             }
-            Err(e) => {
-                return Err(BrokerError::invalid(
-                    format!("queue argument {}", e.arg),
-                    e.reason,
-                ))
-            }
+            Err(e) => return Err(e.refusal(format_args!("queue '{}'", d.name))),
         };
         if let Some(existing) = existing {
             check_owner(&existing, session)?;

@@ -79,11 +79,10 @@ impl Broker {
                 .as_ref()
                 .is_some_and(|x| x.arguments == e.arguments)
             {
-                exchange::validate_arguments(&e.arguments).map_err(|err| match err {
-                    BrokerError::InvalidArgument { what, reason } => BrokerError::InvalidArgument {
-                        what: format!("definitions: exchange '{}' {what}", e.name),
-                        reason,
-                    },
+                exchange::validate_arguments(&e.name, &e.arguments).map_err(|err| match err {
+                    BrokerError::PreconditionFailed(why) => {
+                        BrokerError::PreconditionFailed(format!("definitions: {why}"))
+                    }
                     other => other,
                 })?;
             }
@@ -125,10 +124,10 @@ impl Broker {
                 .is_some_and(|x| x.arguments == q.arguments)
             {
                 QueueArgs::parse(&q.arguments).map_err(|err| {
-                    BrokerError::invalid(
-                        format!("definitions: queue '{}' argument {}", q.name, err.arg),
-                        err.reason,
-                    )
+                    BrokerError::PreconditionFailed(format!(
+                        "definitions: {}",
+                        err.refusal(format_args!("queue '{}'", q.name))
+                    ))
                 })?;
             }
             if let Some(existing) = existing {

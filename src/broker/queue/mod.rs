@@ -32,7 +32,8 @@ mod state;
 pub use paging::{BodySource, MemoryBodies};
 pub use settle::{consumer_timeout, timed_out, verdict, Verdict};
 pub use state::{
-    ConsumerSlot, Delivery, Effects, EntryUpdate, QueueCore, QueueCounts, REFILL_BATCH,
+    ConsumerSlot, Delivery, Effects, EntryUpdate, QueueCore, QueueCounts, EXPIRES_AT_ONCE,
+    REFILL_BATCH,
 };
 
 use std::collections::{HashMap, HashSet};

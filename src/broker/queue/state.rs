@@ -24,6 +24,11 @@ use crate::message::{Message, QueuedMessage};
 /// How many paged-out bodies one refill reads.
 pub const REFILL_BATCH: usize = 512;
 
+/// The `expires_at` of a message whose TTL is 0 (the queue's `x-message-ttl` or its own
+/// `expiration`): 1 ms after the epoch, so anything that meets it later finds it expired;
+/// [`QueueCore::enqueue`] gives it its one chance to reach a consumer first.
+pub const EXPIRES_AT_ONCE: u64 = 1;
+
 /// What the core needs to know of a consumer attached to it.
 pub trait ConsumerSlot: Clone {
     /// Its deliveries count as settled when sent: no unacked entry, and a stored message's
@@ -153,6 +158,9 @@ pub struct QueueCore<C> {
     /// `(expires at, id)` of ready messages that can expire; stale entries (for messages
     /// already delivered) are skipped when they come up.
     expiry: BinaryHeap<Reverse<(u64, u64)>>,
+    /// The id of a just-enqueued message with a TTL of 0 ([`EXPIRES_AT_ONCE`]): the next
+    /// dispatch may offer it to a consumer, then dead-letters it if none took it.
+    at_once: Option<u64>,
 }
 
 impl<C: ConsumerSlot> QueueCore<C> {
@@ -173,6 +181,7 @@ impl<C: ConsumerSlot> QueueCore<C> {
             deleted: false,
             delayed: BTreeMap::new(),
             expiry: BinaryHeap::new(),
+            at_once: None,
         }
     }
 
@@ -228,6 +237,16 @@ impl<C: ConsumerSlot> QueueCore<C> {
             } else {
                 self.resident_bytes += u64::from(entry.size);
             }
+        }
+        if entry.expires_at == EXPIRES_AT_ONCE {
+            // A TTL of 0, as RabbitMQ: delivered if a consumer can take it at once, otherwise
+            // expired now. Behind other messages or with no consumer it cannot be.
+            if !self.ready.is_empty() || self.consumers.is_empty() {
+                self.take_accounting(&entry);
+                fx.dead_letter(DeadLetterReason::Expired, entry);
+                return;
+            }
+            self.at_once = Some(entry.id);
         }
         if entry.expires_at != 0 {
             self.expiry.push(Reverse((entry.expires_at, entry.id)));
@@ -401,7 +420,8 @@ impl<C: ConsumerSlot> QueueCore<C> {
             let Some(head) = self.ready.front() else {
                 break;
             };
-            if head.expires_at != 0 && head.expires_at <= now.get() {
+            if head.expires_at != 0 && self.at_once != Some(head.id) && head.expires_at <= now.get()
+            {
                 if let Some(e) = self.pop_front() {
                     fx.dead_letter(DeadLetterReason::Expired, e);
                 }
@@ -431,6 +451,20 @@ impl<C: ConsumerSlot> QueueCore<C> {
                 self.unacked += 1;
             }
             fx.deliveries.push(Delivery { consumer, entry });
+        }
+        self.expire_at_once(fx);
+    }
+
+    /// Dead-letters the TTL-0 message [`QueueCore::enqueue`] let through if no consumer took
+    /// it in the dispatch that followed.
+    fn expire_at_once(&mut self, fx: &mut Effects<C>) {
+        let Some(id) = self.at_once.take() else {
+            return;
+        };
+        if self.ready.front().is_some_and(|e| e.id == id) {
+            if let Some(e) = self.pop_front() {
+                fx.dead_letter(DeadLetterReason::Expired, e);
+            }
         }
     }
 
@@ -773,6 +807,36 @@ mod tests {
         assert_eq!(delivered(&mut fx), [(1, 5)]);
         assert_eq!(q.counts().unacked, 4);
         assert!(fx.is_empty());
+    }
+
+    #[test]
+    fn a_ttl_of_zero_is_delivered_at_once_or_expires_at_once() {
+        use DeadLetterReason::Expired;
+        let mut q = core(QueueArgs::default());
+        let mut fx = Effects::default();
+        // No consumer: expired at the enqueue, not at the next tick.
+        q.enqueue(message(1, EXPIRES_AT_ONCE), &mut fx);
+        assert_eq!(dead(&mut fx), [(Expired, vec![1])]);
+        assert_eq!(q.counts().ready, 0);
+        assert_eq!(q.counts().ready_bytes, 0);
+        // A consumer with credit takes it, whatever the clock says.
+        q.add_consumer(Tc(0, false));
+        let mut held = [0];
+        q.enqueue(message(2, EXPIRES_AT_ONCE), &mut fx);
+        q.dispatch(&mut LazyNow::at(T0), &mut prefetch(&mut held, 1), &mut fx);
+        assert_eq!(delivered(&mut fx), [(0, 2)]);
+        assert!(fx.dead_letters.is_empty());
+        // A consumer without credit cannot: expired by that dispatch.
+        q.enqueue(message(3, EXPIRES_AT_ONCE), &mut fx);
+        q.dispatch(&mut LazyNow::at(T0), &mut prefetch(&mut held, 1), &mut fx);
+        assert!(fx.deliveries.is_empty());
+        assert_eq!(dead(&mut fx), [(Expired, vec![3])]);
+        assert!(ready_ids(&q).is_empty());
+        // Behind another message it cannot be taken at once either.
+        q.enqueue(message(4, 0), &mut fx);
+        q.enqueue(message(5, EXPIRES_AT_ONCE), &mut fx);
+        assert_eq!(dead(&mut fx), [(Expired, vec![5])]);
+        assert_eq!(ready_ids(&q), [4]);
     }
 
     #[test]
