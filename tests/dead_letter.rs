@@ -118,16 +118,22 @@ async fn rejected_messages_are_dead_lettered_with_their_history_and_counted_per_
     assert_eq!(h["x-first-death-exchange"], s(""));
     c.ack_durable(dead.delivery_tag, false).await.unwrap();
 
-    // Second trip: put it back with its headers, reject it again.
+    // Second trip: a client puts it back with its headers and it is rejected again. As in
+    // RabbitMQ 4.x, a publisher's x-death is not Warren's history: the new death starts a
+    // fresh one (count 1), and the first-death headers describe this death.
     let mut again = OutgoingMessage::new("", "work", dead.body.clone()).persistent();
     again.properties.headers = dead.properties.headers.clone();
     c.publish_and_confirm(again).await.unwrap();
     let m = wait_get(&c, "work").await;
+    assert!(
+        !m.properties.headers.contains_key("x-death"),
+        "a client's x-death is dropped at publish"
+    );
     c.nack(m.delivery_tag, false, false, 0).await.unwrap();
     let dead = wait_get(&c, "dlq").await;
     let e = deaths(&dead);
     assert_eq!(e.len(), 1, "one entry per (queue, reason): {e:?}");
-    assert_eq!(death(&e[0]), ("work".into(), "rejected".into(), 2));
+    assert_eq!(death(&e[0]), ("work".into(), "rejected".into(), 1));
 }
 
 #[tokio::test]
@@ -775,4 +781,54 @@ async fn x_death_fields_have_rabbitmq_types_and_last_death_headers_follow_each_d
         .as_i64()
         .unwrap_or_else(|| panic!("{peek}"));
     assert_eq!(ms, i64::try_from(t).unwrap() * 1000);
+}
+
+/// RabbitMQ's rule for a TTL of 0: delivered if a consumer can take it at once, otherwise
+/// dead-lettered as expired at once. (Before, it expired at the dispatch right after its
+/// commit even with a consumer waiting, so it was never delivered.)
+#[tokio::test]
+async fn a_ttl_of_zero_is_delivered_at_once_or_dead_lettered_at_once() {
+    let d = TestDaemon::start();
+    let c = d.client().await;
+    dead_letter_target(&c).await;
+    queue(
+        &c,
+        "now-or-never",
+        args(&[
+            ("x-message-ttl", int(0)),
+            ("x-dead-letter-exchange", s("dlx")),
+        ]),
+    )
+    .await;
+    // No consumer: it goes to the dead-letter queue as expired, with no tick to wait for.
+    publish(&c, "now-or-never", "nobody home").await;
+    let dead = wait_get(&c, "dlq").await;
+    assert_eq!(body(&dead), "nobody home");
+    assert_eq!(death(&deaths(&dead)[0]).1, "expired");
+    assert_eq!(ready(&c, "now-or-never").await, 0);
+
+    // A consumer with credit: it is delivered.
+    let consumer = d.client().await;
+    consumer.qos(10).await.unwrap();
+    let mut k = consumer
+        .consume("now-or-never", ConsumeOptions::default())
+        .await
+        .unwrap();
+    publish(&c, "now-or-never", "caught").await;
+    let got = within("a delivery", k.next()).await.expect("delivered");
+    assert_eq!(body(&got), "caught");
+    // A per-message expiration of 0 on a plain queue follows the same rule.
+    queue(&c, "plain", FieldTable::new()).await;
+    c.publish_and_confirm(
+        OutgoingMessage::new("", "plain", "gone".to_owned())
+            .persistent()
+            .expiration_ms(0),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        ready(&c, "plain").await,
+        0,
+        "expired at once with no consumer"
+    );
 }

@@ -11,6 +11,7 @@ use warren_protocol::{ErrorCode, FieldTable, FieldValue, Publish};
 
 use super::commit::{publish_op, Scheduled};
 use super::confirm::ReplySlot;
+use super::dead_letter::X_DEATH;
 use super::event::{Confirm, Event, RequestId};
 use super::exchange::Exchange;
 use super::queue::Queue;
@@ -40,6 +41,9 @@ impl Broker {
                 "invalid property expiration: {}",
                 ttl_too_long(ms)
             )));
+        }
+        if !p.properties.headers.is_empty() {
+            forget_client_death_history(&mut p.properties.headers);
         }
         let stats = &self.inner.stats;
         // Most publishes carry neither header: the clock is read only for those that do.
@@ -259,6 +263,17 @@ fn not_before(headers: &FieldTable, now: &mut LazyNow<'_>) -> Result<Option<u64>
         return Ok(Some(at));
     }
     Ok(int(X_DELAY)?.map(|d| now.get().saturating_add(d)))
+}
+
+/// Drops the dead-letter history a publisher sent along (`x-death`, `x-first-death-*`,
+/// `x-last-death-*`), as RabbitMQ 4.x does: only Warren writes that history, so a message a
+/// client publishes again (say, from a dead-letter queue) starts a fresh one when it dies.
+/// Warren's own dead-letter copies and `dlq replay` do not come through here, so a message
+/// that cycles through Warren's dead-lettering keeps its history and its cycle check.
+fn forget_client_death_history(headers: &mut FieldTable) {
+    headers.retain(|k, _| {
+        k != X_DEATH && !k.starts_with("x-first-death-") && !k.starts_with("x-last-death-")
+    });
 }
 
 /// The header whose routing keys are kept on the message (sender-selected distribution).
