@@ -87,12 +87,16 @@ impl Broker {
         let Some(consumer) = session.remove_consumer(tag) else {
             return Ok(());
         };
-        self.detach(&consumer).await?;
         if keep_unacked {
             session.release_unacked_of(&consumer);
         } else {
+            // Requeued while the consumer is still attached (but takes nothing): on a
+            // single-active-consumer queue no one else is active yet, so its successor gets
+            // these before anything published meanwhile.
+            consumer.deactivate();
             self.requeue_unacked_of(session, &consumer);
         }
+        self.detach(&consumer).await?;
         hand_over(&consumer);
         Ok(())
     }
@@ -164,10 +168,12 @@ impl Broker {
         if session.remove_consumer(&consumer.tag).is_none() {
             return;
         }
+        // Requeue before detaching, as in `cancel`: the successor gets these first.
+        consumer.deactivate();
+        self.requeue_unacked_of(session, consumer);
         if let Err(e) = self.detach(consumer).await {
             tracing::warn!(error = %e, "auto-deleting a queue after a consumer timeout failed");
         }
-        self.requeue_unacked_of(session, consumer);
         hand_over(consumer);
         tracing::info!(connection = session.id, consumer = %consumer.tag, %reason, "consumer cancelled by the server");
         session.send(

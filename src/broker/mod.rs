@@ -285,10 +285,11 @@ impl Broker {
     pub async fn close_session(&self, session: &Arc<Session>) {
         self.inner.sessions.write().remove(&session.id);
         let consumers = session.take_consumers();
+        // Requeued while the consumers are still attached (taking nothing), then detached:
+        // on a single-active-consumer queue the successor gets these before anything
+        // published meanwhile.
         for c in &consumers {
-            if let Err(e) = self.detach(c).await {
-                tracing::warn!(error = %e, "auto-deleting a queue on close failed");
-            }
+            c.deactivate();
         }
         let unacked = session.take_all_unacked();
         for u in &unacked {
@@ -297,6 +298,11 @@ impl Broker {
             }
         }
         self.requeue(unacked, None);
+        for c in &consumers {
+            if let Err(e) = self.detach(c).await {
+                tracing::warn!(error = %e, "auto-deleting a queue on close failed");
+            }
+        }
         for c in &consumers {
             consume::hand_over(c);
         }
