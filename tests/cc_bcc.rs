@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{within, TestDaemon};
+use common::{wait_get, TestDaemon};
 use warren::client::{
     Client, Delivery, ExchangeKind, ExchangeOptions, FieldValue, OutgoingMessage, PublishOutcome,
     QueueOptions,
@@ -40,18 +40,6 @@ async fn drain(c: &Client, queue: &str) -> Vec<Delivery> {
         out.push(d);
     }
     out
-}
-
-async fn wait_get(c: &Client, queue: &str) -> Delivery {
-    within(&format!("a message in {queue}"), async {
-        loop {
-            if let Some(d) = c.get(queue, false).await.unwrap() {
-                return d;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
 }
 
 /// A direct exchange `mail` with queues `a`, `b`, `c`, `d`, each bound by its own name.

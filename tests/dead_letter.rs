@@ -6,7 +6,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{durable_queue as queue, ready, within, TestDaemon};
+use common::{durable_queue as queue, ready, wait_get, within, TestDaemon};
 use warren::client::{
     Client, ConsumeOptions, Delivery, ExchangeKind, ExchangeOptions, FieldValue, OutgoingMessage,
     PublishOutcome, QueueOptions,
@@ -48,19 +48,6 @@ async fn publish(c: &Client, queue: &str, body: &str) -> PublishOutcome {
     c.publish_and_confirm(OutgoingMessage::new("", queue, body.to_owned()).persistent())
         .await
         .unwrap()
-}
-
-/// Waits (bounded) for a message in `queue`, taking it with `get`.
-async fn wait_get(c: &Client, queue: &str) -> Delivery {
-    within(&format!("a message in {queue}"), async {
-        loop {
-            if let Some(d) = c.get(queue, false).await.unwrap() {
-                return d;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
 }
 
 fn body(d: &Delivery) -> String {

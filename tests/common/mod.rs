@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use warren::client::{Client, QueueOptions};
+use warren::client::{Client, Delivery, QueueOptions};
 use warren_protocol::FieldTable;
 
 /// How long a daemon may take to start.
@@ -229,6 +229,20 @@ pub async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) ->
     tokio::time::timeout(WAIT, fut)
         .await
         .unwrap_or_else(|_| panic!("timed out after {WAIT:?} waiting for {what}"))
+}
+
+/// Waits (bounded) for a message in `queue`, taking it with `get` (acknowledge it, or let
+/// the connection's end requeue it).
+pub async fn wait_get(c: &Client, queue: &str) -> Delivery {
+    within(&format!("a message in {queue}"), async {
+        loop {
+            if let Some(d) = c.get(queue, false).await.expect("get") {
+                return d;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
 }
 
 /// Asserts a CLI command succeeded with nothing on stderr; returns its stdout.
