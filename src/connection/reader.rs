@@ -22,13 +22,18 @@ use crate::error::BrokerError;
 /// How long a connection closing for shutdown waits for the confirms it owes.
 const CONFIRM_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a connection closing for shutdown reads on for the client's `CloseOk`. A client
+/// answers within a round trip; the bound keeps drain plus linger well inside the server's
+/// 10 s shutdown drain even for one that never answers.
+const LINGER_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// After the server's `Close`, reads on (bounded), discarding, until the client answers
 /// `CloseOk` or leaves. A socket closed with unread input is reset, and the reset would
 /// destroy what is still on its way to the client: the last confirms and the `Close`.
 /// Frames read here are not acted on (a publish among them is not confirmed, so the client
 /// knows to send it again).
 async fn linger(frames: &mut FramedRead<OwnedReadHalf, FrameCodec>) {
-    let until = tokio::time::Instant::now() + CONFIRM_DRAIN_TIMEOUT;
+    let until = tokio::time::Instant::now() + LINGER_TIMEOUT;
     loop {
         match tokio::time::timeout_at(until, frames.next()).await {
             Ok(Some(Ok(env))) if !matches!(env.frame, Frame::CloseOk) => {}
