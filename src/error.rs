@@ -101,7 +101,7 @@ impl BrokerError {
     pub(crate) fn not_found(kind: &'static str, name: &str) -> Self {
         BrokerError::NotFound {
             kind,
-            name: name.to_owned(),
+            name: crate::clip::name(name).into_owned(),
         }
     }
 

@@ -6,6 +6,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use warren_protocol::{ErrorCode, FieldTable, FieldValue, Publish};
 
@@ -20,8 +21,12 @@ use super::session::Session;
 use super::{Broker, X_DELAY, X_DELIVER_AT};
 use crate::clock::LazyNow;
 use crate::error::BrokerError;
+use crate::log_throttle::Throttle;
 use crate::message::Message;
 use crate::store::ScheduleOp;
+
+static MISSING_ALTERNATE: Throttle = Throttle::new(Duration::from_secs(60));
+static MISSING_DESTINATION: Throttle = Throttle::new(Duration::from_secs(60));
 
 impl Broker {
     /// Routes and hands a message to the store writer. Its confirm reaches the session's
@@ -192,10 +197,11 @@ impl Broker {
                     continue;
                 }
                 let Some(d) = self.exchange(&name) else {
-                    if via_alternate {
-                        tracing::warn!(exchange = %e.name, alternate = %name, "alternate exchange does not exist; the message is unroutable");
-                    } else {
-                        tracing::warn!(exchange = %e.name, destination = %name, "bound exchange does not exist; skipping it");
+                    // Once per publish would be a log line per message: throttled.
+                    if via_alternate && MISSING_ALTERNATE.allow() {
+                        tracing::warn!(exchange = %e.name, alternate = %name, "alternate exchange does not exist; messages are unroutable (logged at most once a minute)");
+                    } else if !via_alternate && MISSING_DESTINATION.allow() {
+                        tracing::warn!(exchange = %e.name, destination = %name, "bound exchange does not exist; skipping it (logged at most once a minute)");
                     }
                     visited.push(name);
                     continue;

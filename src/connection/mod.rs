@@ -9,6 +9,7 @@
 
 mod encode;
 mod reader;
+mod refusals;
 mod writer;
 
 use std::sync::Arc;

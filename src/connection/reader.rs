@@ -2,7 +2,7 @@
 //! handled by kind.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use tokio::net::tcp::OwnedReadHalf;
@@ -12,11 +12,13 @@ use warren_protocol::{
     DecodeError, Envelope, ErrorCode, Frame, FrameCodec, RequestId, PUBLISH_HEADROOM_BYTES,
 };
 
+use super::refusals::RefusalLog;
 use super::ConnectionConfig;
 use crate::broker::confirm::ReplySlot;
 use crate::broker::event::Event;
 use crate::broker::session::{Session, MAX_PUBLISHES_IN_FLIGHT};
 use crate::broker::Broker;
+use crate::clip;
 use crate::error::BrokerError;
 
 /// How long a connection closing for shutdown waits for the confirms it owes.
@@ -86,11 +88,31 @@ impl std::fmt::Display for Ended {
 }
 
 pub(super) async fn run(
+    frames: FramedRead<OwnedReadHalf, FrameCodec>,
+    broker: &Broker,
+    session: &Arc<Session>,
+    config: &ConnectionConfig,
+    shutdown: &CancellationToken,
+) -> Ended {
+    let mut refusals = RefusalLog::new(Instant::now());
+    let ended = read_loop(frames, broker, session, config, shutdown, &mut refusals).await;
+    if let Some(n) = refusals.take_suppressed() {
+        tracing::info!(
+            connection = session.id,
+            refusals = n,
+            "refused requests not logged"
+        );
+    }
+    ended
+}
+
+async fn read_loop(
     mut frames: FramedRead<OwnedReadHalf, FrameCodec>,
     broker: &Broker,
     session: &Arc<Session>,
     config: &ConnectionConfig,
     shutdown: &CancellationToken,
+    refusals: &mut RefusalLog,
 ) -> Ended {
     let silence_limit = config.heartbeat.map(|h| h * MISSED_HEARTBEATS);
     loop {
@@ -145,23 +167,36 @@ pub(super) async fn run(
             Ok(Flow::Continue) => {}
             Ok(Flow::Close) => return Ended::ClientClosed,
             Err(e) => {
+                // The text may echo what the client sent (a name, an argument): bounded.
+                let full = e.to_string();
+                let text = clip::text(&full);
                 if matches!(e, BrokerError::Store(_)) {
-                    tracing::error!(connection = session.id, error = %e, "request failed in the store");
+                    tracing::error!(connection = session.id, error = %text, "request failed in the store");
                 } else {
-                    tracing::info!(connection = session.id, request = id, code = e.code().as_u16(), error = %e, "request refused");
+                    let (log, ended) = refusals.admit(Instant::now());
+                    if let Some(n) = ended {
+                        tracing::info!(
+                            connection = session.id,
+                            refusals = n,
+                            "refused requests not logged"
+                        );
+                    }
+                    if log {
+                        tracing::info!(connection = session.id, request = id, code = e.code().as_u16(), error = %text, "request refused");
+                    }
                 }
                 session.send(
                     id,
                     Event::Error {
                         code: e.code(),
-                        text: e.to_string(),
+                        text: text.clone().into_owned(),
                     },
                 );
                 if id == 0 {
                     // A request that wanted no reply (a fire-and-forget ack) failed: the client
                     // cannot match an error to it, so, as RabbitMQ closes the channel, the
                     // connection closes; its unacked deliveries are requeued.
-                    return Ended::BadFrame(e.to_string());
+                    return Ended::BadFrame(text.into_owned());
                 }
             }
         }

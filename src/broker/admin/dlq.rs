@@ -320,7 +320,7 @@ impl Broker {
         if ids.is_empty() {
             return Err(BrokerError::NotFound {
                 kind: "ready message with id",
-                name: message_id.to_owned(),
+                name: crate::clip::name(message_id).into_owned(),
             });
         }
         let deleted = self.remove_selected(&q, ids).await?;
