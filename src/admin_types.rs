@@ -41,6 +41,13 @@ pub struct Status {
     pub store_bytes: u64,
     /// Resident memory of the server process in bytes (0 where it cannot be read).
     pub memory_bytes: u64,
+    /// Free bytes on the data directory's filesystem at the last check (0 when the disk
+    /// alarm is off, as nothing checks then).
+    #[serde(default)]
+    pub disk_free_bytes: u64,
+    /// Resource alarms that are on (`disk`), blocking publishers; empty when none is.
+    #[serde(default)]
+    pub alarms: Vec<String>,
     /// Open client connections.
     pub connections: u64,
     /// Consumers on all queues.
@@ -413,6 +420,7 @@ mod tests {
         round_trips::<Status>(json!({
             "version": "0.1.0", "uptime_secs": 133, "listeners": ["warren://127.0.0.1:5680"],
             "data_dir": "/var/lib/warren", "store_bytes": 1_572_864, "memory_bytes": 10_485_760,
+            "disk_free_bytes": 44_000_000_000_u64, "alarms": ["disk"],
             "connections": 1, "consumers": 0, "queues": 2, "exchanges": 5,
             "messages_ready": 5, "messages_unacked": 0, "messages_delayed": 0,
             "publish_rate": 1.25, "deliver_rate": 0.0, "ack_rate": 0.0,

@@ -139,6 +139,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
                 queue_window_bytes: DEFAULT_QUEUE_WINDOW_BYTES,
                 consumer_timeout: None,
                 clock: std::sync::Arc::new(crate::clock::SystemClock),
+                disk_free_limit: 0,
             })
             .await
             .context("starting the in-process broker")?;

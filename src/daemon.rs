@@ -35,6 +35,9 @@ pub struct ServeOptions {
     pub consumer_timeout: Option<Duration>,
     /// Address to serve Prometheus metrics on (`GET /metrics`); `None` = no metrics listener.
     pub metrics_listen: Option<String>,
+    /// Free bytes on the data directory's filesystem below which persistent publishers are
+    /// blocked; 0 turns the disk alarm off.
+    pub disk_free_limit: u64,
 }
 
 /// What a running daemon writes to `runtime.json`, so tools and tests find it without racing
@@ -53,8 +56,8 @@ pub struct RuntimeInfo {
 /// Runs the daemon until a shutdown signal.
 ///
 /// # Errors
-/// The store cannot be opened, the address cannot be bound, or the runtime file cannot be
-/// written.
+/// The store cannot be opened or the address cannot be bound. (A runtime file that cannot be
+/// written is logged, not fatal.)
 pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let runtime_file = opts.data_dir.join(RUNTIME_FILE_NAME);
     let broker = match Broker::open(BrokerConfig {
@@ -62,6 +65,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         queue_window_bytes: opts.queue_window_bytes,
         consumer_timeout: opts.consumer_timeout,
         clock: std::sync::Arc::new(crate::clock::SystemClock),
+        disk_free_limit: opts.disk_free_limit,
     })
     .await
     {
@@ -93,7 +97,14 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         .map(TcpListener::local_addr)
         .transpose()
         .context("reading the bound metrics address")?;
-    write_runtime_file(&runtime_file, addr, metrics_addr)?;
+    // Not fatal: a daemon restarted on a full disk must still start, to serve the consumers
+    // that will free it. Tools fall back to the address in the log line below.
+    if let Err(e) = write_runtime_file(&runtime_file, addr, metrics_addr) {
+        tracing::error!(
+            error = format!("{e:#}"),
+            "cannot write runtime.json; serving without it"
+        );
+    }
     let mut listeners = vec![format!("warren://{addr}")];
     if let Some(m) = metrics_addr {
         listeners.push(format!("http://{m}{}", crate::metrics::METRICS_PATH));

@@ -75,6 +75,7 @@ async fn run_daemon(args: ServeArgs) -> anyhow::Result<()> {
             .map(Duration::from_millis),
         // An empty WARREN_METRICS_LISTEN means off, like leaving it unset.
         metrics_listen: args.metrics_listen.filter(|a| !a.trim().is_empty()),
+        disk_free_limit: args.disk_free_limit,
     })
     .await
 }

@@ -377,6 +377,20 @@ impl Collector for BrokerCollector {
         )?;
         gauge(
             &mut enc,
+            "warren_disk_free",
+            "Free space on the data directory's filesystem at the disk monitor's last check (0 with the disk alarm off).",
+            Some(&Unit::Bytes),
+            stats.disk_free_bytes.load(Ordering::Relaxed),
+        )?;
+        gauge(
+            &mut enc,
+            "warren_disk_alarm",
+            "1 while free disk space is below --disk-free-limit and persistent publishers are blocked.",
+            None,
+            u64::from(broker.alarms().current().disk),
+        )?;
+        gauge(
+            &mut enc,
             "process_resident_memory",
             "Resident memory of the warren process.",
             Some(&Unit::Bytes),
@@ -540,6 +554,7 @@ mod tests {
             queue_window_bytes: crate::broker::DEFAULT_QUEUE_WINDOW_BYTES,
             consumer_timeout: None,
             clock: std::sync::Arc::new(crate::clock::SystemClock),
+            disk_free_limit: 0,
         })
         .await
         .expect("opening a broker")

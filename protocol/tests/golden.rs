@@ -24,6 +24,11 @@ const HELLO: &str = "21 00 00 00 01 00 00 00 00 00 00 00 00
 
 const HEARTBEAT: &str = "09 00 00 00 02 00 00 00 00 00 00 00 00";
 
+const BLOCKED: &str = "0f 00 00 00 0a 00 00 00 00 00 00 00 00
+    04 00 64 69 73 6b";
+
+const UNBLOCKED: &str = "09 00 00 00 0b 00 00 00 00 00 00 00 00";
+
 const ERROR: &str = "1c 00 00 00 05 07 00 00 00 00 00 00 00
     94 01
     0f 00 6e 6f 20 71 75 65 75 65 20 27 6a 6f 62 73 27";
@@ -136,6 +141,17 @@ fn vectors() -> Vec<(&'static str, &'static str, Envelope)> {
             ),
         ),
         ("heartbeat", HEARTBEAT, Envelope::new(0, Frame::Heartbeat)),
+        (
+            "blocked",
+            BLOCKED,
+            Envelope::new(
+                0,
+                Frame::Blocked {
+                    reason: "disk".into(),
+                },
+            ),
+        ),
+        ("unblocked", UNBLOCKED, Envelope::new(0, Frame::Unblocked)),
         (
             "error",
             ERROR,

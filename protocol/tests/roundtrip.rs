@@ -175,6 +175,10 @@ fn frame() -> impl Strategy<Value = Frame> {
             .prop_map(|(code, message)| Frame::Error(ErrorFrame { code, message }))
             .boxed(),
         Just(Frame::Ok).boxed(),
+        text(100)
+            .prop_map(|reason| Frame::Blocked { reason })
+            .boxed(),
+        Just(Frame::Unblocked).boxed(),
         (
             text(64),
             exchange_kind(),

@@ -28,6 +28,14 @@ pub type RequestId = u64;
 pub enum Event {
     /// A request that returns nothing succeeded.
     Ok,
+    /// A resource alarm blocks this connection's publishes; its frames are not read until
+    /// [`Event::Unblocked`].
+    Blocked {
+        /// Which alarm.
+        reason: String,
+    },
+    /// The alarm cleared: the connection is read again.
+    Unblocked,
     /// A queue was declared (or exists as declared).
     QueueDeclareOk(DeclaredQueue),
     /// A queue was deleted with this many ready messages.

@@ -34,11 +34,13 @@
 //! ([`crate::store::CommitHooks`]) around each commit.
 
 pub mod admin;
+pub mod alarms;
 pub mod commit;
 pub mod confirm;
 mod consume;
 pub mod consumer;
 pub mod dead_letter;
+pub mod disk_monitor;
 pub mod event;
 pub mod exchange;
 mod publish;
@@ -99,6 +101,9 @@ pub struct BrokerConfig {
     pub consumer_timeout: Option<Duration>,
     /// Where the broker reads the time: [`crate::clock::SystemClock`] in the daemon.
     pub clock: Arc<dyn Clock>,
+    /// Free bytes on the data directory's filesystem below which persistent publishers are
+    /// blocked (the disk alarm); 0 turns the alarm off.
+    pub disk_free_limit: u64,
 }
 
 /// Handle to the broker.
@@ -126,6 +131,8 @@ struct Inner {
     listeners: RwLock<Vec<String>>,
     /// When the ticker last recomputed rates, ms since the epoch.
     rates_at_ms: AtomicU64,
+    /// Resource alarms that block publishers.
+    alarms: alarms::Alarms,
     /// Hands stored scheduled messages to the scheduler task.
     scheduled_tx: tokio::sync::mpsc::UnboundedSender<crate::store::ScheduledMessage>,
 }
@@ -185,6 +192,7 @@ impl Broker {
                 listeners: RwLock::new(Vec::new()),
                 rates_at_ms: AtomicU64::new(0),
                 scheduled_tx,
+                alarms: alarms::Alarms::default(),
             }),
         };
         let mut recovered = recovered;
@@ -193,8 +201,20 @@ impl Broker {
         let weak = Arc::downgrade(&broker.inner);
         tokio::spawn(dead_letter::dead_letter_loop(weak.clone(), dead_letter_rx));
         tokio::spawn(scheduler::run(weak.clone(), scheduled, scheduled_rx));
+        if broker.inner.config.disk_free_limit > 0 {
+            tokio::spawn(disk_monitor::run(
+                weak.clone(),
+                broker.inner.config.data_dir.clone(),
+                broker.inner.config.disk_free_limit,
+            ));
+        }
         tokio::spawn(timers::run(weak));
         Ok(broker)
+    }
+
+    /// The resource alarms, which block publishers while on.
+    pub fn alarms(&self) -> &alarms::Alarms {
+        &self.inner.alarms
     }
 
     /// Now, on the broker's clock (ms since the epoch).

@@ -10,6 +10,8 @@ use super::Broker;
 /// Broker-wide message counters.
 #[derive(Debug, Default)]
 pub struct BrokerStats {
+    /// Free bytes on the data directory's filesystem at the disk monitor's last check.
+    pub disk_free_bytes: AtomicU64,
     /// Publishes accepted.
     pub published: AtomicU64,
     /// Publishes routed to at least one queue.

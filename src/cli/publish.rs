@@ -119,6 +119,7 @@ pub async fn run(args: PublishArgs, global: &Global) -> anyhow::Result<()> {
         Some(text) => Bytes::copy_from_slice(text.as_bytes()),
     };
     let client = global.server.connect().await?;
+    report_blocking(&client);
     let mut msg = template;
     msg.body = body;
     let outcome = client
@@ -131,6 +132,23 @@ pub async fn run(args: PublishArgs, global: &Global) -> anyhow::Result<()> {
     lines.finish(&target)
 }
 
+/// Says on stderr when the server blocks this connection (a resource alarm) and when it lets
+/// it go on, so a publish that waits does not look hung.
+fn report_blocking(client: &crate::client::Client) {
+    let mut blocked = client.blocked();
+    tokio::spawn(async move {
+        while blocked.changed().await.is_ok() {
+            let note = match blocked.borrow_and_update().as_deref() {
+                Some(reason) => {
+                    format!("warren: the server is holding publishes: {reason}; waiting")
+                }
+                None => "warren: the server resumed reading publishes".to_owned(),
+            };
+            eprintln!("{note}");
+        }
+    });
+}
+
 /// `publish --lines`: one message per stdin line, up to [`MAX_CONFIRMS_IN_FLIGHT`]
 /// unconfirmed. On the first failure (connection lost, a publish refused with an error,
 /// stdin unreadable) it stops reading, waits for the answers still owed, and reports the
@@ -141,6 +159,7 @@ async fn publish_lines(
     global: &Global,
 ) -> anyhow::Result<()> {
     let client = global.server.connect().await?;
+    report_blocking(&client);
     let mut stdin = spawn_line_reader();
     let mut in_flight = FuturesUnordered::new();
     let mut lines = Lines::default();

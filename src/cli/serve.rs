@@ -55,6 +55,18 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR", env = "WARREN_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
 
+    /// Block persistent publishers while free space on the data directory's filesystem is
+    /// below this (the disk alarm; RabbitMQ's `disk_free_limit`). Bytes, or with a unit:
+    /// `50MB`, `2GiB`; `0` turns the alarm off.
+    #[arg(
+        long,
+        value_name = "SIZE",
+        default_value = "50MB",
+        value_parser = parse_size,
+        env = "WARREN_DISK_FREE_LIMIT"
+    )]
+    pub disk_free_limit: u64,
+
     /// Log output format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -67,4 +79,57 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// Parses a size in bytes: a number, optionally followed by a unit (`kB`, `MB`, `GB`, `TB`
+/// in powers of 1000; `KiB`, `MiB`, `GiB`, `TiB` in powers of 1024; case does not matter).
+///
+/// # Errors
+/// Not a number, an unknown unit, or more than `u64::MAX` bytes.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("'{text}' is not a size: expected a number of bytes, e.g. 50MB"))?;
+    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "tib" => 1 << 40,
+        other => {
+            return Err(format!(
+                "unknown unit '{other}' in '{text}': use B, kB, MB, GB, TB, KiB, MiB, GiB or TiB"
+            ))
+        }
+    };
+    number
+        .checked_mul(multiplier)
+        .ok_or_else(|| format!("'{text}' is more bytes than fit in 64 bits"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_take_decimal_and_binary_units() {
+        assert_eq!(parse_size("0"), Ok(0));
+        assert_eq!(parse_size("50MB"), Ok(50_000_000));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("512 kb"), Ok(512_000));
+        assert!(parse_size("50XB")
+            .unwrap_err()
+            .contains("unknown unit 'xb'"));
+        assert!(parse_size("lots").unwrap_err().contains("not a size"));
+        assert!(parse_size("99999999999TB").is_err());
+    }
 }

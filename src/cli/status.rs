@@ -48,6 +48,15 @@ pub fn status_text(status: &Status, reply: &Value) -> String {
         ("data dir".into(), status.data_dir.clone()),
         ("store size".into(), human_bytes(status.store_bytes)),
         ("memory in use".into(), human_bytes(status.memory_bytes)),
+        ("disk free".into(), human_bytes(status.disk_free_bytes)),
+        (
+            "alarms".into(),
+            if status.alarms.is_empty() {
+                "none".into()
+            } else {
+                status.alarms.join(", ")
+            },
+        ),
         ("connections".into(), status.connections.to_string()),
         ("consumers".into(), status.consumers.to_string()),
         ("exchanges".into(), status.exchanges.to_string()),
@@ -71,13 +80,15 @@ pub fn status_text(status: &Status, reply: &Value) -> String {
         ),
         ("ack rate".into(), format!("{}/s", rate(status.ack_rate))),
     ];
-    const SHOWN: [&str; 16] = [
+    const SHOWN: [&str; 18] = [
         "version",
         "uptime_secs",
         "listeners",
         "data_dir",
         "store_bytes",
         "memory_bytes",
+        "disk_free_bytes",
+        "alarms",
         "connections",
         "consumers",
         "exchanges",
@@ -117,6 +128,8 @@ mod tests {
             "data_dir": "/var/lib/warren",
             "store_bytes": 1_572_864,
             "memory_bytes": 10_485_760,
+            "disk_free_bytes": 3_221_225_472_u64,
+            "alarms": ["disk"],
             "connections": 1,
             "consumers": 0,
             "exchanges": 7,
@@ -141,6 +154,8 @@ mod tests {
             "listeners:        warren://127.0.0.1:5680",
             "store size:       1.5 MiB",
             "memory in use:    10.0 MiB",
+            "disk free:        3.0 GiB",
+            "alarms:           disk",
             "publish rate:     1.2/s",
             "store.commits:    9",
             "totals.dead_lettered.expired: 1",

@@ -155,6 +155,8 @@ pub(crate) struct Connection {
     next_request_id: AtomicU64,
     /// Cancelled when the connection ends; stops the reader and heartbeat, drains the writer.
     shutdown: CancellationToken,
+    /// Why the server is not reading this connection (a resource alarm), while it is not.
+    blocked: tokio::sync::watch::Sender<Option<String>>,
 }
 
 /// The result of a successful [`connect`]: the shared state, the server's greeting and the
@@ -244,7 +246,13 @@ impl Connection {
             state: Mutex::new(State::default()),
             next_request_id: AtomicU64::new(1),
             shutdown: CancellationToken::new(),
+            blocked: tokio::sync::watch::Sender::new(None),
         }
+    }
+
+    /// Follows the server's `Blocked` / `Unblocked` notices.
+    pub(crate) fn blocked(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        self.blocked.subscribe()
     }
 
     /// A fresh, non-zero request id.
@@ -412,6 +420,14 @@ impl Connection {
         let id = envelope.request_id;
         match envelope.frame {
             Frame::Heartbeat => {}
+            Frame::Blocked { reason } => {
+                debug!(%reason, "the server blocked this connection");
+                self.blocked.send_replace(Some(reason));
+            }
+            Frame::Unblocked => {
+                debug!("the server unblocked this connection");
+                self.blocked.send_replace(None);
+            }
             Frame::Close(close) => {
                 debug!(code = close.code, reason = %close.reason, "server closed the connection");
                 self.send_now(Envelope::new(id, Frame::CloseOk));

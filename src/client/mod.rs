@@ -220,6 +220,13 @@ impl Client {
         &self.inner.hello
     }
 
+    /// Whether the server has blocked this connection (a resource alarm: low disk space), and
+    /// why. While blocked, the server reads none of the connection's frames; publishes wait
+    /// for their confirms until it is unblocked. The receiver sees every change.
+    pub fn blocked(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        self.inner.connection.blocked()
+    }
+
     /// Whether the connection has ended (closed by either side, or lost).
     pub fn is_closed(&self) -> bool {
         self.inner.connection.is_closed()

@@ -89,6 +89,8 @@ fn frame(event: Event) -> Frame {
             reason,
         }),
         Event::CloseOk => Frame::CloseOk,
+        Event::Blocked { reason } => Frame::Blocked { reason },
+        Event::Unblocked => Frame::Unblocked,
     }
 }
 

@@ -147,6 +147,12 @@ async fn read_loop(
                 return Ended::BadFrame(e.to_string());
             }
         };
+        if let Frame::Publish(p) = &envelope.frame {
+            let persistent = p.properties.persistent;
+            if let Some(reason) = broker.alarms().blocks(persistent) {
+                wait_while_blocked(broker, session, persistent, reason, shutdown).await;
+            }
+        }
         let id = envelope.request_id;
         let publish_limit = config.max_frame_size.saturating_sub(PUBLISH_HEADROOM_BYTES);
         let frame_len = frames.decoder().last_frame_len();
@@ -201,6 +207,37 @@ async fn read_loop(
             }
         }
     }
+}
+
+/// Holds a publish that met a resource alarm until the alarm clears (or the server shuts
+/// down). The connection's frames are not read meanwhile, so TCP pushes back on the
+/// publisher; the client is told with `Blocked` and `Unblocked`.
+async fn wait_while_blocked(
+    broker: &Broker,
+    session: &Session,
+    persistent: bool,
+    reason: &str,
+    shutdown: &CancellationToken,
+) {
+    tracing::info!(connection = session.id, reason, "connection blocked");
+    session.send(
+        0,
+        Event::Blocked {
+            reason: reason.to_owned(),
+        },
+    );
+    let mut alarms = broker.alarms().subscribe();
+    loop {
+        if alarms.borrow_and_update().blocks(persistent).is_none() {
+            break;
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            changed = alarms.changed() => if changed.is_err() { break },
+        }
+    }
+    tracing::info!(connection = session.id, "connection unblocked");
+    session.send(0, Event::Unblocked);
 }
 
 enum Read {

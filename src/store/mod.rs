@@ -11,6 +11,7 @@
 //! [`CommitHooks`], whose payloads the operations carry.
 
 pub mod codec;
+mod db_slot;
 mod hooks;
 pub mod tables;
 mod writer;
@@ -27,6 +28,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::message::Message;
 use codec::{BindingRecord, ExchangeRecord, QueueRecord};
+use db_slot::DbSlot;
 use tables::*;
 
 pub use hooks::{CommitHooks, Rows};
@@ -94,6 +96,13 @@ pub enum StoreError {
         found: u64,
         /// Version this build writes.
         supported: u64,
+    },
+    /// A write failed at the disk (full, or an I/O error) and the store has not been able to
+    /// reopen its file since; it tries again with the next write.
+    #[error("the store is unavailable: {reason}")]
+    Unavailable {
+        /// The failure, or what the last reopen ran into.
+        reason: String,
     },
     /// The writer thread has stopped (shutdown or a fatal error).
     #[error("the store writer has stopped")]
@@ -391,7 +400,7 @@ impl<H: CommitHooks> std::fmt::Debug for Store<H> {
 }
 
 struct StoreInner<H: CommitHooks> {
-    db: Arc<Database>,
+    db: Arc<DbSlot>,
     path: PathBuf,
     tx: mpsc::UnboundedSender<Queued<H>>,
     /// Bounds operations from connections waiting for the writer: the backpressure point
@@ -449,7 +458,7 @@ impl<H: CommitHooks> Store<H> {
         };
         init_schema(&db)?;
         let (recovered, next_message_id) = recover(&db)?;
-        let db = Arc::new(db);
+        let db = Arc::new(DbSlot::new(path.clone(), db));
         let stats = Arc::new(StoreStats::default());
         let (tx, rx) = mpsc::unbounded_channel();
         let permits = Arc::new(Semaphore::new(OP_CHANNEL_CAPACITY));
@@ -601,11 +610,8 @@ impl<H: CommitHooks> Store<H> {
     /// # Errors
     /// redb failed or a record is corrupt. A missing id yields `None` in its place.
     pub fn read_messages(&self, ids: &[u64]) -> Result<Vec<Option<Arc<Message>>>, StoreError> {
-        let txn = self
-            .inner
-            .db
-            .begin_read()
-            .map_err(redb_err("reading messages"))?;
+        let db = self.inner.db.get()?;
+        let txn = db.begin_read().map_err(redb_err("reading messages"))?;
         let table = txn
             .open_table(MESSAGES)
             .map_err(redb_err("opening messages"))?;

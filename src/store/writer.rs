@@ -9,13 +9,14 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use redb::{Database, ReadableTable, Table, WriteTransaction};
+use redb::{ReadableTable, Table, WriteTransaction};
 use tokio::sync::{mpsc, Semaphore};
 
 use super::codec::{encode_message, BindingRecord, DestinationKind};
+use super::db_slot::DbSlot;
 use super::hooks::{CommitHooks, Rows};
 use super::tables::*;
 use super::{
@@ -27,8 +28,13 @@ use super::{
 /// small enough that one commit's latency stays bounded.
 pub const MAX_BATCH_OPS: usize = 4096;
 
+/// After a write fails at the disk (or a reopen fails), how long the writer answers writes
+/// with that failure before it reopens the file and tries again, so a disk that stays full
+/// is not hammered with repairs.
+const REOPEN_BACKOFF: Duration = Duration::from_secs(1);
+
 pub(super) fn spawn<H: CommitHooks>(
-    db: Arc<Database>,
+    db: Arc<DbSlot>,
     rx: mpsc::UnboundedReceiver<Queued<H>>,
     permits: Arc<Semaphore>,
     next_message_id: u64,
@@ -44,6 +50,7 @@ pub(super) fn spawn<H: CommitHooks>(
         scratch: BytesMut::new(),
         rows: Rows::default(),
         hooks,
+        broken: None,
     };
     std::thread::Builder::new()
         .name("warren-store-writer".into())
@@ -52,7 +59,7 @@ pub(super) fn spawn<H: CommitHooks>(
 }
 
 struct Writer<H: CommitHooks> {
-    db: Arc<Database>,
+    db: Arc<DbSlot>,
     rx: mpsc::UnboundedReceiver<Queued<H>>,
     permits: Arc<Semaphore>,
     next_message_id: u64,
@@ -61,6 +68,15 @@ struct Writer<H: CommitHooks> {
     /// The current batch's `queue_messages` rows, kept between batches for its capacity.
     rows: Rows,
     hooks: H,
+    /// Set when a write failed at the disk and the file has not been reopened since: the
+    /// error to answer with, and when to try reopening again.
+    broken: Option<(StoreError, Instant)>,
+}
+
+/// Whether redb failed at the disk, after which it must be reopened before it writes again.
+fn is_io_failure(e: &StoreError) -> bool {
+    matches!(e, StoreError::Redb { error, .. }
+        if matches!(**error, redb::Error::Io(_) | redb::Error::PreviousIo))
 }
 
 impl<H: CommitHooks> Writer<H> {
@@ -142,10 +158,11 @@ impl<H: CommitHooks> Writer<H> {
                 }
             }
         }
-        let result = if writes { self.commit(batch) } else { Ok(()) };
-        if let Err(e) = &result {
-            tracing::error!(error = %e, ops = batch.len(), "store commit failed");
-        }
+        let result = if writes {
+            self.commit_or_recover(batch)
+        } else {
+            Ok(())
+        };
         let mut shutdown = false;
         for op in batch.drain(..) {
             match op {
@@ -203,12 +220,38 @@ impl<H: CommitHooks> Writer<H> {
         }
     }
 
+    /// Commits the batch; after a failure at the disk, reopens the file so that the next
+    /// batch can succeed once the disk can take it again (space freed), with no restart.
+    fn commit_or_recover(&mut self, batch: &[StoreOp<H>]) -> Result<(), StoreError> {
+        if let Some((e, retry_at)) = &self.broken {
+            if Instant::now() < *retry_at {
+                return Err(e.clone());
+            }
+            if let Err(reopen) = self.db.reopen() {
+                tracing::warn!(error = %reopen, "reopening the store failed; retrying in 1 s");
+                let failure = e.clone();
+                self.broken = Some((failure.clone(), Instant::now() + REOPEN_BACKOFF));
+                return Err(failure);
+            }
+            tracing::info!("store reopened after a write failure");
+            self.broken = None;
+        }
+        let result = self.commit(batch);
+        if let Err(e) = &result {
+            tracing::error!(error = %e, ops = batch.len(), "store commit failed");
+            if is_io_failure(e) {
+                // redb refuses everything until reopened. Not at once: a disk that stays
+                // full would have the file repaired for every batch.
+                self.broken = Some((e.clone(), Instant::now() + REOPEN_BACKOFF));
+            }
+        }
+        result
+    }
+
     fn commit(&mut self, batch: &[StoreOp<H>]) -> Result<(), StoreError> {
         let started = Instant::now();
-        let txn = self
-            .db
-            .begin_write()
-            .map_err(redb_err("starting a commit"))?;
+        let db = self.db.get()?;
+        let txn = db.begin_write().map_err(redb_err("starting a commit"))?;
         let mut ops = 0u64;
         let mut written = 0u64;
         {
@@ -486,7 +529,7 @@ mod tests {
     use crate::message::Message;
     use crate::store::{DeadLetterOp, Move, ScheduleOp};
     use bytes::Bytes;
-    use redb::ReadableDatabase;
+    use redb::{Database, ReadableDatabase};
 
     /// Hooks that write down every call. A publish's payload is its name: "stored …" asks
     /// for a row in queue 7, "refused …" is taken by no queue. Completions note whether the
@@ -591,9 +634,11 @@ mod tests {
     #[test]
     fn hooks_prepare_before_the_commit_and_complete_after_it_in_commit_order() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let db = Database::create(dir.path().join("w.redb")).expect("db");
+        let path = dir.path().join("w.redb");
+        let db = Database::create(&path).expect("db");
         super::super::init_schema(&db).expect("schema");
-        let db = Arc::new(db);
+        let slot = Arc::new(DbSlot::new(path, db));
+        let db = slot.get().expect("open");
         // A stored message 99 in queue 3, about to be replayed somewhere that refuses it.
         {
             let txn = db.begin_write().expect("write");
@@ -605,7 +650,7 @@ mod tests {
         }
         let (_tx, rx) = mpsc::unbounded_channel();
         let mut writer = Writer {
-            db: db.clone(),
+            db: slot,
             rx,
             permits: Arc::new(Semaphore::new(1)),
             next_message_id: 1,
@@ -616,6 +661,7 @@ mod tests {
                 db: db.clone(),
                 log: Vec::new(),
             },
+            broken: None,
         };
         let mut batch = vec![
             StoreOp::Publish(publish("stored a")),

@@ -19,6 +19,8 @@ pub const WAIT: Duration = Duration::from_secs(10);
 
 pub struct TestDaemon {
     dir: tempfile::TempDir,
+    /// The data directory: `dir` itself unless the test chose another.
+    data_dir: PathBuf,
     child: Option<Child>,
     addr: String,
     starts: u32,
@@ -33,8 +35,22 @@ impl TestDaemon {
 
     /// Starts a daemon with extra `serve` arguments.
     pub fn start_with(extra_args: &[&str]) -> TestDaemon {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data_dir = dir.path().to_owned();
+        Self::start_on(dir, data_dir, extra_args)
+    }
+
+    /// Starts a daemon whose data directory is `data_dir` (e.g. on a small filesystem the
+    /// test made); logs still go to a temporary directory of their own.
+    pub fn start_in(data_dir: &Path, extra_args: &[&str]) -> TestDaemon {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Self::start_on(dir, data_dir.to_owned(), extra_args)
+    }
+
+    fn start_on(dir: tempfile::TempDir, data_dir: PathBuf, extra_args: &[&str]) -> TestDaemon {
         let mut d = TestDaemon {
-            dir: tempfile::tempdir().expect("temp dir"),
+            dir,
+            data_dir,
             child: None,
             addr: String::new(),
             starts: 0,
@@ -45,7 +61,7 @@ impl TestDaemon {
     }
 
     pub fn data_dir(&self) -> &Path {
-        self.dir.path()
+        &self.data_dir
     }
 
     pub fn addr(&self) -> &str {
@@ -58,7 +74,7 @@ impl TestDaemon {
 
     fn spawn(&mut self) {
         self.starts += 1;
-        let runtime = self.dir.path().join("runtime.json");
+        let runtime = self.data_dir.join("runtime.json");
         let _ = std::fs::remove_file(&runtime);
         let verbose = std::env::var_os("WARREN_TEST_VERBOSE").is_some();
         let log = std::fs::File::create(self.log_path()).expect("log file");
@@ -67,7 +83,7 @@ impl TestDaemon {
             .arg("--listen")
             .arg("127.0.0.1:0")
             .arg("--data-dir")
-            .arg(self.dir.path())
+            .arg(&self.data_dir)
             .args(&self.extra_args)
             .env("RUST_LOG", "info,warren=debug")
             .stdin(Stdio::null())
@@ -83,6 +99,11 @@ impl TestDaemon {
             if let Ok(raw) = std::fs::read_to_string(&runtime) {
                 let v: serde_json::Value = serde_json::from_str(&raw).expect("runtime.json");
                 self.addr = v["listen"].as_str().expect("listen").to_owned();
+                break;
+            }
+            // A daemon that cannot write runtime.json (a full disk) still logs its address.
+            if let Some(addr) = self.logged_address() {
+                self.addr = addr;
                 break;
             }
             if let Ok(Some(status)) = child.try_wait() {
@@ -101,6 +122,14 @@ impl TestDaemon {
         self.child = Some(child);
     }
 
+    /// The address in this run's "warren is serving" log line, if it was written.
+    fn logged_address(&self) -> Option<String> {
+        let log = std::fs::read_to_string(self.log_path()).ok()?;
+        let line = log.lines().find(|l| l.contains("warren is serving"))?;
+        let rest = &line[line.find("listen=")? + "listen=".len()..];
+        Some(rest.split_whitespace().next()?.to_owned())
+    }
+
     /// Starts a daemon that also serves metrics (`--metrics-listen 127.0.0.1:0`); see
     /// [`TestDaemon::metrics_addr`].
     pub fn start_with_metrics() -> TestDaemon {
@@ -110,7 +139,7 @@ impl TestDaemon {
     /// The metrics address the running daemon recorded in `runtime.json` (`metrics_listen`),
     /// if it serves metrics.
     pub fn metrics_addr(&self) -> Option<String> {
-        let raw = std::fs::read_to_string(self.dir.path().join("runtime.json")).ok()?;
+        let raw = std::fs::read_to_string(self.data_dir.join("runtime.json")).ok()?;
         let v: serde_json::Value = serde_json::from_str(&raw).expect("runtime.json");
         v["metrics_listen"].as_str().map(str::to_owned)
     }

@@ -29,7 +29,7 @@
 //! | `consume.rs` | [`Qos`], [`Consume`], [`ConsumerTag`] (`ConsumeOk`), [`Cancel`], [`ConsumerCancelled`], [`Deliver`] (and [`DeliverRef`]), [`Get`], [`GetOk`]; `GetEmpty` has no payload |
 //! | `ack.rs` | [`Ack`], [`Nack`], [`Reject`] |
 //! | `admin.rs` | [`Admin`] |
-//! | `mod.rs` (the dispatch) | the one-field variants `QueueDeleteOk`, `QueuePurge`, `QueuePurgeOk`, `AdminOk` |
+//! | `mod.rs` (the dispatch) | the one-field variants `Blocked`, `QueueDeleteOk`, `QueuePurge`, `QueuePurgeOk`, `AdminOk`; `Unblocked` has no payload |
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -100,6 +100,8 @@ opcodes! {
     CloseOk = 0x04,
     Error = 0x05,
     Ok = 0x06,
+    Blocked = 0x0a,
+    Unblocked = 0x0b,
     ExchangeDeclare = 0x10,
     ExchangeDelete = 0x11,
     ExchangeBind = 0x12,
@@ -146,6 +148,14 @@ pub enum Frame {
     Error(ErrorFrame),
     /// A request that returns nothing succeeded.
     Ok,
+    /// Server → client: the server stopped reading this connection's frames because a
+    /// resource alarm (low disk space, the memory budget) blocks its publishes.
+    Blocked {
+        /// Which alarm, for people.
+        reason: String,
+    },
+    /// Server → client: the alarm cleared; the server reads the connection again.
+    Unblocked,
     /// Declare an exchange; reply `Ok`.
     ExchangeDeclare(ExchangeDeclare),
     /// Delete an exchange; reply `Ok`.
@@ -287,6 +297,8 @@ impl Frame {
             Frame::CloseOk => Opcode::CloseOk,
             Frame::Error(_) => Opcode::Error,
             Frame::Ok => Opcode::Ok,
+            Frame::Blocked { .. } => Opcode::Blocked,
+            Frame::Unblocked => Opcode::Unblocked,
             Frame::ExchangeDeclare(_) => Opcode::ExchangeDeclare,
             Frame::ExchangeDelete(_) => Opcode::ExchangeDelete,
             Frame::ExchangeBind(_) => Opcode::ExchangeBind,
@@ -322,7 +334,9 @@ impl Frame {
     /// Writes the payload (everything after opcode and request id).
     pub fn encode_payload(&self, dst: &mut BytesMut) {
         match self {
-            Frame::Heartbeat | Frame::CloseOk | Frame::Ok | Frame::GetEmpty => {}
+            Frame::Heartbeat | Frame::CloseOk | Frame::Ok | Frame::GetEmpty | Frame::Unblocked => {}
+            // Blocked: `reason: str16`.
+            Frame::Blocked { reason } => put_str16(dst, reason),
             Frame::Hello(h) => h.encode(dst),
             Frame::Close(c) => c.encode(dst),
             Frame::Error(e) => e.encode(dst),
@@ -369,6 +383,10 @@ impl Frame {
             Opcode::CloseOk => Frame::CloseOk,
             Opcode::Error => Frame::Error(ErrorFrame::decode(&mut r)?),
             Opcode::Ok => Frame::Ok,
+            Opcode::Blocked => Frame::Blocked {
+                reason: r.str16("reason")?,
+            },
+            Opcode::Unblocked => Frame::Unblocked,
             Opcode::ExchangeDeclare => Frame::ExchangeDeclare(ExchangeDeclare::decode(&mut r)?),
             Opcode::ExchangeDelete => Frame::ExchangeDelete(ExchangeDelete::decode(&mut r)?),
             Opcode::ExchangeBind => Frame::ExchangeBind(ExchangeBind::decode(&mut r)?),

@@ -91,6 +91,10 @@ pub fn samples() -> Vec<Frame> {
             message: "no queue 'jobs'".into(),
         }),
         Frame::Ok,
+        Frame::Blocked {
+            reason: "disk alarm".into(),
+        },
+        Frame::Unblocked,
         Frame::ExchangeDeclare(ExchangeDeclare {
             name: "logs".into(),
             kind: ExchangeKind::Headers,

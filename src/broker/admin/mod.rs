@@ -208,6 +208,7 @@ mod tests {
             queue_window_bytes: crate::broker::DEFAULT_QUEUE_WINDOW_BYTES,
             consumer_timeout: None,
             clock: std::sync::Arc::new(crate::clock::SystemClock),
+            disk_free_limit: 0,
         })
         .await
         .expect("opening a broker");
