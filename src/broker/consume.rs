@@ -134,7 +134,7 @@ impl Broker {
             self.inner.store.remove_internal(vec![(q.id, entry.id)]);
             return Ok(None);
         };
-        let delivery_count = entry.delivery_count;
+        let (delivery_count, acquired_count) = (entry.delivery_count, entry.acquired_count);
         let delivery_tag = if g.no_ack {
             if entry.stored {
                 self.inner.store.remove_internal(vec![(q.id, entry.id)]);
@@ -152,6 +152,7 @@ impl Broker {
         Ok(Some(GotMessage {
             delivery_tag,
             delivery_count,
+            acquired_count,
             message_count,
             message,
         }))

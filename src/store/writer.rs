@@ -276,9 +276,15 @@ impl<H: CommitHooks> Writer<H> {
                         queue_id,
                         message_id,
                         delivery_count,
+                        acquired_count,
                         ready_at,
                     } => {
-                        t.update_entry(*queue_id, *message_id, *delivery_count, *ready_at)?;
+                        t.update_entry(
+                            (*queue_id, *message_id),
+                            *delivery_count,
+                            *acquired_count,
+                            *ready_at,
+                        )?;
                         ops += 1;
                     }
                     StoreOp::Shutdown(_) | StoreOp::Flush(_) => {}
@@ -305,6 +311,7 @@ impl<H: CommitHooks> Writer<H> {
 /// The tables message operations touch, open for one transaction.
 struct MessageTables<'txn> {
     queue_messages: Table<'txn, (u64, u64), QueueEntryValue>,
+    acquired: Table<'txn, (u64, u64), u32>,
     messages: Table<'txn, u64, &'static [u8]>,
     refs: Table<'txn, u64, u32>,
     scheduled: Table<'txn, (u64, u64), &'static [u8]>,
@@ -315,6 +322,7 @@ impl<'txn> MessageTables<'txn> {
         let ctx = "opening message tables";
         Ok(MessageTables {
             queue_messages: txn.open_table(QUEUE_MESSAGES).map_err(redb_err(ctx))?,
+            acquired: txn.open_table(QUEUE_ACQUIRED).map_err(redb_err(ctx))?,
             messages: txn.open_table(MESSAGES).map_err(redb_err(ctx))?,
             refs: txn.open_table(MESSAGE_REFS).map_err(redb_err(ctx))?,
             scheduled: txn.open_table(SCHEDULED).map_err(redb_err(ctx))?,
@@ -351,13 +359,12 @@ impl<'txn> MessageTables<'txn> {
 
     fn update_entry(
         &mut self,
-        queue_id: u64,
-        message_id: u64,
+        key: (u64, u64),
         delivery_count: u32,
+        acquired_count: u32,
         ready_at: u64,
     ) -> Result<(), StoreError> {
         let ctx = "updating a queue entry";
-        let key = (queue_id, message_id);
         let current = self
             .queue_messages
             .get(key)
@@ -367,6 +374,11 @@ impl<'txn> MessageTables<'txn> {
             self.queue_messages
                 .insert(key, (delivery_count, size, expires, ready_at))
                 .map_err(redb_err(ctx))?;
+            if acquired_count > 0 {
+                self.acquired
+                    .insert(key, acquired_count)
+                    .map_err(redb_err(ctx))?;
+            }
         }
         Ok(())
     }
@@ -385,6 +397,9 @@ impl<'txn> MessageTables<'txn> {
             {
                 continue;
             }
+            self.acquired
+                .remove((queue_id, message_id))
+                .map_err(redb_err(ctx))?;
             let refs = self
                 .refs
                 .get(message_id)
