@@ -675,4 +675,53 @@ mod tests {
             "a move no queue takes stays in its source"
         );
     }
+
+    #[test]
+    fn acquired_counts_are_stored_apart_and_old_rows_still_recover() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Database::create(dir.path().join("w.redb")).expect("db");
+        super::super::init_schema(&db).expect("schema");
+        {
+            let txn = db.begin_write().expect("write");
+            let queue = crate::store::QueueRecord {
+                id: 1,
+                name: "q".into(),
+                exclusive: false,
+                auto_delete: false,
+                arguments: Default::default(),
+            };
+            txn.open_table(QUEUES)
+                .expect("queues")
+                .insert("q", &queue.encode()[..])
+                .expect("queue");
+            let mut t = MessageTables::open(&txn).expect("tables");
+            // 10: written before acquisitions were counted apart, requeued twice then.
+            t.queue_messages.insert((1, 10), (2, 1, 0, 0)).expect("row");
+            // 11: new; 12: never given back.
+            t.queue_messages.insert((1, 11), (0, 1, 0, 0)).expect("row");
+            t.queue_messages.insert((1, 12), (0, 1, 0, 0)).expect("row");
+            for id in [10, 11, 12] {
+                t.messages.insert(id, &b"x"[..]).expect("message");
+            }
+            t.update_entry((1, 11), 1, 3, 0).expect("update");
+            drop(t);
+            txn.commit().expect("commit");
+        }
+        let (recovered, _) = super::super::recover(&db).expect("recover");
+        let counts: Vec<(u64, u32, u32)> = recovered.queues[0]
+            .messages
+            .iter()
+            .map(|e| (e.id, e.delivery_count, e.acquired_count))
+            .collect();
+        assert_eq!(counts, [(10, 2, 2), (11, 1, 3), (12, 0, 0)]);
+        // Removing an entry removes its acquired count with it.
+        {
+            let txn = db.begin_write().expect("write");
+            let mut t = MessageTables::open(&txn).expect("tables");
+            t.remove_entries(&[(1, 11)]).expect("remove");
+            assert!(t.acquired.get((1, 11)).expect("get").is_none());
+            drop(t);
+            txn.commit().expect("commit");
+        }
+    }
 }
