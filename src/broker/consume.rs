@@ -159,7 +159,7 @@ impl Broker {
     }
 
     /// Ends a consumer from the server side (consumer timeout): its unacked deliveries are
-    /// requeued (counting as failed), and the client is told why.
+    /// requeued (returned, not failed: RabbitMQ 4.3), and the client is told why.
     pub async fn cancel_by_server(
         &self,
         session: &Arc<Session>,

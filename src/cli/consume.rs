@@ -402,7 +402,7 @@ async fn print_loop(
     if let Some(mut s) = settler {
         if !client.is_closed() && consumer.cancel_reason().is_none() {
             // Nothing more arrives after this, and what it holds stays unsettled for the
-            // settle below (not requeued, not counted as a failed delivery).
+            // settle below (not requeued, its acquired count not raised).
             let cancelled = client
                 .cancel_keeping_unacked(consumer.tag())
                 .await
