@@ -90,6 +90,21 @@ async fn a_nack_with_requeue_returns_the_message_without_a_failure() {
 }
 
 #[tokio::test]
+async fn a_nack_of_tag_0_with_multiple_returns_everything_unsettled() {
+    // What `warren consume` and `warren get` send to give back what they did not print.
+    let d = TestDaemon::start();
+    let c = d.client().await;
+    durable_queue(&c, "q", FieldTable::new()).await;
+    publish(&c, "q", "a").await;
+    publish(&c, "q", "b").await;
+    let _a = wait_get(&c, "q").await;
+    let _b = wait_get(&c, "q").await;
+    c.nack_durable(0, true, true, 0).await.unwrap();
+    assert_eq!(counts(&wait_get(&c, "q").await), seen("a", 0, 1));
+    assert_eq!(counts(&wait_get(&c, "q").await), seen("b", 0, 1));
+}
+
+#[tokio::test]
 async fn a_reject_with_requeue_counts_a_failure() {
     let d = TestDaemon::start();
     let c = d.client().await;
