@@ -280,8 +280,12 @@ pub struct DeadLetterInfo {
     /// `time` of the newest death, in milliseconds since the Unix epoch.
     #[serde(deserialize_with = "Option::deserialize")]
     pub death_time_ms: Option<i64>,
-    /// Failed deliveries before it reached this position.
+    /// Failed deliveries of it from this queue so far (`x-delivery-count`).
     pub delivery_count: u32,
+    /// Times it was taken from this queue and given back so far (`x-acquired-count`).
+    /// Absent from the answers of servers older than the count: 0.
+    #[serde(default)]
+    pub acquired_count: u32,
     /// Body size in bytes.
     pub size: u64,
     /// The exchange it was last published to.
@@ -408,7 +412,7 @@ mod tests {
         json!({
             "position": 0, "message_id": "m-1", "reason": "rejected", "source_queue": "work",
             "original_exchange": "", "original_routing_key": "work", "death_count": 2,
-            "death_time_ms": 1_714_564_800_000_i64, "delivery_count": 0, "size": 5,
+            "death_time_ms": 1_714_564_800_000_i64, "delivery_count": 0, "acquired_count": 0, "size": 5,
             "exchange": "dlx", "routing_key": "work",
             "headers": {"x-death": [{"count": 2, "queue": "work", "reason": "rejected"}]},
             "body_preview": "hello", "body": "hello", "body_encoding": null,

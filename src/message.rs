@@ -29,8 +29,15 @@ pub struct QueuedMessage {
     pub message: Option<Arc<Message>>,
     /// Body size in bytes, known even while paged out.
     pub size: u32,
-    /// How many earlier deliveries of this message from this queue failed.
+    /// How many earlier deliveries of this message from this queue failed (RabbitMQ's
+    /// `x-delivery-count`): a reject, or its consumer's connection ending with it unacked.
+    /// `x-delivery-limit` compares this count.
     pub delivery_count: u32,
+    /// How many times a consumer or a `Get` took this message from this queue and gave it back
+    /// (RabbitMQ's `x-acquired-count`): every failure above, and every return that is not one
+    /// (nack with requeue, a consumer timeout, a cancel that requeues). Never less than
+    /// `delivery_count`; more than 0 means a delivery is a redelivery.
+    pub acquired_count: u32,
     /// Whether the store holds this message for this queue (persistent, durable queue).
     pub stored: bool,
     /// When it expires in this queue, in milliseconds since the Unix epoch (0 = never): the

@@ -26,6 +26,13 @@ fn bodies(messages: &[Value]) -> Vec<String> {
         .collect()
 }
 
+fn acquired_counts(messages: &[Value]) -> Vec<u64> {
+    messages
+        .iter()
+        .map(|m| m["acquired_count"].as_u64().expect("acquired_count"))
+        .collect()
+}
+
 fn delivery_counts(messages: &[Value]) -> Vec<u64> {
     messages
         .iter()
@@ -186,17 +193,20 @@ fn get_takes_at_once_and_says_when_the_queue_is_empty() {
     assert!(quiet.stderr.is_empty());
 
     publish_lines(&d, "jobs", &["a", "b", "c"]);
-    // --requeue puts them back at the head, in order, as redeliveries.
+    // --requeue puts them back at the head, in order, as redeliveries: a nack, so acquired
+    // but not failed.
     let out = ok(&d.cli(&["get", "jobs", "--count", "2", "--requeue"]));
     assert_eq!(out, "[jobs] a\n[jobs] b\n");
     let left = peek(&d, "jobs");
     assert_eq!(bodies(&left), ["a", "b", "c"]);
-    assert_eq!(delivery_counts(&left), [1, 1, 0]);
+    assert_eq!(delivery_counts(&left), [0, 0, 0]);
+    assert_eq!(acquired_counts(&left), [1, 1, 0]);
     // Without it they are taken; asking for more than there is takes what there is.
     let out = ok(&d.cli(&["get", "jobs", "--count", "10"]));
     assert_eq!(
         out,
-        "[jobs] a (redelivered)\n[jobs] b (redelivered)\n[jobs] c\n"
+        "[jobs] a (redelivered, x-delivery-count=0, x-acquired-count=1)\n\
+         [jobs] b (redelivered, x-delivery-count=0, x-acquired-count=1)\n[jobs] c\n"
     );
     assert!(peek(&d, "jobs").is_empty());
 }

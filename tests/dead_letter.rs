@@ -354,10 +354,11 @@ async fn delivery_limit_dead_letters_after_too_many_failures() {
     publish(&c, "limited", "flaky").await;
     let first = wait_get(&c, "limited").await;
     assert_eq!(first.delivery_count, 0);
-    c.nack(first.delivery_tag, false, true, 0).await.unwrap();
+    // Rejects are failures; a nack in between is not (tests/delivery_counting.rs).
+    c.reject(first.delivery_tag, true).await.unwrap();
     let second = wait_get(&c, "limited").await;
     assert_eq!(second.delivery_count, 1);
-    c.nack(second.delivery_tag, false, true, 0).await.unwrap();
+    c.reject(second.delivery_tag, true).await.unwrap();
     let dead = wait_get(&c, "dlq").await;
     assert_eq!(
         death(&deaths(&dead)[0]),
@@ -429,7 +430,11 @@ async fn a_consumer_holding_a_delivery_too_long_is_cancelled_and_the_message_req
     let why = format!("{:?}", k.cancel_reason());
     assert!(why.contains("consumer timeout"), "{why}");
     let again = wait_get(&c, "slow").await;
-    assert_eq!((body(&again), again.delivery_count), ("held".into(), 1));
+    // A consumer timeout returns the message without counting a failure (RabbitMQ 4.3).
+    assert_eq!(
+        (body(&again), again.delivery_count, again.acquired_count),
+        ("held".into(), 0, 1)
+    );
 }
 
 #[tokio::test]
@@ -459,23 +464,25 @@ async fn nack_with_a_delay_is_honoured() {
     );
     // Released when due: the exact time is stated on a fake clock (broker::queue tests).
     let back = wait_get(&c, "retry").await;
-    assert_eq!((body(&back), back.delivery_count), ("later".into(), 1));
+    assert_eq!(
+        (body(&back), back.delivery_count, back.acquired_count),
+        ("later".into(), 0, 1)
+    );
 }
 
 #[tokio::test]
-async fn x_retry_backoff_delays_plain_requeues_by_schedule() {
+async fn x_retry_backoff_delays_failed_requeues_by_schedule() {
     let d = TestDaemon::start();
     let c = d.client().await;
     // The schedule's arithmetic (which step, the last one repeating, a request's own delay
     // winning) is stated on a fake clock in broker::queue; here, that a plain requeue is held
-    // back end to end and comes back with its count raised.
+    // back end to end and comes back with its count raised. Only failures (rejects) wait
+    // out the backoff; a nack is not one (tests/delivery_counting.rs).
     queue(&c, "backoff", args(&[("x-retry-backoff", s("1s,200ms"))])).await;
     publish(&c, "backoff", "job").await;
     let mut m = wait_get(&c, "backoff").await;
     for failure in 1..=3 {
-        c.nack_durable(m.delivery_tag, false, true, 0)
-            .await
-            .unwrap();
+        c.reject_durable(m.delivery_tag, true).await.unwrap();
         if failure == 1 {
             let q = c
                 .admin("queue.inspect", args(&[("queue", s("backoff"))]))

@@ -149,6 +149,7 @@ mod tests {
             delivery_tag: 7,
             redelivered: true,
             delivery_count: 2,
+            acquired_count: 3,
             exchange: "ex".into(),
             routing_key: "k".into(),
             properties: crate::Properties {
@@ -164,6 +165,7 @@ mod tests {
             delivery_tag: d.delivery_tag,
             redelivered: d.redelivered,
             delivery_count: d.delivery_count,
+            acquired_count: d.acquired_count,
             exchange: &d.exchange,
             routing_key: &d.routing_key,
             properties: &d.properties,

@@ -59,8 +59,8 @@ const CONFIRM_ACK: &str = "0a 00 00 00 31 04 00 00 00 00 00 00 00 00";
 const CONFIRM_NACK: &str = "18 00 00 00 31 05 00 00 00 00 00 00 00
     01 fa 01 0a 00 71 75 65 75 65 20 66 75 6c 6c";
 
-const DELIVER: &str = "49 00 00 00 45 00 00 00 00 00 00 00 00
-    02 00 63 31 01 00 00 00 00 00 00 00 00 00 00 00 00
+const DELIVER: &str = "4d 00 00 00 45 00 00 00 00 00 00 00 00
+    02 00 63 31 01 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00
     04 00 6c 6f 67 73 09 00 61 70 70 2e 73 74 61 72 74
     01 03 02 00 6d 31 01 00 00 00 07 00 72 65 74 72 69 65 73 49 03 00 00 00 00 00 00 00
     68 69";
@@ -268,6 +268,7 @@ fn vectors() -> Vec<(&'static str, &'static str, Envelope)> {
                     delivery_tag: 1,
                     redelivered: false,
                     delivery_count: 0,
+                    acquired_count: 0,
                     exchange: "logs".into(),
                     routing_key: "app.start".into(),
                     properties: example_properties(),

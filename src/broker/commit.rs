@@ -232,6 +232,7 @@ impl CommitHooks for Hooks {
                 message: Some(message.clone()),
                 size,
                 delivery_count: 0,
+                acquired_count: 0,
                 stored: stored && q.durable,
                 expires_at: expires_at(q, &message, batch.now),
             });
@@ -244,6 +245,7 @@ impl CommitHooks for Hooks {
                         message: Some(message.clone()),
                         size,
                         delivery_count: 0,
+                        acquired_count: 0,
                         stored: false,
                         expires_at: 0,
                     }],

@@ -134,7 +134,7 @@ impl Broker {
             self.inner.store.remove_internal(vec![(q.id, entry.id)]);
             return Ok(None);
         };
-        let delivery_count = entry.delivery_count;
+        let (delivery_count, acquired_count) = (entry.delivery_count, entry.acquired_count);
         let delivery_tag = if g.no_ack {
             if entry.stored {
                 self.inner.store.remove_internal(vec![(q.id, entry.id)]);
@@ -152,13 +152,14 @@ impl Broker {
         Ok(Some(GotMessage {
             delivery_tag,
             delivery_count,
+            acquired_count,
             message_count,
             message,
         }))
     }
 
     /// Ends a consumer from the server side (consumer timeout): its unacked deliveries are
-    /// requeued (counting as failed), and the client is told why.
+    /// requeued (returned, not failed: RabbitMQ 4.3), and the client is told why.
     pub async fn cancel_by_server(
         &self,
         session: &Arc<Session>,

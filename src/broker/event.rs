@@ -131,8 +131,11 @@ pub struct DeclaredQueue {
 pub struct GotMessage {
     /// Its tag on this connection, for ack/nack/reject (0 with no-ack: nothing to settle).
     pub delivery_tag: u64,
-    /// How many earlier deliveries of it failed (more than 0: redelivered).
+    /// How many earlier deliveries of it failed (`x-delivery-count`).
     pub delivery_count: u32,
+    /// How many times it was taken from the queue and given back before
+    /// (`x-acquired-count`; more than 0: redelivered).
+    pub acquired_count: u32,
     /// Messages still ready in the queue.
     pub message_count: u64,
     /// The message.

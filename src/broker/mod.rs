@@ -317,7 +317,9 @@ impl Broker {
                 c.on_settled(1);
             }
         }
-        self.requeue(unacked, None);
+        // A connection that ends with deliveries unacked failed them (RabbitMQ 4.3 counts a
+        // lost connection or a closed channel as a failed delivery).
+        self.requeue(unacked, queue::Return::Failed, None);
         for c in &consumers {
             if let Err(e) = self.detach(c).await {
                 tracing::warn!(error = %e, "auto-deleting a queue on close failed");

@@ -193,16 +193,17 @@ pub struct QueueArgs {
     pub max_length_bytes: Option<u64>,
     /// `x-overflow`: what happens at `max_length` / `max_length_bytes`.
     pub overflow: Overflow,
-    /// `x-delivery-limit`: how many failed deliveries (nack/reject with requeue, or a consumer
-    /// lost with the message unacked) a message survives; after that it is dead-lettered, or
+    /// `x-delivery-limit`: how many failed deliveries (a reject with requeue, or a connection
+    /// that ended with the message unacked; never a nack) a message survives; after that it is dead-lettered, or
     /// dropped without a dead-letter exchange. `Some(0)` dead-letters on the first failure;
     /// `-1`, like no argument, is `None`: no limit.
     pub delivery_limit: Option<u32>,
     /// `x-consumer-timeout`: how long a delivery may stay unacked before the broker gives up
     /// on its consumer (RabbitMQ closes the channel). Never 0.
     pub consumer_timeout_ms: Option<u64>,
-    /// `x-retry-backoff`: how long a requeued message waits before redelivery, by failure
-    /// count; see [`QueueArgs::retry_delay_ms`]. Never empty when parsed.
+    /// `x-retry-backoff`: how long a message whose delivery failed (not one returned by a nack)
+    /// waits before redelivery, by failure count; see [`QueueArgs::retry_delay_ms`]. Never empty
+    /// when parsed.
     pub retry_backoff_ms: Option<Vec<u64>>,
     /// `x-single-active-consumer`: only one consumer (the longest attached) receives at a
     /// time; the others wait to take over, in the order they were attached.

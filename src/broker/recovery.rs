@@ -107,6 +107,7 @@ impl Broker {
                         message: None,
                         size: e.size,
                         delivery_count: e.delivery_count,
+                        acquired_count: e.acquired_count,
                         stored: true,
                         expires_at: e.expires_at,
                     },

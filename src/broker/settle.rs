@@ -3,12 +3,15 @@
 //! - `ack` removes the deliveries from the session, returns the consumers' credit and
 //!   removes the stored rows.
 //! - `nack`/`reject` hand them to their queues, whose settle policy (`queue/settle.rs`)
-//!   decides: with requeue, back at the head with the delivery count raised (maybe after a
-//!   delay), or dead-lettered past `x-delivery-limit`; without, dead-lettered with
-//!   `rejected`. The copy is made by the dead-letter task (`dead_letter.rs`).
+//!   decides: with requeue, back at the head (maybe after a delay) with the acquired count
+//!   raised, and for a reject (a failure, RabbitMQ 4.3) the delivery count too, so that only
+//!   rejects reach `x-delivery-limit`; without requeue, dead-lettered with `rejected`. The
+//!   copy is made by the dead-letter task (`dead_letter.rs`).
 //! - a settle with a request id is answered once it, and every settle before it, is durable.
 //!
-//! Deliveries of a consumer that ended, or of a closed connection, fail the same way.
+//! Deliveries of a closed connection fail like a reject with requeue; those of a consumer
+//! that was cancelled (by its client with requeue, or by the server for a consumer timeout)
+//! are returned like a nack with requeue (docs/dead-lettering.md, *Delivery counting*).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -16,7 +19,7 @@ use std::sync::Arc;
 use super::confirm::ReplySlot;
 use super::consumer::Consumer;
 use super::dead_letter::DeadLetterTask;
-use super::queue::Queue;
+use super::queue::{Queue, Return};
 use super::session::{Session, Unacked};
 use super::Broker;
 use crate::error::BrokerError;
@@ -90,9 +93,8 @@ impl Broker {
         }
     }
 
-    /// Refuses deliveries: requeue them (at the head of their queues, after `delay_ms` if
-    /// given, or after the queue's `x-retry-backoff`), or dead-letter them with reason
-    /// `rejected`.
+    /// Refuses deliveries without counting a failure: requeue them (at the head of their
+    /// queues, after `delay_ms` if given), or dead-letter them with reason `rejected`.
     ///
     /// # Errors
     /// An unknown delivery tag, or the store writer has stopped.
@@ -106,6 +108,36 @@ impl Broker {
         reply: Option<ReplySlot>,
     ) -> Result<(), BrokerError> {
         let settled = take(session, delivery_tag, multiple)?;
+        self.refuse(settled, Return::Released, requeue, delay_ms, reply);
+        Ok(())
+    }
+
+    /// Refuses one delivery as failed (RabbitMQ 4.3's `basic.reject`): requeue it with its
+    /// delivery count raised (after the queue's `x-retry-backoff`, or dead-lettered past
+    /// `x-delivery-limit`), or dead-letter it with reason `rejected`.
+    ///
+    /// # Errors
+    /// An unknown delivery tag, or the store writer has stopped.
+    pub async fn reject(
+        &self,
+        session: &Session,
+        delivery_tag: u64,
+        requeue: bool,
+        reply: Option<ReplySlot>,
+    ) -> Result<(), BrokerError> {
+        let settled = take(session, delivery_tag, false)?;
+        self.refuse(settled, Return::Failed, requeue, 0, reply);
+        Ok(())
+    }
+
+    fn refuse(
+        &self,
+        settled: Vec<Unacked>,
+        how: Return,
+        requeue: bool,
+        delay_ms: u64,
+        reply: Option<ReplySlot>,
+    ) {
         self.inner
             .stats
             .nacked
@@ -120,14 +152,13 @@ impl Broker {
                 .stats
                 .requeued
                 .fetch_add(settled.len() as u64, Ordering::Relaxed);
-            self.requeue(settled, (delay_ms > 0).then_some(delay_ms));
+            self.requeue(settled, how, (delay_ms > 0).then_some(delay_ms));
         } else {
             self.reject_settled(settled);
         }
         if let Some(slot) = reply {
             self.reply_when_settled(slot);
         }
-        Ok(())
     }
 
     /// Dead-letters deliveries refused without requeue (or drops them, with no dead-letter
@@ -144,21 +175,24 @@ impl Broker {
         }
     }
 
-    /// Hands failed deliveries back to their queues, whose settle policy decides: requeue at
-    /// the head, after a delay (`delay_ms`, else the queue's `x-retry-backoff`), or — past
-    /// the queue's `x-delivery-limit` — to its dead-letter exchange (`queue/settle.rs`).
-    pub(super) fn requeue(&self, settled: Vec<Unacked>, delay_ms: Option<u64>) {
+    /// Hands deliveries back to their queues (`how`: failed or released), whose settle
+    /// policy decides: requeue at the head, after a delay (`delay_ms`, else for a failure the
+    /// queue's `x-retry-backoff`), or — a failure past the queue's `x-delivery-limit` — to
+    /// its dead-letter exchange (`queue/settle.rs`).
+    pub(super) fn requeue(&self, settled: Vec<Unacked>, how: Return, delay_ms: Option<u64>) {
         for (q, entries) in by_queue(settled) {
-            q.fail(entries, delay_ms);
+            q.fail(entries, how, delay_ms);
         }
     }
 
-    /// Requeues the unacked deliveries of a consumer that ended (cancel, consumer timeout);
-    /// each counts as a failed delivery.
+    /// Requeues the unacked deliveries of a consumer that ended while its connection lives
+    /// (a cancel with requeue, a consumer timeout): each is returned, not failed — the
+    /// client is alive and chose (or was made) to give it back, as a nack with requeue
+    /// would (decisions.md).
     pub(super) fn requeue_unacked_of(&self, session: &Session, consumer: &Arc<Consumer>) {
         let mine = session.take_unacked_of(consumer);
         consumer.on_settled(u32::try_from(mine.len()).unwrap_or(u32::MAX));
-        self.requeue(mine, None);
+        self.requeue(mine, Return::Released, None);
     }
 }
 

@@ -43,15 +43,21 @@ pub struct ConsumeArgs {
     pub prefetch: u32,
     /// Let the server count messages as acknowledged when it sends them. With `--count`,
     /// exactly that many are taken (acknowledged as printed), so none are lost unprinted.
-    #[arg(long, conflicts_with_all = ["reject", "nack_requeue_delay"])]
+    #[arg(long, conflicts_with_all = ["reject", "reject_requeue", "nack_requeue_delay"])]
     pub no_ack: bool,
     /// Print one JSON object per line.
     #[arg(long)]
     pub json: bool,
     /// Reject every message without requeueing it (dead-letters it, if so configured).
-    #[arg(long, conflicts_with = "nack_requeue_delay")]
+    #[arg(long, conflicts_with_all = ["nack_requeue_delay", "reject_requeue"])]
     pub reject: bool,
-    /// Nack every message with requeue, ready again after this many milliseconds.
+    /// Reject every message with requeue: a failed delivery, counted toward the queue's
+    /// `x-delivery-limit` and delayed by its `x-retry-backoff` (RabbitMQ 4.3's
+    /// `basic.reject`).
+    #[arg(long, conflicts_with = "nack_requeue_delay")]
+    pub reject_requeue: bool,
+    /// Nack every message with requeue, ready again after this many milliseconds. A nack is
+    /// not a failure: it never reaches `x-delivery-limit` (use `--reject-requeue` for that).
     #[arg(long, value_name = "MS")]
     pub nack_requeue_delay: Option<u64>,
     /// Exit (successfully) once no message has arrived for this many seconds.
@@ -83,6 +89,7 @@ pub struct SubscribeArgs {
 enum Settle {
     Ack,
     Reject,
+    RejectRequeue,
     NackRequeue { delay_ms: u64 },
 }
 
@@ -96,10 +103,13 @@ impl Settle {
         multiple: bool,
         durable: bool,
     ) -> Result<(), ClientError> {
-        // Reject has no `multiple`; a nack without requeue is the same refusal.
+        // Reject has no `multiple`: `Settler::flush` rejects a held-back range one by one.
+        // A nack without requeue is the same refusal as a reject without.
         let (requeue, delay_ms) = match self {
             Settle::Ack if durable => return client.ack_durable(tag, multiple).await,
             Settle::Ack => return client.ack(tag, multiple).await,
+            Settle::RejectRequeue if durable => return client.reject_durable(tag, true).await,
+            Settle::RejectRequeue => return client.reject(tag, true).await,
             Settle::Reject => (false, 0),
             Settle::NackRequeue { delay_ms } => (true, delay_ms),
         };
@@ -113,7 +123,7 @@ impl Settle {
     fn verb(self) -> &'static str {
         match self {
             Settle::Ack => "acknowledging",
-            Settle::Reject => "rejecting",
+            Settle::Reject | Settle::RejectRequeue => "rejecting",
             Settle::NackRequeue { .. } => "requeueing",
         }
     }
@@ -168,6 +178,17 @@ impl Settler<'_> {
 
     /// Settles everything held, durably: the `Ok` covers every settle before it.
     async fn flush(&mut self) -> anyhow::Result<()> {
+        if self.settle == Settle::RejectRequeue {
+            // A reject names one delivery: one each, the last durable (its `Ok` covers all).
+            let tags = std::mem::take(&mut self.pending);
+            if let Some((&last, rest)) = tags.split_last() {
+                for &tag in rest {
+                    self.send(tag, false, false).await?;
+                }
+                self.send(last, false, true).await?;
+            }
+            return Ok(());
+        }
         if let Some(&last) = self.pending.last() {
             self.send(last, true, true).await?;
             self.pending.clear();
@@ -238,6 +259,8 @@ pub async fn run_consume(mut args: ConsumeArgs, global: &Global) -> anyhow::Resu
         None
     } else if args.reject {
         Some(Settle::Reject)
+    } else if args.reject_requeue {
+        Some(Settle::RejectRequeue)
     } else if let Some(delay_ms) = args.nack_requeue_delay {
         Some(Settle::NackRequeue { delay_ms })
     } else {
@@ -379,7 +402,7 @@ async fn print_loop(
     if let Some(mut s) = settler {
         if !client.is_closed() && consumer.cancel_reason().is_none() {
             // Nothing more arrives after this, and what it holds stays unsettled for the
-            // settle below (not requeued, not counted as a failed delivery).
+            // settle below (not requeued, its acquired count not raised).
             let cancelled = client
                 .cancel_keeping_unacked(consumer.tag())
                 .await
@@ -394,10 +417,15 @@ async fn print_loop(
             if end.is_ok() {
                 settled?;
             }
+            // Deliveries received but not printed were never seen: give them back with a
+            // nack (tag 0 with multiple: all still unsettled), which counts no failure, as
+            // closing with them unacked would (docs/dead-lettering.md). Best effort: if it
+            // fails, the close still requeues them.
+            let _ = client.nack(0, true, true, 0).await;
         }
     }
-    // Deliveries received but not printed are requeued by the server as the connection
-    // closes.
+    // Anything still unsettled (the nack above failed, or no settle mode) is requeued by the
+    // server as the connection closes.
     client.close().await?;
     end
 }

@@ -1,9 +1,11 @@
 //! `warren get`: pull messages like AMQP's `basic.get`, returning at once.
 //!
 //! Each message is acknowledged once its line is written to stdout (a message whose write
-//! fails is not, and is redelivered). With `--requeue` they are all put back at the head of
-//! the queue instead, in order, marked redelivered with their delivery count raised, as
-//! RabbitMQ's "get, requeue" does; `warren queue peek` looks without touching anything.
+//! fails is not: it is given back, like a nack with requeue, so not counted as a failed
+//! delivery). With `--requeue` they are all put back at the head of the queue instead, in
+//! order, by a nack: marked redelivered with their acquired count raised but not their
+//! delivery (failure) count, as RabbitMQ 4.3's "get, requeue" does; `warren queue peek`
+//! looks without touching anything.
 
 use anyhow::Context;
 use clap::Args;
@@ -43,6 +45,7 @@ pub struct QueueEmpty(pub String);
 pub async fn run(args: GetArgs, global: &Global) -> anyhow::Result<()> {
     let client = global.server.connect().await?;
     let mut taken: Vec<u64> = Vec::new();
+    let mut unprinted = false;
     let mut outcome: anyhow::Result<()> = Ok(());
     for _ in 0..args.count {
         let delivery = match client.get(&args.queue, false).await {
@@ -57,9 +60,13 @@ pub async fn run(args: GetArgs, global: &Global) -> anyhow::Result<()> {
         };
         match write_delivery(&delivery, args.json) {
             Ok(()) => taken.push(delivery.delivery_tag),
-            // The reader is gone: this one stays unsettled and the close requeues it.
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break,
+            // The reader is gone: this one is given back below.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                unprinted = true;
+                break;
+            }
             Err(e) => {
+                unprinted = true;
                 outcome = Err(anyhow::Error::new(e).context("writing to stdout"));
                 break;
             }
@@ -81,6 +88,12 @@ pub async fn run(args: GetArgs, global: &Global) -> anyhow::Result<()> {
         if outcome.is_ok() {
             outcome = settled;
         }
+    }
+    if unprinted {
+        // Not seen by anyone: a nack with requeue (tag 0 with multiple: all still unsettled)
+        // returns it without counting a failure, which closing with it unacked would.
+        // Best effort: if it fails, the close still requeues it.
+        let _ = client.nack(0, true, true, 0).await;
     }
     client.close().await?;
     outcome?;

@@ -34,6 +34,7 @@ struct DeliveryJson<'a> {
     correlation_id: Option<&'a str>,
     redelivered: bool,
     delivery_count: u32,
+    acquired_count: u32,
     delivery_tag: u64,
     properties: PropertiesJson<'a>,
 }
@@ -58,7 +59,9 @@ struct PropertiesJson<'a> {
 
 /// A delivery as one JSON object: `exchange`, `routing_key`, `body` (+ `body_encoding`
 /// `"base64"` for a binary body), `headers`, `message_id`, `correlation_id`, `redelivered`,
-/// `delivery_count`, `delivery_tag` and the other `properties`.
+/// `delivery_count` (RabbitMQ's `x-delivery-count`), `acquired_count` (`x-acquired-count`),
+/// `delivery_tag` and the other `properties`. `headers` are the message's as published: the
+/// counts are fields, not headers (decisions.md).
 pub fn delivery_json(delivery: &Delivery) -> Value {
     // Serializing strings, numbers and `Value`s cannot fail; `Null` would only hide a bug,
     // never user data.
@@ -87,6 +90,7 @@ fn view(delivery: &Delivery) -> DeliveryJson<'_> {
         correlation_id: p.correlation_id.as_deref(),
         redelivered: delivery.redelivered,
         delivery_count: delivery.delivery_count,
+        acquired_count: delivery.acquired_count,
         delivery_tag: delivery.delivery_tag,
         properties: PropertiesJson {
             persistent: p.persistent,
@@ -102,7 +106,8 @@ fn view(delivery: &Delivery) -> DeliveryJson<'_> {
 
 pub use crate::json::table_json;
 
-/// A delivery as a readable line: `[routing_key] body`, then ` (redelivered)` when it was.
+/// A delivery as a readable line: `[routing_key] body`, then, when it was delivered before,
+/// ` (redelivered, x-delivery-count=F, x-acquired-count=A)` with RabbitMQ's header names.
 /// A body that is not UTF-8 is shown as `base64:...`. Control characters are escaped (as in
 /// `dlq peek`), so one message is one line and a body cannot drive the terminal.
 pub fn delivery_line(delivery: &Delivery) -> String {
@@ -111,9 +116,12 @@ pub fn delivery_line(delivery: &Delivery) -> String {
         Err(_) => format!("base64:{}", BASE64.encode(&delivery.body)),
     };
     let marker = if delivery.redelivered {
-        " (redelivered)"
+        format!(
+            " (redelivered, x-delivery-count={}, x-acquired-count={})",
+            delivery.delivery_count, delivery.acquired_count
+        )
     } else {
-        ""
+        String::new()
     };
     format!("[{}] {body}{marker}", one_line(&delivery.routing_key))
 }
@@ -417,6 +425,7 @@ mod tests {
             delivery_tag: 3,
             redelivered: false,
             delivery_count: 0,
+            acquired_count: 0,
             exchange: "logs".into(),
             routing_key: "app.info".into(),
             properties: Properties::default(),
@@ -442,6 +451,7 @@ mod tests {
                 "correlation_id": null,
                 "redelivered": false,
                 "delivery_count": 0,
+                "acquired_count": 0,
                 "delivery_tag": 3,
                 "properties": {"persistent": true, "content_type": "text/plain"},
             })
@@ -506,7 +516,12 @@ mod tests {
         let mut d = delivery(b"hello");
         assert_eq!(delivery_line(&d), "[app.info] hello");
         d.redelivered = true;
-        assert_eq!(delivery_line(&d), "[app.info] hello (redelivered)");
+        d.delivery_count = 1;
+        d.acquired_count = 2;
+        assert_eq!(
+            delivery_line(&d),
+            "[app.info] hello (redelivered, x-delivery-count=1, x-acquired-count=2)"
+        );
     }
 
     /// Regression: plain `consume` printed bodies raw, so a body with a newline read as two

@@ -224,7 +224,8 @@ pub fn peek_table(messages: &[DeadLetterInfo]) -> String {
         ("MESSAGE ID", Align::Left),
         ("EXCHANGE", Align::Left),
         ("ROUTING KEY", Align::Left),
-        ("DELIVERIES", Align::Right),
+        ("FAILED", Align::Right),
+        ("ACQUIRED", Align::Right),
         ("SIZE", Align::Right),
         ("BODY", Align::Left),
     ]);
@@ -235,6 +236,7 @@ pub fn peek_table(messages: &[DeadLetterInfo]) -> String {
             exchange_name(&m.exchange),
             m.routing_key.clone(),
             m.delivery_count.to_string(),
+            m.acquired_count.to_string(),
             human_bytes(m.size),
             truncate(&one_line(&m.body_preview), TABLE_PREVIEW_CHARS),
         ]);

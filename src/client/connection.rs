@@ -797,6 +797,7 @@ mod tests {
             delivery_tag,
             redelivered: false,
             delivery_count: 0,
+            acquired_count: 0,
             exchange: "ex".into(),
             routing_key: "rk".into(),
             properties: Properties::default(),

@@ -26,10 +26,16 @@ pub struct Delivery {
     /// Identifies this delivery on this connection, for ack, nack and reject (0 when it was
     /// fetched or consumed with `no_ack`).
     pub delivery_tag: u64,
-    /// Delivered before (requeued after a nack, a reject or a lost consumer).
+    /// Delivered before: `acquired_count > 0` (AMQP's redelivered flag).
     pub redelivered: bool,
-    /// How many earlier deliveries of this message failed.
+    /// How many earlier deliveries of this message failed: rejects, and connections that
+    /// ended with it unacked. RabbitMQ sends this as the header `x-delivery-count`; it is
+    /// what `x-delivery-limit` counts.
     pub delivery_count: u32,
+    /// How many times it was taken from its queue before and given back, failed or not (a
+    /// nack with requeue counts here, not above). RabbitMQ sends this as the header
+    /// `x-acquired-count`.
+    pub acquired_count: u32,
     /// Exchange it was published to.
     pub exchange: String,
     /// Its routing key.
@@ -49,6 +55,7 @@ impl From<Deliver> for Delivery {
             delivery_tag: d.delivery_tag,
             redelivered: d.redelivered,
             delivery_count: d.delivery_count,
+            acquired_count: d.acquired_count,
             exchange: d.exchange,
             routing_key: d.routing_key,
             properties: d.properties,
@@ -65,6 +72,7 @@ impl From<GetOk> for Delivery {
             delivery_tag: g.delivery_tag,
             redelivered: g.redelivered,
             delivery_count: g.delivery_count,
+            acquired_count: g.acquired_count,
             exchange: g.exchange,
             routing_key: g.routing_key,
             properties: g.properties,

@@ -615,6 +615,11 @@ impl Client {
 
     /// Refuses a delivery (with `multiple`, also every earlier unacked one): requeue it (at
     /// the head, ready again after `delay_ms`) or dead-letter/drop it. Fire and forget.
+    ///
+    /// A nack is not a failure (RabbitMQ 4.3): it raises the message's `acquired_count` but
+    /// not its `delivery_count`, so it never reaches the queue's `x-delivery-limit`. Use it
+    /// when this consumer cannot take the message now; use [`Client::reject`] when the
+    /// message itself failed.
     pub async fn nack(
         &self,
         delivery_tag: u64,
@@ -638,7 +643,11 @@ impl Client {
             .await
     }
 
-    /// Refuses one delivery: requeue it, or dead-letter/drop it. Fire and forget.
+    /// Refuses one delivery as failed: requeue it, or dead-letter/drop it. Fire and forget.
+    ///
+    /// A reject is a failure (RabbitMQ 4.3): it raises the message's `delivery_count`, which
+    /// the queue's `x-delivery-limit` compares, and on requeue the queue's `x-retry-backoff`
+    /// applies.
     pub async fn reject(&self, delivery_tag: u64, requeue: bool) -> Result<(), ClientError> {
         self.settle(reject(delivery_tag, requeue), false).await
     }

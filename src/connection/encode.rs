@@ -48,8 +48,9 @@ fn frame(event: Event) -> Frame {
             let m = &got.message;
             Frame::GetOk(Box::new(GetOk {
                 delivery_tag: got.delivery_tag,
-                redelivered: got.delivery_count > 0,
+                redelivered: got.acquired_count > 0,
                 delivery_count: got.delivery_count,
+                acquired_count: got.acquired_count,
                 message_count: got.message_count,
                 exchange: m.exchange.clone(),
                 routing_key: m.routing_key.clone(),
@@ -157,24 +158,31 @@ mod tests {
     }
 
     #[test]
-    fn get_ok_is_redelivered_after_a_failed_delivery() {
-        let got = |delivery_count| GotMessage {
+    fn get_ok_is_redelivered_once_acquired_before() {
+        let got = |delivery_count, acquired_count| GotMessage {
             delivery_tag: 3,
             delivery_count,
+            acquired_count,
             message_count: 5,
             message: message(),
         };
-        let Frame::GetOk(first) = frame(Event::GetOk(got(0))) else {
+        let Frame::GetOk(first) = frame(Event::GetOk(got(0, 0))) else {
             panic!("not a GetOk");
         };
         assert!(!first.redelivered);
         assert_eq!((first.delivery_tag, first.message_count), (3, 5));
         assert_eq!(first.body, Bytes::from_static(b"hi"));
-        let Frame::GetOk(again) = frame(Event::GetOk(got(2))) else {
+        // Returned by nacks only: no failure, but delivered before.
+        let Frame::GetOk(returned) = frame(Event::GetOk(got(0, 2))) else {
+            panic!("not a GetOk");
+        };
+        assert!(returned.redelivered);
+        assert_eq!((returned.delivery_count, returned.acquired_count), (0, 2));
+        let Frame::GetOk(again) = frame(Event::GetOk(got(2, 3))) else {
             panic!("not a GetOk");
         };
         assert!(again.redelivered);
-        assert_eq!(again.delivery_count, 2);
+        assert_eq!((again.delivery_count, again.acquired_count), (2, 3));
     }
 
     #[test]

@@ -382,14 +382,7 @@ async fn dispatch(
         }
         Frame::Reject(r) => {
             broker
-                .nack(
-                    session,
-                    r.delivery_tag,
-                    false,
-                    r.requeue,
-                    0,
-                    slot(session, id),
-                )
+                .reject(session, r.delivery_tag, r.requeue, slot(session, id))
                 .await?;
         }
         Frame::Admin(a) => {

@@ -334,6 +334,7 @@ pub(crate) enum StoreOp<H: CommitHooks> {
         queue_id: u64,
         message_id: u64,
         delivery_count: u32,
+        acquired_count: u32,
         ready_at: u64,
     },
     /// Writes nothing: completes once everything queued before it has committed.
@@ -346,8 +347,10 @@ pub(crate) enum StoreOp<H: CommitHooks> {
 pub struct RecoveredEntry {
     /// Message id.
     pub id: u64,
-    /// Failed deliveries so far.
+    /// Failed deliveries so far (`x-delivery-count`).
     pub delivery_count: u32,
+    /// Acquisitions given back so far (`x-acquired-count`).
+    pub acquired_count: u32,
     /// Body size.
     pub size: u32,
     /// Expiry time (0 = never).
@@ -556,13 +559,21 @@ impl<H: CommitHooks> Store<H> {
         self.send(StoreOp::Remove { entries, done }).await
     }
 
-    /// Records a requeued entry's raised delivery count and its delay, so delivery limits and
-    /// retry delays survive restarts.
-    pub fn update_entry(&self, queue_id: u64, message_id: u64, delivery_count: u32, ready_at: u64) {
+    /// Records a requeued entry's raised counts and its delay, so delivery limits, the
+    /// counts a consumer sees and retry delays survive restarts.
+    pub fn update_entry(
+        &self,
+        queue_id: u64,
+        message_id: u64,
+        delivery_count: u32,
+        acquired_count: u32,
+        ready_at: u64,
+    ) {
         self.send_internal(StoreOp::UpdateEntry {
             queue_id,
             message_id,
             delivery_count,
+            acquired_count,
             ready_at,
         });
     }
@@ -680,6 +691,8 @@ fn init_schema(db: &Database) -> Result<(), StoreError> {
             .map_err(redb_err("creating tables"))?;
         txn.open_table(QUEUE_MESSAGES)
             .map_err(redb_err("creating tables"))?;
+        txn.open_table(QUEUE_ACQUIRED)
+            .map_err(redb_err("creating tables"))?;
         txn.open_table(SCHEDULED)
             .map_err(redb_err("creating tables"))?;
     }
@@ -710,6 +723,7 @@ fn recover(db: &Database) -> Result<(Recovered, u64), StoreError> {
         );
     }
     let queue_messages = txn.open_table(QUEUE_MESSAGES).map_err(redb_err(ctx))?;
+    let acquired = txn.open_table(QUEUE_ACQUIRED).map_err(redb_err(ctx))?;
     for row in txn
         .open_table(QUEUES)
         .map_err(redb_err(ctx))?
@@ -726,9 +740,17 @@ fn recover(db: &Database) -> Result<(Recovered, u64), StoreError> {
             let (key, value) = m.map_err(redb_err(ctx))?;
             let (_, id) = key.value();
             let (delivery_count, size, expires_at, ready_at) = value.value();
+            let acquired_count = acquired
+                .get((record.id, id))
+                .map_err(redb_err(ctx))?
+                .map_or(0, |v| v.value())
+                // A store written before acquisitions were counted has only the count of
+                // every requeue: each was an acquisition.
+                .max(delivery_count);
             messages.push(RecoveredEntry {
                 id,
                 delivery_count,
+                acquired_count,
                 size,
                 expires_at,
                 ready_at,

@@ -30,7 +30,8 @@ pub const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages
 pub const MESSAGE_REFS: TableDefinition<u64, u32> = TableDefinition::new("message_refs");
 
 /// `(queue id, message id) → (delivery count, body size, expires at, ready at)`: the messages
-/// each durable queue holds. Message ids grow monotonically, so a range scan over one queue id
+/// each durable queue holds. The delivery count is the failed deliveries
+/// (`x-delivery-count`); before acquisitions were counted apart it was every requeue. Message ids grow monotonically, so a range scan over one queue id
 /// yields its FIFO order. `expires at` (ms since the epoch, 0 = never) is fixed when the message
 /// enters the queue; `ready at` (0 = ready now) holds a requeue delay.
 pub const QUEUE_MESSAGES: TableDefinition<(u64, u64), QueueEntryValue> =
@@ -38,6 +39,14 @@ pub const QUEUE_MESSAGES: TableDefinition<(u64, u64), QueueEntryValue> =
 
 /// The value of a [`QUEUE_MESSAGES`] row: delivery count, body size, expires at, ready at.
 pub type QueueEntryValue = (u32, u32, u64, u64);
+
+/// `(queue id, message id) → acquired count`: how many times a [`QUEUE_MESSAGES`] entry was
+/// taken by a consumer or a `Get` and given back (`x-acquired-count`). A row exists only for
+/// an entry given back at least once, so publishing and a first delivery write nothing here;
+/// it is removed with its entry. Absent means 0, or, for an entry written before this table
+/// existed, its delivery count (every requeue was then counted there): old stores need no
+/// migration and keep [`SCHEMA_VERSION`] 1.
+pub const QUEUE_ACQUIRED: TableDefinition<(u64, u64), u32> = TableDefinition::new("queue_acquired");
 
 /// `(due at, message id) → MessageRecord`: published messages held until their not-before
 /// time, then routed. Due times are ms since the epoch; the scan order is release order.

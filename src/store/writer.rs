@@ -319,9 +319,15 @@ impl<H: CommitHooks> Writer<H> {
                         queue_id,
                         message_id,
                         delivery_count,
+                        acquired_count,
                         ready_at,
                     } => {
-                        t.update_entry(*queue_id, *message_id, *delivery_count, *ready_at)?;
+                        t.update_entry(
+                            (*queue_id, *message_id),
+                            *delivery_count,
+                            *acquired_count,
+                            *ready_at,
+                        )?;
                         ops += 1;
                     }
                     StoreOp::Shutdown(_) | StoreOp::Flush(_) => {}
@@ -348,6 +354,7 @@ impl<H: CommitHooks> Writer<H> {
 /// The tables message operations touch, open for one transaction.
 struct MessageTables<'txn> {
     queue_messages: Table<'txn, (u64, u64), QueueEntryValue>,
+    acquired: Table<'txn, (u64, u64), u32>,
     messages: Table<'txn, u64, &'static [u8]>,
     refs: Table<'txn, u64, u32>,
     scheduled: Table<'txn, (u64, u64), &'static [u8]>,
@@ -358,6 +365,7 @@ impl<'txn> MessageTables<'txn> {
         let ctx = "opening message tables";
         Ok(MessageTables {
             queue_messages: txn.open_table(QUEUE_MESSAGES).map_err(redb_err(ctx))?,
+            acquired: txn.open_table(QUEUE_ACQUIRED).map_err(redb_err(ctx))?,
             messages: txn.open_table(MESSAGES).map_err(redb_err(ctx))?,
             refs: txn.open_table(MESSAGE_REFS).map_err(redb_err(ctx))?,
             scheduled: txn.open_table(SCHEDULED).map_err(redb_err(ctx))?,
@@ -394,13 +402,12 @@ impl<'txn> MessageTables<'txn> {
 
     fn update_entry(
         &mut self,
-        queue_id: u64,
-        message_id: u64,
+        key: (u64, u64),
         delivery_count: u32,
+        acquired_count: u32,
         ready_at: u64,
     ) -> Result<(), StoreError> {
         let ctx = "updating a queue entry";
-        let key = (queue_id, message_id);
         let current = self
             .queue_messages
             .get(key)
@@ -410,6 +417,11 @@ impl<'txn> MessageTables<'txn> {
             self.queue_messages
                 .insert(key, (delivery_count, size, expires, ready_at))
                 .map_err(redb_err(ctx))?;
+            if acquired_count > 0 {
+                self.acquired
+                    .insert(key, acquired_count)
+                    .map_err(redb_err(ctx))?;
+            }
         }
         Ok(())
     }
@@ -428,6 +440,9 @@ impl<'txn> MessageTables<'txn> {
             {
                 continue;
             }
+            self.acquired
+                .remove((queue_id, message_id))
+                .map_err(redb_err(ctx))?;
             let refs = self
                 .refs
                 .get(message_id)
@@ -705,5 +720,54 @@ mod tests {
             row_exists(&db, 3, 99),
             "a move no queue takes stays in its source"
         );
+    }
+
+    #[test]
+    fn acquired_counts_are_stored_apart_and_old_rows_still_recover() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Database::create(dir.path().join("w.redb")).expect("db");
+        super::super::init_schema(&db).expect("schema");
+        {
+            let txn = db.begin_write().expect("write");
+            let queue = crate::store::QueueRecord {
+                id: 1,
+                name: "q".into(),
+                exclusive: false,
+                auto_delete: false,
+                arguments: Default::default(),
+            };
+            txn.open_table(QUEUES)
+                .expect("queues")
+                .insert("q", &queue.encode()[..])
+                .expect("queue");
+            let mut t = MessageTables::open(&txn).expect("tables");
+            // 10: written before acquisitions were counted apart, requeued twice then.
+            t.queue_messages.insert((1, 10), (2, 1, 0, 0)).expect("row");
+            // 11: new; 12: never given back.
+            t.queue_messages.insert((1, 11), (0, 1, 0, 0)).expect("row");
+            t.queue_messages.insert((1, 12), (0, 1, 0, 0)).expect("row");
+            for id in [10, 11, 12] {
+                t.messages.insert(id, &b"x"[..]).expect("message");
+            }
+            t.update_entry((1, 11), 1, 3, 0).expect("update");
+            drop(t);
+            txn.commit().expect("commit");
+        }
+        let (recovered, _) = super::super::recover(&db).expect("recover");
+        let counts: Vec<(u64, u32, u32)> = recovered.queues[0]
+            .messages
+            .iter()
+            .map(|e| (e.id, e.delivery_count, e.acquired_count))
+            .collect();
+        assert_eq!(counts, [(10, 2, 2), (11, 1, 3), (12, 0, 0)]);
+        // Removing an entry removes its acquired count with it.
+        {
+            let txn = db.begin_write().expect("write");
+            let mut t = MessageTables::open(&txn).expect("tables");
+            t.remove_entries(&[(1, 11)]).expect("remove");
+            assert!(t.acquired.get((1, 11)).expect("get").is_none());
+            drop(t);
+            txn.commit().expect("commit");
+        }
     }
 }

@@ -163,10 +163,14 @@ pub struct Deliver {
     pub consumer_tag: String,
     /// Identifies this delivery on this connection, for ack/nack/reject.
     pub delivery_tag: u64,
-    /// Delivered before (requeued after a nack, reject, or a lost consumer).
+    /// Delivered before: `acquired_count > 0` (AMQP's flag).
     pub redelivered: bool,
-    /// How many earlier deliveries of this message failed.
+    /// How many earlier deliveries of this message failed (RabbitMQ's `x-delivery-count`):
+    /// rejects, and connections that ended with it unacked.
     pub delivery_count: u32,
+    /// How many times it was taken from its queue before and given back, failed or not
+    /// (RabbitMQ's `x-acquired-count`).
+    pub acquired_count: u32,
     /// Exchange it was published to.
     pub exchange: String,
     /// Its routing key.
@@ -185,6 +189,7 @@ impl Payload for Deliver {
             delivery_tag: self.delivery_tag,
             redelivered: self.redelivered,
             delivery_count: self.delivery_count,
+            acquired_count: self.acquired_count,
             exchange: &self.exchange,
             routing_key: &self.routing_key,
             properties: &self.properties,
@@ -202,6 +207,7 @@ impl Payload for Deliver {
             delivery_tag,
             redelivered: flag(f, F_REDELIVERED),
             delivery_count: r.u32()?,
+            acquired_count: r.u32()?,
             exchange: r.str16("exchange")?,
             routing_key: r.str16("routing key")?,
             properties: Properties::decode(r)?,
@@ -223,6 +229,8 @@ pub struct DeliverRef<'a> {
     pub redelivered: bool,
     /// Earlier failed deliveries.
     pub delivery_count: u32,
+    /// Earlier acquisitions given back.
+    pub acquired_count: u32,
     /// Exchange it was published to.
     pub exchange: &'a str,
     /// Its routing key.
@@ -240,6 +248,7 @@ impl DeliverRef<'_> {
         dst.put_u64_le(self.delivery_tag);
         dst.put_u8(bits(&[(self.redelivered, F_REDELIVERED)]));
         dst.put_u32_le(self.delivery_count);
+        dst.put_u32_le(self.acquired_count);
         put_str16(dst, self.exchange);
         put_str16(dst, self.routing_key);
         self.properties.encode(dst);
@@ -284,10 +293,13 @@ impl Payload for Get {
 pub struct GetOk {
     /// Identifies this delivery, for ack/nack/reject (0 with `no_ack`).
     pub delivery_tag: u64,
-    /// Delivered before.
+    /// Delivered before: `acquired_count > 0`.
     pub redelivered: bool,
-    /// How many earlier deliveries of this message failed.
+    /// How many earlier deliveries of this message failed (`x-delivery-count`).
     pub delivery_count: u32,
+    /// How many times it was taken from its queue before and given back
+    /// (`x-acquired-count`).
+    pub acquired_count: u32,
     /// Messages still ready in the queue.
     pub message_count: u64,
     /// Exchange it was published to.
@@ -305,6 +317,7 @@ impl Payload for GetOk {
         dst.put_u64_le(self.delivery_tag);
         dst.put_u8(bits(&[(self.redelivered, F_REDELIVERED)]));
         dst.put_u32_le(self.delivery_count);
+        dst.put_u32_le(self.acquired_count);
         dst.put_u64_le(self.message_count);
         put_str16(dst, &self.exchange);
         put_str16(dst, &self.routing_key);
@@ -319,6 +332,7 @@ impl Payload for GetOk {
             delivery_tag,
             redelivered: flag(f, F_REDELIVERED),
             delivery_count: r.u32()?,
+            acquired_count: r.u32()?,
             message_count: r.u64()?,
             exchange: r.str16("exchange")?,
             routing_key: r.str16("routing key")?,

@@ -161,6 +161,7 @@ fn dead_letter_info(position: usize, e: &QueuedMessage, m: &Message) -> DeadLett
         death_count: field("count").and_then(FieldValue::as_int),
         death_time_ms: field("time").and_then(death_time_ms),
         delivery_count: e.delivery_count,
+        acquired_count: e.acquired_count,
         size: m.body.len() as u64,
         exchange: m.exchange.clone(),
         routing_key: m.routing_key.clone(),

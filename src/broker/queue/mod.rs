@@ -30,7 +30,7 @@ mod settle;
 mod state;
 
 pub use paging::{BodySource, MemoryBodies};
-pub use settle::{consumer_timeout, timed_out, verdict, Verdict};
+pub use settle::{consumer_timeout, timed_out, verdict, Return, Verdict};
 pub use state::{
     ConsumerSlot, Delivery, Effects, EntryUpdate, QueueCore, QueueCounts, EXPIRES_AT_ONCE,
     REFILL_BATCH,
@@ -305,9 +305,13 @@ impl Queue {
     /// `fx` empty.
     fn apply(self: &Arc<Self>, fx: &mut Effects<Arc<Consumer>>, now: &mut LazyNow<'_>) {
         for u in fx.updates.drain(..) {
-            self.ctx
-                .store
-                .update_entry(self.id, u.id, u.delivery_count, u.ready_at);
+            self.ctx.store.update_entry(
+                self.id,
+                u.id,
+                u.delivery_count,
+                u.acquired_count,
+                u.ready_at,
+            );
         }
         if !fx.deliveries.is_empty() {
             self.stats
@@ -322,7 +326,7 @@ impl Queue {
                 delivered_at_ms: now.get(),
             });
             let delivery_tag = consumer.session.record_delivery(tracked);
-            self.ctx.stats.count_delivery(entry.delivery_count > 0);
+            self.ctx.stats.count_delivery(entry.acquired_count > 0);
             let session = consumer.session.clone();
             let _ = session.outbound.send(Outbound::Deliver {
                 consumer,
@@ -370,11 +374,12 @@ impl Queue {
         self.change(|core, _| core.delay(entries));
     }
 
-    /// Settles deliveries that failed (nack/reject with requeue, after `delay_ms` if the
-    /// request gave one; a lost consumer or connection) by the queue's settle policy:
-    /// requeue at the head, delay, or dead-letter past `x-delivery-limit` (`settle.rs`).
-    pub fn fail(self: &Arc<Self>, entries: Vec<QueuedMessage>, delay_ms: Option<u64>) {
-        self.change(|core, fx| core.fail(entries, delay_ms, self.ctx.clock.now_ms(), fx));
+    /// Settles deliveries given back (`how`: failed — a reject with requeue, a lost
+    /// connection — or released — a nack with requeue, a consumer timeout, a cancel; after
+    /// `delay_ms` if the request gave one) by the queue's settle policy: requeue at the head,
+    /// delay, or dead-letter past `x-delivery-limit` (`settle.rs`).
+    pub fn fail(self: &Arc<Self>, entries: Vec<QueuedMessage>, how: Return, delay_ms: Option<u64>) {
+        self.change(|core, fx| core.fail(entries, how, delay_ms, self.ctx.clock.now_ms(), fx));
     }
 
     /// Settles deliveries refused without requeue: dead letters with reason `rejected`.
@@ -453,7 +458,7 @@ impl Queue {
         self.apply(fx, &mut LazyNow::at(now));
         let (entry, left) = taken?;
         self.stats.delivered.fetch_add(1, Ordering::Relaxed);
-        self.ctx.stats.count_delivery(entry.delivery_count > 0);
+        self.ctx.stats.count_delivery(entry.acquired_count > 0);
         Some((entry, left))
     }
 
@@ -657,6 +662,7 @@ mod tests {
             })),
             size: 1,
             delivery_count: 0,
+            acquired_count: 0,
             stored: false,
             expires_at,
         }
@@ -711,6 +717,7 @@ mod tests {
         q.enqueue(message(6, 0));
         let mut retried = message(2, 0);
         retried.delivery_count = 1;
+        retried.acquired_count = 1;
         q.delay(vec![(retried, T0 + 1_000)]);
         assert_eq!(ready_ids(&q), [5, 6]);
         assert_eq!(q.counts().delayed, 1);

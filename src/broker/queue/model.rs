@@ -1,6 +1,6 @@
 //! A property test of [`QueueCore`]: random sequences of operations (enqueue, consumers
-//! coming and going, dispatch, get, ack, nack with and without requeue and delay, time
-//! passing, refills completing) run against the state machine and against a small reference
+//! coming and going, dispatch, get, ack, nack and reject with and without requeue and delay,
+//! time passing, refills completing) run against the state machine and against a small reference
 //! model of where each message should be, checking after every step that
 //!
 //! - every message is in exactly one place: ready, delayed, unacked (by a consumer or a
@@ -14,13 +14,18 @@
 //!   paged out (with a refill asked for);
 //! - what is delivered is neither expired nor paged out, and stored no-ack deliveries (and
 //!   only those) remove their rows; stored requeues (and only those) update theirs;
-//! - nothing is dead-lettered for `delivery_limit` within the limit.
+//! - nothing is dead-lettered for `delivery_limit` within the limit, and only a failure
+//!   (reject, lost connection) reaches it;
+//! - each message's failure count (`x-delivery-count`) and acquired count
+//!   (`x-acquired-count`) are the model's: a failure raises both, a release (nack, consumer
+//!   timeout, cancel) only the acquired count; stored entries write the counts they carry.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use proptest::prelude::*;
 
+use super::settle::Return;
 use super::state::{ConsumerSlot, Effects, QueueCore};
 use crate::broker::dead_letter::DeadLetterReason;
 use crate::broker::queue_args::{Overflow, QueueArgs};
@@ -47,14 +52,20 @@ enum Op {
         prefetch: u32,
         no_ack: bool,
     },
-    RemoveConsumer(usize),
+    /// A consumer goes: its connection lost (`failed`), or cancelled or timed out.
+    RemoveConsumer {
+        pick: usize,
+        failed: bool,
+    },
     Get {
         no_ack: bool,
     },
     Ack(usize),
+    /// A nack, or with `reject` a reject (a failure).
     Nack {
         pick: usize,
         requeue: bool,
+        reject: bool,
         delay: Option<u64>,
     },
     Advance(u64),
@@ -69,11 +80,12 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(ttl, stored)| Op::Enqueue { ttl, stored }),
         1 => (0u32..4, prop::bool::weighted(0.2))
             .prop_map(|(prefetch, no_ack)| Op::AddConsumer { prefetch, no_ack }),
-        1 => any::<usize>().prop_map(Op::RemoveConsumer),
+        1 => (any::<usize>(), any::<bool>())
+            .prop_map(|(pick, failed)| Op::RemoveConsumer { pick, failed }),
         1 => any::<bool>().prop_map(|no_ack| Op::Get { no_ack }),
         3 => any::<usize>().prop_map(Op::Ack),
-        3 => (any::<usize>(), any::<bool>(), prop::option::of(1u64..300))
-            .prop_map(|(pick, requeue, delay)| Op::Nack { pick, requeue, delay }),
+        3 => (any::<usize>(), any::<bool>(), any::<bool>(), prop::option::of(1u64..300))
+            .prop_map(|(pick, requeue, reject, delay)| Op::Nack { pick, requeue, reject, delay }),
         2 => (0u64..250).prop_map(Op::Advance),
         1 => (0u64..100).prop_map(Op::Clock),
         2 => Just(Op::FinishRefill),
@@ -119,7 +131,10 @@ enum Gone {
 struct M {
     id: u64,
     expires_at: u64,
+    /// Failures (`x-delivery-count`).
     count: u32,
+    /// Acquisitions given back (`x-acquired-count`).
+    acquired: u32,
 }
 
 /// The reference model: where every message should be, kept the simplest way.
@@ -184,7 +199,7 @@ impl Harness {
                 });
                 self.core.add_consumer(tc);
             }
-            Op::RemoveConsumer(pick) => {
+            Op::RemoveConsumer { pick, failed } => {
                 let active: Vec<usize> = (0..self.consumers.len())
                     .filter(|i| self.consumers[*i].active)
                     .collect();
@@ -193,7 +208,12 @@ impl Harness {
                     self.consumers[i].active = false;
                     self.core.remove_consumer(|c| *c == tc);
                     let held = std::mem::take(&mut self.consumers[i].unacked);
-                    self.fail(held, None);
+                    let how = if failed {
+                        Return::Failed
+                    } else {
+                        Return::Released
+                    };
+                    self.fail(held, how, None);
                 }
             }
             Op::Get { no_ack } => {
@@ -220,11 +240,17 @@ impl Harness {
             Op::Nack {
                 pick,
                 requeue,
+                reject,
                 delay,
             } => {
                 if let Some(e) = self.take_unacked(pick) {
                     if requeue {
-                        self.fail(vec![e], delay);
+                        let how = if reject {
+                            Return::Failed
+                        } else {
+                            Return::Released
+                        };
+                        self.fail(vec![e], how, delay);
                     } else {
                         self.core.reject(vec![e.clone()], &mut self.fx);
                         self.expect_dead(DeadLetterReason::Rejected, &[e.id])?;
@@ -307,6 +333,7 @@ impl Harness {
                 message: Some(message),
                 size: 1,
                 delivery_count: 0,
+                acquired_count: 0,
                 stored,
                 expires_at,
             },
@@ -316,6 +343,7 @@ impl Harness {
             id,
             expires_at,
             count: 0,
+            acquired: 0,
         });
         if full {
             // Requeues may have taken the queue past its limit: it drops back to it.
@@ -329,21 +357,29 @@ impl Harness {
         Ok(())
     }
 
-    fn fail(&mut self, entries: Vec<QueuedMessage>, delay: Option<u64>) {
+    fn fail(&mut self, entries: Vec<QueuedMessage>, how: Return, delay: Option<u64>) {
         let now = self.now;
+        let failed = how == Return::Failed;
         let mut at_head = Vec::new();
+        let mut want_updates = HashMap::new();
         for e in &entries {
-            let count = e.delivery_count + 1;
+            let count = e.delivery_count + u32::from(failed);
             let m = M {
                 id: e.id,
                 expires_at: e.expires_at,
                 count,
+                acquired: e.acquired_count + 1,
             };
-            if self.args.delivery_limit.is_some_and(|l| count > l) {
+            if failed && self.args.delivery_limit.is_some_and(|l| count > l) {
                 self.gone
                     .insert(e.id, Gone::Dead(DeadLetterReason::DeliveryLimit));
-            } else if let Some(d) = delay.or_else(|| {
-                let steps = self.args.retry_backoff_ms.as_ref()?;
+                continue;
+            }
+            if e.stored {
+                want_updates.insert(e.id, (m.count, m.acquired));
+            }
+            if let Some(d) = delay.or_else(|| {
+                let steps = self.args.retry_backoff_ms.as_ref().filter(|_| failed)?;
                 steps.get(count as usize - 1).or(steps.last()).copied()
             }) {
                 self.model.delayed.insert((now + d, e.id), m);
@@ -355,13 +391,18 @@ impl Harness {
         for m in at_head.into_iter().rev() {
             self.model.ready.push_front(m);
         }
-        let stored: HashSet<u64> = entries.iter().filter(|e| e.stored).map(|e| e.id).collect();
-        self.core.fail(entries, delay, now, &mut self.fx);
+        self.core.fail(entries, how, delay, now, &mut self.fx);
         for u in self.fx.updates.drain(..) {
-            assert!(stored.contains(&u.id), "only stored entries are updated");
+            assert_eq!(
+                want_updates.remove(&u.id),
+                Some((u.delivery_count, u.acquired_count)),
+                "a stored entry writes the model's counts"
+            );
         }
+        assert!(want_updates.is_empty(), "stored entries left unwritten");
         for (reason, es) in self.fx.dead_letters.drain(..) {
             assert_eq!(reason, DeadLetterReason::DeliveryLimit);
+            assert!(failed, "only a failure reaches the delivery limit");
             for e in es {
                 assert!(self
                     .args
@@ -438,14 +479,15 @@ impl Harness {
     fn delivered_from_model(&mut self, e: &QueuedMessage) -> Result<(), TestCaseError> {
         let head = self.model.ready.pop_front();
         prop_assert_eq!(
-            head.map(|m| (m.id, m.count)),
-            Some((e.id, e.delivery_count))
+            head.map(|m| (m.id, m.count, m.acquired)),
+            Some((e.id, e.delivery_count, e.acquired_count))
         );
+        prop_assert!(e.acquired_count >= e.delivery_count);
         prop_assert!(
             e.expires_at == 0 || e.expires_at > self.now,
             "delivered expired"
         );
-        if e.delivery_count == 0 {
+        if e.acquired_count == 0 {
             prop_assert!(
                 e.id > self.last_first_delivery,
                 "first deliveries in FIFO order"
@@ -561,9 +603,18 @@ impl Harness {
         let ready: Vec<u64> = self.core.ready().map(|e| e.id).collect();
         let model_ready: Vec<u64> = self.model.ready.iter().map(|m| m.id).collect();
         prop_assert_eq!(&ready, &model_ready, "ready list");
-        let counts: Vec<u32> = self.core.ready().map(|e| e.delivery_count).collect();
-        let model_counts: Vec<u32> = self.model.ready.iter().map(|m| m.count).collect();
-        prop_assert_eq!(counts, model_counts, "delivery counts");
+        let counts: Vec<(u32, u32)> = self
+            .core
+            .ready()
+            .map(|e| (e.delivery_count, e.acquired_count))
+            .collect();
+        let model_counts: Vec<(u32, u32)> = self
+            .model
+            .ready
+            .iter()
+            .map(|m| (m.count, m.acquired))
+            .collect();
+        prop_assert_eq!(counts, model_counts, "delivery and acquired counts");
         let delayed: Vec<(u64, u64)> = self.core.delayed.keys().copied().collect();
         let model_delayed: Vec<(u64, u64)> = self.model.delayed.keys().copied().collect();
         prop_assert_eq!(delayed, model_delayed, "delayed set");
@@ -571,7 +622,7 @@ impl Harness {
         let fresh: Vec<u64> = self
             .core
             .ready()
-            .filter(|e| e.delivery_count == 0)
+            .filter(|e| e.acquired_count == 0)
             .map(|e| e.id)
             .collect();
         prop_assert!(fresh.windows(2).all(|w| w[0] < w[1]), "FIFO: {:?}", fresh);

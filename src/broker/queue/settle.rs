@@ -1,15 +1,21 @@
-//! The queue's settle policy: what becomes of deliveries that were refused or failed.
+//! The queue's settle policy: what becomes of deliveries that were given back or refused.
 //!
-//! A failed delivery (nack or reject with requeue, or a consumer or connection that ended
-//! with it unacked) has its delivery count raised. Past the queue's `x-delivery-limit` it is
-//! dead-lettered with `delivery_limit`; otherwise it goes back to the head of the queue, at
-//! once or after a delay (the request's, else the queue's `x-retry-backoff` for that
-//! failure), and a stored entry's new count and delay are written so both survive a restart.
+//! Counting follows RabbitMQ 4.3 (docs/dead-lettering.md, *Delivery counting*). A delivery
+//! given back to the queue is either a **failure** ([`Return::Failed`]: a reject with
+//! requeue, or its consumer's connection ending with it unacked) or a plain **return**
+//! ([`Return::Released`]: a nack with requeue, a consumer timeout, a cancel that requeues).
+//! Both raise the entry's acquired count (`x-acquired-count`); only a failure raises its
+//! delivery count (`x-delivery-count`), and only a failure can take it past the queue's
+//! `x-delivery-limit` (dead-lettered with `delivery_limit`) or wait out the queue's
+//! `x-retry-backoff` step for that failure. Otherwise it goes back to the head of the queue,
+//! at once or after the request's own delay, and a stored entry's new counts and delay are
+//! written so they survive a restart.
 //! A delivery refused without requeue is dead-lettered with `rejected` (the dead-letter task
 //! drops it when the queue has no dead-letter exchange).
 //!
 //! A delivery left unacked for its consumer's `x-consumer-timeout` (a `Consume` argument),
-//! else the queue's, else the server's default, costs its consumer: the broker cancels it and its unacked deliveries fail as above.
+//! else the queue's, else the server's default, costs its consumer: the broker cancels it and
+//! its unacked deliveries are returned (not failed, as in RabbitMQ 4.3).
 //!
 //! [`verdict`] is the decision for one message, a pure function; [`QueueCore::fail`] and
 //! [`QueueCore::reject`] apply it to the queue's state. [`consumer_timeout`] and
@@ -36,14 +42,33 @@ pub enum Verdict {
     DeliveryLimit,
 }
 
-/// The verdict for a delivery that failed for the `failures`-th time (its raised delivery
-/// count) at `now`, with the request's delay if it named one.
-pub fn verdict(args: &QueueArgs, failures: u32, delay_ms: Option<u64>, now: u64) -> Verdict {
-    if args.delivery_limit.is_some_and(|l| failures > l) {
+/// How a delivery came back to its queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Return {
+    /// It failed: a reject with requeue, or its consumer's connection ended with it unacked.
+    /// Counts toward `x-delivery-limit`.
+    Failed,
+    /// Given back without a failure: a nack with requeue, a consumer timeout, a cancel that
+    /// requeues. Counts as an acquisition only.
+    Released,
+}
+
+/// The verdict for a delivery given back at `now` (`how`), whose failure count, already
+/// raised if this was a failure, is `failures`; with the request's delay if it named one.
+/// Only a failure meets the delivery limit or the queue's backoff.
+pub fn verdict(
+    args: &QueueArgs,
+    how: Return,
+    failures: u32,
+    delay_ms: Option<u64>,
+    now: u64,
+) -> Verdict {
+    let failed = how == Return::Failed;
+    if failed && args.delivery_limit.is_some_and(|l| failures > l) {
         return Verdict::DeliveryLimit;
     }
     match delay_ms
-        .or_else(|| args.retry_delay_ms(failures))
+        .or_else(|| failed.then(|| args.retry_delay_ms(failures)).flatten())
         .filter(|d| *d > 0)
     {
         Some(d) => Verdict::Delay(now.saturating_add(d)),
@@ -74,12 +99,13 @@ pub fn timed_out(delivered_at_ms: u64, now_ms: u64, timeout: Duration) -> Option
 }
 
 impl<C: ConsumerSlot> QueueCore<C> {
-    /// Settles deliveries that failed at `now` (nack/reject with requeue, `delay_ms` if the
-    /// request gave one; a lost consumer or connection): each is requeued, delayed or
+    /// Settles deliveries given back at `now` (`how`: failed or released; `delay_ms` if the
+    /// request gave one): each has its counts raised and is requeued, delayed or
     /// dead-lettered by [`verdict`]. Call [`QueueCore::dispatch`] after.
     pub fn fail(
         &mut self,
         entries: Vec<QueuedMessage>,
+        how: Return,
         delay_ms: Option<u64>,
         now: u64,
         fx: &mut Effects<C>,
@@ -88,8 +114,11 @@ impl<C: ConsumerSlot> QueueCore<C> {
         let mut later = Vec::new();
         let mut at_head = Vec::with_capacity(entries.len());
         for mut entry in entries {
-            entry.delivery_count = entry.delivery_count.saturating_add(1);
-            let ready_at = match verdict(&self.args, entry.delivery_count, delay_ms, now) {
+            entry.acquired_count = entry.acquired_count.saturating_add(1);
+            if how == Return::Failed {
+                entry.delivery_count = entry.delivery_count.saturating_add(1);
+            }
+            let ready_at = match verdict(&self.args, how, entry.delivery_count, delay_ms, now) {
                 Verdict::DeliveryLimit => {
                     over_limit.push(entry);
                     continue;
@@ -101,6 +130,7 @@ impl<C: ConsumerSlot> QueueCore<C> {
                 fx.updates.push(EntryUpdate {
                     id: entry.id,
                     delivery_count: entry.delivery_count,
+                    acquired_count: entry.acquired_count,
                     ready_at,
                 });
             }
@@ -134,6 +164,9 @@ impl<C: ConsumerSlot> QueueCore<C> {
 mod tests {
     use super::*;
 
+    const F: Return = Return::Failed;
+    const R: Return = Return::Released;
+
     fn args(limit: Option<u32>, backoff: Option<Vec<u64>>) -> QueueArgs {
         QueueArgs {
             delivery_limit: limit,
@@ -144,36 +177,53 @@ mod tests {
 
     #[test]
     fn without_limit_or_backoff_a_failure_goes_back_to_the_head() {
-        assert_eq!(verdict(&args(None, None), 1, None, 10), Verdict::Requeue);
-        assert_eq!(verdict(&args(None, None), 900, None, 10), Verdict::Requeue);
+        assert_eq!(verdict(&args(None, None), F, 1, None, 10), Verdict::Requeue);
+        assert_eq!(
+            verdict(&args(None, None), F, 900, None, 10),
+            Verdict::Requeue
+        );
     }
 
     #[test]
     fn the_delivery_limit_counts_failures_beyond_it() {
         let a = args(Some(2), None);
-        assert_eq!(verdict(&a, 2, None, 10), Verdict::Requeue);
-        assert_eq!(verdict(&a, 3, None, 10), Verdict::DeliveryLimit);
+        assert_eq!(verdict(&a, F, 2, None, 10), Verdict::Requeue);
+        assert_eq!(verdict(&a, F, 3, None, 10), Verdict::DeliveryLimit);
         let zero = args(Some(0), Some(vec![100]));
         assert_eq!(
-            verdict(&zero, 1, Some(5), 10),
+            verdict(&zero, F, 1, Some(5), 10),
             Verdict::DeliveryLimit,
             "the limit wins over any delay"
         );
     }
 
     #[test]
+    fn a_release_never_meets_the_limit_or_the_backoff() {
+        // A nack with requeue is a return, not a failure (RabbitMQ 4.3): however many came
+        // before, the limit is not reached and the backoff does not apply.
+        let a = args(Some(0), Some(vec![100]));
+        assert_eq!(verdict(&a, R, 0, None, 10), Verdict::Requeue);
+        assert_eq!(verdict(&a, R, 5, None, 10), Verdict::Requeue);
+        assert_eq!(
+            verdict(&a, R, 0, Some(7), 10),
+            Verdict::Delay(17),
+            "the request's own delay still applies"
+        );
+    }
+
+    #[test]
     fn the_requests_delay_wins_over_the_queues_backoff() {
         let a = args(None, Some(vec![100, 1_000]));
-        assert_eq!(verdict(&a, 1, None, 10), Verdict::Delay(110));
-        assert_eq!(verdict(&a, 2, None, 10), Verdict::Delay(1_010));
+        assert_eq!(verdict(&a, F, 1, None, 10), Verdict::Delay(110));
+        assert_eq!(verdict(&a, F, 2, None, 10), Verdict::Delay(1_010));
         assert_eq!(
-            verdict(&a, 7, None, 10),
+            verdict(&a, F, 7, None, 10),
             Verdict::Delay(1_010),
             "the last step repeats"
         );
-        assert_eq!(verdict(&a, 1, Some(5), 10), Verdict::Delay(15));
+        assert_eq!(verdict(&a, F, 1, Some(5), 10), Verdict::Delay(15));
         assert_eq!(
-            verdict(&a, 1, Some(0), 10),
+            verdict(&a, F, 1, Some(0), 10),
             Verdict::Requeue,
             "a zero delay is none"
         );

@@ -45,14 +45,16 @@ pub struct Delivery<C> {
     pub entry: QueuedMessage,
 }
 
-/// A stored entry whose delivery count and delay must be written (a requeue), so delivery
-/// limits and backoff survive a restart.
+/// A stored entry whose counts and delay must be written (a requeue), so delivery limits,
+/// `x-delivery-count`/`x-acquired-count` and backoff survive a restart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EntryUpdate {
     /// The message id.
     pub id: u64,
-    /// Its raised delivery count.
+    /// Its failed deliveries.
     pub delivery_count: u32,
+    /// Its acquisitions given back.
+    pub acquired_count: u32,
     /// When it is ready again, ms since the epoch (0: now).
     pub ready_at: u64,
 }
@@ -678,6 +680,7 @@ impl<C: ConsumerSlot> QueueCore<C> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::queue::settle::Return;
     use crate::broker::queue_args::Overflow;
 
     const T0: u64 = 1_700_000_000_000;
@@ -700,6 +703,7 @@ mod tests {
             message: None,
             size: 1,
             delivery_count: 0,
+            acquired_count: 0,
             stored: false,
             expires_at,
         }
@@ -865,7 +869,7 @@ mod tests {
         // The active consumer goes: the next attached takes over, its unacked first.
         q.remove_consumer(|c| c.0 == 0);
         assert_eq!(q.active_consumer(), Some(&Tc(1, false)));
-        q.fail(first, None, T0, &mut fx);
+        q.fail(first, Return::Released, None, T0, &mut fx);
         q.dispatch(&mut LazyNow::at(T0), &mut |_| true, &mut fx);
         assert_eq!(delivered(&mut fx), [(1, 1), (1, 2), (1, 3), (1, 4), (1, 5)]);
         // Without the argument, round-robin as usual and no active consumer.
@@ -892,7 +896,7 @@ mod tests {
     }
 
     #[test]
-    fn nack_requeues_at_the_head_in_id_order_with_the_count_raised() {
+    fn nack_requeues_at_the_head_in_id_order_with_the_acquired_count_raised() {
         let mut q = core(QueueArgs::default());
         let mut fx = Effects::default();
         for id in 1..=4 {
@@ -910,11 +914,14 @@ mod tests {
         );
         let mut out: Vec<QueuedMessage> = fx.deliveries.drain(..).map(|d| d.entry).collect();
         out.reverse(); // settled in any order, back in id order
-        q.fail(out, None, T0, &mut fx);
+        q.fail(out, Return::Released, None, T0, &mut fx);
         assert_eq!(ready_ids(&q), [1, 2, 3, 4]);
         assert_eq!(
-            q.ready().map(|e| e.delivery_count).collect::<Vec<_>>(),
-            [1, 1, 0, 0]
+            q.ready()
+                .map(|e| (e.delivery_count, e.acquired_count))
+                .collect::<Vec<_>>(),
+            [(0, 1), (0, 1), (0, 0), (0, 0)],
+            "a nack is a return, not a failure"
         );
         assert_eq!(q.counts().unacked, 0);
         let mut updates = fx.updates.clone();
@@ -924,12 +931,14 @@ mod tests {
             [
                 EntryUpdate {
                     id: 1,
-                    delivery_count: 1,
+                    delivery_count: 0,
+                    acquired_count: 1,
                     ready_at: 0
                 },
                 EntryUpdate {
                     id: 2,
-                    delivery_count: 1,
+                    delivery_count: 0,
+                    acquired_count: 1,
                     ready_at: 0
                 },
             ],
@@ -953,11 +962,11 @@ mod tests {
         q.reject(vec![second], &mut fx);
         assert_eq!(dead(&mut fx), [(DeadLetterReason::Rejected, vec![2])]);
         // Message 1 fails once (count 1: within the limit), then again (count 2: past it).
-        q.fail(out, None, T0, &mut fx);
+        q.fail(out, Return::Failed, None, T0, &mut fx);
         assert_eq!(ready_ids(&q), [1]);
         q.dispatch(&mut LazyNow::at(T0), &mut |_| true, &mut fx);
         let again: Vec<QueuedMessage> = fx.deliveries.drain(..).map(|d| d.entry).collect();
-        q.fail(again, None, T0, &mut fx);
+        q.fail(again, Return::Failed, None, T0, &mut fx);
         assert_eq!(dead(&mut fx), [(DeadLetterReason::DeliveryLimit, vec![1])]);
         assert_eq!(
             q.counts(),
@@ -981,7 +990,7 @@ mod tests {
         q.enqueue(message(1, 0), &mut fx);
         q.enqueue(message(2, 0), &mut fx);
         let first = q.take_one(T0, false, &mut fx).expect("ready").0;
-        q.fail(vec![first], None, T0, &mut fx);
+        q.fail(vec![first], Return::Failed, None, T0, &mut fx);
         assert_eq!(ready_ids(&q), [2]);
         assert_eq!(q.counts().delayed, 1);
         q.tick(T0 + 99, &mut fx);
@@ -990,11 +999,11 @@ mod tests {
         assert_eq!(ready_ids(&q), [1, 2], "back at the head");
         // The second failure waits for the second step; a request's own delay wins.
         let again = q.take_one(T0 + 100, false, &mut fx).expect("ready").0;
-        q.fail(vec![again], None, T0 + 100, &mut fx);
+        q.fail(vec![again], Return::Failed, None, T0 + 100, &mut fx);
         assert_eq!(q.delayed.keys().next(), Some(&(T0 + 1_100, 1)));
         q.tick(T0 + 1_100, &mut fx);
         let third = q.take_one(T0 + 1_100, false, &mut fx).expect("ready").0;
-        q.fail(vec![third], Some(5), T0 + 1_100, &mut fx);
+        q.fail(vec![third], Return::Failed, Some(5), T0 + 1_100, &mut fx);
         assert_eq!(q.delayed.keys().next(), Some(&(T0 + 1_105, 1)));
         assert!(fx.is_empty());
     }
