@@ -928,6 +928,142 @@ async fn definitions_export_then_import_reproduces_the_topology_idempotently() {
     assert_eq!(ok(&target.cli(&["definitions", "export"])), written);
 }
 
+/// A document whose every item is valid except one that a declare or bind would refuse:
+/// the import fails naming that item, and nothing of the document is applied, not even the
+/// items before it. The same document without the bad item imports.
+#[test]
+fn an_import_with_one_invalid_item_applies_nothing() {
+    let d = TestDaemon::start();
+    let good = json!({
+        "exchanges": [
+            {"name": "logs", "type": "topic", "durable": true},
+            {"name": "by-header", "type": "headers", "durable": true},
+            {"name": "audit", "type": "fanout", "durable": true},
+        ],
+        "queues": [
+            {"name": "jobs", "durable": true, "arguments": {"x-message-ttl": 60000}},
+            {"name": "seen", "durable": true},
+        ],
+        "bindings": [
+            {"source": "logs", "destination": "jobs", "destination_type": "queue",
+             "routing_key": "app.#"},
+            {"source": "by-header", "destination": "seen", "destination_type": "queue",
+             "routing_key": "", "arguments": {"x-match": "any-with-x", "x-kind": "audit"}},
+            {"source": "logs", "destination": "audit", "destination_type": "exchange",
+             "routing_key": "#.audit"},
+        ],
+    });
+    let with = |section: &str, item: Value| {
+        let mut doc = good.clone();
+        doc[section].as_array_mut().unwrap().push(item);
+        doc
+    };
+    let cases = [
+        (
+            with(
+                "bindings",
+                json!({"source": "by-header", "destination": "jobs",
+                 "routing_key": "", "arguments": {"x-match": "some", "k": "v"}}),
+            ),
+            "PRECONDITION_FAILED (406): definitions: binding of queue 'jobs' to exchange \
+             'by-header' with key '': invalid arg 'x-match' for binding: expected \"all\", \
+             \"any\", \"all-with-x\" or \"any-with-x\", got some",
+        ),
+        (
+            with(
+                "bindings",
+                json!({"source": "by-header", "destination": "audit",
+                 "destination_type": "exchange", "routing_key": "",
+                 "arguments": {"x-match": 1}}),
+            ),
+            "PRECONDITION_FAILED (406): definitions: binding of exchange 'audit' to exchange \
+             'by-header' with key '': invalid arg 'x-match' for binding:",
+        ),
+        (
+            with(
+                "bindings",
+                json!({"source": "logs", "destination": "jobs",
+                 "routing_key": "a.#.#.#"}),
+            ),
+            "PRECONDITION_FAILED (406): definitions: binding of queue 'jobs' to exchange \
+             'logs' with key 'a.#.#.#': topic binding key 'a.#.#.#' has 3 '#' words; at most \
+             2 are allowed",
+        ),
+        (
+            with(
+                "bindings",
+                json!({"source": "logs", "destination": "audit",
+                 "destination_type": "exchange", "routing_key": "#.#.#"}),
+            ),
+            "PRECONDITION_FAILED (406): definitions: binding of exchange 'audit' to exchange \
+             'logs' with key '#.#.#': topic binding key",
+        ),
+        (
+            with(
+                "queues",
+                json!({"name": "late", "durable": true,
+                 "arguments": {"x-max-length": -1}}),
+            ),
+            "PRECONDITION_FAILED (406): definitions: invalid arg 'x-max-length' for queue 'late'",
+        ),
+        (
+            with(
+                "exchanges",
+                json!({"name": "odd", "type": "x-consistent-hash"}),
+            ),
+            "definitions: exchange 'odd' type: must be direct, fanout, topic or headers",
+        ),
+        (
+            with(
+                "exchanges",
+                json!({"name": "logs", "type": "direct", "durable": true}),
+            ),
+            "PRECONDITION_FAILED (406): definitions: exchange 'logs' is defined twice, differently",
+        ),
+        (
+            with("queues", json!({"name": "amq.mine", "durable": true})),
+            "ACCESS_REFUSED (403): definitions: queue name 'amq.mine' is reserved",
+        ),
+        (
+            with(
+                "bindings",
+                json!({"source": "", "destination": "jobs", "routing_key": "jobs"}),
+            ),
+            "ACCESS_REFUSED (403): definitions: binding source: the default exchange cannot be \
+             bound to or unbound from",
+        ),
+        (
+            with(
+                "bindings",
+                json!({"source": "logs", "destination": "nowhere",
+                 "routing_key": "x"}),
+            ),
+            "NOT_FOUND (404): no queue (binding destination) 'nowhere'",
+        ),
+    ];
+    let file = d.data_dir().join("defs.json");
+    let file_arg = file.to_str().unwrap();
+    let before = topology(&d);
+    for (doc, says) in cases {
+        std::fs::write(&file, serde_json::to_string_pretty(&doc).unwrap()).unwrap();
+        let line = fails_with_one_line(&d.cli(&["definitions", "import", file_arg]));
+        assert!(
+            line.starts_with(&format!("error: importing definitions from '{file_arg}': "))
+                && line.contains(says),
+            "{line}\nwanted: {says}"
+        );
+        assert_eq!(topology(&d), before, "nothing applied after: {line}");
+    }
+    std::fs::write(&file, serde_json::to_string(&good).unwrap()).unwrap();
+    assert_eq!(
+        ok(&d.cli(&["definitions", "import", file_arg])),
+        format!(
+            "definitions imported from '{file_arg}': created 3 exchanges and 2 queues; 3 \
+             bindings in place\n"
+        )
+    );
+}
+
 #[tokio::test]
 async fn importing_conflicting_definitions_fails_and_changes_nothing() {
     let source = TestDaemon::start();

@@ -422,6 +422,10 @@ async fn publish_headers_are_strings_unless_typed() {
         r#"meta:table={"k":1}"#,
         "--header",
         "x-delay=0",
+        "--header",
+        "sent:timestamp=1700000000",
+        "--header",
+        "due:timestamp=2026-11-30T13:00:00+01:00",
     ]));
     let c = d.client().await;
     let m = c.get("q", true).await.expect("get").expect("a message");
@@ -446,6 +450,9 @@ async fn publish_headers_are_strings_unless_typed() {
             FieldValue::Map(FieldTable::from([("k".to_owned(), FieldValue::Int(1))])),
         ),
         ("x-delay".to_owned(), FieldValue::Int(0)),
+        ("sent".to_owned(), FieldValue::Timestamp(1_700_000_000)),
+        // RFC 3339 with an offset: 12:00 UTC.
+        ("due".to_owned(), FieldValue::Timestamp(1_796_040_000)),
     ]);
     assert_eq!(m.properties.headers, want);
 }
@@ -459,6 +466,11 @@ fn a_bad_typed_header_is_refused_naming_the_flag_and_the_value() {
         ("n:number=5", "unknown type 'number' in 'n:number=5'"),
         ("r:bytes=@@", "r: '@@' is not valid base64"),
         ("l:list=[1,", "l: '[1,' is not valid JSON"),
+        (
+            "t:timestamp=2026-11-30T12:00:00",
+            "t: '2026-11-30T12:00:00' is not a timestamp (whole seconds since the Unix \
+             epoch, or an RFC 3339 date and time",
+        ),
     ] {
         let out = d.cli(&["publish", "", "q", "x", "--header", header]);
         let stderr = fails(&out);

@@ -392,37 +392,171 @@ async fn sac_queue(c: &Client, name: &str) {
     .expect("declare");
 }
 
-/// `consumer list`'s (tag, active) pairs, by connection id (attach order here).
-fn active_flags(d: &TestDaemon) -> Vec<(String, bool)> {
+/// `consumer list`'s active flag by consumer tag. (By tag, not by connection id: the
+/// server numbers connections as their handshakes finish, not as clients connect.)
+fn active_flags(d: &TestDaemon) -> std::collections::BTreeMap<String, bool> {
     let out = d.cli(&["consumer", "list", "--json"]);
     assert!(out.status.success(), "{out:?}");
     let listed: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("JSON");
-    let mut rows: Vec<(u64, String, bool)> = listed
+    listed
         .iter()
         .map(|c| {
             (
-                c["connection"].as_u64().expect("connection"),
                 c["tag"].as_str().expect("tag").to_owned(),
                 c["active"].as_bool().expect("active"),
             )
         })
-        .collect();
-    rows.sort();
-    rows.into_iter()
-        .map(|(_, tag, active)| (tag, active))
         .collect()
+}
+
+fn flags(pairs: &[(&str, bool)]) -> std::collections::BTreeMap<String, bool> {
+    pairs.iter().map(|(t, a)| ((*t).to_owned(), *a)).collect()
 }
 
 /// Two consumers on a single-active-consumer queue: the first gets everything while the
 /// second waits; when the first goes (`leave`), the second gets the first's unacked
-/// deliveries, in order, then the rest.
-async fn single_active_consumer_hands_over(leave: impl AsyncFnOnce(&Client, &Consumer)) {
-    let d = TestDaemon::start();
-    let first = d.client().await;
+/// deliveries, in order, then the rest. `first` connects to `first_addr` (the daemon, or a
+/// proxy in front of it that a test can cut).
+async fn single_active_consumer_hands_over(
+    d: &TestDaemon,
+    first_addr: &str,
+    first_options: ConsumeOptions,
+    leave: impl AsyncFnOnce(&Client, &mut Consumer),
+) {
+    // With a consumer timeout the handover may come at any time from here: skip the
+    // checks of the waiting state (the other variants make them).
+    let timing_out = first_options.arguments.contains_key("x-consumer-timeout");
+    let first = Client::connect(first_addr).await.expect("connect");
     let second = d.client().await;
     sac_queue(&first, "sac").await;
     first.qos(3).await.unwrap();
     second.qos(10).await.unwrap();
+    let mut k1 = first.consume("sac", first_options).await.unwrap();
+    let mut k2 = second
+        .consume("sac", ConsumeOptions::default())
+        .await
+        .unwrap();
+    publish_n(&second, "sac", 6).await;
+    let mut held = Vec::new();
+    for want in ["m0", "m1", "m2"] {
+        let m = next(&mut k1).await;
+        assert_eq!(body(&m), want);
+        held.push(m);
+    }
+    // The first acks m0 and takes m3; it holds m1..m3 now, at its prefetch of 3. (With a
+    // consumer timeout it acks nothing: the timeout may strike at any moment.)
+    let mut want: Vec<(String, bool, u32)> = (0..6)
+        .map(|i| (format!("m{i}"), i < 3, u32::from(i < 3)))
+        .collect();
+    if !timing_out {
+        first.ack(held[0].delivery_tag, false).await.unwrap();
+        assert_eq!(body(&next(&mut k1).await), "m3");
+        assert_quiet(&mut k2).await;
+        assert_eq!(
+            active_flags(d),
+            flags(&[(k1.tag(), true), (k2.tag(), false)]),
+            "consumer list shows which one is active"
+        );
+        want.remove(0);
+        want[2] = ("m3".to_owned(), true, 1);
+    }
+    leave(&first, &mut k1).await;
+    let mut got = Vec::new();
+    while got.len() < want.len() {
+        let m = next(&mut k2).await;
+        got.push((body(&m), m.redelivered, m.delivery_count));
+        second.ack(m.delivery_tag, false).await.unwrap();
+    }
+    assert_eq!(
+        got, want,
+        "the first's unacked first, in order, then the rest"
+    );
+    assert_quiet(&mut k2).await;
+    assert_eq!(active_flags(d), flags(&[(k2.tag(), true)]));
+}
+
+#[tokio::test]
+async fn single_active_consumer_hands_over_on_cancel() {
+    let d = TestDaemon::start();
+    let opts = ConsumeOptions::default();
+    single_active_consumer_hands_over(&d, d.addr(), opts, async |c, k| {
+        c.cancel(k.tag()).await.expect("cancel");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn single_active_consumer_hands_over_on_connection_close() {
+    let d = TestDaemon::start();
+    let opts = ConsumeOptions::default();
+    single_active_consumer_hands_over(&d, d.addr(), opts, async |c, _| {
+        c.close().await.expect("close");
+    })
+    .await;
+}
+
+/// The first consumer's TCP connection drops (no `Close` frame): the server notices the
+/// end of the stream and hands over as on a clean close.
+#[tokio::test]
+async fn single_active_consumer_hands_over_when_the_connection_drops() {
+    let d = TestDaemon::start();
+    let proxy = Proxy::start(d.addr()).await;
+    let opts = ConsumeOptions::default();
+    single_active_consumer_hands_over(&d, proxy.addr(), opts, async |_, k| {
+        proxy.cut();
+        assert!(
+            within("the first consumer's end", k.next()).await.is_none(),
+            "the dropped connection's consumer should end"
+        );
+    })
+    .await;
+}
+
+/// The first consumer holds its deliveries past its own consumer timeout: the server
+/// cancels it, and the second gets what it held first.
+#[tokio::test]
+async fn single_active_consumer_hands_over_on_consumer_timeout() {
+    let d = TestDaemon::start();
+    let opts = ConsumeOptions::default().consumer_timeout(Duration::from_millis(300));
+    single_active_consumer_hands_over(&d, d.addr(), opts, async |_, k| {
+        assert!(
+            within("the consumer timeout", k.next()).await.is_none(),
+            "the first consumer should be cancelled"
+        );
+        let why = format!("{:?}", k.cancel_reason());
+        assert!(why.contains("consumer timeout"), "{why}");
+    })
+    .await;
+}
+
+/// A consumer timeout on the queue (`x-consumer-timeout`) while a publisher keeps
+/// publishing: the requeued deliveries still reach the second consumer before anything
+/// published during the handover, and the rest follows in publish order.
+#[tokio::test]
+async fn single_active_consumer_handover_on_queue_timeout_keeps_order_under_publishing() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use warren_protocol::{FieldTable, FieldValue};
+
+    let d = TestDaemon::start();
+    let first = d.client().await;
+    let second = d.client().await;
+    let mut arguments = FieldTable::new();
+    arguments.insert("x-single-active-consumer".into(), FieldValue::Bool(true));
+    arguments.insert("x-consumer-timeout".into(), FieldValue::Int(400));
+    first
+        .declare_queue(
+            "sac",
+            QueueOptions {
+                durable: true,
+                arguments,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("declare");
+    first.qos(3).await.unwrap();
+    second.qos(0).await.unwrap();
     let mut k1 = first
         .consume("sac", ConsumeOptions::default())
         .await
@@ -431,57 +565,92 @@ async fn single_active_consumer_hands_over(leave: impl AsyncFnOnce(&Client, &Con
         .consume("sac", ConsumeOptions::default())
         .await
         .unwrap();
-    publish_n(&first, "sac", 6).await;
-    let mut held = Vec::new();
+    publish_n(&second, "sac", 5).await;
     for want in ["m0", "m1", "m2"] {
-        let m = next(&mut k1).await;
-        assert_eq!(body(&m), want);
-        held.push(m);
+        assert_eq!(body(&next(&mut k1).await), want);
     }
-    // The first acks m0 and takes m3; it holds m1..m3 now, at its prefetch of 3.
-    first.ack(held[0].delivery_tag, false).await.unwrap();
-    assert_eq!(body(&next(&mut k1).await), "m3");
-    assert_quiet(&mut k2).await;
-    assert_eq!(
-        active_flags(&d),
-        [(k1.tag().to_owned(), true), (k2.tag().to_owned(), false)],
-        "consumer list shows which one is active"
-    );
-    leave(&first, &k1).await;
+    // Publish p0, p1, ... one confirm at a time until the second consumer's first delivery,
+    // so publishes land before, during and after the handover.
+    let stop = Arc::new(AtomicBool::new(false));
+    let publisher = {
+        let c = d.client().await;
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut n = 0usize;
+            while !stop.load(Ordering::Acquire) && n < 100_000 {
+                let m = OutgoingMessage::new("", "sac", format!("p{n}")).persistent();
+                let confirm = c.publish(m).await.expect("publish");
+                assert!(confirm.await.expect("confirm").is_confirmed());
+                n += 1;
+            }
+            n
+        })
+    };
     let mut got = Vec::new();
-    for _ in 0..5 {
+    let m = next(&mut k2).await;
+    stop.store(true, Ordering::Release);
+    got.push((body(&m), m.delivery_count));
+    second.ack(m.delivery_tag, false).await.unwrap();
+    let published = within("the publisher", publisher).await.expect("publisher");
+    assert!(
+        within("the first consumer's cancel", k1.next())
+            .await
+            .is_none(),
+        "the first consumer should have been cancelled"
+    );
+    let why = format!("{:?}", k1.cancel_reason());
+    assert!(why.contains("consumer timeout"), "{why}");
+    while got.len() < 5 + published {
         let m = next(&mut k2).await;
         got.push((body(&m), m.acquired_count));
         second.ack(m.delivery_tag, false).await.unwrap();
     }
-    assert_eq!(
-        got,
-        [
-            ("m1".to_owned(), 1),
-            ("m2".to_owned(), 1),
-            ("m3".to_owned(), 1),
-            ("m4".to_owned(), 0),
-            ("m5".to_owned(), 0),
-        ],
-        "the first's unacked first, in order, then the rest"
-    );
+    let mut want: Vec<(String, u32)> = vec![
+        ("m0".into(), 1),
+        ("m1".into(), 1),
+        ("m2".into(), 1),
+        ("m3".into(), 0),
+        ("m4".into(), 0),
+    ];
+    want.extend((0..published).map(|i| (format!("p{i}"), 0)));
+    assert_eq!(got, want, "{published} published during the handover");
     assert_quiet(&mut k2).await;
 }
 
-#[tokio::test]
-async fn single_active_consumer_hands_over_on_cancel() {
-    single_active_consumer_hands_over(async |c: &Client, k: &Consumer| {
-        c.cancel(k.tag()).await.expect("cancel");
-    })
-    .await;
+/// A TCP proxy on 127.0.0.1 for one connection, which a test can cut: both sockets close
+/// without a `Close` frame, as when a client's machine or network goes away.
+struct Proxy {
+    addr: String,
+    task: tokio::task::JoinHandle<()>,
 }
 
-#[tokio::test]
-async fn single_active_consumer_hands_over_on_connection_close() {
-    single_active_consumer_hands_over(async |c: &Client, _: &Consumer| {
-        c.close().await.expect("close");
-    })
-    .await;
+impl Proxy {
+    async fn start(upstream: &str) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a proxy");
+        let addr = listener.local_addr().expect("proxy address").to_string();
+        let upstream = upstream.to_owned();
+        let task = tokio::spawn(async move {
+            let Ok((mut down, _)) = listener.accept().await else {
+                return;
+            };
+            let Ok(mut up) = tokio::net::TcpStream::connect(&upstream).await else {
+                return;
+            };
+            let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+        });
+        Proxy { addr, task }
+    }
+
+    fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Drops both sockets.
+    fn cut(&self) {
+        self.task.abort();
+    }
 }
 
 #[tokio::test]

@@ -87,13 +87,13 @@ impl Broker {
         let Some(consumer) = session.remove_consumer(tag) else {
             return Ok(());
         };
+        stop(&consumer);
         if keep_unacked {
             session.release_unacked_of(&consumer);
         } else {
             // Requeued while the consumer is still attached (but takes nothing): on a
             // single-active-consumer queue no one else is active yet, so its successor gets
             // these before anything published meanwhile.
-            consumer.deactivate();
             self.requeue_unacked_of(session, &consumer);
         }
         self.detach(&consumer).await?;
@@ -170,7 +170,7 @@ impl Broker {
             return;
         }
         // Requeue before detaching, as in `cancel`: the successor gets these first.
-        consumer.deactivate();
+        stop(consumer);
         self.requeue_unacked_of(session, consumer);
         if let Err(e) = self.detach(consumer).await {
             tracing::warn!(error = %e, "auto-deleting a queue after a consumer timeout failed");
@@ -185,6 +185,16 @@ impl Broker {
                 reason,
             },
         );
+    }
+}
+
+/// Stops deliveries to a leaving consumer so that its session then holds all it will ever
+/// get ([`Queue::stop_consumer`](super::queue::Queue::stop_consumer)); its unacked
+/// deliveries are taken from the session only after this.
+pub(super) fn stop(consumer: &Consumer) {
+    match consumer.queue.upgrade() {
+        Some(q) => q.stop_consumer(consumer),
+        None => consumer.deactivate(),
     }
 }
 

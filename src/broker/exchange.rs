@@ -189,6 +189,24 @@ pub fn validate_binding_key(kind: ExchangeKind, binding_key: &str) -> Result<(),
     Ok(())
 }
 
+/// Checks a new binding's key and arguments for a source exchange of `kind`: the key by
+/// [`validate_binding_key`], and for a headers exchange its `x-match`.
+///
+/// # Errors
+/// [`BrokerError::PreconditionFailed`] for a topic key with too many `#` words or a headers
+/// binding with a bad `x-match`.
+pub fn validate_binding(
+    kind: ExchangeKind,
+    routing_key: &str,
+    arguments: &FieldTable,
+) -> Result<(), BrokerError> {
+    validate_binding_key(kind, routing_key)?;
+    if kind == ExchangeKind::Headers {
+        x_match(arguments)?;
+    }
+    Ok(())
+}
+
 fn x_match(arguments: &FieldTable) -> Result<XMatch, BrokerError> {
     let (all, with_x) = match arguments.get("x-match") {
         None => return Ok(X_MATCH_ALL),
@@ -325,11 +343,7 @@ impl Exchange {
         routing_key: &str,
         arguments: &FieldTable,
     ) -> Result<(), BrokerError> {
-        validate_binding_key(self.kind, routing_key)?;
-        if self.kind == ExchangeKind::Headers {
-            x_match(arguments)?;
-        }
-        Ok(())
+        validate_binding(self.kind, routing_key, arguments)
     }
 
     /// Adds a binding; false if an identical one exists.

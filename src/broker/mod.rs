@@ -309,7 +309,7 @@ impl Broker {
         // on a single-active-consumer queue the successor gets these before anything
         // published meanwhile.
         for c in &consumers {
-            c.deactivate();
+            consume::stop(c);
         }
         let unacked = session.take_all_unacked();
         for u in &unacked {

@@ -310,3 +310,6 @@ fn dedup_queues(targets: &mut Vec<Arc<Queue>>) {
     let mut seen = std::collections::HashSet::with_capacity(targets.len());
     targets.retain(|q| seen.insert(q.id));
 }
+
+#[cfg(test)]
+mod route_tests;

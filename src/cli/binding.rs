@@ -29,9 +29,9 @@ pub struct BindArgs {
     ///
     /// VALUE is a string unless TYPE says otherwise: string, int (or i64), i8, u8, i16,
     /// u16, i32, u32, u64, float (or f64), f32, decimal (`12.34`), timestamp (epoch
-    /// seconds), void (no value: `k:void=`), bool, bytes (base64), list (a JSON array) or
-    /// table (a JSON object), e.g. `n:int=5`,
-    /// `ok:bool=true`, `raw:bytes=AAEC`, `tags:list='["a",1]'`, `meta:table='{"k":1}'`.
+    /// seconds or RFC 3339: `at:timestamp=2026-11-30T12:00:00Z`, offsets as `+01:00`), void
+    /// (no value: `k:void=`), bool, bytes (base64), list (a JSON array) or table (a JSON
+    /// object), e.g. `n:int=5`, `ok:bool=true`, `raw:bytes=AAEC`, `tags:list='["a",1]'`, `meta:table='{"k":1}'`.
     /// A headers exchange matches values with their types (integers of any width by
     /// value; `true` is not `"true"`); a void value matches any value of the header.
     #[arg(long = "arg", value_name = VALUE_NAME, value_parser = parse_plain_arg)]

@@ -2,7 +2,7 @@
 //! importing one (checked in full before anything is declared; importing twice changes
 //! nothing the second time).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
 use warren_protocol::{
@@ -14,7 +14,7 @@ use crate::broker::exchange;
 use crate::broker::queue_args::QueueArgs;
 use crate::broker::redeclare::inequivalence;
 use crate::broker::session::Session;
-use crate::broker::Broker;
+use crate::broker::{check_owner, validate_name, Broker};
 use crate::error::BrokerError;
 use crate::json::{json_table, table_map};
 
@@ -70,8 +70,54 @@ impl Broker {
         doc: &Value,
     ) -> Result<ImportSummary, BrokerError> {
         let defs = ImportPlan::parse(doc)?;
-        // Check every definition against what exists before changing anything.
+        self.check_import(session, &defs)?;
+        let (mut created_exchanges, mut created_queues) = (0u64, 0u64);
+        for e in defs.exchanges {
+            if self.exchange(&e.name).is_none() {
+                created_exchanges += 1;
+            }
+            self.declare_exchange(e).await?;
+        }
+        for q in defs.queues {
+            if self.queue(&q.name).is_none() {
+                created_queues += 1;
+            }
+            self.declare_queue(session, q).await?;
+        }
+        let bindings = (defs.bindings.len() + defs.exchange_bindings.len()) as u64;
+        for b in defs.exchange_bindings {
+            self.bind_exchange(b).await?;
+        }
+        for b in defs.bindings {
+            self.bind(session, b).await?;
+        }
+        Ok(ImportSummary {
+            exchanges_created: created_exchanges,
+            queues_created: created_queues,
+            bindings,
+        })
+    }
+}
+
+impl Broker {
+    /// Everything the declarations and bindings of an import would refuse, checked against
+    /// the document and what exists before anything is changed, so that an import either
+    /// applies in full or not at all (only a store failure can stop it halfway). Each
+    /// refusal names the item.
+    fn check_import(&self, session: &Session, defs: &ImportPlan) -> Result<(), BrokerError> {
+        let mut seen_exchanges: HashMap<&str, &ExchangeDeclare> = HashMap::new();
         for e in &defs.exchanges {
+            validate_name("exchange", &e.name)?;
+            if let Some(first) = seen_exchanges.insert(&e.name, e) {
+                if (first.kind, first.durable, &first.arguments)
+                    != (e.kind, e.durable, &e.arguments)
+                {
+                    return Err(BrokerError::PreconditionFailed(format!(
+                        "definitions: exchange '{}' is defined twice, differently",
+                        e.name
+                    )));
+                }
+            }
             let existing = self.exchange(&e.name);
             // As declare_exchange: `x-` arguments are refused unless the exchange already
             // has exactly these arguments.
@@ -79,12 +125,7 @@ impl Broker {
                 .as_ref()
                 .is_some_and(|x| x.arguments == e.arguments)
             {
-                exchange::validate_arguments(&e.name, &e.arguments).map_err(|err| match err {
-                    BrokerError::PreconditionFailed(why) => {
-                        BrokerError::PreconditionFailed(format!("definitions: {why}"))
-                    }
-                    other => other,
-                })?;
+                exchange::validate_arguments(&e.name, &e.arguments).map_err(in_definitions)?;
             }
             if let Some(existing) = existing {
                 if let Some(why) = inequivalence(
@@ -116,7 +157,26 @@ impl Broker {
                 )));
             }
         }
+        let mut seen_queues: HashMap<&str, &QueueDeclare> = HashMap::new();
         for q in &defs.queues {
+            validate_name("queue", &q.name)?;
+            if q.name.is_empty() {
+                // A declare would make up a name; a document must say which queue it means.
+                return Err(BrokerError::invalid(
+                    "definitions: queue name",
+                    "must not be empty",
+                ));
+            }
+            if let Some(first) = seen_queues.insert(&q.name, q) {
+                if (first.durable, first.auto_delete, &first.arguments)
+                    != (q.durable, q.auto_delete, &q.arguments)
+                {
+                    return Err(BrokerError::PreconditionFailed(format!(
+                        "definitions: queue '{}' is defined twice, differently",
+                        q.name
+                    )));
+                }
+            }
             let existing = self.queue(&q.name);
             // As declare_queue: a queue that already has exactly these arguments passes.
             if !existing
@@ -124,106 +184,128 @@ impl Broker {
                 .is_some_and(|x| x.arguments == q.arguments)
             {
                 QueueArgs::parse(&q.arguments).map_err(|err| {
-                    BrokerError::PreconditionFailed(format!(
-                        "definitions: {}",
-                        err.refusal(format_args!("queue '{}'", q.name))
-                    ))
+                    in_definitions(err.refusal(format_args!("queue '{}'", q.name)))
                 })?;
             }
-            if let Some(existing) = existing {
-                if let Some(why) = inequivalence(
-                    "queue",
-                    &q.name,
-                    &[
-                        (
-                            "durable",
-                            q.durable.to_string(),
-                            existing.durable.to_string(),
-                        ),
-                        (
-                            "exclusive",
-                            q.exclusive.to_string(),
-                            existing.exclusive_owner.is_some().to_string(),
-                        ),
-                        (
-                            "auto_delete",
-                            q.auto_delete.to_string(),
-                            existing.auto_delete.to_string(),
-                        ),
-                    ],
-                    &q.arguments,
-                    &existing.arguments,
-                ) {
-                    return Err(BrokerError::PreconditionFailed(format!(
-                        "definitions conflict: {why}"
+            let Some(existing) = existing else {
+                if q.name.starts_with("amq.") {
+                    return Err(BrokerError::AccessRefused(format!(
+                        "definitions: queue name '{}' is reserved",
+                        q.name
                     )));
                 }
+                continue;
+            };
+            check_owner(&existing, session).map_err(in_definitions)?;
+            if let Some(why) = inequivalence(
+                "queue",
+                &q.name,
+                &[
+                    (
+                        "durable",
+                        q.durable.to_string(),
+                        existing.durable.to_string(),
+                    ),
+                    (
+                        "exclusive",
+                        q.exclusive.to_string(),
+                        existing.exclusive_owner.is_some().to_string(),
+                    ),
+                    (
+                        "auto_delete",
+                        q.auto_delete.to_string(),
+                        existing.auto_delete.to_string(),
+                    ),
+                ],
+                &q.arguments,
+                &existing.arguments,
+            ) {
+                return Err(BrokerError::PreconditionFailed(format!(
+                    "definitions conflict: {why}"
+                )));
             }
         }
-        let declared_queues: HashSet<&str> = defs.queues.iter().map(|q| q.name.as_str()).collect();
-        for b in &defs.bindings {
-            // The kind the binding will meet: the document's declaration, else the existing one.
-            let kind = defs
-                .exchanges
-                .iter()
-                .find(|e| e.name == b.exchange)
+        // The kind a binding's source will have: the document's declaration, else the
+        // existing exchange's.
+        let source_kind = |name: &str, what: &'static str| -> Result<ExchangeKind, BrokerError> {
+            if name.is_empty() {
+                return Err(BrokerError::AccessRefused(format!(
+                    "definitions: {what}: the default exchange cannot be bound to or unbound from"
+                )));
+            }
+            seen_exchanges
+                .get(name)
                 .map(|e| e.kind)
-                .or_else(|| self.exchange(&b.exchange).map(|e| e.kind));
-            let Some(kind) = kind else {
-                return Err(BrokerError::not_found(
-                    "exchange (binding source)",
-                    &b.exchange,
-                ));
-            };
-            exchange::validate_binding_key(kind, &b.routing_key).map_err(|err| match err {
-                BrokerError::PreconditionFailed(why) => {
-                    BrokerError::PreconditionFailed(format!("definitions: {why}"))
-                }
-                other => other,
-            })?;
-            if !declared_queues.contains(b.queue.as_str()) && self.queue(&b.queue).is_none() {
-                return Err(BrokerError::not_found(
-                    "queue (binding destination)",
-                    &b.queue,
-                ));
+                .or_else(|| self.exchange(name).map(|e| e.kind))
+                .ok_or_else(|| BrokerError::not_found("exchange (binding source)", name))
+        };
+        for b in &defs.bindings {
+            let item = format!(
+                "binding of queue '{}' to exchange '{}' with key '{}'",
+                b.queue, b.exchange, b.routing_key
+            );
+            validate_name("routing key", &b.routing_key)?;
+            let kind = source_kind(&b.exchange, "binding source")?;
+            exchange::validate_binding(kind, &b.routing_key, &b.arguments)
+                .map_err(|err| about(&item, err))?;
+            if !seen_queues.contains_key(b.queue.as_str()) {
+                let Some(q) = self.queue(&b.queue) else {
+                    return Err(BrokerError::not_found(
+                        "queue (binding destination)",
+                        &b.queue,
+                    ));
+                };
+                check_owner(&q, session).map_err(|err| about(&item, err))?;
             }
         }
         for b in &defs.exchange_bindings {
-            for (what, name) in [
-                ("exchange (binding source)", &b.source),
-                ("exchange (binding destination)", &b.destination),
-            ] {
-                if !defs.exchanges.iter().any(|e| &e.name == name) && self.exchange(name).is_none()
-                {
-                    return Err(BrokerError::not_found(what, name));
-                }
+            let item = format!(
+                "binding of exchange '{}' to exchange '{}' with key '{}'",
+                b.destination, b.source, b.routing_key
+            );
+            validate_name("routing key", &b.routing_key)?;
+            let kind = source_kind(&b.source, "binding source")?;
+            if b.destination.is_empty() {
+                return Err(BrokerError::AccessRefused(format!(
+                    "definitions: {item}: the default exchange cannot be bound to or unbound from"
+                )));
             }
-        }
-        let (mut created_exchanges, mut created_queues) = (0u64, 0u64);
-        for e in defs.exchanges {
-            if self.exchange(&e.name).is_none() {
-                created_exchanges += 1;
+            if !seen_exchanges.contains_key(b.destination.as_str())
+                && self.exchange(&b.destination).is_none()
+            {
+                return Err(BrokerError::not_found(
+                    "exchange (binding destination)",
+                    &b.destination,
+                ));
             }
-            self.declare_exchange(e).await?;
+            exchange::validate_binding(kind, &b.routing_key, &b.arguments)
+                .map_err(|err| about(&item, err))?;
         }
-        for q in defs.queues {
-            if self.queue(&q.name).is_none() {
-                created_queues += 1;
-            }
-            self.declare_queue(session, q).await?;
+        Ok(())
+    }
+}
+
+/// A refusal of a declaration in a document, marked as such; the refusal names the item.
+fn in_definitions(err: BrokerError) -> BrokerError {
+    match err {
+        BrokerError::PreconditionFailed(why) => {
+            BrokerError::PreconditionFailed(format!("definitions: {why}"))
         }
-        let bindings = (defs.bindings.len() + defs.exchange_bindings.len()) as u64;
-        for b in defs.exchange_bindings {
-            self.bind_exchange(b).await?;
+        BrokerError::ResourceLocked(why) => {
+            BrokerError::ResourceLocked(format!("definitions: {why}"))
         }
-        for b in defs.bindings {
-            self.bind(session, b).await?;
-        }
-        Ok(ImportSummary {
-            exchanges_created: created_exchanges,
-            queues_created: created_queues,
-            bindings,
-        })
+        other => other,
+    }
+}
+
+/// A refusal of `item` in a document, naming it; the code stays the refusal's.
+fn about(item: &str, err: BrokerError) -> BrokerError {
+    let say = |why: String| format!("definitions: {item}: {why}");
+    match err {
+        BrokerError::PreconditionFailed(why) => BrokerError::PreconditionFailed(say(why)),
+        BrokerError::ResourceLocked(why) => BrokerError::ResourceLocked(say(why)),
+        BrokerError::AccessRefused(why) => BrokerError::AccessRefused(say(why)),
+        other => other,
     }
 }
 

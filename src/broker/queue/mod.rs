@@ -494,6 +494,16 @@ impl Queue {
         })
     }
 
+    /// Stops deliveries to a consumer that is leaving (cancel, consumer timeout, connection
+    /// close), and returns only once no dispatch can still hand it a message: a dispatch
+    /// chooses its consumers and records the deliveries in their sessions under the queue's
+    /// lock, so once the flag is set under that lock the consumer's session holds every
+    /// delivery it will ever get, and taking them from there misses none.
+    pub fn stop_consumer(&self, consumer: &Consumer) {
+        let _st = self.state.lock();
+        consumer.deactivate();
+    }
+
     /// Detaches a consumer. Returns true when the queue should now be auto-deleted.
     pub fn remove_consumer(&self, consumer: &Arc<Consumer>) -> bool {
         consumer.deactivate();
@@ -883,6 +893,64 @@ mod tests {
             timed_out(T0 - 1, server),
             [],
             "a clock stepped back times nothing out"
+        );
+    }
+
+    /// Regression: a consumer was stopped by setting its flag without the queue's lock, so
+    /// a dispatch running on another thread that had already counted it active recorded one
+    /// more delivery in its session after the leaving code had taken its unacked ones. That
+    /// delivery stayed with a consumer that was gone (on a single-active-consumer queue, out
+    /// of order for the successor). Enqueues run on a thread of their own while consumers
+    /// come and go; nothing may reach a consumer's session after it was stopped.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_delivery_reaches_a_consumer_after_it_was_stopped() {
+        let fx = fixture();
+        let q = queue(&fx, &[]);
+        let stop = Arc::new(AtomicBool::new(false));
+        let publisher = {
+            let (q, stop) = (q.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut id = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    id += 1;
+                    q.enqueue(message(id, 0));
+                    if id % 64 == 0 {
+                        // Keep the backlog short so each new consumer starts at once.
+                        drop(q.purge());
+                    }
+                }
+            })
+        };
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let mut late = 0;
+        for i in 0..1_500u32 {
+            let session =
+                crate::broker::session::Session::new(u64::from(i), "t".into(), tx.clone());
+            let c = Consumer::new(
+                format!("c{i}").into(),
+                &q,
+                session.clone(),
+                false,
+                0,
+                false,
+                None,
+            );
+            q.add_consumer(c.clone()).expect("consumer");
+            while session.unacked_count() == 0 {
+                std::thread::yield_now();
+            }
+            q.stop_consumer(&c);
+            let _held = session.take_unacked_of(&c);
+            // Any dispatch that was under way has finished once the lock is free again.
+            let _ = q.counts();
+            late += session.take_unacked_of(&c).len();
+            q.remove_consumer(&c);
+        }
+        stop.store(true, Ordering::Relaxed);
+        publisher.join().expect("publisher thread");
+        assert_eq!(
+            late, 0,
+            "deliveries recorded after their consumer was stopped"
         );
     }
 }
