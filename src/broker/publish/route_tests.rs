@@ -414,6 +414,7 @@ fn routing_through_exchange_graphs_with_loops_matches_a_breadth_first_reference(
             queue_window_bytes: super::super::DEFAULT_QUEUE_WINDOW_BYTES,
             consumer_timeout: None,
             clock: Arc::new(crate::clock::SystemClock),
+            disk_free_limit: 0,
         }))
         .expect("broker");
     let (outbound, _events) = tokio::sync::mpsc::unbounded_channel();
