@@ -464,12 +464,12 @@ async fn single_active_consumer_hands_over(
     let mut got = Vec::new();
     while got.len() < want.len() {
         let m = next(&mut k2).await;
-        got.push((body(&m), m.redelivered, m.delivery_count));
+        got.push((body(&m), m.redelivered, m.acquired_count));
         second.ack(m.delivery_tag, false).await.unwrap();
     }
     assert_eq!(
         got, want,
-        "the first's unacked first, in order, then the rest"
+        "the first's unacked first (acquired once before), in order, then the rest"
     );
     assert_quiet(&mut k2).await;
     assert_eq!(active_flags(d), flags(&[(k2.tag(), true)]));
@@ -589,7 +589,7 @@ async fn single_active_consumer_handover_on_queue_timeout_keeps_order_under_publ
     let mut got = Vec::new();
     let m = next(&mut k2).await;
     stop.store(true, Ordering::Release);
-    got.push((body(&m), m.delivery_count));
+    got.push((body(&m), m.acquired_count));
     second.ack(m.delivery_tag, false).await.unwrap();
     let published = within("the publisher", publisher).await.expect("publisher");
     assert!(
