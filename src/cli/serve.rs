@@ -6,10 +6,14 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 use warren_protocol::DEFAULT_MAX_FRAME_SIZE_BYTES;
 
+use crate::daemon::TlsListen;
+use crate::tls::ServerTlsFiles;
+
 /// Arguments of `warren serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
-    /// Address to listen on (`127.0.0.1:0` picks a free port).
+    /// Address of the plain (non-TLS) listener (`127.0.0.1:0` picks a free port); `none`
+    /// turns it off, for a server that takes only TLS clients (needs --tls-listen).
     #[arg(
         long,
         value_name = "ADDR",
@@ -17,6 +21,23 @@ pub struct ServeArgs {
         env = "WARREN_LISTEN"
     )]
     pub listen: String,
+
+    /// Address of the TLS listener (default: none; `127.0.0.1:0` picks a free port, recorded
+    /// in `runtime.json` as `tls_listen`). Needs --tls-cert and --tls-key.
+    #[arg(long, value_name = "ADDR", env = "WARREN_TLS_LISTEN")]
+    pub tls_listen: Option<String>,
+
+    /// The TLS listener's certificate chain, PEM, server certificate first.
+    #[arg(long, value_name = "FILE", env = "WARREN_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert, PEM (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE", env = "WARREN_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Require TLS clients to present a certificate signed by a CA in this PEM file.
+    #[arg(long, value_name = "FILE", env = "WARREN_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
 
     /// Directory holding the store and `runtime.json`.
     #[arg(
@@ -58,6 +79,44 @@ pub struct ServeArgs {
     /// Log output format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+impl ServeArgs {
+    /// The plain listener's address, `None` for `--listen none`.
+    pub fn plain_listen(&self) -> Option<String> {
+        let listen = self.listen.trim();
+        (!listen.eq_ignore_ascii_case("none")).then(|| listen.to_owned())
+    }
+
+    /// The TLS listener asked for, if any.
+    ///
+    /// # Errors
+    /// --tls-listen without --tls-cert or --tls-key, or a TLS file without --tls-listen
+    /// (which would otherwise be ignored without a word).
+    pub fn tls(&self) -> anyhow::Result<Option<TlsListen>> {
+        let Some(listen) = self.tls_listen.clone().filter(|l| !l.trim().is_empty()) else {
+            let stray = [
+                ("--tls-cert", self.tls_cert.is_some()),
+                ("--tls-key", self.tls_key.is_some()),
+                ("--tls-client-ca", self.tls_client_ca.is_some()),
+            ];
+            if let Some((flag, _)) = stray.iter().find(|(_, set)| *set) {
+                anyhow::bail!("{flag} is set but --tls-listen is not: it would have no effect");
+            }
+            return Ok(None);
+        };
+        let (Some(cert), Some(key)) = (self.tls_cert.clone(), self.tls_key.clone()) else {
+            anyhow::bail!("--tls-listen needs --tls-cert FILE and --tls-key FILE");
+        };
+        Ok(Some(TlsListen {
+            listen,
+            files: ServerTlsFiles {
+                cert,
+                key,
+                client_ca: self.tls_client_ca.clone(),
+            },
+        }))
+    }
 }
 
 /// How the daemon writes its logs.
