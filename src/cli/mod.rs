@@ -454,6 +454,30 @@ mod tests {
     }
 
     #[test]
+    fn tls_is_on_with_tls_or_any_tls_option() {
+        let tls = |argv: &[&str]| {
+            Cli::try_parse_from([&["warren"][..], argv, &["queue", "list"][..]].concat())
+                .expect("parses")
+                .global
+                .tls_options()
+        };
+        assert!(tls(&["--tls"]).is_some());
+        let with_ca = tls(&["--ca", "ca.pem"]).expect("--ca implies --tls");
+        assert_eq!(with_ca.ca, Some("ca.pem".into()));
+        assert!(tls(&["--server-name", "broker.internal"]).is_some());
+        // The env vars may be set in the test environment; only check flags turn it on.
+        let env = [
+            "WARREN_CA",
+            "WARREN_SERVER_NAME",
+            "WARREN_CLIENT_CERT",
+            "WARREN_CLIENT_KEY",
+        ];
+        if env.iter().all(|v| std::env::var_os(v).is_none()) {
+            assert!(tls(&[]).is_none());
+        }
+    }
+
+    #[test]
     fn bench_sees_only_a_server_given_on_its_command_line() {
         let cli = Cli::try_parse_from(["warren", "bench"]).unwrap();
         assert_eq!(cli.global.server, None);

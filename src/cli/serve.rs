@@ -127,3 +127,53 @@ pub enum LogFormat {
     /// One JSON object per line.
     Json,
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use crate::cli::{Cli, Command};
+
+    fn serve_args(argv: &[&str]) -> super::ServeArgs {
+        let argv = [&["warren", "serve"][..], argv].concat();
+        match Cli::try_parse_from(argv).expect("parses").command {
+            Command::Serve(args) => args,
+            other => panic!("expected serve, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn listen_none_turns_the_plain_listener_off() {
+        assert_eq!(serve_args(&["--listen", "none"]).plain_listen(), None);
+        assert_eq!(serve_args(&["--listen", "NONE"]).plain_listen(), None);
+        assert_eq!(
+            serve_args(&["--listen", "127.0.0.1:0"]).plain_listen(),
+            Some("127.0.0.1:0".to_owned())
+        );
+    }
+
+    #[test]
+    fn tls_files_without_a_tls_listener_are_refused_not_ignored() {
+        let err = serve_args(&["--tls-client-ca", "ca.pem"])
+            .tls()
+            .expect_err("refused");
+        assert_eq!(
+            err.to_string(),
+            "--tls-client-ca is set but --tls-listen is not: it would have no effect"
+        );
+        let tls = serve_args(&[
+            "--tls-listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+        ])
+        .tls()
+        .expect("valid")
+        .expect("a TLS listener");
+        assert_eq!(tls.listen, "127.0.0.1:0");
+        assert_eq!(tls.files.cert, std::path::PathBuf::from("c.pem"));
+        assert_eq!(tls.files.client_ca, None);
+    }
+}

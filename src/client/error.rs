@@ -281,6 +281,12 @@ mod tests {
             not_warren(addr, b"SSH-2.0-OpenSSH").to_string(),
             "127.0.0.1:5711 did not answer with the Warren protocol handshake"
         );
+        // A TLS server's alert (fatal, decode_error) for a plain client's preface.
+        assert_eq!(
+            not_warren(addr, b"\x15\x03\x03\x00\x02\x02\x32").to_string(),
+            "127.0.0.1:5711 answered with TLS, not the plain Warren protocol: is it a TLS \
+             port? try --tls"
+        );
         assert_eq!(
             not_warren(addr, b"HTT").to_string(),
             "127.0.0.1:5711 did not answer with the Warren protocol handshake"
