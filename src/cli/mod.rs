@@ -346,11 +346,8 @@ pub async fn run_client_command(command: Command, global: &GlobalArgs) -> anyhow
         Command::Dlq { command } => dlq::run(command, g).await,
         Command::Message { command } => message::run(command, g).await,
         Command::Definitions { command } => definitions::run(command, g).await,
-        Command::Bench(_) if g.server.tls.is_some() => {
-            anyhow::bail!("`warren bench` does not connect with TLS (yet)")
-        }
         // Without --server on its command line, bench starts a broker in this process.
-        Command::Bench(args) => bench::run(args, global.server.clone()).await,
+        Command::Bench(args) => bench::run(args, global.server.clone(), g.server.tls.clone()).await,
     }
 }
 
