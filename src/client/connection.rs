@@ -189,7 +189,7 @@ pub(crate) async fn connect(addr: &str, tls: Option<&ClientTls>) -> Result<Opene
 /// server name, when the stream is TLS, for the errors.
 async fn open<R, W>(
     addr: &str,
-    (read_half, mut write_half): (R, W),
+    (mut read_half, mut write_half): (R, W),
     tls_name: Option<&str>,
 ) -> Result<Opened, ClientError>
 where
@@ -201,7 +201,6 @@ where
         .await?;
     // TLS buffers what is written; TCP's flush is a no-op.
     write_half.flush().await?;
-    let mut read_half = read_half;
     if let Some(name) = tls_name {
         // A TLS server refuses a connection it does not like (no client certificate, in TLS
         // 1.3) with an alert that arrives as the first read fails. The codec would keep only

@@ -1,6 +1,7 @@
 //! One client connection: the handshake, then a reader (this task) that decodes frames and
 //! calls the broker, and a writer task that encodes the broker's events as frames
-//! (`encode.rs`) and batches them onto the socket.
+//! (`encode.rs`) and batches them onto the socket. A TLS connection ([`run_tls`]) first
+//! completes the TLS handshake; after that the code is the same, generic over the stream.
 //!
 //! Errors are handled by kind, in one place (`reader.rs`): a broker error answers its request
 //! and the connection goes on; a frame that cannot be decoded gets an error frame and the
@@ -44,7 +45,7 @@ pub async fn run(
     config: Arc<ConnectionConfig>,
     shutdown: CancellationToken,
 ) {
-    let peer = peer_of(&socket);
+    let peer = prepare(&socket);
     // The socket's own halves: no lock between the reader and the writer.
     serve(
         socket,
@@ -66,7 +67,7 @@ pub async fn run_tls(
     config: Arc<ConnectionConfig>,
     shutdown: CancellationToken,
 ) {
-    let peer = peer_of(&socket);
+    let peer = prepare(&socket);
     let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
@@ -83,7 +84,9 @@ pub async fn run_tls(
     serve(stream, peer, broker, config, shutdown, tokio::io::split).await;
 }
 
-fn peer_of(socket: &TcpStream) -> String {
+/// Turns Nagle's algorithm off (frames are batched already; replies must not wait) and
+/// names the peer for the logs.
+fn prepare(socket: &TcpStream) -> String {
     let _ = socket.set_nodelay(true);
     socket
         .peer_addr()
