@@ -33,6 +33,8 @@ pub struct BenchOptions {
     pub server: Option<String>,
     /// Data directory for the in-process broker (a temporary one if `None`).
     pub data_dir: Option<PathBuf>,
+    /// Connect to `server` with TLS (the in-process broker has no TLS listener).
+    pub tls: Option<crate::tls::ClientTls>,
 }
 
 /// What was measured.
@@ -163,8 +165,18 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
     };
 
     let queue = format!("bench-{}", now_us());
-    let publisher = Client::connect(&addr).await.context("connecting")?;
-    let consumer_client = Client::connect(&addr).await.context("connecting")?;
+    if opts.tls.is_some() && opts.server.is_none() {
+        bail!("bench measures TLS only against a running daemon: give --server with --tls");
+    }
+    let connect = || async {
+        match &opts.tls {
+            None => Client::connect(&addr).await,
+            Some(tls) => Client::connect_tls(&addr, tls).await,
+        }
+        .context("connecting")
+    };
+    let publisher = connect().await?;
+    let consumer_client = connect().await?;
     publisher
         .declare_queue(
             &queue,

@@ -1,4 +1,4 @@
-//! `warren serve`: opens the store, binds the listener (and the metrics listener, when asked
+//! `warren serve`: opens the store, binds the listeners (plain, TLS, metrics: each when asked
 //! for), announces the bound addresses in `<data-dir>/runtime.json`, and serves until SIGINT
 //! or SIGTERM.
 
@@ -13,7 +13,9 @@ use tokio_util::sync::CancellationToken;
 use crate::broker::{Broker, BrokerConfig};
 use crate::connection::ConnectionConfig;
 use crate::error::BrokerError;
+use crate::server::Listeners;
 use crate::store::StoreError;
+use crate::tls::ServerTlsFiles;
 
 /// The file, in the data directory, where a running daemon records its address and pid.
 pub const RUNTIME_FILE_NAME: &str = "runtime.json";
@@ -21,8 +23,11 @@ pub const RUNTIME_FILE_NAME: &str = "runtime.json";
 /// What `warren serve` needs to run.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
-    /// Address to listen on (`127.0.0.1:0` picks a free port; see `runtime.json`).
-    pub listen: String,
+    /// Address of the plain (non-TLS) listener (`127.0.0.1:0` picks a free port; see
+    /// `runtime.json`); `None` turns it off, which needs a TLS listener.
+    pub listen: Option<String>,
+    /// The TLS listener, if any.
+    pub tls: Option<TlsListen>,
     /// Data directory.
     pub data_dir: PathBuf,
     /// Heartbeat interval; `None` turns heartbeats off.
@@ -40,12 +45,25 @@ pub struct ServeOptions {
     pub disk_free_limit: u64,
 }
 
+/// The TLS listener of `warren serve`.
+#[derive(Debug, Clone)]
+pub struct TlsListen {
+    /// Address to listen on for TLS clients.
+    pub listen: String,
+    /// The certificate, key and (optionally) client CA.
+    pub files: ServerTlsFiles,
+}
+
 /// What a running daemon writes to `runtime.json`, so tools and tests find it without racing
 /// for a port.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct RuntimeInfo {
-    /// The address it listens on.
-    pub listen: String,
+    /// The address of its plain listener, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// The address of its TLS listener, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_listen: Option<String>,
     /// Its process id.
     pub pid: u32,
     /// The address it serves metrics on, if it does.
@@ -56,9 +74,22 @@ pub struct RuntimeInfo {
 /// Runs the daemon until a shutdown signal.
 ///
 /// # Errors
-/// The store cannot be opened or the address cannot be bound. (A runtime file that cannot be
-/// written is logged, not fatal.)
+/// No listener is asked for, a TLS file is unusable, the store cannot be opened, or an
+/// address cannot be bound. (A runtime file that cannot be written is logged, not fatal.)
 pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
+    if opts.listen.is_none() && opts.tls.is_none() {
+        anyhow::bail!(
+            "no listener: --listen none turns the plain listener off, so --tls-listen ADDR \
+             (with --tls-cert and --tls-key) is needed"
+        );
+    }
+    // Before the store: a bad certificate path should not cost a store open (or a lock).
+    let acceptor = match &opts.tls {
+        Some(tls) => Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(
+            &tls.files,
+        )?)),
+        None => None,
+    };
     let runtime_file = opts.data_dir.join(RUNTIME_FILE_NAME);
     let broker = match Broker::open(BrokerConfig {
         data_dir: opts.data_dir.clone(),
@@ -80,10 +111,33 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
                 .context(format!("opening the store in {}", opts.data_dir.display())))
         }
     };
-    let listener = TcpListener::bind(&opts.listen)
-        .await
-        .with_context(|| format!("listening on {}", opts.listen))?;
-    let addr = listener.local_addr().context("reading the bound address")?;
+    let listener = match &opts.listen {
+        Some(listen) => Some(
+            TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("listening on {listen}"))?,
+        ),
+        None => None,
+    };
+    let addr = listener
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()
+        .context("reading the bound address")?;
+    let tls_listener = match (&opts.tls, acceptor) {
+        (Some(tls), Some(acceptor)) => Some((
+            TcpListener::bind(&tls.listen)
+                .await
+                .with_context(|| format!("listening for TLS on {}", tls.listen))?,
+            acceptor,
+        )),
+        _ => None,
+    };
+    let tls_addr = tls_listener
+        .as_ref()
+        .map(|(l, _)| l.local_addr())
+        .transpose()
+        .context("reading the bound TLS address")?;
     let metrics_listener = match &opts.metrics_listen {
         Some(metrics_listen) => Some(
             TcpListener::bind(metrics_listen)
@@ -98,19 +152,26 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         .transpose()
         .context("reading the bound metrics address")?;
     // Not fatal: a daemon restarted on a full disk must still start, to serve the consumers
-    // that will free it. Tools fall back to the address in the log line below.
-    if let Err(e) = write_runtime_file(&runtime_file, addr, metrics_addr) {
+    // that will free it. Tools fall back to the addresses in the log line below.
+    if let Err(e) = write_runtime_file(&runtime_file, addr, tls_addr, metrics_addr) {
         tracing::error!(
             error = format!("{e:#}"),
             "cannot write runtime.json; serving without it"
         );
     }
-    let mut listeners = vec![format!("warren://{addr}")];
+    let mut listeners: Vec<String> = addr.iter().map(|a| format!("warren://{a}")).collect();
+    // `warrens` as in `amqps`/`https`: the same protocol inside TLS.
+    listeners.extend(tls_addr.iter().map(|a| format!("warrens://{a}")));
     if let Some(m) = metrics_addr {
         listeners.push(format!("http://{m}{}", crate::metrics::METRICS_PATH));
     }
     broker.set_listeners(listeners);
-    tracing::info!(listen = %addr, data_dir = %opts.data_dir.display(), "warren is serving");
+    tracing::info!(
+        listen = %display_addr(addr),
+        tls_listen = %display_addr(tls_addr),
+        data_dir = %opts.data_dir.display(),
+        "warren is serving"
+    );
     let config = ConnectionConfig {
         max_frame_size: opts.max_frame_size,
         heartbeat: opts.heartbeat,
@@ -131,7 +192,11 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             stop_metrics.cancel();
         }
     };
-    crate::server::run(listener, broker, config, shutdown).await;
+    let listeners = Listeners {
+        plain: listener,
+        tls: tls_listener,
+    };
+    crate::server::run(listeners, broker, config, shutdown).await;
     stop_metrics.cancel();
     if let Some(task) = metrics_task {
         if let Err(e) = task.await {
@@ -154,7 +219,12 @@ fn in_use_message(data_dir: &Path, runtime_file: &Path) -> String {
             "data directory {} is in use by warren pid {} listening on {}",
             data_dir.display(),
             info.pid,
-            info.listen
+            match (&info.listen, &info.tls_listen) {
+                (Some(plain), Some(tls)) => format!("{plain} and {tls} (TLS)"),
+                (Some(plain), None) => plain.clone(),
+                (None, Some(tls)) => format!("{tls} (TLS)"),
+                (None, None) => "nothing".to_owned(),
+            }
         ),
         None => format!(
             "data directory {} is in use by another process (it has no {RUNTIME_FILE_NAME} \
@@ -164,13 +234,20 @@ fn in_use_message(data_dir: &Path, runtime_file: &Path) -> String {
     }
 }
 
+/// An address for the startup line, `off` for a listener that is not there.
+fn display_addr(addr: Option<SocketAddr>) -> String {
+    addr.map_or_else(|| "off".to_owned(), |a| a.to_string())
+}
+
 fn write_runtime_file(
     path: &Path,
-    addr: SocketAddr,
+    addr: Option<SocketAddr>,
+    tls_addr: Option<SocketAddr>,
     metrics_addr: Option<SocketAddr>,
 ) -> anyhow::Result<()> {
     let info = RuntimeInfo {
-        listen: addr.to_string(),
+        listen: addr.map(|a| a.to_string()),
+        tls_listen: tls_addr.map(|a| a.to_string()),
         pid: std::process::id(),
         metrics_listen: metrics_addr.map(|a| a.to_string()),
     };

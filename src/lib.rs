@@ -8,6 +8,7 @@
 //! - [`message`]: the message types shared by the broker and the store.
 //! - [`metrics`]: Prometheus exposition on `GET /metrics` (`warren serve --metrics-listen`).
 //! - [`client`]: the async client library the CLI and the tests use.
+//! - [`tls`]: rustls configuration for the server's TLS listener and for clients.
 //! - [`admin_types`]: the admin commands' results, built by the broker, read by the client.
 //! - [`cli`]: the `warren` command line.
 
@@ -27,3 +28,4 @@ pub mod message;
 pub mod metrics;
 pub mod server;
 pub mod store;
+pub mod tls;

@@ -30,6 +30,10 @@ fn main() -> ExitCode {
             Command::Serve(_) if cli.global.server.is_some() => Err(anyhow::anyhow!(
                 "`warren serve` takes --listen ADDR, not --server (which client commands use)"
             )),
+            Command::Serve(_) if cli.global.tls => Err(anyhow::anyhow!(
+                "`warren serve` takes --tls-listen ADDR with --tls-cert and --tls-key, not \
+                 --tls (which client commands use)"
+            )),
             Command::Serve(args) => run_daemon(args).await,
             other => run_client_command(other, &cli.global).await,
         }
@@ -63,7 +67,8 @@ async fn run_daemon(args: ServeArgs) -> anyhow::Result<()> {
         LogFormat::Json => builder.json().init(),
     }
     serve(ServeOptions {
-        listen: args.listen,
+        listen: args.plain_listen(),
+        tls: args.tls()?,
         data_dir: args.data_dir,
         heartbeat: (args.heartbeat_secs > 0)
             .then(|| Duration::from_secs(u64::from(args.heartbeat_secs))),

@@ -1,12 +1,14 @@
 //! The accept loop: one task per connection, a cap on connections, and graceful shutdown with
-//! a `CancellationToken` and a `TaskTracker`.
+//! a `CancellationToken` and a `TaskTracker`. It serves a plain listener, a TLS listener, or
+//! both side by side; the cap and the shutdown cover both.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -20,10 +22,36 @@ pub const MAX_CONNECTIONS: usize = 10_000;
 /// How long shutdown waits for connections to finish.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves clients on `listener` until `shutdown` resolves, then closes every connection
+/// The listeners a server accepts on; at least one should be set, or nobody can connect.
+#[derive(Default)]
+pub struct Listeners {
+    /// Plain TCP (`--listen`).
+    pub plain: Option<TcpListener>,
+    /// TLS (`--tls-listen`), with the acceptor holding the server's certificate.
+    pub tls: Option<(TcpListener, TlsAcceptor)>,
+}
+
+impl From<TcpListener> for Listeners {
+    fn from(plain: TcpListener) -> Self {
+        Listeners {
+            plain: Some(plain),
+            tls: None,
+        }
+    }
+}
+
+/// Accepts on `listener`, or never when there is none.
+async fn accept(listener: Option<&TcpListener>) -> std::io::Result<TcpStream> {
+    match listener {
+        Some(l) => l.accept().await.map(|(socket, _)| socket),
+        None => std::future::pending().await,
+    }
+}
+
+/// Serves clients on `listeners` until `shutdown` resolves, then closes every connection
 /// (each requeues its unacked deliveries) and drains the store.
 pub async fn run(
-    listener: TcpListener,
+    listeners: impl Into<Listeners>,
     broker: Broker,
     config: ConnectionConfig,
     shutdown: impl Future<Output = ()>,
@@ -32,24 +60,37 @@ pub async fn run(
     let tracker = TaskTracker::new();
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let config = Arc::new(config);
+    let listeners = listeners.into();
+    let tls_listener = listeners.tls.as_ref().map(|(l, _)| l);
     tokio::pin!(shutdown);
     let mut backoff = Duration::from_millis(10);
     loop {
         let Ok(permit) = limit.clone().acquire_owned().await else {
             break;
         };
+        // `None`: plain; `Some`: TLS, with its acceptor.
         let accepted = tokio::select! {
             () = &mut shutdown => break,
-            a = listener.accept() => a,
+            a = accept(listeners.plain.as_ref()) => a.map(|s| (s, None)),
+            a = accept(tls_listener) => {
+                a.map(|s| (s, listeners.tls.as_ref().map(|(_, acceptor)| acceptor.clone())))
+            }
         };
         match accepted {
-            Ok((socket, _)) => {
+            Ok((socket, tls)) => {
                 backoff = Duration::from_millis(10);
                 let broker = broker.clone();
                 let config = config.clone();
                 let token = token.child_token();
+                // The TLS handshake runs in the connection's task, so a slow client cannot
+                // hold up the accept loop.
                 tracker.spawn(async move {
-                    connection::run(socket, broker, config, token).await;
+                    match tls {
+                        None => connection::run(socket, broker, config, token).await,
+                        Some(acceptor) => {
+                            connection::run_tls(socket, acceptor, broker, config, token).await;
+                        }
+                    }
                     drop(permit);
                 });
             }

@@ -35,7 +35,12 @@ pub struct BenchArgs {
 ///
 /// # Errors
 /// The broker could not be started or reached, or a message was refused.
-pub async fn run(args: BenchArgs, server: Option<String>) -> anyhow::Result<()> {
+pub async fn run(
+    args: BenchArgs,
+    server: Option<String>,
+    tls: Option<crate::tls::TlsOptions>,
+) -> anyhow::Result<()> {
+    let tls = tls.map(|t| crate::tls::ClientTls::new(&t)).transpose()?;
     let report = crate::bench::run(BenchOptions {
         messages: args.messages,
         size: args.size,
@@ -44,6 +49,7 @@ pub async fn run(args: BenchArgs, server: Option<String>) -> anyhow::Result<()> 
         persistent: !args.transient,
         server,
         data_dir: args.data_dir,
+        tls,
     })
     .await?;
     print!("{report}");

@@ -431,17 +431,32 @@ async fn print_loop(
 }
 
 /// Resolves on Ctrl-C, or SIGTERM on Unix; never, if no handler can be installed.
+///
+/// The handlers are installed here, when called, not when the future is first polled: the
+/// print loop's `select!` may find a delivery ready every time before it polls this future,
+/// and a SIGTERM arriving then would kill the process (the default action) with deliveries
+/// printed but not acked.
 #[cfg(unix)]
-async fn stop_signal() {
+fn stop_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                () = ctrl_c() => {}
-                _ = term.recv() => {}
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
             }
+            (Ok(mut term), Err(_)) => {
+                tokio::select! {
+                    () = ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            (Err(_), _) => ctrl_c().await,
         }
-        Err(_) => ctrl_c().await,
     }
 }
 

@@ -36,6 +36,7 @@ use serde_json::Value;
 use warren_protocol::{FieldTable, FieldValue};
 
 use crate::client::{decode_admin, Client, ClientError};
+use crate::tls::{ClientTls, TlsOptions};
 
 pub use self::binding::{BindArgs, BindingCommand};
 pub use self::connection::ConnectionCommand;
@@ -80,6 +81,23 @@ pub struct GlobalArgs {
     /// stderr, with a non-zero exit).
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Connect with TLS (to the server's --tls-listen port). Implied by --ca,
+    /// --server-name, --client-cert and --client-key.
+    #[arg(long, global = true)]
+    pub tls: bool,
+    /// With TLS: trust the CA certificate(s) in this PEM file instead of the system's.
+    #[arg(long, global = true, value_name = "FILE", env = "WARREN_CA")]
+    pub ca: Option<std::path::PathBuf>,
+    /// With TLS: the name the server's certificate must carry (default: the host of
+    /// --server).
+    #[arg(long, global = true, value_name = "NAME", env = "WARREN_SERVER_NAME")]
+    pub server_name: Option<String>,
+    /// With TLS: present this client certificate (PEM) to a server that asks for one.
+    #[arg(long, global = true, value_name = "FILE", env = "WARREN_CLIENT_CERT")]
+    pub client_cert: Option<std::path::PathBuf>,
+    /// With TLS: the private key (PEM) of --client-cert.
+    #[arg(long, global = true, value_name = "FILE", env = "WARREN_CLIENT_KEY")]
+    pub client_key: Option<std::path::PathBuf>,
 }
 
 impl GlobalArgs {
@@ -96,9 +114,27 @@ impl GlobalArgs {
             })
             .unwrap_or_else(|| DEFAULT_SERVER.to_owned());
         Global {
-            server: ServerArg { server },
+            server: ServerArg {
+                server,
+                tls: self.tls_options(),
+            },
             quiet: self.quiet,
         }
+    }
+
+    /// The TLS options, when TLS is asked for: `--tls`, or any of the TLS files or the server
+    /// name (which mean nothing without it).
+    fn tls_options(&self) -> Option<TlsOptions> {
+        let implied = self.ca.is_some()
+            || self.server_name.is_some()
+            || self.client_cert.is_some()
+            || self.client_key.is_some();
+        (self.tls || implied).then(|| TlsOptions {
+            ca: self.ca.clone(),
+            server_name: self.server_name.clone(),
+            client_cert: self.client_cert.clone(),
+            client_key: self.client_key.clone(),
+        })
     }
 }
 
@@ -213,6 +249,8 @@ pub enum Command {
 pub struct ServerArg {
     /// Address of the Warren server, `host:port`.
     pub server: String,
+    /// Connect with TLS, with these options; `None` for plain TCP.
+    pub tls: Option<TlsOptions>,
 }
 
 impl ServerArg {
@@ -222,10 +260,19 @@ impl ServerArg {
     /// The connection or handshake failed: `connecting to 127.0.0.1:5680: Connection refused
     /// (os error 111)`.
     pub async fn connect(&self) -> anyhow::Result<Client> {
-        match Client::connect(&self.server).await {
+        let connected = match &self.tls {
+            None => Client::connect(&self.server).await,
+            Some(options) => match ClientTls::new(options) {
+                Ok(tls) => Client::connect_tls(&self.server, &tls).await,
+                Err(e) => Err(e.into()),
+            },
+        };
+        match connected {
             Ok(client) => Ok(client),
             // It names the address already: `127.0.0.1:5711 answered with HTTP, ...`.
-            Err(e @ ClientError::NotWarren { .. }) => Err(e.into()),
+            Err(e @ (ClientError::NotWarren { .. } | ClientError::TlsHandshake { .. })) => {
+                Err(e.into())
+            }
             Err(e) => Err(anyhow::Error::new(e).context(format!("connecting to {}", self.server))),
         }
     }
@@ -300,7 +347,7 @@ pub async fn run_client_command(command: Command, global: &GlobalArgs) -> anyhow
         Command::Message { command } => message::run(command, g).await,
         Command::Definitions { command } => definitions::run(command, g).await,
         // Without --server on its command line, bench starts a broker in this process.
-        Command::Bench(args) => bench::run(args, global.server.clone()).await,
+        Command::Bench(args) => bench::run(args, global.server.clone(), g.server.tls.clone()).await,
     }
 }
 
@@ -400,6 +447,30 @@ mod tests {
                     command: QueueCommand::List(_)
                 }
             ));
+        }
+    }
+
+    #[test]
+    fn tls_is_on_with_tls_or_any_tls_option() {
+        let tls = |argv: &[&str]| {
+            Cli::try_parse_from([&["warren"][..], argv, &["queue", "list"][..]].concat())
+                .expect("parses")
+                .global
+                .tls_options()
+        };
+        assert!(tls(&["--tls"]).is_some());
+        let with_ca = tls(&["--ca", "ca.pem"]).expect("--ca implies --tls");
+        assert_eq!(with_ca.ca, Some("ca.pem".into()));
+        assert!(tls(&["--server-name", "broker.internal"]).is_some());
+        // The env vars may be set in the test environment; only check flags turn it on.
+        let env = [
+            "WARREN_CA",
+            "WARREN_SERVER_NAME",
+            "WARREN_CLIENT_CERT",
+            "WARREN_CLIENT_KEY",
+        ];
+        if env.iter().all(|v| std::env::var_os(v).is_none()) {
+            assert!(tls(&[]).is_none());
         }
     }
 

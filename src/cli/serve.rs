@@ -6,10 +6,14 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 use warren_protocol::DEFAULT_MAX_FRAME_SIZE_BYTES;
 
+use crate::daemon::TlsListen;
+use crate::tls::ServerTlsFiles;
+
 /// Arguments of `warren serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
-    /// Address to listen on (`127.0.0.1:0` picks a free port).
+    /// Address of the plain (non-TLS) listener (`127.0.0.1:0` picks a free port); `none`
+    /// turns it off, for a server that takes only TLS clients (needs --tls-listen).
     #[arg(
         long,
         value_name = "ADDR",
@@ -17,6 +21,23 @@ pub struct ServeArgs {
         env = "WARREN_LISTEN"
     )]
     pub listen: String,
+
+    /// Address of the TLS listener (default: none; `127.0.0.1:0` picks a free port, recorded
+    /// in `runtime.json` as `tls_listen`). Needs --tls-cert and --tls-key.
+    #[arg(long, value_name = "ADDR", env = "WARREN_TLS_LISTEN")]
+    pub tls_listen: Option<String>,
+
+    /// The TLS listener's certificate chain, PEM, server certificate first.
+    #[arg(long, value_name = "FILE", env = "WARREN_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert, PEM (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE", env = "WARREN_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Require TLS clients to present a certificate signed by a CA in this PEM file.
+    #[arg(long, value_name = "FILE", env = "WARREN_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
 
     /// Directory holding the store and `runtime.json`.
     #[arg(
@@ -72,6 +93,44 @@ pub struct ServeArgs {
     pub log_format: LogFormat,
 }
 
+impl ServeArgs {
+    /// The plain listener's address, `None` for `--listen none`.
+    pub fn plain_listen(&self) -> Option<String> {
+        let listen = self.listen.trim();
+        (!listen.eq_ignore_ascii_case("none")).then(|| listen.to_owned())
+    }
+
+    /// The TLS listener asked for, if any.
+    ///
+    /// # Errors
+    /// --tls-listen without --tls-cert or --tls-key, or a TLS file without --tls-listen
+    /// (which would otherwise be ignored without a word).
+    pub fn tls(&self) -> anyhow::Result<Option<TlsListen>> {
+        let Some(listen) = self.tls_listen.clone().filter(|l| !l.trim().is_empty()) else {
+            let stray = [
+                ("--tls-cert", self.tls_cert.is_some()),
+                ("--tls-key", self.tls_key.is_some()),
+                ("--tls-client-ca", self.tls_client_ca.is_some()),
+            ];
+            if let Some((flag, _)) = stray.iter().find(|(_, set)| *set) {
+                anyhow::bail!("{flag} is set but --tls-listen is not: it would have no effect");
+            }
+            return Ok(None);
+        };
+        let (Some(cert), Some(key)) = (self.tls_cert.clone(), self.tls_key.clone()) else {
+            anyhow::bail!("--tls-listen needs --tls-cert FILE and --tls-key FILE");
+        };
+        Ok(Some(TlsListen {
+            listen,
+            files: ServerTlsFiles {
+                cert,
+                key,
+                client_ca: self.tls_client_ca.clone(),
+            },
+        }))
+    }
+}
+
 /// How the daemon writes its logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -118,7 +177,10 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::parse_size;
+    use crate::cli::{Cli, Command};
 
     #[test]
     fn sizes_take_decimal_and_binary_units() {
@@ -131,5 +193,48 @@ mod tests {
             .contains("unknown unit 'xb'"));
         assert!(parse_size("lots").unwrap_err().contains("not a size"));
         assert!(parse_size("99999999999TB").is_err());
+    }
+
+    fn serve_args(argv: &[&str]) -> super::ServeArgs {
+        let argv = [&["warren", "serve"][..], argv].concat();
+        match Cli::try_parse_from(argv).expect("parses").command {
+            Command::Serve(args) => args,
+            other => panic!("expected serve, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn listen_none_turns_the_plain_listener_off() {
+        assert_eq!(serve_args(&["--listen", "none"]).plain_listen(), None);
+        assert_eq!(serve_args(&["--listen", "NONE"]).plain_listen(), None);
+        assert_eq!(
+            serve_args(&["--listen", "127.0.0.1:0"]).plain_listen(),
+            Some("127.0.0.1:0".to_owned())
+        );
+    }
+
+    #[test]
+    fn tls_files_without_a_tls_listener_are_refused_not_ignored() {
+        let err = serve_args(&["--tls-client-ca", "ca.pem"])
+            .tls()
+            .expect_err("refused");
+        assert_eq!(
+            err.to_string(),
+            "--tls-client-ca is set but --tls-listen is not: it would have no effect"
+        );
+        let tls = serve_args(&[
+            "--tls-listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+        ])
+        .tls()
+        .expect("valid")
+        .expect("a TLS listener");
+        assert_eq!(tls.listen, "127.0.0.1:0");
+        assert_eq!(tls.files.cert, std::path::PathBuf::from("c.pem"));
+        assert_eq!(tls.files.client_ca, None);
     }
 }

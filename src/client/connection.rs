@@ -26,8 +26,7 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use parking_lot::Mutex;
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -41,8 +40,9 @@ use warren_protocol::{
 };
 
 use crate::client::consumer::{CancelReason, ConsumerEvent};
-use crate::client::error::{not_warren, ClientError, NO_CLOSE_CODE};
+use crate::client::error::{is_tls, not_warren, tls_failure, ClientError, NO_CLOSE_CODE};
 use crate::client::publish::PublishOutcome;
+use crate::tls::{ClientTls, TlsError};
 
 /// Frames the writer queue holds before callers wait for room.
 pub(crate) const WRITER_QUEUE_FRAMES: usize = 1024;
@@ -167,14 +167,80 @@ pub(crate) struct Opened {
     pub(crate) writer_task: JoinHandle<()>,
 }
 
-/// Opens a TCP connection, performs the handshake and starts the tasks. The caller bounds
-/// it with a timeout.
-pub(crate) async fn connect(addr: &str) -> Result<Opened, ClientError> {
-    let mut stream = TcpStream::connect(addr).await?;
+/// Opens a TCP connection (inside TLS when `tls` is given), performs the handshake and
+/// starts the tasks. The caller bounds it with a timeout.
+pub(crate) async fn connect(addr: &str, tls: Option<&ClientTls>) -> Result<Opened, ClientError> {
+    let stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
-    stream.write_all(&client_preface(PROTOCOL_VERSION)).await?;
-    let (read_half, write_half) = stream.into_split();
-    let mut reader = FramedRead::new(read_half, FrameCodec::default());
+    let Some(tls) = tls else {
+        // The socket's own halves: no lock between the reader and the writer.
+        return open(addr, stream.into_split(), None).await;
+    };
+    let name = tls.server_name_for(addr);
+    let server_name = rustls::pki_types::ServerName::try_from(name.clone())
+        .map_err(|_| ClientError::Tls(TlsError::ServerName(name.clone())))?;
+    let connector = tokio_rustls::TlsConnector::from(Arc::clone(&tls.config));
+    let stream = connector
+        .connect(server_name, stream)
+        .await
+        .map_err(|e| tls_failure(addr, &name, e))?;
+    open(addr, tokio::io::split(stream), Some(&name)).await
+}
+
+/// The Warren handshake over the stream's halves, then the tasks. `tls_name` is the TLS
+/// server name, when the stream is TLS, for the errors.
+async fn open<R, W>(
+    addr: &str,
+    (mut read_half, mut write_half): (R, W),
+    tls_name: Option<&str>,
+) -> Result<Opened, ClientError>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    write_half
+        .write_all(&client_preface(PROTOCOL_VERSION))
+        .await?;
+    // TLS buffers what is written; TCP's flush is a no-op.
+    write_half.flush().await?;
+    if let Some(name) = tls_name {
+        // A TLS server refuses a connection it does not like (no client certificate, in TLS
+        // 1.3) with an alert that arrives as the first read fails. The codec would keep only
+        // the error's text, so the first bytes are read here, where rustls's error is whole.
+        let mut first = bytes::BytesMut::with_capacity(4096);
+        match read_half.read_buf(&mut first).await {
+            Err(e) if is_tls(&e) => return Err(tls_failure(addr, name, e)),
+            Err(e) => return Err(e.into()),
+            Ok(_) => {}
+        }
+        // What was read goes first (a `FramedRead` would read before decoding a filled
+        // buffer, and the server waits after its Hello).
+        let read_half = std::io::Cursor::new(first.freeze()).chain(read_half);
+        return hello(
+            addr,
+            FramedRead::new(read_half, FrameCodec::default()),
+            write_half,
+        )
+        .await;
+    }
+    hello(
+        addr,
+        FramedRead::new(read_half, FrameCodec::default()),
+        write_half,
+    )
+    .await
+}
+
+/// Reads the server's `Hello`, then starts the tasks.
+async fn hello<R, W>(
+    addr: &str,
+    mut reader: FramedRead<R, FrameCodec>,
+    write_half: W,
+) -> Result<Opened, ClientError>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let hello = match reader.next().await {
         None => {
             return Err(ClientError::Handshake(
@@ -649,9 +715,9 @@ pub(crate) fn unexpected(expected: &'static str, got: &Frame) -> ClientError {
     }
 }
 
-async fn read_loop(
+async fn read_loop<R: AsyncRead + Unpin>(
     connection: Arc<Connection>,
-    mut reader: FramedRead<OwnedReadHalf, FrameCodec>,
+    mut reader: FramedRead<R, FrameCodec>,
     silence_limit: Option<Duration>,
 ) {
     // One timer for the connection, moved forward only when it fires: cheaper than a new
@@ -712,10 +778,10 @@ async fn read_loop(
     }
 }
 
-async fn write_loop(
+async fn write_loop<W: AsyncWrite + Unpin>(
     connection: Arc<Connection>,
     mut rx: mpsc::Receiver<Envelope>,
-    mut sink: FramedWrite<OwnedWriteHalf, FrameCodec>,
+    mut sink: FramedWrite<W, FrameCodec>,
 ) {
     let result = tokio::select! {
         result = pump(&mut rx, &mut sink) => result,
@@ -744,9 +810,9 @@ async fn write_loop(
 }
 
 /// Writes frames as they come: everything already queued is encoded, then flushed once.
-async fn pump(
+async fn pump<W: AsyncWrite + Unpin>(
     rx: &mut mpsc::Receiver<Envelope>,
-    sink: &mut FramedWrite<OwnedWriteHalf, FrameCodec>,
+    sink: &mut FramedWrite<W, FrameCodec>,
 ) -> std::io::Result<()> {
     while let Some(envelope) = rx.recv().await {
         sink.feed(envelope).await?;

@@ -73,6 +73,21 @@ pub enum ClientError {
         /// The frame type that arrived.
         got: &'static str,
     },
+    /// The TLS configuration cannot be built (a CA or client certificate file that cannot be
+    /// read, a bad server name); names the file.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    /// The TLS handshake failed: the server's certificate is not trusted or not for the
+    /// server name, the server refused ours, or the port does not speak TLS.
+    #[error("TLS with {addr} (server name '{server_name}') failed: {reason}")]
+    TlsHandshake {
+        /// The address connected to.
+        addr: String,
+        /// The name the server's certificate was checked against.
+        server_name: String,
+        /// rustls's reason, with a hint at the usual cause.
+        reason: String,
+    },
     /// An admin reply was not valid JSON, or not the shape of its type in
     /// [`crate::admin_types`] (a field missing or of the wrong type). Names the command.
     #[error("the server's admin reply is not what this client expects: {0}")]
@@ -109,6 +124,8 @@ pub(crate) fn not_warren(addr: &str, first: &[u8]) -> ClientError {
         "answered with HTTP, not the Warren protocol".to_owned()
     } else if first.starts_with(b"AMQP") {
         "answered with AMQP, not the Warren protocol".to_owned()
+    } else if is_tls_record(first) {
+        "answered with TLS, not the plain Warren protocol: is it a TLS port? try --tls".to_owned()
     } else {
         "did not answer with the Warren protocol handshake".to_owned()
     };
@@ -116,6 +133,60 @@ pub(crate) fn not_warren(addr: &str, first: &[u8]) -> ClientError {
         addr: addr.to_owned(),
         answer,
     }
+}
+
+/// Whether an I/O error from a TLS stream is rustls's (a certificate refused, an alert, bytes
+/// that are not TLS) rather than the socket's.
+pub(crate) fn is_tls(e: &std::io::Error) -> bool {
+    e.get_ref()
+        .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+}
+
+/// The error for a TLS handshake with `addr`, checking the name `server_name`, that failed
+/// with `e`: rustls's reason and, where the cause is the usual one, what to do about it.
+pub(crate) fn tls_failure(addr: &str, server_name: &str, e: std::io::Error) -> ClientError {
+    use rustls::{AlertDescription, CertificateError, Error};
+    let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<Error>()) else {
+        return ClientError::Io(e);
+    };
+    let hint = match tls {
+        Error::InvalidCertificate(CertificateError::UnknownIssuer) => {
+            "; the server's certificate is not signed by a trusted CA (is --ca the CA that \
+             signed it?)"
+                .to_owned()
+        }
+        Error::InvalidCertificate(
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+        ) => format!(
+            "; the server's certificate is not for '{server_name}' (--server-name sets the \
+             name to check)"
+        ),
+        Error::InvalidMessage(_) | Error::InappropriateMessage { .. } => {
+            "; the server did not answer with TLS: is it a plain port? try without --tls".to_owned()
+        }
+        Error::AlertReceived(AlertDescription::CertificateRequired) => {
+            "; the server requires a client certificate: pass --client-cert and --client-key"
+                .to_owned()
+        }
+        Error::AlertReceived(
+            AlertDescription::BadCertificate
+            | AlertDescription::UnknownCA
+            | AlertDescription::CertificateUnknown
+            | AlertDescription::AccessDenied,
+        ) => "; the server refused the client certificate".to_owned(),
+        _ => String::new(),
+    };
+    ClientError::TlsHandshake {
+        addr: addr.to_owned(),
+        server_name: server_name.to_owned(),
+        reason: format!("{tls}{hint}"),
+    }
+}
+
+/// Whether `first` starts like a TLS record (an alert or a handshake, version 3.x), which
+/// is what a TLS server sends to a client that spoke to it in plain text.
+fn is_tls_record(first: &[u8]) -> bool {
+    matches!(first, [0x15 | 0x16, 0x03, 0x00..=0x04, ..])
 }
 
 /// `NOT_FOUND (404): no queue 'x'`; codes this version does not know print as `UNKNOWN`.
@@ -209,6 +280,12 @@ mod tests {
         assert_eq!(
             not_warren(addr, b"SSH-2.0-OpenSSH").to_string(),
             "127.0.0.1:5711 did not answer with the Warren protocol handshake"
+        );
+        // A TLS server's alert (fatal, decode_error) for a plain client's preface.
+        assert_eq!(
+            not_warren(addr, b"\x15\x03\x03\x00\x02\x02\x32").to_string(),
+            "127.0.0.1:5711 answered with TLS, not the plain Warren protocol: is it a TLS \
+             port? try --tls"
         );
         assert_eq!(
             not_warren(addr, b"HTT").to_string(),

@@ -193,7 +193,26 @@ impl Client {
     /// does not speak Warren's protocol (an HTTP or AMQP server, say);
     /// [`ClientError::Handshake`] when it answers with another frame than `Hello`.
     pub async fn connect(addr: &str) -> Result<Client, ClientError> {
-        let opened = tokio::time::timeout(CONNECT_TIMEOUT, connection::connect(addr))
+        Self::open(addr, None).await
+    }
+
+    /// As [`Client::connect`], inside TLS: the server's certificate is checked against
+    /// `tls`'s CAs and server name (by default the host of `addr`), and `tls`'s client
+    /// certificate is presented if the server asks for one.
+    ///
+    /// # Errors
+    /// As [`Client::connect`], and [`ClientError::TlsHandshake`] when the TLS handshake fails
+    /// (the certificate is not trusted or not for the name, the server wants a client
+    /// certificate, the port does not speak TLS).
+    pub async fn connect_tls(
+        addr: &str,
+        tls: &crate::tls::ClientTls,
+    ) -> Result<Client, ClientError> {
+        Self::open(addr, Some(tls)).await
+    }
+
+    async fn open(addr: &str, tls: Option<&crate::tls::ClientTls>) -> Result<Client, ClientError> {
+        let opened = tokio::time::timeout(CONNECT_TIMEOUT, connection::connect(addr, tls))
             .await
             .map_err(|_| {
                 ClientError::Io(std::io::Error::new(

@@ -1,6 +1,7 @@
 //! One client connection: the handshake, then a reader (this task) that decodes frames and
 //! calls the broker, and a writer task that encodes the broker's events as frames
-//! (`encode.rs`) and batches them onto the socket.
+//! (`encode.rs`) and batches them onto the socket. A TLS connection ([`run_tls`]) first
+//! completes the TLS handshake; after that the code is the same, generic over the stream.
 //!
 //! Errors are handled by kind, in one place (`reader.rs`): a broker error answers its request
 //! and the connection goes on; a frame that cannot be decoded gets an error frame and the
@@ -15,8 +16,9 @@ mod writer;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 use warren_protocol::{
@@ -37,17 +39,75 @@ pub struct ConnectionConfig {
     pub heartbeat: Option<Duration>,
 }
 
-/// Serves one client until it closes, fails, or the server shuts down.
+/// Serves one plain-TCP client until it closes, fails, or the server shuts down.
 pub async fn run(
-    mut socket: TcpStream,
+    socket: TcpStream,
     broker: Broker,
     config: Arc<ConnectionConfig>,
     shutdown: CancellationToken,
 ) {
-    let peer = socket
-        .peer_addr()
-        .map_or_else(|_| "unknown".to_owned(), |a| a.to_string());
+    let peer = prepare(&socket);
+    // The socket's own halves: no lock between the reader and the writer.
+    serve(
+        socket,
+        peer,
+        broker,
+        config,
+        shutdown,
+        TcpStream::into_split,
+    )
+    .await;
+}
+
+/// Serves one client of the TLS listener: the TLS handshake (bounded like the preface), then
+/// as [`run`].
+pub async fn run_tls(
+    socket: TcpStream,
+    acceptor: TlsAcceptor,
+    broker: Broker,
+    config: Arc<ConnectionConfig>,
+    shutdown: CancellationToken,
+) {
+    let peer = prepare(&socket);
+    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            // A plain client on the TLS port lands here: rustls answers its preface with an
+            // alert and closes.
+            tracing::info!(%peer, reason = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(%peer, "no TLS handshake within the handshake timeout");
+            return;
+        }
+    };
+    serve(stream, peer, broker, config, shutdown, tokio::io::split).await;
+}
+
+/// Turns Nagle's algorithm off (frames are batched already; replies must not wait) and
+/// names the peer for the logs.
+fn prepare(socket: &TcpStream) -> String {
     let _ = socket.set_nodelay(true);
+    socket
+        .peer_addr()
+        .map_or_else(|_| "unknown".to_owned(), |a| a.to_string())
+}
+
+/// The connection proper, over any byte stream. `split` gives the reader and writer halves;
+/// being generic (not boxed), the plain-TCP path compiles to what it was before TLS.
+async fn serve<S, R, W>(
+    mut socket: S,
+    peer: String,
+    broker: Broker,
+    config: Arc<ConnectionConfig>,
+    shutdown: CancellationToken,
+    split: impl FnOnce(S) -> (R, W),
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     match handshake(&mut socket, &config).await {
         Ok(()) => {}
         Err(reason) => {
@@ -55,7 +115,7 @@ pub async fn run(
             return;
         }
     }
-    let (read_half, write_half) = socket.into_split();
+    let (read_half, write_half) = split(socket);
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let session = broker.new_session(peer.clone(), tx);
     tracing::info!(%peer, connection = session.id, "connection opened");
@@ -82,7 +142,10 @@ pub async fn run(
     tracing::info!(%peer, connection = session.id, reason = %reason, "connection closed");
 }
 
-async fn handshake(socket: &mut TcpStream, config: &ConnectionConfig) -> Result<(), String> {
+async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    socket: &mut S,
+    config: &ConnectionConfig,
+) -> Result<(), String> {
     let mut preface = [0u8; handshake::PREFACE_BYTES];
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, socket.read_exact(&mut preface)).await {
         Err(_) => return Err("no preface within the handshake timeout".into()),

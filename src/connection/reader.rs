@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::io::AsyncRead;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use warren_protocol::{
@@ -34,7 +34,7 @@ const LINGER_TIMEOUT: Duration = Duration::from_secs(1);
 /// destroy what is still on its way to the client: the last confirms and the `Close`.
 /// Frames read here are not acted on (a publish among them is not confirmed, so the client
 /// knows to send it again).
-async fn linger(frames: &mut FramedRead<OwnedReadHalf, FrameCodec>) {
+async fn linger<R: AsyncRead + Unpin>(frames: &mut FramedRead<R, FrameCodec>) {
     let until = tokio::time::Instant::now() + LINGER_TIMEOUT;
     loop {
         match tokio::time::timeout_at(until, frames.next()).await {
@@ -87,8 +87,8 @@ impl std::fmt::Display for Ended {
     }
 }
 
-pub(super) async fn run(
-    frames: FramedRead<OwnedReadHalf, FrameCodec>,
+pub(super) async fn run<R: AsyncRead + Unpin>(
+    frames: FramedRead<R, FrameCodec>,
     broker: &Broker,
     session: &Arc<Session>,
     config: &ConnectionConfig,
@@ -106,8 +106,8 @@ pub(super) async fn run(
     ended
 }
 
-async fn read_loop(
-    mut frames: FramedRead<OwnedReadHalf, FrameCodec>,
+async fn read_loop<R: AsyncRead + Unpin>(
+    mut frames: FramedRead<R, FrameCodec>,
     broker: &Broker,
     session: &Arc<Session>,
     config: &ConnectionConfig,
@@ -247,7 +247,10 @@ enum Read {
     Error(DecodeError),
 }
 
-async fn read(frames: &mut FramedRead<OwnedReadHalf, FrameCodec>, limit: Option<Duration>) -> Read {
+async fn read<R: AsyncRead + Unpin>(
+    frames: &mut FramedRead<R, FrameCodec>,
+    limit: Option<Duration>,
+) -> Read {
     let next = match limit {
         Some(limit) => match tokio::time::timeout(limit, frames.next()).await {
             Ok(n) => n,

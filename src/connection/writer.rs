@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::SinkExt;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::codec::FramedWrite;
 use tokio_util::sync::CancellationToken;
@@ -18,10 +18,27 @@ use crate::broker::session::{Outbound, Session};
 /// Frames fed before a flush is forced, so one busy connection still writes regularly.
 const MAX_FRAMES_PER_FLUSH: usize = 1024;
 
-type Sink = FramedWrite<OwnedWriteHalf, FrameCodec>;
+/// How long a finished writer may take to end the stream (a TLS `close_notify`).
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(1);
 
-pub(super) async fn run(
-    mut sink: Sink,
+type Sink<W> = FramedWrite<W, FrameCodec>;
+
+/// Writes until stopped or the socket fails, then ends the stream: on TCP a FIN (as dropping
+/// the write half would), on TLS a `close_notify` first, so the client sees a clean end
+/// rather than a truncation.
+pub(super) async fn run<W: AsyncWrite + Unpin>(
+    mut sink: Sink<W>,
+    rx: UnboundedReceiver<Outbound>,
+    session: Arc<Session>,
+    stop: CancellationToken,
+    heartbeat: Option<Duration>,
+) {
+    write_loop(&mut sink, rx, session, stop, heartbeat).await;
+    let _ = tokio::time::timeout(SHUTDOWN_TIMEOUT, sink.get_mut().shutdown()).await;
+}
+
+async fn write_loop<W: AsyncWrite + Unpin>(
+    sink: &mut Sink<W>,
     mut rx: UnboundedReceiver<Outbound>,
     session: Arc<Session>,
     stop: CancellationToken,
@@ -66,7 +83,7 @@ pub(super) async fn run(
                     Err(_) => break,
                 },
             };
-            if write(&mut sink, m, &mut confirms).await.is_err() {
+            if write(sink, m, &mut confirms).await.is_err() {
                 return;
             }
             fed += 1;
@@ -88,7 +105,7 @@ pub(super) async fn run(
                 return;
             }
         }
-        if SinkExt::<Envelope>::flush(&mut sink).await.is_err() {
+        if SinkExt::<Envelope>::flush(sink).await.is_err() {
             return;
         }
         // Only a frame actually written counts as activity: a tick that wrote nothing must not
@@ -105,7 +122,11 @@ pub(super) async fn run(
     }
 }
 
-async fn write(sink: &mut Sink, m: Outbound, confirms: &mut usize) -> Result<(), std::io::Error> {
+async fn write<W: AsyncWrite + Unpin>(
+    sink: &mut Sink<W>,
+    m: Outbound,
+    confirms: &mut usize,
+) -> Result<(), std::io::Error> {
     match m {
         Outbound::Event { request_id, event } => {
             if encode::is_confirm(&event) {

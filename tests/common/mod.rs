@@ -79,10 +79,12 @@ impl TestDaemon {
         let verbose = std::env::var_os("WARREN_TEST_VERBOSE").is_some();
         let log = std::fs::File::create(self.log_path()).expect("log file");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_warren"));
-        cmd.arg("serve")
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--data-dir")
+        cmd.arg("serve");
+        // A test that sets --listen itself (`--listen none`) gets its own.
+        if !self.extra_args.iter().any(|a| a == "--listen") {
+            cmd.arg("--listen").arg("127.0.0.1:0");
+        }
+        cmd.arg("--data-dir")
             .arg(&self.data_dir)
             .args(&self.extra_args)
             .env("RUST_LOG", "info,warren=debug")
@@ -98,7 +100,8 @@ impl TestDaemon {
         loop {
             if let Ok(raw) = std::fs::read_to_string(&runtime) {
                 let v: serde_json::Value = serde_json::from_str(&raw).expect("runtime.json");
-                self.addr = v["listen"].as_str().expect("listen").to_owned();
+                // Empty when the plain listener is off (`--listen none`).
+                self.addr = v["listen"].as_str().unwrap_or_default().to_owned();
                 break;
             }
             // A daemon that cannot write runtime.json (a full disk) still logs its address.
@@ -142,6 +145,14 @@ impl TestDaemon {
         let raw = std::fs::read_to_string(self.data_dir.join("runtime.json")).ok()?;
         let v: serde_json::Value = serde_json::from_str(&raw).expect("runtime.json");
         v["metrics_listen"].as_str().map(str::to_owned)
+    }
+
+    /// The TLS address the running daemon recorded in `runtime.json` (`tls_listen`), if it
+    /// has a TLS listener.
+    pub fn tls_addr(&self) -> Option<String> {
+        let raw = std::fs::read_to_string(self.data_dir.join("runtime.json")).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&raw).expect("runtime.json");
+        v["tls_listen"].as_str().map(str::to_owned)
     }
 
     /// Connects a client.
