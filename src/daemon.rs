@@ -43,6 +43,11 @@ pub struct ServeOptions {
     /// Free bytes on the data directory's filesystem below which persistent publishers are
     /// blocked; 0 turns the disk alarm off.
     pub disk_free_limit: u64,
+    /// The memory budget (0 turns the memory alarm off).
+    pub memory_limit: crate::cli::serve::MemoryLimit,
+    /// How the daemon reads the memory it holds: the binary's counting allocator. `None`
+    /// (a daemon run from a library) has no memory alarm.
+    pub memory_gauge: Option<crate::broker::memory_monitor::MemoryGauge>,
 }
 
 /// The TLS listener of `warren serve`.
@@ -111,6 +116,14 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
                 .context(format!("opening the store in {}", opts.data_dir.display())))
         }
     };
+    if let Some(gauge) = opts.memory_gauge {
+        let available = crate::broker::memory_monitor::available_memory_bytes();
+        let limit = opts.memory_limit.bytes(available);
+        if limit > 0 {
+            tracing::info!(limit, available, "memory budget");
+            broker.start_memory_monitor(gauge, limit);
+        }
+    }
     let listener = match &opts.listen {
         Some(listen) => Some(
             TcpListener::bind(listen)

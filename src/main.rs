@@ -11,6 +11,15 @@ use warren::cli::serve::{LogFormat, ServeArgs};
 use warren::cli::{run_client_command, Cli, Command};
 use warren::daemon::{serve, ServeOptions};
 
+/// Counts every allocation, for the memory budget (`--memory-limit`): the bytes the daemon
+/// holds, which resident memory does not tell once the allocator keeps freed pages.
+#[global_allocator]
+static ALLOCATOR: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, usize::MAX);
+
+fn allocated_bytes() -> u64 {
+    u64::try_from(ALLOCATOR.allocated()).unwrap_or(u64::MAX)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -81,6 +90,8 @@ async fn run_daemon(args: ServeArgs) -> anyhow::Result<()> {
         // An empty WARREN_METRICS_LISTEN means off, like leaving it unset.
         metrics_listen: args.metrics_listen.filter(|a| !a.trim().is_empty()),
         disk_free_limit: args.disk_free_limit,
+        memory_limit: args.memory_limit,
+        memory_gauge: Some(allocated_bytes),
     })
     .await
 }

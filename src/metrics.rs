@@ -377,6 +377,27 @@ impl Collector for BrokerCollector {
         )?;
         gauge(
             &mut enc,
+            "warren_memory_used",
+            "Bytes the daemon has allocated, the memory budget's measure (0 without a budget).",
+            Some(&Unit::Bytes),
+            stats.memory_used_bytes.load(Ordering::Relaxed),
+        )?;
+        gauge(
+            &mut enc,
+            "warren_memory_limit",
+            "The memory budget, --memory-limit (0: none).",
+            Some(&Unit::Bytes),
+            stats.memory_limit_bytes.load(Ordering::Relaxed),
+        )?;
+        gauge(
+            &mut enc,
+            "warren_memory_alarm",
+            "1 while memory in use is above --memory-limit and publishers are blocked.",
+            None,
+            u64::from(broker.alarms().current().memory),
+        )?;
+        gauge(
+            &mut enc,
             "warren_disk_free",
             "Free space on the data directory's filesystem at the disk monitor's last check (0 with the disk alarm off).",
             Some(&Unit::Bytes),

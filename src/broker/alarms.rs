@@ -4,9 +4,10 @@
 //! A blocked connection is told so (`Blocked`), and its reader waits before acting on the
 //! publish that met the alarm; TCP then pushes back on the publisher. Nothing is dropped or
 //! refused to make room, and connections that only consume, acknowledge or administer keep
-//! working. Today the disk alarm is the only one: free space on the data directory's
-//! filesystem below `--disk-free-limit` blocks persistent publishes (transient ones never
-//! touch the disk).
+//! working. Two alarms: the disk alarm (free space on the data directory's filesystem below
+//! `--disk-free-limit`) blocks persistent publishes, since transient ones never touch the
+//! disk; the memory alarm (the daemon holding more than `--memory-limit`) blocks every
+//! publish.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -17,14 +18,22 @@ use tokio::sync::watch;
 pub struct AlarmState {
     /// Free disk space is below the limit.
     pub disk: bool,
+    /// Memory in use is above the budget.
+    pub memory: bool,
 }
 
 impl AlarmState {
     /// Why a publish (persistent or not) must wait, if it must.
     pub fn blocks(&self, persistent: bool) -> Option<&'static str> {
-        (self.disk && persistent).then_some(
-            "disk alarm: free space on the data directory's filesystem is below --disk-free-limit",
-        )
+        if self.memory {
+            Some("memory alarm: the server holds more than its --memory-limit")
+        } else if self.disk && persistent {
+            Some(
+                "disk alarm: free space on the data directory's filesystem is below --disk-free-limit",
+            )
+        } else {
+            None
+        }
     }
 
     /// The names of the alarms that are on, for `status`.
@@ -32,6 +41,9 @@ impl AlarmState {
         let mut out = Vec::new();
         if self.disk {
             out.push("disk".to_owned());
+        }
+        if self.memory {
+            out.push("memory".to_owned());
         }
         out
     }
@@ -75,9 +87,19 @@ impl Alarms {
 
     /// Turns the disk alarm on or off; returns whether that changed it.
     pub fn set_disk(&self, on: bool) -> bool {
+        self.set(|s| &mut s.disk, on)
+    }
+
+    /// Turns the memory alarm on or off; returns whether that changed it.
+    pub fn set_memory(&self, on: bool) -> bool {
+        self.set(|s| &mut s.memory, on)
+    }
+
+    fn set(&self, alarm: impl Fn(&mut AlarmState) -> &mut bool, on: bool) -> bool {
         let changed = self.state.send_if_modified(|s| {
-            let changed = s.disk != on;
-            s.disk = on;
+            let flag = alarm(s);
+            let changed = *flag != on;
+            *flag = on;
             changed
         });
         self.any.store(
@@ -102,6 +124,24 @@ mod tests {
         assert_eq!(alarms.blocks(false), None);
         assert_eq!(alarms.current().names(), ["disk"]);
         assert!(alarms.set_disk(false));
+        assert_eq!(alarms.blocks(true), None);
+    }
+
+    #[test]
+    fn the_memory_alarm_blocks_every_publish() {
+        let alarms = Alarms::default();
+        assert!(alarms.set_memory(true));
+        assert!(alarms.blocks(false).is_some_and(|r| r.contains("memory")));
+        assert!(alarms.blocks(true).is_some_and(|r| r.contains("memory")));
+        alarms.set_disk(true);
+        assert_eq!(alarms.current().names(), ["disk", "memory"]);
+        alarms.set_memory(false);
+        assert_eq!(
+            alarms.blocks(false),
+            None,
+            "the disk alarm lets transient ones by"
+        );
+        alarms.set_disk(false);
         assert_eq!(alarms.blocks(true), None);
     }
 }

@@ -43,6 +43,7 @@ pub mod dead_letter;
 pub mod disk_monitor;
 pub mod event;
 pub mod exchange;
+pub mod memory_monitor;
 mod publish;
 pub mod queue;
 pub mod queue_args;
@@ -210,6 +211,21 @@ impl Broker {
         }
         tokio::spawn(timers::run(weak));
         Ok(broker)
+    }
+
+    /// Starts the memory budget: every 100 ms `gauge` is read and the memory alarm is on
+    /// while it exceeds `limit` bytes. The daemon calls this with its counting allocator;
+    /// without it there is no memory alarm.
+    pub fn start_memory_monitor(&self, gauge: memory_monitor::MemoryGauge, limit: u64) {
+        self.inner
+            .stats
+            .memory_limit_bytes
+            .store(limit, std::sync::atomic::Ordering::Relaxed);
+        tokio::spawn(memory_monitor::run(
+            Arc::downgrade(&self.inner),
+            gauge,
+            limit,
+        ));
     }
 
     /// The resource alarms, which block publishers while on.

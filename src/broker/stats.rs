@@ -10,6 +10,10 @@ use super::Broker;
 /// Broker-wide message counters.
 #[derive(Debug, Default)]
 pub struct BrokerStats {
+    /// Bytes the process had allocated at the memory monitor's last check (0: no monitor).
+    pub memory_used_bytes: AtomicU64,
+    /// The memory budget (`--memory-limit`) in bytes; 0 when there is none.
+    pub memory_limit_bytes: AtomicU64,
     /// Free bytes on the data directory's filesystem at the disk monitor's last check.
     pub disk_free_bytes: AtomicU64,
     /// Publishes accepted.

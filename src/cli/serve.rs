@@ -88,6 +88,19 @@ pub struct ServeArgs {
     )]
     pub disk_free_limit: u64,
 
+    /// The memory budget: above this much allocated memory, every publisher is blocked until
+    /// consumers drain (the memory alarm; RabbitMQ's `vm_memory_high_watermark`). A size
+    /// (`2GiB`) or a share of the machine's (or container's) memory (`60%`); `0` turns the
+    /// alarm off.
+    #[arg(
+        long,
+        value_name = "SIZE|PERCENT",
+        default_value = "60%",
+        value_parser = parse_memory_limit,
+        env = "WARREN_MEMORY_LIMIT"
+    )]
+    pub memory_limit: MemoryLimit,
+
     /// Log output format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -140,6 +153,48 @@ pub enum LogFormat {
     Json,
 }
 
+/// `--memory-limit`: bytes, or a share of the memory available.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MemoryLimit {
+    /// This many bytes (0: no memory alarm).
+    Bytes(u64),
+    /// This share (0 to 1) of the machine's or container's memory.
+    Share(f64),
+}
+
+impl MemoryLimit {
+    /// The limit in bytes, given the memory available (`None`: unknown; a share then falls
+    /// back to 4 GiB's worth, so the alarm stays on guard).
+    pub fn bytes(self, available: Option<u64>) -> u64 {
+        match self {
+            MemoryLimit::Bytes(b) => b,
+            // f64 holds every byte count below 2^53 exactly; a share of it needs no more.
+            #[allow(
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss,
+                clippy::cast_precision_loss
+            )]
+            MemoryLimit::Share(share) => (available.unwrap_or(4 << 30) as f64 * share) as u64,
+        }
+    }
+}
+
+/// Parses `--memory-limit`: `60%` (a share of memory) or a size ([`parse_size`]).
+///
+/// # Errors
+/// A percentage outside 1–100, or not a size.
+pub fn parse_memory_limit(text: &str) -> Result<MemoryLimit, String> {
+    match text.trim().strip_suffix('%') {
+        Some(pct) => match pct.trim().parse::<f64>() {
+            Ok(p) if (1.0..=100.0).contains(&p) => Ok(MemoryLimit::Share(p / 100.0)),
+            _ => Err(format!(
+                "'{text}' is not a share of memory: expected 1% to 100%, e.g. 60%"
+            )),
+        },
+        None => parse_size(text).map(MemoryLimit::Bytes),
+    }
+}
+
 /// Parses a size in bytes: a number, optionally followed by a unit (`kB`, `MB`, `GB`, `TB`
 /// in powers of 1000; `KiB`, `MiB`, `GiB`, `TiB` in powers of 1024; case does not matter).
 ///
@@ -179,8 +234,17 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 mod tests {
     use clap::Parser;
 
-    use super::parse_size;
+    use super::{parse_memory_limit, parse_size, MemoryLimit};
     use crate::cli::{Cli, Command};
+    #[test]
+    fn memory_limits_are_sizes_or_shares() {
+        assert_eq!(parse_memory_limit("60%"), Ok(MemoryLimit::Share(0.6)));
+        assert_eq!(parse_memory_limit("2GiB"), Ok(MemoryLimit::Bytes(2 << 30)));
+        assert_eq!(parse_memory_limit("0"), Ok(MemoryLimit::Bytes(0)));
+        assert!(parse_memory_limit("0%").is_err());
+        assert!(parse_memory_limit("150%").is_err());
+        assert_eq!(MemoryLimit::Share(0.5).bytes(Some(1000)), 500);
+    }
 
     #[test]
     fn sizes_take_decimal_and_binary_units() {

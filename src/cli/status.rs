@@ -48,6 +48,18 @@ pub fn status_text(status: &Status, reply: &Value) -> String {
         ("data dir".into(), status.data_dir.clone()),
         ("store size".into(), human_bytes(status.store_bytes)),
         ("memory in use".into(), human_bytes(status.memory_bytes)),
+        (
+            "memory budget".into(),
+            if status.memory_limit_bytes == 0 {
+                "off".into()
+            } else {
+                format!(
+                    "{} of {}",
+                    human_bytes(status.memory_used_bytes),
+                    human_bytes(status.memory_limit_bytes)
+                )
+            },
+        ),
         ("disk free".into(), human_bytes(status.disk_free_bytes)),
         (
             "alarms".into(),
@@ -80,7 +92,7 @@ pub fn status_text(status: &Status, reply: &Value) -> String {
         ),
         ("ack rate".into(), format!("{}/s", rate(status.ack_rate))),
     ];
-    const SHOWN: [&str; 18] = [
+    const SHOWN: [&str; 20] = [
         "version",
         "uptime_secs",
         "listeners",
@@ -89,6 +101,8 @@ pub fn status_text(status: &Status, reply: &Value) -> String {
         "memory_bytes",
         "disk_free_bytes",
         "alarms",
+        "memory_used_bytes",
+        "memory_limit_bytes",
         "connections",
         "consumers",
         "exchanges",
@@ -129,6 +143,8 @@ mod tests {
             "store_bytes": 1_572_864,
             "memory_bytes": 10_485_760,
             "disk_free_bytes": 3_221_225_472_u64,
+            "memory_used_bytes": 8_388_608,
+            "memory_limit_bytes": 1_073_741_824,
             "alarms": ["disk"],
             "connections": 1,
             "consumers": 0,
@@ -155,6 +171,7 @@ mod tests {
             "store size:       1.5 MiB",
             "memory in use:    10.0 MiB",
             "disk free:        3.0 GiB",
+            "memory budget:    8.0 MiB of 1.0 GiB",
             "alarms:           disk",
             "publish rate:     1.2/s",
             "store.commits:    9",
