@@ -234,6 +234,7 @@ impl CommitHooks for Hooks {
                 delivery_count: 0,
                 stored: stored && q.durable,
                 expires_at: expires_at(q, &message, batch.now),
+                priority: 0,
             });
         }
         for q in &rejected {
@@ -246,6 +247,7 @@ impl CommitHooks for Hooks {
                         delivery_count: 0,
                         stored: false,
                         expires_at: 0,
+                        priority: 0,
                     }],
                     DeadLetterReason::MaxLen,
                 );

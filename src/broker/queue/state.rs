@@ -13,9 +13,10 @@
 //! consumers that are plain numbers.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 
+use super::ready::Ready;
 use crate::broker::dead_letter::DeadLetterReason;
 use crate::broker::queue_args::{Overflow, QueueArgs};
 use crate::clock::LazyNow;
@@ -144,7 +145,8 @@ pub struct QueueCore<C> {
     pub(super) args: QueueArgs,
     /// Bytes of ready bodies kept in memory before new stored ones are paged out.
     window_bytes: u64,
-    pub(super) ready: VecDeque<QueuedMessage>,
+    /// The ready messages: one FIFO, or one per priority level (`x-max-priority`).
+    pub(super) ready: Ready,
     ready_bytes: u64,
     resident_bytes: u64,
     pub(super) unacked: u64,
@@ -168,9 +170,9 @@ impl<C: ConsumerSlot> QueueCore<C> {
     /// in memory.
     pub fn new(args: QueueArgs, window_bytes: u64) -> Self {
         QueueCore {
+            ready: Ready::new(args.max_priority),
             args,
             window_bytes,
-            ready: VecDeque::new(),
             ready_bytes: 0,
             resident_bytes: 0,
             unacked: 0,
@@ -224,11 +226,21 @@ impl<C: ConsumerSlot> QueueCore<C> {
     }
 
     /// Appends a message (after its commit), paging its body out if it is stored and the
-    /// window is full. A queue over its length limit with `drop-head` overflow drops from the
-    /// head (dead letters `maxlen`). Call [`QueueCore::dispatch`] after.
+    /// window is full; a priority queue first fixes its level from its `priority` property.
+    /// A queue over its length limit with `drop-head` overflow drops from the head (dead
+    /// letters `maxlen`): in a priority queue that is the highest priority, as in RabbitMQ.
+    /// Call [`QueueCore::dispatch`] after.
     pub fn enqueue(&mut self, mut entry: QueuedMessage, fx: &mut Effects<C>) {
         if self.deleted {
             return;
+        }
+        if let Some(max) = self.args.max_priority {
+            // Read while the body is here: it may be paged out below.
+            let asked = entry
+                .message
+                .as_ref()
+                .map_or(entry.priority, |m| m.properties.priority.unwrap_or(0));
+            entry.priority = asked.min(max);
         }
         self.ready_bytes += u64::from(entry.size);
         if entry.message.is_some() {
@@ -240,8 +252,9 @@ impl<C: ConsumerSlot> QueueCore<C> {
         }
         if entry.expires_at == EXPIRES_AT_ONCE {
             // A TTL of 0, as RabbitMQ: delivered if a consumer can take it at once, otherwise
-            // expired now. Behind other messages or with no consumer it cannot be.
-            if !self.ready.is_empty() || self.consumers.is_empty() {
+            // expired now. Behind other messages (of its priority or higher) or with no
+            // consumer it cannot be.
+            if !self.ready.would_lead(&entry) || self.consumers.is_empty() {
                 self.take_accounting(&entry);
                 fx.dead_letter(DeadLetterReason::Expired, entry);
                 return;
@@ -279,10 +292,12 @@ impl<C: ConsumerSlot> QueueCore<C> {
         }
     }
 
-    /// Loads recovered messages (ids ascending), bodies paged out; entries with a pending
-    /// requeue delay (`ready_at` > 0) wait in the delayed set.
+    /// Loads recovered messages (ids ascending), bodies paged out, each with the priority
+    /// recovery read from its stored properties; entries with a pending requeue delay
+    /// (`ready_at` > 0) wait in the delayed set.
     pub fn restore(&mut self, entries: impl IntoIterator<Item = (QueuedMessage, u64)>) {
-        for (e, ready_at) in entries {
+        for (mut e, ready_at) in entries {
+            e.priority = e.priority.min(self.args.max_priority.unwrap_or(0));
             if ready_at > 0 {
                 self.delayed.insert((ready_at, e.id), e);
                 continue;
@@ -300,7 +315,8 @@ impl<C: ConsumerSlot> QueueCore<C> {
         self.unacked = self.unacked.saturating_sub(n);
     }
 
-    /// Puts settled-but-requeued deliveries back at the head, in id order.
+    /// Puts settled-but-requeued deliveries back at the head (of their priority, in a priority
+    /// queue), in id order.
     pub fn requeue(&mut self, entries: Vec<QueuedMessage>) {
         self.settled(entries.len() as u64);
         self.push_front(entries);
@@ -373,16 +389,10 @@ impl<C: ConsumerSlot> QueueCore<C> {
             }
         }
         if self.ready.iter().any(is_due) {
-            let mut kept = VecDeque::with_capacity(self.ready.len());
-            for e in std::mem::take(&mut self.ready) {
-                if is_due(&e) {
-                    self.take_accounting(&e);
-                    expired.push(e);
-                } else {
-                    kept.push_back(e);
-                }
+            for e in self.ready.take_where(is_due) {
+                self.take_accounting(&e);
+                expired.push(e);
             }
-            self.ready = kept;
         }
         fx.dead_letter_all(DeadLetterReason::Expired, expired);
     }
@@ -587,23 +597,14 @@ impl<C: ConsumerSlot> QueueCore<C> {
 
     /// Removes the ready messages with these ids (those still there), in queue order.
     pub fn take_ids(&mut self, ids: &HashSet<u64>) -> Vec<QueuedMessage> {
-        let mut taken = Vec::new();
-        let mut kept = VecDeque::with_capacity(self.ready.len());
-        for e in std::mem::take(&mut self.ready) {
-            if ids.contains(&e.id) {
-                taken.push(e);
-            } else {
-                kept.push_back(e);
-            }
-        }
-        self.ready = kept;
+        let taken = self.ready.take_where(|e| ids.contains(&e.id));
         for e in &taken {
             self.take_accounting(e);
         }
         taken
     }
 
-    /// Puts a taken ready message back where its id places it. Call
+    /// Puts a taken ready message back where its id places it (within its priority). Call
     /// [`QueueCore::dispatch`] after.
     pub fn put_back(&mut self, entry: QueuedMessage) {
         if self.deleted {
@@ -616,12 +617,7 @@ impl<C: ConsumerSlot> QueueCore<C> {
         if entry.expires_at != 0 {
             self.expiry.push(Reverse((entry.expires_at, entry.id)));
         }
-        let at = self
-            .ready
-            .iter()
-            .position(|e| e.id > entry.id)
-            .unwrap_or(self.ready.len());
-        self.ready.insert(at, entry);
+        self.ready.insert_by_id(entry);
     }
 
     /// Removes every ready message and returns them.
@@ -629,7 +625,7 @@ impl<C: ConsumerSlot> QueueCore<C> {
         self.ready_bytes = 0;
         self.resident_bytes = 0;
         self.expiry.clear();
-        self.ready.drain(..).collect()
+        self.ready.take_all()
     }
 
     /// Empties the queue for good. Returns its consumers and how many messages (ready and
@@ -637,7 +633,7 @@ impl<C: ConsumerSlot> QueueCore<C> {
     pub fn delete(&mut self) -> (Vec<C>, u64) {
         self.deleted = true;
         let count = self.ready.len() as u64 + self.delayed.len() as u64;
-        self.ready.clear();
+        self.ready.take_all();
         self.delayed.clear();
         self.expiry.clear();
         self.ready_bytes = 0;
@@ -702,6 +698,7 @@ mod tests {
             delivery_count: 0,
             stored: false,
             expires_at,
+            priority: 0,
         }
     }
 
