@@ -17,21 +17,28 @@ use std::collections::{vec_deque, VecDeque};
 use crate::message::QueuedMessage;
 
 /// A queue's ready messages, head first.
+///
+/// The methods are `#[inline]` and the priority side lives in [`Levels`], out of line, so
+/// a plain queue's calls compile to the `VecDeque` call behind one branch, as before.
 #[derive(Debug)]
 pub enum Ready {
     /// A plain queue: one FIFO.
     Fifo(VecDeque<QueuedMessage>),
-    /// A priority queue: `levels[p]` holds the messages of priority `p`, each level FIFO.
-    Levels {
-        /// One FIFO per priority, `0..=max`.
-        levels: Box<[VecDeque<QueuedMessage>]>,
-        /// Every level above this one is empty (an upper bound: lowered when a pop finds the
-        /// levels above empty, raised by every push), so finding the head does not walk
-        /// empty high levels again and again.
-        top: usize,
-        /// Messages over all levels.
-        len: usize,
-    },
+    /// A priority queue.
+    Levels(Levels),
+}
+
+/// A priority queue's ready messages: one FIFO per priority level.
+#[derive(Debug)]
+pub struct Levels {
+    /// `levels[p]` holds the messages of priority `p`, `0..=max`, each FIFO.
+    levels: Box<[VecDeque<QueuedMessage>]>,
+    /// Every level above this one is empty (an upper bound: lowered when a pop finds the
+    /// levels above empty, raised by every push), so finding the head does not walk empty
+    /// high levels again and again.
+    top: usize,
+    /// Messages over all levels.
+    len: usize,
 }
 
 impl Ready {
@@ -39,78 +46,62 @@ impl Ready {
     pub fn new(max_priority: Option<u8>) -> Ready {
         match max_priority {
             None => Ready::Fifo(VecDeque::new()),
-            Some(max) => Ready::Levels {
+            Some(max) => Ready::Levels(Levels {
                 levels: (0..=max).map(|_| VecDeque::new()).collect(),
                 top: 0,
                 len: 0,
-            },
+            }),
         }
     }
 
     /// How many messages are ready.
+    #[inline]
     pub fn len(&self) -> usize {
         match self {
             Ready::Fifo(q) => q.len(),
-            Ready::Levels { len, .. } => *len,
+            Ready::Levels(l) => l.len,
         }
     }
 
     /// Whether none is.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// The message that goes out next.
+    #[inline]
     pub fn front(&self) -> Option<&QueuedMessage> {
         match self {
             Ready::Fifo(q) => q.front(),
-            Ready::Levels { levels, top, .. } => {
-                levels.get(..=*top)?.iter().rev().find_map(VecDeque::front)
-            }
+            Ready::Levels(l) => l.front(),
         }
     }
 
     /// Takes the message that goes out next.
+    #[inline]
     pub fn pop_front(&mut self) -> Option<QueuedMessage> {
         match self {
             Ready::Fifo(q) => q.pop_front(),
-            Ready::Levels { levels, top, len } => loop {
-                let level = levels.get_mut(*top)?;
-                if let Some(e) = level.pop_front() {
-                    *len -= 1;
-                    return Some(e);
-                }
-                if *top == 0 {
-                    return None;
-                }
-                *top -= 1;
-            },
+            Ready::Levels(l) => l.pop_front(),
         }
     }
 
     /// Appends a message at the tail of its priority.
+    #[inline]
     pub fn push_back(&mut self, e: QueuedMessage) {
         match self {
             Ready::Fifo(q) => q.push_back(e),
-            Ready::Levels { levels, top, len } => {
-                let at = level_of(&e, levels.len());
-                levels[at].push_back(e);
-                *top = (*top).max(at);
-                *len += 1;
-            }
+            Ready::Levels(l) => l.push(e, VecDeque::push_back),
         }
     }
 
     /// Puts a message at the head of its priority (a redelivery).
+    #[inline]
     pub fn push_front(&mut self, e: QueuedMessage) {
         match self {
             Ready::Fifo(q) => q.push_front(e),
-            Ready::Levels { levels, top, len } => {
-                let at = level_of(&e, levels.len());
-                levels[at].push_front(e);
-                *top = (*top).max(at);
-                *len += 1;
-            }
+            Ready::Levels(l) => l.push(e, VecDeque::push_front),
         }
     }
 
@@ -119,28 +110,23 @@ impl Ready {
     pub fn would_lead(&self, e: &QueuedMessage) -> bool {
         match self {
             Ready::Fifo(q) => q.is_empty(),
-            Ready::Levels { levels, .. } => levels
+            Ready::Levels(l) => l
+                .levels
                 .iter()
-                .skip(level_of(e, levels.len()))
+                .skip(level_of(e, l.levels.len()))
                 .all(VecDeque::is_empty),
         }
     }
 
     /// Inserts a message within its priority where its id places it (a put-back).
     pub fn insert_by_id(&mut self, e: QueuedMessage) {
-        let id = e.id;
-        let insert = |q: &mut VecDeque<QueuedMessage>, e| {
-            let at = q.iter().position(|x| x.id > id).unwrap_or(q.len());
+        fn insert(q: &mut VecDeque<QueuedMessage>, e: QueuedMessage) {
+            let at = q.iter().position(|x| x.id > e.id).unwrap_or(q.len());
             q.insert(at, e);
-        };
+        }
         match self {
             Ready::Fifo(q) => insert(q, e),
-            Ready::Levels { levels, top, len } => {
-                let at = level_of(&e, levels.len());
-                insert(&mut levels[at], e);
-                *top = (*top).max(at);
-                *len += 1;
-            }
+            Ready::Levels(l) => l.push(e, insert),
         }
     }
 
@@ -148,7 +134,7 @@ impl Ready {
     pub fn iter(&self) -> Iter<'_> {
         match self {
             Ready::Fifo(q) => Iter::Fifo(q.iter()),
-            Ready::Levels { levels, .. } => Iter::Levels(levels.iter().rev().flatten()),
+            Ready::Levels(l) => Iter::Levels(l.levels.iter().rev().flatten()),
         }
     }
 
@@ -156,7 +142,7 @@ impl Ready {
     pub fn iter_mut(&mut self) -> IterMut<'_> {
         match self {
             Ready::Fifo(q) => IterMut::Fifo(q.iter_mut()),
-            Ready::Levels { levels, .. } => IterMut::Levels(levels.iter_mut().rev().flatten()),
+            Ready::Levels(l) => IterMut::Levels(l.levels.iter_mut().rev().flatten()),
         }
     }
 
@@ -164,11 +150,11 @@ impl Ready {
     pub fn retain(&mut self, mut keep: impl FnMut(&QueuedMessage) -> bool) {
         match self {
             Ready::Fifo(q) => q.retain(keep),
-            Ready::Levels { levels, len, .. } => {
-                for level in levels.iter_mut() {
+            Ready::Levels(l) => {
+                for level in l.levels.iter_mut() {
                     level.retain(&mut keep);
                 }
-                *len = levels.iter().map(VecDeque::len).sum();
+                l.len = l.levels.iter().map(VecDeque::len).sum();
             }
         }
     }
@@ -192,11 +178,11 @@ impl Ready {
         };
         match self {
             Ready::Fifo(q) => split(q),
-            Ready::Levels { levels, len, .. } => {
-                for level in levels.iter_mut().rev() {
+            Ready::Levels(l) => {
+                for level in l.levels.iter_mut().rev() {
                     split(level);
                 }
-                *len -= taken.len();
+                l.len -= taken.len();
             }
         }
         taken
@@ -206,12 +192,52 @@ impl Ready {
     pub fn take_all(&mut self) -> Vec<QueuedMessage> {
         match self {
             Ready::Fifo(q) => q.drain(..).collect(),
-            Ready::Levels { levels, top, len } => {
-                *top = 0;
-                *len = 0;
-                levels.iter_mut().rev().flat_map(|l| l.drain(..)).collect()
+            Ready::Levels(l) => {
+                l.top = 0;
+                l.len = 0;
+                l.levels
+                    .iter_mut()
+                    .rev()
+                    .flat_map(|q| q.drain(..))
+                    .collect()
             }
         }
+    }
+}
+
+impl Levels {
+    fn front(&self) -> Option<&QueuedMessage> {
+        self.levels
+            .get(..=self.top)?
+            .iter()
+            .rev()
+            .find_map(VecDeque::front)
+    }
+
+    fn pop_front(&mut self) -> Option<QueuedMessage> {
+        loop {
+            let level = self.levels.get_mut(self.top)?;
+            if let Some(e) = level.pop_front() {
+                self.len -= 1;
+                return Some(e);
+            }
+            if self.top == 0 {
+                return None;
+            }
+            self.top -= 1;
+        }
+    }
+
+    /// Adds `e` to its level with `add` (at the tail, the head, or by id).
+    fn push(
+        &mut self,
+        e: QueuedMessage,
+        add: impl FnOnce(&mut VecDeque<QueuedMessage>, QueuedMessage),
+    ) {
+        let at = level_of(&e, self.levels.len());
+        add(&mut self.levels[at], e);
+        self.top = self.top.max(at);
+        self.len += 1;
     }
 }
 

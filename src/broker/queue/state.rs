@@ -236,11 +236,7 @@ impl<C: ConsumerSlot> QueueCore<C> {
         }
         if let Some(max) = self.args.max_priority {
             // Read while the body is here: it may be paged out below.
-            let asked = entry
-                .message
-                .as_ref()
-                .map_or(entry.priority, |m| m.properties.priority.unwrap_or(0));
-            entry.priority = asked.min(max);
+            entry.priority = priority_level(&entry, max);
         }
         self.ready_bytes += u64::from(entry.size);
         if entry.message.is_some() {
@@ -641,6 +637,9 @@ impl<C: ConsumerSlot> QueueCore<C> {
         (self.consumers.drain(..).collect(), count)
     }
 
+    // Always inlined: it is on every delivery's path, and since the ready list has two
+    // shapes the compiler stopped inlining it on its own (+40 instructions per delivery).
+    #[inline(always)]
     fn pop_front(&mut self) -> Option<QueuedMessage> {
         let e = self.ready.pop_front()?;
         self.take_accounting(&e);
@@ -669,6 +668,18 @@ impl<C: ConsumerSlot> QueueCore<C> {
             .map(|e| Reverse((e.expires_at, e.id)))
             .collect();
     }
+}
+
+/// A message's level in a priority queue with levels `0..=max`: its `priority` property
+/// (absent: 0), capped at `max`; an entry without its body keeps the level it has. Out of
+/// line so the plain queue's enqueue stays as small as it was (it inlines into the shell).
+#[inline(never)]
+fn priority_level(entry: &QueuedMessage, max: u8) -> u8 {
+    let asked = entry
+        .message
+        .as_ref()
+        .map_or(entry.priority, |m| m.properties.priority.unwrap_or(0));
+    asked.min(max)
 }
 
 #[cfg(test)]
@@ -834,6 +845,60 @@ mod tests {
         q.enqueue(message(5, EXPIRES_AT_ONCE), &mut fx);
         assert_eq!(dead(&mut fx), [(Expired, vec![5])]);
         assert_eq!(ready_ids(&q), [4]);
+    }
+
+    #[test]
+    fn a_priority_queue_orders_by_priority_restores_by_it_and_lets_a_leading_ttl_zero_through() {
+        use DeadLetterReason::{Expired, MaxLen};
+        let with_priority = |id: u64, p: Option<u8>, expires_at: u64| {
+            let mut m = message(id, expires_at);
+            if let Some(msg) = m.message.as_mut() {
+                Arc::make_mut(msg).properties.priority = p;
+            }
+            m
+        };
+        let args = QueueArgs {
+            max_priority: Some(5),
+            max_length: Some(4),
+            ..QueueArgs::default()
+        };
+        let mut q = core(args.clone());
+        let mut fx = Effects::default();
+        for (id, p) in [(1, None), (2, Some(5)), (3, Some(9)), (4, Some(2))] {
+            q.enqueue(with_priority(id, p, 0), &mut fx);
+        }
+        assert_eq!(ready_ids(&q), [2, 3, 4, 1], "9 counts as 5, FIFO within 5");
+        // Full: drop-head drops the head, the highest priority, as RabbitMQ does.
+        q.enqueue(with_priority(5, Some(1), 0), &mut fx);
+        assert_eq!(dead(&mut fx), [(MaxLen, vec![2])]);
+        assert_eq!(ready_ids(&q), [3, 4, 5, 1]);
+        // A TTL-0 message above everything ready would be the head: it gets its chance.
+        let mut q = core(QueueArgs {
+            max_priority: Some(5),
+            ..QueueArgs::default()
+        });
+        q.add_consumer(ACKS);
+        let mut none = |_: &Tc| false;
+        q.enqueue(with_priority(1, Some(3), 0), &mut fx);
+        q.dispatch(&mut LazyNow::at(T0), &mut none, &mut fx);
+        q.enqueue(with_priority(2, Some(4), EXPIRES_AT_ONCE), &mut fx);
+        assert!(fx.dead_letters.is_empty());
+        // Behind one of its own priority it would not be.
+        q.enqueue(with_priority(3, Some(3), EXPIRES_AT_ONCE), &mut fx);
+        assert_eq!(dead(&mut fx), [(Expired, vec![3])]);
+        let mut held = [0, 0];
+        q.dispatch(&mut LazyNow::at(T0), &mut prefetch(&mut held, 1), &mut fx);
+        assert_eq!(delivered(&mut fx), [(1, 2)]);
+        assert_eq!(ready_ids(&q), [1]);
+        // Recovery hands levels in, ids ascending; the order is rebuilt from them.
+        let mut r = core(args);
+        r.restore([(2, 0), (1, 7), (3, 3)].map(|(id, p)| {
+            let mut e = entry(id, 0);
+            e.priority = p;
+            (e, 0)
+        }));
+        assert_eq!(ready_ids(&r), [1, 3, 2], "7 is capped at 5");
+        assert_eq!(r.ready().map(|e| e.priority).collect::<Vec<_>>(), [5, 3, 0]);
     }
 
     #[test]
