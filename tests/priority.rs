@@ -277,6 +277,8 @@ fn the_cli_publishes_with_a_priority_and_get_takes_the_highest() {
         "--priority",
         "5",
     ]));
+    let list = ok(&d.cli(&["queue", "list"]));
+    assert!(list.contains("max-priority=10"), "{list}");
     let out = ok(&d.cli(&["get", "jobs", "--count", "3"]));
     assert_eq!(
         out.lines().collect::<Vec<_>>(),
