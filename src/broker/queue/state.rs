@@ -672,7 +672,7 @@ impl<C: ConsumerSlot> QueueCore<C> {
 
 /// A message's level in a priority queue with levels `0..=max`: its `priority` property
 /// (absent: 0), capped at `max`; an entry without its body keeps the level it has. Out of
-/// line so the plain queue's enqueue stays as small as it was (it inlines into the shell).
+/// line: only priority queues call it, and the plain queue's `enqueue` stays small.
 #[inline(never)]
 fn priority_level(entry: &QueuedMessage, max: u8) -> u8 {
     let asked = entry
