@@ -44,6 +44,11 @@ pub struct QueuedMessage {
     /// queue's `x-message-ttl` or the message's `expiration`, whichever ends first, counted
     /// from when it entered the queue.
     pub expires_at: u64,
+    /// Its priority level in a priority queue (`x-max-priority`): the message's `priority`
+    /// property capped at the queue's max, set by the queue when the message enters it (and
+    /// by recovery, from the stored properties), so it is known while the body is paged out.
+    /// 0 in a plain queue, which ignores it. (It fits in padding: the entry is no larger.)
+    pub priority: u8,
 }
 
 /// Milliseconds since the Unix epoch: the broker's clock for expiry and delays.

@@ -33,7 +33,10 @@ fn table(entries: &[(&str, FieldValue)]) -> FieldTable {
 #[test]
 fn unimplemented_queue_arguments_are_refused_by_name() {
     let d = TestDaemon::start();
-    for (arg, value) in [("x-max-priority", "10"), ("x-queue-mode", "lazy")] {
+    for (arg, value) in [
+        ("x-queue-master-locator", "min-masters"),
+        ("x-queue-mode", "lazy"),
+    ] {
         let line = fails_with_one_line(&d.cli(&[
             "queue",
             "declare",
@@ -124,13 +127,13 @@ fn definitions_import_refuses_unimplemented_arguments() {
         &file,
         r#"{"exchanges": [], "bindings": [],
             "queues": [{"name": "prio", "durable": true, "auto_delete": false,
-                        "arguments": {"x-max-priority": 10}}]}"#,
+                        "arguments": {"x-queue-mode": "lazy"}}]}"#,
     )
     .unwrap();
     let line = fails_with_one_line(&d.cli(&["definitions", "import", file.to_str().unwrap()]));
     assert!(
         line.ends_with(
-            "definitions: invalid arg 'x-max-priority' for queue 'prio': Warren does not \
+            "definitions: invalid arg 'x-queue-mode' for queue 'prio': Warren does not \
              implement this argument yet; declare without it"
         ),
         "{line}"
@@ -158,7 +161,7 @@ async fn a_queue_stored_with_unimplemented_arguments_still_loads() {
     assert!(d.stop(), "the daemon stops cleanly");
     // What an older Warren, which stored unknown `x-` arguments, left on disk.
     let stored = table(&[
-        ("x-max-priority", FieldValue::Int(10)),
+        ("x-queue-mode", FieldValue::String("lazy".into())),
         ("x-message-ttl", FieldValue::Int(60_000)),
     ]);
     {
@@ -194,12 +197,12 @@ async fn a_queue_stored_with_unimplemented_arguments_still_loads() {
             "another",
             QueueOptions {
                 durable: true,
-                arguments: table(&[("x-max-priority", FieldValue::Int(10))]),
+                arguments: table(&[("x-queue-mode", FieldValue::String("lazy".into()))]),
                 ..Default::default()
             },
         )
         .await
-        .expect_err("x-max-priority is refused for a new queue");
+        .expect_err("x-queue-mode is refused for a new queue");
     assert_eq!(
         err.error_code(),
         Some(ErrorCode::PreconditionFailed),
@@ -208,7 +211,7 @@ async fn a_queue_stored_with_unimplemented_arguments_still_loads() {
     let logs = d.logs();
     assert!(
         logs.contains("stored queue has arguments Warren does not implement")
-            && logs.contains("x-max-priority"),
+            && logs.contains("x-queue-mode"),
         "{logs}"
     );
 }

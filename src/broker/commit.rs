@@ -235,6 +235,7 @@ impl CommitHooks for Hooks {
                 acquired_count: 0,
                 stored: stored && q.durable,
                 expires_at: expires_at(q, &message, batch.now),
+                priority: 0,
             });
         }
         for q in &rejected {
@@ -248,6 +249,7 @@ impl CommitHooks for Hooks {
                         acquired_count: 0,
                         stored: false,
                         expires_at: 0,
+                        priority: 0,
                     }],
                     DeadLetterReason::MaxLen,
                 );

@@ -22,6 +22,7 @@
 //! | `x-consumer-timeout` | integer ms, `>= 1` |
 //! | `x-retry-backoff` | `"1s,5s,30s"`, or a list of integer ms and duration strings (Warren's own) |
 //! | `x-single-active-consumer` | boolean |
+//! | `x-max-priority` | integer, `1..=255`: a priority queue (docs/queues.md) |
 //!
 //! Integers must be sent as integers: the string `"1000"` is refused, not converted. A float
 //! with an integral value (`1000.0`) is accepted, because some RabbitMQ clients send doubles.
@@ -29,7 +30,7 @@
 //! `x-queue-type` is accepted when it is `"classic"`, which is what every Warren queue is.
 //!
 //! Arguments that do not start with `x-` are not ours to interpret and are ignored here. Any
-//! other `x-` argument (`x-max-priority`, `x-queue-mode`, `x-queue-type=quorum`,
+//! other `x-` argument (`x-queue-mode`, `x-queue-master-locator`, `x-queue-type=quorum`,
 //! ...) is refused by [`QueueArgs::parse`] naming it, unlike RabbitMQ, which stores and ignores
 //! what it does not know: a queue that silently lacks the priority or single-consumer
 //! behaviour its declaration asked for is a bug found in production, not at declare time
@@ -58,9 +59,13 @@ const X_CONSUMER_TIMEOUT: &str = "x-consumer-timeout";
 const X_RETRY_BACKOFF: &str = "x-retry-backoff";
 const X_QUEUE_TYPE: &str = "x-queue-type";
 const X_SINGLE_ACTIVE_CONSUMER: &str = "x-single-active-consumer";
+const X_MAX_PRIORITY: &str = "x-max-priority";
+
+/// The highest `x-max-priority`: a message's priority is one byte (RabbitMQ's limit too).
+pub const MAX_PRIORITY: u8 = u8::MAX;
 
 /// Every `x-` argument a queue declaration may carry; any other `x-` argument is refused.
-const SUPPORTED_ARGS: [&str; 12] = [
+const SUPPORTED_ARGS: [&str; 13] = [
     X_DEAD_LETTER_EXCHANGE,
     X_DEAD_LETTER_ROUTING_KEY,
     X_MESSAGE_TTL,
@@ -73,6 +78,7 @@ const SUPPORTED_ARGS: [&str; 12] = [
     X_RETRY_BACKOFF,
     X_QUEUE_TYPE,
     X_SINGLE_ACTIVE_CONSUMER,
+    X_MAX_PRIORITY,
 ];
 
 /// The only `x-queue-type` Warren has: RabbitMQ's name for its ordinary queues.
@@ -84,13 +90,14 @@ pub const NOT_IMPLEMENTED_REASON: &str =
 
 /// The arguments [`QueueArgs::parse`] reads as integers, for clients (the CLI's `--arg`) that
 /// must send them typed when the user gives only text.
-pub const INTEGER_ARGUMENTS: [&str; 6] = [
+pub const INTEGER_ARGUMENTS: [&str; 7] = [
     X_MESSAGE_TTL,
     X_EXPIRES,
     X_MAX_LENGTH,
     X_MAX_LENGTH_BYTES,
     X_DELIVERY_LIMIT,
     X_CONSUMER_TIMEOUT,
+    X_MAX_PRIORITY,
 ];
 
 /// The arguments [`QueueArgs::parse`] reads as booleans, for clients that type text values.
@@ -208,6 +215,10 @@ pub struct QueueArgs {
     /// `x-single-active-consumer`: only one consumer (the longest attached) receives at a
     /// time; the others wait to take over, in the order they were attached.
     pub single_active_consumer: bool,
+    /// `x-max-priority`: a priority queue with levels `0..=max`; a message's priority
+    /// (absent: 0) above the max counts as the max. `None`: a plain FIFO queue, where
+    /// priorities are ignored. Never 0.
+    pub max_priority: Option<u8>,
 }
 
 impl QueueArgs {
@@ -280,6 +291,7 @@ impl QueueArgs {
                 })
                 .transpose()?,
             single_active_consumer: bool_arg(args, X_SINGLE_ACTIVE_CONSUMER)?,
+            max_priority: max_priority_arg(args)?,
         })
     }
 
@@ -462,6 +474,32 @@ fn positive_ms_arg(args: &FieldTable, arg: &str) -> Result<Option<u64>, InvalidQ
     match count_arg(args, arg, "milliseconds")? {
         Some(0) => Err(invalid(arg, "must be at least 1 ms, got 0")),
         other => Ok(other),
+    }
+}
+
+/// `x-max-priority`: an integer `1..=255`, as RabbitMQ accepts.
+fn max_priority_arg(args: &FieldTable) -> Result<Option<u8>, InvalidQueueArgument> {
+    let Some(value) = args.get(X_MAX_PRIORITY) else {
+        return Ok(None);
+    };
+    let out_of_range = || {
+        invalid(
+            X_MAX_PRIORITY,
+            format!(
+                "must be between 1 and {MAX_PRIORITY}, got {}",
+                super::redeclare::user_value(value)
+            ),
+        )
+    };
+    let max = match value {
+        // Said as a range, not "must not be negative": -1 is no "unlimited" here.
+        FieldValue::Int(n) => u64::try_from(*n).map_err(|_| out_of_range())?,
+        _ => non_negative_integer(value, "priority levels")
+            .map_err(|reason| invalid(X_MAX_PRIORITY, reason))?,
+    };
+    match u8::try_from(max) {
+        Ok(max) if max >= 1 => Ok(Some(max)),
+        _ => Err(out_of_range()),
     }
 }
 
@@ -684,6 +722,7 @@ mod tests {
             (X_CONSUMER_TIMEOUT, Int(900_000)),
             (X_RETRY_BACKOFF, s("1s,5s,30s")),
             (X_SINGLE_ACTIVE_CONSUMER, Bool(true)),
+            (X_MAX_PRIORITY, Int(10)),
         ]);
         assert_eq!(
             args,
@@ -699,6 +738,7 @@ mod tests {
                 consumer_timeout_ms: Some(900_000),
                 retry_backoff_ms: Some(vec![1000, 5000, 30_000]),
                 single_active_consumer: true,
+                max_priority: Some(10),
             }
         );
         assert!(args.dead_letters());
@@ -826,7 +866,7 @@ mod tests {
     #[test]
     fn unimplemented_x_arguments_are_refused_by_name() {
         for (arg, value) in [
-            ("x-max-priority", Int(10)),
+            ("x-queue-master-locator", s("min-masters")),
             ("x-queue-mode", s("lazy")),
             ("x-whatever", Map(FieldTable::new())),
         ] {
@@ -838,16 +878,45 @@ mod tests {
             &[
                 (X_MESSAGE_TTL, Int(5)),
                 ("x-queue-mode", s("lazy")),
-                ("x-max-priority", Int(10)),
+                ("x-queue-master-locator", s("min-masters")),
             ],
-            "x-max-priority",
+            "x-queue-master-locator",
             "does not implement",
         );
-        let err = QueueArgs::parse(&table(&[("x-max-priority", Int(10))])).expect_err("refused");
+        let err = QueueArgs::parse(&table(&[("x-queue-mode", s("lazy"))])).expect_err("refused");
         assert_eq!(
             err.to_string(),
-            "invalid arg 'x-max-priority': Warren does not implement this argument yet; \
+            "invalid arg 'x-queue-mode': Warren does not implement this argument yet; \
              declare without it"
+        );
+    }
+
+    #[test]
+    fn max_priority_is_an_integer_from_1_to_255() {
+        for max in [1, 10, 255] {
+            assert_eq!(
+                parse(&[(X_MAX_PRIORITY, Int(max))]).max_priority,
+                Some(u8::try_from(max).expect("in range"))
+            );
+        }
+        assert_eq!(parse(&[(X_MAX_PRIORITY, Float(5.0))]).max_priority, Some(5));
+        for bad in [0, 256, -1, i64::MIN] {
+            assert_eq!(
+                refused(&[(X_MAX_PRIORITY, Int(bad))], X_MAX_PRIORITY, "between"),
+                format!("must be between 1 and 255, got {bad}")
+            );
+        }
+        assert_eq!(
+            refused(&[(X_MAX_PRIORITY, s("10"))], X_MAX_PRIORITY, "10"),
+            "expected an integer number of priority levels, got the string \"10\""
+        );
+        refused(&[(X_MAX_PRIORITY, Float(1.5))], X_MAX_PRIORITY, "1.5");
+        refused(&[(X_MAX_PRIORITY, Float(256.0))], X_MAX_PRIORITY, "256.0");
+        refused(&[(X_MAX_PRIORITY, Bool(true))], X_MAX_PRIORITY, "boolean");
+        let err = QueueArgs::parse(&table(&[(X_MAX_PRIORITY, Int(0))])).expect_err("refused");
+        assert_eq!(
+            err.refusal("queue 'jobs'").to_string(),
+            "invalid arg 'x-max-priority' for queue 'jobs': must be between 1 and 255, got 0"
         );
     }
 
@@ -893,7 +962,7 @@ mod tests {
     fn stored_tables_parse_what_is_known_and_list_the_rest() {
         let stored = table(&[
             (X_MESSAGE_TTL, Int(5000)),
-            ("x-max-priority", Int(10)),
+            ("x-queue-mode", s("lazy")),
             (X_QUEUE_TYPE, s("quorum")),
             ("alternate-exchange", s("ae")),
         ]);
@@ -901,7 +970,7 @@ mod tests {
         assert_eq!(args.message_ttl_ms, Some(5000));
         assert_eq!(
             unsupported_arguments(&stored),
-            vec!["x-max-priority", X_QUEUE_TYPE]
+            vec!["x-queue-mode", X_QUEUE_TYPE]
         );
         assert!(unsupported_arguments(&table(&[(X_QUEUE_TYPE, s("classic"))])).is_empty());
     }

@@ -15,7 +15,7 @@ use super::Broker;
 use crate::error::BrokerError;
 use crate::message::QueuedMessage;
 use crate::store::codec::DestinationKind;
-use crate::store::{Recovered, TopologyChange};
+use crate::store::{Recovered, RecoveredEntry, StoreError, TopologyChange};
 
 const BUILTIN_EXCHANGES: [(&str, ExchangeKind); 4] = [
     ("amq.direct", ExchangeKind::Direct),
@@ -100,7 +100,11 @@ impl Broker {
                 inner.ctx.clone(),
             );
             message_total += rq.messages.len();
-            q.restore(rq.messages.into_iter().map(|e| {
+            let priorities = match q.args.max_priority {
+                Some(_) => self.stored_priorities(&rq.record.name, &rq.messages).await,
+                None => Vec::new(),
+            };
+            q.restore(rq.messages.into_iter().enumerate().map(|(i, e)| {
                 (
                     QueuedMessage {
                         id: e.id,
@@ -110,6 +114,7 @@ impl Broker {
                         acquired_count: e.acquired_count,
                         stored: true,
                         expires_at: e.expires_at,
+                        priority: priorities.get(i).copied().unwrap_or(0),
                     },
                     e.ready_at,
                 )
@@ -167,5 +172,36 @@ impl Broker {
             "recovered durable state"
         );
         Ok(())
+    }
+
+    /// The `priority` property of each recovered entry's stored message (0 where it has none),
+    /// in entry order, for a priority queue to rebuild its order by priority then arrival:
+    /// the queue's rows keep only arrival order. Reads the message rows in batches from a
+    /// snapshot on a blocking thread; the bodies are dropped again (paged out, as for every
+    /// recovered queue). A batch that cannot be read loads as priority 0, with a warning: the
+    /// messages still load, and a corrupt row is reported again when its body is paged in.
+    async fn stored_priorities(&self, queue: &str, entries: &[RecoveredEntry]) -> Vec<u8> {
+        const BATCH: usize = 1024;
+        let mut priorities = Vec::with_capacity(entries.len());
+        for chunk in entries.chunks(BATCH) {
+            let ids: Vec<u64> = chunk.iter().map(|e| e.id).collect();
+            let store = self.inner.store.clone();
+            let read = tokio::task::spawn_blocking(move || store.read_messages(&ids))
+                .await
+                .unwrap_or(Err(StoreError::Closed));
+            match read {
+                Ok(messages) => priorities.extend(
+                    messages
+                        .iter()
+                        .map(|m| m.as_ref().and_then(|m| m.properties.priority).unwrap_or(0)),
+                ),
+                Err(e) => {
+                    tracing::warn!(queue = %queue, error = %e,
+                        "reading stored messages for their priority failed; they load as priority 0");
+                    priorities.extend(std::iter::repeat_n(0, chunk.len()));
+                }
+            }
+        }
+        priorities
     }
 }

@@ -524,7 +524,10 @@ mod tests {
             parse_queue_arg("x-dead-letter-exchange=dlx").unwrap().1,
             s("dlx")
         );
-        assert_eq!(parse_queue_arg("x-max-priority=10").unwrap().1, s("10"));
+        assert_eq!(
+            parse_queue_arg("x-max-priority=10").unwrap().1,
+            FieldValue::Int(10)
+        );
         // An explicit type wins over the known one.
         assert_eq!(
             parse_queue_arg("x-max-length:string=10").unwrap().1,

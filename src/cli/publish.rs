@@ -61,6 +61,10 @@ pub struct PublishArgs {
     /// Per-message time to live, in milliseconds.
     #[arg(long, value_name = "MS")]
     pub expiration: Option<u64>,
+    /// Message priority, 0 to 255: a priority queue (`x-max-priority`) delivers higher
+    /// priorities first, counting any above its max as the max; other queues ignore it.
+    #[arg(long, value_name = "N")]
+    pub priority: Option<u8>,
     /// Deliver after this many milliseconds (sets the `x-delay` header).
     #[arg(long, value_name = "MS", value_parser = clap::value_parser!(i64).range(0..))]
     pub delay: Option<i64>,
@@ -76,6 +80,7 @@ impl PublishArgs {
         msg.properties.message_id.clone_from(&self.message_id);
         msg.properties.content_type.clone_from(&self.content_type);
         msg.properties.expiration = self.expiration;
+        msg.properties.priority = self.priority;
         if let Some(delay) = self.delay {
             msg.properties
                 .headers

@@ -68,8 +68,9 @@ pub struct QueueDeclareArgs {
     /// (no value: `k:void=`), bool, bytes (base64), list (a JSON array) or table (a JSON
     /// object), e.g. `n:int=5`, `ok:bool=true`, `raw:bytes=AAEC`, `tags:list='["a",1]'`, `meta:table='{"k":1}'`.
     /// Without a type, the arguments Warren knows take their own type: `x-message-ttl`,
-    /// `x-expires`, `x-max-length`, `x-max-length-bytes`, `x-delivery-limit` and
-    /// `x-consumer-timeout` are ints; `x-retry-backoff=1s,5s` and the rest are strings.
+    /// `x-expires`, `x-max-length`, `x-max-length-bytes`, `x-delivery-limit`,
+    /// `x-consumer-timeout` and `x-max-priority` are ints; `x-retry-backoff=1s,5s` and the
+    /// rest are strings.
     #[arg(long = "arg", value_name = VALUE_NAME, value_parser = parse_queue_arg)]
     pub args: Vec<(String, FieldValue)>,
 }
@@ -295,7 +296,8 @@ fn flags(q: &QueueInfo) -> String {
 }
 
 /// The dead-lettering and limit arguments that are set, e.g.
-/// `DLX=dlx TTL=5000ms max-len=100 overflow=reject-publish delivery-limit=3`; `-` if none.
+/// `DLX=dlx TTL=5000ms max-len=100 overflow=reject-publish delivery-limit=3
+/// max-priority=10`; `-` if none.
 fn arguments_summary(q: &QueueInfo) -> String {
     let mut parts = Vec::new();
     if let Some(dlx) = &q.dead_letter_exchange {
@@ -319,6 +321,10 @@ fn arguments_summary(q: &QueueInfo) -> String {
     }
     if let Some(limit) = q.delivery_limit {
         parts.push(format!("delivery-limit={limit}"));
+    }
+    // Read from the declared arguments: the listing has no field of its own for it.
+    if let Some(max) = q.arguments.get("x-max-priority") {
+        parts.push(format!("max-priority={max}"));
     }
     if parts.is_empty() {
         "-".to_owned()

@@ -1,4 +1,5 @@
-//! [`Queue`]: one queue — its ready messages in FIFO order, the consumers sharing them
+//! [`Queue`]: one queue — its ready messages in FIFO order (per priority, highest first, with
+//! `x-max-priority`), the consumers sharing them
 //! round-robin, expiry, delayed requeues, overflow, the settle policy and the paging of
 //! bodies between memory and the store.
 //!
@@ -7,6 +8,7 @@
 //! | file | what it holds |
 //! |---|---|
 //! | `state.rs` | [`QueueCore`]: the state and every rule that changes it, with no I/O and no clock: each method takes `now` and writes what must happen into an [`Effects`] |
+//! | `ready.rs` | the ready list: one FIFO, or one per priority level for a priority queue |
 //! | `settle.rs` | the settle policy: requeue at the head, delay (backoff), delivery limit, dead-letter on reject, consumer timeout |
 //! | `paging.rs` | [`BodySource`]: where paged-out bodies are read back from (the store; a map in tests) |
 //! | `mod.rs` | [`Queue`], the shell: the lock, the clock, and carrying out effects against sessions, the store and the dead-letter task |
@@ -26,6 +28,7 @@
 #[cfg(test)]
 mod model;
 mod paging;
+mod ready;
 mod settle;
 mod state;
 
@@ -675,6 +678,7 @@ mod tests {
             acquired_count: 0,
             stored: false,
             expires_at,
+            priority: 0,
         }
     }
 

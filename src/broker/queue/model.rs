@@ -7,7 +7,10 @@
 //!   get), or gone — acked, delivered no-ack, dead-lettered with a reason (expired, maxlen,
 //!   rejected, delivery_limit) or refused by `reject-publish` overflow;
 //! - the ready list is the model's, in the model's order: FIFO, with redeliveries at the
-//!   head in id order; first deliveries go out in id order;
+//!   head in id order; first deliveries go out in id order. In a priority queue
+//!   (`x-max-priority`) all of that holds within each priority, and higher priorities go
+//!   first (a message's priority above the max counts as the max); `drop-head` drops the
+//!   head, which is the highest priority, as RabbitMQ does;
 //! - no consumer ever holds more unacked deliveries than its prefetch;
 //! - with `x-single-active-consumer`, deliveries go only to the longest-attached consumer;
 //! - dispatch stops only when no consumer has credit, the queue is empty, or its head is
@@ -47,6 +50,7 @@ enum Op {
     Enqueue {
         ttl: Option<u64>,
         stored: bool,
+        priority: Option<u8>,
     },
     AddConsumer {
         prefetch: u32,
@@ -76,8 +80,8 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => (prop::option::of(1u64..400), any::<bool>())
-            .prop_map(|(ttl, stored)| Op::Enqueue { ttl, stored }),
+        4 => (prop::option::of(1u64..400), any::<bool>(), prop::option::of(0u8..6))
+            .prop_map(|(ttl, stored, priority)| Op::Enqueue { ttl, stored, priority }),
         1 => (0u32..4, prop::bool::weighted(0.2))
             .prop_map(|(prefetch, no_ack)| Op::AddConsumer { prefetch, no_ack }),
         1 => (any::<usize>(), any::<bool>())
@@ -92,8 +96,15 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn args() -> impl Strategy<Value = QueueArgs> {
+/// Queue arguments; a priority queue (max 1 to 3, below the priorities messages carry)
+/// when `priority`.
+fn args(priority: bool) -> impl Strategy<Value = QueueArgs> {
     (
+        if priority {
+            (1u8..4).prop_map(Some).boxed()
+        } else {
+            Just(None).boxed()
+        },
         prop::option::of(0u32..3),
         prop::option::of(prop::collection::vec(1u64..300, 1..3)),
         prop::option::of(1u64..6),
@@ -105,8 +116,16 @@ fn args() -> impl Strategy<Value = QueueArgs> {
         prop::bool::weighted(0.3),
     )
         .prop_map(
-            |(delivery_limit, retry_backoff_ms, max_length, overflow, single_active_consumer)| {
+            |(
+                max_priority,
+                delivery_limit,
+                retry_backoff_ms,
+                max_length,
+                overflow,
+                single_active_consumer,
+            )| {
                 QueueArgs {
+                    max_priority,
                     delivery_limit,
                     retry_backoff_ms,
                     max_length,
@@ -135,13 +154,38 @@ struct M {
     count: u32,
     /// Acquisitions given back (`x-acquired-count`).
     acquired: u32,
+    /// Its level: 0 in a plain queue, its priority capped at the max in a priority queue.
+    priority: u8,
 }
 
 /// The reference model: where every message should be, kept the simplest way.
 #[derive(Debug, Default)]
 struct Model {
+    /// Head first: by priority, highest first, then in queue order.
     ready: VecDeque<M>,
     delayed: BTreeMap<(u64, u64), M>,
+}
+
+impl Model {
+    /// A new message: behind everything of its priority or higher.
+    fn push_back(&mut self, m: M) {
+        let at = self
+            .ready
+            .iter()
+            .position(|x| x.priority < m.priority)
+            .unwrap_or(self.ready.len());
+        self.ready.insert(at, m);
+    }
+
+    /// A redelivery: ahead of everything of its priority or lower.
+    fn push_front(&mut self, m: M) {
+        let at = self
+            .ready
+            .iter()
+            .position(|x| x.priority <= m.priority)
+            .unwrap_or(self.ready.len());
+        self.ready.insert(at, m);
+    }
 }
 
 struct Consumer {
@@ -165,7 +209,8 @@ struct Harness {
     bodies: HashMap<u64, Arc<Message>>,
     pending_refill: Option<Vec<u64>>,
     gone: HashMap<u64, Gone>,
-    last_first_delivery: u64,
+    /// The last first delivery's id, by priority.
+    last_first_delivery: HashMap<u8, u64>,
 }
 
 impl Harness {
@@ -182,13 +227,17 @@ impl Harness {
             bodies: HashMap::new(),
             pending_refill: None,
             gone: HashMap::new(),
-            last_first_delivery: 0,
+            last_first_delivery: HashMap::new(),
         }
     }
 
     fn step(&mut self, op: Op) -> Result<(), TestCaseError> {
         match op {
-            Op::Enqueue { ttl, stored } => self.enqueue(ttl, stored)?,
+            Op::Enqueue {
+                ttl,
+                stored,
+                priority,
+            } => self.enqueue(ttl, stored, priority)?,
             Op::AddConsumer { prefetch, no_ack } => {
                 let tc = Tc(self.consumers.len(), no_ack);
                 self.consumers.push(Consumer {
@@ -272,7 +321,7 @@ impl Harness {
                     .collect();
                 back.sort_by_key(|m| m.id);
                 for m in back.into_iter().rev() {
-                    self.model.ready.push_front(m);
+                    self.model.push_front(m);
                 }
                 let now = self.now;
                 let expired: Vec<u64> = self
@@ -302,15 +351,27 @@ impl Harness {
         self.check()
     }
 
-    fn enqueue(&mut self, ttl: Option<u64>, stored: bool) -> Result<(), TestCaseError> {
+    fn enqueue(
+        &mut self,
+        ttl: Option<u64>,
+        stored: bool,
+        priority: Option<u8>,
+    ) -> Result<(), TestCaseError> {
         let id = self.next_id;
         self.next_id += 1;
         let message = Arc::new(Message {
             exchange: String::new(),
             routing_key: "q".into(),
-            properties: Default::default(),
+            properties: warren_protocol::Properties {
+                priority,
+                ..Default::default()
+            },
             body: bytes::Bytes::from_static(b"x"),
         });
+        let level = self
+            .args
+            .max_priority
+            .map_or(0, |max| priority.unwrap_or(0).min(max));
         if stored {
             self.bodies.insert(id, message.clone());
         }
@@ -336,14 +397,16 @@ impl Harness {
                 acquired_count: 0,
                 stored,
                 expires_at,
+                priority: 0,
             },
             &mut self.fx,
         );
-        self.model.ready.push_back(M {
+        self.model.push_back(M {
             id,
             expires_at,
             count: 0,
             acquired: 0,
+            priority: level,
         });
         if full {
             // Requeues may have taken the queue past its limit: it drops back to it.
@@ -369,6 +432,7 @@ impl Harness {
                 expires_at: e.expires_at,
                 count,
                 acquired: e.acquired_count + 1,
+                priority: e.priority,
             };
             if failed && self.args.delivery_limit.is_some_and(|l| count > l) {
                 self.gone
@@ -389,7 +453,7 @@ impl Harness {
         }
         at_head.sort_by_key(|m| m.id);
         for m in at_head.into_iter().rev() {
-            self.model.ready.push_front(m);
+            self.model.push_front(m);
         }
         self.core.fail(entries, how, delay, now, &mut self.fx);
         for u in self.fx.updates.drain(..) {
@@ -479,8 +543,8 @@ impl Harness {
     fn delivered_from_model(&mut self, e: &QueuedMessage) -> Result<(), TestCaseError> {
         let head = self.model.ready.pop_front();
         prop_assert_eq!(
-            head.map(|m| (m.id, m.count, m.acquired)),
-            Some((e.id, e.delivery_count, e.acquired_count))
+            head.map(|m| (m.id, m.count, m.acquired, m.priority)),
+            Some((e.id, e.delivery_count, e.acquired_count, e.priority))
         );
         prop_assert!(e.acquired_count >= e.delivery_count);
         prop_assert!(
@@ -488,11 +552,12 @@ impl Harness {
             "delivered expired"
         );
         if e.acquired_count == 0 {
+            let last = self.last_first_delivery.entry(e.priority).or_insert(0);
             prop_assert!(
-                e.id > self.last_first_delivery,
-                "first deliveries in FIFO order"
+                e.id > *last,
+                "first deliveries in FIFO order within a priority"
             );
-            self.last_first_delivery = e.id;
+            *last = e.id;
         }
         Ok(())
     }
@@ -618,14 +683,33 @@ impl Harness {
         let delayed: Vec<(u64, u64)> = self.core.delayed.keys().copied().collect();
         let model_delayed: Vec<(u64, u64)> = self.model.delayed.keys().copied().collect();
         prop_assert_eq!(delayed, model_delayed, "delayed set");
-        // FIFO except redeliveries: never-delivered ready messages are in id order.
-        let fresh: Vec<u64> = self
+        // FIFO except redeliveries: never-delivered ready messages are in id order, within
+        // a priority; higher priorities first.
+        let fresh: Vec<(u8, u64)> = self
             .core
             .ready()
             .filter(|e| e.acquired_count == 0)
-            .map(|e| e.id)
+            .map(|e| (e.priority, e.id))
             .collect();
-        prop_assert!(fresh.windows(2).all(|w| w[0] < w[1]), "FIFO: {:?}", fresh);
+        prop_assert!(
+            fresh
+                .windows(2)
+                .all(|w| w[0].0 > w[1].0 || (w[0].0 == w[1].0 && w[0].1 < w[1].1)),
+            "FIFO within a priority: {:?}",
+            fresh
+        );
+        let levels: Vec<u8> = self.core.ready().map(|e| e.priority).collect();
+        prop_assert!(
+            levels.windows(2).all(|w| w[0] >= w[1]),
+            "higher priorities first: {:?}",
+            levels
+        );
+        let max = self.args.max_priority.unwrap_or(0);
+        prop_assert!(
+            levels.iter().all(|p| *p <= max),
+            "above the max: {:?}",
+            levels
+        );
         // Prefetch never exceeded.
         for c in &self.consumers {
             prop_assert!(c.tc.1 || c.prefetch == 0 || c.unacked.len() as u32 <= c.prefetch);
@@ -666,7 +750,20 @@ proptest! {
 
     #[test]
     fn the_queue_state_machine_keeps_every_message_in_one_place(
-        args in args(),
+        args in args(false),
+        ops in prop::collection::vec(op(), 1..80),
+    ) {
+        let mut h = Harness::new(args);
+        for op in ops {
+            h.step(op)?;
+        }
+    }
+
+    /// The same, on priority queues: the model orders by priority then arrival, with
+    /// requeues at the head of their priority, expiry anywhere and drop-head overflow.
+    #[test]
+    fn a_priority_queue_delivers_higher_priorities_first_fifo_within_each(
+        args in args(true),
         ops in prop::collection::vec(op(), 1..80),
     ) {
         let mut h = Harness::new(args);
