@@ -151,10 +151,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
             let server = tokio::spawn(crate::server::run(
                 listener,
                 broker.clone(),
-                ConnectionConfig {
-                    max_frame_size: warren_protocol::DEFAULT_MAX_FRAME_SIZE_BYTES,
-                    heartbeat: None,
-                },
+                ConnectionConfig::new(warren_protocol::DEFAULT_MAX_FRAME_SIZE_BYTES, None),
                 async move {
                     let _ = stop_rx.await;
                 },

@@ -34,6 +34,12 @@ pub struct ServeOptions {
     pub heartbeat: Option<Duration>,
     /// Largest frame accepted from clients.
     pub max_frame_size: u32,
+    /// How long a frame that has started arriving may take to arrive whole; `None` = no limit.
+    pub frame_timeout: Option<Duration>,
+    /// Largest encoded properties (headers included) a publish may carry.
+    pub max_header_bytes: u32,
+    /// How long the server may fail to write a byte to a client; `None` = no limit.
+    pub write_timeout: Option<Duration>,
     /// Bytes of ready bodies each queue keeps in memory.
     pub queue_window_bytes: u64,
     /// Default consumer timeout for queues without `x-consumer-timeout`.
@@ -188,6 +194,9 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let config = ConnectionConfig {
         max_frame_size: opts.max_frame_size,
         heartbeat: opts.heartbeat,
+        frame_timeout: opts.frame_timeout,
+        max_header_bytes: opts.max_header_bytes,
+        write_timeout: opts.write_timeout,
     };
     // The metrics endpoint stops when the signal arrives, while connections drain.
     let stop_metrics = CancellationToken::new();

@@ -46,6 +46,19 @@ pub enum BrokerError {
         /// The limit: the max frame size less the publish headroom.
         max: usize,
     },
+    /// A publish whose encoded properties (headers included) exceed the server's header cap.
+    #[error(
+        "message properties of {} bytes (headers included) exceed the server's limit of {}; \
+         start the server with --max-header-bytes to raise it",
+        thousands(*size),
+        thousands(*max)
+    )]
+    HeadersTooLarge {
+        /// The encoded size of the publish's properties.
+        size: usize,
+        /// The limit (`--max-header-bytes`).
+        max: usize,
+    },
     /// The operation is not valid in this state (e.g. unexpected frame type).
     #[error("{0}")]
     CommandInvalid(String),
@@ -87,9 +100,9 @@ impl BrokerError {
             BrokerError::AccessRefused(_) => ErrorCode::AccessRefused,
             BrokerError::ResourceLocked(_) => ErrorCode::ResourceLocked,
             BrokerError::InvalidArgument { .. } => ErrorCode::SyntaxError,
-            BrokerError::ContentTooLarge { .. } | BrokerError::ResultTooLarge(_) => {
-                ErrorCode::ContentTooLarge
-            }
+            BrokerError::ContentTooLarge { .. }
+            | BrokerError::HeadersTooLarge { .. }
+            | BrokerError::ResultTooLarge(_) => ErrorCode::ContentTooLarge,
             BrokerError::CommandInvalid(_) => ErrorCode::CommandInvalid,
             BrokerError::NotImplemented(_) => ErrorCode::NotImplemented,
             BrokerError::UnexpectedFrame(_) => ErrorCode::UnexpectedFrame,

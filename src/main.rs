@@ -75,13 +75,21 @@ async fn run_daemon(args: ServeArgs) -> anyhow::Result<()> {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+    let heartbeat =
+        (args.heartbeat_secs > 0).then(|| Duration::from_secs(u64::from(args.heartbeat_secs)));
+    let secs = |s: u32| (s > 0).then(|| Duration::from_secs(u64::from(s)));
     serve(ServeOptions {
         listen: args.plain_listen(),
         tls: args.tls()?,
         data_dir: args.data_dir,
-        heartbeat: (args.heartbeat_secs > 0)
-            .then(|| Duration::from_secs(u64::from(args.heartbeat_secs))),
+        heartbeat,
         max_frame_size: args.max_frame_size,
+        frame_timeout: secs(args.frame_timeout_secs),
+        max_header_bytes: args.max_header_bytes,
+        write_timeout: match args.write_timeout_secs {
+            Some(s) => secs(s),
+            None => Some(warren::connection::default_write_timeout(heartbeat)),
+        },
         queue_window_bytes: args.queue_window_bytes,
         consumer_timeout: args
             .consumer_timeout_ms

@@ -1,7 +1,9 @@
 //! [`FrameCodec`]: the `tokio-util` codec that cuts a byte stream into [`Envelope`]s and back.
 //!
 //! The length prefix is checked against the maximum frame size before anything is buffered
-//! for the frame, so a hostile length cannot make the reader allocate.
+//! for the frame, so a hostile length cannot make the reader allocate. Within the maximum, the
+//! buffer grows with the bytes that actually arrive, never with what the prefix claims: a
+//! client that announces 8 MiB and sends ten bytes costs ten bytes (plus one read chunk).
 
 use bytes::{Buf, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
@@ -19,11 +21,18 @@ pub const PUBLISH_HEADROOM_BYTES: u32 = 1024;
 
 const LENGTH_PREFIX_BYTES: usize = 4;
 
+/// Most the decoder reserves ahead of the bytes that have arrived, for a frame still arriving.
+/// Enough for a large read to land in one go; `BytesMut` doubles when it grows, so a big frame
+/// still costs only a few reallocations.
+pub const READ_CHUNK_BYTES: usize = 64 * 1024;
+
 /// Frames on a byte stream: `u32` LE length, then opcode, request id and payload.
 #[derive(Debug, Clone)]
 pub struct FrameCodec {
     max_frame_size: u32,
     last_frame_len: u32,
+    max_header_bytes: Option<u32>,
+    last_oversized_header: Option<usize>,
 }
 
 impl FrameCodec {
@@ -32,7 +41,24 @@ impl FrameCodec {
         FrameCodec {
             max_frame_size,
             last_frame_len: 0,
+            max_header_bytes: None,
+            last_oversized_header: None,
         }
+    }
+
+    /// Caps a publish's encoded properties, headers included (the server's
+    /// `--max-header-bytes`). A publish over the cap still decodes, so the connection can go
+    /// on, but without its headers, which are never built:
+    /// [`FrameCodec::last_oversized_header`] says so and the server refuses the message.
+    pub fn with_max_header_bytes(mut self, max: u32) -> Self {
+        self.max_header_bytes = Some(max);
+        self
+    }
+
+    /// The size of the last decoded frame's properties when it was a publish over the header
+    /// cap (its headers were dropped); `None` otherwise.
+    pub fn last_oversized_header(&self) -> Option<usize> {
+        self.last_oversized_header
     }
 
     /// The `length` of the frame decoded last (the server checks a publish against the
@@ -85,13 +111,19 @@ impl Decoder for FrameCodec {
         }
         let total = LENGTH_PREFIX_BYTES + len;
         if src.len() < total {
-            src.reserve(total - src.len());
+            // Never what the prefix claims: a length costs nothing until its bytes arrive.
+            src.reserve((total - src.len()).min(READ_CHUNK_BYTES));
             return Ok(None);
         }
         self.last_frame_len = len_u32;
         let mut frame = src.split_to(total);
         frame.advance(LENGTH_PREFIX_BYTES);
-        Envelope::decode(frame.freeze()).map(Some)
+        let Some(max_header) = self.max_header_bytes else {
+            return Envelope::decode(frame.freeze()).map(Some);
+        };
+        let (envelope, oversized) = Envelope::decode_capped(frame.freeze(), max_header as usize)?;
+        self.last_oversized_header = oversized;
+        Ok(Some(envelope))
     }
 }
 
@@ -140,6 +172,95 @@ mod tests {
         let err = codec.decode(&mut buf).unwrap_err();
         assert_eq!(err.to_string(), "frame length 4294967295 exceeds max 1024");
         assert!(buf.capacity() < 1024);
+    }
+
+    #[test]
+    fn a_claimed_length_reserves_only_a_chunk() {
+        // Regression: a prefix claiming 8 MiB used to reserve 8 MiB at once, so stalled
+        // partial frames held their full claimed size each.
+        let mut codec = FrameCodec::default();
+        let mut buf = BytesMut::new();
+        buf.put_u32_le(DEFAULT_MAX_FRAME_SIZE_BYTES);
+        buf.put_slice(&[0x30; 10]);
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+        assert!(
+            buf.capacity() <= 14 + READ_CHUNK_BYTES,
+            "capacity {}",
+            buf.capacity()
+        );
+    }
+
+    #[test]
+    fn a_large_frame_arriving_in_pieces_decodes_and_grows_by_doubling() {
+        let body = bytes::Bytes::from(vec![7u8; 4 * 1024 * 1024]);
+        let publish = crate::frame::Publish {
+            exchange: String::new(),
+            routing_key: "q".into(),
+            mandatory: false,
+            properties: crate::Properties::default(),
+            body,
+        };
+        let env = Envelope::new(3, Frame::Publish(Box::new(publish)));
+        let bytes = env.to_bytes();
+        let mut codec = FrameCodec::default();
+        let mut buf = BytesMut::new();
+        let mut reallocations = 0;
+        let mut decoded = None;
+        for piece in bytes.chunks(16 * 1024) {
+            // As FramedRead does: fill what is reserved, then ask the codec.
+            let cap = buf.capacity();
+            buf.reserve(piece.len());
+            if buf.capacity() != cap {
+                reallocations += 1;
+            }
+            buf.put_slice(piece);
+            if let Some(e) = codec.decode(&mut buf).unwrap() {
+                decoded = Some(e);
+            }
+        }
+        assert_eq!(decoded, Some(env));
+        assert!(reallocations < 20, "{reallocations} reallocations");
+    }
+
+    #[test]
+    fn a_header_bomb_is_measured_not_built() {
+        let mut headers = crate::FieldTable::new();
+        headers.insert(
+            "bomb".into(),
+            crate::FieldValue::List(vec![crate::FieldValue::Bool(true); 100_000]),
+        );
+        headers.insert("small".into(), crate::FieldValue::Int(1));
+        let publish = crate::frame::Publish {
+            exchange: String::new(),
+            routing_key: "q".into(),
+            mandatory: false,
+            properties: crate::Properties {
+                message_id: Some("m".into()),
+                headers,
+                ..Default::default()
+            },
+            body: bytes::Bytes::from_static(b"body"),
+        };
+        let bytes = Envelope::new(5, Frame::Publish(Box::new(publish.clone()))).to_bytes();
+        // Over the cap: headers dropped, the rest intact, the size reported.
+        let mut codec = FrameCodec::default().with_max_header_bytes(1024);
+        let mut buf = BytesMut::from(&bytes[..]);
+        let env = codec.decode(&mut buf).unwrap().unwrap();
+        let size = codec.last_oversized_header().expect("over the cap");
+        assert!(size > 200_000, "{size}");
+        let Frame::Publish(got) = env.frame else {
+            panic!("not a publish")
+        };
+        assert!(got.properties.headers.is_empty());
+        assert_eq!(got.properties.message_id.as_deref(), Some("m"));
+        assert_eq!(&got.body[..], b"body");
+        assert_eq!(env.request_id, 5);
+        // Under the cap: decoded as ever, and the flag cleared.
+        let mut codec = codec.with_max_header_bytes(1 << 20);
+        let mut buf = BytesMut::from(&bytes[..]);
+        let env = codec.decode(&mut buf).unwrap().unwrap();
+        assert_eq!(codec.last_oversized_header(), None);
+        assert_eq!(env.frame, Frame::Publish(Box::new(publish)));
     }
 
     #[test]

@@ -270,6 +270,72 @@ fn read_table_at(r: &mut Reader, depth: usize) -> Result<FieldTable, DecodeError
     Ok(table)
 }
 
+/// Steps over an encoded table without building it: no allocation however many entries it
+/// holds, so a decoder can measure a table before deciding to decode it. Checks the layout
+/// (tags, lengths, nesting depth) but not the UTF-8 of strings.
+///
+/// # Errors
+/// The same layout errors as [`read_table`].
+pub fn skip_table(r: &mut Reader) -> Result<(), DecodeError> {
+    skip_table_at(r, 0)
+}
+
+fn skip_table_at(r: &mut Reader, depth: usize) -> Result<(), DecodeError> {
+    if depth > MAX_FIELD_DEPTH {
+        return Err(DecodeError::TooDeep {
+            max: MAX_FIELD_DEPTH,
+        });
+    }
+    let count = r.u32()?;
+    for _ in 0..count {
+        let key_len = r.u16()?;
+        r.bytes(usize::from(key_len))?;
+        skip_value(r, depth)?;
+    }
+    Ok(())
+}
+
+fn skip_value(r: &mut Reader, depth: usize) -> Result<(), DecodeError> {
+    let offset = r.offset();
+    let fixed = match r.u8()? {
+        TAG_STRING | TAG_BYTES => r.u32()? as usize,
+        TAG_INT | TAG_FLOAT | TAG_U64 | TAG_TIMESTAMP => 8,
+        TAG_BOOL => {
+            r.bool("header bool")?;
+            0
+        }
+        TAG_LIST => {
+            if depth >= MAX_FIELD_DEPTH {
+                return Err(DecodeError::TooDeep {
+                    max: MAX_FIELD_DEPTH,
+                });
+            }
+            for _ in 0..r.u32()? {
+                skip_value(r, depth + 1)?;
+            }
+            0
+        }
+        TAG_MAP => {
+            skip_table_at(r, depth + 1)?;
+            0
+        }
+        TAG_VOID => 0,
+        TAG_I8 | TAG_U8 => 1,
+        TAG_I16 | TAG_U16 => 2,
+        TAG_I32 | TAG_U32 | TAG_F32 => 4,
+        TAG_DECIMAL => 5,
+        tag => {
+            return Err(DecodeError::InvalidValue {
+                field: "header value tag",
+                value: u64::from(tag),
+                offset,
+            })
+        }
+    };
+    r.bytes(fixed)?;
+    Ok(())
+}
+
 fn read_value(r: &mut Reader, depth: usize) -> Result<FieldValue, DecodeError> {
     let offset = r.offset();
     Ok(match r.u8()? {
@@ -320,6 +386,50 @@ fn read_value(r: &mut Reader, depth: usize) -> Result<FieldValue, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn skipping_a_table_steps_over_exactly_what_reading_it_does() {
+        let mut inner = FieldTable::new();
+        inner.insert(
+            "x".into(),
+            FieldValue::Decimal {
+                scale: 2,
+                value: -5,
+            },
+        );
+        let values = [
+            FieldValue::String("s".into()),
+            FieldValue::Int(-1),
+            FieldValue::Float(1.5),
+            FieldValue::Bool(true),
+            FieldValue::Bytes(Bytes::from_static(b"bb")),
+            FieldValue::List(vec![FieldValue::Void, FieldValue::U8(1)]),
+            FieldValue::Map(inner),
+            FieldValue::I8(-1),
+            FieldValue::I16(-2),
+            FieldValue::U16(2),
+            FieldValue::I32(-3),
+            FieldValue::U32(3),
+            FieldValue::U64(4),
+            FieldValue::F32(0.5),
+            FieldValue::Timestamp(9),
+        ];
+        let table: FieldTable = values
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| (format!("k{i}"), v))
+            .collect();
+        let mut buf = BytesMut::new();
+        put_table(&mut buf, &table);
+        buf.put_u8(0xEE);
+        let bytes = buf.freeze();
+        let mut read = Reader::new(bytes.clone());
+        assert_eq!(read_table(&mut read).unwrap(), table);
+        let mut skip = Reader::new(bytes);
+        skip_table(&mut skip).unwrap();
+        assert_eq!(skip.offset(), read.offset());
+        assert_eq!(skip.remaining(), 1);
+    }
 
     #[test]
     fn deep_nesting_is_refused_not_recursed() {

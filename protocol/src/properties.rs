@@ -6,7 +6,7 @@
 use bytes::{BufMut, BytesMut};
 
 use crate::error::DecodeError;
-use crate::field_table::{put_table, read_table, FieldTable};
+use crate::field_table::{put_table, read_table, skip_table, FieldTable};
 use crate::read::Reader;
 use crate::write::put_str16;
 
@@ -100,6 +100,21 @@ impl Properties {
 
     /// Decodes properties written by [`Properties::encode`].
     pub fn decode(r: &mut Reader) -> Result<Properties, DecodeError> {
+        Self::decode_capped(r, usize::MAX).map(|(p, _)| p)
+    }
+
+    /// Decodes properties, unless their encoding (headers included) is longer than
+    /// `max_bytes`: then the headers are stepped over without being built, and the size comes
+    /// back with the other properties so the caller can refuse the message. A header table
+    /// costs many times its wire size once decoded (a list of a million booleans is a
+    /// million `FieldValue`s), so the size is known before any of it is allocated.
+    ///
+    /// # Errors
+    /// As [`Properties::decode`]: the layout is checked even when the headers are skipped.
+    pub fn decode_capped(
+        r: &mut Reader,
+        max_bytes: usize,
+    ) -> Result<(Properties, Option<usize>), DecodeError> {
         let offset = r.offset();
         let mask = r.u16()?;
         if mask & !ALL != 0 {
@@ -136,12 +151,24 @@ impl Properties {
         } else {
             None
         };
-        let headers = if mask & HEADERS != 0 {
-            read_table(r)?
-        } else {
-            FieldTable::new()
-        };
-        Ok(Properties {
+        let mut headers = FieldTable::new();
+        if mask & HEADERS != 0 {
+            // Measured only when the rest of the frame could hold more than the cap.
+            let mut probe = None;
+            if r.offset().saturating_sub(offset) + r.remaining() > max_bytes {
+                let mut ahead = r.clone();
+                skip_table(&mut ahead)?;
+                if ahead.offset().saturating_sub(offset) > max_bytes {
+                    probe = Some(ahead);
+                }
+            }
+            match probe {
+                Some(past_headers) => *r = past_headers,
+                None => headers = read_table(r)?,
+            }
+        }
+        let size = r.offset().saturating_sub(offset);
+        let properties = Properties {
             message_id,
             correlation_id,
             reply_to,
@@ -152,6 +179,7 @@ impl Properties {
             priority,
             persistent: mask & PERSISTENT != 0,
             headers,
-        })
+        };
+        Ok((properties, (size > max_bytes).then_some(size)))
     }
 }

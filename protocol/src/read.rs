@@ -5,8 +5,9 @@ use bytes::{Buf, Bytes};
 
 use crate::error::DecodeError;
 
-/// A cursor over one frame's payload. Slices it hands out share the frame's buffer.
-#[derive(Debug)]
+/// A cursor over one frame's payload. Slices it hands out share the frame's buffer. Cloning
+/// is cheap (a reference count), so a decoder can measure ahead without consuming.
+#[derive(Debug, Clone)]
 pub struct Reader {
     buf: Bytes,
     start_len: usize,

@@ -61,6 +61,34 @@ pub struct ServeArgs {
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_FRAME_SIZE_BYTES)]
     pub max_frame_size: u32,
 
+    /// Seconds a frame that has started arriving may take to arrive whole; a client that
+    /// sends part of a frame and stalls is closed with FRAME_ERROR after this, heartbeats or
+    /// not (0 turns the limit off).
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 60,
+        env = "WARREN_FRAME_TIMEOUT_SECS"
+    )]
+    pub frame_timeout_secs: u32,
+
+    /// Largest encoded message properties, headers included, a publish may carry, in bytes;
+    /// larger ones are refused with CONTENT_TOO_LARGE. The default, 128 KiB, is RabbitMQ's
+    /// practical limit (its content header must fit in one default-sized frame).
+    #[arg(
+        long,
+        value_name = "BYTES",
+        default_value_t = crate::connection::DEFAULT_MAX_HEADER_BYTES,
+        env = "WARREN_MAX_HEADER_BYTES"
+    )]
+    pub max_header_bytes: u32,
+
+    /// Seconds the server may fail to write a single byte to a client before it closes the
+    /// connection (requeueing its unacked messages). Default: two heartbeat intervals, or 60
+    /// with heartbeats off; 0 turns the limit off.
+    #[arg(long, value_name = "SECS", env = "WARREN_WRITE_TIMEOUT_SECS")]
+    pub write_timeout_secs: Option<u32>,
+
     /// Bytes of ready message bodies each queue keeps in memory; stored messages past this
     /// are paged out and read back when due.
     #[arg(long, value_name = "BYTES", default_value_t = crate::broker::DEFAULT_QUEUE_WINDOW_BYTES)]

@@ -37,6 +37,45 @@ pub struct ConnectionConfig {
     pub max_frame_size: u32,
     /// Heartbeat interval; `None` turns heartbeats off.
     pub heartbeat: Option<Duration>,
+    /// How long a frame that has started arriving may take to arrive whole; `None` = no
+    /// limit. Without it a client can hold a buffer of up to the max frame size forever by
+    /// sending all but the last byte.
+    pub frame_timeout: Option<Duration>,
+    /// Largest encoded properties (headers included) a publish may carry; decoded headers
+    /// cost many times their wire size, so this is checked before they are built.
+    pub max_header_bytes: u32,
+    /// How long the writer may fail to get a single byte onto the socket before the peer is
+    /// considered gone and the connection closed; `None` = never.
+    pub write_timeout: Option<Duration>,
+}
+
+/// Default `--max-header-bytes`: RabbitMQ's content header must fit in one frame of its
+/// default `frame_max`, 128 KiB, so that is its practical limit too.
+pub const DEFAULT_MAX_HEADER_BYTES: u32 = 128 * 1024;
+
+/// Default `--frame-timeout-secs`: an 8 MiB frame at 140 KB/s still makes it.
+pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The write timeout when none is given: two heartbeat intervals, or this with heartbeats off.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl ConnectionConfig {
+    /// The settings a server uses unless told otherwise, for a frame size and a heartbeat.
+    pub fn new(max_frame_size: u32, heartbeat: Option<Duration>) -> Self {
+        ConnectionConfig {
+            max_frame_size,
+            heartbeat,
+            frame_timeout: Some(DEFAULT_FRAME_TIMEOUT),
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            write_timeout: Some(default_write_timeout(heartbeat)),
+        }
+    }
+}
+
+/// Two heartbeat intervals (a peer that takes no byte for that long would also have missed
+/// heartbeats), or [`DEFAULT_WRITE_TIMEOUT`] with heartbeats off.
+pub fn default_write_timeout(heartbeat: Option<Duration>) -> Duration {
+    heartbeat.map_or(DEFAULT_WRITE_TIMEOUT, |h| h * 2)
 }
 
 /// Serves one plain-TCP client until it closes, fails, or the server shuts down.
@@ -120,6 +159,9 @@ async fn serve<S, R, W>(
     let session = broker.new_session(peer.clone(), tx);
     tracing::info!(%peer, connection = session.id, "connection opened");
     let stop_writer = CancellationToken::new();
+    // Cancelled by the writer when it gives up (the peer takes no data, or is gone), so the
+    // reader stops too, wherever it waits.
+    let writer_gone = CancellationToken::new();
     // Publishes are held to the publish headroom, so every frame built from one fits.
     let out_codec = FrameCodec::new(config.max_frame_size);
     let writer = tokio::spawn(writer::run(
@@ -127,16 +169,26 @@ async fn serve<S, R, W>(
         rx,
         session.clone(),
         stop_writer.clone(),
-        config.heartbeat,
+        writer_gone.clone(),
+        config.clone(),
     ));
-    let frames = FramedRead::new(read_half, FrameCodec::new(config.max_frame_size));
-    let reason = reader::run(frames, &broker, &session, &config, &shutdown).await;
+    let codec =
+        FrameCodec::new(config.max_frame_size).with_max_header_bytes(config.max_header_bytes);
+    let frames = FramedRead::new(read_half, codec);
+    let stops = reader::Stops {
+        shutdown: &shutdown,
+        writer_gone: &writer_gone,
+    };
+    let reason = reader::run(frames, &broker, &session, &config, stops).await;
     broker.close_session(&session).await;
     stop_writer.cancel();
+    let abort = writer.abort_handle();
     if tokio::time::timeout(Duration::from_secs(5), writer)
         .await
         .is_err()
     {
+        // Dropping the handle would leave the task, and the socket, alive.
+        abort.abort();
         tracing::warn!(%peer, "connection writer did not finish in time");
     }
     tracing::info!(%peer, connection = session.id, reason = %reason, "connection closed");

@@ -46,14 +46,17 @@ async fn linger<R: AsyncRead + Unpin>(frames: &mut FramedRead<R, FrameCodec>) {
 
 /// Waits (bounded) until every publish read on this connection has had its confirm written:
 /// each holds a permit until then.
-async fn drain_confirms(session: &Session) {
+async fn drain_confirms(session: &Session, writer_gone: &CancellationToken) {
     let all = u32::try_from(MAX_PUBLISHES_IN_FLIGHT).unwrap_or(u32::MAX);
-    let drained = tokio::time::timeout(
-        CONFIRM_DRAIN_TIMEOUT,
-        session.publish_permits.acquire_many(all),
-    )
-    .await;
-    if drained.is_err() {
+    let drained = tokio::select! {
+        d = tokio::time::timeout(
+            CONFIRM_DRAIN_TIMEOUT,
+            session.publish_permits.acquire_many(all),
+        ) => d.is_ok(),
+        // Nothing more will be written: no confirm can come back.
+        () = writer_gone.cancelled() => true,
+    };
+    if !drained {
         tracing::warn!(
             connection = session.id,
             "closing with confirms still owed: the store did not answer in time"
@@ -71,6 +74,8 @@ pub(super) enum Ended {
     Io(String),
     BadFrame(String),
     HeartbeatTimeout,
+    FrameTimeout(String),
+    WriterGone,
     ServerShutdown,
 }
 
@@ -82,9 +87,21 @@ impl std::fmt::Display for Ended {
             Ended::Io(e) => write!(f, "i/o error: {e}"),
             Ended::BadFrame(e) => write!(f, "bad frame: {e}"),
             Ended::HeartbeatTimeout => write!(f, "heartbeat timeout"),
+            Ended::FrameTimeout(e) => write!(f, "frame timeout: {e}"),
+            Ended::WriterGone => write!(
+                f,
+                "the client took no data within the write timeout, or went away"
+            ),
             Ended::ServerShutdown => write!(f, "server shutting down"),
         }
     }
+}
+
+/// Where the read loop waits for more than a frame, besides the socket: the server shutting
+/// down, and the writer giving up (the peer stopped taking data or went away).
+pub(super) struct Stops<'a> {
+    pub shutdown: &'a CancellationToken,
+    pub writer_gone: &'a CancellationToken,
 }
 
 pub(super) async fn run<R: AsyncRead + Unpin>(
@@ -92,10 +109,10 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
     broker: &Broker,
     session: &Arc<Session>,
     config: &ConnectionConfig,
-    shutdown: &CancellationToken,
+    stops: Stops<'_>,
 ) -> Ended {
     let mut refusals = RefusalLog::new(Instant::now());
-    let ended = read_loop(frames, broker, session, config, shutdown, &mut refusals).await;
+    let ended = read_loop(frames, broker, session, config, &stops, &mut refusals).await;
     if let Some(n) = refusals.take_suppressed() {
         tracing::info!(
             connection = session.id,
@@ -111,16 +128,18 @@ async fn read_loop<R: AsyncRead + Unpin>(
     broker: &Broker,
     session: &Arc<Session>,
     config: &ConnectionConfig,
-    shutdown: &CancellationToken,
+    stops: &Stops<'_>,
     refusals: &mut RefusalLog,
 ) -> Ended {
+    let shutdown = stops.shutdown;
     let silence_limit = config.heartbeat.map(|h| h * MISSED_HEARTBEATS);
     loop {
         let next = tokio::select! {
+            () = stops.writer_gone.cancelled() => return Ended::WriterGone,
             () = shutdown.cancelled() => {
                 // Reading stops here; what was already published is answered before the
                 // Close, so a client learns the fate of every message the server took.
-                drain_confirms(session).await;
+                drain_confirms(session, stops.writer_gone).await;
                 session.send(0, Event::Close {
                     code: ErrorCode::Normal,
                     reason: "server shutting down".into(),
@@ -128,7 +147,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 linger(&mut frames).await;
                 return Ended::ServerShutdown;
             }
-            n = read(&mut frames, silence_limit) => n,
+            n = read(&mut frames, silence_limit, config.frame_timeout) => n,
         };
         let envelope = match next {
             Read::Frame(env) => env,
@@ -140,6 +159,10 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     "no frame within 3 heartbeat intervals",
                 );
                 return Ended::HeartbeatTimeout;
+            }
+            Read::FrameTimeout(text) => {
+                fatal(session, ErrorCode::FrameError, &text);
+                return Ended::FrameTimeout(text);
             }
             Read::Error(DecodeError::Io(e)) => return Ended::Io(e),
             Read::Error(e) => {
@@ -160,14 +183,46 @@ async fn read_loop<R: AsyncRead + Unpin>(
             Frame::Publish(p) if frame_len > publish_limit => Some(p.body.len()),
             _ => None,
         };
+        let oversized_header = frames.decoder().last_oversized_header();
         let result = if let Some(body) = too_large {
             Err(BrokerError::ContentTooLarge {
                 body,
                 size: frame_len as usize,
                 max: publish_limit as usize,
             })
+        } else if let Some(size) = oversized_header {
+            Err(BrokerError::HeadersTooLarge {
+                size,
+                max: config.max_header_bytes as usize,
+            })
         } else {
-            dispatch(broker, session, envelope, config.max_frame_size).await
+            // A permit per publish in flight: when confirms lag, reading stops here and TCP
+            // pushes back on the publisher. A client that stopped reading its confirms, then
+            // closed or went silent, must not leave this wait parked for good, nor hold up
+            // shutdown (nothing more can be answered to a client that takes no data).
+            let permit = if matches!(envelope.frame, Frame::Publish(_)) {
+                tokio::select! {
+                    biased;
+                    p = session.publish_permits.acquire() => match p {
+                        Ok(p) => Some(p),
+                        Err(_) => return Ended::WriterGone,
+                    },
+                    () = stops.writer_gone.cancelled() => return Ended::WriterGone,
+                    () = shutdown.cancelled() => {
+                        // Confirms are not draining (that is why this waits), so shutdown
+                        // does not wait for them: the Close goes after what is queued.
+                        session.send(0, Event::Close {
+                            code: ErrorCode::Normal,
+                            reason: "server shutting down".into(),
+                        });
+                        linger(&mut frames).await;
+                        return Ended::ServerShutdown;
+                    }
+                }
+            } else {
+                None
+            };
+            dispatch(broker, session, envelope, config.max_frame_size, permit).await
         };
         match result {
             Ok(Flow::Continue) => {}
@@ -244,24 +299,84 @@ enum Read {
     Frame(Envelope),
     Eof,
     Silent,
+    FrameTimeout(String),
     Error(DecodeError),
 }
 
+/// Reads the next frame, giving up after `silence` with no whole frame (heartbeats) or after
+/// `frame_timeout` once part of a frame has arrived. Bytes arriving are only visible between
+/// reads, so with nothing buffered the read is interrupted every quarter `frame_timeout` to
+/// look (reading is cancel-safe: buffered bytes stay buffered); a frame's clock therefore
+/// starts at most that much after its first byte.
 async fn read<R: AsyncRead + Unpin>(
     frames: &mut FramedRead<R, FrameCodec>,
-    limit: Option<Duration>,
+    silence: Option<Duration>,
+    frame_timeout: Option<Duration>,
 ) -> Read {
-    let next = match limit {
-        Some(limit) => match tokio::time::timeout(limit, frames.next()).await {
-            Ok(n) => n,
-            Err(_) => return Read::Silent,
-        },
-        None => frames.next().await,
-    };
-    match next {
-        None => Read::Eof,
-        Some(Ok(env)) => Read::Frame(env),
-        Some(Err(e)) => Read::Error(e),
+    let start = tokio::time::Instant::now();
+    let silent_at = silence.map(|s| start + s);
+    let look_every = frame_timeout.map(|t| (t / 4).max(Duration::from_millis(10)));
+    let mut frame_due = frame_timeout
+        .filter(|_| !frames.read_buffer().is_empty())
+        .map(|t| start + t);
+    loop {
+        let now = tokio::time::Instant::now();
+        let look = match frame_due {
+            Some(due) => Some(due),
+            None => look_every.map(|l| now + l),
+        };
+        let wake = match (silent_at, look) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let next = match wake {
+            Some(at) => match tokio::time::timeout_at(at, frames.next()).await {
+                Ok(n) => n,
+                Err(_) => {
+                    let now = tokio::time::Instant::now();
+                    if silent_at.is_some_and(|s| now >= s) {
+                        return Read::Silent;
+                    }
+                    if frame_due.is_some_and(|d| now >= d) {
+                        return Read::FrameTimeout(incomplete(frames, frame_timeout));
+                    }
+                    if frame_due.is_none() && !frames.read_buffer().is_empty() {
+                        frame_due = frame_timeout.map(|t| now + t);
+                    }
+                    continue;
+                }
+            },
+            None => frames.next().await,
+        };
+        return match next {
+            None => Read::Eof,
+            Some(Ok(env)) => Read::Frame(env),
+            Some(Err(e)) => Read::Error(e),
+        };
+    }
+}
+
+/// Why a partial frame was cut off, with how much of it had arrived.
+fn incomplete<R>(frames: &FramedRead<R, FrameCodec>, limit: Option<Duration>) -> String {
+    let buffered = frames.read_buffer();
+    let secs = limit.map_or(0, |l| l.as_secs());
+    match buffered.get(..4) {
+        Some(prefix) => {
+            let mut len = [0u8; 4];
+            len.copy_from_slice(prefix);
+            let total = u64::from(u32::from_le_bytes(len)) + 4;
+            format!(
+                "frame incomplete after {secs} s: {} of its {} bytes arrived; a frame must \
+                 arrive whole within the server's frame timeout (--frame-timeout-secs)",
+                crate::error::thousands(buffered.len()),
+                crate::error::thousands(usize::try_from(total).unwrap_or(usize::MAX))
+            )
+        }
+        None => format!(
+            "frame incomplete after {secs} s: {} bytes of its length prefix arrived; a frame \
+             must arrive whole within the server's frame timeout (--frame-timeout-secs)",
+            buffered.len()
+        ),
     }
 }
 
@@ -290,6 +405,7 @@ async fn dispatch(
     session: &Arc<Session>,
     env: Envelope,
     max_frame_size: u32,
+    permit: Option<tokio::sync::SemaphorePermit<'_>>,
 ) -> Result<Flow, BrokerError> {
     let id = env.request_id;
     let reply = |event: Event| session.send(id, event);
@@ -338,13 +454,9 @@ async fn dispatch(
             reply(Event::Ok);
         }
         Frame::Publish(p) => {
-            // A permit per publish in flight: when confirms lag, reading stops here and TCP
-            // pushes back on the publisher.
-            let permit = session
-                .publish_permits
-                .acquire()
-                .await
-                .map_err(|_| BrokerError::ShuttingDown)?;
+            // Taken by the read loop (which can stop waiting for it); held until the confirm
+            // is written.
+            let permit = permit.ok_or(BrokerError::ShuttingDown)?;
             session
                 .published
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

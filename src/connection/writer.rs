@@ -3,9 +3,10 @@
 //! event becomes its frame here (`encode.rs`).
 
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use futures::SinkExt;
+use futures::{Sink, SinkExt};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::codec::FramedWrite;
@@ -21,29 +22,125 @@ const MAX_FRAMES_PER_FLUSH: usize = 1024;
 /// How long a finished writer may take to end the stream (a TLS `close_notify`).
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(1);
 
-type Sink<W> = FramedWrite<W, FrameCodec>;
+/// Once the connection is closing, how long the writer waits for a peer that takes no byte
+/// before it gives up on what is left: a closing connection must not wait the full write
+/// timeout (and shutdown must not wait for it).
+const CLOSING_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Writes until stopped or the socket fails, then ends the stream: on TCP a FIN (as dropping
-/// the write half would), on TLS a `close_notify` first, so the client sees a clean end
-/// rather than a truncation.
+type Out<W> = FramedWrite<W, FrameCodec>;
+
+/// The writer's limits: no byte written for `timeout` (or for [`CLOSING_WRITE_TIMEOUT`] once
+/// `stop` is cancelled) and the peer is taken to be gone.
+struct Stall<'a> {
+    timeout: Option<Duration>,
+    stop: &'a CancellationToken,
+}
+
+/// The socket, with every wait for it bounded by a [`Stall`].
+struct Writer<'a, W> {
+    sink: Out<W>,
+    stall: Stall<'a>,
+}
+
+impl<W: AsyncWrite + Unpin> Writer<'_, W> {
+    /// Feeds one frame. `feed` flushes first when the buffer is past its boundary, and that
+    /// wait is where a peer that takes no data blocks us; it is done here, bounded, so the
+    /// `feed` itself never waits (and no frame is dropped half-fed).
+    async fn feed<I>(&mut self, item: I) -> std::io::Result<()>
+    where
+        Out<W>: Sink<I, Error = std::io::Error>,
+    {
+        self.progress(|sink, cx| Sink::<Envelope>::poll_ready(std::pin::Pin::new(sink), cx))
+            .await?;
+        self.sink.feed(item).await
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        self.progress(|sink, cx| Sink::<Envelope>::poll_flush(std::pin::Pin::new(sink), cx))
+            .await
+    }
+
+    /// Drives `op` until it completes, failing with `TimedOut` when no byte of the write
+    /// buffer has gone out for the stall limit. Slow peers that keep taking data are fine.
+    async fn progress(
+        &mut self,
+        mut op: impl FnMut(&mut Out<W>, &mut Context<'_>) -> Poll<std::io::Result<()>>,
+    ) -> std::io::Result<()> {
+        let mut pending = self.sink.write_buffer().len();
+        let mut since = tokio::time::Instant::now();
+        loop {
+            let limit = if self.stall.stop.is_cancelled() {
+                Some(CLOSING_WRITE_TIMEOUT)
+            } else {
+                self.stall.timeout
+            };
+            let sink = &mut self.sink;
+            let done = std::future::poll_fn(|cx| op(sink, cx));
+            let stop = self.stall.stop;
+            let outcome = match limit {
+                Some(limit) => tokio::select! {
+                    r = done => Some(r),
+                    () = tokio::time::sleep_until(since + limit) => None,
+                    () = stop.cancelled(), if !stop.is_cancelled() => None,
+                },
+                None => tokio::select! {
+                    r = done => Some(r),
+                    () = stop.cancelled(), if !stop.is_cancelled() => None,
+                },
+            };
+            if let Some(r) = outcome {
+                return r;
+            }
+            let now = tokio::time::Instant::now();
+            let left = self.sink.write_buffer().len();
+            if left < pending {
+                pending = left;
+                since = now;
+            } else if limit.is_some_and(|l| now >= since + l) {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "the client took no data for {} s (write timeout)",
+                        limit.unwrap_or_default().as_secs_f32()
+                    ),
+                ));
+            }
+        }
+    }
+}
+
 pub(super) async fn run<W: AsyncWrite + Unpin>(
-    mut sink: Sink<W>,
+    sink: Out<W>,
     rx: UnboundedReceiver<Outbound>,
     session: Arc<Session>,
     stop: CancellationToken,
-    heartbeat: Option<Duration>,
+    writer_gone: CancellationToken,
+    config: Arc<super::ConnectionConfig>,
 ) {
-    write_loop(&mut sink, rx, session, stop, heartbeat).await;
-    let _ = tokio::time::timeout(SHUTDOWN_TIMEOUT, sink.get_mut().shutdown()).await;
+    // However the writer ends, the reader learns it and stops waiting on the client.
+    let _gone = writer_gone.drop_guard();
+    let mut out = Writer {
+        sink,
+        stall: Stall {
+            timeout: config.write_timeout,
+            stop: &stop,
+        },
+    };
+    if let Err(e) = write_loop(&mut out, rx, &session, &stop, config.heartbeat).await {
+        tracing::info!(connection = session.id, error = %e, "connection writer stopped");
+    }
+    // End the stream: on TCP a FIN (as dropping the write half would), on TLS a
+    // `close_notify` first, so the client sees a clean end rather than a truncation.
+    let _ = tokio::time::timeout(SHUTDOWN_TIMEOUT, out.sink.get_mut().shutdown()).await;
 }
 
 async fn write_loop<W: AsyncWrite + Unpin>(
-    sink: &mut Sink<W>,
+    sink: &mut Writer<'_, W>,
     mut rx: UnboundedReceiver<Outbound>,
-    session: Arc<Session>,
-    stop: CancellationToken,
+    session: &Session,
+    stop: &CancellationToken,
     heartbeat: Option<Duration>,
-) {
+) -> std::io::Result<()> {
     let mut replies = Vec::new();
     // Checking every half interval keeps the longest silence near one interval (the client
     // gives up after three).
@@ -65,9 +162,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             () = stop.cancelled() => stopping = true,
             _ = ticker.tick(), if half.is_some() => {
                 if half.is_some_and(|h| last_write.elapsed() >= h) {
-                    if sink.feed(Envelope::new(0, Frame::Heartbeat)).await.is_err() {
-                        return;
-                    }
+                    sink.feed(Envelope::new(0, Frame::Heartbeat)).await?;
                     wrote = true;
                 }
             }
@@ -83,9 +178,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                     Err(_) => break,
                 },
             };
-            if write(sink, m, &mut confirms).await.is_err() {
-                return;
-            }
+            write(sink, m, &mut confirms).await?;
             fed += 1;
             if fed >= MAX_FRAMES_PER_FLUSH {
                 break;
@@ -97,17 +190,9 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             if encode::is_confirm(&event) {
                 confirms += 1;
             }
-            if sink
-                .feed(encode::envelope(request_id, event))
-                .await
-                .is_err()
-            {
-                return;
-            }
+            sink.feed(encode::envelope(request_id, event)).await?;
         }
-        if SinkExt::<Envelope>::flush(sink).await.is_err() {
-            return;
-        }
+        sink.flush().await?;
         // Only a frame actually written counts as activity: a tick that wrote nothing must not
         // postpone the next heartbeat.
         if wrote {
@@ -117,13 +202,13 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             session.publish_permits.add_permits(confirms);
         }
         if stopping && rx.is_empty() {
-            return;
+            return Ok(());
         }
     }
 }
 
 async fn write<W: AsyncWrite + Unpin>(
-    sink: &mut Sink<W>,
+    sink: &mut Writer<'_, W>,
     m: Outbound,
     confirms: &mut usize,
 ) -> Result<(), std::io::Error> {

@@ -459,4 +459,26 @@ impl Envelope {
         let frame = Frame::decode_payload(opcode, frame)?;
         Ok(Envelope { request_id, frame })
     }
+
+    /// As [`Envelope::decode`], except that a publish whose encoded properties are longer than
+    /// `max_property_bytes` comes back without its headers, with the properties' size (see
+    /// [`Publish::decode_capped`]).
+    ///
+    /// # Errors
+    /// As [`Envelope::decode`].
+    pub fn decode_capped(
+        mut frame: Bytes,
+        max_property_bytes: usize,
+    ) -> Result<(Envelope, Option<usize>), DecodeError> {
+        if frame.first() != Some(&(Opcode::Publish as u8)) || frame.len() < FRAME_HEADER_BYTES {
+            return Envelope::decode(frame).map(|e| (e, None));
+        }
+        let mut header = Reader::new(frame.split_to(FRAME_HEADER_BYTES));
+        header.u8()?;
+        let request_id = header.u64()?;
+        let mut r = Reader::new(frame);
+        let (publish, oversized) = Publish::decode_capped(&mut r, max_property_bytes)?;
+        let frame = Frame::Publish(Box::new(publish));
+        Ok((Envelope { request_id, frame }, oversized))
+    }
 }

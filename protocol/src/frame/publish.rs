@@ -38,17 +38,33 @@ impl Payload for Publish {
     }
 
     fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
+        Publish::decode_capped(r, usize::MAX).map(|(p, _)| p)
+    }
+}
+
+impl Publish {
+    /// Decodes a publish whose encoded properties may be at most `max_property_bytes` long;
+    /// past that its headers are not built (they come back empty) and the properties' size is
+    /// returned, for the server to refuse the message. See [`Properties::decode_capped`].
+    ///
+    /// # Errors
+    /// As the uncapped decode.
+    pub fn decode_capped(
+        r: &mut Reader,
+        max_property_bytes: usize,
+    ) -> Result<(Publish, Option<usize>), DecodeError> {
         let exchange = r.str16("exchange")?;
         let routing_key = r.str16("routing key")?;
         let f = r.flags("publish flags", F_MANDATORY)?;
-        let properties = Properties::decode(r)?;
-        Ok(Publish {
+        let (properties, oversized) = Properties::decode_capped(r, max_property_bytes)?;
+        let publish = Publish {
             exchange,
             routing_key,
             mandatory: flag(f, F_MANDATORY),
             properties,
             body: r.rest(),
-        })
+        };
+        Ok((publish, oversized))
     }
 }
 
