@@ -218,6 +218,33 @@ pub struct ConnectionInfo {
     pub published: u64,
 }
 
+/// One entry of `user.list`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct UserInfo {
+    /// User name.
+    pub name: String,
+    /// Its tags, sorted.
+    pub tags: Vec<String>,
+    /// Whether it has a password (a user imported without one cannot log in).
+    pub has_password: bool,
+}
+
+/// One entry of `permission.list`: what a user may do in a virtual host.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PermissionInfo {
+    /// The user.
+    pub user: String,
+    /// The virtual host.
+    pub vhost: String,
+    /// Regular expression over the names of queues and exchanges it may declare and delete.
+    pub configure: String,
+    /// Regular expression over the names it may publish to (exchanges) and bind (queues).
+    pub write: String,
+    /// Regular expression over the names it may consume from (queues) and bind from
+    /// (exchanges).
+    pub read: String,
+}
+
 /// One entry of `consumer.list`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ConsumerInfo {

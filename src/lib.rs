@@ -8,10 +8,12 @@
 //! - [`message`]: the message types shared by the broker and the store.
 //! - [`metrics`]: Prometheus exposition on `GET /metrics` (`warren serve --metrics-listen`).
 //! - [`client`]: the async client library the CLI and the tests use.
+//! - [`auth`]: password hashing (argon2id) for users.
 //! - [`admin_types`]: the admin commands' results, built by the broker, read by the client.
 //! - [`cli`]: the `warren` command line.
 
 pub mod admin_types;
+pub mod auth;
 pub mod bench;
 pub mod broker;
 pub mod cli;

@@ -598,7 +598,11 @@ mod tests {
         assert!(!text.contains("warren_queue_messages_ready"));
 
         let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-        let session = b.new_session("test".into(), tx);
+        let session = b.new_session(
+            "test".into(),
+            crate::broker::access::Principal::internal(),
+            tx,
+        );
         b.declare_queue(
             &session,
             QueueDeclare {

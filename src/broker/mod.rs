@@ -21,6 +21,7 @@
 //! | `dead_letter.rs` | the dead-letter pipeline: reasons, where `x-death` is written, the cycle rule, the dead-letter task |
 //! | `recovery.rs` | rebuilding exchanges, queues and bindings from the store at startup |
 //! | `stats.rs` | broker-wide counters, rate bookkeeping, resident memory |
+//! | `access.rs` | users, passwords and tags; logging in (`Open`) |
 //! | `admin/` | operator commands (`Admin` frames): status and listings, dead-letter operations, definitions |
 //! | `queue/`, `queue_args.rs` | one queue: its state machine (`state.rs`: ready messages, dispatch, expiry, delays, overflow), settle policy (`settle.rs`), paging (`paging.rs`) and the shell that carries out its effects (`mod.rs`); its `x-` arguments |
 //! | `exchange.rs`, `topic_trie.rs` | routing |
@@ -33,6 +34,7 @@
 //! dead letter ends in; it knows nothing of the broker and calls back into `commit.rs`
 //! ([`crate::store::CommitHooks`]) around each commit.
 
+pub mod access;
 pub mod admin;
 pub mod commit;
 pub mod confirm;
@@ -108,6 +110,8 @@ pub struct Broker {
 }
 
 struct Inner {
+    /// Users and permissions.
+    access: access::Access,
     exchanges: RwLock<FastMap<String, Arc<Exchange>>>,
     queues: RwLock<FastMap<String, Arc<Queue>>>,
     /// Serialises topology changes so check-then-change sequences are atomic.
@@ -169,8 +173,14 @@ impl Broker {
             dead_letters,
             clock: config.clock.clone(),
         });
+        let mut recovered = recovered;
+        let access = access::Access::new(
+            std::mem::take(&mut recovered.users),
+            std::mem::take(&mut recovered.permissions),
+        );
         let broker = Broker {
             inner: Arc::new(Inner {
+                access,
                 exchanges: RwLock::new(FastMap::default()),
                 queues: RwLock::new(FastMap::default()),
                 topology: tokio::sync::Mutex::new(()),
@@ -187,7 +197,6 @@ impl Broker {
                 scheduled_tx,
             }),
         };
-        let mut recovered = recovered;
         let scheduled = std::mem::take(&mut recovered.scheduled);
         broker.restore(recovered).await?;
         let weak = Arc::downgrade(&broker.inner);
@@ -245,15 +254,17 @@ impl Broker {
         s
     }
 
-    /// A session for a new connection whose events and deliveries go to `outbound`.
+    /// A session for a new connection of `user` whose events and deliveries go to `outbound`.
     pub fn new_session(
         &self,
         peer: String,
+        user: Arc<access::Principal>,
         outbound: tokio::sync::mpsc::UnboundedSender<session::Outbound>,
     ) -> Arc<Session> {
-        let session = Session::new(
+        let session = Session::for_user(
             self.inner.next_session_id.fetch_add(1, Ordering::Relaxed),
             peer,
+            user,
             outbound,
         );
         self.inner

@@ -8,6 +8,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, Semaphore};
 
+use super::access::Principal;
 use super::confirm::ReplySink;
 use super::consumer::Consumer;
 use super::event::{Event, RequestId};
@@ -66,6 +67,8 @@ pub struct Session {
     pub publish_permits: Semaphore,
     /// The client's address, for listings and logs.
     pub peer: String,
+    /// Who logged in on this connection, and the virtual host it opened.
+    pub user: Arc<Principal>,
     /// When the connection opened, ms since the epoch.
     pub connected_at_ms: u64,
     /// Publishes received on this connection.
@@ -83,14 +86,26 @@ struct SessionState {
 }
 
 impl Session {
-    /// A session for connection `id` whose events and deliveries go to `outbound`.
+    /// A session for connection `id` with every right (the broker's own, for tests) whose
+    /// events and deliveries go to `outbound`.
     pub fn new(id: u64, peer: String, outbound: mpsc::UnboundedSender<Outbound>) -> Arc<Session> {
+        Session::for_user(id, peer, Principal::internal(), outbound)
+    }
+
+    /// A session for connection `id` of `user` whose events and deliveries go to `outbound`.
+    pub fn for_user(
+        id: u64,
+        peer: String,
+        user: Arc<Principal>,
+        outbound: mpsc::UnboundedSender<Outbound>,
+    ) -> Arc<Session> {
         Arc::new(Session {
             id,
             outbound,
             replies: ReplySink::new(),
             publish_permits: Semaphore::new(MAX_PUBLISHES_IN_FLIGHT),
             peer,
+            user,
             connected_at_ms: crate::message::now_ms(),
             published: std::sync::atomic::AtomicU64::new(0),
             state: Mutex::new(SessionState::default()),

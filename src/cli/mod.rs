@@ -24,10 +24,12 @@ pub mod field;
 pub mod get;
 pub mod message;
 pub mod output;
+pub mod permission;
 pub mod publish;
 pub mod queue;
 pub mod serve;
 pub mod status;
+pub mod user;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -35,7 +37,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use warren_protocol::{FieldTable, FieldValue};
 
-use crate::client::{decode_admin, Client, ClientError};
+use crate::client::{decode_admin, Client, ClientError, ConnectOptions};
 
 pub use self::binding::{BindArgs, BindingCommand};
 pub use self::connection::ConnectionCommand;
@@ -45,10 +47,12 @@ pub use self::definitions::DefinitionsCommand;
 pub use self::dlq::DlqCommand;
 pub use self::exchange::ExchangeCommand;
 pub use self::message::MessageCommand;
+pub use self::permission::PermissionCommand;
 pub use self::publish::PublishArgs;
 pub use self::queue::QueueCommand;
 pub use self::serve::ServeArgs;
 pub use self::status::StatusArgs;
+pub use self::user::UserCommand;
 
 /// The address client commands connect to by default.
 pub const DEFAULT_SERVER: &str = "127.0.0.1:5680";
@@ -80,25 +84,85 @@ pub struct GlobalArgs {
     /// stderr, with a non-zero exit).
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// User to log in as [env: WARREN_USER] [default: guest].
+    #[arg(long, global = true, value_name = "NAME")]
+    pub user: Option<String>,
+    /// Read the login password from the first line of stdin (else WARREN_PASSWORD; `guest`
+    /// for the guest user). For `user add` and `user passwd` it is the new password
+    /// instead, and the login password comes from WARREN_PASSWORD.
+    #[arg(long, global = true)]
+    pub password_stdin: bool,
+    /// Virtual host to work in [env: WARREN_VHOST] [default: /].
+    #[arg(long, global = true, value_name = "VHOST")]
+    pub vhost: Option<String>,
+}
+
+/// The first line of stdin without its line ending: a password.
+///
+/// # Errors
+/// Reading stdin failed or it was empty.
+pub fn read_password_line() -> anyhow::Result<String> {
+    let mut line = String::new();
+    let n = std::io::stdin()
+        .read_line(&mut line)
+        .context("reading the password from stdin")?;
+    if n == 0 {
+        anyhow::bail!("no password on stdin (--password-stdin reads its first line)");
+    }
+    let trimmed = line.trim_end_matches(['\n', '\r']);
+    Ok(trimmed.to_owned())
+}
+
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|s| !s.is_empty())
 }
 
 impl GlobalArgs {
     /// The options as client commands use them: `--server`, else `WARREN_SERVER` (when not
-    /// empty), else [`DEFAULT_SERVER`].
-    pub fn resolve(&self) -> Global {
+    /// empty), else [`DEFAULT_SERVER`]; the credentials likewise (`--user`, `WARREN_USER`,
+    /// `guest`; `--password-stdin`, `WARREN_PASSWORD`, `guest` for guest; `--vhost`,
+    /// `WARREN_VHOST`, `/`). With `stdin_is_login` false, `--password-stdin` is left to the
+    /// command (the new password of `user add`).
+    ///
+    /// # Errors
+    /// Reading the password from stdin failed, or a user other than guest has no password.
+    pub fn resolve(&self, stdin_is_login: bool) -> anyhow::Result<Global> {
         let server = self
             .server
             .clone()
-            .or_else(|| {
-                std::env::var("WARREN_SERVER")
-                    .ok()
-                    .filter(|s| !s.is_empty())
-            })
+            .or_else(|| env_var("WARREN_SERVER"))
             .unwrap_or_else(|| DEFAULT_SERVER.to_owned());
-        Global {
-            server: ServerArg { server },
+        let user = self
+            .user
+            .clone()
+            .or_else(|| env_var("WARREN_USER"))
+            .unwrap_or_else(|| crate::auth::GUEST.to_owned());
+        let password = if self.password_stdin && stdin_is_login {
+            read_password_line()?
+        } else if let Some(p) = env_var("WARREN_PASSWORD") {
+            p
+        } else if user == crate::auth::GUEST {
+            crate::auth::GUEST.to_owned()
+        } else {
+            anyhow::bail!(
+                "no password for user '{user}': pipe it to --password-stdin or set WARREN_PASSWORD"
+            );
+        };
+        let vhost_given = self.vhost.clone().or_else(|| env_var("WARREN_VHOST"));
+        let vhost = vhost_given.clone().unwrap_or_else(|| "/".to_owned());
+        Ok(Global {
+            server: ServerArg {
+                server,
+                options: ConnectOptions {
+                    user,
+                    password,
+                    vhost,
+                },
+            },
             quiet: self.quiet,
-        }
+            vhost_given,
+            password_stdin: self.password_stdin,
+        })
     }
 }
 
@@ -109,6 +173,10 @@ pub struct Global {
     pub server: ServerArg,
     /// `--quiet`: no success lines.
     pub quiet: bool,
+    /// `--vhost` (or `WARREN_VHOST`) when given: the filter of `permission list`.
+    pub vhost_given: Option<String>,
+    /// `--password-stdin`: for `user add` and `user passwd`, the new password is on stdin.
+    pub password_stdin: bool,
 }
 
 impl Global {
@@ -203,16 +271,31 @@ pub enum Command {
         #[command(subcommand)]
         command: DefinitionsCommand,
     },
+    /// Add, delete or list users; change their passwords and tags (administrators only).
+    User {
+        /// The user operation.
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Set, clear or list what users may do in virtual hosts (administrators only).
+    Permission {
+        /// The permission operation.
+        #[command(subcommand)]
+        command: PermissionCommand,
+    },
     /// Measure end-to-end throughput and latency (an in-process broker unless --server is
     /// given on the command line; WARREN_SERVER does not count).
     Bench(bench::BenchArgs),
 }
 
-/// The server a client command talks to (`--server`, `WARREN_SERVER` or the default).
+/// The server a client command talks to (`--server`, `WARREN_SERVER` or the default), and
+/// who it logs in as.
 #[derive(Debug, Clone)]
 pub struct ServerArg {
     /// Address of the Warren server, `host:port`.
     pub server: String,
+    /// User, password and virtual host.
+    pub options: ConnectOptions,
 }
 
 impl ServerArg {
@@ -222,7 +305,7 @@ impl ServerArg {
     /// The connection or handshake failed: `connecting to 127.0.0.1:5680: Connection refused
     /// (os error 111)`.
     pub async fn connect(&self) -> anyhow::Result<Client> {
-        match Client::connect(&self.server).await {
+        match Client::connect_with(&self.server, &self.options).await {
             Ok(client) => Ok(client),
             // It names the address already: `127.0.0.1:5711 answered with HTTP, ...`.
             Err(e @ ClientError::NotWarren { .. }) => Err(e.into()),
@@ -279,7 +362,13 @@ pub struct ListArgs {
 /// Whatever the command hit, with context; for [`Command::Serve`] an error saying that
 /// the daemon is started elsewhere.
 pub async fn run_client_command(command: Command, global: &GlobalArgs) -> anyhow::Result<()> {
-    let g = &global.resolve();
+    let new_password_on_stdin = matches!(
+        command,
+        Command::User {
+            command: UserCommand::Add(_) | UserCommand::Passwd(_)
+        }
+    );
+    let g = &global.resolve(!new_password_on_stdin)?;
     match command {
         Command::Serve(_) => {
             anyhow::bail!("`warren serve` runs the daemon; it is not a client command")
@@ -299,6 +388,8 @@ pub async fn run_client_command(command: Command, global: &GlobalArgs) -> anyhow
         Command::Dlq { command } => dlq::run(command, g).await,
         Command::Message { command } => message::run(command, g).await,
         Command::Definitions { command } => definitions::run(command, g).await,
+        Command::User { command } => user::run(command, g).await,
+        Command::Permission { command } => permission::run(command, g).await,
         // Without --server on its command line, bench starts a broker in this process.
         Command::Bench(args) => bench::run(args, global.server.clone()).await,
     }
@@ -381,7 +472,10 @@ mod tests {
         // The env var may be set in the test environment; only check the flag wins.
         let cli = Cli::try_parse_from(["warren", "queue", "purge", "q", "--server", "10.0.0.1:1"])
             .unwrap();
-        assert_eq!(cli.global.resolve().server.server, "10.0.0.1:1");
+        assert_eq!(
+            cli.global.resolve(true).expect("resolves").server.server,
+            "10.0.0.1:1"
+        );
     }
 
     #[test]
@@ -401,6 +495,20 @@ mod tests {
                 }
             ));
         }
+    }
+
+    #[test]
+    fn a_command_naming_a_user_does_not_change_who_logs_in() {
+        let cli =
+            Cli::try_parse_from(["warren", "--user", "ops", "permission", "set", "app"]).unwrap();
+        assert_eq!(cli.global.user.as_deref(), Some("ops"));
+        let Command::Permission {
+            command: PermissionCommand::Set(args),
+        } = cli.command
+        else {
+            panic!("expected permission set");
+        };
+        assert_eq!(args.user, "app");
     }
 
     #[test]

@@ -37,12 +37,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 use warren_protocol::{
     client_preface, Cancel, Close, Confirm, DecodeError, Envelope, ErrorCode, Frame, FrameCodec,
-    Hello, RequestId, PROTOCOL_VERSION,
+    Hello, Mechanism, Open, RequestId, PROTOCOL_VERSION,
 };
 
 use crate::client::consumer::{CancelReason, ConsumerEvent};
 use crate::client::error::{not_warren, ClientError, NO_CLOSE_CODE};
 use crate::client::publish::PublishOutcome;
+use crate::client::ConnectOptions;
 
 /// Frames the writer queue holds before callers wait for room.
 pub(crate) const WRITER_QUEUE_FRAMES: usize = 1024;
@@ -148,6 +149,58 @@ pub(crate) enum Flow {
     Stop,
 }
 
+/// Sends `Open` (PROTOCOL.md §3) and waits for the server's answer: `Ok`, or the refusal as
+/// [`ClientError::Server`] (`403 ACCESS_REFUSED`, `404 NOT_FOUND` for an unknown virtual
+/// host).
+async fn open(
+    reader: &mut FramedRead<tokio::net::tcp::OwnedReadHalf, FrameCodec>,
+    write: &mut tokio::net::tcp::OwnedWriteHalf,
+    options: &ConnectOptions,
+) -> Result<(), ClientError> {
+    // The id is free: no other request exists yet, and the answer comes before any other.
+    const OPEN_REQUEST_ID: RequestId = 1;
+    let open = Frame::Open(Open {
+        mechanism: Mechanism::Password,
+        user: options.user.clone(),
+        password: bytes::Bytes::copy_from_slice(options.password.as_bytes()),
+        vhost: options.vhost.clone(),
+    });
+    write
+        .write_all(&Envelope::new(OPEN_REQUEST_ID, open).to_bytes())
+        .await?;
+    loop {
+        match reader.next().await {
+            None => {
+                return Err(ClientError::Handshake(
+                    "the server closed the connection before answering Open".into(),
+                ))
+            }
+            Some(Err(DecodeError::Io(e))) => {
+                return Err(ClientError::Handshake(format!(
+                    "reading the server's answer to Open: {e}"
+                )))
+            }
+            Some(Err(e)) => return Err(ClientError::Protocol(e)),
+            Some(Ok(env)) => match env.frame {
+                Frame::Heartbeat => {}
+                Frame::Ok => return Ok(()),
+                Frame::Error(e) => {
+                    return Err(ClientError::Server {
+                        code: e.code,
+                        message: e.message,
+                    })
+                }
+                other => {
+                    return Err(ClientError::Handshake(format!(
+                        "expected Ok or Error in answer to Open, got {}",
+                        other.opcode().name()
+                    )))
+                }
+            },
+        }
+    }
+}
+
 /// State shared by the client handles and the connection's tasks.
 pub(crate) struct Connection {
     writer: mpsc::Sender<Envelope>,
@@ -167,7 +220,7 @@ pub(crate) struct Opened {
 
 /// Opens a TCP connection, performs the handshake and starts the tasks. The caller bounds
 /// it with a timeout.
-pub(crate) async fn connect(addr: &str) -> Result<Opened, ClientError> {
+pub(crate) async fn connect(addr: &str, options: &ConnectOptions) -> Result<Opened, ClientError> {
     let mut stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
     stream.write_all(&client_preface(PROTOCOL_VERSION)).await?;
@@ -216,6 +269,8 @@ pub(crate) async fn connect(addr: &str) -> Result<Opened, ClientError> {
     reader
         .decoder_mut()
         .set_max_frame_size(hello.max_frame_size);
+    let mut write_half = write_half;
+    open(&mut reader, &mut write_half, options).await?;
     let writer = FramedWrite::new(write_half, FrameCodec::new(hello.max_frame_size));
 
     let (tx, rx) = mpsc::channel(WRITER_QUEUE_FRAMES);

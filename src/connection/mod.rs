@@ -14,7 +14,9 @@ mod writer;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
@@ -22,9 +24,10 @@ use warren_protocol::{
     handshake, Envelope, ErrorCode, ErrorFrame, Frame, FrameCodec, Hello, PROTOCOL_VERSION,
 };
 
+use crate::broker::access::Principal;
 use crate::broker::Broker;
 
-/// How long a client has to send its preface.
+/// How long a client has to send its preface, and then its `Open`.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Connection settings shared by every connection.
@@ -54,10 +57,19 @@ pub async fn run(
             return;
         }
     }
-    let (read_half, write_half) = socket.into_split();
+    let peer_ip = socket.peer_addr().ok().map(|a| a.ip());
+    let (read_half, mut write_half) = socket.into_split();
+    let mut frames = FramedRead::new(read_half, FrameCodec::new(config.max_frame_size));
+    let user = match open(&mut frames, &mut write_half, &broker, peer_ip).await {
+        Ok(user) => user,
+        Err(reason) => {
+            tracing::info!(%peer, %reason, "connection refused");
+            return;
+        }
+    };
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let session = broker.new_session(peer.clone(), tx);
-    tracing::info!(%peer, connection = session.id, "connection opened");
+    let session = broker.new_session(peer.clone(), user.clone(), tx);
+    tracing::info!(%peer, connection = session.id, user = %user.name, vhost = %user.vhost, "connection opened");
     let stop_writer = CancellationToken::new();
     // Publishes are held to the publish headroom, so every frame built from one fits.
     let out_codec = FrameCodec::new(config.max_frame_size);
@@ -68,7 +80,6 @@ pub async fn run(
         stop_writer.clone(),
         config.heartbeat,
     ));
-    let frames = FramedRead::new(read_half, FrameCodec::new(config.max_frame_size));
     let reason = reader::run(frames, &broker, &session, &config, &shutdown).await;
     broker.close_session(&session).await;
     stop_writer.cancel();
@@ -119,4 +130,73 @@ async fn handshake(socket: &mut TcpStream, config: &ConnectionConfig) -> Result<
         }
         None => Ok(()),
     }
+}
+
+/// After `Hello`: waits for the client's `Open` and checks it (PROTOCOL.md §3). Answers `Ok`
+/// and returns who logged in, or answers the refusal and returns why; the caller then
+/// drops the socket. Frames pipelined behind the `Open` stay buffered in `frames` for the
+/// read loop.
+async fn open(
+    frames: &mut FramedRead<OwnedReadHalf, FrameCodec>,
+    write: &mut OwnedWriteHalf,
+    broker: &Broker,
+    peer: Option<std::net::IpAddr>,
+) -> Result<Arc<Principal>, String> {
+    let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+    let (id, open) = loop {
+        match tokio::time::timeout_at(deadline, frames.next()).await {
+            Err(_) => return Err("no Open within the handshake timeout".into()),
+            Ok(None) => return Err("the client left before Open".into()),
+            Ok(Some(Err(e))) => {
+                let err = ErrorFrame::new(ErrorCode::FrameError, e.to_string());
+                refuse(frames, write, 0, err).await;
+                return Err(format!("bad frame before Open: {e}"));
+            }
+            Ok(Some(Ok(env))) => match env.frame {
+                Frame::Heartbeat => {}
+                Frame::Open(open) if env.request_id != 0 => break (env.request_id, open),
+                other => {
+                    let err = ErrorFrame::new(
+                        ErrorCode::AccessRefused,
+                        "the connection is not open: send Open first",
+                    );
+                    refuse(frames, write, 0, err).await;
+                    return Err(format!("{} before Open", other.opcode().name()));
+                }
+            },
+        }
+    };
+    match broker.authenticate(&open, peer).await {
+        Ok(user) => {
+            let ok = Envelope::new(id, Frame::Ok).to_bytes();
+            write
+                .write_all(&ok)
+                .await
+                .map_err(|e| format!("writing the Open reply: {e}"))?;
+            Ok(user)
+        }
+        Err(e) => {
+            let reason = format!("user '{}' refused: {e}", open.user);
+            refuse(frames, write, id, ErrorFrame::new(e.code(), e.to_string())).await;
+            Err(reason)
+        }
+    }
+}
+
+/// Sends a refusal, ends the sending side and reads on (bounded) until the client leaves:
+/// closing with unread input would reset the connection and could destroy the refusal on
+/// its way to the client.
+async fn refuse(
+    frames: &mut FramedRead<OwnedReadHalf, FrameCodec>,
+    write: &mut OwnedWriteHalf,
+    request_id: u64,
+    error: ErrorFrame,
+) {
+    let bytes = Envelope::new(request_id, Frame::Error(error)).to_bytes();
+    if write.write_all(&bytes).await.is_err() {
+        return;
+    }
+    let _ = write.shutdown().await;
+    let until = tokio::time::Instant::now() + Duration::from_secs(1);
+    while let Ok(Some(Ok(_))) = tokio::time::timeout_at(until, frames.next()).await {}
 }

@@ -196,6 +196,110 @@ impl BindingRecord {
     }
 }
 
+/// A user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    /// Name.
+    pub name: String,
+    /// The argon2id hash of the password as a PHC string; `None`: the user cannot log in
+    /// with a password (imported from a system whose hashes Warren cannot verify).
+    pub password_hash: Option<String>,
+    /// Tags (`administrator`, `monitoring`, or anything else), sorted, without duplicates.
+    pub tags: Vec<String>,
+}
+
+/// What a user may do in one virtual host: three regular expressions over resource names,
+/// as RabbitMQ's configure / write / read permissions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PermissionRecord {
+    /// The user.
+    pub user: String,
+    /// The virtual host.
+    pub vhost: String,
+    /// Declaring and deleting queues and exchanges.
+    pub configure: String,
+    /// Publishing to exchanges, binding to queues.
+    pub write: String,
+    /// Consuming from queues, binding from exchanges.
+    pub read: String,
+}
+
+impl UserRecord {
+    /// Encodes the record.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = BytesMut::new();
+        b.put_u8(RECORD_V1);
+        put_str16(&mut b, &self.name);
+        match &self.password_hash {
+            Some(h) => {
+                b.put_u8(1);
+                put_str16(&mut b, h);
+            }
+            None => b.put_u8(0),
+        }
+        b.put_u16_le(u16::try_from(self.tags.len()).unwrap_or(u16::MAX));
+        for t in self.tags.iter().take(usize::from(u16::MAX)) {
+            put_str16(&mut b, t);
+        }
+        b.to_vec()
+    }
+
+    /// Decodes a record.
+    pub fn decode(raw: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(Bytes::copy_from_slice(raw));
+        header(&mut r, "user record version")?;
+        let name = r.str16("user")?;
+        let password_hash = match r.flags("user record flags", 1)? {
+            0 => None,
+            _ => Some(r.str16("password hash")?),
+        };
+        let n = r.u16()?;
+        let mut tags = Vec::with_capacity(usize::from(n).min(r.remaining() / 2));
+        for _ in 0..n {
+            tags.push(r.str16("tag")?);
+        }
+        r.finish("user record")?;
+        Ok(UserRecord {
+            name,
+            password_hash,
+            tags,
+        })
+    }
+}
+
+impl PermissionRecord {
+    /// Encodes the record.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = BytesMut::new();
+        b.put_u8(RECORD_V1);
+        for s in [
+            &self.user,
+            &self.vhost,
+            &self.configure,
+            &self.write,
+            &self.read,
+        ] {
+            put_str16(&mut b, s);
+        }
+        b.to_vec()
+    }
+
+    /// Decodes a record.
+    pub fn decode(raw: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(Bytes::copy_from_slice(raw));
+        header(&mut r, "permission record version")?;
+        let rec = PermissionRecord {
+            user: r.str16("user")?,
+            vhost: r.str16("vhost")?,
+            configure: r.str16("configure")?,
+            write: r.str16("write")?,
+            read: r.str16("read")?,
+        };
+        r.finish("permission record")?;
+        Ok(rec)
+    }
+}
+
 /// Encodes a message for the `MESSAGES` table.
 pub fn encode_message(m: &Message, dst: &mut BytesMut) {
     dst.put_u8(RECORD_V1);
@@ -221,6 +325,33 @@ pub fn decode_message(raw: &[u8]) -> Result<Message, DecodeError> {
 mod tests {
     use super::*;
     use warren_protocol::FieldValue;
+
+    #[test]
+    fn user_and_permission_records_roundtrip() {
+        for u in [
+            UserRecord {
+                name: "ops".into(),
+                password_hash: Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into()),
+                tags: vec!["administrator".into(), "monitoring".into()],
+            },
+            UserRecord {
+                name: "imported".into(),
+                password_hash: None,
+                tags: vec![],
+            },
+        ] {
+            assert_eq!(UserRecord::decode(&u.encode()).unwrap(), u);
+        }
+        let p = PermissionRecord {
+            user: "ops".into(),
+            vhost: "/".into(),
+            configure: "^amq\\.gen.*".into(),
+            write: ".*".into(),
+            read: "".into(),
+        };
+        assert_eq!(PermissionRecord::decode(&p.encode()).unwrap(), p);
+        assert!(UserRecord::decode(&[1, 0]).is_err());
+    }
 
     #[test]
     fn records_roundtrip() {

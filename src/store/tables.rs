@@ -42,3 +42,10 @@ pub type QueueEntryValue = (u32, u32, u64, u64);
 /// `(due at, message id) → MessageRecord`: published messages held until their not-before
 /// time, then routed. Due times are ms since the epoch; the scan order is release order.
 pub const SCHEDULED: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("scheduled");
+
+/// `user name → UserRecord`: users, with their argon2id password hashes (PHC strings, never
+/// the password) and tags.
+pub const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
+
+/// `(user name, virtual host) → PermissionRecord`: what a user may do in a virtual host.
+pub const PERMISSIONS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("permissions");

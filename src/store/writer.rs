@@ -464,6 +464,34 @@ fn apply_topology(
                 .remove(&rec.encode()[..])
                 .map_err(redb_err(ctx))?;
         }
+        TopologyChange::PutUser(rec) => {
+            txn.open_table(USERS)
+                .map_err(redb_err(ctx))?
+                .insert(rec.name.as_str(), &rec.encode()[..])
+                .map_err(redb_err(ctx))?;
+        }
+        TopologyChange::DeleteUser(name) => {
+            txn.open_table(USERS)
+                .map_err(redb_err(ctx))?
+                .remove(name.as_str())
+                .map_err(redb_err(ctx))?;
+            txn.open_table(PERMISSIONS)
+                .map_err(redb_err(ctx))?
+                .retain(|(user, _), _| user != name)
+                .map_err(redb_err(ctx))?;
+        }
+        TopologyChange::PutPermission(rec) => {
+            txn.open_table(PERMISSIONS)
+                .map_err(redb_err(ctx))?
+                .insert((rec.user.as_str(), rec.vhost.as_str()), &rec.encode()[..])
+                .map_err(redb_err(ctx))?;
+        }
+        TopologyChange::DeletePermission { user, vhost } => {
+            txn.open_table(PERMISSIONS)
+                .map_err(redb_err(ctx))?
+                .remove((user.as_str(), vhost.as_str()))
+                .map_err(redb_err(ctx))?;
+        }
     }
     Ok(())
 }

@@ -7,7 +7,8 @@
 //! - `listing.rs`: `status` and the `*.list`/`queue.inspect` listings;
 //! - `dlq.rs`: dead-letter operations (`dlq.peek`, `dlq.replay`, `dlq.purge`), and
 //!   `queue.peek` and `message.delete`, which use the same selection of ready messages;
-//! - `definitions.rs`: `definitions.export` and `definitions.import`.
+//! - `definitions.rs`: `definitions.export` and `definitions.import`;
+//! - `../access.rs`: `user.*` and `permission.*` (administrators only).
 
 mod definitions;
 mod dlq;
@@ -22,10 +23,12 @@ use serde::Serialize;
 use serde_json::Value;
 use warren_protocol::{FieldTable, FieldValue};
 
+use super::access::parse_tags;
 use super::queue::Queue;
 use super::session::Session;
 use super::Broker;
 use crate::error::BrokerError;
+use crate::store::codec::PermissionRecord;
 use dlq::Filter;
 use listing::queue_info;
 
@@ -135,6 +138,10 @@ impl Broker {
                     .message_delete(req_str(args, "queue")?, req_str(args, "id")?)
                     .await?,
             ),
+            "user.add" | "user.delete" | "user.list" | "user.passwd" | "user.tags"
+            | "permission.set" | "permission.clear" | "permission.list" => {
+                self.access_admin(session, command, args).await
+            }
             "definitions.export" => encode(&self.definitions_export()),
             "definitions.import" => {
                 let text = req_str(args, "definitions")?;
@@ -142,6 +149,70 @@ impl Broker {
                     BrokerError::invalid("definitions", format!("not valid JSON: {e}"))
                 })?;
                 encode(&self.definitions_import(session, &doc).await?)
+            }
+            other => Err(BrokerError::CommandInvalid(format!(
+                "unknown admin command '{other}'"
+            ))),
+        }
+    }
+
+    /// The commands on users and permissions: administrators only.
+    async fn access_admin(
+        &self,
+        session: &Session,
+        command: &str,
+        args: &FieldTable,
+    ) -> Result<Bytes, BrokerError> {
+        if !session.user.is_administrator() {
+            return Err(BrokerError::AccessRefused(format!(
+                "{command} needs the administrator tag; user '{}' does not have it",
+                session.user.name
+            )));
+        }
+        let tags = |args| opt_str(args, "tags").map(|t| t.map(parse_tags));
+        match command {
+            "user.add" => {
+                let tags = tags(args)?.unwrap_or_default();
+                self.user_add(req_str(args, "name")?, opt_str(args, "password")?, tags)
+                    .await?;
+                encode(&serde_json::json!({}))
+            }
+            "user.delete" => {
+                self.user_delete(req_str(args, "name")?).await?;
+                encode(&serde_json::json!({}))
+            }
+            "user.list" => encode(&self.user_list()),
+            "user.passwd" => {
+                let password = req_str(args, "password")?;
+                self.user_update(req_str(args, "name")?, Some(password), None)
+                    .await?;
+                encode(&serde_json::json!({}))
+            }
+            "user.tags" => {
+                let tags = tags(args)?.unwrap_or_default();
+                self.user_update(req_str(args, "name")?, None, Some(tags))
+                    .await?;
+                encode(&serde_json::json!({}))
+            }
+            "permission.set" => {
+                let pattern = |name| opt_str(args, name).map(|p| p.unwrap_or("").to_owned());
+                self.permission_set(PermissionRecord {
+                    user: req_str(args, "user")?.to_owned(),
+                    vhost: req_str(args, "vhost")?.to_owned(),
+                    configure: pattern("configure")?,
+                    write: pattern("write")?,
+                    read: pattern("read")?,
+                })
+                .await?;
+                encode(&serde_json::json!({}))
+            }
+            "permission.clear" => {
+                self.permission_clear(req_str(args, "user")?, req_str(args, "vhost")?)
+                    .await?;
+                encode(&serde_json::json!({}))
+            }
+            "permission.list" => {
+                encode(&self.permission_list(opt_str(args, "user")?, opt_str(args, "vhost")?))
             }
             other => Err(BrokerError::CommandInvalid(format!(
                 "unknown admin command '{other}'"
@@ -212,7 +283,11 @@ mod tests {
         .await
         .expect("opening a broker");
         let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-        let s = b.new_session("127.0.0.1:1".into(), tx);
+        let s = b.new_session(
+            "127.0.0.1:1".into(),
+            crate::broker::access::Principal::internal(),
+            tx,
+        );
         b.declare_exchange(ExchangeDeclare {
             name: "logs".into(),
             kind: ExchangeKind::Topic,
