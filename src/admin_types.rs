@@ -218,6 +218,15 @@ pub struct ConnectionInfo {
     pub published: u64,
 }
 
+/// One entry of `vhost.list`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct VhostInfo {
+    /// Name.
+    pub name: String,
+    /// How many queues it has.
+    pub queues: u64,
+}
+
 /// One entry of `user.list`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct UserInfo {

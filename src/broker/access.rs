@@ -23,8 +23,7 @@ use crate::error::BrokerError;
 use crate::store::codec::{PermissionRecord, UserRecord};
 use crate::store::TopologyChange;
 
-/// The one virtual host there is (until virtual hosts can be added).
-pub const DEFAULT_VHOST: &str = "/";
+use super::vhost::DEFAULT_VHOST;
 
 /// How long a failed login waits before it is answered: slows password guessing down and
 /// hides how long the check took.
@@ -203,7 +202,7 @@ impl Broker {
                 "user 'guest' can only connect from localhost (delete it and add your own users: docs/access-control.md)".into(),
             ));
         }
-        if open.vhost != DEFAULT_VHOST {
+        if self.vhost(&open.vhost).is_none() {
             return Err(BrokerError::not_found("vhost", &open.vhost));
         }
         let permitted = access
@@ -345,6 +344,16 @@ impl Broker {
 }
 
 impl Broker {
+    /// Drops every permission on virtual host `vhost` from memory (the store dropped them
+    /// with it).
+    pub(crate) fn forget_vhost_permissions(&self, vhost: &str) {
+        self.inner
+            .access
+            .permissions
+            .write()
+            .retain(|(_, v), _| v != vhost);
+    }
+
     /// `permission.list`: every permission (of one user, or in one virtual host, when
     /// given), by user and virtual host.
     pub(crate) fn permission_list(
@@ -381,7 +390,7 @@ impl Broker {
         if self.inner.access.user(&record.user).is_none() {
             return Err(BrokerError::not_found("user", &record.user));
         }
-        if record.vhost != DEFAULT_VHOST {
+        if self.vhost(&record.vhost).is_none() {
             return Err(BrokerError::not_found("vhost", &record.vhost));
         }
         self.inner

@@ -13,6 +13,7 @@ use super::confirm::ReplySink;
 use super::consumer::Consumer;
 use super::event::{Event, RequestId};
 use super::queue::{consumer_timeout, timed_out, Queue};
+use super::vhost::VHost;
 use crate::message::QueuedMessage;
 
 /// Publishes a connection may have between being read and being confirmed. Past this the
@@ -69,6 +70,8 @@ pub struct Session {
     pub peer: String,
     /// Who logged in on this connection, and the virtual host it opened.
     pub user: Arc<Principal>,
+    /// The virtual host it works in, looked up once at `Open`.
+    pub vhost: Arc<VHost>,
     /// When the connection opened, ms since the epoch.
     pub connected_at_ms: u64,
     /// Publishes received on this connection.
@@ -89,17 +92,25 @@ impl Session {
     /// A session for connection `id` with every right (the broker's own, for tests) whose
     /// events and deliveries go to `outbound`.
     pub fn new(id: u64, peer: String, outbound: mpsc::UnboundedSender<Outbound>) -> Arc<Session> {
-        Session::for_user(id, peer, Principal::internal(), outbound)
+        Session::for_user(
+            id,
+            peer,
+            Principal::internal(),
+            VHost::new(super::vhost::DEFAULT_VHOST),
+            outbound,
+        )
     }
 
-    /// A session for connection `id` of `user` whose events and deliveries go to `outbound`.
+    /// A session for connection `id` of `user` in `vhost` whose events and deliveries go to `outbound`.
     pub fn for_user(
         id: u64,
         peer: String,
         user: Arc<Principal>,
+        vhost: Arc<VHost>,
         outbound: mpsc::UnboundedSender<Outbound>,
     ) -> Arc<Session> {
         Arc::new(Session {
+            vhost,
             id,
             outbound,
             replies: ReplySink::new(),

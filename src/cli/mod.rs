@@ -30,6 +30,7 @@ pub mod queue;
 pub mod serve;
 pub mod status;
 pub mod user;
+pub mod vhost;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -53,6 +54,7 @@ pub use self::queue::QueueCommand;
 pub use self::serve::ServeArgs;
 pub use self::status::StatusArgs;
 pub use self::user::UserCommand;
+pub use self::vhost::VhostCommand;
 
 /// The address client commands connect to by default.
 pub const DEFAULT_SERVER: &str = "127.0.0.1:5680";
@@ -180,6 +182,16 @@ pub struct Global {
 }
 
 impl Global {
+    /// The same options with the connection opening `/`: the commands on users, virtual
+    /// hosts and permissions are not about the virtual host they run in (`permission`
+    /// takes its target from `--vhost`, `vhost_given`), and the one to change may not exist
+    /// yet, or the administrator may have no permissions there.
+    pub fn at_default_vhost(&self) -> Global {
+        let mut g = self.clone();
+        g.server.options.vhost = "/".to_owned();
+        g
+    }
+
     /// Prints the one line a command that changed something ends with
     /// (`queue 'jobs' purged: 3 messages`), unless `--quiet`.
     ///
@@ -282,6 +294,12 @@ pub enum Command {
         /// The permission operation.
         #[command(subcommand)]
         command: PermissionCommand,
+    },
+    /// Add, delete or list virtual hosts (administrators only).
+    Vhost {
+        /// The vhost operation.
+        #[command(subcommand)]
+        command: VhostCommand,
     },
     /// Measure end-to-end throughput and latency (an in-process broker unless --server is
     /// given on the command line; WARREN_SERVER does not count).
@@ -388,8 +406,9 @@ pub async fn run_client_command(command: Command, global: &GlobalArgs) -> anyhow
         Command::Dlq { command } => dlq::run(command, g).await,
         Command::Message { command } => message::run(command, g).await,
         Command::Definitions { command } => definitions::run(command, g).await,
-        Command::User { command } => user::run(command, g).await,
-        Command::Permission { command } => permission::run(command, g).await,
+        Command::User { command } => user::run(command, &g.at_default_vhost()).await,
+        Command::Permission { command } => permission::run(command, &g.at_default_vhost()).await,
+        Command::Vhost { command } => vhost::run(command, &g.at_default_vhost()).await,
         // Without --server on its command line, bench starts a broker in this process.
         Command::Bench(args) => bench::run(args, global.server.clone()).await,
     }

@@ -1,5 +1,6 @@
 //! `warren permission set|clear|list`: what users may do in virtual hosts (administrators
-//! only; docs/access-control.md). The virtual host is the global `--vhost`.
+//! only; docs/access-control.md). The virtual host is the global `--vhost`; the connection
+//! itself opens `/`.
 
 use clap::{Args, Subcommand};
 use warren_protocol::FieldValue;
@@ -66,7 +67,7 @@ pub struct PermissionListArgs {
 /// Connecting failed or the server refused.
 pub async fn run(command: PermissionCommand, global: &Global) -> anyhow::Result<()> {
     let text = |s: &str| Some(FieldValue::String(s.to_owned()));
-    let vhost = global.server.options.vhost.clone();
+    let vhost = global.vhost_given.clone().unwrap_or_else(|| "/".to_owned());
     match command {
         PermissionCommand::Set(args) => {
             let arguments = admin_args([

@@ -149,3 +149,33 @@ pub fn user_table(users: &[UserInfo]) -> String {
     }
     table.render()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_show_tags_and_whether_they_have_a_password() {
+        let text = user_table(&[
+            UserInfo {
+                name: "app".into(),
+                tags: vec!["billing".into()],
+                has_password: true,
+            },
+            UserInfo {
+                name: "guest".into(),
+                tags: vec!["administrator".into()],
+                has_password: true,
+            },
+            UserInfo {
+                name: "imported".into(),
+                tags: vec![],
+                has_password: false,
+            },
+        ]);
+        assert_eq!(
+            text,
+            "NAME      TAGS           PASSWORD\napp       billing        yes\nguest     administrator  yes\nimported                 none\n"
+        );
+    }
+}

@@ -226,19 +226,21 @@ async fn dispatch(
         }
         Frame::CloseOk => return Ok(Flow::Close),
         Frame::ExchangeDeclare(d) => {
-            broker.declare_exchange(d).await?;
+            broker.declare_exchange(session, d).await?;
             reply(Event::Ok);
         }
         Frame::ExchangeDelete(d) => {
-            broker.delete_exchange(&d.name, d.if_unused).await?;
+            broker
+                .delete_exchange(session, &d.name, d.if_unused)
+                .await?;
             reply(Event::Ok);
         }
         Frame::ExchangeBind(b) => {
-            broker.bind_exchange(b).await?;
+            broker.bind_exchange(session, b).await?;
             reply(Event::Ok);
         }
         Frame::ExchangeUnbind(b) => {
-            broker.unbind_exchange(b).await?;
+            broker.unbind_exchange(session, b).await?;
             reply(Event::Ok);
         }
         Frame::QueueDeclare(d) => reply(Event::QueueDeclareOk(

@@ -26,7 +26,9 @@ use thiserror::Error;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::message::Message;
-use codec::{BindingRecord, ExchangeRecord, PermissionRecord, QueueRecord, UserRecord};
+use codec::{
+    BindingRecord, ExchangeRecord, PermissionRecord, QueueRecord, UserRecord, VhostRecord,
+};
 use tables::*;
 
 pub use hooks::{CommitHooks, Rows};
@@ -161,11 +163,18 @@ pub enum TopologyChange {
     /// Insert or replace an exchange.
     PutExchange(ExchangeRecord),
     /// Delete an exchange and the bindings it is the source or destination of.
-    DeleteExchange(String),
+    DeleteExchange {
+        /// Its virtual host.
+        vhost: String,
+        /// Its name.
+        name: String,
+    },
     /// Insert or replace a queue.
     PutQueue(QueueRecord),
     /// Delete a queue, its bindings and every message it holds.
     DeleteQueue {
+        /// Its virtual host.
+        vhost: String,
         /// Queue id.
         id: u64,
         /// Queue name.
@@ -175,6 +184,11 @@ pub enum TopologyChange {
     PutBinding(BindingRecord),
     /// Delete a binding.
     DeleteBinding(BindingRecord),
+    /// Insert a virtual host.
+    PutVhost(VhostRecord),
+    /// Delete a virtual host with everything in it: exchanges, queues and their messages,
+    /// bindings, permissions. One transaction, so a crash leaves all or nothing.
+    DeleteVhost(String),
     /// Insert or replace a user.
     PutUser(UserRecord),
     /// Delete a user and its permissions.
@@ -383,6 +397,8 @@ pub struct Recovered {
     pub bindings: Vec<BindingRecord>,
     /// Scheduled messages, in release order.
     pub scheduled: Vec<ScheduledMessage>,
+    /// Virtual hosts.
+    pub vhosts: Vec<VhostRecord>,
     /// Users.
     pub users: Vec<UserRecord>,
     /// Permissions, by user and virtual host.
@@ -697,6 +713,8 @@ fn init_schema(db: &Database) -> Result<(), StoreError> {
         txn.open_table(SCHEDULED)
             .map_err(redb_err("creating tables"))?;
         txn.open_table(USERS).map_err(redb_err("creating tables"))?;
+        txn.open_table(VHOSTS)
+            .map_err(redb_err("creating tables"))?;
         txn.open_table(PERMISSIONS)
             .map_err(redb_err("creating tables"))?;
         seed_guest(&txn, &mut meta)?;
@@ -704,8 +722,9 @@ fn init_schema(db: &Database) -> Result<(), StoreError> {
     txn.commit().map_err(redb_err("initialising the store"))
 }
 
-/// The meta key set once `guest` has been created: a data directory gets `guest` once, when
-/// it is new (or older than users), and an operator who deletes it is not overruled later.
+/// The meta key set once `guest` and `/` have been created: a data directory gets them once,
+/// when it is new (or older than users), and an operator who deletes them is not overruled
+/// later.
 const GUEST_SEEDED: &str = "guest_seeded";
 
 /// Creates `guest` (password `guest`, tag `administrator`, every permission on `/`) in a data
@@ -718,6 +737,15 @@ fn seed_guest(
     if meta.get(GUEST_SEEDED).map_err(redb_err(ctx))?.is_some() {
         return Ok(());
     }
+    // `/` comes with guest: a new data directory, or one from before virtual hosts, whose
+    // records all belong to `/`.
+    let root = VhostRecord {
+        name: codec::DEFAULT_VHOST.to_owned(),
+    };
+    txn.open_table(VHOSTS)
+        .map_err(redb_err(ctx))?
+        .insert(root.name.as_str(), &root.encode()[..])
+        .map_err(redb_err(ctx))?;
     let hash = crate::auth::hash_password(crate::auth::GUEST.as_bytes())
         .map_err(|e| StoreError::Seed(e.to_string()))?;
     let user = UserRecord {
@@ -829,6 +857,16 @@ fn recover(db: &Database) -> Result<(Recovered, u64), StoreError> {
             id,
             message: Arc::new(message),
         });
+    }
+    for row in txn
+        .open_table(VHOSTS)
+        .map_err(redb_err(ctx))?
+        .iter()
+        .map_err(redb_err(ctx))?
+    {
+        let (k, v) = row.map_err(redb_err(ctx))?;
+        out.vhosts
+            .push(VhostRecord::decode(v.value()).map_err(|e| corrupt("vhosts", k.value(), e))?);
     }
     for row in txn
         .open_table(USERS)

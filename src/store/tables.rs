@@ -12,10 +12,15 @@ pub const SCHEMA_VERSION: u64 = 1;
 /// `&str → u64`: store-wide values (`schema_version`).
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
-/// `exchange name → ExchangeRecord`: durable exchanges.
+/// `vhost name → VhostRecord`: virtual hosts.
+pub const VHOSTS: TableDefinition<&str, &[u8]> = TableDefinition::new("vhosts");
+
+/// `entity key → ExchangeRecord`: durable exchanges. The key is the name in `/` and
+/// `vhost NUL name` elsewhere ([`super::codec::entity_key`]).
 pub const EXCHANGES: TableDefinition<&str, &[u8]> = TableDefinition::new("exchanges");
 
-/// `queue name → QueueRecord`: durable queues, with their numeric id and arguments.
+/// `entity key → QueueRecord`: durable queues, with their numeric id and arguments; keyed
+/// like [`EXCHANGES`].
 pub const QUEUES: TableDefinition<&str, &[u8]> = TableDefinition::new("queues");
 
 /// `encoded BindingRecord → ()`: durable bindings (source and destination both durable). The

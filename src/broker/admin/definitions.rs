@@ -14,14 +14,14 @@ use crate::broker::exchange;
 use crate::broker::queue_args::QueueArgs;
 use crate::broker::redeclare::inequivalence;
 use crate::broker::session::Session;
+use crate::broker::vhost::VHost;
 use crate::broker::Broker;
 use crate::error::BrokerError;
 use crate::json::{json_table, table_map};
 
 impl Broker {
-    pub(super) fn definitions_export(&self) -> Definitions {
-        let mut exchanges: Vec<ExchangeDefinition> = self
-            .inner
+    pub(super) fn definitions_export(&self, vh: &VHost) -> Definitions {
+        let mut exchanges: Vec<ExchangeDefinition> = vh
             .exchanges
             .read()
             .values()
@@ -35,7 +35,7 @@ impl Broker {
             .collect();
         exchanges.sort_by(|a, b| a.name.cmp(&b.name));
         let queues: Vec<QueueDefinition> = self
-            .sorted_queues()
+            .sorted_queues(vh)
             .iter()
             .filter(|q| q.exclusive_owner.is_none())
             .map(|q| QueueDefinition {
@@ -47,7 +47,7 @@ impl Broker {
             .collect();
         let exported: HashSet<&str> = queues.iter().map(|q| q.name.as_str()).collect();
         let bindings = self
-            .bindings(None, None)
+            .bindings(vh, None, None)
             .into_iter()
             // Exchange bindings go whole: every exchange they name is exported or built in.
             .filter(|b| {
@@ -72,7 +72,7 @@ impl Broker {
         let defs = ImportPlan::parse(doc)?;
         // Check every definition against what exists before changing anything.
         for e in &defs.exchanges {
-            let existing = self.exchange(&e.name);
+            let existing = session.vhost.exchange(&e.name);
             // As declare_exchange: `x-` arguments are refused unless the exchange already
             // has exactly these arguments.
             if !existing
@@ -117,7 +117,7 @@ impl Broker {
             }
         }
         for q in &defs.queues {
-            let existing = self.queue(&q.name);
+            let existing = session.vhost.queue(&q.name);
             // As declare_queue: a queue that already has exactly these arguments passes.
             if !existing
                 .as_ref()
@@ -168,7 +168,7 @@ impl Broker {
                 .iter()
                 .find(|e| e.name == b.exchange)
                 .map(|e| e.kind)
-                .or_else(|| self.exchange(&b.exchange).map(|e| e.kind));
+                .or_else(|| session.vhost.exchange(&b.exchange).map(|e| e.kind));
             let Some(kind) = kind else {
                 return Err(BrokerError::not_found(
                     "exchange (binding source)",
@@ -181,7 +181,9 @@ impl Broker {
                 }
                 other => other,
             })?;
-            if !declared_queues.contains(b.queue.as_str()) && self.queue(&b.queue).is_none() {
+            if !declared_queues.contains(b.queue.as_str())
+                && session.vhost.queue(&b.queue).is_none()
+            {
                 return Err(BrokerError::not_found(
                     "queue (binding destination)",
                     &b.queue,
@@ -193,7 +195,8 @@ impl Broker {
                 ("exchange (binding source)", &b.source),
                 ("exchange (binding destination)", &b.destination),
             ] {
-                if !defs.exchanges.iter().any(|e| &e.name == name) && self.exchange(name).is_none()
+                if !defs.exchanges.iter().any(|e| &e.name == name)
+                    && session.vhost.exchange(name).is_none()
                 {
                     return Err(BrokerError::not_found(what, name));
                 }
@@ -201,20 +204,20 @@ impl Broker {
         }
         let (mut created_exchanges, mut created_queues) = (0u64, 0u64);
         for e in defs.exchanges {
-            if self.exchange(&e.name).is_none() {
+            if session.vhost.exchange(&e.name).is_none() {
                 created_exchanges += 1;
             }
-            self.declare_exchange(e).await?;
+            self.declare_exchange(session, e).await?;
         }
         for q in defs.queues {
-            if self.queue(&q.name).is_none() {
+            if session.vhost.queue(&q.name).is_none() {
                 created_queues += 1;
             }
             self.declare_queue(session, q).await?;
         }
         let bindings = (defs.bindings.len() + defs.exchange_bindings.len()) as u64;
         for b in defs.exchange_bindings {
-            self.bind_exchange(b).await?;
+            self.bind_exchange(session, b).await?;
         }
         for b in defs.bindings {
             self.bind(session, b).await?;

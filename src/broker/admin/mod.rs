@@ -26,6 +26,7 @@ use warren_protocol::{FieldTable, FieldValue};
 use super::access::parse_tags;
 use super::queue::Queue;
 use super::session::Session;
+use super::vhost::VHost;
 use super::Broker;
 use crate::error::BrokerError;
 use crate::store::codec::PermissionRecord;
@@ -87,28 +88,35 @@ impl Broker {
             "status" => encode(&self.status()),
             "queue.list" => encode(
                 &self
-                    .sorted_queues()
+                    .sorted_queues(&session.vhost)
                     .iter()
                     .map(|q| queue_info(q))
                     .collect::<Vec<_>>(),
             ),
             "queue.inspect" => {
                 let name = req_str(args, "queue")?;
-                let q = self
+                let q = session
+                    .vhost
                     .queue(name)
                     .ok_or_else(|| BrokerError::not_found("queue", name))?;
                 encode(&queue_info(&q))
             }
-            "exchange.list" => encode(&self.exchanges()),
-            "binding.list" => {
-                encode(&self.bindings(opt_str(args, "queue")?, opt_str(args, "exchange")?))
-            }
+            "exchange.list" => encode(&self.exchanges(&session.vhost)),
+            "binding.list" => encode(&self.bindings(
+                &session.vhost,
+                opt_str(args, "queue")?,
+                opt_str(args, "exchange")?,
+            )),
             "connection.list" => encode(&self.connections()),
-            "consumer.list" => encode(&self.consumers()),
+            "consumer.list" => encode(&self.consumers(&session.vhost)),
             // One engine: a queue peek is a dead-letter peek without the dead-letter filters.
             "dlq.peek" | "queue.peek" => encode(
                 &self
-                    .dlq_peek(req_str(args, "queue")?, Filter::parse(args)?)
+                    .dlq_peek(
+                        &session.vhost,
+                        req_str(args, "queue")?,
+                        Filter::parse(args)?,
+                    )
                     .await?,
             ),
             "dlq.replay" => {
@@ -124,25 +132,37 @@ impl Broker {
                 };
                 encode(
                     &self
-                        .dlq_replay(req_str(args, "queue")?, Filter::parse(args)?, target)
+                        .dlq_replay(
+                            &session.vhost,
+                            req_str(args, "queue")?,
+                            Filter::parse(args)?,
+                            target,
+                        )
                         .await?,
                 )
             }
             "dlq.purge" => encode(
                 &self
-                    .dlq_purge(req_str(args, "queue")?, Filter::parse(args)?)
+                    .dlq_purge(
+                        &session.vhost,
+                        req_str(args, "queue")?,
+                        Filter::parse(args)?,
+                    )
                     .await?,
             ),
             "message.delete" => encode(
                 &self
-                    .message_delete(req_str(args, "queue")?, req_str(args, "id")?)
+                    .message_delete(
+                        &session.vhost,
+                        req_str(args, "queue")?,
+                        req_str(args, "id")?,
+                    )
                     .await?,
             ),
             "user.add" | "user.delete" | "user.list" | "user.passwd" | "user.tags"
-            | "permission.set" | "permission.clear" | "permission.list" => {
-                self.access_admin(session, command, args).await
-            }
-            "definitions.export" => encode(&self.definitions_export()),
+            | "permission.set" | "permission.clear" | "permission.list" | "vhost.add"
+            | "vhost.delete" | "vhost.list" => self.access_admin(session, command, args).await,
+            "definitions.export" => encode(&self.definitions_export(&session.vhost)),
             "definitions.import" => {
                 let text = req_str(args, "definitions")?;
                 let doc: Value = serde_json::from_str(text).map_err(|e| {
@@ -156,7 +176,7 @@ impl Broker {
         }
     }
 
-    /// The commands on users and permissions: administrators only.
+    /// The commands on users, permissions and virtual hosts: administrators only.
     async fn access_admin(
         &self,
         session: &Session,
@@ -211,6 +231,15 @@ impl Broker {
                     .await?;
                 encode(&serde_json::json!({}))
             }
+            "vhost.add" => {
+                self.vhost_add(req_str(args, "name")?).await?;
+                encode(&serde_json::json!({}))
+            }
+            "vhost.delete" => {
+                self.vhost_delete(req_str(args, "name")?).await?;
+                encode(&serde_json::json!({}))
+            }
+            "vhost.list" => encode(&self.vhost_infos()),
             "permission.list" => {
                 encode(&self.permission_list(opt_str(args, "user")?, opt_str(args, "vhost")?))
             }
@@ -220,8 +249,8 @@ impl Broker {
         }
     }
 
-    fn sorted_queues(&self) -> Vec<Arc<Queue>> {
-        let mut qs: Vec<Arc<Queue>> = self.inner.queues.read().values().cloned().collect();
+    fn sorted_queues(&self, vh: &VHost) -> Vec<Arc<Queue>> {
+        let mut qs: Vec<Arc<Queue>> = vh.queue_list();
         qs.sort_by(|a, b| a.name.cmp(&b.name));
         qs
     }
@@ -288,13 +317,16 @@ mod tests {
             crate::broker::access::Principal::internal(),
             tx,
         );
-        b.declare_exchange(ExchangeDeclare {
-            name: "logs".into(),
-            kind: ExchangeKind::Topic,
-            durable: true,
-            passive: false,
-            arguments: FieldTable::new(),
-        })
+        b.declare_exchange(
+            &s,
+            ExchangeDeclare {
+                name: "logs".into(),
+                kind: ExchangeKind::Topic,
+                durable: true,
+                passive: false,
+                arguments: FieldTable::new(),
+            },
+        )
         .await
         .expect("declare exchange");
         let mut queue_args = FieldTable::new();
