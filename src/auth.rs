@@ -49,6 +49,11 @@ pub fn verify_password(phc: &str, password: &[u8]) -> bool {
     }
 }
 
+/// Whether `phc` is a PHC string this build can verify against.
+pub fn is_phc(phc: &str) -> bool {
+    PasswordHash::new(phc).is_ok()
+}
+
 /// Spends the time of one verification without a user to verify against, so that an
 /// unknown user and a wrong password take equally long.
 pub fn verify_nothing(password: &[u8]) {

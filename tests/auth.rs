@@ -128,16 +128,24 @@ async fn a_user_is_added_logs_in_and_is_refused_once_deleted() {
         .await
         .expect("alice declares");
     c.close().await.expect("close");
-    // The CLI logs in as alice with --user and the password on stdin, or from the env.
+    // The CLI logs in as alice with --user and the password on stdin, or from the env
+    // (commands her permissions allow: she has no tag for listings).
     ok(&cli_env(
         &d,
-        &["--user", "alice", "--password-stdin", "queue", "list"],
+        &[
+            "--user",
+            "alice",
+            "--password-stdin",
+            "queue",
+            "declare",
+            "alice-q",
+        ],
         &[],
         Some("s3cret\n"),
     ));
     ok(&cli_env(
         &d,
-        &["queue", "list"],
+        &["queue", "purge", "alice-q"],
         &[("WARREN_USER", "alice"), ("WARREN_PASSWORD", "s3cret")],
         None,
     ));

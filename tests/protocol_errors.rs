@@ -83,6 +83,37 @@ async fn handshaken(d: &TestDaemon) -> TcpStream {
 }
 
 #[tokio::test]
+async fn a_second_open_is_an_unexpected_frame_and_the_connection_goes_on() {
+    let d = TestDaemon::start();
+    let mut s = handshaken(&d).await;
+    let open = Frame::Open(Open {
+        mechanism: Mechanism::Password,
+        user: "guest".into(),
+        password: bytes::Bytes::from_static(b"guest"),
+        vhost: "/".into(),
+    });
+    s.write_all(&Envelope::new(2, open).to_bytes())
+        .await
+        .unwrap();
+    let env = next_frame(&mut s).await;
+    let Frame::Error(err) = env.frame else {
+        panic!("expected an error, got {env:?}");
+    };
+    assert_eq!(env.request_id, 2);
+    assert_eq!(err.code, ErrorCode::UnexpectedFrame.as_u16());
+    assert!(err.message.contains("already open"), "{}", err.message);
+    // Still open: a heartbeat-free request is answered.
+    let purge = Frame::QueuePurge {
+        name: "none".into(),
+    };
+    s.write_all(&Envelope::new(3, purge).to_bytes())
+        .await
+        .unwrap();
+    let env = next_frame(&mut s).await;
+    assert_eq!(env.request_id, 3);
+}
+
+#[tokio::test]
 async fn a_frame_before_open_is_refused_and_the_connection_closes() {
     let d = TestDaemon::start();
     let mut s = hello_only(&d).await;

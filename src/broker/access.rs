@@ -13,11 +13,12 @@ use std::time::Duration;
 
 use foldhash::HashMap as FastMap;
 use parking_lot::RwLock;
+use regex::Regex;
 use tokio::sync::Semaphore;
 use warren_protocol::{Mechanism, Open};
 
 use super::Broker;
-use crate::admin_types::{PermissionInfo, UserInfo};
+use crate::admin_types::{PermissionInfo, UserDefinition, UserInfo, VhostDefinition};
 use crate::auth::{self, ADMINISTRATOR, GUEST, MONITORING};
 use crate::error::BrokerError;
 use crate::store::codec::{PermissionRecord, UserRecord};
@@ -33,8 +34,9 @@ pub const AUTH_FAILURE_DELAY: Duration = Duration::from_millis(200);
 /// whether a user exists.
 pub const AUTH_FAILED: &str = "authentication failed";
 
-/// Who a connection is: the user it logged in as, and its tags.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Who a connection is: the user it logged in as, its tags, and what it may do in the
+/// virtual host it opened.
+#[derive(Debug, Clone)]
 pub struct Principal {
     /// User name.
     pub name: String,
@@ -42,6 +44,8 @@ pub struct Principal {
     pub tags: Vec<String>,
     /// The virtual host the connection opened.
     pub vhost: String,
+    /// Its permissions there, compiled at `Open`.
+    pub grants: Grants,
 }
 
 impl Principal {
@@ -52,6 +56,7 @@ impl Principal {
             name: GUEST.to_owned(),
             tags: vec![ADMINISTRATOR.to_owned()],
             vhost: DEFAULT_VHOST.to_owned(),
+            grants: Grants::all(),
         })
     }
 
@@ -113,6 +118,127 @@ impl Access {
         tokio::task::spawn_blocking(f)
             .await
             .map_err(|_| BrokerError::ShuttingDown)
+    }
+}
+
+/// Which of RabbitMQ's three permissions an operation needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Perm {
+    /// Declaring and deleting queues and exchanges.
+    Configure,
+    /// Publishing to an exchange; binding a queue (or destination exchange).
+    Write,
+    /// Consuming, getting and purging from a queue; binding from an exchange.
+    Read,
+}
+
+impl Perm {
+    fn as_str(self) -> &'static str {
+        match self {
+            Perm::Configure => "configure",
+            Perm::Write => "write",
+            Perm::Read => "read",
+        }
+    }
+}
+
+/// A user's permissions in the virtual host it opened, compiled once at `Open`. A missing
+/// pattern (empty, or none set) matches nothing.
+#[derive(Clone, Default)]
+pub struct Grants {
+    configure: Option<Regex>,
+    write: Option<Regex>,
+    read: Option<Regex>,
+}
+
+impl std::fmt::Debug for Grants {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let show = |r: &Option<Regex>| r.as_ref().map_or("", Regex::as_str).to_owned();
+        f.debug_struct("Grants")
+            .field("configure", &show(&self.configure))
+            .field("write", &show(&self.write))
+            .field("read", &show(&self.read))
+            .finish()
+    }
+}
+
+fn compile(pattern: &str) -> Option<Regex> {
+    if pattern.is_empty() {
+        return None;
+    }
+    // Patterns are checked when set; one that no longer compiles grants nothing.
+    Regex::new(pattern).ok()
+}
+
+impl Grants {
+    /// The grants of a permission record.
+    pub fn of(p: &PermissionRecord) -> Grants {
+        Grants {
+            configure: compile(&p.configure),
+            write: compile(&p.write),
+            read: compile(&p.read),
+        }
+    }
+
+    /// Everything (`.*` for all three).
+    pub fn all() -> Grants {
+        Grants {
+            configure: compile(".*"),
+            write: compile(".*"),
+            read: compile(".*"),
+        }
+    }
+
+    /// Whether `perm` is granted on the resource `name`. As in RabbitMQ the pattern is
+    /// searched for anywhere in the name (anchor it with `^...$` to match whole names).
+    pub fn allows(&self, perm: Perm, name: &str) -> bool {
+        let re = match perm {
+            Perm::Configure => &self.configure,
+            Perm::Write => &self.write,
+            Perm::Read => &self.read,
+        };
+        re.as_ref().is_some_and(|r| r.is_match(name))
+    }
+
+    /// Whether `perm` is granted on every name (the pattern is exactly `.*`), so a hot path
+    /// may skip the check.
+    pub fn allows_all(&self, perm: Perm) -> bool {
+        let re = match perm {
+            Perm::Configure => &self.configure,
+            Perm::Write => &self.write,
+            Perm::Read => &self.read,
+        };
+        re.as_ref().is_some_and(|r| r.as_str() == ".*")
+    }
+}
+
+/// The name a permission is checked on: the default exchange `""` is `amq.default`, as in
+/// RabbitMQ.
+pub fn resource_name<'a>(kind: &str, name: &'a str) -> &'a str {
+    if kind == "exchange" && name.is_empty() {
+        "amq.default"
+    } else {
+        name
+    }
+}
+
+impl Principal {
+    /// Checks `perm` on the `kind` (`queue` or `exchange`) named `name`.
+    ///
+    /// # Errors
+    /// [`BrokerError::AccessRefused`] naming the resource, the virtual host, the user and
+    /// the permission it lacks.
+    pub fn check(&self, perm: Perm, kind: &str, name: &str) -> Result<(), BrokerError> {
+        let resource = resource_name(kind, name);
+        if self.grants.allows(perm, resource) {
+            return Ok(());
+        }
+        Err(BrokerError::AccessRefused(format!(
+            "access to {kind} '{resource}' in vhost '{}' refused for user '{}': it needs {} permission",
+            self.vhost,
+            self.name,
+            perm.as_str()
+        )))
     }
 }
 
@@ -205,20 +331,22 @@ impl Broker {
         if self.vhost(&open.vhost).is_none() {
             return Err(BrokerError::not_found("vhost", &open.vhost));
         }
-        let permitted = access
+        let grants = access
             .permissions
             .read()
-            .contains_key(&(user.name.clone(), open.vhost.clone()));
-        if !permitted {
+            .get(&(user.name.clone(), open.vhost.clone()))
+            .map(Grants::of);
+        let Some(grants) = grants else {
             return Err(BrokerError::AccessRefused(format!(
                 "user '{}' has no permissions on vhost '{}'",
                 user.name, open.vhost
             )));
-        }
+        };
         Ok(Arc::new(Principal {
             name: user.name.clone(),
             tags: user.tags.clone(),
             vhost: open.vhost.clone(),
+            grants,
         }))
     }
 
@@ -449,6 +577,43 @@ mod tests {
     }
 
     #[test]
+    fn grants_search_their_patterns_and_empty_means_nothing() {
+        let g = Grants::of(&PermissionRecord {
+            user: "app".into(),
+            vhost: "/".into(),
+            configure: "^app\\.".into(),
+            write: ".*".into(),
+            read: String::new(),
+        });
+        assert!(g.allows(Perm::Configure, "app.jobs"));
+        assert!(!g.allows(Perm::Configure, "jobs.app.x"));
+        assert!(g.allows(Perm::Write, "anything"));
+        assert!(g.allows_all(Perm::Write));
+        assert!(!g.allows_all(Perm::Configure));
+        assert!(!g.allows(Perm::Read, "app.jobs"));
+        let p = Principal {
+            name: "app".into(),
+            tags: vec![],
+            vhost: "/".into(),
+            grants: g,
+        };
+        let err = p
+            .check(Perm::Read, "queue", "app.jobs")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "access to queue 'app.jobs' in vhost '/' refused for user 'app': it needs read permission"
+        );
+        // The default exchange is checked as amq.default.
+        let err = p
+            .check(Perm::Configure, "exchange", "")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("exchange 'amq.default'"), "{err}");
+    }
+
+    #[test]
     fn patterns_must_compile() {
         assert!(validate_pattern("read", "^amq\\.gen-.*").is_ok());
         assert!(validate_pattern("read", "").is_ok());
@@ -463,5 +628,236 @@ mod tests {
             vec!["administrator", "monitoring"]
         );
         assert!(parse_tags("").is_empty());
+    }
+}
+
+/// The users, virtual hosts and permissions of a definitions document: parsed and checked
+/// before anything changes, applied with the rest of the import.
+#[derive(Debug, Default)]
+pub(crate) struct AccessPlan {
+    vhosts: Vec<String>,
+    /// Each user, with the hashing algorithm of a hash Warren cannot verify, if it had one.
+    users: Vec<(UserRecord, Option<String>)>,
+    permissions: Vec<PermissionRecord>,
+}
+
+/// What applying an [`AccessPlan`] did.
+#[derive(Debug, Default)]
+pub(crate) struct AccessImported {
+    pub(crate) users_created: u64,
+    pub(crate) vhosts_created: u64,
+    pub(crate) permissions_set: u64,
+    pub(crate) warnings: Vec<String>,
+}
+
+impl AccessPlan {
+    /// Reads `users`, `vhosts` and `permissions` (all optional) from a definitions
+    /// document, Warren's or RabbitMQ's. A password hash Warren cannot verify (RabbitMQ's
+    /// salted SHA-256) leaves the user without a password, and says so in a warning.
+    ///
+    /// # Errors
+    /// A malformed entry, a bad name, or a permission pattern that does not compile.
+    pub(crate) fn parse(doc: &serde_json::Value) -> Result<AccessPlan, BrokerError> {
+        use serde_json::Value;
+        let list = |key: &str| -> Result<Vec<Value>, BrokerError> {
+            match doc.get(key) {
+                None => Ok(Vec::new()),
+                Some(Value::Array(a)) => Ok(a.clone()),
+                Some(_) => Err(BrokerError::invalid(
+                    format!("definitions {key}"),
+                    "must be an array",
+                )),
+            }
+        };
+        let text = |v: &Value, key: &str, what: &str| -> Result<String, BrokerError> {
+            v.get(key)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .ok_or_else(|| {
+                    BrokerError::invalid(
+                        format!("definitions: {what} field {key}"),
+                        "must be a string",
+                    )
+                })
+        };
+        let mut plan = AccessPlan::default();
+        for v in list("vhosts")? {
+            let name = text(&v, "name", "vhost")?;
+            if name.is_empty() {
+                return Err(BrokerError::invalid("definitions: vhost name", "is empty"));
+            }
+            super::validate_name("vhost", &name)?;
+            plan.vhosts.push(name);
+        }
+        for u in list("users")? {
+            let name = text(&u, "name", "user")?;
+            validate_user_name(&name)?;
+            // RabbitMQ wrote tags as one comma-separated string before 3.13, a list since.
+            let tags = match u.get("tags") {
+                None | Some(Value::Null) => Vec::new(),
+                Some(Value::String(s)) => parse_tags(s),
+                Some(Value::Array(a)) => {
+                    let joined: Vec<&str> = a.iter().filter_map(Value::as_str).collect();
+                    parse_tags(&joined.join(","))
+                }
+                Some(_) => {
+                    return Err(BrokerError::invalid(
+                        format!("definitions: user '{name}' tags"),
+                        "must be a string or a list of strings",
+                    ))
+                }
+            };
+            let hash = u.get("password_hash").and_then(Value::as_str).unwrap_or("");
+            let algorithm = u
+                .get("hashing_algorithm")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let (password_hash, unverifiable) = if hash.is_empty() {
+                (None, None)
+            } else if hash.starts_with("$argon2") && auth::is_phc(hash) {
+                (Some(hash.to_owned()), None)
+            } else if algorithm.is_empty() {
+                (None, Some("unknown algorithm".to_owned()))
+            } else {
+                (None, Some(algorithm.to_owned()))
+            };
+            plan.users.push((
+                UserRecord {
+                    name,
+                    password_hash,
+                    tags,
+                },
+                unverifiable,
+            ));
+        }
+        for p in list("permissions")? {
+            let record = PermissionRecord {
+                user: text(&p, "user", "permission")?,
+                vhost: text(&p, "vhost", "permission")?,
+                configure: text(&p, "configure", "permission")?,
+                write: text(&p, "write", "permission")?,
+                read: text(&p, "read", "permission")?,
+            };
+            validate_pattern("configure", &record.configure)?;
+            validate_pattern("write", &record.write)?;
+            validate_pattern("read", &record.read)?;
+            plan.permissions.push(record);
+        }
+        Ok(plan)
+    }
+}
+
+impl Broker {
+    /// Checks that every permission of `plan` names a user and a virtual host that exist
+    /// or that the plan creates.
+    ///
+    /// # Errors
+    /// [`BrokerError::NotFound`] naming the missing user or virtual host.
+    pub(crate) fn check_access_plan(&self, plan: &AccessPlan) -> Result<(), BrokerError> {
+        for p in &plan.permissions {
+            if !plan.users.iter().any(|(u, _)| u.name == p.user)
+                && self.inner.access.user(&p.user).is_none()
+            {
+                return Err(BrokerError::not_found("user (permission)", &p.user));
+            }
+            if !plan.vhosts.contains(&p.vhost) && self.vhost(&p.vhost).is_none() {
+                return Err(BrokerError::not_found("vhost (permission)", &p.vhost));
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a checked plan: creates the missing virtual hosts, creates or updates the
+    /// users (as RabbitMQ's import does; an existing user keeps its password when the file's
+    /// hash cannot be verified) and sets every permission.
+    ///
+    /// # Errors
+    /// A store failure.
+    pub(crate) async fn apply_access_plan(
+        &self,
+        plan: AccessPlan,
+    ) -> Result<AccessImported, BrokerError> {
+        let mut done = AccessImported::default();
+        for v in plan.vhosts {
+            if self.vhost(&v).is_none() {
+                self.vhost_add(&v).await?;
+                done.vhosts_created += 1;
+            }
+        }
+        for (mut u, unverifiable) in plan.users {
+            let _guard = self.inner.topology.lock().await;
+            let existing = self.inner.access.user(&u.name);
+            if let Some(algorithm) = unverifiable {
+                let name = &u.name;
+                done.warnings.push(if existing.is_some() {
+                    format!("user '{name}': its password hash ({algorithm}) cannot be verified by Warren; it keeps its current password")
+                } else {
+                    format!("user '{name}': its password hash ({algorithm}) cannot be verified by Warren; imported without a password (it cannot log in until `warren user passwd {name}`)")
+                });
+            }
+            match existing {
+                None => {
+                    self.put_user(u).await?;
+                    done.users_created += 1;
+                }
+                Some(current) => {
+                    if u.password_hash.is_none() {
+                        u.password_hash.clone_from(&current.password_hash);
+                    }
+                    // Importing the same file again writes nothing.
+                    if *current != u {
+                        self.put_user(u).await?;
+                    }
+                }
+            }
+        }
+        for p in plan.permissions {
+            // Counted only when something changes, so importing a file twice (or a server's
+            // own export) reports nothing new.
+            let same = self
+                .inner
+                .access
+                .permissions
+                .read()
+                .get(&(p.user.clone(), p.vhost.clone()))
+                .is_some_and(|existing| *existing == p);
+            if !same {
+                self.permission_set(p).await?;
+                done.permissions_set += 1;
+            }
+        }
+        Ok(done)
+    }
+
+    /// The users, virtual hosts and permissions as a definitions document has them.
+    pub(crate) fn access_definitions(
+        &self,
+    ) -> (
+        Vec<UserDefinition>,
+        Vec<VhostDefinition>,
+        Vec<PermissionInfo>,
+    ) {
+        let mut users: Vec<UserDefinition> = self
+            .inner
+            .access
+            .users
+            .read()
+            .values()
+            .map(|u| UserDefinition {
+                name: u.name.clone(),
+                password_hash: u.password_hash.clone().unwrap_or_default(),
+                hashing_algorithm: "argon2id".to_owned(),
+                tags: u.tags.clone(),
+            })
+            .collect();
+        users.sort_by(|a, b| a.name.cmp(&b.name));
+        let vhosts = self
+            .vhost_list()
+            .iter()
+            .map(|v| VhostDefinition {
+                name: v.name.to_string(),
+            })
+            .collect();
+        (users, vhosts, self.permission_list(None, None))
     }
 }

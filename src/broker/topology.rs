@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use warren_protocol::{ErrorCode, ExchangeBind, ExchangeDeclare, QueueBind, QueueDeclare};
 
+use super::access::Perm;
 use super::event::{DeclaredQueue, Event};
 use super::exchange::{self, Binding, Exchange, ExchangeBinding};
 use super::queue::{Queue, QueueSettings};
@@ -222,7 +223,8 @@ impl Broker {
         if d.passive {
             return Err(BrokerError::not_found("queue", &d.name));
         }
-        let name = if d.name.is_empty() {
+        let server_named = d.name.is_empty();
+        let name = if server_named {
             format!("amq.gen-{}", unique_suffix())
         } else if d.name.starts_with("amq.") {
             return Err(BrokerError::AccessRefused(format!(
@@ -232,6 +234,10 @@ impl Broker {
         } else {
             d.name
         };
+        if server_named {
+            // The connection checked every other name before the broker saw it.
+            session.user.check(Perm::Configure, "queue", &name)?;
+        }
         let id = self.inner.next_queue_id.fetch_add(1, Ordering::AcqRel);
         if d.durable {
             self.inner

@@ -12,6 +12,7 @@ use warren_protocol::{
     DecodeError, Envelope, ErrorCode, Frame, FrameCodec, RequestId, PUBLISH_HEADROOM_BYTES,
 };
 
+use super::authorize::{authorize, PublishGrants};
 use super::ConnectionConfig;
 use crate::broker::confirm::ReplySlot;
 use crate::broker::event::Event;
@@ -93,6 +94,7 @@ pub(super) async fn run(
     shutdown: &CancellationToken,
 ) -> Ended {
     let silence_limit = config.heartbeat.map(|h| h * MISSED_HEARTBEATS);
+    let mut publish_grants = PublishGrants::default();
     loop {
         let next = tokio::select! {
             () = shutdown.cancelled() => {
@@ -138,6 +140,9 @@ pub(super) async fn run(
                 size: frame_len as usize,
                 max: publish_limit as usize,
             })
+        } else if let Err(refused) = authorize(&session.user, &envelope.frame, &mut publish_grants)
+        {
+            Err(refused)
         } else {
             dispatch(broker, session, envelope, config.max_frame_size).await
         };
@@ -334,6 +339,11 @@ async fn dispatch(
                 )));
             }
             reply(Event::AdminOk { json: body });
+        }
+        Frame::Open(_) => {
+            return Err(BrokerError::UnexpectedFrame(
+                "the connection is already open: Open is sent once, right after Hello".into(),
+            ))
         }
         other => {
             return Err(BrokerError::UnexpectedFrame(format!(

@@ -10,6 +10,7 @@ use warren_protocol::{
 };
 
 use crate::admin_types::{Definitions, ExchangeDefinition, ImportSummary, QueueDefinition};
+use crate::broker::access::AccessPlan;
 use crate::broker::exchange;
 use crate::broker::queue_args::QueueArgs;
 use crate::broker::redeclare::inequivalence;
@@ -54,11 +55,15 @@ impl Broker {
                 b.destination_type == "exchange" || exported.contains(b.destination.as_str())
             })
             .collect();
+        let (users, vhosts, permissions) = self.access_definitions();
         Definitions {
             warren_version: env!("CARGO_PKG_VERSION").to_owned(),
             exchanges,
             queues,
             bindings,
+            users,
+            vhosts,
+            permissions,
         }
     }
 
@@ -70,6 +75,8 @@ impl Broker {
         doc: &Value,
     ) -> Result<ImportSummary, BrokerError> {
         let defs = ImportPlan::parse(doc)?;
+        let access = AccessPlan::parse(doc)?;
+        self.check_access_plan(&access)?;
         // Check every definition against what exists before changing anything.
         for e in &defs.exchanges {
             let existing = session.vhost.exchange(&e.name);
@@ -202,6 +209,7 @@ impl Broker {
                 }
             }
         }
+        let imported = self.apply_access_plan(access).await?;
         let (mut created_exchanges, mut created_queues) = (0u64, 0u64);
         for e in defs.exchanges {
             if session.vhost.exchange(&e.name).is_none() {
@@ -226,6 +234,10 @@ impl Broker {
             exchanges_created: created_exchanges,
             queues_created: created_queues,
             bindings,
+            users_created: imported.users_created,
+            vhosts_created: imported.vhosts_created,
+            permissions_set: imported.permissions_set,
+            warnings: imported.warnings,
         })
     }
 }

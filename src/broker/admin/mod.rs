@@ -61,6 +61,36 @@ fn opt_u64(args: &FieldTable, name: &str) -> Result<Option<u64>, BrokerError> {
     }
 }
 
+/// The read-only listings: the `monitoring` tag (or `administrator`) may run them.
+const LISTINGS: [&str; 7] = [
+    "status",
+    "queue.list",
+    "queue.inspect",
+    "exchange.list",
+    "binding.list",
+    "connection.list",
+    "consumer.list",
+];
+
+/// Who may run an admin command: listings need the `monitoring` or `administrator` tag,
+/// everything else (users, vhosts, permissions, definitions, dead-letter and message
+/// operations, `queue.peek`) the `administrator` tag.
+fn authorize_admin(session: &Session, command: &str) -> Result<(), BrokerError> {
+    let user = &session.user;
+    let (allowed, needs) = if LISTINGS.contains(&command) {
+        (user.is_monitoring(), "the monitoring or administrator tag")
+    } else {
+        (user.is_administrator(), "the administrator tag")
+    };
+    if allowed {
+        return Ok(());
+    }
+    Err(BrokerError::AccessRefused(format!(
+        "{command} needs {needs}; user '{}' does not have it",
+        user.name
+    )))
+}
+
 /// An admin result as the JSON body of `AdminOk`. It goes through a `Value`, whose maps
 /// are sorted, so every object's keys go out in sorted order whatever the field order of
 /// its struct: the bytes are what they were when the results were built with `json!`.
@@ -84,6 +114,7 @@ impl Broker {
         command: &str,
         args: &FieldTable,
     ) -> Result<Bytes, BrokerError> {
+        authorize_admin(session, command)?;
         match command {
             "status" => encode(&self.status()),
             "queue.list" => encode(
@@ -161,7 +192,7 @@ impl Broker {
             ),
             "user.add" | "user.delete" | "user.list" | "user.passwd" | "user.tags"
             | "permission.set" | "permission.clear" | "permission.list" | "vhost.add"
-            | "vhost.delete" | "vhost.list" => self.access_admin(session, command, args).await,
+            | "vhost.delete" | "vhost.list" => self.access_admin(command, args).await,
             "definitions.export" => encode(&self.definitions_export(&session.vhost)),
             "definitions.import" => {
                 let text = req_str(args, "definitions")?;
@@ -176,19 +207,9 @@ impl Broker {
         }
     }
 
-    /// The commands on users, permissions and virtual hosts: administrators only.
-    async fn access_admin(
-        &self,
-        session: &Session,
-        command: &str,
-        args: &FieldTable,
-    ) -> Result<Bytes, BrokerError> {
-        if !session.user.is_administrator() {
-            return Err(BrokerError::AccessRefused(format!(
-                "{command} needs the administrator tag; user '{}' does not have it",
-                session.user.name
-            )));
-        }
+    /// The commands on users, permissions and virtual hosts (administrators only: see
+    /// `authorize_admin`).
+    async fn access_admin(&self, command: &str, args: &FieldTable) -> Result<Bytes, BrokerError> {
         let tags = |args| opt_str(args, "tags").map(|t| t.map(parse_tags));
         match command {
             "user.add" => {
