@@ -216,6 +216,12 @@ pub struct ConnectionInfo {
     pub unacked: u64,
     /// Messages it has published.
     pub published: u64,
+    /// The user it logged in as (absent from servers before users).
+    #[serde(default)]
+    pub user: String,
+    /// The virtual host it opened (absent from servers before virtual hosts).
+    #[serde(default)]
+    pub vhost: String,
 }
 
 /// One entry of `vhost.list`.
@@ -523,7 +529,7 @@ mod tests {
         ]));
         round_trips::<Vec<ConnectionInfo>>(json!([
             {"id": 7, "peer": "127.0.0.1:50000", "connected_at_ms": 1_714_564_800_000_u64,
-             "consumers": 1, "unacked": 2, "published": 30},
+             "consumers": 1, "unacked": 2, "published": 30, "user": "app", "vhost": "/"},
         ]));
         round_trips::<Vec<ConsumerInfo>>(json!([
             {"tag": "ctag-1", "connection": 3, "queue": "jobs", "prefetch": 10,

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{durable_queue, ok, wait_get, within, TestDaemon};
-use warren::admin_types::VhostInfo;
+use warren::admin_types::{ConnectionInfo, VhostInfo};
 use warren::client::{Client, ClientError, ConnectOptions, OutgoingMessage, QueueOptions};
 use warren_protocol::{ErrorCode, FieldTable, FieldValue};
 
@@ -89,6 +89,17 @@ async fn the_same_names_in_two_vhosts_are_independent() {
         serde_json::from_str(&ok(&d.cli(&["vhost", "list", "--json"]))).expect("JSON");
     let names: Vec<&str> = vhosts.iter().map(|v| v.name.as_str()).collect();
     assert_eq!(names, ["/", "a", "b"]);
+    // Connections are listed server-wide, each with its user and virtual host.
+    let connections: Vec<ConnectionInfo> =
+        serde_json::from_str(&ok(&d.cli(&["connection", "list", "--json"]))).expect("JSON");
+    for vhost in ["a", "b", "/"] {
+        assert!(
+            connections
+                .iter()
+                .any(|c| c.vhost == vhost && c.user == "guest"),
+            "{connections:?}"
+        );
+    }
 }
 
 #[tokio::test]

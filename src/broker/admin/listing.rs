@@ -172,6 +172,8 @@ impl Broker {
                 consumers: s.consumers().len() as u64,
                 unacked: s.unacked_count() as u64,
                 published: s.published.load(Ordering::Relaxed),
+                user: s.user.name.clone(),
+                vhost: s.vhost.name.to_string(),
             })
             .collect()
     }
