@@ -229,6 +229,48 @@ pub struct ConnectionInfo {
     pub unacked: u64,
     /// Messages it has published.
     pub published: u64,
+    /// The user it logged in as (absent from servers before users).
+    #[serde(default)]
+    pub user: String,
+    /// The virtual host it opened (absent from servers before virtual hosts).
+    #[serde(default)]
+    pub vhost: String,
+}
+
+/// One entry of `vhost.list`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct VhostInfo {
+    /// Name.
+    pub name: String,
+    /// How many queues it has.
+    pub queues: u64,
+}
+
+/// One entry of `user.list`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct UserInfo {
+    /// User name.
+    pub name: String,
+    /// Its tags, sorted.
+    pub tags: Vec<String>,
+    /// Whether it has a password (a user imported without one cannot log in).
+    pub has_password: bool,
+}
+
+/// One entry of `permission.list`: what a user may do in a virtual host.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PermissionInfo {
+    /// The user.
+    pub user: String,
+    /// The virtual host.
+    pub vhost: String,
+    /// Regular expression over the names of queues and exchanges it may declare and delete.
+    pub configure: String,
+    /// Regular expression over the names it may publish to (exchanges) and bind (queues).
+    pub write: String,
+    /// Regular expression over the names it may consume from (queues) and bind from
+    /// (exchanges).
+    pub read: String,
 }
 
 /// One entry of `consumer.list`.
@@ -343,6 +385,37 @@ pub struct Definitions {
     pub queues: Vec<QueueDefinition>,
     /// Bindings to the exported queues, as `binding.list` shows them.
     pub bindings: Vec<BindingInfo>,
+    /// Users, with their password hashes (server-wide; absent from older exports).
+    #[serde(default)]
+    pub users: Vec<UserDefinition>,
+    /// Virtual hosts (server-wide; absent from older exports).
+    #[serde(default)]
+    pub vhosts: Vec<VhostDefinition>,
+    /// Permissions (server-wide; absent from older exports).
+    #[serde(default)]
+    pub permissions: Vec<PermissionInfo>,
+}
+
+/// A user in a definitions document, in RabbitMQ's shape.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct UserDefinition {
+    /// User name.
+    pub name: String,
+    /// The password hash: for Warren an argon2id PHC string; empty for a user without a
+    /// password. A RabbitMQ export has base64 of salt and SHA-256 here, which Warren cannot
+    /// verify (the user is imported without a password, with a warning).
+    pub password_hash: String,
+    /// `argon2id` for Warren's hashes; RabbitMQ writes `rabbit_password_hashing_sha256`.
+    pub hashing_algorithm: String,
+    /// Tags.
+    pub tags: Vec<String>,
+}
+
+/// A virtual host in a definitions document.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct VhostDefinition {
+    /// Its name.
+    pub name: String,
 }
 
 /// An exchange in a definitions document.
@@ -373,7 +446,7 @@ pub struct QueueDefinition {
 }
 
 /// `definitions.import`: what the import created.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ImportSummary {
     /// Exchanges that did not exist before.
     pub exchanges_created: u64,
@@ -381,6 +454,21 @@ pub struct ImportSummary {
     pub queues_created: u64,
     /// Bindings in the document (declaring an existing binding changes nothing).
     pub bindings: u64,
+    /// Users that did not exist before (existing ones take the file's tags, and its password
+    /// hash when Warren can verify it).
+    #[serde(default)]
+    pub users_created: u64,
+    /// Virtual hosts that did not exist before.
+    #[serde(default)]
+    pub vhosts_created: u64,
+    /// Permissions set or changed (each replaces what its user had in its virtual host;
+    /// one already as in the file is not counted).
+    #[serde(default)]
+    pub permissions_set: u64,
+    /// What was imported other than asked, e.g. a user whose RabbitMQ password hash
+    /// Warren cannot verify, imported without a password.
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 #[cfg(test)]
@@ -460,7 +548,7 @@ mod tests {
         ]));
         round_trips::<Vec<ConnectionInfo>>(json!([
             {"id": 7, "peer": "127.0.0.1:50000", "connected_at_ms": 1_714_564_800_000_u64,
-             "consumers": 1, "unacked": 2, "published": 30},
+             "consumers": 1, "unacked": 2, "published": 30, "user": "app", "vhost": "/"},
         ]));
         round_trips::<Vec<ConsumerInfo>>(json!([
             {"tag": "ctag-1", "connection": 3, "queue": "jobs", "prefetch": 10,
@@ -497,9 +585,11 @@ mod tests {
         round_trips::<ReplayResult>(json!({"moved": 42, "unroutable": 3}));
         round_trips::<PurgeResult>(json!({"purged": 7}));
         round_trips::<DeleteResult>(json!({"deleted": 1}));
-        round_trips::<ImportSummary>(
-            json!({"exchanges_created": 1, "queues_created": 2, "bindings": 3}),
-        );
+        round_trips::<ImportSummary>(json!({
+            "exchanges_created": 1, "queues_created": 2, "bindings": 3,
+            "users_created": 1, "vhosts_created": 0, "permissions_set": 2,
+            "warnings": ["user 'legacy': ..."],
+        }));
         round_trips::<Definitions>(json!({
             "warren_version": "0.1.0",
             "exchanges": [{"name": "logs", "type": "topic", "durable": true, "arguments": {}}],
@@ -507,7 +597,23 @@ mod tests {
                         "arguments": {"x-max-length": 10}}],
             "bindings": [{"source": "logs", "destination": "jobs", "destination_type": "queue",
                           "routing_key": "#", "arguments": {}}],
+            "users": [{"name": "guest", "password_hash": "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA",
+                       "hashing_algorithm": "argon2id", "tags": ["administrator"]}],
+            "vhosts": [{"name": "/"}],
+            "permissions": [{"user": "guest", "vhost": "/", "configure": ".*", "write": ".*",
+                             "read": ".*"}],
         }));
+        // Replies of servers from before users and virtual hosts still decode.
+        let old: ImportSummary = serde_json::from_value(
+            json!({"exchanges_created": 1, "queues_created": 2, "bindings": 3}),
+        )
+        .expect("an older import summary decodes");
+        assert!(old.warnings.is_empty() && old.users_created == 0);
+        let old: Definitions = serde_json::from_value(json!({
+            "warren_version": "0.1.0", "exchanges": [], "queues": [], "bindings": [],
+        }))
+        .expect("an older export decodes");
+        assert!(old.users.is_empty());
     }
 
     /// §15: servers may add fields; a client ignores those it does not know.

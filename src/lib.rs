@@ -9,10 +9,12 @@
 //! - [`metrics`]: Prometheus exposition on `GET /metrics` (`warren serve --metrics-listen`).
 //! - [`client`]: the async client library the CLI and the tests use.
 //! - [`tls`]: rustls configuration for the server's TLS listener and for clients.
+//! - [`auth`]: password hashing (argon2id) for users.
 //! - [`admin_types`]: the admin commands' results, built by the broker, read by the client.
 //! - [`cli`]: the `warren` command line.
 
 pub mod admin_types;
+pub mod auth;
 pub mod bench;
 pub mod broker;
 pub mod cli;

@@ -78,6 +78,8 @@ impl BrokerCollector {
 /// One queue as seen at the start of a scrape: every per-queue family reports the same
 /// snapshot, so a scrape is consistent across families for each queue.
 struct QueueSnapshot {
+    /// Its virtual host: a `vhost` label outside `/` (see docs/metrics.md).
+    vhost: Arc<str>,
     queue: Arc<Queue>,
     counts: QueueCounts,
 }
@@ -118,8 +120,13 @@ fn per_queue<M: EncodeMetric>(
     let metric_type = metric(first).metric_type();
     let mut family = enc.encode_descriptor(name, help, unit, metric_type)?;
     for q in queues {
-        let labels = [("queue", &*q.queue.name)];
-        metric(q).encode(family.encode_family(&labels)?)?;
+        if &*q.vhost == crate::broker::vhost::DEFAULT_VHOST {
+            let labels = [("queue", &*q.queue.name)];
+            metric(q).encode(family.encode_family(&labels)?)?;
+        } else {
+            let labels = [("queue", &*q.queue.name), ("vhost", &*q.vhost)];
+            metric(q).encode(family.encode_family(&labels)?)?;
+        }
     }
     Ok(())
 }
@@ -129,14 +136,17 @@ impl Collector for BrokerCollector {
         let broker = &self.broker;
         let stats = broker.stats();
         let mut queues: Vec<QueueSnapshot> = broker
-            .queues()
+            .vhost_list()
             .into_iter()
-            .map(|queue| QueueSnapshot {
-                counts: queue.counts(),
-                queue,
+            .flat_map(|vh| {
+                vh.queue_list().into_iter().map(move |queue| QueueSnapshot {
+                    vhost: vh.name.clone(),
+                    counts: queue.counts(),
+                    queue,
+                })
             })
             .collect();
-        queues.sort_by(|a, b| a.queue.name.cmp(&b.queue.name));
+        queues.sort_by(|a, b| (&a.vhost, &a.queue.name).cmp(&(&b.vhost, &b.queue.name)));
         let consumers: u64 = queues.iter().map(|q| u64::from(q.counts.consumers)).sum();
 
         // Broker-wide gauges.
@@ -634,7 +644,11 @@ mod tests {
         assert!(!text.contains("warren_queue_messages_ready"));
 
         let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-        let session = b.new_session("test".into(), tx);
+        let session = b.new_session(
+            "test".into(),
+            crate::broker::access::Principal::internal(),
+            tx,
+        );
         b.declare_queue(
             &session,
             QueueDeclare {
@@ -657,6 +671,36 @@ mod tests {
         assert!(text.contains("# TYPE warren_queue_messages_ready_bytes gauge\n"));
         assert!(text.contains("# UNIT warren_queue_messages_ready_bytes bytes\n"));
         assert!(text.contains("warren_queue_messages_published_total{queue="));
+
+        // The same name in another virtual host is another series, labelled with it.
+        b.vhost_add("prod").await.expect("vhost");
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let principal = crate::broker::access::Principal {
+            vhost: "prod".into(),
+            ..(*crate::broker::access::Principal::internal()).clone()
+        };
+        let session = b.new_session("test".into(), std::sync::Arc::new(principal), tx);
+        b.declare_queue(
+            &session,
+            QueueDeclare {
+                name: "a \"b\" \\c".into(),
+                durable: false,
+                exclusive: false,
+                auto_delete: false,
+                passive: false,
+                arguments: FieldTable::new(),
+            },
+        )
+        .await
+        .expect("declare");
+        let text = encode(&r).expect("encoding");
+        assert!(text.contains("\nwarren_queues 2\n"), "{text}");
+        assert!(
+            text.contains(
+                "\nwarren_queue_messages_ready{queue=\"a \\\"b\\\" \\\\c\",vhost=\"prod\"} 0\n"
+            ),
+            "{text}"
+        );
         b.shutdown().await;
     }
 

@@ -168,6 +168,7 @@ async fn a_queue_stored_with_unimplemented_arguments_still_loads() {
         let (store, _) = Store::open(d.data_dir()).expect("opening the stopped daemon's store");
         store
             .change_topology(TopologyChange::PutQueue(QueueRecord {
+                vhost: "/".into(),
                 id: 1,
                 name: "legacy".into(),
                 exclusive: false,

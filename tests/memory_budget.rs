@@ -27,7 +27,7 @@ async fn status(c: &Client) -> Status {
 
 #[tokio::test]
 async fn past_the_memory_limit_publishers_wait_until_consumers_drain() {
-    let d = TestDaemon::start_with(&["--memory-limit", "64MiB"]);
+    let d = TestDaemon::start_with(&["--memory-limit", "128MiB"]);
     let publisher = d.client().await;
     let admin = d.client().await;
     let consumer = d.client().await;
@@ -36,9 +36,10 @@ async fn past_the_memory_limit_publishers_wait_until_consumers_drain() {
         .await
         .expect("declare");
     let before = status(&admin).await;
-    assert_eq!(before.memory_limit_bytes, 64 << 20);
+    assert_eq!(before.memory_limit_bytes, 128 << 20);
+    // The baseline includes argon2's working memory (19 MiB per password-hashing thread).
     assert!(
-        before.memory_used_bytes > 0 && before.memory_used_bytes < 64 << 20,
+        before.memory_used_bytes > 0 && before.memory_used_bytes < 96 << 20,
         "{before:?}"
     );
 
@@ -60,10 +61,10 @@ async fn past_the_memory_limit_publishers_wait_until_consumers_drain() {
             }
         }
     };
-    assert!(confirmed >= 40, "blocked after only {confirmed} MiB");
+    assert!(confirmed >= 20, "blocked after only {confirmed} MiB");
     let during = status(&admin).await;
     assert_eq!(during.alarms, ["memory"]);
-    assert!(during.memory_used_bytes > 64 << 20, "{during:?}");
+    assert!(during.memory_used_bytes > 128 << 20, "{during:?}");
 
     // Consumers and acks go on: drain until the publisher is let go.
     let mut got = Vec::new();

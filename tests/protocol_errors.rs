@@ -11,7 +11,8 @@ use tokio::net::TcpStream;
 use tokio_util::codec::Decoder;
 use warren::client::{OutgoingMessage, QueueOptions};
 use warren_protocol::{
-    client_preface, Envelope, ErrorCode, Frame, FrameCodec, Properties, Publish, PROTOCOL_VERSION,
+    client_preface, Envelope, ErrorCode, Frame, FrameCodec, Mechanism, Open, Properties, Publish,
+    PROTOCOL_VERSION,
 };
 
 /// Reads frames until the server closes the connection; returns them.
@@ -34,25 +35,101 @@ async fn read_until_closed(stream: &mut TcpStream) -> Vec<Envelope> {
     }
 }
 
-/// Connects and completes the handshake; returns the stream after `Hello`.
-async fn handshaken(d: &TestDaemon) -> TcpStream {
+/// Connects and completes the handshake, without `Open`; returns the stream after `Hello`.
+async fn hello_only(d: &TestDaemon) -> TcpStream {
     let mut s = TcpStream::connect(d.addr()).await.unwrap();
     s.write_all(&client_preface(PROTOCOL_VERSION))
         .await
         .unwrap();
+    let env = next_frame(&mut s).await;
+    assert!(matches!(env.frame, Frame::Hello(_)), "{env:?}");
+    s
+}
+
+/// Reads exactly one frame (the server sends nothing unasked during the handshake).
+async fn next_frame(s: &mut TcpStream) -> Envelope {
     let mut codec = FrameCodec::default();
     let mut buf = BytesMut::new();
     loop {
         if let Some(env) = codec.decode(&mut buf).unwrap() {
-            assert!(matches!(env.frame, Frame::Hello(_)), "{env:?}");
             assert!(buf.is_empty());
-            return s;
+            return env;
         }
         let mut chunk = [0u8; 256];
-        let n = within("hello", s.read(&mut chunk)).await.unwrap();
-        assert!(n > 0, "closed before hello");
+        let n = within("a handshake frame", s.read(&mut chunk))
+            .await
+            .unwrap();
+        assert!(n > 0, "closed during the handshake");
         buf.extend_from_slice(&chunk[..n]);
     }
+}
+
+/// Connects, completes the handshake and opens the connection as guest; returns the stream
+/// after `Open`'s `Ok`.
+async fn handshaken(d: &TestDaemon) -> TcpStream {
+    let mut s = hello_only(d).await;
+    let open = Frame::Open(Open {
+        mechanism: Mechanism::Password,
+        user: "guest".into(),
+        password: bytes::Bytes::from_static(b"guest"),
+        vhost: "/".into(),
+    });
+    s.write_all(&Envelope::new(1, open).to_bytes())
+        .await
+        .unwrap();
+    let env = next_frame(&mut s).await;
+    assert_eq!(env, Envelope::new(1, Frame::Ok));
+    s
+}
+
+#[tokio::test]
+async fn a_second_open_is_an_unexpected_frame_and_the_connection_goes_on() {
+    let d = TestDaemon::start();
+    let mut s = handshaken(&d).await;
+    let open = Frame::Open(Open {
+        mechanism: Mechanism::Password,
+        user: "guest".into(),
+        password: bytes::Bytes::from_static(b"guest"),
+        vhost: "/".into(),
+    });
+    s.write_all(&Envelope::new(2, open).to_bytes())
+        .await
+        .unwrap();
+    let env = next_frame(&mut s).await;
+    let Frame::Error(err) = env.frame else {
+        panic!("expected an error, got {env:?}");
+    };
+    assert_eq!(env.request_id, 2);
+    assert_eq!(err.code, ErrorCode::UnexpectedFrame.as_u16());
+    assert!(err.message.contains("already open"), "{}", err.message);
+    // Still open: a heartbeat-free request is answered.
+    let purge = Frame::QueuePurge {
+        name: "none".into(),
+    };
+    s.write_all(&Envelope::new(3, purge).to_bytes())
+        .await
+        .unwrap();
+    let env = next_frame(&mut s).await;
+    assert_eq!(env.request_id, 3);
+}
+
+#[tokio::test]
+async fn a_frame_before_open_is_refused_and_the_connection_closes() {
+    let d = TestDaemon::start();
+    let mut s = hello_only(&d).await;
+    let declare = Frame::QueuePurge { name: "q".into() };
+    s.write_all(&Envelope::new(3, declare).to_bytes())
+        .await
+        .unwrap();
+    let frames = read_until_closed(&mut s).await;
+    let (id, code, message) = error_of(&frames);
+    assert_eq!(
+        (id, code),
+        (0, ErrorCode::AccessRefused.as_u16()),
+        "{message}"
+    );
+    assert!(message.contains("send Open first"), "{message}");
+    still_serving(&d).await;
 }
 
 fn error_of(frames: &[Envelope]) -> (u64, u16, String) {

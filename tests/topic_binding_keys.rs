@@ -104,6 +104,7 @@ async fn a_stored_binding_with_more_hash_words_still_loads_and_can_be_unbound() 
         let (store, _) = Store::open(d.data_dir()).expect("opening the stopped daemon's store");
         store
             .change_topology(TopologyChange::PutBinding(BindingRecord {
+                vhost: "/".into(),
                 exchange: "t".into(),
                 destination: "q".into(),
                 destination_kind: DestinationKind::Queue,

@@ -10,8 +10,9 @@ use tokio_util::codec::{Decoder, Encoder};
 use warren_protocol::handshake::{parse_client_preface, PREFACE_BYTES};
 use warren_protocol::{
     client_preface, Ack, Confirm, Deliver, Envelope, ErrorCode, ErrorFrame, ExchangeBind,
-    ExchangeDeclare, ExchangeKind, FieldTable, FieldValue, Frame, FrameCodec, Hello, Properties,
-    Publish, QueueBind, QueueDeclare, DEFAULT_MAX_FRAME_SIZE_BYTES, PROTOCOL_VERSION,
+    ExchangeDeclare, ExchangeKind, FieldTable, FieldValue, Frame, FrameCodec, Hello, Mechanism,
+    Open, Properties, Publish, QueueBind, QueueDeclare, DEFAULT_MAX_FRAME_SIZE_BYTES,
+    PROTOCOL_VERSION,
 };
 
 use common::{hex, to_hex};
@@ -32,6 +33,12 @@ const UNBLOCKED: &str = "09 00 00 00 0b 00 00 00 00 00 00 00 00";
 const ERROR: &str = "1c 00 00 00 05 07 00 00 00 00 00 00 00
     94 01
     0f 00 6e 6f 20 71 75 65 75 65 20 27 6a 6f 62 73 27";
+
+const OPEN: &str = "1d 00 00 00 07 01 00 00 00 00 00 00 00
+    00
+    05 00 67 75 65 73 74
+    05 00 00 00 67 75 65 73 74
+    01 00 2f";
 
 const EXCHANGE_DECLARE: &str = "2f 00 00 00 10 01 00 00 00 00 00 00 00
     04 00 6c 6f 67 73 02 01
@@ -152,6 +159,19 @@ fn vectors() -> Vec<(&'static str, &'static str, Envelope)> {
             ),
         ),
         ("unblocked", UNBLOCKED, Envelope::new(0, Frame::Unblocked)),
+        (
+            "open",
+            OPEN,
+            Envelope::new(
+                1,
+                Frame::Open(Open {
+                    mechanism: Mechanism::Password,
+                    user: "guest".into(),
+                    password: Bytes::from_static(b"guest"),
+                    vhost: "/".into(),
+                }),
+            ),
+        ),
         (
             "error",
             ERROR,

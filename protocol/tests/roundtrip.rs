@@ -17,8 +17,9 @@ use tokio_util::codec::{Decoder, Encoder};
 use warren_protocol::{
     Ack, Admin, Cancel, Close, Confirm, Consume, ConsumerCancelled, ConsumerTag, Deliver, Envelope,
     ErrorFrame, ExchangeBind, ExchangeDeclare, ExchangeDelete, ExchangeKind, FieldTable,
-    FieldValue, Frame, FrameCodec, Get, GetOk, Hello, Nack, Opcode, Properties, Publish, Qos,
-    QueueBind, QueueDeclare, QueueDeclareOk, QueueDelete, Reject, Return, FRAME_HEADER_BYTES,
+    FieldValue, Frame, FrameCodec, Get, GetOk, Hello, Mechanism, Nack, Opcode, Open, Properties,
+    Publish, Qos, QueueBind, QueueDeclare, QueueDeclareOk, QueueDelete, Reject, Return,
+    FRAME_HEADER_BYTES,
 };
 
 use common::{body_of, samples, with_body};
@@ -179,6 +180,21 @@ fn frame() -> impl Strategy<Value = Frame> {
             .prop_map(|reason| Frame::Blocked { reason })
             .boxed(),
         Just(Frame::Unblocked).boxed(),
+        (
+            prop_oneof![Just(Mechanism::Password), Just(Mechanism::External)],
+            text(64),
+            proptest::collection::vec(any::<u8>(), 0..64),
+            text(64),
+        )
+            .prop_map(|(mechanism, user, password, vhost)| {
+                Frame::Open(Open {
+                    mechanism,
+                    user,
+                    password: Bytes::from(password),
+                    vhost,
+                })
+            })
+            .boxed(),
         (
             text(64),
             exchange_kind(),

@@ -109,7 +109,7 @@ impl Broker {
             let _guard = self.inner.topology.lock().await;
             // Re-check under the lock: a consumer may have arrived meanwhile.
             if q.counts().consumers == 0 && !q.is_deleted() {
-                self.remove_queue(&q).await?;
+                self.remove_queue(&consumer.session.vhost, &q).await?;
             }
         }
         Ok(())

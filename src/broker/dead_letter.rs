@@ -237,7 +237,14 @@ impl Broker {
             }
             return;
         };
-        if !dlx.is_empty() && self.exchange(&dlx).is_none() {
+        // The dead-letter exchange is looked up in the queue's own virtual host.
+        let Some(vh) = self.vhost_of(&queue) else {
+            if !removals.is_empty() {
+                self.inner.store.remove_internal(removals);
+            }
+            return;
+        };
+        if !dlx.is_empty() && vh.exchange(&dlx).is_none() {
             stats.dead_letters_dropped.fetch_add(n, Ordering::Relaxed);
             tracing::warn!(queue = %queue.name, exchange = %dlx, count = n, reason = reason.as_str(), "dead-letter exchange does not exist; dropping the messages");
             if !removals.is_empty() {
@@ -270,7 +277,7 @@ impl Broker {
                 .unwrap_or_else(|| message.routing_key.clone());
             let copy = dead_lettered_copy(&message, &queue.name, reason, &dlx, &key, replaced, now);
             let mut targets = self
-                .route(&dlx, &key, &copy.properties.headers)
+                .route(&vh, &dlx, &key, &copy.properties.headers)
                 .unwrap_or_default();
             targets.retain(|t| !is_cycle(&copy.properties.headers, &t.name));
             if targets.is_empty() {

@@ -21,8 +21,10 @@
 //! | `dead_letter.rs` | the dead-letter pipeline: reasons, where `x-death` is written, the cycle rule, the dead-letter task |
 //! | `recovery.rs` | rebuilding exchanges, queues and bindings from the store at startup |
 //! | `stats.rs` | broker-wide counters, rate bookkeeping, resident memory |
+//! | `access.rs` | users, passwords and tags; logging in (`Open`) |
 //! | `admin/` | operator commands (`Admin` frames): status and listings, dead-letter operations, definitions |
 //! | `queue/`, `queue_args.rs` | one queue: its state machine (`state.rs`: ready messages, dispatch, expiry, delays, overflow), settle policy (`settle.rs`), paging (`paging.rs`) and the shell that carries out its effects (`mod.rs`); its `x-` arguments |
+//! | `vhost.rs` | one virtual host's exchanges and queues; every session holds its own |
 //! | `exchange.rs`, `topic_trie.rs` | routing |
 //! | `commit.rs` | the completion step, the broker's side of every store commit: overflow decisions and expiry before it; enqueue, `reject-publish-dlx`, confirms, replies and replay put-backs after it |
 //! | `session.rs`, `consumer.rs`, `confirm.rs` | per-connection state, credit, unacked deliveries, reply slots |
@@ -33,6 +35,7 @@
 //! dead letter ends in; it knows nothing of the broker and calls back into `commit.rs`
 //! ([`crate::store::CommitHooks`]) around each commit.
 
+pub mod access;
 pub mod admin;
 pub mod alarms;
 pub mod commit;
@@ -56,6 +59,7 @@ pub mod stats;
 mod timers;
 pub mod topic_trie;
 mod topology;
+pub mod vhost;
 
 pub use stats::BrokerStats;
 
@@ -73,9 +77,9 @@ use crate::clock::Clock;
 use crate::error::BrokerError;
 use crate::store::Store;
 use commit::{BrokerStore, Hooks};
-use exchange::Exchange;
 use queue::{Queue, QueueContext};
 use session::Session;
+use vhost::VHost;
 
 /// The publish header holding a delay in milliseconds before the message is routed.
 pub const X_DELAY: &str = "x-delay";
@@ -114,8 +118,10 @@ pub struct Broker {
 }
 
 struct Inner {
-    exchanges: RwLock<FastMap<String, Arc<Exchange>>>,
-    queues: RwLock<FastMap<String, Arc<Queue>>>,
+    /// Users and permissions.
+    access: access::Access,
+    /// Virtual hosts by name, each with its exchanges and queues.
+    vhosts: RwLock<FastMap<String, Arc<VHost>>>,
     /// Serialises topology changes so check-then-change sequences are atomic.
     topology: tokio::sync::Mutex<()>,
     store: BrokerStore,
@@ -177,10 +183,15 @@ impl Broker {
             dead_letters,
             clock: config.clock.clone(),
         });
+        let mut recovered = recovered;
+        let access = access::Access::new(
+            std::mem::take(&mut recovered.users),
+            std::mem::take(&mut recovered.permissions),
+        );
         let broker = Broker {
             inner: Arc::new(Inner {
-                exchanges: RwLock::new(FastMap::default()),
-                queues: RwLock::new(FastMap::default()),
+                access,
+                vhosts: RwLock::new(FastMap::default()),
                 topology: tokio::sync::Mutex::new(()),
                 store,
                 ctx,
@@ -196,7 +207,6 @@ impl Broker {
                 alarms: alarms::Alarms::default(),
             }),
         };
-        let mut recovered = recovered;
         let scheduled = std::mem::take(&mut recovered.scheduled);
         broker.restore(recovered).await?;
         let weak = Arc::downgrade(&broker.inner);
@@ -258,9 +268,35 @@ impl Broker {
         self.inner.started
     }
 
-    /// Every queue, in no particular order (for metrics).
+    /// Every queue of every virtual host, in no particular order (for metrics).
     pub fn queues(&self) -> Vec<Arc<Queue>> {
-        self.inner.queues.read().values().cloned().collect()
+        self.vhost_list()
+            .iter()
+            .flat_map(|v| v.queue_list())
+            .collect()
+    }
+
+    /// Every virtual host, by name.
+    pub fn vhost_list(&self) -> Vec<Arc<VHost>> {
+        let mut v: Vec<Arc<VHost>> = self.inner.vhosts.read().values().cloned().collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// A virtual host by name.
+    pub fn vhost(&self, name: &str) -> Option<Arc<VHost>> {
+        self.inner.vhosts.read().get(name).cloned()
+    }
+
+    /// The virtual host `q` lives in (it may have been deleted since). Dead-lettering asks,
+    /// off the hot path: a scan of the few virtual hosts.
+    fn vhost_of(&self, q: &Arc<Queue>) -> Option<Arc<VHost>> {
+        self.vhost_list().into_iter().find(|v| {
+            v.queues
+                .read()
+                .get(&*q.name)
+                .is_some_and(|x| Arc::ptr_eq(x, q))
+        })
     }
 
     /// Open client connections (for metrics).
@@ -281,15 +317,25 @@ impl Broker {
         s
     }
 
-    /// A session for a new connection whose events and deliveries go to `outbound`.
+    /// A session for a new connection of `user` whose events and deliveries go to `outbound`.
     pub fn new_session(
         &self,
         peer: String,
+        user: Arc<access::Principal>,
         outbound: tokio::sync::mpsc::UnboundedSender<session::Outbound>,
     ) -> Arc<Session> {
-        let session = Session::new(
+        // The principal's virtual host was checked at Open; one deleted since is a fresh,
+        // empty one the session cannot create anything in.
+        let vhost = self.vhost(&user.vhost).unwrap_or_else(|| {
+            let gone = VHost::new(&user.vhost);
+            gone.mark_deleted();
+            gone
+        });
+        let session = Session::for_user(
             self.inner.next_session_id.fetch_add(1, Ordering::Relaxed),
             peer,
+            user,
+            vhost,
             outbound,
         );
         self.inner
@@ -299,17 +345,10 @@ impl Broker {
         session
     }
 
-    fn exchange(&self, name: &str) -> Option<Arc<Exchange>> {
-        self.inner.exchanges.read().get(name).cloned()
-    }
-
-    fn queue(&self, name: &str) -> Option<Arc<Queue>> {
-        self.inner.queues.read().get(name).cloned()
-    }
-
-    /// A queue by name, if this session may use it.
+    /// A queue of the session's virtual host by name, if this session may use it.
     fn usable_queue(&self, session: &Session, name: &str) -> Result<Arc<Queue>, BrokerError> {
-        let q = self
+        let q = session
+            .vhost
             .queue(name)
             .ok_or_else(|| BrokerError::not_found("queue", name))?;
         check_owner(&q, session)?;
@@ -344,8 +383,8 @@ impl Broker {
         for c in &consumers {
             consume::hand_over(c);
         }
-        let owned: Vec<Arc<Queue>> = self
-            .inner
+        let owned: Vec<Arc<Queue>> = session
+            .vhost
             .queues
             .read()
             .values()
@@ -355,7 +394,7 @@ impl Broker {
         if !owned.is_empty() {
             let _guard = self.inner.topology.lock().await;
             for q in owned {
-                if let Err(e) = self.remove_queue(&q).await {
+                if let Err(e) = self.remove_queue(&session.vhost, &q).await {
                     tracing::warn!(queue = %q.name, error = %e, "deleting an exclusive queue failed");
                 }
             }

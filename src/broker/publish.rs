@@ -18,11 +18,13 @@ use super::exchange::Exchange;
 use super::queue::Queue;
 use super::queue_args::{ttl_too_long, MAX_TTL_MS};
 use super::session::Session;
+use super::vhost::VHost;
 use super::{Broker, X_DELAY, X_DELIVER_AT};
 use crate::clock::LazyNow;
 use crate::error::BrokerError;
 use crate::log_throttle::Throttle;
 use crate::message::Message;
+use crate::store::codec::entity_key;
 use crate::store::ScheduleOp;
 
 static MISSING_ALTERNATE: Throttle = Throttle::new(Duration::from_secs(60));
@@ -58,7 +60,12 @@ impl Broker {
                 return self.schedule(session, request_id, p, due_ms).await;
             }
         }
-        let targets = self.route(&p.exchange, &p.routing_key, &p.properties.headers)?;
+        let targets = self.route(
+            &session.vhost,
+            &p.exchange,
+            &p.routing_key,
+            &p.properties.headers,
+        )?;
         if !p.properties.headers.is_empty() {
             // Sender-selected distribution: `BCC` routed the message; no one sees it.
             p.properties.headers.remove(BCC);
@@ -111,6 +118,7 @@ impl Broker {
     /// [`BrokerError::NotFound`] when the exchange does not exist.
     pub(super) fn route(
         &self,
+        vh: &VHost,
         exchange: &str,
         routing_key: &str,
         headers: &FieldTable,
@@ -123,22 +131,22 @@ impl Broker {
             extra_routing_keys(headers)
         };
         if exchange.is_empty() {
-            if let Some(q) = self.queue(routing_key) {
+            if let Some(q) = vh.queue(routing_key) {
                 targets.push(q);
             }
             for key in &extra {
-                if let Some(q) = self.queue(key) {
+                if let Some(q) = vh.queue(key) {
                     targets.push(q);
                 }
             }
         } else {
-            let e = self
+            let e = vh
                 .exchange(exchange)
                 .ok_or_else(|| BrokerError::not_found("exchange", exchange))?;
             if e.has_exchange_bindings() {
                 let mut keys = vec![routing_key];
                 keys.extend(extra.iter().copied());
-                self.route_graph(e, &keys, headers, &mut targets);
+                self.route_graph(vh, e, &keys, headers, &mut targets);
                 return Ok(targets);
             }
             e.route(routing_key, headers, &mut targets);
@@ -148,7 +156,7 @@ impl Broker {
             if targets.is_empty() && e.alternate.is_some() {
                 let mut keys = vec![routing_key];
                 keys.extend(extra.iter().copied());
-                self.route_graph(e, &keys, headers, &mut targets);
+                self.route_graph(vh, e, &keys, headers, &mut targets);
                 return Ok(targets);
             }
         }
@@ -169,6 +177,7 @@ impl Broker {
     #[cold]
     fn route_graph(
         &self,
+        vh: &VHost,
         first: Arc<Exchange>,
         keys: &[&str],
         headers: &FieldTable,
@@ -196,7 +205,7 @@ impl Broker {
                 if visited.contains(&name) {
                     continue;
                 }
-                let Some(d) = self.exchange(&name) else {
+                let Some(d) = vh.exchange(&name) else {
                     // Once per publish would be a log line per message: throttled.
                     if via_alternate && MISSING_ALTERNATE.allow() {
                         tracing::warn!(exchange = %e.name, alternate = %name, "alternate exchange does not exist; messages are unroutable (logged at most once a minute)");
@@ -221,13 +230,14 @@ impl Broker {
         p: Publish,
         due_ms: u64,
     ) -> Result<(), BrokerError> {
-        if !p.exchange.is_empty() && self.exchange(&p.exchange).is_none() {
+        if !p.exchange.is_empty() && session.vhost.exchange(&p.exchange).is_none() {
             return Err(BrokerError::not_found("exchange", &p.exchange));
         }
         self.inner.stats.published.fetch_add(1, Ordering::Relaxed);
         self.inner.stats.scheduled.fetch_add(1, Ordering::Relaxed);
         let message = Arc::new(Message {
-            exchange: p.exchange,
+            // The scheduler routes it in its virtual host (see `scheduler.rs`).
+            exchange: entity_key(&session.vhost.name, &p.exchange),
             routing_key: p.routing_key,
             properties: p.properties,
             body: p.body,

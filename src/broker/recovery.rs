@@ -6,41 +6,49 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use warren_protocol::{ExchangeKind, FieldTable};
-
 use super::exchange::{self, Binding, Exchange, ExchangeBinding};
 use super::queue::{Queue, QueueSettings};
 use super::queue_args::{self, QueueArgs};
+use super::vhost::VHost;
 use super::Broker;
 use crate::error::BrokerError;
 use crate::message::QueuedMessage;
-use crate::store::codec::DestinationKind;
+use crate::store::codec::{DestinationKind, VhostRecord};
 use crate::store::{Recovered, RecoveredEntry, StoreError, TopologyChange};
-
-const BUILTIN_EXCHANGES: [(&str, ExchangeKind); 4] = [
-    ("amq.direct", ExchangeKind::Direct),
-    ("amq.fanout", ExchangeKind::Fanout),
-    ("amq.topic", ExchangeKind::Topic),
-    ("amq.headers", ExchangeKind::Headers),
-];
 
 impl Broker {
     pub(super) async fn restore(&self, recovered: Recovered) -> Result<(), BrokerError> {
         let inner = &self.inner;
+        for v in &recovered.vhosts {
+            inner
+                .vhosts
+                .write()
+                .insert(v.name.clone(), VHost::new(&v.name));
+        }
+        // Every record names a virtual host that exists (deleting one deletes its records in
+        // the same transaction); should one not, it is recreated rather than its contents
+        // dropped unseen.
+        let named = recovered
+            .exchanges
+            .iter()
+            .map(|e| &e.vhost)
+            .chain(recovered.queues.iter().map(|q| &q.record.vhost))
+            .chain(recovered.bindings.iter().map(|b| &b.vhost));
+        let missing: std::collections::BTreeSet<String> =
+            named.filter(|v| self.vhost(v).is_none()).cloned().collect();
+        for name in missing {
+            tracing::warn!(vhost = %name, "stored records name a virtual host that is not stored; recreating it");
+            inner
+                .store
+                .change_topology(TopologyChange::PutVhost(VhostRecord { name: name.clone() }))
+                .await?;
+            inner.vhosts.write().insert(name.clone(), VHost::new(&name));
+        }
+        let vhost = |name: &str| {
+            self.vhost(name)
+                .expect("every named virtual host was created above")
+        };
         {
-            let mut exchanges = inner.exchanges.write();
-            for (name, kind) in BUILTIN_EXCHANGES {
-                exchanges.insert(
-                    name.to_owned(),
-                    Arc::new(Exchange::new(
-                        name.into(),
-                        kind,
-                        true,
-                        FieldTable::new(),
-                        true,
-                    )),
-                );
-            }
             for e in recovered.exchanges {
                 let unsupported = exchange::unsupported_arguments(&e.arguments);
                 if !unsupported.is_empty() {
@@ -54,7 +62,7 @@ impl Broker {
                     tracing::warn!(exchange = %e.name, error = %err,
                         "stored exchange has an invalid alternate-exchange; it has no effect");
                 }
-                exchanges.insert(
+                vhost(&e.vhost).exchanges.write().insert(
                     e.name.clone(),
                     Arc::new(Exchange::new(
                         e.name.as_str().into(),
@@ -73,7 +81,7 @@ impl Broker {
             max_id = max_id.max(rq.record.id);
             if rq.record.exclusive {
                 // Its owning connection died with the old process.
-                orphaned.push((rq.record.id, rq.record.name));
+                orphaned.push((rq.record.vhost, rq.record.id, rq.record.name));
                 continue;
             }
             let unsupported = queue_args::unsupported_arguments(&rq.record.arguments);
@@ -119,13 +127,17 @@ impl Broker {
                     e.ready_at,
                 )
             }));
-            inner.queues.write().insert(rq.record.name, q);
+            vhost(&rq.record.vhost)
+                .queues
+                .write()
+                .insert(rq.record.name, q);
         }
         inner.next_queue_id.store(max_id + 1, Ordering::Release);
         for b in recovered.bindings {
-            let exchange = inner.exchanges.read().get(&b.exchange).cloned();
+            let vh = vhost(&b.vhost);
+            let exchange = vh.exchange(&b.exchange);
             if b.destination_kind == DestinationKind::Exchange {
-                let destination = inner.exchanges.read().get(&b.destination).cloned();
+                let destination = vh.exchange(&b.destination);
                 match (exchange, destination) {
                     (Some(e), Some(d)) => {
                         e.bind_exchange(ExchangeBinding {
@@ -140,7 +152,7 @@ impl Broker {
                 }
                 continue;
             }
-            let queue = inner.queues.read().get(&b.destination).cloned();
+            let queue = vh.queue(&b.destination);
             match (exchange, queue) {
                 (Some(e), Some(q)) => {
                     if exchange::validate_binding_key(e.kind, &b.routing_key).is_err() {
@@ -159,15 +171,16 @@ impl Broker {
                 }
             }
         }
-        for (id, name) in orphaned {
+        for (vhost, id, name) in orphaned {
             tracing::info!(queue = %name, "deleting exclusive queue left by the previous run");
             inner
                 .store
-                .change_topology(TopologyChange::DeleteQueue { id, name })
+                .change_topology(TopologyChange::DeleteQueue { vhost, id, name })
                 .await?;
         }
         tracing::info!(
-            queues = inner.queues.read().len(),
+            vhosts = inner.vhosts.read().len(),
+            queues = self.queues().len(),
             messages = message_total,
             "recovered durable state"
         );

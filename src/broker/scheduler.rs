@@ -12,6 +12,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::commit::publish_op;
 use super::publish::BCC;
+use super::vhost::DEFAULT_VHOST;
 use super::{Broker, Inner};
 use crate::message::Message;
 use crate::store::ScheduledMessage;
@@ -69,12 +70,28 @@ pub(super) async fn run(
 impl Broker {
     /// Routes a due scheduled message and hands the move to the store.
     fn release(&self, due_ms: u64, id: u64, message: Arc<Message>) {
+        // Outside `/`, the stored exchange is `vhost NUL exchange` (`entity_key`): the
+        // message goes out with the bare name, routed in its virtual host, if it still exists.
+        let (vhost, message) = match message.exchange.split_once('\0') {
+            Some((vhost, exchange)) => {
+                let mut m = Message::clone(&message);
+                let vhost = vhost.to_owned();
+                m.exchange = exchange.to_owned();
+                (vhost, Arc::new(m))
+            }
+            None => (DEFAULT_VHOST.to_owned(), message),
+        };
         let targets = self
-            .route(
-                &message.exchange,
-                &message.routing_key,
-                &message.properties.headers,
-            )
+            .vhost(&vhost)
+            .and_then(|vh| {
+                self.route(
+                    &vh,
+                    &message.exchange,
+                    &message.routing_key,
+                    &message.properties.headers,
+                )
+                .ok()
+            })
             .unwrap_or_default();
         let publish = if targets.is_empty() {
             self.inner.stats.unroutable.fetch_add(1, Ordering::Relaxed);

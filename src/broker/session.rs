@@ -8,10 +8,12 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, Semaphore};
 
+use super::access::Principal;
 use super::confirm::ReplySink;
 use super::consumer::Consumer;
 use super::event::{Event, RequestId};
 use super::queue::{consumer_timeout, timed_out, Queue};
+use super::vhost::VHost;
 use crate::message::QueuedMessage;
 
 /// Publishes a connection may have between being read and being confirmed. Past this the
@@ -66,6 +68,10 @@ pub struct Session {
     pub publish_permits: Semaphore,
     /// The client's address, for listings and logs.
     pub peer: String,
+    /// Who logged in on this connection, and the virtual host it opened.
+    pub user: Arc<Principal>,
+    /// The virtual host it works in, looked up once at `Open`.
+    pub vhost: Arc<VHost>,
     /// When the connection opened, ms since the epoch.
     pub connected_at_ms: u64,
     /// Publishes received on this connection.
@@ -83,14 +89,34 @@ struct SessionState {
 }
 
 impl Session {
-    /// A session for connection `id` whose events and deliveries go to `outbound`.
+    /// A session for connection `id` with every right (the broker's own, for tests) whose
+    /// events and deliveries go to `outbound`.
     pub fn new(id: u64, peer: String, outbound: mpsc::UnboundedSender<Outbound>) -> Arc<Session> {
+        Session::for_user(
+            id,
+            peer,
+            Principal::internal(),
+            VHost::new(super::vhost::DEFAULT_VHOST),
+            outbound,
+        )
+    }
+
+    /// A session for connection `id` of `user` in `vhost` whose events and deliveries go to `outbound`.
+    pub fn for_user(
+        id: u64,
+        peer: String,
+        user: Arc<Principal>,
+        vhost: Arc<VHost>,
+        outbound: mpsc::UnboundedSender<Outbound>,
+    ) -> Arc<Session> {
         Arc::new(Session {
+            vhost,
             id,
             outbound,
             replies: ReplySink::new(),
             publish_permits: Semaphore::new(MAX_PUBLISHES_IN_FLIGHT),
             peer,
+            user,
             connected_at_ms: crate::message::now_ms(),
             published: std::sync::atomic::AtomicU64::new(0),
             state: Mutex::new(SessionState::default()),

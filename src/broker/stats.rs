@@ -89,7 +89,7 @@ impl Broker {
             return;
         }
         self.inner.rates_at_ms.store(now, Ordering::Relaxed);
-        for q in self.inner.queues.read().values() {
+        for q in self.queues() {
             q.stats.update_rates(now);
         }
     }

@@ -9,6 +9,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use super::queue::Queue;
+use super::vhost::VHost;
 use super::{Broker, Inner};
 
 /// How often timers are checked; expiry and delays are honoured within this (plus a commit).
@@ -28,20 +29,23 @@ impl Broker {
     async fn tick(&self) {
         let now = self.now_ms();
         self.update_rates(now);
-        let queues: Vec<Arc<Queue>> = self.inner.queues.read().values().cloned().collect();
-        let idle: Vec<Arc<Queue>> = queues
-            .into_iter()
-            .filter(|q| q.tick(now).idle_expired)
-            .collect();
+        let mut idle: Vec<(Arc<VHost>, Arc<Queue>)> = Vec::new();
+        for vh in self.vhost_list() {
+            for q in vh.queue_list() {
+                if q.tick(now).idle_expired {
+                    idle.push((vh.clone(), q));
+                }
+            }
+        }
         if !idle.is_empty() {
             let _guard = self.inner.topology.lock().await;
-            for q in idle {
+            for (vh, q) in idle {
                 // Re-checked under the lock: a consumer or a declare may have come meanwhile.
                 if q.is_deleted() || !q.tick(self.now_ms()).idle_expired {
                     continue;
                 }
                 tracing::info!(queue = %q.name, "deleting a queue unused for its x-expires");
-                if let Err(e) = self.remove_queue(&q).await {
+                if let Err(e) = self.remove_queue(&vh, &q).await {
                     tracing::warn!(queue = %q.name, error = %e, "deleting an expired queue failed");
                 }
             }

@@ -9,11 +9,13 @@ use std::sync::Arc;
 
 use warren_protocol::{ErrorCode, ExchangeBind, ExchangeDeclare, QueueBind, QueueDeclare};
 
+use super::access::Perm;
 use super::event::{DeclaredQueue, Event};
 use super::exchange::{self, Binding, Exchange, ExchangeBinding};
 use super::queue::{Queue, QueueSettings};
 use super::queue_args::QueueArgs;
 use super::session::Session;
+use super::vhost::VHost;
 use super::{check_owner, redeclare, validate_name, Broker};
 use crate::error::BrokerError;
 use crate::message::QueuedMessage;
@@ -26,15 +28,21 @@ impl Broker {
     /// # Errors
     /// Reserved or invalid names, a conflicting existing exchange, a passive declare of a
     /// missing one, or a store failure.
-    pub async fn declare_exchange(&self, d: ExchangeDeclare) -> Result<(), BrokerError> {
+    pub async fn declare_exchange(
+        &self,
+        session: &Session,
+        d: ExchangeDeclare,
+    ) -> Result<(), BrokerError> {
         validate_name("exchange", &d.name)?;
+        let vh = &session.vhost;
         if d.name.is_empty() {
             return Err(BrokerError::AccessRefused(
                 "the default exchange cannot be declared".into(),
             ));
         }
         let _guard = self.inner.topology.lock().await;
-        let existing = self.exchange(&d.name);
+        live(vh)?;
+        let existing = vh.exchange(&d.name);
         // An exchange that already has exactly these arguments (stored by an older Warren
         // that accepted them) may be redeclared as it is, so its clients keep starting.
         if !existing
@@ -82,6 +90,7 @@ impl Broker {
             self.inner
                 .store
                 .change_topology(TopologyChange::PutExchange(ExchangeRecord {
+                    vhost: vh.name.to_string(),
                     name: d.name.clone(),
                     kind: d.kind,
                     arguments: d.arguments.clone(),
@@ -95,7 +104,7 @@ impl Broker {
             d.arguments,
             false,
         );
-        self.inner.exchanges.write().insert(d.name, Arc::new(e));
+        vh.exchanges.write().insert(d.name, Arc::new(e));
         Ok(())
     }
 
@@ -104,14 +113,20 @@ impl Broker {
     ///
     /// # Errors
     /// The default or a built-in exchange, `if_unused` with bindings, or a store failure.
-    pub async fn delete_exchange(&self, name: &str, if_unused: bool) -> Result<(), BrokerError> {
+    pub async fn delete_exchange(
+        &self,
+        session: &Session,
+        name: &str,
+        if_unused: bool,
+    ) -> Result<(), BrokerError> {
+        let vh = &session.vhost;
         if name.is_empty() {
             return Err(BrokerError::AccessRefused(
                 "the default exchange cannot be deleted".into(),
             ));
         }
         let _guard = self.inner.topology.lock().await;
-        let Some(e) = self.exchange(name) else {
+        let Some(e) = vh.exchange(name) else {
             return Ok(());
         };
         if e.builtin {
@@ -127,12 +142,15 @@ impl Broker {
         if e.durable {
             self.inner
                 .store
-                .change_topology(TopologyChange::DeleteExchange(name.to_owned()))
+                .change_topology(TopologyChange::DeleteExchange {
+                    vhost: vh.name.to_string(),
+                    name: name.to_owned(),
+                })
                 .await?;
         }
-        self.inner.exchanges.write().remove(name);
+        vh.exchanges.write().remove(name);
         // Bindings to it go too (the store dropped the durable ones with the exchange).
-        let sources: Vec<Arc<Exchange>> = self.inner.exchanges.read().values().cloned().collect();
+        let sources: Vec<Arc<Exchange>> = vh.exchange_list();
         for source in sources {
             source.unbind_destination(name);
         }
@@ -150,8 +168,10 @@ impl Broker {
         d: QueueDeclare,
     ) -> Result<DeclaredQueue, BrokerError> {
         validate_name("queue", &d.name)?;
+        let vh = &session.vhost;
         let _guard = self.inner.topology.lock().await;
-        let existing = self.queue(&d.name);
+        live(vh)?;
+        let existing = vh.queue(&d.name);
         let args = match QueueArgs::parse(&d.arguments) {
             Ok(args) => args,
             // A queue that already has exactly these arguments (stored by an older Warren
@@ -203,7 +223,8 @@ impl Broker {
         if d.passive {
             return Err(BrokerError::not_found("queue", &d.name));
         }
-        let name = if d.name.is_empty() {
+        let server_named = d.name.is_empty();
+        let name = if server_named {
             format!("amq.gen-{}", unique_suffix())
         } else if d.name.starts_with("amq.") {
             return Err(BrokerError::AccessRefused(format!(
@@ -213,11 +234,16 @@ impl Broker {
         } else {
             d.name
         };
+        if server_named {
+            // The connection checked every other name before the broker saw it.
+            session.user.check(Perm::Configure, "queue", &name)?;
+        }
         let id = self.inner.next_queue_id.fetch_add(1, Ordering::AcqRel);
         if d.durable {
             self.inner
                 .store
                 .change_topology(TopologyChange::PutQueue(QueueRecord {
+                    vhost: vh.name.to_string(),
                     id,
                     name: name.clone(),
                     exclusive: d.exclusive,
@@ -238,7 +264,7 @@ impl Broker {
             },
             self.inner.ctx.clone(),
         );
-        self.inner.queues.write().insert(name.clone(), q);
+        vh.queues.write().insert(name.clone(), q);
         Ok(DeclaredQueue {
             name,
             message_count: 0,
@@ -259,7 +285,7 @@ impl Broker {
         if_empty: bool,
     ) -> Result<u64, BrokerError> {
         let _guard = self.inner.topology.lock().await;
-        let Some(q) = self.queue(name) else {
+        let Some(q) = session.vhost.queue(name) else {
             return Ok(0);
         };
         check_owner(&q, session)?;
@@ -276,32 +302,21 @@ impl Broker {
                 c.ready
             )));
         }
-        self.remove_queue(&q).await
+        self.remove_queue(&session.vhost, &q).await
     }
 
-    /// Removes a queue everywhere; the topology lock must be held.
-    pub(super) async fn remove_queue(&self, q: &Arc<Queue>) -> Result<u64, BrokerError> {
-        self.inner.queues.write().remove(&*q.name);
-        let (consumers, count) = q.mark_deleted();
-        for c in consumers {
-            c.session.remove_consumer(&c.tag);
-            c.session.send(
-                0,
-                Event::ConsumerCancelled {
-                    consumer_tag: c.tag.to_string(),
-                    code: ErrorCode::NotFound,
-                    reason: format!("queue '{}' was deleted", q.name),
-                },
-            );
-        }
-        let exchanges: Vec<Arc<Exchange>> = self.inner.exchanges.read().values().cloned().collect();
-        for e in exchanges {
-            e.unbind_queue(q.id);
-        }
+    /// Removes a queue of `vh` everywhere; the topology lock must be held.
+    pub(super) async fn remove_queue(
+        &self,
+        vh: &VHost,
+        q: &Arc<Queue>,
+    ) -> Result<u64, BrokerError> {
+        let count = forget_queue(vh, q);
         if q.durable {
             self.inner
                 .store
                 .change_topology(TopologyChange::DeleteQueue {
+                    vhost: vh.name.to_string(),
                     id: q.id,
                     name: q.name.to_string(),
                 })
@@ -309,7 +324,37 @@ impl Broker {
         }
         Ok(count)
     }
+}
 
+/// Takes a queue out of `vh` in memory: it leaves the map and the exchanges' bindings, is
+/// marked deleted, and its consumers are cancelled. Returns how many ready messages it held.
+pub(super) fn forget_queue(vh: &VHost, q: &Arc<Queue>) -> u64 {
+    {
+        let mut queues = vh.queues.write();
+        // Only this very queue: a queue of the same name declared since stays.
+        if queues.get(&*q.name).is_some_and(|x| Arc::ptr_eq(x, q)) {
+            queues.remove(&*q.name);
+        }
+    }
+    let (consumers, count) = q.mark_deleted();
+    for c in consumers {
+        c.session.remove_consumer(&c.tag);
+        c.session.send(
+            0,
+            Event::ConsumerCancelled {
+                consumer_tag: c.tag.to_string(),
+                code: ErrorCode::NotFound,
+                reason: format!("queue '{}' was deleted", q.name),
+            },
+        );
+    }
+    for e in vh.exchange_list() {
+        e.unbind_queue(q.id);
+    }
+    count
+}
+
+impl Broker {
     /// Removes every ready message from a queue; returns how many.
     ///
     /// # Errors
@@ -355,7 +400,8 @@ impl Broker {
                 "the default exchange cannot be bound to or unbound from".into(),
             ));
         }
-        let e = self
+        let e = session
+            .vhost
             .exchange(&b.exchange)
             .ok_or_else(|| BrokerError::not_found("exchange", &b.exchange))?;
         let q = self.usable_queue(session, &b.queue)?;
@@ -374,7 +420,7 @@ impl Broker {
         if e.durable && q.durable {
             self.inner
                 .store
-                .change_topology(TopologyChange::PutBinding(record(&b)))
+                .change_topology(TopologyChange::PutBinding(record(&session.vhost, &b)))
                 .await?;
         }
         e.bind(Binding {
@@ -395,7 +441,7 @@ impl Broker {
         if e.unbind(q.id, &b.routing_key, &b.arguments) && e.durable && q.durable {
             self.inner
                 .store
-                .change_topology(TopologyChange::DeleteBinding(record(&b)))
+                .change_topology(TopologyChange::DeleteBinding(record(&session.vhost, &b)))
                 .await?;
         }
         Ok(())
@@ -405,6 +451,7 @@ impl Broker {
 impl Broker {
     fn exchange_binding_parts(
         &self,
+        vh: &VHost,
         b: &ExchangeBind,
     ) -> Result<(Arc<Exchange>, Arc<Exchange>), BrokerError> {
         if b.source.is_empty() || b.destination.is_empty() {
@@ -412,10 +459,10 @@ impl Broker {
                 "the default exchange cannot be bound to or unbound from".into(),
             ));
         }
-        let source = self
+        let source = vh
             .exchange(&b.source)
             .ok_or_else(|| BrokerError::not_found("exchange", &b.source))?;
-        let destination = self
+        let destination = vh
             .exchange(&b.destination)
             .ok_or_else(|| BrokerError::not_found("exchange", &b.destination))?;
         validate_name("routing key", &b.routing_key)?;
@@ -428,14 +475,19 @@ impl Broker {
     /// # Errors
     /// A missing or default exchange, bad binding arguments for the source's kind, a store
     /// failure.
-    pub async fn bind_exchange(&self, b: ExchangeBind) -> Result<(), BrokerError> {
+    pub async fn bind_exchange(
+        &self,
+        session: &Session,
+        b: ExchangeBind,
+    ) -> Result<(), BrokerError> {
+        let vh = &session.vhost;
         let _guard = self.inner.topology.lock().await;
-        let (source, destination) = self.exchange_binding_parts(&b)?;
+        let (source, destination) = self.exchange_binding_parts(vh, &b)?;
         source.validate_binding(&b.routing_key, &b.arguments)?;
         if source.durable && destination.durable {
             self.inner
                 .store
-                .change_topology(TopologyChange::PutBinding(exchange_record(&b)))
+                .change_topology(TopologyChange::PutBinding(exchange_record(vh, &b)))
                 .await?;
         }
         source.bind_exchange(ExchangeBinding {
@@ -450,30 +502,44 @@ impl Broker {
     ///
     /// # Errors
     /// A missing or default exchange, a store failure.
-    pub async fn unbind_exchange(&self, b: ExchangeBind) -> Result<(), BrokerError> {
+    pub async fn unbind_exchange(
+        &self,
+        session: &Session,
+        b: ExchangeBind,
+    ) -> Result<(), BrokerError> {
+        let vh = &session.vhost;
         let _guard = self.inner.topology.lock().await;
-        let (source, destination) = self.exchange_binding_parts(&b)?;
+        let (source, destination) = self.exchange_binding_parts(vh, &b)?;
         if source.unbind_exchange(&b.destination, &b.routing_key, &b.arguments)
             && source.durable
             && destination.durable
         {
             self.inner
                 .store
-                .change_topology(TopologyChange::DeleteBinding(exchange_record(&b)))
+                .change_topology(TopologyChange::DeleteBinding(exchange_record(vh, &b)))
                 .await?;
         }
         Ok(())
     }
 }
 
-fn exchange_record(b: &ExchangeBind) -> BindingRecord {
+fn exchange_record(vh: &VHost, b: &ExchangeBind) -> BindingRecord {
     BindingRecord {
+        vhost: vh.name.to_string(),
         exchange: b.source.clone(),
         destination: b.destination.clone(),
         destination_kind: DestinationKind::Exchange,
         routing_key: b.routing_key.clone(),
         arguments: b.arguments.clone(),
     }
+}
+
+/// Refuses to create anything in a virtual host deleted while the session held it.
+fn live(vh: &VHost) -> Result<(), BrokerError> {
+    if vh.is_deleted() {
+        return Err(BrokerError::not_found("vhost", &vh.name));
+    }
+    Ok(())
 }
 
 fn unique_suffix() -> String {
@@ -489,8 +555,9 @@ fn unique_suffix() -> String {
     format!("{:016x}", h.finish())
 }
 
-fn record(b: &QueueBind) -> BindingRecord {
+fn record(vh: &VHost, b: &QueueBind) -> BindingRecord {
     BindingRecord {
+        vhost: vh.name.to_string(),
         exchange: b.exchange.clone(),
         destination: b.queue.clone(),
         destination_kind: DestinationKind::Queue,

@@ -75,6 +75,10 @@ pub async fn run(command: DefinitionsCommand, global: &Global) -> anyhow::Result
                     format!("importing definitions from '{}'", args.file.display())
                 })
                 .await?;
+            // Said even with --quiet: the import did something other than asked.
+            for warning in &result.warnings {
+                eprintln!("warning: {warning}");
+            }
             global.done(&format!(
                 "definitions imported from '{}': {}",
                 args.file.display(),
@@ -100,12 +104,22 @@ fn export_line(definitions: &Definitions, path: &std::path::Path) -> String {
 /// that did not exist before, and the file's bindings (declaring an existing binding is a
 /// no-op).
 pub fn import_line(result: &ImportSummary) -> String {
-    format!(
+    let mut line = format!(
         "created {} and {}; {} in place",
         count(result.exchanges_created, "exchange"),
         count(result.queues_created, "queue"),
         count(result.bindings, "binding")
-    )
+    );
+    // Only when the file had any: older files (and most imports) have none.
+    if result.users_created + result.vhosts_created + result.permissions_set > 0 {
+        line.push_str(&format!(
+            "; created {} and {}; {} set",
+            count(result.users_created, "user"),
+            count(result.vhosts_created, "vhost"),
+            count(result.permissions_set, "permission")
+        ));
+    }
+    line
 }
 
 #[cfg(test)]
@@ -119,7 +133,11 @@ mod tests {
             import_line(&ImportSummary {
                 exchanges_created: 1,
                 queues_created: 2,
-                bindings: 3
+                bindings: 3,
+                users_created: 0,
+                vhosts_created: 0,
+                permissions_set: 0,
+                warnings: vec![],
             }),
             "created 1 exchange and 2 queues; 3 bindings in place"
         );

@@ -24,10 +24,13 @@ pub mod field;
 pub mod get;
 pub mod message;
 pub mod output;
+pub mod permission;
 pub mod publish;
 pub mod queue;
 pub mod serve;
 pub mod status;
+pub mod user;
+pub mod vhost;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -35,7 +38,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use warren_protocol::{FieldTable, FieldValue};
 
-use crate::client::{decode_admin, Client, ClientError};
+use crate::client::{decode_admin, Client, ClientError, ConnectOptions};
 use crate::tls::{ClientTls, TlsOptions};
 
 pub use self::binding::{BindArgs, BindingCommand};
@@ -46,10 +49,13 @@ pub use self::definitions::DefinitionsCommand;
 pub use self::dlq::DlqCommand;
 pub use self::exchange::ExchangeCommand;
 pub use self::message::MessageCommand;
+pub use self::permission::PermissionCommand;
 pub use self::publish::PublishArgs;
 pub use self::queue::QueueCommand;
 pub use self::serve::ServeArgs;
 pub use self::status::StatusArgs;
+pub use self::user::UserCommand;
+pub use self::vhost::VhostCommand;
 
 /// The address client commands connect to by default.
 pub const DEFAULT_SERVER: &str = "127.0.0.1:5680";
@@ -98,28 +104,86 @@ pub struct GlobalArgs {
     /// With TLS: the private key (PEM) of --client-cert.
     #[arg(long, global = true, value_name = "FILE", env = "WARREN_CLIENT_KEY")]
     pub client_key: Option<std::path::PathBuf>,
+    /// User to log in as [env: WARREN_USER] [default: guest].
+    #[arg(long, global = true, value_name = "NAME")]
+    pub user: Option<String>,
+    /// Read the login password from the first line of stdin (else WARREN_PASSWORD; `guest`
+    /// for the guest user). For `user add` and `user passwd` it is the new password
+    /// instead, and the login password comes from WARREN_PASSWORD.
+    #[arg(long, global = true)]
+    pub password_stdin: bool,
+    /// Virtual host to work in [env: WARREN_VHOST] [default: /].
+    #[arg(long, global = true, value_name = "VHOST")]
+    pub vhost: Option<String>,
+}
+
+/// The first line of stdin without its line ending: a password.
+///
+/// # Errors
+/// Reading stdin failed or it was empty.
+pub fn read_password_line() -> anyhow::Result<String> {
+    let mut line = String::new();
+    let n = std::io::stdin()
+        .read_line(&mut line)
+        .context("reading the password from stdin")?;
+    if n == 0 {
+        anyhow::bail!("no password on stdin (--password-stdin reads its first line)");
+    }
+    let trimmed = line.trim_end_matches(['\n', '\r']);
+    Ok(trimmed.to_owned())
+}
+
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|s| !s.is_empty())
 }
 
 impl GlobalArgs {
     /// The options as client commands use them: `--server`, else `WARREN_SERVER` (when not
-    /// empty), else [`DEFAULT_SERVER`].
-    pub fn resolve(&self) -> Global {
+    /// empty), else [`DEFAULT_SERVER`]; the credentials likewise (`--user`, `WARREN_USER`,
+    /// `guest`; `--password-stdin`, `WARREN_PASSWORD`, `guest` for guest; `--vhost`,
+    /// `WARREN_VHOST`, `/`). With `stdin_is_login` false, `--password-stdin` is left to the
+    /// command (the new password of `user add`).
+    ///
+    /// # Errors
+    /// Reading the password from stdin failed, or a user other than guest has no password.
+    pub fn resolve(&self, stdin_is_login: bool) -> anyhow::Result<Global> {
         let server = self
             .server
             .clone()
-            .or_else(|| {
-                std::env::var("WARREN_SERVER")
-                    .ok()
-                    .filter(|s| !s.is_empty())
-            })
+            .or_else(|| env_var("WARREN_SERVER"))
             .unwrap_or_else(|| DEFAULT_SERVER.to_owned());
-        Global {
+        let user = self
+            .user
+            .clone()
+            .or_else(|| env_var("WARREN_USER"))
+            .unwrap_or_else(|| crate::auth::GUEST.to_owned());
+        let password = if self.password_stdin && stdin_is_login {
+            read_password_line()?
+        } else if let Some(p) = env_var("WARREN_PASSWORD") {
+            p
+        } else if user == crate::auth::GUEST {
+            crate::auth::GUEST.to_owned()
+        } else {
+            anyhow::bail!(
+                "no password for user '{user}': pipe it to --password-stdin or set WARREN_PASSWORD"
+            );
+        };
+        let vhost_given = self.vhost.clone().or_else(|| env_var("WARREN_VHOST"));
+        let vhost = vhost_given.clone().unwrap_or_else(|| "/".to_owned());
+        Ok(Global {
             server: ServerArg {
                 server,
                 tls: self.tls_options(),
+                options: ConnectOptions {
+                    user,
+                    password,
+                    vhost,
+                },
             },
             quiet: self.quiet,
-        }
+            vhost_given,
+            password_stdin: self.password_stdin,
+        })
     }
 
     /// The TLS options, when TLS is asked for: `--tls`, or any of the TLS files or the server
@@ -145,9 +209,23 @@ pub struct Global {
     pub server: ServerArg,
     /// `--quiet`: no success lines.
     pub quiet: bool,
+    /// `--vhost` (or `WARREN_VHOST`) when given: the filter of `permission list`.
+    pub vhost_given: Option<String>,
+    /// `--password-stdin`: for `user add` and `user passwd`, the new password is on stdin.
+    pub password_stdin: bool,
 }
 
 impl Global {
+    /// The same options with the connection opening `/`: the commands on users, virtual
+    /// hosts and permissions are not about the virtual host they run in (`permission`
+    /// takes its target from `--vhost`, `vhost_given`), and the one to change may not exist
+    /// yet, or the administrator may have no permissions there.
+    pub fn at_default_vhost(&self) -> Global {
+        let mut g = self.clone();
+        g.server.options.vhost = "/".to_owned();
+        g
+    }
+
     /// Prints the one line a command that changed something ends with
     /// (`queue 'jobs' purged: 3 messages`), unless `--quiet`.
     ///
@@ -239,18 +317,39 @@ pub enum Command {
         #[command(subcommand)]
         command: DefinitionsCommand,
     },
+    /// Add, delete or list users; change their passwords and tags (administrators only).
+    User {
+        /// The user operation.
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Set, clear or list what users may do in virtual hosts (administrators only).
+    Permission {
+        /// The permission operation.
+        #[command(subcommand)]
+        command: PermissionCommand,
+    },
+    /// Add, delete or list virtual hosts (administrators only).
+    Vhost {
+        /// The vhost operation.
+        #[command(subcommand)]
+        command: VhostCommand,
+    },
     /// Measure end-to-end throughput and latency (an in-process broker unless --server is
     /// given on the command line; WARREN_SERVER does not count).
     Bench(bench::BenchArgs),
 }
 
-/// The server a client command talks to (`--server`, `WARREN_SERVER` or the default).
+/// The server a client command talks to (`--server`, `WARREN_SERVER` or the default), and
+/// who it logs in as.
 #[derive(Debug, Clone)]
 pub struct ServerArg {
     /// Address of the Warren server, `host:port`.
     pub server: String,
     /// Connect with TLS, with these options; `None` for plain TCP.
     pub tls: Option<TlsOptions>,
+    /// User, password and virtual host.
+    pub options: ConnectOptions,
 }
 
 impl ServerArg {
@@ -261,9 +360,9 @@ impl ServerArg {
     /// (os error 111)`.
     pub async fn connect(&self) -> anyhow::Result<Client> {
         let connected = match &self.tls {
-            None => Client::connect(&self.server).await,
+            None => Client::connect_with(&self.server, &self.options).await,
             Some(options) => match ClientTls::new(options) {
-                Ok(tls) => Client::connect_tls(&self.server, &tls).await,
+                Ok(tls) => Client::connect_tls_with(&self.server, &tls, &self.options).await,
                 Err(e) => Err(e.into()),
             },
         };
@@ -326,7 +425,13 @@ pub struct ListArgs {
 /// Whatever the command hit, with context; for [`Command::Serve`] an error saying that
 /// the daemon is started elsewhere.
 pub async fn run_client_command(command: Command, global: &GlobalArgs) -> anyhow::Result<()> {
-    let g = &global.resolve();
+    let new_password_on_stdin = matches!(
+        command,
+        Command::User {
+            command: UserCommand::Add(_) | UserCommand::Passwd(_)
+        }
+    );
+    let g = &global.resolve(!new_password_on_stdin)?;
     match command {
         Command::Serve(_) => {
             anyhow::bail!("`warren serve` runs the daemon; it is not a client command")
@@ -346,6 +451,9 @@ pub async fn run_client_command(command: Command, global: &GlobalArgs) -> anyhow
         Command::Dlq { command } => dlq::run(command, g).await,
         Command::Message { command } => message::run(command, g).await,
         Command::Definitions { command } => definitions::run(command, g).await,
+        Command::User { command } => user::run(command, &g.at_default_vhost()).await,
+        Command::Permission { command } => permission::run(command, &g.at_default_vhost()).await,
+        Command::Vhost { command } => vhost::run(command, &g.at_default_vhost()).await,
         // Without --server on its command line, bench starts a broker in this process.
         Command::Bench(args) => bench::run(args, global.server.clone(), g.server.tls.clone()).await,
     }
@@ -428,7 +536,10 @@ mod tests {
         // The env var may be set in the test environment; only check the flag wins.
         let cli = Cli::try_parse_from(["warren", "queue", "purge", "q", "--server", "10.0.0.1:1"])
             .unwrap();
-        assert_eq!(cli.global.resolve().server.server, "10.0.0.1:1");
+        assert_eq!(
+            cli.global.resolve(true).expect("resolves").server.server,
+            "10.0.0.1:1"
+        );
     }
 
     #[test]
@@ -472,6 +583,20 @@ mod tests {
         if env.iter().all(|v| std::env::var_os(v).is_none()) {
             assert!(tls(&[]).is_none());
         }
+    }
+
+    #[test]
+    fn a_command_naming_a_user_does_not_change_who_logs_in() {
+        let cli =
+            Cli::try_parse_from(["warren", "--user", "ops", "permission", "set", "app"]).unwrap();
+        assert_eq!(cli.global.user.as_deref(), Some("ops"));
+        let Command::Permission {
+            command: PermissionCommand::Set(args),
+        } = cli.command
+        else {
+            panic!("expected permission set");
+        };
+        assert_eq!(args.user, "app");
     }
 
     #[test]

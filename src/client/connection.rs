@@ -36,12 +36,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 use warren_protocol::{
     client_preface, Cancel, Close, Confirm, DecodeError, Envelope, ErrorCode, Frame, FrameCodec,
-    Hello, RequestId, PROTOCOL_VERSION,
+    Hello, Mechanism, Open, RequestId, PROTOCOL_VERSION,
 };
 
 use crate::client::consumer::{CancelReason, ConsumerEvent};
 use crate::client::error::{is_tls, not_warren, tls_failure, ClientError, NO_CLOSE_CODE};
 use crate::client::publish::PublishOutcome;
+use crate::client::ConnectOptions;
 use crate::tls::{ClientTls, TlsError};
 
 /// Frames the writer queue holds before callers wait for room.
@@ -148,6 +149,64 @@ pub(crate) enum Flow {
     Stop,
 }
 
+/// Sends `Open` (PROTOCOL.md §3) and waits for the server's answer: `Ok`, or the refusal as
+/// [`ClientError::Server`] (`403 ACCESS_REFUSED`, `404 NOT_FOUND` for an unknown virtual
+/// host).
+async fn login<R, W>(
+    reader: &mut FramedRead<R, FrameCodec>,
+    write: &mut W,
+    options: &ConnectOptions,
+) -> Result<(), ClientError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    // The id is free: no other request exists yet, and the answer comes before any other.
+    const OPEN_REQUEST_ID: RequestId = 1;
+    let open = Frame::Open(Open {
+        mechanism: Mechanism::Password,
+        user: options.user.clone(),
+        password: bytes::Bytes::copy_from_slice(options.password.as_bytes()),
+        vhost: options.vhost.clone(),
+    });
+    write
+        .write_all(&Envelope::new(OPEN_REQUEST_ID, open).to_bytes())
+        .await?;
+    // TLS buffers what is written; TCP's flush is a no-op.
+    write.flush().await?;
+    loop {
+        match reader.next().await {
+            None => {
+                return Err(ClientError::Handshake(
+                    "the server closed the connection before answering Open".into(),
+                ))
+            }
+            Some(Err(DecodeError::Io(e))) => {
+                return Err(ClientError::Handshake(format!(
+                    "reading the server's answer to Open: {e}"
+                )))
+            }
+            Some(Err(e)) => return Err(ClientError::Protocol(e)),
+            Some(Ok(env)) => match env.frame {
+                Frame::Heartbeat => {}
+                Frame::Ok => return Ok(()),
+                Frame::Error(e) => {
+                    return Err(ClientError::Server {
+                        code: e.code,
+                        message: e.message,
+                    })
+                }
+                other => {
+                    return Err(ClientError::Handshake(format!(
+                        "expected Ok or Error in answer to Open, got {}",
+                        other.opcode().name()
+                    )))
+                }
+            },
+        }
+    }
+}
+
 /// State shared by the client handles and the connection's tasks.
 pub(crate) struct Connection {
     writer: mpsc::Sender<Envelope>,
@@ -169,12 +228,16 @@ pub(crate) struct Opened {
 
 /// Opens a TCP connection (inside TLS when `tls` is given), performs the handshake and
 /// starts the tasks. The caller bounds it with a timeout.
-pub(crate) async fn connect(addr: &str, tls: Option<&ClientTls>) -> Result<Opened, ClientError> {
+pub(crate) async fn connect(
+    addr: &str,
+    tls: Option<&ClientTls>,
+    options: &ConnectOptions,
+) -> Result<Opened, ClientError> {
     let stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
     let Some(tls) = tls else {
         // The socket's own halves: no lock between the reader and the writer.
-        return open(addr, stream.into_split(), None).await;
+        return open(addr, stream.into_split(), None, options).await;
     };
     let name = tls.server_name_for(addr);
     let server_name = rustls::pki_types::ServerName::try_from(name.clone())
@@ -184,7 +247,7 @@ pub(crate) async fn connect(addr: &str, tls: Option<&ClientTls>) -> Result<Opene
         .connect(server_name, stream)
         .await
         .map_err(|e| tls_failure(addr, &name, e))?;
-    open(addr, tokio::io::split(stream), Some(&name)).await
+    open(addr, tokio::io::split(stream), Some(&name), options).await
 }
 
 /// The Warren handshake over the stream's halves, then the tasks. `tls_name` is the TLS
@@ -193,6 +256,7 @@ async fn open<R, W>(
     addr: &str,
     (mut read_half, mut write_half): (R, W),
     tls_name: Option<&str>,
+    options: &ConnectOptions,
 ) -> Result<Opened, ClientError>
 where
     R: AsyncRead + Unpin + Send + 'static,
@@ -220,6 +284,7 @@ where
             addr,
             FramedRead::new(read_half, FrameCodec::default()),
             write_half,
+            options,
         )
         .await;
     }
@@ -227,6 +292,7 @@ where
         addr,
         FramedRead::new(read_half, FrameCodec::default()),
         write_half,
+        options,
     )
     .await
 }
@@ -236,6 +302,7 @@ async fn hello<R, W>(
     addr: &str,
     mut reader: FramedRead<R, FrameCodec>,
     write_half: W,
+    options: &ConnectOptions,
 ) -> Result<Opened, ClientError>
 where
     R: AsyncRead + Unpin + Send + 'static,
@@ -284,6 +351,8 @@ where
     reader
         .decoder_mut()
         .set_max_frame_size(hello.max_frame_size);
+    let mut write_half = write_half;
+    login(&mut reader, &mut write_half, options).await?;
     let writer = FramedWrite::new(write_half, FrameCodec::new(hello.max_frame_size));
 
     let (tx, rx) = mpsc::channel(WRITER_QUEUE_FRAMES);

@@ -74,7 +74,59 @@ pub fn decode_admin<T: serde::de::DeserializeOwned>(
     T::deserialize(reply).map_err(|e| ClientError::BadAdminReply(format!("{command}: {e}")))
 }
 
-/// Bound on connecting, sending the preface and receiving `Hello`.
+/// Who a [`Client`] logs in as, and the virtual host it works in. The default is what a
+/// fresh server accepts from the same host: user `guest`, password `guest`, virtual host
+/// `/`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ConnectOptions {
+    /// User name.
+    pub user: String,
+    /// Password.
+    pub password: String,
+    /// Virtual host.
+    pub vhost: String,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            user: "guest".into(),
+            password: "guest".into(),
+            vhost: "/".into(),
+        }
+    }
+}
+
+impl ConnectOptions {
+    /// Options for `user` with `password` on virtual host `/`.
+    pub fn new(user: impl Into<String>, password: impl Into<String>) -> Self {
+        ConnectOptions {
+            user: user.into(),
+            password: password.into(),
+            ..ConnectOptions::default()
+        }
+    }
+
+    /// The same credentials on virtual host `vhost`.
+    pub fn vhost(mut self, vhost: impl Into<String>) -> Self {
+        self.vhost = vhost.into();
+        self
+    }
+}
+
+// Not derived: a password must never reach a log line through `{:?}`.
+impl fmt::Debug for ConnectOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectOptions")
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .field("vhost", &self.vhost)
+            .finish()
+    }
+}
+
+/// Bound on connecting, sending the preface, receiving `Hello` and opening the connection
+/// (`Open`).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long [`Client::close`] waits for the server's `CloseOk`.
@@ -183,8 +235,9 @@ macro_rules! expect_reply {
 }
 
 impl Client {
-    /// Connects to `addr` (`host:port`), performs the handshake and starts the connection's
-    /// tasks. Must be called inside a tokio runtime.
+    /// Connects to `addr` (`host:port`) as `guest` on virtual host `/` (see
+    /// [`ConnectOptions`]), performs the handshake and starts the connection's tasks. Must be
+    /// called inside a tokio runtime.
     ///
     /// # Errors
     /// [`ClientError::Io`] when the TCP connection fails or the whole handshake takes longer
@@ -193,7 +246,18 @@ impl Client {
     /// does not speak Warren's protocol (an HTTP or AMQP server, say);
     /// [`ClientError::Handshake`] when it answers with another frame than `Hello`.
     pub async fn connect(addr: &str) -> Result<Client, ClientError> {
-        Self::open(addr, None).await
+        Self::open(addr, None, &ConnectOptions::default()).await
+    }
+
+    /// Connects to `addr` as [`Client::connect`] does, logging in with `options`.
+    ///
+    /// # Errors
+    /// As [`Client::connect`]; and [`ClientError::Server`] with `ACCESS_REFUSED` when the
+    /// server refuses the credentials (the message is only `authentication failed`, whether
+    /// the user is unknown or the password wrong), or the user may not use the virtual host,
+    /// and with `NOT_FOUND` when the virtual host does not exist.
+    pub async fn connect_with(addr: &str, options: &ConnectOptions) -> Result<Client, ClientError> {
+        Self::open(addr, None, options).await
     }
 
     /// As [`Client::connect`], inside TLS: the server's certificate is checked against
@@ -208,11 +272,27 @@ impl Client {
         addr: &str,
         tls: &crate::tls::ClientTls,
     ) -> Result<Client, ClientError> {
-        Self::open(addr, Some(tls)).await
+        Self::open(addr, Some(tls), &ConnectOptions::default()).await
     }
 
-    async fn open(addr: &str, tls: Option<&crate::tls::ClientTls>) -> Result<Client, ClientError> {
-        let opened = tokio::time::timeout(CONNECT_TIMEOUT, connection::connect(addr, tls))
+    /// As [`Client::connect_tls`], logging in with `options` (see [`Client::connect_with`]).
+    ///
+    /// # Errors
+    /// As [`Client::connect_tls`] and [`Client::connect_with`].
+    pub async fn connect_tls_with(
+        addr: &str,
+        tls: &crate::tls::ClientTls,
+        options: &ConnectOptions,
+    ) -> Result<Client, ClientError> {
+        Self::open(addr, Some(tls), options).await
+    }
+
+    async fn open(
+        addr: &str,
+        tls: Option<&crate::tls::ClientTls>,
+        options: &ConnectOptions,
+    ) -> Result<Client, ClientError> {
+        let opened = tokio::time::timeout(CONNECT_TIMEOUT, connection::connect(addr, tls, options))
             .await
             .map_err(|_| {
                 ClientError::Io(std::io::Error::new(

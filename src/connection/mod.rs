@@ -8,6 +8,7 @@
 //! connection closes; an I/O error just closes. However the connection ends, the broker's
 //! `close_session` runs: consumers stop, unacked deliveries are requeued, exclusive queues go.
 
+mod authorize;
 mod encode;
 mod reader;
 mod refusals;
@@ -16,6 +17,7 @@ mod writer;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
@@ -25,9 +27,10 @@ use warren_protocol::{
     handshake, Envelope, ErrorCode, ErrorFrame, Frame, FrameCodec, Hello, PROTOCOL_VERSION,
 };
 
+use crate::broker::access::Principal;
 use crate::broker::Broker;
 
-/// How long a client has to send its preface.
+/// How long a client has to send its preface, and then its `Open`.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Connection settings shared by every connection.
@@ -86,10 +89,12 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let peer = prepare(&socket);
+    let peer_ip = socket.peer_addr().ok().map(|a| a.ip());
     // The socket's own halves: no lock between the reader and the writer.
     serve(
         socket,
         peer,
+        peer_ip,
         broker,
         config,
         shutdown,
@@ -108,6 +113,7 @@ pub async fn run_tls(
     shutdown: CancellationToken,
 ) {
     let peer = prepare(&socket);
+    let peer_ip = socket.peer_addr().ok().map(|a| a.ip());
     let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
@@ -121,7 +127,16 @@ pub async fn run_tls(
             return;
         }
     };
-    serve(stream, peer, broker, config, shutdown, tokio::io::split).await;
+    serve(
+        stream,
+        peer,
+        peer_ip,
+        broker,
+        config,
+        shutdown,
+        tokio::io::split,
+    )
+    .await;
 }
 
 /// Turns Nagle's algorithm off (frames are batched already; replies must not wait) and
@@ -138,6 +153,7 @@ fn prepare(socket: &TcpStream) -> String {
 async fn serve<S, R, W>(
     mut socket: S,
     peer: String,
+    peer_ip: Option<std::net::IpAddr>,
     broker: Broker,
     config: Arc<ConnectionConfig>,
     shutdown: CancellationToken,
@@ -154,10 +170,20 @@ async fn serve<S, R, W>(
             return;
         }
     }
-    let (read_half, write_half) = split(socket);
+    let (read_half, mut write_half) = split(socket);
+    let codec =
+        FrameCodec::new(config.max_frame_size).with_max_header_bytes(config.max_header_bytes);
+    let mut frames = FramedRead::new(read_half, codec);
+    let user = match open(&mut frames, &mut write_half, &broker, peer_ip).await {
+        Ok(user) => user,
+        Err(reason) => {
+            tracing::info!(%peer, %reason, "connection refused");
+            return;
+        }
+    };
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let session = broker.new_session(peer.clone(), tx);
-    tracing::info!(%peer, connection = session.id, "connection opened");
+    let session = broker.new_session(peer.clone(), user.clone(), tx);
+    tracing::info!(%peer, connection = session.id, user = %user.name, vhost = %user.vhost, "connection opened");
     let stop_writer = CancellationToken::new();
     // Cancelled by the writer when it gives up (the peer takes no data, or is gone), so the
     // reader stops too, wherever it waits.
@@ -172,9 +198,6 @@ async fn serve<S, R, W>(
         writer_gone.clone(),
         config.clone(),
     ));
-    let codec =
-        FrameCodec::new(config.max_frame_size).with_max_header_bytes(config.max_header_bytes);
-    let frames = FramedRead::new(read_half, codec);
     let stops = reader::Stops {
         shutdown: &shutdown,
         writer_gone: &writer_gone,
@@ -235,4 +258,78 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         }
         None => Ok(()),
     }
+}
+
+/// After `Hello`: waits for the client's `Open` and checks it (PROTOCOL.md §3). Answers `Ok`
+/// and returns who logged in, or answers the refusal and returns why; the caller then
+/// drops the socket. Frames pipelined behind the `Open` stay buffered in `frames` for the
+/// read loop.
+async fn open<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    frames: &mut FramedRead<R, FrameCodec>,
+    write: &mut W,
+    broker: &Broker,
+    peer: Option<std::net::IpAddr>,
+) -> Result<Arc<Principal>, String> {
+    let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+    let (id, open) = loop {
+        match tokio::time::timeout_at(deadline, frames.next()).await {
+            Err(_) => return Err("no Open within the handshake timeout".into()),
+            Ok(None) => return Err("the client left before Open".into()),
+            Ok(Some(Err(e))) => {
+                let err = ErrorFrame::new(ErrorCode::FrameError, e.to_string());
+                refuse(frames, write, 0, err).await;
+                return Err(format!("bad frame before Open: {e}"));
+            }
+            Ok(Some(Ok(env))) => match env.frame {
+                Frame::Heartbeat => {}
+                Frame::Open(open) if env.request_id != 0 => break (env.request_id, open),
+                other => {
+                    let err = ErrorFrame::new(
+                        ErrorCode::AccessRefused,
+                        "the connection is not open: send Open first",
+                    );
+                    refuse(frames, write, 0, err).await;
+                    return Err(format!("{} before Open", other.opcode().name()));
+                }
+            },
+        }
+    };
+    match broker.authenticate(&open, peer).await {
+        Ok(user) => {
+            let ok = Envelope::new(id, Frame::Ok).to_bytes();
+            write
+                .write_all(&ok)
+                .await
+                .map_err(|e| format!("writing the Open reply: {e}"))?;
+            // TLS buffers what is written; TCP's flush is a no-op.
+            write
+                .flush()
+                .await
+                .map_err(|e| format!("writing the Open reply: {e}"))?;
+            Ok(user)
+        }
+        Err(e) => {
+            let reason = format!("user '{}' refused: {e}", open.user);
+            refuse(frames, write, id, ErrorFrame::new(e.code(), e.to_string())).await;
+            Err(reason)
+        }
+    }
+}
+
+/// Sends a refusal, ends the sending side and reads on (bounded) until the client leaves:
+/// closing with unread input would reset the connection and could destroy the refusal on
+/// its way to the client.
+async fn refuse<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    frames: &mut FramedRead<R, FrameCodec>,
+    write: &mut W,
+    request_id: u64,
+    error: ErrorFrame,
+) {
+    let bytes = Envelope::new(request_id, Frame::Error(error)).to_bytes();
+    if write.write_all(&bytes).await.is_err() {
+        return;
+    }
+    let _ = write.shutdown().await;
+    let until = tokio::time::Instant::now() + Duration::from_secs(1);
+    while let Ok(Some(Ok(_))) = tokio::time::timeout_at(until, frames.next()).await {}
 }

@@ -12,6 +12,7 @@ use warren_protocol::{
     DecodeError, Envelope, ErrorCode, Frame, FrameCodec, RequestId, PUBLISH_HEADROOM_BYTES,
 };
 
+use super::authorize::{authorize, PublishGrants};
 use super::refusals::RefusalLog;
 use super::ConnectionConfig;
 use crate::broker::confirm::ReplySlot;
@@ -133,6 +134,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
 ) -> Ended {
     let shutdown = stops.shutdown;
     let silence_limit = config.heartbeat.map(|h| h * MISSED_HEARTBEATS);
+    let mut publish_grants = PublishGrants::default();
     loop {
         let next = tokio::select! {
             () = stops.writer_gone.cancelled() => return Ended::WriterGone,
@@ -195,6 +197,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 size,
                 max: config.max_header_bytes as usize,
             })
+        } else if let Err(refused) = authorize(&session.user, &envelope.frame, &mut publish_grants)
+        {
+            Err(refused)
         } else {
             // A permit per publish in flight: when confirms lag, reading stops here and TCP
             // pushes back on the publisher. A client that stopped reading its confirms, then
@@ -417,19 +422,21 @@ async fn dispatch(
         }
         Frame::CloseOk => return Ok(Flow::Close),
         Frame::ExchangeDeclare(d) => {
-            broker.declare_exchange(d).await?;
+            broker.declare_exchange(session, d).await?;
             reply(Event::Ok);
         }
         Frame::ExchangeDelete(d) => {
-            broker.delete_exchange(&d.name, d.if_unused).await?;
+            broker
+                .delete_exchange(session, &d.name, d.if_unused)
+                .await?;
             reply(Event::Ok);
         }
         Frame::ExchangeBind(b) => {
-            broker.bind_exchange(b).await?;
+            broker.bind_exchange(session, b).await?;
             reply(Event::Ok);
         }
         Frame::ExchangeUnbind(b) => {
-            broker.unbind_exchange(b).await?;
+            broker.unbind_exchange(session, b).await?;
             reply(Event::Ok);
         }
         Frame::QueueDeclare(d) => reply(Event::QueueDeclareOk(
@@ -512,6 +519,11 @@ async fn dispatch(
                 )));
             }
             reply(Event::AdminOk { json: body });
+        }
+        Frame::Open(_) => {
+            return Err(BrokerError::UnexpectedFrame(
+                "the connection is already open: Open is sent once, right after Hello".into(),
+            ))
         }
         other => {
             return Err(BrokerError::UnexpectedFrame(format!(

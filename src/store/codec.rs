@@ -12,9 +12,81 @@ use crate::message::Message;
 
 const RECORD_V1: u8 = 1;
 
+/// The virtual host every record stored before virtual hosts belongs to.
+pub const DEFAULT_VHOST: &str = "/";
+
+/// The store key of an exchange or queue named `name` in `vhost`: the bare name in `/` (so
+/// every key stored before virtual hosts stays valid), else `vhost NUL name`. Names and
+/// virtual host names never hold control characters, so the two forms cannot collide.
+pub fn entity_key(vhost: &str, name: &str) -> String {
+    if vhost == DEFAULT_VHOST {
+        name.to_owned()
+    } else {
+        format!("{vhost}\u{0}{name}")
+    }
+}
+
+/// A virtual host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VhostRecord {
+    /// Name.
+    pub name: String,
+}
+
+impl VhostRecord {
+    /// Encodes the record.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = BytesMut::new();
+        b.put_u8(RECORD_V1);
+        put_str16(&mut b, &self.name);
+        b.to_vec()
+    }
+
+    /// Decodes a record.
+    pub fn decode(raw: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(Bytes::copy_from_slice(raw));
+        header(&mut r, "vhost record version")?;
+        let name = r.str16("vhost")?;
+        r.finish("vhost record")?;
+        Ok(VhostRecord { name })
+    }
+}
+
+/// The version byte of an exchange or queue record outside `/`: the version 1 layout with
+/// the virtual host right after this byte. Records in `/` stay version 1, byte for byte.
+const RECORD_IN_VHOST: u8 = 2;
+
+/// Reads the version byte of an exchange or queue record, and the virtual host it names
+/// (`/` for version 1).
+fn vhost_header(r: &mut Reader, what: &'static str) -> Result<String, DecodeError> {
+    let offset = r.offset();
+    match r.u8()? {
+        RECORD_V1 => Ok(DEFAULT_VHOST.to_owned()),
+        RECORD_IN_VHOST => r.str16("vhost"),
+        v => Err(DecodeError::InvalidValue {
+            field: what,
+            value: u64::from(v),
+            offset,
+        }),
+    }
+}
+
+/// Writes the version byte (and the virtual host, outside `/`) of an exchange or queue
+/// record.
+fn put_vhost_header(b: &mut BytesMut, vhost: &str) {
+    if vhost == DEFAULT_VHOST {
+        b.put_u8(RECORD_V1);
+    } else {
+        b.put_u8(RECORD_IN_VHOST);
+        put_str16(b, vhost);
+    }
+}
+
 /// A durable exchange.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExchangeRecord {
+    /// Its virtual host.
+    pub vhost: String,
     /// Name.
     pub name: String,
     /// Routing kind.
@@ -26,6 +98,8 @@ pub struct ExchangeRecord {
 /// A durable queue.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueueRecord {
+    /// Its virtual host.
+    pub vhost: String,
     /// Numeric id, the first half of its `QUEUE_MESSAGES` keys.
     pub id: u64,
     /// Name.
@@ -52,6 +126,8 @@ pub enum DestinationKind {
 /// A durable binding.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BindingRecord {
+    /// The virtual host of its exchange and destination.
+    pub vhost: String,
     /// Source exchange.
     pub exchange: String,
     /// Destination: a queue, or an exchange by `destination_kind`.
@@ -68,6 +144,11 @@ pub struct BindingRecord {
 /// [`RECORD_V1`], so every record stored before stays byte-identical (the record is its own
 /// key) and decodes as a queue binding.
 const BINDING_TO_EXCHANGE: u8 = 2;
+
+/// The version bytes of binding records outside `/`: as [`RECORD_V1`] and
+/// [`BINDING_TO_EXCHANGE`], with the virtual host right after the byte.
+const BINDING_TO_QUEUE_IN_VHOST: u8 = 3;
+const BINDING_TO_EXCHANGE_IN_VHOST: u8 = 4;
 
 fn header(r: &mut Reader, what: &'static str) -> Result<(), DecodeError> {
     let offset = r.offset();
@@ -86,7 +167,7 @@ impl ExchangeRecord {
     /// Encodes the record.
     pub fn encode(&self) -> Vec<u8> {
         let mut b = BytesMut::new();
-        b.put_u8(RECORD_V1);
+        put_vhost_header(&mut b, &self.vhost);
         put_str16(&mut b, &self.name);
         b.put_u8(self.kind as u8);
         put_table(&mut b, &self.arguments);
@@ -96,7 +177,7 @@ impl ExchangeRecord {
     /// Decodes a record.
     pub fn decode(raw: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(Bytes::copy_from_slice(raw));
-        header(&mut r, "exchange record version")?;
+        let vhost = vhost_header(&mut r, "exchange record version")?;
         let name = r.str16("exchange")?;
         let offset = r.offset();
         let kind_byte = r.u8()?;
@@ -116,6 +197,7 @@ impl ExchangeRecord {
         let arguments = read_table(&mut r)?;
         r.finish("exchange record")?;
         Ok(ExchangeRecord {
+            vhost,
             name,
             kind,
             arguments,
@@ -127,7 +209,7 @@ impl QueueRecord {
     /// Encodes the record.
     pub fn encode(&self) -> Vec<u8> {
         let mut b = BytesMut::new();
-        b.put_u8(RECORD_V1);
+        put_vhost_header(&mut b, &self.vhost);
         b.put_u64_le(self.id);
         put_str16(&mut b, &self.name);
         b.put_u8(u8::from(self.exclusive) | (u8::from(self.auto_delete) << 1));
@@ -138,13 +220,14 @@ impl QueueRecord {
     /// Decodes a record.
     pub fn decode(raw: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(Bytes::copy_from_slice(raw));
-        header(&mut r, "queue record version")?;
+        let vhost = vhost_header(&mut r, "queue record version")?;
         let id = r.u64()?;
         let name = r.str16("queue")?;
         let flags = r.flags("queue record flags", 0b11)?;
         let arguments = read_table(&mut r)?;
         r.finish("queue record")?;
         Ok(QueueRecord {
+            vhost,
             id,
             name,
             exclusive: flags & 1 != 0,
@@ -158,10 +241,16 @@ impl BindingRecord {
     /// Encodes the record (deterministic: arguments are a sorted map).
     pub fn encode(&self) -> Vec<u8> {
         let mut b = BytesMut::new();
-        b.put_u8(match self.destination_kind {
-            DestinationKind::Queue => RECORD_V1,
-            DestinationKind::Exchange => BINDING_TO_EXCHANGE,
+        let default = self.vhost == DEFAULT_VHOST;
+        b.put_u8(match (self.destination_kind, default) {
+            (DestinationKind::Queue, true) => RECORD_V1,
+            (DestinationKind::Exchange, true) => BINDING_TO_EXCHANGE,
+            (DestinationKind::Queue, false) => BINDING_TO_QUEUE_IN_VHOST,
+            (DestinationKind::Exchange, false) => BINDING_TO_EXCHANGE_IN_VHOST,
         });
+        if !default {
+            put_str16(&mut b, &self.vhost);
+        }
         put_str16(&mut b, &self.exchange);
         put_str16(&mut b, &self.destination);
         put_str16(&mut b, &self.routing_key);
@@ -173,9 +262,11 @@ impl BindingRecord {
     pub fn decode(raw: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(Bytes::copy_from_slice(raw));
         let offset = r.offset();
-        let destination_kind = match r.u8()? {
-            RECORD_V1 => DestinationKind::Queue,
-            BINDING_TO_EXCHANGE => DestinationKind::Exchange,
+        let (destination_kind, in_vhost) = match r.u8()? {
+            RECORD_V1 => (DestinationKind::Queue, false),
+            BINDING_TO_EXCHANGE => (DestinationKind::Exchange, false),
+            BINDING_TO_QUEUE_IN_VHOST => (DestinationKind::Queue, true),
+            BINDING_TO_EXCHANGE_IN_VHOST => (DestinationKind::Exchange, true),
             v => {
                 return Err(DecodeError::InvalidValue {
                     field: "binding record version",
@@ -184,7 +275,13 @@ impl BindingRecord {
                 })
             }
         };
+        let vhost = if in_vhost {
+            r.str16("vhost")?
+        } else {
+            DEFAULT_VHOST.to_owned()
+        };
         let rec = BindingRecord {
+            vhost,
             exchange: r.str16("exchange")?,
             destination: r.str16("destination")?,
             destination_kind,
@@ -192,6 +289,110 @@ impl BindingRecord {
             arguments: read_table(&mut r)?,
         };
         r.finish("binding record")?;
+        Ok(rec)
+    }
+}
+
+/// A user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    /// Name.
+    pub name: String,
+    /// The argon2id hash of the password as a PHC string; `None`: the user cannot log in
+    /// with a password (imported from a system whose hashes Warren cannot verify).
+    pub password_hash: Option<String>,
+    /// Tags (`administrator`, `monitoring`, or anything else), sorted, without duplicates.
+    pub tags: Vec<String>,
+}
+
+/// What a user may do in one virtual host: three regular expressions over resource names,
+/// as RabbitMQ's configure / write / read permissions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PermissionRecord {
+    /// The user.
+    pub user: String,
+    /// The virtual host.
+    pub vhost: String,
+    /// Declaring and deleting queues and exchanges.
+    pub configure: String,
+    /// Publishing to exchanges, binding to queues.
+    pub write: String,
+    /// Consuming from queues, binding from exchanges.
+    pub read: String,
+}
+
+impl UserRecord {
+    /// Encodes the record.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = BytesMut::new();
+        b.put_u8(RECORD_V1);
+        put_str16(&mut b, &self.name);
+        match &self.password_hash {
+            Some(h) => {
+                b.put_u8(1);
+                put_str16(&mut b, h);
+            }
+            None => b.put_u8(0),
+        }
+        b.put_u16_le(u16::try_from(self.tags.len()).unwrap_or(u16::MAX));
+        for t in self.tags.iter().take(usize::from(u16::MAX)) {
+            put_str16(&mut b, t);
+        }
+        b.to_vec()
+    }
+
+    /// Decodes a record.
+    pub fn decode(raw: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(Bytes::copy_from_slice(raw));
+        header(&mut r, "user record version")?;
+        let name = r.str16("user")?;
+        let password_hash = match r.flags("user record flags", 1)? {
+            0 => None,
+            _ => Some(r.str16("password hash")?),
+        };
+        let n = r.u16()?;
+        let mut tags = Vec::with_capacity(usize::from(n).min(r.remaining() / 2));
+        for _ in 0..n {
+            tags.push(r.str16("tag")?);
+        }
+        r.finish("user record")?;
+        Ok(UserRecord {
+            name,
+            password_hash,
+            tags,
+        })
+    }
+}
+
+impl PermissionRecord {
+    /// Encodes the record.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = BytesMut::new();
+        b.put_u8(RECORD_V1);
+        for s in [
+            &self.user,
+            &self.vhost,
+            &self.configure,
+            &self.write,
+            &self.read,
+        ] {
+            put_str16(&mut b, s);
+        }
+        b.to_vec()
+    }
+
+    /// Decodes a record.
+    pub fn decode(raw: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(Bytes::copy_from_slice(raw));
+        header(&mut r, "permission record version")?;
+        let rec = PermissionRecord {
+            user: r.str16("user")?,
+            vhost: r.str16("vhost")?,
+            configure: r.str16("configure")?,
+            write: r.str16("write")?,
+            read: r.str16("read")?,
+        };
+        r.finish("permission record")?;
         Ok(rec)
     }
 }
@@ -223,10 +424,81 @@ mod tests {
     use warren_protocol::FieldValue;
 
     #[test]
+    fn records_outside_the_default_vhost_carry_it_and_those_in_it_are_unchanged() {
+        let q = QueueRecord {
+            vhost: "prod".into(),
+            id: 3,
+            name: "jobs".into(),
+            exclusive: false,
+            auto_delete: false,
+            arguments: FieldTable::new(),
+        };
+        assert_eq!(q.encode()[0], RECORD_IN_VHOST);
+        assert_eq!(QueueRecord::decode(&q.encode()).unwrap(), q);
+        let in_default = QueueRecord {
+            vhost: DEFAULT_VHOST.into(),
+            ..q.clone()
+        };
+        assert_eq!(in_default.encode()[0], RECORD_V1);
+        let e = ExchangeRecord {
+            vhost: "prod".into(),
+            name: "logs".into(),
+            kind: ExchangeKind::Fanout,
+            arguments: FieldTable::new(),
+        };
+        assert_eq!(ExchangeRecord::decode(&e.encode()).unwrap(), e);
+        for destination_kind in [DestinationKind::Queue, DestinationKind::Exchange] {
+            let b = BindingRecord {
+                vhost: "prod".into(),
+                exchange: "logs".into(),
+                destination: "jobs".into(),
+                destination_kind,
+                routing_key: "k".into(),
+                arguments: FieldTable::new(),
+            };
+            assert_eq!(BindingRecord::decode(&b.encode()).unwrap(), b);
+        }
+        let v = VhostRecord {
+            name: "prod".into(),
+        };
+        assert_eq!(VhostRecord::decode(&v.encode()).unwrap(), v);
+        assert_eq!(entity_key("/", "jobs"), "jobs");
+        assert_ne!(entity_key("prod", "jobs"), "jobs");
+    }
+
+    #[test]
+    fn user_and_permission_records_roundtrip() {
+        for u in [
+            UserRecord {
+                name: "ops".into(),
+                password_hash: Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into()),
+                tags: vec!["administrator".into(), "monitoring".into()],
+            },
+            UserRecord {
+                name: "imported".into(),
+                password_hash: None,
+                tags: vec![],
+            },
+        ] {
+            assert_eq!(UserRecord::decode(&u.encode()).unwrap(), u);
+        }
+        let p = PermissionRecord {
+            user: "ops".into(),
+            vhost: "/".into(),
+            configure: "^amq\\.gen.*".into(),
+            write: ".*".into(),
+            read: "".into(),
+        };
+        assert_eq!(PermissionRecord::decode(&p.encode()).unwrap(), p);
+        assert!(UserRecord::decode(&[1, 0]).is_err());
+    }
+
+    #[test]
     fn records_roundtrip() {
         let mut args = FieldTable::new();
         args.insert("x-max-length".into(), FieldValue::Int(10));
         let q = QueueRecord {
+            vhost: DEFAULT_VHOST.into(),
             id: 7,
             name: "jobs".into(),
             exclusive: false,
@@ -235,12 +507,14 @@ mod tests {
         };
         assert_eq!(QueueRecord::decode(&q.encode()).unwrap(), q);
         let e = ExchangeRecord {
+            vhost: DEFAULT_VHOST.into(),
             name: "logs".into(),
             kind: ExchangeKind::Topic,
             arguments: args.clone(),
         };
         assert_eq!(ExchangeRecord::decode(&e.encode()).unwrap(), e);
         let b = BindingRecord {
+            vhost: DEFAULT_VHOST.into(),
             exchange: "logs".into(),
             destination: "jobs".into(),
             destination_kind: DestinationKind::Queue,
@@ -251,6 +525,7 @@ mod tests {
         // A queue binding stays version 1, byte for byte as before exchange bindings.
         assert_eq!(b.encode()[0], RECORD_V1);
         let x = BindingRecord {
+            vhost: DEFAULT_VHOST.into(),
             destination: "audit".into(),
             destination_kind: DestinationKind::Exchange,
             ..b

@@ -27,7 +27,9 @@ use thiserror::Error;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::message::Message;
-use codec::{BindingRecord, ExchangeRecord, QueueRecord};
+use codec::{
+    BindingRecord, ExchangeRecord, PermissionRecord, QueueRecord, UserRecord, VhostRecord,
+};
 use db_slot::DbSlot;
 use tables::*;
 
@@ -104,6 +106,9 @@ pub enum StoreError {
         /// The failure, or what the last reopen ran into.
         reason: String,
     },
+    /// The built-in `guest` user could not be created (its password hash failed).
+    #[error("creating the guest user: {0}")]
+    Seed(String),
     /// The writer thread has stopped (shutdown or a fatal error).
     #[error("the store writer has stopped")]
     Closed,
@@ -167,11 +172,18 @@ pub enum TopologyChange {
     /// Insert or replace an exchange.
     PutExchange(ExchangeRecord),
     /// Delete an exchange and the bindings it is the source or destination of.
-    DeleteExchange(String),
+    DeleteExchange {
+        /// Its virtual host.
+        vhost: String,
+        /// Its name.
+        name: String,
+    },
     /// Insert or replace a queue.
     PutQueue(QueueRecord),
     /// Delete a queue, its bindings and every message it holds.
     DeleteQueue {
+        /// Its virtual host.
+        vhost: String,
         /// Queue id.
         id: u64,
         /// Queue name.
@@ -181,6 +193,24 @@ pub enum TopologyChange {
     PutBinding(BindingRecord),
     /// Delete a binding.
     DeleteBinding(BindingRecord),
+    /// Insert a virtual host.
+    PutVhost(VhostRecord),
+    /// Delete a virtual host with everything in it: exchanges, queues and their messages,
+    /// bindings, permissions. One transaction, so a crash leaves all or nothing.
+    DeleteVhost(String),
+    /// Insert or replace a user.
+    PutUser(UserRecord),
+    /// Delete a user and its permissions.
+    DeleteUser(String),
+    /// Insert or replace a user's permissions in a virtual host.
+    PutPermission(PermissionRecord),
+    /// Delete a user's permissions in a virtual host.
+    DeletePermission {
+        /// The user.
+        user: String,
+        /// The virtual host.
+        vhost: String,
+    },
 }
 
 /// A message on its way to the store and then, through the hooks, to its queues.
@@ -379,6 +409,12 @@ pub struct Recovered {
     pub bindings: Vec<BindingRecord>,
     /// Scheduled messages, in release order.
     pub scheduled: Vec<ScheduledMessage>,
+    /// Virtual hosts.
+    pub vhosts: Vec<VhostRecord>,
+    /// Users.
+    pub users: Vec<UserRecord>,
+    /// Permissions, by user and virtual host.
+    pub permissions: Vec<PermissionRecord>,
 }
 
 /// Handle to the store, with the hooks `H` of the layer above it; cheap to clone.
@@ -695,8 +731,67 @@ fn init_schema(db: &Database) -> Result<(), StoreError> {
             .map_err(redb_err("creating tables"))?;
         txn.open_table(SCHEDULED)
             .map_err(redb_err("creating tables"))?;
+        txn.open_table(USERS).map_err(redb_err("creating tables"))?;
+        txn.open_table(VHOSTS)
+            .map_err(redb_err("creating tables"))?;
+        txn.open_table(PERMISSIONS)
+            .map_err(redb_err("creating tables"))?;
+        seed_guest(&txn, &mut meta)?;
     }
     txn.commit().map_err(redb_err("initialising the store"))
+}
+
+/// The meta key set once `guest` and `/` have been created: a data directory gets them once,
+/// when it is new (or older than users), and an operator who deletes them is not overruled
+/// later.
+const GUEST_SEEDED: &str = "guest_seeded";
+
+/// Creates `guest` (password `guest`, tag `administrator`, every permission on `/`) in a data
+/// directory that has never had it, as RabbitMQ does on a fresh node.
+fn seed_guest(
+    txn: &redb::WriteTransaction,
+    meta: &mut redb::Table<'_, &str, u64>,
+) -> Result<(), StoreError> {
+    let ctx = "creating the guest user";
+    if meta.get(GUEST_SEEDED).map_err(redb_err(ctx))?.is_some() {
+        return Ok(());
+    }
+    // `/` comes with guest: a new data directory, or one from before virtual hosts, whose
+    // records all belong to `/`.
+    let root = VhostRecord {
+        name: codec::DEFAULT_VHOST.to_owned(),
+    };
+    txn.open_table(VHOSTS)
+        .map_err(redb_err(ctx))?
+        .insert(root.name.as_str(), &root.encode()[..])
+        .map_err(redb_err(ctx))?;
+    let hash = crate::auth::hash_password(crate::auth::GUEST.as_bytes())
+        .map_err(|e| StoreError::Seed(e.to_string()))?;
+    let user = UserRecord {
+        name: crate::auth::GUEST.to_owned(),
+        password_hash: Some(hash),
+        tags: vec![crate::auth::ADMINISTRATOR.to_owned()],
+    };
+    let permission = PermissionRecord {
+        user: crate::auth::GUEST.to_owned(),
+        vhost: "/".to_owned(),
+        configure: ".*".to_owned(),
+        write: ".*".to_owned(),
+        read: ".*".to_owned(),
+    };
+    txn.open_table(USERS)
+        .map_err(redb_err(ctx))?
+        .insert(user.name.as_str(), &user.encode()[..])
+        .map_err(redb_err(ctx))?;
+    txn.open_table(PERMISSIONS)
+        .map_err(redb_err(ctx))?
+        .insert(
+            (permission.user.as_str(), permission.vhost.as_str()),
+            &permission.encode()[..],
+        )
+        .map_err(redb_err(ctx))?;
+    meta.insert(GUEST_SEEDED, 1).map_err(redb_err(ctx))?;
+    Ok(())
 }
 
 fn corrupt(table: &'static str, key: impl ToString, e: impl ToString) -> StoreError {
@@ -790,6 +885,39 @@ fn recover(db: &Database) -> Result<(Recovered, u64), StoreError> {
             id,
             message: Arc::new(message),
         });
+    }
+    for row in txn
+        .open_table(VHOSTS)
+        .map_err(redb_err(ctx))?
+        .iter()
+        .map_err(redb_err(ctx))?
+    {
+        let (k, v) = row.map_err(redb_err(ctx))?;
+        out.vhosts
+            .push(VhostRecord::decode(v.value()).map_err(|e| corrupt("vhosts", k.value(), e))?);
+    }
+    for row in txn
+        .open_table(USERS)
+        .map_err(redb_err(ctx))?
+        .iter()
+        .map_err(redb_err(ctx))?
+    {
+        let (k, v) = row.map_err(redb_err(ctx))?;
+        out.users
+            .push(UserRecord::decode(v.value()).map_err(|e| corrupt("users", k.value(), e))?);
+    }
+    for row in txn
+        .open_table(PERMISSIONS)
+        .map_err(redb_err(ctx))?
+        .iter()
+        .map_err(redb_err(ctx))?
+    {
+        let (k, v) = row.map_err(redb_err(ctx))?;
+        let (user, vhost) = k.value();
+        out.permissions.push(
+            PermissionRecord::decode(v.value())
+                .map_err(|e| corrupt("permissions", format!("({user}, {vhost})"), e))?,
+        );
     }
     Ok((out, next_message_id))
 }

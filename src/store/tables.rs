@@ -12,10 +12,15 @@ pub const SCHEMA_VERSION: u64 = 1;
 /// `&str → u64`: store-wide values (`schema_version`).
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
-/// `exchange name → ExchangeRecord`: durable exchanges.
+/// `vhost name → VhostRecord`: virtual hosts.
+pub const VHOSTS: TableDefinition<&str, &[u8]> = TableDefinition::new("vhosts");
+
+/// `entity key → ExchangeRecord`: durable exchanges. The key is the name in `/` and
+/// `vhost NUL name` elsewhere ([`super::codec::entity_key`]).
 pub const EXCHANGES: TableDefinition<&str, &[u8]> = TableDefinition::new("exchanges");
 
-/// `queue name → QueueRecord`: durable queues, with their numeric id and arguments.
+/// `entity key → QueueRecord`: durable queues, with their numeric id and arguments; keyed
+/// like [`EXCHANGES`].
 pub const QUEUES: TableDefinition<&str, &[u8]> = TableDefinition::new("queues");
 
 /// `encoded BindingRecord → ()`: durable bindings (source and destination both durable). The
@@ -51,3 +56,10 @@ pub const QUEUE_ACQUIRED: TableDefinition<(u64, u64), u32> = TableDefinition::ne
 /// `(due at, message id) → MessageRecord`: published messages held until their not-before
 /// time, then routed. Due times are ms since the epoch; the scan order is release order.
 pub const SCHEDULED: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("scheduled");
+
+/// `user name → UserRecord`: users, with their argon2id password hashes (PHC strings, never
+/// the password) and tags.
+pub const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
+
+/// `(user name, virtual host) → PermissionRecord`: what a user may do in a virtual host.
+pub const PERMISSIONS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("permissions");

@@ -15,7 +15,9 @@ use bytes::BytesMut;
 use redb::{ReadableTable, Table, WriteTransaction};
 use tokio::sync::{mpsc, Semaphore};
 
-use super::codec::{encode_message, BindingRecord, DestinationKind};
+use super::codec::{
+    encode_message, entity_key, BindingRecord, DestinationKind, ExchangeRecord, QueueRecord,
+};
 use super::db_slot::DbSlot;
 use super::hooks::{CommitHooks, Rows};
 use super::tables::*;
@@ -473,42 +475,80 @@ fn apply_topology(
         TopologyChange::PutExchange(rec) => {
             txn.open_table(EXCHANGES)
                 .map_err(redb_err(ctx))?
-                .insert(rec.name.as_str(), &rec.encode()[..])
+                .insert(
+                    entity_key(&rec.vhost, &rec.name).as_str(),
+                    &rec.encode()[..],
+                )
                 .map_err(redb_err(ctx))?;
         }
-        TopologyChange::DeleteExchange(name) => {
+        TopologyChange::DeleteExchange { vhost, name } => {
             txn.open_table(EXCHANGES)
                 .map_err(redb_err(ctx))?
-                .remove(name.as_str())
+                .remove(entity_key(vhost, name).as_str())
                 .map_err(redb_err(ctx))?;
             remove_bindings_where(txn, |b| {
-                &b.exchange == name
-                    || (b.destination_kind == DestinationKind::Exchange && &b.destination == name)
+                &b.vhost == vhost
+                    && (&b.exchange == name
+                        || (b.destination_kind == DestinationKind::Exchange
+                            && &b.destination == name))
             })?;
         }
         TopologyChange::PutQueue(rec) => {
             txn.open_table(QUEUES)
                 .map_err(redb_err(ctx))?
+                .insert(
+                    entity_key(&rec.vhost, &rec.name).as_str(),
+                    &rec.encode()[..],
+                )
+                .map_err(redb_err(ctx))?;
+        }
+        TopologyChange::DeleteQueue { vhost, id, name } => {
+            txn.open_table(QUEUES)
+                .map_err(redb_err(ctx))?
+                .remove(entity_key(vhost, name).as_str())
+                .map_err(redb_err(ctx))?;
+            remove_bindings_where(txn, |b| {
+                &b.vhost == vhost
+                    && b.destination_kind == DestinationKind::Queue
+                    && &b.destination == name
+            })?;
+            remove_queue_messages(tables, *id)?;
+        }
+        TopologyChange::PutVhost(rec) => {
+            txn.open_table(VHOSTS)
+                .map_err(redb_err(ctx))?
                 .insert(rec.name.as_str(), &rec.encode()[..])
                 .map_err(redb_err(ctx))?;
         }
-        TopologyChange::DeleteQueue { id, name } => {
+        TopologyChange::DeleteVhost(vhost) => {
+            txn.open_table(VHOSTS)
+                .map_err(redb_err(ctx))?
+                .remove(vhost.as_str())
+                .map_err(redb_err(ctx))?;
+            // Undecodable rows are kept, as in remove_bindings_where.
+            let mut queue_ids = Vec::new();
             txn.open_table(QUEUES)
                 .map_err(redb_err(ctx))?
-                .remove(name.as_str())
+                .retain(|_, v| match QueueRecord::decode(v) {
+                    Ok(q) if &q.vhost == vhost => {
+                        queue_ids.push(q.id);
+                        false
+                    }
+                    _ => true,
+                })
                 .map_err(redb_err(ctx))?;
-            remove_bindings_where(txn, |b| {
-                b.destination_kind == DestinationKind::Queue && &b.destination == name
-            })?;
-            let mut keys = Vec::new();
-            for row in tables
-                .queue_messages
-                .range((*id, 0)..=(*id, u64::MAX))
-                .map_err(redb_err(ctx))?
-            {
-                keys.push(row.map_err(redb_err(ctx))?.0.value());
+            for id in queue_ids {
+                remove_queue_messages(tables, id)?;
             }
-            tables.remove_entries(&keys)?;
+            txn.open_table(EXCHANGES)
+                .map_err(redb_err(ctx))?
+                .retain(|_, v| ExchangeRecord::decode(v).map_or(true, |e| &e.vhost != vhost))
+                .map_err(redb_err(ctx))?;
+            remove_bindings_where(txn, |b| &b.vhost == vhost)?;
+            txn.open_table(PERMISSIONS)
+                .map_err(redb_err(ctx))?
+                .retain(|(_, v), _| v != vhost)
+                .map_err(redb_err(ctx))?;
         }
         TopologyChange::PutBinding(rec) => {
             txn.open_table(BINDINGS)
@@ -522,8 +562,50 @@ fn apply_topology(
                 .remove(&rec.encode()[..])
                 .map_err(redb_err(ctx))?;
         }
+        TopologyChange::PutUser(rec) => {
+            txn.open_table(USERS)
+                .map_err(redb_err(ctx))?
+                .insert(rec.name.as_str(), &rec.encode()[..])
+                .map_err(redb_err(ctx))?;
+        }
+        TopologyChange::DeleteUser(name) => {
+            txn.open_table(USERS)
+                .map_err(redb_err(ctx))?
+                .remove(name.as_str())
+                .map_err(redb_err(ctx))?;
+            txn.open_table(PERMISSIONS)
+                .map_err(redb_err(ctx))?
+                .retain(|(user, _), _| user != name)
+                .map_err(redb_err(ctx))?;
+        }
+        TopologyChange::PutPermission(rec) => {
+            txn.open_table(PERMISSIONS)
+                .map_err(redb_err(ctx))?
+                .insert((rec.user.as_str(), rec.vhost.as_str()), &rec.encode()[..])
+                .map_err(redb_err(ctx))?;
+        }
+        TopologyChange::DeletePermission { user, vhost } => {
+            txn.open_table(PERMISSIONS)
+                .map_err(redb_err(ctx))?
+                .remove((user.as_str(), vhost.as_str()))
+                .map_err(redb_err(ctx))?;
+        }
     }
     Ok(())
+}
+
+/// Deletes every message row of queue `id`.
+fn remove_queue_messages(tables: &mut MessageTables<'_>, id: u64) -> Result<(), StoreError> {
+    let ctx = "deleting a queue's messages";
+    let mut keys = Vec::new();
+    for row in tables
+        .queue_messages
+        .range((id, 0)..=(id, u64::MAX))
+        .map_err(redb_err(ctx))?
+    {
+        keys.push(row.map_err(redb_err(ctx))?.0.value());
+    }
+    tables.remove_entries(&keys)
 }
 
 fn remove_bindings_where(
@@ -730,6 +812,7 @@ mod tests {
         {
             let txn = db.begin_write().expect("write");
             let queue = crate::store::QueueRecord {
+                vhost: "/".into(),
                 id: 1,
                 name: "q".into(),
                 exclusive: false,

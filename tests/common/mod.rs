@@ -248,6 +248,10 @@ impl TestDaemon {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_warren"));
         cmd.args(args)
             .env("WARREN_SERVER", &self.addr)
+            // The commands log in as guest unless a test says otherwise.
+            .env_remove("WARREN_USER")
+            .env_remove("WARREN_PASSWORD")
+            .env_remove("WARREN_VHOST")
             .stdin(if stdin.is_some() {
                 Stdio::piped()
             } else {

@@ -23,6 +23,7 @@
 //! | file | frames |
 //! |---|---|
 //! | `connection.rs` | [`Hello`], [`Close`], [`ErrorFrame`]; `Heartbeat`, `CloseOk`, `Ok` have no payload |
+//! | `open.rs` | [`Open`] (and [`Mechanism`]) |
 //! | `exchange.rs` | [`ExchangeDeclare`] (and [`ExchangeKind`]), [`ExchangeDelete`], [`ExchangeBind`] (also `ExchangeUnbind`) |
 //! | `queue.rs` | [`QueueDeclare`], [`QueueDeclareOk`], [`QueueDelete`], [`QueueBind`] (also `QueueUnbind`) |
 //! | `publish.rs` | [`Publish`], [`Confirm`], [`Return`] |
@@ -42,6 +43,7 @@ mod admin;
 mod connection;
 mod consume;
 mod exchange;
+mod open;
 mod publish;
 mod queue;
 
@@ -52,6 +54,7 @@ pub use consume::{
     Cancel, Consume, ConsumerCancelled, ConsumerTag, Deliver, DeliverRef, Get, GetOk, Qos,
 };
 pub use exchange::{ExchangeBind, ExchangeDeclare, ExchangeDelete, ExchangeKind};
+pub use open::{Mechanism, Open};
 pub use publish::{Confirm, Publish, Return};
 pub use queue::{QueueBind, QueueDeclare, QueueDeclareOk, QueueDelete};
 
@@ -102,6 +105,7 @@ opcodes! {
     Ok = 0x06,
     Blocked = 0x0a,
     Unblocked = 0x0b,
+    Open = 0x07,
     ExchangeDeclare = 0x10,
     ExchangeDelete = 0x11,
     ExchangeBind = 0x12,
@@ -156,6 +160,8 @@ pub enum Frame {
     },
     /// Server → client: the alarm cleared; the server reads the connection again.
     Unblocked,
+    /// Authenticate and choose a virtual host; reply `Ok`. The first frame a client sends.
+    Open(Open),
     /// Declare an exchange; reply `Ok`.
     ExchangeDeclare(ExchangeDeclare),
     /// Delete an exchange; reply `Ok`.
@@ -299,6 +305,7 @@ impl Frame {
             Frame::Ok => Opcode::Ok,
             Frame::Blocked { .. } => Opcode::Blocked,
             Frame::Unblocked => Opcode::Unblocked,
+            Frame::Open(_) => Opcode::Open,
             Frame::ExchangeDeclare(_) => Opcode::ExchangeDeclare,
             Frame::ExchangeDelete(_) => Opcode::ExchangeDelete,
             Frame::ExchangeBind(_) => Opcode::ExchangeBind,
@@ -340,6 +347,7 @@ impl Frame {
             Frame::Hello(h) => h.encode(dst),
             Frame::Close(c) => c.encode(dst),
             Frame::Error(e) => e.encode(dst),
+            Frame::Open(o) => o.encode(dst),
             Frame::ExchangeDeclare(d) => d.encode(dst),
             Frame::ExchangeDelete(d) => d.encode(dst),
             Frame::ExchangeBind(b) | Frame::ExchangeUnbind(b) => b.encode(dst),
@@ -387,6 +395,7 @@ impl Frame {
                 reason: r.str16("reason")?,
             },
             Opcode::Unblocked => Frame::Unblocked,
+            Opcode::Open => Frame::Open(Open::decode(&mut r)?),
             Opcode::ExchangeDeclare => Frame::ExchangeDeclare(ExchangeDeclare::decode(&mut r)?),
             Opcode::ExchangeDelete => Frame::ExchangeDelete(ExchangeDelete::decode(&mut r)?),
             Opcode::ExchangeBind => Frame::ExchangeBind(ExchangeBind::decode(&mut r)?),

@@ -5,8 +5,8 @@ use bytes::Bytes;
 use warren_protocol::{
     Ack, Admin, Cancel, Close, Confirm, Consume, ConsumerCancelled, ConsumerTag, Deliver,
     ErrorFrame, ExchangeBind, ExchangeDeclare, ExchangeDelete, ExchangeKind, FieldTable,
-    FieldValue, Frame, Get, GetOk, Hello, Nack, Properties, Publish, Qos, QueueBind, QueueDeclare,
-    QueueDeclareOk, QueueDelete, Reject, Return,
+    FieldValue, Frame, Get, GetOk, Hello, Mechanism, Nack, Open, Properties, Publish, Qos,
+    QueueBind, QueueDeclare, QueueDeclareOk, QueueDelete, Reject, Return,
 };
 
 /// A table using every value tag, nested three levels deep.
@@ -95,6 +95,12 @@ pub fn samples() -> Vec<Frame> {
             reason: "disk alarm".into(),
         },
         Frame::Unblocked,
+        Frame::Open(Open {
+            mechanism: Mechanism::Password,
+            user: "guest".into(),
+            password: Bytes::from_static(b"gu\xc3\xa9st"),
+            vhost: "/prod".into(),
+        }),
         Frame::ExchangeDeclare(ExchangeDeclare {
             name: "logs".into(),
             kind: ExchangeKind::Headers,

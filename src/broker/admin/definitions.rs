@@ -10,18 +10,19 @@ use warren_protocol::{
 };
 
 use crate::admin_types::{Definitions, ExchangeDefinition, ImportSummary, QueueDefinition};
+use crate::broker::access::AccessPlan;
 use crate::broker::exchange;
 use crate::broker::queue_args::QueueArgs;
 use crate::broker::redeclare::inequivalence;
 use crate::broker::session::Session;
+use crate::broker::vhost::VHost;
 use crate::broker::{check_owner, validate_name, Broker};
 use crate::error::BrokerError;
 use crate::json::{json_table, table_map};
 
 impl Broker {
-    pub(super) fn definitions_export(&self) -> Definitions {
-        let mut exchanges: Vec<ExchangeDefinition> = self
-            .inner
+    pub(super) fn definitions_export(&self, vh: &VHost) -> Definitions {
+        let mut exchanges: Vec<ExchangeDefinition> = vh
             .exchanges
             .read()
             .values()
@@ -35,7 +36,7 @@ impl Broker {
             .collect();
         exchanges.sort_by(|a, b| a.name.cmp(&b.name));
         let queues: Vec<QueueDefinition> = self
-            .sorted_queues()
+            .sorted_queues(vh)
             .iter()
             .filter(|q| q.exclusive_owner.is_none())
             .map(|q| QueueDefinition {
@@ -47,18 +48,22 @@ impl Broker {
             .collect();
         let exported: HashSet<&str> = queues.iter().map(|q| q.name.as_str()).collect();
         let bindings = self
-            .bindings(None, None)
+            .bindings(vh, None, None)
             .into_iter()
             // Exchange bindings go whole: every exchange they name is exported or built in.
             .filter(|b| {
                 b.destination_type == "exchange" || exported.contains(b.destination.as_str())
             })
             .collect();
+        let (users, vhosts, permissions) = self.access_definitions();
         Definitions {
             warren_version: env!("CARGO_PKG_VERSION").to_owned(),
             exchanges,
             queues,
             bindings,
+            users,
+            vhosts,
+            permissions,
         }
     }
 
@@ -70,23 +75,26 @@ impl Broker {
         doc: &Value,
     ) -> Result<ImportSummary, BrokerError> {
         let defs = ImportPlan::parse(doc)?;
+        let access = AccessPlan::parse(doc)?;
+        self.check_access_plan(&access)?;
         self.check_import(session, &defs)?;
+        let imported = self.apply_access_plan(access).await?;
         let (mut created_exchanges, mut created_queues) = (0u64, 0u64);
         for e in defs.exchanges {
-            if self.exchange(&e.name).is_none() {
+            if session.vhost.exchange(&e.name).is_none() {
                 created_exchanges += 1;
             }
-            self.declare_exchange(e).await?;
+            self.declare_exchange(session, e).await?;
         }
         for q in defs.queues {
-            if self.queue(&q.name).is_none() {
+            if session.vhost.queue(&q.name).is_none() {
                 created_queues += 1;
             }
             self.declare_queue(session, q).await?;
         }
         let bindings = (defs.bindings.len() + defs.exchange_bindings.len()) as u64;
         for b in defs.exchange_bindings {
-            self.bind_exchange(b).await?;
+            self.bind_exchange(session, b).await?;
         }
         for b in defs.bindings {
             self.bind(session, b).await?;
@@ -95,6 +103,10 @@ impl Broker {
             exchanges_created: created_exchanges,
             queues_created: created_queues,
             bindings,
+            users_created: imported.users_created,
+            vhosts_created: imported.vhosts_created,
+            permissions_set: imported.permissions_set,
+            warnings: imported.warnings,
         })
     }
 }
@@ -118,7 +130,7 @@ impl Broker {
                     )));
                 }
             }
-            let existing = self.exchange(&e.name);
+            let existing = session.vhost.exchange(&e.name);
             // As declare_exchange: `x-` arguments are refused unless the exchange already
             // has exactly these arguments.
             if !existing
@@ -177,7 +189,7 @@ impl Broker {
                     )));
                 }
             }
-            let existing = self.queue(&q.name);
+            let existing = session.vhost.queue(&q.name);
             // As declare_queue: a queue that already has exactly these arguments passes.
             if !existing
                 .as_ref()
@@ -236,7 +248,7 @@ impl Broker {
             seen_exchanges
                 .get(name)
                 .map(|e| e.kind)
-                .or_else(|| self.exchange(name).map(|e| e.kind))
+                .or_else(|| session.vhost.exchange(name).map(|e| e.kind))
                 .ok_or_else(|| BrokerError::not_found("exchange (binding source)", name))
         };
         for b in &defs.bindings {
@@ -249,7 +261,7 @@ impl Broker {
             exchange::validate_binding(kind, &b.routing_key, &b.arguments)
                 .map_err(|err| about(&item, err))?;
             if !seen_queues.contains_key(b.queue.as_str()) {
-                let Some(q) = self.queue(&b.queue) else {
+                let Some(q) = session.vhost.queue(&b.queue) else {
                     return Err(BrokerError::not_found(
                         "queue (binding destination)",
                         &b.queue,
@@ -271,7 +283,7 @@ impl Broker {
                 )));
             }
             if !seen_exchanges.contains_key(b.destination.as_str())
-                && self.exchange(&b.destination).is_none()
+                && session.vhost.exchange(&b.destination).is_none()
             {
                 return Err(BrokerError::not_found(
                     "exchange (binding destination)",

@@ -14,6 +14,7 @@ use crate::admin_types::{DeadLetterInfo, DeleteResult, PurgeResult, ReplayResult
 use crate::broker::commit::{publish_op, replay_move};
 use crate::broker::dead_letter::{DeadLetterReason, X_DEATH};
 use crate::broker::queue::Queue;
+use crate::broker::vhost::VHost;
 use crate::broker::Broker;
 use crate::error::BrokerError;
 use crate::json::table_map;
@@ -176,10 +177,11 @@ impl Broker {
     /// The ready messages of `queue` matching `filter`, with their bodies, in queue order.
     async fn select(
         &self,
+        vh: &VHost,
         queue: &str,
         filter: &Filter,
     ) -> Result<(Arc<Queue>, Vec<(usize, QueuedMessage, Arc<Message>)>), BrokerError> {
-        let q = self
+        let q = vh
             .queue(queue)
             .ok_or_else(|| BrokerError::not_found("queue", queue))?;
         let entries = q.ready_snapshot(usize::MAX);
@@ -208,11 +210,12 @@ impl Broker {
 
     pub(super) async fn dlq_peek(
         &self,
+        vh: &VHost,
         queue: &str,
         mut filter: Filter,
     ) -> Result<Vec<DeadLetterInfo>, BrokerError> {
         filter.limit = Some(filter.limit.unwrap_or(DEFAULT_PEEK_LIMIT));
-        let (_, selected) = self.select(queue, &filter).await?;
+        let (_, selected) = self.select(vh, queue, &filter).await?;
         Ok(selected
             .iter()
             .map(|(i, e, m)| dead_letter_info(*i, e, m))
@@ -221,16 +224,17 @@ impl Broker {
 
     pub(super) async fn dlq_replay(
         &self,
+        vh: &VHost,
         queue: &str,
         filter: Filter,
         target: Option<(String, String)>,
     ) -> Result<ReplayResult, BrokerError> {
         if let Some((e, _)) = &target {
-            if !e.is_empty() && self.exchange(e).is_none() {
+            if !e.is_empty() && vh.exchange(e).is_none() {
                 return Err(BrokerError::not_found("exchange", e));
             }
         }
-        let (q, selected) = self.select(queue, &filter).await?;
+        let (q, selected) = self.select(vh, queue, &filter).await?;
         let mut unroutable = 0u64;
         let mut moved = 0u64;
         let mut plans = Vec::new();
@@ -240,7 +244,7 @@ impl Broker {
                 continue;
             };
             let targets = self
-                .route(&exchange, &key, &m.properties.headers)
+                .route(vh, &exchange, &key, &m.properties.headers)
                 .unwrap_or_default();
             if targets.is_empty() {
                 unroutable += 1;
@@ -297,10 +301,11 @@ impl Broker {
 
     pub(super) async fn dlq_purge(
         &self,
+        vh: &VHost,
         queue: &str,
         filter: Filter,
     ) -> Result<PurgeResult, BrokerError> {
-        let (q, selected) = self.select(queue, &filter).await?;
+        let (q, selected) = self.select(vh, queue, &filter).await?;
         let ids = selected.iter().map(|(_, e, _)| e.id).collect();
         let purged = self.remove_selected(&q, ids).await?;
         tracing::info!(queue = %q.name, purged, "dead letters purged");
@@ -309,10 +314,11 @@ impl Broker {
 
     pub(super) async fn message_delete(
         &self,
+        vh: &VHost,
         queue: &str,
         message_id: &str,
     ) -> Result<DeleteResult, BrokerError> {
-        let (q, selected) = self.select(queue, &Filter::default()).await?;
+        let (q, selected) = self.select(vh, queue, &Filter::default()).await?;
         let ids: HashSet<u64> = selected
             .iter()
             .filter(|(_, _, m)| m.properties.message_id.as_deref() == Some(message_id))

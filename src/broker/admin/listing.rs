@@ -12,6 +12,7 @@ use crate::admin_types::{
 use crate::broker::dead_letter::DeadLetterReason;
 use crate::broker::queue::Queue;
 use crate::broker::stats::resident_memory_bytes;
+use crate::broker::vhost::VHost;
 use crate::broker::Broker;
 use crate::json::table_map;
 use crate::message::now_ms;
@@ -36,7 +37,12 @@ impl Broker {
     pub(super) fn status(&self) -> Status {
         let stats = &self.inner.stats;
         let store = self.inner.store.stats();
-        let queues = self.sorted_queues();
+        let queues = self.queues();
+        let exchanges: usize = self
+            .vhost_list()
+            .iter()
+            .map(|v| v.exchanges.read().len())
+            .sum();
         let (mut ready, mut unacked, mut delayed, mut consumers) = (0u64, 0u64, 0u64, 0u64);
         let mut rates = [0f64; 3];
         for q in &queues {
@@ -67,7 +73,7 @@ impl Broker {
             connections: self.inner.sessions.read().len() as u64,
             consumers,
             queues: queues.len() as u64,
-            exchanges: self.inner.exchanges.read().len() as u64,
+            exchanges: exchanges as u64,
             messages_ready: ready,
             messages_unacked: unacked,
             messages_delayed: delayed,
@@ -96,9 +102,8 @@ impl Broker {
         }
     }
 
-    pub(super) fn exchanges(&self) -> Vec<ExchangeInfo> {
-        let mut list: Vec<ExchangeInfo> = self
-            .inner
+    pub(super) fn exchanges(&self, vh: &VHost) -> Vec<ExchangeInfo> {
+        let mut list: Vec<ExchangeInfo> = vh
             .exchanges
             .read()
             .values()
@@ -115,9 +120,14 @@ impl Broker {
         list
     }
 
-    pub(super) fn bindings(&self, queue: Option<&str>, exchange: Option<&str>) -> Vec<BindingInfo> {
+    pub(super) fn bindings(
+        &self,
+        vh: &VHost,
+        queue: Option<&str>,
+        exchange: Option<&str>,
+    ) -> Vec<BindingInfo> {
         let mut out = Vec::new();
-        for e in self.inner.exchanges.read().values() {
+        for e in vh.exchanges.read().values() {
             if exchange.is_some_and(|x| x != &*e.name) {
                 continue;
             }
@@ -166,13 +176,19 @@ impl Broker {
                 consumers: s.consumers().len() as u64,
                 unacked: s.unacked_count() as u64,
                 published: s.published.load(Ordering::Relaxed),
+                user: s.user.name.clone(),
+                vhost: s.vhost.name.to_string(),
             })
             .collect()
     }
 
-    pub(super) fn consumers(&self) -> Vec<ConsumerInfo> {
+    /// The consumers of the connections in virtual host `vh`.
+    pub(super) fn consumers(&self, vh: &VHost) -> Vec<ConsumerInfo> {
         let mut out = Vec::new();
         for s in self.live_sessions() {
+            if s.vhost.name != vh.name {
+                continue;
+            }
             for c in s.consumers() {
                 let queue = c.queue.upgrade();
                 // Waiting its turn on a single-active-consumer queue: not active.

@@ -7,7 +7,8 @@
 //! - `listing.rs`: `status` and the `*.list`/`queue.inspect` listings;
 //! - `dlq.rs`: dead-letter operations (`dlq.peek`, `dlq.replay`, `dlq.purge`), and
 //!   `queue.peek` and `message.delete`, which use the same selection of ready messages;
-//! - `definitions.rs`: `definitions.export` and `definitions.import`.
+//! - `definitions.rs`: `definitions.export` and `definitions.import`;
+//! - `../access.rs`: `user.*` and `permission.*` (administrators only).
 
 mod definitions;
 mod dlq;
@@ -22,10 +23,13 @@ use serde::Serialize;
 use serde_json::Value;
 use warren_protocol::{FieldTable, FieldValue};
 
+use super::access::parse_tags;
 use super::queue::Queue;
 use super::session::Session;
+use super::vhost::VHost;
 use super::Broker;
 use crate::error::BrokerError;
+use crate::store::codec::PermissionRecord;
 use dlq::Filter;
 use listing::queue_info;
 
@@ -57,6 +61,36 @@ fn opt_u64(args: &FieldTable, name: &str) -> Result<Option<u64>, BrokerError> {
     }
 }
 
+/// The read-only listings: the `monitoring` tag (or `administrator`) may run them.
+const LISTINGS: [&str; 7] = [
+    "status",
+    "queue.list",
+    "queue.inspect",
+    "exchange.list",
+    "binding.list",
+    "connection.list",
+    "consumer.list",
+];
+
+/// Who may run an admin command: listings need the `monitoring` or `administrator` tag,
+/// everything else (users, vhosts, permissions, definitions, dead-letter and message
+/// operations, `queue.peek`) the `administrator` tag.
+fn authorize_admin(session: &Session, command: &str) -> Result<(), BrokerError> {
+    let user = &session.user;
+    let (allowed, needs) = if LISTINGS.contains(&command) {
+        (user.is_monitoring(), "the monitoring or administrator tag")
+    } else {
+        (user.is_administrator(), "the administrator tag")
+    };
+    if allowed {
+        return Ok(());
+    }
+    Err(BrokerError::AccessRefused(format!(
+        "{command} needs {needs}; user '{}' does not have it",
+        user.name
+    )))
+}
+
 /// An admin result as the JSON body of `AdminOk`. It goes through a `Value`, whose maps
 /// are sorted, so every object's keys go out in sorted order whatever the field order of
 /// its struct: the bytes are what they were when the results were built with `json!`.
@@ -80,32 +114,40 @@ impl Broker {
         command: &str,
         args: &FieldTable,
     ) -> Result<Bytes, BrokerError> {
+        authorize_admin(session, command)?;
         match command {
             "status" => encode(&self.status()),
             "queue.list" => encode(
                 &self
-                    .sorted_queues()
+                    .sorted_queues(&session.vhost)
                     .iter()
                     .map(|q| queue_info(q))
                     .collect::<Vec<_>>(),
             ),
             "queue.inspect" => {
                 let name = req_str(args, "queue")?;
-                let q = self
+                let q = session
+                    .vhost
                     .queue(name)
                     .ok_or_else(|| BrokerError::not_found("queue", name))?;
                 encode(&queue_info(&q))
             }
-            "exchange.list" => encode(&self.exchanges()),
-            "binding.list" => {
-                encode(&self.bindings(opt_str(args, "queue")?, opt_str(args, "exchange")?))
-            }
+            "exchange.list" => encode(&self.exchanges(&session.vhost)),
+            "binding.list" => encode(&self.bindings(
+                &session.vhost,
+                opt_str(args, "queue")?,
+                opt_str(args, "exchange")?,
+            )),
             "connection.list" => encode(&self.connections()),
-            "consumer.list" => encode(&self.consumers()),
+            "consumer.list" => encode(&self.consumers(&session.vhost)),
             // One engine: a queue peek is a dead-letter peek without the dead-letter filters.
             "dlq.peek" | "queue.peek" => encode(
                 &self
-                    .dlq_peek(req_str(args, "queue")?, Filter::parse(args)?)
+                    .dlq_peek(
+                        &session.vhost,
+                        req_str(args, "queue")?,
+                        Filter::parse(args)?,
+                    )
                     .await?,
             ),
             "dlq.replay" => {
@@ -121,21 +163,37 @@ impl Broker {
                 };
                 encode(
                     &self
-                        .dlq_replay(req_str(args, "queue")?, Filter::parse(args)?, target)
+                        .dlq_replay(
+                            &session.vhost,
+                            req_str(args, "queue")?,
+                            Filter::parse(args)?,
+                            target,
+                        )
                         .await?,
                 )
             }
             "dlq.purge" => encode(
                 &self
-                    .dlq_purge(req_str(args, "queue")?, Filter::parse(args)?)
+                    .dlq_purge(
+                        &session.vhost,
+                        req_str(args, "queue")?,
+                        Filter::parse(args)?,
+                    )
                     .await?,
             ),
             "message.delete" => encode(
                 &self
-                    .message_delete(req_str(args, "queue")?, req_str(args, "id")?)
+                    .message_delete(
+                        &session.vhost,
+                        req_str(args, "queue")?,
+                        req_str(args, "id")?,
+                    )
                     .await?,
             ),
-            "definitions.export" => encode(&self.definitions_export()),
+            "user.add" | "user.delete" | "user.list" | "user.passwd" | "user.tags"
+            | "permission.set" | "permission.clear" | "permission.list" | "vhost.add"
+            | "vhost.delete" | "vhost.list" => self.access_admin(command, args).await,
+            "definitions.export" => encode(&self.definitions_export(&session.vhost)),
             "definitions.import" => {
                 let text = req_str(args, "definitions")?;
                 let doc: Value = serde_json::from_str(text).map_err(|e| {
@@ -149,8 +207,71 @@ impl Broker {
         }
     }
 
-    fn sorted_queues(&self) -> Vec<Arc<Queue>> {
-        let mut qs: Vec<Arc<Queue>> = self.inner.queues.read().values().cloned().collect();
+    /// The commands on users, permissions and virtual hosts (administrators only: see
+    /// `authorize_admin`).
+    async fn access_admin(&self, command: &str, args: &FieldTable) -> Result<Bytes, BrokerError> {
+        let tags = |args| opt_str(args, "tags").map(|t| t.map(parse_tags));
+        match command {
+            "user.add" => {
+                let tags = tags(args)?.unwrap_or_default();
+                self.user_add(req_str(args, "name")?, opt_str(args, "password")?, tags)
+                    .await?;
+                encode(&serde_json::json!({}))
+            }
+            "user.delete" => {
+                self.user_delete(req_str(args, "name")?).await?;
+                encode(&serde_json::json!({}))
+            }
+            "user.list" => encode(&self.user_list()),
+            "user.passwd" => {
+                let password = req_str(args, "password")?;
+                self.user_update(req_str(args, "name")?, Some(password), None)
+                    .await?;
+                encode(&serde_json::json!({}))
+            }
+            "user.tags" => {
+                let tags = tags(args)?.unwrap_or_default();
+                self.user_update(req_str(args, "name")?, None, Some(tags))
+                    .await?;
+                encode(&serde_json::json!({}))
+            }
+            "permission.set" => {
+                let pattern = |name| opt_str(args, name).map(|p| p.unwrap_or("").to_owned());
+                self.permission_set(PermissionRecord {
+                    user: req_str(args, "user")?.to_owned(),
+                    vhost: req_str(args, "vhost")?.to_owned(),
+                    configure: pattern("configure")?,
+                    write: pattern("write")?,
+                    read: pattern("read")?,
+                })
+                .await?;
+                encode(&serde_json::json!({}))
+            }
+            "permission.clear" => {
+                self.permission_clear(req_str(args, "user")?, req_str(args, "vhost")?)
+                    .await?;
+                encode(&serde_json::json!({}))
+            }
+            "vhost.add" => {
+                self.vhost_add(req_str(args, "name")?).await?;
+                encode(&serde_json::json!({}))
+            }
+            "vhost.delete" => {
+                self.vhost_delete(req_str(args, "name")?).await?;
+                encode(&serde_json::json!({}))
+            }
+            "vhost.list" => encode(&self.vhost_infos()),
+            "permission.list" => {
+                encode(&self.permission_list(opt_str(args, "user")?, opt_str(args, "vhost")?))
+            }
+            other => Err(BrokerError::CommandInvalid(format!(
+                "unknown admin command '{other}'"
+            ))),
+        }
+    }
+
+    fn sorted_queues(&self, vh: &VHost) -> Vec<Arc<Queue>> {
+        let mut qs: Vec<Arc<Queue>> = vh.queue_list();
         qs.sort_by(|a, b| a.name.cmp(&b.name));
         qs
     }
@@ -213,14 +334,21 @@ mod tests {
         .await
         .expect("opening a broker");
         let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-        let s = b.new_session("127.0.0.1:1".into(), tx);
-        b.declare_exchange(ExchangeDeclare {
-            name: "logs".into(),
-            kind: ExchangeKind::Topic,
-            durable: true,
-            passive: false,
-            arguments: FieldTable::new(),
-        })
+        let s = b.new_session(
+            "127.0.0.1:1".into(),
+            crate::broker::access::Principal::internal(),
+            tx,
+        );
+        b.declare_exchange(
+            &s,
+            ExchangeDeclare {
+                name: "logs".into(),
+                kind: ExchangeKind::Topic,
+                durable: true,
+                passive: false,
+                arguments: FieldTable::new(),
+            },
+        )
         .await
         .expect("declare exchange");
         let mut queue_args = FieldTable::new();

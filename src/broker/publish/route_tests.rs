@@ -325,13 +325,16 @@ async fn check(broker: &Broker, session: &Session, case: u64, g: &Graph) -> Resu
             None => {}
         }
         broker
-            .declare_exchange(ExchangeDeclare {
-                name: ex(i),
-                kind: *kind,
-                durable: false,
-                passive: false,
-                arguments,
-            })
+            .declare_exchange(
+                session,
+                ExchangeDeclare {
+                    name: ex(i),
+                    kind: *kind,
+                    durable: false,
+                    passive: false,
+                    arguments,
+                },
+            )
             .await
             .map_err(|e| format!("declaring {}: {e}", ex(i)))?;
     }
@@ -368,12 +371,15 @@ async fn check(broker: &Broker, session: &Session, case: u64, g: &Graph) -> Resu
             }
             Dest::Exchange(x) => {
                 broker
-                    .bind_exchange(ExchangeBind {
-                        destination: ex(x),
-                        source: ex(b.source),
-                        routing_key: b.key.clone(),
-                        arguments: b.arguments.clone(),
-                    })
+                    .bind_exchange(
+                        session,
+                        ExchangeBind {
+                            destination: ex(x),
+                            source: ex(b.source),
+                            routing_key: b.key.clone(),
+                            arguments: b.arguments.clone(),
+                        },
+                    )
                     .await
             }
         };
@@ -383,7 +389,7 @@ async fn check(broker: &Broker, session: &Session, case: u64, g: &Graph) -> Resu
     }
     for m in &g.messages {
         let routed = broker
-            .route(&ex(m.exchange), &m.key, &m.headers)
+            .route(&session.vhost, &ex(m.exchange), &m.key, &m.headers)
             .map_err(|e| format!("routing {m:?}: {e}"))?;
         let names: Vec<&str> = routed.iter().map(|q| &*q.name).collect();
         let got: BTreeSet<&str> = names.iter().copied().collect();
@@ -418,7 +424,11 @@ fn routing_through_exchange_graphs_with_loops_matches_a_breadth_first_reference(
         }))
         .expect("broker");
     let (outbound, _events) = tokio::sync::mpsc::unbounded_channel();
-    let session = broker.new_session("route-tests".into(), outbound);
+    let session = broker.new_session(
+        "route-tests".into(),
+        crate::broker::access::Principal::internal(),
+        outbound,
+    );
     let cases = AtomicU64::new(0);
     let mut runner = TestRunner::new(Config::with_cases(500));
     let result = runner.run(&graph(), |g| {
