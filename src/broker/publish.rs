@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use warren_protocol::{ErrorCode, FieldTable, FieldValue, Publish};
 
-use super::commit::{publish_op, Scheduled};
+use super::commit::{publish_op_with_marks, Scheduled};
 use super::confirm::ReplySlot;
 use super::dead_letter::X_DEATH;
 use super::event::{Confirm, Event, RequestId};
@@ -58,7 +58,11 @@ impl Broker {
                 return self.schedule(session, request_id, p, due_ms).await;
             }
         }
-        let targets = self.route(&p.exchange, &p.routing_key, &p.properties.headers)?;
+        let mut targets = self.route(&p.exchange, &p.routing_key, &p.properties.headers)?;
+        let mut marks = Vec::new();
+        if self.deduplicate(&p, &mut targets, &mut now, &mut marks)? {
+            return self.confirm_duplicate(session, request_id, p).await;
+        }
         if !p.properties.headers.is_empty() {
             // Sender-selected distribution: `BCC` routed the message; no one sees it.
             p.properties.headers.remove(BCC);
@@ -98,7 +102,12 @@ impl Broker {
         });
         self.inner
             .store
-            .publish(publish_op(message, targets, Some(confirm)))
+            .publish(publish_op_with_marks(
+                message,
+                targets,
+                Some(confirm),
+                marks,
+            ))
             .await?;
         Ok(())
     }

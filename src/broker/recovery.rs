@@ -25,8 +25,9 @@ const BUILTIN_EXCHANGES: [(&str, ExchangeKind); 4] = [
 ];
 
 impl Broker {
-    pub(super) async fn restore(&self, recovered: Recovered) -> Result<(), BrokerError> {
+    pub(super) async fn restore(&self, mut recovered: Recovered) -> Result<(), BrokerError> {
         let inner = &self.inner;
+        let dedup_keys = std::mem::take(&mut recovered.dedup);
         {
             let mut exchanges = inner.exchanges.write();
             for (name, kind) in BUILTIN_EXCHANGES {
@@ -159,6 +160,7 @@ impl Broker {
                 }
             }
         }
+        self.restore_dedup_windows(dedup_keys);
         for (id, name) in orphaned {
             tracing::info!(queue = %name, "deleting exclusive queue left by the previous run");
             inner

@@ -31,7 +31,7 @@ use codec::{BindingRecord, ExchangeRecord, QueueRecord};
 use db_slot::DbSlot;
 use tables::*;
 
-pub use hooks::{CommitHooks, Rows};
+pub use hooks::{CommitHooks, DedupRow, Rows};
 pub use writer::MAX_BATCH_OPS;
 
 /// The store file inside the data directory.
@@ -196,6 +196,8 @@ pub struct PublishOp<H: CommitHooks> {
     pub(crate) stored: bool,
     /// Set by the writer: where this publish's rows are in the batch's [`Rows`].
     pub(crate) rows: (u32, u32),
+    /// Set by the writer: where this publish's deduplication rows are in the batch's [`Rows`].
+    pub(crate) dedup_rows: (u32, u32),
 }
 
 impl<H: CommitHooks> PublishOp<H> {
@@ -207,6 +209,7 @@ impl<H: CommitHooks> PublishOp<H> {
             id: 0,
             stored: false,
             rows: (0, 0),
+            dedup_rows: (0, 0),
         }
     }
 
@@ -379,6 +382,20 @@ pub struct Recovered {
     pub bindings: Vec<BindingRecord>,
     /// Scheduled messages, in release order.
     pub scheduled: Vec<ScheduledMessage>,
+    /// Deduplication keys by window scope: `(key, message id, expires at)`, expired ones
+    /// included (the broker skips them).
+    pub dedup: std::collections::HashMap<String, Vec<(String, u64, u64)>>,
+}
+
+/// The deduplication scope ([`DEDUP_KEYS`]) of an exchange's window.
+pub fn dedup_scope_of_exchange(name: &str) -> Arc<str> {
+    format!("e/{name}").into()
+}
+
+/// The deduplication scope of a queue's window: by id, so a queue deleted and declared again
+/// under its name starts with an empty window.
+pub fn dedup_scope_of_queue(id: u64) -> Arc<str> {
+    format!("q/{id}").into()
 }
 
 /// Handle to the store, with the hooks `H` of the layer above it; cheap to clone.
@@ -695,6 +712,10 @@ fn init_schema(db: &Database) -> Result<(), StoreError> {
             .map_err(redb_err("creating tables"))?;
         txn.open_table(SCHEDULED)
             .map_err(redb_err("creating tables"))?;
+        txn.open_table(DEDUP_KEYS)
+            .map_err(redb_err("creating tables"))?;
+        txn.open_table(DEDUP_EXPIRY)
+            .map_err(redb_err("creating tables"))?;
     }
     txn.commit().map_err(redb_err("initialising the store"))
 }
@@ -790,6 +811,22 @@ fn recover(db: &Database) -> Result<(Recovered, u64), StoreError> {
             id,
             message: Arc::new(message),
         });
+    }
+    for row in txn
+        .open_table(DEDUP_KEYS)
+        .map_err(redb_err(ctx))?
+        .iter()
+        .map_err(redb_err(ctx))?
+    {
+        let (k, v) = row.map_err(redb_err(ctx))?;
+        let (scope, key) = k.value();
+        let (id, expires_at) = v.value();
+        // Ids of transient messages are not in `messages`: keep the order of acceptance.
+        next_message_id = next_message_id.max(id.saturating_add(1));
+        out.dedup
+            .entry(scope.to_owned())
+            .or_default()
+            .push((key.to_owned(), id, expires_at));
     }
     Ok((out, next_message_id))
 }

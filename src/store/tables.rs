@@ -51,3 +51,19 @@ pub const QUEUE_ACQUIRED: TableDefinition<(u64, u64), u32> = TableDefinition::ne
 /// `(due at, message id) → MessageRecord`: published messages held until their not-before
 /// time, then routed. Due times are ms since the epoch; the scan order is release order.
 pub const SCHEDULED: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("scheduled");
+
+/// `(scope, key) → (message id, expires at)`: the deduplication keys accepted by durable
+/// exchanges and queues with `x-message-deduplication` (docs/deduplication.md). The scope is
+/// `e/<exchange name>` or `q/<queue id>` ([`super::dedup_scope_of_exchange`],
+/// [`super::dedup_scope_of_queue`]); the message id orders keys by acceptance (a count window
+/// keeps the newest at recovery); `expires at` is ms since the epoch, 0 for a window by count
+/// only. Written in the commit of the publish that accepted the key, so a confirm implies its
+/// key is durable. Added after schema version 1 with no migration: a store without the table
+/// simply has no keys.
+pub const DEDUP_KEYS: TableDefinition<(&str, &str), (u64, u64)> =
+    TableDefinition::new("dedup_keys");
+
+/// `(expires at, scope, key) → ()`: the time index of [`DEDUP_KEYS`] rows that expire, so a
+/// commit removes expired keys in bulk by one range scan instead of a scan of every key.
+pub const DEDUP_EXPIRY: TableDefinition<(u64, &str, &str), ()> =
+    TableDefinition::new("dedup_expiry");

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, Semaphore};
 
 use super::codec::{encode_message, BindingRecord, DestinationKind};
 use super::db_slot::DbSlot;
-use super::hooks::{CommitHooks, Rows};
+use super::hooks::{CommitHooks, DedupRow, Rows};
 use super::tables::*;
 use super::{
     redb_err, Completion, PublishOp, Queued, ScheduledMessage, StoreError, StoreOp, StoreStats,
@@ -108,6 +108,7 @@ impl<H: CommitHooks> Writer<H> {
         p.id = self.next_message_id;
         self.next_message_id += 1;
         let start = self.rows.len();
+        let dedup_start = self.rows.dedup_len();
         let taken = self
             .hooks
             .prepare(batch, &mut p.payload, &p.message, &mut self.rows);
@@ -118,6 +119,10 @@ impl<H: CommitHooks> Writer<H> {
             u32::try_from(end).unwrap_or(u32::MAX),
         );
         p.stored = end > start;
+        p.dedup_rows = (
+            u32::try_from(dedup_start).unwrap_or(u32::MAX),
+            u32::try_from(self.rows.dedup_len()).unwrap_or(u32::MAX),
+        );
         taken
     }
 
@@ -130,7 +135,7 @@ impl<H: CommitHooks> Writer<H> {
             match op {
                 StoreOp::Publish(p) => {
                     self.prepare(p, &mut state);
-                    writes |= p.stored;
+                    writes |= p.stored || p.dedup_rows.0 != p.dedup_rows.1;
                 }
                 StoreOp::DeadLetter(d) => {
                     for p in &mut d.publishes {
@@ -266,6 +271,8 @@ impl<H: CommitHooks> Writer<H> {
                             written += 1;
                             ops += 1;
                         }
+                        // A transient message may still evict durable keys of a count window.
+                        t.write_dedup(self.rows.dedup(p.dedup_rows), p.id)?;
                     }
                     StoreOp::DeadLetter(d) => {
                         // One operation: the copies go in and the originals go out together.
@@ -333,6 +340,9 @@ impl<H: CommitHooks> Writer<H> {
                     StoreOp::Shutdown(_) | StoreOp::Flush(_) => {}
                 }
             }
+            if self.rows.sweep_before() > 0 {
+                t.sweep_dedup(self.rows.sweep_before())?;
+            }
         }
         txn.commit().map_err(redb_err("committing"))?;
         let elapsed = started.elapsed();
@@ -358,7 +368,13 @@ struct MessageTables<'txn> {
     messages: Table<'txn, u64, &'static [u8]>,
     refs: Table<'txn, u64, u32>,
     scheduled: Table<'txn, (u64, u64), &'static [u8]>,
+    dedup_keys: Table<'txn, (&'static str, &'static str), (u64, u64)>,
+    dedup_expiry: Table<'txn, (u64, &'static str, &'static str), ()>,
 }
+
+/// The most expired deduplication keys one commit removes: bounds the commit's extra work;
+/// the rest go with the next commits that sweep (every commit that accepts a key does).
+const MAX_SWEEP_KEYS: usize = 4096;
 
 impl<'txn> MessageTables<'txn> {
     fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
@@ -369,7 +385,107 @@ impl<'txn> MessageTables<'txn> {
             messages: txn.open_table(MESSAGES).map_err(redb_err(ctx))?,
             refs: txn.open_table(MESSAGE_REFS).map_err(redb_err(ctx))?,
             scheduled: txn.open_table(SCHEDULED).map_err(redb_err(ctx))?,
+            dedup_keys: txn.open_table(DEDUP_KEYS).map_err(redb_err(ctx))?,
+            dedup_expiry: txn.open_table(DEDUP_EXPIRY).map_err(redb_err(ctx))?,
         })
+    }
+
+    /// Writes a publish's deduplication keys (with `message_id`, their order of acceptance)
+    /// and removes the keys its window evicted.
+    fn write_dedup(&mut self, rows: &[DedupRow], message_id: u64) -> Result<(), StoreError> {
+        let ctx = "storing deduplication keys";
+        for row in rows {
+            let key = (&*row.scope, &*row.key);
+            let old = match row.add {
+                Some(expires_at) => {
+                    if expires_at != 0 {
+                        self.dedup_expiry
+                            .insert((expires_at, &*row.scope, &*row.key), ())
+                            .map_err(redb_err(ctx))?;
+                    }
+                    self.dedup_keys
+                        .insert(key, (message_id, expires_at))
+                        .map_err(redb_err(ctx))?
+                        .map(|v| v.value())
+                        .filter(|(_, old)| Some(*old) != row.add)
+                }
+                None => self
+                    .dedup_keys
+                    .remove(key)
+                    .map_err(redb_err(ctx))?
+                    .map(|v| v.value()),
+            };
+            // The key's earlier row (expired in memory, not yet swept) leaves the time index
+            // with it, so a sweep cannot remove the key just written.
+            if let Some((_, expires_at)) = old.filter(|(_, at)| *at != 0) {
+                self.dedup_expiry
+                    .remove((expires_at, &*row.scope, &*row.key))
+                    .map_err(redb_err(ctx))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes deduplication keys that expired before `now`, oldest first, at most
+    /// [`MAX_SWEEP_KEYS`].
+    fn sweep_dedup(&mut self, now: u64) -> Result<(), StoreError> {
+        let ctx = "removing expired deduplication keys";
+        let mut expired: Vec<(u64, String, String)> = Vec::new();
+        for row in self
+            .dedup_expiry
+            .range((0u64, "", "")..(now, "", ""))
+            .map_err(redb_err(ctx))?
+            .take(MAX_SWEEP_KEYS)
+        {
+            let (k, _) = row.map_err(redb_err(ctx))?;
+            let (at, scope, key) = k.value();
+            expired.push((at, scope.to_owned(), key.to_owned()));
+        }
+        for (at, scope, key) in &expired {
+            self.dedup_expiry
+                .remove((*at, scope.as_str(), key.as_str()))
+                .map_err(redb_err(ctx))?;
+            let current = self
+                .dedup_keys
+                .get((scope.as_str(), key.as_str()))
+                .map_err(redb_err(ctx))?
+                .map(|v| v.value());
+            if current.is_some_and(|(_, expires_at)| expires_at == *at) {
+                self.dedup_keys
+                    .remove((scope.as_str(), key.as_str()))
+                    .map_err(redb_err(ctx))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes every deduplication key of a window (its exchange or queue was deleted).
+    fn remove_dedup_scope(&mut self, scope: &str) -> Result<(), StoreError> {
+        let ctx = "removing deduplication keys";
+        let mut keys: Vec<(String, u64)> = Vec::new();
+        for row in self
+            .dedup_keys
+            .range((scope, "")..)
+            .map_err(redb_err(ctx))?
+        {
+            let (k, v) = row.map_err(redb_err(ctx))?;
+            let (s, key) = k.value();
+            if s != scope {
+                break;
+            }
+            keys.push((key.to_owned(), v.value().1));
+        }
+        for (key, expires_at) in &keys {
+            self.dedup_keys
+                .remove((scope, key.as_str()))
+                .map_err(redb_err(ctx))?;
+            if *expires_at != 0 {
+                self.dedup_expiry
+                    .remove((*expires_at, scope, key.as_str()))
+                    .map_err(redb_err(ctx))?;
+            }
+        }
+        Ok(())
     }
 
     /// Writes a publish's queue rows (as prepared into `rows`) and its message row.
@@ -485,6 +601,7 @@ fn apply_topology(
                 &b.exchange == name
                     || (b.destination_kind == DestinationKind::Exchange && &b.destination == name)
             })?;
+            tables.remove_dedup_scope(&super::dedup_scope_of_exchange(name))?;
         }
         TopologyChange::PutQueue(rec) => {
             txn.open_table(QUEUES)
@@ -509,6 +626,7 @@ fn apply_topology(
                 keys.push(row.map_err(redb_err(ctx))?.0.value());
             }
             tables.remove_entries(&keys)?;
+            tables.remove_dedup_scope(&super::dedup_scope_of_queue(*id))?;
         }
         TopologyChange::PutBinding(rec) => {
             txn.open_table(BINDINGS)
