@@ -888,4 +888,72 @@ mod tests {
             txn.commit().expect("commit");
         }
     }
+
+    #[test]
+    fn dedup_keys_expire_in_bulk_and_a_key_written_again_survives_its_old_expiry() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Database::create(dir.path().join("w.redb")).expect("db");
+        super::super::init_schema(&db).expect("schema");
+        let row = |scope: &str, key: &str, add: Option<u64>| DedupRow {
+            scope: scope.into(),
+            key: key.into(),
+            add,
+        };
+        let keys = |db: &Database| -> Vec<(String, String, u64)> {
+            let txn = db.begin_read().expect("read");
+            let t = txn.open_table(DEDUP_KEYS).expect("dedup keys");
+            let mut out = Vec::new();
+            for r in t.iter().expect("iter") {
+                let (k, v) = r.expect("row");
+                let (scope, key) = k.value();
+                out.push((scope.to_owned(), key.to_owned(), v.value().1));
+            }
+            out
+        };
+        {
+            let txn = db.begin_write().expect("write");
+            let mut t = MessageTables::open(&txn).expect("tables");
+            t.write_dedup(&[row("e/x", "early", Some(100))], 1)
+                .expect("write");
+            t.write_dedup(&[row("e/x", "late", Some(300))], 2)
+                .expect("write");
+            t.write_dedup(&[row("q/7", "counted", Some(0))], 3)
+                .expect("write");
+            // "early" is accepted again (it expired in memory) before any sweep.
+            t.write_dedup(&[row("e/x", "early", Some(400))], 4)
+                .expect("write");
+            t.sweep_dedup(350).expect("sweep");
+            drop(t);
+            txn.commit().expect("commit");
+        }
+        assert_eq!(
+            keys(&db),
+            [
+                ("e/x".to_owned(), "early".to_owned(), 400),
+                ("q/7".to_owned(), "counted".to_owned(), 0),
+            ],
+            "late expired; early was written again; a count-only key never expires"
+        );
+        let (recovered, next_id) = super::super::recover(&db).expect("recover");
+        assert_eq!(recovered.dedup["e/x"], [("early".to_owned(), 4, 400)]);
+        assert!(next_id > 4, "ids of keys are never reused");
+        {
+            let txn = db.begin_write().expect("write");
+            let mut t = MessageTables::open(&txn).expect("tables");
+            t.write_dedup(&[row("q/7", "counted", None)], 5)
+                .expect("evict");
+            t.remove_dedup_scope("e/x").expect("delete scope");
+            t.sweep_dedup(u64::MAX).expect("sweep");
+            drop(t);
+            txn.commit().expect("commit");
+        }
+        assert!(keys(&db).is_empty());
+        let txn = db.begin_read().expect("read");
+        let expiry = txn.open_table(DEDUP_EXPIRY).expect("expiry");
+        assert_eq!(
+            expiry.iter().expect("iter").count(),
+            0,
+            "no stale index rows"
+        );
+    }
 }
