@@ -23,7 +23,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use warren_protocol::{FieldTable, FieldValue, Properties, Publish};
 
@@ -311,6 +311,10 @@ pub struct Mark {
     pub evicted: Vec<Arc<str>>,
 }
 
+/// How many exchange windows exist in this process: while there are none (the usual case),
+/// a publish skips looking its exchange up a second time for its window.
+static EXCHANGE_WINDOWS: AtomicUsize = AtomicUsize::new(0);
+
 /// One exchange's or queue's window of accepted keys.
 #[derive(Debug)]
 pub struct Dedup {
@@ -321,6 +325,16 @@ pub struct Dedup {
     /// Whether its keys are written to the store (its exchange or queue is durable).
     pub durable: bool,
     state: Mutex<Window>,
+    /// Counted in [`EXCHANGE_WINDOWS`].
+    exchange: bool,
+}
+
+impl Drop for Dedup {
+    fn drop(&mut self) {
+        if self.exchange {
+            EXCHANGE_WINDOWS.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -375,11 +389,16 @@ impl Window {
 impl Dedup {
     /// An empty window.
     pub fn new(config: DedupConfig, scope: Arc<str>, durable: bool) -> Arc<Dedup> {
+        let exchange = scope.starts_with("e/");
+        if exchange {
+            EXCHANGE_WINDOWS.fetch_add(1, Ordering::Relaxed);
+        }
         Arc::new(Dedup {
             config,
             scope,
             durable,
             state: Mutex::new(Window::default()),
+            exchange,
         })
     }
 
@@ -455,7 +474,7 @@ impl Broker {
         now: &mut LazyNow<'_>,
         marks: &mut Vec<Mark>,
     ) -> Result<bool, BrokerError> {
-        let exchange = if p.exchange.is_empty() {
+        let exchange = if p.exchange.is_empty() || EXCHANGE_WINDOWS.load(Ordering::Relaxed) == 0 {
             None
         } else {
             self.exchange(&p.exchange).and_then(|e| e.dedup.clone())
