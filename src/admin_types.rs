@@ -89,6 +89,10 @@ pub struct StatusTotals {
     pub routed: u64,
     /// Publishes no queue took.
     pub unroutable: u64,
+    /// Publishes confirmed as duplicates (`x-message-deduplication`): stored nowhere.
+    /// Absent from servers before deduplication: 0.
+    #[serde(default)]
+    pub duplicates: u64,
     /// Unroutable mandatory publishes returned.
     pub returned: u64,
     /// Deliveries acked.
@@ -524,8 +528,8 @@ mod tests {
             "messages_ready": 5, "messages_unacked": 0, "messages_delayed": 0,
             "publish_rate": 1.25, "deliver_rate": 0.0, "ack_rate": 0.0,
             "totals": {
-                "published": 5, "routed": 5, "unroutable": 0, "returned": 0, "acked": 0,
-                "requeued": 0, "expired": 1,
+                "published": 5, "routed": 5, "unroutable": 0, "duplicates": 0, "returned": 0,
+                "acked": 0, "requeued": 0, "expired": 1,
                 "dead_lettered": {"delivery_limit": 0, "expired": 1, "maxlen": 0, "rejected": 0},
                 "dead_letters_dropped": 0, "scheduled": 0, "consumer_timeouts": 0,
             },

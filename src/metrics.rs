@@ -193,6 +193,12 @@ impl Collector for BrokerCollector {
         )?;
         counter(
             &mut enc,
+            "warren_messages_duplicate",
+            "Publishes confirmed as duplicates (x-message-deduplication): stored nowhere.",
+            load(&stats.duplicates),
+        )?;
+        counter(
+            &mut enc,
             "warren_messages_returned",
             "Unroutable mandatory publishes returned to the publisher.",
             load(&stats.returned),

@@ -407,6 +407,7 @@ const EXPECTED: &[(&str, &str)] = &[
     ("warren_messages_published", "counter"),
     ("warren_messages_routed", "counter"),
     ("warren_messages_unroutable", "counter"),
+    ("warren_messages_duplicate", "counter"),
     ("warren_messages_returned", "counter"),
     ("warren_messages_delivered", "counter"),
     ("warren_messages_redelivered", "counter"),

@@ -62,6 +62,7 @@ const PUBLISH: &str = "39 00 00 00 30 04 00 00 00 00 00 00 00
     68 69";
 
 const CONFIRM_ACK: &str = "0a 00 00 00 31 04 00 00 00 00 00 00 00 00";
+const CONFIRM_DUPLICATE: &str = "0a 00 00 00 31 06 00 00 00 00 00 00 00 02";
 
 const CONFIRM_NACK: &str = "18 00 00 00 31 05 00 00 00 00 00 00 00
     01 fa 01 0a 00 71 75 65 75 65 20 66 75 6c 6c";
@@ -277,6 +278,11 @@ fn vectors() -> Vec<(&'static str, &'static str, Envelope)> {
                     reason: "queue full".into(),
                 }),
             ),
+        ),
+        (
+            "confirm-duplicate",
+            CONFIRM_DUPLICATE,
+            Envelope::new(6, Frame::Confirm(Confirm::Duplicate)),
         ),
         (
             "deliver",

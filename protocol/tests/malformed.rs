@@ -169,9 +169,9 @@ fn enumerations_and_booleans_are_checked() {
     // Exchange kind 4 does not exist.
     let err = decode(Opcode::ExchangeDeclare, &[0, 0, 4, 0, 0, 0, 0, 0]).unwrap_err();
     assert!(invalid_value("exchange kind", 4, 2)(&err), "{err:?}");
-    // Confirm status 2 does not exist.
-    let err = decode(Opcode::Confirm, &[2]).unwrap_err();
-    assert!(invalid_value("confirm status", 2, 0)(&err), "{err:?}");
+    // Confirm status 3 does not exist (2 is Duplicate).
+    let err = decode(Opcode::Confirm, &[3]).unwrap_err();
+    assert!(invalid_value("confirm status", 3, 0)(&err), "{err:?}");
     // Reject's requeue is a boolean: 0 or 1.
     let mut p = vec![9, 0, 0, 0, 0, 0, 0, 0];
     p.push(2);

@@ -278,6 +278,7 @@ fn frame() -> impl Strategy<Value = Frame> {
             .boxed(),
         prop_oneof![
             Just(Confirm::Ack),
+            Just(Confirm::Duplicate),
             (any::<u16>(), text(100)).prop_map(|(code, reason)| Confirm::Nack { code, reason }),
         ]
         .prop_map(Frame::Confirm)
@@ -552,8 +553,9 @@ fn samples_cover_every_opcode_once() {
         distinct, all,
         "samples() must have a frame for every opcode"
     );
-    // Confirm is the one opcode with two variants (Ack and Nack); every other opcode once.
-    assert_eq!(ops.len(), Opcode::ALL.len() + 1);
+    // Confirm is the one opcode with three variants (Ack, Nack, Duplicate); every other
+    // opcode once.
+    assert_eq!(ops.len(), Opcode::ALL.len() + 2);
     for op in Opcode::ALL {
         assert_eq!(
             Opcode::try_from(*op as u8),

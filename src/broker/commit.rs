@@ -18,12 +18,15 @@ use warren_protocol::ErrorCode;
 
 use super::confirm::ReplySlot;
 use super::dead_letter::DeadLetterReason;
+use super::dedup::Mark;
 use super::event::{Confirm, Event};
 use super::queue::Queue;
 use super::queue_args::Overflow;
 use crate::clock::Clock;
 use crate::message::{Message, QueuedMessage};
-use crate::store::{CommitHooks, Move, PublishOp, Rows, ScheduledMessage, Store, StoreError};
+use crate::store::{
+    CommitHooks, DedupRow, Move, PublishOp, Rows, ScheduledMessage, Store, StoreError,
+};
 
 /// The store as the broker runs it: with the broker's completion step.
 pub type BrokerStore = Store<Hooks>;
@@ -51,6 +54,12 @@ pub struct Targets {
     rejected: Vec<Arc<Queue>>,
     /// Where its confirm goes.
     confirm: Option<ReplySlot>,
+    /// The deduplication keys its publish was accepted under (`dedup.rs`): written with it
+    /// when it is stored, forgotten when it is refused.
+    marks: Vec<Mark>,
+    /// A duplicate: stored nowhere, confirmed as such after the commit of what came before
+    /// it (so never before the message it duplicates is durable).
+    duplicate: bool,
 }
 
 /// A publish of `message` to `queues`, confirmed through `confirm`.
@@ -59,6 +68,16 @@ pub fn publish_op(
     queues: Vec<Arc<Queue>>,
     confirm: Option<ReplySlot>,
 ) -> PublishOp<Hooks> {
+    publish_op_with_marks(message, queues, confirm, Vec::new())
+}
+
+/// A client's publish, accepted under the deduplication keys `marks`.
+pub fn publish_op_with_marks(
+    message: Arc<Message>,
+    queues: Vec<Arc<Queue>>,
+    confirm: Option<ReplySlot>,
+    marks: Vec<Mark>,
+) -> PublishOp<Hooks> {
     PublishOp::new(
         message,
         Targets {
@@ -66,6 +85,23 @@ pub fn publish_op(
             // Empty: allocates only when a queue refuses.
             rejected: Vec::new(),
             confirm,
+            marks,
+            duplicate: false,
+        },
+    )
+}
+
+/// A duplicate publish: goes through the writer only to be confirmed in order, after the
+/// commit that holds (or follows) the message it repeats.
+pub fn duplicate_op(message: Arc<Message>, confirm: ReplySlot) -> PublishOp<Hooks> {
+    PublishOp::new(
+        message,
+        Targets {
+            queues: Vec::new(),
+            rejected: Vec::new(),
+            confirm: Some(confirm),
+            marks: Vec::new(),
+            duplicate: true,
         },
     )
 }
@@ -118,6 +154,33 @@ pub struct Batch {
     /// Ready messages and bytes the batch has already added to each queue (by id), for the
     /// overflow checks: the queues themselves learn of them only after the commit.
     pending: HashMap<u64, (u64, u64)>,
+}
+
+/// Asks for a publish's deduplication keys to be written with it: for durable windows, when
+/// the message is persistent and no queue refused it (a refused publish is retried); keys a
+/// count window evicted are removed whatever the message. Each commit that writes a key with
+/// a time window also sweeps the expired ones.
+fn dedup_rows(now: u64, publish: &Targets, message: &Message, rows: &mut Rows) {
+    let keep = message.properties.persistent && publish.rejected.is_empty();
+    for m in publish.marks.iter().filter(|m| m.window.durable) {
+        for key in &m.evicted {
+            rows.push_dedup(DedupRow {
+                scope: m.window.scope.clone(),
+                key: key.clone(),
+                add: None,
+            });
+        }
+        if keep {
+            rows.push_dedup(DedupRow {
+                scope: m.window.scope.clone(),
+                key: m.key.clone(),
+                add: Some(m.expires_at),
+            });
+            if m.expires_at != 0 {
+                rows.sweep_dedup_before(now);
+            }
+        }
+    }
 }
 
 /// When a message entering `queue` at `now` expires (0 = never): the queue's TTL or the
@@ -190,6 +253,9 @@ impl CommitHooks for Hooks {
                 rows.push(q.id, expires_at(q, message, batch.now));
             }
         }
+        if !publish.marks.is_empty() {
+            dedup_rows(batch.now, publish, message, rows);
+        }
         !publish.queues.is_empty()
     }
 
@@ -211,9 +277,23 @@ impl CommitHooks for Hooks {
                     queues,
                     rejected,
                     confirm,
+                    marks,
+                    duplicate,
                 },
             ..
         } = publish;
+        if duplicate {
+            if let Some(slot) = confirm {
+                slot.reply(Event::Confirm(Confirm::Duplicate));
+            }
+            return;
+        }
+        if (result.is_err() && stored) || !rejected.is_empty() {
+            // Refused: the publisher will retry, and the retry must not be a duplicate.
+            for m in &marks {
+                m.window.forget(&m.key, m.seq);
+            }
+        }
         if let Err(e) = result {
             if stored {
                 if let Some(slot) = confirm {

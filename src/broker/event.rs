@@ -113,6 +113,9 @@ pub enum Confirm {
         /// Why, naming the queue or the failure.
         reason: String,
     },
+    /// Not stored: its deduplication key was already accepted within the window
+    /// (docs/deduplication.md).
+    Duplicate,
 }
 
 /// A declared queue, as `declare_queue` reports it.

@@ -75,6 +75,9 @@ pub struct Exchange {
     pub builtin: bool,
     /// Its `alternate-exchange` argument, when that is valid.
     pub alternate: Option<Arc<str>>,
+    /// Its deduplication window, when `x-message-deduplication` is on: checked before
+    /// routing, so a duplicate is routed nowhere.
+    pub dedup: Option<Arc<super::dedup::Dedup>>,
     bindings: RwLock<Bindings>,
     /// Whether it has a binding to an exchange: read without the lock on every publish, so
     /// exchanges without one route exactly as before.
@@ -96,13 +99,13 @@ struct Bindings {
 /// of the exchange's bindings take is routed through it instead (docs/routing.md).
 pub const ALTERNATE_EXCHANGE: &str = "alternate-exchange";
 
-/// The `x-` arguments of an exchange declaration, in key order. Warren implements none (its
-/// exchanges take no `x-` arguments), so each is one it would otherwise ignore.
+/// The `x-` arguments of an exchange declaration, in key order, that Warren does not
+/// implement: every one but the deduplication arguments (`dedup.rs`).
 pub fn unsupported_arguments(arguments: &FieldTable) -> Vec<&str> {
     arguments
         .keys()
         .map(String::as_str)
-        .filter(|k| k.starts_with("x-"))
+        .filter(|k| k.starts_with("x-") && !super::dedup::ARGUMENTS.contains(k))
         .collect()
 }
 
@@ -122,6 +125,7 @@ pub fn validate_arguments(name: &str, arguments: &FieldTable) -> Result<(), Brok
             super::queue_args::NOT_IMPLEMENTED_REASON,
         ));
     }
+    super::dedup::parse(arguments).map_err(|e| e.refusal(of))?;
     alternate_exchange_named(arguments, of).map(drop)
 }
 
@@ -311,8 +315,9 @@ fn headers_match(binding: &FieldTable, headers: &FieldTable) -> bool {
 }
 
 impl Exchange {
-    /// A new exchange with no bindings.
+    /// A new exchange with no bindings, in virtual host `vhost`.
     pub fn new(
+        vhost: &str,
         name: Arc<str>,
         kind: ExchangeKind,
         durable: bool,
@@ -320,7 +325,13 @@ impl Exchange {
         builtin: bool,
     ) -> Exchange {
         let alternate = alternate_exchange(&arguments).ok().flatten().map(Arc::from);
+        // Declarations are validated before they get here; a stored exchange whose arguments
+        // no longer parse loads without deduplication (recovery warns).
+        let dedup = super::dedup::parse(&arguments).ok().flatten().map(|c| {
+            super::dedup::Dedup::new(c, super::dedup::exchange_scope(vhost, &name), durable)
+        });
         Exchange {
+            dedup,
             name,
             kind,
             durable,

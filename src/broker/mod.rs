@@ -26,6 +26,7 @@
 //! | `queue/`, `queue_args.rs` | one queue: its state machine (`state.rs`: ready messages, dispatch, expiry, delays, overflow), settle policy (`settle.rs`), paging (`paging.rs`) and the shell that carries out its effects (`mod.rs`); its `x-` arguments |
 //! | `vhost.rs` | one virtual host's exchanges and queues; every session holds its own |
 //! | `exchange.rs`, `topic_trie.rs` | routing |
+//! | `dedup.rs` | publisher deduplication (`x-message-deduplication`): arguments, the windows of keys, the check at publish, recovery of the windows |
 //! | `commit.rs` | the completion step, the broker's side of every store commit: overflow decisions and expiry before it; enqueue, `reject-publish-dlx`, confirms, replies and replay put-backs after it |
 //! | `session.rs`, `consumer.rs`, `confirm.rs` | per-connection state, credit, unacked deliveries, reply slots |
 //! | `event.rs` | what the broker tells a connection (replies, confirms, returns, cancelled consumers, errors), in no protocol's terms |
@@ -43,6 +44,7 @@ pub mod confirm;
 mod consume;
 pub mod consumer;
 pub mod dead_letter;
+pub mod dedup;
 pub mod disk_monitor;
 pub mod event;
 pub mod exchange;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use warren_protocol::{ErrorCode, FieldTable, FieldValue, Publish};
 
-use super::commit::{publish_op, Scheduled};
+use super::commit::{publish_op_with_marks, Scheduled};
 use super::confirm::ReplySlot;
 use super::dead_letter::X_DEATH;
 use super::event::{Confirm, Event, RequestId};
@@ -60,12 +60,16 @@ impl Broker {
                 return self.schedule(session, request_id, p, due_ms).await;
             }
         }
-        let targets = self.route(
+        let mut targets = self.route(
             &session.vhost,
             &p.exchange,
             &p.routing_key,
             &p.properties.headers,
         )?;
+        let mut marks = Vec::new();
+        if self.deduplicate(&session.vhost, &p, &mut targets, &mut now, &mut marks)? {
+            return self.confirm_duplicate(session, request_id, p).await;
+        }
         if !p.properties.headers.is_empty() {
             // Sender-selected distribution: `BCC` routed the message; no one sees it.
             p.properties.headers.remove(BCC);
@@ -105,7 +109,12 @@ impl Broker {
         });
         self.inner
             .store
-            .publish(publish_op(message, targets, Some(confirm)))
+            .publish(publish_op_with_marks(
+                message,
+                targets,
+                Some(confirm),
+                marks,
+            ))
             .await?;
         Ok(())
     }

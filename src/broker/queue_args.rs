@@ -23,6 +23,7 @@
 //! | `x-retry-backoff` | `"1s,5s,30s"`, or a list of integer ms and duration strings (Warren's own) |
 //! | `x-single-active-consumer` | boolean |
 //! | `x-max-priority` | integer, `1..=255`: a priority queue (docs/queues.md) |
+//! | `x-message-deduplication`, `x-deduplication-window`, `x-deduplication-header`, `x-cache-size`, `x-cache-ttl` | see `dedup.rs` and docs/deduplication.md |
 //!
 //! Integers must be sent as integers: the string `"1000"` is refused, not converted. A float
 //! with an integral value (`1000.0`) is accepted, because some RabbitMQ clients send doubles.
@@ -65,7 +66,12 @@ const X_MAX_PRIORITY: &str = "x-max-priority";
 pub const MAX_PRIORITY: u8 = u8::MAX;
 
 /// Every `x-` argument a queue declaration may carry; any other `x-` argument is refused.
-const SUPPORTED_ARGS: [&str; 13] = [
+const SUPPORTED_ARGS: [&str; 18] = [
+    super::dedup::X_MESSAGE_DEDUPLICATION,
+    super::dedup::X_DEDUPLICATION_WINDOW,
+    super::dedup::X_DEDUPLICATION_HEADER,
+    super::dedup::X_CACHE_SIZE,
+    super::dedup::X_CACHE_TTL,
     X_DEAD_LETTER_EXCHANGE,
     X_DEAD_LETTER_ROUTING_KEY,
     X_MESSAGE_TTL,
@@ -90,7 +96,9 @@ pub const NOT_IMPLEMENTED_REASON: &str =
 
 /// The arguments [`QueueArgs::parse`] reads as integers, for clients (the CLI's `--arg`) that
 /// must send them typed when the user gives only text.
-pub const INTEGER_ARGUMENTS: [&str; 7] = [
+pub const INTEGER_ARGUMENTS: [&str; 9] = [
+    super::dedup::X_CACHE_SIZE,
+    super::dedup::X_CACHE_TTL,
     X_MESSAGE_TTL,
     X_EXPIRES,
     X_MAX_LENGTH,
@@ -101,11 +109,15 @@ pub const INTEGER_ARGUMENTS: [&str; 7] = [
 ];
 
 /// The arguments [`QueueArgs::parse`] reads as booleans, for clients that type text values.
-pub const BOOLEAN_ARGUMENTS: [&str; 1] = [X_SINGLE_ACTIVE_CONSUMER];
+pub const BOOLEAN_ARGUMENTS: [&str; 2] = [
+    X_SINGLE_ACTIVE_CONSUMER,
+    super::dedup::X_MESSAGE_DEDUPLICATION,
+];
 
 /// The arguments [`QueueArgs::parse`] reads as strings (`x-retry-backoff` also takes a list,
 /// but its string form says everything the list can).
-pub const STRING_ARGUMENTS: [&str; 4] = [
+pub const STRING_ARGUMENTS: [&str; 5] = [
+    super::dedup::X_DEDUPLICATION_HEADER,
     X_DEAD_LETTER_EXCHANGE,
     X_DEAD_LETTER_ROUTING_KEY,
     X_OVERFLOW,
@@ -219,6 +231,9 @@ pub struct QueueArgs {
     /// (absent: 0) above the max counts as the max. `None`: a plain FIFO queue, where
     /// priorities are ignored. Never 0.
     pub max_priority: Option<u8>,
+    /// `x-message-deduplication` and its window: a message whose key the queue accepted
+    /// within the window does not enter it again (docs/deduplication.md).
+    pub dedup: Option<super::dedup::DedupConfig>,
 }
 
 impl QueueArgs {
@@ -292,6 +307,7 @@ impl QueueArgs {
                 .transpose()?,
             single_active_consumer: bool_arg(args, X_SINGLE_ACTIVE_CONSUMER)?,
             max_priority: max_priority_arg(args)?,
+            dedup: super::dedup::parse(args)?,
         })
     }
 
@@ -739,6 +755,7 @@ mod tests {
                 retry_backoff_ms: Some(vec![1000, 5000, 30_000]),
                 single_active_consumer: true,
                 max_priority: Some(10),
+                dedup: None,
             }
         );
         assert!(args.dead_letters());

@@ -17,7 +17,7 @@ use crate::store::codec::{DestinationKind, VhostRecord};
 use crate::store::{Recovered, RecoveredEntry, StoreError, TopologyChange};
 
 impl Broker {
-    pub(super) async fn restore(&self, recovered: Recovered) -> Result<(), BrokerError> {
+    pub(super) async fn restore(&self, mut recovered: Recovered) -> Result<(), BrokerError> {
         let inner = &self.inner;
         for v in &recovered.vhosts {
             inner
@@ -48,6 +48,7 @@ impl Broker {
             self.vhost(name)
                 .expect("every named virtual host was created above")
         };
+        let dedup_keys = std::mem::take(&mut recovered.dedup);
         {
             for e in recovered.exchanges {
                 let unsupported = exchange::unsupported_arguments(&e.arguments);
@@ -65,6 +66,7 @@ impl Broker {
                 vhost(&e.vhost).exchanges.write().insert(
                     e.name.clone(),
                     Arc::new(Exchange::new(
+                        &e.vhost,
                         e.name.as_str().into(),
                         e.kind,
                         true,
@@ -171,6 +173,7 @@ impl Broker {
                 }
             }
         }
+        self.restore_dedup_windows(dedup_keys);
         for (vhost, id, name) in orphaned {
             tracing::info!(queue = %name, "deleting exclusive queue left by the previous run");
             inner

@@ -98,6 +98,7 @@ impl Broker {
                 .await?;
         }
         let e = Exchange::new(
+            &vh.name,
             d.name.as_str().into(),
             d.kind,
             d.durable,

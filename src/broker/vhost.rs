@@ -51,7 +51,7 @@ impl VHost {
         let exchanges = BUILTIN_EXCHANGES
             .into_iter()
             .map(|(n, kind)| {
-                let e = Exchange::new(n.into(), kind, true, FieldTable::new(), true);
+                let e = Exchange::new(name, n.into(), kind, true, FieldTable::new(), true);
                 (n.to_owned(), Arc::new(e))
             })
             .collect();

@@ -322,21 +322,40 @@ pub enum Known {
     Headers,
     /// Queue arguments: the integer and boolean ones of [`crate::broker::queue_args`].
     QueueArguments,
-    /// Exchange and binding arguments: none (Warren reads only `x-match`, a string).
+    /// Exchange and binding arguments: only the deduplication ones are typed (`x-match`
+    /// and `alternate-exchange` are strings).
     Nothing,
 }
 
+/// The deduplication arguments an exchange takes that are not strings.
+const EXCHANGE_INTEGER_ARGUMENTS: [&str; 2] = [
+    crate::broker::dedup::X_CACHE_SIZE,
+    crate::broker::dedup::X_CACHE_TTL,
+];
+
 impl Known {
-    fn type_of(self, key: &str) -> FieldType {
+    fn type_of(self, key: &str, value: &str) -> FieldType {
         let ints: &[&str] = match self {
             Known::Headers => &[X_DELAY, X_DELIVER_AT],
             Known::QueueArguments => &INTEGER_ARGUMENTS,
-            Known::Nothing => &[],
+            Known::Nothing => &EXCHANGE_INTEGER_ARGUMENTS,
         };
+        let arguments = self != Known::Headers;
         if ints.contains(&key) {
             FieldType::Int
-        } else if self == Known::QueueArguments && BOOLEAN_ARGUMENTS.contains(&key) {
+        } else if arguments
+            && (BOOLEAN_ARGUMENTS.contains(&key)
+                && (self == Known::QueueArguments
+                    || key == crate::broker::dedup::X_MESSAGE_DEDUPLICATION))
+        {
             FieldType::Bool
+        } else if arguments
+            && key == crate::broker::dedup::X_DEDUPLICATION_WINDOW
+            && !value.trim().is_empty()
+            && value.trim().chars().all(|c| c.is_ascii_digit())
+        {
+            // A count; a duration has a unit (`10m`) and stays a string.
+            FieldType::Int
         } else {
             FieldType::String
         }
@@ -360,7 +379,7 @@ pub fn parse_field(text: &str, known: Known) -> Result<(String, FieldValue), Str
             })?;
             (key, kind)
         }
-        None => (key, known.type_of(key)),
+        None => (key, known.type_of(key, value)),
     };
     if key.is_empty() {
         return Err(format!(

@@ -272,10 +272,13 @@ struct Failure {
 /// server's verdicts, how far they reach without a gap, and the first line that got none.
 #[derive(Debug, Default)]
 struct Lines {
-    /// Messages with a verdict: confirmed, returned or nacked.
+    /// Messages with a verdict: confirmed, returned, nacked or duplicate.
     total: u64,
     returned: u64,
     nacked: u64,
+    /// Messages the server dropped as duplicates: not refusals (the earlier copy is stored),
+    /// but said on stderr so a retry that stored nothing is visible.
+    duplicates: u64,
     /// The lowest-numbered refused line and the server's reason.
     first_refusal: Option<(u64, String)>,
     /// Lines `1..=prefix` all have a verdict: the resume point is the line after.
@@ -309,6 +312,10 @@ impl Lines {
         self.total += 1;
         let refusal = match outcome {
             PublishOutcome::Confirmed => None,
+            PublishOutcome::Duplicate => {
+                self.duplicates += 1;
+                None
+            }
             PublishOutcome::Returned {
                 reply_code,
                 reply_text,
@@ -338,6 +345,20 @@ impl Lines {
     fn fail(&mut self, line: u64, error: anyhow::Error, stage: Stage) {
         if self.failure.as_ref().is_none_or(|f| line < f.line) {
             self.failure = Some(Failure { line, stage, error });
+        }
+    }
+
+    /// `1 duplicate not stored` (or `N duplicates …`) when the server dropped any message
+    /// as a duplicate of one it already had (docs/deduplication.md).
+    fn duplicates_note(&self) -> Option<String> {
+        match self.duplicates {
+            0 => None,
+            1 => Some(
+                "1 duplicate not stored (already accepted within the deduplication window)".into(),
+            ),
+            n => Some(format!(
+                "{n} duplicates not stored (already accepted within the deduplication window)"
+            )),
         }
     }
 
@@ -388,6 +409,9 @@ impl Lines {
     /// what happened: for a single message only its fate and the server's code, for several
     /// how many were refused and the first refused line.
     fn finish(self, target: &str) -> anyhow::Result<()> {
+        if let Some(note) = self.duplicates_note() {
+            eprintln!("publishing to {target}: {note}");
+        }
         let refused = self.returned + self.nacked;
         let Some((line, first)) = self.first_refusal.filter(|_| refused > 0) else {
             return Ok(());
@@ -492,6 +516,20 @@ mod tests {
             code: 200,
             reason: "server shutting down".into(),
         }
+    }
+
+    #[test]
+    fn duplicates_are_not_refusals_but_are_counted() {
+        let mut lines = Lines::default();
+        lines.verdict(1, PublishOutcome::Duplicate);
+        lines.verdict(2, PublishOutcome::Confirmed);
+        assert_eq!(
+            lines.duplicates_note().as_deref(),
+            Some("1 duplicate not stored (already accepted within the deduplication window)")
+        );
+        lines
+            .finish("exchange 'ex'")
+            .expect("a duplicate is not a failure");
     }
 
     #[test]

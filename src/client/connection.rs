@@ -701,6 +701,7 @@ impl Connection {
                         reply_text,
                     },
                     (Confirm::Ack, None) => PublishOutcome::Confirmed,
+                    (Confirm::Duplicate, _) => PublishOutcome::Duplicate,
                 };
                 let _ = tx.send(Ok(outcome));
             }

@@ -128,12 +128,22 @@ pub enum PublishOutcome {
         /// Why.
         reason: String,
     },
+    /// The exchange (or every queue it was routed to) deduplicates and had already accepted
+    /// a message with the same deduplication key within its window: this one is stored
+    /// nowhere. For a retry of a publish whose confirm was lost, this means the first attempt
+    /// is stored (docs/deduplication.md).
+    Duplicate,
 }
 
 impl PublishOutcome {
-    /// Whether the message was stored and routed: neither returned nor nacked.
+    /// Whether the message was stored and routed: neither returned, nacked nor a duplicate.
     pub fn is_confirmed(&self) -> bool {
         matches!(self, PublishOutcome::Confirmed)
+    }
+
+    /// Whether the broker dropped it as a duplicate of a message it already has.
+    pub fn is_duplicate(&self) -> bool {
+        matches!(self, PublishOutcome::Duplicate)
     }
 }
 

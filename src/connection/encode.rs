@@ -60,6 +60,7 @@ fn frame(event: Event) -> Frame {
         }
         Event::GetEmpty => Frame::GetEmpty,
         Event::Confirm(Confirm::Ack) => Frame::Confirm(warren_protocol::Confirm::Ack),
+        Event::Confirm(Confirm::Duplicate) => Frame::Confirm(warren_protocol::Confirm::Duplicate),
         Event::Confirm(Confirm::Nack { code, reason }) => {
             Frame::Confirm(warren_protocol::Confirm::Nack {
                 code: code.as_u16(),

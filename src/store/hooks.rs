@@ -84,9 +84,48 @@ pub trait CommitHooks: Sized + Send + 'static {
 #[derive(Debug, Default)]
 pub struct Rows {
     rows: Vec<(u64, u64)>,
+    /// Deduplication keys to write or remove, for the whole batch.
+    dedup: Vec<DedupRow>,
+    /// Expired deduplication keys (expiring before this, ms since the epoch) are swept in
+    /// this batch's commit; 0: no sweep.
+    sweep_before: u64,
+}
+
+/// A change to a durable deduplication window, made in the commit of the publish that
+/// carries it (`DEDUP_KEYS`, docs/deduplication.md).
+#[derive(Debug, Clone)]
+pub struct DedupRow {
+    /// The window's scope (`e/<exchange>` or `q/<queue id>`).
+    pub scope: std::sync::Arc<str>,
+    /// The key.
+    pub key: std::sync::Arc<str>,
+    /// `Some(expires at)` (0: by count only) to write the key; `None` to remove it (evicted).
+    pub add: Option<u64>,
 }
 
 impl Rows {
+    /// Asks for a deduplication key to be written (or removed) with the publish.
+    pub fn push_dedup(&mut self, row: DedupRow) {
+        self.dedup.push(row);
+    }
+
+    /// Asks the commit to remove deduplication keys that expired before `now`.
+    pub fn sweep_dedup_before(&mut self, now: u64) {
+        self.sweep_before = self.sweep_before.max(now);
+    }
+
+    pub(super) fn dedup_len(&self) -> usize {
+        self.dedup.len()
+    }
+
+    pub(super) fn dedup(&self, range: (u32, u32)) -> &[DedupRow] {
+        &self.dedup[range.0 as usize..range.1 as usize]
+    }
+
+    pub(super) fn sweep_before(&self) -> u64 {
+        self.sweep_before
+    }
+
     /// Asks for a row of the message in queue `queue_id`, expiring at `expires_at` (ms since
     /// the epoch, 0 = never).
     pub fn push(&mut self, queue_id: u64, expires_at: u64) {
@@ -103,6 +142,8 @@ impl Rows {
 
     pub(super) fn clear(&mut self) {
         self.rows.clear();
+        self.dedup.clear();
+        self.sweep_before = 0;
     }
 }
 

@@ -33,7 +33,7 @@ use codec::{
 use db_slot::DbSlot;
 use tables::*;
 
-pub use hooks::{CommitHooks, Rows};
+pub use hooks::{CommitHooks, DedupRow, Rows};
 pub use writer::MAX_BATCH_OPS;
 
 /// The store file inside the data directory.
@@ -226,6 +226,8 @@ pub struct PublishOp<H: CommitHooks> {
     pub(crate) stored: bool,
     /// Set by the writer: where this publish's rows are in the batch's [`Rows`].
     pub(crate) rows: (u32, u32),
+    /// Set by the writer: where this publish's deduplication rows are in the batch's [`Rows`].
+    pub(crate) dedup_rows: (u32, u32),
 }
 
 impl<H: CommitHooks> PublishOp<H> {
@@ -237,6 +239,7 @@ impl<H: CommitHooks> PublishOp<H> {
             id: 0,
             stored: false,
             rows: (0, 0),
+            dedup_rows: (0, 0),
         }
     }
 
@@ -415,6 +418,26 @@ pub struct Recovered {
     pub users: Vec<UserRecord>,
     /// Permissions, by user and virtual host.
     pub permissions: Vec<PermissionRecord>,
+    /// Deduplication keys by window scope: `(key, message id, expires at)`, expired ones
+    /// included (the broker skips them).
+    pub dedup: std::collections::HashMap<String, Vec<(String, u64, u64)>>,
+}
+
+/// The deduplication scope ([`DEDUP_KEYS`]) of an exchange's window: `e/<name>` in the
+/// default virtual host `/`, `e/<vhost>` NUL `<name>` in another (names hold no control
+/// characters, so the two parts cannot run together).
+pub fn dedup_scope_of_exchange(vhost: &str, name: &str) -> Arc<str> {
+    if vhost == "/" {
+        format!("e/{name}").into()
+    } else {
+        format!("e/{vhost}\u{0}{name}").into()
+    }
+}
+
+/// The deduplication scope of a queue's window: by id, so a queue deleted and declared again
+/// under its name starts with an empty window.
+pub fn dedup_scope_of_queue(id: u64) -> Arc<str> {
+    format!("q/{id}").into()
 }
 
 /// Handle to the store, with the hooks `H` of the layer above it; cheap to clone.
@@ -737,6 +760,10 @@ fn init_schema(db: &Database) -> Result<(), StoreError> {
         txn.open_table(PERMISSIONS)
             .map_err(redb_err("creating tables"))?;
         seed_guest(&txn, &mut meta)?;
+        txn.open_table(DEDUP_KEYS)
+            .map_err(redb_err("creating tables"))?;
+        txn.open_table(DEDUP_EXPIRY)
+            .map_err(redb_err("creating tables"))?;
     }
     txn.commit().map_err(redb_err("initialising the store"))
 }
@@ -918,6 +945,22 @@ fn recover(db: &Database) -> Result<(Recovered, u64), StoreError> {
             PermissionRecord::decode(v.value())
                 .map_err(|e| corrupt("permissions", format!("({user}, {vhost})"), e))?,
         );
+    }
+    for row in txn
+        .open_table(DEDUP_KEYS)
+        .map_err(redb_err(ctx))?
+        .iter()
+        .map_err(redb_err(ctx))?
+    {
+        let (k, v) = row.map_err(redb_err(ctx))?;
+        let (scope, key) = k.value();
+        let (id, expires_at) = v.value();
+        // Ids of transient messages are not in `messages`: keep the order of acceptance.
+        next_message_id = next_message_id.max(id.saturating_add(1));
+        out.dedup
+            .entry(scope.to_owned())
+            .or_default()
+            .push((key.to_owned(), id, expires_at));
     }
     Ok((out, next_message_id))
 }

@@ -63,3 +63,18 @@ pub const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
 
 /// `(user name, virtual host) → PermissionRecord`: what a user may do in a virtual host.
 pub const PERMISSIONS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("permissions");
+/// `(scope, key) → (message id, expires at)`: the deduplication keys accepted by durable
+/// exchanges and queues with `x-message-deduplication` (docs/deduplication.md). The scope is
+/// `e/<exchange name>` or `q/<queue id>` ([`super::dedup_scope_of_exchange`],
+/// [`super::dedup_scope_of_queue`]); the message id orders keys by acceptance (a count window
+/// keeps the newest at recovery); `expires at` is ms since the epoch, 0 for a window by count
+/// only. Written in the commit of the publish that accepted the key, so a confirm implies its
+/// key is durable. Added after schema version 1 with no migration: a store without the table
+/// simply has no keys.
+pub const DEDUP_KEYS: TableDefinition<(&str, &str), (u64, u64)> =
+    TableDefinition::new("dedup_keys");
+
+/// `(expires at, scope, key) → ()`: the time index of [`DEDUP_KEYS`] rows that expire, so a
+/// commit removes expired keys in bulk by one range scan instead of a scan of every key.
+pub const DEDUP_EXPIRY: TableDefinition<(u64, &str, &str), ()> =
+    TableDefinition::new("dedup_expiry");

@@ -19,7 +19,7 @@ use super::codec::{
     encode_message, entity_key, BindingRecord, DestinationKind, ExchangeRecord, QueueRecord,
 };
 use super::db_slot::DbSlot;
-use super::hooks::{CommitHooks, Rows};
+use super::hooks::{CommitHooks, DedupRow, Rows};
 use super::tables::*;
 use super::{
     redb_err, Completion, PublishOp, Queued, ScheduledMessage, StoreError, StoreOp, StoreStats,
@@ -110,6 +110,7 @@ impl<H: CommitHooks> Writer<H> {
         p.id = self.next_message_id;
         self.next_message_id += 1;
         let start = self.rows.len();
+        let dedup_start = self.rows.dedup_len();
         let taken = self
             .hooks
             .prepare(batch, &mut p.payload, &p.message, &mut self.rows);
@@ -120,6 +121,10 @@ impl<H: CommitHooks> Writer<H> {
             u32::try_from(end).unwrap_or(u32::MAX),
         );
         p.stored = end > start;
+        p.dedup_rows = (
+            u32::try_from(dedup_start).unwrap_or(u32::MAX),
+            u32::try_from(self.rows.dedup_len()).unwrap_or(u32::MAX),
+        );
         taken
     }
 
@@ -132,7 +137,7 @@ impl<H: CommitHooks> Writer<H> {
             match op {
                 StoreOp::Publish(p) => {
                     self.prepare(p, &mut state);
-                    writes |= p.stored;
+                    writes |= p.stored || p.dedup_rows.0 != p.dedup_rows.1;
                 }
                 StoreOp::DeadLetter(d) => {
                     for p in &mut d.publishes {
@@ -268,6 +273,8 @@ impl<H: CommitHooks> Writer<H> {
                             written += 1;
                             ops += 1;
                         }
+                        // A transient message may still evict durable keys of a count window.
+                        t.write_dedup(self.rows.dedup(p.dedup_rows), p.id)?;
                     }
                     StoreOp::DeadLetter(d) => {
                         // One operation: the copies go in and the originals go out together.
@@ -335,6 +342,9 @@ impl<H: CommitHooks> Writer<H> {
                     StoreOp::Shutdown(_) | StoreOp::Flush(_) => {}
                 }
             }
+            if self.rows.sweep_before() > 0 {
+                t.sweep_dedup(self.rows.sweep_before())?;
+            }
         }
         txn.commit().map_err(redb_err("committing"))?;
         let elapsed = started.elapsed();
@@ -360,7 +370,13 @@ struct MessageTables<'txn> {
     messages: Table<'txn, u64, &'static [u8]>,
     refs: Table<'txn, u64, u32>,
     scheduled: Table<'txn, (u64, u64), &'static [u8]>,
+    dedup_keys: Table<'txn, (&'static str, &'static str), (u64, u64)>,
+    dedup_expiry: Table<'txn, (u64, &'static str, &'static str), ()>,
 }
+
+/// The most expired deduplication keys one commit removes: bounds the commit's extra work;
+/// the rest go with the next commits that sweep (every commit that accepts a key does).
+const MAX_SWEEP_KEYS: usize = 4096;
 
 impl<'txn> MessageTables<'txn> {
     fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
@@ -371,7 +387,107 @@ impl<'txn> MessageTables<'txn> {
             messages: txn.open_table(MESSAGES).map_err(redb_err(ctx))?,
             refs: txn.open_table(MESSAGE_REFS).map_err(redb_err(ctx))?,
             scheduled: txn.open_table(SCHEDULED).map_err(redb_err(ctx))?,
+            dedup_keys: txn.open_table(DEDUP_KEYS).map_err(redb_err(ctx))?,
+            dedup_expiry: txn.open_table(DEDUP_EXPIRY).map_err(redb_err(ctx))?,
         })
+    }
+
+    /// Writes a publish's deduplication keys (with `message_id`, their order of acceptance)
+    /// and removes the keys its window evicted.
+    fn write_dedup(&mut self, rows: &[DedupRow], message_id: u64) -> Result<(), StoreError> {
+        let ctx = "storing deduplication keys";
+        for row in rows {
+            let key = (&*row.scope, &*row.key);
+            let old = match row.add {
+                Some(expires_at) => {
+                    if expires_at != 0 {
+                        self.dedup_expiry
+                            .insert((expires_at, &*row.scope, &*row.key), ())
+                            .map_err(redb_err(ctx))?;
+                    }
+                    self.dedup_keys
+                        .insert(key, (message_id, expires_at))
+                        .map_err(redb_err(ctx))?
+                        .map(|v| v.value())
+                        .filter(|(_, old)| Some(*old) != row.add)
+                }
+                None => self
+                    .dedup_keys
+                    .remove(key)
+                    .map_err(redb_err(ctx))?
+                    .map(|v| v.value()),
+            };
+            // The key's earlier row (expired in memory, not yet swept) leaves the time index
+            // with it, so a sweep cannot remove the key just written.
+            if let Some((_, expires_at)) = old.filter(|(_, at)| *at != 0) {
+                self.dedup_expiry
+                    .remove((expires_at, &*row.scope, &*row.key))
+                    .map_err(redb_err(ctx))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes deduplication keys that expired before `now`, oldest first, at most
+    /// [`MAX_SWEEP_KEYS`].
+    fn sweep_dedup(&mut self, now: u64) -> Result<(), StoreError> {
+        let ctx = "removing expired deduplication keys";
+        let mut expired: Vec<(u64, String, String)> = Vec::new();
+        for row in self
+            .dedup_expiry
+            .range((0u64, "", "")..(now, "", ""))
+            .map_err(redb_err(ctx))?
+            .take(MAX_SWEEP_KEYS)
+        {
+            let (k, _) = row.map_err(redb_err(ctx))?;
+            let (at, scope, key) = k.value();
+            expired.push((at, scope.to_owned(), key.to_owned()));
+        }
+        for (at, scope, key) in &expired {
+            self.dedup_expiry
+                .remove((*at, scope.as_str(), key.as_str()))
+                .map_err(redb_err(ctx))?;
+            let current = self
+                .dedup_keys
+                .get((scope.as_str(), key.as_str()))
+                .map_err(redb_err(ctx))?
+                .map(|v| v.value());
+            if current.is_some_and(|(_, expires_at)| expires_at == *at) {
+                self.dedup_keys
+                    .remove((scope.as_str(), key.as_str()))
+                    .map_err(redb_err(ctx))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes every deduplication key of a window (its exchange or queue was deleted).
+    fn remove_dedup_scope(&mut self, scope: &str) -> Result<(), StoreError> {
+        let ctx = "removing deduplication keys";
+        let mut keys: Vec<(String, u64)> = Vec::new();
+        for row in self
+            .dedup_keys
+            .range((scope, "")..)
+            .map_err(redb_err(ctx))?
+        {
+            let (k, v) = row.map_err(redb_err(ctx))?;
+            let (s, key) = k.value();
+            if s != scope {
+                break;
+            }
+            keys.push((key.to_owned(), v.value().1));
+        }
+        for (key, expires_at) in &keys {
+            self.dedup_keys
+                .remove((scope, key.as_str()))
+                .map_err(redb_err(ctx))?;
+            if *expires_at != 0 {
+                self.dedup_expiry
+                    .remove((*expires_at, scope, key.as_str()))
+                    .map_err(redb_err(ctx))?;
+            }
+        }
+        Ok(())
     }
 
     /// Writes a publish's queue rows (as prepared into `rows`) and its message row.
@@ -492,6 +608,7 @@ fn apply_topology(
                         || (b.destination_kind == DestinationKind::Exchange
                             && &b.destination == name))
             })?;
+            tables.remove_dedup_scope(&super::dedup_scope_of_exchange(vhost, name))?;
         }
         TopologyChange::PutQueue(rec) => {
             txn.open_table(QUEUES)
@@ -540,10 +657,20 @@ fn apply_topology(
             for id in queue_ids {
                 remove_queue_messages(tables, id)?;
             }
+            let mut exchange_names = Vec::new();
             txn.open_table(EXCHANGES)
                 .map_err(redb_err(ctx))?
-                .retain(|_, v| ExchangeRecord::decode(v).map_or(true, |e| &e.vhost != vhost))
+                .retain(|_, v| match ExchangeRecord::decode(v) {
+                    Ok(e) if &e.vhost == vhost => {
+                        exchange_names.push(e.name);
+                        false
+                    }
+                    _ => true,
+                })
                 .map_err(redb_err(ctx))?;
+            for name in exchange_names {
+                tables.remove_dedup_scope(&super::dedup_scope_of_exchange(vhost, &name))?;
+            }
             remove_bindings_where(txn, |b| &b.vhost == vhost)?;
             txn.open_table(PERMISSIONS)
                 .map_err(redb_err(ctx))?
@@ -605,7 +732,8 @@ fn remove_queue_messages(tables: &mut MessageTables<'_>, id: u64) -> Result<(), 
     {
         keys.push(row.map_err(redb_err(ctx))?.0.value());
     }
-    tables.remove_entries(&keys)
+    tables.remove_entries(&keys)?;
+    tables.remove_dedup_scope(&super::dedup_scope_of_queue(id))
 }
 
 fn remove_bindings_where(
@@ -852,5 +980,73 @@ mod tests {
             drop(t);
             txn.commit().expect("commit");
         }
+    }
+
+    #[test]
+    fn dedup_keys_expire_in_bulk_and_a_key_written_again_survives_its_old_expiry() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Database::create(dir.path().join("w.redb")).expect("db");
+        super::super::init_schema(&db).expect("schema");
+        let row = |scope: &str, key: &str, add: Option<u64>| DedupRow {
+            scope: scope.into(),
+            key: key.into(),
+            add,
+        };
+        let keys = |db: &Database| -> Vec<(String, String, u64)> {
+            let txn = db.begin_read().expect("read");
+            let t = txn.open_table(DEDUP_KEYS).expect("dedup keys");
+            let mut out = Vec::new();
+            for r in t.iter().expect("iter") {
+                let (k, v) = r.expect("row");
+                let (scope, key) = k.value();
+                out.push((scope.to_owned(), key.to_owned(), v.value().1));
+            }
+            out
+        };
+        {
+            let txn = db.begin_write().expect("write");
+            let mut t = MessageTables::open(&txn).expect("tables");
+            t.write_dedup(&[row("e/x", "early", Some(100))], 1)
+                .expect("write");
+            t.write_dedup(&[row("e/x", "late", Some(300))], 2)
+                .expect("write");
+            t.write_dedup(&[row("q/7", "counted", Some(0))], 3)
+                .expect("write");
+            // "early" is accepted again (it expired in memory) before any sweep.
+            t.write_dedup(&[row("e/x", "early", Some(400))], 4)
+                .expect("write");
+            t.sweep_dedup(350).expect("sweep");
+            drop(t);
+            txn.commit().expect("commit");
+        }
+        assert_eq!(
+            keys(&db),
+            [
+                ("e/x".to_owned(), "early".to_owned(), 400),
+                ("q/7".to_owned(), "counted".to_owned(), 0),
+            ],
+            "late expired; early was written again; a count-only key never expires"
+        );
+        let (recovered, next_id) = super::super::recover(&db).expect("recover");
+        assert_eq!(recovered.dedup["e/x"], [("early".to_owned(), 4, 400)]);
+        assert!(next_id > 4, "ids of keys are never reused");
+        {
+            let txn = db.begin_write().expect("write");
+            let mut t = MessageTables::open(&txn).expect("tables");
+            t.write_dedup(&[row("q/7", "counted", None)], 5)
+                .expect("evict");
+            t.remove_dedup_scope("e/x").expect("delete scope");
+            t.sweep_dedup(u64::MAX).expect("sweep");
+            drop(t);
+            txn.commit().expect("commit");
+        }
+        assert!(keys(&db).is_empty());
+        let txn = db.begin_read().expect("read");
+        let expiry = txn.open_table(DEDUP_EXPIRY).expect("expiry");
+        assert_eq!(
+            expiry.iter().expect("iter").count(),
+            0,
+            "no stale index rows"
+        );
     }
 }

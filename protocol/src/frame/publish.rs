@@ -80,6 +80,10 @@ pub enum Confirm {
         /// Why.
         reason: String,
     },
+    /// The broker already accepted a message with the same deduplication key within the
+    /// window of the exchange or queue it was published to: this one is stored nowhere
+    /// (see docs/deduplication.md). The earlier one is what the publisher's retry was for.
+    Duplicate,
 }
 
 impl Payload for Confirm {
@@ -91,6 +95,7 @@ impl Payload for Confirm {
                 dst.put_u16_le(*code);
                 put_str16(dst, reason);
             }
+            Confirm::Duplicate => dst.put_u8(2),
         }
     }
 
@@ -102,6 +107,7 @@ impl Payload for Confirm {
                 code: r.u16()?,
                 reason: r.str16("reason")?,
             }),
+            2 => Ok(Confirm::Duplicate),
             v => Err(DecodeError::InvalidValue {
                 field: "confirm status",
                 value: u64::from(v),

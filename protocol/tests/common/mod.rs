@@ -167,6 +167,7 @@ pub fn samples() -> Vec<Frame> {
             body: body.clone(),
         })),
         Frame::Confirm(Confirm::Ack),
+        Frame::Confirm(Confirm::Duplicate),
         Frame::Confirm(Confirm::Nack {
             code: 506,
             reason: "queue full".into(),

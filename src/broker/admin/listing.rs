@@ -84,6 +84,7 @@ impl Broker {
                 published: stats.published.load(Ordering::Relaxed),
                 routed: stats.routed.load(Ordering::Relaxed),
                 unroutable: stats.unroutable.load(Ordering::Relaxed),
+                duplicates: stats.duplicates.load(Ordering::Relaxed),
                 returned: stats.returned.load(Ordering::Relaxed),
                 acked: stats.acked.load(Ordering::Relaxed),
                 requeued: stats.requeued.load(Ordering::Relaxed),

@@ -111,6 +111,8 @@ pub struct Queue {
     pub arguments: FieldTable,
     /// The arguments Warren acts on, parsed and validated.
     pub args: QueueArgs,
+    /// Its deduplication window, when `x-message-deduplication` is on.
+    pub dedup: Option<Arc<super::dedup::Dedup>>,
     /// Mirrors the core's own flag so routing can ask without the lock.
     deleted: AtomicBool,
     /// Last use (consume, get, declare), ms since the epoch, for `x-expires`.
@@ -219,7 +221,12 @@ impl Queue {
             args,
         } = settings;
         let core = QueueCore::new(args.clone(), ctx.window_bytes);
+        let dedup = args
+            .dedup
+            .clone()
+            .map(|c| super::dedup::Dedup::new(c, super::dedup::queue_scope(id), durable));
         Arc::new(Queue {
+            dedup,
             id,
             name,
             durable,
