@@ -2,12 +2,12 @@
 
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
-use warren_protocol::{FieldTable, FieldValue};
+use warren_protocol::FieldValue;
 
 use crate::admin_types::ExchangeInfo;
 use crate::cli::field::{field_table, parse_plain_arg, VALUE_NAME};
 use crate::cli::output::{arguments_cell, emit, exchange_name, print_json, yes_no, Align, Table};
-use crate::cli::{decode, Global, ListArgs};
+use crate::cli::{decode, Global, PagedListArgs};
 use crate::client::{ExchangeKind, ExchangeOptions};
 
 /// `warren exchange ...`
@@ -18,7 +18,7 @@ pub enum ExchangeCommand {
     /// Delete an exchange and its bindings.
     Delete(ExchangeDeleteArgs),
     /// List exchanges, the built-in ones included.
-    List(ListArgs),
+    List(PagedListArgs),
 }
 
 /// Arguments of `warren exchange declare`.
@@ -119,11 +119,9 @@ pub async fn run(command: ExchangeCommand, global: &Global) -> anyhow::Result<()
         ExchangeCommand::List(args) => {
             let exchanges = global
                 .server
-                .admin("exchange.list", FieldTable::new(), || {
-                    "listing exchanges".to_owned()
-                })
+                .admin_list("exchange.list", &args, || "listing exchanges".to_owned())
                 .await?;
-            if args.json {
+            if args.list.json {
                 print_json(&exchanges)?;
             } else {
                 emit(&exchange_table(&decode::<Vec<ExchangeInfo>>(

@@ -395,6 +395,49 @@ impl ServerArg {
         Ok(value)
     }
 
+    /// Runs a paged listing (`queue.list`, `exchange.list`) on one connection: one page when
+    /// `page` gives `--limit`, otherwise every page of [`LIST_PAGE`] items from `--after`
+    /// on, concatenated; returns the JSON array.
+    ///
+    /// # Errors
+    /// As [`ServerArg::admin`], or a page that is not a JSON array.
+    pub async fn admin_list(
+        &self,
+        command: &str,
+        page: &PagedListArgs,
+        what: impl Fn() -> String,
+    ) -> anyhow::Result<Value> {
+        let client = self.connect().await?;
+        let mut items = Vec::new();
+        let mut after = page.after.clone();
+        loop {
+            let limit = page.limit.unwrap_or(LIST_PAGE);
+            let mut args = FieldTable::new();
+            args.insert(
+                "limit".into(),
+                FieldValue::Int(i64::try_from(limit).unwrap_or(i64::MAX)),
+            );
+            if let Some(a) = &after {
+                args.insert("after".into(), FieldValue::String(a.clone()));
+            }
+            let reply = client.admin(command, args).await.with_context(&what)?;
+            let Value::Array(got) = reply else {
+                anyhow::bail!("{}: the server's {command} reply is not a list", what());
+            };
+            let full = got.len() as u64 >= limit;
+            after = got
+                .last()
+                .and_then(|v| v["name"].as_str())
+                .map(str::to_owned);
+            items.extend(got);
+            if page.limit.is_some() || !full || after.is_none() {
+                break;
+            }
+        }
+        client.close().await?;
+        Ok(Value::Array(items))
+    }
+
     /// As [`ServerArg::admin`], decoding the result as `T`, the command's type in
     /// [`crate::admin_types`].
     ///
@@ -418,6 +461,26 @@ pub struct ListArgs {
     #[arg(long)]
     pub json: bool,
 }
+
+/// The arguments of the listings that can be long (queues, exchanges): `--json`, and a page.
+#[derive(Debug, Clone, Args)]
+pub struct PagedListArgs {
+    /// `--json`.
+    #[command(flatten)]
+    pub list: ListArgs,
+    /// List at most this many (in name order); without it, everything is listed, fetched
+    /// a page at a time.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit: Option<u64>,
+    /// List only names that sort after NAME (with --limit: the next page after the last
+    /// name of the previous one).
+    #[arg(long, value_name = "NAME")]
+    pub after: Option<String>,
+}
+
+/// Items per request when a CLI listing fetches everything: small enough that a page fits in
+/// a frame, large enough that 100,000 queues take 100 requests on one connection.
+pub const LIST_PAGE: u64 = 1000;
 
 /// Runs a client command (everything but `serve`) with the global options.
 ///

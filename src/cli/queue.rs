@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use serde_json::Value;
-use warren_protocol::{FieldTable, FieldValue};
+use warren_protocol::FieldValue;
 
 use crate::admin_types::{DeadLetterInfo, QueueInfo};
 use crate::cli::dlq::TABLE_PREVIEW_CHARS;
@@ -12,7 +12,7 @@ use crate::cli::output::{
     cell, emit, exchange_name, flatten, human_bytes, key_values, one_line, opt_cell, print_json,
     rate, truncate, yes_no, Align, Table,
 };
-use crate::cli::{admin_args, count, decode, Global, ListArgs};
+use crate::cli::{admin_args, count, decode, Global, PagedListArgs};
 use crate::client::QueueOptions;
 
 /// `warren queue ...`
@@ -25,7 +25,7 @@ pub enum QueueCommand {
     /// Remove every ready message from a queue, saying how many.
     Purge(QueuePurgeArgs),
     /// List queues with their arguments, message counts and rates.
-    List(ListArgs),
+    List(PagedListArgs),
     /// Show one queue: attributes, every argument, counts, rates and totals.
     Inspect(QueueInspectArgs),
     /// Show the ready messages at the head of a queue without taking them (nothing changes:
@@ -161,11 +161,9 @@ pub async fn run(command: QueueCommand, global: &Global) -> anyhow::Result<()> {
         QueueCommand::List(args) => {
             let queues = global
                 .server
-                .admin("queue.list", FieldTable::new(), || {
-                    "listing queues".to_owned()
-                })
+                .admin_list("queue.list", &args, || "listing queues".to_owned())
                 .await?;
-            if args.json {
+            if args.list.json {
                 print_json(&queues)?;
             } else {
                 emit(&queue_table(&decode::<Vec<QueueInfo>>(

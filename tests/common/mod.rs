@@ -244,7 +244,7 @@ impl TestDaemon {
 
     /// Runs the `warren` CLI with `stdin` as its standard input.
     pub fn cli_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        use std::io::Write;
+        use std::io::{Read, Write};
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_warren"));
         cmd.args(args)
             .env("WARREN_SERVER", &self.addr)
@@ -264,21 +264,39 @@ impl TestDaemon {
             let mut pipe = child.stdin.take().expect("stdin");
             pipe.write_all(input.as_bytes()).expect("writing stdin");
         }
+        // The pipes are drained while the command runs: one that writes more than a pipe
+        // holds would otherwise block until the deadline.
+        let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+            std::thread::spawn(move || {
+                let mut bytes = Vec::new();
+                if let Some(mut p) = pipe {
+                    let _ = p.read_to_end(&mut bytes);
+                }
+                bytes
+            })
+        };
+        let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+        let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
         let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(Some(_)) = child.try_wait() {
-                return child.wait_with_output().expect("CLI output");
+        let status = loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                break status;
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                let out = child.wait_with_output().expect("CLI output");
+                let _ = child.wait();
                 panic!(
                     "warren {args:?} did not finish in 30 s; stdout: {} stderr: {}",
-                    String::from_utf8_lossy(&out.stdout),
-                    String::from_utf8_lossy(&out.stderr)
+                    String::from_utf8_lossy(&stdout.join().unwrap_or_default()),
+                    String::from_utf8_lossy(&stderr.join().unwrap_or_default())
                 );
             }
             std::thread::sleep(Duration::from_millis(10));
+        };
+        Output {
+            status,
+            stdout: stdout.join().expect("stdout reader"),
+            stderr: stderr.join().expect("stderr reader"),
         }
     }
 }

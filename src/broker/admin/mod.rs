@@ -61,6 +61,44 @@ fn opt_u64(args: &FieldTable, name: &str) -> Result<Option<u64>, BrokerError> {
     }
 }
 
+/// A page of a listing sorted by name: the items whose names sort after `after`, at most
+/// `limit` of them. Without `limit`, every item after `after` (a large listing may then not
+/// fit in a frame: clients page with `limit`).
+struct Page<'a> {
+    after: Option<&'a str>,
+    limit: Option<usize>,
+}
+
+impl<'a> Page<'a> {
+    fn parse(args: &'a FieldTable) -> Result<Page<'a>, BrokerError> {
+        let limit = match opt_u64(args, "limit")? {
+            Some(0) => {
+                return Err(BrokerError::invalid(
+                    "admin argument limit",
+                    "must be at least 1".to_owned(),
+                ))
+            }
+            Some(n) => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+            None => None,
+        };
+        Ok(Page {
+            after: opt_str(args, "after")?,
+            limit,
+        })
+    }
+
+    /// The page of `items`, which are sorted by `name`.
+    fn of<T>(&self, items: Vec<T>, name: impl Fn(&T) -> &str) -> Vec<T> {
+        let start = self
+            .after
+            .map_or(0, |after| items.partition_point(|i| name(i) <= after));
+        let end = self
+            .limit
+            .map_or(items.len(), |l| start.saturating_add(l).min(items.len()));
+        items.into_iter().skip(start).take(end - start).collect()
+    }
+}
+
 /// The read-only listings: the `monitoring` tag (or `administrator`) may run them.
 const LISTINGS: [&str; 7] = [
     "status",
@@ -117,13 +155,11 @@ impl Broker {
         authorize_admin(session, command)?;
         match command {
             "status" => encode(&self.status()),
-            "queue.list" => encode(
-                &self
-                    .sorted_queues(&session.vhost)
-                    .iter()
-                    .map(|q| queue_info(q))
-                    .collect::<Vec<_>>(),
-            ),
+            "queue.list" => {
+                let page = Page::parse(args)?;
+                let queues = page.of(self.sorted_queues(&session.vhost), |q| &q.name);
+                encode(&queues.iter().map(|q| queue_info(q)).collect::<Vec<_>>())
+            }
             "queue.inspect" => {
                 let name = req_str(args, "queue")?;
                 let q = session
@@ -132,7 +168,10 @@ impl Broker {
                     .ok_or_else(|| BrokerError::not_found("queue", name))?;
                 encode(&queue_info(&q))
             }
-            "exchange.list" => encode(&self.exchanges(&session.vhost)),
+            "exchange.list" => {
+                let page = Page::parse(args)?;
+                encode(&page.of(self.exchanges(&session.vhost), |e| &e.name))
+            }
             "binding.list" => encode(&self.bindings(
                 &session.vhost,
                 opt_str(args, "queue")?,
@@ -280,6 +319,27 @@ impl Broker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_page_is_the_names_after_after_at_most_limit() {
+        let names = vec!["a", "b", "c", "d"];
+        let page = |after: Option<&str>, limit: Option<i64>| {
+            let mut args = FieldTable::new();
+            if let Some(a) = after {
+                args.insert("after".into(), FieldValue::String(a.into()));
+            }
+            if let Some(l) = limit {
+                args.insert("limit".into(), FieldValue::Int(l));
+            }
+            Page::parse(&args).map(|p| p.of(names.clone(), |n| n))
+        };
+        assert_eq!(page(None, None).unwrap(), ["a", "b", "c", "d"]);
+        assert_eq!(page(None, Some(2)).unwrap(), ["a", "b"]);
+        assert_eq!(page(Some("b"), Some(5)).unwrap(), ["c", "d"]);
+        assert_eq!(page(Some("bb"), None).unwrap(), ["c", "d"]);
+        assert!(page(Some("d"), Some(1)).unwrap().is_empty());
+        assert!(page(None, Some(0)).is_err());
+    }
     use crate::admin_types::{
         BindingInfo, ConnectionInfo, ConsumerInfo, DeadLetterInfo, Definitions, DeleteResult,
         ExchangeInfo, ImportSummary, PurgeResult, QueueInfo, ReplayResult, Status,
