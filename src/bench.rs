@@ -142,6 +142,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
                 consumer_timeout: None,
                 clock: std::sync::Arc::new(crate::clock::SystemClock),
                 disk_free_limit: 0,
+                limits: Default::default(),
             })
             .await
             .context("starting the in-process broker")?;

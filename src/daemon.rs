@@ -49,6 +49,8 @@ pub struct ServeOptions {
     /// Free bytes on the data directory's filesystem below which persistent publishers are
     /// blocked; 0 turns the disk alarm off.
     pub disk_free_limit: u64,
+    /// Caps on what clients may create.
+    pub limits: crate::broker::Limits,
     /// The memory budget (0 turns the memory alarm off).
     pub memory_limit: crate::cli::serve::MemoryLimit,
     /// How the daemon reads the memory it holds: the binary's counting allocator. `None`
@@ -108,6 +110,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         consumer_timeout: opts.consumer_timeout,
         clock: std::sync::Arc::new(crate::clock::SystemClock),
         disk_free_limit: opts.disk_free_limit,
+        limits: opts.limits,
     })
     .await
     {

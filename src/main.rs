@@ -99,6 +99,11 @@ async fn run_daemon(args: ServeArgs) -> anyhow::Result<()> {
         metrics_listen: args.metrics_listen.filter(|a| !a.trim().is_empty()),
         disk_free_limit: args.disk_free_limit,
         memory_limit: args.memory_limit,
+        limits: warren::broker::Limits {
+            max_queues: args.max_queues,
+            max_exchanges: args.max_exchanges,
+            max_consumers_per_connection: args.max_consumers_per_connection,
+        },
         memory_gauge: Some(allocated_bytes),
     })
     .await

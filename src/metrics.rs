@@ -592,6 +592,7 @@ mod tests {
             consumer_timeout: None,
             clock: std::sync::Arc::new(crate::clock::SystemClock),
             disk_free_limit: 0,
+            limits: Default::default(),
         })
         .await
         .expect("opening a broker")

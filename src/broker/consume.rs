@@ -45,6 +45,13 @@ impl Broker {
             c.exclusive,
             timeout_ms,
         );
+        let max = self.inner.config.limits.max_consumers_per_connection;
+        if session.consumer_count() >= max {
+            return Err(BrokerError::NotAllowed(format!(
+                "this connection has {max} consumers, the server's limit \
+                 (warren serve --max-consumers-per-connection): cancel one first"
+            )));
+        }
         if !session.add_consumer(consumer.clone()) {
             return Err(BrokerError::NotAllowed(format!(
                 "consumer tag '{tag}' is already in use on this connection"

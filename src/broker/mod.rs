@@ -111,6 +111,30 @@ pub struct BrokerConfig {
     /// Free bytes on the data directory's filesystem below which persistent publishers are
     /// blocked (the disk alarm); 0 turns the alarm off.
     pub disk_free_limit: u64,
+    /// Caps on what clients may create.
+    pub limits: Limits,
+}
+
+/// Caps on what clients may create, each refused with an error naming it and its flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Queues in all virtual hosts together (`--max-queues`).
+    pub max_queues: usize,
+    /// Exchanges declared by clients in all virtual hosts together, the built-in ones not
+    /// counted (`--max-exchanges`).
+    pub max_exchanges: usize,
+    /// Consumers on one connection (`--max-consumers-per-connection`).
+    pub max_consumers_per_connection: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_queues: 100_000,
+            max_exchanges: 100_000,
+            max_consumers_per_connection: 10_000,
+        }
+    }
 }
 
 /// Handle to the broker.

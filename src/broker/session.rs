@@ -156,6 +156,11 @@ impl Session {
         format!("ctag-{}.{}", self.id, st.next_consumer_number)
     }
 
+    /// How many consumers the connection has.
+    pub fn consumer_count(&self) -> usize {
+        self.state.lock().consumers.len()
+    }
+
     /// Registers a consumer; false if the tag is taken.
     pub fn add_consumer(&self, consumer: Arc<Consumer>) -> bool {
         let mut st = self.state.lock();

@@ -43,6 +43,9 @@ impl Broker {
         let _guard = self.inner.topology.lock().await;
         live(vh)?;
         let existing = vh.exchange(&d.name);
+        if existing.is_none() && !d.passive {
+            self.check_exchange_cap(&d.name)?;
+        }
         // An exchange that already has exactly these arguments (stored by an older Warren
         // that accepted them) may be redeclared as it is, so its clients keep starting.
         if !existing
@@ -173,6 +176,9 @@ impl Broker {
         let _guard = self.inner.topology.lock().await;
         live(vh)?;
         let existing = vh.queue(&d.name);
+        if existing.is_none() && !d.passive {
+            self.check_queue_cap(&d.name)?;
+        }
         let args = match QueueArgs::parse(&d.arguments) {
             Ok(args) => args,
             // A queue that already has exactly these arguments (stored by an older Warren
@@ -564,5 +570,48 @@ fn record(vh: &VHost, b: &QueueBind) -> BindingRecord {
         destination_kind: DestinationKind::Queue,
         routing_key: b.routing_key.clone(),
         arguments: b.arguments.clone(),
+    }
+}
+
+impl Broker {
+    /// Refuses a new queue past `--max-queues` (all virtual hosts together). Called under
+    /// the topology lock, so the count cannot move meanwhile.
+    fn check_queue_cap(&self, name: &str) -> Result<(), BrokerError> {
+        let max = self.inner.config.limits.max_queues;
+        let count: usize = self
+            .inner
+            .vhosts
+            .read()
+            .values()
+            .map(|vh| vh.queues.read().len())
+            .sum();
+        if count >= max {
+            return Err(BrokerError::PreconditionFailed(format!(
+                "cannot declare queue '{}': the server's queue limit ({max}) is reached \
+                 (warren serve --max-queues)",
+                crate::clip::name(name)
+            )));
+        }
+        Ok(())
+    }
+
+    /// Refuses a new exchange past `--max-exchanges` (declared ones, all virtual hosts).
+    fn check_exchange_cap(&self, name: &str) -> Result<(), BrokerError> {
+        let max = self.inner.config.limits.max_exchanges;
+        let count: usize = self
+            .inner
+            .vhosts
+            .read()
+            .values()
+            .map(|vh| vh.exchanges.read().values().filter(|e| !e.builtin).count())
+            .sum();
+        if count >= max {
+            return Err(BrokerError::PreconditionFailed(format!(
+                "cannot declare exchange '{}': the server's exchange limit ({max}) is reached \
+                 (warren serve --max-exchanges)",
+                crate::clip::name(name)
+            )));
+        }
+        Ok(())
     }
 }

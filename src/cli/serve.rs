@@ -129,6 +129,19 @@ pub struct ServeArgs {
     )]
     pub memory_limit: MemoryLimit,
 
+    /// Most queues, in all virtual hosts together; declaring one more is refused.
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    pub max_queues: usize,
+
+    /// Most exchanges clients may declare, in all virtual hosts together (the built-in
+    /// ones not counted); declaring one more is refused.
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    pub max_exchanges: usize,
+
+    /// Most consumers on one connection; one more is refused.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub max_consumers_per_connection: usize,
+
     /// Log output format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

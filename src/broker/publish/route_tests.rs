@@ -421,6 +421,7 @@ fn routing_through_exchange_graphs_with_loops_matches_a_breadth_first_reference(
             consumer_timeout: None,
             clock: Arc::new(crate::clock::SystemClock),
             disk_free_limit: 0,
+            limits: Default::default(),
         }))
         .expect("broker");
     let (outbound, _events) = tokio::sync::mpsc::unbounded_channel();
