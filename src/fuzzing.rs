@@ -349,6 +349,10 @@ mod tests {
                 .into_iter()
                 .map(|(k, v)| (k.to_owned(), v))
                 .collect();
+            if name.starts_with("queue-args") {
+                let parsed = crate::broker::queue_args::QueueArgs::parse(&table);
+                assert!(parsed.is_ok(), "seed {name}: {parsed:?}");
+            }
             let mut buf = BytesMut::new();
             put_table(&mut buf, &table);
             write("admin_args", name, &buf);
@@ -375,9 +379,14 @@ mod tests {
             "zip=01234",
         ];
         for (i, text) in fields.iter().enumerate() {
+            let parsed = crate::cli::field::parse_header(text)
+                .or_else(|_| crate::cli::field::parse_queue_arg(text));
+            assert!(parsed.is_ok(), "seed {text}: {parsed:?}");
             write("cli_field", &format!("{i:02}"), text.as_bytes());
         }
 
+        let parsed = crate::broker::admin::parse_document(definitions);
+        assert!(parsed.is_ok(), "definitions seed: {parsed:?}");
         write("definitions", "full", definitions.as_bytes());
         write("definitions", "empty", b"{}");
         write(
