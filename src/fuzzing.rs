@@ -168,6 +168,30 @@ fn check_args(args: &FieldTable) {
             let _ = queue_args::parse_duration_ms(text);
         }
     }
+
+    // Arguments and headers are shown back to users: as JSON (listings, definitions export,
+    // `--json`) and as the CLI's lines.
+    let json = crate::json::table_json(args);
+    let text = serde_json::to_string(&json).expect("a JSON value serializes");
+    let back: serde_json::Value = serde_json::from_str(&text).expect("our JSON parses");
+    let _ = crate::json::json_table(&back);
+    let delivery = crate::client::Delivery {
+        consumer_tag: None,
+        delivery_tag: 1,
+        redelivered: true,
+        delivery_count: 1,
+        acquired_count: 1,
+        exchange: String::new(),
+        routing_key: key.to_owned(),
+        properties: warren_protocol::Properties {
+            headers: args.clone(),
+            ..Default::default()
+        },
+        body: Bytes::from_static(b"\xff"),
+        message_count: None,
+    };
+    let _ = crate::cli::output::delivery_json_line(&delivery);
+    let _ = crate::cli::output::delivery_line(&delivery);
 }
 
 /// Arbitrary text through the CLI's typed `KEY[:TYPE]=VALUE` parsers (headers, queue
