@@ -24,6 +24,8 @@ pub mod clock;
 pub mod connection;
 pub mod daemon;
 pub mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod json;
 pub mod log_throttle;
 pub mod message;

@@ -27,6 +27,7 @@
 //! - [`codec`]: [`FrameCodec`], the `tokio-util` codec with a max frame size.
 //! - [`error`]: [`DecodeError`] and the numeric [`ErrorCode`]s.
 //! - [`read`] and [`write`](mod@write): checked primitive readers and writers.
+//! - `fuzzing` (tests and the `fuzzing` feature only): the checks the fuzz targets run.
 #![cfg_attr(
     not(test),
     deny(
@@ -42,6 +43,8 @@ pub mod codec;
 pub mod error;
 pub mod field_table;
 pub mod frame;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod handshake;
 pub mod properties;
 pub mod read;

@@ -447,3 +447,90 @@ fn every_opcode_is_documented() {
         assert!(markdown.contains(&heading), "PROTOCOL.md lacks {heading:?}");
     }
 }
+
+/// Writes the seed corpora of the protocol's fuzz targets (`fuzz/corpus/frame_decode`,
+/// `field_table`, `handshake`) from these vectors and the sample frames, replacing the seeds
+/// (files named `seed-*`) and leaving crash inputs alone. Run by hand after a wire change:
+/// `cargo test -p warren-protocol --test golden -- --ignored write_fuzz_seeds`.
+#[test]
+#[ignore = "writes files; run by hand to refresh the fuzz seeds"]
+fn write_fuzz_seeds() {
+    use bytes::BufMut;
+    use std::path::Path;
+    use warren_protocol::field_table::put_table;
+
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
+    let write = |target: &str, name: &str, bytes: &[u8]| {
+        let dir = root.join(target);
+        std::fs::create_dir_all(&dir).expect("corpus directory");
+        std::fs::write(dir.join(format!("seed-{name}")), bytes).expect("seed file");
+    };
+    for target in ["frame_decode", "field_table", "handshake"] {
+        if let Ok(entries) = std::fs::read_dir(root.join(target)) {
+            for entry in entries.flatten() {
+                if entry.file_name().to_string_lossy().starts_with("seed-") {
+                    std::fs::remove_file(entry.path()).expect("old seed");
+                }
+            }
+        }
+    }
+
+    let preface = hex(PREFACE);
+    let mut stream = Vec::new();
+    for (name, text, _) in vectors() {
+        let wire = hex(text);
+        write("frame_decode", &format!("golden-{name}"), &wire);
+        stream.extend_from_slice(&wire);
+    }
+    write("frame_decode", "golden-all", &stream);
+    let mut samples = Vec::new();
+    for frame in common::samples() {
+        let name = frame.opcode().name().to_owned();
+        let wire = Envelope::new(7, frame).to_bytes();
+        write("frame_decode", &format!("sample-{name}"), &wire);
+        samples.extend_from_slice(&wire);
+    }
+
+    // What a client sends first: the preface, then its first requests.
+    write("handshake", "preface-only", &preface);
+    write(
+        "handshake",
+        "declare-bind-publish",
+        &[
+            preface.clone(),
+            hex(QUEUE_DECLARE),
+            hex(EXCHANGE_DECLARE),
+            hex(QUEUE_BIND),
+            hex(PUBLISH),
+        ]
+        .concat(),
+    );
+    write(
+        "handshake",
+        "all-samples",
+        &[preface.clone(), samples].concat(),
+    );
+    write(
+        "handshake",
+        "version-2",
+        &[&client_preface(2)[..], &hex(HEARTBEAT)].concat(),
+    );
+    write("handshake", "http", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+
+    for (i, (text, _)) in value_vectors().into_iter().enumerate() {
+        let wire = [hex("01 00 00 00 01 00 6b"), hex(text)].concat();
+        write("field_table", &format!("value-{i:02}"), &wire);
+    }
+    let mut rich = BytesMut::new();
+    put_table(&mut rich, &common::rich_table());
+    write("field_table", "rich-table", &rich);
+    let mut props = BytesMut::new();
+    common::full_properties().encode(&mut props);
+    write("field_table", "full-properties", &props);
+    let mut props = BytesMut::new();
+    example_properties().encode(&mut props);
+    write("field_table", "example-properties", &props);
+    let mut empty = BytesMut::new();
+    empty.put_u32_le(0);
+    write("field_table", "empty-table", &empty);
+}

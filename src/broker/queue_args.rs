@@ -25,8 +25,9 @@
 //! | `x-max-priority` | integer, `1..=255`: a priority queue (docs/queues.md) |
 //! | `x-message-deduplication`, `x-deduplication-window`, `x-deduplication-header`, `x-cache-size`, `x-cache-ttl` | see `dedup.rs` and docs/deduplication.md |
 //!
-//! Integers must be sent as integers: the string `"1000"` is refused, not converted. A float
-//! with an integral value (`1000.0`) is accepted, because some RabbitMQ clients send doubles.
+//! Integers must be sent as integers, of any width (`u8` to `i64`, as RabbitMQ takes them):
+//! the string `"1000"` is refused, not converted. A float with an integral value (`1000.0`) is
+//! accepted, because some RabbitMQ clients send doubles.
 //!
 //! `x-queue-type` is accepted when it is `"classic"`, which is what every Warren queue is.
 //!
@@ -474,7 +475,7 @@ fn count_arg(
 /// leaving it out.
 fn delivery_limit_arg(args: &FieldTable) -> Result<Option<u64>, InvalidQueueArgument> {
     match args.get(X_DELIVERY_LIMIT) {
-        Some(FieldValue::Int(-1)) => Ok(None),
+        Some(v) if v.as_i128() == Some(-1) => Ok(None),
         Some(FieldValue::Float(f)) if *f == -1.0 => Ok(None),
         _ => count_arg(args, X_DELIVERY_LIMIT, "deliveries"),
     }
@@ -507,10 +508,10 @@ fn max_priority_arg(args: &FieldTable) -> Result<Option<u8>, InvalidQueueArgumen
             ),
         )
     };
-    let max = match value {
+    let max = match value.as_i128() {
         // Said as a range, not "must not be negative": -1 is no "unlimited" here.
-        FieldValue::Int(n) => u64::try_from(*n).map_err(|_| out_of_range())?,
-        _ => non_negative_integer(value, "priority levels")
+        Some(n) => u64::try_from(n).map_err(|_| out_of_range())?,
+        None => non_negative_integer(value, "priority levels")
             .map_err(|reason| invalid(X_MAX_PRIORITY, reason))?,
     };
     match u8::try_from(max) {
@@ -541,10 +542,12 @@ fn overflow_arg(args: &FieldTable) -> Result<Overflow, InvalidQueueArgument> {
 /// A value that must be a whole number `>= 0`: an `Int`, or a finite integral `Float`. The
 /// error is the reason, for the caller to attach to an argument name.
 fn non_negative_integer(value: &FieldValue, unit: &str) -> Result<u64, String> {
+    // Integers of every width, as RabbitMQ takes them: clients send small values in small
+    // types (`--arg x-max-priority:u8=10`, a 32-bit int from an AMQP client).
+    if let Some(n) = value.as_i128() {
+        return u64::try_from(n).map_err(|_| format!("must not be negative, got {n}"));
+    }
     match value {
-        FieldValue::Int(n) => {
-            u64::try_from(*n).map_err(|_| format!("must not be negative, got {n}"))
-        }
         FieldValue::Float(f) if f.is_finite() && f.fract() == 0.0 => {
             if *f < 0.0 {
                 Err(format!("must not be negative, got {}", describe(value)))
@@ -589,7 +592,7 @@ fn retry_backoff(value: &FieldValue) -> Result<Vec<u64>, String> {
                 .collect::<Result<Vec<_>, _>>()?
         }
         // A lone number (what `--arg x-retry-backoff=1000` gives) is a one-entry schedule.
-        FieldValue::Int(_) | FieldValue::Float(_) => vec![backoff_entry(value)?],
+        v if is_number(v) => vec![backoff_entry(value)?],
         FieldValue::List(items) => {
             if items.len() > MAX_RETRY_BACKOFF_ENTRIES {
                 return Err(too_many_delays(items.len()));
@@ -620,13 +623,18 @@ fn retry_backoff(value: &FieldValue) -> Result<Vec<u64>, String> {
 fn backoff_entry(item: &FieldValue) -> Result<u64, String> {
     match item {
         FieldValue::String(text) => parse_duration_ms(text),
-        FieldValue::Int(_) | FieldValue::Float(_) => non_negative_integer(item, "milliseconds"),
+        v if is_number(v) => non_negative_integer(item, "milliseconds"),
         other => Err(format!(
             "expected an integer number of milliseconds or a duration string such as \"5s\", \
              got {}",
             describe(other)
         )),
     }
+}
+
+/// An integer of any width or a 64-bit float: what a count or a duration in ms may be sent as.
+fn is_number(value: &FieldValue) -> bool {
+    value.as_i128().is_some() || matches!(value, FieldValue::Float(_))
 }
 
 fn too_many_delays(count: usize) -> String {
@@ -714,6 +722,48 @@ mod tests {
         X_DELIVERY_LIMIT,
         X_CONSUMER_TIMEOUT,
     ];
+
+    /// Found by the fuzz seeds: integer arguments took only `Int` (i64), so
+    /// `--arg x-max-priority:u8=10`, or a client sending a 32-bit int as RabbitMQ clients
+    /// do, was refused. RabbitMQ takes integers of every width.
+    #[test]
+    fn integers_of_every_width_are_accepted() {
+        use FieldValue::{I16, I32, I8, U16, U32, U64, U8};
+        let args = parse(&[
+            (X_MESSAGE_TTL, U32(60_000)),
+            (X_EXPIRES, I32(1_800_000)),
+            (X_MAX_LENGTH, U16(1000)),
+            (X_MAX_LENGTH_BYTES, U64(1 << 20)),
+            (X_DELIVERY_LIMIT, U8(5)),
+            (X_CONSUMER_TIMEOUT, I32(30_000)),
+            (X_MAX_PRIORITY, U8(10)),
+            (X_RETRY_BACKOFF, List(vec![I16(100), U32(2000)])),
+        ]);
+        assert_eq!(args.message_ttl_ms, Some(60_000));
+        assert_eq!(args.expires_ms, Some(1_800_000));
+        assert_eq!(args.max_length, Some(1000));
+        assert_eq!(args.max_length_bytes, Some(1 << 20));
+        assert_eq!(args.delivery_limit, Some(5));
+        assert_eq!(args.consumer_timeout_ms, Some(30_000));
+        assert_eq!(args.max_priority, Some(10));
+        assert_eq!(args.retry_backoff_ms, Some(vec![100, 2000]));
+        assert_eq!(
+            parse(&[(X_RETRY_BACKOFF, U16(250))]).retry_backoff_ms,
+            Some(vec![250])
+        );
+        assert_eq!(parse(&[(X_DELIVERY_LIMIT, I8(-1))]).delivery_limit, None);
+        refused(&[(X_MAX_LENGTH, I8(-3))], X_MAX_LENGTH, "negative");
+        refused(
+            &[(X_MAX_PRIORITY, I16(-1))],
+            X_MAX_PRIORITY,
+            "between 1 and",
+        );
+        refused(
+            &[(X_MAX_PRIORITY, U16(256))],
+            X_MAX_PRIORITY,
+            "between 1 and",
+        );
+    }
 
     #[test]
     fn an_empty_table_gives_the_defaults() {

@@ -310,6 +310,35 @@ fn in_definitions(err: BrokerError) -> BrokerError {
     }
 }
 
+/// Parses a definitions document and checks what needs no broker (names, exchange and queue
+/// arguments): the parse step of `definitions.import`, for the fuzz checks (`crate::fuzzing`).
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn parse_document(text: &str) -> Result<(), BrokerError> {
+    let doc: Value = serde_json::from_str(text)
+        .map_err(|e| BrokerError::invalid("definitions", format!("not valid JSON: {e}")))?;
+    let plan = ImportPlan::parse(&doc)?;
+    for e in &plan.exchanges {
+        validate_name("exchange", &e.name)?;
+        exchange::validate_arguments(&e.name, &e.arguments)?;
+    }
+    for q in &plan.queues {
+        validate_name("queue", &q.name)?;
+        QueueArgs::parse(&q.arguments)
+            .map_err(|e| e.refusal(format_args!("queue '{}'", q.name)))?;
+    }
+    for b in &plan.bindings {
+        for kind in [ExchangeKind::Topic, ExchangeKind::Headers] {
+            exchange::validate_binding(kind, &b.routing_key, &b.arguments)?;
+        }
+    }
+    for b in &plan.exchange_bindings {
+        for kind in [ExchangeKind::Topic, ExchangeKind::Headers] {
+            exchange::validate_binding(kind, &b.routing_key, &b.arguments)?;
+        }
+    }
+    Ok(())
+}
+
 /// A refusal of `item` in a document, naming it; the code stays the refusal's.
 fn about(item: &str, err: BrokerError) -> BrokerError {
     let say = |why: String| format!("definitions: {item}: {why}");

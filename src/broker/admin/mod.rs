@@ -139,6 +139,39 @@ fn encode<T: Serialize>(result: &T) -> Result<Bytes, BrokerError> {
         .map_err(|e| BrokerError::CommandInvalid(format!("encoding the result: {e}")))
 }
 
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) use definitions::parse_document;
+
+/// Runs every parser of client-given admin arguments over `args`, as the commands of
+/// [`Broker::admin`] would, with no broker behind them: for the fuzz checks
+/// (`crate::fuzzing`). Returns each parser's refusal, if any, as text.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn parse_args(args: &FieldTable) -> Vec<String> {
+    let mut refusals = Vec::new();
+    let mut note = |r: Result<(), BrokerError>| {
+        if let Err(e) = r {
+            refusals.push(e.to_string());
+        }
+    };
+    for name in [
+        "queue",
+        "exchange",
+        "to_exchange",
+        "routing_key",
+        "id",
+        "definitions",
+    ] {
+        note(opt_str(args, name).map(drop));
+        note(req_str(args, name).map(drop));
+    }
+    note(opt_u64(args, "limit").map(drop));
+    note(Filter::parse(args).map(drop));
+    if let Ok(Some(text)) = opt_str(args, "definitions") {
+        note(parse_document(text));
+    }
+    refusals
+}
+
 impl Broker {
     /// Runs an admin command and returns its result (a type of [`crate::admin_types`]) as
     /// JSON.
