@@ -577,41 +577,43 @@ impl Broker {
     /// Refuses a new queue past `--max-queues` (all virtual hosts together). Called under
     /// the topology lock, so the count cannot move meanwhile.
     fn check_queue_cap(&self, name: &str) -> Result<(), BrokerError> {
-        let max = self.inner.config.limits.max_queues;
-        let count: usize = self
-            .inner
-            .vhosts
-            .read()
-            .values()
-            .map(|vh| vh.queues.read().len())
-            .sum();
-        if count >= max {
-            return Err(BrokerError::PreconditionFailed(format!(
-                "cannot declare queue '{}': the server's queue limit ({max}) is reached \
-                 (warren serve --max-queues)",
-                crate::clip::name(name)
-            )));
-        }
-        Ok(())
+        let count = self.count_in_vhosts(|vh| vh.queues.read().len());
+        at_most(
+            "queue",
+            name,
+            count,
+            self.inner.config.limits.max_queues,
+            "--max-queues",
+        )
     }
 
     /// Refuses a new exchange past `--max-exchanges` (declared ones, all virtual hosts).
     fn check_exchange_cap(&self, name: &str) -> Result<(), BrokerError> {
+        let count =
+            self.count_in_vhosts(|vh| vh.exchanges.read().values().filter(|e| !e.builtin).count());
         let max = self.inner.config.limits.max_exchanges;
-        let count: usize = self
-            .inner
-            .vhosts
-            .read()
-            .values()
-            .map(|vh| vh.exchanges.read().values().filter(|e| !e.builtin).count())
-            .sum();
-        if count >= max {
-            return Err(BrokerError::PreconditionFailed(format!(
-                "cannot declare exchange '{}': the server's exchange limit ({max}) is reached \
-                 (warren serve --max-exchanges)",
-                crate::clip::name(name)
-            )));
-        }
-        Ok(())
+        at_most("exchange", name, count, max, "--max-exchanges")
     }
+
+    fn count_in_vhosts(&self, count: impl Fn(&VHost) -> usize) -> usize {
+        self.inner.vhosts.read().values().map(|vh| count(vh)).sum()
+    }
+}
+
+/// Refuses declaring one more `kind` when `count` have reached `max`, naming the flag.
+fn at_most(
+    kind: &str,
+    name: &str,
+    count: usize,
+    max: usize,
+    flag: &str,
+) -> Result<(), BrokerError> {
+    if count >= max {
+        return Err(BrokerError::PreconditionFailed(format!(
+            "cannot declare {kind} '{}': the server's {kind} limit ({max}) is reached \
+             (warren serve {flag})",
+            crate::clip::name(name)
+        )));
+    }
+    Ok(())
 }
