@@ -223,12 +223,12 @@ pub fn definitions(data: &[u8]) {
 mod tests {
     use std::path::Path;
 
-    /// Every committed corpus file of the broker-side fuzz targets (`fuzz/corpus/<target>/`),
-    /// seeds and crash inputs alike, through the same checks as the fuzzers, so CI keeps them
-    /// honest without libFuzzer.
     /// A fuzz target's check.
     type Check = fn(&[u8]);
 
+    /// Every committed corpus file of the broker-side fuzz targets (`fuzz/corpus/<target>/`),
+    /// seeds and crash inputs alike, through the same checks as the fuzzers, so CI keeps them
+    /// honest without libFuzzer.
     #[test]
     fn replays_committed_fuzz_corpora() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");

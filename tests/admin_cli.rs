@@ -11,7 +11,7 @@ mod common;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::{durable_queue, ok, ready, within, TestDaemon};
+use common::{durable_queue, ok, ready, wait_ready, within, TestDaemon};
 use serde_json::{json, Value};
 use warren::client::{
     Client, ConsumeOptions, Delivery, ExchangeKind, ExchangeOptions, FieldTable, FieldValue,
@@ -80,16 +80,6 @@ async fn exchange(c: &Client, name: &str, kind: ExchangeKind, arguments: FieldTa
     )
     .await
     .unwrap_or_else(|e| panic!("declaring exchange {name}: {e}"));
-}
-
-/// Waits (bounded) until `queue` holds exactly `n` ready messages.
-async fn wait_ready(c: &Client, queue: &str, n: u64) {
-    within(&format!("{n} ready messages in {queue}"), async {
-        while ready(c, queue).await != n {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
 }
 
 /// Publishes a persistent message with a message id and waits for its confirm.

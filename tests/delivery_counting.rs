@@ -9,9 +9,8 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
-use common::{durable_queue, ok, ready, wait_get, within, TestDaemon};
+use common::{durable_queue, ok, ready, wait_get, wait_ready, within, TestDaemon};
 use serde_json::Value;
 use warren::client::{
     Client, ConsumeOptions, Delivery, ExchangeKind, ExchangeOptions, FieldValue, OutgoingMessage,
@@ -42,17 +41,6 @@ fn counts(d: &Delivery) -> (String, u32, u32, bool) {
 
 fn seen(body: &str, failed: u32, acquired: u32) -> (String, u32, u32, bool) {
     (body.to_owned(), failed, acquired, acquired > 0)
-}
-
-/// Waits (bounded) until `queue` has `n` ready messages: a requeue by a closing connection
-/// happens as the server cleans up, which may end after the client returned.
-async fn until_ready(c: &Client, queue: &str, n: u64) {
-    within(&format!("{n} ready in {queue}"), async {
-        while ready(c, queue).await < n {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
 }
 
 #[tokio::test]
@@ -134,7 +122,7 @@ async fn a_connection_that_closes_holding_a_delivery_fails_it() {
     let held = wait_get(&holder, "q").await;
     assert_eq!(counts(&held), seen("m", 0, 0));
     holder.close().await.unwrap();
-    until_ready(&c, "q", 1).await;
+    wait_ready(&c, "q", 1).await;
     assert_eq!(counts(&wait_get(&c, "q").await), seen("m", 1, 1));
 }
 
@@ -164,7 +152,7 @@ fn a_connection_that_dies_holding_a_delivery_fails_it() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let c = d.client().await;
-        until_ready(&c, "q", 1).await;
+        wait_ready(&c, "q", 1).await;
         assert_eq!(counts(&wait_get(&c, "q").await), seen("m", 1, 1));
     });
 }
@@ -179,7 +167,7 @@ async fn a_cancel_that_requeues_returns_without_a_failure() {
     let m = within("a delivery", k.next()).await.expect("delivered");
     assert_eq!(counts(&m), seen("m", 0, 0));
     c.cancel(k.tag()).await.unwrap();
-    until_ready(&c, "q", 1).await;
+    wait_ready(&c, "q", 1).await;
     assert_eq!(counts(&wait_get(&c, "q").await), seen("m", 0, 1));
 }
 
@@ -305,7 +293,7 @@ fn both_counts_survive_kill_9() {
         let m = wait_get(&holder, "q").await;
         assert_eq!(counts(&m), seen("m", 1, 2));
         holder.close().await.unwrap();
-        until_ready(&c, "q", 1).await;
+        wait_ready(&c, "q", 1).await;
         // Every settle before it on this connection is durable once this one is: the peek
         // below only looks.
         let peeked = c

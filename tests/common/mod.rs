@@ -371,3 +371,15 @@ pub async fn ready(c: &Client, queue: &str) -> u64 {
     .unwrap_or_else(|e| panic!("passive declare of {queue}: {e}"))
     .message_count
 }
+
+/// Waits (bounded by [`WAIT`]) until `queue` holds exactly `n` ready messages: a requeue by a
+/// closing connection happens as the server cleans up, which may end after the client
+/// returned.
+pub async fn wait_ready(c: &Client, queue: &str, n: u64) {
+    within(&format!("{n} ready messages in {queue}"), async {
+        while ready(c, queue).await != n {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
