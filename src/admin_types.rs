@@ -26,6 +26,129 @@ use serde_json::Value;
 /// rules of [`crate::json::table_json`].
 pub type JsonTable = serde_json::Map<String, Value>;
 
+/// One field of the key a listing is sorted and paged by (see [`Listed`]).
+///
+/// Untagged in JSON: a number or a string, as the `after` cursor of a composite key
+/// writes it (`["logs","jobs","queue","a.#","{}"]`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum KeyPart {
+    /// A number, compared as one (connection ids: 9 sorts before 10).
+    Number(u64),
+    /// Text, compared byte-wise (names).
+    Text(String),
+}
+
+/// What each field of a listing's key is, so that a cursor typed by hand (`--after 42`)
+/// is read as the listing means it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    /// A [`KeyPart::Number`].
+    Number,
+    /// A [`KeyPart::Text`].
+    Text,
+}
+
+/// An entry of a paged listing: the key the listing is sorted by, which is also the
+/// cursor (`after`) of the next page. Server and client share it, so a client pages with
+/// exactly the key the server sorted by.
+pub trait Listed {
+    /// The fields of the key, most significant first (`name` for queues; source,
+    /// destination, destination type, routing key and arguments for bindings).
+    const KEY: &'static [KeyKind];
+
+    /// This entry's key; unique within its listing.
+    fn page_key(&self) -> Vec<KeyPart>;
+}
+
+/// The `after` argument that asks for the entries after `key`: a one-field key as itself
+/// (a name, or a number), a longer one as the JSON array of its fields.
+pub fn cursor_text(key: &[KeyPart]) -> String {
+    match key {
+        [KeyPart::Text(t)] => t.clone(),
+        [KeyPart::Number(n)] => n.to_string(),
+        longer => serde_json::to_string(longer).unwrap_or_default(),
+    }
+}
+
+fn text_key(name: &str) -> Vec<KeyPart> {
+    vec![KeyPart::Text(name.to_owned())]
+}
+
+impl Listed for QueueInfo {
+    const KEY: &'static [KeyKind] = &[KeyKind::Text];
+    fn page_key(&self) -> Vec<KeyPart> {
+        text_key(&self.name)
+    }
+}
+
+impl Listed for ExchangeInfo {
+    const KEY: &'static [KeyKind] = &[KeyKind::Text];
+    fn page_key(&self) -> Vec<KeyPart> {
+        text_key(&self.name)
+    }
+}
+
+impl Listed for BindingInfo {
+    const KEY: &'static [KeyKind] = &[KeyKind::Text; 5];
+    /// Source, destination, destination type, routing key, and the arguments as their
+    /// JSON text (keys sorted): two bindings differing only in arguments are two bindings.
+    fn page_key(&self) -> Vec<KeyPart> {
+        vec![
+            KeyPart::Text(self.source.clone()),
+            KeyPart::Text(self.destination.clone()),
+            KeyPart::Text(self.destination_type.clone()),
+            KeyPart::Text(self.routing_key.clone()),
+            KeyPart::Text(serde_json::to_string(&self.arguments).unwrap_or_default()),
+        ]
+    }
+}
+
+impl Listed for ConnectionInfo {
+    const KEY: &'static [KeyKind] = &[KeyKind::Number];
+    fn page_key(&self) -> Vec<KeyPart> {
+        vec![KeyPart::Number(self.id)]
+    }
+}
+
+impl Listed for ConsumerInfo {
+    const KEY: &'static [KeyKind] = &[KeyKind::Text, KeyKind::Text, KeyKind::Number];
+    /// Queue (`""` while it is being deleted), tag, connection: a tag is unique only on
+    /// its connection.
+    fn page_key(&self) -> Vec<KeyPart> {
+        vec![
+            KeyPart::Text(self.queue.clone().unwrap_or_default()),
+            KeyPart::Text(self.tag.clone()),
+            KeyPart::Number(self.connection),
+        ]
+    }
+}
+
+impl Listed for UserInfo {
+    const KEY: &'static [KeyKind] = &[KeyKind::Text];
+    fn page_key(&self) -> Vec<KeyPart> {
+        text_key(&self.name)
+    }
+}
+
+impl Listed for VhostInfo {
+    const KEY: &'static [KeyKind] = &[KeyKind::Text];
+    fn page_key(&self) -> Vec<KeyPart> {
+        text_key(&self.name)
+    }
+}
+
+impl Listed for PermissionInfo {
+    const KEY: &'static [KeyKind] = &[KeyKind::Text, KeyKind::Text];
+    /// User, then virtual host.
+    fn page_key(&self) -> Vec<KeyPart> {
+        vec![
+            KeyPart::Text(self.user.clone()),
+            KeyPart::Text(self.vhost.clone()),
+        ]
+    }
+}
+
 /// `status`: the server at a glance.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Status {

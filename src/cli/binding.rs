@@ -7,7 +7,7 @@ use warren_protocol::FieldValue;
 use crate::admin_types::BindingInfo;
 use crate::cli::field::{field_table, parse_plain_arg, VALUE_NAME};
 use crate::cli::output::{arguments_cell, emit, exchange_name, print_json, Align, Table};
-use crate::cli::{admin_args, decode, Global};
+use crate::cli::{admin_args, decode, Global, PagedListArgs};
 
 /// Arguments of `warren bind` and `warren unbind`.
 #[derive(Debug, Args)]
@@ -116,9 +116,9 @@ pub struct BindingListArgs {
     /// Only the bindings from this exchange ("" is the default exchange).
     #[arg(long, value_name = "EXCHANGE")]
     pub exchange: Option<String>,
-    /// Print the server's JSON instead of a table.
-    #[arg(long)]
-    pub json: bool,
+    /// `--json` and the page.
+    #[command(flatten)]
+    pub list: PagedListArgs,
 }
 
 /// Runs `warren binding list`.
@@ -133,9 +133,11 @@ pub async fn run_list(command: BindingCommand, global: &Global) -> anyhow::Resul
     ]);
     let bindings = global
         .server
-        .admin("binding.list", arguments, || "listing bindings".to_owned())
+        .admin_list::<BindingInfo>("binding.list", arguments, &args.list, || {
+            "listing bindings".to_owned()
+        })
         .await?;
-    if args.json {
+    if args.list.list.json {
         print_json(&bindings)
     } else {
         emit(&binding_table(&decode::<Vec<BindingInfo>>(

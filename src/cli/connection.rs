@@ -5,13 +5,13 @@ use warren_protocol::FieldTable;
 
 use crate::admin_types::ConnectionInfo;
 use crate::cli::output::{emit, print_json, time_cell, Align, Table};
-use crate::cli::{decode, Global, ListArgs};
+use crate::cli::{decode, Global, PagedListArgs};
 
 /// `warren connection ...`
 #[derive(Debug, Subcommand)]
 pub enum ConnectionCommand {
     /// List client connections (this command's own included).
-    List(ListArgs),
+    List(PagedListArgs),
 }
 
 /// Runs a connection command.
@@ -22,11 +22,11 @@ pub async fn run(command: ConnectionCommand, global: &Global) -> anyhow::Result<
     let ConnectionCommand::List(args) = command;
     let connections = global
         .server
-        .admin("connection.list", FieldTable::new(), || {
+        .admin_list::<ConnectionInfo>("connection.list", FieldTable::new(), &args, || {
             "listing connections".to_owned()
         })
         .await?;
-    if args.json {
+    if args.list.json {
         print_json(&connections)
     } else {
         emit(&connection_table(&decode::<Vec<ConnectionInfo>>(

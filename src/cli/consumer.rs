@@ -5,13 +5,13 @@ use warren_protocol::FieldTable;
 
 use crate::admin_types::ConsumerInfo;
 use crate::cli::output::{emit, opt_cell, print_json, yes_no, Align, Table};
-use crate::cli::{decode, Global, ListArgs};
+use crate::cli::{decode, Global, PagedListArgs};
 
 /// `warren consumer ...`
 #[derive(Debug, Subcommand)]
 pub enum ConsumerCommand {
     /// List consumers on every connection.
-    List(ListArgs),
+    List(PagedListArgs),
 }
 
 /// Runs a consumer command.
@@ -22,11 +22,11 @@ pub async fn run(command: ConsumerCommand, global: &Global) -> anyhow::Result<()
     let ConsumerCommand::List(args) = command;
     let consumers = global
         .server
-        .admin("consumer.list", FieldTable::new(), || {
+        .admin_list::<ConsumerInfo>("consumer.list", FieldTable::new(), &args, || {
             "listing consumers".to_owned()
         })
         .await?;
-    if args.json {
+    if args.list.json {
         print_json(&consumers)
     } else {
         emit(&consumer_table(&decode::<Vec<ConsumerInfo>>(

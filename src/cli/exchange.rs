@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
-use warren_protocol::FieldValue;
+use warren_protocol::{FieldTable, FieldValue};
 
 use crate::admin_types::ExchangeInfo;
 use crate::cli::field::{field_table, parse_plain_arg, VALUE_NAME};
@@ -119,7 +119,9 @@ pub async fn run(command: ExchangeCommand, global: &Global) -> anyhow::Result<()
         ExchangeCommand::List(args) => {
             let exchanges = global
                 .server
-                .admin_list("exchange.list", &args, || "listing exchanges".to_owned())
+                .admin_list::<ExchangeInfo>("exchange.list", FieldTable::new(), &args, || {
+                    "listing exchanges".to_owned()
+                })
                 .await?;
             if args.list.json {
                 print_json(&exchanges)?;

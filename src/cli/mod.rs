@@ -38,6 +38,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use warren_protocol::{FieldTable, FieldValue};
 
+use crate::admin_types::{cursor_text, Listed};
 use crate::client::{decode_admin, Client, ClientError, ConnectOptions};
 use crate::tls::{ClientTls, TlsOptions};
 
@@ -395,15 +396,18 @@ impl ServerArg {
         Ok(value)
     }
 
-    /// Runs a paged listing (`queue.list`, `exchange.list`) on one connection: one page when
-    /// `page` gives `--limit`, otherwise every page of [`LIST_PAGE`] items from `--after`
-    /// on, concatenated; returns the JSON array.
+    /// Runs a paged listing (`queue.list`, `binding.list`, ...; PROTOCOL.md §15) on one
+    /// connection, with the filters in `arguments`: one page when `page` gives `--limit`,
+    /// otherwise every page of [`LIST_PAGE`] entries from `--after` on, concatenated; the
+    /// cursor of each next page is the key ([`Listed`]) of the last entry of the one before.
+    /// Returns the JSON array.
     ///
     /// # Errors
-    /// As [`ServerArg::admin`], or a page that is not a JSON array.
-    pub async fn admin_list(
+    /// As [`ServerArg::admin`], or a page that is not a JSON array of `T`.
+    pub async fn admin_list<T: Listed + DeserializeOwned>(
         &self,
         command: &str,
+        arguments: FieldTable,
         page: &PagedListArgs,
         what: impl Fn() -> String,
     ) -> anyhow::Result<Value> {
@@ -412,7 +416,7 @@ impl ServerArg {
         let mut after = page.after.clone();
         loop {
             let limit = page.limit.unwrap_or(LIST_PAGE);
-            let mut args = FieldTable::new();
+            let mut args = arguments.clone();
             args.insert(
                 "limit".into(),
                 FieldValue::Int(i64::try_from(limit).unwrap_or(i64::MAX)),
@@ -425,10 +429,10 @@ impl ServerArg {
                 anyhow::bail!("{}: the server's {command} reply is not a list", what());
             };
             let full = got.len() as u64 >= limit;
-            after = got
-                .last()
-                .and_then(|v| v["name"].as_str())
-                .map(str::to_owned);
+            after = match got.last() {
+                Some(last) => Some(cursor_text(&decode::<T>(command, last)?.page_key())),
+                None => None,
+            };
             items.extend(got);
             if page.limit.is_some() || !full || after.is_none() {
                 break;
@@ -454,7 +458,7 @@ impl ServerArg {
     }
 }
 
-/// The arguments of every listing: `--json`.
+/// `--json`: part of every listing's [`PagedListArgs`].
 #[derive(Debug, Clone, Args)]
 pub struct ListArgs {
     /// Print the server's JSON (field names exactly the server's) instead of a table.
@@ -462,19 +466,22 @@ pub struct ListArgs {
     pub json: bool,
 }
 
-/// The arguments of the listings that can be long (queues, exchanges): `--json`, and a page.
+/// The arguments of every listing: `--json`, and a page (each listing is sorted by its key:
+/// docs/operations.md, "queue list, queue inspect").
 #[derive(Debug, Clone, Args)]
 pub struct PagedListArgs {
     /// `--json`.
     #[command(flatten)]
     pub list: ListArgs,
-    /// List at most this many (in name order); without it, everything is listed, fetched
+    /// List at most this many (in key order); without it, everything is listed, fetched
     /// a page at a time.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub limit: Option<u64>,
-    /// List only names that sort after NAME (with --limit: the next page after the last
-    /// name of the previous one).
-    #[arg(long, value_name = "NAME")]
+    /// List only what sorts after KEY: a name (queues, exchanges, users, vhosts), a
+    /// connection id, or for bindings, consumers and permissions the JSON array of the key
+    /// fields (possibly fewer: '["logs"]' starts after source exchange logs). With
+    /// --limit: the next page after the last key of the previous one.
+    #[arg(long, value_name = "KEY")]
     pub after: Option<String>,
 }
 

@@ -7,7 +7,7 @@ use warren_protocol::FieldValue;
 
 use crate::admin_types::PermissionInfo;
 use crate::cli::output::{emit, print_json, Align, Table};
-use crate::cli::{admin_args, decode, Global, ListArgs};
+use crate::cli::{admin_args, decode, Global, PagedListArgs};
 
 /// `warren permission ...`
 #[derive(Debug, Subcommand)]
@@ -58,7 +58,7 @@ pub struct PermissionListArgs {
     pub of: Option<String>,
     /// The listing options.
     #[command(flatten)]
-    pub list: ListArgs,
+    pub list: PagedListArgs,
 }
 
 /// Runs a permission command.
@@ -108,11 +108,11 @@ pub async fn run(command: PermissionCommand, global: &Global) -> anyhow::Result<
             ]);
             let permissions = global
                 .server
-                .admin("permission.list", arguments, || {
+                .admin_list::<PermissionInfo>("permission.list", arguments, &args.list, || {
                     "listing permissions".to_owned()
                 })
                 .await?;
-            if args.list.json {
+            if args.list.list.json {
                 print_json(&permissions)
             } else {
                 emit(&permission_table(&decode::<Vec<PermissionInfo>>(

@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use serde_json::Value;
-use warren_protocol::FieldValue;
+use warren_protocol::{FieldTable, FieldValue};
 
 use crate::admin_types::{DeadLetterInfo, QueueInfo};
 use crate::cli::dlq::TABLE_PREVIEW_CHARS;
@@ -161,7 +161,9 @@ pub async fn run(command: QueueCommand, global: &Global) -> anyhow::Result<()> {
         QueueCommand::List(args) => {
             let queues = global
                 .server
-                .admin_list("queue.list", &args, || "listing queues".to_owned())
+                .admin_list::<QueueInfo>("queue.list", FieldTable::new(), &args, || {
+                    "listing queues".to_owned()
+                })
                 .await?;
             if args.list.json {
                 print_json(&queues)?;

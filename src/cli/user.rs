@@ -8,7 +8,7 @@ use warren_protocol::FieldValue;
 
 use crate::admin_types::UserInfo;
 use crate::cli::output::{emit, print_json, Align, Table};
-use crate::cli::{admin_args, decode, read_password_line, Global, ListArgs};
+use crate::cli::{admin_args, decode, read_password_line, Global, PagedListArgs};
 
 /// `warren user ...`
 #[derive(Debug, Subcommand)]
@@ -20,7 +20,7 @@ pub enum UserCommand {
     /// user).
     Delete(UserNameArgs),
     /// List users and their tags.
-    List(ListArgs),
+    List(PagedListArgs),
     /// Change a user's password, read from the first line of stdin.
     Passwd(UserNameArgs),
     /// Replace a user's tags.
@@ -122,9 +122,11 @@ pub async fn run(command: UserCommand, global: &Global) -> anyhow::Result<()> {
         UserCommand::List(args) => {
             let users = global
                 .server
-                .admin("user.list", admin_args([]), || "listing users".to_owned())
+                .admin_list::<UserInfo>("user.list", admin_args([]), &args, || {
+                    "listing users".to_owned()
+                })
                 .await?;
-            if args.json {
+            if args.list.json {
                 print_json(&users)
             } else {
                 emit(&user_table(&decode::<Vec<UserInfo>>("user.list", &users)?))

@@ -6,7 +6,7 @@ use warren_protocol::FieldValue;
 
 use crate::admin_types::VhostInfo;
 use crate::cli::output::{emit, print_json, Align, Table};
-use crate::cli::{admin_args, decode, Global, ListArgs};
+use crate::cli::{admin_args, decode, Global, PagedListArgs};
 
 /// `warren vhost ...`
 #[derive(Debug, Subcommand)]
@@ -18,7 +18,7 @@ pub enum VhostCommand {
     /// bindings, permissions.
     Delete(VhostNameArgs),
     /// List virtual hosts.
-    List(ListArgs),
+    List(PagedListArgs),
 }
 
 /// A virtual host name.
@@ -58,9 +58,11 @@ pub async fn run(command: VhostCommand, global: &Global) -> anyhow::Result<()> {
         VhostCommand::List(args) => {
             let vhosts = global
                 .server
-                .admin("vhost.list", admin_args([]), || "listing vhosts".to_owned())
+                .admin_list::<VhostInfo>("vhost.list", admin_args([]), &args, || {
+                    "listing vhosts".to_owned()
+                })
                 .await?;
-            if args.json {
+            if args.list.json {
                 print_json(&vhosts)
             } else {
                 emit(&vhost_table(&decode::<Vec<VhostInfo>>(

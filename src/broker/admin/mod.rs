@@ -28,6 +28,7 @@ use super::queue::Queue;
 use super::session::Session;
 use super::vhost::VHost;
 use super::Broker;
+use crate::admin_types::{KeyKind, KeyPart, Listed};
 use crate::error::BrokerError;
 use crate::store::codec::PermissionRecord;
 use dlq::Filter;
@@ -61,16 +62,28 @@ fn opt_u64(args: &FieldTable, name: &str) -> Result<Option<u64>, BrokerError> {
     }
 }
 
-/// A page of a listing sorted by name: the items whose names sort after `after`, at most
-/// `limit` of them. Without `limit`, every item after `after` (a large listing may then not
-/// fit in a frame: clients page with `limit`).
-struct Page<'a> {
-    after: Option<&'a str>,
+/// A page of a listing: the entries whose keys sort after `after`, at most `limit` of
+/// them. Without `limit`, every entry after `after` (a large listing may then not fit in a
+/// frame: clients page with `limit`). Every listing is sorted by a key unique within it
+/// ([`Listed`]), so that paging with the last key of one page as the `after` of the next
+/// visits every entry once, whatever was added or removed between the requests (an entry
+/// added behind the cursor is not seen, one removed is not repeated).
+///
+/// `after` is a cursor: for a one-field key the field itself (a name, or a connection id
+/// as a number or its digits); for a longer key the JSON array of its fields, which may be
+/// shorter than the key (`["logs"]`: the bindings of sources after `logs`). An entry is
+/// after the cursor when its key, cut to the cursor's length, sorts after it.
+pub(crate) struct Page<'a> {
+    after: Option<&'a FieldValue>,
     limit: Option<usize>,
 }
 
 impl<'a> Page<'a> {
-    fn parse(args: &'a FieldTable) -> Result<Page<'a>, BrokerError> {
+    /// The `limit` and `after` admin arguments.
+    ///
+    /// # Errors
+    /// `limit` is 0 or not a non-negative integer.
+    pub(crate) fn parse(args: &'a FieldTable) -> Result<Page<'a>, BrokerError> {
         let limit = match opt_u64(args, "limit")? {
             Some(0) => {
                 return Err(BrokerError::invalid(
@@ -82,20 +95,87 @@ impl<'a> Page<'a> {
             None => None,
         };
         Ok(Page {
-            after: opt_str(args, "after")?,
+            after: args.get("after"),
             limit,
         })
     }
 
-    /// The page of `items`, which are sorted by `name`.
-    fn of<T>(&self, items: Vec<T>, name: impl Fn(&T) -> &str) -> Vec<T> {
-        let start = self
-            .after
-            .map_or(0, |after| items.partition_point(|i| name(i) <= after));
+    /// `after` read as a key of the fields `kinds`.
+    fn cursor(&self, kinds: &[KeyKind]) -> Result<Option<Vec<KeyPart>>, BrokerError> {
+        let bad = |why: String| BrokerError::invalid("admin argument after", why);
+        let single = |text: &str| match kinds.first() {
+            Some(KeyKind::Number) => text
+                .parse::<u64>()
+                .map(KeyPart::Number)
+                .map_err(|_| bad(format!("'{}' is not an id", crate::clip::name(text)))),
+            _ => Ok(KeyPart::Text(text.to_owned())),
+        };
+        let parts = match self.after {
+            None => return Ok(None),
+            Some(FieldValue::String(s)) if kinds.len() > 1 && s.starts_with('[') => {
+                let parts: Vec<KeyPart> = serde_json::from_str(s)
+                    .map_err(|e| bad(format!("not a JSON array of key fields: {e}")))?;
+                if parts.is_empty() || parts.len() > kinds.len() {
+                    return Err(bad(format!(
+                        "a key of this listing has 1 to {} fields, got {}",
+                        kinds.len(),
+                        parts.len()
+                    )));
+                }
+                for (part, kind) in parts.iter().zip(kinds) {
+                    if !matches!(
+                        (part, kind),
+                        (KeyPart::Number(_), KeyKind::Number) | (KeyPart::Text(_), KeyKind::Text)
+                    ) {
+                        return Err(bad(format!("key field {part:?} should be a {kind:?}")));
+                    }
+                }
+                parts
+            }
+            Some(FieldValue::String(s)) => vec![single(s)?],
+            Some(FieldValue::Int(i)) if *i >= 0 && kinds.first() == Some(&KeyKind::Number) => {
+                vec![KeyPart::Number(i.unsigned_abs())]
+            }
+            Some(other) => {
+                return Err(bad(format!("expected a string, got {other:?}")));
+            }
+        };
+        Ok(Some(parts))
+    }
+
+    /// The page of `items`, which are sorted by `key` (fields `kinds`). Looks at the keys
+    /// of only O(log n) items.
+    pub(crate) fn by_key<T>(
+        &self,
+        kinds: &[KeyKind],
+        items: Vec<T>,
+        key: impl Fn(&T) -> Vec<KeyPart>,
+    ) -> Result<Vec<T>, BrokerError> {
+        let start = match self.cursor(kinds)? {
+            None => 0,
+            Some(after) => items.partition_point(|i| {
+                let mut k = key(i);
+                k.truncate(after.len());
+                k <= after
+            }),
+        };
         let end = self
             .limit
             .map_or(items.len(), |l| start.saturating_add(l).min(items.len()));
-        items.into_iter().skip(start).take(end - start).collect()
+        Ok(items.into_iter().skip(start).take(end - start).collect())
+    }
+
+    /// The page of `items`, which are sorted by `name`.
+    fn of<T>(&self, items: Vec<T>, name: impl Fn(&T) -> &str) -> Result<Vec<T>, BrokerError> {
+        self.by_key(&[KeyKind::Text], items, |i| {
+            vec![KeyPart::Text(name(i).to_owned())]
+        })
+    }
+
+    /// A listing's page: `items` sorted by their keys, then cut.
+    pub(crate) fn listed<T: Listed>(&self, mut items: Vec<T>) -> Result<Vec<T>, BrokerError> {
+        items.sort_by_cached_key(Listed::page_key);
+        self.by_key(T::KEY, items, Listed::page_key)
     }
 }
 
@@ -165,6 +245,15 @@ pub(crate) fn parse_args(args: &FieldTable) -> Vec<String> {
         note(req_str(args, name).map(drop));
     }
     note(opt_u64(args, "limit").map(drop));
+    if let Ok(page) = Page::parse(args) {
+        for kinds in [
+            crate::admin_types::BindingInfo::KEY,
+            crate::admin_types::ConnectionInfo::KEY,
+            crate::admin_types::ConsumerInfo::KEY,
+        ] {
+            note(page.cursor(kinds).map(drop));
+        }
+    }
     note(Filter::parse(args).map(drop));
     if let Ok(Some(text)) = opt_str(args, "definitions") {
         note(parse_document(text));
@@ -190,7 +279,7 @@ impl Broker {
             "status" => encode(&self.status()),
             "queue.list" => {
                 let page = Page::parse(args)?;
-                let queues = page.of(self.sorted_queues(&session.vhost), |q| &q.name);
+                let queues = page.of(self.sorted_queues(&session.vhost), |q| &q.name)?;
                 encode(&queues.iter().map(|q| queue_info(q)).collect::<Vec<_>>())
             }
             "queue.inspect" => {
@@ -203,15 +292,15 @@ impl Broker {
             }
             "exchange.list" => {
                 let page = Page::parse(args)?;
-                encode(&page.of(self.exchanges(&session.vhost), |e| &e.name))
+                encode(&page.listed(self.exchanges(&session.vhost))?)
             }
-            "binding.list" => encode(&self.bindings(
+            "binding.list" => encode(&Page::parse(args)?.listed(self.bindings(
                 &session.vhost,
                 opt_str(args, "queue")?,
                 opt_str(args, "exchange")?,
-            )),
-            "connection.list" => encode(&self.connections()),
-            "consumer.list" => encode(&self.consumers(&session.vhost)),
+            ))?),
+            "connection.list" => encode(&Page::parse(args)?.listed(self.connections())?),
+            "consumer.list" => encode(&Page::parse(args)?.listed(self.consumers(&session.vhost))?),
             // One engine: a queue peek is a dead-letter peek without the dead-letter filters.
             "dlq.peek" | "queue.peek" => encode(
                 &self
@@ -294,7 +383,7 @@ impl Broker {
                 self.user_delete(req_str(args, "name")?).await?;
                 encode(&serde_json::json!({}))
             }
-            "user.list" => encode(&self.user_list()),
+            "user.list" => encode(&Page::parse(args)?.listed(self.user_list())?),
             "user.passwd" => {
                 let password = req_str(args, "password")?;
                 self.user_update(req_str(args, "name")?, Some(password), None)
@@ -332,9 +421,11 @@ impl Broker {
                 self.vhost_delete(req_str(args, "name")?).await?;
                 encode(&serde_json::json!({}))
             }
-            "vhost.list" => encode(&self.vhost_infos()),
+            "vhost.list" => encode(&Page::parse(args)?.listed(self.vhost_infos())?),
             "permission.list" => {
-                encode(&self.permission_list(opt_str(args, "user")?, opt_str(args, "vhost")?))
+                encode(&Page::parse(args)?.listed(
+                    self.permission_list(opt_str(args, "user")?, opt_str(args, "vhost")?),
+                )?)
             }
             other => Err(BrokerError::CommandInvalid(format!(
                 "unknown admin command '{other}'"
@@ -364,7 +455,7 @@ mod tests {
             if let Some(l) = limit {
                 args.insert("limit".into(), FieldValue::Int(l));
             }
-            Page::parse(&args).map(|p| p.of(names.clone(), |n| n))
+            Page::parse(&args).and_then(|p| p.of(names.clone(), |n| n))
         };
         assert_eq!(page(None, None).unwrap(), ["a", "b", "c", "d"]);
         assert_eq!(page(None, Some(2)).unwrap(), ["a", "b"]);
@@ -372,6 +463,62 @@ mod tests {
         assert_eq!(page(Some("bb"), None).unwrap(), ["c", "d"]);
         assert!(page(Some("d"), Some(1)).unwrap().is_empty());
         assert!(page(None, Some(0)).is_err());
+    }
+    #[test]
+    fn a_cursor_is_read_by_the_kinds_of_its_listings_key() {
+        let kinds = [KeyKind::Text, KeyKind::Text, KeyKind::Number];
+        let cursor = |after: FieldValue| {
+            let args: FieldTable = [("after".to_owned(), after)].into_iter().collect();
+            Page::parse(&args).and_then(|p| p.cursor(&kinds))
+        };
+        let t = |s: &str| KeyPart::Text(s.to_owned());
+        assert_eq!(
+            cursor(FieldValue::String(r#"["q","tag",7]"#.into())).unwrap(),
+            Some(vec![t("q"), t("tag"), KeyPart::Number(7)])
+        );
+        assert_eq!(
+            cursor(FieldValue::String("q".into())).unwrap(),
+            Some(vec![t("q")])
+        );
+        for bad in [r#"["q","tag","7"]"#, r#"["q","t",7,1]"#, "[]", "[oops"] {
+            assert!(cursor(FieldValue::String(bad.into())).is_err(), "{bad}");
+        }
+        let ids = |after: FieldValue| {
+            let args: FieldTable = [("after".to_owned(), after)].into_iter().collect();
+            Page::parse(&args).and_then(|p| p.cursor(&[KeyKind::Number]))
+        };
+        assert_eq!(
+            ids(FieldValue::String("42".into())).unwrap(),
+            Some(vec![KeyPart::Number(42)])
+        );
+        assert_eq!(
+            ids(FieldValue::Int(9)).unwrap(),
+            Some(vec![KeyPart::Number(9)])
+        );
+        assert!(ids(FieldValue::String("x".into())).is_err());
+        assert!(ids(FieldValue::Int(-1)).is_err());
+    }
+
+    #[test]
+    fn entries_after_a_short_cursor_are_those_whose_prefix_sorts_after_it() {
+        let t = |s: &str| KeyPart::Text(s.to_owned());
+        let items = vec![
+            vec![t("a"), t("x")],
+            vec![t("b"), t("x")],
+            vec![t("b"), t("y")],
+            vec![t("c"), t("x")],
+        ];
+        let page = |after: &str| {
+            let args: FieldTable = [("after".to_owned(), FieldValue::String(after.into()))]
+                .into_iter()
+                .collect();
+            Page::parse(&args)
+                .and_then(|p| p.by_key(&[KeyKind::Text; 2], items.clone(), Clone::clone))
+                .unwrap()
+        };
+        assert_eq!(page(r#"["b"]"#), [vec![t("c"), t("x")]]);
+        assert_eq!(page("b"), [vec![t("c"), t("x")]]);
+        assert_eq!(page(r#"["b","x"]"#), items[2..]);
     }
     use crate::admin_types::{
         BindingInfo, ConnectionInfo, ConsumerInfo, DeadLetterInfo, Definitions, DeleteResult,
