@@ -183,7 +183,8 @@ async fn vhosts_and_their_messages_survive_kill_9() {
         let got = wait_get(&c, "orders").await;
         assert_eq!(got.body, format!("order {i}").into_bytes());
     }
-    // A connection to a virtual host deleted under it may create nothing there.
+    // A connection to a virtual host deleted under it is closed (CONNECTION_FORCED) and
+    // creates nothing there.
     let held = client_in(&d, "prod").await;
     ok(&d.cli(&["vhost", "delete", "prod"]));
     let err = within(
@@ -192,7 +193,11 @@ async fn vhosts_and_their_messages_survive_kill_9() {
     )
     .await
     .unwrap_err();
-    assert!(err.to_string().contains("no vhost 'prod'"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("CONNECTION_FORCED (320): vhost 'prod' was deleted"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

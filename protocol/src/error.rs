@@ -95,6 +95,9 @@ impl From<std::io::Error> for DecodeError {
 pub enum ErrorCode {
     /// The message is larger than the server accepts.
     ContentTooLarge = 311,
+    /// The server closed the connection on an operator's order (its user or virtual host
+    /// was deleted); in `Close`.
+    ConnectionForced = 320,
     /// A mandatory message could not be routed to any queue.
     NoRoute = 312,
     /// The client may not do this.
@@ -131,9 +134,10 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// All defined codes, for lookups and tests.
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::Normal,
         ErrorCode::ContentTooLarge,
+        ErrorCode::ConnectionForced,
         ErrorCode::NoRoute,
         ErrorCode::AccessRefused,
         ErrorCode::NotFound,
@@ -166,6 +170,7 @@ impl ErrorCode {
         match self {
             ErrorCode::Normal => "NORMAL",
             ErrorCode::ContentTooLarge => "CONTENT_TOO_LARGE",
+            ErrorCode::ConnectionForced => "CONNECTION_FORCED",
             ErrorCode::NoRoute => "NO_ROUTE",
             ErrorCode::AccessRefused => "ACCESS_REFUSED",
             ErrorCode::NotFound => "NOT_FOUND",

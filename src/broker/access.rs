@@ -472,6 +472,12 @@ impl Broker {
         let access = &self.inner.access;
         access.users.write().remove(name);
         access.permissions.write().retain(|(u, _), _| u != name);
+        // As RabbitMQ: the user's connections close (CONNECTION_FORCED); they were
+        // authorized by a user that no longer exists.
+        self.force_close_where(
+            |s| s.user.name == name,
+            &format!("user '{}' was deleted", crate::clip::name(name)),
+        );
         Ok(())
     }
 

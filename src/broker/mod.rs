@@ -343,6 +343,17 @@ impl Broker {
         s
     }
 
+    /// Closes every live connection that `which` picks, with `CONNECTION_FORCED` and
+    /// `reason` (see [`Session::force_close`]).
+    pub(crate) fn force_close_where(&self, which: impl Fn(&Session) -> bool, reason: &str) {
+        for s in self.live_sessions() {
+            if which(&s) {
+                tracing::info!(connection = s.id, reason, "closing connection");
+                s.force_close(reason.to_owned());
+            }
+        }
+    }
+
     /// A session for a new connection of `user` whose events and deliveries go to `outbound`.
     pub fn new_session(
         &self,

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
 
 use super::access::Principal;
 use super::confirm::ReplySink;
@@ -76,6 +77,11 @@ pub struct Session {
     pub connected_at_ms: u64,
     /// Publishes received on this connection.
     pub published: std::sync::atomic::AtomicU64,
+    /// Cancelled when an operator's change ends the connection (its user or virtual host
+    /// deleted); the read loop then closes it with `CONNECTION_FORCED` and `forced_reason`.
+    pub forced: CancellationToken,
+    /// Why `forced` was cancelled: the first reason given.
+    forced_reason: std::sync::OnceLock<String>,
     state: Mutex<SessionState>,
 }
 
@@ -119,8 +125,25 @@ impl Session {
             user,
             connected_at_ms: crate::message::now_ms(),
             published: std::sync::atomic::AtomicU64::new(0),
+            forced: CancellationToken::new(),
+            forced_reason: std::sync::OnceLock::new(),
             state: Mutex::new(SessionState::default()),
         })
+    }
+
+    /// Ends the connection as RabbitMQ does when an operator removes what it stands on:
+    /// `Close` with `CONNECTION_FORCED` (320) and `reason`, after whatever is already on
+    /// its way to the client (the reply to the request that caused it included).
+    pub fn force_close(&self, reason: String) {
+        let _ = self.forced_reason.set(reason);
+        self.forced.cancel();
+    }
+
+    /// The reason given to [`Session::force_close`].
+    pub fn forced_reason(&self) -> &str {
+        self.forced_reason
+            .get()
+            .map_or("closed by an operator", String::as_str)
     }
 
     /// Its consumers, for listings.

@@ -135,8 +135,8 @@ impl Broker {
     }
 
     /// `vhost.delete`: the virtual host and everything in it (exchanges, queues with their
-    /// messages, bindings, permissions), durably in one commit. Its consumers are cancelled;
-    /// connections in it stay open but find nothing and may create nothing.
+    /// messages, bindings, permissions), durably in one commit. Its consumers are cancelled
+    /// and the connections in it closed with `CONNECTION_FORCED`.
     ///
     /// # Errors
     /// No such virtual host, or a store failure.
@@ -156,6 +156,11 @@ impl Broker {
         }
         vh.exchanges.write().clear();
         self.forget_vhost_permissions(name);
+        // As RabbitMQ: the connections in it close (CONNECTION_FORCED).
+        self.force_close_where(
+            |s| s.vhost.name == vh.name,
+            &format!("vhost '{}' was deleted", crate::clip::name(name)),
+        );
         Ok(())
     }
 }

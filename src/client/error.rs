@@ -253,7 +253,7 @@ mod tests {
         };
         assert_eq!(
             by_server.to_string(),
-            "connection closed: UNKNOWN (320): shutting down"
+            "connection closed: CONNECTION_FORCED (320): shutting down"
         );
         let local = ClientError::Closed {
             code: NO_CLOSE_CODE,

@@ -78,6 +78,7 @@ pub(super) enum Ended {
     FrameTimeout(String),
     WriterGone,
     ServerShutdown,
+    Forced(String),
 }
 
 impl std::fmt::Display for Ended {
@@ -94,6 +95,7 @@ impl std::fmt::Display for Ended {
                 "the client took no data within the write timeout, or went away"
             ),
             Ended::ServerShutdown => write!(f, "server shutting down"),
+            Ended::Forced(reason) => write!(f, "closed by the server: {reason}"),
         }
     }
 }
@@ -136,8 +138,12 @@ async fn read_loop<R: AsyncRead + Unpin>(
     let silence_limit = config.heartbeat.map(|h| h * MISSED_HEARTBEATS);
     let mut publish_grants = PublishGrants::default();
     loop {
+        // Biased: a connection forced closed or shutting down reads no further request (a
+        // frame already buffered must not run in a virtual host just deleted).
         let next = tokio::select! {
+            biased;
             () = stops.writer_gone.cancelled() => return Ended::WriterGone,
+            () = session.forced.cancelled() => return forced(session, &mut frames).await,
             () = shutdown.cancelled() => {
                 // Reading stops here; what was already published is answered before the
                 // Close, so a client learns the fate of every message the server took.
@@ -213,6 +219,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
                         Err(_) => return Ended::WriterGone,
                     },
                     () = stops.writer_gone.cancelled() => return Ended::WriterGone,
+                    () = session.forced.cancelled() => {
+                        return forced(session, &mut frames).await;
+                    }
                     () = shutdown.cancelled() => {
                         // Confirms are not draining (that is why this waits), so shutdown
                         // does not wait for them: the Close goes after what is queued.
@@ -267,6 +276,26 @@ async fn read_loop<R: AsyncRead + Unpin>(
             }
         }
     }
+}
+
+/// Closes a connection whose user or virtual host an operator deleted: `Close` with
+/// `CONNECTION_FORCED` after what is already queued for the client. Unlike shutdown, it
+/// does not wait for confirms: the virtual host's queues may be gone, and a publish not
+/// confirmed is one the client knows to send again.
+async fn forced<R: AsyncRead + Unpin>(
+    session: &Session,
+    frames: &mut FramedRead<R, FrameCodec>,
+) -> Ended {
+    let reason = session.forced_reason().to_owned();
+    session.send(
+        0,
+        Event::Close {
+            code: ErrorCode::ConnectionForced,
+            reason: reason.clone(),
+        },
+    );
+    linger(frames).await;
+    Ended::Forced(reason)
 }
 
 /// Holds a publish that met a resource alarm until the alarm clears (or the server shuts
