@@ -692,6 +692,11 @@ pub(crate) struct AccessImported {
 }
 
 impl AccessPlan {
+    /// Whether the document creates virtual host `name` (or lists it as existing).
+    pub(crate) fn declares_vhost(&self, name: &str) -> bool {
+        self.vhosts.iter().any(|v| v == name)
+    }
+
     /// Reads `users`, `vhosts` and `permissions` (all optional) from a definitions
     /// document, Warren's or RabbitMQ's. A password hash Warren cannot verify (RabbitMQ's
     /// salted SHA-256) leaves the user without a password, and says so in a warning.

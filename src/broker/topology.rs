@@ -598,6 +598,45 @@ impl Broker {
     fn count_in_vhosts(&self, count: impl Fn(&VHost) -> usize) -> usize {
         self.inner.vhosts.read().values().map(|vh| count(vh)).sum()
     }
+
+    /// Refuses a definitions import that would create `queues` new queues and `exchanges`
+    /// new exchanges past `--max-queues` / `--max-exchanges`, before it changes anything
+    /// (each declare still checks its cap, for declares racing the import).
+    pub(crate) fn check_import_caps(
+        &self,
+        queues: usize,
+        exchanges: usize,
+    ) -> Result<(), BrokerError> {
+        let limits = &self.inner.config.limits;
+        let have_queues = self.count_in_vhosts(|vh| vh.queues.read().len());
+        let have_exchanges =
+            self.count_in_vhosts(|vh| vh.exchanges.read().values().filter(|e| !e.builtin).count());
+        for (kind, have, new, max, flag) in [
+            (
+                "queue",
+                have_queues,
+                queues,
+                limits.max_queues,
+                "--max-queues",
+            ),
+            (
+                "exchange",
+                have_exchanges,
+                exchanges,
+                limits.max_exchanges,
+                "--max-exchanges",
+            ),
+        ] {
+            if have.saturating_add(new) > max {
+                return Err(BrokerError::PreconditionFailed(format!(
+                    "definitions: importing would create {new} {kind}s where {have} exist, \
+                     more than the server's {kind} limit ({max}; warren serve {flag}); \
+                     nothing was imported"
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Refuses declaring one more `kind` when `count` have reached `max`, naming the flag.

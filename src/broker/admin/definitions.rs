@@ -2,7 +2,8 @@
 //! importing one (checked in full before anything is declared; importing twice changes
 //! nothing the second time).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use serde_json::Value;
 use warren_protocol::{
@@ -10,7 +11,7 @@ use warren_protocol::{
 };
 
 use crate::admin_types::{Definitions, ExchangeDefinition, ImportSummary, QueueDefinition};
-use crate::broker::access::AccessPlan;
+use crate::broker::access::{AccessPlan, Principal};
 use crate::broker::exchange;
 use crate::broker::queue_args::QueueArgs;
 use crate::broker::redeclare::inequivalence;
@@ -67,37 +68,74 @@ impl Broker {
         }
     }
 
-    /// Imports definitions: checks everything first, then declares what is missing. Running
-    /// it twice changes nothing the second time.
+    /// Imports definitions: checks everything first (the caps included), then declares
+    /// what is missing. Running it twice changes nothing the second time.
+    ///
+    /// An exchange, queue or binding goes to the virtual host its `vhost` field names (a
+    /// RabbitMQ export names one for each), which must exist or be in the document's
+    /// `vhosts`; one without the field (Warren's own export, which is per virtual host)
+    /// goes to the connection's.
     pub(super) async fn definitions_import(
         &self,
         session: &Session,
         doc: &Value,
     ) -> Result<ImportSummary, BrokerError> {
-        let defs = ImportPlan::parse(doc)?;
+        let by_vhost = ImportPlan::parse_by_vhost(doc, &session.vhost.name)?;
         let access = AccessPlan::parse(doc)?;
         self.check_access_plan(&access)?;
-        self.check_import(session, &defs)?;
+        let (mut new_queues, mut new_exchanges) = (0usize, 0usize);
+        for (name, defs) in &by_vhost {
+            // A virtual host the document creates is checked as the empty one it will be.
+            let vh = match self.vhost(name) {
+                Some(vh) => vh,
+                None if access.declares_vhost(name) => VHost::new(name),
+                // Neither on the server nor among the document's vhosts.
+                None => return Err(BrokerError::not_found("vhost (of a definition)", name)),
+            };
+            self.check_import(&vh, session, defs)?;
+            let (q, e) = defs.new_items(&vh);
+            new_queues += q;
+            new_exchanges += e;
+        }
+        self.check_import_caps(new_queues, new_exchanges)?;
         let imported = self.apply_access_plan(access).await?;
-        let (mut created_exchanges, mut created_queues) = (0u64, 0u64);
-        for e in defs.exchanges {
-            if session.vhost.exchange(&e.name).is_none() {
-                created_exchanges += 1;
+        let (mut created_exchanges, mut created_queues, mut bindings) = (0u64, 0u64, 0u64);
+        for (name, defs) in by_vhost {
+            let vh = self
+                .vhost(&name)
+                .ok_or_else(|| BrokerError::not_found("vhost", &name))?;
+            // Another virtual host than the connection's: declared with the broker's own
+            // rights (only administrators import; RabbitMQ's import checks no vhost
+            // permissions either).
+            let other = (!Arc::ptr_eq(&vh, &session.vhost)).then(|| {
+                Session::for_user(
+                    session.id,
+                    session.peer.clone(),
+                    Principal::internal(),
+                    vh.clone(),
+                    session.outbound.clone(),
+                )
+            });
+            let s: &Session = other.as_deref().unwrap_or(session);
+            for e in defs.exchanges {
+                if vh.exchange(&e.name).is_none() {
+                    created_exchanges += 1;
+                }
+                self.declare_exchange(s, e).await?;
             }
-            self.declare_exchange(session, e).await?;
-        }
-        for q in defs.queues {
-            if session.vhost.queue(&q.name).is_none() {
-                created_queues += 1;
+            for q in defs.queues {
+                if vh.queue(&q.name).is_none() {
+                    created_queues += 1;
+                }
+                self.declare_queue(s, q).await?;
             }
-            self.declare_queue(session, q).await?;
-        }
-        let bindings = (defs.bindings.len() + defs.exchange_bindings.len()) as u64;
-        for b in defs.exchange_bindings {
-            self.bind_exchange(session, b).await?;
-        }
-        for b in defs.bindings {
-            self.bind(session, b).await?;
+            bindings += (defs.bindings.len() + defs.exchange_bindings.len()) as u64;
+            for b in defs.exchange_bindings {
+                self.bind_exchange(s, b).await?;
+            }
+            for b in defs.bindings {
+                self.bind(s, b).await?;
+            }
         }
         Ok(ImportSummary {
             exchanges_created: created_exchanges,
@@ -116,7 +154,12 @@ impl Broker {
     /// the document and what exists before anything is changed, so that an import either
     /// applies in full or not at all (only a store failure can stop it halfway). Each
     /// refusal names the item.
-    fn check_import(&self, session: &Session, defs: &ImportPlan) -> Result<(), BrokerError> {
+    fn check_import(
+        &self,
+        vh: &VHost,
+        session: &Session,
+        defs: &ImportPlan,
+    ) -> Result<(), BrokerError> {
         let mut seen_exchanges: HashMap<&str, &ExchangeDeclare> = HashMap::new();
         for e in &defs.exchanges {
             validate_name("exchange", &e.name)?;
@@ -130,7 +173,7 @@ impl Broker {
                     )));
                 }
             }
-            let existing = session.vhost.exchange(&e.name);
+            let existing = vh.exchange(&e.name);
             // As declare_exchange: `x-` arguments are refused unless the exchange already
             // has exactly these arguments.
             if !existing
@@ -189,7 +232,7 @@ impl Broker {
                     )));
                 }
             }
-            let existing = session.vhost.queue(&q.name);
+            let existing = vh.queue(&q.name);
             // As declare_queue: a queue that already has exactly these arguments passes.
             if !existing
                 .as_ref()
@@ -248,7 +291,7 @@ impl Broker {
             seen_exchanges
                 .get(name)
                 .map(|e| e.kind)
-                .or_else(|| session.vhost.exchange(name).map(|e| e.kind))
+                .or_else(|| vh.exchange(name).map(|e| e.kind))
                 .ok_or_else(|| BrokerError::not_found("exchange (binding source)", name))
         };
         for b in &defs.bindings {
@@ -261,7 +304,7 @@ impl Broker {
             exchange::validate_binding(kind, &b.routing_key, &b.arguments)
                 .map_err(|err| about(&item, err))?;
             if !seen_queues.contains_key(b.queue.as_str()) {
-                let Some(q) = session.vhost.queue(&b.queue) else {
+                let Some(q) = vh.queue(&b.queue) else {
                     return Err(BrokerError::not_found(
                         "queue (binding destination)",
                         &b.queue,
@@ -283,7 +326,7 @@ impl Broker {
                 )));
             }
             if !seen_exchanges.contains_key(b.destination.as_str())
-                && session.vhost.exchange(&b.destination).is_none()
+                && vh.exchange(&b.destination).is_none()
             {
                 return Err(BrokerError::not_found(
                     "exchange (binding destination)",
@@ -316,6 +359,7 @@ fn in_definitions(err: BrokerError) -> BrokerError {
 pub(crate) fn parse_document(text: &str) -> Result<(), BrokerError> {
     let doc: Value = serde_json::from_str(text)
         .map_err(|e| BrokerError::invalid("definitions", format!("not valid JSON: {e}")))?;
+    ImportPlan::parse_by_vhost(&doc, "/")?;
     let plan = ImportPlan::parse(&doc)?;
     for e in &plan.exchanges {
         validate_name("exchange", &e.name)?;
@@ -353,6 +397,7 @@ fn about(item: &str, err: BrokerError) -> BrokerError {
 /// A definitions document, parsed into the declarations it asks for. Parsed by hand from the
 /// JSON rather than decoded as [`Definitions`]: the document may leave out lists, flags and
 /// arguments, and each refusal names the field that is wrong.
+#[derive(Default)]
 struct ImportPlan {
     exchanges: Vec<ExchangeDeclare>,
     queues: Vec<QueueDeclare>,
@@ -362,6 +407,71 @@ struct ImportPlan {
 }
 
 impl ImportPlan {
+    /// The document's items by the virtual host they go to: the one their `vhost` field
+    /// names, else `default` (the connection's).
+    fn parse_by_vhost(
+        doc: &Value,
+        default: &str,
+    ) -> Result<BTreeMap<String, ImportPlan>, BrokerError> {
+        let vhost_of = |v: &Value, what: &str| -> Result<String, BrokerError> {
+            match v.get("vhost") {
+                None | Some(Value::Null) => Ok(default.to_owned()),
+                Some(Value::String(s)) => Ok(s.clone()),
+                Some(_) => Err(BrokerError::invalid(
+                    format!("definitions: {what} field vhost"),
+                    "must be a string".to_owned(),
+                )),
+            }
+        };
+        let list = |key: &str| -> Vec<Value> {
+            doc.get(key)
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+        };
+        // Parsed whole first, so that a malformed item is refused with the same message
+        // whatever its virtual host.
+        let all = ImportPlan::parse(doc)?;
+        let mut out: BTreeMap<String, ImportPlan> = BTreeMap::new();
+        for (e, raw) in all.exchanges.into_iter().zip(list("exchanges")) {
+            let vhost = vhost_of(&raw, "exchange")?;
+            out.entry(vhost).or_default().exchanges.push(e);
+        }
+        for (q, raw) in all.queues.into_iter().zip(list("queues")) {
+            let vhost = vhost_of(&raw, "queue")?;
+            out.entry(vhost).or_default().queues.push(q);
+        }
+        let (mut queue_bindings, mut exchange_bindings) =
+            (all.bindings.into_iter(), all.exchange_bindings.into_iter());
+        for raw in list("bindings") {
+            let vhost = vhost_of(&raw, "binding")?;
+            let plan = out.entry(vhost).or_default();
+            if raw.get("destination_type").and_then(Value::as_str) == Some("exchange") {
+                plan.exchange_bindings.extend(exchange_bindings.next());
+            } else {
+                plan.bindings.extend(queue_bindings.next());
+            }
+        }
+        Ok(out)
+    }
+
+    /// How many queues and exchanges importing this into `vh` creates.
+    fn new_items(&self, vh: &VHost) -> (usize, usize) {
+        let queues: HashSet<&str> = self
+            .queues
+            .iter()
+            .map(|q| q.name.as_str())
+            .filter(|q| vh.queue(q).is_none())
+            .collect();
+        let exchanges: HashSet<&str> = self
+            .exchanges
+            .iter()
+            .map(|e| e.name.as_str())
+            .filter(|e| vh.exchange(e).is_none())
+            .collect();
+        (queues.len(), exchanges.len())
+    }
+
     fn parse(doc: &Value) -> Result<ImportPlan, BrokerError> {
         let bad = |what: String, reason: &str| BrokerError::invalid(what, reason.to_owned());
         let list = |key: &str| -> Result<Vec<Value>, BrokerError> {
