@@ -13,7 +13,7 @@ use bytes::{BufMut, BytesMut};
 use hdrhistogram::Histogram;
 
 use crate::broker::{Broker, BrokerConfig, DEFAULT_QUEUE_WINDOW_BYTES};
-use crate::client::{Client, ConsumeOptions, OutgoingMessage, QueueOptions};
+use crate::client::{Client, ConnectOptions, ConsumeOptions, OutgoingMessage, QueueOptions};
 use crate::connection::ConnectionConfig;
 
 /// What to run.
@@ -35,6 +35,9 @@ pub struct BenchOptions {
     pub data_dir: Option<PathBuf>,
     /// Connect to `server` with TLS (the in-process broker has no TLS listener).
     pub tls: Option<crate::tls::ClientTls>,
+    /// Who logs in to `server`, and in which virtual host (the in-process broker is
+    /// always measured as guest on `/`, the only user it has).
+    pub login: ConnectOptions,
 }
 
 /// What was measured.
@@ -166,12 +169,16 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
     if opts.tls.is_some() && opts.server.is_none() {
         bail!("bench measures TLS only against a running daemon: give --server with --tls");
     }
+    let login = match &opts.server {
+        Some(_) => opts.login.clone(),
+        None => ConnectOptions::default(),
+    };
     let connect = || async {
         match &opts.tls {
-            None => Client::connect(&addr).await,
-            Some(tls) => Client::connect_tls(&addr, tls).await,
+            None => Client::connect_with(&addr, &login).await,
+            Some(tls) => Client::connect_tls_with(&addr, tls, &login).await,
         }
-        .context("connecting")
+        .with_context(|| format!("connecting to {addr} as '{}'", login.user))
     };
     let publisher = connect().await?;
     let consumer_client = connect().await?;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use crate::bench::BenchOptions;
+use crate::cli::Global;
 
 /// Arguments of `warren bench`.
 #[derive(Debug, Clone, Args)]
@@ -31,16 +32,19 @@ pub struct BenchArgs {
 }
 
 /// Runs the benchmark and prints its report. `server` is the global `--server` as given on
-/// the command line: a running daemon to measure; without it a broker starts in this process.
+/// the command line: a running daemon to measure, logged in to as every client command
+/// does (`--user`, `--password-stdin`, `WARREN_USER`/`WARREN_PASSWORD`, `--vhost`, and
+/// the TLS options, all in `global`); without it a broker starts in this process.
 ///
 /// # Errors
 /// The broker could not be started or reached, or a message was refused.
-pub async fn run(
-    args: BenchArgs,
-    server: Option<String>,
-    tls: Option<crate::tls::TlsOptions>,
-) -> anyhow::Result<()> {
-    let tls = tls.map(|t| crate::tls::ClientTls::new(&t)).transpose()?;
+pub async fn run(args: BenchArgs, server: Option<String>, global: &Global) -> anyhow::Result<()> {
+    let tls = global
+        .server
+        .tls
+        .as_ref()
+        .map(crate::tls::ClientTls::new)
+        .transpose()?;
     let report = crate::bench::run(BenchOptions {
         messages: args.messages,
         size: args.size,
@@ -50,6 +54,7 @@ pub async fn run(
         server,
         data_dir: args.data_dir,
         tls,
+        login: global.server.options.clone(),
     })
     .await?;
     print!("{report}");

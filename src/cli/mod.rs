@@ -525,7 +525,7 @@ pub async fn run_client_command(command: Command, global: &GlobalArgs) -> anyhow
         Command::Permission { command } => permission::run(command, &g.at_default_vhost()).await,
         Command::Vhost { command } => vhost::run(command, &g.at_default_vhost()).await,
         // Without --server on its command line, bench starts a broker in this process.
-        Command::Bench(args) => bench::run(args, global.server.clone(), g.server.tls.clone()).await,
+        Command::Bench(args) => bench::run(args, global.server.clone(), g).await,
     }
 }
 
