@@ -98,7 +98,8 @@ impl Broker {
             new_exchanges += e;
         }
         self.check_import_caps(new_queues, new_exchanges)?;
-        let imported = self.apply_access_plan(access).await?;
+        let mut imported = self.apply_access_plan(access).await?;
+        imported.warnings.extend(not_carried_over(doc));
         let (mut created_exchanges, mut created_queues, mut bindings) = (0u64, 0u64, 0u64);
         for (name, defs) in by_vhost {
             let vh = self
@@ -338,6 +339,86 @@ impl Broker {
         }
         Ok(())
     }
+}
+
+/// What a RabbitMQ export holds that Warren has no place for, one warning each, so that an
+/// import does not drop it silently: policies, runtime parameters (federation, shovels),
+/// topic permissions, global parameters other than the cluster's name and id, and the
+/// `internal` and `auto_delete` flags of exchanges.
+fn not_carried_over(doc: &Value) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let list = |key: &str| -> &[Value] {
+        doc.get(key)
+            .and_then(Value::as_array)
+            .map_or(&[], Vec::as_slice)
+    };
+    let name = |v: &Value| -> String {
+        crate::clip::name(v.get("name").and_then(Value::as_str).unwrap_or("?")).into_owned()
+    };
+    let vhost = |v: &Value| -> String {
+        v.get("vhost")
+            .and_then(Value::as_str)
+            .map(|h| format!(" in vhost '{}'", crate::clip::name(h)))
+            .unwrap_or_default()
+    };
+    for p in list("policies") {
+        warnings.push(format!(
+            "policy '{}'{} not imported: Warren has no policies (give its definition to the \
+             queues as x- arguments)",
+            name(p),
+            vhost(p)
+        ));
+    }
+    for p in list("parameters") {
+        let component = p.get("component").and_then(Value::as_str).unwrap_or("?");
+        warnings.push(format!(
+            "parameter '{}' ({component}){} not imported: Warren has no runtime parameters",
+            name(p),
+            vhost(p)
+        ));
+    }
+    for p in list("topic_permissions") {
+        let user = p.get("user").and_then(Value::as_str).unwrap_or("?");
+        warnings.push(format!(
+            "topic permission of user '{}'{} not imported: Warren has no topic permissions",
+            crate::clip::name(user),
+            vhost(p)
+        ));
+    }
+    for p in list("global_parameters") {
+        // RabbitMQ's own bookkeeping: nothing an operator set up.
+        if matches!(
+            p.get("name").and_then(Value::as_str),
+            Some("cluster_name" | "internal_cluster_id")
+        ) {
+            continue;
+        }
+        warnings.push(format!(
+            "global parameter '{}' not imported: Warren has no global parameters",
+            name(p)
+        ));
+    }
+    for e in list("exchanges") {
+        for (flag, what) in [
+            (
+                "internal",
+                "as a normal exchange (clients may publish to it)",
+            ),
+            (
+                "auto_delete",
+                "as one that is not deleted with its last binding",
+            ),
+        ] {
+            if e.get(flag).and_then(Value::as_bool) == Some(true) {
+                warnings.push(format!(
+                    "exchange '{}'{} is {flag}: Warren has no {flag} exchanges; imported {what}",
+                    name(e),
+                    vhost(e)
+                ));
+            }
+        }
+    }
+    warnings
 }
 
 /// A refusal of a declaration in a document, marked as such; the refusal names the item.
