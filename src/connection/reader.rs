@@ -322,6 +322,8 @@ async fn wait_while_blocked(
         }
         tokio::select! {
             () = shutdown.cancelled() => break,
+            // Closed by an operator: the read loop closes it next, blocked or not.
+            () = session.forced.cancelled() => break,
             changed = alarms.changed() => if changed.is_err() { break },
         }
     }
