@@ -236,7 +236,7 @@ mod tests {
             mandatory: false,
             properties: crate::Properties {
                 message_id: Some("m".into()),
-                headers,
+                headers: headers.into(),
                 ..Default::default()
             },
             body: bytes::Bytes::from_static(b"body"),

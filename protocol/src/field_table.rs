@@ -295,7 +295,7 @@ fn skip_table_at(r: &mut Reader, depth: usize) -> Result<(), DecodeError> {
     Ok(())
 }
 
-fn skip_value(r: &mut Reader, depth: usize) -> Result<(), DecodeError> {
+pub(crate) fn skip_value(r: &mut Reader, depth: usize) -> Result<(), DecodeError> {
     let offset = r.offset();
     let fixed = match r.u8()? {
         TAG_STRING | TAG_BYTES => r.u32()? as usize,
@@ -336,7 +336,82 @@ fn skip_value(r: &mut Reader, depth: usize) -> Result<(), DecodeError> {
     Ok(())
 }
 
-fn read_value(r: &mut Reader, depth: usize) -> Result<FieldValue, DecodeError> {
+/// Checks an encoded table as strictly as [`read_table`] does (the same errors at the same
+/// offsets: layout, depth, UTF-8 of keys and strings, booleans) without building it. Returns
+/// whether the encoding is canonical, that is exactly what [`put_table`] writes for the table
+/// [`read_table`] would build: keys in strictly increasing byte order at every level (a
+/// repeated key, which `read_table` keeps the last of, is not canonical).
+pub(crate) fn validate_table(r: &mut Reader) -> Result<bool, DecodeError> {
+    validate_table_at(r, 0)
+}
+
+fn validate_table_at(r: &mut Reader, depth: usize) -> Result<bool, DecodeError> {
+    if depth > MAX_FIELD_DEPTH {
+        return Err(DecodeError::TooDeep {
+            max: MAX_FIELD_DEPTH,
+        });
+    }
+    let count = r.u32()?;
+    let mut canonical = true;
+    let mut previous: Option<Bytes> = None;
+    for _ in 0..count {
+        let key = r.str16_bytes("header key")?;
+        if previous
+            .as_ref()
+            .is_some_and(|p| p.as_ref() >= key.as_ref())
+        {
+            canonical = false;
+        }
+        previous = Some(key);
+        canonical &= validate_value(r, depth)?;
+    }
+    Ok(canonical)
+}
+
+fn validate_value(r: &mut Reader, depth: usize) -> Result<bool, DecodeError> {
+    let offset = r.offset();
+    let fixed = match r.u8()? {
+        TAG_STRING => {
+            r.str32_bytes("header string")?;
+            0
+        }
+        TAG_BYTES => r.u32()? as usize,
+        TAG_INT | TAG_FLOAT | TAG_U64 | TAG_TIMESTAMP => 8,
+        TAG_BOOL => {
+            r.bool("header bool")?;
+            0
+        }
+        TAG_LIST => {
+            if depth >= MAX_FIELD_DEPTH {
+                return Err(DecodeError::TooDeep {
+                    max: MAX_FIELD_DEPTH,
+                });
+            }
+            let mut canonical = true;
+            for _ in 0..r.u32()? {
+                canonical &= validate_value(r, depth + 1)?;
+            }
+            return Ok(canonical);
+        }
+        TAG_MAP => return validate_table_at(r, depth + 1),
+        TAG_VOID => 0,
+        TAG_I8 | TAG_U8 => 1,
+        TAG_I16 | TAG_U16 => 2,
+        TAG_I32 | TAG_U32 | TAG_F32 => 4,
+        TAG_DECIMAL => 5,
+        tag => {
+            return Err(DecodeError::InvalidValue {
+                field: "header value tag",
+                value: u64::from(tag),
+                offset,
+            })
+        }
+    };
+    r.bytes(fixed)?;
+    Ok(true)
+}
+
+pub(crate) fn read_value(r: &mut Reader, depth: usize) -> Result<FieldValue, DecodeError> {
     let offset = r.offset();
     Ok(match r.u8()? {
         TAG_STRING => FieldValue::String(r.str32("header string")?),

@@ -131,6 +131,27 @@ impl Reader {
         String::from_utf8(raw.to_vec()).map_err(|_| DecodeError::InvalidUtf8 { field, offset })
     }
 
+    /// As [`Reader::str16`], checking the UTF-8 without copying: the string's bytes, shared.
+    pub fn str16_bytes(&mut self, field: &'static str) -> Result<Bytes, DecodeError> {
+        let n = self.u16()? as usize;
+        self.utf8_bytes(n, field)
+    }
+
+    /// As [`Reader::str32`], checking the UTF-8 without copying: the string's bytes, shared.
+    pub fn str32_bytes(&mut self, field: &'static str) -> Result<Bytes, DecodeError> {
+        let n = self.u32()? as usize;
+        self.utf8_bytes(n, field)
+    }
+
+    fn utf8_bytes(&mut self, n: usize, field: &'static str) -> Result<Bytes, DecodeError> {
+        let offset = self.offset();
+        let raw = self.bytes(n)?;
+        match std::str::from_utf8(&raw) {
+            Ok(_) => Ok(raw),
+            Err(_) => Err(DecodeError::InvalidUtf8 { field, offset }),
+        }
+    }
+
     /// Reads a boolean byte, which must be 0 or 1.
     pub fn bool(&mut self, field: &'static str) -> Result<bool, DecodeError> {
         let offset = self.offset();

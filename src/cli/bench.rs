@@ -25,6 +25,9 @@ pub struct BenchArgs {
     /// queue.
     #[arg(long)]
     pub transient: bool,
+    /// Application headers on every message (short string values), to measure their cost.
+    #[arg(long, default_value_t = 0)]
+    pub headers: usize,
     /// Data directory of the in-process broker (default: a temporary directory).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -50,6 +53,7 @@ pub async fn run(
         server,
         data_dir: args.data_dir,
         tls,
+        headers: args.headers,
     })
     .await?;
     print!("{report}");
