@@ -22,6 +22,12 @@ use crate::write::{put_bool, put_bytes32, put_str16, put_str32};
 /// recursed into, so hostile headers cannot overflow the stack.
 pub const MAX_FIELD_DEPTH: usize = 16;
 
+/// The largest encoded argument table a request may carry (queue, exchange, binding, consume
+/// and admin arguments): 64 KiB. Such tables are small in practice (a few `x-` settings, a
+/// headers binding's values); a larger one is stepped over unbuilt and the request refused,
+/// since a decoded table costs many times its wire size.
+pub const MAX_ARGUMENT_TABLE_BYTES: usize = 64 * 1024;
+
 /// A table of named, typed values (headers, arguments).
 pub type FieldTable = BTreeMap<String, FieldValue>;
 
@@ -270,6 +276,28 @@ fn read_table_at(r: &mut Reader, depth: usize) -> Result<FieldTable, DecodeError
     Ok(table)
 }
 
+/// Reads a request's argument table, unless its encoding is longer than
+/// [`MAX_ARGUMENT_TABLE_BYTES`]: then it is stepped over without being built, its size noted
+/// in the reader ([`Reader::oversized_table`]) and an empty table returned, so the frame
+/// decodes on and the caller can refuse the request by its id.
+///
+/// # Errors
+/// As [`read_table`]; an oversized table is checked for layout only (as [`skip_table`]).
+pub fn read_arguments(r: &mut Reader) -> Result<FieldTable, DecodeError> {
+    // Measured only when the rest of the frame could hold more than the cap.
+    if r.remaining() > MAX_ARGUMENT_TABLE_BYTES {
+        let mut ahead = r.clone();
+        skip_table(&mut ahead)?;
+        let size = ahead.offset().saturating_sub(r.offset());
+        if size > MAX_ARGUMENT_TABLE_BYTES {
+            *r = ahead;
+            r.note_oversized_table(size);
+            return Ok(FieldTable::new());
+        }
+    }
+    read_table(r)
+}
+
 /// Steps over an encoded table without building it: no allocation however many entries it
 /// holds, so a decoder can measure a table before deciding to decode it. Checks the layout
 /// (tags, lengths, nesting depth) but not the UTF-8 of strings.
@@ -289,7 +317,7 @@ fn skip_table_at(r: &mut Reader, depth: usize) -> Result<(), DecodeError> {
     let count = r.u32()?;
     for _ in 0..count {
         let key_len = r.u16()?;
-        r.bytes(usize::from(key_len))?;
+        r.skip(usize::from(key_len))?;
         skip_value(r, depth)?;
     }
     Ok(())
@@ -332,7 +360,7 @@ pub(crate) fn skip_value(r: &mut Reader, depth: usize) -> Result<(), DecodeError
             })
         }
     };
-    r.bytes(fixed)?;
+    r.skip(fixed)?;
     Ok(())
 }
 
@@ -351,15 +379,19 @@ fn validate_table_at(r: &mut Reader, depth: usize) -> Result<bool, DecodeError> 
             max: MAX_FIELD_DEPTH,
         });
     }
+    // Keys are compared in a view of the table taken before reading it (no copies).
+    let table = r.clone();
+    let base = table.offset();
+    let key_at = |(at, len): (usize, usize)| {
+        let from = at.saturating_sub(base);
+        table.remaining_slice().get(from..from.saturating_add(len))
+    };
     let count = r.u32()?;
     let mut canonical = true;
-    let mut previous: Option<Bytes> = None;
+    let mut previous = None;
     for _ in 0..count {
-        let key = r.str16_bytes("header key")?;
-        if previous
-            .as_ref()
-            .is_some_and(|p| p.as_ref() >= key.as_ref())
-        {
+        let key = r.skip_str16("header key")?;
+        if previous.is_some_and(|p| key_at(p) >= key_at(key)) {
             canonical = false;
         }
         previous = Some(key);
@@ -372,7 +404,7 @@ fn validate_value(r: &mut Reader, depth: usize) -> Result<bool, DecodeError> {
     let offset = r.offset();
     let fixed = match r.u8()? {
         TAG_STRING => {
-            r.str32_bytes("header string")?;
+            r.skip_str32("header string")?;
             0
         }
         TAG_BYTES => r.u32()? as usize,
@@ -407,7 +439,7 @@ fn validate_value(r: &mut Reader, depth: usize) -> Result<bool, DecodeError> {
             })
         }
     };
-    r.bytes(fixed)?;
+    r.skip(fixed)?;
     Ok(true)
 }
 

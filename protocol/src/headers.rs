@@ -49,9 +49,9 @@ impl Headers {
     /// The value of `key`, decoded; the other values are stepped over, not built.
     pub fn get(&self, key: &str) -> Option<FieldValue> {
         for (k, value) in self.entries() {
-            match k.cmp(key) {
+            match k.cmp(key.as_bytes()) {
                 std::cmp::Ordering::Less => {}
-                std::cmp::Ordering::Equal => return value.decode(),
+                std::cmp::Ordering::Equal => return self.value(value),
                 // Keys are in order: it is not further on.
                 std::cmp::Ordering::Greater => return None,
             }
@@ -61,12 +61,14 @@ impl Headers {
 
     /// Whether `key` is present (no value is decoded).
     pub fn contains_key(&self, key: &str) -> bool {
-        self.keys().any(|k| k == key)
+        self.entries().any(|(k, _)| k == key.as_bytes())
     }
 
     /// The keys, in byte order, borrowed from the encoding.
     pub fn keys(&self) -> impl Iterator<Item = &str> {
-        self.entries().map(|(k, _)| k)
+        // Checked as UTF-8 when the headers were made, so none is skipped.
+        self.entries()
+            .filter_map(|(k, _)| std::str::from_utf8(k).ok())
     }
 
     /// The entries whose key `wanted` accepts, decoded; the rest are stepped over. For callers
@@ -74,8 +76,9 @@ impl Headers {
     /// bindings name).
     pub fn select(&self, mut wanted: impl FnMut(&str) -> bool) -> FieldTable {
         self.entries()
+            .filter_map(|(k, v)| Some((std::str::from_utf8(k).ok()?, v)))
             .filter(|(k, _)| wanted(k))
-            .filter_map(|(k, v)| Some((k.to_owned(), v.decode()?)))
+            .filter_map(|(k, v)| Some((k.to_owned(), self.value(v)?)))
             .collect()
     }
 
@@ -142,26 +145,25 @@ impl Headers {
             left,
         }
     }
+
+    /// The value at `range` of the encoding, decoded.
+    fn value(&self, range: std::ops::Range<usize>) -> Option<FieldValue> {
+        let mut r = Reader::new(self.raw.clone());
+        r.skip(range.start).ok()?;
+        read_value(&mut r, 0).ok()
+    }
 }
 
-/// The entries of an encoded table, in order: each key borrowed, each value still encoded.
+/// The entries of an encoded table, in order: each key's bytes borrowed, each value where it
+/// lies in the encoding (nothing is copied or reference-counted per entry).
 struct Entries<'a> {
     raw: &'a Bytes,
     r: Reader,
     left: u32,
 }
 
-/// One value, still encoded (a slice of the table's buffer).
-struct RawValue(Bytes);
-
-impl RawValue {
-    fn decode(&self) -> Option<FieldValue> {
-        read_value(&mut Reader::new(self.0.clone()), 0).ok()
-    }
-}
-
 impl<'a> Iterator for Entries<'a> {
-    type Item = (&'a str, RawValue);
+    type Item = (&'a [u8], std::ops::Range<usize>);
 
     fn next(&mut self) -> Option<Self::Item> {
         // The encoding was validated when these headers were made: a failure here cannot
@@ -169,12 +171,11 @@ impl<'a> Iterator for Entries<'a> {
         self.left = self.left.checked_sub(1)?;
         let key_len = usize::from(self.r.u16().ok()?);
         let at = self.r.offset();
-        self.r.bytes(key_len).ok()?;
-        let key = std::str::from_utf8(self.raw.get(at..at.checked_add(key_len)?)?).ok()?;
-        let mut value = self.r.clone();
+        self.r.skip(key_len).ok()?;
+        let key = self.raw.get(at..at.checked_add(key_len)?)?;
+        let start = self.r.offset();
         skip_value(&mut self.r, 0).ok()?;
-        let len = self.r.offset().saturating_sub(value.offset());
-        Some((key, RawValue(value.bytes(len).ok()?)))
+        Some((key, start..self.r.offset()))
     }
 }
 

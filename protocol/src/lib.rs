@@ -54,7 +54,7 @@ pub mod write;
 
 pub use codec::{FrameCodec, DEFAULT_MAX_FRAME_SIZE_BYTES, PUBLISH_HEADROOM_BYTES};
 pub use error::{DecodeError, ErrorCode};
-pub use field_table::{FieldTable, FieldValue, MAX_FIELD_DEPTH};
+pub use field_table::{FieldTable, FieldValue, MAX_ARGUMENT_TABLE_BYTES, MAX_FIELD_DEPTH};
 pub use frame::*;
 pub use handshake::{client_preface, parse_client_preface, MAGIC, PROTOCOL_VERSION};
 pub use headers::Headers;
