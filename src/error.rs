@@ -62,12 +62,13 @@ pub enum BrokerError {
     /// A request whose argument table (queue, exchange, binding, consume or admin arguments)
     /// is longer than [`warren_protocol::MAX_ARGUMENT_TABLE_BYTES`].
     #[error(
-        "argument table of {} bytes exceeds the server's limit of {}",
+        "argument table of {} bytes (string and byte contents not counted) exceeds the \
+         server's limit of {}",
         thousands(*size),
         thousands(*max)
     )]
     ArgumentsTooLarge {
-        /// The table's encoded size.
+        /// The table's encoded size, less its string and byte contents.
         size: usize,
         /// The limit.
         max: usize,

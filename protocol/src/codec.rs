@@ -317,6 +317,17 @@ mod tests {
         let mut buf = BytesMut::from(&Envelope::new(10, Frame::QueueDeclare(small)).to_bytes()[..]);
         codec.decode(&mut buf).unwrap().unwrap();
         assert_eq!(codec.last_oversized_arguments(), None);
+        // String contents do not count: a table that is one long string decodes as ever.
+        let mut long = crate::FieldTable::new();
+        long.insert("doc".into(), crate::FieldValue::String("d".repeat(200_000)));
+        let admin = Frame::Admin(crate::frame::Admin {
+            command: "definitions.import".into(),
+            arguments: long,
+        });
+        let mut buf = BytesMut::from(&Envelope::new(11, admin.clone()).to_bytes()[..]);
+        let env = codec.decode(&mut buf).unwrap().unwrap();
+        assert_eq!(codec.last_oversized_arguments(), None);
+        assert_eq!(env.frame, admin);
         // A plain decoder refuses it outright: it never builds the table either.
         let mut plain = FrameCodec::default();
         let mut buf = BytesMut::from(&bytes[..]);

@@ -22,10 +22,12 @@ use crate::write::{put_bool, put_bytes32, put_str16, put_str32};
 /// recursed into, so hostile headers cannot overflow the stack.
 pub const MAX_FIELD_DEPTH: usize = 16;
 
-/// The largest encoded argument table a request may carry (queue, exchange, binding, consume
-/// and admin arguments): 64 KiB. Such tables are small in practice (a few `x-` settings, a
-/// headers binding's values); a larger one is stepped over unbuilt and the request refused,
-/// since a decoded table costs many times its wire size.
+/// The most structure an argument table may carry (queue, exchange, binding, consume and
+/// admin arguments): 64 KiB of its encoding, not counting the contents of its string and byte
+/// values. Decoding costs per value (~40 bytes each, however small on the wire), while a
+/// string costs its own length either way, so this bounds what building the table costs and
+/// still lets one string argument be large (a definitions document). Tables in practice are a
+/// few `x-` settings or a headers binding's values.
 pub const MAX_ARGUMENT_TABLE_BYTES: usize = 64 * 1024;
 
 /// A table of named, typed values (headers, arguments).
@@ -276,10 +278,10 @@ fn read_table_at(r: &mut Reader, depth: usize) -> Result<FieldTable, DecodeError
     Ok(table)
 }
 
-/// Reads a request's argument table, unless its encoding is longer than
-/// [`MAX_ARGUMENT_TABLE_BYTES`]: then it is stepped over without being built, its size noted
-/// in the reader ([`Reader::oversized_table`]) and an empty table returned, so the frame
-/// decodes on and the caller can refuse the request by its id.
+/// Reads a request's argument table, unless its structure (see [`MAX_ARGUMENT_TABLE_BYTES`])
+/// is larger than that: then it is stepped over without being built, its size noted in the
+/// reader ([`Reader::oversized_table`]) and an empty table returned, so the frame decodes on
+/// and the caller can refuse the request by its id.
 ///
 /// # Errors
 /// As [`read_table`]; an oversized table is checked for layout only (as [`skip_table`]).
@@ -287,8 +289,12 @@ pub fn read_arguments(r: &mut Reader) -> Result<FieldTable, DecodeError> {
     // Measured only when the rest of the frame could hold more than the cap.
     if r.remaining() > MAX_ARGUMENT_TABLE_BYTES {
         let mut ahead = r.clone();
-        skip_table(&mut ahead)?;
-        let size = ahead.offset().saturating_sub(r.offset());
+        let mut contents = 0;
+        skip_table_at(&mut ahead, 0, &mut contents)?;
+        let size = ahead
+            .offset()
+            .saturating_sub(r.offset())
+            .saturating_sub(contents);
         if size > MAX_ARGUMENT_TABLE_BYTES {
             *r = ahead;
             r.note_oversized_table(size);
@@ -305,10 +311,11 @@ pub fn read_arguments(r: &mut Reader) -> Result<FieldTable, DecodeError> {
 /// # Errors
 /// The same layout errors as [`read_table`].
 pub fn skip_table(r: &mut Reader) -> Result<(), DecodeError> {
-    skip_table_at(r, 0)
+    skip_table_at(r, 0, &mut 0)
 }
 
-fn skip_table_at(r: &mut Reader, depth: usize) -> Result<(), DecodeError> {
+/// `contents` adds up the lengths of the string and byte values stepped over.
+fn skip_table_at(r: &mut Reader, depth: usize, contents: &mut usize) -> Result<(), DecodeError> {
     if depth > MAX_FIELD_DEPTH {
         return Err(DecodeError::TooDeep {
             max: MAX_FIELD_DEPTH,
@@ -318,15 +325,23 @@ fn skip_table_at(r: &mut Reader, depth: usize) -> Result<(), DecodeError> {
     for _ in 0..count {
         let key_len = r.u16()?;
         r.skip(usize::from(key_len))?;
-        skip_value(r, depth)?;
+        skip_value_at(r, depth, contents)?;
     }
     Ok(())
 }
 
 pub(crate) fn skip_value(r: &mut Reader, depth: usize) -> Result<(), DecodeError> {
+    skip_value_at(r, depth, &mut 0)
+}
+
+fn skip_value_at(r: &mut Reader, depth: usize, contents: &mut usize) -> Result<(), DecodeError> {
     let offset = r.offset();
     let fixed = match r.u8()? {
-        TAG_STRING | TAG_BYTES => r.u32()? as usize,
+        TAG_STRING | TAG_BYTES => {
+            let n = r.u32()? as usize;
+            *contents = contents.saturating_add(n);
+            n
+        }
         TAG_INT | TAG_FLOAT | TAG_U64 | TAG_TIMESTAMP => 8,
         TAG_BOOL => {
             r.bool("header bool")?;
@@ -339,12 +354,12 @@ pub(crate) fn skip_value(r: &mut Reader, depth: usize) -> Result<(), DecodeError
                 });
             }
             for _ in 0..r.u32()? {
-                skip_value(r, depth + 1)?;
+                skip_value_at(r, depth + 1, contents)?;
             }
             0
         }
         TAG_MAP => {
-            skip_table_at(r, depth + 1)?;
+            skip_table_at(r, depth + 1, contents)?;
             0
         }
         TAG_VOID => 0,
