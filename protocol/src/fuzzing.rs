@@ -98,6 +98,7 @@ fn assert_headers_dropped(full: &Envelope, cut: &Envelope) {
 /// Arbitrary bytes as a field table and as message properties. No panic; a table that
 /// decodes re-encodes to bytes that decode and encode to the same bytes again; nesting never
 /// exceeds [`MAX_FIELD_DEPTH`]; `skip_table` steps over exactly what `read_table` reads;
+/// [`Headers::decode`] takes and refuses exactly what `read_table` does and holds its table;
 /// properties decode the same capped and uncapped when they fit the cap, and re-encode
 /// stably.
 pub fn field_table(data: &[u8]) {
