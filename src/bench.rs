@@ -38,6 +38,9 @@ pub struct BenchOptions {
     /// Who logs in to `server`, and in which virtual host (the in-process broker is
     /// always measured as guest on `/`, the only user it has).
     pub login: ConnectOptions,
+    /// Application headers on every message (`h0`..`hN`, short string values), to measure
+    /// what headers cost on the publish and delivery paths.
+    pub headers: usize,
 }
 
 /// What was measured.
@@ -233,6 +236,14 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
 
     let mut window = VecDeque::with_capacity(opts.in_flight);
     let filler = vec![b'x'; opts.size - 8];
+    let headers: warren_protocol::FieldTable = (0..opts.headers)
+        .map(|i| {
+            (
+                format!("h{i}"),
+                warren_protocol::FieldValue::String(format!("value-{i}")),
+            )
+        })
+        .collect();
     for _ in 0..n {
         let mut body = BytesMut::with_capacity(opts.size);
         body.put_u64_le(now_us());
@@ -240,6 +251,9 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
         let mut m = OutgoingMessage::new("", queue.clone(), body.freeze());
         if opts.persistent {
             m = m.persistent();
+        }
+        if !headers.is_empty() {
+            m.properties.headers = headers.clone().into();
         }
         window.push_back(publisher.publish(m).await?);
         if window.len() >= opts.in_flight {

@@ -59,6 +59,20 @@ pub enum BrokerError {
         /// The limit (`--max-header-bytes`).
         max: usize,
     },
+    /// A request whose argument table (queue, exchange, binding, consume or admin arguments)
+    /// is longer than [`warren_protocol::MAX_ARGUMENT_TABLE_BYTES`].
+    #[error(
+        "argument table of {} bytes (string and byte contents not counted) exceeds the \
+         server's limit of {}",
+        thousands(*size),
+        thousands(*max)
+    )]
+    ArgumentsTooLarge {
+        /// The table's encoded size, less its string and byte contents.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
     /// The operation is not valid in this state (e.g. unexpected frame type).
     #[error("{0}")]
     CommandInvalid(String),
@@ -102,6 +116,7 @@ impl BrokerError {
             BrokerError::InvalidArgument { .. } => ErrorCode::SyntaxError,
             BrokerError::ContentTooLarge { .. }
             | BrokerError::HeadersTooLarge { .. }
+            | BrokerError::ArgumentsTooLarge { .. }
             | BrokerError::ResultTooLarge(_) => ErrorCode::ContentTooLarge,
             BrokerError::CommandInvalid(_) => ErrorCode::CommandInvalid,
             BrokerError::NotImplemented(_) => ErrorCode::NotImplemented,

@@ -184,7 +184,7 @@ fn check_args(args: &FieldTable) {
         exchange: String::new(),
         routing_key: key.to_owned(),
         properties: warren_protocol::Properties {
-            headers: args.clone(),
+            headers: args.into(),
             ..Default::default()
         },
         body: Bytes::from_static(b"\xff"),

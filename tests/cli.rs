@@ -454,7 +454,7 @@ async fn publish_headers_are_strings_unless_typed() {
         // RFC 3339 with an offset: 12:00 UTC.
         ("due".to_owned(), FieldValue::Timestamp(1_796_040_000)),
     ]);
-    assert_eq!(m.properties.headers, want);
+    assert_eq!(m.properties.headers.to_table(), want);
 }
 
 #[test]

@@ -99,7 +99,7 @@ async fn rejected_messages_are_dead_lettered_with_their_history_and_counted_per_
     assert_eq!(e[0]["exchange"], s(""));
     assert_eq!(e[0]["routing-keys"], FieldValue::List(vec![s("work")]));
     assert!(matches!(e[0]["time"], FieldValue::Timestamp(t) if t > 1_600_000_000));
-    let h = &dead.properties.headers;
+    let h = &dead.properties.headers.to_table();
     assert_eq!(h["x-first-death-queue"], s("work"));
     assert_eq!(h["x-first-death-reason"], s("rejected"));
     assert_eq!(h["x-first-death-exchange"], s(""));
@@ -760,7 +760,7 @@ async fn x_death_fields_have_rabbitmq_types_and_last_death_headers_follow_each_d
     assert!((before..=before + 60).contains(&t), "seconds: {t}");
     assert_eq!(e[0]["original-expiration"], s("60000"));
     assert_eq!(e[0]["routing-keys"], FieldValue::List(vec![s("work")]));
-    let h = &dead.properties.headers;
+    let h = &dead.properties.headers.to_table();
     assert_eq!(h["x-last-death-queue"], s("work"));
     assert_eq!(h["x-last-death-reason"], s("rejected"));
     assert_eq!(h["x-last-death-exchange"], s(""));

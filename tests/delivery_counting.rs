@@ -237,7 +237,7 @@ async fn the_delivery_limit_is_reached_by_rejects_never_by_nacks() {
     let dead = wait_get(&c, "dlq").await;
     assert_eq!(
         dead.properties.headers.get("x-first-death-reason"),
-        Some(&FieldValue::String("delivery_limit".into()))
+        Some(FieldValue::String("delivery_limit".into()))
     );
     assert_eq!(ready(&c, "q").await, 0);
 }

@@ -109,7 +109,7 @@ async fn headers_and_direct_exchanges_as_destinations() {
     let mut m = OutgoingMessage::new("src", "z", "m");
     m.properties
         .headers
-        .insert("tenant".into(), FieldValue::String("x".into()));
+        .insert("tenant", FieldValue::String("x".into()));
     c.publish_and_confirm(m).await.unwrap();
     assert_eq!(ready(&c, "by-key").await, 1);
     assert_eq!(ready(&c, "by-header").await, 1);

@@ -354,7 +354,7 @@ async fn a_header_bomb_is_refused_and_the_connection_goes_on() {
     let mut properties = Properties::default();
     properties
         .headers
-        .insert("ok".into(), warren_protocol::FieldValue::Int(1));
+        .insert("ok", warren_protocol::FieldValue::Int(1));
     let publish = Publish {
         exchange: String::new(),
         routing_key: "q".into(),

@@ -9,7 +9,7 @@ use bytes::{Buf, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
 use crate::error::DecodeError;
-use crate::frame::{Envelope, FRAME_HEADER_BYTES};
+use crate::frame::{Envelope, Oversized, FRAME_HEADER_BYTES};
 
 /// The default and largest-by-default frame size: 8 MiB, as `LengthDelimitedCodec`'s.
 pub const DEFAULT_MAX_FRAME_SIZE_BYTES: u32 = 8 * 1024 * 1024;
@@ -33,6 +33,7 @@ pub struct FrameCodec {
     last_frame_len: u32,
     max_header_bytes: Option<u32>,
     last_oversized_header: Option<usize>,
+    last_oversized_arguments: Option<usize>,
 }
 
 impl FrameCodec {
@@ -43,6 +44,7 @@ impl FrameCodec {
             last_frame_len: 0,
             max_header_bytes: None,
             last_oversized_header: None,
+            last_oversized_arguments: None,
         }
     }
 
@@ -50,6 +52,8 @@ impl FrameCodec {
     /// `--max-header-bytes`). A publish over the cap still decodes, so the connection can go
     /// on, but without its headers, which are never built:
     /// [`FrameCodec::last_oversized_header`] says so and the server refuses the message.
+    /// Argument tables over [`crate::MAX_ARGUMENT_TABLE_BYTES`] are likewise stepped over
+    /// ([`FrameCodec::last_oversized_arguments`]); without this a decode error ends the stream.
     pub fn with_max_header_bytes(mut self, max: u32) -> Self {
         self.max_header_bytes = Some(max);
         self
@@ -59,6 +63,13 @@ impl FrameCodec {
     /// cap (its headers were dropped); `None` otherwise.
     pub fn last_oversized_header(&self) -> Option<usize> {
         self.last_oversized_header
+    }
+
+    /// The size of the last decoded frame's argument table when it was over
+    /// [`crate::MAX_ARGUMENT_TABLE_BYTES`] (the frame came with empty arguments); `None`
+    /// otherwise.
+    pub fn last_oversized_arguments(&self) -> Option<usize> {
+        self.last_oversized_arguments
     }
 
     /// The `length` of the frame decoded last (the server checks a publish against the
@@ -122,7 +133,13 @@ impl Decoder for FrameCodec {
             return Envelope::decode(frame.freeze()).map(Some);
         };
         let (envelope, oversized) = Envelope::decode_capped(frame.freeze(), max_header as usize)?;
-        self.last_oversized_header = oversized;
+        self.last_oversized_header = None;
+        self.last_oversized_arguments = None;
+        match oversized {
+            Some(Oversized::Properties(size)) => self.last_oversized_header = Some(size),
+            Some(Oversized::Arguments(size)) => self.last_oversized_arguments = Some(size),
+            None => {}
+        }
         Ok(Some(envelope))
     }
 }
@@ -236,7 +253,7 @@ mod tests {
             mandatory: false,
             properties: crate::Properties {
                 message_id: Some("m".into()),
-                headers,
+                headers: headers.into(),
                 ..Default::default()
             },
             body: bytes::Bytes::from_static(b"body"),
@@ -261,6 +278,66 @@ mod tests {
         let env = codec.decode(&mut buf).unwrap().unwrap();
         assert_eq!(codec.last_oversized_header(), None);
         assert_eq!(env.frame, Frame::Publish(Box::new(publish)));
+    }
+
+    #[test]
+    fn an_oversized_argument_table_is_measured_not_built() {
+        let mut arguments = crate::FieldTable::new();
+        arguments.insert(
+            "x-many".into(),
+            crate::FieldValue::List(vec![crate::FieldValue::Bool(true); 40_000]),
+        );
+        let declare = crate::frame::QueueDeclare {
+            name: "q".into(),
+            durable: true,
+            exclusive: false,
+            auto_delete: false,
+            passive: false,
+            arguments,
+        };
+        let bytes = Envelope::new(9, Frame::QueueDeclare(declare.clone())).to_bytes();
+        // The server's codec: the frame with empty arguments, and the table's size.
+        let mut codec = FrameCodec::default().with_max_header_bytes(1024);
+        let mut buf = BytesMut::from(&bytes[..]);
+        let env = codec.decode(&mut buf).unwrap().unwrap();
+        let size = codec.last_oversized_arguments().expect("over the cap");
+        assert_eq!(size, 4 + 2 + 6 + 1 + 4 + 80_000);
+        assert_eq!(codec.last_oversized_header(), None);
+        let Frame::QueueDeclare(got) = env.frame else {
+            panic!("not a declare")
+        };
+        assert!(got.arguments.is_empty());
+        assert_eq!((got.name.as_str(), got.durable), ("q", true));
+        assert_eq!(env.request_id, 9);
+        // The next frame clears it.
+        let small = crate::frame::QueueDeclare {
+            arguments: crate::FieldTable::new(),
+            ..declare
+        };
+        let mut buf = BytesMut::from(&Envelope::new(10, Frame::QueueDeclare(small)).to_bytes()[..]);
+        codec.decode(&mut buf).unwrap().unwrap();
+        assert_eq!(codec.last_oversized_arguments(), None);
+        // String contents do not count: a table that is one long string decodes as ever.
+        let mut long = crate::FieldTable::new();
+        long.insert("doc".into(), crate::FieldValue::String("d".repeat(200_000)));
+        let admin = Frame::Admin(crate::frame::Admin {
+            command: "definitions.import".into(),
+            arguments: long,
+        });
+        let mut buf = BytesMut::from(&Envelope::new(11, admin.clone()).to_bytes()[..]);
+        let env = codec.decode(&mut buf).unwrap().unwrap();
+        assert_eq!(codec.last_oversized_arguments(), None);
+        assert_eq!(env.frame, admin);
+        // A plain decoder refuses it outright: it never builds the table either.
+        let mut plain = FrameCodec::default();
+        let mut buf = BytesMut::from(&bytes[..]);
+        assert_eq!(
+            plain.decode(&mut buf).unwrap_err(),
+            DecodeError::ArgumentsTooLarge {
+                size,
+                max: crate::MAX_ARGUMENT_TABLE_BYTES
+            }
+        );
     }
 
     #[test]

@@ -71,6 +71,16 @@ pub enum DecodeError {
         /// The limit.
         max: usize,
     },
+    /// A request's argument table is longer than [`crate::MAX_ARGUMENT_TABLE_BYTES`] (a
+    /// server reading with [`crate::FrameCodec::with_max_header_bytes`] refuses the request
+    /// instead and keeps the connection).
+    #[error("argument table of {size} bytes (string and byte contents not counted) exceeds the limit of {max}")]
+    ArgumentsTooLarge {
+        /// The table's encoded size, less its string and byte contents.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
     /// The connection did not start with Warren's magic bytes.
     #[error("bad magic bytes {0:02x?}: not a Warren client")]
     BadMagic([u8; 6]),

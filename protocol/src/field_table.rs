@@ -22,6 +22,14 @@ use crate::write::{put_bool, put_bytes32, put_str16, put_str32};
 /// recursed into, so hostile headers cannot overflow the stack.
 pub const MAX_FIELD_DEPTH: usize = 16;
 
+/// The most structure an argument table may carry (queue, exchange, binding, consume and
+/// admin arguments): 64 KiB of its encoding, not counting the contents of its string and byte
+/// values. Decoding costs per value (~40 bytes each, however small on the wire), while a
+/// string costs its own length either way, so this bounds what building the table costs and
+/// still lets one string argument be large (a definitions document). Tables in practice are a
+/// few `x-` settings or a headers binding's values.
+pub const MAX_ARGUMENT_TABLE_BYTES: usize = 64 * 1024;
+
 /// A table of named, typed values (headers, arguments).
 pub type FieldTable = BTreeMap<String, FieldValue>;
 
@@ -270,6 +278,32 @@ fn read_table_at(r: &mut Reader, depth: usize) -> Result<FieldTable, DecodeError
     Ok(table)
 }
 
+/// Reads a request's argument table, unless its structure (see [`MAX_ARGUMENT_TABLE_BYTES`])
+/// is larger than that: then it is stepped over without being built, its size noted in the
+/// reader ([`Reader::oversized_table`]) and an empty table returned, so the frame decodes on
+/// and the caller can refuse the request by its id.
+///
+/// # Errors
+/// As [`read_table`]; an oversized table is checked for layout only (as [`skip_table`]).
+pub fn read_arguments(r: &mut Reader) -> Result<FieldTable, DecodeError> {
+    // Measured only when the rest of the frame could hold more than the cap.
+    if r.remaining() > MAX_ARGUMENT_TABLE_BYTES {
+        let mut ahead = r.clone();
+        let mut contents = 0;
+        skip_table_at(&mut ahead, 0, &mut contents)?;
+        let size = ahead
+            .offset()
+            .saturating_sub(r.offset())
+            .saturating_sub(contents);
+        if size > MAX_ARGUMENT_TABLE_BYTES {
+            *r = ahead;
+            r.note_oversized_table(size);
+            return Ok(FieldTable::new());
+        }
+    }
+    read_table(r)
+}
+
 /// Steps over an encoded table without building it: no allocation however many entries it
 /// holds, so a decoder can measure a table before deciding to decode it. Checks the layout
 /// (tags, lengths, nesting depth) but not the UTF-8 of strings.
@@ -277,10 +311,11 @@ fn read_table_at(r: &mut Reader, depth: usize) -> Result<FieldTable, DecodeError
 /// # Errors
 /// The same layout errors as [`read_table`].
 pub fn skip_table(r: &mut Reader) -> Result<(), DecodeError> {
-    skip_table_at(r, 0)
+    skip_table_at(r, 0, &mut 0)
 }
 
-fn skip_table_at(r: &mut Reader, depth: usize) -> Result<(), DecodeError> {
+/// `contents` adds up the lengths of the string and byte values stepped over.
+fn skip_table_at(r: &mut Reader, depth: usize, contents: &mut usize) -> Result<(), DecodeError> {
     if depth > MAX_FIELD_DEPTH {
         return Err(DecodeError::TooDeep {
             max: MAX_FIELD_DEPTH,
@@ -289,16 +324,24 @@ fn skip_table_at(r: &mut Reader, depth: usize) -> Result<(), DecodeError> {
     let count = r.u32()?;
     for _ in 0..count {
         let key_len = r.u16()?;
-        r.bytes(usize::from(key_len))?;
-        skip_value(r, depth)?;
+        r.skip(usize::from(key_len))?;
+        skip_value_at(r, depth, contents)?;
     }
     Ok(())
 }
 
-fn skip_value(r: &mut Reader, depth: usize) -> Result<(), DecodeError> {
+pub(crate) fn skip_value(r: &mut Reader, depth: usize) -> Result<(), DecodeError> {
+    skip_value_at(r, depth, &mut 0)
+}
+
+fn skip_value_at(r: &mut Reader, depth: usize, contents: &mut usize) -> Result<(), DecodeError> {
     let offset = r.offset();
     let fixed = match r.u8()? {
-        TAG_STRING | TAG_BYTES => r.u32()? as usize,
+        TAG_STRING | TAG_BYTES => {
+            let n = r.u32()? as usize;
+            *contents = contents.saturating_add(n);
+            n
+        }
         TAG_INT | TAG_FLOAT | TAG_U64 | TAG_TIMESTAMP => 8,
         TAG_BOOL => {
             r.bool("header bool")?;
@@ -311,12 +354,12 @@ fn skip_value(r: &mut Reader, depth: usize) -> Result<(), DecodeError> {
                 });
             }
             for _ in 0..r.u32()? {
-                skip_value(r, depth + 1)?;
+                skip_value_at(r, depth + 1, contents)?;
             }
             0
         }
         TAG_MAP => {
-            skip_table_at(r, depth + 1)?;
+            skip_table_at(r, depth + 1, contents)?;
             0
         }
         TAG_VOID => 0,
@@ -332,11 +375,90 @@ fn skip_value(r: &mut Reader, depth: usize) -> Result<(), DecodeError> {
             })
         }
     };
-    r.bytes(fixed)?;
+    r.skip(fixed)?;
     Ok(())
 }
 
-fn read_value(r: &mut Reader, depth: usize) -> Result<FieldValue, DecodeError> {
+/// Checks an encoded table as strictly as [`read_table`] does (the same errors at the same
+/// offsets: layout, depth, UTF-8 of keys and strings, booleans) without building it. Returns
+/// whether the encoding is canonical, that is exactly what [`put_table`] writes for the table
+/// [`read_table`] would build: keys in strictly increasing byte order at every level (a
+/// repeated key, which `read_table` keeps the last of, is not canonical).
+pub(crate) fn validate_table(r: &mut Reader) -> Result<bool, DecodeError> {
+    validate_table_at(r, 0)
+}
+
+fn validate_table_at(r: &mut Reader, depth: usize) -> Result<bool, DecodeError> {
+    if depth > MAX_FIELD_DEPTH {
+        return Err(DecodeError::TooDeep {
+            max: MAX_FIELD_DEPTH,
+        });
+    }
+    // Keys are compared in a view of the table taken before reading it (no copies).
+    let table = r.clone();
+    let base = table.offset();
+    let key_at = |(at, len): (usize, usize)| {
+        let from = at.saturating_sub(base);
+        table.remaining_slice().get(from..from.saturating_add(len))
+    };
+    let count = r.u32()?;
+    let mut canonical = true;
+    let mut previous = None;
+    for _ in 0..count {
+        let key = r.skip_str16("header key")?;
+        if previous.is_some_and(|p| key_at(p) >= key_at(key)) {
+            canonical = false;
+        }
+        previous = Some(key);
+        canonical &= validate_value(r, depth)?;
+    }
+    Ok(canonical)
+}
+
+fn validate_value(r: &mut Reader, depth: usize) -> Result<bool, DecodeError> {
+    let offset = r.offset();
+    let fixed = match r.u8()? {
+        TAG_STRING => {
+            r.skip_str32("header string")?;
+            0
+        }
+        TAG_BYTES => r.u32()? as usize,
+        TAG_INT | TAG_FLOAT | TAG_U64 | TAG_TIMESTAMP => 8,
+        TAG_BOOL => {
+            r.bool("header bool")?;
+            0
+        }
+        TAG_LIST => {
+            if depth >= MAX_FIELD_DEPTH {
+                return Err(DecodeError::TooDeep {
+                    max: MAX_FIELD_DEPTH,
+                });
+            }
+            let mut canonical = true;
+            for _ in 0..r.u32()? {
+                canonical &= validate_value(r, depth + 1)?;
+            }
+            return Ok(canonical);
+        }
+        TAG_MAP => return validate_table_at(r, depth + 1),
+        TAG_VOID => 0,
+        TAG_I8 | TAG_U8 => 1,
+        TAG_I16 | TAG_U16 => 2,
+        TAG_I32 | TAG_U32 | TAG_F32 => 4,
+        TAG_DECIMAL => 5,
+        tag => {
+            return Err(DecodeError::InvalidValue {
+                field: "header value tag",
+                value: u64::from(tag),
+                offset,
+            })
+        }
+    };
+    r.skip(fixed)?;
+    Ok(true)
+}
+
+pub(crate) fn read_value(r: &mut Reader, depth: usize) -> Result<FieldValue, DecodeError> {
     let offset = r.offset();
     Ok(match r.u8()? {
         TAG_STRING => FieldValue::String(r.str32("header string")?),

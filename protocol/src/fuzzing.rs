@@ -11,6 +11,7 @@ use tokio_util::codec::Decoder;
 
 use crate::field_table::{put_table, read_table, skip_table, FieldTable, FieldValue};
 use crate::handshake::{client_preface, parse_client_preface, PREFACE_BYTES};
+use crate::headers::Headers;
 use crate::properties::Properties;
 use crate::read::Reader;
 use crate::{Envelope, Frame, FrameCodec, MAX_FIELD_DEPTH};
@@ -86,7 +87,7 @@ fn assert_headers_dropped(full: &Envelope, cut: &Envelope) {
         "oversized headers were built"
     );
     let mut expected = full_p.as_ref().clone();
-    expected.properties.headers = FieldTable::new();
+    expected.properties.headers = Headers::new();
     assert_eq!(
         Envelope::new(full.request_id, Frame::Publish(Box::new(expected))).to_bytes(),
         cut.to_bytes(),
@@ -97,6 +98,7 @@ fn assert_headers_dropped(full: &Envelope, cut: &Envelope) {
 /// Arbitrary bytes as a field table and as message properties. No panic; a table that
 /// decodes re-encodes to bytes that decode and encode to the same bytes again; nesting never
 /// exceeds [`MAX_FIELD_DEPTH`]; `skip_table` steps over exactly what `read_table` reads;
+/// [`Headers::decode`] takes and refuses exactly what `read_table` does and holds its table;
 /// properties decode the same capped and uncapped when they fit the cap, and re-encode
 /// stably.
 pub fn field_table(data: &[u8]) {
@@ -119,6 +121,35 @@ pub fn field_table(data: &[u8]) {
         let mut twice = BytesMut::new();
         put_table(&mut twice, &again);
         assert_eq!(once, twice, "table encoding is not stable");
+    }
+
+    // Headers kept encoded take exactly what read_table takes (refusing the rest with the
+    // same error), consume as much, and hold the table read_table builds, byte for byte.
+    let mut hr = Reader::new(bytes.clone());
+    let mut tr = Reader::new(bytes.clone());
+    match (Headers::decode(&mut hr), read_table(&mut tr)) {
+        (Ok(headers), Ok(table)) => {
+            assert_eq!(
+                hr.offset(),
+                tr.offset(),
+                "headers and table consumed differently"
+            );
+            assert_eq!(
+                headers,
+                Headers::from(&table),
+                "headers differ from the table"
+            );
+            for (key, value) in &table {
+                let mut want = BytesMut::new();
+                put_table(&mut want, &[(key.clone(), value.clone())].into());
+                let got = headers.get(key).expect("a key of the table is found");
+                let mut have = BytesMut::new();
+                put_table(&mut have, &[(key.clone(), got)].into());
+                assert_eq!(want, have, "a looked-up value differs");
+            }
+        }
+        (Err(h), Err(t)) => assert_eq!(h, t, "headers and table refused differently"),
+        (h, t) => panic!("headers {h:?} but table {t:?}"),
     }
 
     let mut r = Reader::new(bytes.clone());

@@ -23,7 +23,8 @@
 //! # Modules
 //! - [`handshake`]: preface and version check.
 //! - [`frame`]: [`Frame`], [`Opcode`] and every payload layout.
-//! - [`properties`] and [`field_table`]: message properties and typed header values.
+//! - [`properties`], [`headers`] and [`field_table`]: message properties, the headers kept
+//!   encoded, and typed header values.
 //! - [`codec`]: [`FrameCodec`], the `tokio-util` codec with a max frame size.
 //! - [`error`]: [`DecodeError`] and the numeric [`ErrorCode`]s.
 //! - [`read`] and [`write`](mod@write): checked primitive readers and writers.
@@ -46,13 +47,15 @@ pub mod frame;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod handshake;
+pub mod headers;
 pub mod properties;
 pub mod read;
 pub mod write;
 
 pub use codec::{FrameCodec, DEFAULT_MAX_FRAME_SIZE_BYTES, PUBLISH_HEADROOM_BYTES};
 pub use error::{DecodeError, ErrorCode};
-pub use field_table::{FieldTable, FieldValue, MAX_FIELD_DEPTH};
+pub use field_table::{FieldTable, FieldValue, MAX_ARGUMENT_TABLE_BYTES, MAX_FIELD_DEPTH};
 pub use frame::*;
 pub use handshake::{client_preface, parse_client_preface, MAGIC, PROTOCOL_VERSION};
+pub use headers::Headers;
 pub use properties::Properties;

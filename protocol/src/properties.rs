@@ -6,7 +6,8 @@
 use bytes::{BufMut, BytesMut};
 
 use crate::error::DecodeError;
-use crate::field_table::{put_table, read_table, skip_table, FieldTable};
+use crate::field_table::skip_table;
+use crate::headers::Headers;
 use crate::read::Reader;
 use crate::write::put_str16;
 
@@ -43,8 +44,9 @@ pub struct Properties {
     pub priority: Option<u8>,
     /// Whether a durable queue keeps this message on disk (AMQP delivery mode 2).
     pub persistent: bool,
-    /// Application headers; the broker adds its own (`x-death`, ...) here.
-    pub headers: FieldTable,
+    /// Application headers; the broker adds its own (`x-death`, ...) here. Kept encoded
+    /// (see [`Headers`]); build them from a [`crate::FieldTable`] with `into()`.
+    pub headers: Headers,
 }
 
 impl Properties {
@@ -94,7 +96,7 @@ impl Properties {
             dst.put_u8(p);
         }
         if !self.headers.is_empty() {
-            put_table(dst, &self.headers);
+            dst.put_slice(self.headers.encoded());
         }
     }
 
@@ -151,7 +153,7 @@ impl Properties {
         } else {
             None
         };
-        let mut headers = FieldTable::new();
+        let mut headers = Headers::new();
         if mask & HEADERS != 0 {
             // Measured only when the rest of the frame could hold more than the cap.
             let mut probe = None;
@@ -164,7 +166,7 @@ impl Properties {
             }
             match probe {
                 Some(past_headers) => *r = past_headers,
-                None => headers = read_table(r)?,
+                None => headers = Headers::decode(r)?,
             }
         }
         let size = r.offset().saturating_sub(offset);

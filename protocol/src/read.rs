@@ -11,18 +11,35 @@ use crate::error::DecodeError;
 pub struct Reader {
     buf: Bytes,
     start_len: usize,
+    /// The size of an argument table stepped over for being over
+    /// [`crate::MAX_ARGUMENT_TABLE_BYTES`] (see [`crate::field_table::read_arguments`]).
+    oversized_table: Option<usize>,
 }
 
 impl Reader {
     /// A reader over `buf`.
     pub fn new(buf: Bytes) -> Self {
         let start_len = buf.len();
-        Reader { buf, start_len }
+        Reader {
+            buf,
+            start_len,
+            oversized_table: None,
+        }
     }
 
     /// Bytes consumed so far; used in error offsets.
     pub fn offset(&self) -> usize {
         self.start_len.saturating_sub(self.buf.len())
+    }
+
+    /// The encoded size of an argument table this reader stepped over instead of building,
+    /// for being over [`crate::MAX_ARGUMENT_TABLE_BYTES`].
+    pub fn oversized_table(&self) -> Option<usize> {
+        self.oversized_table
+    }
+
+    pub(crate) fn note_oversized_table(&mut self, size: usize) {
+        self.oversized_table = Some(size);
     }
 
     /// Bytes left.
@@ -107,6 +124,13 @@ impl Reader {
         Ok(self.buf.split_to(n))
     }
 
+    /// Steps over `n` bytes (cheaper than [`Reader::bytes`]: no shared handle is made).
+    pub fn skip(&mut self, n: usize) -> Result<(), DecodeError> {
+        self.need(n)?;
+        self.buf.advance(n);
+        Ok(())
+    }
+
     /// Reads a `u32`-length-prefixed byte string.
     pub fn bytes32(&mut self) -> Result<Bytes, DecodeError> {
         let n = self.u32()? as usize;
@@ -129,6 +153,38 @@ impl Reader {
         let offset = self.offset();
         let raw = self.bytes(n)?;
         String::from_utf8(raw.to_vec()).map_err(|_| DecodeError::InvalidUtf8 { field, offset })
+    }
+
+    /// As [`Reader::str16`], checking the UTF-8 without copying; returns where the string's
+    /// bytes start (an offset, as [`Reader::offset`]) and how many there are.
+    pub fn skip_str16(&mut self, field: &'static str) -> Result<(usize, usize), DecodeError> {
+        let n = self.u16()? as usize;
+        self.skip_utf8(n, field)
+    }
+
+    /// As [`Reader::str32`], checking the UTF-8 without copying.
+    pub fn skip_str32(&mut self, field: &'static str) -> Result<(), DecodeError> {
+        let n = self.u32()? as usize;
+        self.skip_utf8(n, field).map(|_| ())
+    }
+
+    fn skip_utf8(&mut self, n: usize, field: &'static str) -> Result<(usize, usize), DecodeError> {
+        let offset = self.offset();
+        self.need(n)?;
+        let valid = self
+            .buf
+            .get(..n)
+            .is_some_and(|raw| std::str::from_utf8(raw).is_ok());
+        if !valid {
+            return Err(DecodeError::InvalidUtf8 { field, offset });
+        }
+        self.buf.advance(n);
+        Ok((offset, n))
+    }
+
+    /// The bytes not read yet, borrowed.
+    pub fn remaining_slice(&self) -> &[u8] {
+        &self.buf
     }
 
     /// Reads a boolean byte, which must be 0 or 1.

@@ -125,7 +125,7 @@ fn example_properties() -> Properties {
     Properties {
         message_id: Some("m1".into()),
         persistent: true,
-        headers,
+        headers: headers.into(),
         ..Properties::default()
     }
 }

@@ -114,7 +114,7 @@ fn properties() -> impl Strategy<Value = Properties> {
                 expiration,
                 priority,
                 persistent,
-                headers,
+                headers: headers.into(),
             },
         )
 }

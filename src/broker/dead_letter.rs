@@ -15,7 +15,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
-use warren_protocol::{FieldTable, FieldValue};
+use warren_protocol::{FieldTable, FieldValue, Headers};
 
 use super::commit::publish_op;
 use super::confirm::ReplySlot;
@@ -120,8 +120,10 @@ pub fn dead_lettered_copy(
     now_ms: u64,
 ) -> Message {
     let mut properties = message.properties.clone();
+    // Decoded, rewritten and encoded again: a death is rare enough to pay for the table.
+    let mut headers = properties.headers.to_table();
     let reason_s = reason.as_str();
-    let mut history = match properties.headers.remove(X_DEATH) {
+    let mut history = match headers.remove(X_DEATH) {
         Some(FieldValue::List(entries)) => entries,
         _ => Vec::new(),
     };
@@ -145,11 +147,11 @@ pub fn dead_lettered_copy(
             m.insert("exchange".into(), text(&message.exchange));
             // The keys it was published with: its routing key and its `CC` (a `BCC` was
             // removed when it was routed).
-            let mut keys = vec![message.routing_key.as_str()];
+            let mut keys = vec![message.routing_key.clone()];
             header_keys(&message.properties.headers, CC, &mut keys);
             m.insert(
                 "routing-keys".into(),
-                FieldValue::List(keys.into_iter().map(text).collect()),
+                FieldValue::List(keys.into_iter().map(FieldValue::String).collect()),
             );
             if let Some(exp) = properties.expiration {
                 // The property's string form, as RabbitMQ keeps it.
@@ -159,31 +161,27 @@ pub fn dead_lettered_copy(
         }
     };
     history.insert(0, entry);
-    properties
-        .headers
-        .insert(X_DEATH.into(), FieldValue::List(history));
+    headers.insert(X_DEATH.into(), FieldValue::List(history));
     for (key, value) in [
         ("x-first-death-queue", queue),
         ("x-first-death-reason", reason_s),
         ("x-first-death-exchange", message.exchange.as_str()),
     ] {
-        properties
-            .headers
-            .entry(key.into())
-            .or_insert_with(|| text(value));
+        headers.entry(key.into()).or_insert_with(|| text(value));
     }
     for (key, value) in [
         ("x-last-death-queue", queue),
         ("x-last-death-reason", reason_s),
         ("x-last-death-exchange", message.exchange.as_str()),
     ] {
-        properties.headers.insert(key.into(), text(value));
+        headers.insert(key.into(), text(value));
     }
     properties.expiration = None;
     if routing_key_replaced {
         // As RabbitMQ: a dead-letter routing key replaces every key, `CC` included.
-        properties.headers.remove(CC);
+        headers.remove(CC);
     }
+    properties.headers = headers.into();
     Message {
         exchange: dlx.to_owned(),
         routing_key: routing_key.to_owned(),
@@ -196,7 +194,7 @@ pub fn dead_lettered_copy(
 /// a cycle with no rejection in it — RabbitMQ's rule: walk the history from the newest death
 /// back to the last death in `target`; if there is one and no death on that path (itself
 /// included) was a rejection, the copy would loop forever, so it is dropped instead.
-pub fn is_cycle(headers: &FieldTable, target: &str) -> bool {
+pub fn is_cycle(headers: &Headers, target: &str) -> bool {
     let Some(FieldValue::List(history)) = headers.get(X_DEATH) else {
         return false;
     };
@@ -377,7 +375,7 @@ mod tests {
             FieldValue::List(vec![text("order.new")])
         );
         assert_eq!(e[0]["original-expiration"], text("5000"));
-        let h = &c.properties.headers;
+        let h = &c.properties.headers.to_table();
         assert_eq!(h["x-first-death-queue"], text("work"));
         assert_eq!(h["x-first-death-reason"], text("expired"));
         assert_eq!(h["x-first-death-exchange"], text("orders"));
@@ -427,21 +425,24 @@ mod tests {
         );
         // The first-death headers keep the first death.
         assert_eq!(
-            thrice.properties.headers["x-first-death-reason"],
+            thrice.properties.headers.to_table()["x-first-death-reason"],
             text("rejected")
         );
         assert_eq!(
-            thrice.properties.headers["x-first-death-exchange"],
+            thrice.properties.headers.to_table()["x-first-death-exchange"],
             text("orders")
         );
         // The last-death headers follow every death.
-        assert_eq!(twice.properties.headers["x-last-death-queue"], text("dlq"));
         assert_eq!(
-            twice.properties.headers["x-last-death-exchange"],
+            twice.properties.headers.to_table()["x-last-death-queue"],
+            text("dlq")
+        );
+        assert_eq!(
+            twice.properties.headers.to_table()["x-last-death-exchange"],
             text("dlx")
         );
         assert_eq!(
-            thrice.properties.headers["x-last-death-queue"],
+            thrice.properties.headers.to_table()["x-last-death-queue"],
             text("work")
         );
     }

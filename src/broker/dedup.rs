@@ -265,9 +265,10 @@ pub fn key_of<'a>(config: &DedupConfig, properties: &'a Properties) -> Option<Ke
             return None;
         }
         Some(match properties.headers.get(name)? {
-            FieldValue::String(s) => KeyRef::Borrowed(s),
+            // Decoded from the encoded headers, so owned.
+            FieldValue::String(s) => KeyRef::Owned(s),
             FieldValue::Int(n) => KeyRef::Owned(n.to_string()),
-            other => KeyRef::Owned(super::redeclare::user_value(other)),
+            other => KeyRef::Owned(super::redeclare::user_value(&other)),
         })
     };
     match &config.header {
@@ -277,7 +278,8 @@ pub fn key_of<'a>(config: &DedupConfig, properties: &'a Properties) -> Option<Ke
     }
 }
 
-/// A key, borrowed from the message where it can be.
+/// A key, borrowed from the message where it can be (a `message_id`; header values are
+/// decoded, so owned).
 #[derive(Debug)]
 pub enum KeyRef<'a> {
     /// Taken as it is from the message.

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
-use warren_protocol::{ExchangeKind, FieldTable, FieldValue};
+use warren_protocol::{ExchangeKind, FieldTable, FieldValue, Headers};
 
 use super::queue::Queue;
 use super::topic_trie::TopicTrie;
@@ -286,6 +286,18 @@ fn decimal_eq((sa, va): (u8, i32), (sb, vb): (u8, i32)) -> bool {
     }
 }
 
+/// The message headers that some binding of a headers exchange names, decoded in one pass
+/// over the encoded headers; the others (often the bulk of them) are stepped over.
+fn wanted_headers<'a>(
+    headers: &Headers,
+    bindings: impl Iterator<Item = &'a FieldTable> + Clone,
+) -> FieldTable {
+    if headers.is_empty() {
+        return FieldTable::new();
+    }
+    headers.select(|k| bindings.clone().any(|b| b.contains_key(k)))
+}
+
 fn headers_match(binding: &FieldTable, headers: &FieldTable) -> bool {
     let mode = x_match(binding).unwrap_or(X_MATCH_ALL);
     let mut wanted = binding
@@ -514,12 +526,7 @@ impl Exchange {
 
     /// Appends the names of the exchanges a message with this key and these headers goes on
     /// to (possibly repeated: the caller keeps a visited set).
-    pub fn route_exchanges(
-        &self,
-        routing_key: &str,
-        headers: &FieldTable,
-        out: &mut Vec<Arc<str>>,
-    ) {
+    pub fn route_exchanges(&self, routing_key: &str, headers: &Headers, out: &mut Vec<Arc<str>>) {
         let b = self.bindings.read();
         match self.kind {
             ExchangeKind::Direct => out.extend(
@@ -530,17 +537,20 @@ impl Exchange {
             ),
             ExchangeKind::Fanout => out.extend(b.exchanges.iter().map(|x| x.destination.clone())),
             ExchangeKind::Topic => b.exchanges_topic.route(routing_key, out),
-            ExchangeKind::Headers => out.extend(
-                b.exchanges
-                    .iter()
-                    .filter(|x| headers_match(&x.arguments, headers))
-                    .map(|x| x.destination.clone()),
-            ),
+            ExchangeKind::Headers => {
+                let headers = wanted_headers(headers, b.exchanges.iter().map(|x| &x.arguments));
+                out.extend(
+                    b.exchanges
+                        .iter()
+                        .filter(|x| headers_match(&x.arguments, &headers))
+                        .map(|x| x.destination.clone()),
+                );
+            }
         }
     }
 
     /// Appends the queues a message with this key and these headers goes to, each once.
-    pub fn route(&self, routing_key: &str, headers: &FieldTable, out: &mut Vec<Arc<Queue>>) {
+    pub fn route(&self, routing_key: &str, headers: &Headers, out: &mut Vec<Arc<Queue>>) {
         let b = self.bindings.read();
         match self.kind {
             ExchangeKind::Direct => {
@@ -554,12 +564,15 @@ impl Exchange {
                 b.topic.route(routing_key, &mut refs);
                 out.extend(refs.into_iter().map(|q| q.0));
             }
-            ExchangeKind::Headers => out.extend(
-                b.all
-                    .iter()
-                    .filter(|x| headers_match(&x.arguments, headers))
-                    .map(|x| x.queue.clone()),
-            ),
+            ExchangeKind::Headers => {
+                let headers = wanted_headers(headers, b.all.iter().map(|x| &x.arguments));
+                out.extend(
+                    b.all
+                        .iter()
+                        .filter(|x| headers_match(&x.arguments, &headers))
+                        .map(|x| x.queue.clone()),
+                );
+            }
         }
         // A queue bound twice (two keys, two header sets) still gets one copy.
         if out.len() > 1 {

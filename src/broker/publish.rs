@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use warren_protocol::{ErrorCode, FieldTable, FieldValue, Publish};
+use warren_protocol::{ErrorCode, FieldValue, Headers, Publish};
 
 use super::commit::{publish_op_with_marks, Scheduled};
 use super::confirm::ReplySlot;
@@ -50,7 +50,7 @@ impl Broker {
             )));
         }
         if !p.properties.headers.is_empty() {
-            forget_client_death_history(&mut p.properties.headers);
+            p.properties.headers = p.properties.headers.without(is_death_history);
         }
         let stats = &self.inner.stats;
         // Most publishes carry neither header: the clock is read only for those that do.
@@ -72,7 +72,7 @@ impl Broker {
         }
         if !p.properties.headers.is_empty() {
             // Sender-selected distribution: `BCC` routed the message; no one sees it.
-            p.properties.headers.remove(BCC);
+            p.properties.headers = p.properties.headers.without(|k| k == BCC);
         }
         stats.published.fetch_add(1, Ordering::Relaxed);
         let confirm = ReplySlot::new(session.replies.clone(), request_id);
@@ -130,7 +130,7 @@ impl Broker {
         vh: &VHost,
         exchange: &str,
         routing_key: &str,
-        headers: &FieldTable,
+        headers: &Headers,
     ) -> Result<Vec<Arc<Queue>>, BrokerError> {
         let mut targets = Vec::new();
         // Most messages carry neither header: one check of the (usually empty) headers.
@@ -154,7 +154,7 @@ impl Broker {
                 .ok_or_else(|| BrokerError::not_found("exchange", exchange))?;
             if e.has_exchange_bindings() {
                 let mut keys = vec![routing_key];
-                keys.extend(extra.iter().copied());
+                keys.extend(extra.iter().map(String::as_str));
                 self.route_graph(vh, e, &keys, headers, &mut targets);
                 return Ok(targets);
             }
@@ -164,7 +164,7 @@ impl Broker {
             }
             if targets.is_empty() && e.alternate.is_some() {
                 let mut keys = vec![routing_key];
-                keys.extend(extra.iter().copied());
+                keys.extend(extra.iter().map(String::as_str));
                 self.route_graph(vh, e, &keys, headers, &mut targets);
                 return Ok(targets);
             }
@@ -189,7 +189,7 @@ impl Broker {
         vh: &VHost,
         first: Arc<Exchange>,
         keys: &[&str],
-        headers: &FieldTable,
+        headers: &Headers,
         out: &mut Vec<Arc<Queue>>,
     ) {
         let mut visited: Vec<Arc<str>> = vec![first.name.clone()];
@@ -271,7 +271,10 @@ impl Broker {
 ///
 /// # Errors
 /// Either header with a value that is not a non-negative integer.
-fn not_before(headers: &FieldTable, now: &mut LazyNow<'_>) -> Result<Option<u64>, BrokerError> {
+fn not_before(headers: &Headers, now: &mut LazyNow<'_>) -> Result<Option<u64>, BrokerError> {
+    if headers.is_empty() {
+        return Ok(None);
+    }
     let int = |name: &str| -> Result<Option<u64>, BrokerError> {
         match headers.get(name) {
             None => Ok(None),
@@ -290,15 +293,13 @@ fn not_before(headers: &FieldTable, now: &mut LazyNow<'_>) -> Result<Option<u64>
     Ok(int(X_DELAY)?.map(|d| now.get().saturating_add(d)))
 }
 
-/// Drops the dead-letter history a publisher sent along (`x-death`, `x-first-death-*`,
-/// `x-last-death-*`), as RabbitMQ 4.x does: only Warren writes that history, so a message a
+/// Whether a header is dead-letter history (`x-death`, `x-first-death-*`, `x-last-death-*`),
+/// which a publish drops from what a publisher sent along, as RabbitMQ 4.x does: only Warren writes that history, so a message a
 /// client publishes again (say, from a dead-letter queue) starts a fresh one when it dies.
 /// Warren's own dead-letter copies and `dlq replay` do not come through here, so a message
 /// that cycles through Warren's dead-lettering keeps its history and its cycle check.
-fn forget_client_death_history(headers: &mut FieldTable) {
-    headers.retain(|k, _| {
-        k != X_DEATH && !k.starts_with("x-first-death-") && !k.starts_with("x-last-death-")
-    });
+fn is_death_history(key: &str) -> bool {
+    key == X_DEATH || key.starts_with("x-first-death-") || key.starts_with("x-last-death-")
 }
 
 /// The header whose routing keys are kept on the message (sender-selected distribution).
@@ -308,16 +309,19 @@ pub const BCC: &str = "BCC";
 
 /// The routing keys a header holds: a string, or a list of strings (as RabbitMQ takes a
 /// long string or an array); other values, and other elements, are ignored.
-pub(super) fn header_keys<'a>(headers: &'a FieldTable, name: &str, out: &mut Vec<&'a str>) {
+pub(super) fn header_keys(headers: &Headers, name: &str, out: &mut Vec<String>) {
     match headers.get(name) {
         Some(FieldValue::String(key)) => out.push(key),
-        Some(FieldValue::List(keys)) => out.extend(keys.iter().filter_map(FieldValue::as_str)),
+        Some(FieldValue::List(keys)) => out.extend(keys.into_iter().filter_map(|k| match k {
+            FieldValue::String(s) => Some(s),
+            _ => None,
+        })),
         _ => {}
     }
 }
 
 /// The extra routing keys of sender-selected distribution: `CC`, then `BCC`.
-fn extra_routing_keys(headers: &FieldTable) -> Vec<&str> {
+fn extra_routing_keys(headers: &Headers) -> Vec<String> {
     let mut keys = Vec::new();
     header_keys(headers, CC, &mut keys);
     header_keys(headers, BCC, &mut keys);

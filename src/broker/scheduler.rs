@@ -102,7 +102,7 @@ impl Broker {
             // Sender-selected distribution: `BCC` routed it; it is not stored with it.
             let message = if message.properties.headers.contains_key(BCC) {
                 let mut m = Message::clone(&message);
-                m.properties.headers.remove(BCC);
+                m.properties.headers = m.properties.headers.without(|k| k == BCC);
                 Arc::new(m)
             } else {
                 message

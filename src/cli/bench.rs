@@ -26,6 +26,9 @@ pub struct BenchArgs {
     /// queue.
     #[arg(long)]
     pub transient: bool,
+    /// Application headers on every message (short string values), to measure their cost.
+    #[arg(long, default_value_t = 0)]
+    pub headers: usize,
     /// Data directory of the in-process broker (default: a temporary directory).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -55,6 +58,7 @@ pub async fn run(args: BenchArgs, server: Option<String>, global: &Global) -> an
         data_dir: args.data_dir,
         tls,
         login: global.server.options.clone(),
+        headers: args.headers,
     })
     .await?;
     print!("{report}");

@@ -85,7 +85,7 @@ fn view(delivery: &Delivery) -> DeliveryJson<'_> {
         routing_key: &delivery.routing_key,
         body,
         body_encoding,
-        headers: table_json(&p.headers),
+        headers: table_json(&p.headers.to_table()),
         message_id: p.message_id.as_deref(),
         correlation_id: p.correlation_id.as_deref(),
         redelivered: delivery.redelivered,
@@ -473,22 +473,17 @@ mod tests {
         inner.insert("count".into(), FieldValue::Int(2));
         inner.insert("raw".into(), FieldValue::Bytes(Bytes::from_static(b"hi")));
         let mut d = delivery(b"x");
-        d.properties.headers.insert(
-            "x-death".into(),
-            FieldValue::List(vec![FieldValue::Map(inner)]),
-        );
         d.properties
             .headers
-            .insert("ratio".into(), FieldValue::Float(0.5));
+            .insert("x-death", FieldValue::List(vec![FieldValue::Map(inner)]));
+        d.properties.headers.insert("ratio", FieldValue::Float(0.5));
         d.properties
             .headers
-            .insert("bad".into(), FieldValue::Float(f64::NAN));
+            .insert("bad", FieldValue::Float(f64::NAN));
+        d.properties.headers.insert("ok", FieldValue::Bool(true));
         d.properties
             .headers
-            .insert("ok".into(), FieldValue::Bool(true));
-        d.properties
-            .headers
-            .insert("s".into(), FieldValue::String("v".into()));
+            .insert("s", FieldValue::String("v".into()));
         assert_eq!(
             delivery_json(&d)["headers"],
             json!({

@@ -76,16 +76,15 @@ impl PublishArgs {
         let mut msg = OutgoingMessage::new(&*self.exchange, &*self.routing_key, Bytes::new());
         msg.mandatory = self.mandatory;
         msg.properties.persistent = self.persistent;
-        msg.properties.headers = field_table(self.headers.clone());
+        let mut headers = field_table(self.headers.clone());
+        if let Some(delay) = self.delay {
+            headers.insert("x-delay".into(), FieldValue::Int(delay));
+        }
+        msg.properties.headers = headers.into();
         msg.properties.message_id.clone_from(&self.message_id);
         msg.properties.content_type.clone_from(&self.content_type);
         msg.properties.expiration = self.expiration;
         msg.properties.priority = self.priority;
-        if let Some(delay) = self.delay {
-            msg.properties
-                .headers
-                .insert("x-delay".into(), FieldValue::Int(delay));
-        }
         msg
     }
 
@@ -480,9 +479,9 @@ mod tests {
         let msg = args.template();
         assert!(msg.mandatory && msg.properties.persistent);
         let h = &msg.properties.headers;
-        assert_eq!(h.get("n"), Some(&FieldValue::Int(1)));
-        assert_eq!(h.get("s"), Some(&FieldValue::String("1".into())));
-        assert_eq!(h.get("x-delay"), Some(&FieldValue::Int(250)));
+        assert_eq!(h.get("n"), Some(FieldValue::Int(1)));
+        assert_eq!(h.get("s"), Some(FieldValue::String("1".into())));
+        assert_eq!(h.get("x-delay"), Some(FieldValue::Int(250)));
         assert_eq!(msg.properties.message_id.as_deref(), Some("m"));
         assert_eq!(msg.properties.content_type.as_deref(), Some("text/plain"));
         assert_eq!(msg.properties.expiration, Some(500));

@@ -63,10 +63,12 @@ impl OutgoingMessage {
         self
     }
 
-    /// Adds (or replaces) an application header.
+    /// Adds (or replaces) an application header. For many headers, set
+    /// `properties.headers` from a [`warren_protocol::FieldTable`] instead: each call
+    /// re-encodes the headers.
     #[must_use]
     pub fn header(mut self, key: impl Into<String>, value: FieldValue) -> Self {
-        self.properties.headers.insert(key.into(), value);
+        self.properties.headers.insert(key, value);
         self
     }
 
@@ -211,7 +213,7 @@ mod tests {
             .expiration_ms(500);
         assert!(m.mandatory);
         assert!(m.properties.persistent);
-        assert_eq!(m.properties.headers.get("x-k"), Some(&FieldValue::Int(1)));
+        assert_eq!(m.properties.headers.get("x-k"), Some(FieldValue::Int(1)));
         assert_eq!(m.properties.message_id.as_deref(), Some("m1"));
         assert_eq!(m.properties.correlation_id.as_deref(), Some("c1"));
         assert_eq!(m.properties.content_type.as_deref(), Some("text/plain"));

@@ -192,6 +192,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
             _ => None,
         };
         let oversized_header = frames.decoder().last_oversized_header();
+        let oversized_arguments = frames.decoder().last_oversized_arguments();
         let result = if let Some(body) = too_large {
             Err(BrokerError::ContentTooLarge {
                 body,
@@ -202,6 +203,11 @@ async fn read_loop<R: AsyncRead + Unpin>(
             Err(BrokerError::HeadersTooLarge {
                 size,
                 max: config.max_header_bytes as usize,
+            })
+        } else if let Some(size) = oversized_arguments {
+            Err(BrokerError::ArgumentsTooLarge {
+                size,
+                max: warren_protocol::MAX_ARGUMENT_TABLE_BYTES,
             })
         } else if let Err(refused) = authorize(&session.user, &envelope.frame, &mut publish_grants)
         {

@@ -7,7 +7,7 @@ use bytes::BytesMut;
 
 use super::Payload;
 use crate::error::DecodeError;
-use crate::field_table::{put_table, read_table, FieldTable};
+use crate::field_table::{put_table, read_arguments, FieldTable};
 use crate::read::Reader;
 use crate::write::put_str16;
 
@@ -31,7 +31,7 @@ impl Payload for Admin {
     fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
         Ok(Admin {
             command: r.str16("admin command")?,
-            arguments: read_table(r)?,
+            arguments: read_arguments(r)?,
         })
     }
 }

@@ -9,7 +9,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::{bits, finish_frame, flag, start_frame, Opcode, Payload};
 use crate::error::DecodeError;
-use crate::field_table::{put_table, read_table, FieldTable};
+use crate::field_table::{put_table, read_arguments, FieldTable};
 use crate::properties::Properties;
 use crate::read::Reader;
 use crate::write::put_str16;
@@ -76,7 +76,7 @@ impl Payload for Consume {
             consumer_tag,
             no_ack: flag(f, F_NO_ACK),
             exclusive: flag(f, F_CONSUME_EXCLUSIVE),
-            arguments: read_table(r)?,
+            arguments: read_arguments(r)?,
         })
     }
 }

@@ -6,7 +6,7 @@ use bytes::{BufMut, BytesMut};
 
 use super::{bits, flag, Payload};
 use crate::error::DecodeError;
-use crate::field_table::{put_table, read_table, FieldTable};
+use crate::field_table::{put_table, read_arguments, FieldTable};
 use crate::read::Reader;
 use crate::write::put_str16;
 
@@ -103,7 +103,7 @@ impl Payload for ExchangeDeclare {
             kind,
             durable: flag(f, F_DURABLE),
             passive: flag(f, F_PASSIVE),
-            arguments: read_table(r)?,
+            arguments: read_arguments(r)?,
         })
     }
 }
@@ -164,7 +164,7 @@ impl Payload for ExchangeBind {
             destination: r.str16("destination exchange")?,
             source: r.str16("source exchange")?,
             routing_key: r.str16("routing key")?,
-            arguments: read_table(r)?,
+            arguments: read_arguments(r)?,
         })
     }
 }

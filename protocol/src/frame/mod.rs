@@ -382,7 +382,27 @@ impl Frame {
     }
 
     /// Decodes the payload of a frame with this opcode. The whole payload must be consumed.
+    ///
+    /// # Errors
+    /// The payload does not match the opcode's layout, or carries an argument table over
+    /// [`crate::MAX_ARGUMENT_TABLE_BYTES`] ([`DecodeError::ArgumentsTooLarge`]).
     pub fn decode_payload(opcode: Opcode, payload: Bytes) -> Result<Frame, DecodeError> {
+        match Frame::decode_payload_noting(opcode, payload)? {
+            (frame, None) => Ok(frame),
+            (_, Some(size)) => Err(DecodeError::ArgumentsTooLarge {
+                size,
+                max: crate::MAX_ARGUMENT_TABLE_BYTES,
+            }),
+        }
+    }
+
+    /// As [`Frame::decode_payload`], except that an argument table over
+    /// [`crate::MAX_ARGUMENT_TABLE_BYTES`] is stepped over: the frame comes back with empty
+    /// arguments and the table's size, for the server to refuse the request by its id.
+    fn decode_payload_noting(
+        opcode: Opcode,
+        payload: Bytes,
+    ) -> Result<(Frame, Option<usize>), DecodeError> {
         let mut r = Reader::new(payload);
         let frame = match opcode {
             Opcode::Hello => Frame::Hello(Hello::decode(&mut r)?),
@@ -434,8 +454,9 @@ impl Frame {
             Opcode::Admin => Frame::Admin(Admin::decode(&mut r)?),
             Opcode::AdminOk => Frame::AdminOk { body: r.rest() },
         };
+        let oversized = r.oversized_table();
         r.finish(opcode.name())?;
-        Ok(frame)
+        Ok((frame, oversized))
     }
 }
 
@@ -469,25 +490,44 @@ impl Envelope {
         Ok(Envelope { request_id, frame })
     }
 
-    /// As [`Envelope::decode`], except that a publish whose encoded properties are longer than
-    /// `max_property_bytes` comes back without its headers, with the properties' size (see
-    /// [`Publish::decode_capped`]).
+    /// As [`Envelope::decode`], except that what is over a cap comes back stepped over rather
+    /// than built, with its size, for the server to refuse the request by its id and keep the
+    /// connection: a publish whose encoded properties are longer than `max_property_bytes`
+    /// comes back without its headers (see [`Publish::decode_capped`]), a request whose
+    /// argument table is over [`crate::MAX_ARGUMENT_TABLE_BYTES`] with empty arguments.
     ///
     /// # Errors
-    /// As [`Envelope::decode`].
+    /// As [`Envelope::decode`], but for those two.
     pub fn decode_capped(
         mut frame: Bytes,
         max_property_bytes: usize,
-    ) -> Result<(Envelope, Option<usize>), DecodeError> {
-        if frame.first() != Some(&(Opcode::Publish as u8)) || frame.len() < FRAME_HEADER_BYTES {
+    ) -> Result<(Envelope, Option<Oversized>), DecodeError> {
+        if frame.len() < FRAME_HEADER_BYTES {
             return Envelope::decode(frame).map(|e| (e, None));
         }
         let mut header = Reader::new(frame.split_to(FRAME_HEADER_BYTES));
-        header.u8()?;
+        let opcode = Opcode::try_from(header.u8()?)?;
         let request_id = header.u64()?;
+        if opcode != Opcode::Publish {
+            let (frame, oversized) = Frame::decode_payload_noting(opcode, frame)?;
+            let envelope = Envelope { request_id, frame };
+            return Ok((envelope, oversized.map(Oversized::Arguments)));
+        }
         let mut r = Reader::new(frame);
         let (publish, oversized) = Publish::decode_capped(&mut r, max_property_bytes)?;
         let frame = Frame::Publish(Box::new(publish));
-        Ok((Envelope { request_id, frame }, oversized))
+        Ok((
+            Envelope { request_id, frame },
+            oversized.map(Oversized::Properties),
+        ))
     }
+}
+
+/// What a capped decode ([`Envelope::decode_capped`]) stepped over instead of building.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Oversized {
+    /// A publish's encoded properties (headers included), over the header cap: the size.
+    Properties(usize),
+    /// A request's argument table, over [`crate::MAX_ARGUMENT_TABLE_BYTES`]: its size.
+    Arguments(usize),
 }

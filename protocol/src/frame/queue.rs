@@ -9,7 +9,7 @@ use bytes::{BufMut, BytesMut};
 
 use super::{bits, flag, Payload};
 use crate::error::DecodeError;
-use crate::field_table::{put_table, read_table, FieldTable};
+use crate::field_table::{put_table, read_arguments, FieldTable};
 use crate::read::Reader;
 use crate::write::put_str16;
 
@@ -60,7 +60,7 @@ impl Payload for QueueDeclare {
             passive: flag(f, F_PASSIVE),
             exclusive: flag(f, F_EXCLUSIVE),
             auto_delete: flag(f, F_AUTO_DELETE),
-            arguments: read_table(r)?,
+            arguments: read_arguments(r)?,
         })
     }
 }
@@ -153,7 +153,7 @@ impl Payload for QueueBind {
             queue: r.str16("queue")?,
             exchange: r.str16("exchange")?,
             routing_key: r.str16("routing key")?,
-            arguments: read_table(r)?,
+            arguments: read_arguments(r)?,
         })
     }
 }

@@ -66,7 +66,7 @@ pub fn full_properties() -> Properties {
         expiration: Some(60_000),
         priority: Some(9),
         persistent: true,
-        headers: rich_table(),
+        headers: rich_table().into(),
     }
 }
 

@@ -62,7 +62,11 @@ impl Filter {
 
     fn matches(&self, m: &Message) -> bool {
         let last = latest_death(m);
-        let field = |name: &str| last.and_then(|d| d.get(name)).and_then(FieldValue::as_str);
+        let field = |name: &str| {
+            last.as_ref()
+                .and_then(|d| d.get(name))
+                .and_then(FieldValue::as_str)
+        };
         self.reason
             .as_deref()
             .is_none_or(|r| field("reason") == Some(r))
@@ -74,9 +78,9 @@ impl Filter {
 }
 
 /// The newest `x-death` entry: the death that put the message where it is.
-fn latest_death(m: &Message) -> Option<&FieldTable> {
+fn latest_death(m: &Message) -> Option<FieldTable> {
     match m.properties.headers.get(X_DEATH) {
-        Some(FieldValue::List(l)) => l.iter().find_map(|e| match e {
+        Some(FieldValue::List(l)) => l.into_iter().find_map(|e| match e {
             FieldValue::Map(t) => Some(t),
             _ => None,
         }),
@@ -95,7 +99,11 @@ fn death_time_ms(time: &FieldValue) -> Option<i64> {
 
 /// Where a dead letter was first published: the exchange and routing key of its first death.
 fn origin(m: &Message) -> Option<(String, String)> {
-    let h = &m.properties.headers;
+    // Only the death history is decoded, not the message's other headers.
+    let h = m
+        .properties
+        .headers
+        .select(|k| k == X_DEATH || k == "x-first-death-queue" || k == "x-first-death-reason");
     let Some(FieldValue::List(entries)) = h.get(X_DEATH) else {
         return None;
     };
@@ -148,7 +156,7 @@ fn preview(body: &[u8]) -> String {
 
 fn dead_letter_info(position: usize, e: &QueuedMessage, m: &Message) -> DeadLetterInfo {
     let death = latest_death(m);
-    let field = |name: &str| death.and_then(|d| d.get(name));
+    let field = |name: &str| death.as_ref().and_then(|d| d.get(name));
     let text = |name: &str| field(name).and_then(FieldValue::as_str).map(str::to_owned);
     let (body, body_encoding) = body_text(&m.body);
     let (original_exchange, original_routing_key) = origin(m).unzip();
@@ -166,7 +174,7 @@ fn dead_letter_info(position: usize, e: &QueuedMessage, m: &Message) -> DeadLett
         size: m.body.len() as u64,
         exchange: m.exchange.clone(),
         routing_key: m.routing_key.clone(),
-        headers: table_map(&m.properties.headers),
+        headers: table_map(&m.properties.headers.to_table()),
         body_preview: preview(&m.body),
         body,
         body_encoding,

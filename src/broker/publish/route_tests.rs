@@ -389,7 +389,12 @@ async fn check(broker: &Broker, session: &Session, case: u64, g: &Graph) -> Resu
     }
     for m in &g.messages {
         let routed = broker
-            .route(&session.vhost, &ex(m.exchange), &m.key, &m.headers)
+            .route(
+                &session.vhost,
+                &ex(m.exchange),
+                &m.key,
+                &(&m.headers).into(),
+            )
             .map_err(|e| format!("routing {m:?}: {e}"))?;
         let names: Vec<&str> = routed.iter().map(|q| &*q.name).collect();
         let got: BTreeSet<&str> = names.iter().copied().collect();
