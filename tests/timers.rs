@@ -231,3 +231,42 @@ async fn deadlines_of_recovered_messages_fire_after_a_restart() {
     let dead = wait_get(&c, "dlq").await;
     assert_eq!(body(&dead), "expires-after-restart");
 }
+
+/// The publish rate of `queue`, from `queue.inspect`.
+async fn publish_rate(c: &Client, queue: &str) -> f64 {
+    let info = c
+        .admin(
+            "queue.inspect",
+            args(&[("queue", FieldValue::String(queue.to_owned()))]),
+        )
+        .await
+        .unwrap();
+    info["publish_rate"].as_f64().expect("publish_rate")
+}
+
+#[tokio::test]
+async fn rates_show_while_a_queue_is_busy_and_fall_to_zero_when_it_goes_quiet() {
+    let d = TestDaemon::start();
+    let c = d.client().await;
+    queue(&c, "idle", FieldTable::new()).await;
+    queue(&c, "busy", FieldTable::new()).await;
+    // Publishing keeps on until a rate shows (rates are sampled about once a second, and
+    // only for queues whose counters moved).
+    within("a publish rate on the busy queue", async {
+        loop {
+            publish(&c, OutgoingMessage::new("", "busy", "m")).await;
+            if publish_rate(&c, "busy").await > 0.0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(publish_rate(&c, "idle").await, 0.0);
+    within("the busy queue's rate to fall back to zero", async {
+        while publish_rate(&c, "busy").await > 0.0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+}

@@ -64,6 +64,9 @@ pub struct Timers {
 struct Index {
     by_time: BTreeMap<(u64, TimerKey), TimerTarget>,
     at: HashMap<TimerKey, u64>,
+    /// Queues whose counters moved since their rates were last zero: the ones the ticker
+    /// recomputes rates for (see `QueueStats`).
+    rates: Vec<Weak<Queue>>,
 }
 
 impl Timers {
@@ -114,6 +117,25 @@ impl Timers {
         due
     }
 
+    /// Adds a queue whose counters started moving to the rate list (the queue adds itself
+    /// once, until the ticker takes it out).
+    pub fn watch_rates(&self, queue: Weak<Queue>) {
+        self.state.lock().rates.push(queue);
+    }
+
+    /// Takes the rate list for a round of rates (give what stays back with
+    /// [`Timers::return_rate_list`]).
+    pub fn take_rate_list(&self) -> Vec<Weak<Queue>> {
+        std::mem::take(&mut self.state.lock().rates)
+    }
+
+    /// Puts back the queues whose rates still move, beside any that joined meanwhile.
+    pub fn return_rate_list(&self, mut keep: Vec<Weak<Queue>>) {
+        let mut st = self.state.lock();
+        keep.append(&mut st.rates);
+        st.rates = keep;
+    }
+
     /// How many keys have a deadline (for tests and the idle cost in docs/operations.md).
     pub fn len(&self) -> usize {
         self.state.lock().at.len()
@@ -157,7 +179,7 @@ impl Broker {
     /// One round of the ticker: rates (about once a second), then whatever is due.
     async fn tick(&self) {
         let now = self.now_ms();
-        self.update_rates(now);
+        self.update_rates(now, &self.inner.ctx.timers);
         let mut idle: Vec<Arc<Queue>> = Vec::new();
         let mut sessions: Vec<Arc<Session>> = Vec::new();
         for target in self.inner.ctx.timers.take_due(now) {

@@ -165,7 +165,9 @@ fn take_credit(c: &Arc<Consumer>) -> bool {
 }
 
 /// A queue's message counters (totals since the queue was created or recovered) and the
-/// rates the broker's ticker derives from them each second.
+/// rates the broker's ticker derives from them each second, while they move: a queue joins
+/// the ticker's rate list ([`Timers::watch_rates`]) when a counter moves and leaves it once
+/// its rates are back to zero, so idle queues cost the ticker nothing here either.
 #[derive(Debug, Default)]
 pub struct QueueStats {
     /// Messages that entered the queue.
@@ -176,11 +178,15 @@ pub struct QueueStats {
     pub acked: AtomicU64,
     /// Messages dead-lettered or dropped out of this queue (expired, rejected, maxlen, limit).
     pub dead_lettered: AtomicU64,
+    /// In the ticker's rate list.
+    watched: AtomicBool,
     rates: Mutex<Rates>,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
 struct Rates {
+    /// When `last` was sampled; 0 when the queue is out of the rate list (its counters
+    /// have not moved since `last`, and the rates are zero).
     at_ms: u64,
     last: [u64; 3],
     per_sec: [f64; 3],
@@ -195,19 +201,41 @@ impl QueueStats {
         ]
     }
 
-    /// Recomputes the rates from the totals (the ticker calls this about once a second).
-    pub fn update_rates(&self, now_ms: u64) {
+    /// Recomputes the rates from the totals (the ticker calls this about once a second for
+    /// the queues in its rate list). `prev_round_ms` is the ticker's previous round: a queue
+    /// that joined the list since moved its counters after it, so that is where its window
+    /// starts. Returns whether the queue stays in the list: false once its rates are zero
+    /// (the caller then takes it out with [`QueueStats::unwatch`]).
+    pub fn update_rates(&self, now_ms: u64, prev_round_ms: u64) -> bool {
         let totals = self.totals();
         let mut r = self.rates.lock();
-        if r.at_ms != 0 && now_ms > r.at_ms {
-            let secs = (now_ms - r.at_ms) as f64 / 1000.0;
+        let since = if r.at_ms == 0 { prev_round_ms } else { r.at_ms };
+        if since != 0 && now_ms > since {
+            let secs = (now_ms - since) as f64 / 1000.0;
             let last = r.last;
             for ((rate, total), prev) in r.per_sec.iter_mut().zip(totals).zip(last) {
                 *rate = total.saturating_sub(prev) as f64 / secs;
             }
         }
-        r.at_ms = now_ms;
         r.last = totals;
+        let moving = r.per_sec.iter().any(|x| *x != 0.0);
+        r.at_ms = if moving { now_ms } else { 0 };
+        moving
+    }
+
+    /// Marks a counter change; true when the queue must join the rate list (it was not in
+    /// it). One relaxed load on the hot path while it is in.
+    fn watch(&self) -> bool {
+        !self.watched.load(Ordering::Relaxed) && !self.watched.swap(true, Ordering::AcqRel)
+    }
+
+    /// Takes the queue out of the rate list after [`QueueStats::update_rates`] found it
+    /// still. Returns true when a counter moved meanwhile and it must stay in after all (a
+    /// change that saw it still in did not re-add it).
+    pub fn unwatch(&self) -> bool {
+        self.watched.store(false, Ordering::Release);
+        let last = self.rates.lock().last;
+        self.totals() != last && self.watch()
     }
 
     /// Publish, deliver and ack rates per second, as of the last update.
@@ -263,6 +291,19 @@ impl Queue {
         // An `x-expires` queue is timed from its creation.
         q.reschedule(&mut q.state.lock());
         q
+    }
+
+    /// After a counter moved: joins the ticker's rate list if it was not in it.
+    fn counted(&self) {
+        if self.stats.watch() {
+            self.ctx.timers.watch_rates(self.me.clone());
+        }
+    }
+
+    /// Counts `n` deliveries acknowledged.
+    pub fn count_acked(&self, n: u64) {
+        self.stats.acked.fetch_add(n, Ordering::Relaxed);
+        self.counted();
     }
 
     /// Gives the timer index this queue's next deadline if it moved earlier than the one
@@ -381,6 +422,7 @@ impl Queue {
             self.stats
                 .delivered
                 .fetch_add(fx.deliveries.len() as u64, Ordering::Relaxed);
+            self.counted();
         }
         for Delivery { consumer, entry } in fx.deliveries.drain(..) {
             let (tracked, timeout_at) = if consumer.no_ack {
@@ -431,6 +473,7 @@ impl Queue {
             if !core.deleted() {
                 core.enqueue(entry, fx);
                 self.stats.published.fetch_add(1, Ordering::Relaxed);
+                self.counted();
             }
         });
     }
@@ -546,6 +589,7 @@ impl Queue {
         drop(st);
         let (entry, left) = taken?;
         self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+        self.counted();
         self.ctx.stats.count_delivery(entry.acquired_count > 0);
         Some((entry, left))
     }
@@ -931,6 +975,34 @@ mod tests {
         drop(session.take_unacked(1, false));
         session.reschedule_timeout(None, &fx.ctx.timers);
         assert_eq!(indexed(&fx), Some(T0 + 1_300));
+    }
+
+    #[test]
+    fn rates_are_recomputed_only_while_the_counters_move() {
+        let stats = QueueStats::default();
+        assert!(stats.watch(), "the first change joins the rate list");
+        stats.published.fetch_add(10, Ordering::Relaxed);
+        assert!(!stats.watch(), "once");
+        // Joined after the round at T0: its window starts there.
+        assert!(stats.update_rates(T0 + 2_000, T0));
+        assert_eq!(stats.rates(), [5.0, 0.0, 0.0]);
+        // Still for a round: rates back to zero, out of the list.
+        assert!(!stats.update_rates(T0 + 3_000, T0 + 2_000));
+        assert_eq!(stats.rates(), [0.0, 0.0, 0.0]);
+        assert!(!stats.unwatch(), "nothing moved meanwhile");
+        // Idle for a long time, then busy: the window is the last round's, not the idle time.
+        stats.acked.fetch_add(4, Ordering::Relaxed);
+        assert!(stats.watch());
+        assert!(stats.update_rates(T0 + 60_000, T0 + 59_000));
+        assert_eq!(stats.rates(), [0.0, 0.0, 4.0]);
+        // A change between the still round and the unwatch keeps it in.
+        assert!(!stats.update_rates(T0 + 61_000, T0 + 60_000));
+        stats.acked.fetch_add(1, Ordering::Relaxed);
+        assert!(
+            !stats.watch(),
+            "seen as still in the list: not re-added by the change"
+        );
+        assert!(stats.unwatch(), "so the unwatch keeps it");
     }
 
     /// A body source whose first read fails.
