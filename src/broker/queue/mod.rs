@@ -36,7 +36,7 @@ pub use paging::{BodySource, MemoryBodies};
 pub use settle::{consumer_timeout, timed_out, verdict, Return, Verdict};
 pub use state::{
     ConsumerSlot, Delivery, Effects, EntryUpdate, QueueCore, QueueCounts, EXPIRES_AT_ONCE,
-    REFILL_BATCH,
+    REFILL_BATCH, REFILL_RETRY_MS,
 };
 
 use std::collections::{HashMap, HashSet};
