@@ -40,6 +40,8 @@ pub struct ServeOptions {
     pub max_header_bytes: u32,
     /// How long the server may fail to write a byte to a client; `None` = no limit.
     pub write_timeout: Option<Duration>,
+    /// Idle time before TCP keepalive probes a silent client; `None` = keepalive off.
+    pub tcp_keepalive: Option<Duration>,
     /// Bytes of ready bodies each queue keeps in memory.
     pub queue_window_bytes: u64,
     /// Default consumer timeout for queues without `x-consumer-timeout`.
@@ -200,6 +202,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         frame_timeout: opts.frame_timeout,
         max_header_bytes: opts.max_header_bytes,
         write_timeout: opts.write_timeout,
+        tcp_keepalive: opts.tcp_keepalive,
     };
     // The metrics endpoint stops when the signal arrives, while connections drain.
     let stop_metrics = CancellationToken::new();

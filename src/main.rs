@@ -90,6 +90,7 @@ async fn run_daemon(args: ServeArgs) -> anyhow::Result<()> {
             Some(s) => secs(s),
             None => Some(warren::connection::default_write_timeout(heartbeat)),
         },
+        tcp_keepalive: secs(args.tcp_keepalive_secs),
         queue_window_bytes: args.queue_window_bytes,
         consumer_timeout: args
             .consumer_timeout_ms

@@ -79,6 +79,10 @@ pub async fn run(
         match accepted {
             Ok((socket, tls)) => {
                 backoff = Duration::from_millis(10);
+                if let Err(e) = connection::set_tcp_keepalive(&socket, config.tcp_keepalive) {
+                    // Served anyway: heartbeats and the write timeout still apply.
+                    tracing::warn!(error = %e, "setting TCP keepalive on a client socket failed");
+                }
                 let broker = broker.clone();
                 let config = config.clone();
                 let token = token.child_token();

@@ -149,12 +149,17 @@ impl Broker {
             // Nothing to acknowledge: no tag (PROTOCOL.md §13).
             0
         } else {
-            session.record_delivery(Some(Unacked {
-                queue: q.clone(),
-                consumer: None,
-                entry,
-                delivered_at_ms: self.now_ms(),
-            }))
+            // No consumer, no consumer timeout (as RabbitMQ: it applies to consumers).
+            session.record_delivery(
+                Some(Unacked {
+                    queue: q.clone(),
+                    consumer: None,
+                    entry,
+                    delivered_at_ms: self.now_ms(),
+                }),
+                None,
+                &self.inner.ctx.timers,
+            )
         };
         Ok(Some(GotMessage {
             delivery_tag,

@@ -58,7 +58,7 @@ mod scheduler;
 pub mod session;
 mod settle;
 pub mod stats;
-mod timers;
+pub mod timers;
 pub mod topic_trie;
 mod topology;
 pub mod vhost;
@@ -208,6 +208,8 @@ impl Broker {
             window_bytes: config.queue_window_bytes,
             dead_letters,
             clock: config.clock.clone(),
+            timers: Arc::new(timers::Timers::default()),
+            consumer_timeout: config.consumer_timeout,
         });
         let mut recovered = recovered;
         let access = access::Access::new(

@@ -2,7 +2,7 @@
 //! (keyed by delivery tag), its prefetch setting — and the channel its events leave by.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -14,6 +14,7 @@ use super::confirm::ReplySink;
 use super::consumer::Consumer;
 use super::event::{Event, RequestId};
 use super::queue::{consumer_timeout, timed_out, Queue};
+use super::timers::{TimerKey, TimerTarget, Timers};
 use super::vhost::VHost;
 use crate::message::QueuedMessage;
 
@@ -83,6 +84,8 @@ pub struct Session {
     /// Why `forced` was cancelled: the first reason given.
     forced_reason: std::sync::OnceLock<String>,
     state: Mutex<SessionState>,
+    /// Itself, for the timer index (which must not keep a closed connection alive).
+    me: Weak<Session>,
 }
 
 #[derive(Debug, Default)]
@@ -92,6 +95,9 @@ struct SessionState {
     consumers: HashMap<Arc<str>, Arc<Consumer>>,
     prefetch: u32,
     next_consumer_number: u64,
+    /// The consumer-timeout deadline last given to the timer index (`None`: none): a
+    /// delivery gives one only when it is earlier, so not per delivery.
+    timer_at: Option<u64>,
 }
 
 impl Session {
@@ -115,7 +121,8 @@ impl Session {
         vhost: Arc<VHost>,
         outbound: mpsc::UnboundedSender<Outbound>,
     ) -> Arc<Session> {
-        Arc::new(Session {
+        Arc::new_cyclic(|me| Session {
+            me: me.clone(),
             vhost,
             id,
             outbound,
@@ -209,16 +216,59 @@ impl Session {
             .collect()
     }
 
-    /// Records a delivery and returns its tag. With `track` false (no-ack), only a tag is
-    /// allocated.
-    pub fn record_delivery(&self, track: Option<Unacked>) -> u64 {
+    /// Records a delivery and returns its tag. With `track` `None` (no-ack), only a tag is
+    /// allocated. `timeout_at` is when the delivery's consumer times out if it is still
+    /// unacked (ms since the epoch); the session's timer in `timers` is brought forward to it
+    /// if it is the earliest.
+    pub fn record_delivery(
+        &self,
+        track: Option<Unacked>,
+        timeout_at: Option<u64>,
+        timers: &Timers,
+    ) -> u64 {
         let mut st = self.state.lock();
         st.next_delivery_tag += 1;
         let tag = st.next_delivery_tag;
         if let Some(u) = track {
             st.unacked.insert(tag, u);
         }
+        if let Some(at) = timeout_at {
+            if st.timer_at.is_none_or(|t| at < t) {
+                st.timer_at = Some(at);
+                timers.schedule(
+                    TimerKey::Session(self.id),
+                    at,
+                    TimerTarget::Session(self.me.clone()),
+                );
+            }
+        }
         tag
+    }
+
+    /// After the ticker woke this session (its timer left the index): gives `timers` the
+    /// deadline of its oldest timed delivery still unacked, if any.
+    pub fn reschedule_timeout(&self, default_timeout: Option<Duration>, timers: &Timers) {
+        let mut st = self.state.lock();
+        let next = st
+            .unacked
+            .values()
+            .filter_map(|u| {
+                let c = u.consumer.as_ref()?;
+                let t = consumer_timeout(c.timeout_ms, &u.queue.args, default_timeout)?;
+                Some(
+                    u.delivered_at_ms
+                        .saturating_add(u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+                )
+            })
+            .min();
+        st.timer_at = next;
+        if let Some(at) = next {
+            timers.schedule(
+                TimerKey::Session(self.id),
+                at,
+                TimerTarget::Session(self.me.clone()),
+            );
+        }
     }
 
     /// Removes the deliveries an ack/nack/reject names: `tag` alone, or with `multiple` every

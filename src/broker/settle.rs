@@ -67,7 +67,7 @@ impl Broker {
             }
         }
         for (q, n) in per_queue {
-            q.stats.acked.fetch_add(n, Ordering::Relaxed);
+            q.count_acked(n);
             q.settled(n);
         }
         if !stored.is_empty() {

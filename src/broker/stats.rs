@@ -84,16 +84,23 @@ impl BrokerStats {
 }
 
 impl Broker {
-    /// Recomputes every queue's rates (the ticker calls this about once a second).
-    pub(super) fn update_rates(&self, now: u64) {
+    /// Recomputes the rates of the queues whose counters moved (the ticker calls this about
+    /// once a second); the others' rates are zero and stay so without a visit.
+    pub(super) fn update_rates(&self, now: u64, timers: &super::timers::Timers) {
         let last = self.inner.rates_at_ms.load(Ordering::Relaxed);
         if now.saturating_sub(last) < 1000 {
             return;
         }
         self.inner.rates_at_ms.store(now, Ordering::Relaxed);
-        for q in self.queues() {
-            q.stats.update_rates(now);
+        let watched = timers.take_rate_list();
+        let mut keep = Vec::with_capacity(watched.len());
+        for w in watched {
+            let Some(q) = w.upgrade() else { continue };
+            if q.stats.update_rates(now, last) || q.stats.unwatch() {
+                keep.push(w);
+            }
         }
+        timers.return_rate_list(keep);
     }
 }
 

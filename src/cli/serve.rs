@@ -89,6 +89,18 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECS", env = "WARREN_WRITE_TIMEOUT_SECS")]
     pub write_timeout_secs: Option<u32>,
 
+    /// Seconds a client connection may be silent before the kernel starts TCP keepalive
+    /// probes (every 10 s, 3 of them): a peer that vanished without closing (a crashed host,
+    /// a pulled cable) is then found and its connection closed, even with heartbeats off and
+    /// nothing to write (0 turns keepalive off).
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 60,
+        env = "WARREN_TCP_KEEPALIVE_SECS"
+    )]
+    pub tcp_keepalive_secs: u32,
+
     /// Bytes of ready message bodies each queue keeps in memory; stored messages past this
     /// are paged out and read back when due.
     #[arg(long, value_name = "BYTES", default_value_t = crate::broker::DEFAULT_QUEUE_WINDOW_BYTES)]

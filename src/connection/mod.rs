@@ -50,6 +50,10 @@ pub struct ConnectionConfig {
     /// How long the writer may fail to get a single byte onto the socket before the peer is
     /// considered gone and the connection closed; `None` = never.
     pub write_timeout: Option<Duration>,
+    /// Idle time after which the kernel probes a silent peer (TCP keepalive); `None` = off.
+    /// With heartbeats off and nothing to write, this is what finds a peer that vanished
+    /// without a FIN or RST (a pulled cable, a crashed host).
+    pub tcp_keepalive: Option<Duration>,
 }
 
 /// Default `--max-header-bytes`: RabbitMQ's content header must fit in one frame of its
@@ -58,6 +62,39 @@ pub const DEFAULT_MAX_HEADER_BYTES: u32 = 128 * 1024;
 
 /// Default `--frame-timeout-secs`: an 8 MiB frame at 140 KB/s still makes it.
 pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Default `--tcp-keepalive-secs`: the idle time before the first keepalive probe.
+pub const DEFAULT_TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+
+/// Time between keepalive probes once the idle time has passed.
+pub const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Unanswered keepalive probes after which the kernel drops the connection: a silent peer
+/// is found about [`TCP_KEEPALIVE_INTERVAL`] × this after the idle time.
+pub const TCP_KEEPALIVE_PROBES: u32 = 3;
+
+/// Turns TCP keepalive on for an accepted socket, probing after `idle` of silence every
+/// [`TCP_KEEPALIVE_INTERVAL`], [`TCP_KEEPALIVE_PROBES`] times; `None` turns it off. A dead
+/// peer then makes the next read fail, and the connection closes as for any lost client.
+///
+/// # Errors
+/// The socket refused an option.
+pub fn set_tcp_keepalive(
+    socket: &tokio::net::TcpStream,
+    idle: Option<Duration>,
+) -> std::io::Result<()> {
+    let sock = socket2::SockRef::from(socket);
+    match idle {
+        None => sock.set_keepalive(false),
+        Some(idle) => {
+            let params = socket2::TcpKeepalive::new()
+                .with_time(idle)
+                .with_interval(TCP_KEEPALIVE_INTERVAL)
+                .with_retries(TCP_KEEPALIVE_PROBES);
+            sock.set_tcp_keepalive(&params)
+        }
+    }
+}
 
 /// The write timeout when none is given: two heartbeat intervals, or this with heartbeats off.
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -71,6 +108,7 @@ impl ConnectionConfig {
             frame_timeout: Some(DEFAULT_FRAME_TIMEOUT),
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             write_timeout: Some(default_write_timeout(heartbeat)),
+            tcp_keepalive: Some(DEFAULT_TCP_KEEPALIVE),
         }
     }
 }
@@ -332,4 +370,43 @@ async fn refuse<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     let _ = write.shutdown().await;
     let until = tokio::time::Instant::now() + Duration::from_secs(1);
     while let Ok(Some(Ok(_))) = tokio::time::timeout_at(until, frames.next()).await {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An accepted loopback socket, as the server gets it.
+    async fn accepted() -> (TcpStream, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let client = TcpStream::connect(addr).await.expect("connect");
+        let (server, _) = listener.accept().await.expect("accept");
+        (server, client)
+    }
+
+    #[tokio::test]
+    async fn keepalive_is_set_on_an_accepted_socket_with_its_timings_or_turned_off() {
+        let (server, _client) = accepted().await;
+        let sock = socket2::SockRef::from(&server);
+        assert!(!sock.keepalive().expect("read"), "off until asked for");
+        set_tcp_keepalive(&server, Some(Duration::from_secs(45))).expect("set");
+        assert!(sock.keepalive().expect("read"));
+        assert_eq!(
+            sock.tcp_keepalive_time().expect("read"),
+            Duration::from_secs(45)
+        );
+        assert_eq!(
+            sock.tcp_keepalive_interval().expect("read"),
+            TCP_KEEPALIVE_INTERVAL
+        );
+        assert_eq!(
+            sock.tcp_keepalive_retries().expect("read"),
+            TCP_KEEPALIVE_PROBES
+        );
+        set_tcp_keepalive(&server, None).expect("unset");
+        assert!(!sock.keepalive().expect("read"), "0 turns it off");
+    }
 }

@@ -36,12 +36,13 @@ pub use paging::{BodySource, MemoryBodies};
 pub use settle::{consumer_timeout, timed_out, verdict, Return, Verdict};
 pub use state::{
     ConsumerSlot, Delivery, Effects, EntryUpdate, QueueCore, QueueCounts, EXPIRES_AT_ONCE,
-    REFILL_BATCH,
+    REFILL_BATCH, REFILL_RETRY_MS,
 };
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
@@ -52,6 +53,7 @@ use super::consumer::Consumer;
 use super::dead_letter::{DeadLetterJob, DeadLetterReason, DeadLetterTask};
 use super::queue_args::QueueArgs;
 use super::session::{Outbound, Unacked};
+use super::timers::{TimerKey, TimerTarget, Timers};
 use crate::clock::{Clock, LazyNow};
 use crate::message::{Message, QueuedMessage};
 
@@ -73,6 +75,11 @@ pub struct QueueContext {
     pub stats: Arc<super::BrokerStats>,
     /// Where "now" comes from (expiry, delays, `x-expires`, delivery times).
     pub clock: Arc<dyn Clock>,
+    /// The broker's timer index: each queue reports its next deadline there, and each
+    /// delivery its consumer-timeout deadline (through its session).
+    pub timers: Arc<Timers>,
+    /// The server's consumer timeout, for queues and consumers that set none.
+    pub consumer_timeout: Option<Duration>,
 }
 
 /// What a queue is declared as.
@@ -121,6 +128,8 @@ pub struct Queue {
     pub stats: QueueStats,
     state: Mutex<Locked>,
     ctx: Arc<QueueContext>,
+    /// Itself, for the timer index (which must not keep a deleted queue alive).
+    me: Weak<Queue>,
 }
 
 /// What the lock guards: the state machine, and the effects buffer it writes into (kept
@@ -129,7 +138,13 @@ pub struct Queue {
 struct Locked {
     core: QueueCore<Arc<Consumer>>,
     fx: Effects<Arc<Consumer>>,
+    /// The deadline last given to the timer index ([`NO_TIMER`]: none): only an earlier one
+    /// is given again, so the index's lock is not taken per message.
+    timer_at: u64,
 }
+
+/// [`Locked::timer_at`] when the queue has no deadline in the timer index.
+const NO_TIMER: u64 = u64::MAX;
 
 impl ConsumerSlot for Arc<Consumer> {
     fn no_ack(&self) -> bool {
@@ -150,7 +165,9 @@ fn take_credit(c: &Arc<Consumer>) -> bool {
 }
 
 /// A queue's message counters (totals since the queue was created or recovered) and the
-/// rates the broker's ticker derives from them each second.
+/// rates the broker's ticker derives from them each second, while they move: a queue joins
+/// the ticker's rate list ([`Timers::watch_rates`]) when a counter moves and leaves it once
+/// its rates are back to zero, so idle queues cost the ticker nothing here either.
 #[derive(Debug, Default)]
 pub struct QueueStats {
     /// Messages that entered the queue.
@@ -161,11 +178,15 @@ pub struct QueueStats {
     pub acked: AtomicU64,
     /// Messages dead-lettered or dropped out of this queue (expired, rejected, maxlen, limit).
     pub dead_lettered: AtomicU64,
+    /// In the ticker's rate list.
+    watched: AtomicBool,
     rates: Mutex<Rates>,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
 struct Rates {
+    /// When `last` was sampled; 0 when the queue is out of the rate list (its counters
+    /// have not moved since `last`, and the rates are zero).
     at_ms: u64,
     last: [u64; 3],
     per_sec: [f64; 3],
@@ -180,19 +201,41 @@ impl QueueStats {
         ]
     }
 
-    /// Recomputes the rates from the totals (the ticker calls this about once a second).
-    pub fn update_rates(&self, now_ms: u64) {
+    /// Recomputes the rates from the totals (the ticker calls this about once a second for
+    /// the queues in its rate list). `prev_round_ms` is the ticker's previous round: a queue
+    /// that joined the list since moved its counters after it, so that is where its window
+    /// starts. Returns whether the queue stays in the list: false once its rates are zero
+    /// (the caller then takes it out with [`QueueStats::unwatch`]).
+    pub fn update_rates(&self, now_ms: u64, prev_round_ms: u64) -> bool {
         let totals = self.totals();
         let mut r = self.rates.lock();
-        if r.at_ms != 0 && now_ms > r.at_ms {
-            let secs = (now_ms - r.at_ms) as f64 / 1000.0;
+        let since = if r.at_ms == 0 { prev_round_ms } else { r.at_ms };
+        if since != 0 && now_ms > since {
+            let secs = (now_ms - since) as f64 / 1000.0;
             let last = r.last;
             for ((rate, total), prev) in r.per_sec.iter_mut().zip(totals).zip(last) {
                 *rate = total.saturating_sub(prev) as f64 / secs;
             }
         }
-        r.at_ms = now_ms;
         r.last = totals;
+        let moving = r.per_sec.iter().any(|x| *x != 0.0);
+        r.at_ms = if moving { now_ms } else { 0 };
+        moving
+    }
+
+    /// Marks a counter change; true when the queue must join the rate list (it was not in
+    /// it). One relaxed load on the hot path while it is in.
+    fn watch(&self) -> bool {
+        !self.watched.load(Ordering::Relaxed) && !self.watched.swap(true, Ordering::AcqRel)
+    }
+
+    /// Takes the queue out of the rate list after [`QueueStats::update_rates`] found it
+    /// still. Returns true when a counter moved meanwhile and it must stay in after all (a
+    /// change that saw it still in did not re-add it).
+    pub fn unwatch(&self) -> bool {
+        self.watched.store(false, Ordering::Release);
+        let last = self.rates.lock().last;
+        self.totals() != last && self.watch()
     }
 
     /// Publish, deliver and ack rates per second, as of the last update.
@@ -225,7 +268,8 @@ impl Queue {
             .dedup
             .clone()
             .map(|c| super::dedup::Dedup::new(c, super::dedup::queue_scope(id), durable));
-        Arc::new(Queue {
+        let q = Arc::new_cyclic(|me| Queue {
+            me: me.clone(),
             dedup,
             id,
             name,
@@ -240,9 +284,59 @@ impl Queue {
             state: Mutex::new(Locked {
                 core,
                 fx: Effects::default(),
+                timer_at: NO_TIMER,
             }),
             ctx,
-        })
+        });
+        // An `x-expires` queue is timed from its creation.
+        q.reschedule(&mut q.state.lock());
+        q
+    }
+
+    /// After a counter moved: joins the ticker's rate list if it was not in it.
+    fn counted(&self) {
+        if self.stats.watch() {
+            self.ctx.timers.watch_rates(self.me.clone());
+        }
+    }
+
+    /// Counts `n` deliveries acknowledged.
+    pub fn count_acked(&self, n: u64) {
+        self.stats.acked.fetch_add(n, Ordering::Relaxed);
+        self.counted();
+    }
+
+    /// Gives the timer index this queue's next deadline if it moved earlier than the one
+    /// given last: the core's (expiry, delayed release, refill retry) or, with no consumer,
+    /// the end of its `x-expires`. Called under the lock after every change that can bring
+    /// a deadline earlier; one that moves later is left to fire early and find nothing.
+    fn reschedule(&self, st: &mut Locked) {
+        let idle_end = self.args.expires_ms.and_then(|ttl| {
+            st.core
+                .consumers()
+                .is_empty()
+                .then(|| self.last_used.load(Ordering::Relaxed).saturating_add(ttl))
+        });
+        let next = [st.core.next_deadline(), idle_end]
+            .into_iter()
+            .flatten()
+            .min();
+        if let Some(at) = next {
+            if at < st.timer_at && !st.core.deleted() {
+                st.timer_at = at;
+                self.ctx.timers.schedule(
+                    TimerKey::Queue(self.id),
+                    at,
+                    TimerTarget::Queue(self.me.clone()),
+                );
+            }
+        }
+    }
+
+    /// The deadline this queue last gave the timer index, if any.
+    #[cfg(test)]
+    fn scheduled_at(&self) -> Option<u64> {
+        Some(self.state.lock().timer_at).filter(|t| *t != NO_TIMER)
     }
 
     /// Whether the queue has been deleted (routing may still hold a reference for a moment).
@@ -297,7 +391,7 @@ impl Queue {
         change: impl FnOnce(&mut QueueCore<Arc<Consumer>>, &mut Effects<Arc<Consumer>>) -> R,
     ) -> R {
         let mut st = self.state.lock();
-        let Locked { core, fx } = &mut *st;
+        let Locked { core, fx, .. } = &mut *st;
         let r = change(core, fx);
         // The clock is read only when something needs it (an expiring head, a delivery to
         // stamp): on the hot path a clock read per publish and per ack shows in the
@@ -307,6 +401,7 @@ impl Queue {
             core.dispatch(&mut now, &mut take_credit, fx);
         }
         self.apply(fx, &mut now);
+        self.reschedule(&mut st);
         r
     }
 
@@ -327,15 +422,30 @@ impl Queue {
             self.stats
                 .delivered
                 .fetch_add(fx.deliveries.len() as u64, Ordering::Relaxed);
+            self.counted();
         }
         for Delivery { consumer, entry } in fx.deliveries.drain(..) {
-            let tracked = (!consumer.no_ack).then(|| Unacked {
-                queue: self.clone(),
-                consumer: Some(consumer.clone()),
-                entry: entry.clone(),
-                delivered_at_ms: now.get(),
-            });
-            let delivery_tag = consumer.session.record_delivery(tracked);
+            let (tracked, timeout_at) = if consumer.no_ack {
+                (None, None)
+            } else {
+                let at = now.get();
+                let timeout_at =
+                    consumer_timeout(consumer.timeout_ms, &self.args, self.ctx.consumer_timeout)
+                        .map(|t| {
+                            at.saturating_add(u64::try_from(t.as_millis()).unwrap_or(u64::MAX))
+                        });
+                let tracked = Unacked {
+                    queue: self.clone(),
+                    consumer: Some(consumer.clone()),
+                    entry: entry.clone(),
+                    delivered_at_ms: at,
+                };
+                (Some(tracked), timeout_at)
+            };
+            let delivery_tag =
+                consumer
+                    .session
+                    .record_delivery(tracked, timeout_at, &self.ctx.timers);
             self.ctx.stats.count_delivery(entry.acquired_count > 0);
             let session = consumer.session.clone();
             let _ = session.outbound.send(Outbound::Deliver {
@@ -363,6 +473,7 @@ impl Queue {
             if !core.deleted() {
                 core.enqueue(entry, fx);
                 self.stats.published.fetch_add(1, Ordering::Relaxed);
+                self.counted();
             }
         });
     }
@@ -370,7 +481,9 @@ impl Queue {
     /// Loads recovered messages (ids ascending). Bodies come later, by paging; entries with a
     /// pending requeue delay wait in the delayed set.
     pub fn restore(self: &Arc<Self>, entries: impl IntoIterator<Item = (QueuedMessage, u64)>) {
-        self.state.lock().core.restore(entries);
+        let mut st = self.state.lock();
+        st.core.restore(entries);
+        self.reschedule(&mut st);
     }
 
     /// Puts settled-but-requeued deliveries back at the head, in their original order.
@@ -397,12 +510,15 @@ impl Queue {
         self.change(|core, fx| core.reject(entries, fx));
     }
 
-    /// Periodic work, driven by the broker's ticker: expires due messages (dead-lettering
-    /// them), releases delayed ones whose time has come, and says whether the queue has been
-    /// idle for its `x-expires`.
+    /// Timed work, driven by the broker's ticker when this queue's deadline is due: expires
+    /// due messages (dead-lettering them), releases delayed ones whose time has come, retries
+    /// a failed refill, reports its next deadline, and says whether the queue has been idle
+    /// for its `x-expires`.
     pub fn tick(self: &Arc<Self>, now: u64) -> Tick {
         let mut st = self.state.lock();
-        let Locked { core, fx } = &mut *st;
+        // The index gave up this queue's entry when it fired: the next deadline goes in anew.
+        st.timer_at = NO_TIMER;
+        let Locked { core, fx, .. } = &mut *st;
         core.tick(now, fx);
         let mut at = LazyNow::at(now);
         core.dispatch(&mut at, &mut take_credit, fx);
@@ -411,6 +527,7 @@ impl Queue {
             core.consumers().is_empty()
                 && now.saturating_sub(self.last_used.load(Ordering::Relaxed)) >= ttl
         });
+        self.reschedule(&mut st);
         Tick { idle_expired: idle }
     }
 
@@ -442,7 +559,10 @@ impl Queue {
         let loaded = match loaded {
             Ok(l) => l,
             Err(e) => {
-                self.state.lock().core.refill_failed();
+                let mut st = self.state.lock();
+                st.core.refill_failed(self.ctx.clock.now_ms());
+                self.reschedule(&mut st);
+                drop(st);
                 tracing::error!(queue = %self.name, error = %e, "paging message bodies in failed");
                 return;
             }
@@ -463,11 +583,13 @@ impl Queue {
         self.touch();
         let now = self.ctx.clock.now_ms();
         let mut st = self.state.lock();
-        let Locked { core, fx } = &mut *st;
+        let Locked { core, fx, .. } = &mut *st;
         let taken = core.take_one(now, no_ack, fx);
         self.apply(fx, &mut LazyNow::at(now));
+        drop(st);
         let (entry, left) = taken?;
         self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+        self.counted();
         self.ctx.stats.count_delivery(entry.acquired_count > 0);
         Some((entry, left))
     }
@@ -520,6 +642,8 @@ impl Queue {
         self.touch();
         let mut st = self.state.lock();
         let none_left = st.core.remove_consumer(|c| Arc::ptr_eq(c, consumer));
+        // The last consumer gone starts the `x-expires` count.
+        self.reschedule(&mut st);
         self.auto_delete && none_left && !self.is_deleted()
     }
 
@@ -641,6 +765,8 @@ mod tests {
             dead_letters: tx,
             stats: Arc::new(crate::broker::BrokerStats::default()),
             clock: clock.clone(),
+            timers: Arc::new(Timers::default()),
+            consumer_timeout: None,
         });
         Fixture {
             _dir: dir,
@@ -769,6 +895,180 @@ mod tests {
         );
         fx.clock.advance(Duration::from_secs(1));
         assert!(q.tick(fx.clock.now_ms()).idle_expired);
+    }
+
+    /// The deadline the timer index holds for the fixture's queue (id 1).
+    fn indexed(fx: &Fixture) -> Option<u64> {
+        fx.ctx.timers.next_deadline()
+    }
+
+    #[tokio::test]
+    async fn a_queue_reports_its_earliest_deadline_to_the_timer_index() {
+        let fx = fixture();
+        let q = queue(&fx, &[]);
+        assert_eq!(indexed(&fx), None, "an idle queue costs the ticker nothing");
+        q.enqueue(message(1, T0 + 5_000));
+        assert_eq!(indexed(&fx), Some(T0 + 5_000));
+        // A later deadline leaves the entry; an earlier one (a shorter per-message TTL
+        // arriving after a longer one) replaces it.
+        q.enqueue(message(2, T0 + 9_000));
+        assert_eq!(indexed(&fx), Some(T0 + 5_000));
+        q.enqueue(message(3, T0 + 1_000));
+        assert_eq!(indexed(&fx), Some(T0 + 1_000));
+        assert_eq!(fx.ctx.timers.len(), 1, "one entry per queue");
+        // Fired: the index lets the entry go, the tick reports the next one.
+        fx.clock.advance(Duration::from_millis(1_000));
+        assert_eq!(fx.ctx.timers.take_due(fx.clock.now_ms()).len(), 1);
+        q.tick(fx.clock.now_ms());
+        assert_eq!(ready_ids(&q), [1, 2]);
+        assert_eq!(indexed(&fx), Some(T0 + 5_000));
+        assert_eq!(q.scheduled_at(), Some(T0 + 5_000));
+        // A delayed requeue due before it comes first.
+        let mut retried = message(7, 0);
+        retried.acquired_count = 1;
+        q.delay(vec![(retried, T0 + 2_000)]);
+        assert_eq!(indexed(&fx), Some(T0 + 2_000));
+    }
+
+    #[tokio::test]
+    async fn an_x_expires_queue_is_timed_from_creation_and_from_its_last_consumer_leaving() {
+        let fx = fixture();
+        let q = queue(&fx, &[("x-expires", FieldValue::Int(60_000))]);
+        assert_eq!(indexed(&fx), Some(T0 + 60_000));
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let session = crate::broker::session::Session::new(1, "test".into(), tx);
+        let c = Consumer::new("c".into(), &q, session, false, 0, false, None);
+        q.add_consumer(c.clone()).expect("consumer");
+        fx.clock.advance(Duration::from_secs(30));
+        // The entry fires with the consumer attached: nothing is due, nothing rescheduled.
+        assert_eq!(fx.ctx.timers.take_due(T0 + 60_000).len(), 1);
+        assert!(!q.tick(T0 + 60_000).idle_expired);
+        assert_eq!(indexed(&fx), None);
+        fx.clock.advance(Duration::from_secs(40));
+        q.remove_consumer(&c);
+        assert_eq!(
+            indexed(&fx),
+            Some(T0 + 130_000),
+            "idle from the consumer leaving"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_delivery_sets_its_sessions_consumer_timeout_in_the_index() {
+        let fx = fixture();
+        let q = queue(&fx, &[("x-consumer-timeout", FieldValue::Int(1_000))]);
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let session = crate::broker::session::Session::new(1, "test".into(), tx);
+        let c = Consumer::new("c".into(), &q, session.clone(), false, 0, false, None);
+        q.add_consumer(c).expect("consumer");
+        q.enqueue(message(1, 0));
+        fx.clock.advance(Duration::from_millis(300));
+        q.enqueue(message(2, 0));
+        assert_eq!(
+            indexed(&fx),
+            Some(T0 + 1_000),
+            "the oldest delivery's deadline, not the newest"
+        );
+        assert_eq!(fx.ctx.timers.take_due(T0 + 1_000).len(), 1);
+        // The ticker cancels the consumer (taking its deliveries) before rescheduling; here
+        // the first delivery is acked instead, so the second one sets the next deadline.
+        drop(session.take_unacked(1, false));
+        session.reschedule_timeout(None, &fx.ctx.timers);
+        assert_eq!(indexed(&fx), Some(T0 + 1_300));
+    }
+
+    #[test]
+    fn rates_are_recomputed_only_while_the_counters_move() {
+        let stats = QueueStats::default();
+        assert!(stats.watch(), "the first change joins the rate list");
+        stats.published.fetch_add(10, Ordering::Relaxed);
+        assert!(!stats.watch(), "once");
+        // Joined after the round at T0: its window starts there.
+        assert!(stats.update_rates(T0 + 2_000, T0));
+        assert_eq!(stats.rates(), [5.0, 0.0, 0.0]);
+        // Still for a round: rates back to zero, out of the list.
+        assert!(!stats.update_rates(T0 + 3_000, T0 + 2_000));
+        assert_eq!(stats.rates(), [0.0, 0.0, 0.0]);
+        assert!(!stats.unwatch(), "nothing moved meanwhile");
+        // Idle for a long time, then busy: the window is the last round's, not the idle time.
+        stats.acked.fetch_add(4, Ordering::Relaxed);
+        assert!(stats.watch());
+        assert!(stats.update_rates(T0 + 60_000, T0 + 59_000));
+        assert_eq!(stats.rates(), [0.0, 0.0, 4.0]);
+        // A change between the still round and the unwatch keeps it in.
+        assert!(!stats.update_rates(T0 + 61_000, T0 + 60_000));
+        stats.acked.fetch_add(1, Ordering::Relaxed);
+        assert!(
+            !stats.watch(),
+            "seen as still in the list: not re-added by the change"
+        );
+        assert!(stats.unwatch(), "so the unwatch keeps it");
+    }
+
+    /// A body source whose first read fails.
+    #[derive(Debug, Default)]
+    struct FailsOnce {
+        bodies: MemoryBodies,
+        failed: AtomicBool,
+    }
+
+    impl BodySource for FailsOnce {
+        fn read_bodies(
+            &self,
+            ids: &[u64],
+        ) -> Result<Vec<Option<Arc<Message>>>, crate::store::StoreError> {
+            if !self.failed.swap(true, Ordering::SeqCst) {
+                return Err(crate::store::StoreError::Closed);
+            }
+            self.bodies.read_bodies(ids)
+        }
+    }
+
+    /// Regression: a failed body read was retried by the next dispatch, which on an idle
+    /// queue only the periodic tick of every queue provided. With ticks only for queues
+    /// with a deadline, the failure must set one, or the queue's consumer waits forever.
+    #[tokio::test]
+    async fn a_failed_refill_is_retried_by_the_ticker_on_an_idle_queue() {
+        let mut fx = fixture_with_window(0);
+        let source = Arc::new(FailsOnce::default());
+        fx.ctx = Arc::new(QueueContext {
+            store: fx.ctx.store.clone(),
+            bodies: source.clone(),
+            runtime: fx.ctx.runtime.clone(),
+            window_bytes: 0,
+            dead_letters: fx.ctx.dead_letters.clone(),
+            stats: fx.ctx.stats.clone(),
+            clock: fx.clock.clone(),
+            timers: fx.ctx.timers.clone(),
+            consumer_timeout: None,
+        });
+        let q = queue(&fx, &[]);
+        let mut m = message(1, 0);
+        m.stored = true;
+        source.bodies.insert(1, m.message.clone().expect("body"));
+        q.enqueue(m);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let session = crate::broker::session::Session::new(1, "test".into(), tx);
+        let consumer = Consumer::new("c".into(), &q, session, false, 0, false, None);
+        q.add_consumer(consumer).expect("consumer");
+        // The read fails on a blocking thread; then the queue has a retry deadline.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while indexed(&fx).is_none() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no retry deadline after a failed refill"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let retry = indexed(&fx).expect("deadline");
+        fx.clock.set(retry);
+        assert_eq!(fx.ctx.timers.take_due(retry).len(), 1);
+        q.tick(retry);
+        let out = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("a delivery after the retry")
+            .expect("channel open");
+        assert!(matches!(out, Outbound::Deliver { ref entry, .. } if entry.id == 1));
     }
 
     #[tokio::test]

@@ -21,7 +21,9 @@
 //!   (reject, lost connection) reaches it;
 //! - each message's failure count (`x-delivery-count`) and acquired count
 //!   (`x-acquired-count`) are the model's: a failure raises both, a release (nack, consumer
-//!   timeout, cancel) only the acquired count; stored entries write the counts they carry.
+//!   timeout, cancel) only the acquired count; stored entries write the counts they carry;
+//! - the next deadline the core reports (for the broker's timer index) is never later than
+//!   the first expiry or delayed release a tick would carry out.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -736,6 +738,27 @@ impl Harness {
             self.next_id - 1,
             "a message went missing"
         );
+        // The deadline the core reports to the timer index is never later than the first
+        // thing a tick would change: an expiry of a ready message or a delayed release.
+        // (Earlier is allowed: stale expiry entries.) With it, the ticker can skip a queue
+        // until then and miss nothing.
+        let first_due = self
+            .model
+            .ready
+            .iter()
+            .filter(|m| m.expires_at != 0)
+            .map(|m| m.expires_at)
+            .chain(self.model.delayed.keys().map(|(at, _)| *at))
+            .min();
+        if let Some(due) = first_due {
+            let next = self.core.next_deadline();
+            prop_assert!(
+                next.is_some_and(|d| d <= due),
+                "next deadline {:?} is later than the first due change at {}",
+                next,
+                due
+            );
+        }
         // Counters agree with the lists.
         let c = self.core.counts();
         prop_assert_eq!(c.ready, ready.len() as u64);

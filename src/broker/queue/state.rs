@@ -25,6 +25,10 @@ use crate::message::{Message, QueuedMessage};
 /// How many paged-out bodies one refill reads.
 pub const REFILL_BATCH: usize = 512;
 
+/// How long after a failed body read a queue tries again on its own (sooner if anything
+/// else makes it dispatch).
+pub const REFILL_RETRY_MS: u64 = 1_000;
+
 /// The `expires_at` of a message whose TTL is 0 (the queue's `x-message-ttl` or its own
 /// `expiration`): 1 ms after the epoch, so anything that meets it later finds it expired;
 /// [`QueueCore::enqueue`] gives it its one chance to reach a consumer first.
@@ -156,6 +160,9 @@ pub struct QueueCore<C> {
     next_consumer: usize,
     had_consumer: bool,
     refilling: bool,
+    /// When a failed refill may be tried again (0: none pending): without it an idle queue
+    /// whose read failed would wait for the next publish or ack to try again.
+    refill_retry_at: u64,
     deleted: bool,
     /// Requeued with a delay: not ready until their time, `(ready at, id)` order.
     pub(super) delayed: BTreeMap<(u64, u64), QueuedMessage>,
@@ -182,6 +189,7 @@ impl<C: ConsumerSlot> QueueCore<C> {
             next_consumer: 0,
             had_consumer: false,
             refilling: false,
+            refill_retry_at: 0,
             deleted: false,
             delayed: BTreeMap::new(),
             expiry: BinaryHeap::new(),
@@ -353,6 +361,10 @@ impl<C: ConsumerSlot> QueueCore<C> {
     /// expires due ready messages wherever they are (dead letters `expired`). Call
     /// [`QueueCore::dispatch`] after.
     pub fn tick(&mut self, now: u64, fx: &mut Effects<C>) {
+        if self.refill_retry_at != 0 && self.refill_retry_at <= now {
+            // The dispatch that follows asks for the bodies again.
+            self.refill_retry_at = 0;
+        }
         let mut due = Vec::new();
         while let Some(entry) = self.delayed.first_entry() {
             if entry.key().0 > now {
@@ -362,6 +374,22 @@ impl<C: ConsumerSlot> QueueCore<C> {
         }
         self.push_front(due);
         self.expire(now, fx);
+    }
+
+    /// The earliest time at which [`QueueCore::tick`] may have something to do (ms since
+    /// the epoch), or `None` when nothing is timed: the earliest expiry of a ready message,
+    /// release of a delayed one, or retry of a failed refill. It may be earlier than needed
+    /// (the expiry index keeps entries of messages delivered since, dropped when they come
+    /// up), never later. The shell reports it to the broker's timer index after every change
+    /// so the ticker visits only queues with something due.
+    pub fn next_deadline(&self) -> Option<u64> {
+        if self.deleted {
+            return None;
+        }
+        let expiry = self.expiry.peek().map(|Reverse((at, _))| *at);
+        let delayed = self.delayed.keys().next().map(|(at, _)| *at);
+        let retry = (self.refill_retry_at != 0).then_some(self.refill_retry_at);
+        [expiry, delayed, retry].into_iter().flatten().min()
     }
 
     /// Removes every ready message whose time has come, wherever it is in the queue.
@@ -490,9 +518,12 @@ impl<C: ConsumerSlot> QueueCore<C> {
         self.refilling = !fx.refill.is_empty();
     }
 
-    /// A refill's read failed: the next dispatch may ask again.
-    pub fn refill_failed(&mut self) {
+    /// A refill's read failed at `now`: the next dispatch may ask again, and
+    /// [`QueueCore::next_deadline`] reports a retry [`REFILL_RETRY_MS`] later in case no
+    /// change comes to dispatch before then.
+    pub fn refill_failed(&mut self, now: u64) {
         self.refilling = false;
+        self.refill_retry_at = now.saturating_add(REFILL_RETRY_MS).max(1);
     }
 
     /// Puts the bodies a refill read (`loaded[i]` for `ids[i]`) into their entries. Entries
