@@ -230,6 +230,10 @@ impl CommitHooks for Hooks {
         let rejected = &mut publish.rejected;
         // In place: a publish to queues without a refusing overflow rule allocates nothing.
         publish.queues.retain(|q| {
+            // A stream never refuses: its x-max-length-bytes is retention, not overflow.
+            if q.stream.is_some() {
+                return true;
+            }
             let refuses = !matches!(q.args.overflow, Overflow::DropHead)
                 && (q.args.max_length.is_some() || q.args.max_length_bytes.is_some());
             if !refuses {
@@ -248,9 +252,18 @@ impl CommitHooks for Hooks {
             for q in publish
                 .queues
                 .iter()
-                .filter(|q| q.durable && !q.is_deleted())
+                .filter(|q| q.durable && q.stream.is_none() && !q.is_deleted())
             {
                 rows.push(q.id, expires_at(q, message, batch.now));
+            }
+        }
+        // Every message routed to a stream is stored, persistent or not (RabbitMQ streams are
+        // always persistent); its offset is reserved here, in batch order, and taken by the
+        // append after the commit, in the same order. (A per-producer deduplication check
+        // belongs here, before the reserve.)
+        for q in &publish.queues {
+            if let Some(s) = q.stream.as_ref().filter(|_| !q.is_deleted()) {
+                rows.push_stream(q.id, s.reserve(), batch.now);
             }
         }
         if !publish.marks.is_empty() {
@@ -295,6 +308,11 @@ impl CommitHooks for Hooks {
             }
         }
         if let Err(e) = result {
+            // Every publish of the failed batch comes here: the offsets its streams reserved
+            // are handed out again.
+            for s in queues.iter().filter_map(|q| q.stream.as_ref()) {
+                s.rollback();
+            }
             if stored {
                 if let Some(slot) = confirm {
                     slot.reply(Event::Confirm(Confirm::Nack {
@@ -307,6 +325,10 @@ impl CommitHooks for Hooks {
         }
         let size = u32::try_from(message.body.len()).unwrap_or(u32::MAX);
         for q in &queues {
+            if let Some(s) = &q.stream {
+                s.append(q, batch.now, message.clone());
+                continue;
+            }
             q.enqueue(QueuedMessage {
                 id,
                 message: Some(message.clone()),

@@ -38,6 +38,8 @@ pub enum Outbound {
         delivery_tag: u64,
         /// The message (its body is resident).
         entry: QueuedMessage,
+        /// Its offset, for a delivery from a stream (sent in the frame).
+        stream_offset: Option<u64>,
     },
 }
 

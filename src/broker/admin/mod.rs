@@ -13,6 +13,7 @@
 mod definitions;
 mod dlq;
 mod listing;
+mod stream;
 
 pub use dlq::DEFAULT_PEEK_LIMIT;
 
@@ -100,7 +101,9 @@ impl<'a> Page<'a> {
 }
 
 /// The read-only listings: the `monitoring` tag (or `administrator`) may run them.
-const LISTINGS: [&str; 7] = [
+const LISTINGS: [&str; 9] = [
+    "stream.info",
+    "stream.consumers",
     "status",
     "queue.list",
     "queue.inspect",
@@ -211,6 +214,10 @@ impl Broker {
                 opt_str(args, "exchange")?,
             )),
             "connection.list" => encode(&self.connections()),
+            "stream.info" => encode(&stream::info(&session.vhost, req_str(args, "queue")?)?),
+            "stream.consumers" => {
+                encode(&stream::info(&session.vhost, req_str(args, "queue")?)?.named_consumers)
+            }
             "consumer.list" => encode(&self.consumers(&session.vhost)),
             // One engine: a queue peek is a dead-letter peek without the dead-letter filters.
             "dlq.peek" | "queue.peek" => encode(

@@ -113,6 +113,9 @@ pub struct Queue {
     pub args: QueueArgs,
     /// Its deduplication window, when `x-message-deduplication` is on.
     pub dedup: Option<Arc<super::dedup::Dedup>>,
+    /// The log, when this is a stream (`x-queue-type=stream`): then the classic core stays
+    /// empty and the queue's consumer and counting methods hand their work to it.
+    pub stream: Option<super::stream::Stream>,
     /// Mirrors the core's own flag so routing can ask without the lock.
     deleted: AtomicBool,
     /// Last use (consume, get, declare), ms since the epoch, for `x-expires`.
@@ -225,7 +228,10 @@ impl Queue {
             .dedup
             .clone()
             .map(|c| super::dedup::Dedup::new(c, super::dedup::queue_scope(id), durable));
+        let stream = (args.queue_type == super::queue_args::QueueType::Stream)
+            .then(|| super::stream::Stream::new(id, name.clone(), &args, ctx.clone()));
         Arc::new(Queue {
+            stream,
             dedup,
             id,
             name,
@@ -252,6 +258,16 @@ impl Queue {
 
     /// Its counters.
     pub fn counts(&self) -> QueueCounts {
+        if let Some(s) = &self.stream {
+            let (ready, ready_bytes, consumers) = s.counts();
+            return QueueCounts {
+                ready,
+                ready_bytes,
+                unacked: 0,
+                consumers,
+                delayed: 0,
+            };
+        }
         self.state.lock().core.counts()
     }
 
@@ -342,6 +358,7 @@ impl Queue {
                 consumer,
                 delivery_tag,
                 entry,
+                stream_offset: None,
             });
         }
         if !fx.removals.is_empty() {
@@ -401,6 +418,10 @@ impl Queue {
     /// them), releases delayed ones whose time has come, and says whether the queue has been
     /// idle for its `x-expires`.
     pub fn tick(self: &Arc<Self>, now: u64) -> Tick {
+        if let Some(s) = &self.stream {
+            s.tick(now);
+            return Tick::default();
+        }
         let mut st = self.state.lock();
         let Locked { core, fx } = &mut *st;
         core.tick(now, fx);
@@ -421,6 +442,9 @@ impl Queue {
 
     /// Hands ready messages to consumers with credit, round-robin.
     pub fn dispatch(self: &Arc<Self>) {
+        if let Some(s) = &self.stream {
+            return s.dispatch(self);
+        }
         self.change(|_, _| ());
     }
 
@@ -510,12 +534,19 @@ impl Queue {
     /// lock, so once the flag is set under that lock the consumer's session holds every
     /// delivery it will ever get, and taking them from there misses none.
     pub fn stop_consumer(&self, consumer: &Consumer) {
+        if let Some(s) = &self.stream {
+            return s.stop_consumer(consumer);
+        }
         let _st = self.state.lock();
         consumer.deactivate();
     }
 
     /// Detaches a consumer. Returns true when the queue should now be auto-deleted.
     pub fn remove_consumer(&self, consumer: &Arc<Consumer>) -> bool {
+        if let Some(s) = &self.stream {
+            s.remove_consumer(consumer);
+            return false;
+        }
         consumer.deactivate();
         self.touch();
         let mut st = self.state.lock();
@@ -581,6 +612,9 @@ impl Queue {
 
     /// Its consumers, for listings.
     pub fn consumers(&self) -> Vec<Arc<Consumer>> {
+        if let Some(s) = &self.stream {
+            return s.consumers();
+        }
         self.state.lock().core.consumers().to_vec()
     }
 
@@ -593,6 +627,11 @@ impl Queue {
     /// Marks the queue deleted and empties it. Returns its consumers (to notify) and the
     /// number of ready messages it held. Store rows go with the queue's store deletion.
     pub fn mark_deleted(&self) -> (Vec<Arc<Consumer>>, u64) {
+        if let Some(s) = &self.stream {
+            self.deleted.store(true, Ordering::Release);
+            let (consumers, first, next) = s.delete();
+            return (consumers, next - first);
+        }
         let mut st = self.state.lock();
         self.deleted.store(true, Ordering::Release);
         let (consumers, count) = st.core.delete();
