@@ -312,6 +312,12 @@ impl Stream {
             .map(|(n, p)| (Arc::<str>::from(n), p))
             .collect();
         self.reserved.store(st.next, Ordering::Release);
+        // A trim decided before a crash but not yet committed is decided again now.
+        if let Some(max) = self.max_bytes {
+            while st.bytes > max && st.chunks.len() > 1 {
+                self.trim_front(&mut st);
+            }
+        }
         Ok(())
     }
 
