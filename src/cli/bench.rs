@@ -28,6 +28,10 @@ pub struct BenchArgs {
     /// Data directory of the in-process broker (default: a temporary directory).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// The stream scenario: append --messages to a stream with confirms, then read them all
+    /// back from the first offset; reports the append and the read rate.
+    #[arg(long, conflicts_with = "transient")]
+    pub stream: bool,
 }
 
 /// Runs the benchmark and prints its report. `server` is the global `--server` as given on
@@ -50,6 +54,7 @@ pub async fn run(
         server,
         data_dir: args.data_dir,
         tls,
+        stream: args.stream,
     })
     .await?;
     print!("{report}");

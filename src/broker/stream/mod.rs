@@ -414,7 +414,8 @@ impl Stream {
     /// else `next`).
     ///
     /// # Errors
-    /// A message for the client: the name is already attached.
+    /// None yet; the signature matches `Queue::add_consumer`, whose refusals the consume path
+    /// reports the same way.
     pub fn add_consumer(
         &self,
         queue: &Arc<Queue>,
@@ -423,14 +424,9 @@ impl Stream {
         name: Option<Arc<str>>,
     ) -> Result<(), String> {
         let mut st = self.state.lock();
-        if let Some(n) = &name {
-            if st.readers.iter().any(|r| r.name.as_ref() == Some(n)) {
-                return Err(format!(
-                    "stream '{}' already has a consumer named '{n}' attached",
-                    self.name
-                ));
-            }
-        }
+        // A second consumer under an attached name is allowed: after a network failure the
+        // new connection often arrives before the server has noticed the old one died. Both
+        // then move the one position (the last settle wins).
         let stored = name.as_ref().and_then(|n| st.positions.get(n).copied());
         let start = match (start, stored) {
             (Some(s), _) => s,
