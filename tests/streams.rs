@@ -720,3 +720,93 @@ async fn a_large_stream_costs_bounded_memory_and_old_offsets_are_read_from_the_s
     );
     assert_eq!(info(&d, "big").await["messages"], ENTRIES);
 }
+
+/// A commit that fails (a full disk) appends nothing and costs no offset: once space is back
+/// the next append takes the offset after the last confirmed one, and reading from the first
+/// entry gives exactly the confirmed messages, in order, with no gap. The data directory is a
+/// small tmpfs; where mounting is not allowed the test says so and passes without running.
+#[tokio::test]
+async fn a_failed_commit_leaves_no_gap_in_the_offsets() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=32m", "tmpfs"])
+        .arg(dir.path())
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !mounted {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root)");
+        return;
+    }
+    struct Unmount<'a>(&'a std::path::Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(self.0)
+                .status();
+        }
+    }
+    let _unmount = Unmount(dir.path());
+    let filler = dir.path().join("filler");
+    std::fs::write(&filler, vec![0u8; 6 << 20]).expect("filler");
+    let d = TestDaemon::start_in(&dir.path().join("data"), &["--disk-free-limit", "0"]);
+    let c = d.client().await;
+    declare_stream(&c, "s", &[]).await;
+    let message = |i: u64| {
+        let mut body = format!("{i:08}").into_bytes();
+        body.resize(64 * 1024, b'.');
+        OutgoingMessage::new("", "s", body)
+    };
+    let publish = |i: u64| {
+        let c = c.clone();
+        async move {
+            within("a confirm", c.publish_and_confirm(message(i)))
+                .await
+                .expect("answered")
+                .is_confirmed()
+        }
+    };
+    let mut confirmed = Vec::new();
+    let mut i = 0u64;
+    while publish(i).await {
+        confirmed.push(i);
+        i += 1;
+        assert!(i < 2_000, "the disk never filled");
+    }
+    // Refused again while full: each refusal is a failed commit.
+    for _ in 0..3 {
+        i += 1;
+        assert!(!publish(i).await, "still full");
+    }
+    std::fs::remove_file(&filler).expect("freeing space");
+    within("the store to take appends again", async {
+        loop {
+            i += 1;
+            if publish(i).await {
+                confirmed.push(i);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    for _ in 0..3 {
+        i += 1;
+        assert!(publish(i).await);
+        confirmed.push(i);
+    }
+    c.qos(10).await.expect("qos");
+    let mut all = consume(
+        &c,
+        "s",
+        ConsumeOptions::default().stream_offset(StreamOffset::First),
+    )
+    .await;
+    for (offset, n) in confirmed.iter().enumerate() {
+        let m = next(&mut all).await;
+        assert_eq!(m.stream_offset, Some(offset as u64), "no gap");
+        assert_eq!(&m.body[..8], format!("{n:08}").as_bytes());
+        c.ack(m.delivery_tag, false).await.expect("ack");
+    }
+    nothing_more(&mut all).await;
+}

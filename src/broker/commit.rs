@@ -35,12 +35,19 @@ pub type BrokerStore = Store<Hooks>;
 #[derive(Debug)]
 pub struct Hooks {
     clock: Arc<dyn Clock>,
+    /// The streams that reserved offsets in the last batch: at the next batch's start each
+    /// re-aligns its reservations with what was appended, so a failed commit (whose
+    /// publishes were never appended) hands its offsets out again.
+    reserved: Vec<Arc<Queue>>,
 }
 
 impl Hooks {
     /// Hooks stamping expiry with `clock`.
     pub fn new(clock: Arc<dyn Clock>) -> Self {
-        Hooks { clock }
+        Hooks {
+            clock,
+            reserved: Vec::new(),
+        }
     }
 }
 
@@ -209,6 +216,11 @@ impl CommitHooks for Hooks {
     type Batch = Batch;
 
     fn begin(&mut self) -> Batch {
+        for q in self.reserved.drain(..) {
+            if let Some(s) = &q.stream {
+                s.realign();
+            }
+        }
         Batch {
             now: self.clock.now_ms(),
             pending: HashMap::new(),
@@ -264,6 +276,9 @@ impl CommitHooks for Hooks {
         for q in &publish.queues {
             if let Some(s) = q.stream.as_ref().filter(|_| !q.is_deleted()) {
                 rows.push_stream(q.id, s.reserve(), batch.now);
+                if !self.reserved.iter().any(|r| r.id == q.id) {
+                    self.reserved.push(q.clone());
+                }
             }
         }
         if !publish.marks.is_empty() {
@@ -308,11 +323,6 @@ impl CommitHooks for Hooks {
             }
         }
         if let Err(e) = result {
-            // Every publish of the failed batch comes here: the offsets its streams reserved
-            // are handed out again.
-            for s in queues.iter().filter_map(|q| q.stream.as_ref()) {
-                s.rollback();
-            }
             if stored {
                 if let Some(slot) = confirm {
                     slot.reply(Event::Confirm(Confirm::Nack {

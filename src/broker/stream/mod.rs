@@ -342,13 +342,16 @@ impl Stream {
     }
 
     /// The offset for the next publish of the batch being prepared (writer thread, before
-    /// the commit, in batch order; [`Stream::append`] follows in the same order).
+    /// the commit, in batch order; [`Stream::append`] follows in the same order, and
+    /// [`Stream::realign`] before the next batch).
     pub fn reserve(&self) -> u64 {
         self.reserved.fetch_add(1, Ordering::AcqRel)
     }
 
-    /// The batch's commit failed: the offsets it reserved are handed out again.
-    pub fn rollback(&self) {
+    /// Before the next batch: reservations start again at the next append, so the offsets a
+    /// failed commit reserved (its publishes were never appended) are handed out again. After
+    /// a commit that succeeded this changes nothing.
+    pub fn realign(&self) {
         let next = self.state.lock().next;
         self.reserved.store(next, Ordering::Release);
     }
