@@ -757,6 +757,117 @@ impl Stream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::queue::{MemoryBodies, QueueSettings};
+    use crate::clock::ManualClock;
+
+    const T0: u64 = 1_700_000_000_000;
+
+    /// A stream queue on a [`ManualClock`] with a real store in a temporary directory.
+    fn stream(args: &[(&str, FieldValue)]) -> (tempfile::TempDir, Arc<ManualClock>, Arc<Queue>) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let clock = Arc::new(ManualClock::new(T0));
+        let hooks = crate::broker::commit::Hooks::new(clock.clone());
+        let (store, _) = crate::store::Store::open_with(dir.path(), hooks).expect("store");
+        let (dead_letters, _) = tokio::sync::mpsc::unbounded_channel();
+        let ctx = Arc::new(QueueContext {
+            store,
+            bodies: Arc::new(MemoryBodies::default()),
+            runtime: tokio::runtime::Handle::current(),
+            window_bytes: 1 << 20,
+            dead_letters,
+            stats: Arc::new(crate::broker::BrokerStats::default()),
+            clock: clock.clone(),
+        });
+        let mut arguments: FieldTable = args
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect();
+        arguments.insert("x-queue-type".into(), FieldValue::String("stream".into()));
+        let parsed = QueueArgs::parse(&arguments).expect("valid arguments");
+        let q = Queue::new(
+            QueueSettings {
+                id: 1,
+                name: "s".into(),
+                durable: true,
+                exclusive_owner: None,
+                auto_delete: false,
+                arguments,
+                args: parsed,
+            },
+            ctx,
+        );
+        (dir, clock, q)
+    }
+
+    fn append(q: &Arc<Queue>, at: u64, body: &'static [u8]) -> u64 {
+        let s = q.stream.as_ref().expect("a stream");
+        let offset = s.reserve();
+        s.append(
+            q,
+            at,
+            Arc::new(Message {
+                exchange: String::new(),
+                routing_key: "s".into(),
+                properties: Default::default(),
+                body: bytes::Bytes::from_static(body),
+            }),
+        );
+        offset
+    }
+
+    #[tokio::test]
+    async fn chunks_close_by_bytes_and_size_retention_drops_whole_old_chunks() {
+        let (_dir, _clock, q) = stream(&[
+            ("x-stream-max-segment-size-bytes", FieldValue::I32(10)),
+            ("x-max-length-bytes", FieldValue::I32(25)),
+        ]);
+        let s = q.stream.as_ref().expect("a stream");
+        // 5-byte bodies: two per 10-byte chunk.
+        for i in 0..4 {
+            assert_eq!(append(&q, T0, b"12345"), i);
+        }
+        let sum = s.summary();
+        assert_eq!(
+            (sum.first_offset, sum.next_offset, sum.chunks, sum.bytes),
+            (0, 4, 2, 20)
+        );
+        // 30 bytes > 25: the oldest chunk (offsets 0 and 1) goes, leaving 20.
+        append(&q, T0, b"12345");
+        append(&q, T0, b"12345");
+        let sum = s.summary();
+        assert_eq!((sum.first_offset, sum.next_offset, sum.bytes), (2, 6, 20));
+        assert_eq!(q.counts().ready, 4);
+    }
+
+    #[tokio::test]
+    async fn age_retention_drops_chunks_whose_newest_entry_is_too_old_but_never_the_last() {
+        let (_dir, _clock, q) = stream(&[
+            ("x-stream-max-segment-size-bytes", FieldValue::I32(2)),
+            ("x-max-age", FieldValue::String("10s".into())),
+        ]);
+        let s = q.stream.as_ref().expect("a stream");
+        append(&q, T0, b"ab"); // chunk 0: offset 0
+        append(&q, T0 + 5_000, b"ab"); // chunk 1: offset 1
+        append(&q, T0 + 20_000, b"ab"); // chunk 2: offset 2
+        s.tick(T0 + 10_000);
+        assert_eq!(s.summary().first_offset, 0, "exactly max-age old is kept");
+        s.tick(T0 + 15_001);
+        assert_eq!(s.summary().first_offset, 2);
+        s.tick(T0 + 1_000_000);
+        assert_eq!(s.summary().first_offset, 2, "the last chunk stays");
+    }
+
+    #[tokio::test]
+    async fn realign_hands_unappended_reservations_out_again() {
+        let (_dir, _clock, q) = stream(&[]);
+        let s = q.stream.as_ref().expect("a stream");
+        assert_eq!(append(&q, T0, b"a"), 0);
+        // A batch reserved two offsets and failed: nothing was appended.
+        assert_eq!((s.reserve(), s.reserve()), (1, 2));
+        s.realign();
+        assert_eq!(append(&q, T0, b"b"), 1);
+        assert_eq!(s.summary().next_offset, 2);
+    }
 
     #[test]
     fn rfc3339_times_parse_to_epoch_ms() {
