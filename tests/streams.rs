@@ -175,6 +175,12 @@ async fn a_stream_replays_from_first_an_offset_last_and_next_and_reading_removes
         .expect("events listed");
     assert_eq!(events["type"], "stream");
     assert_eq!(events["messages_ready"], 253);
+    let table = common::ok(&d.cli(&["queue", "list"]));
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("events "))
+        .expect("events in the table");
+    assert!(row.contains(" stream "), "{row}");
 }
 
 #[tokio::test]

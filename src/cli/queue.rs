@@ -289,13 +289,17 @@ pub fn queue_table(queues: &[QueueInfo]) -> String {
     table.render()
 }
 
-/// `excl`, `auto-del`, both (comma-separated) or `-`.
+/// `stream` (a stream queue), `excl`, `auto-del`, any of them (comma-separated) or `-`.
 fn flags(q: &QueueInfo) -> String {
-    let flags: Vec<&str> = [(q.exclusive, "excl"), (q.auto_delete, "auto-del")]
-        .into_iter()
-        .filter(|(set, _)| *set)
-        .map(|(_, flag)| flag)
-        .collect();
+    let flags: Vec<&str> = [
+        (q.queue_type == "stream", "stream"),
+        (q.exclusive, "excl"),
+        (q.auto_delete, "auto-del"),
+    ]
+    .into_iter()
+    .filter(|(set, _)| *set)
+    .map(|(_, flag)| flag)
+    .collect();
     if flags.is_empty() {
         "-".to_owned()
     } else {
