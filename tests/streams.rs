@@ -816,3 +816,32 @@ async fn a_failed_commit_leaves_no_gap_in_the_offsets() {
     }
     nothing_more(&mut all).await;
 }
+
+/// Regression: a named consumer cancelled keeping its unacked deliveries (how a client takes
+/// exactly N) left the stream's readers at once, so the acks that followed did not move its
+/// position and the next reader under the name got those messages again.
+#[tokio::test]
+async fn acks_after_a_cancel_that_keeps_the_deliveries_still_move_a_named_position() {
+    let d = TestDaemon::start();
+    let c = d.client().await;
+    declare_stream(&c, "s", &[]).await;
+    append(&c, "s", bodies(0..20)).await;
+    c.qos(5).await.expect("qos");
+    let named = ConsumeOptions::default()
+        .stream_offset(StreamOffset::First)
+        .stream_consumer_name("exact");
+    let mut k = consume(&c, "s", named).await;
+    let mut tags = Vec::new();
+    for _ in 0..5 {
+        tags.push(next(&mut k).await.delivery_tag);
+    }
+    c.cancel_keeping_unacked(k.tag()).await.expect("cancel");
+    c.ack_durable(tags[4], true).await.expect("ack");
+    let mut again = consume(
+        &c,
+        "s",
+        ConsumeOptions::default().stream_consumer_name("exact"),
+    )
+    .await;
+    assert_eq!(take(&mut again, 2).await, expected(5..7));
+}

@@ -474,13 +474,14 @@ impl Stream {
         consumer.deactivate();
     }
 
-    /// Detaches a consumer.
+    /// Detaches a consumer. A named one still holding unsettled deliveries (cancelled with
+    /// `keep_unacked`) stays as an inactive reader until they are settled, so the acks that
+    /// follow still move its position.
     pub fn remove_consumer(&self, consumer: &Arc<Consumer>) {
         consumer.deactivate();
-        self.state
-            .lock()
-            .readers
-            .retain(|r| !Arc::ptr_eq(&r.consumer, consumer));
+        self.state.lock().readers.retain(|r| {
+            !Arc::ptr_eq(&r.consumer, consumer) || (r.name.is_some() && !r.outstanding.is_empty())
+        });
     }
 
     /// Deliveries of `consumer` at `offsets` were settled. With `advance` (an ack, nack or
@@ -499,10 +500,11 @@ impl Stream {
         let State {
             readers, positions, ..
         } = &mut *st;
-        if let Some(r) = readers
-            .iter_mut()
-            .find(|r| Arc::ptr_eq(&r.consumer, consumer))
+        if let Some(i) = readers
+            .iter()
+            .position(|r| Arc::ptr_eq(&r.consumer, consumer))
         {
+            let r = &mut readers[i];
             for o in offsets {
                 r.outstanding.remove(o);
             }
@@ -518,6 +520,10 @@ impl Stream {
                     }
                 }
             }
+            // A detached reader kept for its last settles goes with the last of them.
+            if !r.consumer.is_active() && r.outstanding.is_empty() {
+                readers.remove(i);
+            }
         }
         self.dispatch_locked(queue, &mut st);
     }
@@ -529,7 +535,7 @@ impl Stream {
     }
 
     fn dispatch_locked(&self, queue: &Arc<Queue>, st: &mut State) {
-        if st.deleted {
+        if st.deleted || st.readers.is_empty() {
             return;
         }
         let first = st.first();
@@ -698,10 +704,11 @@ impl Stream {
     /// Entries held and attached consumers, for declare-ok and listings.
     pub fn counts(&self) -> (u64, u64, u32) {
         let st = self.state.lock();
+        let attached = st.readers.iter().filter(|r| r.consumer.is_active()).count();
         (
             st.next - st.first(),
             st.bytes,
-            u32::try_from(st.readers.len()).unwrap_or(u32::MAX),
+            u32::try_from(attached).unwrap_or(u32::MAX),
         )
     }
 
@@ -711,6 +718,7 @@ impl Stream {
             .lock()
             .readers
             .iter()
+            .filter(|r| r.consumer.is_active())
             .map(|r| r.consumer.clone())
             .collect()
     }
@@ -722,7 +730,10 @@ impl Stream {
             .positions
             .iter()
             .map(|(n, p)| {
-                let attached = st.readers.iter().any(|r| r.name.as_ref() == Some(n));
+                let attached = st
+                    .readers
+                    .iter()
+                    .any(|r| r.name.as_ref() == Some(n) && r.consumer.is_active());
                 (n.to_string(), *p, attached)
             })
             .collect();
@@ -733,7 +744,8 @@ impl Stream {
             last_timestamp: st.chunks.back().map_or(0, |c| c.last_ts),
             bytes: st.bytes,
             chunks: st.chunks.len() as u64,
-            consumers: u32::try_from(st.readers.len()).unwrap_or(u32::MAX),
+            consumers: u32::try_from(st.readers.iter().filter(|r| r.consumer.is_active()).count())
+                .unwrap_or(u32::MAX),
             named,
         }
     }
