@@ -845,3 +845,55 @@ async fn acks_after_a_cancel_that_keeps_the_deliveries_still_move_a_named_positi
     .await;
     assert_eq!(take(&mut again, 2).await, expected(5..7));
 }
+
+/// Deleting a virtual host removes its streams' entries too (in the background, as for a
+/// deleted stream): a restart finds none left over.
+#[tokio::test]
+async fn deleting_a_virtual_host_removes_its_streams_entries() {
+    let mut d = TestDaemon::start();
+    common::ok(&d.cli(&["vhost", "add", "tmp"]));
+    common::ok(&d.cli(&[
+        "permission",
+        "set",
+        "guest",
+        "--vhost",
+        "tmp",
+        "--configure",
+        ".*",
+        "--write",
+        ".*",
+        "--read",
+        ".*",
+    ]));
+    let c = Client::connect_with(
+        d.addr(),
+        &warren::client::ConnectOptions::default().vhost("tmp"),
+    )
+    .await
+    .expect("connect to tmp");
+    declare_stream(&c, "s", &[]).await;
+    append(&c, "s", bodies(0..500)).await;
+    c.close().await.expect("close");
+    common::ok(&d.cli(&["vhost", "delete", "tmp"]));
+    // The removal is one commit of 500 entries, started when the delete returned.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    within("the entries to go", async {
+        loop {
+            assert!(d.stop(), "clean stop");
+            d.restart();
+            let logs = d.logs();
+            let last = logs.rsplit("--- daemon run").next().unwrap_or("");
+            if !last.contains("removing the entries of a deleted stream") {
+                break;
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        d.logs()
+            .matches("removing the entries of a deleted stream")
+            .count(),
+        0,
+        "removed before the first restart"
+    );
+}

@@ -214,8 +214,8 @@ impl Broker {
         }
     }
 
-    /// Removes the entries of streams that no longer exist: deleted while their entries were
-    /// still being removed (a crash, or their virtual host was deleted).
+    /// Removes the entries of streams that no longer exist: deleted (with their virtual host
+    /// or alone) while their entries were still being removed when the process died.
     async fn remove_orphaned_stream_entries(&self) {
         let store = self.inner.store.clone();
         let extents = tokio::task::spawn_blocking(move || store.stream_extents())
