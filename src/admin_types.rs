@@ -308,6 +308,65 @@ pub struct QueueInfo {
     pub dead_lettered_total: u64,
     /// When these numbers were read, in milliseconds since the Unix epoch.
     pub as_of_ms: u64,
+    /// `classic` or `stream` (`x-queue-type`). Absent from older servers: classic.
+    #[serde(rename = "type", default = "classic")]
+    pub queue_type: String,
+}
+
+fn classic() -> String {
+    "classic".to_owned()
+}
+
+/// The answer to `stream.info`: what a stream holds and how it is trimmed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StreamInfo {
+    /// Stream name.
+    pub name: String,
+    /// Entries held.
+    pub messages: u64,
+    /// The first offset held (`None`: the stream is empty).
+    #[serde(deserialize_with = "Option::deserialize")]
+    pub first_offset: Option<u64>,
+    /// The last offset held (`None`: the stream is empty).
+    #[serde(deserialize_with = "Option::deserialize")]
+    pub last_offset: Option<u64>,
+    /// The offset the next message gets.
+    pub next_offset: u64,
+    /// When the first entry held was appended, ms since the Unix epoch.
+    #[serde(deserialize_with = "Option::deserialize")]
+    pub first_timestamp_ms: Option<u64>,
+    /// When the last entry was appended, ms since the Unix epoch.
+    #[serde(deserialize_with = "Option::deserialize")]
+    pub last_timestamp_ms: Option<u64>,
+    /// Body bytes held.
+    pub bytes: u64,
+    /// Retention chunks held.
+    pub chunks: u64,
+    /// `x-max-length-bytes`: trimmed past this many bytes.
+    #[serde(deserialize_with = "Option::deserialize")]
+    pub max_length_bytes: Option<u64>,
+    /// `x-max-age` in milliseconds: chunks older than this are trimmed.
+    #[serde(deserialize_with = "Option::deserialize")]
+    pub max_age_ms: Option<u64>,
+    /// The body bytes after which a retention chunk closes.
+    pub chunk_bytes: u64,
+    /// Attached consumers.
+    pub consumers: u32,
+    /// Named consumers with a stored position.
+    pub named_consumers: Vec<StreamConsumerInfo>,
+}
+
+/// A named stream consumer's stored position: one entry of `stream.consumers`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StreamConsumerInfo {
+    /// Its name (`x-stream-consumer-name`).
+    pub name: String,
+    /// The offset it resumes at: one past everything it has settled.
+    pub offset: u64,
+    /// Entries between its offset and the end of the stream.
+    pub lag: u64,
+    /// Whether a consumer with this name is attached now.
+    pub attached: bool,
 }
 
 /// One entry of `exchange.list`.
@@ -625,7 +684,7 @@ mod tests {
             "message_bytes": 2048, "consumers": 1,
             "publish_rate": 0.5, "deliver_rate": 0.0, "ack_rate": 1.25,
             "published_total": 4, "delivered_total": 1, "acked_total": 0,
-            "dead_lettered_total": 0, "as_of_ms": 1_714_564_800_000_u64,
+            "dead_lettered_total": 0, "as_of_ms": 1_714_564_800_000_u64, "type": "classic",
         })
     }
 

@@ -41,6 +41,9 @@ pub struct BenchOptions {
     /// Application headers on every message (`h0`..`hN`, short string values), to measure
     /// what headers cost on the publish and delivery paths.
     pub headers: usize,
+    /// The stream scenario: append `messages` to a stream with confirms, then read them all
+    /// back from the first offset (acking each), and report both rates.
+    pub stream: bool,
 }
 
 /// What was measured.
@@ -62,6 +65,9 @@ pub struct BenchReport {
     pub ops_committed: Option<u64>,
     /// Time spent in commits during the run, microseconds (in-process broker only).
     pub commit_micros: Option<u64>,
+    /// The stream scenario: how long reading everything back from the first offset took
+    /// (after the appends; `elapsed` then covers both phases).
+    pub read_elapsed: Option<Duration>,
 }
 
 impl BenchReport {
@@ -87,9 +93,22 @@ impl std::fmt::Display for BenchReport {
             self.messages as f64 / self.publish_elapsed.as_secs_f64().max(f64::EPSILON),
             self.publish_elapsed.as_secs_f64()
         )?;
+        if let Some(read) = self.read_elapsed {
+            writeln!(
+                f,
+                "stream read     {:.0} msgs/s from the first offset ({:.2} s)",
+                self.messages as f64 / read.as_secs_f64().max(f64::EPSILON),
+                read.as_secs_f64()
+            )?;
+        }
         writeln!(
             f,
-            "latency (ms)    p50 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
+            "{}p50 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
+            if self.read_elapsed.is_some() {
+                "age read (ms)   "
+            } else {
+                "latency (ms)    "
+            },
             h.value_at_quantile(0.5) as f64 / 1000.0,
             h.value_at_quantile(0.99) as f64 / 1000.0,
             h.value_at_quantile(0.999) as f64 / 1000.0,
@@ -185,17 +204,55 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
     };
     let publisher = connect().await?;
     let consumer_client = connect().await?;
+    let mut arguments = warren_protocol::FieldTable::new();
+    if opts.stream {
+        arguments.insert(
+            "x-queue-type".to_owned(),
+            warren_protocol::FieldValue::String("stream".to_owned()),
+        );
+    }
     publisher
         .declare_queue(
             &queue,
             QueueOptions {
-                durable: opts.persistent,
+                // A stream is always durable, and stores every message routed to it.
+                durable: opts.persistent || opts.stream,
                 auto_delete: false,
+                arguments,
                 ..Default::default()
             },
         )
         .await?;
     consumer_client.qos(opts.prefetch).await?;
+    if opts.stream {
+        let stats = |b: &Broker| {
+            let s = b.store().stats();
+            [
+                s.commits.load(Ordering::Relaxed),
+                s.messages_written.load(Ordering::Relaxed),
+                s.ops_committed.load(Ordering::Relaxed),
+                s.commit_micros.load(Ordering::Relaxed),
+            ]
+        };
+        let before = in_process.as_ref().map(|(b, _, _)| stats(b));
+        let result = stream_bench(&opts, &publisher, &consumer_client, &queue).await;
+        let after = in_process.as_ref().map(|(b, _, _)| stats(b));
+        let _ = publisher.delete_queue(&queue, false, false).await;
+        let _ = publisher.close().await;
+        if let Some((_, stop, server)) = in_process {
+            let _ = stop.send(());
+            let _ = server.await;
+        }
+        let mut report = result?;
+        let diff = before
+            .zip(after)
+            .map(|(a, b)| [b[0] - a[0], b[1] - a[1], b[2] - a[2], b[3] - a[3]]);
+        report.commits = diff.map(|d| d[0]);
+        report.messages_written = diff.map(|d| d[1]);
+        report.ops_committed = diff.map(|d| d[2]);
+        report.commit_micros = diff.map(|d| d[3]);
+        return Ok(report);
+    }
     let mut consumer = consumer_client
         .consume(&queue, ConsumeOptions::default())
         .await?;
@@ -302,5 +359,81 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
         messages_written: diff.map(|d| d[1]),
         ops_committed: diff.map(|d| d[2]),
         commit_micros: diff.map(|d| d[3]),
+        read_elapsed: None,
+    })
+}
+
+/// The stream scenario: appends with a window of confirms in flight, then one consumer reads
+/// everything from the first offset (from the store: the appends are done), acking each.
+/// The latency histogram is the read phase's age of each message when read.
+async fn stream_bench(
+    opts: &BenchOptions,
+    publisher: &Client,
+    reader: &Client,
+    queue: &str,
+) -> anyhow::Result<BenchReport> {
+    let n = opts.messages;
+    let started = Instant::now();
+    let mut window = VecDeque::with_capacity(opts.in_flight);
+    let filler = vec![b'x'; opts.size - 8];
+    for _ in 0..n {
+        let mut body = BytesMut::with_capacity(opts.size);
+        body.put_u64_le(now_us());
+        body.put_slice(&filler);
+        window.push_back(
+            publisher
+                .publish(OutgoingMessage::new("", queue, body.freeze()).persistent())
+                .await?,
+        );
+        if window.len() >= opts.in_flight {
+            if let Some(p) = window.pop_front() {
+                let outcome = p.await?;
+                if !outcome.is_confirmed() {
+                    bail!("an append was not confirmed: {outcome:?}");
+                }
+            }
+        }
+    }
+    while let Some(p) = window.pop_front() {
+        let outcome = p.await?;
+        if !outcome.is_confirmed() {
+            bail!("an append was not confirmed: {outcome:?}");
+        }
+    }
+    let publish_elapsed = started.elapsed();
+    let read_started = Instant::now();
+    let mut consumer = reader
+        .consume(
+            queue,
+            ConsumeOptions::default().stream_offset(crate::client::StreamOffset::First),
+        )
+        .await?;
+    let mut hist =
+        Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).map_err(|e| anyhow::anyhow!("{e}"))?;
+    for got in 0..n {
+        let Some(d) = consumer.next().await else {
+            bail!("the stream consumer ended after {got} messages");
+        };
+        let mut ts = [0u8; 8];
+        if let Some(src) = d.body.get(..8) {
+            ts.copy_from_slice(src);
+        }
+        let age = now_us()
+            .saturating_sub(u64::from_le_bytes(ts))
+            .clamp(1, 600_000_000);
+        hist.record(age).map_err(|e| anyhow::anyhow!("{e}"))?;
+        reader.ack(d.delivery_tag, false).await?;
+    }
+    let read_elapsed = read_started.elapsed();
+    Ok(BenchReport {
+        messages: n,
+        elapsed: started.elapsed(),
+        publish_elapsed,
+        latency_us: hist,
+        commits: None,
+        messages_written: None,
+        ops_committed: None,
+        commit_micros: None,
+        read_elapsed: Some(read_elapsed),
     })
 }

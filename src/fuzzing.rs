@@ -189,6 +189,7 @@ fn check_args(args: &FieldTable) {
         },
         body: Bytes::from_static(b"\xff"),
         message_count: None,
+        stream_offset: None,
     };
     let _ = crate::cli::output::delivery_json_line(&delivery);
     let _ = crate::cli::output::delivery_line(&delivery);

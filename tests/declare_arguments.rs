@@ -57,15 +57,13 @@ fn unimplemented_queue_arguments_are_refused_by_name() {
     assert_eq!(
         line,
         "error: declaring queue 'work': PRECONDITION_FAILED (406): invalid arg 'x-queue-type' \
-         for queue 'work': quorum queues are not supported yet; Warren queues are classic queues \
-         (omit x-queue-type or set it to \"classic\")"
+         for queue 'work': quorum queues are not supported yet; Warren has \"classic\" queues \
+         and \"stream\"s"
     );
+    // A stream is durable by nature: declared through --arg without --durable, it is refused.
     let line =
         fails_with_one_line(&d.cli(&["queue", "declare", "work", "--arg", "x-queue-type=stream"]));
-    assert!(
-        line.contains("stream queues are not supported yet"),
-        "{line}"
-    );
+    assert!(line.contains("a stream cannot be non-durable"), "{line}");
     // What Warren queues are, and arguments outside the `x-` namespace, are accepted (and
     // the refusals created nothing, or this would be an inequivalent redeclaration).
     ok(&d.cli(&[

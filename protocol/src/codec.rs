@@ -348,6 +348,7 @@ mod tests {
             redelivered: true,
             delivery_count: 2,
             acquired_count: 3,
+            stream_offset: Some(9),
             exchange: "ex".into(),
             routing_key: "k".into(),
             properties: crate::Properties {
@@ -364,6 +365,7 @@ mod tests {
             redelivered: d.redelivered,
             delivery_count: d.delivery_count,
             acquired_count: d.acquired_count,
+            stream_offset: d.stream_offset,
             exchange: &d.exchange,
             routing_key: &d.routing_key,
             properties: &d.properties,

@@ -73,6 +73,11 @@ const DELIVER: &str = "4d 00 00 00 45 00 00 00 00 00 00 00 00
     01 03 02 00 6d 31 01 00 00 00 07 00 72 65 74 72 69 65 73 49 03 00 00 00 00 00 00 00
     68 69";
 
+const DELIVER_STREAM: &str = "30 00 00 00 45 00 00 00 00 00 00 00 00
+    02 00 63 31 01 00 00 00 00 00 00 00 02 00 00 00 00 00 00 00 00
+    2a 00 00 00 00 00 00 00
+    00 00 02 00 65 76 00 00 68 69";
+
 const ACK: &str = "12 00 00 00 49 06 00 00 00 00 00 00 00 01 00 00 00 00 00 00 00 00";
 
 /// One tagged value per field type (PROTOCOL.md §8), as (hex, value). The markdown example
@@ -295,9 +300,29 @@ fn vectors() -> Vec<(&'static str, &'static str, Envelope)> {
                     redelivered: false,
                     delivery_count: 0,
                     acquired_count: 0,
+                    stream_offset: None,
                     exchange: "logs".into(),
                     routing_key: "app.start".into(),
                     properties: example_properties(),
+                    body: Bytes::from_static(b"hi"),
+                })),
+            ),
+        ),
+        (
+            "deliver-stream",
+            DELIVER_STREAM,
+            Envelope::new(
+                0,
+                Frame::Deliver(Box::new(Deliver {
+                    consumer_tag: "c1".into(),
+                    delivery_tag: 1,
+                    redelivered: false,
+                    delivery_count: 0,
+                    acquired_count: 0,
+                    stream_offset: Some(42),
+                    exchange: String::new(),
+                    routing_key: "ev".into(),
+                    properties: Properties::default(),
                     body: Bytes::from_static(b"hi"),
                 })),
             ),

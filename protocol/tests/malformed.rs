@@ -140,7 +140,7 @@ fn unknown_flag_bits_are_refused() {
         (
             Opcode::Deliver,
             [&tag[..], &[7; 8]].concat(),
-            0b1,
+            0b11,
             "deliver flags",
         ),
         (Opcode::Get, name.to_vec(), 0b1, "get flags"),

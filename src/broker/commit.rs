@@ -35,12 +35,19 @@ pub type BrokerStore = Store<Hooks>;
 #[derive(Debug)]
 pub struct Hooks {
     clock: Arc<dyn Clock>,
+    /// The streams that reserved offsets in the last batch: at the next batch's start each
+    /// re-aligns its reservations with what was appended, so a failed commit (whose
+    /// publishes were never appended) hands its offsets out again.
+    reserved: Vec<Arc<Queue>>,
 }
 
 impl Hooks {
     /// Hooks stamping expiry with `clock`.
     pub fn new(clock: Arc<dyn Clock>) -> Self {
-        Hooks { clock }
+        Hooks {
+            clock,
+            reserved: Vec::new(),
+        }
     }
 }
 
@@ -209,6 +216,11 @@ impl CommitHooks for Hooks {
     type Batch = Batch;
 
     fn begin(&mut self) -> Batch {
+        for q in self.reserved.drain(..) {
+            if let Some(s) = &q.stream {
+                s.realign();
+            }
+        }
         Batch {
             now: self.clock.now_ms(),
             pending: HashMap::new(),
@@ -230,6 +242,10 @@ impl CommitHooks for Hooks {
         let rejected = &mut publish.rejected;
         // In place: a publish to queues without a refusing overflow rule allocates nothing.
         publish.queues.retain(|q| {
+            // A stream never refuses: its x-max-length-bytes is retention, not overflow.
+            if q.stream.is_some() {
+                return true;
+            }
             let refuses = !matches!(q.args.overflow, Overflow::DropHead)
                 && (q.args.max_length.is_some() || q.args.max_length_bytes.is_some());
             if !refuses {
@@ -248,9 +264,21 @@ impl CommitHooks for Hooks {
             for q in publish
                 .queues
                 .iter()
-                .filter(|q| q.durable && !q.is_deleted())
+                .filter(|q| q.durable && q.stream.is_none() && !q.is_deleted())
             {
                 rows.push(q.id, expires_at(q, message, batch.now));
+            }
+        }
+        // Every message routed to a stream is stored, persistent or not (RabbitMQ streams are
+        // always persistent); its offset is reserved here, in batch order, and taken by the
+        // append after the commit, in the same order. (A per-producer deduplication check
+        // belongs here, before the reserve.)
+        for q in &publish.queues {
+            if let Some(s) = q.stream.as_ref().filter(|_| !q.is_deleted()) {
+                rows.push_stream(q.id, s.reserve(), batch.now);
+                if !self.reserved.iter().any(|r| r.id == q.id) {
+                    self.reserved.push(q.clone());
+                }
             }
         }
         if !publish.marks.is_empty() {
@@ -307,6 +335,10 @@ impl CommitHooks for Hooks {
         }
         let size = u32::try_from(message.body.len()).unwrap_or(u32::MAX);
         for q in &queues {
+            if let Some(s) = &q.stream {
+                s.append(q, batch.now, message.clone());
+                continue;
+            }
             q.enqueue(QueuedMessage {
                 id,
                 message: Some(message.clone()),

@@ -12,7 +12,9 @@ use warren_protocol::{Consume, ErrorCode, Get};
 use super::consumer::Consumer;
 use super::event::{Event, GotMessage, RequestId};
 use super::queue_args::consumer_timeout_arg;
+use super::queue_args::InvalidQueueArgument;
 use super::session::{Session, Unacked};
+use super::stream::{self, StartAt};
 use super::{validate_name, Broker};
 use crate::error::BrokerError;
 
@@ -30,6 +32,10 @@ impl Broker {
     ) -> Result<(), BrokerError> {
         let q = self.usable_queue(session, &c.queue)?;
         let timeout_ms = consumer_timeout_arg(&c.arguments).map_err(|e| e.refusal("consumer"))?;
+        let stream_args = match &q.stream {
+            Some(_) => Some(stream_consumer_args(&c)?),
+            None => None,
+        };
         let tag = if c.consumer_tag.is_empty() {
             session.generate_consumer_tag()
         } else {
@@ -41,7 +47,11 @@ impl Broker {
             &q,
             session.clone(),
             c.no_ack,
-            session.prefetch(),
+            match (&q.stream, session.prefetch()) {
+                // A stream may hold far more than a client can buffer: always a bound.
+                (Some(_), 0) => stream::DEFAULT_STREAM_PREFETCH,
+                (_, prefetch) => prefetch,
+            },
             c.exclusive,
             timeout_ms,
         );
@@ -63,7 +73,11 @@ impl Broker {
                 consumer_tag: tag.clone(),
             },
         );
-        if let Err(reason) = q.add_consumer(consumer) {
+        let added = match (&q.stream, stream_args) {
+            (Some(s), Some((start, name))) => s.add_consumer(&q, consumer, start, name),
+            _ => q.add_consumer(consumer),
+        };
+        if let Err(reason) = added {
             session.remove_consumer(&tag);
             // ConsumeOk already went out: tell the client the consumer is gone.
             session.send(
@@ -128,6 +142,14 @@ impl Broker {
     /// Missing or foreign exclusive queue, or a store failure reading its body.
     pub async fn get(&self, session: &Session, g: Get) -> Result<Option<GotMessage>, BrokerError> {
         let q = self.usable_queue(session, &g.queue)?;
+        if q.stream.is_some() {
+            // As RabbitMQ: a stream is read by consumers, from an offset they choose.
+            return Err(BrokerError::NotImplemented(format!(
+                "get is not supported on stream '{}': consume it with x-stream-offset \
+                 (warren stream read)",
+                q.name
+            )));
+        }
         let Some((mut entry, message_count)) = q.take_one(g.no_ack) else {
             return Ok(None);
         };
@@ -198,6 +220,45 @@ impl Broker {
             },
         );
     }
+}
+
+/// A stream consumer's arguments: where it starts (`x-stream-offset`) and its name
+/// (`x-stream-consumer-name`), if it has one. An exclusive consumer is refused: every stream
+/// consumer reads on its own, so there is nothing to keep others off.
+fn stream_consumer_args(c: &Consume) -> Result<(Option<StartAt>, Option<Arc<str>>), BrokerError> {
+    let refuse = |arg: &str, reason: String| {
+        InvalidQueueArgument {
+            arg: arg.to_owned(),
+            reason,
+        }
+        .refusal("consumer")
+    };
+    if c.exclusive {
+        return Err(BrokerError::PreconditionFailed(format!(
+            "exclusive consumers are not supported on stream '{}': every stream consumer \
+             reads independently",
+            c.queue
+        )));
+    }
+    let start =
+        stream::parse_start(&c.arguments).map_err(|r| refuse(stream::X_STREAM_OFFSET, r))?;
+    let name = match c.arguments.get(stream::X_STREAM_CONSUMER_NAME) {
+        None => None,
+        Some(v) => match v.as_str() {
+            Some(n) if !n.is_empty() && n.len() <= 255 && !n.chars().any(char::is_control) => {
+                Some(Arc::from(n))
+            }
+            _ => {
+                return Err(refuse(
+                    stream::X_STREAM_CONSUMER_NAME,
+                    "expected a non-empty string of at most 255 bytes without control \
+                     characters"
+                        .to_owned(),
+                ))
+            }
+        },
+    };
+    Ok((start, name))
 }
 
 /// Stops deliveries to a leaving consumer so that its session then holds all it will ever

@@ -58,6 +58,7 @@ mod scheduler;
 pub mod session;
 mod settle;
 pub mod stats;
+pub mod stream;
 pub mod timers;
 pub mod topic_trie;
 mod topology;

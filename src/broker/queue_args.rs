@@ -29,7 +29,12 @@
 //! the string `"1000"` is refused, not converted. A float with an integral value (`1000.0`) is
 //! accepted, because some RabbitMQ clients send doubles.
 //!
-//! `x-queue-type` is accepted when it is `"classic"`, which is what every Warren queue is.
+//! `x-queue-type` is `"classic"` (the default) or `"stream"`: an append-only log read from
+//! any offset (docs/streams.md). A stream takes `x-max-length-bytes` and `x-max-age` as
+//! retention limits, and `x-stream-max-segment-size-bytes` (the size of its retention
+//! chunks); the classic arguments that do not apply to a log (TTL, dead-lettering, delivery
+//! limits, overflow, priorities, ...) are refused at declare time ([`QueueArgs::parse`]), and
+//! the stream arguments are refused on a classic queue.
 //!
 //! Arguments that do not start with `x-` are not ours to interpret and are ignored here. Any
 //! other `x-` argument (`x-queue-mode`, `x-queue-master-locator`, `x-queue-type=quorum`,
@@ -62,12 +67,16 @@ const X_RETRY_BACKOFF: &str = "x-retry-backoff";
 const X_QUEUE_TYPE: &str = "x-queue-type";
 const X_SINGLE_ACTIVE_CONSUMER: &str = "x-single-active-consumer";
 const X_MAX_PRIORITY: &str = "x-max-priority";
+const X_MAX_AGE: &str = "x-max-age";
+const X_STREAM_MAX_SEGMENT_SIZE_BYTES: &str = "x-stream-max-segment-size-bytes";
 
 /// The highest `x-max-priority`: a message's priority is one byte (RabbitMQ's limit too).
 pub const MAX_PRIORITY: u8 = u8::MAX;
 
 /// Every `x-` argument a queue declaration may carry; any other `x-` argument is refused.
-const SUPPORTED_ARGS: [&str; 18] = [
+const SUPPORTED_ARGS: [&str; 20] = [
+    X_MAX_AGE,
+    X_STREAM_MAX_SEGMENT_SIZE_BYTES,
     super::dedup::X_MESSAGE_DEDUPLICATION,
     super::dedup::X_DEDUPLICATION_WINDOW,
     super::dedup::X_DEDUPLICATION_HEADER,
@@ -88,8 +97,50 @@ const SUPPORTED_ARGS: [&str; 18] = [
     X_MAX_PRIORITY,
 ];
 
-/// The only `x-queue-type` Warren has: RabbitMQ's name for its ordinary queues.
+/// RabbitMQ's name for its ordinary queues, the default `x-queue-type`.
 const CLASSIC_QUEUE_TYPE: &str = "classic";
+
+/// The `x-queue-type` of an append-only stream (docs/streams.md).
+const STREAM_QUEUE_TYPE: &str = "stream";
+
+/// What kind of queue a declaration asks for (`x-queue-type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QueueType {
+    /// A classic queue: messages leave when acknowledged.
+    #[default]
+    Classic,
+    /// A stream: an append-only log; reading never removes (docs/streams.md).
+    Stream,
+}
+
+impl QueueType {
+    /// The `x-queue-type` value naming it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueType::Classic => CLASSIC_QUEUE_TYPE,
+            QueueType::Stream => STREAM_QUEUE_TYPE,
+        }
+    }
+}
+
+/// The classic-queue arguments a stream refuses, with why they do not apply.
+const NOT_FOR_STREAMS: [(&str, &str); 15] = [
+    (super::dedup::X_CACHE_TTL, "streams do not deduplicate yet (docs/streams.md)"),
+    (X_MESSAGE_TTL, "a stream keeps messages by x-max-age, not per-message TTL"),
+    (X_EXPIRES, "a stream is not deleted for being unused"),
+    (X_DEAD_LETTER_EXCHANGE, "nothing leaves a stream to be dead-lettered"),
+    (X_DEAD_LETTER_ROUTING_KEY, "nothing leaves a stream to be dead-lettered"),
+    (X_DELIVERY_LIMIT, "a stream does not requeue, so it has no delivery limit"),
+    (X_OVERFLOW, "a stream never refuses a publish; x-max-length-bytes and x-max-age trim its oldest entries"),
+    (X_MAX_LENGTH, "a stream is limited by x-max-length-bytes and x-max-age"),
+    (X_RETRY_BACKOFF, "a stream does not requeue"),
+    (X_SINGLE_ACTIVE_CONSUMER, "every stream consumer reads independently"),
+    (X_MAX_PRIORITY, "a stream is read in offset order"),
+    (super::dedup::X_MESSAGE_DEDUPLICATION, "streams do not deduplicate yet (docs/streams.md)"),
+    (super::dedup::X_DEDUPLICATION_WINDOW, "streams do not deduplicate yet (docs/streams.md)"),
+    (super::dedup::X_DEDUPLICATION_HEADER, "streams do not deduplicate yet (docs/streams.md)"),
+    (super::dedup::X_CACHE_SIZE, "streams do not deduplicate yet (docs/streams.md)"),
+];
 
 /// Why an `x-` argument Warren does not implement is refused, for queues and exchanges alike.
 pub const NOT_IMPLEMENTED_REASON: &str =
@@ -97,7 +148,8 @@ pub const NOT_IMPLEMENTED_REASON: &str =
 
 /// The arguments [`QueueArgs::parse`] reads as integers, for clients (the CLI's `--arg`) that
 /// must send them typed when the user gives only text.
-pub const INTEGER_ARGUMENTS: [&str; 9] = [
+pub const INTEGER_ARGUMENTS: [&str; 10] = [
+    X_STREAM_MAX_SEGMENT_SIZE_BYTES,
     super::dedup::X_CACHE_SIZE,
     super::dedup::X_CACHE_TTL,
     X_MESSAGE_TTL,
@@ -117,7 +169,9 @@ pub const BOOLEAN_ARGUMENTS: [&str; 2] = [
 
 /// The arguments [`QueueArgs::parse`] reads as strings (`x-retry-backoff` also takes a list,
 /// but its string form says everything the list can).
-pub const STRING_ARGUMENTS: [&str; 5] = [
+pub const STRING_ARGUMENTS: [&str; 7] = [
+    X_QUEUE_TYPE,
+    X_MAX_AGE,
     super::dedup::X_DEDUPLICATION_HEADER,
     X_DEAD_LETTER_EXCHANGE,
     X_DEAD_LETTER_ROUTING_KEY,
@@ -235,6 +289,13 @@ pub struct QueueArgs {
     /// `x-message-deduplication` and its window: a message whose key the queue accepted
     /// within the window does not enter it again (docs/deduplication.md).
     pub dedup: Option<super::dedup::DedupConfig>,
+    /// `x-queue-type`: classic (default) or stream.
+    pub queue_type: QueueType,
+    /// `x-max-age` (streams only): entries older than this are trimmed, in whole chunks.
+    pub max_age_ms: Option<u64>,
+    /// `x-stream-max-segment-size-bytes` (streams only): the body bytes of one retention
+    /// chunk; `None`: the default (`broker/stream`).
+    pub stream_chunk_bytes: Option<u64>,
 }
 
 impl QueueArgs {
@@ -248,9 +309,29 @@ impl QueueArgs {
     /// `x-dead-letter-routing-key` given without `x-dead-letter-exchange`, which RabbitMQ
     /// refuses too; last, an `x-message-ttl` over [`MAX_TTL_MS`].
     pub fn parse(args: &FieldTable) -> Result<QueueArgs, InvalidQueueArgument> {
-        queue_type_arg(args)?;
+        let queue_type = queue_type_arg(args)?;
         if let Some(arg) = unsupported_arguments(args).first() {
             return Err(invalid(arg, NOT_IMPLEMENTED_REASON));
+        }
+        match queue_type {
+            QueueType::Stream => {
+                if let Some((arg, why)) = NOT_FOR_STREAMS
+                    .iter()
+                    .find(|(arg, _)| args.get(*arg).is_some())
+                {
+                    return Err(invalid(arg, format!("not allowed on a stream: {why}")));
+                }
+            }
+            QueueType::Classic => {
+                for arg in [X_MAX_AGE, X_STREAM_MAX_SEGMENT_SIZE_BYTES] {
+                    if args.get(arg).is_some() {
+                        return Err(invalid(
+                            arg,
+                            "only streams take it (declare with x-queue-type \"stream\")",
+                        ));
+                    }
+                }
+            }
         }
         let parsed = Self::parse_known(args)?;
         // Checked here, not in `parse_known`: a queue an older Warren stored with a longer
@@ -309,6 +390,31 @@ impl QueueArgs {
             single_active_consumer: bool_arg(args, X_SINGLE_ACTIVE_CONSUMER)?,
             max_priority: max_priority_arg(args)?,
             dedup: super::dedup::parse(args)?,
+            queue_type: queue_type_arg(args).unwrap_or_default(),
+            max_age_ms: args
+                .get(X_MAX_AGE)
+                .map(|v| match v {
+                    FieldValue::String(t) => {
+                        parse_max_age_ms(t).map_err(|reason| invalid(X_MAX_AGE, reason))
+                    }
+                    other => Err(invalid(
+                        X_MAX_AGE,
+                        format!(
+                            "expected a string like \"7D\" or \"12h\", got {}",
+                            describe(other)
+                        ),
+                    )),
+                })
+                .transpose()?,
+            stream_chunk_bytes: match count_arg(args, X_STREAM_MAX_SEGMENT_SIZE_BYTES, "bytes")? {
+                Some(0) => {
+                    return Err(invalid(
+                        X_STREAM_MAX_SEGMENT_SIZE_BYTES,
+                        "must be at least 1",
+                    ))
+                }
+                n => n,
+            },
         })
     }
 
@@ -337,7 +443,7 @@ pub fn unsupported_arguments(args: &FieldTable) -> Vec<&str> {
     args.iter()
         .filter(|(k, v)| {
             if k.as_str() == X_QUEUE_TYPE {
-                v.as_str() != Some(CLASSIC_QUEUE_TYPE)
+                v.as_str() != Some(CLASSIC_QUEUE_TYPE) && v.as_str() != Some(STREAM_QUEUE_TYPE)
             } else {
                 k.starts_with("x-") && !SUPPORTED_ARGS.contains(&k.as_str())
             }
@@ -346,23 +452,61 @@ pub fn unsupported_arguments(args: &FieldTable) -> Vec<&str> {
         .collect()
 }
 
-/// `x-queue-type`: only `"classic"`; RabbitMQ's other types are named as not supported yet.
-fn queue_type_arg(args: &FieldTable) -> Result<(), InvalidQueueArgument> {
+/// `x-queue-type`: `"classic"` (the default) or `"stream"`; `"quorum"` is named as not
+/// supported, anything else refused.
+fn queue_type_arg(args: &FieldTable) -> Result<QueueType, InvalidQueueArgument> {
     match args.get(X_QUEUE_TYPE) {
-        None => Ok(()),
-        Some(FieldValue::String(t)) if t == CLASSIC_QUEUE_TYPE => Ok(()),
-        Some(FieldValue::String(t)) if t == "quorum" || t == "stream" => Err(invalid(
+        None => Ok(QueueType::Classic),
+        Some(FieldValue::String(t)) if t == CLASSIC_QUEUE_TYPE => Ok(QueueType::Classic),
+        Some(FieldValue::String(t)) if t == STREAM_QUEUE_TYPE => Ok(QueueType::Stream),
+        Some(FieldValue::String(t)) if t == "quorum" => Err(invalid(
             X_QUEUE_TYPE,
-            format!(
-                "{t} queues are not supported yet; Warren queues are classic queues \
-                 (omit x-queue-type or set it to \"classic\")"
-            ),
+            "quorum queues are not supported yet; Warren has \"classic\" queues and \"stream\"s",
         )),
         Some(other) => Err(invalid(
             X_QUEUE_TYPE,
-            format!("expected \"classic\", got {}", describe(other)),
+            format!(
+                "expected \"classic\" or \"stream\", got {}",
+                describe(other)
+            ),
         )),
     }
+}
+
+/// Parses `x-max-age` as RabbitMQ spells it: a whole number and one unit, `Y` (365 days),
+/// `M` (30 days), `D`, `h`, `m` or `s`, e.g. `7D`, `12h`. Returns milliseconds, never 0.
+///
+/// # Errors
+/// A message quoting the text: no unit, an unknown unit, not a whole number, zero, or too
+/// long to count in milliseconds.
+pub fn parse_max_age_ms(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let unit_ms: u64 = match t.chars().last() {
+        Some('Y') => 365 * 86_400_000,
+        Some('M') => 30 * 86_400_000,
+        Some('D') => 86_400_000,
+        Some('h') => 3_600_000,
+        Some('m') => 60_000,
+        Some('s') => 1_000,
+        _ => {
+            return Err(format!(
+                "{} has no unit: give a whole number and one of Y, M, D, h, m, s (e.g. \"7D\", \"12h\")",
+                quoted(text)
+            ))
+        }
+    };
+    let number = &t[..t.len() - 1];
+    let n: u64 = number.parse().map_err(|_| {
+        format!(
+            "{} is not a whole number and a unit (e.g. \"7D\")",
+            quoted(text)
+        )
+    })?;
+    if n == 0 {
+        return Err(format!("{} must be more than 0", quoted(text)));
+    }
+    n.checked_mul(unit_ms)
+        .ok_or_else(|| format!("{} is too long", quoted(text)))
 }
 
 /// Parses a duration like `250ms`, `1s`, `5s`, `2m`, `1h`, or a bare integer of milliseconds.
@@ -806,6 +950,9 @@ mod tests {
                 single_active_consumer: true,
                 max_priority: Some(10),
                 dedup: None,
+                queue_type: QueueType::Classic,
+                max_age_ms: None,
+                stream_chunk_bytes: None,
             }
         );
         assert!(args.dead_letters());
@@ -1006,23 +1153,48 @@ mod tests {
     }
 
     #[test]
-    fn only_the_classic_queue_type_is_accepted() {
+    fn classic_and_stream_are_the_queue_types() {
         assert_eq!(parse(&[(X_QUEUE_TYPE, s("classic"))]), QueueArgs::default());
-        for kind in ["quorum", "stream"] {
-            let reason = refused(&[(X_QUEUE_TYPE, s(kind))], X_QUEUE_TYPE, kind);
-            assert_eq!(
-                reason,
-                format!(
-                    "{kind} queues are not supported yet; Warren queues are classic queues \
-                     (omit x-queue-type or set it to \"classic\")"
-                )
-            );
-        }
+        assert_eq!(
+            parse(&[(X_QUEUE_TYPE, s("stream"))]).queue_type,
+            QueueType::Stream
+        );
+        assert_eq!(
+            refused(&[(X_QUEUE_TYPE, s("quorum"))], X_QUEUE_TYPE, "quorum"),
+            "quorum queues are not supported yet; Warren has \"classic\" queues and \"stream\"s"
+        );
         assert_eq!(
             refused(&[(X_QUEUE_TYPE, s("Classic"))], X_QUEUE_TYPE, "Classic"),
-            "expected \"classic\", got the string \"Classic\""
+            "expected \"classic\" or \"stream\", got the string \"Classic\""
         );
         refused(&[(X_QUEUE_TYPE, Int(1))], X_QUEUE_TYPE, "an integer 1");
+    }
+
+    #[test]
+    fn streams_take_retention_arguments_and_refuse_the_classic_ones() {
+        let args = parse(&[
+            (X_QUEUE_TYPE, s("stream")),
+            (X_MAX_LENGTH_BYTES, Int(1 << 30)),
+            (X_MAX_AGE, s("7D")),
+            (X_STREAM_MAX_SEGMENT_SIZE_BYTES, Int(1 << 20)),
+        ]);
+        assert_eq!(args.max_length_bytes, Some(1 << 30));
+        assert_eq!(args.max_age_ms, Some(7 * 86_400_000));
+        assert_eq!(args.stream_chunk_bytes, Some(1 << 20));
+        for (arg, _) in NOT_FOR_STREAMS {
+            let err = QueueArgs::parse(&table(&[(X_QUEUE_TYPE, s("stream")), (arg, Int(1))]))
+                .expect_err(arg);
+            assert_eq!(err.arg, arg);
+            assert!(err.reason.starts_with("not allowed on a stream"), "{err}");
+        }
+        let err = QueueArgs::parse(&table(&[(X_MAX_AGE, s("1h"))])).expect_err("classic");
+        assert_eq!(err.arg, X_MAX_AGE);
+        assert_eq!(parse_max_age_ms("12h"), Ok(12 * 3_600_000));
+        assert_eq!(parse_max_age_ms("1Y"), Ok(365 * 86_400_000));
+        assert_eq!(parse_max_age_ms("30s"), Ok(30_000));
+        for bad in ["7", "7d", "0D", "D", "-1h", "1.5h", "99999999999999999Y"] {
+            assert!(parse_max_age_ms(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

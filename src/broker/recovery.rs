@@ -109,6 +109,9 @@ impl Broker {
                 },
                 inner.ctx.clone(),
             );
+            if q.stream.is_some() {
+                self.restore_stream(&q).await;
+            }
             message_total += rq.messages.len();
             let priorities = match q.args.max_priority {
                 Some(_) => self.stored_priorities(&rq.record.name, &rq.messages).await,
@@ -174,6 +177,7 @@ impl Broker {
             }
         }
         self.restore_dedup_windows(dedup_keys);
+        self.remove_orphaned_stream_entries().await;
         for (vhost, id, name) in orphaned {
             tracing::info!(queue = %name, "deleting exclusive queue left by the previous run");
             inner
@@ -188,6 +192,66 @@ impl Broker {
             "recovered durable state"
         );
         Ok(())
+    }
+
+    /// Rebuilds a stream's chunk index and named positions from the store, on a blocking
+    /// thread: one pass over its entry rows, none of them kept. A failed read leaves the
+    /// stream empty in memory (its rows stay), with an error in the log.
+    async fn restore_stream(&self, q: &Arc<Queue>) {
+        let store = self.inner.store.clone();
+        let queue = q.clone();
+        let restored = tokio::task::spawn_blocking(move || {
+            let positions = store.stream_positions(queue.id)?;
+            match &queue.stream {
+                Some(s) => s.restore(positions),
+                None => Ok(None),
+            }
+        })
+        .await
+        .unwrap_or(Err(StoreError::Closed));
+        match restored {
+            Ok(Some(at)) => q.schedule_stream_retention(at),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(stream = %q.name, error = %e, "recovering a stream failed; it starts empty");
+            }
+        }
+    }
+
+    /// Removes the entries of streams that no longer exist: deleted (with their virtual host
+    /// or alone) while their entries were still being removed when the process died.
+    async fn remove_orphaned_stream_entries(&self) {
+        let store = self.inner.store.clone();
+        let extents = tokio::task::spawn_blocking(move || store.stream_extents())
+            .await
+            .unwrap_or(Err(StoreError::Closed));
+        let extents = match extents {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(error = %e, "listing stored streams failed");
+                return;
+            }
+        };
+        let live: std::collections::HashSet<u64> = self
+            .queues()
+            .iter()
+            .filter(|q| q.stream.is_some())
+            .map(|q| q.id)
+            .collect();
+        for (id, first, next) in extents {
+            // Never give a new queue the id of entries still waiting to be removed.
+            self.inner
+                .next_queue_id
+                .fetch_max(id.saturating_add(1), Ordering::AcqRel);
+            if !live.contains(&id) {
+                tracing::info!(
+                    stream = id,
+                    entries = next - first,
+                    "removing the entries of a deleted stream"
+                );
+                self.delete_stream_entries(id, first, next);
+            }
+        }
     }
 
     /// The `priority` property of each recovered entry's stored message (0 where it has none),

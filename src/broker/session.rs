@@ -40,6 +40,8 @@ pub enum Outbound {
         delivery_tag: u64,
         /// The message (its body is resident).
         entry: QueuedMessage,
+        /// Its offset, for a delivery from a stream (sent in the frame).
+        stream_offset: Option<u64>,
     },
 }
 
@@ -308,12 +310,15 @@ impl Session {
 
     /// Detaches a cancelled consumer's unacked deliveries from it, leaving them with the
     /// session like `Get` deliveries: settled later, or requeued when the connection ends.
+    /// Deliveries from a stream keep their (now inactive) consumer: their settles still move
+    /// a named consumer's position (`broker/stream`).
     pub fn release_unacked_of(&self, consumer: &Arc<Consumer>) {
         let mut st = self.state.lock();
         for u in st.unacked.values_mut() {
-            if u.consumer
-                .as_ref()
-                .is_some_and(|c| Arc::ptr_eq(c, consumer))
+            if u.queue.stream.is_none()
+                && u.consumer
+                    .as_ref()
+                    .is_some_and(|c| Arc::ptr_eq(c, consumer))
             {
                 u.consumer = None;
             }
@@ -333,7 +338,10 @@ impl Session {
         let mut out: Vec<(Arc<Consumer>, u64, Duration)> = Vec::new();
         // Tags rise with delivery order, so the first one found for a consumer is its oldest.
         for (tag, u) in &st.unacked {
-            let Some(c) = &u.consumer else { continue };
+            // A cancelled consumer (a stream's, still holding its deliveries) is over.
+            let Some(c) = u.consumer.as_ref().filter(|c| c.is_active()) else {
+                continue;
+            };
             let Some(timeout) = consumer_timeout(c.timeout_ms, &u.queue.args, default_timeout)
             else {
                 continue;

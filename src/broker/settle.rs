@@ -43,6 +43,7 @@ impl Broker {
             .stats
             .acked
             .fetch_add(settled.len() as u64, Ordering::Relaxed);
+        let settled = settle_streams(settled, true, true);
         self.remove_settled(settled, reply).await
     }
 
@@ -142,6 +143,9 @@ impl Broker {
             .stats
             .nacked
             .fetch_add(settled.len() as u64, Ordering::Relaxed);
+        // Nothing leaves a stream or goes back into it: a nack or reject settles a stream
+        // delivery as an ack does (docs/streams.md).
+        let settled = settle_streams(settled, true, true);
         for u in &settled {
             if let Some(c) = &u.consumer {
                 c.on_settled(1);
@@ -180,6 +184,9 @@ impl Broker {
     /// queue's `x-retry-backoff`), or — a failure past the queue's `x-delivery-limit` — to
     /// its dead-letter exchange (`queue/settle.rs`).
     pub(super) fn requeue(&self, settled: Vec<Unacked>, how: Return, delay_ms: Option<u64>) {
+        // A stream delivery given back (its consumer or connection ended) is simply
+        // forgotten: a named consumer's position stays before it, so it is read again.
+        let settled = settle_streams(settled, false, false);
         for (q, entries) in by_queue(settled) {
             q.fail(entries, how, delay_ms);
         }
@@ -194,6 +201,48 @@ impl Broker {
         consumer.on_settled(u32::try_from(mine.len()).unwrap_or(u32::MAX));
         self.requeue(mine, Return::Released, None);
     }
+}
+
+/// Settles the stream deliveries among `settled` and returns the others. `advance`: they
+/// were acked, nacked or rejected (a named consumer's position moves past them); `credit`:
+/// their consumers' credit is returned here (the close and cancel paths returned it
+/// already).
+fn settle_streams(settled: Vec<Unacked>, advance: bool, credit: bool) -> Vec<Unacked> {
+    if !settled.iter().any(|u| u.queue.stream.is_some()) {
+        return settled;
+    }
+    let (streams, classic): (Vec<Unacked>, Vec<Unacked>) =
+        settled.into_iter().partition(|u| u.queue.stream.is_some());
+    type Group = (Arc<Queue>, Option<Arc<Consumer>>, Vec<u64>);
+    let mut groups: Vec<Group> = Vec::new();
+    for u in streams {
+        if credit {
+            if let Some(c) = &u.consumer {
+                c.on_settled(1);
+            }
+        }
+        if advance {
+            u.queue.stats.acked.fetch_add(1, Ordering::Relaxed);
+        }
+        let same = |g: &&mut Group| {
+            g.0.id == u.queue.id
+                && match (&g.1, &u.consumer) {
+                    (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                    (None, None) => true,
+                    _ => false,
+                }
+        };
+        match groups.iter_mut().find(same) {
+            Some(g) => g.2.push(u.entry.id),
+            None => groups.push((u.queue, u.consumer, vec![u.entry.id])),
+        }
+    }
+    for (q, consumer, offsets) in groups {
+        if let Some(s) = &q.stream {
+            s.settled(&q, consumer.as_ref(), &offsets, advance);
+        }
+    }
+    classic
 }
 
 /// The settled entries grouped by queue, in the order each queue first appears: each queue

@@ -13,7 +13,7 @@ use super::access::Perm;
 use super::event::{DeclaredQueue, Event};
 use super::exchange::{self, Binding, Exchange, ExchangeBinding};
 use super::queue::{Queue, QueueSettings};
-use super::queue_args::QueueArgs;
+use super::queue_args::{QueueArgs, QueueType};
 use super::session::Session;
 use super::vhost::VHost;
 use super::{check_owner, redeclare, validate_name, Broker};
@@ -230,6 +230,22 @@ impl Broker {
         if d.passive {
             return Err(BrokerError::not_found("queue", &d.name));
         }
+        if args.queue_type == QueueType::Stream {
+            // As RabbitMQ: a stream is a durable log shared by its readers.
+            for (set, what) in [
+                (!d.durable, "non-durable"),
+                (d.exclusive, "exclusive"),
+                (d.auto_delete, "auto-delete"),
+            ] {
+                if set {
+                    return Err(BrokerError::PreconditionFailed(format!(
+                        "queue '{}': a stream cannot be {what}; streams are durable, shared and \
+                         deleted only explicitly",
+                        d.name
+                    )));
+                }
+            }
+        }
         let server_named = d.name.is_empty();
         let name = if server_named {
             format!("amq.gen-{}", unique_suffix())
@@ -318,6 +334,10 @@ impl Broker {
         vh: &VHost,
         q: &Arc<Queue>,
     ) -> Result<u64, BrokerError> {
+        let entries = q.stream.as_ref().map(|s| {
+            let summary = s.summary();
+            (summary.first_offset, summary.next_offset)
+        });
         let count = forget_queue(vh, q);
         if q.durable {
             self.inner
@@ -329,7 +349,29 @@ impl Broker {
                 })
                 .await?;
         }
+        if let Some((first, next)) = entries {
+            self.delete_stream_entries(q.id, first, next);
+        }
         Ok(count)
+    }
+
+    /// Removes a deleted stream's entries `first..next` from the store in the background,
+    /// [`DELETE_BATCH`](super::stream::DELETE_BATCH) per commit, each commit awaited before
+    /// the next is asked for: a big stream never makes one long commit that would hold up
+    /// every publisher. Entries left by a crash midway are removed at the next start.
+    pub(super) fn delete_stream_entries(&self, id: u64, first: u64, next: u64) {
+        let store = self.inner.store.clone();
+        tokio::spawn(async move {
+            let mut from = first;
+            while from < next {
+                let to = next.min(from.saturating_add(super::stream::DELETE_BATCH));
+                if let Err(e) = store.trim_stream(id, from, to).await {
+                    tracing::warn!(stream = id, error = %e, "removing a deleted stream's entries failed; the rest go at the next start");
+                    return;
+                }
+                from = to;
+            }
+        });
     }
 }
 
@@ -368,6 +410,12 @@ impl Broker {
     /// Missing or foreign exclusive queue, or a store failure.
     pub async fn purge_queue(&self, session: &Session, name: &str) -> Result<u64, BrokerError> {
         let q = self.usable_queue(session, name)?;
+        if q.stream.is_some() {
+            return Err(BrokerError::NotImplemented(format!(
+                "purge is not supported on stream '{name}': entries leave a stream by its \
+                 retention (x-max-length-bytes, x-max-age) or with the stream"
+            )));
+        }
         let removed = q.purge();
         self.forget_durably(&q, &removed).await?;
         Ok(removed.len() as u64)

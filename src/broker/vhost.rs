@@ -152,7 +152,15 @@ impl Broker {
         vh.mark_deleted();
         self.inner.vhosts.write().remove(name);
         for q in vh.queue_list() {
+            let entries = q.stream.as_ref().map(|s| {
+                let summary = s.summary();
+                (summary.first_offset, summary.next_offset)
+            });
             forget_queue(&vh, &q);
+            // The commit above removed the stream's record; its entries go in batches.
+            if let Some((first, next)) = entries {
+                self.delete_stream_entries(q.id, first, next);
+            }
         }
         vh.exchanges.write().clear();
         self.forget_vhost_permissions(name);

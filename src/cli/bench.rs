@@ -32,6 +32,10 @@ pub struct BenchArgs {
     /// Data directory of the in-process broker (default: a temporary directory).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// The stream scenario: append --messages to a stream with confirms, then read them all
+    /// back from the first offset; reports the append and the read rate.
+    #[arg(long, conflicts_with = "transient")]
+    pub stream: bool,
 }
 
 /// Runs the benchmark and prints its report. `server` is the global `--server` as given on
@@ -59,6 +63,7 @@ pub async fn run(args: BenchArgs, server: Option<String>, global: &Global) -> an
         tls,
         login: global.server.options.clone(),
         headers: args.headers,
+        stream: args.stream,
     })
     .await?;
     print!("{report}");

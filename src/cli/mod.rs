@@ -29,6 +29,7 @@ pub mod publish;
 pub mod queue;
 pub mod serve;
 pub mod status;
+pub mod stream;
 pub mod user;
 pub mod vhost;
 
@@ -300,6 +301,12 @@ pub enum Command {
         #[command(subcommand)]
         command: ConsumerCommand,
     },
+    /// Read a stream from an offset; show a stream's offsets, retention and named consumers.
+    Stream {
+        /// The stream operation.
+        #[command(subcommand)]
+        command: stream::StreamCommand,
+    },
     /// Inspect, replay or purge the dead letters in a queue.
     Dlq {
         /// The dead-letter operation.
@@ -519,6 +526,7 @@ pub async fn run_client_command(command: Command, global: &GlobalArgs) -> anyhow
         Command::Connection { command } => connection::run(command, g).await,
         Command::Consumer { command } => consumer::run(command, g).await,
         Command::Dlq { command } => dlq::run(command, g).await,
+        Command::Stream { command } => stream::run(command, g).await,
         Command::Message { command } => message::run(command, g).await,
         Command::Definitions { command } => definitions::run(command, g).await,
         Command::User { command } => user::run(command, &g.at_default_vhost()).await,

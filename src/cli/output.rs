@@ -36,6 +36,9 @@ struct DeliveryJson<'a> {
     delivery_count: u32,
     acquired_count: u32,
     delivery_tag: u64,
+    /// The entry's offset, for a delivery from a stream; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_offset: Option<u64>,
     properties: PropertiesJson<'a>,
 }
 
@@ -92,6 +95,7 @@ fn view(delivery: &Delivery) -> DeliveryJson<'_> {
         delivery_count: delivery.delivery_count,
         acquired_count: delivery.acquired_count,
         delivery_tag: delivery.delivery_tag,
+        stream_offset: delivery.stream_offset,
         properties: PropertiesJson {
             persistent: p.persistent,
             content_type: p.content_type.as_deref(),
@@ -431,6 +435,7 @@ mod tests {
             properties: Properties::default(),
             body: Bytes::from_static(body),
             message_count: None,
+            stream_offset: None,
         }
     }
 

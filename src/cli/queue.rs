@@ -60,6 +60,10 @@ pub struct QueueDeclareArgs {
     /// Delete the queue when its last consumer goes.
     #[arg(long)]
     pub auto_delete: bool,
+    /// The queue type: `classic` (the default) or `stream`, an append-only log read from any
+    /// offset (docs/streams.md; sets `x-queue-type`; a stream is always durable).
+    #[arg(long = "type", value_name = "TYPE", value_parser = ["classic", "stream"])]
+    pub queue_type: Option<String>,
     /// A queue argument, KEY=VALUE or KEY:TYPE=VALUE, e.g. `x-max-length=1000` (repeatable).
     ///
     /// VALUE is a string unless TYPE says otherwise: string, int (or i64), i8, u8, i16,
@@ -113,12 +117,18 @@ pub async fn run(command: QueueCommand, global: &Global) -> anyhow::Result<()> {
     match command {
         QueueCommand::Declare(args) => {
             let client = global.server.connect().await?;
+            let stream = args.queue_type.as_deref() == Some("stream");
+            let mut arguments = field_table(args.args);
+            if let Some(t) = &args.queue_type {
+                arguments.insert("x-queue-type".to_owned(), FieldValue::String(t.clone()));
+            }
             let options = QueueOptions {
-                durable: args.durable,
+                // Streams are durable by nature: `--type stream` does not need `--durable`.
+                durable: args.durable || stream,
                 exclusive: args.exclusive,
                 auto_delete: args.auto_delete,
                 passive: false,
-                arguments: field_table(args.args),
+                arguments,
             };
             let ok = client
                 .declare_queue(&args.name, options)
@@ -281,13 +291,17 @@ pub fn queue_table(queues: &[QueueInfo]) -> String {
     table.render()
 }
 
-/// `excl`, `auto-del`, both (comma-separated) or `-`.
+/// `stream` (a stream queue), `excl`, `auto-del`, any of them (comma-separated) or `-`.
 fn flags(q: &QueueInfo) -> String {
-    let flags: Vec<&str> = [(q.exclusive, "excl"), (q.auto_delete, "auto-del")]
-        .into_iter()
-        .filter(|(set, _)| *set)
-        .map(|(_, flag)| flag)
-        .collect();
+    let flags: Vec<&str> = [
+        (q.queue_type == "stream", "stream"),
+        (q.exclusive, "excl"),
+        (q.auto_delete, "auto-del"),
+    ]
+    .into_iter()
+    .filter(|(set, _)| *set)
+    .map(|(_, flag)| flag)
+    .collect();
     if flags.is_empty() {
         "-".to_owned()
     } else {

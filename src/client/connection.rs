@@ -934,6 +934,7 @@ mod tests {
             redelivered: false,
             delivery_count: 0,
             acquired_count: 0,
+            stream_offset: None,
             exchange: "ex".into(),
             routing_key: "rk".into(),
             properties: Properties::default(),

@@ -46,6 +46,9 @@ pub struct Delivery {
     pub body: Bytes,
     /// Messages still ready in the queue, as reported by `GetOk`; `None` for consumers.
     pub message_count: Option<u64>,
+    /// Its offset, when it was read from a stream (RabbitMQ sends this as the header
+    /// `x-stream-offset`); `None` from a classic queue.
+    pub stream_offset: Option<u64>,
 }
 
 impl From<Deliver> for Delivery {
@@ -61,6 +64,7 @@ impl From<Deliver> for Delivery {
             properties: d.properties,
             body: d.body,
             message_count: None,
+            stream_offset: d.stream_offset,
         }
     }
 }
@@ -78,6 +82,7 @@ impl From<GetOk> for Delivery {
             properties: g.properties,
             body: g.body,
             message_count: Some(g.message_count),
+            stream_offset: None,
         }
     }
 }

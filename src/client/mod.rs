@@ -184,6 +184,51 @@ impl ConsumeOptions {
             .insert("x-consumer-timeout".to_owned(), FieldValue::Int(ms));
         self
     }
+
+    /// Where a consumer of a stream starts reading (the `x-stream-offset` argument;
+    /// docs/streams.md). Without it a stream consumer starts at `Next`, or, named, where
+    /// its name left off.
+    #[must_use]
+    pub fn stream_offset(mut self, offset: StreamOffset) -> Self {
+        let value = match offset {
+            StreamOffset::First => FieldValue::String("first".into()),
+            StreamOffset::Last => FieldValue::String("last".into()),
+            StreamOffset::Next => FieldValue::String("next".into()),
+            StreamOffset::Offset(n) => FieldValue::U64(n),
+            StreamOffset::Timestamp(ms) => FieldValue::String(crate::cli::output::rfc3339_ms(
+                i64::try_from(ms).unwrap_or(i64::MAX),
+            )),
+        };
+        self.arguments.insert("x-stream-offset".to_owned(), value);
+        self
+    }
+
+    /// Names a stream consumer: the server keeps its position (one past what it settled)
+    /// durably, and a consumer with this name and no [`ConsumeOptions::stream_offset`]
+    /// resumes there, after a reconnect or a server restart (`x-stream-consumer-name`).
+    #[must_use]
+    pub fn stream_consumer_name(mut self, name: &str) -> Self {
+        self.arguments.insert(
+            "x-stream-consumer-name".to_owned(),
+            FieldValue::String(name.to_owned()),
+        );
+        self
+    }
+}
+
+/// Where a stream consumer starts ([`ConsumeOptions::stream_offset`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamOffset {
+    /// The oldest entry the stream still holds.
+    First,
+    /// The start of the stream's last chunk (RabbitMQ's `last`).
+    Last,
+    /// Only what is appended from now on.
+    Next,
+    /// This offset.
+    Offset(u64),
+    /// The first entry appended at or after this time, ms since the Unix epoch.
+    Timestamp(u64),
 }
 
 /// A connection to a Warren server. Clones share the connection.

@@ -223,6 +223,7 @@ async fn write<W: AsyncWrite + Unpin>(
             consumer,
             delivery_tag,
             entry,
+            stream_offset,
         } => {
             let result = match &entry.message {
                 Some(message) => {
@@ -234,6 +235,7 @@ async fn write<W: AsyncWrite + Unpin>(
                         redelivered: entry.acquired_count > 0,
                         delivery_count: entry.delivery_count,
                         acquired_count: entry.acquired_count,
+                        stream_offset,
                         exchange: &message.exchange,
                         routing_key: &message.routing_key,
                         properties: &message.properties,

@@ -89,6 +89,8 @@ pub struct Rows {
     /// Expired deduplication keys (expiring before this, ms since the epoch) are swept in
     /// this batch's commit; 0: no sweep.
     sweep_before: u64,
+    /// Stream entries, `(queue id, offset, timestamp)`, for the whole batch.
+    streams: Vec<(u64, u64, u64)>,
 }
 
 /// A change to a durable deduplication window, made in the commit of the publish that
@@ -136,6 +138,21 @@ impl Rows {
         self.rows.len()
     }
 
+    /// Asks for an entry of the message in stream `queue_id` at `offset`, appended at
+    /// `timestamp` (ms since the epoch). A stream stores every message routed to it,
+    /// persistent or not.
+    pub fn push_stream(&mut self, queue_id: u64, offset: u64, timestamp: u64) {
+        self.streams.push((queue_id, offset, timestamp));
+    }
+
+    pub(super) fn stream_len(&self) -> usize {
+        self.streams.len()
+    }
+
+    pub(super) fn stream(&self, range: (u32, u32)) -> &[(u64, u64, u64)] {
+        &self.streams[range.0 as usize..range.1 as usize]
+    }
+
     pub(super) fn get(&self, range: (u32, u32)) -> &[(u64, u64)] {
         &self.rows[range.0 as usize..range.1 as usize]
     }
@@ -143,6 +160,7 @@ impl Rows {
     pub(super) fn clear(&mut self) {
         self.rows.clear();
         self.dedup.clear();
+        self.streams.clear();
         self.sweep_before = 0;
     }
 }

@@ -228,6 +228,8 @@ pub struct PublishOp<H: CommitHooks> {
     pub(crate) rows: (u32, u32),
     /// Set by the writer: where this publish's deduplication rows are in the batch's [`Rows`].
     pub(crate) dedup_rows: (u32, u32),
+    /// Set by the writer: where this publish's stream entries are in the batch's [`Rows`].
+    pub(crate) stream_rows: (u32, u32),
 }
 
 impl<H: CommitHooks> PublishOp<H> {
@@ -240,6 +242,7 @@ impl<H: CommitHooks> PublishOp<H> {
             stored: false,
             rows: (0, 0),
             dedup_rows: (0, 0),
+            stream_rows: (0, 0),
         }
     }
 
@@ -370,6 +373,19 @@ pub(crate) enum StoreOp<H: CommitHooks> {
         acquired_count: u32,
         ready_at: u64,
     },
+    /// Removes the stream entries `from..to` of a stream (retention, or a deleted stream).
+    TrimStream {
+        queue_id: u64,
+        from: u64,
+        to: u64,
+        done: Completion<H::Reply>,
+    },
+    /// Records where a named stream consumer resumes.
+    StreamPosition {
+        queue_id: u64,
+        name: Arc<str>,
+        next: u64,
+    },
     /// Writes nothing: completes once everything queued before it has committed.
     Flush(Completion<H::Reply>),
     Shutdown(oneshot::Sender<()>),
@@ -390,6 +406,17 @@ pub struct RecoveredEntry {
     pub expires_at: u64,
     /// Requeue delay end (0 = ready).
     pub ready_at: u64,
+}
+
+/// One stream entry read back with its message ([`Store::read_stream`]).
+#[derive(Debug, Clone)]
+pub struct StreamRead {
+    /// Its offset in the stream.
+    pub offset: u64,
+    /// When it was appended, ms since the epoch.
+    pub timestamp: u64,
+    /// The message.
+    pub message: Arc<Message>,
 }
 
 /// A durable queue as found at startup.
@@ -701,6 +728,178 @@ impl<H: CommitHooks> Store<H> {
             .collect()
     }
 
+    /// Removes the entries `from..to` of stream `queue_id` (whole retention chunks). Raised
+    /// by the broker itself, possibly on the writer thread: never waits.
+    pub fn trim_stream_internal(&self, queue_id: u64, from: u64, to: u64) {
+        self.send_internal(StoreOp::TrimStream {
+            queue_id,
+            from,
+            to,
+            done: Completion::None,
+        });
+    }
+
+    /// Removes the entries `from..to` of stream `queue_id` and returns once that is
+    /// committed: a deleted stream's entries go batch by batch, each its own commit, so no
+    /// commit grows with the stream.
+    ///
+    /// # Errors
+    /// The commit failed or the writer has stopped.
+    pub async fn trim_stream(&self, queue_id: u64, from: u64, to: u64) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(StoreOp::TrimStream {
+            queue_id,
+            from,
+            to,
+            done: Completion::Oneshot(tx),
+        })
+        .await?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Records that the named consumer `name` of stream `queue_id` resumes at `next`, in the
+    /// next group commit (with the acks queued before it). Never waits.
+    pub fn stream_position(&self, queue_id: u64, name: Arc<str>, next: u64) {
+        self.send_internal(StoreOp::StreamPosition {
+            queue_id,
+            name,
+            next,
+        });
+    }
+
+    /// Reads up to `max_count` entries of stream `queue_id` from offset `from` on (and at
+    /// most about `max_bytes` of bodies: the first entry is always read), with their
+    /// messages, from one snapshot. Blocking: call from `spawn_blocking`.
+    ///
+    /// # Errors
+    /// redb failed, or an entry's message row is missing or corrupt.
+    pub fn read_stream(
+        &self,
+        queue_id: u64,
+        from: u64,
+        max_count: usize,
+        max_bytes: u64,
+    ) -> Result<Vec<StreamRead>, StoreError> {
+        let ctx = "reading a stream";
+        let db = self.inner.db.get()?;
+        let txn = db.begin_read().map_err(redb_err(ctx))?;
+        let entries = txn.open_table(STREAM_ENTRIES).map_err(redb_err(ctx))?;
+        let messages = txn.open_table(MESSAGES).map_err(redb_err(ctx))?;
+        let mut out = Vec::new();
+        let mut bytes = 0u64;
+        for row in entries
+            .range((queue_id, from)..=(queue_id, u64::MAX))
+            .map_err(redb_err(ctx))?
+        {
+            if out.len() >= max_count || (bytes >= max_bytes && !out.is_empty()) {
+                break;
+            }
+            let (k, v) = row.map_err(redb_err(ctx))?;
+            let (_, offset) = k.value();
+            let (id, timestamp, size) = v.value();
+            let raw = messages.get(id).map_err(redb_err(ctx))?.ok_or_else(|| {
+                corrupt(
+                    "stream_entries",
+                    format!("({queue_id}, {offset})"),
+                    format!("message {id} is missing"),
+                )
+            })?;
+            let message =
+                codec::decode_message(raw.value()).map_err(|e| corrupt("messages", id, e))?;
+            bytes += u64::from(size);
+            out.push(StreamRead {
+                offset,
+                timestamp,
+                message: Arc::new(message),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Calls `f(offset, timestamp, size)` for every entry of stream `queue_id`, in offset
+    /// order, from one snapshot, holding none of them: how recovery rebuilds a stream's
+    /// chunk index in bounded memory. Blocking: call from `spawn_blocking`.
+    ///
+    /// # Errors
+    /// redb failed.
+    pub fn scan_stream(
+        &self,
+        queue_id: u64,
+        mut f: impl FnMut(u64, u64, u32),
+    ) -> Result<(), StoreError> {
+        let ctx = "scanning a stream";
+        let db = self.inner.db.get()?;
+        let txn = db.begin_read().map_err(redb_err(ctx))?;
+        let entries = txn.open_table(STREAM_ENTRIES).map_err(redb_err(ctx))?;
+        for row in entries
+            .range((queue_id, 0)..=(queue_id, u64::MAX))
+            .map_err(redb_err(ctx))?
+        {
+            let (k, v) = row.map_err(redb_err(ctx))?;
+            let (_, timestamp, size) = v.value();
+            f(k.value().1, timestamp, size);
+        }
+        Ok(())
+    }
+
+    /// The stored positions of stream `queue_id`'s named consumers, by name.
+    ///
+    /// # Errors
+    /// redb failed.
+    pub fn stream_positions(&self, queue_id: u64) -> Result<Vec<(String, u64)>, StoreError> {
+        let ctx = "reading stream positions";
+        let db = self.inner.db.get()?;
+        let txn = db.begin_read().map_err(redb_err(ctx))?;
+        let table = txn.open_table(STREAM_POSITIONS).map_err(redb_err(ctx))?;
+        let mut out = Vec::new();
+        for row in table
+            .range((queue_id, "")..(queue_id.saturating_add(1), ""))
+            .map_err(redb_err(ctx))?
+        {
+            let (k, v) = row.map_err(redb_err(ctx))?;
+            out.push((k.value().1.to_owned(), v.value()));
+        }
+        Ok(out)
+    }
+
+    /// Every stream id that has entries, with its lowest and one past its highest offset:
+    /// one seek per stream, not a scan. Recovery uses it to find the entries of streams
+    /// deleted while their entries were still being removed.
+    ///
+    /// # Errors
+    /// redb failed.
+    pub fn stream_extents(&self) -> Result<Vec<(u64, u64, u64)>, StoreError> {
+        let ctx = "listing streams";
+        let db = self.inner.db.get()?;
+        let txn = db.begin_read().map_err(redb_err(ctx))?;
+        let table = txn.open_table(STREAM_ENTRIES).map_err(redb_err(ctx))?;
+        let mut out = Vec::new();
+        let mut at = 0u64;
+        loop {
+            let first = table
+                .range((at, 0)..)
+                .map_err(redb_err(ctx))?
+                .next()
+                .transpose()
+                .map_err(redb_err(ctx))?
+                .map(|(k, _)| k.value());
+            let Some((id, lo)) = first else { break };
+            let hi = table
+                .range((id, 0)..=(id, u64::MAX))
+                .map_err(redb_err(ctx))?
+                .next_back()
+                .transpose()
+                .map_err(redb_err(ctx))?
+                .map_or(lo, |(k, _)| k.value().1);
+            out.push((id, lo, hi.saturating_add(1)));
+            match id.checked_add(1) {
+                Some(next) => at = next,
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
     /// Drains the writer (every queued operation commits and completes) and stops it.
     pub async fn shutdown(&self) {
         let (done, rx) = oneshot::channel();
@@ -763,6 +962,10 @@ fn init_schema(db: &Database) -> Result<(), StoreError> {
         txn.open_table(DEDUP_KEYS)
             .map_err(redb_err("creating tables"))?;
         txn.open_table(DEDUP_EXPIRY)
+            .map_err(redb_err("creating tables"))?;
+        txn.open_table(STREAM_ENTRIES)
+            .map_err(redb_err("creating tables"))?;
+        txn.open_table(STREAM_POSITIONS)
             .map_err(redb_err("creating tables"))?;
     }
     txn.commit().map_err(redb_err("initialising the store"))

@@ -78,3 +78,21 @@ pub const DEDUP_KEYS: TableDefinition<(&str, &str), (u64, u64)> =
 /// commit removes expired keys in bulk by one range scan instead of a scan of every key.
 pub const DEDUP_EXPIRY: TableDefinition<(u64, &str, &str), ()> =
     TableDefinition::new("dedup_expiry");
+
+/// `(queue id, offset) → (message id, publish timestamp, body size)`: the entries of each
+/// stream queue (docs/streams.md), in offset order. The body is the [`MESSAGES`] row, shared
+/// with classic queues the same publish reached and counted in [`MESSAGE_REFS`] like a
+/// [`QUEUE_MESSAGES`] row. The timestamp is ms since the epoch, the time of the commit that
+/// appended it. Rows leave only from the oldest end (retention, in whole chunks) or with
+/// their stream. Added without a schema change: a store without the table has no streams.
+pub const STREAM_ENTRIES: TableDefinition<(u64, u64), StreamEntryValue> =
+    TableDefinition::new("stream_entries");
+
+/// The value of a [`STREAM_ENTRIES`] row: message id, publish timestamp, body size.
+pub type StreamEntryValue = (u64, u64, u32);
+
+/// `(queue id, consumer name) → next offset`: where each named stream consumer resumes (one
+/// past its last settled offset), written in the commit that carries its acks; removed with
+/// its stream.
+pub const STREAM_POSITIONS: TableDefinition<(u64, &str), u64> =
+    TableDefinition::new("stream_positions");

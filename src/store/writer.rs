@@ -111,6 +111,7 @@ impl<H: CommitHooks> Writer<H> {
         self.next_message_id += 1;
         let start = self.rows.len();
         let dedup_start = self.rows.dedup_len();
+        let stream_start = self.rows.stream_len();
         let taken = self
             .hooks
             .prepare(batch, &mut p.payload, &p.message, &mut self.rows);
@@ -120,7 +121,12 @@ impl<H: CommitHooks> Writer<H> {
             u32::try_from(start).unwrap_or(u32::MAX),
             u32::try_from(end).unwrap_or(u32::MAX),
         );
-        p.stored = end > start;
+        let stream_end = self.rows.stream_len();
+        p.stream_rows = (
+            u32::try_from(stream_start).unwrap_or(u32::MAX),
+            u32::try_from(stream_end).unwrap_or(u32::MAX),
+        );
+        p.stored = end > start || stream_end > stream_start;
         p.dedup_rows = (
             u32::try_from(dedup_start).unwrap_or(u32::MAX),
             u32::try_from(self.rows.dedup_len()).unwrap_or(u32::MAX),
@@ -160,7 +166,11 @@ impl<H: CommitHooks> Writer<H> {
                     writes = true;
                 }
                 StoreOp::Shutdown(_) | StoreOp::Flush(_) => {}
-                StoreOp::Topology { .. } | StoreOp::Remove { .. } | StoreOp::UpdateEntry { .. } => {
+                StoreOp::Topology { .. }
+                | StoreOp::Remove { .. }
+                | StoreOp::UpdateEntry { .. }
+                | StoreOp::TrimStream { .. }
+                | StoreOp::StreamPosition { .. } => {
                     writes = true;
                 }
             }
@@ -204,10 +214,12 @@ impl<H: CommitHooks> Writer<H> {
                     };
                     self.hooks.scheduled(s.payload, message, &result);
                 }
-                StoreOp::Remove { done, .. } | StoreOp::Flush(done) => {
+                StoreOp::Remove { done, .. }
+                | StoreOp::Flush(done)
+                | StoreOp::TrimStream { done, .. } => {
                     self.complete(done, &result);
                 }
-                StoreOp::UpdateEntry { .. } => {}
+                StoreOp::UpdateEntry { .. } | StoreOp::StreamPosition { .. } => {}
                 StoreOp::Shutdown(done) => {
                     let _ = done.send(());
                     shutdown = true;
@@ -324,6 +336,22 @@ impl<H: CommitHooks> Writer<H> {
                         t.remove_entries(entries)?;
                         ops += 1;
                     }
+                    StoreOp::TrimStream {
+                        queue_id, from, to, ..
+                    } => {
+                        t.trim_stream(*queue_id, *from, *to)?;
+                        ops += 1;
+                    }
+                    StoreOp::StreamPosition {
+                        queue_id,
+                        name,
+                        next,
+                    } => {
+                        t.stream_positions
+                            .insert((*queue_id, &**name), *next)
+                            .map_err(redb_err("storing a stream consumer's position"))?;
+                        ops += 1;
+                    }
                     StoreOp::UpdateEntry {
                         queue_id,
                         message_id,
@@ -372,6 +400,8 @@ struct MessageTables<'txn> {
     scheduled: Table<'txn, (u64, u64), &'static [u8]>,
     dedup_keys: Table<'txn, (&'static str, &'static str), (u64, u64)>,
     dedup_expiry: Table<'txn, (u64, &'static str, &'static str), ()>,
+    stream_entries: Table<'txn, (u64, u64), StreamEntryValue>,
+    stream_positions: Table<'txn, (u64, &'static str), u64>,
 }
 
 /// The most expired deduplication keys one commit removes: bounds the commit's extra work;
@@ -389,6 +419,8 @@ impl<'txn> MessageTables<'txn> {
             scheduled: txn.open_table(SCHEDULED).map_err(redb_err(ctx))?,
             dedup_keys: txn.open_table(DEDUP_KEYS).map_err(redb_err(ctx))?,
             dedup_expiry: txn.open_table(DEDUP_EXPIRY).map_err(redb_err(ctx))?,
+            stream_entries: txn.open_table(STREAM_ENTRIES).map_err(redb_err(ctx))?,
+            stream_positions: txn.open_table(STREAM_POSITIONS).map_err(redb_err(ctx))?,
         })
     }
 
@@ -506,6 +538,12 @@ impl<'txn> MessageTables<'txn> {
                 .map_err(redb_err(ctx))?;
             refs += 1;
         }
+        for &(queue_id, offset, timestamp) in rows.stream(p.stream_rows) {
+            self.stream_entries
+                .insert((queue_id, offset), (p.id, timestamp, size))
+                .map_err(redb_err(ctx))?;
+            refs += 1;
+        }
         scratch.clear();
         encode_message(&p.message, scratch);
         self.messages
@@ -561,21 +599,48 @@ impl<'txn> MessageTables<'txn> {
             self.acquired
                 .remove((queue_id, message_id))
                 .map_err(redb_err(ctx))?;
-            let refs = self
-                .refs
-                .get(message_id)
-                .map_err(redb_err(ctx))?
-                .map_or(1, |v| v.value());
-            if refs <= 1 {
-                self.refs.remove(message_id).map_err(redb_err(ctx))?;
-                self.messages.remove(message_id).map_err(redb_err(ctx))?;
-            } else if refs == 2 {
-                self.refs.remove(message_id).map_err(redb_err(ctx))?;
-            } else {
-                self.refs
-                    .insert(message_id, refs - 1)
-                    .map_err(redb_err(ctx))?;
-            }
+            self.release_message(message_id)?;
+        }
+        Ok(())
+    }
+
+    /// Drops one reference to a message; the message row goes with its last one.
+    fn release_message(&mut self, message_id: u64) -> Result<(), StoreError> {
+        let ctx = "removing messages";
+        let refs = self
+            .refs
+            .get(message_id)
+            .map_err(redb_err(ctx))?
+            .map_or(1, |v| v.value());
+        if refs <= 1 {
+            self.refs.remove(message_id).map_err(redb_err(ctx))?;
+            self.messages.remove(message_id).map_err(redb_err(ctx))?;
+        } else if refs == 2 {
+            self.refs.remove(message_id).map_err(redb_err(ctx))?;
+        } else {
+            self.refs
+                .insert(message_id, refs - 1)
+                .map_err(redb_err(ctx))?;
+        }
+        Ok(())
+    }
+
+    /// Removes the entries of stream `queue_id` with offsets in `from..to`, releasing their
+    /// messages. The caller bounds the range (one retention chunk, or one batch of a deleted
+    /// stream), so one commit's extra work stays bounded.
+    fn trim_stream(&mut self, queue_id: u64, from: u64, to: u64) -> Result<(), StoreError> {
+        let ctx = "trimming a stream";
+        let mut ids = Vec::new();
+        for row in self
+            .stream_entries
+            .extract_from_if((queue_id, from)..(queue_id, to), |_, _| true)
+            .map_err(redb_err(ctx))?
+        {
+            let (_, v) = row.map_err(redb_err(ctx))?;
+            ids.push(v.value().0);
+        }
+        for id in ids {
+            self.release_message(id)?;
         }
         Ok(())
     }
@@ -721,9 +786,14 @@ fn apply_topology(
     Ok(())
 }
 
-/// Deletes every message row of queue `id`.
+/// Deletes every message row of queue `id`, and the positions of its named stream consumers
+/// (a stream's entries go afterwards, in bounded batches: [`super::Store::trim_stream`]).
 fn remove_queue_messages(tables: &mut MessageTables<'_>, id: u64) -> Result<(), StoreError> {
     let ctx = "deleting a queue's messages";
+    tables
+        .stream_positions
+        .retain_in((id, "")..(id.saturating_add(1), ""), |_, _| false)
+        .map_err(redb_err(ctx))?;
     let mut keys = Vec::new();
     for row in tables
         .queue_messages

@@ -18,6 +18,8 @@ use crate::write::put_str16;
 // and `GetOk` have redelivered in bit 0.
 const F_NO_ACK: u8 = 1;
 const F_REDELIVERED: u8 = 1;
+/// `Deliver`: a `stream_offset` (u64) follows `acquired_count`.
+const F_STREAM_OFFSET: u8 = 1 << 1;
 
 /// Sets the prefetch limit for consumers started afterwards on this connection.
 #[derive(Debug, Clone, PartialEq)]
@@ -171,6 +173,9 @@ pub struct Deliver {
     /// How many times it was taken from its queue before and given back, failed or not
     /// (RabbitMQ's `x-acquired-count`).
     pub acquired_count: u32,
+    /// Its offset, for a delivery from a stream (RabbitMQ's `x-stream-offset` header);
+    /// `None` from a classic queue.
+    pub stream_offset: Option<u64>,
     /// Exchange it was published to.
     pub exchange: String,
     /// Its routing key.
@@ -190,6 +195,7 @@ impl Payload for Deliver {
             redelivered: self.redelivered,
             delivery_count: self.delivery_count,
             acquired_count: self.acquired_count,
+            stream_offset: self.stream_offset,
             exchange: &self.exchange,
             routing_key: &self.routing_key,
             properties: &self.properties,
@@ -201,13 +207,21 @@ impl Payload for Deliver {
     fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
         let consumer_tag = r.str16("consumer tag")?;
         let delivery_tag = r.u64()?;
-        let f = r.flags("deliver flags", F_REDELIVERED)?;
+        let f = r.flags("deliver flags", F_REDELIVERED | F_STREAM_OFFSET)?;
+        let delivery_count = r.u32()?;
+        let acquired_count = r.u32()?;
+        let stream_offset = if flag(f, F_STREAM_OFFSET) {
+            Some(r.u64()?)
+        } else {
+            None
+        };
         Ok(Deliver {
             consumer_tag,
             delivery_tag,
             redelivered: flag(f, F_REDELIVERED),
-            delivery_count: r.u32()?,
-            acquired_count: r.u32()?,
+            delivery_count,
+            acquired_count,
+            stream_offset,
             exchange: r.str16("exchange")?,
             routing_key: r.str16("routing key")?,
             properties: Properties::decode(r)?,
@@ -231,6 +245,8 @@ pub struct DeliverRef<'a> {
     pub delivery_count: u32,
     /// Earlier acquisitions given back.
     pub acquired_count: u32,
+    /// Its offset, from a stream.
+    pub stream_offset: Option<u64>,
     /// Exchange it was published to.
     pub exchange: &'a str,
     /// Its routing key.
@@ -246,9 +262,15 @@ impl DeliverRef<'_> {
     fn put_payload(&self, dst: &mut BytesMut) {
         put_str16(dst, self.consumer_tag);
         dst.put_u64_le(self.delivery_tag);
-        dst.put_u8(bits(&[(self.redelivered, F_REDELIVERED)]));
+        dst.put_u8(bits(&[
+            (self.redelivered, F_REDELIVERED),
+            (self.stream_offset.is_some(), F_STREAM_OFFSET),
+        ]));
         dst.put_u32_le(self.delivery_count);
         dst.put_u32_le(self.acquired_count);
+        if let Some(offset) = self.stream_offset {
+            dst.put_u64_le(offset);
+        }
         put_str16(dst, self.exchange);
         put_str16(dst, self.routing_key);
         self.properties.encode(dst);

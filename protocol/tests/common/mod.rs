@@ -206,6 +206,7 @@ pub fn samples() -> Vec<Frame> {
             redelivered: true,
             delivery_count: 2,
             acquired_count: 3,
+            stream_offset: Some(1_000_000),
             exchange: "logs".into(),
             routing_key: "app.start".into(),
             properties: full_properties(),

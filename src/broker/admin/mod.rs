@@ -13,6 +13,7 @@
 mod definitions;
 mod dlq;
 mod listing;
+mod stream;
 
 pub use dlq::DEFAULT_PEEK_LIMIT;
 
@@ -180,7 +181,9 @@ impl<'a> Page<'a> {
 }
 
 /// The read-only listings: the `monitoring` tag (or `administrator`) may run them.
-const LISTINGS: [&str; 7] = [
+const LISTINGS: [&str; 9] = [
+    "stream.info",
+    "stream.consumers",
     "status",
     "queue.list",
     "queue.inspect",
@@ -301,6 +304,10 @@ impl Broker {
             ))?),
             "connection.list" => encode(&Page::parse(args)?.listed(self.connections())?),
             "consumer.list" => encode(&Page::parse(args)?.listed(self.consumers(&session.vhost))?),
+            "stream.info" => encode(&stream::info(&session.vhost, req_str(args, "queue")?)?),
+            "stream.consumers" => {
+                encode(&stream::info(&session.vhost, req_str(args, "queue")?)?.named_consumers)
+            }
             // One engine: a queue peek is a dead-letter peek without the dead-letter filters.
             "dlq.peek" | "queue.peek" => encode(
                 &self

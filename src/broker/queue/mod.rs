@@ -120,6 +120,9 @@ pub struct Queue {
     pub args: QueueArgs,
     /// Its deduplication window, when `x-message-deduplication` is on.
     pub dedup: Option<Arc<super::dedup::Dedup>>,
+    /// The log, when this is a stream (`x-queue-type=stream`): then the classic core stays
+    /// empty and the queue's consumer and counting methods hand their work to it.
+    pub stream: Option<super::stream::Stream>,
     /// Mirrors the core's own flag so routing can ask without the lock.
     deleted: AtomicBool,
     /// Last use (consume, get, declare), ms since the epoch, for `x-expires`.
@@ -268,8 +271,11 @@ impl Queue {
             .dedup
             .clone()
             .map(|c| super::dedup::Dedup::new(c, super::dedup::queue_scope(id), durable));
+        let stream = (args.queue_type == super::queue_args::QueueType::Stream)
+            .then(|| super::stream::Stream::new(id, name.clone(), &args, ctx.clone()));
         let q = Arc::new_cyclic(|me| Queue {
             me: me.clone(),
+            stream,
             dedup,
             id,
             name,
@@ -294,7 +300,7 @@ impl Queue {
     }
 
     /// After a counter moved: joins the ticker's rate list if it was not in it.
-    fn counted(&self) {
+    pub(crate) fn counted(&self) {
         if self.stats.watch() {
             self.ctx.timers.watch_rates(self.me.clone());
         }
@@ -333,6 +339,16 @@ impl Queue {
         }
     }
 
+    /// Gives the timer index a stream's next `x-max-age` deadline (the index keeps the
+    /// earlier of this and one it holds; a stream has no other timed work).
+    pub(crate) fn schedule_stream_retention(&self, at: u64) {
+        self.ctx.timers.schedule(
+            TimerKey::Queue(self.id),
+            at,
+            TimerTarget::Queue(self.me.clone()),
+        );
+    }
+
     /// The deadline this queue last gave the timer index, if any.
     #[cfg(test)]
     fn scheduled_at(&self) -> Option<u64> {
@@ -346,6 +362,16 @@ impl Queue {
 
     /// Its counters.
     pub fn counts(&self) -> QueueCounts {
+        if let Some(s) = &self.stream {
+            let (ready, ready_bytes, consumers) = s.counts();
+            return QueueCounts {
+                ready,
+                ready_bytes,
+                unacked: 0,
+                consumers,
+                delayed: 0,
+            };
+        }
         self.state.lock().core.counts()
     }
 
@@ -452,6 +478,7 @@ impl Queue {
                 consumer,
                 delivery_tag,
                 entry,
+                stream_offset: None,
             });
         }
         if !fx.removals.is_empty() {
@@ -515,6 +542,12 @@ impl Queue {
     /// a failed refill, reports its next deadline, and says whether the queue has been idle
     /// for its `x-expires`.
     pub fn tick(self: &Arc<Self>, now: u64) -> Tick {
+        if let Some(s) = &self.stream {
+            if let Some(at) = s.tick(now) {
+                self.schedule_stream_retention(at);
+            }
+            return Tick::default();
+        }
         let mut st = self.state.lock();
         // The index gave up this queue's entry when it fired: the next deadline goes in anew.
         st.timer_at = NO_TIMER;
@@ -538,6 +571,9 @@ impl Queue {
 
     /// Hands ready messages to consumers with credit, round-robin.
     pub fn dispatch(self: &Arc<Self>) {
+        if let Some(s) = &self.stream {
+            return s.dispatch(self);
+        }
         self.change(|_, _| ());
     }
 
@@ -632,12 +668,19 @@ impl Queue {
     /// lock, so once the flag is set under that lock the consumer's session holds every
     /// delivery it will ever get, and taking them from there misses none.
     pub fn stop_consumer(&self, consumer: &Consumer) {
+        if let Some(s) = &self.stream {
+            return s.stop_consumer(consumer);
+        }
         let _st = self.state.lock();
         consumer.deactivate();
     }
 
     /// Detaches a consumer. Returns true when the queue should now be auto-deleted.
     pub fn remove_consumer(&self, consumer: &Arc<Consumer>) -> bool {
+        if let Some(s) = &self.stream {
+            s.remove_consumer(consumer);
+            return false;
+        }
         consumer.deactivate();
         self.touch();
         let mut st = self.state.lock();
@@ -705,6 +748,9 @@ impl Queue {
 
     /// Its consumers, for listings.
     pub fn consumers(&self) -> Vec<Arc<Consumer>> {
+        if let Some(s) = &self.stream {
+            return s.consumers();
+        }
         self.state.lock().core.consumers().to_vec()
     }
 
@@ -717,6 +763,11 @@ impl Queue {
     /// Marks the queue deleted and empties it. Returns its consumers (to notify) and the
     /// number of ready messages it held. Store rows go with the queue's store deletion.
     pub fn mark_deleted(&self) -> (Vec<Arc<Consumer>>, u64) {
+        if let Some(s) = &self.stream {
+            self.deleted.store(true, Ordering::Release);
+            let (consumers, first, next) = s.delete();
+            return (consumers, next - first);
+        }
         let mut st = self.state.lock();
         self.deleted.store(true, Ordering::Release);
         let (consumers, count) = st.core.delete();
