@@ -445,7 +445,12 @@ fn validate_value(r: &mut Reader, depth: usize) -> Result<bool, DecodeError> {
         TAG_I8 | TAG_U8 => 1,
         TAG_I16 | TAG_U16 => 2,
         TAG_I32 | TAG_U32 | TAG_F32 => 4,
-        TAG_DECIMAL => 5,
+        TAG_DECIMAL => {
+            // Its scale and its value apart, as `read_value` reads them, so a truncated
+            // decimal is refused with the same error.
+            r.skip(1)?;
+            4
+        }
         tag => {
             return Err(DecodeError::InvalidValue {
                 field: "header value tag",
