@@ -11,7 +11,7 @@ mod common;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::{durable_queue, ok, ready, wait_ready, within, TestDaemon};
+use common::{args, durable_queue, ok, ready, wait_ready, within, TestDaemon};
 use serde_json::{json, Value};
 use warren::client::{
     Client, ConsumeOptions, Delivery, ExchangeKind, ExchangeOptions, FieldTable, FieldValue,
@@ -55,13 +55,6 @@ fn find<'a>(list: &'a Value, field: &str, value: &str) -> &'a Value {
         .iter()
         .find(|v| v[field] == value)
         .unwrap_or_else(|| panic!("no {field}={value:?} in {list:#}"))
-}
-
-fn args(pairs: &[(&str, FieldValue)]) -> FieldTable {
-    pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), v.clone()))
-        .collect()
 }
 
 fn s(v: &str) -> FieldValue {

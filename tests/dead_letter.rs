@@ -6,19 +6,13 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{durable_queue as queue, ready, wait_get, within, TestDaemon};
+use common::{
+    args, dead_letter_target, durable_queue as queue, ready, wait_get, within, TestDaemon,
+};
 use warren::client::{
-    Client, ConsumeOptions, Delivery, ExchangeKind, ExchangeOptions, FieldValue, OutgoingMessage,
-    PublishOutcome, QueueOptions,
+    Client, ConsumeOptions, Delivery, FieldValue, OutgoingMessage, PublishOutcome, QueueOptions,
 };
 use warren_protocol::{ErrorCode, FieldTable};
-
-fn args(pairs: &[(&str, FieldValue)]) -> FieldTable {
-    pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), v.clone()))
-        .collect()
-}
 
 fn s(v: &str) -> FieldValue {
     FieldValue::String(v.to_owned())
@@ -26,22 +20,6 @@ fn s(v: &str) -> FieldValue {
 
 fn int(v: i64) -> FieldValue {
     FieldValue::Int(v)
-}
-
-/// A durable fanout exchange `dlx` feeding the durable queue `dlq`.
-async fn dead_letter_target(c: &Client) {
-    c.declare_exchange(
-        "dlx",
-        ExchangeKind::Fanout,
-        ExchangeOptions {
-            durable: true,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    queue(c, "dlq", FieldTable::new()).await;
-    c.bind("dlq", "dlx", "", FieldTable::new()).await.unwrap();
 }
 
 async fn publish(c: &Client, queue: &str, body: &str) -> PublishOutcome {

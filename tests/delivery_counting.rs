@@ -10,19 +10,12 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use common::{durable_queue, ok, ready, wait_get, wait_ready, within, TestDaemon};
+use common::{args, durable_queue, ok, ready, wait_get, wait_ready, within, TestDaemon};
 use serde_json::Value;
 use warren::client::{
     Client, ConsumeOptions, Delivery, ExchangeKind, ExchangeOptions, FieldValue, OutgoingMessage,
 };
 use warren_protocol::FieldTable;
-
-fn args(pairs: &[(&str, FieldValue)]) -> FieldTable {
-    pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), v.clone()))
-        .collect()
-}
 
 async fn publish(c: &Client, queue: &str, body: &str) {
     let m = OutgoingMessage::new("", queue, body.to_owned()).persistent();

@@ -8,19 +8,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::{within, TestDaemon};
+use common::{args, within, TestDaemon};
 use warren::client::{
     Client, ConsumeOptions, Consumer, Delivery, ExchangeKind, ExchangeOptions, OutgoingMessage,
     QueueOptions, StreamOffset,
 };
 use warren_protocol::{FieldTable, FieldValue};
-
-fn args(pairs: &[(&str, FieldValue)]) -> FieldTable {
-    pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), v.clone()))
-        .collect()
-}
 
 fn s(v: &str) -> FieldValue {
     FieldValue::String(v.to_owned())

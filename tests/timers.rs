@@ -7,40 +7,18 @@ mod common;
 
 use std::time::Duration;
 
-use common::{durable_queue as queue, ready, wait_get, within, TestDaemon};
+use common::{
+    args, dead_letter_target, durable_queue as queue, ready, wait_get, within, TestDaemon,
+};
 use warren::client::{
-    Client, ConsumeOptions, Delivery, ExchangeKind, ExchangeOptions, FieldValue, OutgoingMessage,
-    PublishOutcome,
+    Client, ConsumeOptions, Delivery, FieldValue, OutgoingMessage, PublishOutcome,
 };
 use warren_protocol::FieldTable;
 
 const HOUR_MS: i64 = 3_600_000;
 
-fn args(pairs: &[(&str, FieldValue)]) -> FieldTable {
-    pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), v.clone()))
-        .collect()
-}
-
 fn body(d: &Delivery) -> String {
     String::from_utf8(d.body.to_vec()).unwrap()
-}
-
-/// A fanout `dlx` feeding `dlq`.
-async fn dead_letter_target(c: &Client) {
-    c.declare_exchange(
-        "dlx",
-        ExchangeKind::Fanout,
-        ExchangeOptions {
-            durable: true,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    queue(c, "dlq", FieldTable::new()).await;
-    c.bind("dlq", "dlx", "", FieldTable::new()).await.unwrap();
 }
 
 fn with_dlx(mut a: FieldTable) -> FieldTable {

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use warren::client::{Client, Delivery, QueueOptions};
-use warren_protocol::FieldTable;
+use warren::client::{Client, Delivery, ExchangeKind, ExchangeOptions, QueueOptions};
+use warren_protocol::{FieldTable, FieldValue};
 
 /// How long a daemon may take to start.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -382,4 +382,29 @@ pub async fn wait_ready(c: &Client, queue: &str, n: u64) {
         }
     })
     .await;
+}
+
+/// A field table (queue, consumer or binding arguments) from `(key, value)` pairs.
+pub fn args(pairs: &[(&str, FieldValue)]) -> FieldTable {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect()
+}
+
+/// A durable fanout exchange `dlx` feeding the durable queue `dlq`: where the dead-letter
+/// tests send what their queues dead-letter.
+pub async fn dead_letter_target(c: &Client) {
+    c.declare_exchange(
+        "dlx",
+        ExchangeKind::Fanout,
+        ExchangeOptions {
+            durable: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    durable_queue(c, "dlq", FieldTable::new()).await;
+    c.bind("dlq", "dlx", "", FieldTable::new()).await.unwrap();
 }
