@@ -48,17 +48,7 @@ fn add_user(d: &TestDaemon, name: &str, password: &str, tags: Option<&str>) {
         args.extend(["--tags", t]);
     }
     ok(&d.cli_with_stdin(&args, Some(&format!("{password}\n"))));
-    ok(&d.cli(&[
-        "permission",
-        "set",
-        name,
-        "--configure",
-        ".*",
-        "--write",
-        ".*",
-        "--read",
-        ".*",
-    ]));
+    d.grant_all(name, "/");
 }
 
 async fn connect_as(d: &TestDaemon, user: &str, password: &str) -> Result<Client, ClientError> {

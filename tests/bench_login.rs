@@ -47,19 +47,7 @@ fn bench_against_a_daemon_logs_in_as_the_given_user_and_vhost() {
     ));
     ok(&d.cli(&["vhost", "add", "load"]));
     for vhost in ["/", "load"] {
-        ok(&d.cli(&[
-            "permission",
-            "set",
-            "perf",
-            "--vhost",
-            vhost,
-            "--configure",
-            ".*",
-            "--write",
-            ".*",
-            "--read",
-            ".*",
-        ]));
+        d.grant_all("perf", vhost);
     }
     // No guest to fall back on.
     let perf = [("WARREN_USER", "perf"), ("WARREN_PASSWORD", "s3cret")];

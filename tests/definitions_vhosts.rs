@@ -197,19 +197,7 @@ fn warrens_own_export_of_a_vhost_round_trips_into_another() {
     let exported = ok(&d.cli(&["definitions", "export", "--vhost", "orders"]));
     assert!(!exported.contains("\"vhost\": \"orders\",\n      \"name\""));
     ok(&d.cli(&["vhost", "add", "copy"]));
-    ok(&d.cli(&[
-        "permission",
-        "set",
-        "guest",
-        "--vhost",
-        "copy",
-        "--configure",
-        ".*",
-        "--write",
-        ".*",
-        "--read",
-        ".*",
-    ]));
+    d.grant_all("guest", "copy");
     let copy = write(&d, "orders.json", &exported);
     ok(&d.cli(&["definitions", "import", &copy, "--vhost", "copy"]));
     let again = ok(&d.cli(&["definitions", "export", "--vhost", "copy"]));

@@ -9,19 +9,7 @@ use warren::client::{Client, ClientError, ConnectOptions};
 
 fn add_user(d: &TestDaemon, name: &str, vhost: &str) {
     ok(&d.cli_with_stdin(&["user", "add", name, "--password-stdin"], Some("secret\n")));
-    ok(&d.cli(&[
-        "permission",
-        "set",
-        name,
-        "--vhost",
-        vhost,
-        "--configure",
-        ".*",
-        "--write",
-        ".*",
-        "--read",
-        ".*",
-    ]));
+    d.grant_all(name, vhost);
 }
 
 async fn connect(d: &TestDaemon, user: &str, vhost: &str) -> Client {
@@ -80,19 +68,7 @@ async fn deleting_a_vhost_closes_the_connections_in_it_only() {
     let d = TestDaemon::start();
     ok(&d.cli(&["vhost", "add", "v2"]));
     add_user(&d, "app", "v2");
-    ok(&d.cli(&[
-        "permission",
-        "set",
-        "app",
-        "--vhost",
-        "/",
-        "--configure",
-        ".*",
-        "--write",
-        ".*",
-        "--read",
-        ".*",
-    ]));
+    d.grant_all("app", "/");
     let in_v2 = connect(&d, "app", "v2").await;
     let in_root = connect(&d, "app", "/").await;
 
@@ -121,17 +97,7 @@ fn an_administrator_deleting_its_own_user_is_told_it_worked() {
         ],
         Some("secret\n"),
     ));
-    ok(&d.cli(&[
-        "permission",
-        "set",
-        "ops",
-        "--configure",
-        ".*",
-        "--write",
-        ".*",
-        "--read",
-        ".*",
-    ]));
+    d.grant_all("ops", "/");
     // The reply goes out before the Close that follows it.
     let out = ok(&d.cli_with_stdin(
         &["--user", "ops", "--password-stdin", "user", "delete", "ops"],

@@ -845,19 +845,7 @@ async fn acks_after_a_cancel_that_keeps_the_deliveries_still_move_a_named_positi
 async fn deleting_a_virtual_host_removes_its_streams_entries() {
     let mut d = TestDaemon::start();
     common::ok(&d.cli(&["vhost", "add", "tmp"]));
-    common::ok(&d.cli(&[
-        "permission",
-        "set",
-        "guest",
-        "--vhost",
-        "tmp",
-        "--configure",
-        ".*",
-        "--write",
-        ".*",
-        "--read",
-        ".*",
-    ]));
+    d.grant_all("guest", "tmp");
     let c = Client::connect_with(
         d.addr(),
         &warren::client::ConnectOptions::default().vhost("tmp"),

@@ -12,19 +12,7 @@ use warren_protocol::{ErrorCode, FieldTable, FieldValue};
 /// Adds `name` and gives guest every permission on it.
 fn add_vhost(d: &TestDaemon, name: &str) {
     ok(&d.cli(&["vhost", "add", name]));
-    ok(&d.cli(&[
-        "permission",
-        "set",
-        "guest",
-        "--vhost",
-        name,
-        "--configure",
-        ".*",
-        "--write",
-        ".*",
-        "--read",
-        ".*",
-    ]));
+    d.grant_all("guest", name);
 }
 
 async fn client_in(d: &TestDaemon, vhost: &str) -> Client {
@@ -141,19 +129,7 @@ async fn deleting_a_vhost_deletes_its_queues_durably() {
 }
 
 fn add_vhost_permissions_only(d: &TestDaemon, name: &str) {
-    ok(&d.cli(&[
-        "permission",
-        "set",
-        "guest",
-        "--vhost",
-        name,
-        "--configure",
-        ".*",
-        "--write",
-        ".*",
-        "--read",
-        ".*",
-    ]));
+    d.grant_all("guest", name);
 }
 
 #[tokio::test]

@@ -237,6 +237,24 @@ impl TestDaemon {
         out
     }
 
+    /// Gives `user` every permission (configure, write and read `.*`) in `vhost`, through
+    /// the CLI as guest.
+    pub fn grant_all(&self, user: &str, vhost: &str) {
+        ok(&self.cli(&[
+            "permission",
+            "set",
+            user,
+            "--vhost",
+            vhost,
+            "--configure",
+            ".*",
+            "--write",
+            ".*",
+            "--read",
+            ".*",
+        ]));
+    }
+
     /// Runs the `warren` CLI against this daemon.
     pub fn cli(&self, args: &[&str]) -> Output {
         self.cli_with_stdin(args, None)

@@ -643,8 +643,12 @@ impl Stream {
         }
         // The consumer timeout holds for stream deliveries as for a classic queue's.
         let timeout_at = tracked.as_ref().and_then(|_| {
-            consumer_timeout(r.consumer.timeout_ms, &queue.args, self.ctx.consumer_timeout)
-                .map(|t| now.saturating_add(u64::try_from(t.as_millis()).unwrap_or(u64::MAX)))
+            consumer_timeout(
+                r.consumer.timeout_ms,
+                &queue.args,
+                self.ctx.consumer_timeout,
+            )
+            .map(|t| now.saturating_add(u64::try_from(t.as_millis()).unwrap_or(u64::MAX)))
         });
         let delivery_tag =
             r.consumer
