@@ -168,6 +168,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
                 clock: std::sync::Arc::new(crate::clock::SystemClock),
                 disk_free_limit: 0,
                 limits: Default::default(),
+                store_cache_bytes: crate::store::DEFAULT_CACHE_BYTES,
             })
             .await
             .context("starting the in-process broker")?;

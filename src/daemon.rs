@@ -53,6 +53,8 @@ pub struct ServeOptions {
     pub disk_free_limit: u64,
     /// Caps on what clients may create.
     pub limits: crate::broker::Limits,
+    /// redb's page cache cap, bytes.
+    pub store_cache_bytes: usize,
     /// The memory budget (0 turns the memory alarm off).
     pub memory_limit: crate::cli::serve::MemoryLimit,
     /// How the daemon reads the memory it holds: the binary's counting allocator. `None`
@@ -113,6 +115,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         clock: std::sync::Arc::new(crate::clock::SystemClock),
         disk_free_limit: opts.disk_free_limit,
         limits: opts.limits,
+        store_cache_bytes: opts.store_cache_bytes,
     })
     .await
     {

@@ -99,6 +99,7 @@ async fn run_daemon(args: ServeArgs) -> anyhow::Result<()> {
         // An empty WARREN_METRICS_LISTEN means off, like leaving it unset.
         metrics_listen: args.metrics_listen.filter(|a| !a.trim().is_empty()),
         disk_free_limit: args.disk_free_limit,
+        store_cache_bytes: usize::try_from(args.store_cache_size).unwrap_or(usize::MAX),
         memory_limit: args.memory_limit,
         limits: warren::broker::Limits {
             max_queues: args.max_queues,

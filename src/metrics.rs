@@ -593,6 +593,7 @@ mod tests {
             clock: std::sync::Arc::new(crate::clock::SystemClock),
             disk_free_limit: 0,
             limits: Default::default(),
+            store_cache_bytes: crate::store::DEFAULT_CACHE_BYTES,
         })
         .await
         .expect("opening a broker")

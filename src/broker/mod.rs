@@ -114,6 +114,8 @@ pub struct BrokerConfig {
     pub disk_free_limit: u64,
     /// Caps on what clients may create.
     pub limits: Limits,
+    /// redb's page cache cap (`--store-cache-size`; [`crate::store::DEFAULT_CACHE_BYTES`]).
+    pub store_cache_bytes: usize,
 }
 
 /// Caps on what clients may create, each refused with an error naming it and its flag.
@@ -195,7 +197,9 @@ impl Broker {
     pub async fn open(config: BrokerConfig) -> Result<Broker, BrokerError> {
         let dir = config.data_dir.clone();
         let hooks = Hooks::new(config.clock.clone());
-        let (store, recovered) = tokio::task::spawn_blocking(move || Store::open_with(&dir, hooks))
+        let cache = config.store_cache_bytes;
+        let (store, recovered) =
+            tokio::task::spawn_blocking(move || Store::open_configured(&dir, hooks, cache))
             .await
             .map_err(|_| BrokerError::ShuttingDown)??;
         let (dead_letters, dead_letter_rx) = tokio::sync::mpsc::unbounded_channel();

@@ -128,6 +128,18 @@ pub struct ServeArgs {
     )]
     pub disk_free_limit: u64,
 
+    /// The store's page cache (redb's): what it keeps of the file in memory, counted in the
+    /// memory budget. Bytes, or with a unit (`64MiB`, `1GiB`). More helps consumers reading
+    /// a backlog larger than the queues' in-memory windows; the kernel caches the file too.
+    #[arg(
+        long,
+        value_name = "SIZE",
+        default_value = "64MiB",
+        value_parser = parse_size,
+        env = "WARREN_STORE_CACHE_SIZE"
+    )]
+    pub store_cache_size: u64,
+
     /// The memory budget: above this much allocated memory, every publisher is blocked until
     /// consumers drain (the memory alarm; RabbitMQ's `vm_memory_high_watermark`). A size
     /// (`2GiB`) or a share of the machine's (or container's) memory (`60%`); `0` turns the

@@ -23,13 +23,16 @@ const READERS_GRACE: Duration = Duration::from_secs(5);
 /// The store file's current database handle.
 pub(crate) struct DbSlot {
     path: PathBuf,
+    /// redb's page cache cap, for reopening as it was opened.
+    cache_bytes: usize,
     db: RwLock<Option<Arc<Database>>>,
 }
 
 impl DbSlot {
-    pub(crate) fn new(path: PathBuf, db: Database) -> DbSlot {
+    pub(crate) fn new(path: PathBuf, db: Database, cache_bytes: usize) -> DbSlot {
         DbSlot {
             path,
+            cache_bytes,
             db: RwLock::new(Some(Arc::new(db))),
         }
     }
@@ -78,7 +81,7 @@ impl DbSlot {
                 }
             }
         }
-        let db = Database::create(&self.path).map_err(|e| StoreError::Unavailable {
+        let db = super::open_database(&self.path, self.cache_bytes).map_err(|e| StoreError::Unavailable {
             reason: format!("reopening {}: {e}", self.path.display()),
         })?;
         *self.db.write() = Some(Arc::new(db));

@@ -511,6 +511,24 @@ impl Store<()> {
     }
 }
 
+/// The default cap on redb's page cache: 64 MiB. redb's own default is 1 GiB, and the cache
+/// keeps what it read, so a recovery that scans a large store (a long stream's index, a big
+/// backlog) or a consumer reading an old backlog would otherwise leave up to 1 GiB resident,
+/// counted against the memory budget and never given back. The kernel's page cache still
+/// holds the file; measured in docs/BENCHMARKS.md.
+pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
+
+/// Opens (or creates) the redb file with its page cache capped at `cache_bytes`: the one
+/// place the store opens its database (at start and when it reopens after a write error).
+pub(crate) fn open_database(
+    path: &Path,
+    cache_bytes: usize,
+) -> Result<Database, redb::DatabaseError> {
+    redb::Builder::new()
+        .set_cache_size(cache_bytes)
+        .create(path)
+}
+
 impl<H: CommitHooks> Store<H> {
     /// Opens (or creates) the store in `data_dir`, reads everything durable, and starts the
     /// writer thread, which calls `hooks` around each commit.
@@ -519,6 +537,19 @@ impl<H: CommitHooks> Store<H> {
     /// The directory cannot be created, the file is locked by another process or corrupt, or it
     /// was written by a newer schema.
     pub fn open_with(data_dir: &Path, hooks: H) -> Result<(Store<H>, Recovered), StoreError> {
+        Store::open_configured(data_dir, hooks, DEFAULT_CACHE_BYTES)
+    }
+
+    /// As [`Store::open_with`], with redb's page cache capped at `cache_bytes` (see
+    /// [`DEFAULT_CACHE_BYTES`]).
+    ///
+    /// # Errors
+    /// As [`Store::open_with`].
+    pub fn open_configured(
+        data_dir: &Path,
+        hooks: H,
+        cache_bytes: usize,
+    ) -> Result<(Store<H>, Recovered), StoreError> {
         // create_dir_all on an existing file says only "File exists"; say what is wrong.
         if std::fs::metadata(data_dir).is_ok_and(|m| !m.is_dir()) {
             return Err(StoreError::DataDir {
@@ -531,7 +562,7 @@ impl<H: CommitHooks> Store<H> {
             reason: format!("cannot create it: {e}"),
         })?;
         let path = data_dir.join(STORE_FILE_NAME);
-        let db = match Database::create(&path) {
+        let db = match open_database(&path, cache_bytes) {
             Ok(db) => db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
                 return Err(StoreError::InUse {
@@ -547,7 +578,7 @@ impl<H: CommitHooks> Store<H> {
         };
         init_schema(&db)?;
         let (recovered, next_message_id) = recover(&db)?;
-        let db = Arc::new(DbSlot::new(path.clone(), db));
+        let db = Arc::new(DbSlot::new(path.clone(), db, cache_bytes));
         let stats = Arc::new(StoreStats::default());
         let (tx, rx) = mpsc::unbounded_channel();
         let permits = Arc::new(Semaphore::new(OP_CHANNEL_CAPACITY));

@@ -932,7 +932,7 @@ mod tests {
         let path = dir.path().join("w.redb");
         let db = Database::create(&path).expect("db");
         super::super::init_schema(&db).expect("schema");
-        let slot = Arc::new(DbSlot::new(path, db));
+        let slot = Arc::new(DbSlot::new(path, db, super::super::DEFAULT_CACHE_BYTES));
         let db = slot.get().expect("open");
         // A stored message 99 in queue 3, about to be replayed somewhere that refuses it.
         {

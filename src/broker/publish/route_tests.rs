@@ -427,6 +427,7 @@ fn routing_through_exchange_graphs_with_loops_matches_a_breadth_first_reference(
             clock: Arc::new(crate::clock::SystemClock),
             disk_free_limit: 0,
             limits: Default::default(),
+            store_cache_bytes: crate::store::DEFAULT_CACHE_BYTES,
         }))
         .expect("broker");
     let (outbound, _events) = tokio::sync::mpsc::unbounded_channel();
