@@ -41,6 +41,9 @@ pub struct BenchOptions {
     /// Application headers on every message (`h0`..`hN`, short string values), to measure
     /// what headers cost on the publish and delivery paths.
     pub headers: usize,
+    /// Publish without confirms; `in_flight` then does not apply (the connection's own
+    /// bound on publishes in flight holds the publisher back).
+    pub no_confirm: bool,
 }
 
 /// What was measured.
@@ -50,8 +53,10 @@ pub struct BenchReport {
     pub messages: u64,
     /// From the first publish to the last delivery.
     pub elapsed: Duration,
-    /// Until the last confirm.
+    /// Until the last confirm (with `no_confirm`: until the last publish was sent).
     pub publish_elapsed: Duration,
+    /// The publisher asked for no confirms.
+    pub no_confirm: bool,
     /// Publish → delivery latency, microseconds.
     pub latency_us: Histogram<u64>,
     /// Group commits during the run (in-process broker only).
@@ -83,8 +88,9 @@ impl std::fmt::Display for BenchReport {
         )?;
         writeln!(
             f,
-            "publish         {:.0} msgs/s confirmed ({:.2} s)",
+            "publish         {:.0} msgs/s {} ({:.2} s)",
             self.messages as f64 / self.publish_elapsed.as_secs_f64().max(f64::EPSILON),
+            if self.no_confirm { "sent" } else { "confirmed" },
             self.publish_elapsed.as_secs_f64()
         )?;
         writeln!(
@@ -255,6 +261,10 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
         if !headers.is_empty() {
             m.properties.headers = headers.clone().into();
         }
+        if opts.no_confirm {
+            publisher.publish_unconfirmed(m).await?;
+            continue;
+        }
         window.push_back(publisher.publish(m).await?);
         if window.len() >= opts.in_flight {
             if let Some(p) = window.pop_front() {
@@ -273,6 +283,13 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
     }
     let publish_elapsed = started.elapsed();
     let (latency_us, finished) = consume.await.context("the consumer task failed")??;
+    if opts.no_confirm {
+        // Every message arrived, so nothing was refused; a refusal would also have left the
+        // consumer short. Checked anyway: a refusal must never pass unnoticed.
+        if let Some(r) = publisher.take_refusals().first() {
+            bail!("a publish was refused: {r:?}");
+        }
+    }
     let elapsed = finished - started;
 
     let store_after = in_process.as_ref().map(|(b, _, _)| {
@@ -297,6 +314,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
         messages: n,
         elapsed,
         publish_elapsed,
+        no_confirm: opts.no_confirm,
         latency_us,
         commits: diff.map(|d| d[0]),
         messages_written: diff.map(|d| d[1]),

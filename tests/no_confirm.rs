@@ -417,3 +417,25 @@ async fn a_fast_no_confirm_publisher_is_held_back_and_loses_nothing() {
         "daemon RSS {peak} bytes, started at {before}, bound {bound}"
     );
 }
+
+#[test]
+fn bench_runs_without_confirms_against_the_daemon() {
+    let d = TestDaemon::start();
+    let out = d.cli(&[
+        "bench",
+        "--server",
+        d.addr(),
+        "--transient",
+        "--messages",
+        "5000",
+        "--no-confirm",
+    ]);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(report.contains("messages        5000"), "{report}");
+    assert!(report.contains("msgs/s sent"), "{report}");
+}
