@@ -359,6 +359,7 @@ async fn a_header_bomb_is_refused_and_the_connection_goes_on() {
         exchange: String::new(),
         routing_key: "q".into(),
         mandatory: false,
+        no_confirm: false,
         properties,
         body: Bytes::from_static(b"fine"),
     };
@@ -422,6 +423,7 @@ async fn publish_until_the_server_stops_reading(s: &mut TcpStream) {
                     exchange: String::new(),
                     routing_key: "nowhere".into(),
                     mandatory: true,
+                    no_confirm: false,
                     properties: Properties::default(),
                     body: body.clone(),
                 };

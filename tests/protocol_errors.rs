@@ -238,6 +238,7 @@ async fn a_publish_over_the_headroom_gets_content_too_large_and_the_connection_g
                 exchange: String::new(),
                 routing_key: "nowhere".into(),
                 mandatory: false,
+                no_confirm: false,
                 properties: Properties::default(),
                 body: vec![b'x'; size].into(),
             })),

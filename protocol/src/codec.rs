@@ -214,6 +214,7 @@ mod tests {
             exchange: String::new(),
             routing_key: "q".into(),
             mandatory: false,
+            no_confirm: false,
             properties: crate::Properties::default(),
             body,
         };
@@ -251,6 +252,7 @@ mod tests {
             exchange: String::new(),
             routing_key: "q".into(),
             mandatory: false,
+            no_confirm: false,
             properties: crate::Properties {
                 message_id: Some("m".into()),
                 headers: headers.into(),

@@ -61,6 +61,9 @@ const PUBLISH: &str = "39 00 00 00 30 04 00 00 00 00 00 00 00
     01 03 02 00 6d 31 01 00 00 00 07 00 72 65 74 72 69 65 73 49 03 00 00 00 00 00 00 00
     68 69";
 
+const PUBLISH_NO_CONFIRM: &str = "16 00 00 00 30 07 00 00 00 00 00 00 00
+    00 00 04 00 6a 6f 62 73 02 00 00 68 69";
+
 const CONFIRM_ACK: &str = "0a 00 00 00 31 04 00 00 00 00 00 00 00 00";
 const CONFIRM_DUPLICATE: &str = "0a 00 00 00 31 06 00 00 00 00 00 00 00 02";
 
@@ -263,7 +266,23 @@ fn vectors() -> Vec<(&'static str, &'static str, Envelope)> {
                     exchange: "logs".into(),
                     routing_key: "app.start".into(),
                     mandatory: false,
+                    no_confirm: false,
                     properties: example_properties(),
+                    body: Bytes::from_static(b"hi"),
+                })),
+            ),
+        ),
+        (
+            "publish-no-confirm",
+            PUBLISH_NO_CONFIRM,
+            Envelope::new(
+                7,
+                Frame::Publish(Box::new(Publish {
+                    exchange: String::new(),
+                    routing_key: "jobs".into(),
+                    mandatory: false,
+                    no_confirm: true,
+                    properties: Properties::default(),
                     body: Bytes::from_static(b"hi"),
                 })),
             ),

@@ -128,7 +128,7 @@ fn unknown_flag_bits_are_refused() {
         (
             Opcode::Publish,
             [&name[..], &name[..]].concat(),
-            0b1,
+            0b11,
             "publish flags",
         ),
         (

@@ -265,16 +265,26 @@ fn frame() -> impl Strategy<Value = Frame> {
         queue_bind().prop_map(Frame::QueueUnbind).boxed(),
         exchange_bind().prop_map(Frame::ExchangeBind).boxed(),
         exchange_bind().prop_map(Frame::ExchangeUnbind).boxed(),
-        (text(64), text(64), any::<bool>(), properties(), body())
-            .prop_map(|(exchange, routing_key, mandatory, properties, body)| {
-                Frame::Publish(Box::new(Publish {
-                    exchange,
-                    routing_key,
-                    mandatory,
-                    properties,
-                    body,
-                }))
-            })
+        (
+            text(64),
+            text(64),
+            any::<bool>(),
+            any::<bool>(),
+            properties(),
+            body(),
+        )
+            .prop_map(
+                |(exchange, routing_key, mandatory, no_confirm, properties, body)| {
+                    Frame::Publish(Box::new(Publish {
+                        exchange,
+                        routing_key,
+                        mandatory,
+                        no_confirm,
+                        properties,
+                        body,
+                    }))
+                },
+            )
             .boxed(),
         prop_oneof![
             Just(Confirm::Ack),
@@ -632,6 +642,7 @@ proptest! {
             exchange: String::new(),
             routing_key: "q".into(),
             mandatory: false,
+            no_confirm: false,
             properties,
             body: Bytes::new(),
         })));

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use super::event::{Event, RequestId};
+use super::event::{Confirm, Event, RequestId};
 
 /// Replies waiting for a connection's writer task: events, each with the request it answers.
 /// The store writer pushes and notifies; the connection's writer drains in order. Unbounded by itself: the connection bounds it by
@@ -47,16 +47,44 @@ impl ReplySink {
 pub struct ReplySlot {
     sink: Arc<ReplySink>,
     request_id: RequestId,
+    /// The publish asked for no confirm: success goes as [`Event::Settled`].
+    no_confirm: bool,
 }
 
 impl ReplySlot {
     /// A slot for `request_id` on `sink`.
     pub fn new(sink: Arc<ReplySink>, request_id: RequestId) -> Self {
-        ReplySlot { sink, request_id }
+        ReplySlot {
+            sink,
+            request_id,
+            no_confirm: false,
+        }
+    }
+
+    /// A slot for a publish's confirm; with `no_confirm`, an Ack or a Duplicate is not
+    /// sent (see [`quiet`]), a Nack is.
+    pub fn for_publish(sink: Arc<ReplySink>, request_id: RequestId, no_confirm: bool) -> Self {
+        ReplySlot {
+            sink,
+            request_id,
+            no_confirm,
+        }
     }
 
     /// Sends the reply.
     pub fn reply(self, event: Event) {
+        let event = if self.no_confirm { quiet(event) } else { event };
         self.sink.push(self.request_id, event);
+    }
+}
+
+/// What a no-confirm publish's verdict becomes: its success (Ack, or Duplicate, whose
+/// earlier message is stored) is [`Event::Settled`], said to no one; a refusal is unchanged,
+/// because nothing may be refused silently. Every path that confirms a publish goes
+/// through here, so the rule lives in one place.
+pub fn quiet(event: Event) -> Event {
+    match event {
+        Event::Confirm(Confirm::Ack | Confirm::Duplicate) => Event::Settled,
+        other => other,
     }
 }

@@ -562,13 +562,13 @@ impl Broker {
     ) -> Result<(), BrokerError> {
         self.inner.stats.published.fetch_add(1, Ordering::Relaxed);
         self.inner.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+        let confirm = ReplySlot::for_publish(session.replies.clone(), request_id, p.no_confirm);
         let message = Arc::new(Message {
             exchange: p.exchange,
             routing_key: p.routing_key,
             properties: p.properties,
             body: p.body,
         });
-        let confirm = ReplySlot::new(session.replies.clone(), request_id);
         self.inner
             .store
             .publish(duplicate_op(message, confirm))

@@ -69,6 +69,10 @@ pub enum Event {
     GetEmpty,
     /// The verdict on one publish.
     Confirm(Confirm),
+    /// A no-confirm publish was taken (or was a duplicate): nothing is said, but the
+    /// connection counts it as finished, exactly as it counts a [`Event::Confirm`] it writes
+    /// (its publish permit comes back).
+    Settled,
     /// A mandatory publish no queue took, handed back before its confirm.
     Returned {
         /// The message as published.

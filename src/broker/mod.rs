@@ -200,8 +200,8 @@ impl Broker {
         let cache = config.store_cache_bytes;
         let (store, recovered) =
             tokio::task::spawn_blocking(move || Store::open_configured(&dir, hooks, cache))
-            .await
-            .map_err(|_| BrokerError::ShuttingDown)??;
+                .await
+                .map_err(|_| BrokerError::ShuttingDown)??;
         let (dead_letters, dead_letter_rx) = tokio::sync::mpsc::unbounded_channel();
         let (scheduled_tx, scheduled_rx) = tokio::sync::mpsc::unbounded_channel();
         let stats = Arc::new(BrokerStats::default());

@@ -11,7 +11,7 @@ use std::time::Duration;
 use warren_protocol::{ErrorCode, FieldValue, Headers, Publish};
 
 use super::commit::{publish_op_with_marks, Scheduled};
-use super::confirm::ReplySlot;
+use super::confirm::{quiet, ReplySlot};
 use super::dead_letter::X_DEATH;
 use super::event::{Confirm, Event, RequestId};
 use super::exchange::Exchange;
@@ -52,6 +52,7 @@ impl Broker {
         if !p.properties.headers.is_empty() {
             p.properties.headers = p.properties.headers.without(is_death_history);
         }
+        let no_confirm = p.no_confirm;
         let stats = &self.inner.stats;
         // Most publishes carry neither header: the clock is read only for those that do.
         let mut now = LazyNow::from_clock(self.clock());
@@ -75,7 +76,7 @@ impl Broker {
             p.properties.headers = p.properties.headers.without(|k| k == BCC);
         }
         stats.published.fetch_add(1, Ordering::Relaxed);
-        let confirm = ReplySlot::new(session.replies.clone(), request_id);
+        let confirm = ReplySlot::for_publish(session.replies.clone(), request_id, no_confirm);
         if targets.is_empty() {
             stats.unroutable.fetch_add(1, Ordering::Relaxed);
             if p.mandatory {
@@ -97,7 +98,8 @@ impl Broker {
             // Unroutable messages are confirmed at once: there is nothing to store. The confirm
             // takes the same path as the Return so it cannot overtake it.
             drop(confirm);
-            session.send(request_id, Event::Confirm(Confirm::Ack));
+            let ack = Event::Confirm(Confirm::Ack);
+            session.send(request_id, if no_confirm { quiet(ack) } else { ack });
             return Ok(());
         }
         stats.routed.fetch_add(1, Ordering::Relaxed);
@@ -257,7 +259,11 @@ impl Broker {
                 due_ms,
                 message,
                 Scheduled {
-                    confirm: Some(ReplySlot::new(session.replies.clone(), request_id)),
+                    confirm: Some(ReplySlot::for_publish(
+                        session.replies.clone(),
+                        request_id,
+                        p.no_confirm,
+                    )),
                     scheduler: self.inner.scheduled_tx.clone(),
                 },
             ))

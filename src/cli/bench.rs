@@ -26,6 +26,11 @@ pub struct BenchArgs {
     /// queue.
     #[arg(long)]
     pub transient: bool,
+    /// Publish without confirms (the `Publish` no-confirm flag): the publisher sends as
+    /// fast as the connection lets it, and fails the run if the server refused anything. (The stream scenario measures
+    /// confirmed appends.)
+    #[arg(long, conflicts_with = "stream")]
+    pub no_confirm: bool,
     /// Application headers on every message (short string values), to measure their cost.
     #[arg(long, default_value_t = 0)]
     pub headers: usize,
@@ -64,6 +69,7 @@ pub async fn run(args: BenchArgs, server: Option<String>, global: &Global) -> an
         login: global.server.options.clone(),
         headers: args.headers,
         stream: args.stream,
+        no_confirm: args.no_confirm,
     })
     .await?;
     print!("{report}");

@@ -41,9 +41,14 @@ use warren_protocol::{
 
 use crate::client::consumer::{CancelReason, ConsumerEvent};
 use crate::client::error::{is_tls, not_warren, tls_failure, ClientError, NO_CLOSE_CODE};
-use crate::client::publish::PublishOutcome;
+use crate::client::publish::{is_unconfirmed, PublishOutcome, Refusal, RefusalKind};
 use crate::client::ConnectOptions;
 use crate::tls::{ClientTls, TlsError};
+
+/// Refusals of publishes without a confirm kept until the caller takes them; past this the
+/// oldest are dropped, but still counted ([`Connection::refused_count`]), so a caller that
+/// never looks cannot make the client grow without bound, and still learns that some were lost.
+pub(crate) const MAX_KEPT_REFUSALS: usize = 65_536;
 
 /// Frames the writer queue holds before callers wait for room.
 pub(crate) const WRITER_QUEUE_FRAMES: usize = 1024;
@@ -140,6 +145,10 @@ struct State {
     closing: bool,
     /// Set once, when the connection ends; later registrations fail with it.
     closed: Option<CloseInfo>,
+    /// Refusals of publishes sent without a confirm, oldest first, not yet taken.
+    refusals: std::collections::VecDeque<Refusal>,
+    /// Every refusal of a publish without a confirm so far, kept or dropped.
+    refused: u64,
 }
 
 /// What the reader does after a frame.
@@ -395,6 +404,27 @@ impl Connection {
         self.next_request_id.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// Keeps what the server said about a publish sent without a confirm.
+    fn refused(&self, request_id: RequestId, kind: RefusalKind) {
+        debug!(request_id, ?kind, "a publish without a confirm was refused");
+        let mut state = self.state.lock();
+        state.refused += 1;
+        if state.refusals.len() >= MAX_KEPT_REFUSALS {
+            state.refusals.pop_front();
+        }
+        state.refusals.push_back(Refusal { request_id, kind });
+    }
+
+    /// Takes the refusals kept so far, oldest first.
+    pub(crate) fn take_refusals(&self) -> Vec<Refusal> {
+        self.state.lock().refusals.drain(..).collect()
+    }
+
+    /// How many publishes without a confirm were refused on this connection so far.
+    pub(crate) fn refused_count(&self) -> u64 {
+        self.state.lock().refused
+    }
+
     /// Whether the connection has ended.
     pub(crate) fn is_closed(&self) -> bool {
         self.state.lock().closed.is_some()
@@ -581,6 +611,25 @@ impl Connection {
                 self.connection_lost(CloseInfo::new(e.code, e.message));
                 return Flow::Stop;
             }
+            Frame::Error(e) if is_unconfirmed(id) => self.refused(
+                id,
+                RefusalKind::Error {
+                    code: e.code,
+                    message: e.message,
+                },
+            ),
+            Frame::Return(r) if is_unconfirmed(id) => self.refused(
+                id,
+                RefusalKind::Returned {
+                    reply_code: r.reply_code,
+                    reply_text: r.reply_text,
+                },
+            ),
+            Frame::Confirm(Confirm::Nack { code, reason }) if is_unconfirmed(id) => {
+                self.refused(id, RefusalKind::Nacked { code, reason });
+            }
+            // Taken after all (the server sends none: PROTOCOL.md, 0x30 Publish).
+            Frame::Confirm(_) if is_unconfirmed(id) => {}
             Frame::Error(e) => self.fail_request(
                 id,
                 ClientError::Server {

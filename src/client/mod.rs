@@ -53,13 +53,13 @@ use warren_protocol::{
 
 pub use self::consumer::{CancelReason, Consumer, Delivery};
 pub use self::error::ClientError;
-pub use self::publish::{OutgoingMessage, PendingConfirm, PublishOutcome};
+pub use self::publish::{OutgoingMessage, PendingConfirm, PublishOutcome, Refusal, RefusalKind};
 pub use warren_protocol::{
     ExchangeKind, FieldTable, FieldValue, Hello, Properties, QueueDeclareOk,
 };
 
 use self::connection::{normal_close, unexpected, CloseInfo, Connection, ConsumerSlot, Pending};
-use self::publish::publish_frame_len;
+use self::publish::{publish_frame_len, unconfirmed_id};
 
 /// Decodes the JSON result of the admin command `command` (from [`Client::admin`]) as `T`,
 /// its type in [`crate::admin_types`].
@@ -616,6 +616,63 @@ impl Client {
         connection.send(Envelope::new(id, frame)).await?;
         guard.disarm();
         Ok(PendingConfirm { request_id: id, rx })
+    }
+
+    /// Publishes a message without asking for a confirm (the `Publish` no-confirm flag,
+    /// PROTOCOL.md §9): returns once the frame is queued for writing, with the publish's
+    /// request id. The server sends no reply when it takes the message, which saves a
+    /// frame per message each way of the reader's work; it is stored and ordered exactly
+    /// as a confirmed one.
+    ///
+    /// Nothing is refused silently: a Nack (a full `reject-publish` queue), an `Error` (an
+    /// unknown exchange) or a `Return` (a mandatory message no queue took) for it arrives
+    /// later and is kept: read them with [`Client::take_refusals`] (which names the request
+    /// id returned here) or count them with [`Client::refused_count`].
+    ///
+    /// To know the messages are safe, follow them with [`Client::publish_and_confirm`] on
+    /// the same client: confirms are in commit order, so its `Confirmed` means every earlier
+    /// publish on the connection was committed or refused. A Nack for an earlier one is
+    /// always kept by the time that call returns; an `Error` or `Return` is sent as soon as
+    /// the server reads the publish, so it normally is too.
+    ///
+    /// # Errors
+    /// As [`Client::publish`]: the message is too large for a frame, or the connection is
+    /// closed. A refusal by the server is not an error here.
+    pub async fn publish_unconfirmed(&self, msg: OutgoingMessage) -> Result<u64, ClientError> {
+        let mut publish = msg.into_frame();
+        publish.no_confirm = true;
+        let max = self
+            .inner
+            .hello
+            .max_frame_size
+            .saturating_sub(PUBLISH_HEADROOM_BYTES);
+        let len = publish_frame_len(&publish);
+        if len > max as usize {
+            return Err(ClientError::BodyTooLarge {
+                body: publish.body.len(),
+                frame: len,
+                limit: max as usize,
+            });
+        }
+        let connection = &self.inner.connection;
+        let id = unconfirmed_id(connection.next_request_id());
+        connection
+            .send(Envelope::new(id, Frame::Publish(Box::new(publish))))
+            .await?;
+        Ok(id)
+    }
+
+    /// Takes the refusals of publishes sent with [`Client::publish_unconfirmed`] that
+    /// arrived so far, oldest first. At most 65,536 are kept; older ones are dropped, but
+    /// [`Client::refused_count`] still counts them.
+    pub fn take_refusals(&self) -> Vec<Refusal> {
+        self.inner.connection.take_refusals()
+    }
+
+    /// How many publishes sent with [`Client::publish_unconfirmed`] were refused on this
+    /// connection so far (taken, kept or dropped).
+    pub fn refused_count(&self) -> u64 {
+        self.inner.connection.refused_count()
     }
 
     /// Publishes a message and waits for its confirm.

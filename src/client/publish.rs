@@ -1,9 +1,12 @@
 //! Publishing: [`OutgoingMessage`], the broker's verdict [`PublishOutcome`], and
-//! [`PendingConfirm`], the future that resolves to it.
+//! [`PendingConfirm`], the future that resolves to it; [`Refusal`], what the server said
+//! about a publish sent without a confirm.
 //!
 //! A publish is pipelined: [`crate::client::Client::publish`] returns as soon as the frame is
 //! queued to the connection's writer, and the [`PendingConfirm`] resolves when the server's
 //! `Confirm` (preceded by a `Return` for an unroutable mandatory message) arrives.
+//! [`crate::client::Client::publish_unconfirmed`] asks for no confirm at all: only a
+//! refusal comes back, and the connection keeps it as a [`Refusal`].
 
 use std::future::Future;
 use std::pin::Pin;
@@ -105,6 +108,7 @@ impl OutgoingMessage {
             exchange: self.exchange,
             routing_key: self.routing_key,
             mandatory: self.mandatory,
+            no_confirm: false,
             properties: self.properties,
             body: self.body,
         }
@@ -149,6 +153,44 @@ impl PublishOutcome {
     }
 }
 
+/// What the server said about a publish sent with
+/// [`Client::publish_unconfirmed`](crate::client::Client::publish_unconfirmed): such a
+/// publish gets no reply when it is taken, only when it is refused or returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The request id `publish_unconfirmed` returned for the publish.
+    pub request_id: RequestId,
+    /// What happened to it.
+    pub kind: RefusalKind,
+}
+
+/// Why a publish sent without a confirm was not taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefusalKind {
+    /// The broker refused the message (a full `reject-publish` queue, a storage failure):
+    /// stored nowhere.
+    Nacked {
+        /// [`warren_protocol::ErrorCode`] as a number.
+        code: u16,
+        /// Why.
+        reason: String,
+    },
+    /// The message was mandatory and no queue took it: stored nowhere.
+    Returned {
+        /// [`warren_protocol::ErrorCode`] as a number (312 `NO_ROUTE`).
+        reply_code: u16,
+        /// Why.
+        reply_text: String,
+    },
+    /// The request failed (an unknown exchange, access refused, a message too large).
+    Error {
+        /// [`warren_protocol::ErrorCode`] as a number.
+        code: u16,
+        /// What the server said.
+        message: String,
+    },
+}
+
 /// A publish whose confirm has not arrived yet. Await it for the [`PublishOutcome`].
 ///
 /// Dropping it does not cancel the publish; the confirm is then discarded when it arrives.
@@ -181,6 +223,21 @@ impl Future for PendingConfirm {
             })
         })
     }
+}
+
+/// Set in the request id of every publish sent without a confirm: the reader knows a reply to
+/// one (a refusal) by it, with no table of ids that would grow by one entry per message,
+/// since the taken ones are never answered. Ordinary ids count up from 1 and never reach it.
+const UNCONFIRMED_ID_BIT: RequestId = 1 << 63;
+
+/// The request id of a publish without a confirm, from the connection's next id.
+pub(crate) fn unconfirmed_id(next: RequestId) -> RequestId {
+    next | UNCONFIRMED_ID_BIT
+}
+
+/// Whether `id` names a publish sent without a confirm.
+pub(crate) fn is_unconfirmed(id: RequestId) -> bool {
+    id & UNCONFIRMED_ID_BIT != 0
 }
 
 /// The value of a `Publish` frame's length prefix (everything after the prefix), computed
@@ -219,6 +276,14 @@ mod tests {
         assert_eq!(m.properties.content_type.as_deref(), Some("text/plain"));
         assert_eq!(m.properties.expiration, Some(500));
         assert_eq!(m.body, Bytes::from_static(b"hi"));
+    }
+
+    #[test]
+    fn unconfirmed_ids_are_told_apart_from_the_rest() {
+        assert!(is_unconfirmed(unconfirmed_id(1)));
+        assert!(is_unconfirmed(unconfirmed_id(u64::MAX >> 1)));
+        assert!(!is_unconfirmed(1));
+        assert!(!is_unconfirmed(0));
     }
 
     #[test]

@@ -13,19 +13,21 @@ use warren_protocol::{
 
 use crate::broker::event::{Confirm, Event, RequestId};
 
-/// The frame that carries `event`, answering `request_id` (0: none).
-pub(super) fn envelope(request_id: RequestId, event: Event) -> Envelope {
-    Envelope::new(request_id, frame(event))
+/// The frame that carries `event`, answering `request_id` (0: none); `None` for an event
+/// that is said to no one ([`Event::Settled`], a no-confirm publish taken).
+pub(super) fn envelope(request_id: RequestId, event: Event) -> Option<Envelope> {
+    frame(event).map(|f| Envelope::new(request_id, f))
 }
 
-/// Whether `event` is a publisher confirm (the writer returns a publish permit for each one
-/// it writes).
+/// Whether `event` finishes a publish: a publisher confirm, or a no-confirm publish settled
+/// without one. The writer returns a publish permit for each one it handles, written or not.
 pub(super) fn is_confirm(event: &Event) -> bool {
-    matches!(event, Event::Confirm(_))
+    matches!(event, Event::Confirm(_) | Event::Settled)
 }
 
-fn frame(event: Event) -> Frame {
-    match event {
+fn frame(event: Event) -> Option<Frame> {
+    Some(match event {
+        Event::Settled => return None,
         Event::Ok => Frame::Ok,
         Event::QueueDeclareOk(q) => Frame::QueueDeclareOk(QueueDeclareOk {
             name: q.name,
@@ -93,7 +95,7 @@ fn frame(event: Event) -> Frame {
         Event::CloseOk => Frame::CloseOk,
         Event::Blocked { reason } => Frame::Blocked { reason },
         Event::Unblocked => Frame::Unblocked,
-    }
+    })
 }
 
 #[cfg(test)]
@@ -114,11 +116,18 @@ mod tests {
         })
     }
 
+    fn framed(event: Event) -> Frame {
+        frame(event).expect("an event that is written")
+    }
+
     #[test]
     fn confirms_carry_the_request_id_and_the_code_as_a_number() {
         assert_eq!(
             envelope(7, Event::Confirm(Confirm::Ack)),
-            Envelope::new(7, Frame::Confirm(warren_protocol::Confirm::Ack))
+            Some(Envelope::new(
+                7,
+                Frame::Confirm(warren_protocol::Confirm::Ack)
+            ))
         );
         let nack = Event::Confirm(Confirm::Nack {
             code: ErrorCode::ResourceError,
@@ -127,20 +136,23 @@ mod tests {
         assert!(is_confirm(&nack));
         assert_eq!(
             envelope(8, nack),
-            Envelope::new(
+            Some(Envelope::new(
                 8,
                 Frame::Confirm(warren_protocol::Confirm::Nack {
                     code: 506,
                     reason: "full".into()
                 })
-            )
+            ))
         );
         assert!(!is_confirm(&Event::Ok));
+        // A no-confirm publish taken: counted, never written.
+        assert!(is_confirm(&Event::Settled));
+        assert_eq!(envelope(9, Event::Settled), None);
     }
 
     #[test]
     fn a_returned_message_keeps_its_fields() {
-        let frame = frame(Event::Returned {
+        let frame = framed(Event::Returned {
             message: message(),
             code: ErrorCode::NoRoute,
             text: "NO_ROUTE".into(),
@@ -167,19 +179,19 @@ mod tests {
             message_count: 5,
             message: message(),
         };
-        let Frame::GetOk(first) = frame(Event::GetOk(got(0, 0))) else {
+        let Frame::GetOk(first) = framed(Event::GetOk(got(0, 0))) else {
             panic!("not a GetOk");
         };
         assert!(!first.redelivered);
         assert_eq!((first.delivery_tag, first.message_count), (3, 5));
         assert_eq!(first.body, Bytes::from_static(b"hi"));
         // Returned by nacks only: no failure, but delivered before.
-        let Frame::GetOk(returned) = frame(Event::GetOk(got(0, 2))) else {
+        let Frame::GetOk(returned) = framed(Event::GetOk(got(0, 2))) else {
             panic!("not a GetOk");
         };
         assert!(returned.redelivered);
         assert_eq!((returned.delivery_count, returned.acquired_count), (0, 2));
-        let Frame::GetOk(again) = frame(Event::GetOk(got(2, 3))) else {
+        let Frame::GetOk(again) = framed(Event::GetOk(got(2, 3))) else {
             panic!("not a GetOk");
         };
         assert!(again.redelivered);
@@ -189,7 +201,7 @@ mod tests {
     #[test]
     fn replies_and_notices_map_to_their_frames() {
         assert_eq!(
-            frame(Event::QueueDeclareOk(DeclaredQueue {
+            framed(Event::QueueDeclareOk(DeclaredQueue {
                 name: "q".into(),
                 message_count: 1,
                 consumer_count: 2,
@@ -201,7 +213,7 @@ mod tests {
             })
         );
         assert_eq!(
-            frame(Event::ConsumerCancelled {
+            framed(Event::ConsumerCancelled {
                 consumer_tag: "c".into(),
                 code: ErrorCode::NotFound,
                 reason: "gone".into(),
@@ -213,14 +225,14 @@ mod tests {
             })
         );
         assert_eq!(
-            frame(Event::Error {
+            framed(Event::Error {
                 code: ErrorCode::InternalError,
                 text: "disk".into(),
             }),
             Frame::Error(ErrorFrame::new(ErrorCode::InternalError, "disk"))
         );
         assert_eq!(
-            frame(Event::Close {
+            framed(Event::Close {
                 code: ErrorCode::Normal,
                 reason: "bye".into(),
             }),

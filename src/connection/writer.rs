@@ -178,19 +178,23 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                     Err(_) => break,
                 },
             };
-            write(sink, m, &mut confirms).await?;
+            wrote |= write(sink, m, &mut confirms).await?;
             fed += 1;
             if fed >= MAX_FRAMES_PER_FLUSH {
                 break;
             }
         }
         session.replies.drain_into(&mut replies);
-        wrote |= fed > 0 || !replies.is_empty();
         for (request_id, event) in replies.drain(..) {
             if encode::is_confirm(&event) {
                 confirms += 1;
             }
-            sink.feed(encode::envelope(request_id, event)).await?;
+            // A settled no-confirm publish is counted (its permit comes back below) but
+            // written nowhere.
+            if let Some(envelope) = encode::envelope(request_id, event) {
+                sink.feed(envelope).await?;
+                wrote = true;
+            }
         }
         sink.flush().await?;
         // Only a frame actually written counts as activity: a tick that wrote nothing must not
@@ -207,17 +211,22 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     }
 }
 
+/// Feeds one outbound item; whether a frame was fed (a settled no-confirm publish is only
+/// counted in `confirms`).
 async fn write<W: AsyncWrite + Unpin>(
     sink: &mut Writer<'_, W>,
     m: Outbound,
     confirms: &mut usize,
-) -> Result<(), std::io::Error> {
+) -> Result<bool, std::io::Error> {
     match m {
         Outbound::Event { request_id, event } => {
             if encode::is_confirm(&event) {
                 *confirms += 1;
             }
-            sink.feed(encode::envelope(request_id, event)).await
+            match encode::envelope(request_id, event) {
+                Some(envelope) => sink.feed(envelope).await.map(|()| true),
+                None => Ok(false),
+            }
         }
         Outbound::Deliver {
             consumer,
@@ -252,7 +261,7 @@ async fn write<W: AsyncWrite + Unpin>(
                 }
             };
             consumer.on_written();
-            result
+            result.map(|()| true)
         }
     }
 }

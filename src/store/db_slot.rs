@@ -81,8 +81,10 @@ impl DbSlot {
                 }
             }
         }
-        let db = super::open_database(&self.path, self.cache_bytes).map_err(|e| StoreError::Unavailable {
-            reason: format!("reopening {}: {e}", self.path.display()),
+        let db = super::open_database(&self.path, self.cache_bytes).map_err(|e| {
+            StoreError::Unavailable {
+                reason: format!("reopening {}: {e}", self.path.display()),
+            }
         })?;
         *self.db.write() = Some(Arc::new(db));
         Ok(())

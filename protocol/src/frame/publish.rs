@@ -10,7 +10,8 @@ use crate::read::Reader;
 use crate::write::put_str16;
 
 /// Publishes a message. The server replies with [`Confirm`] once it is safely stored, after a
-/// [`Return`] if it was mandatory and unroutable.
+/// [`Return`] if it was mandatory and unroutable; with `no_confirm`, only a refusal
+/// (a Nack or an `Error`) and a [`Return`] come back.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Publish {
     /// Target exchange (`""` is the default exchange).
@@ -19,6 +20,10 @@ pub struct Publish {
     pub routing_key: String,
     /// Return the message if no queue takes it.
     pub mandatory: bool,
+    /// Send no `Confirm` when the message is taken (Ack) or is a duplicate: the publisher
+    /// saves a reply frame per message. Refusals (Nack, `Error`) and `Return` still come,
+    /// so nothing is lost without a word (PROTOCOL.md, 0x30 Publish).
+    pub no_confirm: bool,
     /// Message properties.
     pub properties: Properties,
     /// Message body: the rest of the frame.
@@ -27,12 +32,16 @@ pub struct Publish {
 
 // `Publish` flags.
 const F_MANDATORY: u8 = 1;
+const F_NO_CONFIRM: u8 = 2;
 
 impl Payload for Publish {
     fn encode(&self, dst: &mut BytesMut) {
         put_str16(dst, &self.exchange);
         put_str16(dst, &self.routing_key);
-        dst.put_u8(bits(&[(self.mandatory, F_MANDATORY)]));
+        dst.put_u8(bits(&[
+            (self.mandatory, F_MANDATORY),
+            (self.no_confirm, F_NO_CONFIRM),
+        ]));
         self.properties.encode(dst);
         dst.put_slice(&self.body);
     }
@@ -55,12 +64,13 @@ impl Publish {
     ) -> Result<(Publish, Option<usize>), DecodeError> {
         let exchange = r.str16("exchange")?;
         let routing_key = r.str16("routing key")?;
-        let f = r.flags("publish flags", F_MANDATORY)?;
+        let f = r.flags("publish flags", F_MANDATORY | F_NO_CONFIRM)?;
         let (properties, oversized) = Properties::decode_capped(r, max_property_bytes)?;
         let publish = Publish {
             exchange,
             routing_key,
             mandatory: flag(f, F_MANDATORY),
+            no_confirm: flag(f, F_NO_CONFIRM),
             properties,
             body: r.rest(),
         };

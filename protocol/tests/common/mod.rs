@@ -163,6 +163,7 @@ pub fn samples() -> Vec<Frame> {
             exchange: "logs".into(),
             routing_key: "app.start".into(),
             mandatory: true,
+            no_confirm: false,
             properties: full_properties(),
             body: body.clone(),
         })),

@@ -635,6 +635,7 @@ mod tests {
                 exchange: "logs".into(),
                 routing_key: "a.b".into(),
                 mandatory: false,
+                no_confirm: false,
                 properties,
                 body: Bytes::copy_from_slice(body),
             };
