@@ -354,6 +354,19 @@ pub struct StreamInfo {
     pub consumers: u32,
     /// Named consumers with a stored position.
     pub named_consumers: Vec<StreamConsumerInfo>,
+    /// Named producers with their last stored sequence, by name (absent from older servers).
+    #[serde(default)]
+    pub producers: Vec<StreamProducerInfo>,
+}
+
+/// A named stream producer (`x-producer-name`) and the last sequence stored for it: a
+/// publish from it numbered at or below this is a duplicate (docs/deduplication.md).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StreamProducerInfo {
+    /// Its name.
+    pub name: String,
+    /// The last `x-producer-sequence` stored.
+    pub sequence: u64,
 }
 
 /// A named stream consumer's stored position: one entry of `stream.consumers`.

@@ -194,7 +194,7 @@ impl Collector for BrokerCollector {
         counter(
             &mut enc,
             "warren_messages_duplicate",
-            "Publishes confirmed as duplicates (x-message-deduplication): stored nowhere.",
+            "Publishes confirmed as duplicates (x-message-deduplication or a stream producer sequence): stored nowhere.",
             load(&stats.duplicates),
         )?;
         counter(

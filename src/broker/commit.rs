@@ -22,6 +22,7 @@ use super::dedup::Mark;
 use super::event::{Confirm, Event};
 use super::queue::Queue;
 use super::queue_args::Overflow;
+use super::BrokerStats;
 use crate::clock::Clock;
 use crate::message::{Message, QueuedMessage};
 use crate::store::{
@@ -39,6 +40,8 @@ pub struct Hooks {
     /// re-aligns its reservations with what was appended, so a failed commit (whose
     /// publishes were never appended) hands its offsets out again.
     reserved: Vec<Arc<Queue>>,
+    /// Where producer duplicates are counted (decided here, not at routing).
+    stats: Arc<BrokerStats>,
 }
 
 impl Hooks {
@@ -47,7 +50,14 @@ impl Hooks {
         Hooks {
             clock,
             reserved: Vec::new(),
+            stats: Arc::default(),
         }
+    }
+
+    /// These hooks, counting in the broker's `stats`.
+    pub fn with_stats(mut self, stats: Arc<BrokerStats>) -> Self {
+        self.stats = stats;
+        self
     }
 }
 
@@ -67,6 +77,19 @@ pub struct Targets {
     /// A duplicate: stored nowhere, confirmed as such after the commit of what came before
     /// it (so never before the message it duplicates is durable).
     duplicate: bool,
+    /// The publisher's name and this message's number in its sequence
+    /// (`x-producer-name`, `x-producer-sequence`): each stream target checks it.
+    producer: Option<(Arc<str>, u64)>,
+    /// Some stream target dropped it as a producer duplicate ([`Hooks::prepare`]).
+    stream_duplicate: bool,
+}
+
+impl Targets {
+    /// Names the publish's producer and sequence, for the streams it reaches to deduplicate
+    /// (docs/deduplication.md, "Producers").
+    pub fn set_producer(&mut self, producer: Option<(Arc<str>, u64)>) {
+        self.producer = producer;
+    }
 }
 
 /// A publish of `message` to `queues`, confirmed through `confirm`.
@@ -94,6 +117,8 @@ pub fn publish_op_with_marks(
             confirm,
             marks,
             duplicate: false,
+            producer: None,
+            stream_duplicate: false,
         },
     )
 }
@@ -109,6 +134,8 @@ pub fn duplicate_op(message: Arc<Message>, confirm: ReplySlot) -> PublishOp<Hook
             confirm: Some(confirm),
             marks: Vec::new(),
             duplicate: true,
+            producer: None,
+            stream_duplicate: false,
         },
     )
 }
@@ -271,16 +298,33 @@ impl CommitHooks for Hooks {
         }
         // Every message routed to a stream is stored, persistent or not (RabbitMQ streams are
         // always persistent); its offset is reserved here, in batch order, and taken by the
-        // append after the commit, in the same order. (A per-producer deduplication check
-        // belongs here, before the reserve.)
-        for q in &publish.queues {
-            if let Some(s) = q.stream.as_ref().filter(|_| !q.is_deleted()) {
-                rows.push_stream(q.id, s.reserve(), batch.now);
-                if !self.reserved.iter().any(|r| r.id == q.id) {
-                    self.reserved.push(q.clone());
-                }
+        // append after the commit, in the same order. A named producer's message is first
+        // checked against its last sequence there: each stream decides for itself, and one
+        // that already has it drops out of the targets.
+        let producer = &publish.producer;
+        let reserved = &mut self.reserved;
+        let mut stream_duplicate = false;
+        publish.queues.retain(|q| {
+            let Some(s) = q.stream.as_ref().filter(|_| !q.is_deleted()) else {
+                return true;
+            };
+            if !reserved.iter().any(|r| r.id == q.id) {
+                // Also when the message is a duplicate: realign clears the taken sequences.
+                reserved.push(q.clone());
             }
-        }
+            match producer {
+                Some((name, seq)) if !s.admit_producer(name, *seq) => {
+                    stream_duplicate = true;
+                    return false;
+                }
+                Some((name, seq)) => {
+                    rows.push_stream_from(q.id, s.reserve(), batch.now, (name.clone(), *seq));
+                }
+                None => rows.push_stream(q.id, s.reserve(), batch.now),
+            }
+            true
+        });
+        publish.stream_duplicate = stream_duplicate;
         if !publish.marks.is_empty() {
             dedup_rows(batch.now, publish, message, rows);
         }
@@ -307,6 +351,8 @@ impl CommitHooks for Hooks {
                     confirm,
                     marks,
                     duplicate,
+                    producer,
+                    stream_duplicate,
                 },
             ..
         } = publish;
@@ -323,7 +369,9 @@ impl CommitHooks for Hooks {
             }
         }
         if let Err(e) = result {
-            if stored {
+            // A producer duplicate may repeat a message of this very batch, which is lost:
+            // it is refused too, and its retry is checked again.
+            if stored || stream_duplicate {
                 if let Some(slot) = confirm {
                     slot.reply(Event::Confirm(Confirm::Nack {
                         code: ErrorCode::InternalError,
@@ -333,10 +381,22 @@ impl CommitHooks for Hooks {
                 return;
             }
         }
+        if stream_duplicate && queues.is_empty() && rejected.is_empty() {
+            // Every target already had it: the streams as producer duplicates, any other
+            // target by its own deduplication (`dedup.rs`), as for `Duplicate` there.
+            self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+            if let Some(slot) = confirm {
+                slot.reply(Event::Confirm(Confirm::Duplicate));
+            }
+            return;
+        }
         let size = u32::try_from(message.body.len()).unwrap_or(u32::MAX);
         for q in &queues {
             if let Some(s) = &q.stream {
                 s.append(q, batch.now, message.clone());
+                if let Some((name, seq)) = &producer {
+                    s.producer_stored(name, *seq);
+                }
                 continue;
             }
             q.enqueue(QueuedMessage {

@@ -196,7 +196,8 @@ impl Broker {
     /// The store cannot be opened or holds corrupt records.
     pub async fn open(config: BrokerConfig) -> Result<Broker, BrokerError> {
         let dir = config.data_dir.clone();
-        let hooks = Hooks::new(config.clock.clone());
+        let stats = Arc::new(BrokerStats::default());
+        let hooks = Hooks::new(config.clock.clone()).with_stats(stats.clone());
         let cache = config.store_cache_bytes;
         let (store, recovered) =
             tokio::task::spawn_blocking(move || Store::open_configured(&dir, hooks, cache))
@@ -204,7 +205,6 @@ impl Broker {
                 .map_err(|_| BrokerError::ShuttingDown)??;
         let (dead_letters, dead_letter_rx) = tokio::sync::mpsc::unbounded_channel();
         let (scheduled_tx, scheduled_rx) = tokio::sync::mpsc::unbounded_channel();
-        let stats = Arc::new(BrokerStats::default());
         let ctx = Arc::new(QueueContext {
             stats: stats.clone(),
             store: store.clone(),

@@ -18,6 +18,7 @@ use super::exchange::Exchange;
 use super::queue::Queue;
 use super::queue_args::{ttl_too_long, MAX_TTL_MS};
 use super::session::Session;
+use super::stream::producer_of;
 use super::vhost::VHost;
 use super::{Broker, X_DELAY, X_DELIVER_AT};
 use crate::clock::LazyNow;
@@ -67,6 +68,13 @@ impl Broker {
             &p.routing_key,
             &p.properties.headers,
         )?;
+        // Only a message reaching a stream looks for a producer (docs/deduplication.md);
+        // checked before any window accepts the message, so a refusal leaves no trace.
+        let producer = if targets.iter().any(|q| q.stream.is_some()) {
+            producer_of(&p.properties.headers)?
+        } else {
+            None
+        };
         let mut marks = Vec::new();
         if self.deduplicate(&session.vhost, &p, &mut targets, &mut now, &mut marks)? {
             return self.confirm_duplicate(session, request_id, p).await;
@@ -109,15 +117,9 @@ impl Broker {
             properties: p.properties,
             body: p.body,
         });
-        self.inner
-            .store
-            .publish(publish_op_with_marks(
-                message,
-                targets,
-                Some(confirm),
-                marks,
-            ))
-            .await?;
+        let mut op = publish_op_with_marks(message, targets, Some(confirm), marks);
+        op.payload.set_producer(producer);
+        self.inner.store.publish(op).await?;
         Ok(())
     }
 

@@ -178,6 +178,7 @@ impl Broker {
         }
         self.restore_dedup_windows(dedup_keys);
         self.remove_orphaned_stream_entries().await;
+        self.remove_orphaned_stream_state().await;
         for (vhost, id, name) in orphaned {
             tracing::info!(queue = %name, "deleting exclusive queue left by the previous run");
             inner
@@ -202,8 +203,9 @@ impl Broker {
         let queue = q.clone();
         let restored = tokio::task::spawn_blocking(move || {
             let positions = store.stream_positions(queue.id)?;
+            let producers = store.stream_producers(queue.id)?;
             match &queue.stream {
-                Some(s) => s.restore(positions),
+                Some(s) => s.restore(positions, producers),
                 None => Ok(None),
             }
         })
@@ -250,6 +252,49 @@ impl Broker {
                     "removing the entries of a deleted stream"
                 );
                 self.delete_stream_entries(id, first, next);
+            }
+        }
+    }
+
+    /// Removes the named consumers' positions and named producers' sequences of streams
+    /// that no longer exist: an ack or a publish already queued for the store writer when
+    /// its stream (or the stream's virtual host) was deleted commits after the deletion and
+    /// writes them again. A new stream given that id would inherit them and drop its first
+    /// messages as producer duplicates, so the id is never handed out again, even when the
+    /// removal fails (then it is tried again at the next start).
+    async fn remove_orphaned_stream_state(&self) {
+        let store = self.inner.store.clone();
+        let ids = tokio::task::spawn_blocking(move || store.stream_state_ids())
+            .await
+            .unwrap_or(Err(StoreError::Closed));
+        let ids = match ids {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::warn!(error = %e, "listing stored stream positions and producers failed");
+                return;
+            }
+        };
+        let live: std::collections::HashSet<u64> = self
+            .queues()
+            .iter()
+            .filter(|q| q.stream.is_some())
+            .map(|q| q.id)
+            .collect();
+        for id in ids.into_iter().filter(|id| !live.contains(id)) {
+            self.inner
+                .next_queue_id
+                .fetch_max(id.saturating_add(1), Ordering::AcqRel);
+            tracing::info!(
+                stream = id,
+                "removing the consumer positions and producer sequences of a deleted stream"
+            );
+            let removed = self
+                .inner
+                .store
+                .change_topology(TopologyChange::DeleteStreamState { id })
+                .await;
+            if let Err(e) = removed {
+                tracing::warn!(stream = id, error = %e, "removing a deleted stream's state failed; retried at the next start");
             }
         }
     }

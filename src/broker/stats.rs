@@ -22,7 +22,8 @@ pub struct BrokerStats {
     pub routed: AtomicU64,
     /// Publishes no queue took.
     pub unroutable: AtomicU64,
-    /// Publishes confirmed as duplicates (`x-message-deduplication`): stored nowhere.
+    /// Publishes confirmed as duplicates (`x-message-deduplication`, or a stream producer's
+    /// sequence): stored nowhere.
     pub duplicates: AtomicU64,
     /// Unroutable mandatory publishes returned.
     pub returned: AtomicU64,

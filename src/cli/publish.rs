@@ -14,6 +14,7 @@ use futures::{FutureExt, StreamExt};
 use tokio::sync::mpsc;
 use warren_protocol::FieldValue;
 
+use crate::broker::stream::{X_PRODUCER_NAME, X_PRODUCER_SEQUENCE};
 use crate::cli::field::{field_table, parse_header, VALUE_NAME};
 use crate::cli::Global;
 use crate::client::error::describe_code;
@@ -68,6 +69,36 @@ pub struct PublishArgs {
     /// Deliver after this many milliseconds (sets the `x-delay` header).
     #[arg(long, value_name = "MS", value_parser = clap::value_parser!(i64).range(0..))]
     pub delay: Option<i64>,
+    /// Name this publisher for stream deduplication: messages are numbered in order (the
+    /// `x-producer-name` and `x-producer-sequence` headers), so resending the same input
+    /// after a crash stores only what the stream does not have yet.
+    #[arg(long, value_name = "NAME", value_parser = parse_producer_name)]
+    pub producer_name: Option<String>,
+    /// The sequence number of the first message with --producer-name (the next lines count
+    /// up from it).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1,
+        requires = "producer_name",
+        value_parser = clap::value_parser!(i64).range(0..)
+    )]
+    pub producer_start: i64,
+}
+
+/// A producer name the server accepts: non-empty, at most 255 bytes.
+fn parse_producer_name(name: &str) -> Result<String, String> {
+    let max = crate::broker::stream::MAX_PRODUCER_NAME_BYTES;
+    if name.is_empty() {
+        return Err("a producer name cannot be empty".into());
+    }
+    if name.len() > max {
+        return Err(format!(
+            "a producer name is at most {max} bytes, this one is {}",
+            name.len()
+        ));
+    }
+    Ok(name.to_owned())
 }
 
 impl PublishArgs {
@@ -80,12 +111,22 @@ impl PublishArgs {
         if let Some(delay) = self.delay {
             headers.insert("x-delay".into(), FieldValue::Int(delay));
         }
+        if let Some(name) = &self.producer_name {
+            headers.insert(X_PRODUCER_NAME.into(), FieldValue::String(name.clone()));
+        }
         msg.properties.headers = headers.into();
         msg.properties.message_id.clone_from(&self.message_id);
         msg.properties.content_type.clone_from(&self.content_type);
         msg.properties.expiration = self.expiration;
         msg.properties.priority = self.priority;
         msg
+    }
+
+    /// The sequence number of the `n`th message (from 1), when the publisher is named.
+    fn sequence(&self, n: u64) -> Option<i64> {
+        self.producer_name.as_ref()?;
+        let n = i64::try_from(n).unwrap_or(i64::MAX);
+        Some(self.producer_start.saturating_add(n - 1))
     }
 
     fn target(&self) -> String {
@@ -106,7 +147,7 @@ pub async fn run(args: PublishArgs, global: &Global) -> anyhow::Result<()> {
     let template = args.template();
     let target = args.target();
     if args.lines {
-        return publish_lines(template, &target, global).await;
+        return publish_lines(template, &target, global, &args).await;
     }
     let body = match args.body.as_deref() {
         None => Bytes::new(),
@@ -126,6 +167,7 @@ pub async fn run(args: PublishArgs, global: &Global) -> anyhow::Result<()> {
     report_blocking(&client);
     let mut msg = template;
     msg.body = body;
+    number(&mut msg, args.sequence(1));
     let outcome = client
         .publish_and_confirm(msg)
         .await
@@ -161,12 +203,16 @@ async fn publish_lines(
     template: OutgoingMessage,
     target: &str,
     global: &Global,
+    args: &PublishArgs,
 ) -> anyhow::Result<()> {
     let client = global.server.connect().await?;
     report_blocking(&client);
     let mut stdin = spawn_line_reader();
     let mut in_flight = FuturesUnordered::new();
-    let mut lines = Lines::default();
+    let mut lines = Lines {
+        producer_start: args.producer_name.as_ref().map(|_| args.producer_start),
+        ..Lines::default()
+    };
     let mut line_no = 0u64;
     loop {
         // Answers are taken as they come, not only when the window is full, so a lost
@@ -190,6 +236,7 @@ async fn publish_lines(
                 };
                 let mut msg = template.clone();
                 msg.body = Bytes::from(line);
+                number(&mut msg, args.sequence(line_no));
                 match client.publish(msg).await {
                     Ok(pending) => in_flight.push(pending.map(move |result| (line_no, result))),
                     Err(e) => {
@@ -213,6 +260,15 @@ async fn publish_lines(
     }
     client.close().await?;
     lines.finish(target)
+}
+
+/// Gives a named publisher's message its sequence number (`x-producer-sequence`).
+fn number(msg: &mut OutgoingMessage, sequence: Option<i64>) {
+    if let Some(seq) = sequence {
+        msg.properties
+            .headers
+            .insert(X_PRODUCER_SEQUENCE, FieldValue::Int(seq));
+    }
 }
 
 /// Reads stdin line by line on a plain thread (tokio's stdin is not enabled, and a thread
@@ -288,6 +344,9 @@ struct Lines {
     ahead: BTreeMap<u64, bool>,
     /// Refused lines within the prefix.
     refused_in_prefix: u64,
+    /// `--producer-start` when the publisher is named: line `n` is numbered `start + n - 1`,
+    /// so resuming partway must start the numbering there too.
+    producer_start: Option<i64>,
     failure: Option<Failure>,
 }
 
@@ -352,11 +411,9 @@ impl Lines {
     fn duplicates_note(&self) -> Option<String> {
         match self.duplicates {
             0 => None,
-            1 => Some(
-                "1 duplicate not stored (already accepted within the deduplication window)".into(),
-            ),
+            1 => Some("1 duplicate not stored (the server already had it)".into()),
             n => Some(format!(
-                "{n} duplicates not stored (already accepted within the deduplication window)"
+                "{n} duplicates not stored (the server already had them)"
             )),
         }
     }
@@ -398,9 +455,19 @@ impl Lines {
                 if later == 1 { "it" } else { "them" }
             ));
         }
+        let resume = n + 1;
+        // Resumed from line `resume` but numbered from the start again, every line up to
+        // the last one stored would be dropped as a duplicate.
+        let numbering = match self.producer_start {
+            None => String::new(),
+            Some(start) => format!(
+                " with --producer-start {} (or send the whole input again: the lines the \
+                 stream has are skipped)",
+                start.saturating_add(i64::try_from(n).unwrap_or(i64::MAX))
+            ),
+        };
         Some(anyhow::anyhow!(
-            "{doing}: {error:#}; {answered}; resume from line {}",
-            n + 1
+            "{doing}: {error:#}; {answered}; resume from line {resume}{numbering}"
         ))
     }
 
@@ -524,7 +591,7 @@ mod tests {
         lines.verdict(2, PublishOutcome::Confirmed);
         assert_eq!(
             lines.duplicates_note().as_deref(),
-            Some("1 duplicate not stored (already accepted within the deduplication window)")
+            Some("1 duplicate not stored (the server already had it)")
         );
         lines
             .finish("exchange 'ex'")
@@ -630,5 +697,24 @@ mod tests {
         let mut whole = Lines::default();
         whole.verdict(1, PublishOutcome::Confirmed);
         assert!(whole.interrupted("x").is_none());
+    }
+
+    #[test]
+    fn a_named_publisher_is_told_where_its_numbering_resumes() {
+        let mut lines = Lines {
+            producer_start: Some(10),
+            ..Lines::default()
+        };
+        lines.verdict(1, PublishOutcome::Confirmed);
+        lines.verdict(2, PublishOutcome::Duplicate);
+        lines.record(3, Err(closed()));
+        let text = lines.interrupted("x").expect("interrupted").to_string();
+        assert!(
+            text.ends_with(
+                "; lines 1 to 2 were confirmed; resume from line 3 with --producer-start 12 \
+                 (or send the whole input again: the lines the stream has are skipped)"
+            ),
+            "{text}"
+        );
     }
 }

@@ -12,8 +12,8 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use warren_protocol::FieldValue;
 
-use crate::admin_types::{StreamConsumerInfo, StreamInfo};
-use crate::cli::output::{delivery_json, delivery_line};
+use crate::admin_types::{StreamConsumerInfo, StreamInfo, StreamProducerInfo};
+use crate::cli::output::{delivery_json, delivery_line, one_line};
 use crate::cli::output::{emit, human_bytes, opt_cell, print_json, time_cell, Align, Table};
 use crate::cli::{admin_args, decode, Global};
 use crate::client::{ConsumeOptions, StreamOffset};
@@ -216,7 +216,7 @@ pub fn info_text(i: &StreamInfo) -> String {
     format!(
         "stream:          {}\nmessages:        {}\nfirst offset:    {}\nlast offset:     {}\n\
          first timestamp: {}\nlast timestamp:  {}\nsize:            {}\nchunks:          {} (of up to {})\n\
-         retention:       {}\nconsumers:       {} attached, {} named\n",
+         retention:       {}\nconsumers:       {} attached, {} named\nproducers:       {}\n",
         i.name,
         i.messages,
         opt_cell(i.first_offset),
@@ -229,7 +229,31 @@ pub fn info_text(i: &StreamInfo) -> String {
         retention,
         i.consumers,
         i.named_consumers.len(),
+        producers_cell(&i.producers),
     )
+}
+
+/// The named producers and their last sequences, `none` without any: a resending publisher
+/// compares its numbering with these. A stream keeps every name it was ever sent, so only
+/// the first few fit on the line; `--json` lists them all.
+fn producers_cell(producers: &[StreamProducerInfo]) -> String {
+    const SHOWN: usize = 10;
+    if producers.is_empty() {
+        return "none".to_owned();
+    }
+    let mut cell = producers
+        .iter()
+        .take(SHOWN)
+        .map(|p| format!("{} at {}", one_line(&p.name), p.sequence))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if producers.len() > SHOWN {
+        cell.push_str(&format!(
+            ", and {} more (--json lists them all)",
+            producers.len() - SHOWN
+        ));
+    }
+    cell
 }
 
 fn human_age(ms: u64) -> String {
@@ -258,4 +282,24 @@ pub fn consumers_table(consumers: &[StreamConsumerInfo]) -> String {
         ]);
     }
     table.render()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_producers_line_names_the_first_ten_and_counts_the_rest() {
+        assert_eq!(producers_cell(&[]), "none");
+        let p = |i: u64| StreamProducerInfo {
+            name: format!("p{i}"),
+            sequence: i * 10,
+        };
+        assert_eq!(producers_cell(&[p(1), p(2)]), "p1 at 10, p2 at 20");
+        let many: Vec<_> = (0..13).map(p).collect();
+        let cell = producers_cell(&many);
+        assert!(cell.starts_with("p0 at 0, p1 at 10,"), "{cell}");
+        assert!(cell.contains("p9 at 90, and 3 more"), "{cell}");
+        assert!(!cell.contains("p10 at"), "{cell}");
+    }
 }

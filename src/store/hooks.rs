@@ -89,8 +89,23 @@ pub struct Rows {
     /// Expired deduplication keys (expiring before this, ms since the epoch) are swept in
     /// this batch's commit; 0: no sweep.
     sweep_before: u64,
-    /// Stream entries, `(queue id, offset, timestamp)`, for the whole batch.
-    streams: Vec<(u64, u64, u64)>,
+    /// Stream entries, for the whole batch.
+    streams: Vec<StreamRow>,
+}
+
+/// A stream entry to write with a publish (`STREAM_ENTRIES`), and the producer sequence it
+/// carries (`STREAM_PRODUCERS`), written in the same commit.
+#[derive(Debug, Clone)]
+pub struct StreamRow {
+    /// The stream's queue id.
+    pub queue_id: u64,
+    /// The entry's offset.
+    pub offset: u64,
+    /// When it is appended, ms since the epoch.
+    pub timestamp: u64,
+    /// `(producer name, sequence)` when the publish named its producer: stored as that
+    /// producer's last sequence, so a confirm implies a retry is recognised.
+    pub producer: Option<(std::sync::Arc<str>, u64)>,
 }
 
 /// A change to a durable deduplication window, made in the commit of the publish that
@@ -142,14 +157,36 @@ impl Rows {
     /// `timestamp` (ms since the epoch). A stream stores every message routed to it,
     /// persistent or not.
     pub fn push_stream(&mut self, queue_id: u64, offset: u64, timestamp: u64) {
-        self.streams.push((queue_id, offset, timestamp));
+        self.streams.push(StreamRow {
+            queue_id,
+            offset,
+            timestamp,
+            producer: None,
+        });
+    }
+
+    /// Like [`Rows::push_stream`], for a publish that named its producer: the producer's
+    /// last sequence becomes `sequence` in the same commit.
+    pub fn push_stream_from(
+        &mut self,
+        queue_id: u64,
+        offset: u64,
+        timestamp: u64,
+        producer: (std::sync::Arc<str>, u64),
+    ) {
+        self.streams.push(StreamRow {
+            queue_id,
+            offset,
+            timestamp,
+            producer: Some(producer),
+        });
     }
 
     pub(super) fn stream_len(&self) -> usize {
         self.streams.len()
     }
 
-    pub(super) fn stream(&self, range: (u32, u32)) -> &[(u64, u64, u64)] {
+    pub(super) fn stream(&self, range: (u32, u32)) -> &[StreamRow] {
         &self.streams[range.0 as usize..range.1 as usize]
     }
 

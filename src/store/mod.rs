@@ -33,7 +33,7 @@ use codec::{
 use db_slot::DbSlot;
 use tables::*;
 
-pub use hooks::{CommitHooks, DedupRow, Rows};
+pub use hooks::{CommitHooks, DedupRow, Rows, StreamRow};
 pub use writer::MAX_BATCH_OPS;
 
 /// The store file inside the data directory.
@@ -198,6 +198,14 @@ pub enum TopologyChange {
     /// Delete a virtual host with everything in it: exchanges, queues and their messages,
     /// bindings, permissions. One transaction, so a crash leaves all or nothing.
     DeleteVhost(String),
+    /// Delete what a stream that no longer exists left in `stream_positions` and
+    /// `stream_producers`: rows a commit racing with its deletion wrote after it (a publish
+    /// or an ack already in the writer's queue). Recovery sends it, so a new stream can
+    /// never inherit another's producers or consumer positions.
+    DeleteStreamState {
+        /// The deleted stream's queue id.
+        id: u64,
+    },
     /// Insert or replace a user.
     PutUser(UserRecord),
     /// Delete a user and its permissions.
@@ -893,6 +901,50 @@ impl<H: CommitHooks> Store<H> {
         Ok(out)
     }
 
+    /// The last stored sequence of each named producer of stream `queue_id`, by name.
+    ///
+    /// # Errors
+    /// redb failed, or a record is corrupt.
+    pub fn stream_producers(&self, queue_id: u64) -> Result<Vec<(String, u64)>, StoreError> {
+        let ctx = "reading stream producers";
+        let db = self.inner.db.get()?;
+        let txn = db.begin_read().map_err(redb_err(ctx))?;
+        let table = match txn.open_table(STREAM_PRODUCERS) {
+            Ok(t) => t,
+            // A store opened read-only before the table existed: no producers.
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(redb_err(ctx)(e)),
+        };
+        let mut out = Vec::new();
+        for row in table
+            .range((queue_id, "")..(queue_id.saturating_add(1), ""))
+            .map_err(redb_err(ctx))?
+        {
+            let (k, v) = row.map_err(redb_err(ctx))?;
+            let (_, name) = k.value();
+            let sequence = codec::decode_producer(v.value())
+                .map_err(|e| corrupt("stream_producers", format!("({queue_id}, {name})"), e))?;
+            out.push((name.to_owned(), sequence));
+        }
+        Ok(out)
+    }
+
+    /// Every queue id with a named consumer's position or a named producer's sequence
+    /// stored: one seek per id, not a scan. Recovery removes those of streams that no
+    /// longer exist ([`TopologyChange::DeleteStreamState`]).
+    ///
+    /// # Errors
+    /// redb failed.
+    pub fn stream_state_ids(&self) -> Result<Vec<u64>, StoreError> {
+        let ctx = "listing stream state";
+        let db = self.inner.db.get()?;
+        let txn = db.begin_read().map_err(redb_err(ctx))?;
+        let mut ids = std::collections::BTreeSet::new();
+        queue_ids_in(&txn, STREAM_POSITIONS, &mut ids)?;
+        queue_ids_in(&txn, STREAM_PRODUCERS, &mut ids)?;
+        Ok(ids.into_iter().collect())
+    }
+
     /// Every stream id that has entries, with its lowest and one past its highest offset:
     /// one seek per stream, not a scan. Recovery uses it to find the entries of streams
     /// deleted while their entries were still being removed.
@@ -940,6 +992,37 @@ impl<H: CommitHooks> Store<H> {
         let handle = self.inner.writer.lock().take();
         if let Some(handle) = handle {
             let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+    }
+}
+
+/// Adds to `ids` every queue id among the keys of `def`, a table keyed by `(queue id, name)`:
+/// one seek per id. A table not created yet (a store opened read-only) has none.
+fn queue_ids_in<V: redb::Value + 'static>(
+    txn: &redb::ReadTransaction,
+    def: redb::TableDefinition<(u64, &str), V>,
+    ids: &mut std::collections::BTreeSet<u64>,
+) -> Result<(), StoreError> {
+    let ctx = "listing stream state";
+    let table = match txn.open_table(def) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
+        Err(e) => return Err(redb_err(ctx)(e)),
+    };
+    let mut at = 0u64;
+    loop {
+        let first = table
+            .range((at, "")..)
+            .map_err(redb_err(ctx))?
+            .next()
+            .transpose()
+            .map_err(redb_err(ctx))?
+            .map(|(k, _)| k.value().0);
+        let Some(id) = first else { return Ok(()) };
+        ids.insert(id);
+        match id.checked_add(1) {
+            Some(next) => at = next,
+            None => return Ok(()),
         }
     }
 }
@@ -997,6 +1080,8 @@ fn init_schema(db: &Database) -> Result<(), StoreError> {
         txn.open_table(STREAM_ENTRIES)
             .map_err(redb_err("creating tables"))?;
         txn.open_table(STREAM_POSITIONS)
+            .map_err(redb_err("creating tables"))?;
+        txn.open_table(STREAM_PRODUCERS)
             .map_err(redb_err("creating tables"))?;
     }
     txn.commit().map_err(redb_err("initialising the store"))

@@ -96,3 +96,13 @@ pub type StreamEntryValue = (u64, u64, u32);
 /// its stream.
 pub const STREAM_POSITIONS: TableDefinition<(u64, &str), u64> =
     TableDefinition::new("stream_positions");
+
+/// `(queue id, producer name) → ProducerRecord`: the last sequence number stored for each
+/// named producer of a stream queue (`x-producer-name`, `x-producer-sequence`;
+/// docs/deduplication.md). Written in the commit that appends the entry carrying it, so a
+/// confirm implies the sequence is durable; removed with its stream, kept by retention (a
+/// producer's retry of a trimmed entry is still a duplicate). The value is
+/// [`super::codec::encode_producer`]: a version byte, then the sequence. Added without a schema
+/// change: a store without the table has no producers.
+pub const STREAM_PRODUCERS: TableDefinition<(u64, &str), &[u8]> =
+    TableDefinition::new("stream_producers");

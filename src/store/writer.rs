@@ -16,7 +16,8 @@ use redb::{ReadableTable, Table, WriteTransaction};
 use tokio::sync::{mpsc, Semaphore};
 
 use super::codec::{
-    encode_message, entity_key, BindingRecord, DestinationKind, ExchangeRecord, QueueRecord,
+    encode_message, encode_producer, entity_key, BindingRecord, DestinationKind, ExchangeRecord,
+    QueueRecord,
 };
 use super::db_slot::DbSlot;
 use super::hooks::{CommitHooks, DedupRow, Rows};
@@ -402,6 +403,7 @@ struct MessageTables<'txn> {
     dedup_expiry: Table<'txn, (u64, &'static str, &'static str), ()>,
     stream_entries: Table<'txn, (u64, u64), StreamEntryValue>,
     stream_positions: Table<'txn, (u64, &'static str), u64>,
+    stream_producers: Table<'txn, (u64, &'static str), &'static [u8]>,
 }
 
 /// The most expired deduplication keys one commit removes: bounds the commit's extra work;
@@ -421,6 +423,7 @@ impl<'txn> MessageTables<'txn> {
             dedup_expiry: txn.open_table(DEDUP_EXPIRY).map_err(redb_err(ctx))?,
             stream_entries: txn.open_table(STREAM_ENTRIES).map_err(redb_err(ctx))?,
             stream_positions: txn.open_table(STREAM_POSITIONS).map_err(redb_err(ctx))?,
+            stream_producers: txn.open_table(STREAM_PRODUCERS).map_err(redb_err(ctx))?,
         })
     }
 
@@ -538,10 +541,15 @@ impl<'txn> MessageTables<'txn> {
                 .map_err(redb_err(ctx))?;
             refs += 1;
         }
-        for &(queue_id, offset, timestamp) in rows.stream(p.stream_rows) {
+        for row in rows.stream(p.stream_rows) {
             self.stream_entries
-                .insert((queue_id, offset), (p.id, timestamp, size))
+                .insert((row.queue_id, row.offset), (p.id, row.timestamp, size))
                 .map_err(redb_err(ctx))?;
+            if let Some((name, sequence)) = &row.producer {
+                self.stream_producers
+                    .insert((row.queue_id, &**name), &encode_producer(*sequence)[..])
+                    .map_err(redb_err(ctx))?;
+            }
             refs += 1;
         }
         scratch.clear();
@@ -696,6 +704,7 @@ fn apply_topology(
             })?;
             remove_queue_messages(tables, *id)?;
         }
+        TopologyChange::DeleteStreamState { id } => remove_stream_state(tables, *id)?,
         TopologyChange::PutVhost(rec) => {
             txn.open_table(VHOSTS)
                 .map_err(redb_err(ctx))?
@@ -787,13 +796,11 @@ fn apply_topology(
 }
 
 /// Deletes every message row of queue `id`, and the positions of its named stream consumers
-/// (a stream's entries go afterwards, in bounded batches: [`super::Store::trim_stream`]).
+/// and the sequences of its named producers (a stream's entries go afterwards, in bounded
+/// batches: [`super::Store::trim_stream`]).
 fn remove_queue_messages(tables: &mut MessageTables<'_>, id: u64) -> Result<(), StoreError> {
     let ctx = "deleting a queue's messages";
-    tables
-        .stream_positions
-        .retain_in((id, "")..(id.saturating_add(1), ""), |_, _| false)
-        .map_err(redb_err(ctx))?;
+    remove_stream_state(tables, id)?;
     let mut keys = Vec::new();
     for row in tables
         .queue_messages
@@ -804,6 +811,22 @@ fn remove_queue_messages(tables: &mut MessageTables<'_>, id: u64) -> Result<(), 
     }
     tables.remove_entries(&keys)?;
     tables.remove_dedup_scope(&super::dedup_scope_of_queue(id))
+}
+
+/// Deletes the positions of stream `id`'s named consumers and the sequences of its named
+/// producers.
+fn remove_stream_state(tables: &mut MessageTables<'_>, id: u64) -> Result<(), StoreError> {
+    let ctx = "deleting a stream's consumer positions and producer sequences";
+    let range = (id, "")..(id.saturating_add(1), "");
+    tables
+        .stream_positions
+        .retain_in(range.clone(), |_, _| false)
+        .map_err(redb_err(ctx))?;
+    tables
+        .stream_producers
+        .retain_in(range, |_, _| false)
+        .map_err(redb_err(ctx))?;
+    Ok(())
 }
 
 fn remove_bindings_where(

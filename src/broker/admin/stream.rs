@@ -1,7 +1,7 @@
 //! `stream.info` and `stream.consumers`: what a stream holds, how it is trimmed, and where
 //! its named consumers stand (docs/streams.md).
 
-use crate::admin_types::{StreamConsumerInfo, StreamInfo};
+use crate::admin_types::{StreamConsumerInfo, StreamInfo, StreamProducerInfo};
 use crate::broker::vhost::VHost;
 use crate::error::BrokerError;
 
@@ -45,6 +45,11 @@ pub(super) fn info(vh: &VHost, name: &str) -> Result<StreamInfo, BrokerError> {
                 lag: sum.next_offset.saturating_sub(offset),
                 attached,
             })
+            .collect(),
+        producers: sum
+            .producers
+            .into_iter()
+            .map(|(name, sequence)| StreamProducerInfo { name, sequence })
             .collect(),
     })
 }

@@ -24,7 +24,7 @@
 //! snapshot on a blocking thread. So the memory of a stream of tens of millions of entries is
 //! its chunk index (a few dozen bytes per chunk) plus the tail, not its length.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -35,6 +35,7 @@ use super::consumer::Consumer;
 use super::queue::{consumer_timeout, Queue, QueueContext};
 use super::queue_args::QueueArgs;
 use super::session::{Outbound, Unacked};
+use crate::error::BrokerError;
 use crate::message::{Message, QueuedMessage};
 use crate::store::StreamRead;
 
@@ -69,6 +70,57 @@ pub const X_STREAM_OFFSET: &str = "x-stream-offset";
 
 /// The consume argument naming a consumer whose position the server keeps (docs/streams.md).
 pub const X_STREAM_CONSUMER_NAME: &str = "x-stream-consumer-name";
+
+/// The message header naming a stream publisher (docs/deduplication.md, "Producers").
+pub const X_PRODUCER_NAME: &str = "x-producer-name";
+
+/// The message header numbering a named publisher's messages.
+pub const X_PRODUCER_SEQUENCE: &str = "x-producer-sequence";
+
+/// The longest producer name, in bytes: one map entry and one store row per name and stream.
+pub const MAX_PRODUCER_NAME_BYTES: usize = 255;
+
+/// The producer a message names: `Ok(None)` unless it carries both [`X_PRODUCER_NAME`] (a
+/// non-empty string of at most [`MAX_PRODUCER_NAME_BYTES`]) and [`X_PRODUCER_SEQUENCE`] (a
+/// non-negative integer).
+///
+/// # Errors
+/// `PreconditionFailed`, saying which header is malformed and why; a header of the wrong
+/// kind is an error even without the other, since the publisher meant to be deduplicated.
+pub fn producer_of(
+    headers: &warren_protocol::Headers,
+) -> Result<Option<(Arc<str>, u64)>, BrokerError> {
+    if headers.is_empty() {
+        return Ok(None);
+    }
+    let refuse = |why: String| Err(BrokerError::PreconditionFailed(why));
+    let name = match headers.get(X_PRODUCER_NAME) {
+        None => None,
+        Some(FieldValue::String(n)) if n.is_empty() => {
+            return refuse(format!("{X_PRODUCER_NAME} is empty"));
+        }
+        Some(FieldValue::String(n)) if n.len() > MAX_PRODUCER_NAME_BYTES => {
+            return refuse(format!(
+                "{X_PRODUCER_NAME} is {} bytes long, over the limit of {MAX_PRODUCER_NAME_BYTES}",
+                n.len()
+            ));
+        }
+        Some(FieldValue::String(n)) => Some(n),
+        Some(_) => return refuse(format!("{X_PRODUCER_NAME} must be a string")),
+    };
+    let sequence = match headers.get(X_PRODUCER_SEQUENCE) {
+        None => None,
+        Some(v) => match v.as_i128().and_then(|i| u64::try_from(i).ok()) {
+            Some(n) => Some(n),
+            None => {
+                return refuse(format!(
+                    "{X_PRODUCER_SEQUENCE} must be a non-negative integer"
+                ))
+            }
+        },
+    };
+    Ok(name.zip(sequence).map(|(n, s)| (Arc::<str>::from(n), s)))
+}
 
 /// Where a consumer starts reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -253,6 +305,19 @@ pub struct StreamSummary {
     pub consumers: u32,
     /// Named consumers' positions: `(name, next offset, attached now)`.
     pub named: Vec<(String, u64, bool)>,
+    /// Named producers: `(name, last stored sequence)`, by name.
+    pub producers: Vec<(String, u64)>,
+}
+
+/// The last sequence of each named producer (docs/deduplication.md, "Producers").
+#[derive(Debug, Default)]
+struct Producers {
+    /// The last sequence stored, by name: what survives a restart.
+    stored: HashMap<Arc<str>, u64>,
+    /// Sequences taken by publishes of the batch being committed: a second publish of one
+    /// sequence in the same batch is a duplicate. Cleared by [`Stream::realign`] before the
+    /// next batch, so a failed commit leaves only what was stored.
+    pending: HashMap<Arc<str>, u64>,
 }
 
 /// A stream queue's log state; see the module docs.
@@ -268,6 +333,8 @@ pub struct Stream {
     /// the batch being committed. Touched only on the writer thread.
     reserved: AtomicU64,
     state: Mutex<State>,
+    /// Producer sequences; used on the writer thread, and by `stream info`.
+    producers: Mutex<Producers>,
 }
 
 impl Stream {
@@ -282,6 +349,7 @@ impl Stream {
             ctx,
             reserved: AtomicU64::new(0),
             state: Mutex::new(State::default()),
+            producers: Mutex::new(Producers::default()),
         }
     }
 
@@ -298,7 +366,12 @@ impl Stream {
     pub fn restore(
         &self,
         positions: Vec<(String, u64)>,
+        producers: Vec<(String, u64)>,
     ) -> Result<Option<u64>, crate::store::StoreError> {
+        self.producers.lock().stored = producers
+            .into_iter()
+            .map(|(n, s)| (Arc::<str>::from(n), s))
+            .collect();
         let mut st = self.state.lock();
         let mut first = true;
         self.ctx
@@ -375,6 +448,27 @@ impl Stream {
     pub fn realign(&self) {
         let next = self.state.lock().next;
         self.reserved.store(next, Ordering::Release);
+        self.producers.lock().pending.clear();
+    }
+
+    /// Whether a publish from `name` numbered `sequence` is new (writer thread, before the
+    /// commit, in batch order): it is unless the producer's last sequence, stored or taken
+    /// earlier in this batch, is at or above it. A new one takes the sequence for the batch.
+    pub fn admit_producer(&self, name: &Arc<str>, sequence: u64) -> bool {
+        let mut p = self.producers.lock();
+        let last = p.pending.get(name).or_else(|| p.stored.get(name)).copied();
+        if last.is_some_and(|last| sequence <= last) {
+            return false;
+        }
+        p.pending.insert(name.clone(), sequence);
+        true
+    }
+
+    /// A publish from `name` numbered `sequence` was committed and appended.
+    pub fn producer_stored(&self, name: &Arc<str>, sequence: u64) {
+        let mut p = self.producers.lock();
+        let last = p.stored.entry(name.clone()).or_insert(sequence);
+        *last = (*last).max(sequence);
     }
 
     /// Appends a committed entry at the next offset (the one [`Stream::reserve`] gave its
@@ -788,7 +882,20 @@ impl Stream {
             consumers: u32::try_from(st.readers.iter().filter(|r| r.consumer.is_active()).count())
                 .unwrap_or(u32::MAX),
             named,
+            producers: self.producers_sorted(),
         }
+    }
+
+    fn producers_sorted(&self) -> Vec<(String, u64)> {
+        let mut out: Vec<(String, u64)> = self
+            .producers
+            .lock()
+            .stored
+            .iter()
+            .map(|(n, s)| (n.to_string(), *s))
+            .collect();
+        out.sort();
+        out
     }
 
     /// Marks the stream deleted; returns its consumers and the offsets `first..next` whose
@@ -922,6 +1029,52 @@ mod tests {
         s.realign();
         assert_eq!(append(&q, T0, b"b"), 1);
         assert_eq!(s.summary().next_offset, 2);
+    }
+
+    #[tokio::test]
+    async fn a_producer_advances_only_with_what_was_stored() {
+        let (_dir, _clock, q) = stream(&[]);
+        let s = q.stream.as_ref().expect("a stream");
+        let p: Arc<str> = "p".into();
+        assert!(s.admit_producer(&p, 1));
+        assert!(
+            !s.admit_producer(&p, 1),
+            "the same number later in the batch"
+        );
+        s.producer_stored(&p, 1);
+        s.realign();
+        assert!(!s.admit_producer(&p, 1), "stored");
+        assert!(s.admit_producer(&p, 2));
+        // That batch's commit failed: 2 was never stored, so its retry is new.
+        s.realign();
+        assert!(s.admit_producer(&p, 2));
+        assert!(
+            s.admit_producer(&"other".into(), 1),
+            "producers are independent"
+        );
+        assert_eq!(s.summary().producers, [("p".to_owned(), 1)]);
+    }
+
+    #[test]
+    fn producer_headers_need_both_and_are_checked() {
+        use warren_protocol::Headers;
+        let h = |pairs: &[(&str, FieldValue)]| -> Headers {
+            let t: FieldTable = pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect();
+            Headers::from(&t)
+        };
+        let name = |n: &str| (X_PRODUCER_NAME, FieldValue::String(n.into()));
+        assert_eq!(producer_of(&Headers::new()).ok(), Some(None));
+        assert_eq!(producer_of(&h(&[name("p")])).ok(), Some(None));
+        assert_eq!(
+            producer_of(&h(&[name("p"), (X_PRODUCER_SEQUENCE, FieldValue::U8(3))])).ok(),
+            Some(Some(("p".into(), 3)))
+        );
+        assert!(producer_of(&h(&[name(""), (X_PRODUCER_SEQUENCE, FieldValue::I32(1))])).is_err());
+        assert!(producer_of(&h(&[(X_PRODUCER_SEQUENCE, FieldValue::I32(-1))])).is_err());
+        assert!(producer_of(&h(&[(X_PRODUCER_SEQUENCE, FieldValue::String("1".into()))])).is_err());
     }
 
     #[test]
