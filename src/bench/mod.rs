@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use bytes::{BufMut, BytesMut};
@@ -15,6 +15,12 @@ use hdrhistogram::Histogram;
 use crate::broker::{Broker, BrokerConfig, DEFAULT_QUEUE_WINDOW_BYTES};
 use crate::client::{Client, ConnectOptions, ConsumeOptions, OutgoingMessage, QueueOptions};
 use crate::connection::ConnectionConfig;
+
+mod report;
+mod stream;
+
+pub use report::BenchReport;
+use stream::stream_bench;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -49,97 +55,7 @@ pub struct BenchOptions {
     pub no_confirm: bool,
 }
 
-/// What was measured.
-#[derive(Debug, Clone)]
-pub struct BenchReport {
-    /// Messages published and consumed.
-    pub messages: u64,
-    /// From the first publish to the last delivery.
-    pub elapsed: Duration,
-    /// Until the last confirm (with `no_confirm`: until the last publish was sent).
-    pub publish_elapsed: Duration,
-    /// The publisher asked for no confirms.
-    pub no_confirm: bool,
-    /// Publish → delivery latency, microseconds.
-    pub latency_us: Histogram<u64>,
-    /// Group commits during the run (in-process broker only).
-    pub commits: Option<u64>,
-    /// Messages written to the store during the run (in-process broker only).
-    pub messages_written: Option<u64>,
-    /// Store operations committed during the run (in-process broker only).
-    pub ops_committed: Option<u64>,
-    /// Time spent in commits during the run, microseconds (in-process broker only).
-    pub commit_micros: Option<u64>,
-    /// The stream scenario: how long reading everything back from the first offset took
-    /// (after the appends; `elapsed` then covers both phases).
-    pub read_elapsed: Option<Duration>,
-}
-
-impl BenchReport {
-    /// Messages per second, end to end.
-    pub fn rate(&self) -> f64 {
-        self.messages as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON)
-    }
-}
-
-impl std::fmt::Display for BenchReport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let h = &self.latency_us;
-        writeln!(f, "messages        {}", self.messages)?;
-        writeln!(
-            f,
-            "end to end      {:.0} msgs/s ({:.2} s)",
-            self.rate(),
-            self.elapsed.as_secs_f64()
-        )?;
-        writeln!(
-            f,
-            "publish         {:.0} msgs/s {} ({:.2} s)",
-            self.messages as f64 / self.publish_elapsed.as_secs_f64().max(f64::EPSILON),
-            if self.no_confirm { "sent" } else { "confirmed" },
-            self.publish_elapsed.as_secs_f64()
-        )?;
-        if let Some(read) = self.read_elapsed {
-            writeln!(
-                f,
-                "stream read     {:.0} msgs/s from the first offset ({:.2} s)",
-                self.messages as f64 / read.as_secs_f64().max(f64::EPSILON),
-                read.as_secs_f64()
-            )?;
-        }
-        writeln!(
-            f,
-            "{}p50 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
-            if self.read_elapsed.is_some() {
-                "age read (ms)   "
-            } else {
-                "latency (ms)    "
-            },
-            h.value_at_quantile(0.5) as f64 / 1000.0,
-            h.value_at_quantile(0.99) as f64 / 1000.0,
-            h.value_at_quantile(0.999) as f64 / 1000.0,
-            h.max() as f64 / 1000.0
-        )?;
-        if let (Some(commits), Some(written), Some(ops), Some(micros)) = (
-            self.commits,
-            self.messages_written,
-            self.ops_committed,
-            self.commit_micros,
-        ) {
-            let per = |x: u64| x as f64 / commits.max(1) as f64;
-            writeln!(
-                f,
-                "group commits   {commits}: {:.1} messages written and {:.1} operations per commit, {:.2} ms per commit",
-                per(written),
-                per(ops),
-                per(micros) / 1000.0
-            )?;
-        }
-        Ok(())
-    }
-}
-
-fn now_us() -> u64 {
+pub(crate) fn now_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
@@ -379,81 +295,5 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
         ops_committed: diff.map(|d| d[2]),
         commit_micros: diff.map(|d| d[3]),
         read_elapsed: None,
-    })
-}
-
-/// The stream scenario: appends with a window of confirms in flight, then one consumer reads
-/// everything from the first offset (from the store: the appends are done), acking each.
-/// The latency histogram is the read phase's age of each message when read.
-async fn stream_bench(
-    opts: &BenchOptions,
-    publisher: &Client,
-    reader: &Client,
-    queue: &str,
-) -> anyhow::Result<BenchReport> {
-    let n = opts.messages;
-    let started = Instant::now();
-    let mut window = VecDeque::with_capacity(opts.in_flight);
-    let filler = vec![b'x'; opts.size - 8];
-    for _ in 0..n {
-        let mut body = BytesMut::with_capacity(opts.size);
-        body.put_u64_le(now_us());
-        body.put_slice(&filler);
-        window.push_back(
-            publisher
-                .publish(OutgoingMessage::new("", queue, body.freeze()).persistent())
-                .await?,
-        );
-        if window.len() >= opts.in_flight {
-            if let Some(p) = window.pop_front() {
-                let outcome = p.await?;
-                if !outcome.is_confirmed() {
-                    bail!("an append was not confirmed: {outcome:?}");
-                }
-            }
-        }
-    }
-    while let Some(p) = window.pop_front() {
-        let outcome = p.await?;
-        if !outcome.is_confirmed() {
-            bail!("an append was not confirmed: {outcome:?}");
-        }
-    }
-    let publish_elapsed = started.elapsed();
-    let read_started = Instant::now();
-    let mut consumer = reader
-        .consume(
-            queue,
-            ConsumeOptions::default().stream_offset(crate::client::StreamOffset::First),
-        )
-        .await?;
-    let mut hist =
-        Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).map_err(|e| anyhow::anyhow!("{e}"))?;
-    for got in 0..n {
-        let Some(d) = consumer.next().await else {
-            bail!("the stream consumer ended after {got} messages");
-        };
-        let mut ts = [0u8; 8];
-        if let Some(src) = d.body.get(..8) {
-            ts.copy_from_slice(src);
-        }
-        let age = now_us()
-            .saturating_sub(u64::from_le_bytes(ts))
-            .clamp(1, 600_000_000);
-        hist.record(age).map_err(|e| anyhow::anyhow!("{e}"))?;
-        reader.ack(d.delivery_tag, false).await?;
-    }
-    let read_elapsed = read_started.elapsed();
-    Ok(BenchReport {
-        messages: n,
-        elapsed: started.elapsed(),
-        publish_elapsed,
-        no_confirm: false,
-        latency_us: hist,
-        commits: None,
-        messages_written: None,
-        ops_committed: None,
-        commit_micros: None,
-        read_elapsed: Some(read_elapsed),
     })
 }
