@@ -1,299 +1,514 @@
-//! `warren bench`: an end-to-end load generator over the client library. One publisher with
-//! a window of confirms in flight and one consumer acking every message run at once; the
-//! report gives throughput, end-to-end latency percentiles (from an HDR histogram) and, when
-//! the broker runs in-process, how many messages each group commit carried.
+//! `warren bench`: an end-to-end load generator over the client library, in the manner of
+//! RabbitMQ's PerfTest. N producer connections publish to one exchange with K queues bound
+//! (declared for the run, uniquely named, deleted afterwards); M consumer connections
+//! consume them. Every body carries (producer, sequence, send time) in its first bytes, so
+//! the run checks that every message reached each queue routing sends it to exactly once
+//! (a redelivery excepted) — a mismatch fails the run — and reports publish, confirm,
+//! delivery and ack rates, end-to-end latency percentiles (an HDR histogram), and the
+//! server's CPU time and resident memory.
+//!
+//! Layout: [`options`] (what to run, the scenario presets), [`topology`] (what is declared,
+//! routing keys), [`publisher`] and [`consumer`] (the tasks), [`verify`] (the exactly-once
+//! check), [`report`] (what is printed).
 
-use std::collections::VecDeque;
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
-use bytes::{BufMut, BytesMut};
-use hdrhistogram::Histogram;
 
 use crate::broker::{Broker, BrokerConfig, DEFAULT_QUEUE_WINDOW_BYTES};
-use crate::client::{Client, ConnectOptions, ConsumeOptions, OutgoingMessage, QueueOptions};
+use crate::client::{Client, ConnectOptions, ConsumeOptions, StreamOffset};
 use crate::connection::ConnectionConfig;
 
-mod report;
-mod stream;
+pub mod consumer;
+pub mod options;
+pub mod publisher;
+pub mod report;
+pub mod topology;
+pub mod verify;
 
+pub use options::{BenchOptions, ExchangeType, Scenario, Volume};
 pub use report::BenchReport;
-use stream::stream_bench;
 
-/// What to run.
-#[derive(Debug, Clone)]
-pub struct BenchOptions {
-    /// Messages to publish and consume.
-    pub messages: u64,
-    /// Body size in bytes (at least 8: the send time rides in the body).
-    pub size: usize,
-    /// Publishes awaiting their confirm at most.
-    pub in_flight: usize,
-    /// The consumer's prefetch.
-    pub prefetch: u32,
-    /// Publish persistent messages to a durable queue.
-    pub persistent: bool,
-    /// A running daemon to measure; `None` starts a broker in this process.
-    pub server: Option<String>,
-    /// Data directory for the in-process broker (a temporary one if `None`).
-    pub data_dir: Option<PathBuf>,
-    /// Connect to `server` with TLS (the in-process broker has no TLS listener).
-    pub tls: Option<crate::tls::ClientTls>,
-    /// Who logs in to `server`, and in which virtual host (the in-process broker is
-    /// always measured as guest on `/`, the only user it has).
-    pub login: ConnectOptions,
-    /// Application headers on every message (`h0`..`hN`, short string values), to measure
-    /// what headers cost on the publish and delivery paths.
-    pub headers: usize,
-    /// The stream scenario: append `messages` to a stream with confirms, then read them all
-    /// back from the first offset (acking each), and report both rates.
-    pub stream: bool,
-    /// Publish without confirms; `in_flight` then does not apply (the connection's own
-    /// bound on publishes in flight holds the publisher back).
-    pub no_confirm: bool,
-}
+use consumer::{Progress, Received, Subscription};
+use publisher::{Producer, Published};
+use report::{GroupCommits, Latency, Rate, RunOptions, ServerUsage};
+use topology::Topology;
+use verify::{Tally, STAMP_LEN};
 
+/// With the producers done, a run that gets no delivery for this long stops waiting; the
+/// verifier then reports what is missing.
+const STALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Microseconds since the Unix epoch (the stamps' clock: producers and consumers may be in
+/// different processes).
 pub(crate) fn now_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
-/// Runs the benchmark.
+/// CPU seconds (user + system) this process has used.
+pub fn process_cpu_seconds() -> f64 {
+    #[cfg(unix)]
+    {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+        t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
+    }
+    #[cfg(not(unix))]
+    {
+        0.0
+    }
+}
+
+/// The broker a run measures: a daemon, or one started in this process.
+struct Target {
+    addr: String,
+    in_process: Option<InProcess>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+struct InProcess {
+    broker: Broker,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Target {
+    async fn start(opts: &BenchOptions) -> anyhow::Result<Target> {
+        if let Some(a) = &opts.server {
+            return Ok(Target {
+                addr: a.clone(),
+                in_process: None,
+                _tmp: None,
+            });
+        }
+        if opts.tls.is_some() {
+            bail!("bench measures TLS only against a running daemon: give --server with --tls");
+        }
+        let mut tmp = None;
+        let dir = match &opts.data_dir {
+            Some(d) => d.clone(),
+            None => {
+                let t = tempfile::tempdir().context("creating a temporary data dir")?;
+                let p = t.path().to_owned();
+                tmp = Some(t);
+                p
+            }
+        };
+        let broker = Broker::open(BrokerConfig {
+            data_dir: dir,
+            queue_window_bytes: DEFAULT_QUEUE_WINDOW_BYTES,
+            consumer_timeout: None,
+            clock: Arc::new(crate::clock::SystemClock),
+            disk_free_limit: 0,
+            limits: Default::default(),
+            store_cache_bytes: crate::store::DEFAULT_CACHE_BYTES,
+        })
+        .await
+        .context("starting the in-process broker")?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?.to_string();
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(crate::server::run(
+            listener,
+            broker.clone(),
+            ConnectionConfig::new(warren_protocol::DEFAULT_MAX_FRAME_SIZE_BYTES, None),
+            async move {
+                let _ = stop_rx.await;
+            },
+        ));
+        Ok(Target {
+            addr,
+            in_process: Some(InProcess {
+                broker,
+                stop,
+                server,
+            }),
+            _tmp: tmp,
+        })
+    }
+
+    async fn stop(self) {
+        if let Some(p) = self.in_process {
+            let _ = p.stop.send(());
+            let _ = p.server.await;
+        }
+    }
+
+    fn store_stats(&self) -> Option<GroupCommits> {
+        let s = self.in_process.as_ref()?.broker.store().stats();
+        Some(GroupCommits {
+            commits: s.commits.load(Ordering::Relaxed),
+            messages_written: s.messages_written.load(Ordering::Relaxed),
+            ops_committed: s.ops_committed.load(Ordering::Relaxed),
+            commit_micros: s.commit_micros.load(Ordering::Relaxed),
+        })
+    }
+
+    /// The server's CPU seconds and resident bytes: its `status` reply, or this process's
+    /// own for the in-process broker.
+    async fn usage(&self, control: &Client) -> (Option<f64>, u64) {
+        if self.in_process.is_some() {
+            return (
+                Some(process_cpu_seconds()),
+                crate::broker::stats::resident_memory_bytes(),
+            );
+        }
+        match control
+            .admin("status", warren_protocol::FieldTable::new())
+            .await
+        {
+            Ok(v) => (
+                v.get("cpu_seconds").and_then(serde_json::Value::as_f64),
+                v.get("memory_bytes")
+                    .and_then(serde_json::Value::as_u64)
+                    .unwrap_or(0),
+            ),
+            Err(e) => {
+                tracing::warn!("bench: reading the server's status: {e}");
+                (None, 0)
+            }
+        }
+    }
+}
+
+fn check(opts: &BenchOptions) -> anyhow::Result<()> {
+    if opts.size < STAMP_LEN {
+        bail!("--size must be at least {STAMP_LEN} bytes (producer, sequence and send time ride in the body)");
+    }
+    if opts.producers == 0 || opts.consumers == 0 || opts.queues == 0 {
+        bail!("--producers, --consumers and --queues must each be at least 1");
+    }
+    if u32::try_from(opts.producers).is_err() {
+        bail!("--producers: at most {}", u32::MAX);
+    }
+    if opts.rate == Some(0) {
+        bail!("--rate must be at least 1 message per second");
+    }
+    if opts.stream
+        && (opts.producers != 1
+            || opts.consumers != 1
+            || opts.queues != 1
+            || opts.exchange_type != ExchangeType::Default
+            || opts.no_confirm
+            || opts.auto_ack)
+    {
+        bail!(
+            "--stream measures one producer and one reader on one stream, with confirms and acks"
+        );
+    }
+    Ok(())
+}
+
+/// Runs the benchmark. The report's `verification` says whether every message arrived as
+/// routing says; the caller decides what a failed verification means (`warren bench`
+/// prints the report and exits non-zero).
 ///
 /// # Errors
-/// The broker cannot start or be reached, or a message is refused.
+/// The broker cannot start or be reached, a declaration or a message is refused, or a
+/// consumer ends early.
 pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
-    if opts.size < 8 {
-        bail!("--size must be at least 8 bytes (the send time rides in the body)");
-    }
-    let mut _tmp = None;
-    let mut in_process = None;
-    let addr = match &opts.server {
-        Some(a) => a.clone(),
-        None => {
-            let dir = match &opts.data_dir {
-                Some(d) => d.clone(),
-                None => {
-                    let t = tempfile::tempdir().context("creating a temporary data dir")?;
-                    let p = t.path().to_owned();
-                    _tmp = Some(t);
-                    p
-                }
-            };
-            let broker = Broker::open(BrokerConfig {
-                data_dir: dir,
-                queue_window_bytes: DEFAULT_QUEUE_WINDOW_BYTES,
-                consumer_timeout: None,
-                clock: std::sync::Arc::new(crate::clock::SystemClock),
-                disk_free_limit: 0,
-                limits: Default::default(),
-                store_cache_bytes: crate::store::DEFAULT_CACHE_BYTES,
-            })
-            .await
-            .context("starting the in-process broker")?;
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-            let addr = listener.local_addr()?.to_string();
-            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-            let server = tokio::spawn(crate::server::run(
-                listener,
-                broker.clone(),
-                ConnectionConfig::new(warren_protocol::DEFAULT_MAX_FRAME_SIZE_BYTES, None),
-                async move {
-                    let _ = stop_rx.await;
-                },
-            ));
-            in_process = Some((broker, stop_tx, server));
-            addr
-        }
-    };
+    check(&opts)?;
+    let target = Target::start(&opts).await?;
+    let result = run_on(&opts, &target).await;
+    target.stop().await;
+    result
+}
 
-    let queue = format!("bench-{}", now_us());
-    if opts.tls.is_some() && opts.server.is_none() {
-        bail!("bench measures TLS only against a running daemon: give --server with --tls");
-    }
+async fn run_on(opts: &BenchOptions, target: &Target) -> anyhow::Result<BenchReport> {
+    let addr = target.addr.as_str();
     let login = match &opts.server {
         Some(_) => opts.login.clone(),
         None => ConnectOptions::default(),
     };
     let connect = || async {
         match &opts.tls {
-            None => Client::connect_with(&addr, &login).await,
-            Some(tls) => Client::connect_tls_with(&addr, tls, &login).await,
+            None => Client::connect_with(addr, &login).await,
+            Some(tls) => Client::connect_tls_with(addr, tls, &login).await,
         }
         .with_context(|| format!("connecting to {addr} as '{}'", login.user))
     };
-    let publisher = connect().await?;
-    let consumer_client = connect().await?;
-    let mut arguments = warren_protocol::FieldTable::new();
-    if opts.stream {
-        arguments.insert(
-            "x-queue-type".to_owned(),
-            warren_protocol::FieldValue::String("stream".to_owned()),
-        );
-    }
-    publisher
-        .declare_queue(
-            &queue,
-            QueueOptions {
-                // A stream is always durable, and stores every message routed to it.
-                durable: opts.persistent || opts.stream,
-                auto_delete: false,
-                arguments,
-                ..Default::default()
-            },
-        )
+    let control = connect().await?;
+    let topology = Topology::new(
+        &format!("bench-{}", now_us()),
+        opts.exchange_type,
+        opts.queues,
+    );
+    topology
+        .declare(&control, opts.persistent, opts.stream)
         .await?;
-    consumer_client.qos(opts.prefetch).await?;
-    if opts.stream {
-        let stats = |b: &Broker| {
-            let s = b.store().stats();
-            [
-                s.commits.load(Ordering::Relaxed),
-                s.messages_written.load(Ordering::Relaxed),
-                s.ops_committed.load(Ordering::Relaxed),
-                s.commit_micros.load(Ordering::Relaxed),
-            ]
+    let result = measure(opts, target, &control, &topology, &connect).await;
+    topology.delete(&control).await;
+    let _ = control.close().await;
+    result
+}
+
+/// Connects the consumers and subscribes them to their queues: queue `q` goes to
+/// connection `q % M`; a connection beyond the K-th also takes queue `c % K`.
+async fn subscribe<F, Fut>(
+    opts: &BenchOptions,
+    topology: &Topology,
+    connect: &F,
+    progress: &Arc<Progress>,
+) -> anyhow::Result<(Vec<Client>, Vec<Subscription>)>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Client>>,
+{
+    let (m, k) = (opts.consumers, topology.queues.len());
+    let mut clients = Vec::with_capacity(m);
+    let mut subs = Vec::new();
+    for c in 0..m {
+        let client = connect().await?;
+        if !opts.auto_ack {
+            client.qos(opts.prefetch).await?;
+        }
+        let mine: Vec<usize> = if c < k {
+            (c..k).step_by(m).collect()
+        } else {
+            vec![c % k]
         };
-        let before = in_process.as_ref().map(|(b, _, _)| stats(b));
-        let result = stream_bench(&opts, &publisher, &consumer_client, &queue).await;
-        let after = in_process.as_ref().map(|(b, _, _)| stats(b));
-        let _ = publisher.delete_queue(&queue, false, false).await;
-        let _ = publisher.close().await;
-        if let Some((_, stop, server)) = in_process {
-            let _ = stop.send(());
-            let _ = server.await;
-        }
-        let mut report = result?;
-        let diff = before
-            .zip(after)
-            .map(|(a, b)| [b[0] - a[0], b[1] - a[1], b[2] - a[2], b[3] - a[3]]);
-        report.commits = diff.map(|d| d[0]);
-        report.messages_written = diff.map(|d| d[1]);
-        report.ops_committed = diff.map(|d| d[2]);
-        report.commit_micros = diff.map(|d| d[3]);
-        return Ok(report);
-    }
-    let mut consumer = consumer_client
-        .consume(&queue, ConsumeOptions::default())
-        .await?;
-
-    let store_before = in_process.as_ref().map(|(b, _, _)| {
-        let s = b.store().stats();
-        [
-            s.commits.load(Ordering::Relaxed),
-            s.messages_written.load(Ordering::Relaxed),
-            s.ops_committed.load(Ordering::Relaxed),
-            s.commit_micros.load(Ordering::Relaxed),
-        ]
-    });
-
-    let started = Instant::now();
-    let n = opts.messages;
-    let consume = tokio::spawn(async move {
-        // 1 µs to 10 min, 3 significant digits.
-        let mut hist = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let mut got = 0u64;
-        while got < n {
-            let Some(d) = consumer.next().await else {
-                bail!("the consumer ended after {got} messages");
+        for q in mine {
+            let mut o = ConsumeOptions {
+                no_ack: opts.auto_ack,
+                ..ConsumeOptions::default()
             };
-            let mut ts = [0u8; 8];
-            if let Some(src) = d.body.get(..8) {
-                ts.copy_from_slice(src);
+            if opts.stream {
+                o = o.stream_offset(StreamOffset::First);
             }
-            let sent = u64::from_le_bytes(ts);
-            let latency = now_us().saturating_sub(sent).clamp(1, 600_000_000);
-            hist.record(latency).map_err(|e| anyhow::anyhow!("{e}"))?;
-            consumer_client.ack(d.delivery_tag, false).await?;
-            got += 1;
+            let consumer = client
+                .consume(&topology.queues[q], o)
+                .await
+                .with_context(|| format!("consuming '{}'", topology.queues[q]))?;
+            subs.push(Subscription {
+                queue: q,
+                consumer,
+                client: client.clone(),
+                auto_ack: opts.auto_ack,
+                progress: progress.clone(),
+            });
         }
-        Ok::<_, anyhow::Error>((hist, Instant::now()))
-    });
+        clients.push(client);
+    }
+    Ok((clients, subs))
+}
 
-    let mut window = VecDeque::with_capacity(opts.in_flight);
-    let filler = vec![b'x'; opts.size - 8];
-    let headers: warren_protocol::FieldTable = (0..opts.headers)
-        .map(|i| {
-            (
-                format!("h{i}"),
-                warren_protocol::FieldValue::String(format!("value-{i}")),
-            )
-        })
+async fn measure<F, Fut>(
+    opts: &BenchOptions,
+    target: &Target,
+    control: &Client,
+    topology: &Topology,
+    connect: &F,
+) -> anyhow::Result<BenchReport>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Client>>,
+{
+    let k = topology.queues.len();
+    let progress = Arc::new(Progress::new(k));
+    // A stream is read after the appends, like a backlog.
+    let backlog = opts.backlog || opts.stream;
+    let mut consumer_clients = Vec::new();
+    let mut subscriptions = Vec::new();
+    if !backlog {
+        (consumer_clients, subscriptions) = subscribe(opts, topology, connect, &progress).await?;
+    }
+    let mut producers = Vec::with_capacity(opts.producers);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let headers = publisher::bench_headers(opts.headers);
+    for p in 0..opts.producers {
+        let id = u32::try_from(p).unwrap_or(u32::MAX);
+        let volume = match opts.volume {
+            Volume::Count(n) => {
+                let share =
+                    n / opts.producers as u64 + u64::from((p as u64) < n % opts.producers as u64);
+                Volume::Count(share)
+            }
+            d @ Volume::Duration(_) => d,
+        };
+        producers.push(Producer {
+            id,
+            client: connect().await?,
+            exchange: topology.exchange.clone(),
+            keys: topology.keys(id),
+            size: opts.size,
+            persistent: opts.persistent || opts.stream,
+            headers: headers.clone(),
+            confirm_window: opts.confirm_window,
+            no_confirm: opts.no_confirm,
+            rate: opts.rate,
+            volume,
+            stop: stop.clone(),
+        });
+    }
+    let producer_clients: Vec<Client> = producers.iter().map(|p| p.client.clone()).collect();
+
+    let (cpu_before, rss_before) = target.usage(control).await;
+    let store_before = target.store_stats();
+    let started = Instant::now();
+    let mut consuming: Vec<_> = subscriptions
+        .drain(..)
+        .map(|s| tokio::spawn(s.run()))
         .collect();
-    for _ in 0..n {
-        let mut body = BytesMut::with_capacity(opts.size);
-        body.put_u64_le(now_us());
-        body.put_slice(&filler);
-        let mut m = OutgoingMessage::new("", queue.clone(), body.freeze());
-        if opts.persistent {
-            m = m.persistent();
+    let publishing: Vec<_> = producers
+        .into_iter()
+        .map(|p| tokio::spawn(p.run(started)))
+        .collect();
+    let mut published: Vec<Published> = Vec::with_capacity(publishing.len());
+    let mut failure = None;
+    for h in publishing {
+        match h.await.context("a producer task failed") {
+            Ok(Ok(p)) => published.push(p),
+            Ok(Err(e)) | Err(e) => {
+                stop.cancel();
+                failure.get_or_insert(e);
+            }
         }
-        if !headers.is_empty() {
-            m.properties.headers = headers.clone().into();
+    }
+    if let Some(e) = failure {
+        progress.stop_all();
+        for h in consuming {
+            let _ = h.await;
         }
-        if opts.no_confirm {
-            publisher.publish_unconfirmed(m).await?;
-            continue;
-        }
-        window.push_back(publisher.publish(m).await?);
-        if window.len() >= opts.in_flight {
-            if let Some(p) = window.pop_front() {
-                let outcome = p.await?;
-                if !outcome.is_confirmed() {
-                    bail!("a publish was not confirmed: {outcome:?}");
+        return Err(e);
+    }
+    let sent: Vec<u64> = published.iter().map(|p| p.sent).collect();
+    let routing = topology.routing();
+    for q in 0..k {
+        let target_q = sent
+            .iter()
+            .enumerate()
+            .map(|(p, &n)| routing.expected(u32::try_from(p).unwrap_or(u32::MAX), n, q, k))
+            .sum();
+        progress.set_target(q, target_q);
+    }
+    let mut deliver_from = started;
+    if backlog {
+        deliver_from = Instant::now();
+        (consumer_clients, subscriptions) = subscribe(opts, topology, connect, &progress).await?;
+        consuming = subscriptions
+            .drain(..)
+            .map(|s| tokio::spawn(s.run()))
+            .collect();
+    }
+
+    // Wait for the consumers; stop them if deliveries stall, and sample the server's
+    // memory meanwhile.
+    let mut peak_rss = rss_before;
+    let all = futures::future::join_all(consuming);
+    tokio::pin!(all);
+    let mut last_seen = (progress.deliveries.load(Ordering::Relaxed), Instant::now());
+    let results = loop {
+        tokio::select! {
+            r = &mut all => break r,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {
+                peak_rss = peak_rss.max(target.usage(control).await.1);
+                let n = progress.deliveries.load(Ordering::Relaxed);
+                if n != last_seen.0 {
+                    last_seen = (n, Instant::now());
+                } else if last_seen.1.elapsed() >= STALL_TIMEOUT {
+                    tracing::warn!("bench: no delivery for {STALL_TIMEOUT:?}; checking what arrived");
+                    progress.stop_all();
                 }
             }
         }
+    };
+    let mut tally = Tally::default();
+    let mut latency_us = consumer::histogram()?;
+    let (mut delivered, mut acked, mut last_delivery) = (0u64, 0u64, None::<Instant>);
+    for r in results {
+        let r: Received = r.context("a consumer task failed")??;
+        tally.merge(r.tally);
+        latency_us
+            .add(&r.latency_us)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        delivered += r.deliveries;
+        acked += r.acks;
+        last_delivery = last_delivery.max(r.last_delivery);
     }
-    while let Some(p) = window.pop_front() {
-        let outcome = p.await?;
-        if !outcome.is_confirmed() {
-            bail!("a publish was not confirmed: {outcome:?}");
-        }
-    }
-    let publish_elapsed = started.elapsed();
-    let (latency_us, finished) = consume.await.context("the consumer task failed")??;
     if opts.no_confirm {
-        // Every message arrived, so nothing was refused; a refusal would also have left the
-        // consumer short. Checked anyway: a refusal must never pass unnoticed.
-        if let Some(r) = publisher.take_refusals().first() {
-            bail!("a publish was refused: {r:?}");
+        // A refusal leaves a queue short, which the verifier reports; name the cause too.
+        for c in &producer_clients {
+            if let Some(r) = c.take_refusals().first() {
+                bail!("a publish was refused: {r:?}");
+            }
         }
     }
-    let elapsed = finished - started;
-
-    let store_after = in_process.as_ref().map(|(b, _, _)| {
-        let s = b.store().stats();
-        [
-            s.commits.load(Ordering::Relaxed),
-            s.messages_written.load(Ordering::Relaxed),
-            s.ops_committed.load(Ordering::Relaxed),
-            s.commit_micros.load(Ordering::Relaxed),
-        ]
-    });
-    let _ = publisher.delete_queue(&queue, false, false).await;
-    let _ = publisher.close().await;
-    if let Some((_, stop, server)) = in_process {
-        let _ = stop.send(());
-        let _ = server.await;
+    let verification = verify::verify(&tally, &sent, k, routing);
+    let (cpu_mid, rss_mid) = target.usage(control).await;
+    let store_after = target.store_stats();
+    for c in producer_clients.iter().chain(&consumer_clients) {
+        let _ = c.close().await;
     }
-    let diff = store_before
-        .zip(store_after)
-        .map(|(a, b)| [b[0] - a[0], b[1] - a[1], b[2] - a[2], b[3] - a[3]]);
+
+    let last_delivery = last_delivery.unwrap_or(deliver_from);
+    let total_sent: u64 = sent.iter().sum();
+    let last_send = published
+        .iter()
+        .map(|p| p.last_send)
+        .max()
+        .unwrap_or(started);
+    let last_confirm = published.iter().filter_map(|p| p.last_confirm).max();
+    let confirmed = published.iter().map(|p| p.confirmed).sum();
+    let deliver_span = last_delivery.saturating_duration_since(deliver_from);
     Ok(BenchReport {
-        messages: n,
-        elapsed,
-        publish_elapsed,
-        no_confirm: opts.no_confirm,
+        options: RunOptions {
+            scenario: opts.scenario,
+            server: opts
+                .server
+                .clone()
+                .unwrap_or_else(|| "in-process".to_owned()),
+            producers: opts.producers,
+            consumers: opts.consumers,
+            queues: k,
+            exchange_type: opts.exchange_type,
+            size: opts.size,
+            volume: opts.volume,
+            rate: opts.rate,
+            confirm_window: opts.confirm_window,
+            prefetch: opts.prefetch,
+            auto_ack: opts.auto_ack,
+            persistent: opts.persistent || opts.stream,
+            no_confirm: opts.no_confirm,
+            backlog,
+            headers: opts.headers,
+            stream: opts.stream,
+        },
+        published: total_sent,
+        confirmed,
+        delivered,
+        acked,
+        verification,
+        publish: Rate::new(total_sent, opts.size, last_send - started),
+        confirm: (!opts.no_confirm).then(|| {
+            Rate::new(
+                confirmed,
+                opts.size,
+                last_confirm.unwrap_or(last_send) - started,
+            )
+        }),
+        delivery: Rate::new(delivered, opts.size, deliver_span),
+        ack: (!opts.auto_ack).then(|| Rate::new(acked, opts.size, deliver_span)),
+        elapsed_secs: last_delivery
+            .saturating_duration_since(started)
+            .as_secs_f64(),
+        latency: Latency::of(&latency_us),
+        server: ServerUsage {
+            in_process: target.in_process.is_some(),
+            cpu_seconds_before: cpu_before,
+            cpu_seconds_after: cpu_mid,
+            resident_bytes_before: rss_before,
+            resident_bytes_after: rss_mid,
+            resident_bytes_peak: peak_rss.max(rss_mid),
+        },
+        group_commits: store_before.zip(store_after).map(|(a, b)| GroupCommits {
+            commits: b.commits - a.commits,
+            messages_written: b.messages_written - a.messages_written,
+            ops_committed: b.ops_committed - a.ops_committed,
+            commit_micros: b.commit_micros - a.commit_micros,
+        }),
         latency_us,
-        commits: diff.map(|d| d[0]),
-        messages_written: diff.map(|d| d[1]),
-        ops_committed: diff.map(|d| d[2]),
-        commit_micros: diff.map(|d| d[3]),
-        read_elapsed: None,
     })
 }
