@@ -245,6 +245,10 @@ async fn run_on(opts: &BenchOptions, target: &Target) -> anyhow::Result<BenchRep
     result
 }
 
+/// Consumer connections opened at once: with thousands of them (S7) one at a time would
+/// take minutes, as each login verifies a password hash on the server.
+const CONNECT_CONCURRENCY: usize = 32;
+
 /// Connects the consumers and subscribes them to their queues: queue `q` goes to
 /// connection `q % M`; a connection beyond the K-th also takes queue `c % K`.
 async fn subscribe<F, Fut>(
@@ -257,10 +261,9 @@ where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<Client>>,
 {
+    use futures::stream::{StreamExt, TryStreamExt};
     let (m, k) = (opts.consumers, topology.queues.len());
-    let mut clients = Vec::with_capacity(m);
-    let mut subs = Vec::new();
-    for c in 0..m {
+    let one = |c: usize| async move {
         let client = connect().await?;
         if !opts.auto_ack {
             client.qos(opts.prefetch).await?;
@@ -270,6 +273,7 @@ where
         } else {
             vec![c % k]
         };
+        let mut subs = Vec::with_capacity(mine.len());
         for q in mine {
             let mut o = ConsumeOptions {
                 no_ack: opts.auto_ack,
@@ -290,7 +294,18 @@ where
                 progress: progress.clone(),
             });
         }
-        clients.push(client);
+        Ok::<_, anyhow::Error>((client, subs))
+    };
+    let connected: Vec<(Client, Vec<Subscription>)> = futures::stream::iter(0..m)
+        .map(one)
+        .buffer_unordered(CONNECT_CONCURRENCY)
+        .try_collect()
+        .await?;
+    let mut clients = Vec::with_capacity(m);
+    let mut subs = Vec::new();
+    for (c, s) in connected {
+        clients.push(c);
+        subs.extend(s);
     }
     Ok((clients, subs))
 }
