@@ -182,3 +182,37 @@ fn text_report_says_the_run_was_verified() {
         "{out}"
     );
 }
+
+#[test]
+fn a_user_who_may_not_read_status_still_gets_a_verified_run_without_server_figures() {
+    let d = TestDaemon::start();
+    ok(&d.cli_with_stdin(&["user", "add", "loader", "--password-stdin"], Some("pw\n")));
+    d.grant_all("loader", "/");
+    let out = d.cli_with_stdin(
+        &[
+            "bench",
+            "--server",
+            d.addr(),
+            "--json",
+            "--count",
+            "300",
+            "--exchange-type",
+            "direct",
+            "--queues",
+            "2",
+            "--user",
+            "loader",
+            "--password-stdin",
+        ],
+        Some("pw\n"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_verified(&r, 300, 300);
+    assert!(r["server"]["cpu_seconds_before"].is_null(), "{r:#}");
+    assert!(leftovers(&d).is_empty(), "{:?}", leftovers(&d));
+}

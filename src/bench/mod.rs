@@ -66,6 +66,8 @@ pub fn process_cpu_seconds() -> f64 {
 struct Target {
     addr: String,
     in_process: Option<InProcess>,
+    /// The daemon refused `status` (a user without the monitoring tag): asked once only.
+    no_status: std::sync::atomic::AtomicBool,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -81,6 +83,7 @@ impl Target {
             return Ok(Target {
                 addr: a.clone(),
                 in_process: None,
+                no_status: Default::default(),
                 _tmp: None,
             });
         }
@@ -126,6 +129,7 @@ impl Target {
                 stop,
                 server,
             }),
+            no_status: Default::default(),
             _tmp: tmp,
         })
     }
@@ -156,6 +160,9 @@ impl Target {
                 crate::broker::stats::resident_memory_bytes(),
             );
         }
+        if self.no_status.load(Ordering::Relaxed) {
+            return (None, 0);
+        }
         match control
             .admin("status", warren_protocol::FieldTable::new())
             .await
@@ -167,7 +174,8 @@ impl Target {
                     .unwrap_or(0),
             ),
             Err(e) => {
-                tracing::warn!("bench: reading the server's status: {e}");
+                tracing::warn!("bench: reading the server's status (CPU and memory left out): {e}");
+                self.no_status.store(true, Ordering::Relaxed);
                 (None, 0)
             }
         }
