@@ -128,11 +128,15 @@ impl Subscription {
             acks: 0,
             last_delivery: None,
         };
+        // Made once: a `cancelled()` future registers with the token when first polled, and
+        // one per delivery would do that (under the token's lock) for every message.
+        let cancelled = done.cancelled();
+        tokio::pin!(cancelled);
         loop {
             let d = tokio::select! {
                 biased;
                 d = self.consumer.next() => d,
-                () = done.cancelled() => break,
+                () = &mut cancelled => break,
             };
             let Some(d) = d else {
                 // Another subscription on this queue may have finished it meanwhile.
