@@ -164,6 +164,10 @@ pub struct Status {
     pub store_bytes: u64,
     /// Resident memory of the server process in bytes (0 where it cannot be read).
     pub memory_bytes: u64,
+    /// CPU time the server process has used since it started, user plus system, in seconds
+    /// (`warren bench` reads it before and after a run). Absent from older servers: 0.
+    #[serde(default)]
+    pub cpu_seconds: f64,
     /// Bytes the daemon has allocated (the memory budget's measure; 0 without a budget).
     #[serde(default)]
     pub memory_used_bytes: u64,
@@ -717,7 +721,7 @@ mod tests {
         round_trips::<Status>(json!({
             "version": "0.1.0", "uptime_secs": 133, "listeners": ["warren://127.0.0.1:5680"],
             "data_dir": "/var/lib/warren", "store_bytes": 1_572_864, "memory_bytes": 10_485_760,
-            "disk_free_bytes": 44_000_000_000_u64, "alarms": ["disk"],
+            "cpu_seconds": 2.5, "disk_free_bytes": 44_000_000_000_u64, "alarms": ["disk"],
             "memory_used_bytes": 9_000_000, "memory_limit_bytes": 14_000_000_000_u64,
             "connections": 1, "consumers": 0, "queues": 2, "exchanges": 5,
             "messages_ready": 5, "messages_unacked": 0, "messages_delayed": 0,
