@@ -49,19 +49,6 @@ pub(crate) fn now_us() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
-/// CPU seconds (user + system) this process has used.
-pub fn process_cpu_seconds() -> f64 {
-    #[cfg(unix)]
-    {
-        let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
-        t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
-    }
-    #[cfg(not(unix))]
-    {
-        0.0
-    }
-}
-
 /// The broker a run measures: a daemon, or one started in this process.
 struct Target {
     addr: String,
@@ -156,7 +143,7 @@ impl Target {
     async fn usage(&self, control: &Client) -> (Option<f64>, u64) {
         if self.in_process.is_some() {
             return (
-                Some(process_cpu_seconds()),
+                Some(crate::broker::stats::process_cpu_seconds()),
                 crate::broker::stats::resident_memory_bytes(),
             );
         }

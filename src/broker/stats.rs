@@ -112,3 +112,17 @@ pub fn resident_memory_bytes() -> u64 {
         .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
         .map_or(0, |pages| pages * 4096)
 }
+
+/// CPU seconds (user + system) this process has used: `status.cpu_seconds`, and what
+/// `warren bench` reads of an in-process broker.
+pub fn process_cpu_seconds() -> f64 {
+    #[cfg(unix)]
+    {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+        t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
+    }
+    #[cfg(not(unix))]
+    {
+        0.0
+    }
+}

@@ -11,7 +11,7 @@ use crate::admin_types::{
 };
 use crate::broker::dead_letter::DeadLetterReason;
 use crate::broker::queue::Queue;
-use crate::broker::stats::resident_memory_bytes;
+use crate::broker::stats::{process_cpu_seconds, resident_memory_bytes};
 use crate::broker::vhost::VHost;
 use crate::broker::Broker;
 use crate::json::table_map;
@@ -66,7 +66,7 @@ impl Broker {
             data_dir: self.inner.config.data_dir.display().to_string(),
             store_bytes: self.inner.store.size_on_disk(),
             memory_bytes: resident_memory_bytes(),
-            cpu_seconds: crate::bench::process_cpu_seconds(),
+            cpu_seconds: process_cpu_seconds(),
             memory_used_bytes: stats.memory_used_bytes.load(Ordering::Relaxed),
             memory_limit_bytes: stats.memory_limit_bytes.load(Ordering::Relaxed),
             disk_free_bytes: stats.disk_free_bytes.load(Ordering::Relaxed),
