@@ -159,10 +159,10 @@ pub fn parse_method(payload: &[u8]) -> Option<AMQPClass> {
     }
 }
 
-/// How deep field tables and arrays may nest in anything a client sends. Real ones nest a
-/// few levels (`x-death` is three); this leaves room and keeps the parser's recursion far
-/// from the stack's end.
-pub const MAX_TABLE_DEPTH: usize = 32;
+/// How deep field tables and arrays may nest in anything a client sends, the outer table
+/// counted: the native protocol's limit ([`warren_protocol::MAX_FIELD_DEPTH`] levels inside
+/// a table), so a table one door takes the other would too.
+pub const MAX_TABLE_DEPTH: usize = warren_protocol::MAX_FIELD_DEPTH + 1;
 
 /// Whether the field table at the start of `input` (its length prefix first) nests tables
 /// and arrays no deeper than `max_depth`, walked without recursion. A table that does not
@@ -224,6 +224,39 @@ pub fn table_nesting_ok(input: &[u8], max_depth: usize) -> bool {
         pos += fixed;
     }
     true
+}
+
+/// Where the argument table of a method that carries one starts in its payload (ids
+/// included), for [`table_nesting_ok`]; `None` for a method without a table, or a payload
+/// too short to hold the fields before it (which then fails to decode anyway).
+pub fn table_offset(class_id: u16, method_id: u16, payload: &[u8]) -> Option<usize> {
+    /// A field before the table: a short (the reserved ticket), a short string, or the
+    /// octet of bits.
+    #[derive(Clone, Copy)]
+    enum F {
+        Short,
+        Str,
+        Bits,
+    }
+    use F::{Bits, Short, Str};
+    let before: &[F] = match (class_id, method_id) {
+        (40, 10) => &[Short, Str, Str, Bits], // exchange.declare
+        (40, 30) | (40, 40) => &[Short, Str, Str, Str, Bits], // exchange.bind / unbind
+        (50, 10) => &[Short, Str, Bits],      // queue.declare
+        (50, 20) => &[Short, Str, Str, Str, Bits], // queue.bind
+        (50, 50) => &[Short, Str, Str, Str],  // queue.unbind
+        (60, 20) => &[Short, Str, Str, Bits], // basic.consume
+        _ => return None,
+    };
+    let mut pos = 4;
+    for field in before {
+        pos += match field {
+            Short => 2,
+            Bits => 1,
+            Str => 1 + usize::from(*payload.get(pos)?),
+        };
+    }
+    (pos <= payload.len()).then_some(pos)
 }
 
 /// Encodes one frame.
@@ -320,6 +353,7 @@ pub fn method_name(class_id: u16, method_id: u16) -> Option<&'static str> {
 mod tests {
     use super::*;
     use amq_protocol::protocol::channel;
+    use amq_protocol::types::AMQPValue as AMQPValueAlias;
 
     fn method(channel_id: u16, class: AMQPClass) -> Vec<u8> {
         encode(&AMQPFrame::Method(channel_id, class))
@@ -438,6 +472,30 @@ mod tests {
             !table_nesting_ok(&encoded[..encoded.len() - 1], 3),
             "cut short"
         );
+    }
+
+    #[test]
+    fn the_argument_table_is_found_after_the_fields_before_it() {
+        use amq_protocol::protocol::queue;
+        let mut arguments = amq_protocol::types::FieldTable::default();
+        arguments.insert("x-max-length".into(), AMQPValueAlias::LongLongInt(5));
+        let payload = method(
+            1,
+            AMQPClass::Queue(queue::AMQPMethod::Bind(queue::Bind {
+                queue: "q".into(),
+                exchange: "ex".into(),
+                routing_key: "key".into(),
+                nowait: false,
+                arguments,
+            })),
+        );
+        // The payload, without the frame's header and end octet.
+        let payload = &payload[7..payload.len() - 1];
+        let at = table_offset(50, 20, payload).expect("a table");
+        assert!(table_nesting_ok(&payload[at..], MAX_TABLE_DEPTH));
+        assert_eq!(at, 4 + 2 + 2 + 3 + 4 + 1);
+        assert_eq!(table_offset(20, 10, payload), None, "channel.open has none");
+        assert_eq!(table_offset(50, 20, &payload[..6]), None, "cut short");
     }
 
     #[test]

@@ -15,10 +15,13 @@
 //! connection error is a `connection.close` with RabbitMQ's reply code and text; the server
 //! then stops reading methods and waits, bounded, for the client to go.
 //!
-//! This first slice serves channels but no method inside them yet: each such method is
-//! refused by name with 540 NOT_IMPLEMENTED, its arguments never decoded.
+//! Inside channels, exchange and queue methods run on the broker's topology path
+//! ([`topology`]); a refusal with a code below 500 closes the channel only, as in RabbitMQ.
+//! Every other method is refused by name with 540 NOT_IMPLEMENTED, its arguments never
+//! decoded.
 
 mod codec;
+mod topology;
 mod writer;
 
 use std::collections::HashMap;
@@ -40,10 +43,12 @@ use tokio_util::sync::CancellationToken;
 use crate::broker::access::{Principal, AUTH_FAILED};
 use crate::broker::session::Session;
 use crate::broker::Broker;
+use crate::connection::authorize::PublishGrants;
 use crate::connection::ConnectionConfig;
 use crate::error::BrokerError;
 pub use codec::PROTOCOL_HEADER;
 use codec::{FrameError, RawFrame};
+use warren_protocol::ErrorCode;
 use writer::Out;
 
 /// Channels a connection may open, offered in `tune` (RabbitMQ's default).
@@ -100,7 +105,9 @@ impl Reply {
 /// caused it (ids 0 when none did).
 #[derive(Debug)]
 struct ConnError {
-    reply: Reply,
+    code: u16,
+    /// The code's name, RabbitMQ's prefix of the reply text.
+    name: &'static str,
     /// The explanation after RabbitMQ's `NAME - ` prefix.
     text: String,
     class_id: u16,
@@ -110,7 +117,19 @@ struct ConnError {
 impl ConnError {
     fn new(reply: Reply, text: impl Into<String>) -> Self {
         ConnError {
-            reply,
+            code: reply as u16,
+            name: reply.name(),
+            text: text.into(),
+            class_id: 0,
+            method_id: 0,
+        }
+    }
+
+    /// A connection error with one of the broker's codes (they are AMQP's).
+    fn from_code(code: ErrorCode, text: impl Into<String>) -> Self {
+        ConnError {
+            code: code.as_u16(),
+            name: code.name(),
             text: text.into(),
             class_id: 0,
             method_id: 0,
@@ -132,7 +151,7 @@ impl ConnError {
     }
 
     fn reply_text(&self) -> String {
-        format!("{} - {}", self.reply.name(), self.text)
+        format!("{} - {}", self.name, self.text)
     }
 }
 
@@ -299,6 +318,7 @@ pub async fn run(
         channel_max: CHANNEL_MAX,
         channels: HashMap::new(),
         session: None,
+        grants: PublishGrants::default(),
         heartbeat_secs: config
             .heartbeat
             .map_or(0, |h| u16::try_from(h.as_secs()).unwrap_or(u16::MAX)),
@@ -362,6 +382,8 @@ struct Conn<'a> {
     channels: HashMap<u16, Channel>,
     /// The broker's session, from `connection.open` on.
     session: Option<Arc<Session>>,
+    /// The connection's remembered publish permissions (the native door's cache).
+    grants: PublishGrants,
     /// Offered in `tune` (`--heartbeat-secs`).
     heartbeat_secs: u16,
 }
@@ -415,7 +437,7 @@ impl Conn<'_> {
                 f = self.frames.next(None) => f,
             };
             let step = match next {
-                Ok(frame) => self.dispatch(frame),
+                Ok(frame) => self.dispatch(frame, &session).await,
                 Err(e) => Err(read_failed(e)),
             };
             match step {
@@ -432,7 +454,7 @@ impl Conn<'_> {
         self.send(
             0,
             AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
-                reply_code: err.reply as u16,
+                reply_code: err.code,
                 reply_text: short_string(&text),
                 class_id: err.class_id,
                 method_id: err.method_id,
@@ -651,7 +673,7 @@ impl Conn<'_> {
     }
 
     /// Acts on one frame of an open connection.
-    fn dispatch(&mut self, frame: RawFrame) -> Result<(), Step> {
+    async fn dispatch(&mut self, frame: RawFrame, session: &Session) -> Result<(), Step> {
         let (channel, class_id, method_id, payload) = match frame {
             RawFrame::Heartbeat { channel: 0 } => return Ok(()),
             RawFrame::Heartbeat { channel } => {
@@ -736,6 +758,10 @@ impl Conn<'_> {
             }
             // A close-ok the server did not ask for: nothing to do.
             (20, 41) => Ok(()),
+            (40, 10 | 20 | 30 | 40) | (50, 10 | 20 | 30 | 40 | 50) => {
+                self.topology(channel, class_id, method_id, &payload, session)
+                    .await
+            }
             (20, 20) => match codec::parse_method(&payload) {
                 Some(AMQPClass::Channel(channel::AMQPMethod::Flow(flow))) if flow.active => {
                     self.send(
@@ -754,6 +780,70 @@ impl Conn<'_> {
             },
             _ => Err(Step::Close(ConnError::not_implemented(class_id, method_id))),
         }
+    }
+
+    /// An exchange or queue method, on the broker's topology path.
+    async fn topology(
+        &mut self,
+        channel: u16,
+        class_id: u16,
+        method_id: u16,
+        payload: &[u8],
+        session: &Session,
+    ) -> Result<(), Step> {
+        if let Some(at) = codec::table_offset(class_id, method_id, payload) {
+            if !codec::table_nesting_ok(&payload[at..], codec::MAX_TABLE_DEPTH) {
+                return Err(too_deep(class_id, method_id));
+            }
+        }
+        let method =
+            codec::parse_method(payload).ok_or_else(|| cannot_decode(class_id, method_id))?;
+        match topology::run(self.broker, session, &mut self.grants, method).await {
+            Ok(Some(ok)) => {
+                self.send(channel, ok);
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(topology::Refusal::Broker(e)) => {
+                let text = e.to_string();
+                tracing::info!(peer = %self.peer, connection = session.id, channel, code = e.code().as_u16(), error = %crate::clip::text(&text), "AMQP request refused");
+                self.refuse(channel, e.code(), &text, class_id, method_id)
+            }
+            Err(topology::Refusal::Connection(code, text)) => Err(Step::Close(
+                ConnError::from_code(code, text).on(class_id, method_id),
+            )),
+        }
+    }
+
+    /// A refusal by RabbitMQ's rule: codes below 500 are channel errors (the channel
+    /// closes, the connection goes on), the others connection errors.
+    fn refuse(
+        &mut self,
+        channel: u16,
+        code: ErrorCode,
+        text: &str,
+        class_id: u16,
+        method_id: u16,
+    ) -> Result<(), Step> {
+        if code.as_u16() >= 500 {
+            return Err(Step::Close(
+                ConnError::from_code(code, text).on(class_id, method_id),
+            ));
+        }
+        if let Some(state) = self.channels.get_mut(&channel) {
+            state.closing = true;
+        }
+        let reply_text = format!("{} - {}", code.name(), crate::clip::text(text));
+        self.send(
+            channel,
+            AMQPClass::Channel(channel::AMQPMethod::Close(channel::Close {
+                reply_code: code.as_u16(),
+                reply_text: short_string(&reply_text),
+                class_id,
+                method_id,
+            })),
+        );
+        Ok(())
     }
 
     fn send_channel_close_ok(&self, channel: u16) {
