@@ -116,3 +116,52 @@ async fn amqp_listen_none_turns_the_listener_off() {
     let d = TestDaemon::start_with(&["--amqp-listen", "none"]);
     assert_eq!(d.amqp_addr(), None);
 }
+
+#[tokio::test]
+async fn deleting_the_vhost_closes_its_amqp_connections_with_connection_forced() {
+    let d = TestDaemon::start();
+    assert!(d.cli(&["vhost", "add", "doomed"]).status.success());
+    d.grant_all("guest", "doomed");
+    let conn = connect(&url(&d, "guest", "guest", "doomed", ""))
+        .await
+        .expect("connected");
+    let ch = conn.create_channel().await.expect("channel");
+    assert!(d.cli(&["vhost", "delete", "doomed"]).status.success());
+    // Bounded: the server closes it at once; lapin notices on its next read.
+    let mut closed = false;
+    for _ in 0..200 {
+        if !conn.status().connected() {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(closed, "the connection was not closed");
+    let err = ch
+        .queue_declare(
+            "q".into(),
+            lapin::options::QueueDeclareOptions::default(),
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .expect_err("the connection is gone");
+    // lapin reports the server's reason where it kept it, else that it is not connected.
+    if let ErrorKind::ProtocolError(e) = err.kind() {
+        assert_eq!(e.get_id(), 320, "{err}");
+    }
+}
+
+#[tokio::test]
+async fn an_open_amqp_connection_does_not_hold_up_a_clean_shutdown() {
+    let mut d = TestDaemon::start();
+    let conn = connect(&url(&d, "guest", "guest", "%2f", ""))
+        .await
+        .expect("connected");
+    let _ch = conn.create_channel().await.expect("channel");
+    assert!(d.stop(), "the daemon stopped cleanly");
+    assert!(
+        d.logs()
+            .contains("broker forced connection closure with reason 'shutdown'"),
+        "the client was told why"
+    );
+}

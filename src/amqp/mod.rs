@@ -254,8 +254,29 @@ impl FrameReader {
         }
     }
 
-    /// After the server's `connection.close` (or a header it refused): reads and discards
-    /// until the client leaves or [`CLOSE_TIMEOUT`] passes.
+    /// After the server's `connection.close`: reads on, acting on nothing, until the
+    /// client's `close-ok`, its leaving, or [`CLOSE_TIMEOUT`]. A socket closed with unread
+    /// input is reset, and the reset could destroy the close on its way to the client.
+    async fn await_close_ok(&mut self) {
+        let until = Instant::now() + CLOSE_TIMEOUT;
+        loop {
+            match self.next(Some(until)).await {
+                Ok(RawFrame::Method {
+                    channel: 0,
+                    class_id: 10,
+                    method_id: 51,
+                    ..
+                }) => return,
+                Ok(_) => {}
+                // The stream cannot be cut into frames any more: just read it away.
+                Err(ReadEnd::Frame(_)) => return self.drain().await,
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Reads and discards until the client leaves or [`CLOSE_TIMEOUT`] passes (after a
+    /// refused protocol header, or a framing error).
     async fn drain(&mut self) {
         let until = Instant::now() + CLOSE_TIMEOUT;
         let mut sink = [0u8; 4096];
@@ -461,7 +482,7 @@ impl Conn<'_> {
             })),
         );
         let _ = self.out.send(Out::Finish);
-        self.frames.drain().await;
+        self.frames.await_close_ok().await;
         Ended::ClosedByServer(text)
     }
 
