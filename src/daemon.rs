@@ -1,5 +1,5 @@
-//! `warren serve`: opens the store, binds the listeners (plain, TLS, metrics: each when asked
-//! for), announces the bound addresses in `<data-dir>/runtime.json`, and serves until SIGINT
+//! `warren serve`: opens the store, binds the listeners (plain, TLS, AMQP, metrics: each when
+//! asked for), announces the bound addresses in `<data-dir>/runtime.json`, and serves until SIGINT
 //! or SIGTERM.
 
 use std::net::SocketAddr;
@@ -28,6 +28,9 @@ pub struct ServeOptions {
     pub listen: Option<String>,
     /// The TLS listener, if any.
     pub tls: Option<TlsListen>,
+    /// Address of the AMQP 0-9-1 listener (`127.0.0.1:0` picks a free port, recorded in
+    /// `runtime.json` as `amqp_listen`); `None` turns it off.
+    pub amqp_listen: Option<String>,
     /// Data directory.
     pub data_dir: PathBuf,
     /// Heartbeat interval; `None` turns heartbeats off.
@@ -86,6 +89,9 @@ pub struct RuntimeInfo {
     /// The address it serves metrics on, if it does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<String>,
+    /// The address of its AMQP 0-9-1 listener, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amqp_listen: Option<String>,
 }
 
 /// Runs the daemon until a shutdown signal.
@@ -165,6 +171,19 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         .map(|(l, _)| l.local_addr())
         .transpose()
         .context("reading the bound TLS address")?;
+    let amqp_listener = match &opts.amqp_listen {
+        Some(listen) => Some(
+            TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("listening for AMQP on {listen}"))?,
+        ),
+        None => None,
+    };
+    let amqp_addr = amqp_listener
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()
+        .context("reading the bound AMQP address")?;
     let metrics_listener = match &opts.metrics_listen {
         Some(metrics_listen) => Some(
             TcpListener::bind(metrics_listen)
@@ -180,7 +199,13 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         .context("reading the bound metrics address")?;
     // Not fatal: a daemon restarted on a full disk must still start, to serve the consumers
     // that will free it. Tools fall back to the addresses in the log line below.
-    if let Err(e) = write_runtime_file(&runtime_file, addr, tls_addr, metrics_addr) {
+    let bound = Bound {
+        plain: addr,
+        tls: tls_addr,
+        amqp: amqp_addr,
+        metrics: metrics_addr,
+    };
+    if let Err(e) = write_runtime_file(&runtime_file, &bound) {
         tracing::error!(
             error = format!("{e:#}"),
             "cannot write runtime.json; serving without it"
@@ -189,6 +214,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let mut listeners: Vec<String> = addr.iter().map(|a| format!("warren://{a}")).collect();
     // `warrens` as in `amqps`/`https`: the same protocol inside TLS.
     listeners.extend(tls_addr.iter().map(|a| format!("warrens://{a}")));
+    listeners.extend(amqp_addr.iter().map(|a| format!("amqp://{a}")));
     if let Some(m) = metrics_addr {
         listeners.push(format!("http://{m}{}", crate::metrics::METRICS_PATH));
     }
@@ -196,6 +222,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     tracing::info!(
         listen = %display_addr(addr),
         tls_listen = %display_addr(tls_addr),
+        amqp_listen = %display_addr(amqp_addr),
         data_dir = %opts.data_dir.display(),
         "warren is serving"
     );
@@ -226,6 +253,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let listeners = Listeners {
         plain: listener,
         tls: tls_listener,
+        amqp: amqp_listener,
     };
     crate::server::run(listeners, broker, config, shutdown).await;
     stop_metrics.cancel();
@@ -270,17 +298,22 @@ fn display_addr(addr: Option<SocketAddr>) -> String {
     addr.map_or_else(|| "off".to_owned(), |a| a.to_string())
 }
 
-fn write_runtime_file(
-    path: &Path,
-    addr: Option<SocketAddr>,
-    tls_addr: Option<SocketAddr>,
-    metrics_addr: Option<SocketAddr>,
-) -> anyhow::Result<()> {
+/// The addresses the daemon's listeners are bound to, for `runtime.json`.
+struct Bound {
+    plain: Option<SocketAddr>,
+    tls: Option<SocketAddr>,
+    amqp: Option<SocketAddr>,
+    metrics: Option<SocketAddr>,
+}
+
+fn write_runtime_file(path: &Path, bound: &Bound) -> anyhow::Result<()> {
+    let text = |a: Option<SocketAddr>| a.map(|a| a.to_string());
     let info = RuntimeInfo {
-        listen: addr.map(|a| a.to_string()),
-        tls_listen: tls_addr.map(|a| a.to_string()),
+        listen: text(bound.plain),
+        tls_listen: text(bound.tls),
         pid: std::process::id(),
-        metrics_listen: metrics_addr.map(|a| a.to_string()),
+        metrics_listen: text(bound.metrics),
+        amqp_listen: text(bound.amqp),
     };
     // Write then rename, so a reader never sees half a file.
     let tmp = path.with_extension("json.tmp");

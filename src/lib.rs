@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //! - [`server`]: the accept loop; [`connection`]: one task pair per client, frames in and out.
+//! - [`amqp`]: the AMQP 0-9-1 front door (`serve --amqp-listen`) on the same broker.
 //! - [`broker`]: exchanges, queues, consumers, sessions — everything that routes and delivers.
 //! - [`store`]: redb behind a group-commit writer thread; recovery at startup.
 //! - [`message`]: the message types shared by the broker and the store.
@@ -14,6 +15,7 @@
 //! - [`cli`]: the `warren` command line.
 
 pub mod admin_types;
+pub mod amqp;
 pub mod auth;
 pub mod bench;
 pub mod broker;

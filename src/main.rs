@@ -81,6 +81,7 @@ async fn run_daemon(args: ServeArgs) -> anyhow::Result<()> {
     serve(ServeOptions {
         listen: args.plain_listen(),
         tls: args.tls()?,
+        amqp_listen: args.amqp_listen(),
         data_dir: args.data_dir,
         heartbeat,
         max_frame_size: args.max_frame_size,

@@ -1,6 +1,7 @@
 //! The accept loop: one task per connection, a cap on connections, and graceful shutdown with
-//! a `CancellationToken` and a `TaskTracker`. It serves a plain listener, a TLS listener, or
-//! both side by side; the cap and the shutdown cover both.
+//! a `CancellationToken` and a `TaskTracker`. It serves a plain listener, a TLS listener and
+//! an AMQP 0-9-1 listener, each when asked for, side by side; the cap, the connection
+//! settings and the shutdown cover them all.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::amqp;
 use crate::broker::Broker;
 use crate::connection::{self, ConnectionConfig};
 
@@ -29,6 +31,8 @@ pub struct Listeners {
     pub plain: Option<TcpListener>,
     /// TLS (`--tls-listen`), with the acceptor holding the server's certificate.
     pub tls: Option<(TcpListener, TlsAcceptor)>,
+    /// AMQP 0-9-1 (`--amqp-listen`).
+    pub amqp: Option<TcpListener>,
 }
 
 impl From<TcpListener> for Listeners {
@@ -36,8 +40,16 @@ impl From<TcpListener> for Listeners {
         Listeners {
             plain: Some(plain),
             tls: None,
+            amqp: None,
         }
     }
+}
+
+/// Which listener a client came through, and so which protocol it speaks.
+enum Door {
+    Plain,
+    Tls(TlsAcceptor),
+    Amqp,
 }
 
 /// Accepts on `listener`, or never when there is none.
@@ -68,16 +80,17 @@ pub async fn run(
         let Ok(permit) = limit.clone().acquire_owned().await else {
             break;
         };
-        // `None`: plain; `Some`: TLS, with its acceptor.
         let accepted = tokio::select! {
             () = &mut shutdown => break,
-            a = accept(listeners.plain.as_ref()) => a.map(|s| (s, None)),
-            a = accept(tls_listener) => {
-                a.map(|s| (s, listeners.tls.as_ref().map(|(_, acceptor)| acceptor.clone())))
-            }
+            a = accept(listeners.plain.as_ref()) => a.map(|s| (s, Door::Plain)),
+            a = accept(tls_listener) => a.and_then(|s| match &listeners.tls {
+                Some((_, acceptor)) => Ok((s, Door::Tls(acceptor.clone()))),
+                None => Err(std::io::ErrorKind::NotConnected.into()),
+            }),
+            a = accept(listeners.amqp.as_ref()) => a.map(|s| (s, Door::Amqp)),
         };
         match accepted {
-            Ok((socket, tls)) => {
+            Ok((socket, door)) => {
                 backoff = Duration::from_millis(10);
                 if let Err(e) = connection::set_tcp_keepalive(&socket, config.tcp_keepalive) {
                     // Served anyway: heartbeats and the write timeout still apply.
@@ -89,11 +102,12 @@ pub async fn run(
                 // The TLS handshake runs in the connection's task, so a slow client cannot
                 // hold up the accept loop.
                 tracker.spawn(async move {
-                    match tls {
-                        None => connection::run(socket, broker, config, token).await,
-                        Some(acceptor) => {
+                    match door {
+                        Door::Plain => connection::run(socket, broker, config, token).await,
+                        Door::Tls(acceptor) => {
                             connection::run_tls(socket, acceptor, broker, config, token).await;
                         }
+                        Door::Amqp => amqp::run(socket, broker, config, token).await,
                     }
                     drop(permit);
                 });

@@ -363,7 +363,10 @@ async fn listings_agree_with_what_was_declared() {
     assert_eq!(status["data_dir"], d.data_dir().display().to_string());
     assert_eq!(
         status["listeners"],
-        json!([format!("warren://{}", d.addr())])
+        json!([
+            format!("warren://{}", d.addr()),
+            format!("amqp://{}", d.amqp_addr().expect("the AMQP listener is on")),
+        ])
     );
     assert!(status["store_bytes"].as_u64().unwrap() > 0);
     assert_eq!(status["totals"]["published"], 3);

@@ -14,6 +14,8 @@ use common::TestDaemon;
 fn serve_expecting_failure(data_dir: &Path) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_warren"))
         .arg("serve")
+        // Not the default 5672: tests run in parallel.
+        .env("WARREN_AMQP_LISTEN", "127.0.0.1:0")
         .arg("--listen")
         .arg("127.0.0.1:0")
         .arg("--data-dir")

@@ -253,6 +253,8 @@ fn no_listener_at_all_is_refused() {
 fn serve(args: &[&str]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_warren"))
         .arg("serve")
+        // Not the default 5672: tests run in parallel.
+        .env("WARREN_AMQP_LISTEN", "127.0.0.1:0")
         .args(args)
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())

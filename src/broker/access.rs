@@ -323,10 +323,7 @@ impl Broker {
     /// Checks an `Open`: the credentials, where `guest` may come from, and the virtual host.
     ///
     /// # Errors
-    /// [`BrokerError::AccessRefused`] with [`AUTH_FAILED`] for an unknown user or a wrong
-    /// password (after [`AUTH_FAILURE_DELAY`]), or naming the reason for `guest` off
-    /// loopback and the External mechanism; [`BrokerError::NotFound`] for an unknown
-    /// virtual host.
+    /// As [`Broker::login`], then as [`Broker::enter_vhost`].
     pub async fn authenticate(
         &self,
         open: &Open,
@@ -337,10 +334,28 @@ impl Broker {
                 "authentication mechanism External is not supported by this server; log in with a password".into(),
             ));
         }
+        let user = self.login(&open.user, &open.password, peer).await?;
+        self.enter_vhost(&user, &open.vhost)
+    }
+
+    /// Checks a user name and password, and where `guest` may come from: the first half of
+    /// a login, shared by both front doors (AMQP checks the password at `start-ok` and the
+    /// virtual host later, at `connection.open`). Returns the user's name.
+    ///
+    /// # Errors
+    /// [`BrokerError::AccessRefused`] with [`AUTH_FAILED`] for an unknown user or a wrong
+    /// password (after [`AUTH_FAILURE_DELAY`]), or naming the reason for `guest` off
+    /// loopback.
+    pub async fn login(
+        &self,
+        name: &str,
+        password: &[u8],
+        peer: Option<IpAddr>,
+    ) -> Result<String, BrokerError> {
         let access = &self.inner.access;
-        let user = access.user(&open.user);
+        let user = access.user(name);
         let hash = user.as_ref().and_then(|u| u.password_hash.clone());
-        let password = open.password.clone();
+        let password = bytes::Bytes::copy_from_slice(password);
         // The same work whether or not the user exists or has a password.
         let verified = access
             .slow(move || match hash {
@@ -363,24 +378,38 @@ impl Broker {
                 "user 'guest' can only connect from localhost (delete it and add your own users: docs/access-control.md)".into(),
             ));
         }
-        if self.vhost(&open.vhost).is_none() {
-            return Err(BrokerError::not_found("vhost", &open.vhost));
+        Ok(user.name.clone())
+    }
+
+    /// The second half of a login: `user` (already checked by [`Broker::login`]) enters
+    /// `vhost`, with the permissions it has there.
+    ///
+    /// # Errors
+    /// [`BrokerError::NotFound`] for an unknown virtual host; [`BrokerError::AccessRefused`]
+    /// when the user has no permissions there (or was deleted since it logged in).
+    pub fn enter_vhost(&self, user: &str, vhost: &str) -> Result<Arc<Principal>, BrokerError> {
+        let access = &self.inner.access;
+        let Some(user) = access.user(user) else {
+            return Err(BrokerError::AccessRefused(AUTH_FAILED.into()));
+        };
+        if self.vhost(vhost).is_none() {
+            return Err(BrokerError::not_found("vhost", vhost));
         }
         let grants = access
             .permissions
             .read()
-            .get(&(user.name.clone(), open.vhost.clone()))
+            .get(&(user.name.clone(), vhost.to_owned()))
             .map(Grants::of);
         let Some(grants) = grants else {
             return Err(BrokerError::AccessRefused(format!(
                 "user '{}' has no permissions on vhost '{}'",
-                user.name, open.vhost
+                user.name, vhost
             )));
         };
         Ok(Arc::new(Principal {
             name: user.name.clone(),
             tags: user.tags.clone(),
-            vhost: open.vhost.clone(),
+            vhost: vhost.to_owned(),
             grants,
         }))
     }

@@ -27,6 +27,17 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR", env = "WARREN_TLS_LISTEN")]
     pub tls_listen: Option<String>,
 
+    /// Address of the AMQP 0-9-1 listener, for RabbitMQ clients (docs/amqp.md);
+    /// `127.0.0.1:0` picks a free port, recorded in `runtime.json` as `amqp_listen`; `none`
+    /// turns it off.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:5672",
+        env = "WARREN_AMQP_LISTEN"
+    )]
+    pub amqp_listen: String,
+
     /// The TLS listener's certificate chain, PEM, server certificate first.
     #[arg(long, value_name = "FILE", env = "WARREN_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
@@ -176,6 +187,12 @@ impl ServeArgs {
     pub fn plain_listen(&self) -> Option<String> {
         let listen = self.listen.trim();
         (!listen.eq_ignore_ascii_case("none")).then(|| listen.to_owned())
+    }
+
+    /// The AMQP listener's address, `None` for `--amqp-listen none` (or empty).
+    pub fn amqp_listen(&self) -> Option<String> {
+        let listen = self.amqp_listen.trim();
+        (!listen.is_empty() && !listen.eq_ignore_ascii_case("none")).then(|| listen.to_owned())
     }
 
     /// The TLS listener asked for, if any.
@@ -339,6 +356,21 @@ mod tests {
         assert_eq!(
             serve_args(&["--listen", "127.0.0.1:0"]).plain_listen(),
             Some("127.0.0.1:0".to_owned())
+        );
+    }
+
+    #[test]
+    fn the_amqp_listener_is_on_by_default_on_loopback_and_none_turns_it_off() {
+        assert_eq!(
+            serve_args(&[]).amqp_listen().as_deref(),
+            Some("127.0.0.1:5672")
+        );
+        assert_eq!(serve_args(&["--amqp-listen", "none"]).amqp_listen(), None);
+        assert_eq!(
+            serve_args(&["--amqp-listen", "127.0.0.1:0"])
+                .amqp_listen()
+                .as_deref(),
+            Some("127.0.0.1:0")
         );
     }
 

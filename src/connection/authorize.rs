@@ -1,6 +1,9 @@
 //! Permission checks on client requests (docs/access-control.md): RabbitMQ's configure /
 //! write / read, against the patterns compiled for the connection at `Open`.
 //!
+//! Both front doors check here: the AMQP listener builds the native request a method
+//! stands for and asks the same question, so there is one permission rule, not two.
+//!
 //! The publish check is on the hot path, so it is answered once per exchange per connection
 //! and remembered in [`PublishGrants`], which the read loop owns: no lock, no regex per
 //! message, and nothing at all when the write pattern is `.*`.
@@ -18,7 +21,7 @@ const MAX_REMEMBERED_EXCHANGES: usize = 1024;
 
 /// The publish permission answers of one connection, by exchange.
 #[derive(Debug, Default)]
-pub(super) struct PublishGrants {
+pub(crate) struct PublishGrants {
     answers: HashMap<String, bool>,
 }
 
@@ -55,7 +58,7 @@ impl PublishGrants {
 /// # Errors
 /// [`BrokerError::AccessRefused`] naming the resource, the virtual host, the user and the
 /// permission it lacks; the connection goes on.
-pub(super) fn authorize(
+pub(crate) fn authorize(
     user: &Principal,
     frame: &Frame,
     publish: &mut PublishGrants,

@@ -8,7 +8,7 @@
 //! connection closes; an I/O error just closes. However the connection ends, the broker's
 //! `close_session` runs: consumers stop, unacked deliveries are requeued, exclusive queues go.
 
-mod authorize;
+pub(crate) mod authorize;
 mod encode;
 mod reader;
 mod refusals;

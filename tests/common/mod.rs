@@ -84,6 +84,10 @@ impl TestDaemon {
         if !self.extra_args.iter().any(|a| a == "--listen") {
             cmd.arg("--listen").arg("127.0.0.1:0");
         }
+        // Never the default 5672: tests run in parallel, each daemon on a port of its own.
+        if !self.extra_args.iter().any(|a| a == "--amqp-listen") {
+            cmd.arg("--amqp-listen").arg("127.0.0.1:0");
+        }
         cmd.arg("--data-dir")
             .arg(&self.data_dir)
             .args(&self.extra_args)
@@ -153,6 +157,14 @@ impl TestDaemon {
         let raw = std::fs::read_to_string(self.data_dir.join("runtime.json")).ok()?;
         let v: serde_json::Value = serde_json::from_str(&raw).expect("runtime.json");
         v["tls_listen"].as_str().map(str::to_owned)
+    }
+
+    /// The AMQP 0-9-1 address the running daemon recorded in `runtime.json`
+    /// (`amqp_listen`), if its AMQP listener is on.
+    pub fn amqp_addr(&self) -> Option<String> {
+        let raw = std::fs::read_to_string(self.data_dir.join("runtime.json")).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&raw).expect("runtime.json");
+        v["amqp_listen"].as_str().map(str::to_owned)
     }
 
     /// Connects a client.

@@ -1,0 +1,1063 @@
+//! The AMQP 0-9-1 front door (`serve --amqp-listen`, docs/amqp.md): RabbitMQ's protocol on
+//! the same broker core, users, permissions and limits as Warren's own.
+//!
+//! One task per connection reads and dispatches frames; a writer task ([`writer`]) owns the
+//! socket's sending half, batches what is queued for it, sends heartbeats when idle and
+//! gives up on a peer that takes no data within the write timeout, as the native
+//! connection's writer does. Frames are cut from the stream by [`codec`] and their methods
+//! decoded and encoded by `amq-protocol` (docs/decisions.md, "AMQP 0-9-1 front door").
+//!
+//! The connection follows RabbitMQ step by step: protocol header (any other header is
+//! answered with ours, then the socket closes), `start` / `start-ok` (SASL PLAIN or
+//! AMQPLAIN, checked by [`Broker::login`], the native login's own path, argon2 on its
+//! dedicated threads and the same failure delay), `tune` / `tune-ok`, `open` (the virtual
+//! host and the user's permissions there, [`Broker::enter_vhost`]), then channels. A
+//! connection error is a `connection.close` with RabbitMQ's reply code and text; the server
+//! then stops reading methods and waits, bounded, for the client to go.
+//!
+//! Inside channels, exchange and queue methods run on the broker's topology path
+//! ([`topology`]); a refusal with a code below 500 closes the channel only, as in RabbitMQ.
+//! Every other method is refused by name with 540 NOT_IMPLEMENTED, its arguments never
+//! decoded.
+
+mod codec;
+mod topology;
+mod writer;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use amq_protocol::frame::AMQPFrame;
+use amq_protocol::protocol::{channel, connection, AMQPClass};
+use amq_protocol::types::{AMQPValue, FieldTable, LongString, ShortString};
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::access::{Principal, AUTH_FAILED};
+use crate::broker::session::Session;
+use crate::broker::Broker;
+use crate::connection::authorize::PublishGrants;
+use crate::connection::ConnectionConfig;
+use crate::error::BrokerError;
+pub use codec::PROTOCOL_HEADER;
+use codec::{FrameError, RawFrame};
+use warren_protocol::ErrorCode;
+use writer::Out;
+
+/// Channels a connection may open, offered in `tune` (RabbitMQ's default).
+pub const CHANNEL_MAX: u16 = 2047;
+
+/// Largest frame, offered in `tune` (RabbitMQ's default, 128 KiB); a client may ask less.
+pub const FRAME_MAX: u32 = 131_072;
+
+/// How long a client has for the whole handshake, from the protocol header to `open`.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// After the server's `connection.close`, how long it waits for the client to answer and
+/// leave; reading on keeps the close from being destroyed by a reset on unread input.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Heartbeat intervals of silence after which a client is gone (RabbitMQ's rule: two).
+const MISSED_HEARTBEATS: u32 = 2;
+
+/// The SASL mechanisms offered in `connection.start`.
+const MECHANISMS: &str = "PLAIN AMQPLAIN";
+
+/// RabbitMQ's reply codes (the spec's constants), with their names for the reply text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u16)]
+enum Reply {
+    ConnectionForced = 320,
+    AccessRefused = 403,
+    FrameError = 501,
+    CommandInvalid = 503,
+    ChannelError = 504,
+    UnexpectedFrame = 505,
+    NotAllowed = 530,
+    NotImplemented = 540,
+    InternalError = 541,
+}
+
+impl Reply {
+    fn name(self) -> &'static str {
+        match self {
+            Reply::ConnectionForced => "CONNECTION_FORCED",
+            Reply::AccessRefused => "ACCESS_REFUSED",
+            Reply::FrameError => "FRAME_ERROR",
+            Reply::CommandInvalid => "COMMAND_INVALID",
+            Reply::ChannelError => "CHANNEL_ERROR",
+            Reply::UnexpectedFrame => "UNEXPECTED_FRAME",
+            Reply::NotAllowed => "NOT_ALLOWED",
+            Reply::NotImplemented => "NOT_IMPLEMENTED",
+            Reply::InternalError => "INTERNAL_ERROR",
+        }
+    }
+}
+
+/// A connection error: the `connection.close` the server sends, naming the method that
+/// caused it (ids 0 when none did).
+#[derive(Debug)]
+struct ConnError {
+    code: u16,
+    /// The code's name, RabbitMQ's prefix of the reply text.
+    name: &'static str,
+    /// The explanation after RabbitMQ's `NAME - ` prefix.
+    text: String,
+    class_id: u16,
+    method_id: u16,
+}
+
+impl ConnError {
+    fn new(reply: Reply, text: impl Into<String>) -> Self {
+        ConnError {
+            code: reply as u16,
+            name: reply.name(),
+            text: text.into(),
+            class_id: 0,
+            method_id: 0,
+        }
+    }
+
+    /// A connection error with one of the broker's codes (they are AMQP's).
+    fn from_code(code: ErrorCode, text: impl Into<String>) -> Self {
+        ConnError {
+            code: code.as_u16(),
+            name: code.name(),
+            text: text.into(),
+            class_id: 0,
+            method_id: 0,
+        }
+    }
+
+    fn on(mut self, class_id: u16, method_id: u16) -> Self {
+        self.class_id = class_id;
+        self.method_id = method_id;
+        self
+    }
+
+    fn not_implemented(class_id: u16, method_id: u16) -> Self {
+        let text = match codec::method_name(class_id, method_id) {
+            Some(name) => format!("{name} is not implemented by Warren's AMQP listener yet"),
+            None => format!("unknown method (class {class_id}, method {method_id})"),
+        };
+        ConnError::new(Reply::NotImplemented, text).on(class_id, method_id)
+    }
+
+    fn reply_text(&self) -> String {
+        format!("{} - {}", self.name, self.text)
+    }
+}
+
+/// Why a connection ended, for the log.
+#[derive(Debug)]
+enum Ended {
+    ClientClosed,
+    Eof,
+    Io(String),
+    HeartbeatTimeout,
+    HandshakeTimeout,
+    WriterGone,
+    ClosedByServer(String),
+}
+
+impl std::fmt::Display for Ended {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ended::ClientClosed => write!(f, "closed by client"),
+            Ended::Eof => write!(f, "client disconnected"),
+            Ended::Io(e) => write!(f, "i/o error: {e}"),
+            Ended::HeartbeatTimeout => write!(f, "missed heartbeats from client"),
+            Ended::HandshakeTimeout => write!(f, "handshake not completed in time"),
+            Ended::WriterGone => write!(
+                f,
+                "the client took no data within the write timeout, or went away"
+            ),
+            Ended::ClosedByServer(text) => write!(f, "closed by the server: {text}"),
+        }
+    }
+}
+
+/// Why reading the next frame failed.
+#[derive(Debug)]
+enum ReadEnd {
+    Eof,
+    Io(String),
+    Frame(FrameError),
+    /// No byte within the heartbeat limit.
+    Silent,
+    /// A frame started and did not finish within the frame timeout.
+    FrameTimeout,
+    /// The caller's deadline (the handshake's) passed.
+    Deadline,
+}
+
+/// The reading side: a buffer over the socket, the size limit in force, and the two
+/// clocks that bound a peer's silence (heartbeats) and a frame's arrival (frame timeout).
+struct FrameReader {
+    read: OwnedReadHalf,
+    buf: BytesMut,
+    max_frame: u32,
+    /// Silence after which the client is gone; `None` until heartbeats are negotiated.
+    silence: Option<Duration>,
+    frame_timeout: Option<Duration>,
+    last_read: Instant,
+    /// When the frame now buffered in part started arriving.
+    partial_since: Option<Instant>,
+}
+
+impl FrameReader {
+    /// The next whole frame. Cancel-safe: what was read stays in the buffer.
+    async fn next(&mut self, deadline: Option<Instant>) -> Result<RawFrame, ReadEnd> {
+        loop {
+            match codec::decode(&mut self.buf, self.max_frame) {
+                Ok(Some(frame)) => {
+                    self.partial_since = (!self.buf.is_empty()).then(Instant::now);
+                    return Ok(frame);
+                }
+                Ok(None) => {}
+                Err(e) => return Err(ReadEnd::Frame(e)),
+            }
+            if self.buf.is_empty() {
+                self.partial_since = None;
+            } else if self.partial_since.is_none() {
+                self.partial_since = Some(Instant::now());
+            }
+            // The earliest of the three limits, and what passing it means.
+            let limits = [
+                deadline.map(|d| (d, ReadEnd::Deadline)),
+                self.silence.map(|s| (self.last_read + s, ReadEnd::Silent)),
+                self.partial_since
+                    .zip(self.frame_timeout)
+                    .map(|(since, t)| (since + t, ReadEnd::FrameTimeout)),
+            ];
+            let limit = limits.into_iter().flatten().min_by_key(|(at, _)| *at);
+            let read = self.read.read_buf(&mut self.buf);
+            let n = match limit {
+                Some((at, end)) => match tokio::time::timeout_at(at, read).await {
+                    Ok(n) => n,
+                    Err(_) => return Err(end),
+                },
+                None => read.await,
+            };
+            match n {
+                Ok(0) => return Err(ReadEnd::Eof),
+                Ok(_) => self.last_read = Instant::now(),
+                Err(e) => return Err(ReadEnd::Io(e.to_string())),
+            }
+        }
+    }
+
+    /// After the server's `connection.close`: reads on, acting on nothing, until the
+    /// client's `close-ok`, its leaving, or [`CLOSE_TIMEOUT`]. A socket closed with unread
+    /// input is reset, and the reset could destroy the close on its way to the client.
+    async fn await_close_ok(&mut self) {
+        let until = Instant::now() + CLOSE_TIMEOUT;
+        loop {
+            match self.next(Some(until)).await {
+                Ok(RawFrame::Method {
+                    channel: 0,
+                    class_id: 10,
+                    method_id: 51,
+                    ..
+                }) => return,
+                Ok(_) => {}
+                // The stream cannot be cut into frames any more: just read it away.
+                Err(ReadEnd::Frame(_)) => return self.drain().await,
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Reads and discards until the client leaves or [`CLOSE_TIMEOUT`] passes (after a
+    /// refused protocol header, or a framing error).
+    async fn drain(&mut self) {
+        let until = Instant::now() + CLOSE_TIMEOUT;
+        let mut sink = [0u8; 4096];
+        while let Ok(Ok(n)) = tokio::time::timeout_at(until, self.read.read(&mut sink)).await {
+            if n == 0 {
+                return;
+            }
+        }
+    }
+}
+
+/// A channel's state. Later slices keep here what RabbitMQ keeps per channel (delivery
+/// tags, prefetch, confirm mode, consumers).
+#[derive(Debug, Default)]
+struct Channel {
+    /// The server sent `channel.close` and waits for `close-ok`; other methods on the
+    /// channel are ignored meanwhile, as the spec says.
+    closing: bool,
+}
+
+/// Serves one client of the AMQP listener until it closes, fails, or the server shuts down.
+pub async fn run(
+    socket: TcpStream,
+    broker: Broker,
+    config: Arc<ConnectionConfig>,
+    shutdown: CancellationToken,
+) {
+    let _ = socket.set_nodelay(true);
+    let peer_addr = socket.peer_addr().ok();
+    let peer = peer_addr.map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+    let (read, mut write) = socket.into_split();
+    let mut frames = FrameReader {
+        read,
+        buf: BytesMut::with_capacity(8 * 1024),
+        max_frame: codec::FRAME_MIN_SIZE,
+        silence: None,
+        frame_timeout: config.frame_timeout,
+        last_read: Instant::now(),
+        partial_since: None,
+    };
+    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+    if let Err(reason) = protocol_header(&mut frames, &mut write, deadline).await {
+        tracing::info!(%peer, %reason, "AMQP connection refused");
+        return;
+    }
+    let (out, rx) = tokio::sync::mpsc::unbounded_channel();
+    let writer_gone = CancellationToken::new();
+    let writer = tokio::spawn(writer::run(
+        write,
+        rx,
+        config.write_timeout,
+        writer_gone.clone(),
+    ));
+    let mut conn = Conn {
+        broker: &broker,
+        peer: peer.clone(),
+        peer_ip: peer_addr.map(|a| a.ip()),
+        frames,
+        out,
+        channel_max: CHANNEL_MAX,
+        channels: HashMap::new(),
+        session: None,
+        grants: PublishGrants::default(),
+        heartbeat_secs: config
+            .heartbeat
+            .map_or(0, |h| u16::try_from(h.as_secs()).unwrap_or(u16::MAX)),
+    };
+    let ended = conn.serve(deadline, &shutdown, &writer_gone).await;
+    let session = conn.session.take();
+    drop(conn);
+    if let Some(session) = &session {
+        broker.close_session(session).await;
+    }
+    let abort = writer.abort_handle();
+    if tokio::time::timeout(Duration::from_secs(5), writer)
+        .await
+        .is_err()
+    {
+        abort.abort();
+        tracing::warn!(%peer, "AMQP connection writer did not finish in time");
+    }
+    match &session {
+        Some(s) => {
+            tracing::info!(%peer, connection = s.id, reason = %ended, "AMQP connection closed");
+        }
+        None => tracing::info!(%peer, reason = %ended, "AMQP connection closed before open"),
+    }
+}
+
+/// Reads the client's protocol header. Anything but AMQP 0-9-1's is answered with ours
+/// (the spec's way of saying which version the server speaks) and the socket closed.
+async fn protocol_header(
+    frames: &mut FrameReader,
+    write: &mut tokio::net::tcp::OwnedWriteHalf,
+    deadline: Instant,
+) -> Result<(), String> {
+    let mut header = [0u8; 8];
+    match tokio::time::timeout_at(deadline, frames.read.read_exact(&mut header)).await {
+        Err(_) => return Err("no protocol header within the handshake timeout".into()),
+        Ok(Err(e)) => return Err(format!("reading the protocol header: {e}")),
+        Ok(Ok(_)) => {}
+    }
+    if header == PROTOCOL_HEADER {
+        return Ok(());
+    }
+    let _ = write.write_all(&PROTOCOL_HEADER).await;
+    let _ = write.shutdown().await;
+    frames.drain().await;
+    Err(format!(
+        "protocol header {} is not AMQP 0-9-1",
+        String::from_utf8_lossy(&header).escape_debug()
+    ))
+}
+
+/// One connection's state past the protocol header.
+struct Conn<'a> {
+    broker: &'a Broker,
+    peer: String,
+    peer_ip: Option<IpAddr>,
+    frames: FrameReader,
+    out: UnboundedSender<Out>,
+    /// Negotiated in `tune-ok`.
+    channel_max: u16,
+    channels: HashMap<u16, Channel>,
+    /// The broker's session, from `connection.open` on.
+    session: Option<Arc<Session>>,
+    /// The connection's remembered publish permissions (the native door's cache).
+    grants: PublishGrants,
+    /// Offered in `tune` (`--heartbeat-secs`).
+    heartbeat_secs: u16,
+}
+
+impl Conn<'_> {
+    fn send(&self, channel: u16, method: AMQPClass) {
+        let bytes = codec::encode(&AMQPFrame::Method(channel, method));
+        // A writer that is gone has cancelled `writer_gone`; the loop ends on it.
+        let _ = self.out.send(Out::Frame(bytes));
+    }
+
+    async fn serve(
+        &mut self,
+        deadline: Instant,
+        shutdown: &CancellationToken,
+        writer_gone: &CancellationToken,
+    ) -> Ended {
+        let result = tokio::select! {
+            biased;
+            () = writer_gone.cancelled() => return Ended::WriterGone,
+            () = shutdown.cancelled() => Err(Step::Close(shutting_down())),
+            r = self.handshake(deadline) => r,
+        };
+        let principal = match result {
+            Ok(Some(p)) => p,
+            Ok(None) => return Ended::ClientClosed,
+            Err(Step::End(ended)) => return ended,
+            Err(Step::Close(err)) => return self.close(err).await,
+        };
+        let (events, _events_rx) = tokio::sync::mpsc::unbounded_channel();
+        let session = self
+            .broker
+            .new_session(self.peer.clone(), principal.clone(), events);
+        tracing::info!(
+            peer = %self.peer,
+            connection = session.id,
+            user = %principal.name,
+            vhost = %principal.vhost,
+            "AMQP connection opened"
+        );
+        self.session = Some(session.clone());
+        loop {
+            let next = tokio::select! {
+                biased;
+                () = writer_gone.cancelled() => return Ended::WriterGone,
+                () = session.forced.cancelled() => {
+                    let reason = session.forced_reason().to_owned();
+                    return self.close(ConnError::new(Reply::ConnectionForced, reason)).await;
+                }
+                () = shutdown.cancelled() => return self.close(shutting_down()).await,
+                f = self.frames.next(None) => f,
+            };
+            let step = match next {
+                Ok(frame) => self.dispatch(frame, &session).await,
+                Err(e) => Err(read_failed(e)),
+            };
+            match step {
+                Ok(()) => {}
+                Err(Step::End(ended)) => return ended,
+                Err(Step::Close(err)) => return self.close(err).await,
+            }
+        }
+    }
+
+    /// Sends `connection.close`, stops writing, and waits (bounded) for the client to go.
+    async fn close(&mut self, err: ConnError) -> Ended {
+        let text = err.reply_text();
+        self.send(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
+                reply_code: err.code,
+                reply_text: short_string(&text),
+                class_id: err.class_id,
+                method_id: err.method_id,
+            })),
+        );
+        let _ = self.out.send(Out::Finish);
+        self.frames.await_close_ok().await;
+        Ended::ClosedByServer(text)
+    }
+
+    /// `start` to `open-ok`. `Ok(None)`: the client closed the connection meanwhile.
+    async fn handshake(&mut self, deadline: Instant) -> Result<Option<Arc<Principal>>, Step> {
+        self.send(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::Start(start())),
+        );
+        let Some(start_ok) = self.expect(deadline, "connection.start-ok").await? else {
+            return Ok(None);
+        };
+        let AMQPClass::Connection(connection::AMQPMethod::StartOk(start_ok)) = start_ok else {
+            return Err(unexpected("connection.start-ok", &start_ok));
+        };
+        let user = self.login(&start_ok).await?;
+        self.send(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::Tune(connection::Tune {
+                channel_max: CHANNEL_MAX,
+                frame_max: FRAME_MAX,
+                heartbeat: self.heartbeat_secs,
+            })),
+        );
+        let Some(tune_ok) = self.expect(deadline, "connection.tune-ok").await? else {
+            return Ok(None);
+        };
+        let AMQPClass::Connection(connection::AMQPMethod::TuneOk(tune_ok)) = tune_ok else {
+            return Err(unexpected("connection.tune-ok", &tune_ok));
+        };
+        self.tune(&tune_ok)?;
+        let Some(open) = self.expect(deadline, "connection.open").await? else {
+            return Ok(None);
+        };
+        let AMQPClass::Connection(connection::AMQPMethod::Open(open)) = open else {
+            return Err(unexpected("connection.open", &open));
+        };
+        let vhost = open.virtual_host.as_str();
+        let principal = match self.broker.enter_vhost(&user, vhost) {
+            Ok(p) => p,
+            Err(BrokerError::NotFound { .. }) => {
+                return Err(Step::Close(
+                    ConnError::new(Reply::NotAllowed, format!("vhost {vhost} not found"))
+                        .on(10, 40),
+                ))
+            }
+            Err(e) => {
+                tracing::info!(peer = %self.peer, %user, vhost, reason = %e, "AMQP connection.open refused");
+                return Err(Step::Close(
+                    ConnError::new(
+                        Reply::NotAllowed,
+                        format!("access to vhost '{vhost}' refused for user '{user}'"),
+                    )
+                    .on(10, 40),
+                ));
+            }
+        };
+        self.send(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::OpenOk(connection::OpenOk {})),
+        );
+        Ok(Some(principal))
+    }
+
+    /// Checks `start-ok`'s credentials; returns the user name.
+    async fn login(&mut self, start_ok: &connection::StartOk) -> Result<String, Step> {
+        let mechanism = start_ok.mechanism.as_str();
+        let credentials = match mechanism {
+            "PLAIN" => plain_credentials(start_ok.response.as_bytes()),
+            "AMQPLAIN" => amqplain_credentials(start_ok.response.as_bytes()),
+            other => {
+                return Err(Step::Close(
+                    ConnError::new(
+                        Reply::CommandInvalid,
+                        format!(
+                            "unknown authentication mechanism '{other}' (offered: {MECHANISMS})"
+                        ),
+                    )
+                    .on(10, 11),
+                ))
+            }
+        };
+        let refused = |detail: &str| {
+            Step::Close(
+                ConnError::new(
+                    Reply::AccessRefused,
+                    format!(
+                        "Login was refused using authentication mechanism {mechanism}: {detail}"
+                    ),
+                )
+                .on(10, 11),
+            )
+        };
+        let Some((user, password)) = credentials else {
+            return Err(refused(
+                "the response is not a valid one for this mechanism",
+            ));
+        };
+        match self.broker.login(&user, &password, self.peer_ip).await {
+            Ok(name) => Ok(name),
+            Err(BrokerError::AccessRefused(reason)) => {
+                tracing::info!(peer = %self.peer, %user, %reason, "AMQP login refused");
+                Err(refused(if reason == AUTH_FAILED {
+                    AUTH_FAILED
+                } else {
+                    &reason
+                }))
+            }
+            Err(e) => {
+                tracing::warn!(peer = %self.peer, %user, error = %e, "AMQP login failed");
+                Err(Step::Close(
+                    ConnError::new(Reply::InternalError, e.to_string()).on(10, 11),
+                ))
+            }
+        }
+    }
+
+    /// Applies `tune-ok` by RabbitMQ's rules: 0 means the server's limit; more than the
+    /// server offered, or a frame_max under the spec's minimum, is refused.
+    fn tune(&mut self, tune_ok: &connection::TuneOk) -> Result<(), Step> {
+        let refuse = |text: String| {
+            Err(Step::Close(
+                ConnError::new(Reply::NotAllowed, text).on(10, 31),
+            ))
+        };
+        let frame_max = match tune_ok.frame_max {
+            0 => FRAME_MAX,
+            f if f < codec::FRAME_MIN_SIZE => {
+                return refuse(format!(
+                    "frame_max={f} < {} min size",
+                    codec::FRAME_MIN_SIZE
+                ))
+            }
+            f if f > FRAME_MAX => return refuse(format!("frame_max={f} > {FRAME_MAX} max size")),
+            f => f,
+        };
+        self.channel_max = match tune_ok.channel_max {
+            0 => CHANNEL_MAX,
+            c if c > CHANNEL_MAX => {
+                return refuse(format!("channel_max={c} > {CHANNEL_MAX} max"));
+            }
+            c => c,
+        };
+        self.frames.max_frame = frame_max;
+        // The client's word decides (RabbitMQ takes tune-ok's value as it is); 0 is off.
+        if tune_ok.heartbeat > 0 {
+            let interval = Duration::from_secs(u64::from(tune_ok.heartbeat));
+            self.frames.silence = Some(interval * MISSED_HEARTBEATS);
+            let _ = self.out.send(Out::Heartbeat(interval));
+        }
+        Ok(())
+    }
+
+    /// The next method on channel 0 during the handshake, decoded; heartbeats are skipped
+    /// and a client's `connection.close` is answered (`None`).
+    async fn expect(
+        &mut self,
+        deadline: Instant,
+        expected: &str,
+    ) -> Result<Option<AMQPClass>, Step> {
+        loop {
+            let frame = match self.frames.next(Some(deadline)).await {
+                Ok(frame) => frame,
+                Err(ReadEnd::Deadline) => return Err(Step::End(Ended::HandshakeTimeout)),
+                Err(e) => return Err(read_failed(e)),
+            };
+            match frame {
+                RawFrame::Heartbeat { channel: 0 } => {}
+                RawFrame::Method {
+                    channel: 0,
+                    class_id,
+                    method_id,
+                    payload,
+                } => {
+                    // start-ok's client properties: the one table the handshake carries.
+                    if (class_id, method_id) == (10, 11)
+                        && !payload
+                            .get(4..)
+                            .is_some_and(|t| codec::table_nesting_ok(t, codec::MAX_TABLE_DEPTH))
+                    {
+                        return Err(too_deep(class_id, method_id));
+                    }
+                    let Some(method) = codec::parse_method(&payload) else {
+                        return Err(cannot_decode(class_id, method_id));
+                    };
+                    if let AMQPClass::Connection(connection::AMQPMethod::Close(_)) = method {
+                        self.client_closed();
+                        return Ok(None);
+                    }
+                    return Ok(Some(method));
+                }
+                _ => {
+                    return Err(Step::Close(ConnError::new(
+                        Reply::CommandInvalid,
+                        format!("expected '{expected}'"),
+                    )))
+                }
+            }
+        }
+    }
+
+    /// Answers the client's `connection.close`.
+    fn client_closed(&self) {
+        self.send(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})),
+        );
+        let _ = self.out.send(Out::Finish);
+    }
+
+    /// Acts on one frame of an open connection.
+    async fn dispatch(&mut self, frame: RawFrame, session: &Session) -> Result<(), Step> {
+        let (channel, class_id, method_id, payload) = match frame {
+            RawFrame::Heartbeat { channel: 0 } => return Ok(()),
+            RawFrame::Heartbeat { channel } => {
+                return Err(Step::Close(ConnError::new(
+                    Reply::FrameError,
+                    format!("heartbeat frame on channel {channel}"),
+                )))
+            }
+            RawFrame::Header { channel } | RawFrame::Body { channel } => {
+                return Err(Step::Close(ConnError::new(
+                    Reply::UnexpectedFrame,
+                    format!(
+                        "expected method frame, got non method frame instead (channel {channel})"
+                    ),
+                )))
+            }
+            RawFrame::Method {
+                channel,
+                class_id,
+                method_id,
+                payload,
+            } => (channel, class_id, method_id, payload),
+        };
+        if channel == 0 {
+            return match (class_id, method_id) {
+                (10, 50) => {
+                    codec::parse_method(&payload).ok_or_else(|| cannot_decode(10, 50))?;
+                    self.client_closed();
+                    Err(Step::End(Ended::ClientClosed))
+                }
+                _ => Err(Step::Close(ConnError::not_implemented(class_id, method_id))),
+            };
+        }
+        if channel > self.channel_max {
+            return Err(Step::Close(
+                ConnError::new(
+                    Reply::ChannelError,
+                    format!(
+                        "channel {channel} is above the negotiated channel_max {}",
+                        self.channel_max
+                    ),
+                )
+                .on(class_id, method_id),
+            ));
+        }
+        let Some(state) = self.channels.get(&channel) else {
+            return match (class_id, method_id) {
+                (20, 10) => {
+                    codec::parse_method(&payload).ok_or_else(|| cannot_decode(20, 10))?;
+                    self.channels.insert(channel, Channel::default());
+                    self.send(
+                        channel,
+                        AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})),
+                    );
+                    Ok(())
+                }
+                _ => Err(Step::Close(
+                    ConnError::new(Reply::ChannelError, "expected 'channel.open'")
+                        .on(class_id, method_id),
+                )),
+            };
+        };
+        if state.closing {
+            // Only the close handshake counts on a closing channel.
+            if matches!((class_id, method_id), (20, 40) | (20, 41)) {
+                if method_id == 40 {
+                    self.send_channel_close_ok(channel);
+                }
+                self.channels.remove(&channel);
+            }
+            return Ok(());
+        }
+        match (class_id, method_id) {
+            (20, 10) => Err(Step::Close(
+                ConnError::new(Reply::ChannelError, "second 'channel.open' seen").on(20, 10),
+            )),
+            (20, 40) => {
+                codec::parse_method(&payload).ok_or_else(|| cannot_decode(20, 40))?;
+                self.channels.remove(&channel);
+                self.send_channel_close_ok(channel);
+                Ok(())
+            }
+            // A close-ok the server did not ask for: nothing to do.
+            (20, 41) => Ok(()),
+            (40, 10 | 20 | 30 | 40) | (50, 10 | 20 | 30 | 40 | 50) => {
+                self.topology(channel, class_id, method_id, &payload, session)
+                    .await
+            }
+            (20, 20) => match codec::parse_method(&payload) {
+                Some(AMQPClass::Channel(channel::AMQPMethod::Flow(flow))) if flow.active => {
+                    self.send(
+                        channel,
+                        AMQPClass::Channel(channel::AMQPMethod::FlowOk(channel::FlowOk {
+                            active: true,
+                        })),
+                    );
+                    Ok(())
+                }
+                // As RabbitMQ: a client may not pause the server's deliveries this way.
+                Some(_) => Err(Step::Close(
+                    ConnError::new(Reply::NotImplemented, "active=false").on(20, 20),
+                )),
+                None => Err(cannot_decode(20, 20)),
+            },
+            _ => Err(Step::Close(ConnError::not_implemented(class_id, method_id))),
+        }
+    }
+
+    /// An exchange or queue method, on the broker's topology path.
+    async fn topology(
+        &mut self,
+        channel: u16,
+        class_id: u16,
+        method_id: u16,
+        payload: &[u8],
+        session: &Session,
+    ) -> Result<(), Step> {
+        if let Some(at) = codec::table_offset(class_id, method_id, payload) {
+            if !codec::table_nesting_ok(&payload[at..], codec::MAX_TABLE_DEPTH) {
+                return Err(too_deep(class_id, method_id));
+            }
+        }
+        let method =
+            codec::parse_method(payload).ok_or_else(|| cannot_decode(class_id, method_id))?;
+        match topology::run(self.broker, session, &mut self.grants, method).await {
+            Ok(Some(ok)) => {
+                self.send(channel, ok);
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(topology::Refusal::Broker(e)) => {
+                let text = e.to_string();
+                tracing::info!(peer = %self.peer, connection = session.id, channel, code = e.code().as_u16(), error = %crate::clip::text(&text), "AMQP request refused");
+                self.refuse(channel, e.code(), &text, class_id, method_id)
+            }
+            Err(topology::Refusal::Connection(code, text)) => Err(Step::Close(
+                ConnError::from_code(code, text).on(class_id, method_id),
+            )),
+        }
+    }
+
+    /// A refusal by RabbitMQ's rule: codes below 500 are channel errors (the channel
+    /// closes, the connection goes on), the others connection errors.
+    fn refuse(
+        &mut self,
+        channel: u16,
+        code: ErrorCode,
+        text: &str,
+        class_id: u16,
+        method_id: u16,
+    ) -> Result<(), Step> {
+        if code.as_u16() >= 500 {
+            return Err(Step::Close(
+                ConnError::from_code(code, text).on(class_id, method_id),
+            ));
+        }
+        if let Some(state) = self.channels.get_mut(&channel) {
+            state.closing = true;
+        }
+        let reply_text = format!("{} - {}", code.name(), crate::clip::text(text));
+        self.send(
+            channel,
+            AMQPClass::Channel(channel::AMQPMethod::Close(channel::Close {
+                reply_code: code.as_u16(),
+                reply_text: short_string(&reply_text),
+                class_id,
+                method_id,
+            })),
+        );
+        Ok(())
+    }
+
+    fn send_channel_close_ok(&self, channel: u16) {
+        self.send(
+            channel,
+            AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
+        );
+    }
+}
+
+/// What ends a step of the connection: a `connection.close` to send, or an end without one.
+enum Step {
+    Close(ConnError),
+    End(Ended),
+}
+
+fn shutting_down() -> ConnError {
+    ConnError::new(
+        Reply::ConnectionForced,
+        "broker forced connection closure with reason 'shutdown'",
+    )
+}
+
+fn read_failed(e: ReadEnd) -> Step {
+    match e {
+        ReadEnd::Eof | ReadEnd::Deadline => Step::End(Ended::Eof),
+        ReadEnd::Io(e) => Step::End(Ended::Io(e)),
+        // As RabbitMQ: a client that missed its heartbeats is not told, just dropped.
+        ReadEnd::Silent => Step::End(Ended::HeartbeatTimeout),
+        ReadEnd::Frame(e) => Step::Close(ConnError::new(Reply::FrameError, e.to_string())),
+        ReadEnd::FrameTimeout => Step::Close(ConnError::new(
+            Reply::FrameError,
+            "a frame was not completed within the frame timeout",
+        )),
+    }
+}
+
+fn cannot_decode(class_id: u16, method_id: u16) -> Step {
+    let name = codec::method_name(class_id, method_id).unwrap_or("method");
+    Step::Close(
+        ConnError::new(Reply::FrameError, format!("cannot decode {name}")).on(class_id, method_id),
+    )
+}
+
+fn too_deep(class_id: u16, method_id: u16) -> Step {
+    let name = codec::method_name(class_id, method_id).unwrap_or("method");
+    Step::Close(
+        ConnError::new(
+            Reply::FrameError,
+            format!(
+                "cannot decode {name}: field tables nest deeper than {}",
+                codec::MAX_TABLE_DEPTH
+            ),
+        )
+        .on(class_id, method_id),
+    )
+}
+
+fn unexpected(expected: &str, got: &AMQPClass) -> Step {
+    let (class_id, method_id) = (got.get_amqp_class_id(), got.get_amqp_method_id());
+    let name = codec::method_name(class_id, method_id).unwrap_or("method");
+    Step::Close(
+        ConnError::new(
+            Reply::CommandInvalid,
+            format!("expected '{expected}', got '{name}'"),
+        )
+        .on(class_id, method_id),
+    )
+}
+
+/// `connection.start`: RabbitMQ's server properties, with the capabilities Warren's AMQP
+/// listener will have once its later slices land (clients read them to choose features).
+fn start() -> connection::Start {
+    let mut capabilities = FieldTable::default();
+    for name in [
+        "publisher_confirms",
+        "exchange_exchange_bindings",
+        "basic.nack",
+        "consumer_cancel_notify",
+        "connection.blocked",
+        "authentication_failure_close",
+        "per_consumer_qos",
+    ] {
+        capabilities.insert(short_string(name), AMQPValue::Boolean(true));
+    }
+    let mut props = FieldTable::default();
+    let text = |s: &str| AMQPValue::LongString(LongString::from(s.as_bytes().to_vec()));
+    props.insert(short_string("product"), text("Warren"));
+    props.insert(short_string("version"), text(env!("CARGO_PKG_VERSION")));
+    props.insert(short_string("platform"), text("Rust"));
+    props.insert(
+        short_string("information"),
+        text("Warren's AMQP 0-9-1 listener; see docs/amqp.md"),
+    );
+    props.insert(
+        short_string("capabilities"),
+        AMQPValue::FieldTable(capabilities),
+    );
+    connection::Start {
+        version_major: 0,
+        version_minor: 9,
+        server_properties: props,
+        mechanisms: LongString::from(MECHANISMS.as_bytes().to_vec()),
+        locales: LongString::from(b"en_US".to_vec()),
+    }
+}
+
+/// SASL PLAIN: `authzid NUL user NUL password` (the authorisation id is ignored, as
+/// RabbitMQ does).
+fn plain_credentials(response: &[u8]) -> Option<(String, Vec<u8>)> {
+    let mut parts = response.splitn(3, |b| *b == 0);
+    let _authzid = parts.next()?;
+    let user = std::str::from_utf8(parts.next()?).ok()?;
+    let password = parts.next()?;
+    Some((user.to_owned(), password.to_vec()))
+}
+
+/// AMQPLAIN: a field table without its length prefix, holding LOGIN and PASSWORD.
+#[allow(clippy::big_endian_bytes)] // AMQP's byte order
+fn amqplain_credentials(response: &[u8]) -> Option<(String, Vec<u8>)> {
+    let len = u32::try_from(response.len()).ok()?;
+    let mut table = len.to_be_bytes().to_vec();
+    table.extend_from_slice(response);
+    if !codec::table_nesting_ok(&table, codec::MAX_TABLE_DEPTH) {
+        return None;
+    }
+    let (_, table) = amq_protocol::types::parsing::parse_field_table(table.as_slice()).ok()?;
+    let text = |key: &str| match table.inner().get(key)? {
+        AMQPValue::LongString(s) => Some(s.as_bytes().to_vec()),
+        AMQPValue::ShortString(s) => Some(s.as_str().as_bytes().to_vec()),
+        _ => None,
+    };
+    let user = String::from_utf8(text("LOGIN")?).ok()?;
+    Some((user, text("PASSWORD")?))
+}
+
+/// A short string from text that may be longer than 255 bytes (a reply text naming a long
+/// resource): cut at a character boundary rather than refused.
+fn short_string(text: &str) -> ShortString {
+    let mut end = text.len().min(255);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    // At most 255 bytes now, so never refused; the empty string is the fallback anyway.
+    ShortString::try_new(&text[..end]).unwrap_or_else(|_| ShortString::from(String::new()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_takes_user_and_password_and_ignores_the_authorisation_id() {
+        assert_eq!(
+            plain_credentials(b"\0guest\0gu\0est"),
+            Some(("guest".to_owned(), b"gu\0est".to_vec()))
+        );
+        assert_eq!(
+            plain_credentials(b"admin\0guest\0pw"),
+            Some(("guest".to_owned(), b"pw".to_vec()))
+        );
+        assert_eq!(plain_credentials(b"guest"), None);
+    }
+
+    #[test]
+    fn amqplain_reads_login_and_password_from_its_table() {
+        let mut table = FieldTable::default();
+        table.insert(
+            short_string("LOGIN"),
+            AMQPValue::LongString(LongString::from(b"guest".to_vec())),
+        );
+        table.insert(
+            short_string("PASSWORD"),
+            AMQPValue::LongString(LongString::from(b"secret".to_vec())),
+        );
+        let encoded = amq_protocol::types::generation::gen_field_table(&table)(
+            amq_protocol::frame::WriteContext::from(Vec::new()),
+        )
+        .expect("encoded")
+        .write;
+        // Without the table's own length prefix, as AMQPLAIN sends it.
+        assert_eq!(
+            amqplain_credentials(&encoded[4..]),
+            Some(("guest".to_owned(), b"secret".to_vec()))
+        );
+        assert_eq!(amqplain_credentials(b"\x05LOGIN"), None);
+    }
+
+    #[test]
+    fn long_reply_texts_are_cut_at_a_character_boundary() {
+        let text = "é".repeat(200);
+        let cut = short_string(&text);
+        assert_eq!(cut.as_str().len(), 254);
+        assert_eq!(short_string("ok").as_str(), "ok");
+    }
+}
