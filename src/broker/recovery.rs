@@ -220,26 +220,41 @@ impl Broker {
         }
     }
 
-    /// Removes the entries of streams that no longer exist: deleted (with their virtual host
-    /// or alone) while their entries were still being removed when the process died.
-    async fn remove_orphaned_stream_entries(&self) {
-        let store = self.inner.store.clone();
-        let extents = tokio::task::spawn_blocking(move || store.stream_extents())
-            .await
-            .unwrap_or(Err(StoreError::Closed));
-        let extents = match extents {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::warn!(error = %e, "listing stored streams failed");
-                return;
-            }
-        };
-        let live: std::collections::HashSet<u64> = self
-            .queues()
+    /// The ids of the streams recovered.
+    fn live_stream_ids(&self) -> std::collections::HashSet<u64> {
+        self.queues()
             .iter()
             .filter(|q| q.stream.is_some())
             .map(|q| q.id)
-            .collect();
+            .collect()
+    }
+
+    /// Runs a read of the store on a blocking thread; a failure is logged as `what` failed
+    /// and gives `None` (the cleanups that use it are tried again at the next start).
+    async fn read_store<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        read: impl FnOnce(&super::BrokerStore) -> Result<T, StoreError> + Send + 'static,
+    ) -> Option<T> {
+        let store = self.inner.store.clone();
+        let result = tokio::task::spawn_blocking(move || read(&store))
+            .await
+            .unwrap_or(Err(StoreError::Closed));
+        result
+            .inspect_err(|e| tracing::warn!(error = %e, "{what} failed"))
+            .ok()
+    }
+
+    /// Removes the entries of streams that no longer exist: deleted (with their virtual host
+    /// or alone) while their entries were still being removed when the process died.
+    async fn remove_orphaned_stream_entries(&self) {
+        let Some(extents) = self
+            .read_store("listing stored streams", |store| store.stream_extents())
+            .await
+        else {
+            return;
+        };
+        let live = self.live_stream_ids();
         for (id, first, next) in extents {
             // Never give a new queue the id of entries still waiting to be removed.
             self.inner
@@ -263,23 +278,15 @@ impl Broker {
     /// messages as producer duplicates, so the id is never handed out again, even when the
     /// removal fails (then it is tried again at the next start).
     async fn remove_orphaned_stream_state(&self) {
-        let store = self.inner.store.clone();
-        let ids = tokio::task::spawn_blocking(move || store.stream_state_ids())
+        let Some(ids) = self
+            .read_store("listing stored stream positions and producers", |store| {
+                store.stream_state_ids()
+            })
             .await
-            .unwrap_or(Err(StoreError::Closed));
-        let ids = match ids {
-            Ok(ids) => ids,
-            Err(e) => {
-                tracing::warn!(error = %e, "listing stored stream positions and producers failed");
-                return;
-            }
+        else {
+            return;
         };
-        let live: std::collections::HashSet<u64> = self
-            .queues()
-            .iter()
-            .filter(|q| q.stream.is_some())
-            .map(|q| q.id)
-            .collect();
+        let live = self.live_stream_ids();
         for id in ids.into_iter().filter(|id| !live.contains(id)) {
             self.inner
                 .next_queue_id
