@@ -6,7 +6,11 @@
 mod common;
 
 use common::{wait_get, within, TestDaemon, WAIT};
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use futures::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, BasicRejectOptions,
+    ConfirmSelectOptions, QueueDeclareOptions,
+};
 use lapin::types::{AMQPValue, ByteArray, DecimalValue, FieldArray, FieldTable};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ErrorKind};
 use warren::client::FieldValue;
@@ -327,4 +331,249 @@ async fn refused_publishes_close_the_channel_with_rabbitmqs_codes() {
         .await
         .expect("published");
     assert_eq!(confirmation, Confirmation::Ack(None));
+}
+
+async fn consumer(ch: &Channel, queue: &str, no_ack: bool) -> lapin::Consumer {
+    ch.basic_consume(
+        queue.into(),
+        "".into(),
+        BasicConsumeOptions {
+            no_ack,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .expect("consuming")
+}
+
+async fn next(c: &mut lapin::Consumer) -> lapin::message::Delivery {
+    within("a delivery", c.next())
+        .await
+        .expect("the consumer is open")
+        .expect("a delivery")
+}
+
+#[tokio::test]
+async fn published_and_consumed_over_amqp_with_every_property_then_acked() {
+    let d = TestDaemon::start();
+    let conn = connect(&d).await;
+    let ch = confirm_channel(&conn).await;
+    durable_queue(&ch, "rt").await;
+    publish(&ch, "", "rt", false, b"one", all_properties())
+        .await
+        .expect("published");
+    let sub = conn.create_channel().await.expect("channel");
+    let mut c = consumer(&sub, "rt", false).await;
+    assert!(
+        c.tag().as_str().starts_with("amq.ctag-"),
+        "a server-named consumer tag: {}",
+        c.tag()
+    );
+    let got = next(&mut c).await;
+    assert_eq!(got.data, b"one");
+    assert_eq!(got.delivery_tag, 1, "tags start at 1 on each channel");
+    assert!(!got.redelivered);
+    assert_eq!(got.routing_key.as_str(), "rt");
+    assert_eq!(
+        got.properties,
+        all_properties(),
+        "properties round-trip exactly"
+    );
+    got.ack(BasicAckOptions::default()).await.expect("acked");
+
+    // The ack is done: nothing is left in the queue, ready or unacked.
+    let client = d.client().await;
+    drop(c);
+    sub.close(200, "bye".into()).await.expect("closed");
+    assert_eq!(common::ready(&client, "rt").await, 0);
+}
+
+#[tokio::test]
+async fn a_message_from_warrens_client_reaches_an_amqp_consumer_identical() {
+    let d = TestDaemon::start();
+    let client = d.client().await;
+    common::durable_queue(&client, "from-native", warren::client::FieldTable::new()).await;
+    let mut msg =
+        warren::client::OutgoingMessage::new("", "from-native", &b"native"[..]).persistent();
+    msg.properties.content_type = Some("text/plain".into());
+    msg.properties.correlation_id = Some("c-9".into());
+    msg.properties.reply_to = Some("back".into());
+    msg.properties.timestamp = Some(1_700_000_000_000);
+    msg.properties.priority = Some(3);
+    msg.properties.kind = Some("t".into());
+    msg.properties.app_id = Some("native-app".into());
+    let msg = msg
+        .header("n", FieldValue::I32(-4))
+        .header("s", FieldValue::String("text".into()))
+        .header("b", FieldValue::Bytes(vec![1u8, 2].into()));
+    client.publish_and_confirm(msg).await.expect("published");
+
+    let conn = connect(&d).await;
+    let ch = conn.create_channel().await.expect("channel");
+    let mut c = consumer(&ch, "from-native", true).await;
+    let got = next(&mut c).await;
+    assert_eq!(got.data, b"native");
+    let mut headers = FieldTable::default();
+    headers.insert("n".into(), AMQPValue::LongInt(-4));
+    headers.insert("s".into(), AMQPValue::LongString("text".into()));
+    headers.insert(
+        "b".into(),
+        AMQPValue::ByteArray(ByteArray::from(vec![1u8, 2])),
+    );
+    let expected = BasicProperties::default()
+        .with_content_type("text/plain".into())
+        .with_headers(headers)
+        .with_delivery_mode(2)
+        .with_priority(3)
+        .with_correlation_id("c-9".into())
+        .with_reply_to("back".into())
+        .with_timestamp(1_700_000_000)
+        .with_type("t".into())
+        .with_app_id("native-app".into());
+    assert_eq!(got.properties, expected);
+}
+
+#[tokio::test]
+async fn with_qos_1_the_second_message_waits_for_the_first_ack() {
+    let d = TestDaemon::start();
+    let conn = connect(&d).await;
+    let ch = confirm_channel(&conn).await;
+    durable_queue(&ch, "work").await;
+    for body in [&b"a"[..], b"b"] {
+        publish(&ch, "", "work", false, body, BasicProperties::default())
+            .await
+            .expect("published");
+    }
+    let sub = conn.create_channel().await.expect("channel");
+    sub.basic_qos(1, BasicQosOptions::default())
+        .await
+        .expect("qos");
+    let mut c = consumer(&sub, "work", false).await;
+    let first = next(&mut c).await;
+    assert_eq!(first.data, b"a");
+    // The second stays in the queue while the first is unacked.
+    let client = d.client().await;
+    assert_eq!(common::ready(&client, "work").await, 1);
+    first.ack(BasicAckOptions::default()).await.expect("acked");
+    let second = next(&mut c).await;
+    assert_eq!(second.data, b"b");
+    assert_eq!(second.delivery_tag, 2);
+}
+
+#[tokio::test]
+async fn reject_without_requeue_dead_letters() {
+    let d = TestDaemon::start();
+    let client = d.client().await;
+    common::dead_letter_target(&client).await;
+    let conn = connect(&d).await;
+    let ch = confirm_channel(&conn).await;
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString("dlx".into()),
+    );
+    ch.queue_declare(
+        "jobs".into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        args,
+    )
+    .await
+    .expect("declared");
+    publish(&ch, "", "jobs", false, b"bad", BasicProperties::default())
+        .await
+        .expect("published");
+    let mut c = consumer(&ch, "jobs", false).await;
+    let got = next(&mut c).await;
+    got.reject(BasicRejectOptions { requeue: false })
+        .await
+        .expect("rejected");
+    let dead = common::wait_get(&client, "dlq").await;
+    assert_eq!(&dead.body[..], b"bad");
+    assert!(
+        dead.properties.headers.contains_key("x-death"),
+        "{:?}",
+        dead.properties.headers
+    );
+}
+
+#[tokio::test]
+async fn unacked_deliveries_of_a_dropped_connection_are_redelivered_to_another_consumer() {
+    let d = TestDaemon::start();
+    let conn = connect(&d).await;
+    let ch = confirm_channel(&conn).await;
+    durable_queue(&ch, "q").await;
+    publish(&ch, "", "q", false, b"m", BasicProperties::default())
+        .await
+        .expect("published");
+    let mut first = consumer(&ch, "q", false).await;
+    let got = next(&mut first).await;
+    assert!(!got.redelivered);
+    drop(first);
+    // Gone without acking.
+    conn.close(200, "bye".into()).await.expect("closed");
+
+    let conn = connect(&d).await;
+    let ch = conn.create_channel().await.expect("channel");
+    let mut second = consumer(&ch, "q", false).await;
+    let again = next(&mut second).await;
+    assert_eq!(again.data, b"m");
+    assert!(again.redelivered, "redelivered is set");
+    again.ack(BasicAckOptions::default()).await.expect("acked");
+
+    // A channel closed with an unacked delivery gives it back too.
+    publish(
+        &confirm_channel(&conn).await,
+        "",
+        "q",
+        false,
+        b"n",
+        BasicProperties::default(),
+    )
+    .await
+    .expect("published");
+    let got = next(&mut second).await;
+    assert_eq!(got.data, b"n");
+    ch.close(200, "bye".into()).await.expect("closed");
+    let ch = conn.create_channel().await.expect("channel");
+    let mut third = consumer(&ch, "q", false).await;
+    let again = next(&mut third).await;
+    assert_eq!(again.data, b"n");
+    assert!(again.redelivered);
+}
+
+#[tokio::test]
+async fn an_unknown_delivery_tag_is_406_on_the_channel() {
+    let d = TestDaemon::start();
+    let conn = connect(&d).await;
+    let ch = conn.create_channel().await.expect("channel");
+    ch.basic_ack(42, BasicAckOptions::default())
+        .await
+        .expect("sent");
+    // The channel.close that answers it fails the next request on the channel.
+    let err = ch
+        .basic_qos(1, BasicQosOptions::default())
+        .await
+        .expect_err("the channel was closed");
+    assert_eq!(code(&err), 406, "{err}");
+    assert!(conn.status().connected(), "the connection goes on");
+}
+
+#[tokio::test]
+async fn a_consumer_whose_queue_is_deleted_is_cancelled_by_the_server() {
+    let d = TestDaemon::start();
+    let conn = connect(&d).await;
+    let ch = conn.create_channel().await.expect("channel");
+    durable_queue(&ch, "doomed").await;
+    let mut c = consumer(&ch, "doomed", false).await;
+    let client = d.client().await;
+    client
+        .delete_queue("doomed", false, false)
+        .await
+        .expect("deleted");
+    // lapin ends the consumer's stream on the server's basic.cancel.
+    assert!(within("the cancel", c.next()).await.is_none());
 }

@@ -9,7 +9,7 @@
 //! permit back, as the native writer does, so a client that reads no confirms is held to
 //! [`MAX_PUBLISHES_IN_FLIGHT`](crate::broker::session::MAX_PUBLISHES_IN_FLIGHT).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use amq_protocol::frame::AMQPFrame;
@@ -24,9 +24,30 @@ use super::{codec, short_string};
 use crate::broker::event::{Confirm, Event, RequestId};
 use crate::broker::session::{Outbound, Session};
 
-/// The channels open now, each with its generation: shared by the reader (which opens and
-/// closes them) and the event task (which drops what belongs to a channel no longer open).
-pub(super) type Live = Arc<Mutex<HashMap<u16, u8>>>;
+/// What the reader and the event task share: the channels open now and the consumers on
+/// them. The reader opens and closes channels and starts consumers; the event task drops
+/// what belongs to a channel no longer open and numbers deliveries per channel.
+pub(super) type Live = Arc<Mutex<Shared>>;
+
+/// See [`Live`].
+#[derive(Debug, Default)]
+pub(super) struct Shared {
+    /// The open channels.
+    pub channels: HashMap<u16, ChanShared>,
+    /// Each consumer's channel (consumer tags are unique on a connection).
+    pub consumers: HashMap<Arc<str>, u16>,
+}
+
+/// One open channel's part of [`Shared`].
+#[derive(Debug, Default)]
+pub(super) struct ChanShared {
+    /// Tells this channel from an earlier one of the same number.
+    pub generation: u8,
+    /// The last delivery tag given out on the channel (AMQP's tags are per channel).
+    pub next_tag: u64,
+    /// Each unsettled delivery's channel tag, to its tag in the session's single tag space.
+    pub tags: BTreeMap<u64, u64>,
+}
 
 const SEQ_BITS: u32 = 40;
 const SEQ_MASK: u64 = (1 << SEQ_BITS) - 1;
@@ -53,6 +74,8 @@ pub(super) struct EventTask {
     pub frame_max: u32,
     /// The client advertised the `connection.blocked` capability.
     pub blocked_capable: bool,
+    /// The client advertised `consumer_cancel_notify`.
+    pub cancel_notify: bool,
 }
 
 impl EventTask {
@@ -85,8 +108,13 @@ impl EventTask {
                     Outbound::Event { request_id, event } => {
                         self.event(request_id, event, &mut settled);
                     }
-                    Outbound::Deliver { consumer, .. } => {
-                        // No consumers on this door yet; nothing reaches here.
+                    Outbound::Deliver {
+                        consumer,
+                        delivery_tag,
+                        entry,
+                        ..
+                    } => {
+                        self.deliver(&consumer, delivery_tag, &entry);
                         consumer.on_written();
                     }
                 }
@@ -102,7 +130,52 @@ impl EventTask {
     }
 
     fn live(&self, channel: u16, generation: u8) -> bool {
-        self.live.lock().get(&channel) == Some(&generation)
+        self.live
+            .lock()
+            .channels
+            .get(&channel)
+            .is_some_and(|c| c.generation == generation)
+    }
+
+    /// A delivery, numbered on its consumer's channel. One for a channel closed meanwhile
+    /// is dropped: closing it cancelled the consumer, which requeued it.
+    fn deliver(
+        &self,
+        consumer: &crate::broker::consumer::Consumer,
+        session_tag: u64,
+        entry: &crate::message::QueuedMessage,
+    ) {
+        let Some(message) = &entry.message else {
+            tracing::error!(
+                id = entry.id,
+                "a delivery without its body reached the AMQP writer"
+            );
+            return;
+        };
+        let (channel, tag) = {
+            let mut shared = self.live.lock();
+            let Some(&channel) = shared.consumers.get(&consumer.tag) else {
+                return;
+            };
+            let Some(ch) = shared.channels.get_mut(&channel) else {
+                return;
+            };
+            ch.next_tag += 1;
+            let tag = ch.next_tag;
+            if !consumer.no_ack {
+                ch.tags.insert(tag, session_tag);
+            }
+            (channel, tag)
+        };
+        let method = AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
+            consumer_tag: short_string(&consumer.tag),
+            delivery_tag: tag,
+            redelivered: entry.acquired_count > 0,
+            exchange: short_string(&message.exchange),
+            routing_key: short_string(&message.routing_key),
+        }));
+        let bytes = encode_with_content(channel, method, message, self.frame_max);
+        let _ = self.out.send(Out::Frame(bytes));
     }
 
     fn send(&self, channel: u16, method: AMQPClass) {
@@ -172,6 +245,34 @@ impl EventTask {
                         AMQPClass::Connection(connection::AMQPMethod::Unblocked(
                             connection::Unblocked {},
                         )),
+                    );
+                }
+            }
+            Event::ConsumeOk { consumer_tag } => {
+                // A consume with `nowait` asked for no reply (sequence number 0).
+                if seq != 0 && self.live(channel, generation) {
+                    self.send(
+                        channel,
+                        AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk {
+                            consumer_tag: short_string(&consumer_tag),
+                        })),
+                    );
+                }
+            }
+            Event::ConsumerCancelled {
+                consumer_tag,
+                reason,
+                ..
+            } => {
+                let channel = self.live.lock().consumers.remove(consumer_tag.as_str());
+                tracing::info!(connection = self.session.id, consumer = %consumer_tag, %reason, "AMQP consumer cancelled by the server");
+                if let (Some(channel), true) = (channel, self.cancel_notify) {
+                    self.send(
+                        channel,
+                        AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel {
+                            consumer_tag: short_string(&consumer_tag),
+                            nowait: true,
+                        })),
                     );
                 }
             }

@@ -308,6 +308,16 @@ struct Channel {
     next_seq: u64,
     /// A publish whose content is still arriving.
     content: Option<content::Pending>,
+    /// `basic.qos`'s prefetch count, for the channel's consumers started after it.
+    prefetch: u32,
+}
+
+/// What is left to do for a channel that closed: see [`Conn::clean_up`].
+#[derive(Debug)]
+struct Cleanup {
+    consumers: Vec<Arc<str>>,
+    /// The session's tags of its unsettled deliveries.
+    delivery_tags: Vec<u64>,
 }
 
 /// Serves one client of the AMQP listener until it closes, fails, or the server shuts down.
@@ -350,6 +360,9 @@ pub async fn run(
         next_generation: 0,
         live: events::Live::default(),
         blocked_capable: false,
+        cancel_notify: false,
+        cleanups: Vec::new(),
+        next_ctag: 0,
         shutdown: shutdown.clone(),
         writer_gone: writer_gone.clone(),
         broker: &broker,
@@ -437,6 +450,12 @@ struct Conn<'a> {
     live: events::Live,
     /// The client advertised `connection.blocked` in its capabilities.
     blocked_capable: bool,
+    /// The client advertised `consumer_cancel_notify`.
+    cancel_notify: bool,
+    /// Closed channels whose consumers and deliveries are still to be dealt with.
+    cleanups: Vec<Cleanup>,
+    /// The last server-generated consumer tag's number.
+    next_ctag: u64,
     shutdown: CancellationToken,
     writer_gone: CancellationToken,
 }
@@ -480,6 +499,7 @@ impl Conn<'_> {
                 live: self.live.clone(),
                 frame_max: self.frames.max_frame,
                 blocked_capable: self.blocked_capable,
+                cancel_notify: self.cancel_notify,
             }
             .run(stop_events),
         );
@@ -503,7 +523,11 @@ impl Conn<'_> {
                 f = self.frames.next(None) => f,
             };
             let step = match next {
-                Ok(frame) => self.dispatch(frame, &session).await,
+                Ok(frame) => {
+                    let step = self.dispatch(frame, &session).await;
+                    self.clean_up(&session).await;
+                    step
+                }
                 Err(e) => Err(read_failed(e)),
             };
             match step {
@@ -545,6 +569,7 @@ impl Conn<'_> {
         };
         let user = self.login(&start_ok).await?;
         self.blocked_capable = capability(&start_ok.client_properties, "connection.blocked");
+        self.cancel_notify = capability(&start_ok.client_properties, "consumer_cancel_notify");
         self.send(
             0,
             AMQPClass::Connection(connection::AMQPMethod::Tune(connection::Tune {
@@ -740,7 +765,7 @@ impl Conn<'_> {
     }
 
     /// Acts on one frame of an open connection.
-    async fn dispatch(&mut self, frame: RawFrame, session: &Session) -> Result<(), Step> {
+    async fn dispatch(&mut self, frame: RawFrame, session: &Arc<Session>) -> Result<(), Step> {
         let (channel, class_id, method_id, payload) = match frame {
             RawFrame::Heartbeat { channel: 0 } => return Ok(()),
             RawFrame::Heartbeat { channel } => {
@@ -790,7 +815,13 @@ impl Conn<'_> {
                     codec::parse_method(&payload).ok_or_else(|| cannot_decode(20, 10))?;
                     let generation = self.next_generation;
                     self.next_generation = generation.wrapping_add(1);
-                    self.live.lock().insert(channel, generation);
+                    self.live.lock().channels.insert(
+                        channel,
+                        events::ChanShared {
+                            generation,
+                            ..events::ChanShared::default()
+                        },
+                    );
                     self.channels.insert(
                         channel,
                         Channel {
@@ -827,7 +858,7 @@ impl Conn<'_> {
                     self.send_channel_close_ok(channel);
                 }
                 self.channels.remove(&channel);
-                self.live.lock().remove(&channel);
+                self.drop_channel(channel);
             }
             return Ok(());
         }
@@ -838,7 +869,7 @@ impl Conn<'_> {
             (20, 40) => {
                 codec::parse_method(&payload).ok_or_else(|| cannot_decode(20, 40))?;
                 self.channels.remove(&channel);
-                self.live.lock().remove(&channel);
+                self.drop_channel(channel);
                 self.send_channel_close_ok(channel);
                 Ok(())
             }
@@ -860,6 +891,51 @@ impl Conn<'_> {
                     Ok(())
                 }
                 _ => Err(cannot_decode(60, 40)),
+            },
+            (60, 10) => match codec::parse_method(&payload) {
+                Some(AMQPClass::Basic(basic::AMQPMethod::Qos(qos))) => self.qos(channel, &qos),
+                _ => Err(cannot_decode(60, 10)),
+            },
+            (60, 20) => {
+                if let Some(at) = codec::table_offset(60, 20, &payload) {
+                    if !codec::table_nesting_ok(&payload[at..], codec::MAX_TABLE_DEPTH) {
+                        return Err(too_deep(60, 20));
+                    }
+                }
+                match codec::parse_method(&payload) {
+                    Some(AMQPClass::Basic(basic::AMQPMethod::Consume(c))) => {
+                        self.consume(channel, c, session)
+                    }
+                    _ => Err(cannot_decode(60, 20)),
+                }
+            }
+            (60, 30) => match codec::parse_method(&payload) {
+                Some(AMQPClass::Basic(basic::AMQPMethod::Cancel(c))) => {
+                    let tag = c.consumer_tag.as_str();
+                    let ours = self.live.lock().consumers.get(tag) == Some(&channel);
+                    if ours {
+                        self.live.lock().consumers.remove(tag);
+                        // As RabbitMQ: its unacked deliveries stay with the channel, to be
+                        // acked or rejected later.
+                        if let Err(e) = self.broker.cancel(session, tag, true).await {
+                            tracing::warn!(connection = session.id, consumer = %tag, error = %e, "AMQP cancel failed");
+                        }
+                    }
+                    if !c.nowait {
+                        self.send(
+                            channel,
+                            AMQPClass::Basic(basic::AMQPMethod::CancelOk(basic::CancelOk {
+                                consumer_tag: c.consumer_tag.clone(),
+                            })),
+                        );
+                    }
+                    Ok(())
+                }
+                _ => Err(cannot_decode(60, 30)),
+            },
+            (60, 80 | 90 | 120) => match codec::parse_method(&payload) {
+                Some(AMQPClass::Basic(method)) => self.settle(channel, method, session).await,
+                _ => Err(cannot_decode(class_id, method_id)),
             },
             (85, 10) => match codec::parse_method(&payload) {
                 Some(AMQPClass::Confirm(confirm::AMQPMethod::Select(select))) => {
@@ -933,6 +1009,185 @@ impl Conn<'_> {
                 ConnError::from_code(code, text).on(class_id, method_id),
             )),
         }
+    }
+
+    /// Forgets a channel the client or the server closed; its consumers are cancelled and
+    /// its unsettled deliveries requeued by [`Conn::clean_up`], after the current frame.
+    fn drop_channel(&mut self, channel: u16) {
+        let mut shared = self.live.lock();
+        let Some(ch) = shared.channels.remove(&channel) else {
+            return;
+        };
+        let consumers: Vec<Arc<str>> = shared
+            .consumers
+            .iter()
+            .filter(|(_, c)| **c == channel)
+            .map(|(t, _)| t.clone())
+            .collect();
+        for t in &consumers {
+            shared.consumers.remove(t);
+        }
+        self.cleanups.push(Cleanup {
+            consumers,
+            delivery_tags: ch.tags.into_values().collect(),
+        });
+    }
+
+    /// Cancels the consumers of closed channels (requeueing their unacked deliveries, as
+    /// RabbitMQ does when a channel closes) and requeues what else was left unsettled on
+    /// them (deliveries of consumers cancelled earlier).
+    async fn clean_up(&mut self, session: &Arc<Session>) {
+        for cleanup in std::mem::take(&mut self.cleanups) {
+            for tag in cleanup.consumers {
+                if let Err(e) = self.broker.cancel(session, &tag, false).await {
+                    tracing::warn!(connection = session.id, consumer = %tag, error = %e, "cancelling a closed channel's consumer failed");
+                }
+            }
+            for tag in cleanup.delivery_tags {
+                // Already requeued with its consumer: nothing left to do.
+                let _ = self.broker.nack(session, tag, false, true, 0, None).await;
+            }
+        }
+    }
+
+    /// `basic.qos`: the prefetch for the channel's next consumers.
+    /// `global` is taken as per consumer too: Warren's prefetch is per consumer only
+    /// (docs/amqp.md). amq-protocol drops `prefetch_size`, which RabbitMQ refuses unless 0.
+    fn qos(&mut self, channel: u16, qos: &basic::Qos) -> Result<(), Step> {
+        if let Some(state) = self.channels.get_mut(&channel) {
+            state.prefetch = u32::from(qos.prefetch_count);
+        }
+        self.send(
+            channel,
+            AMQPClass::Basic(basic::AMQPMethod::QosOk(basic::QosOk {})),
+        );
+        Ok(())
+    }
+
+    /// `basic.consume`: a consumer on the broker, its deliveries numbered on this channel.
+    fn consume(
+        &mut self,
+        channel: u16,
+        c: basic::Consume,
+        session: &Arc<Session>,
+    ) -> Result<(), Step> {
+        let (generation, prefetch) = match self.channels.get(&channel) {
+            Some(state) => (state.generation, state.prefetch),
+            None => return Ok(()),
+        };
+        let tag: Arc<str> = if c.consumer_tag.as_str().is_empty() {
+            self.next_ctag += 1;
+            format!("amq.ctag-{}.{}", session.id, self.next_ctag).into()
+        } else {
+            c.consumer_tag.as_str().into()
+        };
+        {
+            let mut shared = self.live.lock();
+            if shared.consumers.contains_key(&tag) {
+                drop(shared);
+                return Err(Step::Close(
+                    ConnError::new(
+                        Reply::NotAllowed,
+                        format!("attempt to reuse consumer tag '{tag}'"),
+                    )
+                    .on(60, 20),
+                ));
+            }
+            // Before the broker has it, so its first delivery finds its channel.
+            shared.consumers.insert(tag.clone(), channel);
+        }
+        let native = warren_protocol::Consume {
+            queue: c.queue.to_string(),
+            consumer_tag: tag.to_string(),
+            no_ack: c.no_ack,
+            exclusive: c.exclusive,
+            arguments: topology::table(&c.arguments),
+        };
+        let frame = Frame::Consume(native);
+        let result = authorize(&session.user, &frame, &mut self.grants).and_then(|()| {
+            let Frame::Consume(native) = frame else {
+                return Ok(());
+            };
+            // The session's prefetch applies to the consumers started after it is set; the
+            // reader starts them one at a time, so each gets its channel's.
+            session.set_prefetch(prefetch);
+            let id = events::request_id(channel, generation, u64::from(!c.nowait));
+            self.broker.consume(session, id, native)
+        });
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.live.lock().consumers.remove(&tag);
+                let text = e.to_string();
+                tracing::info!(peer = %self.peer, connection = session.id, channel, code = e.code().as_u16(), error = %crate::clip::text(&text), "AMQP consume refused");
+                self.refuse(channel, e.code(), &text, 60, 20)
+            }
+        }
+    }
+
+    /// `basic.ack`, `basic.nack` and `basic.reject`: the channel's tags mapped to the
+    /// session's, settled one by one. An unknown tag is 406 on the channel, as RabbitMQ.
+    async fn settle(
+        &mut self,
+        channel: u16,
+        method: basic::AMQPMethod,
+        session: &Arc<Session>,
+    ) -> Result<(), Step> {
+        let (method_id, tag, multiple) = match &method {
+            basic::AMQPMethod::Ack(a) => (80, a.delivery_tag, a.multiple),
+            basic::AMQPMethod::Reject(r) => (90, r.delivery_tag, false),
+            basic::AMQPMethod::Nack(n) => (120, n.delivery_tag, n.multiple),
+            _ => return Ok(()),
+        };
+        let taken: Vec<u64> = {
+            let mut shared = self.live.lock();
+            let Some(ch) = shared.channels.get_mut(&channel) else {
+                return Ok(());
+            };
+            if multiple && tag == 0 {
+                // RabbitMQ: every outstanding delivery on the channel.
+                std::mem::take(&mut ch.tags).into_values().collect()
+            } else if !ch.tags.contains_key(&tag) {
+                Vec::new()
+            } else if multiple {
+                let rest = ch.tags.split_off(&(tag + 1));
+                std::mem::replace(&mut ch.tags, rest)
+                    .into_values()
+                    .collect()
+            } else {
+                ch.tags.remove(&tag).into_iter().collect()
+            }
+        };
+        if taken.is_empty() && !(multiple && tag == 0) {
+            return self.refuse(
+                channel,
+                ErrorCode::PreconditionFailed,
+                &format!("unknown delivery tag {tag}"),
+                60,
+                method_id,
+            );
+        }
+        for stag in taken {
+            let result = match &method {
+                basic::AMQPMethod::Ack(_) => self.broker.ack(session, stag, false, None).await,
+                basic::AMQPMethod::Reject(r) => {
+                    self.broker.reject(session, stag, r.requeue, None).await
+                }
+                basic::AMQPMethod::Nack(n) => {
+                    self.broker
+                        .nack(session, stag, false, n.requeue, 0, None)
+                        .await
+                }
+                _ => Ok(()),
+            };
+            if let Err(e) = result {
+                // The broker already took it back (a consumer timeout): RabbitMQ's answer
+                // to a tag it no longer knows.
+                let text = e.to_string();
+                return self.refuse(channel, e.code(), &text, 60, method_id);
+            }
+        }
+        Ok(())
     }
 
     /// A content header or body frame: the next piece of the publish pending on `channel`;
@@ -1155,7 +1410,7 @@ impl Conn<'_> {
             state.content = None;
         }
         // Nothing more is said on it: late confirms and returns are dropped.
-        self.live.lock().remove(&channel);
+        self.drop_channel(channel);
         let reply_text = format!("{} - {}", code.name(), crate::clip::text(text));
         self.send(
             channel,
