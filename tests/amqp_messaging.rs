@@ -8,8 +8,8 @@ mod common;
 use common::{wait_get, within, TestDaemon, WAIT};
 use futures::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, BasicRejectOptions,
-    ConfirmSelectOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, BasicQosOptions,
+    BasicRejectOptions, ConfirmSelectOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, ByteArray, DecimalValue, FieldArray, FieldTable};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ErrorKind};
@@ -576,4 +576,54 @@ async fn a_consumer_whose_queue_is_deleted_is_cancelled_by_the_server() {
         .expect("deleted");
     // lapin ends the consumer's stream on the server's basic.cancel.
     assert!(within("the cancel", c.next()).await.is_none());
+}
+
+#[tokio::test]
+async fn basic_get_takes_one_message_or_answers_empty() {
+    let d = TestDaemon::start();
+    let conn = connect(&d).await;
+    let ch = confirm_channel(&conn).await;
+    durable_queue(&ch, "polled").await;
+    for body in [&b"a"[..], b"b"] {
+        publish(&ch, "", "polled", false, body, all_properties())
+            .await
+            .expect("published");
+    }
+    let first = ch
+        .basic_get("polled".into(), BasicGetOptions::default())
+        .await
+        .expect("get")
+        .expect("a message");
+    assert_eq!(first.delivery.data, b"a");
+    assert_eq!(first.message_count, 1, "one more is ready");
+    assert_eq!(first.delivery.properties, all_properties());
+    assert!(!first.delivery.redelivered);
+    first
+        .delivery
+        .reject(BasicRejectOptions { requeue: true })
+        .await
+        .expect("rejected");
+    let again = ch
+        .basic_get("polled".into(), BasicGetOptions::default())
+        .await
+        .expect("get")
+        .expect("a message");
+    assert_eq!(again.delivery.data, b"a", "requeued at the head");
+    assert!(again.delivery.redelivered);
+    again
+        .delivery
+        .ack(BasicAckOptions::default())
+        .await
+        .expect("acked");
+    let second = ch
+        .basic_get("polled".into(), BasicGetOptions { no_ack: true })
+        .await
+        .expect("get")
+        .expect("a message");
+    assert_eq!(second.delivery.data, b"b");
+    let empty = ch
+        .basic_get("polled".into(), BasicGetOptions::default())
+        .await
+        .expect("get");
+    assert!(empty.is_none(), "get-empty");
 }

@@ -933,6 +933,12 @@ impl Conn<'_> {
                 }
                 _ => Err(cannot_decode(60, 30)),
             },
+            (60, 70) => match codec::parse_method(&payload) {
+                Some(AMQPClass::Basic(basic::AMQPMethod::Get(g))) => {
+                    self.get(channel, &g, session).await
+                }
+                _ => Err(cannot_decode(60, 70)),
+            },
             (60, 80 | 90 | 120) => match codec::parse_method(&payload) {
                 Some(AMQPClass::Basic(method)) => self.settle(channel, method, session).await,
                 _ => Err(cannot_decode(class_id, method_id)),
@@ -1123,6 +1129,66 @@ impl Conn<'_> {
                 self.refuse(channel, e.code(), &text, 60, 20)
             }
         }
+    }
+
+    /// `basic.get`: one message with `get-ok` (numbered on the channel like a delivery), or
+    /// `get-empty`.
+    async fn get(
+        &mut self,
+        channel: u16,
+        g: &basic::Get,
+        session: &Arc<Session>,
+    ) -> Result<(), Step> {
+        let frame = Frame::Get(warren_protocol::Get {
+            queue: g.queue.to_string(),
+            no_ack: g.no_ack,
+        });
+        let got = match authorize(&session.user, &frame, &mut self.grants) {
+            Ok(()) => {
+                let Frame::Get(native) = frame else {
+                    return Ok(());
+                };
+                self.broker.get(session, native).await
+            }
+            Err(e) => Err(e),
+        };
+        let got = match got {
+            Ok(got) => got,
+            Err(e) => {
+                let text = e.to_string();
+                tracing::info!(peer = %self.peer, connection = session.id, channel, code = e.code().as_u16(), error = %crate::clip::text(&text), "AMQP get refused");
+                return self.refuse(channel, e.code(), &text, 60, 70);
+            }
+        };
+        let Some(got) = got else {
+            self.send(
+                channel,
+                AMQPClass::Basic(basic::AMQPMethod::GetEmpty(basic::GetEmpty {})),
+            );
+            return Ok(());
+        };
+        let tag = {
+            let mut shared = self.live.lock();
+            let Some(ch) = shared.channels.get_mut(&channel) else {
+                return Ok(());
+            };
+            ch.next_tag += 1;
+            if !g.no_ack {
+                ch.tags.insert(ch.next_tag, got.delivery_tag);
+            }
+            ch.next_tag
+        };
+        let method = AMQPClass::Basic(basic::AMQPMethod::GetOk(basic::GetOk {
+            delivery_tag: tag,
+            redelivered: got.acquired_count > 0,
+            exchange: short_string(&got.message.exchange),
+            routing_key: short_string(&got.message.routing_key),
+            message_count: u32::try_from(got.message_count).unwrap_or(u32::MAX),
+        }));
+        let bytes =
+            content::encode_with_content(channel, method, &got.message, self.frames.max_frame);
+        let _ = self.out.send(Out::Frame(bytes));
+        Ok(())
     }
 
     /// `basic.ack`, `basic.nack` and `basic.reject`: the channel's tags mapped to the
