@@ -627,3 +627,29 @@ async fn basic_get_takes_one_message_or_answers_empty() {
         .expect("get");
     assert!(empty.is_none(), "get-empty");
 }
+
+#[tokio::test]
+async fn a_publish_under_the_memory_alarm_blocks_the_connection_and_says_so() {
+    // Under any baseline: the alarm is on as soon as the monitor looks.
+    let d = TestDaemon::start_with(&["--memory-limit", "1"]);
+    let conn = connect(&d).await;
+    let ch = conn.create_channel().await.expect("channel");
+    durable_queue(&ch, "q").await;
+    let mut sent = 0;
+    while !conn.status().blocked() {
+        assert!(sent < 100, "never told connection.blocked");
+        // Not awaited for a confirm: the publish is held, not refused.
+        ch.basic_publish(
+            "".into(),
+            "q".into(),
+            BasicPublishOptions::default(),
+            b"x",
+            BasicProperties::default(),
+        )
+        .await
+        .expect("sent");
+        sent += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(d.logs().contains("AMQP connection blocked"));
+}
