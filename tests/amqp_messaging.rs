@@ -653,3 +653,61 @@ async fn a_publish_under_the_memory_alarm_blocks_the_connection_and_says_so() {
     }
     assert!(d.logs().contains("AMQP connection blocked"));
 }
+
+#[tokio::test]
+async fn a_stream_is_read_from_an_offset_with_x_stream_offset() {
+    let d = TestDaemon::start();
+    let conn = connect(&d).await;
+    let ch = confirm_channel(&conn).await;
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("stream".into()),
+    );
+    ch.queue_declare(
+        "events".into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        args,
+    )
+    .await
+    .expect("stream declared");
+    for body in [&b"e0"[..], b"e1", b"e2"] {
+        publish(&ch, "", "events", false, body, BasicProperties::default())
+            .await
+            .expect("published");
+    }
+    let sub = conn.create_channel().await.expect("channel");
+    sub.basic_qos(10, BasicQosOptions::default())
+        .await
+        .expect("qos");
+    let mut from = FieldTable::default();
+    from.insert("x-stream-offset".into(), AMQPValue::LongLongInt(1));
+    let mut c = sub
+        .basic_consume(
+            "events".into(),
+            "reader".into(),
+            BasicConsumeOptions::default(),
+            from,
+        )
+        .await
+        .expect("consuming");
+    let first = next(&mut c).await;
+    let second = next(&mut c).await;
+    assert_eq!(
+        (&first.data[..], &second.data[..]),
+        (&b"e1"[..], &b"e2"[..])
+    );
+    let offset = |d: &lapin::message::Delivery| {
+        d.properties
+            .headers()
+            .as_ref()
+            .and_then(|h| h.inner().get("x-stream-offset").cloned())
+    };
+    assert_eq!(offset(&first), Some(AMQPValue::LongLongInt(1)));
+    assert_eq!(offset(&second), Some(AMQPValue::LongLongInt(2)));
+    first.ack(BasicAckOptions::default()).await.expect("acked");
+    second.ack(BasicAckOptions::default()).await.expect("acked");
+}

@@ -112,9 +112,9 @@ impl EventTask {
                         consumer,
                         delivery_tag,
                         entry,
-                        ..
+                        stream_offset,
                     } => {
-                        self.deliver(&consumer, delivery_tag, &entry);
+                        self.deliver(&consumer, delivery_tag, &entry, stream_offset);
                         consumer.on_written();
                     }
                 }
@@ -144,6 +144,7 @@ impl EventTask {
         consumer: &crate::broker::consumer::Consumer,
         session_tag: u64,
         entry: &crate::message::QueuedMessage,
+        stream_offset: Option<u64>,
     ) {
         let Some(message) = &entry.message else {
             tracing::error!(
@@ -174,7 +175,19 @@ impl EventTask {
             exchange: short_string(&message.exchange),
             routing_key: short_string(&message.routing_key),
         }));
-        let bytes = encode_with_content(channel, method, message, self.frame_max);
+        let bytes = match stream_offset {
+            None => encode_with_content(channel, method, message, self.frame_max),
+            // RabbitMQ tells an AMQP stream consumer each message's offset in the
+            // `x-stream-offset` header (Warren's own protocol has a field for it).
+            Some(offset) => {
+                let mut with_offset = crate::message::Message::clone(message);
+                with_offset.properties.headers.insert(
+                    "x-stream-offset",
+                    warren_protocol::FieldValue::Int(i64::try_from(offset).unwrap_or(i64::MAX)),
+                );
+                encode_with_content(channel, method, &with_offset, self.frame_max)
+            }
+        };
         let _ = self.out.send(Out::Frame(bytes));
     }
 
