@@ -711,3 +711,22 @@ async fn a_stream_is_read_from_an_offset_with_x_stream_offset() {
     first.ack(BasicAckOptions::default()).await.expect("acked");
     second.ack(BasicAckOptions::default()).await.expect("acked");
 }
+
+#[tokio::test]
+async fn warrens_client_may_not_claim_another_users_user_id_either() {
+    let d = TestDaemon::start();
+    let client = d.client().await;
+    common::durable_queue(&client, "q", warren::client::FieldTable::new()).await;
+    let mut msg = warren::client::OutgoingMessage::new("", "q", &b"x"[..]);
+    msg.properties.user_id = Some("mallory".into());
+    let err = client
+        .publish_and_confirm(msg)
+        .await
+        .expect_err("another user's id");
+    assert!(err.to_string().contains("user_id"), "{err}");
+    let mut msg = warren::client::OutgoingMessage::new("", "q", &b"y"[..]);
+    msg.properties.user_id = Some("guest".into());
+    client.publish_and_confirm(msg).await.expect("its own id");
+    let got = wait_get(&client, "q").await;
+    assert_eq!(got.properties.user_id.as_deref(), Some("guest"));
+}
