@@ -58,6 +58,12 @@ pub(super) fn request_id(channel: u16, generation: u8, seq: u64) -> RequestId {
     (u64::from(channel) << 48) | (u64::from(generation) << SEQ_BITS) | (seq & SEQ_MASK)
 }
 
+/// Whether a publish's request id has a confirm sequence number (its channel is in
+/// confirm mode).
+pub(super) fn wants_confirm(id: RequestId) -> bool {
+    id & SEQ_MASK != 0
+}
+
 /// The channel, generation and sequence number a request id carries.
 fn split(id: RequestId) -> (u16, u8, u64) {
     // The shifts leave exactly 16 and 8 bits: the casts keep every bit.
@@ -67,10 +73,15 @@ fn split(id: RequestId) -> (u16, u8, u64) {
 
 /// What the event task needs.
 pub(super) struct EventTask {
+    /// The connection's broker session (its reply sink and publish permits).
     pub session: Arc<Session>,
+    /// The session's event channel.
     pub rx: UnboundedReceiver<Outbound>,
+    /// The connection's writer.
     pub out: UnboundedSender<Out>,
+    /// Shared with the reader.
     pub live: Live,
+    /// Negotiated in `tune-ok`: content is split into frames of at most this.
     pub frame_max: u32,
     /// The client advertised the `connection.blocked` capability.
     pub blocked_capable: bool,

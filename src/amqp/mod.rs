@@ -1372,7 +1372,7 @@ impl Conn<'_> {
             mandatory: done.method.mandatory,
             // Outside confirm mode the client hears only of refusals (which it then ignores,
             // as a RabbitMQ client without confirms would never see them).
-            no_confirm: request_id & ((1 << 40) - 1) == 0,
+            no_confirm: !events::wants_confirm(request_id),
             properties,
             body: done.body.freeze(),
         }));
