@@ -9,8 +9,8 @@
 
 mod common;
 
-use amq_protocol::frame::{gen_frame, parse_frame, AMQPFrame, WriteContext};
-use amq_protocol::protocol::{basic, channel, connection, AMQPClass};
+use amq_protocol::frame::{gen_frame, parse_frame, AMQPContentHeader, AMQPFrame, WriteContext};
+use amq_protocol::protocol::{basic, channel, connection, tx, AMQPClass};
 use amq_protocol::types::{AMQPValue, FieldTable, LongString};
 use common::{TestDaemon, WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -297,17 +297,69 @@ async fn unknown_and_unimplemented_methods_are_refused_by_name() {
     assert!(text.contains("class 99, method 7"), "{text}");
 
     let mut raw = Raw::open(&d).await;
-    raw.method(
-        1,
-        AMQPClass::Basic(basic::AMQPMethod::Qos(basic::Qos {
-            prefetch_count: 10,
-            global: false,
-        })),
-    )
-    .await;
+    raw.method(1, AMQPClass::Tx(tx::AMQPMethod::Select(tx::Select {})))
+        .await;
     let (code, text) = raw.expect_close().await;
     assert_eq!(code, 540, "{text}");
-    assert!(text.contains("basic.qos"), "{text}");
+    assert!(text.contains("tx.select"), "{text}");
+    still_serving(&d).await;
+}
+
+fn publish_method() -> AMQPClass {
+    AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
+        exchange: "".into(),
+        routing_key: "q".into(),
+        mandatory: false,
+        immediate: false,
+    }))
+}
+
+#[tokio::test]
+async fn a_method_on_the_channel_before_its_content_is_complete_is_505() {
+    let d = TestDaemon::start();
+    let mut raw = Raw::open(&d).await;
+    raw.method(1, publish_method()).await;
+    raw.send(AMQPFrame::Header(
+        1,
+        AMQPContentHeader {
+            class_id: 60,
+            body_size: 10,
+            properties: basic::AMQPProperties::default(),
+        },
+    ))
+    .await;
+    raw.send(AMQPFrame::Body(1, b"hello".to_vec())).await;
+    raw.method(1, publish_method()).await;
+    let (code, text) = raw.expect_close().await;
+    assert_eq!(code, 505, "{text}");
+    still_serving(&d).await;
+}
+
+#[tokio::test]
+async fn deeply_nested_headers_in_a_content_header_are_refused_before_parsing() {
+    let d = TestDaemon::start();
+    let mut raw = Raw::open(&d).await;
+    raw.method(1, publish_method()).await;
+    // class 60, weight 0, body size 0, flags: headers only, then the table.
+    let depth = 15_000;
+    let mut table: Vec<u8> = Vec::new();
+    for _ in 0..depth {
+        let inner = table;
+        table = vec![1, b'k', b'F'];
+        table.extend_from_slice(&u32::try_from(inner.len()).expect("small").to_be_bytes());
+        table.extend_from_slice(&inner);
+    }
+    let mut payload: Vec<u8> = vec![0, 60, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x20, 0];
+    payload.extend_from_slice(&u32::try_from(table.len()).expect("small").to_be_bytes());
+    payload.extend_from_slice(&table);
+    let mut frame = vec![2, 0, 1];
+    frame.extend_from_slice(&u32::try_from(payload.len()).expect("small").to_be_bytes());
+    frame.extend_from_slice(&payload);
+    frame.push(0xCE);
+    raw.send_bytes(&frame).await;
+    let (code, text) = raw.expect_close().await;
+    assert_eq!(code, 501, "{text}");
+    assert!(text.contains("nest deeper"), "{text}");
     still_serving(&d).await;
 }
 

@@ -21,7 +21,10 @@ const EXPIRATION: u16 = 1 << 6;
 const PRIORITY: u16 = 1 << 7;
 const PERSISTENT: u16 = 1 << 8;
 const HEADERS: u16 = 1 << 9;
-const ALL: u16 = (1 << 10) - 1;
+const KIND: u16 = 1 << 10;
+const USER_ID: u16 = 1 << 11;
+const APP_ID: u16 = 1 << 12;
+const ALL: u16 = (1 << 13) - 1;
 
 /// The properties of a message, as AMQP's `basic` class defines them.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -47,6 +50,13 @@ pub struct Properties {
     /// Application headers; the broker adds its own (`x-death`, ...) here. Kept encoded
     /// (see [`Headers`]); build them from a [`crate::FieldTable`] with `into()`.
     pub headers: Headers,
+    /// The message's type name (AMQP's `type`), for the application.
+    pub kind: Option<String>,
+    /// The user who published it (AMQP's `user-id`); the broker checks it is the
+    /// connection's user.
+    pub user_id: Option<String>,
+    /// The publishing application (AMQP's `app-id`).
+    pub app_id: Option<String>,
 }
 
 impl Properties {
@@ -80,6 +90,17 @@ impl Properties {
         if !self.headers.is_empty() {
             mask |= HEADERS;
         }
+        // After the headers, so a message without them encodes as it did before they came.
+        let tail = [
+            (&self.kind, KIND),
+            (&self.user_id, USER_ID),
+            (&self.app_id, APP_ID),
+        ];
+        for (v, bit) in &tail {
+            if v.is_some() {
+                mask |= bit;
+            }
+        }
         dst.put_u16_le(mask);
         for (v, _) in strs {
             if let Some(s) = v {
@@ -97,6 +118,11 @@ impl Properties {
         }
         if !self.headers.is_empty() {
             dst.put_slice(self.headers.encoded());
+        }
+        for (v, _) in tail {
+            if let Some(s) = v {
+                put_str16(dst, s);
+            }
         }
     }
 
@@ -169,8 +195,14 @@ impl Properties {
                 None => headers = Headers::decode(r)?,
             }
         }
+        let kind = s(KIND, "type", r)?;
+        let user_id = s(USER_ID, "user_id", r)?;
+        let app_id = s(APP_ID, "app_id", r)?;
         let size = r.offset().saturating_sub(offset);
         let properties = Properties {
+            kind,
+            user_id,
+            app_id,
             message_id,
             correlation_id,
             reply_to,

@@ -104,17 +104,26 @@ fn properties() -> impl Strategy<Value = Properties> {
                 priority,
                 persistent,
                 headers,
-            )| Properties {
-                message_id,
-                correlation_id,
-                reply_to,
-                content_type,
-                content_encoding,
-                timestamp,
-                expiration,
-                priority,
-                persistent,
-                headers: headers.into(),
+            )| {
+                // The AMQP-only strings ride along with a content type and a correlation
+                // id, so both present and absent are exercised.
+                let kind = content_type.as_ref().map(|t| format!("type-{t}"));
+                let app_id = correlation_id.as_ref().map(|c| format!("app-{c}"));
+                Properties {
+                    message_id,
+                    correlation_id,
+                    reply_to,
+                    content_type,
+                    content_encoding,
+                    timestamp,
+                    expiration,
+                    priority,
+                    persistent,
+                    headers: headers.into(),
+                    kind,
+                    user_id: None,
+                    app_id,
+                }
             },
         )
 }

@@ -61,11 +61,15 @@ pub enum RawFrame {
     Header {
         /// The channel it is on.
         channel: u16,
+        /// The header (class, body size, properties), still encoded.
+        payload: Bytes,
     },
     /// A content body frame.
     Body {
         /// The channel it is on.
         channel: u16,
+        /// A piece of the message body.
+        payload: Bytes,
     },
     /// A heartbeat.
     Heartbeat {
@@ -144,8 +148,8 @@ pub fn decode(buf: &mut BytesMut, max: u32) -> Result<Option<RawFrame>, FrameErr
                 payload,
             }
         }
-        FRAME_HEADER => RawFrame::Header { channel },
-        FRAME_BODY => RawFrame::Body { channel },
+        FRAME_HEADER => RawFrame::Header { channel, payload },
+        FRAME_BODY => RawFrame::Body { channel, payload },
         _ => RawFrame::Heartbeat { channel },
     }))
 }
@@ -255,6 +259,36 @@ pub fn table_offset(class_id: u16, method_id: u16, payload: &[u8]) -> Option<usi
             Bits => 1,
             Str => 1 + usize::from(*payload.get(pos)?),
         };
+    }
+    (pos <= payload.len()).then_some(pos)
+}
+
+/// Where the `headers` table of a content header payload starts (class, weight, body size,
+/// property flags, then content-type and content-encoding if present), for
+/// [`table_nesting_ok`]; `None` when the header has no headers or is too short to hold
+/// the fields before them (it then fails to decode anyway).
+pub fn header_table_offset(payload: &[u8]) -> Option<usize> {
+    const CONTENT_TYPE: u16 = 1 << 15;
+    const CONTENT_ENCODING: u16 = 1 << 14;
+    const HEADERS: u16 = 1 << 13;
+    let flags = payload.get(12..14)?;
+    let flags = u16::from_be_bytes([flags[0], flags[1]]);
+    if flags & HEADERS == 0 {
+        return None;
+    }
+    let mut pos = 14;
+    // Bit 0 says another flag word follows; basic has fewer than 15 properties, so any
+    // further word only moves the fields along.
+    let mut word = flags;
+    while word & 1 != 0 {
+        let next = payload.get(pos..pos + 2)?;
+        word = u16::from_be_bytes([next[0], next[1]]);
+        pos += 2;
+    }
+    for bit in [CONTENT_TYPE, CONTENT_ENCODING] {
+        if flags & bit != 0 {
+            pos += 1 + usize::from(*payload.get(pos)?);
+        }
     }
     (pos <= payload.len()).then_some(pos)
 }

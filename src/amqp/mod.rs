@@ -17,10 +17,14 @@
 //!
 //! Inside channels, exchange and queue methods run on the broker's topology path
 //! ([`topology`]); a refusal with a code below 500 closes the channel only, as in RabbitMQ.
-//! Every other method is refused by name with 540 NOT_IMPLEMENTED, its arguments never
-//! decoded.
+//! `basic.publish` content is assembled per channel ([`content`]) and published on the
+//! native door's path; what the broker answers (confirms, returns, alarms) is written by
+//! the event task ([`events`]). Every other method is refused by name with 540
+//! NOT_IMPLEMENTED, its arguments never decoded.
 
 mod codec;
+mod content;
+mod events;
 mod topology;
 mod writer;
 
@@ -30,7 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use amq_protocol::frame::AMQPFrame;
-use amq_protocol::protocol::{channel, connection, AMQPClass};
+use amq_protocol::protocol::{basic, channel, confirm, connection, AMQPClass};
 use amq_protocol::types::{AMQPValue, FieldTable, LongString, ShortString};
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -41,14 +45,15 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::access::{Principal, AUTH_FAILED};
+use crate::broker::event::Event;
 use crate::broker::session::Session;
 use crate::broker::Broker;
-use crate::connection::authorize::PublishGrants;
+use crate::connection::authorize::{authorize, PublishGrants};
 use crate::connection::ConnectionConfig;
 use crate::error::BrokerError;
 pub use codec::PROTOCOL_HEADER;
 use codec::{FrameError, RawFrame};
-use warren_protocol::ErrorCode;
+use warren_protocol::{ErrorCode, Frame, Publish};
 use writer::Out;
 
 /// Channels a connection may open, offered in `tune` (RabbitMQ's default).
@@ -288,13 +293,31 @@ impl FrameReader {
     }
 }
 
-/// A channel's state. Later slices keep here what RabbitMQ keeps per channel (delivery
-/// tags, prefetch, confirm mode, consumers).
+/// A channel's state: what RabbitMQ keeps per channel (later slices add delivery tags,
+/// prefetch and consumers).
 #[derive(Debug, Default)]
 struct Channel {
     /// The server sent `channel.close` and waits for `close-ok`; other methods on the
     /// channel are ignored meanwhile, as the spec says.
     closing: bool,
+    /// Tells this channel from an earlier one of the same number, for late confirms.
+    generation: u8,
+    /// `confirm.select` was sent: publishes are numbered from 1 and confirmed.
+    confirm: bool,
+    /// The last publish sequence number given out (confirm mode).
+    next_seq: u64,
+    /// A publish whose content is still arriving.
+    content: Option<content::Pending>,
+    /// `basic.qos`'s prefetch count, for the channel's consumers started after it.
+    prefetch: u32,
+}
+
+/// What is left to do for a channel that closed: see [`Conn::clean_up`].
+#[derive(Debug)]
+struct Cleanup {
+    consumers: Vec<Arc<str>>,
+    /// The session's tags of its unsettled deliveries.
+    delivery_tags: Vec<u64>,
 }
 
 /// Serves one client of the AMQP listener until it closes, fails, or the server shuts down.
@@ -331,6 +354,17 @@ pub async fn run(
         writer_gone.clone(),
     ));
     let mut conn = Conn {
+        max_body: config
+            .max_frame_size
+            .saturating_sub(warren_protocol::PUBLISH_HEADROOM_BYTES) as usize,
+        next_generation: 0,
+        live: events::Live::default(),
+        blocked_capable: false,
+        cancel_notify: false,
+        cleanups: Vec::new(),
+        next_ctag: 0,
+        shutdown: shutdown.clone(),
+        writer_gone: writer_gone.clone(),
         broker: &broker,
         peer: peer.clone(),
         peer_ip: peer_addr.map(|a| a.ip()),
@@ -407,6 +441,23 @@ struct Conn<'a> {
     grants: PublishGrants,
     /// Offered in `tune` (`--heartbeat-secs`).
     heartbeat_secs: u16,
+    /// The largest body a publish may carry (Warren's message size limit, as the native
+    /// door's: the frame size less the publish headroom).
+    max_body: usize,
+    /// The generation the next opened channel gets.
+    next_generation: u8,
+    /// The channels open now, shared with the event task.
+    live: events::Live,
+    /// The client advertised `connection.blocked` in its capabilities.
+    blocked_capable: bool,
+    /// The client advertised `consumer_cancel_notify`.
+    cancel_notify: bool,
+    /// Closed channels whose consumers and deliveries are still to be dealt with.
+    cleanups: Vec<Cleanup>,
+    /// The last server-generated consumer tag's number.
+    next_ctag: u64,
+    shutdown: CancellationToken,
+    writer_gone: CancellationToken,
 }
 
 impl Conn<'_> {
@@ -434,10 +485,24 @@ impl Conn<'_> {
             Err(Step::End(ended)) => return ended,
             Err(Step::Close(err)) => return self.close(err).await,
         };
-        let (events, _events_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (events, events_rx) = tokio::sync::mpsc::unbounded_channel();
         let session = self
             .broker
             .new_session(self.peer.clone(), principal.clone(), events);
+        let stop_events = CancellationToken::new();
+        let _stop_events = stop_events.clone().drop_guard();
+        tokio::spawn(
+            events::EventTask {
+                session: session.clone(),
+                rx: events_rx,
+                out: self.out.clone(),
+                live: self.live.clone(),
+                frame_max: self.frames.max_frame,
+                blocked_capable: self.blocked_capable,
+                cancel_notify: self.cancel_notify,
+            }
+            .run(stop_events),
+        );
         tracing::info!(
             peer = %self.peer,
             connection = session.id,
@@ -458,7 +523,11 @@ impl Conn<'_> {
                 f = self.frames.next(None) => f,
             };
             let step = match next {
-                Ok(frame) => self.dispatch(frame, &session).await,
+                Ok(frame) => {
+                    let step = self.dispatch(frame, &session).await;
+                    self.clean_up(&session).await;
+                    step
+                }
                 Err(e) => Err(read_failed(e)),
             };
             match step {
@@ -499,6 +568,8 @@ impl Conn<'_> {
             return Err(unexpected("connection.start-ok", &start_ok));
         };
         let user = self.login(&start_ok).await?;
+        self.blocked_capable = capability(&start_ok.client_properties, "connection.blocked");
+        self.cancel_notify = capability(&start_ok.client_properties, "consumer_cancel_notify");
         self.send(
             0,
             AMQPClass::Connection(connection::AMQPMethod::Tune(connection::Tune {
@@ -694,7 +765,7 @@ impl Conn<'_> {
     }
 
     /// Acts on one frame of an open connection.
-    async fn dispatch(&mut self, frame: RawFrame, session: &Session) -> Result<(), Step> {
+    async fn dispatch(&mut self, frame: RawFrame, session: &Arc<Session>) -> Result<(), Step> {
         let (channel, class_id, method_id, payload) = match frame {
             RawFrame::Heartbeat { channel: 0 } => return Ok(()),
             RawFrame::Heartbeat { channel } => {
@@ -703,13 +774,11 @@ impl Conn<'_> {
                     format!("heartbeat frame on channel {channel}"),
                 )))
             }
-            RawFrame::Header { channel } | RawFrame::Body { channel } => {
-                return Err(Step::Close(ConnError::new(
-                    Reply::UnexpectedFrame,
-                    format!(
-                        "expected method frame, got non method frame instead (channel {channel})"
-                    ),
-                )))
+            RawFrame::Header { channel, payload } => {
+                return self.content(channel, true, payload, session).await
+            }
+            RawFrame::Body { channel, payload } => {
+                return self.content(channel, false, payload, session).await
             }
             RawFrame::Method {
                 channel,
@@ -744,7 +813,22 @@ impl Conn<'_> {
             return match (class_id, method_id) {
                 (20, 10) => {
                     codec::parse_method(&payload).ok_or_else(|| cannot_decode(20, 10))?;
-                    self.channels.insert(channel, Channel::default());
+                    let generation = self.next_generation;
+                    self.next_generation = generation.wrapping_add(1);
+                    self.live.lock().channels.insert(
+                        channel,
+                        events::ChanShared {
+                            generation,
+                            ..events::ChanShared::default()
+                        },
+                    );
+                    self.channels.insert(
+                        channel,
+                        Channel {
+                            generation,
+                            ..Channel::default()
+                        },
+                    );
                     self.send(
                         channel,
                         AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})),
@@ -757,6 +841,16 @@ impl Conn<'_> {
                 )),
             };
         };
+        if state.content.is_some() && !state.closing {
+            let name = codec::method_name(class_id, method_id).unwrap_or("method");
+            return Err(Step::Close(
+                ConnError::new(
+                    Reply::UnexpectedFrame,
+                    format!("expected content header for class 60, got '{name}' instead"),
+                )
+                .on(class_id, method_id),
+            ));
+        }
         if state.closing {
             // Only the close handshake counts on a closing channel.
             if matches!((class_id, method_id), (20, 40) | (20, 41)) {
@@ -764,6 +858,7 @@ impl Conn<'_> {
                     self.send_channel_close_ok(channel);
                 }
                 self.channels.remove(&channel);
+                self.drop_channel(channel);
             }
             return Ok(());
         }
@@ -774,9 +869,95 @@ impl Conn<'_> {
             (20, 40) => {
                 codec::parse_method(&payload).ok_or_else(|| cannot_decode(20, 40))?;
                 self.channels.remove(&channel);
+                self.drop_channel(channel);
                 self.send_channel_close_ok(channel);
                 Ok(())
             }
+            (60, 40) => match codec::parse_method(&payload) {
+                Some(AMQPClass::Basic(basic::AMQPMethod::Publish(method))) => {
+                    if method.immediate {
+                        // As RabbitMQ 3.0 and later.
+                        return Err(Step::Close(
+                            ConnError::new(Reply::NotImplemented, "immediate=true").on(60, 40),
+                        ));
+                    }
+                    if let Some(state) = self.channels.get_mut(&channel) {
+                        state.content = Some(content::Pending {
+                            method,
+                            header: None,
+                            body: BytesMut::new(),
+                        });
+                    }
+                    Ok(())
+                }
+                _ => Err(cannot_decode(60, 40)),
+            },
+            (60, 10) => match codec::parse_method(&payload) {
+                Some(AMQPClass::Basic(basic::AMQPMethod::Qos(qos))) => self.qos(channel, &qos),
+                _ => Err(cannot_decode(60, 10)),
+            },
+            (60, 20) => {
+                if let Some(at) = codec::table_offset(60, 20, &payload) {
+                    if !codec::table_nesting_ok(&payload[at..], codec::MAX_TABLE_DEPTH) {
+                        return Err(too_deep(60, 20));
+                    }
+                }
+                match codec::parse_method(&payload) {
+                    Some(AMQPClass::Basic(basic::AMQPMethod::Consume(c))) => {
+                        self.consume(channel, c, session)
+                    }
+                    _ => Err(cannot_decode(60, 20)),
+                }
+            }
+            (60, 30) => match codec::parse_method(&payload) {
+                Some(AMQPClass::Basic(basic::AMQPMethod::Cancel(c))) => {
+                    let tag = c.consumer_tag.as_str();
+                    let ours = self.live.lock().consumers.get(tag) == Some(&channel);
+                    if ours {
+                        self.live.lock().consumers.remove(tag);
+                        // As RabbitMQ: its unacked deliveries stay with the channel, to be
+                        // acked or rejected later.
+                        if let Err(e) = self.broker.cancel(session, tag, true).await {
+                            tracing::warn!(connection = session.id, consumer = %tag, error = %e, "AMQP cancel failed");
+                        }
+                    }
+                    if !c.nowait {
+                        self.send(
+                            channel,
+                            AMQPClass::Basic(basic::AMQPMethod::CancelOk(basic::CancelOk {
+                                consumer_tag: c.consumer_tag.clone(),
+                            })),
+                        );
+                    }
+                    Ok(())
+                }
+                _ => Err(cannot_decode(60, 30)),
+            },
+            (60, 70) => match codec::parse_method(&payload) {
+                Some(AMQPClass::Basic(basic::AMQPMethod::Get(g))) => {
+                    self.get(channel, &g, session).await
+                }
+                _ => Err(cannot_decode(60, 70)),
+            },
+            (60, 80 | 90 | 120) => match codec::parse_method(&payload) {
+                Some(AMQPClass::Basic(method)) => self.settle(channel, method, session).await,
+                _ => Err(cannot_decode(class_id, method_id)),
+            },
+            (85, 10) => match codec::parse_method(&payload) {
+                Some(AMQPClass::Confirm(confirm::AMQPMethod::Select(select))) => {
+                    if let Some(state) = self.channels.get_mut(&channel) {
+                        state.confirm = true;
+                    }
+                    if !select.nowait {
+                        self.send(
+                            channel,
+                            AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(confirm::SelectOk {})),
+                        );
+                    }
+                    Ok(())
+                }
+                _ => Err(cannot_decode(85, 10)),
+            },
             // A close-ok the server did not ask for: nothing to do.
             (20, 41) => Ok(()),
             (40, 10 | 20 | 30 | 40) | (50, 10 | 20 | 30 | 40 | 50) => {
@@ -836,6 +1017,445 @@ impl Conn<'_> {
         }
     }
 
+    /// Forgets a channel the client or the server closed; its consumers are cancelled and
+    /// its unsettled deliveries requeued by [`Conn::clean_up`], after the current frame.
+    fn drop_channel(&mut self, channel: u16) {
+        let mut shared = self.live.lock();
+        let Some(ch) = shared.channels.remove(&channel) else {
+            return;
+        };
+        let consumers: Vec<Arc<str>> = shared
+            .consumers
+            .iter()
+            .filter(|(_, c)| **c == channel)
+            .map(|(t, _)| t.clone())
+            .collect();
+        for t in &consumers {
+            shared.consumers.remove(t);
+        }
+        self.cleanups.push(Cleanup {
+            consumers,
+            delivery_tags: ch.tags.into_values().collect(),
+        });
+    }
+
+    /// Cancels the consumers of closed channels (requeueing their unacked deliveries, as
+    /// RabbitMQ does when a channel closes) and requeues what else was left unsettled on
+    /// them (deliveries of consumers cancelled earlier).
+    async fn clean_up(&mut self, session: &Arc<Session>) {
+        for cleanup in std::mem::take(&mut self.cleanups) {
+            for tag in cleanup.consumers {
+                if let Err(e) = self.broker.cancel(session, &tag, false).await {
+                    tracing::warn!(connection = session.id, consumer = %tag, error = %e, "cancelling a closed channel's consumer failed");
+                }
+            }
+            for tag in cleanup.delivery_tags {
+                // Already requeued with its consumer: nothing left to do.
+                let _ = self.broker.nack(session, tag, false, true, 0, None).await;
+            }
+        }
+    }
+
+    /// `basic.qos`: the prefetch for the channel's next consumers.
+    /// `global` is taken as per consumer too: Warren's prefetch is per consumer only
+    /// (docs/amqp.md). amq-protocol drops `prefetch_size`, which RabbitMQ refuses unless 0.
+    fn qos(&mut self, channel: u16, qos: &basic::Qos) -> Result<(), Step> {
+        if let Some(state) = self.channels.get_mut(&channel) {
+            state.prefetch = u32::from(qos.prefetch_count);
+        }
+        self.send(
+            channel,
+            AMQPClass::Basic(basic::AMQPMethod::QosOk(basic::QosOk {})),
+        );
+        Ok(())
+    }
+
+    /// `basic.consume`: a consumer on the broker, its deliveries numbered on this channel.
+    fn consume(
+        &mut self,
+        channel: u16,
+        c: basic::Consume,
+        session: &Arc<Session>,
+    ) -> Result<(), Step> {
+        let (generation, prefetch) = match self.channels.get(&channel) {
+            Some(state) => (state.generation, state.prefetch),
+            None => return Ok(()),
+        };
+        let tag: Arc<str> = if c.consumer_tag.as_str().is_empty() {
+            self.next_ctag += 1;
+            format!("amq.ctag-{}.{}", session.id, self.next_ctag).into()
+        } else {
+            c.consumer_tag.as_str().into()
+        };
+        {
+            let mut shared = self.live.lock();
+            if shared.consumers.contains_key(&tag) {
+                drop(shared);
+                return Err(Step::Close(
+                    ConnError::new(
+                        Reply::NotAllowed,
+                        format!("attempt to reuse consumer tag '{tag}'"),
+                    )
+                    .on(60, 20),
+                ));
+            }
+            // Before the broker has it, so its first delivery finds its channel.
+            shared.consumers.insert(tag.clone(), channel);
+        }
+        let native = warren_protocol::Consume {
+            queue: c.queue.to_string(),
+            consumer_tag: tag.to_string(),
+            no_ack: c.no_ack,
+            exclusive: c.exclusive,
+            arguments: topology::table(&c.arguments),
+        };
+        let frame = Frame::Consume(native);
+        let result = authorize(&session.user, &frame, &mut self.grants).and_then(|()| {
+            let Frame::Consume(native) = frame else {
+                return Ok(());
+            };
+            // The session's prefetch applies to the consumers started after it is set; the
+            // reader starts them one at a time, so each gets its channel's.
+            session.set_prefetch(prefetch);
+            let id = events::request_id(channel, generation, u64::from(!c.nowait));
+            self.broker.consume(session, id, native)
+        });
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.live.lock().consumers.remove(&tag);
+                let text = e.to_string();
+                tracing::info!(peer = %self.peer, connection = session.id, channel, code = e.code().as_u16(), error = %crate::clip::text(&text), "AMQP consume refused");
+                self.refuse(channel, e.code(), &text, 60, 20)
+            }
+        }
+    }
+
+    /// `basic.get`: one message with `get-ok` (numbered on the channel like a delivery), or
+    /// `get-empty`.
+    async fn get(
+        &mut self,
+        channel: u16,
+        g: &basic::Get,
+        session: &Arc<Session>,
+    ) -> Result<(), Step> {
+        let frame = Frame::Get(warren_protocol::Get {
+            queue: g.queue.to_string(),
+            no_ack: g.no_ack,
+        });
+        let got = match authorize(&session.user, &frame, &mut self.grants) {
+            Ok(()) => {
+                let Frame::Get(native) = frame else {
+                    return Ok(());
+                };
+                self.broker.get(session, native).await
+            }
+            Err(e) => Err(e),
+        };
+        let got = match got {
+            Ok(got) => got,
+            Err(e) => {
+                let text = e.to_string();
+                tracing::info!(peer = %self.peer, connection = session.id, channel, code = e.code().as_u16(), error = %crate::clip::text(&text), "AMQP get refused");
+                return self.refuse(channel, e.code(), &text, 60, 70);
+            }
+        };
+        let Some(got) = got else {
+            self.send(
+                channel,
+                AMQPClass::Basic(basic::AMQPMethod::GetEmpty(basic::GetEmpty {})),
+            );
+            return Ok(());
+        };
+        let tag = {
+            let mut shared = self.live.lock();
+            let Some(ch) = shared.channels.get_mut(&channel) else {
+                return Ok(());
+            };
+            ch.next_tag += 1;
+            if !g.no_ack {
+                ch.tags.insert(ch.next_tag, got.delivery_tag);
+            }
+            ch.next_tag
+        };
+        let method = AMQPClass::Basic(basic::AMQPMethod::GetOk(basic::GetOk {
+            delivery_tag: tag,
+            redelivered: got.acquired_count > 0,
+            exchange: short_string(&got.message.exchange),
+            routing_key: short_string(&got.message.routing_key),
+            message_count: u32::try_from(got.message_count).unwrap_or(u32::MAX),
+        }));
+        let bytes =
+            content::encode_with_content(channel, method, &got.message, self.frames.max_frame);
+        let _ = self.out.send(Out::Frame(bytes));
+        Ok(())
+    }
+
+    /// `basic.ack`, `basic.nack` and `basic.reject`: the channel's tags mapped to the
+    /// session's, settled one by one. An unknown tag is 406 on the channel, as RabbitMQ.
+    async fn settle(
+        &mut self,
+        channel: u16,
+        method: basic::AMQPMethod,
+        session: &Arc<Session>,
+    ) -> Result<(), Step> {
+        let (method_id, tag, multiple) = match &method {
+            basic::AMQPMethod::Ack(a) => (80, a.delivery_tag, a.multiple),
+            basic::AMQPMethod::Reject(r) => (90, r.delivery_tag, false),
+            basic::AMQPMethod::Nack(n) => (120, n.delivery_tag, n.multiple),
+            _ => return Ok(()),
+        };
+        let taken: Vec<u64> = {
+            let mut shared = self.live.lock();
+            let Some(ch) = shared.channels.get_mut(&channel) else {
+                return Ok(());
+            };
+            if multiple && tag == 0 {
+                // RabbitMQ: every outstanding delivery on the channel.
+                std::mem::take(&mut ch.tags).into_values().collect()
+            } else if !ch.tags.contains_key(&tag) {
+                Vec::new()
+            } else if multiple {
+                let rest = ch.tags.split_off(&(tag + 1));
+                std::mem::replace(&mut ch.tags, rest)
+                    .into_values()
+                    .collect()
+            } else {
+                ch.tags.remove(&tag).into_iter().collect()
+            }
+        };
+        if taken.is_empty() && !(multiple && tag == 0) {
+            return self.refuse(
+                channel,
+                ErrorCode::PreconditionFailed,
+                &format!("unknown delivery tag {tag}"),
+                60,
+                method_id,
+            );
+        }
+        for stag in taken {
+            let result = match &method {
+                basic::AMQPMethod::Ack(_) => self.broker.ack(session, stag, false, None).await,
+                basic::AMQPMethod::Reject(r) => {
+                    self.broker.reject(session, stag, r.requeue, None).await
+                }
+                basic::AMQPMethod::Nack(n) => {
+                    self.broker
+                        .nack(session, stag, false, n.requeue, 0, None)
+                        .await
+                }
+                _ => Ok(()),
+            };
+            if let Err(e) = result {
+                // The broker already took it back (a consumer timeout): RabbitMQ's answer
+                // to a tag it no longer knows.
+                let text = e.to_string();
+                return self.refuse(channel, e.code(), &text, 60, method_id);
+            }
+        }
+        Ok(())
+    }
+
+    /// A content header or body frame: the next piece of the publish pending on `channel`;
+    /// the last piece publishes it.
+    async fn content(
+        &mut self,
+        channel: u16,
+        header: bool,
+        payload: bytes::Bytes,
+        session: &Session,
+    ) -> Result<(), Step> {
+        let unexpected = |text: &str| {
+            Err(Step::Close(ConnError::new(
+                Reply::UnexpectedFrame,
+                format!("{text} (channel {channel})"),
+            )))
+        };
+        let Some(state) = self.channels.get_mut(&channel) else {
+            return unexpected("expected method frame, got non method frame instead");
+        };
+        if state.closing {
+            // The rest of a publish the channel's error cut short.
+            return Ok(());
+        }
+        let Some(pending) = state.content.as_mut() else {
+            return unexpected("expected method frame, got non method frame instead");
+        };
+        if header {
+            if pending.header.is_some() {
+                return unexpected("expected content body, got content header instead");
+            }
+            if let Some(at) = codec::header_table_offset(&payload) {
+                if !codec::table_nesting_ok(&payload[at..], codec::MAX_TABLE_DEPTH) {
+                    return Err(too_deep(60, 40));
+                }
+            }
+            let header = match amq_protocol::frame::parsing::parse_content_header(&payload[..]) {
+                Ok(([], header)) => header,
+                _ => {
+                    return Err(Step::Close(ConnError::new(
+                        Reply::FrameError,
+                        format!("cannot decode content header (channel {channel})"),
+                    )))
+                }
+            };
+            if header.class_id != content::BASIC_CLASS {
+                return unexpected(&format!(
+                    "expected content header for class 60, got class {}",
+                    header.class_id
+                ));
+            }
+            if header.body_size > self.max_body as u64 {
+                // As RabbitMQ: refused from the header, before the body is buffered.
+                let text = format!(
+                    "message size {} is larger than configured max size {}",
+                    header.body_size, self.max_body
+                );
+                return self.refuse(channel, ErrorCode::PreconditionFailed, &text, 60, 40);
+            }
+            let properties = match content::to_native(&header.properties) {
+                Ok(p) => p,
+                Err(text) => {
+                    return self.refuse(channel, ErrorCode::PreconditionFailed, &text, 60, 40)
+                }
+            };
+            pending.header = Some((properties, header.body_size));
+        } else {
+            let Some((_, size)) = &pending.header else {
+                return unexpected(
+                    "expected content header for class 60, got non content header frame instead",
+                );
+            };
+            if (pending.body.len() + payload.len()) as u64 > *size {
+                return Err(Step::Close(ConnError::new(
+                    Reply::FrameError,
+                    format!(
+                        "content body is longer than the {size} bytes its header announced (channel {channel})"
+                    ),
+                )));
+            }
+            pending.body.extend_from_slice(&payload);
+        }
+        let complete =
+            matches!(&pending.header, Some((_, size)) if pending.body.len() as u64 == *size);
+        if !complete {
+            return Ok(());
+        }
+        let Some(done) = state.content.take() else {
+            return Ok(());
+        };
+        let seq = if state.confirm {
+            state.next_seq += 1;
+            state.next_seq
+        } else {
+            0
+        };
+        let id = events::request_id(channel, state.generation, seq);
+        self.publish(channel, id, done, session).await
+    }
+
+    /// A whole publish, on the broker's publish path: the native permission check, the
+    /// resource alarms, a publish permit, then the broker (which confirms after the commit).
+    async fn publish(
+        &mut self,
+        channel: u16,
+        request_id: u64,
+        done: content::Pending,
+        session: &Session,
+    ) -> Result<(), Step> {
+        let Some((properties, _)) = done.header else {
+            return Ok(());
+        };
+        let frame = Frame::Publish(Box::new(Publish {
+            exchange: done.method.exchange.to_string(),
+            routing_key: done.method.routing_key.to_string(),
+            mandatory: done.method.mandatory,
+            // Outside confirm mode the client hears only of refusals (which it then ignores,
+            // as a RabbitMQ client without confirms would never see them).
+            no_confirm: !events::wants_confirm(request_id),
+            properties,
+            body: done.body.freeze(),
+        }));
+        if let Err(e) = authorize(&session.user, &frame, &mut self.grants) {
+            return self.refuse_broker(channel, &e, session);
+        }
+        let Frame::Publish(publish) = frame else {
+            return Ok(());
+        };
+        if let Some(reason) = self.broker.alarms().blocks(publish.properties.persistent) {
+            self.wait_while_blocked(session, publish.properties.persistent, reason)
+                .await;
+        }
+        // A permit per publish in flight, given back when its confirm (or settlement) is
+        // written: a client that reads no confirms stops being read, as on the native door.
+        let permit = tokio::select! {
+            biased;
+            p = session.publish_permits.acquire() => match p {
+                Ok(p) => p,
+                Err(_) => return Err(Step::End(Ended::WriterGone)),
+            },
+            () = self.writer_gone.cancelled() => return Err(Step::End(Ended::WriterGone)),
+            () = session.forced.cancelled() => {
+                let reason = session.forced_reason().to_owned();
+                return Err(Step::Close(ConnError::new(Reply::ConnectionForced, reason)));
+            }
+            () = self.shutdown.cancelled() => return Err(Step::Close(shutting_down())),
+        };
+        session
+            .published
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match self.broker.publish(session, request_id, *publish).await {
+            Ok(()) => {
+                permit.forget();
+                Ok(())
+            }
+            Err(e) => self.refuse_broker(channel, &e, session),
+        }
+    }
+
+    /// Holds a publish that met a resource alarm until the alarm clears, as the native door
+    /// does; the client hears `connection.blocked` / `unblocked` if it asked to.
+    async fn wait_while_blocked(&self, session: &Session, persistent: bool, reason: &str) {
+        tracing::info!(connection = session.id, reason, "AMQP connection blocked");
+        session.send(
+            0,
+            Event::Blocked {
+                reason: reason.to_owned(),
+            },
+        );
+        let mut alarms = self.broker.alarms().subscribe();
+        loop {
+            if alarms.borrow_and_update().blocks(persistent).is_none() {
+                break;
+            }
+            tokio::select! {
+                () = self.shutdown.cancelled() => break,
+                () = self.writer_gone.cancelled() => break,
+                () = session.forced.cancelled() => break,
+                changed = alarms.changed() => if changed.is_err() { break },
+            }
+        }
+        tracing::info!(connection = session.id, "AMQP connection unblocked");
+        session.send(0, Event::Unblocked);
+    }
+
+    /// A broker refusal of a `basic.publish`, by RabbitMQ's split of channel and connection
+    /// errors.
+    fn refuse_broker(
+        &mut self,
+        channel: u16,
+        e: &BrokerError,
+        session: &Session,
+    ) -> Result<(), Step> {
+        let text = e.to_string();
+        if matches!(e, BrokerError::Store(_)) {
+            tracing::error!(peer = %self.peer, connection = session.id, channel, error = %crate::clip::text(&text), "AMQP publish failed in the store");
+        } else {
+            tracing::info!(peer = %self.peer, connection = session.id, channel, code = e.code().as_u16(), error = %crate::clip::text(&text), "AMQP publish refused");
+        }
+        self.refuse(channel, e.code(), &text, 60, 40)
+    }
+
     /// A refusal by RabbitMQ's rule: codes below 500 are channel errors (the channel
     /// closes, the connection goes on), the others connection errors.
     fn refuse(
@@ -853,7 +1473,10 @@ impl Conn<'_> {
         }
         if let Some(state) = self.channels.get_mut(&channel) {
             state.closing = true;
+            state.content = None;
         }
+        // Nothing more is said on it: late confirms and returns are dropped.
+        self.drop_channel(channel);
         let reply_text = format!("{} - {}", code.name(), crate::clip::text(text));
         self.send(
             channel,
@@ -969,6 +1592,16 @@ fn start() -> connection::Start {
         server_properties: props,
         mechanisms: LongString::from(MECHANISMS.as_bytes().to_vec()),
         locales: LongString::from(b"en_US".to_vec()),
+    }
+}
+
+/// Whether the client's properties list `name` as a capability set to true.
+fn capability(client_properties: &FieldTable, name: &str) -> bool {
+    match client_properties.inner().get("capabilities") {
+        Some(AMQPValue::FieldTable(caps)) => {
+            matches!(caps.inner().get(name), Some(AMQPValue::Boolean(true)))
+        }
+        _ => false,
     }
 }
 

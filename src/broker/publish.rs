@@ -50,6 +50,15 @@ impl Broker {
                 ttl_too_long(ms)
             )));
         }
+        if let Some(id) = p.properties.user_id.as_deref() {
+            // As RabbitMQ: a message may not claim to come from another user.
+            if id != session.user.name {
+                return Err(BrokerError::PreconditionFailed(format!(
+                    "user_id property set to '{id}' but authenticated user was '{}'",
+                    session.user.name
+                )));
+            }
+        }
         if !p.properties.headers.is_empty() {
             p.properties.headers = p.properties.headers.without(is_death_history);
         }

@@ -67,6 +67,9 @@ pub fn full_properties() -> Properties {
         priority: Some(9),
         persistent: true,
         headers: rich_table().into(),
+        kind: Some("order.created".into()),
+        user_id: Some("guest".into()),
+        app_id: Some("shop".into()),
     }
 }
 
