@@ -159,6 +159,29 @@ AMQP_BENCH=$ROOT/bench/amqp-bench/target/release/amqp-bench
     echo "runs:      $RUNS per scenario and broker$([ "$QUICK" = 1 ] && echo ', --quick counts')"
 } | tee "$OUT/machine.txt" >&2
 
+# Runs one measurement: broker $1, scenario $2, run $3, server PID $4, then the command.
+# Writes $OUT/<broker>-<scenario>-<run>.json and .cpu (the broker's CPU seconds before and
+# after). A run that fails (a lost connection, a stall, a failed verification) is retried
+# twice and written to $OUT/retries.txt, so the table says so.
+measure() {
+    local broker=$1 s=$2 r=$3 pid=$4 try c0 c1
+    shift 4
+    for try in 1 2 3; do
+        c0=$(cpu_of "$pid")
+        if "$@" >"$OUT/$broker-$s-$r.json"; then
+            c1=$(cpu_of "$pid")
+            echo "$c0 $c1" >"$OUT/$broker-$s-$r.cpu"
+            log "$broker $s run $r done"
+            return 0
+        fi
+        log "$broker $s run $r failed (attempt $try)"
+        echo "$broker $s run $r: attempt $try failed" >>"$OUT/retries.txt"
+        alive "$pid" || { log "the $broker broker is gone"; exit 1; }
+    done
+    log "$broker $s run $r failed three times"
+    exit 1
+}
+
 # --- Warren ----------------------------------------------------------------------------------
 run_warren() {
     mkdir -p "$WORK/warren-data"
@@ -180,13 +203,8 @@ run_warren() {
     for s in $SCENARIOS; do
         n=$(count_of "$s")
         for r in $(seq 1 "$RUNS"); do
-            local c0 c1
-            c0=$(cpu_of "$WARREN_PID")
-            "$WARREN" bench --server "$addr" --scenario "$s" --count "$n" --json \
-                >"$OUT/warren-$s-$r.json"
-            c1=$(cpu_of "$WARREN_PID")
-            echo "$c0 $c1" >"$OUT/warren-$s-$r.cpu"
-            log "warren $s run $r done"
+            measure warren "$s" "$r" "$WARREN_PID" \
+                "$WARREN" bench --server "$addr" --scenario "$s" --count "$n" --json
         done
     done
     stop_warren
@@ -234,13 +252,8 @@ EOF
     for s in $SCENARIOS; do
         n=$(count_of "$s")
         for r in $(seq 1 "$RUNS"); do
-            local c0 c1
-            c0=$(cpu_of "$BEAM_PID")
-            "$AMQP_BENCH" --uri "amqp://guest:guest@127.0.0.1:$port/%2f" --scenario "$s" \
-                --count "$n" --json >"$OUT/rabbitmq-$s-$r.json"
-            c1=$(cpu_of "$BEAM_PID")
-            echo "$c0 $c1" >"$OUT/rabbitmq-$s-$r.cpu"
-            log "rabbitmq $s run $r done"
+            measure rabbitmq "$s" "$r" "$BEAM_PID" "$AMQP_BENCH" \
+                --uri "amqp://guest:guest@127.0.0.1:$port/%2f" --scenario "$s" --count "$n" --json
         done
     done
     stop_rabbit
@@ -308,6 +321,11 @@ for s in scenarios:
 print()
 print("Latency ratios below 1 mean Warren is faster; every other ratio above 1 does.")
 EOF
+if [ -s "$OUT/retries.txt" ]; then
+    echo
+    echo "Runs retried (their failed attempts are not in the table):"
+    cat "$OUT/retries.txt"
+fi | tee -a "$OUT/table.md"
 cat "$OUT/machine.txt"
 log "end load: $(cut -d' ' -f1-3 /proc/loadavg)"
 # The logs are kept only while something may need reading.

@@ -235,6 +235,47 @@ fn histogram() -> anyhow::Result<Histogram<u64>> {
 
 /// Deliveries counted so far, over all consumers, for the stall check.
 static DELIVERIES: AtomicU64 = AtomicU64::new(0);
+/// Publishes and deliveries so far, for the watchdog.
+static PROGRESS: AtomicU64 = AtomicU64::new(0);
+
+/// Opens a connection that prints its events (blocked, flow, errors) to stderr: lapin
+/// otherwise only fails the next call on it, and a pending confirm may wait for ever.
+async fn connect(uri: &str, what: &'static str) -> anyhow::Result<Connection> {
+    let conn = Connection::connect(uri, ConnectionProperties::default())
+        .await
+        .with_context(|| format!("{what}: connect"))?;
+    let mut events = conn.events_listener();
+    tokio::spawn(async move {
+        while let Some(e) = events.next().await {
+            if !matches!(e, lapin::Event::Connected) {
+                eprintln!("amqp-bench: {what} connection: {e:?}");
+            }
+        }
+    });
+    Ok(conn)
+}
+
+/// Ends the process when neither a publish nor a delivery happened for
+/// [`STALL_TIMEOUT`] (twice the consumers' own stall check, which reports what arrived):
+/// a connection lost under a pending confirm would otherwise hang the run.
+fn watchdog() {
+    tokio::spawn(async {
+        let mut last = (PROGRESS.load(Ordering::Relaxed), Instant::now());
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let n = PROGRESS.load(Ordering::Relaxed);
+            if n != last.0 {
+                last = (n, Instant::now());
+            } else if last.1.elapsed() >= 2 * STALL_TIMEOUT {
+                eprintln!(
+                    "amqp-bench: no publish or delivery for {:?}; giving up",
+                    2 * STALL_TIMEOUT
+                );
+                std::process::exit(3);
+            }
+        }
+    });
+}
 
 /// What one consumer saw.
 struct Received {
@@ -296,6 +337,7 @@ async fn consume(
         r.deliveries += 1;
         r.last_delivery = Some(Instant::now());
         DELIVERIES.fetch_add(1, Ordering::Relaxed);
+        PROGRESS.fetch_add(1, Ordering::Relaxed);
         if !auto_ack {
             acks.push(channel.basic_ack(d.delivery_tag, BasicAckOptions::default()));
             r.acks += 1;
@@ -410,6 +452,7 @@ async fn publish(
             ch.basic_publish(ex, key, BasicPublishOptions::default(), &body, props)
                 .await
         });
+        PROGRESS.fetch_add(1, Ordering::Relaxed);
         while let Some(Some(c)) = sending.next().now_or_never() {
             written(c, &mut window)?;
         }
@@ -451,9 +494,7 @@ async fn subscribe(
     w: &Workload,
     name: &str,
 ) -> anyhow::Result<(Connection, Channel, lapin::Consumer)> {
-    let conn = Connection::connect(uri, ConnectionProperties::default())
-        .await
-        .context("consumer connect")?;
+    let conn = connect(uri, "consumer").await?;
     let ch = conn.create_channel().await?;
     if !w.auto_ack {
         ch.basic_qos(w.prefetch, BasicQosOptions::default()).await?;
@@ -479,9 +520,7 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
         w.count = n;
     }
     let tag = format!("bench-{}", now_us());
-    let control = Connection::connect(&args.uri, ConnectionProperties::default())
-        .await
-        .context("connect")?;
+    let control = connect(&args.uri, "control").await?;
     let ctl = control.create_channel().await?;
     let queues: Vec<String> = (0..w.queues).map(|i| format!("{tag}-q{i}")).collect();
     for q in &queues {
@@ -563,9 +602,7 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
     if !w.backlog {
         consumers = Some(start_consumers(w.clone(), queues.clone(), stop.clone()).await?);
     }
-    let producer = Connection::connect(&args.uri, ConnectionProperties::default())
-        .await
-        .context("producer connect")?;
+    let producer = connect(&args.uri, "producer").await?;
     let pch = producer.create_channel().await?;
     if !w.no_confirm {
         pch.confirm_select(ConfirmSelectOptions::default()).await?;
@@ -669,6 +706,7 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    watchdog();
     let report = match run(&args).await {
         Ok(r) => r,
         Err(e) => {
