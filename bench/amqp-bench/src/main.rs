@@ -17,7 +17,7 @@
 
 use std::collections::VecDeque;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -235,6 +235,9 @@ fn histogram() -> anyhow::Result<Histogram<u64>> {
 
 /// Deliveries counted so far, over all consumers, for the stall check.
 static DELIVERIES: AtomicU64 = AtomicU64::new(0);
+/// Set once every delivery is in: lapin reports closing a channel with a consumer on it as
+/// an error, which is not one here.
+static CLOSING: AtomicBool = AtomicBool::new(false);
 /// Publishes and deliveries so far, for the watchdog.
 static PROGRESS: AtomicU64 = AtomicU64::new(0);
 
@@ -247,7 +250,7 @@ async fn connect(uri: &str, what: &'static str) -> anyhow::Result<Connection> {
     let mut events = conn.events_listener();
     tokio::spawn(async move {
         while let Some(e) = events.next().await {
-            if !matches!(e, lapin::Event::Connected) {
+            if !matches!(e, lapin::Event::Connected) && !CLOSING.load(Ordering::Relaxed) {
                 eprintln!("amqp-bench: {what} connection: {e:?}");
             }
         }
@@ -655,6 +658,7 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
     }
     v.missing = v.expected - v.arrived;
     let last_delivery = last_delivery.unwrap_or(deliver_from);
+    CLOSING.store(true, Ordering::Relaxed);
     for c in conns {
         let _ = c.close(200, "done".into()).await;
     }
