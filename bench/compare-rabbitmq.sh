@@ -262,7 +262,10 @@ EOF
 log "results in $OUT"
 [ "$ONLY" = rabbitmq ] || run_warren
 [ "$ONLY" = warren ] || run_rabbit
-[ -z "$ONLY" ] || exit 0
+if [ -n "$ONLY" ]; then
+    if [ "$OUT" != "$WORK/results" ]; then rm -rf "$WORK"; fi
+    exit 0
+fi
 
 # --- the table -------------------------------------------------------------------------------
 python3 - "$OUT" "$RUNS" $SCENARIOS <<'EOF' | tee "$OUT/table.md"
