@@ -1,10 +1,10 @@
 //! The AMQP 0-9-1 front door (`serve --amqp-listen`, docs/amqp.md): RabbitMQ's protocol on
 //! the same broker core, users, permissions and limits as Warren's own.
 //!
-//! One task per connection reads and dispatches frames; a writer task ([`writer`]) owns the
+//! One task per connection reads and dispatches frames; a writer task (`writer`) owns the
 //! socket's sending half, batches what is queued for it, sends heartbeats when idle and
 //! gives up on a peer that takes no data within the write timeout, as the native
-//! connection's writer does. Frames are cut from the stream by [`codec`] and their methods
+//! connection's writer does. Frames are cut from the stream by `codec` and their methods
 //! decoded and encoded by `amq-protocol` (docs/decisions.md, "AMQP 0-9-1 front door").
 //!
 //! The connection follows RabbitMQ step by step: protocol header (any other header is
@@ -16,10 +16,10 @@
 //! then stops reading methods and waits, bounded, for the client to go.
 //!
 //! Inside channels, exchange and queue methods run on the broker's topology path
-//! ([`topology`]); a refusal with a code below 500 closes the channel only, as in RabbitMQ.
-//! `basic.publish` content is assembled per channel ([`content`]) and published on the
+//! (`topology`); a refusal with a code below 500 closes the channel only, as in RabbitMQ.
+//! `basic.publish` content is assembled per channel (`content`) and published on the
 //! native door's path; what the broker answers (confirms, returns, alarms) is written by
-//! the event task ([`events`]). Every other method is refused by name with 540
+//! the event task (`events`). Every other method is refused by name with 540
 //! NOT_IMPLEMENTED, its arguments never decoded.
 
 mod codec;
