@@ -24,19 +24,8 @@ use lapin::options::{
     ConfirmSelectOptions, QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel, Confirmation, Connection};
 use warren::client::{OutgoingMessage, QueueOptions};
-
-async fn connect(d: &TestDaemon) -> Connection {
-    let addr = d.amqp_addr().expect("the AMQP listener is on");
-    let url = format!("amqp://guest:guest@{addr}/%2f");
-    within(
-        "the AMQP connection",
-        Connection::connect(&url, ConnectionProperties::default()),
-    )
-    .await
-    .expect("connected")
-}
 
 /// Declares `name` durable (or, with `passive`, asks for it) and returns its ready count.
 async fn declare(ch: &Channel, name: &str, passive: bool) -> u32 {
@@ -99,7 +88,7 @@ async fn consume_all(conn: &Connection, queue: &str) -> Vec<String> {
 #[tokio::test]
 async fn every_confirmed_amqp_publish_survives_kill_9_and_acked_ones_stay_gone() {
     let mut d = TestDaemon::start();
-    let conn = connect(&d).await;
+    let conn = d.amqp().await;
     let ch = conn.create_channel().await.expect("channel");
     ch.confirm_select(ConfirmSelectOptions::default())
         .await
@@ -124,7 +113,7 @@ async fn every_confirmed_amqp_publish_survives_kill_9_and_acked_ones_stay_gone()
             Confirmation::Ack(None)
         );
     }
-    let consumer_conn = connect(&d).await;
+    let consumer_conn = d.amqp().await;
     let sub = consumer_conn.create_channel().await.expect("channel");
     sub.basic_qos(1000, BasicQosOptions::default())
         .await
@@ -233,7 +222,7 @@ async fn every_confirmed_amqp_publish_survives_kill_9_and_acked_ones_stay_gone()
     drop(native);
 
     d.restart();
-    let conn = connect(&d).await;
+    let conn = d.amqp().await;
 
     let remaining = consume_all(&conn, "settled").await;
     let want: Vec<String> = (200..500).map(|i| format!("s-{i:04}")).collect();

@@ -5,27 +5,15 @@
 
 mod common;
 
-use common::{wait_get, within, TestDaemon, WAIT};
+use common::{wait_get, within, TestDaemon};
 use futures::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, BasicQosOptions,
     BasicRejectOptions, ConfirmSelectOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, ByteArray, DecimalValue, FieldArray, FieldTable};
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ErrorKind};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ErrorKind};
 use warren::client::FieldValue;
-
-async fn connect(d: &TestDaemon) -> Connection {
-    let addr = d.amqp_addr().expect("the AMQP listener is on");
-    let url = format!("amqp://guest:guest@{addr}/%2f");
-    tokio::time::timeout(
-        WAIT,
-        Connection::connect(&url, ConnectionProperties::default()),
-    )
-    .await
-    .expect("connected in time")
-    .expect("connected")
-}
 
 async fn confirm_channel(conn: &Connection) -> Channel {
     let ch = conn.create_channel().await.expect("channel");
@@ -140,7 +128,7 @@ fn all_properties() -> BasicProperties {
 #[tokio::test]
 async fn a_confirmed_amqp_publish_reaches_warrens_client_with_every_property() {
     let d = TestDaemon::start();
-    let conn = connect(&d).await;
+    let conn = d.amqp().await;
     let ch = confirm_channel(&conn).await;
     durable_queue(&ch, "orders").await;
     let confirmation = publish(&ch, "", "orders", false, b"{\"id\":1}", all_properties())
@@ -211,7 +199,7 @@ async fn a_confirmed_amqp_publish_reaches_warrens_client_with_every_property() {
 #[tokio::test]
 async fn an_unroutable_mandatory_publish_is_returned_with_312_then_acked() {
     let d = TestDaemon::start();
-    let conn = connect(&d).await;
+    let conn = d.amqp().await;
     let ch = confirm_channel(&conn).await;
     let confirmation = publish(&ch, "", "nowhere", true, b"lost", all_properties())
         .await
@@ -236,7 +224,7 @@ async fn an_unroutable_mandatory_publish_is_returned_with_312_then_acked() {
 #[tokio::test]
 async fn a_body_larger_than_frame_max_is_split_and_put_back_together() {
     let d = TestDaemon::start();
-    let conn = connect(&d).await;
+    let conn = d.amqp().await;
     let ch = confirm_channel(&conn).await;
     durable_queue(&ch, "big").await;
     // 131072-byte frames: this body takes four body frames.
@@ -278,7 +266,7 @@ async fn a_body_larger_than_frame_max_is_split_and_put_back_together() {
 #[tokio::test]
 async fn a_body_over_the_servers_message_size_is_refused_with_406_on_the_channel() {
     let d = TestDaemon::start_with(&["--max-frame-size", "65536"]);
-    let conn = connect(&d).await;
+    let conn = d.amqp().await;
     let ch = confirm_channel(&conn).await;
     durable_queue(&ch, "q").await;
     let err = publish(
@@ -303,7 +291,7 @@ async fn a_body_over_the_servers_message_size_is_refused_with_406_on_the_channel
 #[tokio::test]
 async fn refused_publishes_close_the_channel_with_rabbitmqs_codes() {
     let d = TestDaemon::start();
-    let conn = connect(&d).await;
+    let conn = d.amqp().await;
     let ch = confirm_channel(&conn).await;
     let err = publish(&ch, "missing", "k", false, b"x", BasicProperties::default())
         .await
@@ -357,7 +345,7 @@ async fn next(c: &mut lapin::Consumer) -> lapin::message::Delivery {
 #[tokio::test]
 async fn published_and_consumed_over_amqp_with_every_property_then_acked() {
     let d = TestDaemon::start();
-    let conn = connect(&d).await;
+    let conn = d.amqp().await;
     let ch = confirm_channel(&conn).await;
     durable_queue(&ch, "rt").await;
     publish(&ch, "", "rt", false, b"one", all_properties())
@@ -409,7 +397,7 @@ async fn a_message_from_warrens_client_reaches_an_amqp_consumer_identical() {
         .header("b", FieldValue::Bytes(vec![1u8, 2].into()));
     client.publish_and_confirm(msg).await.expect("published");
 
-    let conn = connect(&d).await;
+    let conn = d.amqp().await;
     let ch = conn.create_channel().await.expect("channel");
     let mut c = consumer(&ch, "from-native", true).await;
     let got = next(&mut c).await;
@@ -437,7 +425,7 @@ async fn a_message_from_warrens_client_reaches_an_amqp_consumer_identical() {
 #[tokio::test]
 async fn with_qos_1_the_second_message_waits_for_the_first_ack() {
     let d = TestDaemon::start();
-    let conn = connect(&d).await;
+    let conn = d.amqp().await;
     let ch = confirm_channel(&conn).await;
     durable_queue(&ch, "work").await;
     for body in [&b"a"[..], b"b"] {
@@ -466,7 +454,7 @@ async fn reject_without_requeue_dead_letters() {
     let d = TestDaemon::start();
     let client = d.client().await;
     common::dead_letter_target(&client).await;
-    let conn = connect(&d).await;
+    let conn = d.amqp().await;
     let ch = confirm_channel(&conn).await;
     let mut args = FieldTable::default();
     args.insert(
@@ -503,7 +491,7 @@ async fn reject_without_requeue_dead_letters() {
 #[tokio::test]
 async fn unacked_deliveries_of_a_dropped_connection_are_redelivered_to_another_consumer() {
     let d = TestDaemon::start();
-    let conn = connect(&d).await;
+    let conn = d.amqp().await;
     let ch = confirm_channel(&conn).await;
     durable_queue(&ch, "q").await;
     publish(&ch, "", "q", false, b"m", BasicProperties::default())
@@ -516,7 +504,7 @@ async fn unacked_deliveries_of_a_dropped_connection_are_redelivered_to_another_c
     // Gone without acking.
     conn.close(200, "bye".into()).await.expect("closed");
 
-    let conn = connect(&d).await;
+    let conn = d.amqp().await;
     let ch = conn.create_channel().await.expect("channel");
     let mut second = consumer(&ch, "q", false).await;
     let again = next(&mut second).await;
@@ -548,7 +536,7 @@ async fn unacked_deliveries_of_a_dropped_connection_are_redelivered_to_another_c
 #[tokio::test]
 async fn an_unknown_delivery_tag_is_406_on_the_channel() {
     let d = TestDaemon::start();
-    let conn = connect(&d).await;
+    let conn = d.amqp().await;
     let ch = conn.create_channel().await.expect("channel");
     ch.basic_ack(42, BasicAckOptions::default())
         .await
@@ -565,7 +553,7 @@ async fn an_unknown_delivery_tag_is_406_on_the_channel() {
 #[tokio::test]
 async fn a_consumer_whose_queue_is_deleted_is_cancelled_by_the_server() {
     let d = TestDaemon::start();
-    let conn = connect(&d).await;
+    let conn = d.amqp().await;
     let ch = conn.create_channel().await.expect("channel");
     durable_queue(&ch, "doomed").await;
     let mut c = consumer(&ch, "doomed", false).await;
@@ -581,7 +569,7 @@ async fn a_consumer_whose_queue_is_deleted_is_cancelled_by_the_server() {
 #[tokio::test]
 async fn basic_get_takes_one_message_or_answers_empty() {
     let d = TestDaemon::start();
-    let conn = connect(&d).await;
+    let conn = d.amqp().await;
     let ch = confirm_channel(&conn).await;
     durable_queue(&ch, "polled").await;
     for body in [&b"a"[..], b"b"] {
@@ -632,7 +620,7 @@ async fn basic_get_takes_one_message_or_answers_empty() {
 async fn a_publish_under_the_memory_alarm_blocks_the_connection_and_says_so() {
     // Under any baseline: the alarm is on as soon as the monitor looks.
     let d = TestDaemon::start_with(&["--memory-limit", "1"]);
-    let conn = connect(&d).await;
+    let conn = d.amqp().await;
     let ch = conn.create_channel().await.expect("channel");
     durable_queue(&ch, "q").await;
     let mut sent = 0;
@@ -657,7 +645,7 @@ async fn a_publish_under_the_memory_alarm_blocks_the_connection_and_says_so() {
 #[tokio::test]
 async fn a_stream_is_read_from_an_offset_with_x_stream_offset() {
     let d = TestDaemon::start();
-    let conn = connect(&d).await;
+    let conn = d.amqp().await;
     let ch = confirm_channel(&conn).await;
     let mut args = FieldTable::default();
     args.insert(

@@ -4,26 +4,14 @@
 
 mod common;
 
-use common::{ok, TestDaemon, WAIT};
+use common::{ok, TestDaemon};
 use lapin::options::{
     ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
     QueueDeleteOptions, QueuePurgeOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{Channel, Connection, ConnectionProperties, ErrorKind, ExchangeKind};
+use lapin::{Channel, Connection, ErrorKind, ExchangeKind};
 use serde_json::{json, Value};
-
-async fn connect(d: &TestDaemon, user: &str, password: &str) -> Connection {
-    let addr = d.amqp_addr().expect("the AMQP listener is on");
-    let url = format!("amqp://{user}:{password}@{addr}/%2f");
-    tokio::time::timeout(
-        WAIT,
-        Connection::connect(&url, ConnectionProperties::default()),
-    )
-    .await
-    .expect("connected in time")
-    .expect("connected")
-}
 
 async fn channel(conn: &Connection) -> Channel {
     conn.create_channel().await.expect("channel")
@@ -46,7 +34,7 @@ fn code(err: &lapin::Error) -> u16 {
 #[tokio::test]
 async fn topology_declared_over_amqp_is_warrens_topology() {
     let d = TestDaemon::start();
-    let conn = connect(&d, "guest", "guest").await;
+    let conn = d.amqp_as("guest", "guest").await;
     let ch = channel(&conn).await;
     ch.exchange_declare(
         "logs".into(),
@@ -130,7 +118,7 @@ async fn topology_declared_over_amqp_is_warrens_topology() {
 #[tokio::test]
 async fn a_server_named_queue_gets_rabbitmqs_kind_of_name() {
     let d = TestDaemon::start();
-    let conn = connect(&d, "guest", "guest").await;
+    let conn = d.amqp_as("guest", "guest").await;
     let ch = channel(&conn).await;
     let q = ch
         .queue_declare(
@@ -149,7 +137,7 @@ async fn a_server_named_queue_gets_rabbitmqs_kind_of_name() {
 #[tokio::test]
 async fn a_channel_error_closes_that_channel_only() {
     let d = TestDaemon::start();
-    let conn = connect(&d, "guest", "guest").await;
+    let conn = d.amqp_as("guest", "guest").await;
     let doomed = channel(&conn).await;
     let other = channel(&conn).await;
     let err = doomed
@@ -220,7 +208,7 @@ async fn permissions_are_warrens_and_refusals_are_channel_errors() {
         "--read",
         ".*",
     ]));
-    let conn = connect(&d, "alice", "pw-alice").await;
+    let conn = d.amqp_as("alice", "pw-alice").await;
     let ch = channel(&conn).await;
     ch.queue_declare(
         "alice-q".into(),
@@ -244,7 +232,7 @@ async fn permissions_are_warrens_and_refusals_are_channel_errors() {
 #[tokio::test]
 async fn an_unknown_exchange_type_is_a_connection_error() {
     let d = TestDaemon::start();
-    let conn = connect(&d, "guest", "guest").await;
+    let conn = d.amqp_as("guest", "guest").await;
     let ch = channel(&conn).await;
     let err = ch
         .exchange_declare(

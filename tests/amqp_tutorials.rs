@@ -15,18 +15,7 @@ use lapin::options::{
     ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
-
-async fn connect(d: &TestDaemon) -> Connection {
-    let addr = d.amqp_addr().expect("the AMQP listener is on");
-    let url = format!("amqp://guest:guest@{addr}/%2f");
-    within(
-        "the AMQP connection",
-        Connection::connect(&url, ConnectionProperties::default()),
-    )
-    .await
-    .expect("connected")
-}
+use lapin::{BasicProperties, Channel, ExchangeKind};
 
 async fn next(c: &mut lapin::Consumer) -> lapin::message::Delivery {
     within("a delivery", c.next())
@@ -119,7 +108,7 @@ async fn bind(ch: &Channel, queue: &str, exchange: &str, key: &str) {
 async fn tutorial_1_hello_world() {
     let d = TestDaemon::start();
     // receive.rs
-    let recv = connect(&d).await;
+    let recv = d.amqp().await;
     let rch = recv.create_channel().await.expect("channel");
     rch.queue_declare(
         "hello".into(),
@@ -130,7 +119,7 @@ async fn tutorial_1_hello_world() {
     .expect("declared");
     let mut consumer = consume(&rch, "hello", true).await;
     // send.rs
-    let send = connect(&d).await;
+    let send = d.amqp().await;
     let sch = send.create_channel().await.expect("channel");
     sch.queue_declare(
         "hello".into(),
@@ -165,7 +154,7 @@ async fn tutorial_2_work_queues_with_acks_and_fair_dispatch() {
     // Two workers (worker.rs), each with prefetch 1 and manual acks.
     let mut workers = Vec::new();
     for _ in 0..2 {
-        let conn = connect(&d).await;
+        let conn = d.amqp().await;
         let ch = conn.create_channel().await.expect("channel");
         ch.queue_declare("task_queue".into(), durable, FieldTable::default())
             .await
@@ -177,7 +166,7 @@ async fn tutorial_2_work_queues_with_acks_and_fair_dispatch() {
         workers.push((conn, consumer));
     }
     // new_task.rs: persistent tasks.
-    let conn = connect(&d).await;
+    let conn = d.amqp().await;
     let ch = conn.create_channel().await.expect("channel");
     ch.queue_declare("task_queue".into(), durable, FieldTable::default())
         .await
@@ -228,7 +217,7 @@ async fn tutorial_3_publish_subscribe_with_a_fanout_exchange() {
     // Two receive_logs.rs, each with its own exclusive server-named queue.
     let mut subscribers = Vec::new();
     for _ in 0..2 {
-        let conn = connect(&d).await;
+        let conn = d.amqp().await;
         let ch = conn.create_channel().await.expect("channel");
         exchange(&ch, "logs", ExchangeKind::Fanout).await;
         let queue = exclusive_queue(&ch).await;
@@ -238,7 +227,7 @@ async fn tutorial_3_publish_subscribe_with_a_fanout_exchange() {
         subscribers.push((conn, consumer));
     }
     // emit_log.rs
-    let conn = connect(&d).await;
+    let conn = d.amqp().await;
     let ch = conn.create_channel().await.expect("channel");
     exchange(&ch, "logs", ExchangeKind::Fanout).await;
     for line in ["info: Hello World!", "warning: disk"] {
@@ -255,7 +244,7 @@ async fn tutorial_3_publish_subscribe_with_a_fanout_exchange() {
 #[tokio::test]
 async fn tutorial_4_routing_with_a_direct_exchange() {
     let d = TestDaemon::start();
-    let conn = connect(&d).await;
+    let conn = d.amqp().await;
     let ch = conn.create_channel().await.expect("channel");
     exchange(&ch, "direct_logs", ExchangeKind::Direct).await;
     // receive_logs_direct.rs warning error  /  receive_logs_direct.rs info warning error
@@ -271,7 +260,7 @@ async fn tutorial_4_routing_with_a_direct_exchange() {
     let mut b = consume(&ch, &everything, true).await;
 
     // emit_log_direct.rs
-    let pch = connect(&d).await.create_channel().await.expect("channel");
+    let pch = d.amqp().await.create_channel().await.expect("channel");
     for (severity, text) in [
         ("info", "i1"),
         ("error", "e1"),
@@ -296,7 +285,7 @@ async fn tutorial_4_routing_with_a_direct_exchange() {
 #[tokio::test]
 async fn tutorial_5_topics() {
     let d = TestDaemon::start();
-    let conn = connect(&d).await;
+    let conn = d.amqp().await;
     let ch = conn.create_channel().await.expect("channel");
     exchange(&ch, "topic_logs", ExchangeKind::Topic).await;
     // The tutorial's Q1 ("*.orange.*") and Q2 ("*.*.rabbit", "lazy.#").
@@ -308,7 +297,7 @@ async fn tutorial_5_topics() {
     let mut c1 = consume(&ch, &q1, true).await;
     let mut c2 = consume(&ch, &q2, true).await;
 
-    let pch = connect(&d).await.create_channel().await.expect("channel");
+    let pch = d.amqp().await.create_channel().await.expect("channel");
     for key in [
         "quick.orange.rabbit",
         "lazy.orange.elephant",
@@ -358,7 +347,7 @@ fn fib(n: u64) -> u64 {
 async fn tutorial_6_rpc_with_reply_to_and_correlation_id() {
     let d = TestDaemon::start();
     // rpc_server.rs: prefetch 1, answers on reply_to with the request's correlation id.
-    let server_conn = connect(&d).await;
+    let server_conn = d.amqp().await;
     let sch = server_conn.create_channel().await.expect("channel");
     sch.queue_declare(
         "rpc_queue".into(),
@@ -399,7 +388,7 @@ async fn tutorial_6_rpc_with_reply_to_and_correlation_id() {
     });
 
     // rpc_client.rs: an exclusive callback queue, one correlation id per call.
-    let conn = connect(&d).await;
+    let conn = d.amqp().await;
     let ch = conn.create_channel().await.expect("channel");
     let callback = exclusive_queue(&ch).await;
     let mut replies = consume(&ch, &callback, true).await;
@@ -453,7 +442,7 @@ fn text(v: Option<&AMQPValue>) -> Option<String> {
 #[tokio::test]
 async fn a_rejected_message_is_dead_lettered_with_rabbitmqs_x_death_as_an_amqp_client_sees_it() {
     let d = TestDaemon::start();
-    let conn = connect(&d).await;
+    let conn = d.amqp().await;
     let ch = conn.create_channel().await.expect("channel");
     exchange(&ch, "dlx", ExchangeKind::Fanout).await;
     ch.queue_declare(

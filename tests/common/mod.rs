@@ -167,6 +167,24 @@ impl TestDaemon {
         v["amqp_listen"].as_str().map(str::to_owned)
     }
 
+    /// An AMQP 0-9-1 connection (lapin, a client nobody here wrote) to the AMQP listener, as
+    /// `user`, in the default virtual host.
+    pub async fn amqp_as(&self, user: &str, password: &str) -> lapin::Connection {
+        let addr = self.amqp_addr().expect("the AMQP listener is on");
+        let url = format!("amqp://{user}:{password}@{addr}/%2f");
+        within(
+            "the AMQP connection",
+            lapin::Connection::connect(&url, lapin::ConnectionProperties::default()),
+        )
+        .await
+        .expect("connected")
+    }
+
+    /// [`TestDaemon::amqp_as`] guest.
+    pub async fn amqp(&self) -> lapin::Connection {
+        self.amqp_as("guest", "guest").await
+    }
+
     /// Connects a client.
     pub async fn client(&self) -> Client {
         Client::connect(&self.addr)
