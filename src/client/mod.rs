@@ -580,6 +580,25 @@ impl Client {
         self.request_ok(Frame::Qos(Qos { prefetch_count })).await
     }
 
+    /// Refuses, before anything is sent, a publish that would exceed the server's frame size
+    /// limit minus [`PUBLISH_HEADROOM_BYTES`].
+    fn check_fits(&self, publish: &warren_protocol::Publish) -> Result<(), ClientError> {
+        let max = self
+            .inner
+            .hello
+            .max_frame_size
+            .saturating_sub(PUBLISH_HEADROOM_BYTES);
+        let len = publish_frame_len(publish);
+        if len > max as usize {
+            return Err(ClientError::BodyTooLarge {
+                body: publish.body.len(),
+                frame: len,
+                limit: max as usize,
+            });
+        }
+        Ok(())
+    }
+
     /// Publishes a message without waiting for its confirm: returns once the frame is queued
     /// to the connection's writer. Await the [`PendingConfirm`] for the outcome; keep many in
     /// flight (e.g. in a `FuturesOrdered`) for throughput.
@@ -590,19 +609,7 @@ impl Client {
     /// connection has ended.
     pub async fn publish(&self, msg: OutgoingMessage) -> Result<PendingConfirm, ClientError> {
         let publish = msg.into_frame();
-        let max = self
-            .inner
-            .hello
-            .max_frame_size
-            .saturating_sub(PUBLISH_HEADROOM_BYTES);
-        let len = publish_frame_len(&publish);
-        if len > max as usize {
-            return Err(ClientError::BodyTooLarge {
-                body: publish.body.len(),
-                frame: len,
-                limit: max as usize,
-            });
-        }
+        self.check_fits(&publish)?;
         let frame = Frame::Publish(Box::new(publish));
         let connection = &self.inner.connection;
         let id = connection.next_request_id();
@@ -641,19 +648,7 @@ impl Client {
     pub async fn publish_unconfirmed(&self, msg: OutgoingMessage) -> Result<u64, ClientError> {
         let mut publish = msg.into_frame();
         publish.no_confirm = true;
-        let max = self
-            .inner
-            .hello
-            .max_frame_size
-            .saturating_sub(PUBLISH_HEADROOM_BYTES);
-        let len = publish_frame_len(&publish);
-        if len > max as usize {
-            return Err(ClientError::BodyTooLarge {
-                body: publish.body.len(),
-                frame: len,
-                limit: max as usize,
-            });
-        }
+        self.check_fits(&publish)?;
         let connection = &self.inner.connection;
         let id = unconfirmed_id(connection.next_request_id());
         connection
