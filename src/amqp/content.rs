@@ -158,7 +158,7 @@ pub(super) fn encode_with_content(
 ) -> Vec<u8> {
     let body: &Bytes = &message.body;
     let mut out = codec::encode(&AMQPFrame::Method(channel, method));
-    out.extend(codec::encode(&AMQPFrame::Header(
+    out.extend_from_slice(&codec::encode(&AMQPFrame::Header(
         channel,
         AMQPContentHeader {
             class_id: BASIC_CLASS,
@@ -168,7 +168,7 @@ pub(super) fn encode_with_content(
     )));
     let chunk = frame_max.saturating_sub(FRAME_OVERHEAD_BYTES).max(1) as usize;
     for piece in body.chunks(chunk) {
-        out.extend(codec::encode(&AMQPFrame::Body(channel, piece.to_vec())));
+        codec::encode_body(&mut out, channel, piece);
     }
     out
 }
