@@ -509,3 +509,113 @@ async fn deeply_nested_client_properties_do_not_bring_the_server_down() {
     assert!(text.contains("nest deeper"), "{text}");
     still_serving(&d).await;
 }
+
+/// Publisher confirms are coalesced as RabbitMQ coalesces them: a burst of publishes is
+/// confirmed by fewer `basic.ack`s than publishes, some with `multiple=true`, and a
+/// `multiple` ack never covers a sequence number before it is confirmed: at the end every
+/// number is confirmed exactly once.
+#[tokio::test]
+async fn a_burst_of_confirmed_publishes_is_acked_with_multiple_acks_covering_each_once() {
+    use amq_protocol::protocol::{confirm, queue};
+    const BURST: u64 = 500;
+    let d = TestDaemon::start();
+    let mut raw = Raw::open(&d).await;
+    raw.method(
+        1,
+        AMQPClass::Queue(queue::AMQPMethod::Declare(queue::Declare {
+            queue: "q".into(),
+            durable: true,
+            ..queue::Declare::default()
+        })),
+    )
+    .await;
+    let (_, ok) = raw.recv_method().await;
+    assert!(
+        matches!(ok, AMQPClass::Queue(queue::AMQPMethod::DeclareOk(_))),
+        "{ok:?}"
+    );
+    raw.method(
+        1,
+        AMQPClass::Confirm(confirm::AMQPMethod::Select(confirm::Select {
+            nowait: false,
+        })),
+    )
+    .await;
+    let (_, ok) = raw.recv_method().await;
+    assert!(
+        matches!(ok, AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(_))),
+        "{ok:?}"
+    );
+    // The whole burst in one write, as a pipelining client sends it.
+    let mut burst = Vec::new();
+    for i in 0..BURST {
+        for frame in [
+            AMQPFrame::Method(1, publish_method()),
+            AMQPFrame::Header(
+                1,
+                AMQPContentHeader {
+                    class_id: 60,
+                    body_size: 8,
+                    properties: basic::AMQPProperties::default().with_delivery_mode(2),
+                },
+            ),
+            AMQPFrame::Body(1, i.to_be_bytes().to_vec()),
+        ] {
+            burst.extend(
+                gen_frame(&frame)(WriteContext::from(Vec::new()))
+                    .expect("encode")
+                    .write,
+            );
+        }
+    }
+    raw.send_bytes(&burst).await;
+    let mut confirmed = std::collections::BTreeSet::new();
+    let (mut frames, mut multiples) = (0, 0);
+    while (confirmed.len() as u64) < BURST {
+        assert!(frames < BURST, "more acks than publishes");
+        let (channel, method) = raw.recv_method().await;
+        let AMQPClass::Basic(basic::AMQPMethod::Ack(ack)) = method else {
+            panic!("expected basic.ack, got {method:?}");
+        };
+        assert_eq!(channel, 1);
+        assert!((1..=BURST).contains(&ack.delivery_tag), "{ack:?}");
+        assert!(
+            !confirmed.contains(&ack.delivery_tag),
+            "{} confirmed twice",
+            ack.delivery_tag
+        );
+        frames += 1;
+        if ack.multiple {
+            multiples += 1;
+            confirmed.extend(1..=ack.delivery_tag);
+        } else {
+            confirmed.insert(ack.delivery_tag);
+        }
+    }
+    assert_eq!(confirmed, (1..=BURST).collect());
+    assert!(
+        multiples > 0 && frames < BURST,
+        "{frames} acks for {BURST} publishes, {multiples} with multiple"
+    );
+}
+
+#[tokio::test]
+async fn an_ack_of_an_unknown_delivery_tag_closes_the_channel_with_406() {
+    let d = TestDaemon::start();
+    let mut raw = Raw::open(&d).await;
+    raw.method(
+        1,
+        AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
+            delivery_tag: 42,
+            multiple: false,
+        })),
+    )
+    .await;
+    let (channel, method) = raw.recv_method().await;
+    let AMQPClass::Channel(channel::AMQPMethod::Close(close)) = method else {
+        panic!("expected channel.close, got {method:?}");
+    };
+    assert_eq!((channel, close.reply_code), (1, 406), "{close:?}");
+    assert!(close.reply_text.as_str().contains("42"), "{close:?}");
+    still_serving(&d).await;
+}

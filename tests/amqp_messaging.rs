@@ -541,12 +541,17 @@ async fn an_unknown_delivery_tag_is_406_on_the_channel() {
     ch.basic_ack(42, BasicAckOptions::default())
         .await
         .expect("sent");
-    // The channel.close that answers it fails the next request on the channel.
+    // The channel.close that answers it fails the next request on the channel: with the
+    // server's reply code, or, when lapin has already taken the close, as a request on a
+    // closed channel (the code itself is checked on the wire in tests/amqp_frames.rs).
     let err = ch
         .basic_qos(1, BasicQosOptions::default())
         .await
         .expect_err("the channel was closed");
-    assert_eq!(code(&err), 406, "{err}");
+    match err.kind() {
+        ErrorKind::InvalidChannelState(..) => {}
+        _ => assert_eq!(code(&err), 406, "{err}"),
+    }
     assert!(conn.status().connected(), "the connection goes on");
 }
 

@@ -157,6 +157,11 @@ pub fn decode(buf: &mut BytesMut, max: u32) -> Result<Option<RawFrame>, FrameErr
 /// Decodes a method frame's payload with `amq-protocol`. `None`: the arguments do not
 /// decode (short, or bytes left over), which RabbitMQ answers with 501 FRAME_ERROR.
 pub fn parse_method(payload: &[u8]) -> Option<AMQPClass> {
+    // The two methods every message brings (publish, ack) are read by hand; the rest, and
+    // anything those readers do not take whole, by amq-protocol.
+    if let Some(method) = super::wire::parse_method(payload) {
+        return Some(method);
+    }
     match parse_class(payload) {
         Ok((&[], class)) => Some(class),
         _ => None,

@@ -18,9 +18,9 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio_util::sync::CancellationToken;
 
-use super::content::encode_with_content;
+use super::content::{encode_with_content, put_content};
 use super::writer::Out;
-use super::{codec, short_string};
+use super::{codec, short_string, wire};
 use crate::broker::event::{Confirm, Event, RequestId};
 use crate::broker::session::{Outbound, Session};
 
@@ -89,10 +89,55 @@ pub(super) struct EventTask {
     pub cancel_notify: bool,
 }
 
+/// What a batch of events becomes: frames for the writer, written into one buffer and
+/// handed over once, and the confirms of the batch, coalesced before they are written.
+#[derive(Default)]
+struct Batch {
+    /// The frames so far.
+    bytes: Vec<u8>,
+    /// Where each channel's run of frames starts in `bytes` (channel, generation, offset),
+    /// so the frames of a channel closed while the batch was built can be left out.
+    runs: Vec<(u16, u8, usize)>,
+    /// The confirms of the batch: channel, generation, sequence number, nack.
+    confirms: Vec<(u16, u8, u64, bool)>,
+}
+
+impl Batch {
+    /// Starts a run of frames for `channel` (of `generation`); channel 0 is the connection.
+    fn run(&mut self, channel: u16, generation: u8) -> &mut Vec<u8> {
+        if self
+            .runs
+            .last()
+            .is_none_or(|&(c, g, _)| (c, g) != (channel, generation))
+        {
+            self.runs.push((channel, generation, self.bytes.len()));
+        }
+        &mut self.bytes
+    }
+}
+
+/// A channel's publisher confirms so far, for coalescing: a `basic.ack` with
+/// `multiple=true` may only cover sequence numbers that are all confirmed.
+#[derive(Debug, Default)]
+struct Confirmed {
+    /// The channel's generation these belong to.
+    generation: u8,
+    /// Every sequence number up to this one has been confirmed (acked or nacked).
+    through: u64,
+    /// Sequence numbers above `through` already confirmed one by one.
+    above: std::collections::BTreeSet<u64>,
+}
+
+/// Above this many confirms out of order on one channel, stop remembering them: the channel
+/// gets its confirms one by one from then on, correct if not coalesced.
+const MAX_CONFIRMS_OUT_OF_ORDER: usize = 1 << 16;
+
 impl EventTask {
     /// Runs until `stop` is cancelled (the connection ended) or the session's channel closes.
     pub(super) async fn run(mut self, stop: CancellationToken) {
         let mut replies = Vec::new();
+        let mut batch = Batch::default();
+        let mut confirmed: HashMap<u16, Confirmed> = HashMap::new();
         loop {
             let first = tokio::select! {
                 biased;
@@ -117,7 +162,7 @@ impl EventTask {
                 };
                 match m {
                     Outbound::Event { request_id, event } => {
-                        self.event(request_id, event, &mut settled);
+                        self.event(&mut batch, request_id, event, &mut settled);
                     }
                     Outbound::Deliver {
                         consumer,
@@ -125,33 +170,72 @@ impl EventTask {
                         entry,
                         stream_offset,
                     } => {
-                        self.deliver(&consumer, delivery_tag, &entry, stream_offset);
+                        self.deliver(&mut batch, &consumer, delivery_tag, &entry, stream_offset);
                         consumer.on_written();
                     }
                 }
             }
             self.session.replies.drain_into(&mut replies);
             for (request_id, event) in replies.drain(..) {
-                self.event(request_id, event, &mut settled);
+                self.event(&mut batch, request_id, event, &mut settled);
             }
+            write_confirms(&mut batch, &mut confirmed);
+            self.flush(&mut batch);
             if settled > 0 {
                 self.session.publish_permits.add_permits(settled);
             }
         }
     }
 
-    fn live(&self, channel: u16, generation: u8) -> bool {
+    /// Hands the batch's frames to the writer, leaving out those of channels closed while
+    /// it was built. The check and the hand-over happen under the lock the reader closes
+    /// channels with, so no frame of a closed channel follows its `close-ok`.
+    fn flush(&self, batch: &mut Batch) {
+        if batch.bytes.is_empty() {
+            batch.runs.clear();
+            return;
+        }
+        let shared = self.live.lock();
+        let open = |&(channel, generation, _): &(u16, u8, usize)| {
+            channel == 0
+                || shared
+                    .channels
+                    .get(&channel)
+                    .is_some_and(|c| c.generation == generation)
+        };
+        let bytes = if batch.runs.iter().all(open) {
+            std::mem::take(&mut batch.bytes)
+        } else {
+            let mut kept = Vec::with_capacity(batch.bytes.len());
+            for (i, run) in batch.runs.iter().enumerate() {
+                let end = batch.runs.get(i + 1).map_or(batch.bytes.len(), |r| r.2);
+                if open(run) {
+                    kept.extend_from_slice(&batch.bytes[run.2..end]);
+                }
+            }
+            batch.bytes.clear();
+            kept
+        };
+        if !bytes.is_empty() {
+            let _ = self.out.send(Out::Frame(bytes));
+        }
+        drop(shared);
+        batch.runs.clear();
+    }
+
+    fn generation(&self, channel: u16) -> Option<u8> {
         self.live
             .lock()
             .channels
             .get(&channel)
-            .is_some_and(|c| c.generation == generation)
+            .map(|c| c.generation)
     }
 
     /// A delivery, numbered on its consumer's channel. One for a channel closed meanwhile
     /// is dropped: closing it cancelled the consumer, which requeued it.
     fn deliver(
         &self,
+        batch: &mut Batch,
         consumer: &crate::broker::consumer::Consumer,
         session_tag: u64,
         entry: &crate::message::QueuedMessage,
@@ -164,7 +248,7 @@ impl EventTask {
             );
             return;
         };
-        let (channel, tag) = {
+        let (channel, generation, tag) = {
             let mut shared = self.live.lock();
             let Some(&channel) = shared.consumers.get(&consumer.tag) else {
                 return;
@@ -177,17 +261,20 @@ impl EventTask {
             if !consumer.no_ack {
                 ch.tags.insert(tag, session_tag);
             }
-            (channel, tag)
+            (channel, ch.generation, tag)
         };
-        let method = AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
-            consumer_tag: short_string(&consumer.tag),
-            delivery_tag: tag,
-            redelivered: entry.acquired_count > 0,
-            exchange: short_string(&message.exchange),
-            routing_key: short_string(&message.routing_key),
-        }));
-        let bytes = match stream_offset {
-            None => encode_with_content(channel, method, message, self.frame_max),
+        let out = batch.run(channel, generation);
+        wire::put_deliver(
+            out,
+            channel,
+            &consumer.tag,
+            tag,
+            entry.acquired_count > 0,
+            &message.exchange,
+            &message.routing_key,
+        );
+        match stream_offset {
+            None => put_content(out, channel, message, self.frame_max),
             // RabbitMQ tells an AMQP stream consumer each message's offset in the
             // `x-stream-offset` header (Warren's own protocol has a field for it).
             Some(offset) => {
@@ -196,51 +283,49 @@ impl EventTask {
                     "x-stream-offset",
                     warren_protocol::FieldValue::Int(i64::try_from(offset).unwrap_or(i64::MAX)),
                 );
-                encode_with_content(channel, method, &with_offset, self.frame_max)
+                put_content(out, channel, &with_offset, self.frame_max);
             }
+        }
+    }
+
+    /// A method without content; `generation` `None`: on channel 0, or on whatever
+    /// generation of the channel is open now.
+    fn send(&self, batch: &mut Batch, channel: u16, generation: Option<u8>, method: AMQPClass) {
+        let generation = match generation {
+            Some(g) => g,
+            None if channel == 0 => 0,
+            None => match self.generation(channel) {
+                Some(g) => g,
+                None => return,
+            },
         };
-        let _ = self.out.send(Out::Frame(bytes));
+        let bytes = codec::encode(&AMQPFrame::Method(channel, method));
+        batch.run(channel, generation).extend_from_slice(&bytes);
     }
 
-    fn send(&self, channel: u16, method: AMQPClass) {
-        let _ = self.out.send(Out::Frame(codec::encode(&AMQPFrame::Method(
-            channel, method,
-        ))));
-    }
-
-    fn event(&self, request_id: RequestId, event: Event, settled: &mut usize) {
+    fn event(&self, batch: &mut Batch, request_id: RequestId, event: Event, settled: &mut usize) {
         let (channel, generation, seq) = split(request_id);
         match event {
             Event::Settled => *settled += 1,
             Event::Confirm(confirm) => {
                 *settled += 1;
-                if seq == 0 || !self.live(channel, generation) {
+                if seq == 0 {
                     return;
                 }
-                let method = match confirm {
-                    Confirm::Ack | Confirm::Duplicate => basic::AMQPMethod::Ack(basic::Ack {
-                        delivery_tag: seq,
-                        multiple: false,
-                    }),
+                let nack = match confirm {
+                    Confirm::Ack | Confirm::Duplicate => false,
                     Confirm::Nack { code, reason } => {
                         tracing::info!(connection = self.session.id, channel, seq, code = code.as_u16(), %reason, "AMQP publish nacked");
-                        basic::AMQPMethod::Nack(basic::Nack {
-                            delivery_tag: seq,
-                            multiple: false,
-                            requeue: false,
-                        })
+                        true
                     }
                 };
-                self.send(channel, AMQPClass::Basic(method));
+                batch.confirms.push((channel, generation, seq, nack));
             }
             Event::Returned {
                 message,
                 code,
                 text,
             } => {
-                if !self.live(channel, generation) {
-                    return;
-                }
                 let method = AMQPClass::Basic(basic::AMQPMethod::Return(basic::Return {
                     reply_code: code.as_u16(),
                     reply_text: short_string(&text),
@@ -248,12 +333,14 @@ impl EventTask {
                     routing_key: short_string(&message.routing_key),
                 }));
                 let bytes = encode_with_content(channel, method, &message, self.frame_max);
-                let _ = self.out.send(Out::Frame(bytes));
+                batch.run(channel, generation).extend_from_slice(&bytes);
             }
             Event::Blocked { reason } => {
                 if self.blocked_capable {
                     self.send(
+                        batch,
                         0,
+                        None,
                         AMQPClass::Connection(connection::AMQPMethod::Blocked(
                             connection::Blocked {
                                 reason: short_string(&reason),
@@ -265,7 +352,9 @@ impl EventTask {
             Event::Unblocked => {
                 if self.blocked_capable {
                     self.send(
+                        batch,
                         0,
+                        None,
                         AMQPClass::Connection(connection::AMQPMethod::Unblocked(
                             connection::Unblocked {},
                         )),
@@ -274,9 +363,11 @@ impl EventTask {
             }
             Event::ConsumeOk { consumer_tag } => {
                 // A consume with `nowait` asked for no reply (sequence number 0).
-                if seq != 0 && self.live(channel, generation) {
+                if seq != 0 {
                     self.send(
+                        batch,
                         channel,
+                        Some(generation),
                         AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk {
                             consumer_tag: short_string(&consumer_tag),
                         })),
@@ -292,7 +383,9 @@ impl EventTask {
                 tracing::info!(connection = self.session.id, consumer = %consumer_tag, %reason, "AMQP consumer cancelled by the server");
                 if let (Some(channel), true) = (channel, self.cancel_notify) {
                     self.send(
+                        batch,
                         channel,
+                        None,
                         AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel {
                             consumer_tag: short_string(&consumer_tag),
                             nowait: true,
@@ -305,4 +398,56 @@ impl EventTask {
             }
         }
     }
+}
+
+/// Writes the batch's publisher confirms, coalesced as RabbitMQ does: per channel, the
+/// nacks one by one, then the acks that, with everything confirmed before, complete a
+/// prefix of the sequence numbers as one `basic.ack` with `multiple=true` up to the highest
+/// of them, and the rest one by one.
+fn write_confirms(batch: &mut Batch, confirmed: &mut HashMap<u16, Confirmed>) {
+    if batch.confirms.is_empty() {
+        return;
+    }
+    let mut confirms = std::mem::take(&mut batch.confirms);
+    // By channel and generation, in the order they came within each (a stable sort).
+    confirms.sort_by_key(|&(channel, generation, _, _)| (channel, generation));
+    for group in confirms.chunk_by(|a, b| (a.0, a.1) == (b.0, b.1)) {
+        let (channel, generation) = (group[0].0, group[0].1);
+        let track = confirmed.entry(channel).or_default();
+        if track.generation != generation {
+            *track = Confirmed {
+                generation,
+                ..Confirmed::default()
+            };
+        }
+        let out = batch.run(channel, generation);
+        for &(_, _, seq, nack) in group {
+            if nack {
+                wire::put_confirm(out, channel, seq, false, true);
+                track.above.insert(seq);
+            }
+        }
+        let mut acks: Vec<u64> = group.iter().filter(|c| !c.3).map(|c| c.2).collect();
+        acks.sort_unstable();
+        track.above.extend(acks.iter().copied());
+        while track.above.first() == Some(&(track.through + 1)) {
+            track.above.pop_first();
+            track.through += 1;
+        }
+        let covered = acks.partition_point(|&seq| seq <= track.through);
+        if let Some(&last) = acks[..covered].last() {
+            wire::put_confirm(out, channel, last, covered > 1, false);
+        }
+        for &seq in &acks[covered..] {
+            wire::put_confirm(out, channel, seq, false, false);
+        }
+        if track.above.len() > MAX_CONFIRMS_OUT_OF_ORDER {
+            // Never coalesce on this channel again: `through` cannot pass a gap that
+            // stays open, and remembering more would grow without bound.
+            track.above.clear();
+            track.through = u64::MAX;
+        }
+    }
+    batch.confirms = confirms;
+    batch.confirms.clear();
 }

@@ -237,7 +237,10 @@ impl Conn<'_> {
                     return Err(too_deep(60, 40));
                 }
             }
-            let header = match amq_protocol::frame::parsing::parse_content_header(&payload[..]) {
+            let header = match super::wire::parse_content_header(&payload).map_or_else(
+                || amq_protocol::frame::parsing::parse_content_header(&payload[..]),
+                |header| Ok((&[][..], header)),
+            ) {
                 Ok(([], header)) => header,
                 _ => {
                     return Err(Step::Close(ConnError::new(

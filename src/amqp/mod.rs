@@ -29,6 +29,7 @@ mod events;
 mod handshake;
 mod messaging;
 mod topology;
+mod wire;
 mod writer;
 
 use std::collections::HashMap;
