@@ -4,7 +4,11 @@
 # See bench/README.md.
 #
 #   bench/compare-rabbitmq.sh [--quick] [--runs N] [--scenarios "s1 s2 s3 s4 s5"]
-#                             [--skip-build] [--out DIR] [--only warren|rabbitmq]
+#                             [--skip-build] [--out DIR] [--only warren|rabbitmq] [--amqp]
+#
+# --amqp also measures Warren through its AMQP 0-9-1 listener with the client that measures
+# RabbitMQ (amqp-bench, lapin), so one table holds Warren native, Warren over AMQP and
+# RabbitMQ, each with the same workload (issue 13's "through RabbitMQ's own protocol").
 #
 # Installs rabbitmq-server with apt-get if it is missing (needs root), starts it itself with
 # its data in a temporary directory and its own epmd, and stops only the processes it started,
@@ -18,6 +22,7 @@ QUICK=0
 BUILD=1
 OUT=""
 ONLY=""
+AMQP=0
 
 # The workloads, in one place. Both benches define each scenario the same way (warren:
 # src/bench/options.rs `Scenario::preset`; RabbitMQ: bench/amqp-bench `Workload::of`), the
@@ -41,6 +46,7 @@ while [ $# -gt 0 ]; do
     --skip-build) BUILD=0 ;;
     --out) OUT=$2; shift ;;
     --only) ONLY=$2; shift ;;
+    --amqp) AMQP=1 ;;
     -h | --help) sed -n '2,12p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
     esac
@@ -185,7 +191,10 @@ measure() {
 # --- Warren ----------------------------------------------------------------------------------
 run_warren() {
     mkdir -p "$WORK/warren-data"
-    "$WARREN" serve --listen 127.0.0.1:0 --data-dir "$WORK/warren-data" >"$WORK/warren.log" 2>&1 &
+    local amqp_port
+    amqp_port=$(free_port)
+    "$WARREN" serve --listen 127.0.0.1:0 --amqp-listen "127.0.0.1:$amqp_port" \
+        --data-dir "$WORK/warren-data" >"$WORK/warren.log" 2>&1 &
     WARREN_PID=$!
     local addr="" i
     for i in $(seq 1 300); do
@@ -205,6 +214,11 @@ run_warren() {
         for r in $(seq 1 "$RUNS"); do
             measure warren "$s" "$r" "$WARREN_PID" \
                 "$WARREN" bench --server "$addr" --scenario "$s" --count "$n" --json
+            if [ "$AMQP" = 1 ]; then
+                measure warren-amqp "$s" "$r" "$WARREN_PID" "$AMQP_BENCH" \
+                    --uri "amqp://guest:guest@127.0.0.1:$amqp_port/%2f" --scenario "$s" \
+                    --count "$n" --json
+            fi
         done
     done
     stop_warren
@@ -304,12 +318,19 @@ rows = {
 names = {"s1": "S1 durable 256 B, confirms, acks", "s2": "S2 durable 4 KiB",
          "s3": "S3 transient 256 B, no confirms, auto-ack", "s4": "S4 durable at 10,000 msgs/s",
          "s5": "S5 topic fan-out to 4 durable queues", "s6": "S6 1 KiB backlog, then drain"}
-print("| scenario | measure | Warren (median of %d) | RabbitMQ (median of %d) | Warren / RabbitMQ |" % (runs, runs))
-print("|---|---|---|---|---|")
+import os
+amqp = os.path.exists(f"{out}/warren-amqp-{scenarios[0]}-1.json")
+if amqp:
+    print("| scenario | measure | Warren native (median of %d) | Warren over AMQP, lapin (median of %d) | RabbitMQ (median of %d) | Warren / RabbitMQ | Warren over AMQP / RabbitMQ |" % (runs, runs, runs))
+    print("|---|---|---|---|---|---|---|")
+else:
+    print("| scenario | measure | Warren (median of %d) | RabbitMQ (median of %d) | Warren / RabbitMQ |" % (runs, runs))
+    print("|---|---|---|---|---|")
 for s in scenarios:
     w = [load("warren", s, r) for r in range(1, runs + 1)]
     q = [load("rabbitmq", s, r) for r in range(1, runs + 1)]
-    ws = {x[0] for x in w} | {x[0] for x in q}
+    a = [load("warren-amqp", s, r) for r in range(1, runs + 1)] if amqp else []
+    ws = {x[0] for x in w} | {x[0] for x in q} | {x[0] for x in a}
     if len(ws) != 1:
         sys.exit(f"{s}: the two benches ran different workloads: {ws}")
     count = next(iter(ws))[-1]
@@ -320,7 +341,13 @@ for s in scenarios:
         all_w = " · ".join(fmt(x[1][key]) for x in w)
         all_q = " · ".join(fmt(x[1][key]) for x in q)
         ratio = wm / qm if qm else float("nan")
-        print(f"| {names[s]} ({count:,} msgs) | {label} | {fmt(wm)} ({all_w}) | {fmt(qm)} ({all_q}) | {ratio:.2f} |")
+        if amqp:
+            am = statistics.median(x[1][key] for x in a)
+            all_a = " · ".join(fmt(x[1][key]) for x in a)
+            aratio = am / qm if qm else float("nan")
+            print(f"| {names[s]} ({count:,} msgs) | {label} | {fmt(wm)} ({all_w}) | {fmt(am)} ({all_a}) | {fmt(qm)} ({all_q}) | {ratio:.2f} | {aratio:.2f} |")
+        else:
+            print(f"| {names[s]} ({count:,} msgs) | {label} | {fmt(wm)} ({all_w}) | {fmt(qm)} ({all_q}) | {ratio:.2f} |")
 print()
 print("Latency ratios below 1 mean Warren is faster; every other ratio above 1 does.")
 EOF

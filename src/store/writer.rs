@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use redb::{ReadableTable, Table, WriteTransaction};
+use redb::{ReadableTable, ReadableTableMetadata, Table, WriteTransaction};
 use tokio::sync::{mpsc, Semaphore};
 
 use super::codec::{
@@ -604,9 +604,13 @@ impl<'txn> MessageTables<'txn> {
             {
                 continue;
             }
-            self.acquired
-                .remove((queue_id, message_id))
-                .map_err(redb_err(ctx))?;
+            // Acquired counts are stored only for messages that came back to their queue;
+            // with none stored (the common case) there is nothing to look up.
+            if !self.acquired.is_empty().map_err(redb_err(ctx))? {
+                self.acquired
+                    .remove((queue_id, message_id))
+                    .map_err(redb_err(ctx))?;
+            }
             self.release_message(message_id)?;
         }
         Ok(())
@@ -619,7 +623,12 @@ impl<'txn> MessageTables<'txn> {
             .refs
             .get(message_id)
             .map_err(redb_err(ctx))?
-            .map_or(1, |v| v.value());
+            .map(|v| v.value());
+        // A message in one queue (the common case) has no refs row: nothing to remove there.
+        let Some(refs) = refs else {
+            self.messages.remove(message_id).map_err(redb_err(ctx))?;
+            return Ok(());
+        };
         if refs <= 1 {
             self.refs.remove(message_id).map_err(redb_err(ctx))?;
             self.messages.remove(message_id).map_err(redb_err(ctx))?;
