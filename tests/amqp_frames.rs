@@ -10,7 +10,7 @@
 mod common;
 
 use amq_protocol::frame::{gen_frame, parse_frame, AMQPContentHeader, AMQPFrame, WriteContext};
-use amq_protocol::protocol::{basic, channel, connection, tx, AMQPClass};
+use amq_protocol::protocol::{basic, channel, connection, AMQPClass};
 use amq_protocol::types::{AMQPValue, FieldTable, LongString};
 use common::{TestDaemon, WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -297,11 +297,19 @@ async fn unknown_and_unimplemented_methods_are_refused_by_name() {
     assert!(text.contains("class 99, method 7"), "{text}");
 
     let mut raw = Raw::open(&d).await;
-    raw.method(1, AMQPClass::Tx(tx::AMQPMethod::Select(tx::Select {})))
-        .await;
+    raw.method(
+        0,
+        AMQPClass::Connection(connection::AMQPMethod::UpdateSecret(
+            connection::UpdateSecret {
+                new_secret: "token".into(),
+                reason: "refresh".into(),
+            },
+        )),
+    )
+    .await;
     let (code, text) = raw.expect_close().await;
     assert_eq!(code, 540, "{text}");
-    assert!(text.contains("tx.select"), "{text}");
+    assert!(text.contains("connection.update-secret"), "{text}");
     still_serving(&d).await;
 }
 

@@ -647,6 +647,88 @@ async fn a_publish_under_the_memory_alarm_blocks_the_connection_and_says_so() {
     assert!(d.logs().contains("AMQP connection blocked"));
 }
 
+/// Waits (bounded by the caller) for the first connection event `want` accepts.
+async fn until_event(
+    events: &mut (impl futures::Stream<Item = lapin::Event> + Unpin),
+    want: fn(&lapin::Event) -> bool,
+) {
+    while let Some(e) = events.next().await {
+        if want(&e) {
+            return;
+        }
+    }
+    panic!("the connection's events ended");
+}
+
+#[tokio::test]
+async fn a_connection_blocked_by_the_memory_alarm_is_unblocked_when_consumers_drain() {
+    let d = TestDaemon::start_with(&["--memory-limit", "128MiB"]);
+    let conn = d.amqp().await;
+    let mut events = Box::pin(conn.events_listener());
+    let ch = confirm_channel(&conn).await;
+    // Transient messages in a transient queue: held in memory until taken.
+    ch.queue_declare(
+        "q".into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .expect("queue declared");
+
+    // 1 MiB messages, each confirmed, until the server blocks the connection.
+    let body = vec![b'.'; 1 << 20];
+    let mut confirmed = 0usize;
+    let held = loop {
+        assert!(confirmed < 200, "never blocked after {confirmed} MiB");
+        let mut pending = ch
+            .basic_publish(
+                "".into(),
+                "q".into(),
+                BasicPublishOptions::default(),
+                &body,
+                BasicProperties::default(),
+            )
+            .await
+            .expect("sent");
+        tokio::select! {
+            c = &mut pending => {
+                assert_eq!(c.expect("confirm"), Confirmation::Ack(None));
+                confirmed += 1;
+            }
+            () = until_event(&mut events, |e| matches!(e, lapin::Event::ConnectionBlocked(_))) => {
+                break pending;
+            }
+        }
+    };
+    assert!(conn.status().blocked(), "lapin saw connection.blocked");
+
+    // A consumer on another connection drains the queue until the alarm clears.
+    let consumer = d.client().await;
+    let drain = async {
+        loop {
+            if within("a get", consumer.get("q", true))
+                .await
+                .expect("get")
+                .is_none()
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    };
+    within("connection.unblocked", async {
+        tokio::select! {
+            () = until_event(&mut events, |e| matches!(e, lapin::Event::ConnectionUnblocked)) => {}
+            never = drain => never,
+        }
+    })
+    .await;
+    assert!(!conn.status().blocked(), "lapin saw connection.unblocked");
+    // The publish held while blocked goes through.
+    let outcome = within("the held confirm", held).await.expect("confirm");
+    assert_eq!(outcome, Confirmation::Ack(None));
+    assert!(d.logs().contains("AMQP connection unblocked"));
+}
+
 #[tokio::test]
 async fn a_stream_is_read_from_an_offset_with_x_stream_offset() {
     let d = TestDaemon::start();

@@ -23,6 +23,9 @@ pub(super) struct Pending {
     pub method: basic::Publish,
     /// From the content header: the properties and the announced body size.
     pub header: Option<(Properties, u64)>,
+    /// The content header's size on the wire (what a transaction holding the publish
+    /// counts for its properties).
+    pub header_bytes: usize,
     /// The body so far.
     pub body: BytesMut,
 }

@@ -47,6 +47,8 @@ pub(super) struct ChanShared {
     pub next_tag: u64,
     /// Each unsettled delivery's channel tag, to its tag in the session's single tag space.
     pub tags: BTreeMap<u64, u64>,
+    /// A `tx.commit` waiting for its publishes' verdicts (`transaction`).
+    pub committing: Option<super::transaction::Committing>,
 }
 
 const SEQ_BITS: u32 = 40;
@@ -65,7 +67,7 @@ pub(super) fn wants_confirm(id: RequestId) -> bool {
 }
 
 /// The channel, generation and sequence number a request id carries.
-fn split(id: RequestId) -> (u16, u8, u64) {
+pub(super) fn split(id: RequestId) -> (u16, u8, u64) {
     // The shifts leave exactly 16 and 8 bits: the casts keep every bit.
     #[allow(clippy::cast_possible_truncation)]
     ((id >> 48) as u16, (id >> SEQ_BITS) as u8, id & SEQ_MASK)
@@ -304,6 +306,15 @@ impl EventTask {
     }
 
     fn event(&self, batch: &mut Batch, request_id: RequestId, event: Event, settled: &mut usize) {
+        if super::transaction::is_tx(split(request_id).2) {
+            // What the batch holds for the committing channel (a return of one of its
+            // publishes) goes out before the verdict can let the reader send `commit-ok`.
+            self.flush(batch);
+        }
+        if let Some(publish) = super::transaction::on_event(&self.live, request_id, &event) {
+            *settled += usize::from(publish);
+            return;
+        }
         let (channel, generation, seq) = split(request_id);
         match event {
             Event::Settled => *settled += 1,

@@ -152,23 +152,22 @@ impl Conn<'_> {
             basic::AMQPMethod::Nack(n) => (120, n.delivery_tag, n.multiple),
             _ => return Ok(()),
         };
-        let taken: Vec<u64> = {
+        // Each delivery's channel tag and the session's.
+        let mut taken: Vec<(u64, u64)> = {
             let mut shared = self.live.lock();
             let Some(ch) = shared.channels.get_mut(&channel) else {
                 return Ok(());
             };
             if multiple && tag == 0 {
                 // RabbitMQ: every outstanding delivery on the channel.
-                std::mem::take(&mut ch.tags).into_values().collect()
+                std::mem::take(&mut ch.tags).into_iter().collect()
             } else if !ch.tags.contains_key(&tag) {
                 Vec::new()
             } else if multiple {
                 let rest = ch.tags.split_off(&(tag + 1));
-                std::mem::replace(&mut ch.tags, rest)
-                    .into_values()
-                    .collect()
+                std::mem::replace(&mut ch.tags, rest).into_iter().collect()
             } else {
-                ch.tags.remove(&tag).into_iter().collect()
+                ch.tags.remove_entry(&tag).into_iter().collect()
             }
         };
         if taken.is_empty() && !(multiple && tag == 0) {
@@ -180,7 +179,10 @@ impl Conn<'_> {
                 method_id,
             );
         }
-        for stag in taken {
+        if self.hold_settle(channel, &method, &mut taken) {
+            return Ok(());
+        }
+        for (_, stag) in taken {
             let result = match &method {
                 basic::AMQPMethod::Ack(_) => self.broker.ack(session, stag, false, None).await,
                 basic::AMQPMethod::Reject(r) => {
@@ -270,6 +272,7 @@ impl Conn<'_> {
                 }
             };
             pending.header = Some((properties, header.body_size));
+            pending.header_bytes = payload.len();
         } else {
             let Some((_, size)) = &pending.header else {
                 return unexpected(
@@ -294,6 +297,9 @@ impl Conn<'_> {
         let Some(done) = state.content.take() else {
             return Ok(());
         };
+        if state.tx.is_some() {
+            return self.hold_publish(channel, done, session).await;
+        }
         let seq = if state.confirm {
             state.next_seq += 1;
             state.next_seq
@@ -313,25 +319,57 @@ impl Conn<'_> {
         done: content::Pending,
         session: &Session,
     ) -> Result<(), Step> {
+        // Outside confirm mode the client hears only of refusals (which it then ignores,
+        // as a RabbitMQ client without confirms would never see them).
+        let no_confirm = !events::wants_confirm(request_id);
+        match self.authorized(channel, done, no_confirm, session)? {
+            Some(publish) => {
+                self.publish_native(channel, request_id, publish, session)
+                    .await
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// A whole publish as the broker's, once the user may publish it; `None` when it was
+    /// refused (the channel is closed).
+    pub(super) fn authorized(
+        &mut self,
+        channel: u16,
+        done: content::Pending,
+        no_confirm: bool,
+        session: &Session,
+    ) -> Result<Option<Box<Publish>>, Step> {
         let Some((properties, _)) = done.header else {
-            return Ok(());
+            return Ok(None);
         };
         let frame = Frame::Publish(Box::new(Publish {
             exchange: done.method.exchange.to_string(),
             routing_key: done.method.routing_key.to_string(),
             mandatory: done.method.mandatory,
-            // Outside confirm mode the client hears only of refusals (which it then ignores,
-            // as a RabbitMQ client without confirms would never see them).
-            no_confirm: !events::wants_confirm(request_id),
+            no_confirm,
             properties,
             body: done.body.freeze(),
         }));
         if let Err(e) = authorize(&session.user, &frame, &mut self.grants) {
-            return self.refuse_broker(channel, &e, session);
+            self.refuse_broker(channel, &e, session)?;
+            return Ok(None);
         }
         let Frame::Publish(publish) = frame else {
-            return Ok(());
+            return Ok(None);
         };
+        Ok(Some(publish))
+    }
+
+    /// An authorized publish on the broker's path: the resource alarms, a publish permit,
+    /// then the broker.
+    pub(super) async fn publish_native(
+        &mut self,
+        channel: u16,
+        request_id: u64,
+        publish: Box<Publish>,
+        session: &Session,
+    ) -> Result<(), Step> {
         if let Some(reason) = self.broker.alarms().blocks(publish.properties.persistent) {
             self.wait_while_blocked(session, publish.properties.persistent, reason)
                 .await;

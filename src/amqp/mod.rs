@@ -19,9 +19,9 @@
 //! (`topology`); a refusal with a code below 500 closes the channel only, as in RabbitMQ.
 //! The `basic.*` methods are in `messaging`; `basic.publish` content is assembled per
 //! channel (`content`) and published on the native door's path; what the broker answers
-//! (confirms, returns, alarms) is written by the event task (`events`). Every other method
-//! is refused by name with 540
-//! NOT_IMPLEMENTED, its arguments never decoded.
+//! (confirms, returns, alarms) is written by the event task (`events`). Transactions
+//! (`tx.*`) and `basic.recover` are in `transaction`. Every other method is refused by name
+//! with 540 NOT_IMPLEMENTED, its arguments never decoded.
 
 mod codec;
 mod content;
@@ -29,6 +29,7 @@ mod events;
 mod handshake;
 mod messaging;
 mod topology;
+mod transaction;
 mod wire;
 mod writer;
 
@@ -314,6 +315,8 @@ struct Channel {
     content: Option<content::Pending>,
     /// `basic.qos`'s prefetch count, for the channel's consumers started after it.
     prefetch: u32,
+    /// `tx.select` was sent: what the open transaction holds.
+    tx: Option<transaction::Tx>,
 }
 
 /// What is left to do for a channel that closed: see [`Conn::clean_up`].
@@ -367,6 +370,7 @@ pub async fn run(
         cancel_notify: false,
         cleanups: Vec::new(),
         next_ctag: 0,
+        tx_bytes: 0,
         shutdown: shutdown.clone(),
         writer_gone: writer_gone.clone(),
         broker: &broker,
@@ -460,6 +464,8 @@ struct Conn<'a> {
     cleanups: Vec<Cleanup>,
     /// The last server-generated consumer tag's number.
     next_ctag: u64,
+    /// What the open transactions of all channels hold, against [`Conn::tx_limit`].
+    tx_bytes: usize,
     shutdown: CancellationToken,
     writer_gone: CancellationToken,
 }
@@ -709,8 +715,8 @@ impl Conn<'_> {
                 if method_id == 40 {
                     self.send_channel_close_ok(channel);
                 }
-                self.channels.remove(&channel);
                 self.drop_channel(channel);
+                self.channels.remove(&channel);
             }
             return Ok(());
         }
@@ -720,8 +726,8 @@ impl Conn<'_> {
             )),
             (20, 40) => {
                 codec::parse_method(&payload).ok_or_else(|| cannot_decode(20, 40))?;
-                self.channels.remove(&channel);
                 self.drop_channel(channel);
+                self.channels.remove(&channel);
                 self.send_channel_close_ok(channel);
                 Ok(())
             }
@@ -737,6 +743,7 @@ impl Conn<'_> {
                         state.content = Some(content::Pending {
                             method,
                             header: None,
+                            header_bytes: 0,
                             body: BytesMut::new(),
                         });
                     }
@@ -797,6 +804,9 @@ impl Conn<'_> {
             },
             (85, 10) => match codec::parse_method(&payload) {
                 Some(AMQPClass::Confirm(confirm::AMQPMethod::Select(select))) => {
+                    if let Some(refused) = self.refuse_confirm_on_tx(channel) {
+                        return refused;
+                    }
                     if let Some(state) = self.channels.get_mut(&channel) {
                         state.confirm = true;
                     }
@@ -810,6 +820,10 @@ impl Conn<'_> {
                 }
                 _ => Err(cannot_decode(85, 10)),
             },
+            (60, 100 | 110) | (90, 10 | 20 | 30) => {
+                self.transaction_method(channel, class_id, method_id, &payload, session)
+                    .await
+            }
             // A close-ok the server did not ask for: nothing to do.
             (20, 41) => Ok(()),
             (40, 10 | 20 | 30 | 40) | (50, 10 | 20 | 30 | 40 | 50) => {
@@ -871,7 +885,9 @@ impl Conn<'_> {
 
     /// Forgets a channel the client or the server closed; its consumers are cancelled and
     /// its unsettled deliveries requeued by [`Conn::clean_up`], after the current frame.
+    /// Those its open transaction had settled are unsettled still: requeued too.
     fn drop_channel(&mut self, channel: u16) {
+        let held = self.discard_tx(channel);
         let mut shared = self.live.lock();
         let Some(ch) = shared.channels.remove(&channel) else {
             return;
@@ -887,7 +903,7 @@ impl Conn<'_> {
         }
         self.cleanups.push(Cleanup {
             consumers,
-            delivery_tags: ch.tags.into_values().collect(),
+            delivery_tags: ch.tags.into_values().chain(held).collect(),
         });
     }
 

@@ -113,6 +113,19 @@ impl Broker {
         Ok(())
     }
 
+    /// Requeues these deliveries together, as a nack with requeue of each would, but handed
+    /// to each queue in one batch, so they go back in their original order before any is
+    /// delivered again (AMQP's `basic.recover`). Tags the session no longer holds (taken
+    /// back by a consumer timeout meanwhile) are skipped.
+    pub fn requeue_all(&self, session: &Session, delivery_tags: &[u64]) {
+        let settled: Vec<Unacked> = delivery_tags
+            .iter()
+            .filter_map(|&tag| session.take_unacked(tag, false))
+            .flatten()
+            .collect();
+        self.refuse(settled, Return::Released, true, 0, None);
+    }
+
     /// Refuses one delivery as failed (RabbitMQ 4.3's `basic.reject`): requeue it with its
     /// delivery count raised (after the queue's `x-retry-backoff`, or dead-lettered past
     /// `x-delivery-limit`), or dead-letter it with reason `rejected`.
