@@ -313,6 +313,8 @@ struct Channel {
     content: Option<content::Pending>,
     /// `basic.qos`'s prefetch count, for the channel's consumers started after it.
     prefetch: u32,
+    /// `basic.qos` with `global=true`: one limit for all the channel's consumers.
+    shared_credit: Option<Arc<crate::broker::consumer::SharedCredit>>,
 }
 
 /// What is left to do for a channel that closed: see [`Conn::clean_up`].
