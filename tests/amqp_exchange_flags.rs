@@ -257,3 +257,37 @@ async fn both_limits_apply_and_a_larger_global_one_takes_effect_at_once() {
     let _second = next(&mut c).await;
     assert_eq!(ready(&sub, "work").await, 2, "now its own limit of 2 binds");
 }
+
+#[tokio::test]
+async fn a_global_prefetch_counts_the_consumers_started_before_it() {
+    let d = TestDaemon::start();
+    let conn = d.amqp().await;
+    let ch = confirm_channel(&conn).await;
+    queue(&ch, "early").await;
+    queue(&ch, "late").await;
+    for (q, body) in [("early", &b"e1"[..]), ("early", b"e2"), ("late", b"l1")] {
+        publish(&ch, "", q, body).await;
+    }
+    let sub = conn.create_channel().await.expect("channel");
+    sub.basic_qos(1, BasicQosOptions { global: false })
+        .await
+        .expect("qos");
+    let mut early = consumer(&sub, "early").await;
+    let first = next(&mut early).await;
+    // The channel's limit comes after the first consumer, which holds one delivery: the
+    // limit is reached, so the next consumer gets nothing.
+    sub.basic_qos(1, BasicQosOptions { global: true })
+        .await
+        .expect("qos");
+    let mut late = consumer(&sub, "late").await;
+    assert_eq!(ready(&sub, "late").await, 1, "the earlier delivery counts");
+    first.ack(BasicAckOptions::default()).await.expect("acked");
+    // One credit came back; whichever consumer takes it, one more is in flight.
+    let mut both = futures::stream::select(&mut early, &mut late);
+    let _second = next(&mut both).await;
+    assert_eq!(
+        ready(&sub, "early").await + ready(&sub, "late").await,
+        1,
+        "still one in flight for the channel"
+    );
+}

@@ -4,10 +4,15 @@ use super::*;
 
 impl Conn<'_> {
     /// `basic.qos`: with `global=false` the prefetch of the channel's next consumers; with
-    /// `global=true` one limit shared by the channel's consumers (docs/amqp.md: those started
-    /// after the first such `qos`; a later one changes the limit for all of them).
-    /// amq-protocol drops `prefetch_size`, which RabbitMQ refuses unless 0.
-    pub(super) fn qos(&mut self, channel: u16, qos: &basic::Qos) -> Result<(), Step> {
+    /// `global=true` one limit shared by all the channel's consumers, those already started
+    /// included, as RabbitMQ does (docs/amqp.md). amq-protocol drops `prefetch_size`, which
+    /// RabbitMQ refuses unless 0.
+    pub(super) fn qos(
+        &mut self,
+        channel: u16,
+        qos: &basic::Qos,
+        session: &Arc<Session>,
+    ) -> Result<(), Step> {
         if let Some(state) = self.channels.get_mut(&channel) {
             let count = u32::from(qos.prefetch_count);
             if !qos.global {
@@ -15,7 +20,21 @@ impl Conn<'_> {
             } else if let Some(shared) = &state.shared_credit {
                 shared.set_limit(count);
             } else {
-                state.shared_credit = Some(crate::broker::consumer::SharedCredit::new(count));
+                let shared = crate::broker::consumer::SharedCredit::new(count);
+                let ours: Vec<Arc<str>> = {
+                    let live = self.live.lock();
+                    live.consumers
+                        .iter()
+                        .filter(|(_, on)| **on == channel)
+                        .map(|(tag, _)| tag.clone())
+                        .collect()
+                };
+                for c in session.consumers() {
+                    if ours.contains(&c.tag) {
+                        c.share_credit(shared.clone());
+                    }
+                }
+                state.shared_credit = Some(shared);
             }
         }
         self.send(

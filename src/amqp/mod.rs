@@ -746,7 +746,9 @@ impl Conn<'_> {
                 _ => Err(cannot_decode(60, 40)),
             },
             (60, 10) => match codec::parse_method(&payload) {
-                Some(AMQPClass::Basic(basic::AMQPMethod::Qos(qos))) => self.qos(channel, &qos),
+                Some(AMQPClass::Basic(basic::AMQPMethod::Qos(qos))) => {
+                    self.qos(channel, &qos, session)
+                }
                 _ => Err(cannot_decode(60, 10)),
             },
             (60, 20) => {

@@ -158,14 +158,21 @@ impl Consumer {
         })
     }
 
-    /// Makes it count against its channel's shared limit too, before it receives anything.
-    /// A `no-ack` consumer has nothing unacked, so it takes no part (as in RabbitMQ).
+    /// Makes it count against its channel's shared limit too, with what it holds unacked
+    /// now (a consumer started before its channel's first global `qos`). A `no-ack`
+    /// consumer has nothing unacked, so it takes no part (as in RabbitMQ). Only the first
+    /// limit given counts.
     pub fn share_credit(self: &Arc<Self>, shared: Arc<SharedCredit>) {
-        if self.no_ack {
+        if self.no_ack || self.shared.get().is_some() {
             return;
         }
+        // Read before the limit is attached: a delivery in between is then counted short
+        // (released at zero) rather than twice (a credit the channel would never get back).
+        let held = self.unacked();
         shared.holders.lock().push(Arc::downgrade(self));
-        let _ = self.shared.set(shared);
+        if self.shared.set(shared.clone()).is_ok() && held > 0 {
+            shared.unacked.fetch_add(held, Ordering::AcqRel);
+        }
     }
 
     /// The channel-wide limit it counts against, if any.
