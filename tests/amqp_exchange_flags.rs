@@ -140,7 +140,7 @@ async fn internal_and_auto_delete_are_declared_and_honoured() {
 
     // A publish to it closes the channel with 403, in RabbitMQ's words.
     let publisher = confirm_channel(&conn).await;
-    let _ = publisher
+    let confirm = publisher
         .basic_publish(
             "hidden".into(),
             "".into(),
@@ -148,9 +148,10 @@ async fn internal_and_auto_delete_are_declared_and_honoured() {
             b"m",
             BasicProperties::default(),
         )
-        .await;
-    let err = publisher
-        .basic_qos(1, BasicQosOptions::default())
+        .await
+        .expect("sent");
+    // The channel.close that refuses it fails the confirm the publish waits for.
+    let err = within("the refusal", confirm)
         .await
         .expect_err("the channel was closed");
     assert_eq!(code(&err), 403, "{err}");
