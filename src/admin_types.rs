@@ -396,6 +396,12 @@ pub struct ExchangeInfo {
     pub kind: String,
     /// Survives a restart.
     pub durable: bool,
+    /// Deleted when its last binding as a source goes (absent from older servers' lists).
+    #[serde(default)]
+    pub auto_delete: bool,
+    /// Clients cannot publish to it (absent from older servers' lists).
+    #[serde(default)]
+    pub internal: bool,
     /// Built in (`""` and `amq.*`): cannot be declared or deleted.
     pub builtin: bool,
     /// Its arguments as declared.
@@ -631,6 +637,14 @@ pub struct ExchangeDefinition {
     pub kind: String,
     /// Survives a restart.
     pub durable: bool,
+    /// Deleted when its last binding as a source goes (RabbitMQ's `auto_delete`; absent
+    /// from older Warren exports, read as false).
+    #[serde(default)]
+    pub auto_delete: bool,
+    /// Clients cannot publish to it (RabbitMQ's `internal`; absent from older Warren
+    /// exports, read as false).
+    #[serde(default)]
+    pub internal: bool,
     /// Its arguments.
     pub arguments: JsonTable,
 }
@@ -741,9 +755,10 @@ mod tests {
     fn listings_round_trip() {
         round_trips::<QueueInfo>(queue());
         round_trips::<Vec<ExchangeInfo>>(json!([
-            {"name": "", "type": "direct", "durable": true, "builtin": true, "arguments": {}},
-            {"name": "logs", "type": "topic", "durable": false, "builtin": false,
-             "arguments": {"alternate-exchange": "ae"}},
+            {"name": "", "type": "direct", "durable": true, "auto_delete": false,
+             "internal": false, "builtin": true, "arguments": {}},
+            {"name": "logs", "type": "topic", "durable": false, "auto_delete": true,
+             "internal": true, "builtin": false, "arguments": {"alternate-exchange": "ae"}},
         ]));
         round_trips::<Vec<BindingInfo>>(json!([
             {"source": "h", "destination": "q", "destination_type": "queue",
@@ -795,7 +810,8 @@ mod tests {
         }));
         round_trips::<Definitions>(json!({
             "warren_version": "0.1.0",
-            "exchanges": [{"name": "logs", "type": "topic", "durable": true, "arguments": {}}],
+            "exchanges": [{"name": "logs", "type": "topic", "durable": true,
+                           "auto_delete": false, "internal": true, "arguments": {}}],
             "queues": [{"name": "jobs", "durable": true, "auto_delete": false,
                         "arguments": {"x-max-length": 10}}],
             "bindings": [{"source": "logs", "destination": "jobs", "destination_type": "queue",
@@ -817,6 +833,12 @@ mod tests {
         }))
         .expect("an older export decodes");
         assert!(old.users.is_empty());
+        // Exchanges exported before auto-delete and internal existed read as neither.
+        let old: ExchangeDefinition = serde_json::from_value(
+            json!({"name": "logs", "type": "topic", "durable": true, "arguments": {}}),
+        )
+        .expect("an older exchange decodes");
+        assert!(!old.auto_delete && !old.internal);
     }
 
     /// §15: servers may add fields; a client ignores those it does not know.

@@ -67,8 +67,8 @@ async fn exchange(c: &Client, name: &str, kind: ExchangeKind, arguments: FieldTa
         kind,
         ExchangeOptions {
             durable: true,
-            passive: false,
             arguments,
+            ..ExchangeOptions::default()
         },
     )
     .await
@@ -290,12 +290,13 @@ async fn listings_agree_with_what_was_declared() {
     let exchanges = cli_json(&d, &["exchange", "list"]);
     assert_eq!(
         *find(&exchanges, "name", ""),
-        json!({"name": "", "type": "direct", "durable": true, "builtin": true, "arguments": {}})
+        json!({"name": "", "type": "direct", "durable": true, "auto_delete": false,
+               "internal": false, "builtin": true, "arguments": {}})
     );
     assert_eq!(
         *find(&exchanges, "name", "logs"),
-        json!({"name": "logs", "type": "topic", "durable": true, "builtin": false,
-               "arguments": {}})
+        json!({"name": "logs", "type": "topic", "durable": true, "auto_delete": false,
+               "internal": false, "builtin": false, "arguments": {}})
     );
     assert_eq!(
         find(&exchanges, "name", "by-header")["arguments"],

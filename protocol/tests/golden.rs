@@ -199,6 +199,8 @@ fn vectors() -> Vec<(&'static str, &'static str, Envelope)> {
                     kind: ExchangeKind::Topic,
                     durable: true,
                     passive: false,
+                    auto_delete: false,
+                    internal: false,
                     arguments: description,
                 }),
             ),

@@ -109,7 +109,7 @@ fn unknown_flag_bits_are_refused() {
         (
             Opcode::ExchangeDeclare,
             [&name[..], &[2]].concat(),
-            0b11,
+            0b1111,
             "exchange flags",
         ),
         (

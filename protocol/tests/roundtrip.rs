@@ -209,17 +209,23 @@ fn frame() -> impl Strategy<Value = Frame> {
             exchange_kind(),
             any::<bool>(),
             any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
             field_table(),
         )
-            .prop_map(|(name, kind, durable, passive, arguments)| {
-                Frame::ExchangeDeclare(ExchangeDeclare {
-                    name,
-                    kind,
-                    durable,
-                    passive,
-                    arguments,
-                })
-            })
+            .prop_map(
+                |(name, kind, durable, passive, auto_delete, internal, arguments)| {
+                    Frame::ExchangeDeclare(ExchangeDeclare {
+                        name,
+                        kind,
+                        durable,
+                        passive,
+                        auto_delete,
+                        internal,
+                        arguments,
+                    })
+                },
+            )
             .boxed(),
         (text(64), any::<bool>())
             .prop_map(|(name, if_unused)| Frame::ExchangeDelete(ExchangeDelete { name, if_unused }))

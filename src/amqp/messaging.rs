@@ -3,12 +3,39 @@
 use super::*;
 
 impl Conn<'_> {
-    /// `basic.qos`: the prefetch for the channel's next consumers.
-    /// `global` is taken as per consumer too: Warren's prefetch is per consumer only
-    /// (docs/amqp.md). amq-protocol drops `prefetch_size`, which RabbitMQ refuses unless 0.
-    pub(super) fn qos(&mut self, channel: u16, qos: &basic::Qos) -> Result<(), Step> {
+    /// `basic.qos`: with `global=false` the prefetch of the channel's next consumers; with
+    /// `global=true` one limit shared by all the channel's consumers, those already started
+    /// included, as RabbitMQ does (docs/amqp.md). amq-protocol drops `prefetch_size`, which
+    /// RabbitMQ refuses unless 0.
+    pub(super) fn qos(
+        &mut self,
+        channel: u16,
+        qos: &basic::Qos,
+        session: &Arc<Session>,
+    ) -> Result<(), Step> {
         if let Some(state) = self.channels.get_mut(&channel) {
-            state.prefetch = u32::from(qos.prefetch_count);
+            let count = u32::from(qos.prefetch_count);
+            if !qos.global {
+                state.prefetch = count;
+            } else if let Some(shared) = &state.shared_credit {
+                shared.set_limit(count);
+            } else {
+                let shared = crate::broker::consumer::SharedCredit::new(count);
+                let ours: Vec<Arc<str>> = {
+                    let live = self.live.lock();
+                    live.consumers
+                        .iter()
+                        .filter(|(_, on)| **on == channel)
+                        .map(|(tag, _)| tag.clone())
+                        .collect()
+                };
+                for c in session.consumers() {
+                    if ours.contains(&c.tag) {
+                        c.share_credit(shared.clone());
+                    }
+                }
+                state.shared_credit = Some(shared);
+            }
         }
         self.send(
             channel,
@@ -24,8 +51,12 @@ impl Conn<'_> {
         c: basic::Consume,
         session: &Arc<Session>,
     ) -> Result<(), Step> {
-        let (generation, prefetch) = match self.channels.get(&channel) {
-            Some(state) => (state.generation, state.prefetch),
+        let (generation, prefetch, shared_credit) = match self.channels.get(&channel) {
+            Some(state) => (
+                state.generation,
+                state.prefetch,
+                state.shared_credit.clone(),
+            ),
             None => return Ok(()),
         };
         let tag: Arc<str> = if c.consumer_tag.as_str().is_empty() {
@@ -64,6 +95,7 @@ impl Conn<'_> {
             // The session's prefetch applies to the consumers started after it is set; the
             // reader starts them one at a time, so each gets its channel's.
             session.set_prefetch(prefetch);
+            session.set_shared_credit(shared_credit);
             let id = events::request_id(channel, generation, u64::from(!c.nowait));
             self.broker.consume(session, id, native)
         });

@@ -317,6 +317,8 @@ struct Channel {
     prefetch: u32,
     /// `tx.select` was sent: what the open transaction holds.
     tx: Option<transaction::Tx>,
+    /// `basic.qos` with `global=true`: one limit for all the channel's consumers.
+    shared_credit: Option<Arc<crate::broker::consumer::SharedCredit>>,
 }
 
 /// What is left to do for a channel that closed: see [`Conn::clean_up`].
@@ -752,7 +754,9 @@ impl Conn<'_> {
                 _ => Err(cannot_decode(60, 40)),
             },
             (60, 10) => match codec::parse_method(&payload) {
-                Some(AMQPClass::Basic(basic::AMQPMethod::Qos(qos))) => self.qos(channel, &qos),
+                Some(AMQPClass::Basic(basic::AMQPMethod::Qos(qos))) => {
+                    self.qos(channel, &qos, session)
+                }
                 _ => Err(cannot_decode(60, 10)),
             },
             (60, 20) => {

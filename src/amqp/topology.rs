@@ -26,8 +26,7 @@ pub(super) enum Refusal {
     /// The broker refused it (a channel or connection error by its code).
     Broker(BrokerError),
     /// Something the AMQP door itself does not accept: a connection error with this code
-    /// (RabbitMQ's `COMMAND_INVALID` for an unknown exchange type, `NOT_IMPLEMENTED` for a
-    /// flag Warren has no equivalent of yet).
+    /// (RabbitMQ's `COMMAND_INVALID` for an unknown exchange type).
     Connection(warren_protocol::ErrorCode, String),
 }
 
@@ -47,14 +46,6 @@ pub(super) async fn run(
     let check = |frame: &Frame, grants: &mut PublishGrants| authorize(&session.user, frame, grants);
     match method {
         AMQPClass::Exchange(exchange::AMQPMethod::Declare(d)) => {
-            for (flag, on) in [("auto-delete", d.auto_delete), ("internal", d.internal)] {
-                if on {
-                    return Err(Refusal::Connection(
-                        warren_protocol::ErrorCode::NotImplemented,
-                        format!("exchange.declare with {flag} is not implemented by Warren yet"),
-                    ));
-                }
-            }
             // RabbitMQ ignores the type of a passive declare.
             let kind = if d.passive {
                 ExchangeKind::Direct
@@ -66,6 +57,8 @@ pub(super) async fn run(
                 kind,
                 durable: d.durable,
                 passive: d.passive,
+                auto_delete: d.auto_delete,
+                internal: d.internal,
                 arguments: table(&d.arguments),
             });
             check(&frame, grants)?;

@@ -55,6 +55,9 @@ impl Broker {
             c.exclusive,
             timeout_ms,
         );
+        if let Some(shared) = session.shared_credit() {
+            consumer.share_credit(shared);
+        }
         let max = self.inner.config.limits.max_consumers_per_connection;
         if session.consumer_count() >= max {
             return Err(BrokerError::NotAllowed(format!(

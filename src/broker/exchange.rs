@@ -73,6 +73,12 @@ pub struct Exchange {
     pub arguments: FieldTable,
     /// Predeclared by the broker (`amq.*`): cannot be deleted.
     pub builtin: bool,
+    /// Deleted when its last binding as a source is removed (RabbitMQ's auto-delete: an
+    /// exchange that never had a binding stays).
+    pub auto_delete: bool,
+    /// Clients cannot publish to it; only exchange-to-exchange bindings, alternates and
+    /// dead-lettering route through it.
+    pub internal: bool,
     /// Its `alternate-exchange` argument, when that is valid.
     pub alternate: Option<Arc<str>>,
     /// Its deduplication window, when `x-message-deduplication` is on: checked before
@@ -349,10 +355,38 @@ impl Exchange {
             durable,
             arguments,
             builtin,
+            auto_delete: false,
+            internal: false,
             alternate,
             bindings: RwLock::new(Bindings::default()),
             has_exchange_bindings: AtomicBool::new(false),
         }
+    }
+
+    /// The same exchange with the auto-delete and internal flags set as given.
+    #[must_use]
+    pub fn flagged(mut self, auto_delete: bool, internal: bool) -> Exchange {
+        self.auto_delete = auto_delete;
+        self.internal = internal;
+        self
+    }
+
+    /// Whether it has a binding to the queue `queue_id`.
+    pub fn binds_queue(&self, queue_id: u64) -> bool {
+        self.bindings
+            .read()
+            .all
+            .iter()
+            .any(|b| b.queue.id == queue_id)
+    }
+
+    /// Whether it has a binding to the exchange `destination`.
+    pub fn binds_exchange(&self, destination: &str) -> bool {
+        self.bindings
+            .read()
+            .exchanges
+            .iter()
+            .any(|x| &*x.destination == destination)
     }
 
     /// Checks a new binding's key and arguments for this exchange's kind.

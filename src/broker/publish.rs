@@ -68,14 +68,18 @@ impl Broker {
         let mut now = LazyNow::from_clock(self.clock());
         if let Some(due_ms) = not_before(&p.properties.headers, &mut now)? {
             if due_ms > now.get() {
+                if let Some(e) = session.vhost.exchange(&p.exchange) {
+                    refuse_internal(&session.vhost, &e)?;
+                }
                 return self.schedule(session, request_id, p, due_ms).await;
             }
         }
-        let mut targets = self.route(
+        let mut targets = self.route_from(
             &session.vhost,
             &p.exchange,
             &p.routing_key,
             &p.properties.headers,
+            true,
         )?;
         // Only a message reaching a stream looks for a producer (docs/deduplication.md);
         // checked before any window accepts the message, so a refusal leaves no trace.
@@ -145,6 +149,19 @@ impl Broker {
         routing_key: &str,
         headers: &Headers,
     ) -> Result<Vec<Arc<Queue>>, BrokerError> {
+        self.route_from(vh, exchange, routing_key, headers, false)
+    }
+
+    /// [`route`](Self::route), refusing an internal exchange when `client` (a client's
+    /// publish: dead-lettering, the scheduler and DLQ replays route through one freely).
+    fn route_from(
+        &self,
+        vh: &VHost,
+        exchange: &str,
+        routing_key: &str,
+        headers: &Headers,
+        client: bool,
+    ) -> Result<Vec<Arc<Queue>>, BrokerError> {
         let mut targets = Vec::new();
         // Most messages carry neither header: one check of the (usually empty) headers.
         let extra = if headers.is_empty() {
@@ -165,6 +182,9 @@ impl Broker {
             let e = vh
                 .exchange(exchange)
                 .ok_or_else(|| BrokerError::not_found("exchange", exchange))?;
+            if client {
+                refuse_internal(vh, &e)?;
+            }
             if e.has_exchange_bindings() {
                 let mut keys = vec![routing_key];
                 keys.extend(extra.iter().map(String::as_str));
@@ -353,3 +373,15 @@ fn dedup_queues(targets: &mut Vec<Arc<Queue>>) {
 
 #[cfg(test)]
 mod route_tests;
+
+/// Refuses a client's publish to an internal exchange, in RabbitMQ's words and code
+/// (`403 ACCESS_REFUSED`).
+fn refuse_internal(vh: &VHost, e: &Exchange) -> Result<(), BrokerError> {
+    if e.internal {
+        return Err(BrokerError::AccessRefused(format!(
+            "cannot publish to internal exchange '{}' in vhost '{}'",
+            e.name, vh.name
+        )));
+    }
+    Ok(())
+}

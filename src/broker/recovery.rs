@@ -65,14 +65,17 @@ impl Broker {
                 }
                 vhost(&e.vhost).exchanges.write().insert(
                     e.name.clone(),
-                    Arc::new(Exchange::new(
-                        &e.vhost,
-                        e.name.as_str().into(),
-                        e.kind,
-                        true,
-                        e.arguments,
-                        false,
-                    )),
+                    Arc::new(
+                        Exchange::new(
+                            &e.vhost,
+                            e.name.as_str().into(),
+                            e.kind,
+                            true,
+                            e.arguments,
+                            false,
+                        )
+                        .flagged(e.auto_delete, e.internal),
+                    ),
                 );
             }
         }

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::access::Principal;
 use super::confirm::ReplySink;
-use super::consumer::Consumer;
+use super::consumer::{Consumer, SharedCredit};
 use super::event::{Event, RequestId};
 use super::queue::{consumer_timeout, timed_out, Queue};
 use super::timers::{TimerKey, TimerTarget, Timers};
@@ -96,6 +96,8 @@ struct SessionState {
     unacked: BTreeMap<u64, Unacked>,
     consumers: HashMap<Arc<str>, Arc<Consumer>>,
     prefetch: u32,
+    /// The channel-wide limit for consumers started from now on (AMQP's global qos).
+    shared_credit: Option<Arc<SharedCredit>>,
     next_consumer_number: u64,
     /// The consumer-timeout deadline last given to the timer index (`None`: none): a
     /// delivery gives one only when it is earlier, so not per delivery.
@@ -179,6 +181,18 @@ impl Session {
     /// Sets the prefetch for consumers started from now on.
     pub fn set_prefetch(&self, prefetch: u32) {
         self.state.lock().prefetch = prefetch;
+    }
+
+    /// The channel-wide limit consumers started from now on count against, if any.
+    pub fn shared_credit(&self) -> Option<Arc<SharedCredit>> {
+        self.state.lock().shared_credit.clone()
+    }
+
+    /// Sets the channel-wide limit for consumers started from now on (`None`: only their
+    /// own prefetch). The AMQP door sets its channel's before each consume, as it does the
+    /// prefetch: one session serves all the channels of a connection.
+    pub fn set_shared_credit(&self, shared: Option<Arc<SharedCredit>>) {
+        self.state.lock().shared_credit = shared;
     }
 
     /// A consumer tag unique on this connection.

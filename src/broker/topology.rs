@@ -72,6 +72,16 @@ impl Broker {
                         d.durable.to_string(),
                         existing.durable.to_string(),
                     ),
+                    (
+                        "auto_delete",
+                        d.auto_delete.to_string(),
+                        existing.auto_delete.to_string(),
+                    ),
+                    (
+                        "internal",
+                        d.internal.to_string(),
+                        existing.internal.to_string(),
+                    ),
                 ],
                 &d.arguments,
                 &existing.arguments,
@@ -97,6 +107,8 @@ impl Broker {
                     name: d.name.clone(),
                     kind: d.kind,
                     arguments: d.arguments.clone(),
+                    auto_delete: d.auto_delete,
+                    internal: d.internal,
                 }))
                 .await?;
         }
@@ -107,7 +119,8 @@ impl Broker {
             d.durable,
             d.arguments,
             false,
-        );
+        )
+        .flagged(d.auto_delete, d.internal);
         vh.exchanges.write().insert(d.name, Arc::new(e));
         Ok(())
     }
@@ -143,20 +156,59 @@ impl Broker {
                 "exchange '{name}' has bindings"
             )));
         }
+        let sources = self.remove_exchange(vh, &e).await?;
+        self.auto_delete_exchanges(vh, sources).await
+    }
+
+    /// Removes the exchange `e` of `vh`, with its bindings and the bindings to it; returns
+    /// the exchanges that lost a binding to it. The topology lock must be held.
+    async fn remove_exchange(
+        &self,
+        vh: &VHost,
+        e: &Arc<Exchange>,
+    ) -> Result<Vec<Arc<Exchange>>, BrokerError> {
         if e.durable {
             self.inner
                 .store
                 .change_topology(TopologyChange::DeleteExchange {
                     vhost: vh.name.to_string(),
-                    name: name.to_owned(),
+                    name: e.name.to_string(),
                 })
                 .await?;
         }
-        vh.exchanges.write().remove(name);
+        {
+            let mut exchanges = vh.exchanges.write();
+            // Only this very exchange: one of the same name declared since stays.
+            if exchanges.get(&*e.name).is_some_and(|x| Arc::ptr_eq(x, e)) {
+                exchanges.remove(&*e.name);
+            }
+        }
         // Bindings to it go too (the store dropped the durable ones with the exchange).
-        let sources: Vec<Arc<Exchange>> = vh.exchange_list();
-        for source in sources {
-            source.unbind_destination(name);
+        Ok(vh
+            .exchange_list()
+            .into_iter()
+            .filter(|source| !source.unbind_destination(&e.name).is_empty())
+            .collect())
+    }
+
+    /// Deletes every auto-delete exchange among `sources` that has no binding left as a
+    /// source, and then, in turn, those that lose their last binding by that (RabbitMQ's
+    /// cascade). Called after a binding was removed; the topology lock must be held. An
+    /// auto-delete exchange that never had a binding is not among `sources`, so it stays.
+    pub(super) async fn auto_delete_exchanges(
+        &self,
+        vh: &VHost,
+        mut sources: Vec<Arc<Exchange>>,
+    ) -> Result<(), BrokerError> {
+        while let Some(e) = sources.pop() {
+            if !e.auto_delete || e.has_bindings() {
+                continue;
+            }
+            if !vh.exchange(&e.name).is_some_and(|x| Arc::ptr_eq(&x, &e)) {
+                continue;
+            }
+            tracing::debug!(exchange = %e.name, vhost = %vh.name, "auto-delete exchange lost its last binding; deleting it");
+            sources.extend(self.remove_exchange(vh, &e).await?);
         }
         Ok(())
     }
@@ -338,6 +390,12 @@ impl Broker {
             let summary = s.summary();
             (summary.first_offset, summary.next_offset)
         });
+        // The auto-delete exchanges bound to it, which may lose their last binding with it.
+        let sources: Vec<Arc<Exchange>> = vh
+            .exchange_list()
+            .into_iter()
+            .filter(|e| e.auto_delete && e.binds_queue(q.id))
+            .collect();
         let count = forget_queue(vh, q);
         if q.durable {
             self.inner
@@ -352,6 +410,7 @@ impl Broker {
         if let Some((first, next)) = entries {
             self.delete_stream_entries(q.id, first, next);
         }
+        self.auto_delete_exchanges(vh, sources).await?;
         Ok(count)
     }
 
@@ -493,13 +552,16 @@ impl Broker {
     pub async fn unbind(&self, session: &Session, b: QueueBind) -> Result<(), BrokerError> {
         let _guard = self.inner.topology.lock().await;
         let (e, q) = self.binding_parts(session, &b)?;
-        if e.unbind(q.id, &b.routing_key, &b.arguments) && e.durable && q.durable {
+        if !e.unbind(q.id, &b.routing_key, &b.arguments) {
+            return Ok(());
+        }
+        if e.durable && q.durable {
             self.inner
                 .store
                 .change_topology(TopologyChange::DeleteBinding(record(&session.vhost, &b)))
                 .await?;
         }
-        Ok(())
+        self.auto_delete_exchanges(&session.vhost, vec![e]).await
     }
 }
 
@@ -565,16 +627,16 @@ impl Broker {
         let vh = &session.vhost;
         let _guard = self.inner.topology.lock().await;
         let (source, destination) = self.exchange_binding_parts(vh, &b)?;
-        if source.unbind_exchange(&b.destination, &b.routing_key, &b.arguments)
-            && source.durable
-            && destination.durable
-        {
+        if !source.unbind_exchange(&b.destination, &b.routing_key, &b.arguments) {
+            return Ok(());
+        }
+        if source.durable && destination.durable {
             self.inner
                 .store
                 .change_topology(TopologyChange::DeleteBinding(exchange_record(vh, &b)))
                 .await?;
         }
-        Ok(())
+        self.auto_delete_exchanges(vh, vec![source]).await
     }
 }
 

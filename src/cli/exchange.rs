@@ -32,6 +32,14 @@ pub struct ExchangeDeclareArgs {
     /// Keep the exchange across server restarts.
     #[arg(long)]
     pub durable: bool,
+    /// Delete the exchange when its last binding (as a source) is removed; an exchange that
+    /// never had a binding stays.
+    #[arg(long)]
+    pub auto_delete: bool,
+    /// Refuse publishes to the exchange: it is reached only through exchange-to-exchange
+    /// bindings, as an alternate or as a dead-letter exchange.
+    #[arg(long)]
+    pub internal: bool,
     /// An exchange argument, KEY=VALUE or KEY:TYPE=VALUE (repeatable); kept with the
     /// exchange and shown by `exchange list`.
     ///
@@ -88,6 +96,8 @@ pub async fn run(command: ExchangeCommand, global: &Global) -> anyhow::Result<()
             let client = global.server.connect().await?;
             let options = ExchangeOptions {
                 durable: args.durable,
+                auto_delete: args.auto_delete,
+                internal: args.internal,
                 arguments: field_table(args.args),
                 ..ExchangeOptions::default()
             };
@@ -101,9 +111,17 @@ pub async fn run(command: ExchangeCommand, global: &Global) -> anyhow::Result<()
                 .to_possible_value()
                 .map(|v| v.get_name().to_owned())
                 .unwrap_or_default();
-            let durable = if args.durable { ", durable" } else { "" };
+            let flags: String = [
+                (args.durable, ", durable"),
+                (args.auto_delete, ", auto-delete"),
+                (args.internal, ", internal"),
+            ]
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, text)| *text)
+            .collect();
             global.done(&format!(
-                "exchange '{}' declared ({kind}{durable})",
+                "exchange '{}' declared ({kind}{flags})",
                 args.name
             ))?;
         }
@@ -136,12 +154,15 @@ pub async fn run(command: ExchangeCommand, global: &Global) -> anyhow::Result<()
     Ok(())
 }
 
-/// `exchange.list` as a table: name (`(default)` for ""), type, durable, built-in, arguments.
+/// `exchange.list` as a table: name (`(default)` for ""), type, durable, auto-delete,
+/// internal, built-in, arguments.
 pub fn exchange_table(exchanges: &[ExchangeInfo]) -> String {
     let mut table = Table::new(&[
         ("NAME", Align::Left),
         ("TYPE", Align::Left),
         ("DURABLE", Align::Left),
+        ("AUTO_DELETE", Align::Left),
+        ("INTERNAL", Align::Left),
         ("BUILTIN", Align::Left),
         ("ARGUMENTS", Align::Left),
     ]);
@@ -150,6 +171,8 @@ pub fn exchange_table(exchanges: &[ExchangeInfo]) -> String {
             exchange_name(&e.name),
             e.kind.clone(),
             yes_no(e.durable),
+            yes_no(e.auto_delete),
+            yes_no(e.internal),
             yes_no(e.builtin),
             arguments_cell(&e.arguments),
         ]);
@@ -168,17 +191,17 @@ mod tests {
             "exchange.list",
             &json!([
                 {"name": "", "type": "direct", "durable": true, "builtin": true, "arguments": {}},
-                {"name": "logs", "type": "topic", "durable": false, "builtin": false,
-                 "arguments": {"alternate-exchange": "ae"}},
+                {"name": "logs", "type": "topic", "durable": false, "internal": true,
+                 "builtin": false, "arguments": {"alternate-exchange": "ae"}},
             ]),
         )
         .unwrap();
         let text = exchange_table(&exchanges);
         assert_eq!(
             text,
-            "NAME       TYPE    DURABLE  BUILTIN  ARGUMENTS\n\
-             (default)  direct  yes      yes      -\n\
-             logs       topic   no       no       alternate-exchange=ae\n"
+            "NAME       TYPE    DURABLE  AUTO_DELETE  INTERNAL  BUILTIN  ARGUMENTS\n\
+             (default)  direct  yes      no           no        yes      -\n\
+             logs       topic   no       no           yes       no       alternate-exchange=ae\n"
         );
     }
 }

@@ -139,6 +139,11 @@ pub struct ExchangeOptions {
     pub durable: bool,
     /// Only check that the exchange exists (`NOT_FOUND` if not); create nothing.
     pub passive: bool,
+    /// Deleted by the server when its last binding as a source is removed.
+    pub auto_delete: bool,
+    /// Clients cannot publish to it (`ACCESS_REFUSED`); it is reached through
+    /// exchange-to-exchange bindings, as an alternate or as a dead-letter exchange.
+    pub internal: bool,
     /// Extra arguments, kept with the exchange.
     pub arguments: FieldTable,
 }
@@ -441,6 +446,8 @@ impl Client {
             kind,
             durable: options.durable,
             passive: options.passive,
+            auto_delete: options.auto_delete,
+            internal: options.internal,
             arguments: options.arguments,
         }))
         .await

@@ -93,7 +93,17 @@ pub struct ExchangeRecord {
     pub kind: ExchangeKind,
     /// Declared arguments.
     pub arguments: FieldTable,
+    /// Deleted when its last binding as a source goes.
+    pub auto_delete: bool,
+    /// Clients cannot publish to it.
+    pub internal: bool,
 }
+
+// Exchange record flags: a byte after the arguments, written only when one is set, so a
+// record without them is byte for byte what Warren stored before they existed (and such a
+// record decodes with both false).
+const EXCHANGE_AUTO_DELETE: u8 = 1;
+const EXCHANGE_INTERNAL: u8 = 1 << 1;
 
 /// A durable queue.
 #[derive(Debug, Clone, PartialEq)]
@@ -171,6 +181,11 @@ impl ExchangeRecord {
         put_str16(&mut b, &self.name);
         b.put_u8(self.kind as u8);
         put_table(&mut b, &self.arguments);
+        let flags = (u8::from(self.auto_delete) * EXCHANGE_AUTO_DELETE)
+            | (u8::from(self.internal) * EXCHANGE_INTERNAL);
+        if flags != 0 {
+            b.put_u8(flags);
+        }
         b.to_vec()
     }
 
@@ -195,12 +210,22 @@ impl ExchangeRecord {
             offset,
         })?;
         let arguments = read_table(&mut r)?;
+        let flags = if r.remaining() > 0 {
+            r.flags(
+                "exchange record flags",
+                EXCHANGE_AUTO_DELETE | EXCHANGE_INTERNAL,
+            )?
+        } else {
+            0
+        };
         r.finish("exchange record")?;
         Ok(ExchangeRecord {
             vhost,
             name,
             kind,
             arguments,
+            auto_delete: flags & EXCHANGE_AUTO_DELETE != 0,
+            internal: flags & EXCHANGE_INTERNAL != 0,
         })
     }
 }
@@ -480,6 +505,8 @@ mod tests {
             name: "logs".into(),
             kind: ExchangeKind::Fanout,
             arguments: FieldTable::new(),
+            auto_delete: true,
+            internal: false,
         };
         assert_eq!(ExchangeRecord::decode(&e.encode()).unwrap(), e);
         for destination_kind in [DestinationKind::Queue, DestinationKind::Exchange] {
@@ -546,8 +573,21 @@ mod tests {
             name: "logs".into(),
             kind: ExchangeKind::Topic,
             arguments: args.clone(),
+            auto_delete: false,
+            internal: false,
         };
         assert_eq!(ExchangeRecord::decode(&e.encode()).unwrap(), e);
+        // Without flags the record is the one stored before they existed: no flags byte.
+        let plain = e.encode();
+        let flagged = ExchangeRecord {
+            internal: true,
+            ..e.clone()
+        };
+        assert_eq!(flagged.encode().len(), plain.len() + 1);
+        assert_eq!(ExchangeRecord::decode(&flagged.encode()).unwrap(), flagged);
+        let mut unknown = plain.clone();
+        unknown.push(0x80);
+        assert!(ExchangeRecord::decode(&unknown).is_err());
         let b = BindingRecord {
             vhost: DEFAULT_VHOST.into(),
             exchange: "logs".into(),

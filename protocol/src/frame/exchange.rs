@@ -74,13 +74,21 @@ pub struct ExchangeDeclare {
     pub durable: bool,
     /// Only check that it exists; create nothing.
     pub passive: bool,
+    /// Deleted when its last binding as a source goes (not before it has had one).
+    pub auto_delete: bool,
+    /// Clients cannot publish to it; it is reached only through exchange-to-exchange
+    /// bindings, as an alternate or as a dead-letter exchange.
+    pub internal: bool,
     /// Extra arguments, kept with the exchange.
     pub arguments: FieldTable,
 }
 
-// `ExchangeDeclare` flags.
+// `ExchangeDeclare` flags. Bits 2 and 3 came later: a client that never sets them sends
+// the same bytes as before.
 const F_DURABLE: u8 = 1;
 const F_PASSIVE: u8 = 1 << 1;
+const F_AUTO_DELETE: u8 = 1 << 2;
+const F_INTERNAL: u8 = 1 << 3;
 
 impl Payload for ExchangeDeclare {
     fn encode(&self, dst: &mut BytesMut) {
@@ -89,6 +97,8 @@ impl Payload for ExchangeDeclare {
         dst.put_u8(bits(&[
             (self.durable, F_DURABLE),
             (self.passive, F_PASSIVE),
+            (self.auto_delete, F_AUTO_DELETE),
+            (self.internal, F_INTERNAL),
         ]));
         put_table(dst, &self.arguments);
     }
@@ -97,12 +107,17 @@ impl Payload for ExchangeDeclare {
         let name = r.str16("exchange")?;
         let offset = r.offset();
         let kind = ExchangeKind::from_u8(r.u8()?, offset)?;
-        let f = r.flags("exchange flags", F_DURABLE | F_PASSIVE)?;
+        let f = r.flags(
+            "exchange flags",
+            F_DURABLE | F_PASSIVE | F_AUTO_DELETE | F_INTERNAL,
+        )?;
         Ok(ExchangeDeclare {
             name,
             kind,
             durable: flag(f, F_DURABLE),
             passive: flag(f, F_PASSIVE),
+            auto_delete: flag(f, F_AUTO_DELETE),
+            internal: flag(f, F_INTERNAL),
             arguments: read_arguments(r)?,
         })
     }

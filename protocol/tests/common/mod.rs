@@ -109,6 +109,8 @@ pub fn samples() -> Vec<Frame> {
             kind: ExchangeKind::Headers,
             durable: true,
             passive: true,
+            auto_delete: true,
+            internal: true,
             arguments: rich_table(),
         }),
         Frame::ExchangeDelete(ExchangeDelete {

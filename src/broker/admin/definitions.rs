@@ -32,6 +32,8 @@ impl Broker {
                 name: e.name.to_string(),
                 kind: e.kind.as_str().to_owned(),
                 durable: e.durable,
+                auto_delete: e.auto_delete,
+                internal: e.internal,
                 arguments: table_map(&e.arguments),
             })
             .collect();
@@ -165,8 +167,13 @@ impl Broker {
         for e in &defs.exchanges {
             validate_name("exchange", &e.name)?;
             if let Some(first) = seen_exchanges.insert(&e.name, e) {
-                if (first.kind, first.durable, &first.arguments)
-                    != (e.kind, e.durable, &e.arguments)
+                if (
+                    first.kind,
+                    first.durable,
+                    first.auto_delete,
+                    first.internal,
+                    &first.arguments,
+                ) != (e.kind, e.durable, e.auto_delete, e.internal, &e.arguments)
                 {
                     return Err(BrokerError::PreconditionFailed(format!(
                         "definitions: exchange '{}' is defined twice, differently",
@@ -197,6 +204,16 @@ impl Broker {
                             "durable",
                             e.durable.to_string(),
                             existing.durable.to_string(),
+                        ),
+                        (
+                            "auto_delete",
+                            e.auto_delete.to_string(),
+                            existing.auto_delete.to_string(),
+                        ),
+                        (
+                            "internal",
+                            e.internal.to_string(),
+                            existing.internal.to_string(),
                         ),
                     ],
                     &e.arguments,
@@ -343,8 +360,7 @@ impl Broker {
 
 /// What a RabbitMQ export holds that Warren has no place for, one warning each, so that an
 /// import does not drop it silently: policies, runtime parameters (federation, shovels),
-/// topic permissions, global parameters other than the cluster's name and id, and the
-/// `internal` and `auto_delete` flags of exchanges.
+/// topic permissions, and global parameters other than the cluster's name and id.
 fn not_carried_over(doc: &Value) -> Vec<String> {
     let mut warnings = Vec::new();
     let list = |key: &str| -> &[Value] {
@@ -397,26 +413,6 @@ fn not_carried_over(doc: &Value) -> Vec<String> {
             "global parameter '{}' not imported: Warren has no global parameters",
             name(p)
         ));
-    }
-    for e in list("exchanges") {
-        for (flag, what) in [
-            (
-                "internal",
-                "as a normal exchange (clients may publish to it)",
-            ),
-            (
-                "auto_delete",
-                "as one that is not deleted with its last binding",
-            ),
-        ] {
-            if e.get(flag).and_then(Value::as_bool) == Some(true) {
-                warnings.push(format!(
-                    "exchange '{}'{} is {flag}: Warren has no {flag} exchanges; imported {what}",
-                    name(e),
-                    vhost(e)
-                ));
-            }
-        }
     }
     warnings
 }
@@ -600,6 +596,8 @@ impl ImportPlan {
                 arguments: table(&e, &format!("exchange '{name}'"))?,
                 durable: flag(&e, "durable"),
                 passive: false,
+                auto_delete: flag(&e, "auto_delete"),
+                internal: flag(&e, "internal"),
                 kind,
                 name,
             });

@@ -10,6 +10,7 @@ use crate::admin_types::{
     StoreTotals,
 };
 use crate::broker::dead_letter::DeadLetterReason;
+use crate::broker::exchange::Exchange;
 use crate::broker::queue::Queue;
 use crate::broker::stats::{process_cpu_seconds, resident_memory_bytes};
 use crate::broker::vhost::VHost;
@@ -17,19 +18,15 @@ use crate::broker::Broker;
 use crate::json::table_map;
 use crate::message::now_ms;
 
-fn exchange_info(
-    name: &str,
-    kind: ExchangeKind,
-    durable: bool,
-    builtin: bool,
-    args: &FieldTable,
-) -> ExchangeInfo {
+fn exchange_info(e: &Exchange) -> ExchangeInfo {
     ExchangeInfo {
-        name: name.to_owned(),
-        kind: kind.as_str().to_owned(),
-        durable,
-        builtin,
-        arguments: table_map(args),
+        name: e.name.to_string(),
+        kind: e.kind.as_str().to_owned(),
+        durable: e.durable,
+        auto_delete: e.auto_delete,
+        internal: e.internal,
+        builtin: e.builtin,
+        arguments: table_map(&e.arguments),
     }
 }
 
@@ -109,15 +106,17 @@ impl Broker {
             .exchanges
             .read()
             .values()
-            .map(|e| exchange_info(&e.name, e.kind, e.durable, e.builtin, &e.arguments))
+            .map(|e| exchange_info(e))
             .collect();
-        list.push(exchange_info(
-            "",
-            ExchangeKind::Direct,
-            true,
-            true,
-            &FieldTable::new(),
-        ));
+        list.push(ExchangeInfo {
+            name: String::new(),
+            kind: ExchangeKind::Direct.as_str().to_owned(),
+            durable: true,
+            auto_delete: false,
+            internal: false,
+            builtin: true,
+            arguments: table_map(&FieldTable::new()),
+        });
         list.sort_by(|a, b| a.name.cmp(&b.name));
         list
     }

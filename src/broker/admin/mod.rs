@@ -595,6 +595,8 @@ mod tests {
                 kind: ExchangeKind::Topic,
                 durable: true,
                 passive: false,
+                auto_delete: false,
+                internal: false,
                 arguments: FieldTable::new(),
             },
         )

@@ -332,6 +332,8 @@ async fn check(broker: &Broker, session: &Session, case: u64, g: &Graph) -> Resu
                     kind: *kind,
                     durable: false,
                     passive: false,
+                    auto_delete: false,
+                    internal: false,
                     arguments,
                 },
             )

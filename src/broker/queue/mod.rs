@@ -159,12 +159,7 @@ impl ConsumerSlot for Arc<Consumer> {
 /// it here (`on_sent`), as the core decides, is what stops one dispatch from overfilling a
 /// consumer.
 fn take_credit(c: &Arc<Consumer>) -> bool {
-    if c.has_credit() {
-        c.on_sent();
-        true
-    } else {
-        false
-    }
+    c.take_credit()
 }
 
 /// A queue's message counters (totals since the queue was created or recovered) and the
