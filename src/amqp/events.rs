@@ -47,6 +47,9 @@ pub(super) struct ChanShared {
     pub next_tag: u64,
     /// Each unsettled delivery's channel tag, to its tag in the session's single tag space.
     pub tags: BTreeMap<u64, u64>,
+    /// How many times `basic.recover` took the channel's unsettled deliveries back: a
+    /// delivery numbered before the last one and not yet written is not written.
+    pub recoveries: u32,
     /// A `tx.commit` waiting for its publishes' verdicts (`transaction`).
     pub committing: Option<super::transaction::Committing>,
 }
@@ -97,25 +100,50 @@ pub(super) struct EventTask {
 struct Batch {
     /// The frames so far.
     bytes: Vec<u8>,
-    /// Where each channel's run of frames starts in `bytes` (channel, generation, offset),
-    /// so the frames of a channel closed while the batch was built can be left out.
-    runs: Vec<(u16, u8, usize)>,
+    /// Where each run of frames of one channel starts in `bytes`, so the frames of a
+    /// channel closed (or deliveries of one recovered) while the batch was built can be
+    /// left out.
+    runs: Vec<Run>,
     /// The confirms of the batch: channel, generation, sequence number, nack.
     confirms: Vec<(u16, u8, u64, bool)>,
 }
 
+/// See [`Batch::runs`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Run {
+    channel: u16,
+    generation: u8,
+    /// For deliveries to be acked: the channel's `basic.recover` count when they were
+    /// numbered. A recover since took their tags back and requeued them.
+    recoveries: Option<u32>,
+    start: usize,
+}
+
 impl Batch {
-    /// Starts a run of frames for `channel` (of `generation`); channel 0 is the connection.
-    fn run(&mut self, channel: u16, generation: u8) -> &mut Vec<u8> {
-        if self
-            .runs
-            .last()
-            .is_none_or(|&(c, g, _)| (c, g) != (channel, generation))
-        {
-            self.runs.push((channel, generation, self.bytes.len()));
+    /// Continues or starts a run of frames for `channel` (of `generation`; channel 0 is
+    /// the connection); `recoveries` for deliveries to be acked, see [`Run`].
+    fn run(&mut self, channel: u16, generation: u8, recoveries: Option<u32>) -> &mut Vec<u8> {
+        let same =
+            |r: &Run| (r.channel, r.generation, r.recoveries) == (channel, generation, recoveries);
+        if !self.runs.last().is_some_and(same) {
+            self.runs.push(Run {
+                channel,
+                generation,
+                recoveries,
+                start: self.bytes.len(),
+            });
         }
         &mut self.bytes
     }
+}
+
+/// Whether a run's frames may still be written: its channel is the one open now, and for
+/// deliveries, no `basic.recover` has taken their tags back since they were numbered.
+fn still_wanted(shared: &Shared, run: &Run) -> bool {
+    run.channel == 0
+        || shared.channels.get(&run.channel).is_some_and(|c| {
+            c.generation == run.generation && run.recoveries.is_none_or(|n| n == c.recoveries)
+        })
 }
 
 /// A channel's publisher confirms so far, for coalescing: a `basic.ack` with
@@ -198,21 +226,14 @@ impl EventTask {
             return;
         }
         let shared = self.live.lock();
-        let open = |&(channel, generation, _): &(u16, u8, usize)| {
-            channel == 0
-                || shared
-                    .channels
-                    .get(&channel)
-                    .is_some_and(|c| c.generation == generation)
-        };
-        let bytes = if batch.runs.iter().all(open) {
+        let bytes = if batch.runs.iter().all(|r| still_wanted(&shared, r)) {
             std::mem::take(&mut batch.bytes)
         } else {
             let mut kept = Vec::with_capacity(batch.bytes.len());
             for (i, run) in batch.runs.iter().enumerate() {
-                let end = batch.runs.get(i + 1).map_or(batch.bytes.len(), |r| r.2);
-                if open(run) {
-                    kept.extend_from_slice(&batch.bytes[run.2..end]);
+                let end = batch.runs.get(i + 1).map_or(batch.bytes.len(), |r| r.start);
+                if still_wanted(&shared, run) {
+                    kept.extend_from_slice(&batch.bytes[run.start..end]);
                 }
             }
             batch.bytes.clear();
@@ -250,7 +271,7 @@ impl EventTask {
             );
             return;
         };
-        let (channel, generation, tag) = {
+        let (channel, generation, tag, recoveries) = {
             let mut shared = self.live.lock();
             let Some(&channel) = shared.consumers.get(&consumer.tag) else {
                 return;
@@ -260,12 +281,15 @@ impl EventTask {
             };
             ch.next_tag += 1;
             let tag = ch.next_tag;
-            if !consumer.no_ack {
+            let recoveries = if consumer.no_ack {
+                None
+            } else {
                 ch.tags.insert(tag, session_tag);
-            }
-            (channel, ch.generation, tag)
+                Some(ch.recoveries)
+            };
+            (channel, ch.generation, tag, recoveries)
         };
-        let out = batch.run(channel, generation);
+        let out = batch.run(channel, generation, recoveries);
         wire::put_deliver(
             out,
             channel,
@@ -302,7 +326,9 @@ impl EventTask {
             },
         };
         let bytes = codec::encode(&AMQPFrame::Method(channel, method));
-        batch.run(channel, generation).extend_from_slice(&bytes);
+        batch
+            .run(channel, generation, None)
+            .extend_from_slice(&bytes);
     }
 
     fn event(&self, batch: &mut Batch, request_id: RequestId, event: Event, settled: &mut usize) {
@@ -344,7 +370,9 @@ impl EventTask {
                     routing_key: short_string(&message.routing_key),
                 }));
                 let bytes = encode_with_content(channel, method, &message, self.frame_max);
-                batch.run(channel, generation).extend_from_slice(&bytes);
+                batch
+                    .run(channel, generation, None)
+                    .extend_from_slice(&bytes);
             }
             Event::Blocked { reason } => {
                 if self.blocked_capable {
@@ -431,7 +459,7 @@ fn write_confirms(batch: &mut Batch, confirmed: &mut HashMap<u16, Confirmed>) {
                 ..Confirmed::default()
             };
         }
-        let out = batch.run(channel, generation);
+        let out = batch.run(channel, generation, None);
         for &(_, _, seq, nack) in group {
             if nack {
                 wire::put_confirm(out, channel, seq, false, true);
@@ -461,4 +489,84 @@ fn write_confirms(batch: &mut Batch, confirmed: &mut HashMap<u16, Confirmed>) {
     }
     batch.confirms = confirms;
     batch.confirms.clear();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared_with(channel: u16, generation: u8, recoveries: u32) -> Shared {
+        let mut shared = Shared::default();
+        shared.channels.insert(
+            channel,
+            ChanShared {
+                generation,
+                recoveries,
+                ..ChanShared::default()
+            },
+        );
+        shared
+    }
+
+    #[test]
+    fn runs_of_one_channel_and_kind_are_merged_and_others_start_anew() {
+        let mut batch = Batch::default();
+        batch.run(1, 0, Some(0)).push(1);
+        batch.run(1, 0, Some(0)).push(2);
+        batch.run(1, 0, None).push(3);
+        batch.run(2, 0, None).push(4);
+        let starts: Vec<usize> = batch.runs.iter().map(|r| r.start).collect();
+        assert_eq!(starts, [0, 2, 3]);
+    }
+
+    #[test]
+    fn frames_of_a_closed_channel_or_deliveries_taken_back_by_recover_are_not_written() {
+        let run = |channel, generation, recoveries| Run {
+            channel,
+            generation,
+            recoveries,
+            start: 0,
+        };
+        let shared = shared_with(1, 3, 2);
+        assert!(still_wanted(&shared, &run(1, 3, None)), "a confirm");
+        assert!(
+            still_wanted(&shared, &run(1, 3, Some(2))),
+            "a delivery since the recover"
+        );
+        assert!(
+            !still_wanted(&shared, &run(1, 3, Some(1))),
+            "numbered before the recover"
+        );
+        assert!(
+            !still_wanted(&shared, &run(1, 2, None)),
+            "an earlier channel 1"
+        );
+        assert!(!still_wanted(&shared, &run(5, 0, None)), "a closed channel");
+        assert!(still_wanted(&shared, &run(0, 0, None)), "the connection");
+    }
+
+    #[test]
+    fn confirms_coalesce_only_over_a_confirmed_prefix() {
+        let mut batch = Batch::default();
+        let mut confirmed = HashMap::new();
+        // 1, 2, 4 acked, 3 nacked... in one batch; then 6 alone; then 5.
+        batch.confirms = vec![
+            (1, 0, 2, false),
+            (1, 0, 1, false),
+            (1, 0, 4, false),
+            (1, 0, 3, true),
+        ];
+        write_confirms(&mut batch, &mut confirmed);
+        batch.confirms = vec![(1, 0, 6, false)];
+        write_confirms(&mut batch, &mut confirmed);
+        batch.confirms = vec![(1, 0, 5, false)];
+        write_confirms(&mut batch, &mut confirmed);
+        let mut expected = Vec::new();
+        wire::put_confirm(&mut expected, 1, 3, false, true);
+        wire::put_confirm(&mut expected, 1, 4, true, false);
+        wire::put_confirm(&mut expected, 1, 6, false, false);
+        wire::put_confirm(&mut expected, 1, 5, false, false);
+        assert_eq!(batch.bytes, expected);
+        assert_eq!(confirmed[&1].through, 6);
+    }
 }

@@ -189,6 +189,9 @@ impl Conn<'_> {
                 return Ok(());
             };
             let tags = std::mem::take(&mut ch.tags).into_values().collect();
+            // Deliveries numbered but not yet written are among `tags`: the event task
+            // leaves them out (they are requeued here), not after `recover-ok`.
+            ch.recoveries = ch.recoveries.wrapping_add(1);
             if method_id == 110 {
                 self.send(
                     channel,
