@@ -88,6 +88,12 @@ impl TestDaemon {
         if !self.extra_args.iter().any(|a| a == "--amqp-listen") {
             cmd.arg("--amqp-listen").arg("127.0.0.1:0");
         }
+        // Nor 5671, where a certificate turns AMQP over TLS on by default.
+        if self.extra_args.iter().any(|a| a == "--tls-cert")
+            && !self.extra_args.iter().any(|a| a == "--amqp-tls-listen")
+        {
+            cmd.arg("--amqp-tls-listen").arg("127.0.0.1:0");
+        }
         cmd.arg("--data-dir")
             .arg(&self.data_dir)
             .args(&self.extra_args)
@@ -165,6 +171,14 @@ impl TestDaemon {
         let raw = std::fs::read_to_string(self.data_dir.join("runtime.json")).ok()?;
         let v: serde_json::Value = serde_json::from_str(&raw).expect("runtime.json");
         v["amqp_listen"].as_str().map(str::to_owned)
+    }
+
+    /// The AMQP over TLS address the running daemon recorded in `runtime.json`
+    /// (`amqp_tls_listen`), if that listener is on.
+    pub fn amqp_tls_addr(&self) -> Option<String> {
+        let raw = std::fs::read_to_string(self.data_dir.join("runtime.json")).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&raw).expect("runtime.json");
+        v["amqp_tls_listen"].as_str().map(str::to_owned)
     }
 
     /// An AMQP 0-9-1 connection (lapin, a client nobody here wrote) to the AMQP listener, as

@@ -1,0 +1,211 @@
+//! AMQP 0-9-1 over TLS (`amqps`, `--amqp-tls-listen`): the daemon with a certificate made
+//! by the test serves RabbitMQ clients inside TLS, with the certificate and key the native
+//! TLS listener uses; a plain AMQP client on that port gets no AMQP from it.
+//!
+//! lapin is built without a TLS stack here (its TLS features pull aws-lc-rs or OpenSSL), so
+//! the test puts rustls in front of it: a loopback forwarder that lapin connects to in plain
+//! AMQP and that carries the bytes to the daemon inside a TLS session it verified against
+//! the test's CA. What the daemon sees is a real TLS client speaking lapin's AMQP.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{ok, within, TestDaemon};
+use lapin::options::{BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions};
+use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A CA and a server certificate it signed for `localhost` and 127.0.0.1, as PEM files.
+struct Pki {
+    dir: tempfile::TempDir,
+    ca: CertificateDer<'static>,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ca_key = KeyPair::generate().expect("key");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "Warren AMQPS test CA");
+        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca_cert = ca_params.self_signed(&ca_key).expect("self-signing");
+        let issuer = Issuer::new(ca_params, ca_key);
+        let key = KeyPair::generate().expect("key");
+        let cert = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .expect("params")
+            .signed_by(&key, &issuer)
+            .expect("signing");
+        std::fs::write(dir.path().join("server.pem"), cert.pem()).expect("write");
+        std::fs::write(dir.path().join("server-key.pem"), key.serialize_pem()).expect("write");
+        Pki {
+            dir,
+            ca: ca_cert.der().clone(),
+        }
+    }
+
+    fn arg(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    /// A daemon with the certificate and `extra` arguments (the harness adds
+    /// `--amqp-tls-listen 127.0.0.1:0` unless `extra` has one).
+    fn start(&self, extra: &[&str]) -> TestDaemon {
+        let (cert, key) = (self.arg("server.pem"), self.arg("server-key.pem"));
+        let mut args = vec!["--tls-cert", &cert, "--tls-key", &key];
+        args.extend_from_slice(extra);
+        TestDaemon::start_with(&args)
+    }
+
+    /// A TLS connector that trusts only the test's CA.
+    fn connector(&self) -> tokio_rustls::TlsConnector {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca.clone()).expect("the CA certificate");
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+    }
+}
+
+/// A loopback forwarder: each connection to the returned address is carried to `amqps`
+/// inside TLS (verified against the test's CA for the name `localhost`). Returns the
+/// address lapin connects to.
+async fn tls_forwarder(pki: &Pki, amqps: String) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("local address").to_string();
+    let connector = pki.connector();
+    tokio::spawn(async move {
+        while let Ok((mut plain, _)) = listener.accept().await {
+            let connector = connector.clone();
+            let amqps = amqps.clone();
+            tokio::spawn(async move {
+                let Ok(tcp) = TcpStream::connect(&amqps).await else {
+                    return;
+                };
+                let name = ServerName::try_from("localhost").expect("a server name");
+                let Ok(mut tls) = connector.connect(name, tcp).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut plain, &mut tls).await;
+            });
+        }
+    });
+    addr
+}
+
+async fn lapin_via(addr: &str) -> lapin::Result<Connection> {
+    within(
+        "the AMQP connection",
+        Connection::connect(
+            &format!("amqp://guest:guest@{addr}/%2f"),
+            ConnectionProperties::default(),
+        ),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn lapin_publishes_and_gets_over_amqps() {
+    let pki = Pki::new();
+    // No --tls-listen: the certificate serves AMQP over TLS alone.
+    let d = pki.start(&[]);
+    let amqps = d.amqp_tls_addr().expect("runtime.json has amqp_tls_listen");
+    let conn = lapin_via(&tls_forwarder(&pki, amqps.clone()).await)
+        .await
+        .expect("connected over TLS");
+    let ch = conn.create_channel().await.expect("channel");
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirm mode");
+    ch.queue_declare(
+        "over-tls".into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .expect("declared");
+    let confirm = ch
+        .basic_publish(
+            "".into(),
+            "over-tls".into(),
+            BasicPublishOptions::default(),
+            b"sealed",
+            BasicProperties::default(),
+        )
+        .await
+        .expect("published")
+        .await
+        .expect("confirmed");
+    assert!(confirm.is_ack(), "{confirm:?}");
+    let got = within(
+        "basic.get",
+        ch.basic_get("over-tls".into(), BasicGetOptions { no_ack: true }),
+    )
+    .await
+    .expect("get")
+    .expect("a message");
+    assert_eq!(got.delivery.data, b"sealed");
+    // The same queue through the plain AMQP door and the native CLI: one broker.
+    let listed = ok(&d.cli(&["queue", "list"]));
+    assert!(listed.contains("over-tls"), "{listed}");
+    let status = ok(&d.cli(&["status"]));
+    assert!(status.contains(&format!("amqps://{amqps}")), "{status}");
+    ch.queue_delete("over-tls".into(), QueueDeleteOptions::default())
+        .await
+        .expect("deleted");
+    conn.close(200, "bye".into()).await.expect("closed");
+}
+
+#[tokio::test]
+async fn plain_amqp_on_the_tls_port_is_refused() {
+    let pki = Pki::new();
+    let d = pki.start(&[]);
+    let amqps = d.amqp_tls_addr().expect("runtime.json has amqp_tls_listen");
+    // A plain client's protocol header gets a TLS alert (or nothing), never AMQP's.
+    let mut raw = TcpStream::connect(&amqps).await.expect("connect");
+    raw.write_all(b"AMQP\x00\x00\x09\x01").await.expect("write");
+    let mut reply = Vec::new();
+    within("the server closing", raw.read_to_end(&mut reply))
+        .await
+        .expect("read");
+    assert!(!reply.starts_with(b"AMQP"), "{reply:?}");
+    if let Some(first) = reply.first() {
+        assert_eq!(*first, 0x15, "a TLS alert record, got {reply:?}");
+    }
+    // lapin, plain, on the TLS port: refused.
+    let err = lapin_via(&amqps).await.expect_err("no plain AMQP here");
+    drop(err);
+    // The plain AMQP door is unaffected, and TLS clients still get in.
+    let conn = d.amqp().await;
+    conn.close(200, "bye".into()).await.expect("closed");
+    let conn = lapin_via(&tls_forwarder(&pki, amqps).await)
+        .await
+        .expect("connected over TLS");
+    conn.close(200, "bye".into()).await.expect("closed");
+}
+
+#[tokio::test]
+async fn amqp_over_tls_can_be_turned_off_or_moved() {
+    let pki = Pki::new();
+    // --amqp-tls-listen none with the native TLS listener on: only the native one.
+    let d = pki.start(&["--amqp-tls-listen", "none", "--tls-listen", "127.0.0.1:0"]);
+    assert_eq!(d.amqp_tls_addr(), None);
+    assert!(d.tls_addr().is_some());
+    // Without a certificate there is no AMQP over TLS (asking for one is refused: a unit
+    // test of `ServeArgs::amqp_tls`).
+    let d = TestDaemon::start();
+    assert_eq!(d.amqp_tls_addr(), None);
+}
