@@ -4,6 +4,8 @@
 //! panics (set `WARREN_TEST_VERBOSE=1` to stream them instead).
 #![allow(dead_code)]
 
+pub mod pki;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
