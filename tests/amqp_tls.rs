@@ -1,6 +1,7 @@
 //! AMQP 0-9-1 over TLS (`amqps`, `--amqp-tls-listen`): the daemon with a certificate made
 //! by the test serves RabbitMQ clients inside TLS, with the certificate and key the native
-//! TLS listener uses; a plain AMQP client on that port gets no AMQP from it.
+//! TLS listener uses; a plain AMQP client on that port gets no AMQP from it; `warren
+//! connection list` names the door each connection came through and the AMQP client.
 //!
 //! lapin is built without a TLS stack here (its TLS features pull aws-lc-rs or OpenSSL), so
 //! the test puts rustls in front of it: a loopback forwarder that lapin connects to in plain
@@ -147,4 +148,88 @@ async fn amqp_over_tls_can_be_turned_off_or_moved() {
     // test of `ServeArgs::amqp_tls`).
     let d = TestDaemon::start();
     assert_eq!(d.amqp_tls_addr(), None);
+}
+
+#[tokio::test]
+async fn connection_list_names_the_door_and_the_amqp_client() {
+    let pki = Pki::new();
+    let d = pki.start(&["--tls-listen", "127.0.0.1:0"]);
+    let amqps = d.amqp_tls_addr().expect("runtime.json has amqp_tls_listen");
+    let tls = warren::tls::ClientTls::new(&warren::tls::TlsOptions {
+        ca: Some(pki.arg("ca.pem").into()),
+        ..warren::tls::TlsOptions::default()
+    })
+    .expect("client TLS configuration");
+    let native_tls = within(
+        "the native TLS connection",
+        warren::client::Client::connect_tls(&d.tls_addr().expect("tls_listen"), &tls),
+    )
+    .await
+    .expect("connected over native TLS");
+    let plain_amqp = d.amqp().await;
+    let over_tls = lapin_via(&tls_forwarder(&pki, amqps).await)
+        .await
+        .expect("connected over TLS");
+    // A client that names itself, with a control character an operator's terminal must not
+    // get, and a name longer than a table cell should hold.
+    let long = "v".repeat(100);
+    let named = within(
+        "the named AMQP connection",
+        Connection::connect(
+            &format!(
+                "amqp://guest:guest@{}/%2f",
+                d.amqp_addr().expect("amqp_listen")
+            ),
+            ConnectionProperties::default()
+                .with_client_property("product".into(), "billing\x1b[31m-app".into())
+                .with_client_property("version".into(), long.as_str().into()),
+        ),
+    )
+    .await
+    .expect("connected");
+
+    let listed: serde_json::Value =
+        serde_json::from_str(&ok(&d.cli(&["connection", "list", "--json"]))).expect("JSON");
+    let rows = listed.as_array().expect("a list");
+    let with = |protocol: &str| -> Vec<&serde_json::Value> {
+        rows.iter().filter(|c| c["protocol"] == protocol).collect()
+    };
+    // The CLI's own connection, and Client::connect_tls's.
+    assert!(!with("native").is_empty(), "{listed:#}");
+    assert_eq!(with("native-tls").len(), 1, "{listed:#}");
+    assert_eq!(
+        with("native-tls")[0]["client_product"],
+        serde_json::Value::Null
+    );
+    let amqps_rows = with("amqps");
+    assert_eq!(amqps_rows.len(), 1, "{listed:#}");
+    assert_eq!(amqps_rows[0]["client_product"], "lapin");
+    let lapin_version = amqps_rows[0]["client_version"].as_str().expect("a version");
+    assert!(lapin_version.starts_with("4."), "{lapin_version}");
+    let amqp_rows = with("amqp");
+    assert_eq!(amqp_rows.len(), 2, "{listed:#}");
+    let named_row = amqp_rows
+        .iter()
+        .find(|c| c["client_product"] != "lapin")
+        .expect("the named client");
+    assert_eq!(named_row["client_product"], "billing[31m-app");
+    assert_eq!(named_row["client_version"], "v".repeat(64));
+
+    let table = ok(&d.cli(&["connection", "list"]));
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(header[..4], ["ID", "PEER", "PROTOCOL", "CLIENT"], "{table}");
+    assert!(table.contains(&format!("lapin {lapin_version}")), "{table}");
+    assert!(!table.contains('\x1b'), "{table}");
+    for door in ["native-tls", "amqps", "amqp"] {
+        assert!(table.contains(&format!("  {door}  ")), "{door} in\n{table}");
+    }
+    drop(native_tls);
+    for conn in [plain_amqp, over_tls, named] {
+        conn.close(200, "bye".into()).await.expect("closed");
+    }
 }

@@ -49,7 +49,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::access::{Principal, AUTH_FAILED};
 use crate::broker::event::Event;
-use crate::broker::session::Session;
+use crate::broker::session::{ClientInfo, Door, Session};
 use crate::broker::Broker;
 use crate::connection::authorize::{authorize, PublishGrants};
 use crate::connection::ConnectionConfig;
@@ -452,7 +452,11 @@ async fn serve(
         broker: &broker,
         peer: peer.clone(),
         peer_ip: peer_addr.map(|a| a.ip()),
-        tls,
+        client: ClientInfo {
+            door: if tls { Door::Amqps } else { Door::Amqp },
+            product: None,
+            version: None,
+        },
         frames,
         out,
         channel_max: CHANNEL_MAX,
@@ -515,8 +519,8 @@ struct Conn<'a> {
     broker: &'a Broker,
     peer: String,
     peer_ip: Option<IpAddr>,
-    /// The client came through the AMQP over TLS listener.
-    tls: bool,
+    /// The door it came through, and the product and version from its `client-properties`.
+    client: ClientInfo,
     frames: FrameReader,
     out: UnboundedSender<Out>,
     /// Negotiated in `tune-ok`.
@@ -595,9 +599,15 @@ impl Conn<'_> {
             connection = session.id,
             user = %principal.name,
             vhost = %principal.vhost,
-            tls = self.tls,
+            door = self.client.door.as_str(),
+            client = %format_args!(
+                "{} {}",
+                self.client.product.as_deref().unwrap_or("-"),
+                self.client.version.as_deref().unwrap_or("-")
+            ),
             "AMQP connection opened"
         );
+        session.set_client(self.client.clone());
         self.session = Some(session.clone());
         loop {
             let next = tokio::select! {
