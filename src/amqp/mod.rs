@@ -674,13 +674,13 @@ impl Conn<'_> {
                     method_id,
                     payload,
                 } => {
-                    // start-ok's client properties: the one table the handshake carries.
-                    if (class_id, method_id) == (10, 11)
-                        && !payload
-                            .get(4..)
-                            .is_some_and(|t| codec::table_nesting_ok(t, codec::MAX_TABLE_DEPTH))
-                    {
-                        return Err(too_deep(class_id, method_id));
+                    // Every method here is decoded in full, so any that carries a table is
+                    // checked (start-ok's client properties, but also an exchange.declare or
+                    // a connection.start sent in its place).
+                    if let Some(at) = codec::table_offset(class_id, method_id, &payload) {
+                        if !codec::table_nesting_ok(&payload[at..], codec::MAX_TABLE_DEPTH) {
+                            return Err(too_deep(class_id, method_id));
+                        }
                     }
                     let Some(method) = codec::parse_method(&payload) else {
                         return Err(cannot_decode(class_id, method_id));
