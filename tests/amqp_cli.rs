@@ -219,13 +219,21 @@ async fn a_warren_publish_reaches_lapin_with_each_header_of_its_type() {
         "--header",
         "nothing:void=",
     ]));
-    let got = within(
-        "basic.get",
-        ch.basic_get("from-cli".into(), BasicGetOptions { no_ack: true }),
-    )
-    .await
-    .expect("get")
-    .expect("the message");
+    // Bounded retries: the CLI has its confirm, but a get on another connection is not
+    // ordered after it.
+    let got = within("the message by basic.get", async {
+        loop {
+            let got = ch
+                .basic_get("from-cli".into(), BasicGetOptions { no_ack: true })
+                .await
+                .expect("get");
+            if let Some(got) = got {
+                return got;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
     assert_eq!(got.delivery.data, b"from the command line");
     let p = &got.delivery.properties;
     assert_eq!(p.delivery_mode(), &Some(2));

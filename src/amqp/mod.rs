@@ -26,6 +26,8 @@
 mod codec;
 mod content;
 mod events;
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod fuzz;
 mod handshake;
 mod messaging;
 mod topology;
