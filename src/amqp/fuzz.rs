@@ -453,3 +453,27 @@ pub(crate) fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("bad-frame-end", with_mode(1, &bad_end)),
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    use amq_protocol::protocol::basic::AMQPProperties;
+
+    use super::content;
+
+    #[test]
+    fn a_timestamp_past_what_milliseconds_hold_survives_a_round_trip() {
+        // The amqp_frames fuzzer's first find (corpus/amqp_frames/crash-timestamp-overflow):
+        // u64::MAX seconds saturated to u64::MAX ms, which went back to AMQP as
+        // 18446744073709551 s and came in again as 18446744073709551000 ms.
+        let huge = AMQPProperties::default().with_timestamp(u64::MAX);
+        let native = content::to_native(&huge).expect("converts");
+        let again = content::to_native(&content::to_amqp(&native)).expect("converts");
+        assert_eq!(native.timestamp, again.timestamp);
+        assert_eq!(native.timestamp, Some(u64::MAX / 1000 * 1000));
+        // An ordinary one is exact both ways.
+        let now = AMQPProperties::default().with_timestamp(1_700_000_000);
+        let native = content::to_native(&now).expect("converts");
+        assert_eq!(native.timestamp, Some(1_700_000_000_000));
+        assert_eq!(*content::to_amqp(&native).timestamp(), Some(1_700_000_000));
+    }
+}
