@@ -444,6 +444,20 @@ pub struct ConnectionInfo {
     /// The virtual host it opened (absent from servers before virtual hosts).
     #[serde(default)]
     pub vhost: String,
+    /// The listener it came through: `native`, `native-tls`, `amqp` or `amqps` (absent
+    /// from servers before the AMQP listener, all of whose connections were native).
+    #[serde(default = "native")]
+    pub protocol: String,
+    /// The client library's name from an AMQP client's `client-properties` (`product`).
+    #[serde(default)]
+    pub client_product: Option<String>,
+    /// Its version (`version` in `client-properties`).
+    #[serde(default)]
+    pub client_version: Option<String>,
+}
+
+fn native() -> String {
+    "native".to_owned()
 }
 
 /// One entry of `vhost.list`.
@@ -766,7 +780,8 @@ mod tests {
         ]));
         round_trips::<Vec<ConnectionInfo>>(json!([
             {"id": 7, "peer": "127.0.0.1:50000", "connected_at_ms": 1_714_564_800_000_u64,
-             "consumers": 1, "unacked": 2, "published": 30, "user": "app", "vhost": "/"},
+             "consumers": 1, "unacked": 2, "published": 30, "user": "app", "vhost": "/",
+             "protocol": "amqps", "client_product": "pika", "client_version": "1.3.2"},
         ]));
         round_trips::<Vec<ConsumerInfo>>(json!([
             {"tag": "ctag-1", "connection": 3, "queue": "jobs", "prefetch": 10,

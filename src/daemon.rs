@@ -31,6 +31,9 @@ pub struct ServeOptions {
     /// Address of the AMQP 0-9-1 listener (`127.0.0.1:0` picks a free port, recorded in
     /// `runtime.json` as `amqp_listen`); `None` turns it off.
     pub amqp_listen: Option<String>,
+    /// The AMQP 0-9-1 over TLS listener (`amqps`), if any: the same certificate and key as
+    /// the TLS listener's, recorded in `runtime.json` as `amqp_tls_listen`.
+    pub amqp_tls: Option<TlsListen>,
     /// Data directory.
     pub data_dir: PathBuf,
     /// Heartbeat interval; `None` turns heartbeats off.
@@ -92,6 +95,9 @@ pub struct RuntimeInfo {
     /// The address of its AMQP 0-9-1 listener, if it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub amqp_listen: Option<String>,
+    /// The address of its AMQP over TLS listener, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amqp_tls_listen: Option<String>,
 }
 
 /// Runs the daemon until a shutdown signal.
@@ -107,7 +113,8 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         );
     }
     // Before the store: a bad certificate path should not cost a store open (or a lock).
-    let acceptor = match &opts.tls {
+    // Both TLS listeners take their files from the same flags: one configuration serves both.
+    let acceptor = match opts.tls.as_ref().or(opts.amqp_tls.as_ref()) {
         Some(tls) => Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(
             &tls.files,
         )?)),
@@ -157,12 +164,12 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         .map(TcpListener::local_addr)
         .transpose()
         .context("reading the bound address")?;
-    let tls_listener = match (&opts.tls, acceptor) {
+    let tls_listener = match (&opts.tls, &acceptor) {
         (Some(tls), Some(acceptor)) => Some((
             TcpListener::bind(&tls.listen)
                 .await
                 .with_context(|| format!("listening for TLS on {}", tls.listen))?,
-            acceptor,
+            acceptor.clone(),
         )),
         _ => None,
     };
@@ -184,6 +191,20 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         .map(TcpListener::local_addr)
         .transpose()
         .context("reading the bound AMQP address")?;
+    let amqp_tls_listener = match (&opts.amqp_tls, acceptor) {
+        (Some(tls), Some(acceptor)) => Some((
+            TcpListener::bind(&tls.listen)
+                .await
+                .with_context(|| format!("listening for AMQP over TLS on {}", tls.listen))?,
+            acceptor,
+        )),
+        _ => None,
+    };
+    let amqp_tls_addr = amqp_tls_listener
+        .as_ref()
+        .map(|(l, _)| l.local_addr())
+        .transpose()
+        .context("reading the bound AMQP over TLS address")?;
     let metrics_listener = match &opts.metrics_listen {
         Some(metrics_listen) => Some(
             TcpListener::bind(metrics_listen)
@@ -203,6 +224,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         plain: addr,
         tls: tls_addr,
         amqp: amqp_addr,
+        amqp_tls: amqp_tls_addr,
         metrics: metrics_addr,
     };
     if let Err(e) = write_runtime_file(&runtime_file, &bound) {
@@ -215,6 +237,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     // `warrens` as in `amqps`/`https`: the same protocol inside TLS.
     listeners.extend(tls_addr.iter().map(|a| format!("warrens://{a}")));
     listeners.extend(amqp_addr.iter().map(|a| format!("amqp://{a}")));
+    listeners.extend(amqp_tls_addr.iter().map(|a| format!("amqps://{a}")));
     if let Some(m) = metrics_addr {
         listeners.push(format!("http://{m}{}", crate::metrics::METRICS_PATH));
     }
@@ -223,6 +246,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         listen = %display_addr(addr),
         tls_listen = %display_addr(tls_addr),
         amqp_listen = %display_addr(amqp_addr),
+        amqp_tls_listen = %display_addr(amqp_tls_addr),
         data_dir = %opts.data_dir.display(),
         "warren is serving"
     );
@@ -254,6 +278,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         plain: listener,
         tls: tls_listener,
         amqp: amqp_listener,
+        amqp_tls: amqp_tls_listener,
     };
     crate::server::run(listeners, broker, config, shutdown).await;
     stop_metrics.cancel();
@@ -303,6 +328,7 @@ struct Bound {
     plain: Option<SocketAddr>,
     tls: Option<SocketAddr>,
     amqp: Option<SocketAddr>,
+    amqp_tls: Option<SocketAddr>,
     metrics: Option<SocketAddr>,
 }
 
@@ -314,6 +340,7 @@ fn write_runtime_file(path: &Path, bound: &Bound) -> anyhow::Result<()> {
         pid: std::process::id(),
         metrics_listen: text(bound.metrics),
         amqp_listen: text(bound.amqp),
+        amqp_tls_listen: text(bound.amqp_tls),
     };
     // Write then rename, so a reader never sees half a file.
     let tmp = path.with_extension("json.tmp");

@@ -1,5 +1,5 @@
 //! The checks behind the broker-side cargo-fuzz targets in `fuzz/` (`topic_pattern`,
-//! `admin_args`, `cli_field`, `definitions`), here so that the fuzzers and the corpus replay
+//! `admin_args`, `cli_field`, `definitions`, `amqp_frames`), here so that the fuzzers and the corpus replay
 //! test run the very same code. The protocol's targets are in `warren_protocol::fuzzing`.
 //!
 //! Compiled for this crate's tests and with the `fuzzing` feature, which only the fuzz crate
@@ -220,6 +220,14 @@ pub fn definitions(data: &[u8]) {
     }
 }
 
+/// The AMQP listener's decoding of a client's bytes, without a socket: frames cut under
+/// either size limit, methods and content headers parsed as the listener parses them (the
+/// table nesting check first), what decodes re-encoded stably, and content properties
+/// taken to Warren's and back unchanged. The check is `amqp::fuzz`, next to the code.
+pub fn amqp_frames(data: &[u8]) {
+    crate::amqp::fuzz::frames(data);
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -233,11 +241,12 @@ mod tests {
     #[test]
     fn replays_committed_fuzz_corpora() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
-        let targets: [(&str, Check); 4] = [
+        let targets: [(&str, Check); 5] = [
             ("topic_pattern", super::topic_pattern),
             ("admin_args", super::admin_args),
             ("cli_field", super::cli_field),
             ("definitions", super::definitions),
+            ("amqp_frames", super::amqp_frames),
         ];
         for (target, check) in targets {
             let dir = root.join(target);
@@ -265,7 +274,13 @@ mod tests {
         use warren_protocol::{FieldTable, FieldValue};
 
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
-        let targets = ["topic_pattern", "admin_args", "cli_field", "definitions"];
+        let targets = [
+            "topic_pattern",
+            "admin_args",
+            "cli_field",
+            "definitions",
+            "amqp_frames",
+        ];
         for target in targets {
             let dir = root.join(target);
             std::fs::create_dir_all(&dir).expect("corpus directory");
@@ -419,5 +434,9 @@ mod tests {
             "exported",
             br#"{"warren_version":"0.1.0","exchanges":[],"queues":[{"name":"q","durable":false,"auto_delete":true,"arguments":{}}],"bindings":[]}"#,
         );
+
+        for (name, bytes) in crate::amqp::fuzz::seeds() {
+            write("amqp_frames", name, &bytes);
+        }
     }
 }

@@ -82,6 +82,7 @@ async fn run_daemon(args: ServeArgs) -> anyhow::Result<()> {
         listen: args.plain_listen(),
         tls: args.tls()?,
         amqp_listen: args.amqp_listen(),
+        amqp_tls: args.amqp_tls()?,
         data_dir: args.data_dir,
         heartbeat,
         max_frame_size: args.max_frame_size,

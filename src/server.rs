@@ -1,6 +1,6 @@
 //! The accept loop: one task per connection, a cap on connections, and graceful shutdown with
-//! a `CancellationToken` and a `TaskTracker`. It serves a plain listener, a TLS listener and
-//! an AMQP 0-9-1 listener, each when asked for, side by side; the cap, the connection
+//! a `CancellationToken` and a `TaskTracker`. It serves a plain listener, a TLS listener, an
+//! AMQP 0-9-1 listener and an AMQP over TLS one, each when asked for, side by side; the cap, the connection
 //! settings and the shutdown cover them all.
 
 use std::future::Future;
@@ -33,6 +33,8 @@ pub struct Listeners {
     pub tls: Option<(TcpListener, TlsAcceptor)>,
     /// AMQP 0-9-1 (`--amqp-listen`).
     pub amqp: Option<TcpListener>,
+    /// AMQP 0-9-1 over TLS (`--amqp-tls-listen`), with the acceptor.
+    pub amqp_tls: Option<(TcpListener, TlsAcceptor)>,
 }
 
 impl From<TcpListener> for Listeners {
@@ -41,6 +43,7 @@ impl From<TcpListener> for Listeners {
             plain: Some(plain),
             tls: None,
             amqp: None,
+            amqp_tls: None,
         }
     }
 }
@@ -50,6 +53,7 @@ enum Door {
     Plain,
     Tls(TlsAcceptor),
     Amqp,
+    AmqpTls(TlsAcceptor),
 }
 
 /// Accepts on `listener`, or never when there is none.
@@ -74,6 +78,7 @@ pub async fn run(
     let config = Arc::new(config);
     let listeners = listeners.into();
     let tls_listener = listeners.tls.as_ref().map(|(l, _)| l);
+    let amqp_tls_listener = listeners.amqp_tls.as_ref().map(|(l, _)| l);
     tokio::pin!(shutdown);
     let mut backoff = Duration::from_millis(10);
     loop {
@@ -88,6 +93,10 @@ pub async fn run(
                 None => Err(std::io::ErrorKind::NotConnected.into()),
             }),
             a = accept(listeners.amqp.as_ref()) => a.map(|s| (s, Door::Amqp)),
+            a = accept(amqp_tls_listener) => a.and_then(|s| match &listeners.amqp_tls {
+                Some((_, acceptor)) => Ok((s, Door::AmqpTls(acceptor.clone()))),
+                None => Err(std::io::ErrorKind::NotConnected.into()),
+            }),
         };
         match accepted {
             Ok((socket, door)) => {
@@ -108,6 +117,9 @@ pub async fn run(
                             connection::run_tls(socket, acceptor, broker, config, token).await;
                         }
                         Door::Amqp => amqp::run(socket, broker, config, token).await,
+                        Door::AmqpTls(acceptor) => {
+                            amqp::run_tls(socket, acceptor, broker, config, token).await;
+                        }
                     }
                     drop(permit);
                 });

@@ -627,3 +627,55 @@ async fn an_ack_of_an_unknown_delivery_tag_closes_the_channel_with_406() {
     assert!(close.reply_text.as_str().contains("42"), "{close:?}");
     still_serving(&d).await;
 }
+
+#[tokio::test]
+async fn deeply_nested_arguments_in_a_handshake_method_do_not_bring_the_server_down() {
+    // The handshake parsed every method on channel 0 in full and checked the nesting only
+    // of start-ok's client properties: an exchange.declare (or a connection.start) sent in
+    // start-ok's place, its table nested deep, overflowed the parser's stack and took the
+    // daemon down, before any login. Found by the amqp_frames fuzz target's design.
+    let d = TestDaemon::start();
+    let depth = 560;
+    let mut table: Vec<u8> = Vec::new();
+    for _ in 0..depth {
+        let inner = table;
+        table = vec![1, b'k', b'F'];
+        table.extend_from_slice(&u32::try_from(inner.len()).expect("small").to_be_bytes());
+        table.extend_from_slice(&inner);
+    }
+    let table_with_len = {
+        let mut t = u32::try_from(table.len())
+            .expect("small")
+            .to_be_bytes()
+            .to_vec();
+        t.extend_from_slice(&table);
+        t
+    };
+    // exchange.declare: ticket, exchange "x", type "direct", bits, then the arguments.
+    let mut declare: Vec<u8> = vec![0, 40, 0, 10, 0, 0, 1, b'x', 6];
+    declare.extend_from_slice(b"direct");
+    declare.push(0);
+    declare.extend_from_slice(&table_with_len);
+    // connection.start: version 0-9, then the server properties, mechanisms and locales.
+    let mut start: Vec<u8> = vec![0, 10, 0, 10, 0, 9];
+    start.extend_from_slice(&table_with_len);
+    start.extend_from_slice(&[0, 0, 0, 5]);
+    start.extend_from_slice(b"PLAIN");
+    start.extend_from_slice(&[0, 0, 0, 5]);
+    start.extend_from_slice(b"en_US");
+    for args in [declare, start] {
+        let mut raw = Raw::connect(&d).await;
+        raw.send_bytes(HEADER).await;
+        let _start = raw.recv_method().await;
+        let mut frame = vec![1, 0, 0];
+        frame.extend_from_slice(&u32::try_from(args.len()).expect("small").to_be_bytes());
+        frame.extend_from_slice(&args);
+        frame.push(0xCE);
+        assert!(frame.len() <= 4096, "{}", frame.len());
+        raw.send_bytes(&frame).await;
+        let (code, text) = raw.expect_close().await;
+        assert_eq!(code, 501, "{text}");
+        assert!(text.contains("nest deeper"), "{text}");
+        still_serving(&d).await;
+    }
+}

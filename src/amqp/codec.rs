@@ -249,6 +249,8 @@ pub fn table_offset(class_id: u16, method_id: u16, payload: &[u8]) -> Option<usi
     }
     use F::{Bits, Short, Str};
     let before: &[F] = match (class_id, method_id) {
+        (10, 10) => &[Short],                 // connection.start (version major, minor)
+        (10, 11) => &[],                      // connection.start-ok (client properties)
         (40, 10) => &[Short, Str, Str, Bits], // exchange.declare
         (40, 30) | (40, 40) => &[Short, Str, Str, Str, Bits], // exchange.bind / unbind
         (50, 10) => &[Short, Str, Bits],      // queue.declare

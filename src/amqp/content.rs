@@ -48,8 +48,13 @@ pub(super) fn to_native(p: &basic::AMQPProperties) -> Result<Properties, String>
         reply_to: text(p.reply_to()),
         content_type: text(p.content_type()),
         content_encoding: text(p.content_encoding()),
-        // AMQP's timestamp is in seconds, Warren's in milliseconds.
-        timestamp: p.timestamp().map(|s| s.saturating_mul(1000)),
+        // AMQP's timestamp is in seconds, Warren's in milliseconds. One past what
+        // milliseconds hold (year 584 million) becomes the last whole second that fits, so
+        // that it goes back to AMQP as the same second every time (a saturated u64::MAX
+        // came back one second and 615 ms earlier each round; found by amqp_frames).
+        timestamp: p
+            .timestamp()
+            .map(|s| s.checked_mul(1000).unwrap_or(u64::MAX / 1000 * 1000)),
         expiration,
         priority: *p.priority(),
         persistent: *p.delivery_mode() == Some(2),

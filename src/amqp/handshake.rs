@@ -22,6 +22,8 @@ impl Conn<'_> {
         let user = self.login(&start_ok).await?;
         self.blocked_capable = capability(&start_ok.client_properties, "connection.blocked");
         self.cancel_notify = capability(&start_ok.client_properties, "consumer_cancel_notify");
+        self.client.product = client_property(&start_ok.client_properties, "product");
+        self.client.version = client_property(&start_ok.client_properties, "version");
         self.send(
             0,
             AMQPClass::Connection(connection::AMQPMethod::Tune(connection::Tune {
@@ -205,6 +207,26 @@ pub(super) fn capability(client_properties: &FieldTable, name: &str) -> bool {
         }
         _ => false,
     }
+}
+
+/// The longest client product or version kept for listings; the rest is cut.
+const MAX_CLIENT_PROPERTY_CHARS: usize = 64;
+
+/// A text entry of the client's properties (`product`, `version`) for `connection list`:
+/// cut to [`MAX_CLIENT_PROPERTY_CHARS`] and without control characters, since the client
+/// chose it and an operator's terminal shows it. `None` when absent, empty or not text.
+pub(super) fn client_property(client_properties: &FieldTable, name: &str) -> Option<String> {
+    let bytes = match client_properties.inner().get(name)? {
+        AMQPValue::LongString(s) => s.as_bytes(),
+        AMQPValue::ShortString(s) => s.as_str().as_bytes(),
+        _ => return None,
+    };
+    let text: String = String::from_utf8_lossy(bytes)
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_CLIENT_PROPERTY_CHARS)
+        .collect();
+    (!text.is_empty()).then_some(text)
 }
 
 /// SASL PLAIN: `authzid NUL user NUL password` (the authorisation id is ignored, as

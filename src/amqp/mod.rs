@@ -26,6 +26,8 @@
 mod codec;
 mod content;
 mod events;
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod fuzz;
 mod handshake;
 mod messaging;
 mod topology;
@@ -42,16 +44,16 @@ use amq_protocol::frame::AMQPFrame;
 use amq_protocol::protocol::{basic, channel, confirm, connection, AMQPClass};
 use amq_protocol::types::{AMQPValue, FieldTable, LongString, ShortString};
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::access::{Principal, AUTH_FAILED};
 use crate::broker::event::Event;
-use crate::broker::session::Session;
+use crate::broker::session::{ClientInfo, Door, Session};
 use crate::broker::Broker;
 use crate::connection::authorize::{authorize, PublishGrants};
 use crate::connection::ConnectionConfig;
@@ -79,6 +81,14 @@ const MISSED_HEARTBEATS: u32 = 2;
 
 /// The SASL mechanisms offered in `connection.start`.
 const MECHANISMS: &str = "PLAIN AMQPLAIN";
+
+/// The receiving half of a client's byte stream: a TCP socket's, or a TLS stream's
+/// (`--amqp-tls-listen`). Boxed rather than generic so that the connection code is compiled
+/// once; the cost is one indirect call per socket read, next to a system call.
+type ReadHalf = Box<dyn AsyncRead + Send + Sync + Unpin>;
+
+/// The sending half, owned by the writer task.
+type WriteHalf = Box<dyn AsyncWrite + Send + Sync + Unpin>;
 
 /// RabbitMQ's reply codes (the spec's constants), with their names for the reply text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -211,7 +221,7 @@ enum ReadEnd {
 /// The reading side: a buffer over the socket, the size limit in force, and the two
 /// clocks that bound a peer's silence (heartbeats) and a frame's arrival (frame timeout).
 struct FrameReader {
-    read: OwnedReadHalf,
+    read: ReadHalf,
     buf: BytesMut,
     max_frame: u32,
     /// Silence after which the client is gone; `None` until heartbeats are negotiated.
@@ -338,8 +348,82 @@ pub async fn run(
 ) {
     let _ = socket.set_nodelay(true);
     let peer_addr = socket.peer_addr().ok();
+    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+    let (read, write) = socket.into_split();
+    let stream = Stream {
+        read: Box::new(read),
+        write: Box::new(write),
+        peer_addr,
+        tls: false,
+    };
+    serve(stream, deadline, broker, config, shutdown).await;
+}
+
+/// Serves one client of the AMQP over TLS listener (`amqps`): the TLS handshake, then as
+/// [`run`]. The TLS handshake counts against the AMQP handshake's timeout, as the native
+/// TLS listener's does against its own.
+pub async fn run_tls(
+    socket: TcpStream,
+    acceptor: TlsAcceptor,
+    broker: Broker,
+    config: Arc<ConnectionConfig>,
+    shutdown: CancellationToken,
+) {
+    let _ = socket.set_nodelay(true);
+    let peer_addr = socket.peer_addr().ok();
     let peer = peer_addr.map_or_else(|| "unknown".to_owned(), |a| a.to_string());
-    let (read, mut write) = socket.into_split();
+    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+    let tls = tokio::select! {
+        () = shutdown.cancelled() => return,
+        r = tokio::time::timeout_at(deadline, acceptor.accept(socket)) => r,
+    };
+    let tls = match tls {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            // A plain AMQP client on this port lands here: rustls answers its protocol
+            // header with an alert and the socket closes.
+            tracing::info!(%peer, reason = %e, "AMQP TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(%peer, "no AMQP TLS handshake within the handshake timeout");
+            return;
+        }
+    };
+    let (read, write) = tokio::io::split(tls);
+    let stream = Stream {
+        read: Box::new(read),
+        write: Box::new(write),
+        peer_addr,
+        tls: true,
+    };
+    serve(stream, deadline, broker, config, shutdown).await;
+}
+
+/// A client's byte stream, split, and where it came from.
+struct Stream {
+    read: ReadHalf,
+    write: WriteHalf,
+    peer_addr: Option<std::net::SocketAddr>,
+    /// It came through the TLS listener.
+    tls: bool,
+}
+
+/// The connection from the protocol header on, over either listener's stream.
+async fn serve(
+    stream: Stream,
+    deadline: Instant,
+    broker: Broker,
+    config: Arc<ConnectionConfig>,
+    shutdown: CancellationToken,
+) {
+    let Stream {
+        read,
+        mut write,
+        peer_addr,
+        tls,
+    } = stream;
+    let peer = peer_addr.map_or_else(|| "unknown".to_owned(), |a| a.to_string());
     let mut frames = FrameReader {
         read,
         buf: BytesMut::with_capacity(8 * 1024),
@@ -349,7 +433,6 @@ pub async fn run(
         last_read: Instant::now(),
         partial_since: None,
     };
-    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
     if let Err(reason) = protocol_header(&mut frames, &mut write, deadline).await {
         tracing::info!(%peer, %reason, "AMQP connection refused");
         return;
@@ -378,6 +461,11 @@ pub async fn run(
         broker: &broker,
         peer: peer.clone(),
         peer_ip: peer_addr.map(|a| a.ip()),
+        client: ClientInfo {
+            door: if tls { Door::Amqps } else { Door::Amqp },
+            product: None,
+            version: None,
+        },
         frames,
         out,
         channel_max: CHANNEL_MAX,
@@ -414,7 +502,7 @@ pub async fn run(
 /// (the spec's way of saying which version the server speaks) and the socket closed.
 async fn protocol_header(
     frames: &mut FrameReader,
-    write: &mut tokio::net::tcp::OwnedWriteHalf,
+    write: &mut WriteHalf,
     deadline: Instant,
 ) -> Result<(), String> {
     let mut header = [0u8; 8];
@@ -440,6 +528,8 @@ struct Conn<'a> {
     broker: &'a Broker,
     peer: String,
     peer_ip: Option<IpAddr>,
+    /// The door it came through, and the product and version from its `client-properties`.
+    client: ClientInfo,
     frames: FrameReader,
     out: UnboundedSender<Out>,
     /// Negotiated in `tune-ok`.
@@ -520,8 +610,15 @@ impl Conn<'_> {
             connection = session.id,
             user = %principal.name,
             vhost = %principal.vhost,
+            door = self.client.door.as_str(),
+            client = %format_args!(
+                "{} {}",
+                self.client.product.as_deref().unwrap_or("-"),
+                self.client.version.as_deref().unwrap_or("-")
+            ),
             "AMQP connection opened"
         );
+        session.set_client(self.client.clone());
         self.session = Some(session.clone());
         loop {
             let next = tokio::select! {
@@ -588,13 +685,13 @@ impl Conn<'_> {
                     method_id,
                     payload,
                 } => {
-                    // start-ok's client properties: the one table the handshake carries.
-                    if (class_id, method_id) == (10, 11)
-                        && !payload
-                            .get(4..)
-                            .is_some_and(|t| codec::table_nesting_ok(t, codec::MAX_TABLE_DEPTH))
-                    {
-                        return Err(too_deep(class_id, method_id));
+                    // Every method here is decoded in full, so any that carries a table is
+                    // checked (start-ok's client properties, but also an exchange.declare or
+                    // a connection.start sent in its place).
+                    if let Some(at) = codec::table_offset(class_id, method_id, &payload) {
+                        if !codec::table_nesting_ok(&payload[at..], codec::MAX_TABLE_DEPTH) {
+                            return Err(too_deep(class_id, method_id));
+                        }
                     }
                     let Some(method) = codec::parse_method(&payload) else {
                         return Err(cannot_decode(class_id, method_id));

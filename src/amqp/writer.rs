@@ -6,12 +6,12 @@
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use super::codec::HEARTBEAT;
+use super::WriteHalf;
 
 /// What the connection hands its writer.
 #[derive(Debug)]
@@ -29,7 +29,7 @@ pub(super) enum Out {
 const MAX_BATCH_BYTES: usize = 256 * 1024;
 
 pub(super) async fn run(
-    mut socket: OwnedWriteHalf,
+    mut socket: WriteHalf,
     mut rx: UnboundedReceiver<Out>,
     write_timeout: Option<Duration>,
     gone: CancellationToken,
@@ -107,7 +107,7 @@ async fn tick(beat: &mut Option<Interval>) {
 
 /// Writes and empties `batch`; `false` when the peer is gone or took nothing in time.
 async fn write(
-    socket: &mut OwnedWriteHalf,
+    socket: &mut WriteHalf,
     batch: &mut Vec<u8>,
     write_timeout: Option<Duration>,
 ) -> bool {

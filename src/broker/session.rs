@@ -85,9 +85,49 @@ pub struct Session {
     pub forced: CancellationToken,
     /// Why `forced` was cancelled: the first reason given.
     forced_reason: std::sync::OnceLock<String>,
+    /// The listener it came through and what the client said it is, set by the door once
+    /// the session exists.
+    client: std::sync::OnceLock<ClientInfo>,
     state: Mutex<SessionState>,
     /// Itself, for the timer index (which must not keep a closed connection alive).
     me: Weak<Session>,
+}
+
+/// Which listener a connection came through: the protocol it speaks, with or without TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Door {
+    /// Warren's own protocol, `--listen`.
+    Native,
+    /// Warren's own protocol inside TLS, `--tls-listen`.
+    NativeTls,
+    /// AMQP 0-9-1, `--amqp-listen`.
+    Amqp,
+    /// AMQP 0-9-1 inside TLS, `--amqp-tls-listen`.
+    Amqps,
+}
+
+impl Door {
+    /// Its name in `connection list`: `native`, `native-tls`, `amqp`, `amqps`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Door::Native => "native",
+            Door::NativeTls => "native-tls",
+            Door::Amqp => "amqp",
+            Door::Amqps => "amqps",
+        }
+    }
+}
+
+/// What an operator sees of a connection's client: the door, and the product and version
+/// an AMQP client sends in its `client-properties` (Warren's protocol carries neither).
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    /// The listener it came through.
+    pub door: Door,
+    /// The client library's name (`lapin`, `pika`, `amqplib`), as the client sent it.
+    pub product: Option<String>,
+    /// Its version, as the client sent it.
+    pub version: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -138,6 +178,7 @@ impl Session {
             published: std::sync::atomic::AtomicU64::new(0),
             forced: CancellationToken::new(),
             forced_reason: std::sync::OnceLock::new(),
+            client: std::sync::OnceLock::new(),
             state: Mutex::new(SessionState::default()),
         })
     }
@@ -155,6 +196,23 @@ impl Session {
         self.forced_reason
             .get()
             .map_or("closed by an operator", String::as_str)
+    }
+
+    /// Records the listener the connection came through and what the client said it is
+    /// (the first call wins: the door sets it once, right after making the session).
+    pub fn set_client(&self, client: ClientInfo) {
+        let _ = self.client.set(client);
+    }
+
+    /// What [`Session::set_client`] recorded; a session no door described (the broker's
+    /// own, in tests) is a native one with no client name.
+    pub fn client(&self) -> &ClientInfo {
+        const UNDESCRIBED: ClientInfo = ClientInfo {
+            door: Door::Native,
+            product: None,
+            version: None,
+        };
+        self.client.get().unwrap_or(&UNDESCRIBED)
     }
 
     /// Its consumers, for listings.

@@ -58,6 +58,13 @@ struct PropertiesJson<'a> {
     expiration: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     priority: Option<u8>,
+    /// AMQP's `type` property (set by AMQP publishers; Warren's clients may too).
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    app_id: Option<&'a str>,
 }
 
 /// A delivery as one JSON object: `exchange`, `routing_key`, `body` (+ `body_encoding`
@@ -104,6 +111,9 @@ fn view(delivery: &Delivery) -> DeliveryJson<'_> {
             timestamp: p.timestamp,
             expiration: p.expiration,
             priority: p.priority,
+            kind: p.kind.as_deref(),
+            user_id: p.user_id.as_deref(),
+            app_id: p.app_id.as_deref(),
         },
     }
 }

@@ -9,6 +9,10 @@ use warren_protocol::DEFAULT_MAX_FRAME_SIZE_BYTES;
 use crate::daemon::TlsListen;
 use crate::tls::ServerTlsFiles;
 
+/// Where the AMQP over TLS listener is when a certificate is given and
+/// `--amqp-tls-listen` is not: RabbitMQ's `amqps` port, on loopback like the AMQP default.
+pub const DEFAULT_AMQP_TLS_LISTEN: &str = "127.0.0.1:5671";
+
 /// Arguments of `warren serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -37,6 +41,12 @@ pub struct ServeArgs {
         env = "WARREN_AMQP_LISTEN"
     )]
     pub amqp_listen: String,
+
+    /// Address of the AMQP 0-9-1 over TLS listener (`amqps://`, docs/amqp.md); `none` turns
+    /// it off. Default: `127.0.0.1:5671` (RabbitMQ's port) when --tls-cert and --tls-key are
+    /// given, else off. Uses the TLS listener's certificate, key and client CA.
+    #[arg(long, value_name = "ADDR", env = "WARREN_AMQP_TLS_LISTEN")]
+    pub amqp_tls_listen: Option<String>,
 
     /// The TLS listener's certificate chain, PEM, server certificate first.
     #[arg(long, value_name = "FILE", env = "WARREN_TLS_CERT")]
@@ -198,31 +208,58 @@ impl ServeArgs {
     /// The TLS listener asked for, if any.
     ///
     /// # Errors
-    /// --tls-listen without --tls-cert or --tls-key, or a TLS file without --tls-listen
-    /// (which would otherwise be ignored without a word).
+    /// --tls-listen without --tls-cert or --tls-key, or a TLS file that no TLS listener
+    /// (this one or the AMQP one) uses, which would otherwise be ignored without a word.
     pub fn tls(&self) -> anyhow::Result<Option<TlsListen>> {
         let Some(listen) = self.tls_listen.clone().filter(|l| !l.trim().is_empty()) else {
-            let stray = [
-                ("--tls-cert", self.tls_cert.is_some()),
-                ("--tls-key", self.tls_key.is_some()),
-                ("--tls-client-ca", self.tls_client_ca.is_some()),
-            ];
-            if let Some((flag, _)) = stray.iter().find(|(_, set)| *set) {
-                anyhow::bail!("{flag} is set but --tls-listen is not: it would have no effect");
+            if self.amqp_tls()?.is_none() {
+                let stray = [
+                    ("--tls-cert", self.tls_cert.is_some()),
+                    ("--tls-key", self.tls_key.is_some()),
+                    ("--tls-client-ca", self.tls_client_ca.is_some()),
+                ];
+                if let Some((flag, _)) = stray.iter().find(|(_, set)| *set) {
+                    anyhow::bail!(
+                        "{flag} is set but neither --tls-listen nor --amqp-tls-listen is: it \
+                         would have no effect"
+                    );
+                }
             }
             return Ok(None);
         };
-        let (Some(cert), Some(key)) = (self.tls_cert.clone(), self.tls_key.clone()) else {
+        let Some(files) = self.tls_files() else {
             anyhow::bail!("--tls-listen needs --tls-cert FILE and --tls-key FILE");
         };
-        Ok(Some(TlsListen {
-            listen,
-            files: ServerTlsFiles {
-                cert,
-                key,
-                client_ca: self.tls_client_ca.clone(),
-            },
-        }))
+        Ok(Some(TlsListen { listen, files }))
+    }
+
+    /// The AMQP over TLS listener asked for, if any: `--amqp-tls-listen`, or by default
+    /// `127.0.0.1:5671` when a certificate and key are given (as the AMQP listener is on by
+    /// default on loopback; a RabbitMQ user with a certificate expects `amqps://` on 5671).
+    ///
+    /// # Errors
+    /// --amqp-tls-listen ADDR without --tls-cert or --tls-key.
+    pub fn amqp_tls(&self) -> anyhow::Result<Option<TlsListen>> {
+        let files = self.tls_files();
+        let listen = match self.amqp_tls_listen.as_deref().map(str::trim) {
+            Some(l) if l.is_empty() || l.eq_ignore_ascii_case("none") => return Ok(None),
+            Some(l) => l.to_owned(),
+            None if files.is_some() => DEFAULT_AMQP_TLS_LISTEN.to_owned(),
+            None => return Ok(None),
+        };
+        let Some(files) = files else {
+            anyhow::bail!("--amqp-tls-listen needs --tls-cert FILE and --tls-key FILE");
+        };
+        Ok(Some(TlsListen { listen, files }))
+    }
+
+    /// The certificate, key and client CA, when both a certificate and a key are given.
+    fn tls_files(&self) -> Option<ServerTlsFiles> {
+        Some(ServerTlsFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            client_ca: self.tls_client_ca.clone(),
+        })
     }
 }
 
@@ -381,7 +418,8 @@ mod tests {
             .expect_err("refused");
         assert_eq!(
             err.to_string(),
-            "--tls-client-ca is set but --tls-listen is not: it would have no effect"
+            "--tls-client-ca is set but neither --tls-listen nor --amqp-tls-listen is: it \
+             would have no effect"
         );
         let tls = serve_args(&[
             "--tls-listen",
@@ -397,5 +435,33 @@ mod tests {
         assert_eq!(tls.listen, "127.0.0.1:0");
         assert_eq!(tls.files.cert, std::path::PathBuf::from("c.pem"));
         assert_eq!(tls.files.client_ca, None);
+    }
+
+    #[test]
+    fn amqp_over_tls_is_on_on_loopback_5671_when_a_certificate_is_given() {
+        let files = ["--tls-cert", "c.pem", "--tls-key", "k.pem"];
+        assert!(serve_args(&[]).amqp_tls().expect("valid").is_none());
+        let amqps = serve_args(&files)
+            .amqp_tls()
+            .expect("valid")
+            .expect("on by default with a certificate");
+        assert_eq!(amqps.listen, "127.0.0.1:5671");
+        assert_eq!(amqps.files.key, std::path::PathBuf::from("k.pem"));
+        // The certificate serves AMQP alone: not a stray file.
+        assert!(serve_args(&files).tls().expect("valid").is_none());
+        let off = serve_args(&[&files[..], &["--amqp-tls-listen", "none"]].concat());
+        assert!(off.amqp_tls().expect("valid").is_none());
+        assert_eq!(
+            off.tls().expect_err("nothing uses the files").to_string(),
+            "--tls-cert is set but neither --tls-listen nor --amqp-tls-listen is: it would \
+             have no effect"
+        );
+        let err = serve_args(&["--amqp-tls-listen", "127.0.0.1:0"])
+            .amqp_tls()
+            .expect_err("no certificate");
+        assert_eq!(
+            err.to_string(),
+            "--amqp-tls-listen needs --tls-cert FILE and --tls-key FILE"
+        );
     }
 }

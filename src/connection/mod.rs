@@ -28,6 +28,7 @@ use warren_protocol::{
 };
 
 use crate::broker::access::Principal;
+use crate::broker::session::{ClientInfo, Door};
 use crate::broker::Broker;
 
 /// How long a client has to send its preface, and then its `Open`.
@@ -131,8 +132,7 @@ pub async fn run(
     // The socket's own halves: no lock between the reader and the writer.
     serve(
         socket,
-        peer,
-        peer_ip,
+        (peer, peer_ip, Door::Native),
         broker,
         config,
         shutdown,
@@ -167,8 +167,7 @@ pub async fn run_tls(
     };
     serve(
         stream,
-        peer,
-        peer_ip,
+        (peer, peer_ip, Door::NativeTls),
         broker,
         config,
         shutdown,
@@ -190,8 +189,7 @@ fn prepare(socket: &TcpStream) -> String {
 /// being generic (not boxed), the plain-TCP path compiles to what it was before TLS.
 async fn serve<S, R, W>(
     mut socket: S,
-    peer: String,
-    peer_ip: Option<std::net::IpAddr>,
+    (peer, peer_ip, door): (String, Option<std::net::IpAddr>, Door),
     broker: Broker,
     config: Arc<ConnectionConfig>,
     shutdown: CancellationToken,
@@ -221,6 +219,11 @@ async fn serve<S, R, W>(
     };
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let session = broker.new_session(peer.clone(), user.clone(), tx);
+    session.set_client(ClientInfo {
+        door,
+        product: None,
+        version: None,
+    });
     tracing::info!(%peer, connection = session.id, user = %user.name, vhost = %user.vhost, "connection opened");
     let stop_writer = CancellationToken::new();
     // Cancelled by the writer when it gives up (the peer takes no data, or is gone), so the

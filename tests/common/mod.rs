@@ -4,6 +4,8 @@
 //! panics (set `WARREN_TEST_VERBOSE=1` to stream them instead).
 #![allow(dead_code)]
 
+pub mod pki;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -88,6 +90,12 @@ impl TestDaemon {
         if !self.extra_args.iter().any(|a| a == "--amqp-listen") {
             cmd.arg("--amqp-listen").arg("127.0.0.1:0");
         }
+        // Nor 5671, where a certificate turns AMQP over TLS on by default.
+        if self.extra_args.iter().any(|a| a == "--tls-cert")
+            && !self.extra_args.iter().any(|a| a == "--amqp-tls-listen")
+        {
+            cmd.arg("--amqp-tls-listen").arg("127.0.0.1:0");
+        }
         cmd.arg("--data-dir")
             .arg(&self.data_dir)
             .args(&self.extra_args)
@@ -165,6 +173,14 @@ impl TestDaemon {
         let raw = std::fs::read_to_string(self.data_dir.join("runtime.json")).ok()?;
         let v: serde_json::Value = serde_json::from_str(&raw).expect("runtime.json");
         v["amqp_listen"].as_str().map(str::to_owned)
+    }
+
+    /// The AMQP over TLS address the running daemon recorded in `runtime.json`
+    /// (`amqp_tls_listen`), if that listener is on.
+    pub fn amqp_tls_addr(&self) -> Option<String> {
+        let raw = std::fs::read_to_string(self.data_dir.join("runtime.json")).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&raw).expect("runtime.json");
+        v["amqp_tls_listen"].as_str().map(str::to_owned)
     }
 
     /// An AMQP 0-9-1 connection (lapin, a client nobody here wrote) to the AMQP listener, as

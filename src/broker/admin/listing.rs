@@ -179,6 +179,9 @@ impl Broker {
                 published: s.published.load(Ordering::Relaxed),
                 user: s.user.name.clone(),
                 vhost: s.vhost.name.to_string(),
+                protocol: s.client().door.as_str().to_owned(),
+                client_product: s.client().product.clone(),
+                client_version: s.client().version.clone(),
             })
             .collect()
     }
