@@ -116,6 +116,33 @@ pub struct BrokerConfig {
     pub limits: Limits,
     /// redb's page cache cap (`--store-cache-size`; [`crate::store::DEFAULT_CACHE_BYTES`]).
     pub store_cache_bytes: usize,
+    /// How recovered queues are read back at startup.
+    pub recovery: RecoveryConfig,
+}
+
+/// Default [`RecoveryConfig::batch`]: at 8,192 entries a batch reads in a few milliseconds,
+/// so the first message of every queue is ready at once and the background reading yields
+/// to the queue's lock often.
+pub const DEFAULT_RECOVERY_BATCH: u32 = 8_192;
+
+/// How the broker reads recovered queues' messages back (docs/storage.md, *Recovery*).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveryConfig {
+    /// Entries read per batch: the first batch of every queue before the broker serves, the
+    /// rest in the background, one batch per queue in turn.
+    pub batch: usize,
+    /// For tests: while this file exists, the background reading waits before each batch,
+    /// so a test can act on queues that are certainly still recovering (`--recovery-hold`).
+    pub hold: Option<PathBuf>,
+}
+
+impl Default for RecoveryConfig {
+    fn default() -> Self {
+        RecoveryConfig {
+            batch: DEFAULT_RECOVERY_BATCH as usize,
+            hold: None,
+        }
+    }
 }
 
 /// Caps on what clients may create, each refused with an error naming it and its flag.

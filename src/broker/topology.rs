@@ -307,6 +307,10 @@ impl Broker {
         if_unused: bool,
         if_empty: bool,
     ) -> Result<u64, BrokerError> {
+        if let Some(q) = session.vhost.queue(name) {
+            // Its count (and `if_empty`) must include the messages not read back yet.
+            q.recovered().await;
+        }
         let _guard = self.inner.topology.lock().await;
         let Some(q) = session.vhost.queue(name) else {
             return Ok(0);
@@ -416,6 +420,8 @@ impl Broker {
                  retention (x-max-length-bytes, x-max-age) or with the stream"
             )));
         }
+        // Messages not read back yet would come back after the purge: wait for them.
+        q.recovered().await;
         let removed = q.purge();
         self.forget_durably(&q, &removed).await?;
         Ok(removed.len() as u64)

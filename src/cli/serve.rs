@@ -180,6 +180,17 @@ pub struct ServeArgs {
     /// Log output format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Messages read per batch when recovered queues are loaded at startup (the first batch
+    /// of each queue before serving, the rest in the background). For tests and tuning.
+    #[arg(long, value_name = "N", default_value_t = crate::broker::DEFAULT_RECOVERY_BATCH,
+        value_parser = clap::value_parser!(u32).range(1..), hide = true)]
+    pub recovery_batch: u32,
+
+    /// For tests: while this file exists, the background loading of recovered queues waits
+    /// before each batch (queues stay recovering until it is removed).
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub recovery_hold: Option<std::path::PathBuf>,
 }
 
 impl ServeArgs {

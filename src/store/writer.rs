@@ -1058,12 +1058,21 @@ mod tests {
             txn.commit().expect("commit");
         }
         let (recovered, _) = super::super::recover(&db).expect("recover");
-        let counts: Vec<(u64, u32, u32)> = recovered.queues[0]
-            .messages
-            .iter()
-            .map(|e| (e.id, e.delivery_count, e.acquired_count))
-            .collect();
-        assert_eq!(counts, [(10, 2, 2), (11, 1, 3), (12, 0, 0)]);
+        let snapshot = recovered.entries.expect("a snapshot");
+        let read = |after, limit| -> Vec<(u64, u32, u32)> {
+            snapshot
+                .queue_entries(1, after, limit, false)
+                .expect("entries")
+                .iter()
+                .map(|e| (e.id, e.delivery_count, e.acquired_count))
+                .collect()
+        };
+        assert_eq!(read(None, usize::MAX), [(10, 2, 2), (11, 1, 3), (12, 0, 0)]);
+        // Read in batches, as a recovering queue is, the counts come out the same.
+        assert_eq!(read(None, 1), [(10, 2, 2)]);
+        assert_eq!(read(Some(10), 1), [(11, 1, 3)]);
+        assert_eq!(read(Some(11), 5), [(12, 0, 0)]);
+        assert_eq!(read(Some(12), 5), []);
         // Removing an entry removes its acquired count with it.
         {
             let txn = db.begin_write().expect("write");
