@@ -58,6 +58,9 @@ pub struct ServeOptions {
     pub limits: crate::broker::Limits,
     /// redb's page cache cap, bytes.
     pub store_cache_bytes: usize,
+    /// Every commit saves redb's allocator state, so a restart after a crash skips the
+    /// repair walk over the whole store file.
+    pub store_quick_repair: bool,
     /// Entries read per batch when recovered queues load ([`crate::broker::RecoveryConfig`]).
     pub recovery_batch: usize,
     /// For tests: the background loading of recovered queues waits while this file exists.
@@ -126,6 +129,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         disk_free_limit: opts.disk_free_limit,
         limits: opts.limits,
         store_cache_bytes: opts.store_cache_bytes,
+        store_quick_repair: opts.store_quick_repair,
         recovery: crate::broker::RecoveryConfig {
             batch: opts.recovery_batch,
             hold: opts.recovery_hold.clone(),

@@ -116,6 +116,9 @@ pub struct BrokerConfig {
     pub limits: Limits,
     /// redb's page cache cap (`--store-cache-size`; [`crate::store::DEFAULT_CACHE_BYTES`]).
     pub store_cache_bytes: usize,
+    /// Every commit saves redb's allocator state, so a restart after a crash skips redb's
+    /// repair walk over the whole file (`--store-quick-repair`).
+    pub store_quick_repair: bool,
     /// How recovered queues are read back at startup.
     pub recovery: RecoveryConfig,
 }
@@ -226,10 +229,12 @@ impl Broker {
         let stats = Arc::new(BrokerStats::default());
         let hooks = Hooks::new(config.clock.clone()).with_stats(stats.clone());
         let cache = config.store_cache_bytes;
-        let (store, recovered) =
-            tokio::task::spawn_blocking(move || Store::open_configured(&dir, hooks, cache))
-                .await
-                .map_err(|_| BrokerError::ShuttingDown)??;
+        let quick_repair = config.store_quick_repair;
+        let (store, recovered) = tokio::task::spawn_blocking(move || {
+            Store::open_configured(&dir, hooks, cache, quick_repair)
+        })
+        .await
+        .map_err(|_| BrokerError::ShuttingDown)??;
         let (dead_letters, dead_letter_rx) = tokio::sync::mpsc::unbounded_channel();
         let (scheduled_tx, scheduled_rx) = tokio::sync::mpsc::unbounded_channel();
         let ctx = Arc::new(QueueContext {

@@ -151,6 +151,13 @@ pub struct ServeArgs {
     )]
     pub store_cache_size: u64,
 
+    /// Save the store's allocator state with every commit, so that a restart after a crash
+    /// (kill -9, power loss) opens the store at once instead of walking the whole file to
+    /// rebuild it (seconds per GB). Costs every commit a second fsync and the state's pages
+    /// (docs/storage.md, *Recovery*).
+    #[arg(long, env = "WARREN_STORE_QUICK_REPAIR")]
+    pub store_quick_repair: bool,
+
     /// The memory budget: above this much allocated memory, every publisher is blocked until
     /// consumers drain (the memory alarm; RabbitMQ's `vm_memory_high_watermark`). A size
     /// (`2GiB`) or a share of the machine's (or container's) memory (`60%`); `0` turns the

@@ -650,8 +650,16 @@ pub(crate) fn open_database(
     path: &Path,
     cache_bytes: usize,
 ) -> Result<Database, redb::DatabaseError> {
+    let told = std::sync::atomic::AtomicBool::new(false);
     redb::Builder::new()
         .set_cache_size(cache_bytes)
+        // redb calls this as its repair progresses; once is enough for the log. Without
+        // `--store-quick-repair` the repair walks the whole file: say why the start is slow.
+        .set_repair_callback(move |_| {
+            if !told.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::warn!("the store was not closed cleanly: redb is repairing it (its time grows with the file's size; --store-quick-repair avoids it)");
+            }
+        })
         .create(path)
 }
 
@@ -663,11 +671,14 @@ impl<H: CommitHooks> Store<H> {
     /// The directory cannot be created, the file is locked by another process or corrupt, or it
     /// was written by a newer schema.
     pub fn open_with(data_dir: &Path, hooks: H) -> Result<(Store<H>, Recovered), StoreError> {
-        Store::open_configured(data_dir, hooks, DEFAULT_CACHE_BYTES)
+        Store::open_configured(data_dir, hooks, DEFAULT_CACHE_BYTES, false)
     }
 
     /// As [`Store::open_with`], with redb's page cache capped at `cache_bytes` (see
-    /// [`DEFAULT_CACHE_BYTES`]).
+    /// [`DEFAULT_CACHE_BYTES`]), and with `quick_repair`, every commit saving redb's
+    /// allocator state: commits cost more (two-phase, and the state written), and opening the
+    /// file after a crash takes milliseconds instead of a walk over the whole file
+    /// (docs/storage.md, *Recovery*).
     ///
     /// # Errors
     /// As [`Store::open_with`].
@@ -675,6 +686,7 @@ impl<H: CommitHooks> Store<H> {
         data_dir: &Path,
         hooks: H,
         cache_bytes: usize,
+        quick_repair: bool,
     ) -> Result<(Store<H>, Recovered), StoreError> {
         // create_dir_all on an existing file says only "File exists"; say what is wrong.
         if std::fs::metadata(data_dir).is_ok_and(|m| !m.is_dir()) {
@@ -704,14 +716,14 @@ impl<H: CommitHooks> Store<H> {
             }
         };
         let opened_ms = opening.elapsed().as_millis();
-        init_schema(&db)?;
+        init_schema(&db, quick_repair)?;
         let (recovered, next_message_id) = recover(&db)?;
         tracing::info!(
             open_ms = opened_ms,
             read_ms = opening.elapsed().as_millis() - opened_ms,
             "store opened (open_ms includes redb's repair after a crash)"
         );
-        let db = Arc::new(DbSlot::new(path.clone(), db, cache_bytes));
+        let db = Arc::new(DbSlot::new(path.clone(), db, cache_bytes, quick_repair));
         let stats = Arc::new(StoreStats::default());
         let (tx, rx) = mpsc::unbounded_channel();
         let permits = Arc::new(Semaphore::new(OP_CHANNEL_CAPACITY));
@@ -1152,10 +1164,12 @@ fn queue_ids_in<V: redb::Value + 'static>(
     }
 }
 
-fn init_schema(db: &Database) -> Result<(), StoreError> {
-    let txn = db
+fn init_schema(db: &Database, quick_repair: bool) -> Result<(), StoreError> {
+    let mut txn = db
         .begin_write()
         .map_err(redb_err("initialising the store"))?;
+    // Every commit, or the saved allocator state is stale and a crash needs the full repair.
+    txn.set_quick_repair(quick_repair);
     {
         let mut meta = txn.open_table(META).map_err(redb_err("opening meta"))?;
         let found = meta
