@@ -131,8 +131,8 @@ pub const DEFAULT_RECOVERY_BATCH: u32 = 8_192;
 /// How the broker reads recovered queues' messages back (docs/storage.md, *Recovery*).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecoveryConfig {
-    /// Entries read per batch: the first batch of every queue before the broker serves, the
-    /// rest in the background, one batch per queue in turn.
+    /// Entries read per batch in the background, one batch per queue in turn; before the
+    /// broker serves, each queue's first `batch` or 1,024 entries, whichever is fewer.
     pub batch: usize,
     /// For tests: while this file exists, the background reading waits before each batch,
     /// so a test can act on queues that are certainly still recovering (`--recovery-hold`).

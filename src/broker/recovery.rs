@@ -316,11 +316,14 @@ impl Broker {
         queues: Vec<Arc<Queue>>,
     ) -> Result<usize, BrokerError> {
         let batch = self.inner.config.recovery.batch.max(1);
+        // Before serving only each head is needed: a small first read keeps the start quick
+        // with many queues (10 queues of 100,000: 82k entries read before serving at 8,192).
+        let first_batch = batch.min(FIRST_BATCH);
         let plans: Vec<(u64, usize, bool)> = queues
             .iter()
             .map(|q| {
                 let whole = read_whole(q);
-                let limit = if whole { usize::MAX } else { batch };
+                let limit = if whole { usize::MAX } else { first_batch };
                 (q.id, limit, q.args.max_priority.is_some())
             })
             .collect();
@@ -339,7 +342,7 @@ impl Broker {
             total += first.len();
             let whole = read_whole(&q);
             let after = first.last().map(|e| e.id);
-            let more = !whole && first.len() >= batch;
+            let more = !whole && first.len() >= first_batch;
             if more {
                 q.begin_recovery();
             }
@@ -376,6 +379,10 @@ fn read_whole(q: &Queue) -> bool {
         || q.args.max_length_bytes.is_some()
         || q.args.max_priority.is_some()
 }
+
+/// Most messages of a queue read before the broker serves (fewer with a smaller
+/// `--recovery-batch`).
+const FIRST_BATCH: usize = 1_024;
 
 /// A recovered queue still being read: the last id read so far.
 struct Loading {

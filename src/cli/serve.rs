@@ -188,8 +188,8 @@ pub struct ServeArgs {
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
-    /// Messages read per batch when recovered queues are loaded at startup (the first batch
-    /// of each queue before serving, the rest in the background). For tests and tuning.
+    /// Messages read per batch when recovered queues are loaded in the background after a
+    /// start (before serving, each queue's first batch, at most 1,024). For tests and tuning.
     #[arg(long, value_name = "N", default_value_t = crate::broker::DEFAULT_RECOVERY_BATCH,
         value_parser = clap::value_parser!(u32).range(1..), hide = true)]
     pub recovery_batch: u32,

@@ -441,10 +441,10 @@ pub struct RecoveredQueue {
 /// The store as it was when it was opened, before the writer committed anything: where a
 /// queue's recovered messages are read from, in FIFO batches, after the daemon is already
 /// serving (docs/storage.md, *Recovery*). Reading from this snapshot rather than from the
-/// live file is what keeps the lazy load exact: a message published, dead-lettered or
-/// released from the schedule into the queue after the start (whatever its id) is not in
-/// it, so it is never loaded twice, and an ack of a loaded message cannot make the load
-/// skip or repeat anything. While it is held redb cannot reuse pages freed since the start,
+/// live file is what keeps the lazy load exact: a row committed into the queue after the
+/// start (whatever its id) is not in it, so it is never loaded twice (the queue gets it
+/// through the commit path), and an ack of a loaded message cannot make the load skip or
+/// repeat anything. While it is held redb cannot reuse pages freed since the start,
 /// so the file may grow by what was deleted during the load.
 pub struct EntrySnapshot {
     queue_messages: redb::ReadOnlyTable<(u64, u64), (u32, u32, u64, u64)>,
