@@ -9,7 +9,7 @@ mod common;
 use std::path::PathBuf;
 
 use common::{ok, within, TestDaemon};
-use warren::client::{Client, ConsumeOptions, OutgoingMessage, QueueOptions};
+use warren::client::{Client, ConsumeOptions, Consumer, OutgoingMessage, QueueOptions};
 
 const BATCH: usize = 100;
 const BACKLOG: usize = 1_000;
@@ -101,6 +101,11 @@ async fn consume_n(c: &Client, queue: &str, n: usize) -> Vec<String> {
         .consume(queue, ConsumeOptions::default())
         .await
         .expect("consume");
+    take(c, &mut k, n).await
+}
+
+/// Takes `n` deliveries from `k` (acking each durably); returns their bodies.
+async fn take(c: &Client, k: &mut Consumer, n: usize) -> Vec<String> {
     let mut out = Vec::new();
     while out.len() < n {
         let m = within("a delivery", k.next()).await.expect("a delivery");
@@ -136,10 +141,45 @@ async fn a_recovering_queue_serves_in_order_and_publishes_land_after_its_backlog
     let first = get_n(&c, "backlog", 10).await;
     assert_eq!(first, (0..10).map(old).collect::<Vec<_>>());
 
-    // A consumer attached while recovering gets the rest as it is read, then the new ones.
+    // A consumer attached while recovering gets what has been read, in order.
+    c.qos(50).await.expect("qos");
+    let mut k = c
+        .consume("backlog", ConsumeOptions::default())
+        .await
+        .expect("consume");
+    assert_eq!(
+        take(&c, &mut k, BATCH - 10).await,
+        (10..BATCH).map(old).collect::<Vec<_>>()
+    );
+    assert_eq!(listed(&d, "backlog")["recovering"], true);
+
+    // A declare answers with the whole count: it waits for the rest to be read.
+    let declare = {
+        let c = d.client().await;
+        tokio::spawn(async move {
+            c.declare_queue(
+                "backlog",
+                QueueOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+            )
+            .await
+        })
+    };
     std::fs::remove_file(&hold).expect("release the hold");
-    let rest = consume_n(&c, "backlog", BACKLOG - 10 + 21).await;
-    let mut expected: Vec<String> = (10..BACKLOG).map(old).collect();
+    let declared = within("the declare", declare)
+        .await
+        .expect("task")
+        .expect("declare");
+    // Whatever the consumer holds unacked is not ready: at most its prefetch.
+    let count = declared.message_count;
+    let whole = (BACKLOG - BATCH + 21) as u64;
+    assert!(count <= whole && count + 50 >= whole, "{count} of {whole}");
+
+    // The same consumer gets the rest in order, then the new ones.
+    let rest = take(&c, &mut k, BACKLOG - BATCH + 21).await;
+    let mut expected: Vec<String> = (BATCH..BACKLOG).map(old).collect();
     expected.extend((0..20).map(new));
     expected.push("transient".to_owned());
     assert_eq!(rest, expected);

@@ -173,6 +173,12 @@ impl Broker {
     ) -> Result<DeclaredQueue, BrokerError> {
         validate_name("queue", &d.name)?;
         let vh = &session.vhost;
+        if let Some(q) = vh.queue(&d.name) {
+            // Declare-ok's message count is exact, as after RabbitMQ's own recovery: a
+            // recovering queue answers once it is read whole. Outside the topology lock, so
+            // other declarations go on meanwhile.
+            q.recovered().await;
+        }
         let _guard = self.inner.topology.lock().await;
         live(vh)?;
         let existing = vh.queue(&d.name);
