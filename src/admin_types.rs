@@ -315,6 +315,11 @@ pub struct QueueInfo {
     /// `classic` or `stream` (`x-queue-type`). Absent from older servers: classic.
     #[serde(rename = "type", default = "classic")]
     pub queue_type: String,
+    /// Its messages are still being read back from the store after a restart: the counts
+    /// above hold only those read so far (and those published since). Absent from older
+    /// servers: false.
+    #[serde(default)]
+    pub recovering: bool,
 }
 
 fn classic() -> String {
@@ -729,7 +734,7 @@ mod tests {
             "message_bytes": 2048, "consumers": 1,
             "publish_rate": 0.5, "deliver_rate": 0.0, "ack_rate": 1.25,
             "published_total": 4, "delivered_total": 1, "acked_total": 0,
-            "dead_lettered_total": 0, "as_of_ms": 1_714_564_800_000_u64, "type": "classic",
+            "dead_lettered_total": 0, "as_of_ms": 1_714_564_800_000_u64, "type": "classic", "recovering": false,
         })
     }
 

@@ -61,6 +61,13 @@ pub struct ServeOptions {
     pub limits: crate::broker::Limits,
     /// redb's page cache cap, bytes.
     pub store_cache_bytes: usize,
+    /// Every commit saves redb's allocator state, so a restart after a crash skips the
+    /// repair walk over the whole store file.
+    pub store_quick_repair: bool,
+    /// Entries read per batch when recovered queues load ([`crate::broker::RecoveryConfig`]).
+    pub recovery_batch: usize,
+    /// For tests: the background loading of recovered queues waits while this file exists.
+    pub recovery_hold: Option<PathBuf>,
     /// The memory budget (0 turns the memory alarm off).
     pub memory_limit: crate::cli::serve::MemoryLimit,
     /// How the daemon reads the memory it holds: the binary's counting allocator. `None`
@@ -129,6 +136,11 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         disk_free_limit: opts.disk_free_limit,
         limits: opts.limits,
         store_cache_bytes: opts.store_cache_bytes,
+        store_quick_repair: opts.store_quick_repair,
+        recovery: crate::broker::RecoveryConfig {
+            batch: opts.recovery_batch,
+            hold: opts.recovery_hold.clone(),
+        },
     })
     .await
     {

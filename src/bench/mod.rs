@@ -95,6 +95,8 @@ impl Target {
             disk_free_limit: 0,
             limits: Default::default(),
             store_cache_bytes: crate::store::DEFAULT_CACHE_BYTES,
+            store_quick_repair: false,
+            recovery: Default::default(),
         })
         .await
         .context("starting the in-process broker")?;

@@ -11,12 +11,14 @@ use warren_protocol::{Consume, ErrorCode, Get};
 
 use super::consumer::Consumer;
 use super::event::{Event, GotMessage, RequestId};
+use super::queue::Queue;
 use super::queue_args::consumer_timeout_arg;
 use super::queue_args::InvalidQueueArgument;
 use super::session::{Session, Unacked};
 use super::stream::{self, StartAt};
 use super::{validate_name, Broker};
 use crate::error::BrokerError;
+use crate::message::QueuedMessage;
 
 impl Broker {
     /// Starts a consumer. Sends `ConsumeOk` itself, before the first delivery can go out.
@@ -139,6 +141,23 @@ impl Broker {
         Ok(())
     }
 
+    /// Takes the head of `q` for `get`. A queue still recovering with nothing ready yet is
+    /// not empty: the next batch of its recovered messages is waited for, so a `get` right
+    /// after a restart does not answer "empty" for a queue with a backlog.
+    async fn take_recovered(q: &Arc<Queue>, no_ack: bool) -> Option<(QueuedMessage, u64)> {
+        let mut recovery = q.recovery();
+        loop {
+            // Marked seen before the look, so a batch restored after it wakes the wait.
+            let recovering = recovery.borrow_and_update().recovering;
+            if let Some(taken) = q.take_one(no_ack) {
+                return Some(taken);
+            }
+            if !recovering || recovery.changed().await.is_err() {
+                return None;
+            }
+        }
+    }
+
     /// Takes one message from a queue (`None` if it has none ready).
     ///
     /// # Errors
@@ -153,7 +172,7 @@ impl Broker {
                 q.name
             )));
         }
-        let Some((mut entry, message_count)) = q.take_one(g.no_ack) else {
+        let Some((mut entry, message_count)) = Self::take_recovered(&q, g.no_ack).await else {
             return Ok(None);
         };
         if let Err(e) = q.load_body(&mut entry).await {

@@ -116,6 +116,36 @@ pub struct BrokerConfig {
     pub limits: Limits,
     /// redb's page cache cap (`--store-cache-size`; [`crate::store::DEFAULT_CACHE_BYTES`]).
     pub store_cache_bytes: usize,
+    /// Every commit saves redb's allocator state, so a restart after a crash skips redb's
+    /// repair walk over the whole file (`--store-quick-repair`).
+    pub store_quick_repair: bool,
+    /// How recovered queues are read back at startup.
+    pub recovery: RecoveryConfig,
+}
+
+/// Default [`RecoveryConfig::batch`]: at 8,192 entries a batch reads in a few milliseconds,
+/// so the first message of every queue is ready at once and the background reading yields
+/// to the queue's lock often.
+pub const DEFAULT_RECOVERY_BATCH: u32 = 8_192;
+
+/// How the broker reads recovered queues' messages back (docs/storage.md, *Recovery*).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveryConfig {
+    /// Entries read per batch in the background, one batch per queue in turn; before the
+    /// broker serves, each queue's first `batch` or 1,024 entries, whichever is fewer.
+    pub batch: usize,
+    /// For tests: while this file exists, the background reading waits before each batch,
+    /// so a test can act on queues that are certainly still recovering (`--recovery-hold`).
+    pub hold: Option<PathBuf>,
+}
+
+impl Default for RecoveryConfig {
+    fn default() -> Self {
+        RecoveryConfig {
+            batch: DEFAULT_RECOVERY_BATCH as usize,
+            hold: None,
+        }
+    }
 }
 
 /// Caps on what clients may create, each refused with an error naming it and its flag.
@@ -199,10 +229,12 @@ impl Broker {
         let stats = Arc::new(BrokerStats::default());
         let hooks = Hooks::new(config.clock.clone()).with_stats(stats.clone());
         let cache = config.store_cache_bytes;
-        let (store, recovered) =
-            tokio::task::spawn_blocking(move || Store::open_configured(&dir, hooks, cache))
-                .await
-                .map_err(|_| BrokerError::ShuttingDown)??;
+        let quick_repair = config.store_quick_repair;
+        let (store, recovered) = tokio::task::spawn_blocking(move || {
+            Store::open_configured(&dir, hooks, cache, quick_repair)
+        })
+        .await
+        .map_err(|_| BrokerError::ShuttingDown)??;
         let (dead_letters, dead_letter_rx) = tokio::sync::mpsc::unbounded_channel();
         let (scheduled_tx, scheduled_rx) = tokio::sync::mpsc::unbounded_channel();
         let ctx = Arc::new(QueueContext {

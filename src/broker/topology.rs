@@ -225,6 +225,12 @@ impl Broker {
     ) -> Result<DeclaredQueue, BrokerError> {
         validate_name("queue", &d.name)?;
         let vh = &session.vhost;
+        if let Some(q) = vh.queue(&d.name) {
+            // Declare-ok's message count is exact, as after RabbitMQ's own recovery: a
+            // recovering queue answers once it is read whole. Outside the topology lock, so
+            // other declarations go on meanwhile.
+            q.recovered().await;
+        }
         let _guard = self.inner.topology.lock().await;
         live(vh)?;
         let existing = vh.queue(&d.name);
@@ -359,6 +365,10 @@ impl Broker {
         if_unused: bool,
         if_empty: bool,
     ) -> Result<u64, BrokerError> {
+        if let Some(q) = session.vhost.queue(name) {
+            // Its count (and `if_empty`) must include the messages not read back yet.
+            q.recovered().await;
+        }
         let _guard = self.inner.topology.lock().await;
         let Some(q) = session.vhost.queue(name) else {
             return Ok(0);
@@ -475,6 +485,8 @@ impl Broker {
                  retention (x-max-length-bytes, x-max-age) or with the stream"
             )));
         }
+        // Messages not read back yet would come back after the purge: wait for them.
+        q.recovered().await;
         let removed = q.purge();
         self.forget_durably(&q, &removed).await?;
         Ok(removed.len() as u64)

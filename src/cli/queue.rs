@@ -291,12 +291,14 @@ pub fn queue_table(queues: &[QueueInfo]) -> String {
     table.render()
 }
 
-/// `stream` (a stream queue), `excl`, `auto-del`, any of them (comma-separated) or `-`.
+/// `stream` (a stream queue), `excl`, `auto-del`, `recovering` (its counts are not whole
+/// yet), any of them (comma-separated) or `-`.
 fn flags(q: &QueueInfo) -> String {
     let flags: Vec<&str> = [
         (q.queue_type == "stream", "stream"),
         (q.exclusive, "excl"),
         (q.auto_delete, "auto-del"),
+        (q.recovering, "recovering"),
     ]
     .into_iter()
     .filter(|(set, _)| *set)

@@ -161,6 +161,13 @@ pub struct ServeArgs {
     )]
     pub store_cache_size: u64,
 
+    /// Save the store's allocator state with every commit, so that a restart after a crash
+    /// (kill -9, power loss) opens the store at once instead of walking the whole file to
+    /// rebuild it (seconds per GB). Costs every commit a second fsync and the state's pages
+    /// (docs/storage.md, *Recovery*).
+    #[arg(long, env = "WARREN_STORE_QUICK_REPAIR")]
+    pub store_quick_repair: bool,
+
     /// The memory budget: above this much allocated memory, every publisher is blocked until
     /// consumers drain (the memory alarm; RabbitMQ's `vm_memory_high_watermark`). A size
     /// (`2GiB`) or a share of the machine's (or container's) memory (`60%`); `0` turns the
@@ -190,6 +197,17 @@ pub struct ServeArgs {
     /// Log output format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Messages read per batch when recovered queues are loaded in the background after a
+    /// start (before serving, each queue's first batch, at most 1,024). For tests and tuning.
+    #[arg(long, value_name = "N", default_value_t = crate::broker::DEFAULT_RECOVERY_BATCH,
+        value_parser = clap::value_parser!(u32).range(1..), hide = true)]
+    pub recovery_batch: u32,
+
+    /// For tests: while this file exists, the background loading of recovered queues waits
+    /// before each batch (queues stay recovering until it is removed).
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub recovery_hold: Option<std::path::PathBuf>,
 }
 
 impl ServeArgs {

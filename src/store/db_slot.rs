@@ -25,16 +25,30 @@ pub(crate) struct DbSlot {
     path: PathBuf,
     /// redb's page cache cap, for reopening as it was opened.
     cache_bytes: usize,
+    /// Every write transaction saves redb's allocator state (`--store-quick-repair`).
+    quick_repair: bool,
     db: RwLock<Option<Arc<Database>>>,
 }
 
 impl DbSlot {
-    pub(crate) fn new(path: PathBuf, db: Database, cache_bytes: usize) -> DbSlot {
+    pub(crate) fn new(
+        path: PathBuf,
+        db: Database,
+        cache_bytes: usize,
+        quick_repair: bool,
+    ) -> DbSlot {
         DbSlot {
             path,
             cache_bytes,
+            quick_repair,
             db: RwLock::new(Some(Arc::new(db))),
         }
+    }
+
+    /// Whether write transactions save redb's allocator state, so that opening the file
+    /// after a crash needs no full repair.
+    pub(crate) fn quick_repair(&self) -> bool {
+        self.quick_repair
     }
 
     /// The open database, for one transaction.

@@ -414,6 +414,9 @@ pub struct RecoveredEntry {
     pub expires_at: u64,
     /// Requeue delay end (0 = ready).
     pub ready_at: u64,
+    /// The message's `priority` property, when asked for ([`EntrySnapshot::queue_entries`]);
+    /// otherwise 0.
+    pub priority: u8,
 }
 
 /// One stream entry read back with its message ([`Store::read_stream`]).
@@ -427,13 +430,126 @@ pub struct StreamRead {
     pub message: Arc<Message>,
 }
 
-/// A durable queue as found at startup.
+/// A durable queue as found at startup. Its messages are read from the
+/// [`Recovered::entries`] snapshot, in batches ([`EntrySnapshot::queue_entries`]).
 #[derive(Debug)]
 pub struct RecoveredQueue {
     /// The queue.
     pub record: QueueRecord,
-    /// Its messages in FIFO order.
-    pub messages: Vec<RecoveredEntry>,
+}
+
+/// The store as it was when it was opened, before the writer committed anything: where a
+/// queue's recovered messages are read from, in FIFO batches, after the daemon is already
+/// serving (docs/storage.md, *Recovery*). Reading from this snapshot rather than from the
+/// live file is what keeps the lazy load exact: a row committed into the queue after the
+/// start (whatever its id) is not in it, so it is never loaded twice (the queue gets it
+/// through the commit path), and an ack of a loaded message cannot make the load skip or
+/// repeat anything. While it is held redb cannot reuse pages freed since the start,
+/// so the file may grow by what was deleted during the load.
+pub struct EntrySnapshot {
+    queue_messages: redb::ReadOnlyTable<(u64, u64), (u32, u32, u64, u64)>,
+    acquired: redb::ReadOnlyTable<(u64, u64), u32>,
+    messages: redb::ReadOnlyTable<u64, &'static [u8]>,
+}
+
+impl std::fmt::Debug for EntrySnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EntrySnapshot").finish_non_exhaustive()
+    }
+}
+
+impl EntrySnapshot {
+    fn open(txn: &redb::ReadTransaction) -> Result<EntrySnapshot, StoreError> {
+        let ctx = "recovering";
+        Ok(EntrySnapshot {
+            queue_messages: txn.open_table(QUEUE_MESSAGES).map_err(redb_err(ctx))?,
+            acquired: txn.open_table(QUEUE_ACQUIRED).map_err(redb_err(ctx))?,
+            messages: txn.open_table(MESSAGES).map_err(redb_err(ctx))?,
+        })
+    }
+
+    /// Up to `limit` entries of queue `queue_id` with ids above `after` (all from the start
+    /// when `None`), in FIFO (id) order. With `priorities`, each entry's `priority` is read
+    /// from its message row (a priority queue rebuilds its order from it); a row that cannot
+    /// be read or decoded gives 0, with a warning, and is reported again when its body is
+    /// paged in.
+    ///
+    /// # Errors
+    /// The read failed.
+    pub fn queue_entries(
+        &self,
+        queue_id: u64,
+        after: Option<u64>,
+        limit: usize,
+        priorities: bool,
+    ) -> Result<Vec<RecoveredEntry>, StoreError> {
+        let ctx = "recovering a queue's messages";
+        let from = match after {
+            Some(id) if id == u64::MAX => return Ok(Vec::new()),
+            Some(id) => id + 1,
+            None => 0,
+        };
+        let mut out = Vec::with_capacity(limit.min(65_536));
+        for m in self
+            .queue_messages
+            .range((queue_id, from)..=(queue_id, u64::MAX))
+            .map_err(redb_err(ctx))?
+            .take(limit)
+        {
+            let (key, value) = m.map_err(redb_err(ctx))?;
+            let (_, id) = key.value();
+            let (delivery_count, size, expires_at, ready_at) = value.value();
+            out.push(RecoveredEntry {
+                id,
+                delivery_count,
+                acquired_count: delivery_count,
+                size,
+                expires_at,
+                ready_at,
+                priority: 0,
+            });
+        }
+        let (Some(first), Some(last)) = (out.first().map(|e| e.id), out.last().map(|e| e.id))
+        else {
+            return Ok(out);
+        };
+        // One range scan over the batch's acquired counts (few rows: only entries given back
+        // at least once have one), merged by id, instead of a lookup per entry.
+        let mut at = 0;
+        for row in self
+            .acquired
+            .range((queue_id, first)..=(queue_id, last))
+            .map_err(redb_err(ctx))?
+        {
+            let (key, value) = row.map_err(redb_err(ctx))?;
+            let (_, id) = key.value();
+            while at < out.len() && out[at].id < id {
+                at += 1;
+            }
+            if let Some(e) = out.get_mut(at).filter(|e| e.id == id) {
+                // A store written before acquisitions were counted has only the count of
+                // every requeue: each was an acquisition.
+                e.acquired_count = value.value().max(e.delivery_count);
+            }
+        }
+        if priorities {
+            for e in &mut out {
+                e.priority = match self.messages.get(e.id) {
+                    Ok(Some(raw)) => codec::decode_message(raw.value())
+                        .ok()
+                        .and_then(|m| m.properties.priority)
+                        .unwrap_or(0),
+                    Ok(None) => 0,
+                    Err(err) => {
+                        tracing::warn!(queue = queue_id, id = e.id, error = %err,
+                            "reading a stored message for its priority failed; it loads as priority 0");
+                        0
+                    }
+                };
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// Everything durable, as found at startup.
@@ -441,8 +557,10 @@ pub struct RecoveredQueue {
 pub struct Recovered {
     /// Durable exchanges.
     pub exchanges: Vec<ExchangeRecord>,
-    /// Durable queues with their messages.
+    /// Durable queues (their messages are in `entries`).
     pub queues: Vec<RecoveredQueue>,
+    /// The snapshot the queues' messages are read from; `None` only in a default value.
+    pub entries: Option<EntrySnapshot>,
     /// Durable bindings.
     pub bindings: Vec<BindingRecord>,
     /// Scheduled messages, in release order.
@@ -532,8 +650,16 @@ pub(crate) fn open_database(
     path: &Path,
     cache_bytes: usize,
 ) -> Result<Database, redb::DatabaseError> {
+    let told = std::sync::atomic::AtomicBool::new(false);
     redb::Builder::new()
         .set_cache_size(cache_bytes)
+        // redb calls this as its repair progresses; once is enough for the log. Without
+        // `--store-quick-repair` the repair walks the whole file: say why the start is slow.
+        .set_repair_callback(move |_| {
+            if !told.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::warn!("the store was not closed cleanly: redb is repairing it (its time grows with the file's size; --store-quick-repair avoids it)");
+            }
+        })
         .create(path)
 }
 
@@ -545,11 +671,14 @@ impl<H: CommitHooks> Store<H> {
     /// The directory cannot be created, the file is locked by another process or corrupt, or it
     /// was written by a newer schema.
     pub fn open_with(data_dir: &Path, hooks: H) -> Result<(Store<H>, Recovered), StoreError> {
-        Store::open_configured(data_dir, hooks, DEFAULT_CACHE_BYTES)
+        Store::open_configured(data_dir, hooks, DEFAULT_CACHE_BYTES, false)
     }
 
     /// As [`Store::open_with`], with redb's page cache capped at `cache_bytes` (see
-    /// [`DEFAULT_CACHE_BYTES`]).
+    /// [`DEFAULT_CACHE_BYTES`]), and with `quick_repair`, every commit saving redb's
+    /// allocator state: commits cost more (two-phase, and the state written), and opening the
+    /// file after a crash takes milliseconds instead of a walk over the whole file
+    /// (docs/storage.md, *Recovery*).
     ///
     /// # Errors
     /// As [`Store::open_with`].
@@ -557,6 +686,7 @@ impl<H: CommitHooks> Store<H> {
         data_dir: &Path,
         hooks: H,
         cache_bytes: usize,
+        quick_repair: bool,
     ) -> Result<(Store<H>, Recovered), StoreError> {
         // create_dir_all on an existing file says only "File exists"; say what is wrong.
         if std::fs::metadata(data_dir).is_ok_and(|m| !m.is_dir()) {
@@ -570,6 +700,7 @@ impl<H: CommitHooks> Store<H> {
             reason: format!("cannot create it: {e}"),
         })?;
         let path = data_dir.join(STORE_FILE_NAME);
+        let opening = std::time::Instant::now();
         let db = match open_database(&path, cache_bytes) {
             Ok(db) => db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
@@ -584,9 +715,15 @@ impl<H: CommitHooks> Store<H> {
                 })
             }
         };
-        init_schema(&db)?;
+        let opened_ms = opening.elapsed().as_millis();
+        init_schema(&db, quick_repair)?;
         let (recovered, next_message_id) = recover(&db)?;
-        let db = Arc::new(DbSlot::new(path.clone(), db, cache_bytes));
+        tracing::info!(
+            open_ms = opened_ms,
+            read_ms = opening.elapsed().as_millis() - opened_ms,
+            "store opened (open_ms includes redb's repair after a crash)"
+        );
+        let db = Arc::new(DbSlot::new(path.clone(), db, cache_bytes, quick_repair));
         let stats = Arc::new(StoreStats::default());
         let (tx, rx) = mpsc::unbounded_channel();
         let permits = Arc::new(Semaphore::new(OP_CHANNEL_CAPACITY));
@@ -1027,10 +1164,12 @@ fn queue_ids_in<V: redb::Value + 'static>(
     }
 }
 
-fn init_schema(db: &Database) -> Result<(), StoreError> {
-    let txn = db
+fn init_schema(db: &Database, quick_repair: bool) -> Result<(), StoreError> {
+    let mut txn = db
         .begin_write()
         .map_err(redb_err("initialising the store"))?;
+    // Every commit, or the saved allocator state is stale and a crash needs the full repair.
+    txn.set_quick_repair(quick_repair);
     {
         let mut meta = txn.open_table(META).map_err(redb_err("opening meta"))?;
         let found = meta
@@ -1163,8 +1302,6 @@ fn recover(db: &Database) -> Result<(Recovered, u64), StoreError> {
             ExchangeRecord::decode(v.value()).map_err(|e| corrupt("exchanges", k.value(), e))?,
         );
     }
-    let queue_messages = txn.open_table(QUEUE_MESSAGES).map_err(redb_err(ctx))?;
-    let acquired = txn.open_table(QUEUE_ACQUIRED).map_err(redb_err(ctx))?;
     for row in txn
         .open_table(QUEUES)
         .map_err(redb_err(ctx))?
@@ -1173,32 +1310,9 @@ fn recover(db: &Database) -> Result<(Recovered, u64), StoreError> {
     {
         let (k, v) = row.map_err(redb_err(ctx))?;
         let record = QueueRecord::decode(v.value()).map_err(|e| corrupt("queues", k.value(), e))?;
-        let mut messages = Vec::new();
-        for m in queue_messages
-            .range((record.id, 0)..=(record.id, u64::MAX))
-            .map_err(redb_err(ctx))?
-        {
-            let (key, value) = m.map_err(redb_err(ctx))?;
-            let (_, id) = key.value();
-            let (delivery_count, size, expires_at, ready_at) = value.value();
-            let acquired_count = acquired
-                .get((record.id, id))
-                .map_err(redb_err(ctx))?
-                .map_or(0, |v| v.value())
-                // A store written before acquisitions were counted has only the count of
-                // every requeue: each was an acquisition.
-                .max(delivery_count);
-            messages.push(RecoveredEntry {
-                id,
-                delivery_count,
-                acquired_count,
-                size,
-                expires_at,
-                ready_at,
-            });
-        }
-        out.queues.push(RecoveredQueue { record, messages });
+        out.queues.push(RecoveredQueue { record });
     }
+    out.entries = Some(EntrySnapshot::open(&txn)?);
     for row in txn
         .open_table(BINDINGS)
         .map_err(redb_err(ctx))?

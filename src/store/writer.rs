@@ -271,7 +271,8 @@ impl<H: CommitHooks> Writer<H> {
     fn commit(&mut self, batch: &[StoreOp<H>]) -> Result<(), StoreError> {
         let started = Instant::now();
         let db = self.db.get()?;
-        let txn = db.begin_write().map_err(redb_err("starting a commit"))?;
+        let mut txn = db.begin_write().map_err(redb_err("starting a commit"))?;
+        txn.set_quick_repair(self.db.quick_repair());
         let mut ops = 0u64;
         let mut written = 0u64;
         {
@@ -963,8 +964,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("w.redb");
         let db = Database::create(&path).expect("db");
-        super::super::init_schema(&db).expect("schema");
-        let slot = Arc::new(DbSlot::new(path, db, super::super::DEFAULT_CACHE_BYTES));
+        super::super::init_schema(&db, false).expect("schema");
+        let slot = Arc::new(DbSlot::new(
+            path,
+            db,
+            super::super::DEFAULT_CACHE_BYTES,
+            false,
+        ));
         let db = slot.get().expect("open");
         // A stored message 99 in queue 3, about to be replayed somewhere that refuses it.
         {
@@ -1038,7 +1044,7 @@ mod tests {
     fn acquired_counts_are_stored_apart_and_old_rows_still_recover() {
         let dir = tempfile::tempdir().expect("temp dir");
         let db = Database::create(dir.path().join("w.redb")).expect("db");
-        super::super::init_schema(&db).expect("schema");
+        super::super::init_schema(&db, false).expect("schema");
         {
             let txn = db.begin_write().expect("write");
             let queue = crate::store::QueueRecord {
@@ -1067,12 +1073,21 @@ mod tests {
             txn.commit().expect("commit");
         }
         let (recovered, _) = super::super::recover(&db).expect("recover");
-        let counts: Vec<(u64, u32, u32)> = recovered.queues[0]
-            .messages
-            .iter()
-            .map(|e| (e.id, e.delivery_count, e.acquired_count))
-            .collect();
-        assert_eq!(counts, [(10, 2, 2), (11, 1, 3), (12, 0, 0)]);
+        let snapshot = recovered.entries.expect("a snapshot");
+        let read = |after, limit| -> Vec<(u64, u32, u32)> {
+            snapshot
+                .queue_entries(1, after, limit, false)
+                .expect("entries")
+                .iter()
+                .map(|e| (e.id, e.delivery_count, e.acquired_count))
+                .collect()
+        };
+        assert_eq!(read(None, usize::MAX), [(10, 2, 2), (11, 1, 3), (12, 0, 0)]);
+        // Read in batches, as a recovering queue is, the counts come out the same.
+        assert_eq!(read(None, 1), [(10, 2, 2)]);
+        assert_eq!(read(Some(10), 1), [(11, 1, 3)]);
+        assert_eq!(read(Some(11), 5), [(12, 0, 0)]);
+        assert_eq!(read(Some(12), 5), []);
         // Removing an entry removes its acquired count with it.
         {
             let txn = db.begin_write().expect("write");
@@ -1088,7 +1103,7 @@ mod tests {
     fn dedup_keys_expire_in_bulk_and_a_key_written_again_survives_its_old_expiry() {
         let dir = tempfile::tempdir().expect("temp dir");
         let db = Database::create(dir.path().join("w.redb")).expect("db");
-        super::super::init_schema(&db).expect("schema");
+        super::super::init_schema(&db, false).expect("schema");
         let row = |scope: &str, key: &str, add: Option<u64>| DedupRow {
             scope: scope.into(),
             key: key.into(),

@@ -192,6 +192,8 @@ impl Broker {
         let q = vh
             .queue(queue)
             .ok_or_else(|| BrokerError::not_found("queue", queue))?;
+        // A filter may match anywhere in the queue: wait until all of it has been read back.
+        q.recovered().await;
         let entries = q.ready_snapshot(usize::MAX);
         let limit = filter.limit.map_or(usize::MAX, |l| l as usize);
         let mut selected = Vec::new();

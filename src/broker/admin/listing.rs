@@ -247,5 +247,6 @@ pub(super) fn queue_info(q: &Queue) -> QueueInfo {
         dead_lettered_total: q.stats.dead_lettered.load(Ordering::Relaxed),
         as_of_ms: now_ms(),
         queue_type: a.queue_type.as_str().to_owned(),
+        recovering: c.recovering,
     }
 }

@@ -579,6 +579,8 @@ mod tests {
             disk_free_limit: 0,
             limits: Default::default(),
             store_cache_bytes: crate::store::DEFAULT_CACHE_BYTES,
+            store_quick_repair: false,
+            recovery: Default::default(),
         })
         .await
         .expect("opening a broker");

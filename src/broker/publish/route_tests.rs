@@ -430,6 +430,8 @@ fn routing_through_exchange_graphs_with_loops_matches_a_breadth_first_reference(
             disk_free_limit: 0,
             limits: Default::default(),
             store_cache_bytes: crate::store::DEFAULT_CACHE_BYTES,
+            store_quick_repair: false,
+            recovery: Default::default(),
         }))
         .expect("broker");
     let (outbound, _events) = tokio::sync::mpsc::unbounded_channel();

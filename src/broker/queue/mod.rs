@@ -130,6 +130,10 @@ pub struct Queue {
     /// Message counters, for listings and metrics.
     pub stats: QueueStats,
     state: Mutex<Locked>,
+    /// Whether its recovered messages are still being read from the store, and how many
+    /// batches have arrived: what a `get` on a recovering queue with nothing ready yet, and
+    /// a purge or delete that must see every message, wait on.
+    recovery: tokio::sync::watch::Sender<Recovery>,
     ctx: Arc<QueueContext>,
     /// Itself, for the timer index (which must not keep a deleted queue alive).
     me: Weak<Queue>,
@@ -144,6 +148,15 @@ struct Locked {
     /// The deadline last given to the timer index ([`NO_TIMER`]: none): only an earlier one
     /// is given again, so the index's lock is not taken per message.
     timer_at: u64,
+}
+
+/// Where a queue's recovery stands ([`Queue::begin_recovery`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Recovered messages are still being read.
+    pub recovering: bool,
+    /// Batches restored so far (each one changes this, so a waiter wakes per batch).
+    pub batches: u64,
 }
 
 /// [`Locked::timer_at`] when the queue has no deadline in the timer index.
@@ -287,6 +300,7 @@ impl Queue {
                 fx: Effects::default(),
                 timer_at: NO_TIMER,
             }),
+            recovery: tokio::sync::watch::Sender::new(Recovery::default()),
             ctx,
         });
         // An `x-expires` queue is timed from its creation.
@@ -365,6 +379,7 @@ impl Queue {
                 unacked: 0,
                 consumers,
                 delayed: 0,
+                recovering: false,
             };
         }
         self.state.lock().core.counts()
@@ -506,6 +521,48 @@ impl Queue {
         let mut st = self.state.lock();
         st.core.restore(entries);
         self.reschedule(&mut st);
+    }
+
+    /// Marks the queue as recovering: its recovered messages arrive in batches
+    /// ([`Queue::restore_batch`]) while it already serves, and messages enqueued meanwhile
+    /// wait behind the last recovered one.
+    pub fn begin_recovery(&self) {
+        self.state.lock().core.begin_recovery();
+        self.recovery.send_modify(|r| r.recovering = true);
+    }
+
+    /// Appends a batch of recovered messages (ids ascending, after those restored before)
+    /// and hands them to consumers with room; `last` ends the recovery (the messages held
+    /// meanwhile join behind them).
+    pub fn restore_batch(self: &Arc<Self>, entries: Vec<(QueuedMessage, u64)>, last: bool) {
+        self.change(|core, fx| {
+            core.restore(entries);
+            if last {
+                core.finish_recovery(fx);
+            }
+        });
+        self.recovery.send_modify(|r| {
+            r.batches += 1;
+            r.recovering &= !last;
+        });
+    }
+
+    /// Where its recovery stands, to wait on (`changed`) for the next batch.
+    pub fn recovery(&self) -> tokio::sync::watch::Receiver<Recovery> {
+        self.recovery.subscribe()
+    }
+
+    /// Whether its recovered messages are still being read from the store.
+    pub fn is_recovering(&self) -> bool {
+        self.recovery.borrow().recovering
+    }
+
+    /// Returns once every recovered message has been read into the queue (at once if it
+    /// is not recovering), or the queue was deleted.
+    pub async fn recovered(&self) {
+        let mut rx = self.recovery.subscribe();
+        // The sender lives as long as the queue, which the caller holds.
+        let _ = rx.wait_for(|r| !r.recovering).await;
     }
 
     /// Puts settled-but-requeued deliveries back at the head, in their original order.
@@ -766,6 +823,8 @@ impl Queue {
         let mut st = self.state.lock();
         self.deleted.store(true, Ordering::Release);
         let (consumers, count) = st.core.delete();
+        // Nothing more will be recovered into it: release whoever waits for that.
+        self.recovery.send_modify(|r| r.recovering = false);
         for c in &consumers {
             c.deactivate();
         }

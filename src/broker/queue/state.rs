@@ -142,6 +142,9 @@ pub struct QueueCounts {
     pub consumers: u32,
     /// Waiting out a requeue delay.
     pub delayed: u64,
+    /// Its recovered messages are still being read from the store: `ready` and
+    /// `ready_bytes` count only those read so far (and those published since).
+    pub recovering: bool,
 }
 
 /// A queue's messages and consumers, and the rules that move messages between them.
@@ -172,6 +175,19 @@ pub struct QueueCore<C> {
     /// The id of a just-enqueued message with a TTL of 0 ([`EXPIRES_AT_ONCE`]): the next
     /// dispatch may offer it to a consumer, then dead-letters it if none took it.
     at_once: Option<u64>,
+    /// `Some` while the queue's recovered messages are still being read from the store
+    /// ([`QueueCore::begin_recovery`]): messages that arrive meanwhile wait here, in order,
+    /// and join the ready list behind the last recovered one
+    /// ([`QueueCore::finish_recovery`]), so a publish during recovery lands after every
+    /// message that was in the queue before the restart.
+    held: Option<Held>,
+}
+
+/// Messages that arrived while the queue was recovering, and their bytes.
+#[derive(Debug, Default)]
+struct Held {
+    entries: Vec<QueuedMessage>,
+    bytes: u64,
 }
 
 impl<C: ConsumerSlot> QueueCore<C> {
@@ -194,17 +210,23 @@ impl<C: ConsumerSlot> QueueCore<C> {
             delayed: BTreeMap::new(),
             expiry: BinaryHeap::new(),
             at_once: None,
+            held: None,
         }
     }
 
     /// Its counters.
     pub fn counts(&self) -> QueueCounts {
+        let (held, held_bytes) = self
+            .held
+            .as_ref()
+            .map_or((0, 0), |h| (h.entries.len() as u64, h.bytes));
         QueueCounts {
-            ready: self.ready.len() as u64,
-            ready_bytes: self.ready_bytes,
+            ready: self.ready.len() as u64 + held,
+            ready_bytes: self.ready_bytes + held_bytes,
             unacked: self.unacked,
             consumers: u32::try_from(self.consumers.len()).unwrap_or(u32::MAX),
             delayed: self.delayed.len() as u64,
+            recovering: self.held.is_some(),
         }
     }
 
@@ -226,8 +248,9 @@ impl<C: ConsumerSlot> QueueCore<C> {
     /// Whether the queue has room for one more message of `size` bytes after `pending` ones
     /// already accepted (its `x-max-length` and `x-max-length-bytes`).
     pub fn admits(&self, pending: (u64, u64), size: u64) -> bool {
-        let count = self.ready.len() as u64 + pending.0;
-        let bytes = self.ready_bytes + pending.1;
+        let c = self.counts();
+        let count = c.ready + pending.0;
+        let bytes = c.ready_bytes + pending.1;
         self.args.max_length.is_none_or(|max| count < max)
             && self
                 .args
@@ -248,6 +271,27 @@ impl<C: ConsumerSlot> QueueCore<C> {
             // Read while the body is here: it may be paged out below.
             entry.priority = priority_level(&entry, max);
         }
+        if let Some(held) = &mut self.held {
+            if entry.expires_at == EXPIRES_AT_ONCE {
+                // A TTL of 0 while recovering: recovered messages are ahead of it.
+                fx.dead_letter(DeadLetterReason::Expired, entry);
+                return;
+            }
+            if entry.stored {
+                // Paged out until it joins the ready list: recovery may take a while, and
+                // its body is in the store.
+                entry.message = None;
+            }
+            held.bytes += u64::from(entry.size);
+            held.entries.push(entry);
+            return;
+        }
+        self.append(entry, fx);
+    }
+
+    /// [`QueueCore::enqueue`] once the priority level is fixed and the queue is not
+    /// recovering.
+    fn append(&mut self, mut entry: QueuedMessage, fx: &mut Effects<C>) {
         self.ready_bytes += u64::from(entry.size);
         if entry.message.is_some() {
             if entry.stored && self.resident_bytes >= self.window_bytes {
@@ -302,6 +346,9 @@ impl<C: ConsumerSlot> QueueCore<C> {
     /// recovery read from its stored properties; entries with a pending requeue delay
     /// (`ready_at` > 0) wait in the delayed set.
     pub fn restore(&mut self, entries: impl IntoIterator<Item = (QueuedMessage, u64)>) {
+        if self.deleted {
+            return;
+        }
         for (mut e, ready_at) in entries {
             e.priority = e.priority.min(self.args.max_priority.unwrap_or(0));
             if ready_at > 0 {
@@ -313,6 +360,32 @@ impl<C: ConsumerSlot> QueueCore<C> {
                 self.expiry.push(Reverse((e.expires_at, e.id)));
             }
             self.ready.push_back(e);
+        }
+    }
+
+    /// Marks the queue as recovering: until [`QueueCore::finish_recovery`], further
+    /// [`QueueCore::restore`] batches append recovered messages and enqueued ones wait
+    /// behind them.
+    pub fn begin_recovery(&mut self) {
+        self.held = Some(Held::default());
+    }
+
+    /// Whether recovered messages are still being read ([`QueueCore::begin_recovery`]).
+    pub fn recovering(&self) -> bool {
+        self.held.is_some()
+    }
+
+    /// Ends recovery: the messages enqueued meanwhile join the ready list, in arrival
+    /// order, behind every recovered one. Call [`QueueCore::dispatch`] after.
+    pub fn finish_recovery(&mut self, fx: &mut Effects<C>) {
+        let Some(held) = self.held.take() else {
+            return;
+        };
+        for e in held.entries {
+            if self.deleted {
+                return;
+            }
+            self.append(e, fx);
         }
     }
 
@@ -649,19 +722,25 @@ impl<C: ConsumerSlot> QueueCore<C> {
         self.ready.insert_by_id(entry);
     }
 
-    /// Removes every ready message and returns them.
+    /// Removes every ready message (and those held while recovering) and returns them.
     pub fn purge(&mut self) -> Vec<QueuedMessage> {
         self.ready_bytes = 0;
         self.resident_bytes = 0;
         self.expiry.clear();
-        self.ready.take_all()
+        let mut all = self.ready.take_all();
+        if let Some(held) = &mut self.held {
+            held.bytes = 0;
+            all.append(&mut held.entries);
+        }
+        all
     }
 
     /// Empties the queue for good. Returns its consumers and how many messages (ready and
     /// delayed) it held.
     pub fn delete(&mut self) -> (Vec<C>, u64) {
         self.deleted = true;
-        let count = self.ready.len() as u64 + self.delayed.len() as u64;
+        let held = self.held.take().map_or(0, |h| h.entries.len() as u64);
+        let count = self.ready.len() as u64 + self.delayed.len() as u64 + held;
         self.ready.take_all();
         self.delayed.clear();
         self.expiry.clear();
@@ -817,6 +896,79 @@ mod tests {
         let left: Vec<u64> = st.expiry.iter().map(|Reverse((_, id))| *id).collect();
         assert_eq!(left.len(), 3, "{left:?}");
         assert!(left.iter().all(|id| *id >= 5_000));
+    }
+
+    fn recovered(ids: std::ops::RangeInclusive<u64>) -> Vec<(QueuedMessage, u64)> {
+        ids.map(|id| {
+            let mut e = stored(id);
+            e.message = None;
+            (e, 0)
+        })
+        .collect()
+    }
+
+    #[test]
+    fn while_recovering_new_messages_wait_behind_every_recovered_one() {
+        let mut q = core(QueueArgs::default());
+        let mut fx = Effects::default();
+        q.begin_recovery();
+        q.restore(recovered(1..=3));
+        q.add_consumer(Tc(0, false));
+        // Published during the recovery: held, counted, not dispatched before the rest.
+        q.enqueue(stored(100), &mut fx);
+        q.enqueue(message(101, 0), &mut fx);
+        let c = q.counts();
+        assert_eq!((c.ready, c.ready_bytes, c.recovering), (5, 5, true));
+        // A consumer drains what was recovered so far (bodies come from the store).
+        let mut held = [0];
+        for e in q.ready.iter_mut() {
+            e.message = message(e.id, 0).message;
+        }
+        q.dispatch(&mut LazyNow::at(T0), &mut prefetch(&mut held, 100), &mut fx);
+        assert_eq!(delivered(&mut fx), [(0, 1), (0, 2), (0, 3)]);
+        assert_eq!(q.counts().ready, 2, "the held ones are still counted");
+        // The next batch goes ahead of them, then the recovery ends and they follow.
+        q.restore(recovered(4..=5));
+        q.finish_recovery(&mut fx);
+        assert!(!q.counts().recovering);
+        assert_eq!(ready_ids(&q), [4, 5, 100, 101]);
+        // The held stored message was paged out; the transient one kept its body.
+        let bodies: Vec<bool> = q.ready().map(|e| e.message.is_some()).collect();
+        assert_eq!(bodies, [false, false, false, true]);
+        assert_eq!(q.counts().ready_bytes, 4);
+    }
+
+    #[test]
+    fn a_ttl_of_zero_expires_at_once_while_recovering_and_purge_takes_the_held_ones() {
+        let mut q = core(QueueArgs::default());
+        let mut fx = Effects::default();
+        q.begin_recovery();
+        q.restore(recovered(1..=2));
+        q.add_consumer(Tc(0, false));
+        q.enqueue(message(10, EXPIRES_AT_ONCE), &mut fx);
+        assert_eq!(dead(&mut fx), [(DeadLetterReason::Expired, vec![10])]);
+        q.enqueue(message(11, 0), &mut fx);
+        let purged: Vec<u64> = q.purge().iter().map(|e| e.id).collect();
+        assert_eq!(purged, [1, 2, 11]);
+        assert_eq!(q.counts().ready, 0);
+        assert_eq!(q.counts().ready_bytes, 0);
+        q.finish_recovery(&mut fx);
+        assert!(ready_ids(&q).is_empty());
+    }
+
+    #[test]
+    fn a_deleted_queue_takes_no_more_recovered_messages() {
+        let mut q = core(QueueArgs::default());
+        let mut fx = Effects::default();
+        q.begin_recovery();
+        q.restore(recovered(1..=2));
+        q.enqueue(message(10, 0), &mut fx);
+        let (_, count) = q.delete();
+        assert_eq!(count, 3);
+        q.restore(recovered(3..=4));
+        q.finish_recovery(&mut fx);
+        assert!(ready_ids(&q).is_empty());
+        assert!(fx.is_empty());
     }
 
     #[test]
@@ -1068,7 +1220,8 @@ mod tests {
                 ready_bytes: 0,
                 unacked: 0,
                 consumers: 1,
-                delayed: 0
+                delayed: 0,
+                recovering: false,
             }
         );
     }
