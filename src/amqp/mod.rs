@@ -208,6 +208,9 @@ enum ReadEnd {
 
 /// The reading side: a buffer over the socket, the size limit in force, and the two
 /// clocks that bound a peer's silence (heartbeats) and a frame's arrival (frame timeout).
+/// Bytes of read buffer a connection takes when bytes arrive after it went idle.
+const READ_BUFFER_BYTES: usize = 8 * 1024;
+
 struct FrameReader {
     read: OwnedReadHalf,
     buf: BytesMut,
@@ -246,6 +249,29 @@ impl FrameReader {
                     .map(|(since, t)| (since + t, ReadEnd::FrameTimeout)),
             ];
             let limit = limits.into_iter().flatten().min_by_key(|(at, _)| *at);
+            if self.buf.is_empty() {
+                // Idle: wait for bytes holding no buffer (frames already decoded keep their
+                // bytes alive on their own); an idle connection costs no read buffer, and one
+                // grown by a large frame shrinks back.
+                self.buf = BytesMut::new();
+                let ready = crate::connection::read_when_ready(&self.read, READ_BUFFER_BYTES);
+                let got = match limit {
+                    Some((at, end)) => match tokio::time::timeout_at(at, ready).await {
+                        Ok(got) => got,
+                        Err(_) => return Err(end),
+                    },
+                    None => ready.await,
+                };
+                match got {
+                    Ok(bytes) if bytes.is_empty() => return Err(ReadEnd::Eof),
+                    Ok(bytes) => {
+                        self.buf = bytes;
+                        self.last_read = Instant::now();
+                        continue;
+                    }
+                    Err(e) => return Err(ReadEnd::Io(e.to_string())),
+                }
+            }
             let read = self.read.read_buf(&mut self.buf);
             let n = match limit {
                 Some((at, end)) => match tokio::time::timeout_at(at, read).await {
@@ -336,7 +362,7 @@ pub async fn run(
     let (read, mut write) = socket.into_split();
     let mut frames = FrameReader {
         read,
-        buf: BytesMut::with_capacity(8 * 1024),
+        buf: BytesMut::with_capacity(READ_BUFFER_BYTES),
         max_frame: codec::FRAME_MIN_SIZE,
         silence: None,
         frame_timeout: config.frame_timeout,

@@ -177,6 +177,25 @@ pub async fn run_tls(
     .await;
 }
 
+/// Waits until `socket` has bytes and reads what is there into a fresh buffer of
+/// `capacity` (empty at the end of the stream). Nothing is allocated while it waits: an idle
+/// connection holds no read buffer. Readiness can be left over from an earlier read that
+/// stopped short of draining the socket, so a read that finds nothing waits again.
+pub(crate) async fn read_when_ready(
+    socket: &tokio::net::tcp::OwnedReadHalf,
+    capacity: usize,
+) -> std::io::Result<bytes::BytesMut> {
+    loop {
+        socket.readable().await?;
+        let mut buf = bytes::BytesMut::with_capacity(capacity);
+        match socket.try_read_buf(&mut buf) {
+            Ok(_) => return Ok(buf),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Turns Nagle's algorithm off (frames are batched already; replies must not wait) and
 /// names the peer for the logs.
 fn prepare(socket: &TcpStream) -> String {
@@ -198,7 +217,7 @@ async fn serve<S, R, W>(
     split: impl FnOnce(S) -> (R, W),
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
-    R: AsyncRead + Unpin,
+    R: AsyncRead + reader::IdleRead + Unpin,
     W: AsyncWrite + Unpin + Send + 'static,
 {
     match handshake(&mut socket, &config).await {
