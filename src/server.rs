@@ -17,9 +17,11 @@ use crate::amqp;
 use crate::broker::Broker;
 use crate::connection::{self, ConnectionConfig};
 
-/// Connections served at once; past this the listener stops accepting and new clients wait in
-/// the kernel's backlog.
-pub const MAX_CONNECTIONS: usize = 10_000;
+/// Default `--max-connections`: connections served at once, past which the listener stops
+/// accepting and new clients wait in the kernel's backlog. RabbitMQ has no cap of its own
+/// (`connection_max` is `infinity`) and is bounded by its file-descriptor limit, which its
+/// packages set to 65,536; this is the same number (docs/decisions.md).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 65_536;
 
 /// How long shutdown waits for connections to finish.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -70,7 +72,12 @@ pub async fn run(
 ) {
     let token = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    // 0: no cap of our own (the descriptor limit still applies: accept fails and is retried).
+    let cap = match config.max_connections {
+        0 => Semaphore::MAX_PERMITS,
+        n => n.min(Semaphore::MAX_PERMITS),
+    };
+    let limit = Arc::new(Semaphore::new(cap));
     let config = Arc::new(config);
     let listeners = listeners.into();
     let tls_listener = listeners.tls.as_ref().map(|(l, _)| l);

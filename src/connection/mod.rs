@@ -54,6 +54,9 @@ pub struct ConnectionConfig {
     /// With heartbeats off and nothing to write, this is what finds a peer that vanished
     /// without a FIN or RST (a pulled cable, a crashed host).
     pub tcp_keepalive: Option<Duration>,
+    /// Connections served at once, over every listener (`--max-connections`); 0 = no cap
+    /// of the server's own.
+    pub max_connections: usize,
 }
 
 /// Default `--max-header-bytes`: RabbitMQ's content header must fit in one frame of its
@@ -109,6 +112,7 @@ impl ConnectionConfig {
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             write_timeout: Some(default_write_timeout(heartbeat)),
             tcp_keepalive: Some(DEFAULT_TCP_KEEPALIVE),
+            max_connections: crate::server::DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
