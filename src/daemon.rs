@@ -48,6 +48,8 @@ pub struct ServeOptions {
     pub write_timeout: Option<Duration>,
     /// Idle time before TCP keepalive probes a silent client; `None` = keepalive off.
     pub tcp_keepalive: Option<Duration>,
+    /// Connections served at once; 0 = no cap of the server's own.
+    pub max_connections: usize,
     /// Bytes of ready bodies each queue keeps in memory.
     pub queue_window_bytes: u64,
     /// Default consumer timeout for queues without `x-consumer-timeout`.
@@ -269,6 +271,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         max_header_bytes: opts.max_header_bytes,
         write_timeout: opts.write_timeout,
         tcp_keepalive: opts.tcp_keepalive,
+        max_connections: opts.max_connections,
     };
     // The metrics endpoint stops when the signal arrives, while connections drain.
     let stop_metrics = CancellationToken::new();

@@ -93,6 +93,7 @@ async fn run_daemon(args: ServeArgs) -> anyhow::Result<()> {
             None => Some(warren::connection::default_write_timeout(heartbeat)),
         },
         tcp_keepalive: secs(args.tcp_keepalive_secs),
+        max_connections: args.max_connections,
         queue_window_bytes: args.queue_window_bytes,
         consumer_timeout: args
             .consumer_timeout_ms

@@ -1,10 +1,11 @@
 //! Caps on what clients may create (`--max-queues`, `--max-exchanges`,
 //! `--max-consumers-per-connection`): past each, a clear refusal naming the limit and its
-//! flag; the connection goes on; what exists is untouched.
+//! flag; the connection goes on; what exists is untouched. And the connection cap
+//! (`--max-connections`): past it, new clients wait until one closes.
 
 mod common;
 
-use common::TestDaemon;
+use common::{within, TestDaemon};
 use warren::client::{ClientError, ConsumeOptions, ExchangeOptions};
 use warren_protocol::ExchangeKind;
 
@@ -81,4 +82,34 @@ async fn queues_exchanges_and_consumers_are_capped() {
     c.declare_queue("a", Default::default())
         .await
         .expect("the connection goes on");
+}
+
+#[tokio::test]
+async fn past_the_connection_cap_a_client_waits_until_one_closes() {
+    let d = TestDaemon::start_with(&["--max-connections", "1"]);
+    let first = d.client().await;
+    let addr = d.addr().to_owned();
+    let mut second = tokio::spawn(async move { warren::client::Client::connect(&addr).await });
+    // Not served while the first is open (it waits in the kernel's backlog); this can only
+    // pass wrongly on a slow machine, never fail wrongly.
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(500), &mut second)
+            .await
+            .is_err(),
+        "a second connection was served past --max-connections 1"
+    );
+    let listed = first
+        .admin("connection.list", Default::default())
+        .await
+        .expect("connection.list");
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    first.close().await.expect("close");
+    let second = within("the waiting client to be served", second)
+        .await
+        .expect("join")
+        .expect("served once the first closed");
+    second
+        .declare_queue("served", Default::default())
+        .await
+        .expect("a working connection");
 }

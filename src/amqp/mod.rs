@@ -83,9 +83,27 @@ const MISSED_HEARTBEATS: u32 = 2;
 const MECHANISMS: &str = "PLAIN AMQPLAIN";
 
 /// The receiving half of a client's byte stream: a TCP socket's, or a TLS stream's
-/// (`--amqp-tls-listen`). Boxed rather than generic so that the connection code is compiled
-/// once; the cost is one indirect call per socket read, next to a system call.
-type ReadHalf = Box<dyn AsyncRead + Send + Sync + Unpin>;
+/// (`--amqp-tls-listen`). One type rather than generic code so that the connection code is
+/// compiled once. The TCP half is kept as itself so that an idle connection can wait for
+/// the socket to be readable without holding a read buffer; a TLS stream cannot (rustls
+/// holds records the socket no longer shows).
+enum ReadHalf {
+    Tcp(tokio::net::tcp::OwnedReadHalf),
+    Tls(Box<dyn AsyncRead + Send + Sync + Unpin>),
+}
+
+impl AsyncRead for ReadHalf {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            ReadHalf::Tcp(r) => std::pin::Pin::new(r).poll_read(cx, buf),
+            ReadHalf::Tls(r) => std::pin::Pin::new(r).poll_read(cx, buf),
+        }
+    }
+}
 
 /// The sending half, owned by the writer task.
 type WriteHalf = Box<dyn AsyncWrite + Send + Sync + Unpin>;
@@ -220,6 +238,9 @@ enum ReadEnd {
 
 /// The reading side: a buffer over the socket, the size limit in force, and the two
 /// clocks that bound a peer's silence (heartbeats) and a frame's arrival (frame timeout).
+/// Bytes of read buffer a connection takes when bytes arrive after it went idle.
+const READ_BUFFER_BYTES: usize = 8 * 1024;
+
 struct FrameReader {
     read: ReadHalf,
     buf: BytesMut,
@@ -258,6 +279,32 @@ impl FrameReader {
                     .map(|(since, t)| (since + t, ReadEnd::FrameTimeout)),
             ];
             let limit = limits.into_iter().flatten().min_by_key(|(at, _)| *at);
+            if let (true, ReadHalf::Tcp(socket)) = (self.buf.is_empty(), &self.read) {
+                // Idle: wait for bytes holding no buffer (frames already decoded keep their
+                // bytes alive on their own); an idle connection costs no read buffer, and one
+                // grown by a large frame shrinks back.
+                self.buf = BytesMut::new();
+                let ready = crate::connection::read_when_ready(socket, READ_BUFFER_BYTES);
+                let got = match limit {
+                    Some((at, end)) => match tokio::time::timeout_at(at, ready).await {
+                        Ok(got) => got,
+                        Err(_) => return Err(end),
+                    },
+                    None => ready.await,
+                };
+                match got {
+                    Ok(bytes) if bytes.is_empty() => return Err(ReadEnd::Eof),
+                    Ok(bytes) => {
+                        self.buf = bytes;
+                        self.last_read = Instant::now();
+                        continue;
+                    }
+                    Err(e) => return Err(ReadEnd::Io(e.to_string())),
+                }
+            }
+            if self.buf.capacity() == self.buf.len() {
+                self.buf.reserve(READ_BUFFER_BYTES);
+            }
             let read = self.read.read_buf(&mut self.buf);
             let n = match limit {
                 Some((at, end)) => match tokio::time::timeout_at(at, read).await {
@@ -351,7 +398,7 @@ pub async fn run(
     let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
     let (read, write) = socket.into_split();
     let stream = Stream {
-        read: Box::new(read),
+        read: ReadHalf::Tcp(read),
         write: Box::new(write),
         peer_addr,
         tls: false,
@@ -392,7 +439,7 @@ pub async fn run_tls(
     };
     let (read, write) = tokio::io::split(tls);
     let stream = Stream {
-        read: Box::new(read),
+        read: ReadHalf::Tls(Box::new(read)),
         write: Box::new(write),
         peer_addr,
         tls: true,
@@ -426,7 +473,7 @@ async fn serve(
     let peer = peer_addr.map_or_else(|| "unknown".to_owned(), |a| a.to_string());
     let mut frames = FrameReader {
         read,
-        buf: BytesMut::with_capacity(8 * 1024),
+        buf: BytesMut::with_capacity(READ_BUFFER_BYTES),
         max_frame: codec::FRAME_MIN_SIZE,
         silence: None,
         frame_timeout: config.frame_timeout,

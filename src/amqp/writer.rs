@@ -28,6 +28,9 @@ pub(super) enum Out {
 /// Frames written per batch before the socket is written to.
 const MAX_BATCH_BYTES: usize = 256 * 1024;
 
+/// What a batch's buffer starts with after the writer let it go while idle.
+const BATCH_START_BYTES: usize = 8 * 1024;
+
 pub(super) async fn run(
     mut socket: WriteHalf,
     mut rx: UnboundedReceiver<Out>,
@@ -61,7 +64,13 @@ pub(super) async fn run(
                     finish = true;
                     break;
                 }
-                Some(Out::Frame(bytes)) => batch.extend_from_slice(&bytes),
+                Some(Out::Frame(bytes)) => {
+                    if batch.capacity() == 0 {
+                        // One allocation for a typical batch, not a growth step per frame.
+                        batch.reserve(BATCH_START_BYTES.max(bytes.len()));
+                    }
+                    batch.extend_from_slice(&bytes);
+                }
                 Some(Out::Heartbeat(interval)) => {
                     let half = (interval / 2).max(Duration::from_millis(500));
                     let mut i = tokio::time::interval_at(Instant::now() + half, half);
@@ -87,6 +96,12 @@ pub(super) async fn run(
                 gone.cancel();
                 return;
             }
+        }
+        if rx.is_empty() || batch.capacity() > MAX_BATCH_BYTES * 2 {
+            // About to wait (or grown by a large frame): hold no buffer meanwhile. With
+            // thousands of mostly idle connections, what each kept between batches (up to
+            // the largest batch it ever wrote) was a good part of its cost.
+            batch = Vec::new();
         }
         if finish {
             let _ = socket.shutdown().await;

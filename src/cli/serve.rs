@@ -190,6 +190,17 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = 100_000)]
     pub max_exchanges: usize,
 
+    /// Connections served at once, over all listeners; past this the server stops accepting
+    /// and new clients wait in the kernel's backlog until one closes. `0`: no cap of the
+    /// server's own (the process's file-descriptor limit still bounds it).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = crate::server::DEFAULT_MAX_CONNECTIONS,
+        env = "WARREN_MAX_CONNECTIONS"
+    )]
+    pub max_connections: usize,
+
     /// Most consumers on one connection; one more is refused.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     pub max_consumers_per_connection: usize,

@@ -55,6 +55,9 @@ pub struct ConnectionConfig {
     /// With heartbeats off and nothing to write, this is what finds a peer that vanished
     /// without a FIN or RST (a pulled cable, a crashed host).
     pub tcp_keepalive: Option<Duration>,
+    /// Connections served at once, over every listener (`--max-connections`); 0 = no cap
+    /// of the server's own.
+    pub max_connections: usize,
 }
 
 /// Default `--max-header-bytes`: RabbitMQ's content header must fit in one frame of its
@@ -110,6 +113,7 @@ impl ConnectionConfig {
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             write_timeout: Some(default_write_timeout(heartbeat)),
             tcp_keepalive: Some(DEFAULT_TCP_KEEPALIVE),
+            max_connections: crate::server::DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -176,6 +180,25 @@ pub async fn run_tls(
     .await;
 }
 
+/// Waits until `socket` has bytes and reads what is there into a fresh buffer of
+/// `capacity` (empty at the end of the stream). Nothing is allocated while it waits: an idle
+/// connection holds no read buffer. Readiness can be left over from an earlier read that
+/// stopped short of draining the socket, so a read that finds nothing waits again.
+pub(crate) async fn read_when_ready(
+    socket: &tokio::net::tcp::OwnedReadHalf,
+    capacity: usize,
+) -> std::io::Result<bytes::BytesMut> {
+    loop {
+        socket.readable().await?;
+        let mut buf = bytes::BytesMut::with_capacity(capacity);
+        match socket.try_read_buf(&mut buf) {
+            Ok(_) => return Ok(buf),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Turns Nagle's algorithm off (frames are batched already; replies must not wait) and
 /// names the peer for the logs.
 fn prepare(socket: &TcpStream) -> String {
@@ -196,7 +219,7 @@ async fn serve<S, R, W>(
     split: impl FnOnce(S) -> (R, W),
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
-    R: AsyncRead + Unpin,
+    R: AsyncRead + reader::IdleRead + Unpin,
     W: AsyncWrite + Unpin + Send + 'static,
 {
     match handshake(&mut socket, &config).await {

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use futures::StreamExt;
 use tokio::io::AsyncRead;
 use tokio_util::codec::FramedRead;
@@ -107,7 +108,7 @@ pub(super) struct Stops<'a> {
     pub writer_gone: &'a CancellationToken,
 }
 
-pub(super) async fn run<R: AsyncRead + Unpin>(
+pub(super) async fn run<R: AsyncRead + IdleRead + Unpin>(
     frames: FramedRead<R, FrameCodec>,
     broker: &Broker,
     session: &Arc<Session>,
@@ -126,7 +127,7 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
     ended
 }
 
-async fn read_loop<R: AsyncRead + Unpin>(
+async fn read_loop<R: AsyncRead + IdleRead + Unpin>(
     mut frames: FramedRead<R, FrameCodec>,
     broker: &Broker,
     session: &Arc<Session>,
@@ -337,6 +338,41 @@ async fn wait_while_blocked(
     session.send(0, Event::Unblocked);
 }
 
+/// Bytes of read buffer a connection takes when bytes arrive after it went idle: what
+/// `FramedRead` starts with. Larger frames grow it (the codec reserves as they arrive).
+pub(super) const READ_BUFFER_BYTES: usize = 8 * 1024;
+
+/// A read half that can wait for bytes holding no buffer, so an idle connection costs no
+/// read buffer: with thousands of mostly idle connections, the 8 KB each held while nothing
+/// arrived (or the size of the last large frame) was a good part of what a connection cost.
+pub(super) trait IdleRead {
+    /// Whether [`IdleRead::read_when_ready`] works here; where it does not (TLS), the reader
+    /// keeps its buffer while it waits.
+    const CAN_WAIT: bool;
+
+    /// Waits until bytes arrive and reads what is there into a fresh buffer; an empty one
+    /// at the end of the stream.
+    async fn read_when_ready(&self) -> std::io::Result<BytesMut>;
+}
+
+impl IdleRead for tokio::net::tcp::OwnedReadHalf {
+    const CAN_WAIT: bool = true;
+
+    async fn read_when_ready(&self) -> std::io::Result<BytesMut> {
+        super::read_when_ready(self, READ_BUFFER_BYTES).await
+    }
+}
+
+/// TLS: bytes on the socket are not yet bytes of the stream (rustls holds records), so the
+/// stream cannot be read around its own buffers.
+impl<T> IdleRead for tokio::io::ReadHalf<T> {
+    const CAN_WAIT: bool = false;
+
+    async fn read_when_ready(&self) -> std::io::Result<BytesMut> {
+        Ok(BytesMut::new())
+    }
+}
+
 enum Read {
     Frame(Envelope),
     Eof,
@@ -350,17 +386,39 @@ enum Read {
 /// reads, so with nothing buffered the read is interrupted every quarter `frame_timeout` to
 /// look (reading is cancel-safe: buffered bytes stay buffered); a frame's clock therefore
 /// starts at most that much after its first byte.
-async fn read<R: AsyncRead + Unpin>(
+///
+/// With nothing buffered, the read buffer is let go while the connection waits for bytes,
+/// and a fresh [`READ_BUFFER_BYTES`] one taken when they come: an idle connection holds no
+/// buffer, and one grown by a large frame shrinks back once that frame is read.
+async fn read<R: AsyncRead + IdleRead + Unpin>(
     frames: &mut FramedRead<R, FrameCodec>,
     silence: Option<Duration>,
     frame_timeout: Option<Duration>,
 ) -> Read {
     let start = tokio::time::Instant::now();
     let silent_at = silence.map(|s| start + s);
+    if R::CAN_WAIT && frames.read_buffer().is_empty() {
+        // Frames already decoded from the old buffer keep their bytes alive on their own.
+        *frames.read_buffer_mut() = BytesMut::new();
+        let ready = frames.get_ref().read_when_ready();
+        let got = match silent_at {
+            Some(at) => match tokio::time::timeout_at(at, ready).await {
+                Ok(got) => got,
+                Err(_) => return Read::Silent,
+            },
+            None => ready.await,
+        };
+        match got {
+            // Empty at the end of the stream: the read below finds the end again.
+            Ok(bytes) => *frames.read_buffer_mut() = bytes,
+            Err(e) => return Read::Error(DecodeError::from(e)),
+        }
+    }
     let look_every = frame_timeout.map(|t| (t / 4).max(Duration::from_millis(10)));
+    // From now: a frame whose first bytes just ended an idle wait has its full time.
     let mut frame_due = frame_timeout
         .filter(|_| !frames.read_buffer().is_empty())
-        .map(|t| start + t);
+        .map(|t| tokio::time::Instant::now() + t);
     loop {
         let now = tokio::time::Instant::now();
         let look = match frame_due {
@@ -570,4 +628,53 @@ async fn dispatch(
         }
     }
     Ok(Flow::Continue)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+    use warren_protocol::{Admin, FieldTable};
+
+    #[tokio::test]
+    async fn an_idle_connection_holds_no_read_buffer_even_after_a_large_frame() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let mut client = tokio::net::TcpStream::connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (server, _) = listener.accept().await.expect("accept");
+        let (read_half, _write_half) = server.into_split();
+        let mut frames = FramedRead::new(read_half, FrameCodec::new(1 << 22));
+        let large = Frame::Admin(Admin {
+            command: "x".repeat(1 << 20),
+            arguments: FieldTable::new(),
+        });
+        client
+            .write_all(&Envelope::new(1, large).to_bytes())
+            .await
+            .expect("write");
+        let Read::Frame(env) = read(&mut frames, None, None).await else {
+            panic!("expected the large frame");
+        };
+        assert_eq!(env.request_id, 1);
+        // Waiting for the next frame: no buffer held, whatever the last frame's size.
+        {
+            let next = read(&mut frames, None, None);
+            tokio::pin!(next);
+            assert!(futures::poll!(next.as_mut()).is_pending());
+        }
+        assert_eq!(frames.read_buffer().capacity(), 0);
+        // Bytes arrive: a small buffer again, and the frame is read.
+        client
+            .write_all(&Envelope::new(2, Frame::Heartbeat).to_bytes())
+            .await
+            .expect("write");
+        let Read::Frame(env) = read(&mut frames, None, None).await else {
+            panic!("expected the heartbeat");
+        };
+        assert_eq!(env.request_id, 2);
+        assert!(frames.read_buffer().capacity() <= READ_BUFFER_BYTES);
+    }
 }

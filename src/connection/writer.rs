@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use futures::{Sink, SinkExt};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -18,6 +19,24 @@ use crate::broker::session::{Outbound, Session};
 
 /// Frames fed before a flush is forced, so one busy connection still writes regularly.
 const MAX_FRAMES_PER_FLUSH: usize = 1024;
+
+/// The write buffer a batch starts with (what `FramedWrite` starts with); larger frames grow
+/// it.
+const WRITE_BUFFER_BYTES: usize = 8 * 1024;
+
+/// A write buffer grown past this (by a large delivery) is let go after its flush even while
+/// the connection stays busy, so one large message does not pin its size for good.
+const WRITE_BUFFER_KEEP_BYTES: usize = 256 * 1024;
+
+/// After a flush: lets the (empty) write buffer go when the writer is about to wait
+/// (`idle`), or when a large frame grew it past [`WRITE_BUFFER_KEEP_BYTES`]. With thousands
+/// of mostly idle connections, the 8 KB each held between batches was a good part of what a
+/// connection cost; a busy writer keeps its buffer from batch to batch.
+fn release_write_buffer(buf: &mut BytesMut, idle: bool) {
+    if buf.is_empty() && (idle || buf.capacity() > WRITE_BUFFER_KEEP_BYTES) {
+        *buf = BytesMut::new();
+    }
+}
 
 /// How long a finished writer may take to end the stream (a TLS `close_notify`).
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(1);
@@ -52,6 +71,12 @@ impl<W: AsyncWrite + Unpin> Writer<'_, W> {
     {
         self.progress(|sink, cx| Sink::<Envelope>::poll_ready(std::pin::Pin::new(sink), cx))
             .await?;
+        let buf = self.sink.write_buffer_mut();
+        if buf.capacity() == 0 {
+            // Released while idle (`release_write_buffer`): one allocation per batch, not
+            // one growth step per frame.
+            buf.reserve(WRITE_BUFFER_BYTES);
+        }
         self.sink.feed(item).await
     }
 
@@ -197,6 +222,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             }
         }
         sink.flush().await?;
+        release_write_buffer(sink.sink.write_buffer_mut(), rx.is_empty());
         // Only a frame actually written counts as activity: a tick that wrote nothing must not
         // postpone the next heartbeat.
         if wrote {
@@ -263,5 +289,35 @@ async fn write<W: AsyncWrite + Unpin>(
             consumer.on_written();
             result.map(|()| true)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_write_buffer_is_let_go_when_idle_or_grown_by_a_large_frame() {
+        let mut buf = BytesMut::with_capacity(WRITE_BUFFER_BYTES);
+        release_write_buffer(&mut buf, false);
+        assert_eq!(
+            buf.capacity(),
+            WRITE_BUFFER_BYTES,
+            "busy: kept for the next batch"
+        );
+        release_write_buffer(&mut buf, true);
+        assert_eq!(buf.capacity(), 0, "idle: nothing held");
+
+        // A large delivery grew it; flushed, it is let go even while busy.
+        let mut buf = BytesMut::with_capacity(WRITE_BUFFER_BYTES);
+        buf.extend_from_slice(&vec![7u8; 1 << 20]);
+        release_write_buffer(&mut buf, false);
+        assert!(
+            buf.capacity() >= 1 << 20,
+            "not flushed yet: nothing is dropped"
+        );
+        buf.clear();
+        release_write_buffer(&mut buf, false);
+        assert_eq!(buf.capacity(), 0);
     }
 }
