@@ -6,7 +6,6 @@
 //! the broker runs them on a few dedicated threads, one per core, so a storm of logins cannot
 //! stall the broker.
 
-use std::cell::RefCell;
 use std::sync::OnceLock;
 
 use argon2::password_hash::rand_core::OsRng;
@@ -41,17 +40,22 @@ pub fn hash_password(password: &[u8]) -> Result<String, HashError> {
         .map_err(|e| HashError(e.to_string()))
 }
 
+/// The size from which glibc always gives an allocation its own mapping, returned to the
+/// system when freed: above its largest mmap threshold (32 MiB on 64-bit). Below that,
+/// the threshold rises to the size of each mapped block freed, so after the first login
+/// every later one took argon2's 19 MiB from a heap arena, and the password-hashing
+/// threads' arenas kept those pages resident: 19 to 38 MiB held for nothing (S6, S7 in
+/// docs/BENCHMARKS.md). Reserving this much (only the blocks argon2 uses are touched, so
+/// only they become resident) keeps its memory out of the arenas; other allocators are
+/// unaffected by the extra reservation.
+const ALWAYS_MAPPED_BYTES: usize = 33 << 20;
+
 /// Whether `password` matches the PHC string `phc`. The comparison is constant-time; an
 /// unreadable PHC string matches nothing.
 ///
-/// argon2's working memory (19 MiB at the default parameters) is kept per thread and reused:
-/// allocating it for every login made each one leave about 19 MiB more resident memory behind
-/// (the allocator kept the freed blocks without reusing them), some 200 MiB after a burst of
-/// logins. The password-hashing threads are few and long-lived, so this bounds it.
+/// argon2's working memory (19 MiB at the default parameters) is allocated for the
+/// verification and given back to the system after it: see [`ALWAYS_MAPPED_BYTES`].
 pub fn verify_password(phc: &str, password: &[u8]) -> bool {
-    thread_local! {
-        static BLOCKS: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
-    }
     let Ok(parsed) = PasswordHash::new(phc) else {
         return false;
     };
@@ -74,16 +78,14 @@ pub fn verify_password(phc: &str, password: &[u8]) -> bool {
     };
     let argon2 = Argon2::new(algorithm, version, params);
     let mut out = vec![0u8; expected.len()];
-    let hashed = BLOCKS.with(|blocks| {
-        let mut blocks = blocks.borrow_mut();
-        let needed = argon2.params().block_count();
-        if blocks.len() < needed {
-            blocks.resize(needed, Block::default());
-        }
-        argon2
-            .hash_password_into_with_memory(password, salt, &mut out, &mut blocks[..needed])
-            .is_ok()
-    });
+    let needed = argon2.params().block_count();
+    let mut blocks: Vec<Block> =
+        Vec::with_capacity(needed.max(ALWAYS_MAPPED_BYTES / std::mem::size_of::<Block>()));
+    blocks.resize(needed, Block::default());
+    let hashed = argon2
+        .hash_password_into_with_memory(password, salt, &mut out, &mut blocks[..])
+        .is_ok();
+    drop(blocks);
     // `Output`'s equality is constant-time.
     hashed && Output::new(&out).is_ok_and(|out| out == expected)
 }

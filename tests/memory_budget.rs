@@ -37,7 +37,6 @@ async fn past_the_memory_limit_publishers_wait_until_consumers_drain() {
         .expect("declare");
     let before = status(&admin).await;
     assert_eq!(before.memory_limit_bytes, 128 << 20);
-    // The baseline includes argon2's working memory (19 MiB per password-hashing thread).
     assert!(
         before.memory_used_bytes > 0 && before.memory_used_bytes < 96 << 20,
         "{before:?}"
@@ -94,4 +93,32 @@ async fn past_the_memory_limit_publishers_wait_until_consumers_drain() {
     let want: Vec<String> = (0..=confirmed).map(|i| format!("{i:08}")).collect();
     assert_eq!(got, want);
     assert!(d.logs().contains("memory alarm"), "the alarm is logged");
+}
+
+/// A login's argon2 working memory (19 MiB) is given back when the login is done: logins
+/// leave the daemon's allocated bytes where they were. (It was kept per password-hashing
+/// thread, 19 MiB each, for the daemon's life.) The last login's may be freed a moment
+/// after its client is in, so the check waits, bounded.
+#[tokio::test]
+async fn logins_leave_no_password_hashing_memory_behind() {
+    let d = TestDaemon::start();
+    let admin = d.client().await;
+    let before = status(&admin).await.memory_used_bytes;
+    let mut clients = Vec::new();
+    for _ in 0..6 {
+        clients.push(d.client().await);
+    }
+    let mut after = status(&admin).await.memory_used_bytes;
+    for _ in 0..100 {
+        if after < before + (8 << 20) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        after = status(&admin).await.memory_used_bytes;
+    }
+    assert!(
+        after < before + (8 << 20),
+        "six logins left {} bytes more allocated ({before} -> {after})",
+        after.saturating_sub(before)
+    );
 }
