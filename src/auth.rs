@@ -54,7 +54,7 @@ const ALWAYS_MAPPED_BYTES: usize = 33 << 20;
 /// unreadable PHC string matches nothing.
 ///
 /// argon2's working memory (19 MiB at the default parameters) is allocated for the
-/// verification and given back to the system after it: see [`ALWAYS_MAPPED_BYTES`].
+/// verification and given back to the system after it: see `ALWAYS_MAPPED_BYTES`.
 pub fn verify_password(phc: &str, password: &[u8]) -> bool {
     let Ok(parsed) = PasswordHash::new(phc) else {
         return false;
