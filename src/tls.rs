@@ -265,6 +265,35 @@ fn system_roots() -> RootCertStore {
     roots
 }
 
+/// The server side of a TLS handshake on a listener's new connection, bounded by
+/// `deadline` and cut short by `shutdown`. `None`, logged with `door` (`"TLS"`, `"AMQP
+/// TLS"`), when the client fails it (a plain client on a TLS port lands here: rustls answers
+/// its first bytes with an alert), takes too long, or the server is stopping.
+pub async fn accept(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    socket: tokio::net::TcpStream,
+    deadline: tokio::time::Instant,
+    shutdown: &tokio_util::sync::CancellationToken,
+    peer: &str,
+    door: &str,
+) -> Option<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+    let handshake = tokio::select! {
+        () = shutdown.cancelled() => return None,
+        r = tokio::time::timeout_at(deadline, acceptor.accept(socket)) => r,
+    };
+    match handshake {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(e)) => {
+            tracing::info!(%peer, reason = %e, "{door} handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::info!(%peer, "no {door} handshake within the handshake timeout");
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -420,22 +420,10 @@ pub async fn run_tls(
     let peer_addr = socket.peer_addr().ok();
     let peer = peer_addr.map_or_else(|| "unknown".to_owned(), |a| a.to_string());
     let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
-    let tls = tokio::select! {
-        () = shutdown.cancelled() => return,
-        r = tokio::time::timeout_at(deadline, acceptor.accept(socket)) => r,
-    };
-    let tls = match tls {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => {
-            // A plain AMQP client on this port lands here: rustls answers its protocol
-            // header with an alert and the socket closes.
-            tracing::info!(%peer, reason = %e, "AMQP TLS handshake failed");
-            return;
-        }
-        Err(_) => {
-            tracing::info!(%peer, "no AMQP TLS handshake within the handshake timeout");
-            return;
-        }
+    let Some(tls) =
+        crate::tls::accept(&acceptor, socket, deadline, &shutdown, &peer, "AMQP TLS").await
+    else {
+        return;
     };
     let (read, write) = tokio::io::split(tls);
     let stream = Stream {

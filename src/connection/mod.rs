@@ -156,18 +156,11 @@ pub async fn run_tls(
 ) {
     let peer = prepare(&socket);
     let peer_ip = socket.peer_addr().ok().map(|a| a.ip());
-    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => {
-            // A plain client on the TLS port lands here: rustls answers its preface with an
-            // alert and closes.
-            tracing::info!(%peer, reason = %e, "TLS handshake failed");
-            return;
-        }
-        Err(_) => {
-            tracing::info!(%peer, "no TLS handshake within the handshake timeout");
-            return;
-        }
+    let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+    let Some(stream) =
+        crate::tls::accept(&acceptor, socket, deadline, &shutdown, &peer, "TLS").await
+    else {
+        return;
     };
     serve(
         stream,
