@@ -11,9 +11,9 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use common::pki::Pki;
+use common::run_client_script;
 
 /// Whether `node` can `require('amqplib')` with `NODE_PATH` set to `node_path`.
 fn node_finds_amqplib(node_path: Option<&Path>) -> bool {
@@ -71,35 +71,11 @@ fn amqplib_runs_hello_world_confirms_prefetch_nack_and_amqps() {
     let (_, tls_port) = tls.rsplit_once(':').expect("host:port");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/amqp/amqplib_basic.js");
     let out_path = d.data_dir().join("amqplib.out");
-    let out = std::fs::File::create(&out_path).expect("output file");
     let mut cmd = Command::new("node");
     cmd.arg(&script)
-        .args([host, port, tls_port, &pki.arg("ca.pem")])
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().expect("output file"))
-        .stderr(out);
+        .args([host, port, tls_port, &pki.arg("ca.pem")]);
     if let Some(p) = &node_path {
         cmd.env("NODE_PATH", p);
     }
-    let mut child = cmd.spawn().expect("node runs");
-    // The script bounds each of its waits; this bounds the whole run.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("waiting for node") {
-            break Some(status);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let output = std::fs::read_to_string(&out_path).unwrap_or_default();
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "amqplib script failed ({status:?}):\n{output}"
-    );
-    assert!(output.contains("all ok"), "{output}");
-    eprintln!("{output}");
+    run_client_script(cmd, &out_path, "amqplib");
 }

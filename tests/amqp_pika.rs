@@ -10,9 +10,8 @@ mod common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
-use common::TestDaemon;
+use common::{run_client_script, TestDaemon};
 
 /// A Python that can `import pika`, or why there is none.
 fn pika_python() -> Result<String, String> {
@@ -48,32 +47,7 @@ fn pika_runs_hello_world_confirms_and_acks() {
     let (host, port) = addr.rsplit_once(':').expect("host:port");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/amqp/pika_basic.py");
     let out_path = d.data_dir().join("pika.out");
-    let out = std::fs::File::create(&out_path).expect("output file");
-    let mut child = Command::new(&python)
-        .arg(&script)
-        .args([host, port])
-        .stdout(out.try_clone().expect("output file"))
-        .stderr(out)
-        .spawn()
-        .expect("python runs");
-    // The script bounds each of its waits; this bounds the whole run.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("waiting for python") {
-            break Some(status);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let output = std::fs::read_to_string(&out_path).unwrap_or_default();
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "pika script failed ({status:?}):\n{output}"
-    );
-    assert!(output.contains("all ok"), "{output}");
-    eprintln!("{output}");
+    let mut cmd = Command::new(&python);
+    cmd.arg(&script).args([host, port]);
+    run_client_script(cmd, &out_path, "pika");
 }

@@ -472,3 +472,35 @@ pub async fn dead_letter_target(c: &Client) {
     durable_queue(c, "dlq", FieldTable::new()).await;
     c.bind("dlq", "dlx", "", FieldTable::new()).await.unwrap();
 }
+
+/// Runs a client script nobody here wrote (pika, amqplib) to its end, its output in
+/// `out_path`, bounded to two minutes (the scripts bound each of their own waits), and
+/// checks that it succeeded and said `all ok`; prints its output.
+pub fn run_client_script(mut cmd: Command, out_path: &Path, what: &str) {
+    let out = std::fs::File::create(out_path).expect("output file");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().expect("output file"))
+        .stderr(out)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what} does not start: {e}"));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for the script") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let output = std::fs::read_to_string(out_path).unwrap_or_default();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{what} script failed ({status:?}):\n{output}"
+    );
+    assert!(output.contains("all ok"), "{output}");
+    eprintln!("{output}");
+}
