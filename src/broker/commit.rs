@@ -12,11 +12,12 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedSender;
 use warren_protocol::ErrorCode;
 
-use super::confirm::ReplySlot;
+use super::confirm::{ReplySlot, SlowPublish};
 use super::dead_letter::DeadLetterReason;
 use super::dedup::Mark;
 use super::event::{Confirm, Event};
@@ -82,13 +83,41 @@ pub struct Targets {
     producer: Option<(Arc<str>, u64)>,
     /// Some stream target dropped it as a producer duplicate ([`Hooks::prepare`]).
     stream_duplicate: bool,
+    /// Set when the message was enqueued in its targets before the commit (the early
+    /// path, `publish.rs`): the commit only writes the rows still needed and confirms.
+    early: Option<Early>,
+    /// Held while a client's publish takes the commit-first path: its session sends no
+    /// publish down the early path meanwhile, which would overtake it.
+    slow: Option<SlowPublish>,
 }
+
+/// When a publish enqueued before its commit was made: its targets' expiry counts from
+/// `now_ms` (as their entries' did), and the writer waits for its acks until `at` plus
+/// [`EARLY_ACK_WAIT`] at most.
+#[derive(Debug, Clone, Copy)]
+pub struct Early {
+    /// The broker's clock at the publish, ms since the epoch.
+    pub now_ms: u64,
+    /// When it was published.
+    pub at: Instant,
+}
+
+/// How long the writer may hold back a message enqueued before its commit that every target
+/// has delivered, waiting for the acks that would spare writing it (as RabbitMQ's message
+/// store skips messages acked before they are written). It delays only the confirm, by
+/// at most this, and only while the consumers keep up.
+pub const EARLY_ACK_WAIT: Duration = Duration::from_millis(10);
 
 impl Targets {
     /// Names the publish's producer and sequence, for the streams it reaches to deduplicate
     /// (docs/deduplication.md, "Producers").
     pub fn set_producer(&mut self, producer: Option<(Arc<str>, u64)>) {
         self.producer = producer;
+    }
+
+    /// Holds `slow` until the publish completes (see [`SlowPublish`]).
+    pub fn set_slow(&mut self, slow: SlowPublish) {
+        self.slow = Some(slow);
     }
 }
 
@@ -119,6 +148,34 @@ pub fn publish_op_with_marks(
             duplicate: false,
             producer: None,
             stream_duplicate: false,
+            early: None,
+            slow: None,
+        },
+    )
+}
+
+/// A client's publish enqueued in `queues` before its commit, numbered `id`: the commit
+/// writes the rows of the durable targets not yet settled, then confirms.
+pub fn early_publish_op(
+    id: u64,
+    message: Arc<Message>,
+    queues: Vec<Arc<Queue>>,
+    confirm: Option<ReplySlot>,
+    early: Early,
+) -> PublishOp<Hooks> {
+    PublishOp::with_id(
+        id,
+        message,
+        Targets {
+            queues,
+            rejected: Vec::new(),
+            confirm,
+            marks: Vec::new(),
+            duplicate: false,
+            producer: None,
+            stream_duplicate: false,
+            early: Some(early),
+            slow: None,
         },
     )
 }
@@ -136,6 +193,8 @@ pub fn duplicate_op(message: Arc<Message>, confirm: ReplySlot) -> PublishOp<Hook
             duplicate: true,
             producer: None,
             stream_duplicate: false,
+            early: None,
+            slow: None,
         },
     )
 }
@@ -219,7 +278,7 @@ fn dedup_rows(now: u64, publish: &Targets, message: &Message, rows: &mut Rows) {
 
 /// When a message entering `queue` at `now` expires (0 = never): the queue's TTL or the
 /// message's own expiration, whichever ends first.
-fn expires_at(queue: &Queue, message: &Message, now: u64) -> u64 {
+pub(super) fn expires_at(queue: &Queue, message: &Message, now: u64) -> u64 {
     let ttl = match (queue.args.message_ttl_ms, message.properties.expiration) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
@@ -254,6 +313,17 @@ impl CommitHooks for Hooks {
         }
     }
 
+    /// Holds a message enqueued before its commit while every target has delivered it and
+    /// some ack is still to come, up to [`EARLY_ACK_WAIT`] after its publish: the acks that
+    /// arrive meanwhile spare its rows (a consumer that keeps up means it is never written).
+    fn hold_until(&self, publish: &Targets, message: &Message) -> Option<Instant> {
+        let early = publish.early.as_ref()?;
+        let held = message.properties.persistent
+            && publish.queues.iter().any(|q| q.durable)
+            && message.write.awaits_acks(publish.queues.len());
+        held.then(|| early.at + EARLY_ACK_WAIT)
+    }
+
     /// Decides which targets take the message: a full queue whose overflow rule refuses
     /// (anything but `drop-head`) refuses it, counting what this batch already added. Rows go
     /// to the durable queues among the rest when the message is persistent.
@@ -264,6 +334,19 @@ impl CommitHooks for Hooks {
         message: &Message,
         rows: &mut Rows,
     ) -> bool {
+        if let Some(early) = &publish.early {
+            // Enqueued already: rows only where it is still unsettled. Its targets refuse
+            // nothing (the early path takes none that could) and none is a stream.
+            let settled = message.write.take();
+            if message.properties.persistent {
+                for (i, q) in publish.queues.iter().enumerate() {
+                    if q.durable && !q.is_deleted() && settled & (1 << i) == 0 {
+                        rows.push(q.id, expires_at(q, message, early.now_ms));
+                    }
+                }
+            }
+            return true;
+        }
         let size = message.body.len() as u64;
         let pending = &mut batch.pending;
         let rejected = &mut publish.rejected;
@@ -353,9 +436,26 @@ impl CommitHooks for Hooks {
                     duplicate,
                     producer,
                     stream_duplicate,
+                    early,
+                    slow: _slow,
                 },
             ..
         } = publish;
+        if early.is_some() {
+            // Enqueued before the commit: what is left is the confirm. A failed commit
+            // nacks it, though consumers may have it already (at least once: the publisher
+            // sends it again; docs/storage.md).
+            if let Some(slot) = confirm {
+                slot.reply(Event::Confirm(match result {
+                    Err(e) if stored => Confirm::Nack {
+                        code: ErrorCode::InternalError,
+                        reason: storage_failure(e),
+                    },
+                    _ => Confirm::Ack,
+                }));
+            }
+            return;
+        }
         if duplicate {
             if let Some(slot) = confirm {
                 slot.reply(Event::Confirm(Confirm::Duplicate));
@@ -400,6 +500,7 @@ impl CommitHooks for Hooks {
                 continue;
             }
             q.enqueue(QueuedMessage {
+                early: 0,
                 id,
                 message: Some(message.clone()),
                 size,
@@ -414,6 +515,7 @@ impl CommitHooks for Hooks {
             if q.args.overflow == Overflow::RejectPublishDlx {
                 q.dead_letter(
                     vec![QueuedMessage {
+                        early: 0,
                         id,
                         message: Some(message.clone()),
                         size,

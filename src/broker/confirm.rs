@@ -3,6 +3,7 @@
 //! step, `commit.rs`) reach the
 //! connection's writer without the store writer ever blocking on a slow client.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -17,6 +18,9 @@ use super::event::{Confirm, Event, RequestId};
 pub struct ReplySink {
     pending: Mutex<Vec<(RequestId, Event)>>,
     notify: Notify,
+    /// The connection's publishes on the commit-first path not yet enqueued
+    /// ([`SlowPublish`]).
+    slow_publishes: AtomicUsize,
 }
 
 impl ReplySink {
@@ -36,9 +40,35 @@ impl ReplySink {
         out.append(&mut self.pending.lock());
     }
 
+    /// Whether a publish of this connection is still on its way through the commit to its
+    /// queues: until it is enqueued, the connection's later publishes must not be enqueued
+    /// before their commit, which would overtake it.
+    pub fn has_slow_publishes(&self) -> bool {
+        self.slow_publishes.load(Ordering::Acquire) != 0
+    }
+
     /// Resolves when something may have been pushed since the last drain.
     pub async fn notified(&self) {
         self.notify.notified().await;
+    }
+}
+
+/// Counts one publish on the commit-first path for its connection's
+/// [`ReplySink::has_slow_publishes`], from its routing until it is enqueued.
+#[derive(Debug)]
+pub struct SlowPublish(Arc<ReplySink>);
+
+impl SlowPublish {
+    /// Counts a publish of the connection `sink` belongs to.
+    pub fn new(sink: Arc<ReplySink>) -> Self {
+        sink.slow_publishes.fetch_add(1, Ordering::AcqRel);
+        SlowPublish(sink)
+    }
+}
+
+impl Drop for SlowPublish {
+    fn drop(&mut self) {
+        self.0.slow_publishes.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -69,6 +99,11 @@ impl ReplySlot {
             request_id,
             no_confirm,
         }
+    }
+
+    /// Whether a success goes to no one (a publish that asked for no confirm).
+    pub fn is_quiet(&self) -> bool {
+        self.no_confirm
     }
 
     /// Sends the reply.

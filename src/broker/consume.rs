@@ -187,7 +187,7 @@ impl Broker {
         };
         let (delivery_count, acquired_count) = (entry.delivery_count, entry.acquired_count);
         let delivery_tag = if g.no_ack {
-            if entry.stored {
+            if entry.stored && !entry.settle_unwritten() {
                 self.inner.store.remove_internal(vec![(q.id, entry.id)]);
             }
             // Nothing to acknowledge: no tag (PROTOCOL.md §13).

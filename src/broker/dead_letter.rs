@@ -183,6 +183,7 @@ pub fn dead_lettered_copy(
     }
     properties.headers = headers.into();
     Message {
+        write: Default::default(),
         exchange: dlx.to_owned(),
         routing_key: routing_key.to_owned(),
         properties,
@@ -324,6 +325,7 @@ mod tests {
 
     fn msg() -> Message {
         Message {
+            write: Default::default(),
             exchange: "orders".into(),
             routing_key: "order.new".into(),
             properties: Properties {

@@ -564,6 +564,7 @@ impl Broker {
         self.inner.stats.duplicates.fetch_add(1, Ordering::Relaxed);
         let confirm = ReplySlot::for_publish(session.replies.clone(), request_id, p.no_confirm);
         let message = Arc::new(Message {
+            write: Default::default(),
             exchange: p.exchange,
             routing_key: p.routing_key,
             properties: p.properties,

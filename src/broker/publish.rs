@@ -1,17 +1,19 @@
 //! Publishing: route a message, return or confirm it at once when no queue takes it, and
-//! otherwise hand it to the store writer, which commits; the completion step (`commit.rs`)
-//! then enqueues and confirms, in that order.
+//! otherwise hand it to the store writer, which commits. On the early path (plain queues)
+//! the message is enqueued right after it is handed over and the completion step
+//! (`commit.rs`) only confirms; on the commit-first path the completion step enqueues and
+//! confirms, in that order (docs/storage.md, *Enqueued before the commit*).
 //! A publish with `x-delay` or `x-deliver-at` in the future is stored for the scheduler
 //! (`scheduler.rs`) instead.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use warren_protocol::{ErrorCode, FieldValue, Headers, Publish};
 
-use super::commit::{publish_op_with_marks, Scheduled};
-use super::confirm::{quiet, ReplySlot};
+use super::commit::{early_publish_op, expires_at, publish_op_with_marks, Early, Scheduled};
+use super::confirm::{quiet, ReplySlot, SlowPublish};
 use super::dead_letter::X_DEATH;
 use super::event::{Confirm, Event, RequestId};
 use super::exchange::Exchange;
@@ -24,7 +26,7 @@ use super::{Broker, X_DELAY, X_DELIVER_AT};
 use crate::clock::LazyNow;
 use crate::error::BrokerError;
 use crate::log_throttle::Throttle;
-use crate::message::Message;
+use crate::message::{Message, QueuedMessage, MAX_EARLY_TARGETS};
 use crate::store::codec::entity_key;
 use crate::store::ScheduleOp;
 
@@ -106,6 +108,7 @@ impl Broker {
                     request_id,
                     Event::Returned {
                         message: Arc::new(Message {
+                            write: Default::default(),
                             exchange: p.exchange,
                             routing_key: p.routing_key,
                             properties: p.properties,
@@ -124,15 +127,79 @@ impl Broker {
             return Ok(());
         }
         stats.routed.fetch_add(1, Ordering::Relaxed);
-        let message = Arc::new(Message {
-            exchange: p.exchange,
-            routing_key: p.routing_key,
-            properties: p.properties,
-            body: p.body,
-        });
+        let message = Arc::new(Message::new(
+            p.exchange,
+            p.routing_key,
+            p.properties,
+            p.body,
+        ));
+        // The early path: plain queues only (no deduplication, stream or refusing overflow
+        // rule, which decide at the commit), and never while an earlier publish of this
+        // connection is still on the commit-first path, which it would overtake.
+        let early = marks.is_empty()
+            && producer.is_none()
+            && targets.len() <= MAX_EARLY_TARGETS
+            && !session.replies.has_slow_publishes()
+            && targets.iter().all(|q| q.takes_early());
+        if early {
+            return self
+                .publish_early(message, targets, confirm, now.get())
+                .await;
+        }
         let mut op = publish_op_with_marks(message, targets, Some(confirm), marks);
         op.payload.set_producer(producer);
+        op.payload
+            .set_slow(SlowPublish::new(session.replies.clone()));
         self.inner.store.publish(op).await?;
+        Ok(())
+    }
+
+    /// Enqueues a message in its targets before its commit (docs/storage.md, *Enqueued
+    /// before the commit*): consumers may have it at once, the confirm still follows the
+    /// commit, and a message acked before the writer takes it is never written. The
+    /// operation goes to the writer first, so every removal or update its delivery raises
+    /// reaches the writer after it.
+    async fn publish_early(
+        &self,
+        message: Arc<Message>,
+        targets: Vec<Arc<Queue>>,
+        confirm: ReplySlot,
+        now_ms: u64,
+    ) -> Result<(), BrokerError> {
+        let id = self.inner.store.allocate_message_id();
+        let persistent = message.properties.persistent;
+        let quiet = !persistent && confirm.is_quiet();
+        let confirm = if quiet {
+            // Transient and unconfirmed: nothing to store, nothing to say after a commit.
+            Some(confirm)
+        } else {
+            let early = Early {
+                now_ms,
+                at: Instant::now(),
+            };
+            let op = early_publish_op(id, message.clone(), targets.clone(), Some(confirm), early);
+            self.inner.store.publish(op).await?;
+            None
+        };
+        let size = u32::try_from(message.body.len()).unwrap_or(u32::MAX);
+        for (i, q) in targets.iter().enumerate() {
+            q.enqueue(QueuedMessage {
+                id,
+                message: Some(message.clone()),
+                size,
+                delivery_count: 0,
+                acquired_count: 0,
+                stored: persistent && q.durable,
+                expires_at: expires_at(q, &message, now_ms),
+                priority: 0,
+                // At most MAX_EARLY_TARGETS (31) targets.
+                early: u8::try_from(i + 1).unwrap_or(u8::MAX),
+            });
+        }
+        if let Some(slot) = confirm {
+            // Frees the publish's place in the connection's window.
+            slot.reply(Event::Confirm(Confirm::Ack));
+        }
         Ok(())
     }
 
@@ -278,6 +345,7 @@ impl Broker {
         self.inner.stats.published.fetch_add(1, Ordering::Relaxed);
         self.inner.stats.scheduled.fetch_add(1, Ordering::Relaxed);
         let message = Arc::new(Message {
+            write: Default::default(),
             // The scheduler routes it in its virtual host (see `scheduler.rs`).
             exchange: entity_key(&session.vhost.name, &p.exchange),
             routing_key: p.routing_key,

@@ -397,6 +397,7 @@ struct Loading {
 fn queued(e: &RecoveredEntry) -> (QueuedMessage, u64) {
     (
         QueuedMessage {
+            early: 0,
             id: e.id,
             message: None,
             size: e.size,

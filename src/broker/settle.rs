@@ -63,7 +63,9 @@ impl Broker {
                 Some((_, n)) => *n += 1,
                 None => per_queue.push((&u.queue, 1)),
             }
-            if u.entry.stored {
+            // Acked before the writer took it (enqueued before its commit): no row will be
+            // written, so none is removed.
+            if u.entry.stored && !u.entry.settle_unwritten() {
                 stored.push((u.queue.id, u.entry.id));
             }
         }

@@ -109,6 +109,7 @@ mod tests {
 
     fn message() -> Arc<Message> {
         Arc::new(Message {
+            write: Default::default(),
             exchange: "x".into(),
             routing_key: "k".into(),
             properties: Properties::default(),

@@ -436,6 +436,7 @@ pub fn decode_message(raw: &[u8]) -> Result<Message, DecodeError> {
     let mut r = Reader::new(Bytes::copy_from_slice(raw));
     header(&mut r, "message record version")?;
     Ok(Message {
+        write: Default::default(),
         exchange: r.str16("exchange")?,
         routing_key: r.str16("routing key")?,
         properties: Properties::decode(&mut r)?,
@@ -607,6 +608,7 @@ mod tests {
         };
         assert_eq!(BindingRecord::decode(&x.encode()).unwrap(), x);
         let m = Message {
+            write: Default::default(),
             exchange: "logs".into(),
             routing_key: "a.b".into(),
             properties: Properties {

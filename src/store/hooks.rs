@@ -10,6 +10,7 @@
 //! so the calls are static and the payloads travel unboxed: no allocation per message.
 
 use std::convert::Infallible;
+use std::time::Instant;
 
 use super::{PublishOp, ScheduledMessage, StoreError};
 use crate::message::Message;
@@ -44,6 +45,14 @@ pub trait CommitHooks: Sized + Send + 'static {
         message: &Message,
         rows: &mut Rows,
     ) -> bool;
+
+    /// Until when the writer should leave this publish (and everything queued behind it,
+    /// which keeps the operations in order) out of the next batch: `None` to take it now.
+    /// The broker holds a message that consumers already have for a moment, so that their
+    /// acks may spare writing it at all; the hooks bound the wait.
+    fn hold_until(&self, _publish: &Self::Publish, _message: &Message) -> Option<Instant> {
+        None
+    }
 
     /// A publish's commit ended with `result`. Called for every publish of a client, and for
     /// the publishes inside a dead letter or a release only when their commit succeeded (when

@@ -17,7 +17,7 @@ pub mod tables;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -251,6 +251,14 @@ impl<H: CommitHooks> PublishOp<H> {
             rows: (0, 0),
             dedup_rows: (0, 0),
             stream_rows: (0, 0),
+        }
+    }
+
+    /// A publish numbered already ([`Store::allocate_message_id`]): the writer keeps `id`.
+    pub fn with_id(id: u64, message: Arc<Message>, payload: H::Publish) -> Self {
+        PublishOp {
+            id,
+            ..PublishOp::new(message, payload)
         }
     }
 
@@ -624,6 +632,8 @@ struct StoreInner<H: CommitHooks> {
     permits: Arc<Semaphore>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     stats: Arc<StoreStats>,
+    /// The next message id, shared with the writer (which numbers the other publishes).
+    next_message_id: Arc<AtomicU64>,
 }
 
 impl Store<()> {
@@ -727,11 +737,12 @@ impl<H: CommitHooks> Store<H> {
         let stats = Arc::new(StoreStats::default());
         let (tx, rx) = mpsc::unbounded_channel();
         let permits = Arc::new(Semaphore::new(OP_CHANNEL_CAPACITY));
+        let next_message_id = Arc::new(AtomicU64::new(next_message_id));
         let writer = writer::spawn(
             db.clone(),
             rx,
             permits.clone(),
-            next_message_id,
+            next_message_id.clone(),
             stats.clone(),
             hooks,
         );
@@ -743,9 +754,16 @@ impl<H: CommitHooks> Store<H> {
                 permits,
                 writer: Mutex::new(Some(writer)),
                 stats,
+                next_message_id,
             }),
         };
         Ok((store, recovered))
+    }
+
+    /// Numbers a publish before it reaches the writer (one enqueued before its commit,
+    /// docs/storage.md): ids stay unique and ascending in the order they are taken.
+    pub fn allocate_message_id(&self) -> u64 {
+        self.inner.next_message_id.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Writer counters.

@@ -4,10 +4,13 @@
 //! [`MAX_BATCH_OPS`]), asks the hooks ([`CommitHooks::prepare`]) which rows each publish
 //! writes, applies the batch in one transaction, commits once, and only then hands each
 //! operation's outcome to the hooks, in commit order (the broker enqueues, confirms and
-//! replies there). So a confirm never precedes the commit that made its message durable, and
-//! the in-memory queues only ever hold what the store holds (plus transient messages).
+//! replies there). So a confirm never precedes the commit that made its message durable.
+//! A publish the broker enqueued before its commit may be held back a moment
+//! ([`CommitHooks::hold_until`]), with everything behind it, so that acks arriving meanwhile
+//! spare writing it (docs/storage.md, *Enqueued before the commit*).
 
-use std::sync::atomic::Ordering;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,6 +34,9 @@ use super::{
 /// small enough that one commit's latency stays bounded.
 pub const MAX_BATCH_OPS: usize = 4096;
 
+/// How often the writer looks again at a publish it holds for its acks.
+const HOLD_POLL: Duration = Duration::from_micros(100);
+
 /// After a write fails at the disk (or a reopen fails), how long the writer answers writes
 /// with that failure before it reopens the file and tries again, so a disk that stays full
 /// is not hammered with repairs.
@@ -40,7 +46,7 @@ pub(super) fn spawn<H: CommitHooks>(
     db: Arc<DbSlot>,
     rx: mpsc::UnboundedReceiver<Queued<H>>,
     permits: Arc<Semaphore>,
-    next_message_id: u64,
+    next_message_id: Arc<AtomicU64>,
     stats: Arc<StoreStats>,
     hooks: H,
 ) -> std::thread::JoinHandle<()> {
@@ -65,7 +71,9 @@ struct Writer<H: CommitHooks> {
     db: Arc<DbSlot>,
     rx: mpsc::UnboundedReceiver<Queued<H>>,
     permits: Arc<Semaphore>,
-    next_message_id: u64,
+    /// Shared with [`super::Store::allocate_message_id`], which numbers publishes enqueued
+    /// before their commit.
+    next_message_id: Arc<AtomicU64>,
     stats: Arc<StoreStats>,
     scratch: BytesMut,
     /// The current batch's `queue_messages` rows, kept between batches for its capacity.
@@ -85,17 +93,46 @@ fn is_io_failure(e: &StoreError) -> bool {
 impl<H: CommitHooks> Writer<H> {
     fn run(mut self) {
         let mut batch = Vec::with_capacity(MAX_BATCH_OPS);
-        while let Some(first) = self.rx.blocking_recv() {
-            let mut counted = usize::from(first.counted);
-            batch.push(first.op);
-            while batch.len() < MAX_BATCH_OPS {
+        // What has arrived and not gone into a batch yet: everything from the first held
+        // publish on ([`CommitHooks::hold_until`]) waits here, in order.
+        let mut pending: VecDeque<Queued<H>> = VecDeque::new();
+        loop {
+            if pending.is_empty() {
+                match self.rx.blocking_recv() {
+                    Some(q) => pending.push_back(q),
+                    None => return,
+                }
+            }
+            while pending.len() < MAX_BATCH_OPS {
                 match self.rx.try_recv() {
-                    Ok(q) => {
-                        counted += usize::from(q.counted);
-                        batch.push(q.op);
-                    }
+                    Ok(q) => pending.push_back(q),
                     Err(_) => break,
                 }
+            }
+            let mut counted = 0;
+            let mut held_until = None;
+            let now = Instant::now();
+            while batch.len() < MAX_BATCH_OPS {
+                let Some(next) = pending.front() else { break };
+                if let StoreOp::Publish(p) = &next.op {
+                    if let Some(until) = self.hooks.hold_until(&p.payload, &p.message) {
+                        if until > now {
+                            held_until = Some(until);
+                            break;
+                        }
+                    }
+                }
+                let Some(q) = pending.pop_front() else { break };
+                counted += usize::from(q.counted);
+                batch.push(q.op);
+            }
+            if batch.is_empty() {
+                // The head waits for acks: look again shortly (an ack does not come through
+                // here when it spares the write, so there is nothing to wake on).
+                if let Some(until) = held_until {
+                    std::thread::sleep(HOLD_POLL.min(until - now));
+                }
+                continue;
             }
             let shutdown = self.process(&mut batch);
             self.permits.add_permits(counted);
@@ -108,8 +145,9 @@ impl<H: CommitHooks> Writer<H> {
     /// Gives a publish its id and asks the hooks for its rows; returns whether any queue
     /// takes it.
     fn prepare(&mut self, p: &mut PublishOp<H>, batch: &mut H::Batch) -> bool {
-        p.id = self.next_message_id;
-        self.next_message_id += 1;
+        if p.id == 0 {
+            p.id = self.next_message_id.fetch_add(1, Ordering::Relaxed);
+        }
         let start = self.rows.len();
         let dedup_start = self.rows.dedup_len();
         let stream_start = self.rows.stream_len();
@@ -162,8 +200,7 @@ impl<H: CommitHooks> Writer<H> {
                     writes = true;
                 }
                 StoreOp::Schedule(s) => {
-                    s.id = self.next_message_id;
-                    self.next_message_id += 1;
+                    s.id = self.next_message_id.fetch_add(1, Ordering::Relaxed);
                     writes = true;
                 }
                 StoreOp::Shutdown(_) | StoreOp::Flush(_) => {}
@@ -945,6 +982,7 @@ mod tests {
 
     fn publish(name: &'static str) -> PublishOp<Recorder> {
         let message = Message {
+            write: Default::default(),
             exchange: String::new(),
             routing_key: "q".into(),
             properties: Default::default(),
@@ -986,7 +1024,7 @@ mod tests {
             db: slot,
             rx,
             permits: Arc::new(Semaphore::new(1)),
-            next_message_id: 1,
+            next_message_id: Arc::new(AtomicU64::new(1)),
             stats: Arc::new(StoreStats::default()),
             scratch: BytesMut::new(),
             rows: Rows::default(),

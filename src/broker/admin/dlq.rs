@@ -261,6 +261,7 @@ impl Broker {
                 continue;
             }
             let copy = Message {
+                write: Default::default(),
                 exchange,
                 routing_key: key,
                 properties: m.properties.clone(),

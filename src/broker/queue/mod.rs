@@ -51,7 +51,7 @@ use warren_protocol::FieldTable;
 use super::commit::BrokerStore;
 use super::consumer::Consumer;
 use super::dead_letter::{DeadLetterJob, DeadLetterReason, DeadLetterTask};
-use super::queue_args::QueueArgs;
+use super::queue_args::{Overflow, QueueArgs};
 use super::session::{Outbound, Unacked};
 use super::timers::{TimerKey, TimerTarget, Timers};
 use crate::clock::{Clock, LazyNow};
@@ -125,6 +125,9 @@ pub struct Queue {
     pub stream: Option<super::stream::Stream>,
     /// Mirrors the core's own flag so routing can ask without the lock.
     deleted: AtomicBool,
+    /// Mirrors [`QueueCore::takes_early`] after every change, with what never changes
+    /// (not a stream, no refusing overflow rule): a publish asks it without the lock.
+    takes_early: AtomicBool,
     /// Last use (consume, get, declare), ms since the epoch, for `x-expires`.
     last_used: AtomicU64,
     /// Message counters, for listings and metrics.
@@ -293,6 +296,7 @@ impl Queue {
             arguments,
             args,
             deleted: AtomicBool::new(false),
+            takes_early: AtomicBool::new(false),
             last_used: AtomicU64::new(ctx.clock.now_ms()),
             stats: QueueStats::default(),
             state: Mutex::new(Locked {
@@ -304,8 +308,28 @@ impl Queue {
             ctx,
         });
         // An `x-expires` queue is timed from its creation.
-        q.reschedule(&mut q.state.lock());
+        let mut st = q.state.lock();
+        q.reschedule(&mut st);
+        q.mirror_takes_early(&st.core);
+        drop(st);
         q
+    }
+
+    /// Whether a publish may enqueue a message here before its commit (the early path,
+    /// `publish.rs`): read without the lock, so a moment stale, which the core allows for.
+    pub fn takes_early(&self) -> bool {
+        self.takes_early.load(Ordering::Relaxed)
+    }
+
+    fn mirror_takes_early(&self, core: &QueueCore<Arc<Consumer>>) {
+        // A stream keeps its own log; a queue that may refuse a publish decides at the
+        // commit, with the batch's other publishes counted.
+        let refuses = !matches!(self.args.overflow, Overflow::DropHead)
+            && (self.args.max_length.is_some() || self.args.max_length_bytes.is_some());
+        let early = self.stream.is_none() && !refuses && core.takes_early();
+        if self.takes_early.load(Ordering::Relaxed) != early {
+            self.takes_early.store(early, Ordering::Relaxed);
+        }
     }
 
     /// After a counter moved: joins the ticker's rate list if it was not in it.
@@ -438,6 +462,7 @@ impl Queue {
         }
         self.apply(fx, &mut now);
         self.reschedule(&mut st);
+        self.mirror_takes_early(&st.core);
         r
     }
 
@@ -470,6 +495,8 @@ impl Queue {
                         .map(|t| {
                             at.saturating_add(u64::try_from(t.as_millis()).unwrap_or(u64::MAX))
                         });
+                // The writer may wait a moment for its ack (`commit.rs`, EARLY_ACK_WAIT).
+                entry.mark_delivered();
                 let tracked = Unacked {
                     queue: self.clone(),
                     consumer: Some(consumer.clone()),
@@ -527,7 +554,10 @@ impl Queue {
     /// ([`Queue::restore_batch`]) while it already serves, and messages enqueued meanwhile
     /// wait behind the last recovered one.
     pub fn begin_recovery(&self) {
-        self.state.lock().core.begin_recovery();
+        let mut st = self.state.lock();
+        st.core.begin_recovery();
+        self.mirror_takes_early(&st.core);
+        drop(st);
         self.recovery.send_modify(|r| r.recovering = true);
     }
 
@@ -613,6 +643,7 @@ impl Queue {
                 && now.saturating_sub(self.last_used.load(Ordering::Relaxed)) >= ttl
         });
         self.reschedule(&mut st);
+        self.mirror_takes_early(&st.core);
         Tick { idle_expired: idle }
     }
 
@@ -674,6 +705,7 @@ impl Queue {
         let Locked { core, fx, .. } = &mut *st;
         let taken = core.take_one(now, no_ack, fx);
         self.apply(fx, &mut LazyNow::at(now));
+        self.mirror_takes_early(&st.core);
         drop(st);
         let (entry, left) = taken?;
         self.stats.delivered.fetch_add(1, Ordering::Relaxed);
@@ -823,6 +855,7 @@ impl Queue {
         let mut st = self.state.lock();
         self.deleted.store(true, Ordering::Release);
         let (consumers, count) = st.core.delete();
+        self.mirror_takes_early(&st.core);
         // Nothing more will be recovered into it: release whoever waits for that.
         self.recovery.send_modify(|r| r.recovering = false);
         for c in &consumers {
@@ -904,8 +937,10 @@ mod tests {
 
     fn message(id: u64, expires_at: u64) -> QueuedMessage {
         QueuedMessage {
+            early: 0,
             id,
             message: Some(Arc::new(Message {
+                write: Default::default(),
                 exchange: String::new(),
                 routing_key: "q".into(),
                 properties: Default::default(),

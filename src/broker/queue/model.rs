@@ -362,6 +362,7 @@ impl Harness {
         let id = self.next_id;
         self.next_id += 1;
         let message = Arc::new(Message {
+            write: Default::default(),
             exchange: String::new(),
             routing_key: "q".into(),
             properties: warren_protocol::Properties {
@@ -392,6 +393,7 @@ impl Harness {
         }
         self.core.enqueue(
             QueuedMessage {
+                early: 0,
                 id,
                 message: Some(message),
                 size: 1,

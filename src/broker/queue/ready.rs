@@ -292,6 +292,7 @@ mod tests {
 
     fn entry(id: u64, priority: u8) -> QueuedMessage {
         QueuedMessage {
+            early: 0,
             id,
             message: None,
             size: 1,

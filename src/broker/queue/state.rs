@@ -230,6 +230,14 @@ impl<C: ConsumerSlot> QueueCore<C> {
         }
     }
 
+    /// Whether a message may be enqueued here before its commit (docs/storage.md,
+    /// *Enqueued before the commit*): not while the queue is deleted or recovering (it
+    /// would have to wait behind the recovered messages), nor while its window of resident
+    /// bodies is full (such a message cannot be paged out until it is stored).
+    pub fn takes_early(&self) -> bool {
+        !self.deleted && self.held.is_none() && self.resident_bytes < self.window_bytes
+    }
+
     /// Whether [`QueueCore::delete`] emptied it for good.
     pub fn deleted(&self) -> bool {
         self.deleted
@@ -277,9 +285,10 @@ impl<C: ConsumerSlot> QueueCore<C> {
                 fx.dead_letter(DeadLetterReason::Expired, entry);
                 return;
             }
-            if entry.stored {
+            if entry.stored && entry.early == 0 {
                 // Paged out until it joins the ready list: recovery may take a while, and
-                // its body is in the store.
+                // its body is in the store. (One enqueued before its commit may not be
+                // there yet: it stays.)
                 entry.message = None;
             }
             held.bytes += u64::from(entry.size);
@@ -294,7 +303,9 @@ impl<C: ConsumerSlot> QueueCore<C> {
     fn append(&mut self, mut entry: QueuedMessage, fx: &mut Effects<C>) {
         self.ready_bytes += u64::from(entry.size);
         if entry.message.is_some() {
-            if entry.stored && self.resident_bytes >= self.window_bytes {
+            // One enqueued before its commit stays: its body may not be stored yet. The
+            // early path stops when the window is full ([`QueueCore::takes_early`]).
+            if entry.stored && entry.early == 0 && self.resident_bytes >= self.window_bytes {
                 entry.message = None;
             } else {
                 self.resident_bytes += u64::from(entry.size);
@@ -553,7 +564,8 @@ impl<C: ConsumerSlot> QueueCore<C> {
             let consumer = consumer.clone();
             let Some(entry) = self.pop_front() else { break };
             if consumer.no_ack() {
-                if entry.stored {
+                // Taken before its row was written: no row will be.
+                if entry.stored && !entry.settle_unwritten() {
                     fx.removals.push(entry.id);
                 }
             } else {
@@ -816,6 +828,7 @@ mod tests {
 
     fn entry(id: u64, expires_at: u64) -> QueuedMessage {
         QueuedMessage {
+            early: 0,
             id,
             message: None,
             size: 1,
@@ -829,7 +842,9 @@ mod tests {
 
     fn message(id: u64, expires_at: u64) -> QueuedMessage {
         QueuedMessage {
+            early: 0,
             message: Some(Arc::new(Message {
+                write: Default::default(),
                 exchange: String::new(),
                 routing_key: "q".into(),
                 properties: Default::default(),
@@ -841,6 +856,7 @@ mod tests {
 
     fn stored(id: u64) -> QueuedMessage {
         QueuedMessage {
+            early: 0,
             stored: true,
             ..message(id, 0)
         }

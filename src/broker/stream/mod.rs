@@ -717,6 +717,7 @@ impl Stream {
     ) {
         r.consumer.on_sent();
         let entry = QueuedMessage {
+            early: 0,
             id: offset,
             size: u32::try_from(message.body.len()).unwrap_or(u32::MAX),
             message: Some(message),
@@ -968,6 +969,7 @@ mod tests {
             q,
             at,
             Arc::new(Message {
+                write: Default::default(),
                 exchange: String::new(),
                 routing_key: "s".into(),
                 properties: Default::default(),
