@@ -408,18 +408,22 @@ impl Conn<'_> {
         }
         // A permit per publish in flight, given back when its confirm (or settlement) is
         // written: a client that reads no confirms stops being read, as on the native door.
-        let permit = tokio::select! {
-            biased;
-            p = session.publish_permits.acquire() => match p {
-                Ok(p) => p,
-                Err(_) => return Err(Step::End(Ended::WriterGone)),
+        let permit = match session.publish_permits.try_acquire() {
+            // The usual case, with confirms keeping up: no wait to set up.
+            Ok(p) => p,
+            Err(_) => tokio::select! {
+                biased;
+                p = session.publish_permits.acquire() => match p {
+                    Ok(p) => p,
+                    Err(_) => return Err(Step::End(Ended::WriterGone)),
+                },
+                () = self.writer_gone.cancelled() => return Err(Step::End(Ended::WriterGone)),
+                () = session.forced.cancelled() => {
+                    let reason = session.forced_reason().to_owned();
+                    return Err(Step::Close(ConnError::new(Reply::ConnectionForced, reason)));
+                }
+                () = self.shutdown.cancelled() => return Err(Step::Close(shutting_down())),
             },
-            () = self.writer_gone.cancelled() => return Err(Step::End(Ended::WriterGone)),
-            () = session.forced.cancelled() => {
-                let reason = session.forced_reason().to_owned();
-                return Err(Step::Close(ConnError::new(Reply::ConnectionForced, reason)));
-            }
-            () = self.shutdown.cancelled() => return Err(Step::Close(shutting_down())),
         };
         session
             .published

@@ -259,7 +259,7 @@ impl FrameReader {
         loop {
             match codec::decode(&mut self.buf, self.max_frame) {
                 Ok(Some(frame)) => {
-                    self.partial_since = (!self.buf.is_empty()).then(Instant::now);
+                    self.partial_since = (!self.buf.is_empty()).then_some(self.last_read);
                     return Ok(frame);
                 }
                 Ok(None) => {}
@@ -318,6 +318,24 @@ impl FrameReader {
                 Ok(_) => self.last_read = Instant::now(),
                 Err(e) => return Err(ReadEnd::Io(e.to_string())),
             }
+        }
+    }
+
+    /// A frame already whole in the buffer, decoded without waiting; `None` when the next
+    /// one needs a read ([`FrameReader::next`]).
+    fn buffered(&mut self) -> Option<Result<RawFrame, ReadEnd>> {
+        if self.buf.is_empty() {
+            return None;
+        }
+        match codec::decode(&mut self.buf, self.max_frame) {
+            Ok(Some(frame)) => {
+                // What is left arrived with the last read: a frame started in it is timed
+                // from then.
+                self.partial_since = (!self.buf.is_empty()).then_some(self.last_read);
+                Some(Ok(frame))
+            }
+            Ok(None) => None,
+            Err(e) => Some(Err(ReadEnd::Frame(e))),
         }
     }
 
@@ -656,15 +674,28 @@ impl Conn<'_> {
         session.set_client(self.client.clone());
         self.session = Some(session.clone());
         loop {
-            let next = tokio::select! {
-                biased;
-                () = writer_gone.cancelled() => return Ended::WriterGone,
-                () = session.forced.cancelled() => {
-                    let reason = session.forced_reason().to_owned();
-                    return self.close(ConnError::new(Reply::ConnectionForced, reason)).await;
-                }
-                () = shutdown.cancelled() => return self.close(shutting_down()).await,
-                f = self.frames.next(None) => f,
+            // A frame already buffered (a pipelining client's usual case) is taken without
+            // setting up the wait; the stops are checked first all the same.
+            let stopping = writer_gone.is_cancelled()
+                || session.forced.is_cancelled()
+                || shutdown.is_cancelled();
+            let buffered = if stopping {
+                None
+            } else {
+                self.frames.buffered()
+            };
+            let next = match buffered {
+                Some(f) => f,
+                None => tokio::select! {
+                    biased;
+                    () = writer_gone.cancelled() => return Ended::WriterGone,
+                    () = session.forced.cancelled() => {
+                        let reason = session.forced_reason().to_owned();
+                        return self.close(ConnError::new(Reply::ConnectionForced, reason)).await;
+                    }
+                    () = shutdown.cancelled() => return self.close(shutting_down()).await,
+                    f = self.frames.next(None) => f,
+                },
             };
             let step = match next {
                 Ok(frame) => {

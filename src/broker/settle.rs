@@ -53,6 +53,7 @@ impl Broker {
         reply: Option<ReplySlot>,
     ) -> Result<(), BrokerError> {
         let mut stored = Vec::new();
+        let mut spared = false;
         // Usually one queue: each queue is locked (and dispatched) once, not once per ack.
         let mut per_queue: Vec<(&Arc<Queue>, u64)> = Vec::new();
         for u in &settled {
@@ -65,13 +66,22 @@ impl Broker {
             }
             // Acked before the writer took it (enqueued before its commit): no row will be
             // written, so none is removed.
-            if u.entry.stored && !u.entry.settle_unwritten() {
-                stored.push((u.queue.id, u.entry.id));
+            if u.entry.stored {
+                if u.entry.settle_unwritten() {
+                    spared = true;
+                } else {
+                    stored.push((u.queue.id, u.entry.id));
+                }
             }
         }
         for (q, n) in per_queue {
             q.count_acked(n);
             q.settled(n);
+        }
+        if spared {
+            // The writer may be holding that message for this very ack.
+            std::sync::atomic::fence(Ordering::SeqCst);
+            self.inner.store.nudge_writer();
         }
         if !stored.is_empty() {
             self.inner.store.remove(stored, Completion::None).await?;

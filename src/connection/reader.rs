@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use futures::StreamExt;
 use tokio::io::AsyncRead;
-use tokio_util::codec::FramedRead;
+use tokio_util::codec::{Decoder, FramedRead};
 use tokio_util::sync::CancellationToken;
 use warren_protocol::{
     DecodeError, Envelope, ErrorCode, Frame, FrameCodec, RequestId, PUBLISH_HEADROOM_BYTES,
@@ -141,7 +141,20 @@ async fn read_loop<R: AsyncRead + IdleRead + Unpin>(
     loop {
         // Biased: a connection forced closed or shutting down reads no further request (a
         // frame already buffered must not run in a virtual host just deleted).
-        let next = tokio::select! {
+        // A frame already whole in the buffer (a pipelining client's usual case) is taken
+        // without arming timers or polling the socket; the stops are checked just the same.
+        let buffered = if stops.writer_gone.is_cancelled()
+            || session.forced.is_cancelled()
+            || shutdown.is_cancelled()
+        {
+            None
+        } else {
+            buffered_frame(&mut frames)
+        };
+        let next = if let Some(read) = buffered {
+            read
+        } else {
+            tokio::select! {
             biased;
             () = stops.writer_gone.cancelled() => return Ended::WriterGone,
             () = session.forced.cancelled() => return forced(session, &mut frames).await,
@@ -157,6 +170,7 @@ async fn read_loop<R: AsyncRead + IdleRead + Unpin>(
                 return Ended::ServerShutdown;
             }
             n = read(&mut frames, silence_limit, config.frame_timeout) => n,
+            }
         };
         let envelope = match next {
             Read::Frame(env) => env,
@@ -218,7 +232,12 @@ async fn read_loop<R: AsyncRead + IdleRead + Unpin>(
             // pushes back on the publisher. A client that stopped reading its confirms, then
             // closed or went silent, must not leave this wait parked for good, nor hold up
             // shutdown (nothing more can be answered to a client that takes no data).
-            let permit = if matches!(envelope.frame, Frame::Publish(_)) {
+            let permit = if !matches!(envelope.frame, Frame::Publish(_)) {
+                None
+            } else if let Ok(p) = session.publish_permits.try_acquire() {
+                // The usual case, with confirms keeping up: no wait to set up.
+                Some(p)
+            } else {
                 tokio::select! {
                     biased;
                     p = session.publish_permits.acquire() => match p {
@@ -240,8 +259,6 @@ async fn read_loop<R: AsyncRead + IdleRead + Unpin>(
                         return Ended::ServerShutdown;
                     }
                 }
-            } else {
-                None
             };
             dispatch(broker, session, envelope, config.max_frame_size, permit).await
         };
@@ -390,6 +407,24 @@ enum Read {
 /// With nothing buffered, the read buffer is let go while the connection waits for bytes,
 /// and a fresh [`READ_BUFFER_BYTES`] one taken when they come: an idle connection holds no
 /// buffer, and one grown by a large frame shrinks back once that frame is read.
+/// Decodes a frame already whole in the read buffer, if there is one: `None` when more
+/// bytes are needed (the caller then reads, with its timeouts).
+fn buffered_frame<R: AsyncRead + Unpin>(frames: &mut FramedRead<R, FrameCodec>) -> Option<Read> {
+    if frames.read_buffer().is_empty() {
+        return None;
+    }
+    // The decoder and the buffer cannot be borrowed together: the buffer steps out (a
+    // `BytesMut` moves without copying its bytes) and back.
+    let mut buf = std::mem::take(frames.read_buffer_mut());
+    let decoded = frames.decoder_mut().decode(&mut buf);
+    *frames.read_buffer_mut() = buf;
+    match decoded {
+        Ok(Some(env)) => Some(Read::Frame(env)),
+        Ok(None) => None,
+        Err(e) => Some(Read::Error(e)),
+    }
+}
+
 async fn read<R: AsyncRead + IdleRead + Unpin>(
     frames: &mut FramedRead<R, FrameCodec>,
     silence: Option<Duration>,

@@ -17,7 +17,7 @@ pub mod tables;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -634,6 +634,10 @@ struct StoreInner<H: CommitHooks> {
     stats: Arc<StoreStats>,
     /// The next message id, shared with the writer (which numbers the other publishes).
     next_message_id: Arc<AtomicU64>,
+    /// Set while the writer is parked holding a publish for its acks
+    /// ([`Store::nudge_writer`]).
+    holding: Arc<AtomicBool>,
+    writer_thread: std::thread::Thread,
 }
 
 impl Store<()> {
@@ -738,11 +742,13 @@ impl<H: CommitHooks> Store<H> {
         let (tx, rx) = mpsc::unbounded_channel();
         let permits = Arc::new(Semaphore::new(OP_CHANNEL_CAPACITY));
         let next_message_id = Arc::new(AtomicU64::new(next_message_id));
+        let holding = Arc::new(AtomicBool::new(false));
         let writer = writer::spawn(
             db.clone(),
             rx,
             permits.clone(),
             next_message_id.clone(),
+            holding.clone(),
             stats.clone(),
             hooks,
         );
@@ -752,9 +758,11 @@ impl<H: CommitHooks> Store<H> {
                 path,
                 tx,
                 permits,
+                writer_thread: writer.thread().clone(),
                 writer: Mutex::new(Some(writer)),
                 stats,
                 next_message_id,
+                holding,
             }),
         };
         Ok((store, recovered))
@@ -764,6 +772,15 @@ impl<H: CommitHooks> Store<H> {
     /// docs/storage.md): ids stay unique and ascending in the order they are taken.
     pub fn allocate_message_id(&self) -> u64 {
         self.inner.next_message_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Wakes the writer if it is parked holding a publish for its acks
+    /// ([`CommitHooks::hold_until`]): call after a settle that may have ended the hold.
+    /// Costs one load when it is not.
+    pub fn nudge_writer(&self) {
+        if self.inner.holding.load(Ordering::SeqCst) {
+            self.inner.writer_thread.unpark();
+        }
     }
 
     /// Writer counters.

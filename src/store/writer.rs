@@ -10,7 +10,7 @@
 //! spare writing it (docs/storage.md, *Enqueued before the commit*).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,9 +34,6 @@ use super::{
 /// small enough that one commit's latency stays bounded.
 pub const MAX_BATCH_OPS: usize = 4096;
 
-/// How often the writer looks again at a publish it holds for its acks.
-const HOLD_POLL: Duration = Duration::from_micros(100);
-
 /// After a write fails at the disk (or a reopen fails), how long the writer answers writes
 /// with that failure before it reopens the file and tries again, so a disk that stays full
 /// is not hammered with repairs.
@@ -47,10 +44,12 @@ pub(super) fn spawn<H: CommitHooks>(
     rx: mpsc::UnboundedReceiver<Queued<H>>,
     permits: Arc<Semaphore>,
     next_message_id: Arc<AtomicU64>,
+    holding: Arc<AtomicBool>,
     stats: Arc<StoreStats>,
     hooks: H,
 ) -> std::thread::JoinHandle<()> {
     let writer = Writer {
+        holding,
         db,
         rx,
         permits,
@@ -74,6 +73,8 @@ struct Writer<H: CommitHooks> {
     /// Shared with [`super::Store::allocate_message_id`], which numbers publishes enqueued
     /// before their commit.
     next_message_id: Arc<AtomicU64>,
+    /// Set while the writer is parked holding a publish for its acks.
+    holding: Arc<AtomicBool>,
     stats: Arc<StoreStats>,
     scratch: BytesMut,
     /// The current batch's `queue_messages` rows, kept between batches for its capacity.
@@ -127,10 +128,22 @@ impl<H: CommitHooks> Writer<H> {
                 batch.push(q.op);
             }
             if batch.is_empty() {
-                // The head waits for acks: look again shortly (an ack does not come through
-                // here when it spares the write, so there is nothing to wake on).
+                // The head waits for acks. An ack that spares its write does not come
+                // through the channel: it unparks this thread ([`super::Store::nudge_writer`])
+                // if `holding` is set. Set, then looked at again, so an ack between the two
+                // looks is not missed (both sides order their store and load with SeqCst).
                 if let Some(until) = held_until {
-                    std::thread::sleep(HOLD_POLL.min(until - now));
+                    self.holding.store(true, Ordering::SeqCst);
+                    let still = pending.front().is_some_and(|q| match &q.op {
+                        StoreOp::Publish(p) => {
+                            self.hooks.hold_until(&p.payload, &p.message).is_some()
+                        }
+                        _ => false,
+                    });
+                    if still {
+                        std::thread::park_timeout(until - now);
+                    }
+                    self.holding.store(false, Ordering::SeqCst);
                 }
                 continue;
             }
@@ -1025,6 +1038,7 @@ mod tests {
             rx,
             permits: Arc::new(Semaphore::new(1)),
             next_message_id: Arc::new(AtomicU64::new(1)),
+            holding: Arc::default(),
             stats: Arc::new(StoreStats::default()),
             scratch: BytesMut::new(),
             rows: Rows::default(),
