@@ -103,7 +103,7 @@ async fn run_daemon(args: ServeArgs) -> anyhow::Result<()> {
         metrics_listen: args.metrics_listen.filter(|a| !a.trim().is_empty()),
         disk_free_limit: args.disk_free_limit,
         store_cache_bytes: usize::try_from(args.store_cache_size).unwrap_or(usize::MAX),
-        store_quick_repair: args.store_quick_repair,
+        store_quick_repair: !args.no_store_quick_repair,
         recovery_batch: args.recovery_batch as usize,
         recovery_hold: args.recovery_hold.clone(),
         memory_limit: args.memory_limit,

@@ -292,10 +292,11 @@ fn last_run_log(d: &TestDaemon) -> String {
 async fn with_quick_repair_a_restart_after_kill_9_skips_the_repair_and_keeps_everything() {
     const REPAIR: &str = "redb is repairing";
     for quick in [false, true] {
+        // Quick repair is the default; `--store-quick-repair` is still taken.
         let mut d = if quick {
             TestDaemon::start_with(&["--store-quick-repair"])
         } else {
-            TestDaemon::start()
+            TestDaemon::start_with(&["--no-store-quick-repair"])
         };
         let c = d.client().await;
         c.declare_queue(
@@ -312,7 +313,7 @@ async fn with_quick_repair_a_restart_after_kill_9_skips_the_repair_and_keeps_eve
         d.kill9();
         d.restart();
         let log = last_run_log(&d);
-        // Without the flag the same kill -9 makes redb walk the file: the check can fail.
+        // Without quick repair the same kill -9 makes redb walk the file: the check can fail.
         assert_eq!(log.contains(REPAIR), !quick, "quick repair {quick}:\n{log}");
         let c = d.client().await;
         assert_eq!(
@@ -320,4 +321,30 @@ async fn with_quick_repair_a_restart_after_kill_9_skips_the_repair_and_keeps_eve
             (0..100).map(old).collect::<Vec<_>>()
         );
     }
+}
+
+#[tokio::test]
+async fn by_default_a_restart_after_kill_9_skips_the_repair() {
+    let mut d = TestDaemon::start();
+    let c = d.client().await;
+    c.declare_queue(
+        "kept",
+        QueueOptions {
+            durable: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("declare");
+    publish_all(&c, "kept", (0..10).map(old)).await;
+    drop(c);
+    d.kill9();
+    d.restart();
+    let log = last_run_log(&d);
+    assert!(!log.contains("redb is repairing"), "{log}");
+    let c = d.client().await;
+    assert_eq!(
+        consume_n(&c, "kept", 10).await,
+        (0..10).map(old).collect::<Vec<_>>()
+    );
 }

@@ -95,7 +95,7 @@ impl Target {
             disk_free_limit: 0,
             limits: Default::default(),
             store_cache_bytes: crate::store::DEFAULT_CACHE_BYTES,
-            store_quick_repair: false,
+            store_quick_repair: true,
             recovery: Default::default(),
         })
         .await
