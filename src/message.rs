@@ -138,6 +138,13 @@ impl WriteState {
         self.0.fetch_or(1 << (32 + index), Ordering::AcqRel);
     }
 
+    /// The targets (bit `i`: target `i`) that have delivered or settled the message, or
+    /// `None` once the writer has taken it.
+    pub fn reached(&self) -> Option<u64> {
+        let v = self.0.load(Ordering::Acquire);
+        (v & TAKEN == 0).then_some((v | (v >> 32)) & SETTLED_MASK)
+    }
+
     /// Whether every one of the first `targets` targets has delivered or settled the
     /// message, some not settled yet, and the writer has not taken it: then an ack may be
     /// moments away and spare the write.

@@ -313,14 +313,26 @@ impl CommitHooks for Hooks {
         }
     }
 
-    /// Holds a message enqueued before its commit while every target has delivered it and
-    /// some ack is still to come, up to [`EARLY_ACK_WAIT`] after its publish: the acks that
-    /// arrive meanwhile spare its rows (a consumer that keeps up means it is never written).
+    /// Holds a message enqueued before its commit while some ack is still to come and each
+    /// target has delivered it or is about to (a consumer attached, few messages ahead), up
+    /// to [`EARLY_ACK_WAIT`] after its publish: the acks that arrive meanwhile spare its
+    /// rows (a consumer that keeps up means it is never written).
     fn hold_until(&self, publish: &Targets, message: &Message) -> Option<Instant> {
         let early = publish.early.as_ref()?;
-        let held = message.properties.persistent
-            && publish.queues.iter().any(|q| q.durable)
-            && message.write.awaits_acks(publish.queues.len());
+        if !message.properties.persistent || !publish.queues.iter().any(|q| q.durable) {
+            return None;
+        }
+        let n = publish.queues.len();
+        let reached = message.write.reached()?;
+        let held = if reached == (1 << n) - 1 {
+            message.write.awaits_acks(n)
+        } else {
+            publish
+                .queues
+                .iter()
+                .enumerate()
+                .all(|(i, q)| reached & (1 << i) != 0 || q.delivers_soon())
+        };
         held.then(|| early.at + EARLY_ACK_WAIT)
     }
 

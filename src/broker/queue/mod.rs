@@ -128,6 +128,8 @@ pub struct Queue {
     /// Mirrors [`QueueCore::takes_early`] after every change, with what never changes
     /// (not a stream, no refusing overflow rule): a publish asks it without the lock.
     takes_early: AtomicBool,
+    /// Mirrors [`QueueCore::delivers_soon`] after every change, for the store writer.
+    delivers_soon: AtomicBool,
     /// Last use (consume, get, declare), ms since the epoch, for `x-expires`.
     last_used: AtomicU64,
     /// Message counters, for listings and metrics.
@@ -297,6 +299,7 @@ impl Queue {
             args,
             deleted: AtomicBool::new(false),
             takes_early: AtomicBool::new(false),
+            delivers_soon: AtomicBool::new(false),
             last_used: AtomicU64::new(ctx.clock.now_ms()),
             stats: QueueStats::default(),
             state: Mutex::new(Locked {
@@ -330,6 +333,16 @@ impl Queue {
         if self.takes_early.load(Ordering::Relaxed) != early {
             self.takes_early.store(early, Ordering::Relaxed);
         }
+        let soon = early && core.delivers_soon();
+        if self.delivers_soon.load(Ordering::Relaxed) != soon {
+            self.delivers_soon.store(soon, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether a message enqueued here now is likely delivered within moments (see
+    /// [`QueueCore::delivers_soon`]); read without the lock, so a moment stale.
+    pub fn delivers_soon(&self) -> bool {
+        self.delivers_soon.load(Ordering::Relaxed)
     }
 
     /// After a counter moved: joins the ticker's rate list if it was not in it.

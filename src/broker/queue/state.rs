@@ -190,6 +190,11 @@ struct Held {
     bytes: u64,
 }
 
+/// Below this many ready messages, a queue with a consumer counts as delivering soon
+/// ([`QueueCore::delivers_soon`]); a longer line means its consumers are behind, and a new
+/// message would wait longer than the writer holds one.
+const DELIVERS_SOON_READY: usize = 256;
+
 impl<C: ConsumerSlot> QueueCore<C> {
     /// An empty queue acting on `args`, keeping at most `window_bytes` of stored ready bodies
     /// in memory.
@@ -236,6 +241,13 @@ impl<C: ConsumerSlot> QueueCore<C> {
     /// bodies is full (such a message cannot be paged out until it is stored).
     pub fn takes_early(&self) -> bool {
         !self.deleted && self.held.is_none() && self.resident_bytes < self.window_bytes
+    }
+
+    /// Whether a message enqueued now is likely delivered within moments: a consumer is
+    /// attached and few messages are ahead of it. The writer then waits for its delivery
+    /// and ack rather than writing it at once (`commit.rs`, `hold_until`).
+    pub fn delivers_soon(&self) -> bool {
+        !self.consumers.is_empty() && self.ready.len() < DELIVERS_SOON_READY
     }
 
     /// Whether [`QueueCore::delete`] emptied it for good.
