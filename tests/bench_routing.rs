@@ -132,6 +132,20 @@ fn no_confirm_auto_ack_run_is_verified_without_confirms_or_acks() {
 }
 
 #[test]
+fn a_paced_run_sends_and_verifies_every_message() {
+    // The rate is paced from a thread per producer (bench/publisher.rs, `Pacer`); counts
+    // only, never how evenly.
+    let d = TestDaemon::start();
+    let r = bench(
+        &d,
+        &["--count", "600", "--rate", "2000", "--producers", "2"],
+    );
+    assert_verified(&r, 600, 600);
+    assert_eq!(u(&r, "/confirmed"), 600);
+    assert_eq!(u(&r, "/options/rate"), 2000);
+}
+
+#[test]
 fn a_backlog_is_published_first_then_drained() {
     let d = TestDaemon::start();
     let r = bench(&d, &["--count", "1000", "--backlog", "--size", "1024"]);

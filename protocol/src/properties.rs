@@ -9,7 +9,7 @@ use crate::error::DecodeError;
 use crate::field_table::skip_table;
 use crate::headers::Headers;
 use crate::read::Reader;
-use crate::write::put_str16;
+use crate::write::{put_str16, str16_len};
 
 const MESSAGE_ID: u16 = 1 << 0;
 const CORRELATION_ID: u16 = 1 << 1;
@@ -124,6 +124,30 @@ impl Properties {
                 put_str16(dst, s);
             }
         }
+    }
+
+    /// How many bytes [`Properties::encode`] writes, computed without writing them (a
+    /// publisher sizes its frame with it before encoding).
+    pub fn encoded_len(&self) -> usize {
+        let strs = [
+            &self.message_id,
+            &self.correlation_id,
+            &self.reply_to,
+            &self.content_type,
+            &self.content_encoding,
+            &self.kind,
+            &self.user_id,
+            &self.app_id,
+        ];
+        let strings: usize = strs
+            .iter()
+            .filter_map(|v| v.as_deref())
+            .map(str16_len)
+            .sum();
+        let numbers = 8 * usize::from(self.timestamp.is_some())
+            + 8 * usize::from(self.expiration.is_some())
+            + usize::from(self.priority.is_some());
+        2 + strings + numbers + self.headers.encoded().len()
     }
 
     /// Decodes properties written by [`Properties::encode`].

@@ -402,6 +402,29 @@ fn frames_encode_to_the_vectors() {
     }
 }
 
+/// The client's borrowed publish encoder writes exactly the bytes of the owned frame, and
+/// says how many beforehand.
+#[test]
+fn publish_ref_encodes_to_the_publish_vectors() {
+    let mut publishes = 0;
+    for (name, text, expected) in vectors() {
+        let Frame::Publish(publish) = &expected.frame else {
+            continue;
+        };
+        publishes += 1;
+        let want = hex(text);
+        let borrowed = publish.borrowed();
+        assert_eq!(borrowed.encoded_len(), want.len(), "{name}");
+        assert_eq!(borrowed.frame_len(), want.len() - 4, "{name}");
+        // Appended after what is already in the buffer, as into a client's outgoing bytes.
+        let mut buf = BytesMut::from(&b"xyz"[..]);
+        borrowed.encode(expected.request_id, &mut buf);
+        assert_eq!(to_hex(&buf[3..]), to_hex(&want), "{name}");
+        assert_eq!(&buf[..3], b"xyz", "{name}");
+    }
+    assert!(publishes >= 2, "the vectors hold {publishes} publishes");
+}
+
 /// The hex bytes of the worked example after `<!-- golden:NAME -->` in PROTOCOL.md: the
 /// leading two-digit hex tokens of every line of the code block that follows; the rest of
 /// a line is commentary.

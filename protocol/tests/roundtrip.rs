@@ -666,6 +666,46 @@ proptest! {
 }
 
 proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// (a'') A publish encoded from borrowed parts (`PublishRef`, the client's path) is
+    /// byte for byte the owned frame, of the length `encoded_len` announced.
+    #[test]
+    fn publish_ref_matches_the_owned_frame(
+        request_id in any::<u64>(),
+        exchange in text(40),
+        routing_key in text(40),
+        mandatory in any::<bool>(),
+        no_confirm in any::<bool>(),
+        properties in properties(),
+        body in body(),
+    ) {
+        let publish = Publish {
+            exchange,
+            routing_key,
+            mandatory,
+            no_confirm,
+            properties,
+            body,
+        };
+        prop_assert_eq!(
+            publish.properties.encoded_len(),
+            {
+                let mut b = BytesMut::new();
+                publish.properties.encode(&mut b);
+                b.len()
+            }
+        );
+        let owned = Envelope::new(request_id, Frame::Publish(Box::new(publish.clone()))).to_bytes();
+        let borrowed = publish.borrowed();
+        let mut buf = BytesMut::new();
+        borrowed.encode(request_id, &mut buf);
+        prop_assert_eq!(&buf[..], &owned[..]);
+        prop_assert_eq!(borrowed.encoded_len(), owned.len());
+    }
+}
+
+proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
     /// (b) Several envelopes encoded into one buffer come back in order, the buffer fully

@@ -4,8 +4,6 @@
 //! ([`verify`]). A missing message, a message on a queue routing does not send it to, or a
 //! second delivery without the redelivered flag is a failed run, not a statistic.
 
-use std::collections::HashMap;
-
 use bytes::{BufMut, BytesMut};
 use serde::Serialize;
 
@@ -30,6 +28,18 @@ impl Stamp {
         buf.put_u32_le(self.producer);
         buf.put_u64_le(self.seq);
         buf.put_u64_le(self.sent_us);
+    }
+
+    /// Writes the stamp over the first [`STAMP_LEN`] bytes of `body` (a body kept between
+    /// messages); a shorter body is left as it is.
+    pub fn put(&self, body: &mut [u8]) {
+        let Some(dst) = body.get_mut(..STAMP_LEN) else {
+            return;
+        };
+        let mut at: &mut [u8] = dst;
+        at.put_u32_le(self.producer);
+        at.put_u64_le(self.seq);
+        at.put_u64_le(self.sent_us);
     }
 
     /// Reads the stamp at the start of `body`; `None` when the body is too short.
@@ -112,7 +122,8 @@ fn set(bits: &mut Vec<u64>, i: u64) {
 /// What one consumer (or several, merged) received.
 #[derive(Debug, Clone, Default)]
 pub struct Tally {
-    seen: HashMap<(usize, u32), Seen>,
+    /// Looked up once per delivery: foldhash, as SipHash's cost showed per message.
+    seen: foldhash::HashMap<(usize, u32), Seen>,
     /// Second deliveries of a message to the same queue that carried the redelivered flag
     /// (at-least-once: allowed, reported).
     pub redelivered_duplicates: u64,

@@ -2,12 +2,17 @@
 //! pairs replies with requests, and the three tasks that own the socket.
 //!
 //! ```text
-//! Client calls ── mpsc<Envelope> (bounded) ──▶ writer task ── FramedWrite ──▶ socket
+//! Client calls ── encode into the outgoing bytes (bounded) ──▶ writer task ──▶ socket
 //!      ▲                                                                        │
 //!      └── oneshot per request ◀── Connection::handle ◀── reader task ◀── FramedRead
 //!                                     └── unbounded mpsc per consumer ──▶ Consumer
 //! heartbeat task: a Heartbeat frame every heartbeat_ms / 2
 //! ```
+//!
+//! Callers encode their frames straight into one shared byte buffer ([`Connection::send_with`]),
+//! under a short lock, so a publish costs no owned frame, box or channel slot; the writer task
+//! swaps the buffer for its empty spare and writes what it took while callers fill the other.
+//! A caller waits only while more than [`MAX_BUFFERED_BYTES`] are waiting to be written.
 //!
 //! Requests are registered in the pending map *before* their frame is queued, so a reply can
 //! never overtake its registration. The reader handles frames one at a time, synchronously,
@@ -19,24 +24,26 @@
 //! pending request with [`ClientError::Closed`] and ends every consumer; the first reason
 //! recorded wins. No lock is held across an `.await`.
 
-use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
+use bytes::BytesMut;
+use futures::StreamExt;
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 use warren_protocol::{
-    client_preface, Cancel, Close, Confirm, DecodeError, Envelope, ErrorCode, Frame, FrameCodec,
-    Hello, Mechanism, Open, RequestId, PROTOCOL_VERSION,
+    client_preface, Cancel, Close, Confirm, DecodeError, Deliver, Envelope, ErrorCode, Frame,
+    FrameCodec, Hello, Mechanism, Open, RequestId, PROTOCOL_VERSION,
 };
 
 use crate::client::consumer::{CancelReason, ConsumerEvent};
@@ -50,12 +57,14 @@ use crate::tls::{ClientTls, TlsError};
 /// never looks cannot make the client grow without bound, and still learns that some were lost.
 pub(crate) const MAX_KEPT_REFUSALS: usize = 65_536;
 
-/// Frames the writer queue holds before callers wait for room.
-pub(crate) const WRITER_QUEUE_FRAMES: usize = 1024;
+/// Encoded bytes the outgoing buffer may hold before callers wait for the writer to take
+/// them (a frame is always accepted whole below this, so the buffer holds at most this plus
+/// one frame). About what the queue of 1,024 frames it replaced held of S1's publishes.
+pub(crate) const MAX_BUFFERED_BYTES: usize = 256 * 1024;
 
-/// Frames the writer encodes before it flushes, so one busy producer cannot delay a flush
-/// indefinitely.
-const MAX_BATCH_FRAMES: usize = 256;
+/// Frames the reader handles from a full buffer before it looks at the shutdown token again:
+/// it polls the socket first, so a steady stream of frames would otherwise hide a shutdown.
+const FRAMES_PER_SHUTDOWN_CHECK: u32 = 64;
 
 /// How long a closing writer may spend sending what is still queued (acks, `Close`).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
@@ -133,11 +142,20 @@ pub(crate) struct ConsumerSlot {
     pub(crate) events: mpsc::UnboundedSender<ConsumerEvent>,
 }
 
+/// The frames callers have encoded and the writer has not taken yet.
+#[derive(Default)]
+struct Outgoing {
+    buf: BytesMut,
+    /// The connection has ended: nothing more is accepted (what `buf` holds is still
+    /// written, within the writer's drain bound).
+    closed: bool,
+}
+
 /// Everything behind the state lock.
 #[derive(Default)]
 struct State {
     pending: foldhash::HashMap<RequestId, Pending>,
-    consumers: HashMap<String, ConsumerSlot>,
+    consumers: foldhash::HashMap<String, ConsumerSlot>,
     /// Woken by `CloseOk` (whatever its request id) for [`crate::client::Client::close`].
     close_waiter: Option<oneshot::Sender<()>>,
     /// Our `Close` is on its way: deliveries are ignored from now on (PROTOCOL.md §12), as
@@ -218,7 +236,13 @@ where
 
 /// State shared by the client handles and the connection's tasks.
 pub(crate) struct Connection {
-    writer: mpsc::Sender<Envelope>,
+    /// Frames on their way to the writer task, already encoded. Its own lock, never held
+    /// with the state lock.
+    outgoing: Mutex<Outgoing>,
+    /// Wakes the writer when bytes were added (a permit is kept if it is not waiting).
+    wake_writer: Notify,
+    /// Wakes callers waiting for room when the writer took the buffer or the connection ended.
+    room: Notify,
     state: Mutex<State>,
     next_request_id: AtomicU64,
     /// Cancelled when the connection ends; stops the reader and heartbeat, drains the writer.
@@ -362,11 +386,9 @@ where
         .set_max_frame_size(hello.max_frame_size);
     let mut write_half = write_half;
     login(&mut reader, &mut write_half, options).await?;
-    let writer = FramedWrite::new(write_half, FrameCodec::new(hello.max_frame_size));
 
-    let (tx, rx) = mpsc::channel(WRITER_QUEUE_FRAMES);
-    let connection = Arc::new(Connection::new(tx));
-    let writer_task = tokio::spawn(write_loop(Arc::clone(&connection), rx, writer));
+    let connection = Arc::new(Connection::new());
+    let writer_task = tokio::spawn(write_loop(Arc::clone(&connection), write_half));
     // PROTOCOL.md §11: the server sends something at least every interval, so three silent
     // intervals mean it is gone.
     let silence_limit =
@@ -384,9 +406,11 @@ where
 }
 
 impl Connection {
-    pub(crate) fn new(writer: mpsc::Sender<Envelope>) -> Self {
+    pub(crate) fn new() -> Self {
         Connection {
-            writer,
+            outgoing: Mutex::new(Outgoing::default()),
+            wake_writer: Notify::new(),
+            room: Notify::new(),
             state: Mutex::new(State::default()),
             next_request_id: AtomicU64::new(1),
             shutdown: CancellationToken::new(),
@@ -462,27 +486,78 @@ impl Connection {
 
     /// Queues a frame for the writer, waiting for room.
     pub(crate) async fn send(&self, envelope: Envelope) -> Result<(), ClientError> {
-        if self.is_closed() {
-            return Err(self.closed_error());
-        }
-        self.writer
-            .send(envelope)
-            .await
-            .map_err(|_| self.closed_error())
+        self.send_with(|buf| envelope.encode(buf)).await
     }
 
-    /// Queues a frame if there is room, without waiting; used where waiting could deadlock
-    /// (the reader) or is impossible (`Drop`).
-    fn send_now(&self, envelope: Envelope) {
-        let opcode = envelope.frame.opcode().name();
-        if let Err(e) = self.writer.try_send(envelope) {
-            debug!(opcode, error = %e, "could not queue a frame without waiting; dropped");
+    /// Queues a frame for the writer by letting `encode` append it, whole, to the outgoing
+    /// bytes; waits first while more than [`MAX_BUFFERED_BYTES`] are waiting to be written.
+    /// `encode` runs at most once, under the outgoing lock: it must only append.
+    ///
+    /// Cancel-safe: dropped while it waits, nothing was queued.
+    pub(crate) async fn send_with(
+        &self,
+        encode: impl FnOnce(&mut BytesMut),
+    ) -> Result<(), ClientError> {
+        let mut encode = Some(encode);
+        loop {
+            {
+                let mut out = self.outgoing.lock();
+                if out.closed {
+                    drop(out);
+                    return Err(self.closed_error());
+                }
+                if out.buf.len() < MAX_BUFFERED_BYTES {
+                    if let Some(encode) = encode.take() {
+                        encode(&mut out.buf);
+                    }
+                    drop(out);
+                    self.wake_writer.notify_one();
+                    return Ok(());
+                }
+            }
+            // Full: register for the writer's wake-up before looking again, so a take in
+            // between is not missed.
+            let room = self.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            {
+                let out = self.outgoing.lock();
+                if out.closed || out.buf.len() < MAX_BUFFERED_BYTES {
+                    continue;
+                }
+            }
+            room.await;
         }
+    }
+
+    /// Queues a frame without waiting, past [`MAX_BUFFERED_BYTES`] if need be; used where
+    /// waiting could deadlock (the reader) or is impossible (`Drop`). `false` when the
+    /// connection has ended and the frame was dropped.
+    fn send_now(&self, envelope: &Envelope) -> bool {
+        {
+            let mut out = self.outgoing.lock();
+            if out.closed {
+                let opcode = envelope.frame.opcode().name();
+                debug!(opcode, "the connection has ended; frame dropped");
+                return false;
+            }
+            envelope.encode(&mut out.buf);
+        }
+        self.wake_writer.notify_one();
+        true
+    }
+
+    /// Stops accepting frames (the writer still writes what it holds) and wakes every caller
+    /// waiting for room, to fail.
+    fn close_outgoing(&self) {
+        self.outgoing.lock().closed = true;
+        self.room.notify_waiters();
+        self.wake_writer.notify_one();
     }
 
     /// Queues a normal `Close` without waiting (for `Drop`).
     pub(crate) fn close_now(&self) {
-        self.send_now(Envelope::new(self.next_request_id(), normal_close()));
+        self.send_now(&Envelope::new(self.next_request_id(), normal_close()));
     }
 
     /// Sets the waiter [`crate::client::Client::close`] uses; `false` if the connection is
@@ -521,22 +596,9 @@ impl Connection {
                 keep_unacked: false,
             }),
         );
-        match self.writer.try_send(cancel) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(cancel)) => {
-                // `Drop` cannot wait; a task can. Without a runtime (dropped after it shut
-                // down) the connection is ending anyway.
-                match tokio::runtime::Handle::try_current() {
-                    Ok(runtime) => {
-                        let writer = self.writer.clone();
-                        runtime.spawn(async move {
-                            let _ = writer.send(cancel).await;
-                        });
-                    }
-                    Err(_) => self.unregister(id),
-                }
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => self.unregister(id),
+        // `Drop` cannot wait for room; one small frame past the bound is harmless.
+        if !self.send_now(&cancel) {
+            self.unregister(id);
         }
     }
 
@@ -576,6 +638,7 @@ impl Connection {
         if let Some(waiter) = waiter {
             let _ = waiter.send(());
         }
+        self.close_outgoing();
         self.shutdown.cancel();
     }
 
@@ -595,7 +658,7 @@ impl Connection {
             }
             Frame::Close(close) => {
                 debug!(code = close.code, reason = %close.reason, "server closed the connection");
-                self.send_now(Envelope::new(id, Frame::CloseOk));
+                self.send_now(&Envelope::new(id, Frame::CloseOk));
                 self.connection_lost(CloseInfo::new(close.code, close.reason));
                 return Flow::Stop;
             }
@@ -648,7 +711,7 @@ impl Connection {
             }
             Frame::Confirm(confirm) => self.confirm(id, confirm),
             Frame::ConsumeOk(tag) => self.consume_ok(id, tag.consumer_tag),
-            Frame::Deliver(d) => self.deliver(*d),
+            Frame::Deliver(d) => self.deliver(d),
             Frame::ConsumerCancelled(c) => {
                 let slot = self.state.lock().consumers.remove(&c.consumer_tag);
                 match slot {
@@ -679,7 +742,7 @@ impl Connection {
                     "the server sent a frame it must not send; closing"
                 );
                 let reason = format!("the server sent a {opcode} frame");
-                self.send_now(Envelope::new(
+                self.send_now(&Envelope::new(
                     self.next_request_id(),
                     Frame::Close(Close {
                         code: ErrorCode::UnexpectedFrame.as_u16(),
@@ -792,7 +855,9 @@ impl Connection {
         }
     }
 
-    fn deliver(&self, d: warren_protocol::Deliver) {
+    /// Hands a delivery to its consumer in the box the decoder made: the consumer's channel
+    /// moves a pointer, not the whole message.
+    fn deliver(&self, d: Box<Deliver>) {
         let state = self.state.lock();
         if state.closing {
             // §12: after our Close, deliveries are ignored; the server requeues them.
@@ -801,7 +866,7 @@ impl Connection {
         match state.consumers.get(&d.consumer_tag) {
             Some(slot) => {
                 let tag = d.delivery_tag;
-                if slot.events.send(ConsumerEvent::Delivery(d.into())).is_err() {
+                if slot.events.send(ConsumerEvent::Delivery(d)).is_err() {
                     // The Consumer was dropped and its Cancel is on the way; the server
                     // requeues the consumer's unacked deliveries when it cancels it, so
                     // nothing is sent for this one (a nack would race the cancel and an
@@ -834,36 +899,84 @@ pub(crate) fn unexpected(expected: &'static str, got: &Frame) -> ClientError {
     }
 }
 
+/// What woke the reader.
+enum ReadEvent {
+    Frame(Option<Result<Envelope, DecodeError>>),
+    Shutdown,
+    Watchdog,
+}
+
 async fn read_loop<R: AsyncRead + Unpin>(
     connection: Arc<Connection>,
     mut reader: FramedRead<R, FrameCodec>,
     silence_limit: Option<Duration>,
 ) {
     // One timer for the connection, moved forward only when it fires: cheaper than a new
-    // timer per frame.
+    // timer per frame. Frames are counted, not timed (a clock read per frame was two per
+    // message between a publisher's and a consumer's connection); the timer fires every
+    // quarter of the limit and notes when the count last moved, so silence is noticed at
+    // most a quarter of the limit late.
+    let check_every = silence_limit.unwrap_or_default() / 4;
+    let mut frames = 0u64;
+    let mut frames_at_check = 0u64;
     let mut last_frame = Instant::now();
-    let watchdog = tokio::time::sleep(silence_limit.unwrap_or_default());
+    let watchdog = tokio::time::sleep(check_every);
     tokio::pin!(watchdog);
+    // Made once: a `cancelled()` future registers with the token (under its lock) when
+    // first polled, and a new one per frame did that for every frame.
+    let cancelled = connection.shutdown.cancelled();
+    tokio::pin!(cancelled);
+    let mut frames_unchecked = 0u32;
     loop {
-        let next = tokio::select! {
-            biased;
-            () = connection.shutdown.cancelled() => return,
-            next = reader.next() => next,
-            () = &mut watchdog, if silence_limit.is_some() => {
+        let event = std::future::poll_fn(|cx| {
+            // The socket first: a frame already buffered, or readable now, is handled
+            // without polling the shutdown token or the timer; those are looked at when
+            // the reader would wait, and every FRAMES_PER_SHUTDOWN_CHECK frames.
+            let reader_polled = frames_unchecked < FRAMES_PER_SHUTDOWN_CHECK;
+            if reader_polled {
+                if let Poll::Ready(next) = reader.poll_next_unpin(cx) {
+                    frames_unchecked += 1;
+                    return Poll::Ready(ReadEvent::Frame(next));
+                }
+            }
+            frames_unchecked = 0;
+            if cancelled.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(ReadEvent::Shutdown);
+            }
+            if silence_limit.is_some() && watchdog.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(ReadEvent::Watchdog);
+            }
+            if reader_polled {
+                return Poll::Pending;
+            }
+            reader.poll_next_unpin(cx).map(ReadEvent::Frame)
+        })
+        .await;
+        let next = match event {
+            ReadEvent::Frame(next) => next,
+            ReadEvent::Shutdown => return,
+            ReadEvent::Watchdog => {
                 let limit = silence_limit.unwrap_or_default();
-                let deadline = last_frame + limit;
-                if Instant::now() < deadline {
-                    watchdog.as_mut().reset(deadline);
+                let now = Instant::now();
+                if frames != frames_at_check {
+                    frames_at_check = frames;
+                    last_frame = now;
+                }
+                if now < last_frame + limit {
+                    watchdog.as_mut().reset(now + check_every);
                     continue;
                 }
                 connection.connection_lost(CloseInfo::new(
                     ErrorCode::HeartbeatTimeout.as_u16(),
-                    format!("nothing received from the server for {} ms", limit.as_millis()),
+                    format!(
+                        "nothing received from the server for {} ms",
+                        limit.as_millis()
+                    ),
                 ));
                 return;
             }
         };
-        last_frame = Instant::now();
+        frames = frames.wrapping_add(1);
         match next {
             Some(Ok(envelope)) => {
                 if connection.handle(envelope) == Flow::Stop {
@@ -876,7 +989,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
             }
             Some(Err(e)) => {
                 warn!(error = %e, "undecodable frame from the server; closing");
-                connection.send_now(Envelope::new(
+                connection.send_now(&Envelope::new(
                     connection.next_request_id(),
                     Frame::Close(Close {
                         code: ErrorCode::FrameError.as_u16(),
@@ -897,13 +1010,12 @@ async fn read_loop<R: AsyncRead + Unpin>(
     }
 }
 
-async fn write_loop<W: AsyncWrite + Unpin>(
-    connection: Arc<Connection>,
-    mut rx: mpsc::Receiver<Envelope>,
-    mut sink: FramedWrite<W, FrameCodec>,
-) {
+async fn write_loop<W: AsyncWrite + Unpin>(connection: Arc<Connection>, mut sink: W) {
+    // What the writer took from the outgoing buffer and has not written yet; swapped with
+    // the callers' buffer, so the two allocations are reused.
+    let mut chunk = BytesMut::new();
     let result = tokio::select! {
-        result = pump(&mut rx, &mut sink) => result,
+        result = pump(&connection, &mut chunk, &mut sink) => result,
         () = connection.shutdown.cancelled() => Ok(()),
     };
     if let Err(e) = result {
@@ -911,14 +1023,18 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         return;
     }
     // Closing: send what is already queued (fire-and-forget acks, Close, CloseOk), bounded,
-    // then shut the socket's write side. A flush cut short above resumes here.
-    rx.close();
+    // then shut the socket's write side. A write cut short above resumes here: `chunk`
+    // holds exactly what was not written.
+    connection.close_outgoing();
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
-        while let Some(envelope) = rx.recv().await {
-            sink.feed(envelope).await?;
+        loop {
+            write_chunk(&mut chunk, &mut sink).await?;
+            if !connection.take_outgoing(&mut chunk) {
+                break;
+            }
         }
-        SinkExt::<Envelope>::flush(&mut sink).await?;
-        sink.get_mut().shutdown().await
+        sink.flush().await?;
+        sink.shutdown().await
     })
     .await;
     match drained {
@@ -928,40 +1044,81 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     }
 }
 
-/// Writes frames as they come: everything already queued is encoded, then flushed once.
-async fn pump<W: AsyncWrite + Unpin>(
-    rx: &mut mpsc::Receiver<Envelope>,
-    sink: &mut FramedWrite<W, FrameCodec>,
-) -> std::io::Result<()> {
-    while let Some(envelope) = rx.recv().await {
-        sink.feed(envelope).await?;
-        for _ in 1..MAX_BATCH_FRAMES {
-            match rx.try_recv() {
-                Ok(envelope) => sink.feed(envelope).await?,
-                Err(_) => break,
+impl Connection {
+    /// Swaps the outgoing bytes into the writer's empty `chunk`; `false` if there were none.
+    /// Wakes the callers waiting for room.
+    fn take_outgoing(&self, chunk: &mut BytesMut) -> bool {
+        {
+            let mut out = self.outgoing.lock();
+            if out.buf.is_empty() {
+                return false;
             }
+            std::mem::swap(&mut out.buf, chunk);
         }
-        SinkExt::<Envelope>::flush(sink).await?;
+        self.room.notify_waiters();
+        true
     }
+}
+
+/// Writes all of `chunk`, advancing it as bytes go out, so that a write cancelled part way
+/// leaves in it what is still to be written.
+async fn write_chunk<W: AsyncWrite + Unpin>(
+    chunk: &mut BytesMut,
+    sink: &mut W,
+) -> std::io::Result<()> {
+    while !chunk.is_empty() {
+        if sink.write_buf(chunk).await? == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+    }
+    // Everything is written: empty from the start again, so the allocation is reused.
+    chunk.clear();
     Ok(())
+}
+
+/// Writes frames as they come: whatever callers have encoded by the time the last write is
+/// done goes out in the next one, then a flush (TLS buffers; TCP's flush is a no-op).
+async fn pump<W: AsyncWrite + Unpin>(
+    connection: &Connection,
+    chunk: &mut BytesMut,
+    sink: &mut W,
+) -> std::io::Result<()> {
+    loop {
+        if !connection.take_outgoing(chunk) {
+            // A caller that appends after the look above leaves a permit: no lost wake-up.
+            connection.wake_writer.notified().await;
+            if connection.outgoing.lock().closed {
+                return Ok(());
+            }
+            continue;
+        }
+        write_chunk(chunk, sink).await?;
+        sink.flush().await?;
+    }
 }
 
 async fn heartbeat_loop(connection: Arc<Connection>, period: Duration) {
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let heartbeat = Envelope::new(0, Frame::Heartbeat);
     loop {
         tokio::select! {
             biased;
             () = connection.shutdown.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        // A full queue means frames are flowing anyway; a closed one means we are done.
-        if let Err(mpsc::error::TrySendError::Closed(_)) = connection
-            .writer
-            .try_send(Envelope::new(0, Frame::Heartbeat))
         {
-            return;
+            let mut out = connection.outgoing.lock();
+            if out.closed {
+                return;
+            }
+            // A full buffer means frames are flowing anyway.
+            if out.buf.len() >= MAX_BUFFERED_BYTES {
+                continue;
+            }
+            heartbeat.encode(&mut out.buf);
         }
+        connection.wake_writer.notify_one();
     }
 }
 
@@ -971,9 +1128,21 @@ mod tests {
     use bytes::Bytes;
     use warren_protocol::{ConsumerTag, Deliver, ErrorFrame, Properties, Return};
 
-    fn connection() -> (Connection, mpsc::Receiver<Envelope>) {
-        let (tx, rx) = mpsc::channel(16);
-        (Connection::new(tx), rx)
+    fn connection() -> Connection {
+        Connection::new()
+    }
+
+    /// The frames queued for the writer so far, decoded, and taken.
+    fn sent(conn: &Connection) -> Vec<Envelope> {
+        use tokio_util::codec::Decoder;
+        let mut buf = std::mem::take(&mut conn.outgoing.lock().buf);
+        let mut codec = FrameCodec::default();
+        let mut frames = Vec::new();
+        while let Some(env) = codec.decode(&mut buf).unwrap() {
+            frames.push(env);
+        }
+        assert!(buf.is_empty(), "a partial frame was queued");
+        frames
     }
 
     fn deliver(tag: &str, delivery_tag: u64) -> Frame {
@@ -993,7 +1162,7 @@ mod tests {
 
     #[test]
     fn a_return_then_an_ack_is_returned() {
-        let (conn, _rx) = connection();
+        let conn = connection();
         let (tx, mut rx) = oneshot::channel();
         conn.register(7, Pending::Publish { tx, returned: None })
             .unwrap();
@@ -1021,7 +1190,7 @@ mod tests {
 
     #[test]
     fn an_error_for_a_publish_is_a_server_error() {
-        let (conn, _rx) = connection();
+        let conn = connection();
         let (tx, mut rx) = oneshot::channel();
         conn.register(3, Pending::Publish { tx, returned: None })
             .unwrap();
@@ -1035,7 +1204,7 @@ mod tests {
 
     #[test]
     fn deliveries_right_after_consume_ok_reach_the_new_consumer() {
-        let (conn, _rx) = connection();
+        let conn = connection();
         let (tx, mut tag_rx) = oneshot::channel();
         let (events_tx, mut events) = mpsc::unbounded_channel();
         conn.register(
@@ -1064,7 +1233,7 @@ mod tests {
     fn deliveries_to_a_dropped_consumer_are_left_to_its_cancel() {
         // A nack here would race the cancel, after which the server has already requeued
         // the delivery and a fire-and-forget nack of its unknown tag closes the connection.
-        let (conn, mut writer) = connection();
+        let conn = connection();
         let (events_tx, events) = mpsc::unbounded_channel();
         conn.state
             .lock()
@@ -1075,12 +1244,12 @@ mod tests {
             conn.handle(Envelope::new(0, deliver("c", 9))),
             Flow::Continue
         );
-        assert!(writer.try_recv().is_err());
+        assert!(sent(&conn).is_empty());
     }
 
     #[test]
     fn deliveries_after_our_close_are_ignored_but_replies_are_not() {
-        let (conn, _writer) = connection();
+        let conn = connection();
         let (events_tx, mut events) = mpsc::unbounded_channel();
         conn.state
             .lock()
@@ -1102,13 +1271,13 @@ mod tests {
 
     #[test]
     fn a_client_to_server_frame_from_the_server_closes_the_connection() {
-        let (conn, mut writer) = connection();
+        let conn = connection();
         let flow = conn.handle(Envelope::new(
             0,
             Frame::Qos(warren_protocol::Qos { prefetch_count: 1 }),
         ));
         assert_eq!(flow, Flow::Stop);
-        match writer.try_recv().unwrap().frame {
+        match sent(&conn).remove(0).frame {
             Frame::Close(c) => assert_eq!(c.code, 505),
             other => panic!("expected Close, got {other:?}"),
         }
@@ -1117,7 +1286,7 @@ mod tests {
 
     #[test]
     fn connection_errors_fail_everything_with_the_server_reason() {
-        let (conn, _rx) = connection();
+        let conn = connection();
         let (tx, mut reply) = oneshot::channel();
         conn.register(4, Pending::Reply(tx)).unwrap();
         let (events_tx, mut events) = mpsc::unbounded_channel();
@@ -1154,7 +1323,7 @@ mod tests {
 
     #[test]
     fn a_server_close_is_answered_with_close_ok() {
-        let (conn, mut writer) = connection();
+        let conn = connection();
         let flow = conn.handle(Envelope::new(
             0,
             Frame::Close(Close {
@@ -1163,13 +1332,13 @@ mod tests {
             }),
         ));
         assert_eq!(flow, Flow::Stop);
-        assert_eq!(writer.try_recv().unwrap().frame, Frame::CloseOk);
+        assert_eq!(sent(&conn)[0].frame, Frame::CloseOk);
         assert_eq!(conn.close_info(), (320, "shutting down".into()));
     }
 
     #[test]
     fn cancel_ok_ends_the_consumer_as_cancelled() {
-        let (conn, _rx) = connection();
+        let conn = connection();
         let (events_tx, mut events) = mpsc::unbounded_channel();
         conn.state
             .lock()

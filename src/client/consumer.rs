@@ -134,11 +134,10 @@ impl fmt::Display for CancelReason {
 /// What the reader task sends down a consumer's channel. `Cancelled` is always the last
 /// event: the reader removes the consumer before sending it.
 #[derive(Debug)]
-// Nearly every event is a delivery: boxing it would add an allocation per message and save
-// nothing.
-#[allow(clippy::large_enum_variant)]
 pub(crate) enum ConsumerEvent {
-    Delivery(Delivery),
+    /// In the box the frame decoder made: the channel moves a pointer, and the consumer
+    /// turns it into a [`Delivery`] when it is taken.
+    Delivery(Box<Deliver>),
     Cancelled(CancelReason),
 }
 
@@ -193,7 +192,7 @@ impl Consumer {
             return Poll::Ready(None);
         }
         match ready!(self.events.poll_recv(cx)) {
-            Some(ConsumerEvent::Delivery(d)) => Poll::Ready(Some(d)),
+            Some(ConsumerEvent::Delivery(d)) => Poll::Ready(Some(Delivery::from(*d))),
             Some(ConsumerEvent::Cancelled(reason)) => {
                 self.cancel_reason = Some(reason);
                 Poll::Ready(None)

@@ -29,7 +29,7 @@
 //!   the types of [`crate::admin_types`] ([`Client::admin_typed`], [`decode_admin`]);
 //! - `connection` (private) — handshake, reader/writer/heartbeat tasks and the table of
 //!   pending requests;
-//! - [`publish`] — [`OutgoingMessage`], [`PublishOutcome`], [`PendingConfirm`];
+//! - [`publish`] — [`OutgoingMessage`], [`MessageRef`], [`PublishOutcome`], [`PendingConfirm`];
 //! - [`consumer`] — [`Consumer`], [`Delivery`], [`CancelReason`];
 //! - [`error`] — [`ClientError`].
 
@@ -53,13 +53,15 @@ use warren_protocol::{
 
 pub use self::consumer::{CancelReason, Consumer, Delivery};
 pub use self::error::ClientError;
-pub use self::publish::{OutgoingMessage, PendingConfirm, PublishOutcome, Refusal, RefusalKind};
+pub use self::publish::{
+    MessageRef, OutgoingMessage, PendingConfirm, PublishOutcome, Refusal, RefusalKind,
+};
 pub use warren_protocol::{
     ExchangeKind, FieldTable, FieldValue, Hello, Properties, QueueDeclareOk,
 };
 
 use self::connection::{normal_close, unexpected, CloseInfo, Connection, ConsumerSlot, Pending};
-use self::publish::{publish_frame_len, unconfirmed_id};
+use self::publish::unconfirmed_id;
 
 /// Decodes the JSON result of the admin command `command` (from [`Client::admin`]) as `T`,
 /// its type in [`crate::admin_types`].
@@ -589,13 +591,13 @@ impl Client {
 
     /// Refuses, before anything is sent, a publish that would exceed the server's frame size
     /// limit minus [`PUBLISH_HEADROOM_BYTES`].
-    fn check_fits(&self, publish: &warren_protocol::Publish) -> Result<(), ClientError> {
+    fn check_fits(&self, publish: &warren_protocol::PublishRef<'_>) -> Result<(), ClientError> {
         let max = self
             .inner
             .hello
             .max_frame_size
             .saturating_sub(PUBLISH_HEADROOM_BYTES);
-        let len = publish_frame_len(publish);
+        let len = publish.frame_len();
         if len > max as usize {
             return Err(ClientError::BodyTooLarge {
                 body: publish.body.len(),
@@ -615,9 +617,18 @@ impl Client {
     /// limit minus [`PUBLISH_HEADROOM_BYTES`]; [`ClientError::Closed`] when the
     /// connection has ended.
     pub async fn publish(&self, msg: OutgoingMessage) -> Result<PendingConfirm, ClientError> {
-        let publish = msg.into_frame();
-        self.check_fits(&publish)?;
-        let frame = Frame::Publish(Box::new(publish));
+        self.publish_ref(msg.borrowed()).await
+    }
+
+    /// As [`Client::publish`], from borrowed parts: the message is encoded straight into the
+    /// connection's outgoing bytes, so nothing of it is copied or allocated but those bytes.
+    /// For a publisher that keeps its names, properties and a body buffer between messages.
+    ///
+    /// # Errors
+    /// As [`Client::publish`].
+    pub async fn publish_ref(&self, msg: MessageRef<'_>) -> Result<PendingConfirm, ClientError> {
+        let frame = msg.frame(false);
+        self.check_fits(&frame)?;
         let connection = &self.inner.connection;
         let id = connection.next_request_id();
         let (tx, rx) = oneshot::channel();
@@ -627,7 +638,7 @@ impl Client {
             id,
             armed: true,
         };
-        connection.send(Envelope::new(id, frame)).await?;
+        connection.send_with(|buf| frame.encode(id, buf)).await?;
         guard.disarm();
         Ok(PendingConfirm { request_id: id, rx })
     }
@@ -653,14 +664,19 @@ impl Client {
     /// As [`Client::publish`]: the message is too large for a frame, or the connection is
     /// closed. A refusal by the server is not an error here.
     pub async fn publish_unconfirmed(&self, msg: OutgoingMessage) -> Result<u64, ClientError> {
-        let mut publish = msg.into_frame();
-        publish.no_confirm = true;
-        self.check_fits(&publish)?;
+        self.publish_unconfirmed_ref(msg.borrowed()).await
+    }
+
+    /// As [`Client::publish_unconfirmed`], from borrowed parts (see [`Client::publish_ref`]).
+    ///
+    /// # Errors
+    /// As [`Client::publish_unconfirmed`].
+    pub async fn publish_unconfirmed_ref(&self, msg: MessageRef<'_>) -> Result<u64, ClientError> {
+        let frame = msg.frame(true);
+        self.check_fits(&frame)?;
         let connection = &self.inner.connection;
         let id = unconfirmed_id(connection.next_request_id());
-        connection
-            .send(Envelope::new(id, Frame::Publish(Box::new(publish))))
-            .await?;
+        connection.send_with(|buf| frame.encode(id, buf)).await?;
         Ok(id)
     }
 

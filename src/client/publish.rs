@@ -1,4 +1,5 @@
-//! Publishing: [`OutgoingMessage`], the broker's verdict [`PublishOutcome`], and
+//! Publishing: [`OutgoingMessage`] and its borrowed form [`MessageRef`], the broker's
+//! verdict [`PublishOutcome`], and
 //! [`PendingConfirm`], the future that resolves to it; [`Refusal`], what the server said
 //! about a publish sent without a confirm.
 //!
@@ -12,10 +13,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::sync::oneshot;
-use warren_protocol::write::str16_len;
-use warren_protocol::{FieldValue, Properties, Publish, RequestId, FRAME_HEADER_BYTES};
+use warren_protocol::{FieldValue, Properties, PublishRef, RequestId};
 
 use crate::client::error::{ClientError, NO_CLOSE_CODE};
 
@@ -103,12 +103,61 @@ impl OutgoingMessage {
         self
     }
 
-    pub(crate) fn into_frame(self) -> Publish {
-        Publish {
+    /// The message as borrowed parts, for [`Client::publish_ref`](crate::client::Client::publish_ref).
+    pub fn borrowed(&self) -> MessageRef<'_> {
+        MessageRef {
+            exchange: &self.exchange,
+            routing_key: &self.routing_key,
+            mandatory: self.mandatory,
+            properties: &self.properties,
+            body: &self.body,
+        }
+    }
+}
+
+/// A message to publish, borrowed: what [`Client::publish_ref`](crate::client::Client::publish_ref)
+/// and [`Client::publish_unconfirmed_ref`](crate::client::Client::publish_unconfirmed_ref)
+/// take. The client encodes it straight into the connection's outgoing bytes, so a publisher
+/// that keeps its exchange, routing keys, properties and a body buffer of its own allocates
+/// nothing per message for them.
+#[derive(Debug, Clone, Copy)]
+pub struct MessageRef<'a> {
+    /// Target exchange; `""` is the default exchange.
+    pub exchange: &'a str,
+    /// Routing key.
+    pub routing_key: &'a str,
+    /// Ask the server to return the message if no queue takes it.
+    pub mandatory: bool,
+    /// Message properties.
+    pub properties: &'a Properties,
+    /// Message body.
+    pub body: &'a [u8],
+}
+
+impl<'a> MessageRef<'a> {
+    /// A non-mandatory message with these properties.
+    pub fn new(
+        exchange: &'a str,
+        routing_key: &'a str,
+        properties: &'a Properties,
+        body: &'a [u8],
+    ) -> Self {
+        MessageRef {
+            exchange,
+            routing_key,
+            mandatory: false,
+            properties,
+            body,
+        }
+    }
+
+    /// The `Publish` frame of this message.
+    pub(crate) fn frame(&self, no_confirm: bool) -> PublishRef<'a> {
+        PublishRef {
             exchange: self.exchange,
             routing_key: self.routing_key,
             mandatory: self.mandatory,
-            no_confirm: false,
+            no_confirm,
             properties: self.properties,
             body: self.body,
         }
@@ -240,23 +289,10 @@ pub(crate) fn is_unconfirmed(id: RequestId) -> bool {
     id & UNCONFIRMED_ID_BIT != 0
 }
 
-/// The value of a `Publish` frame's length prefix (everything after the prefix), computed
-/// without encoding the body, so an oversized publish can be refused before it is sent.
-pub(crate) fn publish_frame_len(publish: &Publish) -> usize {
-    let mut properties = BytesMut::new();
-    publish.properties.encode(&mut properties);
-    FRAME_HEADER_BYTES
-        + str16_len(&publish.exchange)
-        + str16_len(&publish.routing_key)
-        + 1
-        + properties.len()
-        + publish.body.len()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use warren_protocol::{Envelope, Frame};
+    use warren_protocol::{Envelope, Frame, Publish};
 
     #[test]
     fn builders_set_the_properties() {
@@ -287,16 +323,27 @@ mod tests {
     }
 
     #[test]
-    fn frame_length_matches_the_encoding() {
+    fn a_borrowed_message_encodes_as_the_owned_one_did() {
         let m = OutgoingMessage::new("ex", "key", vec![7u8; 1000])
             .persistent()
+            .mandatory()
             .header("h", FieldValue::List(vec![FieldValue::Bool(true)]))
             .message_id("id");
-        let publish = m.into_frame();
-        let expected = Envelope::new(5, Frame::Publish(Box::new(publish.clone())))
-            .to_bytes()
-            .len()
-            - 4;
-        assert_eq!(publish_frame_len(&publish), expected);
+        for no_confirm in [false, true] {
+            let owned = Publish {
+                exchange: m.exchange.clone(),
+                routing_key: m.routing_key.clone(),
+                mandatory: m.mandatory,
+                no_confirm,
+                properties: m.properties.clone(),
+                body: m.body.clone(),
+            };
+            let expected = Envelope::new(5, Frame::Publish(Box::new(owned))).to_bytes();
+            let frame = m.borrowed().frame(no_confirm);
+            let mut buf = bytes::BytesMut::new();
+            frame.encode(5, &mut buf);
+            assert_eq!(&buf[..], &expected[..]);
+            assert_eq!(frame.frame_len(), expected.len() - 4);
+        }
     }
 }

@@ -26,7 +26,7 @@
 //! | `open.rs` | [`Open`] (and [`Mechanism`]) |
 //! | `exchange.rs` | [`ExchangeDeclare`] (and [`ExchangeKind`]), [`ExchangeDelete`], [`ExchangeBind`] (also `ExchangeUnbind`) |
 //! | `queue.rs` | [`QueueDeclare`], [`QueueDeclareOk`], [`QueueDelete`], [`QueueBind`] (also `QueueUnbind`) |
-//! | `publish.rs` | [`Publish`], [`Confirm`], [`Return`] |
+//! | `publish.rs` | [`Publish`] (and [`PublishRef`]), [`Confirm`], [`Return`] |
 //! | `consume.rs` | [`Qos`], [`Consume`], [`ConsumerTag`] (`ConsumeOk`), [`Cancel`], [`ConsumerCancelled`], [`Deliver`] (and [`DeliverRef`]), [`Get`], [`GetOk`]; `GetEmpty` has no payload |
 //! | `ack.rs` | [`Ack`], [`Nack`], [`Reject`] |
 //! | `admin.rs` | [`Admin`] |
@@ -55,7 +55,7 @@ pub use consume::{
 };
 pub use exchange::{ExchangeBind, ExchangeDeclare, ExchangeDelete, ExchangeKind};
 pub use open::{Mechanism, Open};
-pub use publish::{Confirm, Publish, Return};
+pub use publish::{Confirm, Publish, PublishRef, Return};
 pub use queue::{QueueBind, QueueDeclare, QueueDeclareOk, QueueDelete};
 
 /// Bytes of the fixed frame header after the length prefix: opcode + request id.

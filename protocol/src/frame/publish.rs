@@ -1,13 +1,15 @@
-//! Publishing frames: `Publish` (0x30), `Confirm` (0x31) and `Return` (0x32), each with its
-//! layout.
+//! Publishing frames: `Publish` (0x30, and [`PublishRef`], the client's borrowed encoder for
+//! it), `Confirm` (0x31) and `Return` (0x32), each with its layout.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::{bits, flag, Payload};
+use super::{
+    bits, finish_frame, flag, start_frame, Opcode, Payload, RequestId, FRAME_HEADER_BYTES,
+};
 use crate::error::DecodeError;
 use crate::properties::Properties;
 use crate::read::Reader;
-use crate::write::put_str16;
+use crate::write::{put_str16, str16_len};
 
 /// Publishes a message. The server replies with [`Confirm`] once it is safely stored, after a
 /// [`Return`] if it was mandatory and unroutable; with `no_confirm`, only a refusal
@@ -35,15 +37,9 @@ const F_MANDATORY: u8 = 1;
 const F_NO_CONFIRM: u8 = 2;
 
 impl Payload for Publish {
+    /// Encodes through [`PublishRef`], so both paths write the same bytes.
     fn encode(&self, dst: &mut BytesMut) {
-        put_str16(dst, &self.exchange);
-        put_str16(dst, &self.routing_key);
-        dst.put_u8(bits(&[
-            (self.mandatory, F_MANDATORY),
-            (self.no_confirm, F_NO_CONFIRM),
-        ]));
-        self.properties.encode(dst);
-        dst.put_slice(&self.body);
+        self.borrowed().put_payload(dst);
     }
 
     fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
@@ -52,6 +48,19 @@ impl Payload for Publish {
 }
 
 impl Publish {
+    /// The same publish over borrowed parts, for sizing it ([`PublishRef::frame_len`]) or
+    /// encoding it without moving it into a [`Frame`](super::Frame).
+    pub fn borrowed(&self) -> PublishRef<'_> {
+        PublishRef {
+            exchange: &self.exchange,
+            routing_key: &self.routing_key,
+            mandatory: self.mandatory,
+            no_confirm: self.no_confirm,
+            properties: &self.properties,
+            body: &self.body,
+        }
+    }
+
     /// Decodes a publish whose encoded properties may be at most `max_property_bytes` long;
     /// past that its headers are not built (they come back empty) and the properties' size is
     /// returned, for the server to refuse the message. See [`Properties::decode_capped`].
@@ -75,6 +84,67 @@ impl Publish {
             body: r.rest(),
         };
         Ok((publish, oversized))
+    }
+}
+
+/// A `Publish` frame over borrowed parts. A client encodes each publish from the caller's
+/// exchange, routing key, properties and body straight into its outgoing buffer, without
+/// first building an owned [`Publish`] (two strings, the properties and the body's handle)
+/// and a boxed [`Frame`](super::Frame) per message; the bytes are exactly those of the
+/// equivalent `Frame::Publish`.
+#[derive(Debug, Clone, Copy)]
+pub struct PublishRef<'a> {
+    /// Target exchange (`""` is the default exchange).
+    pub exchange: &'a str,
+    /// Routing key.
+    pub routing_key: &'a str,
+    /// Return the message if no queue takes it.
+    pub mandatory: bool,
+    /// Send no `Confirm` when the message is taken (see [`Publish::no_confirm`]).
+    pub no_confirm: bool,
+    /// Message properties.
+    pub properties: &'a Properties,
+    /// Message body.
+    pub body: &'a [u8],
+}
+
+impl PublishRef<'_> {
+    /// The `Publish` payload layout: the one place it is written.
+    fn put_payload(&self, dst: &mut BytesMut) {
+        put_str16(dst, self.exchange);
+        put_str16(dst, self.routing_key);
+        dst.put_u8(bits(&[
+            (self.mandatory, F_MANDATORY),
+            (self.no_confirm, F_NO_CONFIRM),
+        ]));
+        self.properties.encode(dst);
+        dst.put_slice(self.body);
+    }
+
+    /// The value of the frame's length prefix (opcode, request id and payload), computed
+    /// without encoding anything: what the server's maximum frame size limits.
+    pub fn frame_len(&self) -> usize {
+        FRAME_HEADER_BYTES
+            + str16_len(self.exchange)
+            + str16_len(self.routing_key)
+            + 1
+            + self.properties.encoded_len()
+            + self.body.len()
+    }
+
+    /// How many bytes [`PublishRef::encode`] appends: the length prefix and
+    /// [`PublishRef::frame_len`].
+    pub fn encoded_len(&self) -> usize {
+        4 + self.frame_len()
+    }
+
+    /// Appends the whole frame, length prefix included, with `request_id`. Reserves its
+    /// [`PublishRef::encoded_len`] first, so `dst` grows at most once.
+    pub fn encode(&self, request_id: RequestId, dst: &mut BytesMut) {
+        dst.reserve(self.encoded_len());
+        let start = start_frame(dst, Opcode::Publish, request_id);
+        self.put_payload(dst);
+        finish_frame(dst, start);
     }
 }
 
