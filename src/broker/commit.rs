@@ -290,6 +290,29 @@ pub(super) fn expires_at(queue: &Queue, message: &Message, now: u64) -> u64 {
     }
 }
 
+/// A published message's entry in queue `q`, entering at `now`: stored there when `stored`
+/// (persistent) and the queue is durable; `early` as [`QueuedMessage::early`].
+pub(super) fn new_entry(
+    id: u64,
+    message: &Arc<Message>,
+    q: &Queue,
+    stored: bool,
+    now: u64,
+    early: u8,
+) -> QueuedMessage {
+    QueuedMessage {
+        id,
+        message: Some(message.clone()),
+        size: u32::try_from(message.body.len()).unwrap_or(u32::MAX),
+        delivery_count: 0,
+        acquired_count: 0,
+        stored: stored && q.durable,
+        expires_at: expires_at(q, message, now),
+        priority: 0,
+        early,
+    }
+}
+
 fn storage_failure(e: &StoreError) -> String {
     format!("storage failure: {e}")
 }
@@ -502,7 +525,6 @@ impl CommitHooks for Hooks {
             }
             return;
         }
-        let size = u32::try_from(message.body.len()).unwrap_or(u32::MAX);
         for q in &queues {
             if let Some(s) = &q.stream {
                 s.append(q, batch.now, message.clone());
@@ -511,18 +533,9 @@ impl CommitHooks for Hooks {
                 }
                 continue;
             }
-            q.enqueue(QueuedMessage {
-                early: 0,
-                id,
-                message: Some(message.clone()),
-                size,
-                delivery_count: 0,
-                acquired_count: 0,
-                stored: stored && q.durable,
-                expires_at: expires_at(q, &message, batch.now),
-                priority: 0,
-            });
+            q.enqueue(new_entry(id, &message, q, stored, batch.now, 0));
         }
+        let size = u32::try_from(message.body.len()).unwrap_or(u32::MAX);
         for q in &rejected {
             if q.args.overflow == Overflow::RejectPublishDlx {
                 q.dead_letter(

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use warren_protocol::{ErrorCode, FieldValue, Headers, Publish};
 
-use super::commit::{early_publish_op, expires_at, publish_op_with_marks, Early, Scheduled};
+use super::commit::{early_publish_op, new_entry, publish_op_with_marks, Early, Scheduled};
 use super::confirm::{quiet, ReplySlot, SlowPublish};
 use super::dead_letter::X_DEATH;
 use super::event::{Confirm, Event, RequestId};
@@ -26,7 +26,7 @@ use super::{Broker, X_DELAY, X_DELIVER_AT};
 use crate::clock::LazyNow;
 use crate::error::BrokerError;
 use crate::log_throttle::Throttle;
-use crate::message::{Message, QueuedMessage, MAX_EARLY_TARGETS};
+use crate::message::{Message, MAX_EARLY_TARGETS};
 use crate::store::codec::entity_key;
 use crate::store::ScheduleOp;
 
@@ -181,20 +181,10 @@ impl Broker {
             self.inner.store.publish(op).await?;
             None
         };
-        let size = u32::try_from(message.body.len()).unwrap_or(u32::MAX);
         for (i, q) in targets.iter().enumerate() {
-            q.enqueue(QueuedMessage {
-                id,
-                message: Some(message.clone()),
-                size,
-                delivery_count: 0,
-                acquired_count: 0,
-                stored: persistent && q.durable,
-                expires_at: expires_at(q, &message, now_ms),
-                priority: 0,
-                // At most MAX_EARLY_TARGETS (31) targets.
-                early: u8::try_from(i + 1).unwrap_or(u8::MAX),
-            });
+            // At most MAX_EARLY_TARGETS (31) targets.
+            let early = u8::try_from(i + 1).unwrap_or(u8::MAX);
+            q.enqueue(new_entry(id, &message, q, persistent, now_ms, early));
         }
         if let Some(slot) = confirm {
             // Frees the publish's place in the connection's window.
