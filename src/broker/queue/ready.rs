@@ -82,7 +82,11 @@ impl Ready {
     #[inline]
     pub fn pop_front(&mut self) -> Option<QueuedMessage> {
         match self {
-            Ready::Fifo(q) => q.pop_front(),
+            Ready::Fifo(q) => {
+                let e = q.pop_front();
+                shrink_if_sparse(q);
+                e
+            }
             Ready::Levels(l) => l.pop_front(),
         }
     }
@@ -205,6 +209,22 @@ impl Ready {
     }
 }
 
+/// Below this capacity a FIFO keeps its allocation however empty it gets: small queues
+/// should not reallocate as they breathe.
+const SHRINK_ABOVE: usize = 4096;
+
+/// Halves a FIFO's allocation once it is three quarters empty, so a drained backlog gives its
+/// index back (a million entries hold 40 MiB) instead of keeping its high-water mark until
+/// the queue is deleted. Halving at a quarter keeps the cost amortised O(1) per pop: the
+/// elements moved by one shrink are fewer than the pops since the allocation last changed.
+#[inline]
+fn shrink_if_sparse(q: &mut VecDeque<QueuedMessage>) {
+    let cap = q.capacity();
+    if cap > SHRINK_ABOVE && q.len() < cap / 4 {
+        q.shrink_to(cap / 2);
+    }
+}
+
 impl Levels {
     fn front(&self) -> Option<&QueuedMessage> {
         self.levels
@@ -218,6 +238,7 @@ impl Levels {
         loop {
             let level = self.levels.get_mut(self.top)?;
             if let Some(e) = level.pop_front() {
+                shrink_if_sparse(level);
                 self.len -= 1;
                 return Some(e);
             }
@@ -343,6 +364,37 @@ mod tests {
         assert_eq!(r.front().map(|e| e.id), Some(10));
         assert!(r.would_lead(&entry(11, 3)));
         assert!(!r.would_lead(&entry(11, 2)));
+    }
+
+    #[test]
+    fn a_drained_backlog_gives_its_allocation_back() {
+        for max_priority in [None, Some(2)] {
+            let mut r = Ready::new(max_priority);
+            for id in 0..100_000 {
+                r.push_back(entry(id, 1));
+            }
+            let capacity = |r: &Ready| match r {
+                Ready::Fifo(q) => q.capacity(),
+                Ready::Levels(l) => l.levels.iter().map(VecDeque::capacity).sum(),
+            };
+            assert!(capacity(&r) >= 100_000);
+            let mut next = 0;
+            while r.len() > 10 {
+                assert_eq!(r.pop_front().map(|e| e.id), Some(next), "order kept");
+                next += 1;
+            }
+            assert!(capacity(&r) <= 2 * SHRINK_ABOVE, "{}", capacity(&r));
+            // A queue that stays small keeps its allocation.
+            for id in 100_000..103_000 {
+                r.push_back(entry(id, 1));
+            }
+            let settled = capacity(&r);
+            for _ in 0..10 {
+                let e = r.pop_front().expect("ready");
+                r.push_back(e);
+            }
+            assert_eq!(capacity(&r), settled);
+        }
     }
 
     #[test]
