@@ -12,9 +12,11 @@ use warren::cli::{run_client_command, Cli, Command};
 use warren::daemon::{serve, ServeOptions};
 
 /// Counts every allocation, for the memory budget (`--memory-limit`): the bytes the daemon
-/// holds, which resident memory does not tell once the allocator keeps freed pages.
+/// holds. jemalloc beneath it, because it gives freed pages back to the system (after
+/// `dirty_decay_ms`, see .cargo/config.toml) where glibc's malloc kept a drained backlog's.
 #[global_allocator]
-static ALLOCATOR: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, usize::MAX);
+static ALLOCATOR: cap::Cap<tikv_jemallocator::Jemalloc> =
+    cap::Cap::new(tikv_jemallocator::Jemalloc, usize::MAX);
 
 fn allocated_bytes() -> u64 {
     u64::try_from(ALLOCATOR.allocated()).unwrap_or(u64::MAX)

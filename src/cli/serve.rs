@@ -155,7 +155,7 @@ pub struct ServeArgs {
     #[arg(
         long,
         value_name = "SIZE",
-        default_value = "64MiB",
+        default_value = "32MiB",
         value_parser = parse_size,
         env = "WARREN_STORE_CACHE_SIZE"
     )]

@@ -651,12 +651,12 @@ impl Store<()> {
     }
 }
 
-/// The default cap on redb's page cache: 64 MiB. redb's own default is 1 GiB, and the cache
+/// The default cap on redb's page cache: 32 MiB. redb's own default is 1 GiB, and the cache
 /// keeps what it read, so a recovery that scans a large store (a long stream's index, a big
 /// backlog) or a consumer reading an old backlog would otherwise leave up to 1 GiB resident,
 /// counted against the memory budget and never given back. The kernel's page cache still
-/// holds the file; measured in docs/BENCHMARKS.md.
-pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
+/// holds the file: a 1 GB backlog drained as fast with 32 MiB as with 64 (docs/BENCHMARKS.md).
+pub const DEFAULT_CACHE_BYTES: usize = 32 << 20;
 
 /// Opens (or creates) the redb file with its page cache capped at `cache_bytes`: the one
 /// place the store opens its database (at start and when it reopens after a write error).
