@@ -79,9 +79,12 @@ impl Broker {
             q.settled(n);
         }
         if spared {
-            // The writer may be holding that message for this very ack.
+            // The writer may be holding one of these messages for this very ack.
             std::sync::atomic::fence(Ordering::SeqCst);
-            self.inner.store.nudge_writer();
+            let held = self.inner.store.held_message();
+            if held != 0 && settled.iter().any(|u| u.entry.id == held) {
+                self.inner.store.nudge_writer(held);
+            }
         }
         if !stored.is_empty() {
             self.inner.store.remove(stored, Completion::None).await?;

@@ -17,7 +17,7 @@ pub mod tables;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -634,9 +634,9 @@ struct StoreInner<H: CommitHooks> {
     stats: Arc<StoreStats>,
     /// The next message id, shared with the writer (which numbers the other publishes).
     next_message_id: Arc<AtomicU64>,
-    /// Set while the writer is parked holding a publish for its acks
+    /// The id of the publish the writer is parked holding for its acks, 0 while it is not
     /// ([`Store::nudge_writer`]).
-    holding: Arc<AtomicBool>,
+    holding: Arc<AtomicU64>,
     writer_thread: std::thread::Thread,
 }
 
@@ -742,7 +742,7 @@ impl<H: CommitHooks> Store<H> {
         let (tx, rx) = mpsc::unbounded_channel();
         let permits = Arc::new(Semaphore::new(OP_CHANNEL_CAPACITY));
         let next_message_id = Arc::new(AtomicU64::new(next_message_id));
-        let holding = Arc::new(AtomicBool::new(false));
+        let holding = Arc::new(AtomicU64::new(0));
         let writer = writer::spawn(
             db.clone(),
             rx,
@@ -774,11 +774,19 @@ impl<H: CommitHooks> Store<H> {
         self.inner.next_message_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Wakes the writer if it is parked holding a publish for its acks
-    /// ([`CommitHooks::hold_until`]): call after a settle that may have ended the hold.
-    /// Costs one load when it is not.
-    pub fn nudge_writer(&self) {
-        if self.inner.holding.load(Ordering::SeqCst) {
+    /// The id of the publish the writer is parked holding for its acks
+    /// ([`CommitHooks::hold_until`]), 0 while it is not. Read after settling (with a SeqCst
+    /// fence between), so that either this sees the writer's hold or the writer's second
+    /// look sees the settle.
+    pub fn held_message(&self) -> u64 {
+        self.inner.holding.load(Ordering::SeqCst)
+    }
+
+    /// Wakes the writer parked holding message `id` ([`Store::held_message`]): call after a
+    /// settle of `id` that may have ended the hold. Settles of other messages cannot end it,
+    /// so they do not wake it (with several target queues, most would not).
+    pub fn nudge_writer(&self, id: u64) {
+        if id != 0 && self.inner.holding.load(Ordering::SeqCst) == id {
             self.inner.writer_thread.unpark();
         }
     }

@@ -10,7 +10,7 @@
 //! spare writing it (docs/storage.md, *Enqueued before the commit*).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,7 +44,7 @@ pub(super) fn spawn<H: CommitHooks>(
     rx: mpsc::UnboundedReceiver<Queued<H>>,
     permits: Arc<Semaphore>,
     next_message_id: Arc<AtomicU64>,
-    holding: Arc<AtomicBool>,
+    holding: Arc<AtomicU64>,
     stats: Arc<StoreStats>,
     hooks: H,
 ) -> std::thread::JoinHandle<()> {
@@ -73,8 +73,8 @@ struct Writer<H: CommitHooks> {
     /// Shared with [`super::Store::allocate_message_id`], which numbers publishes enqueued
     /// before their commit.
     next_message_id: Arc<AtomicU64>,
-    /// Set while the writer is parked holding a publish for its acks.
-    holding: Arc<AtomicBool>,
+    /// The id of the publish the writer is parked holding for its acks, 0 while it is not.
+    holding: Arc<AtomicU64>,
     stats: Arc<StoreStats>,
     scratch: BytesMut,
     /// The current batch's `queue_messages` rows, kept between batches for its capacity.
@@ -118,7 +118,7 @@ impl<H: CommitHooks> Writer<H> {
                 if let StoreOp::Publish(p) = &next.op {
                     if let Some(until) = self.hooks.hold_until(&p.payload, &p.message) {
                         if until > now {
-                            held_until = Some(until);
+                            held_until = Some((until, p.id));
                             break;
                         }
                     }
@@ -130,10 +130,11 @@ impl<H: CommitHooks> Writer<H> {
             if batch.is_empty() {
                 // The head waits for acks. An ack that spares its write does not come
                 // through the channel: it unparks this thread ([`super::Store::nudge_writer`])
-                // if `holding` is set. Set, then looked at again, so an ack between the two
-                // looks is not missed (both sides order their store and load with SeqCst).
-                if let Some(until) = held_until {
-                    self.holding.store(true, Ordering::SeqCst);
+                // if `holding` names its message. Set, then looked at again, so an ack
+                // between the two looks is not missed (both sides order their store and load
+                // with SeqCst).
+                if let Some((until, id)) = held_until {
+                    self.holding.store(id, Ordering::SeqCst);
                     let still = pending.front().is_some_and(|q| match &q.op {
                         StoreOp::Publish(p) => {
                             self.hooks.hold_until(&p.payload, &p.message).is_some()
@@ -143,7 +144,7 @@ impl<H: CommitHooks> Writer<H> {
                     if still {
                         std::thread::park_timeout(until - now);
                     }
-                    self.holding.store(false, Ordering::SeqCst);
+                    self.holding.store(0, Ordering::SeqCst);
                 }
                 continue;
             }
