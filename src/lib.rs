@@ -33,5 +33,6 @@ pub mod log_throttle;
 pub mod message;
 pub mod metrics;
 pub mod server;
+pub mod stop;
 pub mod store;
 pub mod tls;

@@ -1,5 +1,5 @@
 //! The accept loop: one task per connection, a cap on connections, and graceful shutdown with
-//! a `CancellationToken` and a `TaskTracker`. It serves a plain listener, a TLS listener, an
+//! a `Stop` and a `TaskTracker`. It serves a plain listener, a TLS listener, an
 //! AMQP 0-9-1 listener and an AMQP over TLS one, each when asked for, side by side; the cap, the connection
 //! settings and the shutdown cover them all.
 
@@ -7,10 +7,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::stop::Stop;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::amqp;
@@ -74,7 +74,7 @@ pub async fn run(
     config: ConnectionConfig,
     shutdown: impl Future<Output = ()>,
 ) {
-    let token = CancellationToken::new();
+    let token = Stop::new();
     let tracker = TaskTracker::new();
     // 0: no cap of our own (the descriptor limit still applies: accept fails and is retried).
     let cap = match config.max_connections {
@@ -114,7 +114,7 @@ pub async fn run(
                 }
                 let broker = broker.clone();
                 let config = config.clone();
-                let token = token.child_token();
+                let token = token.child();
                 // One task per kind of client rather than one `match` in a shared task: a
                 // task is as large as its future, and a shared one would make every plain
                 // connection as large as an AMQP one (12 KB each instead of 4.5 KB).

@@ -273,7 +273,7 @@ pub async fn accept(
     acceptor: &tokio_rustls::TlsAcceptor,
     socket: tokio::net::TcpStream,
     deadline: tokio::time::Instant,
-    shutdown: &tokio_util::sync::CancellationToken,
+    shutdown: &crate::stop::Stop,
     peer: &str,
     door: &str,
 ) -> Option<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {

@@ -12,11 +12,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use crate::stop::Stop;
 use amq_protocol::frame::AMQPFrame;
 use amq_protocol::protocol::{basic, connection, AMQPClass};
 use parking_lot::Mutex;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
-use tokio_util::sync::CancellationToken;
 
 use super::content::{encode_with_content, put_content};
 use super::writer::Out;
@@ -164,7 +164,7 @@ const MAX_CONFIRMS_OUT_OF_ORDER: usize = 1 << 16;
 
 impl EventTask {
     /// Runs until `stop` is cancelled (the connection ended) or the session's channel closes.
-    pub(super) async fn run(mut self, stop: CancellationToken) {
+    pub(super) async fn run(mut self, stop: Stop) {
         let mut replies = Vec::new();
         let mut batch = Batch::default();
         let mut confirmed: HashMap<u16, Confirmed> = HashMap::new();

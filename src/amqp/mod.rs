@@ -40,6 +40,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::stop::Stop;
 use amq_protocol::frame::AMQPFrame;
 use amq_protocol::protocol::{basic, channel, confirm, connection, AMQPClass};
 use amq_protocol::types::{AMQPValue, FieldTable, LongString, ShortString};
@@ -49,7 +50,6 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
-use tokio_util::sync::CancellationToken;
 
 use crate::broker::access::{Principal, AUTH_FAILED};
 use crate::broker::event::Event;
@@ -405,12 +405,7 @@ struct Cleanup {
 }
 
 /// Serves one client of the AMQP listener until it closes, fails, or the server shuts down.
-pub async fn run(
-    socket: TcpStream,
-    broker: Broker,
-    config: Arc<ConnectionConfig>,
-    shutdown: CancellationToken,
-) {
+pub async fn run(socket: TcpStream, broker: Broker, config: Arc<ConnectionConfig>, shutdown: Stop) {
     let _ = socket.set_nodelay(true);
     let peer_addr = socket.peer_addr().ok();
     let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
@@ -432,7 +427,7 @@ pub async fn run_tls(
     acceptor: TlsAcceptor,
     broker: Broker,
     config: Arc<ConnectionConfig>,
-    shutdown: CancellationToken,
+    shutdown: Stop,
 ) {
     let _ = socket.set_nodelay(true);
     let peer_addr = socket.peer_addr().ok();
@@ -468,7 +463,7 @@ async fn serve(
     deadline: Instant,
     broker: Broker,
     config: Arc<ConnectionConfig>,
-    shutdown: CancellationToken,
+    shutdown: Stop,
 ) {
     let Stream {
         read,
@@ -491,7 +486,7 @@ async fn serve(
         return;
     }
     let (out, rx) = tokio::sync::mpsc::unbounded_channel();
-    let writer_gone = CancellationToken::new();
+    let writer_gone = Stop::new();
     let writer = tokio::spawn(writer::run(
         write,
         rx,
@@ -611,8 +606,8 @@ struct Conn<'a> {
     next_ctag: u64,
     /// What the open transactions of all channels hold, against [`Conn::tx_limit`].
     tx_bytes: usize,
-    shutdown: CancellationToken,
-    writer_gone: CancellationToken,
+    shutdown: Stop,
+    writer_gone: Stop,
 }
 
 impl Conn<'_> {
@@ -622,12 +617,7 @@ impl Conn<'_> {
         let _ = self.out.send(Out::Frame(bytes));
     }
 
-    async fn serve(
-        &mut self,
-        deadline: Instant,
-        shutdown: &CancellationToken,
-        writer_gone: &CancellationToken,
-    ) -> Ended {
+    async fn serve(&mut self, deadline: Instant, shutdown: &Stop, writer_gone: &Stop) -> Ended {
         let result = tokio::select! {
             biased;
             () = writer_gone.cancelled() => return Ended::WriterGone,
@@ -644,7 +634,7 @@ impl Conn<'_> {
         let session = self
             .broker
             .new_session(self.peer.clone(), principal.clone(), events);
-        let stop_events = CancellationToken::new();
+        let stop_events = Stop::new();
         let _stop_events = stop_events.clone().drop_guard();
         tokio::spawn(
             events::EventTask {

@@ -5,10 +5,10 @@
 
 use std::time::Duration;
 
+use crate::stop::Stop;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
-use tokio_util::sync::CancellationToken;
 
 use super::codec::HEARTBEAT;
 use super::WriteHalf;
@@ -35,7 +35,7 @@ pub(super) async fn run(
     mut socket: WriteHalf,
     mut rx: UnboundedReceiver<Out>,
     write_timeout: Option<Duration>,
-    gone: CancellationToken,
+    gone: Stop,
 ) {
     let mut beat: Option<Interval> = None;
     let mut wrote_since_beat = false;

@@ -5,9 +5,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use crate::stop::Stop;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, Semaphore};
-use tokio_util::sync::CancellationToken;
 
 use super::access::Principal;
 use super::confirm::ReplySink;
@@ -82,7 +82,7 @@ pub struct Session {
     pub published: std::sync::atomic::AtomicU64,
     /// Cancelled when an operator's change ends the connection (its user or virtual host
     /// deleted); the read loop then closes it with `CONNECTION_FORCED` and `forced_reason`.
-    pub forced: CancellationToken,
+    pub forced: Stop,
     /// Why `forced` was cancelled: the first reason given.
     forced_reason: std::sync::OnceLock<String>,
     /// The listener it came through and what the client said it is, set by the door once
@@ -176,7 +176,7 @@ impl Session {
             user,
             connected_at_ms: crate::message::now_ms(),
             published: std::sync::atomic::AtomicU64::new(0),
-            forced: CancellationToken::new(),
+            forced: Stop::new(),
             forced_reason: std::sync::OnceLock::new(),
             client: std::sync::OnceLock::new(),
             state: Mutex::new(SessionState::default()),

@@ -17,12 +17,12 @@ mod writer;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::stop::Stop;
 use futures::StreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::codec::{FramedRead, FramedWrite};
-use tokio_util::sync::CancellationToken;
 use warren_protocol::{
     handshake, Envelope, ErrorCode, ErrorFrame, Frame, FrameCodec, Hello, PROTOCOL_VERSION,
 };
@@ -125,12 +125,7 @@ pub fn default_write_timeout(heartbeat: Option<Duration>) -> Duration {
 }
 
 /// Serves one plain-TCP client until it closes, fails, or the server shuts down.
-pub async fn run(
-    socket: TcpStream,
-    broker: Broker,
-    config: Arc<ConnectionConfig>,
-    shutdown: CancellationToken,
-) {
+pub async fn run(socket: TcpStream, broker: Broker, config: Arc<ConnectionConfig>, shutdown: Stop) {
     let peer = prepare(&socket);
     let peer_ip = socket.peer_addr().ok().map(|a| a.ip());
     // The socket's own halves: no lock between the reader and the writer.
@@ -152,7 +147,7 @@ pub async fn run_tls(
     acceptor: TlsAcceptor,
     broker: Broker,
     config: Arc<ConnectionConfig>,
-    shutdown: CancellationToken,
+    shutdown: Stop,
 ) {
     let peer = prepare(&socket);
     let peer_ip = socket.peer_addr().ok().map(|a| a.ip());
@@ -208,7 +203,7 @@ async fn serve<S, R, W>(
     (peer, peer_ip, door): (String, Option<std::net::IpAddr>, Door),
     broker: Broker,
     config: Arc<ConnectionConfig>,
-    shutdown: CancellationToken,
+    shutdown: Stop,
     split: impl FnOnce(S) -> (R, W),
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -241,10 +236,10 @@ async fn serve<S, R, W>(
         version: None,
     });
     tracing::info!(%peer, connection = session.id, user = %user.name, vhost = %user.vhost, "connection opened");
-    let stop_writer = CancellationToken::new();
+    let stop_writer = Stop::new();
     // Cancelled by the writer when it gives up (the peer takes no data, or is gone), so the
     // reader stops too, wherever it waits.
-    let writer_gone = CancellationToken::new();
+    let writer_gone = Stop::new();
     // Publishes are held to the publish headroom, so every frame built from one fits.
     let out_codec = FrameCodec::new(config.max_frame_size);
     let writer = tokio::spawn(writer::run(

@@ -4,11 +4,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::stop::Stop;
 use bytes::BytesMut;
 use futures::StreamExt;
 use tokio::io::AsyncRead;
 use tokio_util::codec::{Decoder, FramedRead};
-use tokio_util::sync::CancellationToken;
 use warren_protocol::{
     DecodeError, Envelope, ErrorCode, Frame, FrameCodec, RequestId, PUBLISH_HEADROOM_BYTES,
 };
@@ -48,7 +48,7 @@ async fn linger<R: AsyncRead + Unpin>(frames: &mut FramedRead<R, FrameCodec>) {
 
 /// Waits (bounded) until every publish read on this connection has had its confirm written:
 /// each holds a permit until then.
-async fn drain_confirms(session: &Session, writer_gone: &CancellationToken) {
+async fn drain_confirms(session: &Session, writer_gone: &Stop) {
     let all = u32::try_from(MAX_PUBLISHES_IN_FLIGHT).unwrap_or(u32::MAX);
     let drained = tokio::select! {
         d = tokio::time::timeout(
@@ -104,8 +104,8 @@ impl std::fmt::Display for Ended {
 /// Where the read loop waits for more than a frame, besides the socket: the server shutting
 /// down, and the writer giving up (the peer stopped taking data or went away).
 pub(super) struct Stops<'a> {
-    pub shutdown: &'a CancellationToken,
-    pub writer_gone: &'a CancellationToken,
+    pub shutdown: &'a Stop,
+    pub writer_gone: &'a Stop,
 }
 
 pub(super) async fn run<R: AsyncRead + IdleRead + Unpin>(
@@ -330,7 +330,7 @@ async fn wait_while_blocked(
     session: &Session,
     persistent: bool,
     reason: &str,
-    shutdown: &CancellationToken,
+    shutdown: &Stop,
 ) {
     tracing::info!(connection = session.id, reason, "connection blocked");
     session.send(
