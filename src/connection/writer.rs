@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use crate::stop::Stop;
 use bytes::BytesMut;
 use futures::{Sink, SinkExt};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::codec::FramedWrite;
-use tokio_util::sync::CancellationToken;
 use warren_protocol::{DeliverRef, Envelope, Frame, FrameCodec};
 
 use super::encode;
@@ -52,7 +52,7 @@ type Out<W> = FramedWrite<W, FrameCodec>;
 /// `stop` is cancelled) and the peer is taken to be gone.
 struct Stall<'a> {
     timeout: Option<Duration>,
-    stop: &'a CancellationToken,
+    stop: &'a Stop,
 }
 
 /// The socket, with every wait for it bounded by a [`Stall`].
@@ -91,6 +91,14 @@ impl<W: AsyncWrite + Unpin> Writer<'_, W> {
         &mut self,
         mut op: impl FnMut(&mut Out<W>, &mut Context<'_>) -> Poll<std::io::Result<()>>,
     ) -> std::io::Result<()> {
+        // Most calls complete at once (room in the buffer, the socket taking the flush):
+        // those need no clock reading, no timer and no select. A `Pending` here has
+        // registered this task's waker, which the loop below polls with again.
+        let sink = &mut self.sink;
+        let at_once = std::future::poll_fn(|cx| Poll::Ready(op(sink, cx))).await;
+        if let Poll::Ready(r) = at_once {
+            return r;
+        }
         let mut pending = self.sink.write_buffer().len();
         let mut since = tokio::time::Instant::now();
         loop {
@@ -138,8 +146,8 @@ pub(super) async fn run<W: AsyncWrite + Unpin>(
     sink: Out<W>,
     rx: UnboundedReceiver<Outbound>,
     session: Arc<Session>,
-    stop: CancellationToken,
-    writer_gone: CancellationToken,
+    stop: Stop,
+    writer_gone: Stop,
     config: Arc<super::ConnectionConfig>,
 ) {
     // However the writer ends, the reader learns it and stops waiting on the client.
@@ -163,7 +171,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     sink: &mut Writer<'_, W>,
     mut rx: UnboundedReceiver<Outbound>,
     session: &Session,
-    stop: &CancellationToken,
+    stop: &Stop,
     heartbeat: Option<Duration>,
 ) -> std::io::Result<()> {
     let mut replies = Vec::new();
