@@ -653,7 +653,7 @@ mod tests {
         // No queue, no per-queue family (not even its descriptor).
         assert!(!text.contains("warren_queue_messages_ready"));
 
-        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, _rx) = crate::broker::outbox::outbox();
         let session = b.new_session(
             "test".into(),
             crate::broker::access::Principal::internal(),
@@ -684,7 +684,7 @@ mod tests {
 
         // The same name in another virtual host is another series, labelled with it.
         b.vhost_add("prod").await.expect("vhost");
-        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, _rx) = crate::broker::outbox::outbox();
         let principal = crate::broker::access::Principal {
             vhost: "prod".into(),
             ..(*crate::broker::access::Principal::internal()).clone()

@@ -16,12 +16,13 @@ use crate::stop::Stop;
 use amq_protocol::frame::AMQPFrame;
 use amq_protocol::protocol::{basic, connection, AMQPClass};
 use parking_lot::Mutex;
-use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+use tokio::sync::mpsc::UnboundedSender;
 
 use super::content::{encode_with_content, put_content};
 use super::writer::Out;
 use super::{codec, short_string, wire};
 use crate::broker::event::{Confirm, Event, RequestId};
+use crate::broker::outbox::OutboxReceiver;
 use crate::broker::session::{Outbound, Session};
 
 /// What the reader and the event task share: the channels open now and the consumers on
@@ -81,7 +82,7 @@ pub(super) struct EventTask {
     /// The connection's broker session (its reply sink and publish permits).
     pub session: Arc<Session>,
     /// The session's event channel.
-    pub rx: UnboundedReceiver<Outbound>,
+    pub rx: OutboxReceiver,
     /// The connection's writer.
     pub out: UnboundedSender<Out>,
     /// Shared with the reader.
@@ -172,10 +173,7 @@ impl EventTask {
             let first = tokio::select! {
                 biased;
                 () = stop.cancelled() => return,
-                m = self.rx.recv() => match m {
-                    Some(m) => Some(m),
-                    None => return,
-                },
+                m = self.rx.recv() => Some(m),
                 () = self.session.replies.notified() => None,
             };
             let mut settled = 0usize;
@@ -186,8 +184,8 @@ impl EventTask {
                 let m = match next.take() {
                     Some(m) => m,
                     None => match self.rx.try_recv() {
-                        Ok(m) => m,
-                        Err(_) => break,
+                        Some(m) => m,
+                        None => break,
                     },
                 };
                 match m {

@@ -630,7 +630,7 @@ impl Conn<'_> {
             Err(Step::End(ended)) => return ended,
             Err(Step::Close(err)) => return self.close(err).await,
         };
-        let (events, events_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (events, events_rx) = crate::broker::outbox::outbox();
         let session = self
             .broker
             .new_session(self.peer.clone(), principal.clone(), events);

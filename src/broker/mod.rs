@@ -49,6 +49,7 @@ pub mod disk_monitor;
 pub mod event;
 pub mod exchange;
 pub mod memory_monitor;
+pub mod outbox;
 mod publish;
 pub mod queue;
 pub mod queue_args;
@@ -398,7 +399,7 @@ impl Broker {
         &self,
         peer: String,
         user: Arc<access::Principal>,
-        outbound: tokio::sync::mpsc::UnboundedSender<session::Outbound>,
+        outbound: outbox::Outbox,
     ) -> Arc<Session> {
         // The principal's virtual host was checked at Open; one deleted since is a fresh,
         // empty one the session cannot create anything in.

@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use crate::stop::Stop;
 use parking_lot::Mutex;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::Semaphore;
 
 use super::access::Principal;
 use super::confirm::ReplySink;
 use super::consumer::{Consumer, SharedCredit};
 use super::event::{Event, RequestId};
+use super::outbox::Outbox;
 use super::queue::{consumer_timeout, timed_out, Queue};
 use super::timers::{TimerKey, TimerTarget, Timers};
 use super::vhost::VHost;
@@ -65,7 +66,7 @@ pub struct Session {
     /// Connection id, unique in this process (exclusive queues record their owner by it).
     pub id: u64,
     /// Where events and deliveries for the client go (the connection's writer task reads it).
-    pub outbound: mpsc::UnboundedSender<Outbound>,
+    pub outbound: Outbox,
     /// Confirms and replies completed by the store writer.
     pub replies: Arc<ReplySink>,
     /// Bounds publishes in flight; a permit is returned when its confirm is written.
@@ -147,7 +148,7 @@ struct SessionState {
 impl Session {
     /// A session for connection `id` with every right (the broker's own, for tests) whose
     /// events and deliveries go to `outbound`.
-    pub fn new(id: u64, peer: String, outbound: mpsc::UnboundedSender<Outbound>) -> Arc<Session> {
+    pub fn new(id: u64, peer: String, outbound: Outbox) -> Arc<Session> {
         Session::for_user(
             id,
             peer,
@@ -163,7 +164,7 @@ impl Session {
         peer: String,
         user: Arc<Principal>,
         vhost: Arc<VHost>,
-        outbound: mpsc::UnboundedSender<Outbound>,
+        outbound: Outbox,
     ) -> Arc<Session> {
         Arc::new_cyclic(|me| Session {
             me: me.clone(),
@@ -349,7 +350,7 @@ impl Session {
     /// unacked tag up to it (tag 0 with `multiple` means all). `None` if `tag` is unknown.
     pub fn take_unacked(&self, tag: u64, multiple: bool) -> Option<Vec<Unacked>> {
         let mut st = self.state.lock();
-        if multiple {
+        let taken = if multiple {
             if tag == 0 {
                 return Some(std::mem::take(&mut st.unacked).into_values().collect());
             }
@@ -361,7 +362,14 @@ impl Session {
             Some(taken.into_values().collect())
         } else {
             st.unacked.remove(&tag).map(|u| vec![u])
+        };
+        if st.unacked.is_empty() {
+            // An emptied BTreeMap keeps its leaf (about 900 bytes of Unacked slots): a
+            // consumer that acks everything would hold one per connection for good
+            // (issue 11's S7: 10,000 connections). A new one allocates on first insert.
+            st.unacked = BTreeMap::new();
         }
+        taken
     }
 
     /// Removes and returns the unacked deliveries made to `consumer` (cancel).

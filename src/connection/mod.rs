@@ -228,7 +228,7 @@ async fn serve<S, R, W>(
             return;
         }
     };
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let (tx, rx) = crate::broker::outbox::outbox();
     let session = broker.new_session(peer.clone(), user.clone(), tx);
     session.set_client(ClientInfo {
         door,

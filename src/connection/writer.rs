@@ -10,11 +10,11 @@ use crate::stop::Stop;
 use bytes::BytesMut;
 use futures::{Sink, SinkExt};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::codec::FramedWrite;
 use warren_protocol::{DeliverRef, Envelope, Frame, FrameCodec};
 
 use super::encode;
+use crate::broker::outbox::OutboxReceiver;
 use crate::broker::session::{Outbound, Session};
 
 /// Frames fed before a flush is forced, so one busy connection still writes regularly.
@@ -144,7 +144,7 @@ impl<W: AsyncWrite + Unpin> Writer<'_, W> {
 
 pub(super) async fn run<W: AsyncWrite + Unpin>(
     sink: Out<W>,
-    rx: UnboundedReceiver<Outbound>,
+    rx: OutboxReceiver,
     session: Arc<Session>,
     stop: Stop,
     writer_gone: Stop,
@@ -169,7 +169,7 @@ pub(super) async fn run<W: AsyncWrite + Unpin>(
 
 async fn write_loop<W: AsyncWrite + Unpin>(
     sink: &mut Writer<'_, W>,
-    mut rx: UnboundedReceiver<Outbound>,
+    mut rx: OutboxReceiver,
     session: &Session,
     stop: &Stop,
     heartbeat: Option<Duration>,
@@ -187,10 +187,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         let mut wrote = false;
         tokio::select! {
             biased;
-            m = rx.recv() => match m {
-                Some(m) => first = Some(m),
-                None => stopping = true,
-            },
+            m = rx.recv() => first = Some(m),
             () = session.replies.notified() => {}
             () = stop.cancelled() => stopping = true,
             _ = ticker.tick(), if half.is_some() => {
@@ -207,8 +204,8 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             let m = match next.take() {
                 Some(m) => m,
                 None => match rx.try_recv() {
-                    Ok(m) => m,
-                    Err(_) => break,
+                    Some(m) => m,
+                    None => break,
                 },
             };
             wrote |= write(sink, m, &mut confirms).await?;
@@ -230,7 +227,11 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             }
         }
         sink.flush().await?;
-        release_write_buffer(sink.sink.write_buffer_mut(), rx.is_empty());
+        let idle = rx.is_empty();
+        release_write_buffer(sink.sink.write_buffer_mut(), idle);
+        if idle {
+            rx.release_if_idle();
+        }
         // Only a frame actually written counts as activity: a tick that wrote nothing must not
         // postpone the next heartbeat.
         if wrote {

@@ -584,7 +584,7 @@ mod tests {
         })
         .await
         .expect("opening a broker");
-        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, _rx) = crate::broker::outbox::outbox();
         let s = b.new_session(
             "127.0.0.1:1".into(),
             crate::broker::access::Principal::internal(),

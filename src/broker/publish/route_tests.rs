@@ -434,7 +434,7 @@ fn routing_through_exchange_graphs_with_loops_matches_a_breadth_first_reference(
             recovery: Default::default(),
         }))
         .expect("broker");
-    let (outbound, _events) = tokio::sync::mpsc::unbounded_channel();
+    let (outbound, _events) = crate::broker::outbox::outbox();
     let session = broker.new_session(
         "route-tests".into(),
         crate::broker::access::Principal::internal(),
