@@ -7,7 +7,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::stop::Stop;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
@@ -16,6 +15,7 @@ use tokio_util::task::TaskTracker;
 use crate::amqp;
 use crate::broker::Broker;
 use crate::connection::{self, ConnectionConfig};
+use crate::stop::Stop;
 
 /// Default `--max-connections`: connections served at once, past which the listener stops
 /// accepting and new clients wait in the kernel's backlog. RabbitMQ has no cap of its own

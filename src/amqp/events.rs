@@ -12,7 +12,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use crate::stop::Stop;
 use amq_protocol::frame::AMQPFrame;
 use amq_protocol::protocol::{basic, connection, AMQPClass};
 use parking_lot::Mutex;
@@ -24,6 +23,7 @@ use super::{codec, short_string, wire};
 use crate::broker::event::{Confirm, Event, RequestId};
 use crate::broker::outbox::OutboxReceiver;
 use crate::broker::session::{Outbound, Session};
+use crate::stop::Stop;
 
 /// What the reader and the event task share: the channels open now and the consumers on
 /// them. The reader opens and closes channels and starts consumers; the event task drops

@@ -40,7 +40,6 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::stop::Stop;
 use amq_protocol::frame::AMQPFrame;
 use amq_protocol::protocol::{basic, channel, confirm, connection, AMQPClass};
 use amq_protocol::types::{AMQPValue, FieldTable, LongString, ShortString};
@@ -58,6 +57,7 @@ use crate::broker::Broker;
 use crate::connection::authorize::{authorize, PublishGrants};
 use crate::connection::ConnectionConfig;
 use crate::error::BrokerError;
+use crate::stop::Stop;
 pub use codec::PROTOCOL_HEADER;
 use codec::{FrameError, RawFrame};
 use warren_protocol::{ErrorCode, Frame, Publish};

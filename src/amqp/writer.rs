@@ -5,13 +5,13 @@
 
 use std::time::Duration;
 
-use crate::stop::Stop;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use super::codec::HEARTBEAT;
 use super::WriteHalf;
+use crate::stop::Stop;
 
 /// What the connection hands its writer.
 #[derive(Debug)]

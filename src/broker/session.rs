@@ -5,7 +5,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use crate::stop::Stop;
 use parking_lot::Mutex;
 use tokio::sync::Semaphore;
 
@@ -18,6 +17,7 @@ use super::queue::{consumer_timeout, timed_out, Queue};
 use super::timers::{TimerKey, TimerTarget, Timers};
 use super::vhost::VHost;
 use crate::message::QueuedMessage;
+use crate::stop::Stop;
 
 /// Publishes a connection may have between being read and being confirmed. Past this the
 /// connection stops reading, so TCP pushes back on the publisher.

@@ -17,7 +17,6 @@ mod writer;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::stop::Stop;
 use futures::StreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -30,6 +29,7 @@ use warren_protocol::{
 use crate::broker::access::Principal;
 use crate::broker::session::{ClientInfo, Door};
 use crate::broker::Broker;
+use crate::stop::Stop;
 
 /// How long a client has to send its preface, and then its `Open`.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

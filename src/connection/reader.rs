@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::stop::Stop;
 use bytes::BytesMut;
 use futures::StreamExt;
 use tokio::io::AsyncRead;
@@ -22,6 +21,7 @@ use crate::broker::session::{Session, MAX_PUBLISHES_IN_FLIGHT};
 use crate::broker::Broker;
 use crate::clip;
 use crate::error::BrokerError;
+use crate::stop::Stop;
 
 /// How long a connection closing for shutdown waits for the confirms it owes.
 const CONFIRM_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);

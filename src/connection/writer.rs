@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use crate::stop::Stop;
 use bytes::BytesMut;
 use futures::{Sink, SinkExt};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -16,6 +15,7 @@ use warren_protocol::{DeliverRef, Envelope, Frame, FrameCodec};
 use super::encode;
 use crate::broker::outbox::OutboxReceiver;
 use crate::broker::session::{Outbound, Session};
+use crate::stop::Stop;
 
 /// Frames fed before a flush is forced, so one busy connection still writes regularly.
 const MAX_FRAMES_PER_FLUSH: usize = 1024;
